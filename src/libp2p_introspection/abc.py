@@ -1,0 +1,49 @@
+"""Interfaces between data sources and the introspection server.
+
+A *source* is whatever produces introspection data: a live py-libp2p host
+(:class:`libp2p_introspection.introspector.HostIntrospector`), the demo
+network, a recording being replayed, a synthetic node. The server asks a
+source for its :class:`Runtime` once, asks it for a :class:`State` snapshot on
+every tick of the server-wide snapshot clock, and receives the source's events
+through a sink it registers once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from libp2p_introspection.protocol import pb
+
+#: Called by a source, synchronously and without blocking, once per event as
+#: it happens. ``Event.type`` carries at least the type's name; it may carry
+#: the property types too (the server then uses them for clients that were not
+#: told about that type in the ``Runtime``). ``Event.ts`` is ms since epoch.
+EventSink = Callable[[pb.Event], None]
+
+
+class IntrospectionSource(ABC):
+    """Something the introspection server can serve.
+
+    Implementations must not block the trio event loop for long: ``state()``
+    runs on the loop, once per base snapshot interval.
+    """
+
+    @abstractmethod
+    def runtime(self) -> pb.Runtime:
+        """The node's static metadata, with every event type it may emit."""
+
+    @abstractmethod
+    def state(self) -> pb.State:
+        """Build one snapshot of the node now.
+
+        ``instant_ts`` is now (ms since epoch); ``start_ts`` is the previous
+        call's ``instant_ts`` (or the source's start for the first call), and
+        instantaneous values (``inst_bw``, bytes per second) cover that window.
+        """
+
+    def set_event_sink(self, sink: EventSink | None) -> None:  # noqa: B027
+        """Register the function to call for each event (``None`` detaches).
+
+        Sources without events keep the default, which ignores the sink.
+        """

@@ -1,0 +1,33 @@
+"""Documented defaults shared by the server, the CLI and the clients.
+
+Every value here is a default: each has a CLI option and a field in
+:class:`libp2p_introspection.server.ServerConfig`.
+"""
+
+from __future__ import annotations
+
+#: Loopback only, unless told otherwise.
+DEFAULT_HOST = "127.0.0.1"
+#: The local introspection port clients look for by default.
+DEFAULT_PORT = 8845
+#: WebSocket path of the endpoint.
+PATH = "/introspect"
+#: Base snapshot interval (PROTOCOL.md §4.1), ms.
+DEFAULT_INTERVAL_MS = 1_000
+#: How long a closed connection stays in snapshots as CLOSED (§3), ms.
+DEFAULT_CLOSED_CONNECTION_LIFETIME_MS = 120_000
+#: Upper clamp of a session's retention_period_ms (§4.7), ms.
+DEFAULT_MAX_RETENTION_MS = 120_000
+#: Per-session byte budget of the pause buffer (§4.5), bytes.
+DEFAULT_PUSH_BYTE_BUDGET = 32 * 1024 * 1024
+#: Per-session bound of the outgoing queue (§4.6), messages.
+DEFAULT_QUEUE_BOUND = 256
+#: A client that reads nothing for this long is disconnected with 1008 (§4.6), seconds.
+DEFAULT_WRITE_TIMEOUT_S = 10.0
+
+
+def default_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
+    """``ws://HOST:PORT/introspect``; IPv6 literals get brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"ws://{host}:{port}{PATH}"
