@@ -1,0 +1,627 @@
+"""The server side of one client session, as a pure state machine (PROTOCOL.md §4).
+
+Every session rule of the protocol lives in this module, and nothing else
+does: no sockets, no clocks, no tasks. The I/O adapter
+(:mod:`libp2p_introspection.server.websocket`) feeds a :class:`Session`
+with what happened and carries out what it asks:
+
+inputs
+    :meth:`Session.receive_command` (a binary WebSocket message),
+    :meth:`Session.receive_text` (a text message),
+    :meth:`Session.snapshot_produced` (the server-wide clock made a snapshot),
+    :meth:`Session.event_produced` (the node emitted an event),
+    :meth:`Session.tick` (time passed), :meth:`Session.frame_sent` (the
+    adapter finished writing the frame it last took).
+
+outputs
+    :meth:`Session.next_frame` (the next framed ``ServerMessage`` to write, or
+    ``None``) and :attr:`Session.close` (set once the session must end: a
+    :class:`Close` with a WebSocket close code and reason).
+
+Every input takes ``now``: seconds on the server's monotonic clock. Tests
+drive it with a fake clock.
+
+Rule map (section of PROTOCOL.md → where it is enforced):
+
+- §4.1 cursor, each snapshot at most once → :meth:`Session._enqueue_snapshot`
+- §4.2 runtime then latest snapshot on connect → :meth:`Session.__init__`
+- §4.3 pull, waiting → :meth:`Session._request`, :meth:`Session.snapshot_produced`
+- §4.4 push streams → :meth:`Session._push_enable`, :meth:`Session._push_disable`
+- §4.5 pause buffer → :meth:`Session._hold`, :meth:`Session._evict`, :meth:`Session._drain`
+- §4.6 queue bound, one notice per run of drops, write timeout →
+  :meth:`Session._deliver_push`, :meth:`Session._drop`, :meth:`Session.tick`
+- §4.7 configuration → :meth:`Session._apply_config`
+- §4.8 errors → :meth:`Session.receive_command`, :meth:`Session.receive_text`
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from libp2p_introspection import config as defaults
+from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.framing import (
+    MAX_COMMAND_SIZE,
+    PROTOCOL_VERSION,
+    encode_server_message,
+)
+
+Command = pb.ClientCommand.Command
+Source = pb.ClientCommand.Source
+
+#: WebSocket close codes the session uses.
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One snapshot of the server-wide sequence (§4.1), encoded once.
+
+    ``number`` counts from 1; ``frame`` is the framed ``ServerMessage{state}``
+    whose bytes every session shares.
+    """
+
+    number: int
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventItem:
+    """One event, encoded once for every session.
+
+    ``frame`` names the event type only; ``full_frame`` carries its property
+    types too, for a client that was not told about the type in the
+    ``Runtime`` (§3, ``Event.type``).
+    """
+
+    type_name: str
+    frame: bytes
+    full_frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Server options that govern every session (defaults in :mod:`libp2p_introspection.config`).
+
+    ``base_interval_ms`` is the server's snapshot interval, ms;
+    ``max_retention_ms`` the upper clamp of ``retention_period_ms``, ms;
+    ``push_byte_budget`` the pause buffer's size limit, bytes;
+    ``queue_bound`` the outgoing queue's bound for push data, messages;
+    ``write_timeout_s`` how long a client may read nothing, seconds;
+    ``max_command_size`` the largest command accepted, bytes.
+    """
+
+    base_interval_ms: int = defaults.DEFAULT_INTERVAL_MS
+    max_retention_ms: int = defaults.DEFAULT_MAX_RETENTION_MS
+    push_byte_budget: int = defaults.DEFAULT_PUSH_BYTE_BUDGET
+    queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
+    write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
+    max_command_size: int = MAX_COMMAND_SIZE
+
+    def __post_init__(self) -> None:
+        if self.base_interval_ms <= 0:
+            raise ValueError("base_interval_ms must be positive")
+        if self.max_retention_ms < self.base_interval_ms:
+            raise ValueError("max_retention_ms must be at least base_interval_ms")
+        if self.queue_bound <= 0 or self.push_byte_budget <= 0 or self.write_timeout_s <= 0:
+            raise ValueError("queue_bound, push_byte_budget and write_timeout_s must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The session must end: close the WebSocket with ``code`` and ``reason``."""
+
+    code: int
+    reason: str
+
+
+@dataclass(slots=True)
+class _Held:
+    """A push item waiting in the pause buffer (§4.5)."""
+
+    item: Snapshot | EventItem
+    size: int
+    held_at: float
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """Counters a server may log or expose; they do not steer the session."""
+
+    commands: int = 0
+    errors: int = 0
+    snapshots_sent: int = 0
+    events_sent: int = 0
+    dropped: int = 0
+    notices: int = 0
+
+
+def _notice_frame() -> bytes:
+    message = pb.ServerMessage()
+    message.notice.kind = pb.ServerNotice.DISCARDING_EVENTS
+    return encode_server_message(message)
+
+
+_NOTICE_FRAME = _notice_frame()
+
+
+class Session:
+    """One client session, from connect to close. See the module docstring.
+
+    ``runtime_frame`` is the framed ``ServerMessage{runtime}``; ``known_event_types``
+    the event type names that ``Runtime`` declares; ``latest`` the newest
+    snapshot at connect time (§4.2 sends both at once).
+    """
+
+    def __init__(
+        self,
+        limits: SessionLimits,
+        runtime_frame: bytes,
+        known_event_types: frozenset[str],
+        latest: Snapshot,
+        now: float,
+    ) -> None:
+        self.limits = limits
+        self.stats = SessionStats()
+        self.close: Close | None = None
+        self._runtime_frame = runtime_frame
+        self._runtime_types = known_event_types
+        self._told_types: set[str] = set(known_event_types)
+        self._latest = latest
+        self._cursor = 0
+        self._waiting = False
+        self._hello_seen = False
+        # Effective configuration (§4.7).
+        self._interval_ms = limits.base_interval_ms
+        self._retention_ms = limits.max_retention_ms
+        # Push streams (§4.4) and pause (§4.5).
+        self._push_state = False
+        self._push_events = False
+        self._paused = False
+        self._held: deque[_Held] = deque()
+        self._held_bytes = 0
+        self._held_gap = False  # items were evicted before the first held one
+        # Outgoing queue (§4.6): frames in order; how many of them are push data.
+        self._outbox: deque[tuple[bytes, bool]] = deque()
+        self._outbox_push = 0
+        self._in_flight = False
+        self._in_drop_run = False
+        self._last_progress = now
+        self._now = now
+
+        self._enqueue(runtime_frame, push=False)
+        self._enqueue_snapshot(latest, push=False)
+
+    # ------------------------------------------------------------------ outputs
+
+    def next_frame(self) -> bytes | None:
+        """Take the next frame to write, or ``None`` when there is nothing to send.
+
+        The adapter calls :meth:`frame_sent` once it has written it.
+        """
+        if not self._outbox or self.close is not None:
+            return None
+        frame, push = self._outbox.popleft()
+        if push:
+            self._outbox_push -= 1
+        self._in_flight = True
+        return frame
+
+    @property
+    def has_frames(self) -> bool:
+        """Whether :meth:`next_frame` would return a frame."""
+        return bool(self._outbox) and self.close is None
+
+    # ------------------------------------------------------------------- inputs
+
+    def frame_sent(self, now: float) -> None:
+        """The frame last taken with :meth:`next_frame` is written; room may have freed."""
+        self._now = now
+        self._in_flight = False
+        self._last_progress = now
+        self._drain()
+
+    def tick(self, now: float) -> None:
+        """Time passed: age the pause buffer and enforce the write timeout (§4.5, §4.6)."""
+        self._now = now
+        if self.close is not None:
+            return
+        self._evict_expired()
+        if (self._outbox or self._in_flight) and (
+            now - self._last_progress >= self.limits.write_timeout_s
+        ):
+            self._close(
+                CLOSE_POLICY_VIOLATION,
+                f"client read nothing for {self.limits.write_timeout_s:g} s",
+            )
+
+    def snapshot_produced(self, snapshot: Snapshot, now: float) -> None:
+        """The server-wide clock produced ``snapshot`` (§4.1, §4.3, §4.4)."""
+        self._now = now
+        self._latest = snapshot
+        if self.close is not None:
+            return
+        if self._waiting:
+            # A waiting pull and a due state push are satisfied by the same send.
+            self._waiting = False
+            self._enqueue_snapshot(snapshot, push=False)
+            return
+        if self._push_state and snapshot.number % self._push_every() == 0:
+            self._push(snapshot)
+
+    def event_produced(self, event: EventItem, now: float) -> None:
+        """The node emitted ``event``; pushed if this session subscribed to events."""
+        self._now = now
+        if self.close is None and self._push_events:
+            self._push(event)
+
+    def receive_text(self, text: str, now: float) -> None:
+        """A text WebSocket message arrived: an ``ERR`` (§4.8); the session goes on."""
+        self._now = now
+        if self.close is None:
+            self.stats.commands += 1
+            self._respond(
+                0,
+                "text frames are not accepted: send each ClientCommand as a binary message",
+            )
+
+    def receive_command(self, data: bytes, now: float) -> None:
+        """A binary WebSocket message arrived: one serialized ``ClientCommand`` (§4.3 to §4.8).
+
+        A message above ``max_command_size`` closes the session with 1009; bytes
+        that do not parse, a version above 1, an unknown command or source and a
+        second ``HELLO`` each get an ``ERR`` response and the session goes on.
+        """
+        self._now = now
+        if self.close is not None:
+            return
+        self.stats.commands += 1
+        if len(data) > self.limits.max_command_size:
+            self._close(
+                CLOSE_MESSAGE_TOO_BIG,
+                f"command of {len(data)} bytes exceeds the "
+                f"{self.limits.max_command_size}-byte limit",
+            )
+            return
+        command = pb.ClientCommand()
+        try:
+            command.ParseFromString(data)
+        except DecodeError as exc:
+            self._respond(_salvage_id(data), f"malformed ClientCommand: {exc}")
+            return
+        version = command.version.version if command.HasField("version") else 0
+        if version > PROTOCOL_VERSION:
+            self._respond(
+                command.id,
+                f"unsupported protocol version {version}; this server speaks "
+                f"version {PROTOCOL_VERSION}",
+            )
+            return
+        handler = _HANDLERS.get(command.command)
+        if handler is None:
+            self._respond(command.id, f"unknown command {command.command}")
+            return
+        handler(self, command)
+
+    # ------------------------------------------------------------ command rules
+
+    def _hello(self, command: pb.ClientCommand) -> None:
+        # §4.7: optional, at most once; a config is optional.
+        if self._hello_seen:
+            self._respond(command.id, "HELLO was already received on this session")
+            return
+        self._hello_seen = True
+        if command.HasField("config"):
+            self._apply_config(command.config)
+        self._respond(command.id)
+
+    def _update_config(self, command: pb.ClientCommand) -> None:
+        if not command.HasField("config"):
+            self._respond(command.id, "UPDATE_CONFIG needs a config")
+            return
+        self._apply_config(command.config)
+        self._respond(command.id)
+
+    def _request(self, command: pb.ClientCommand) -> None:
+        # §4.3: answered by the data itself, never by OK.
+        source = command.source
+        if source == Source.STATE:
+            if self._latest.number > self._cursor:
+                self._enqueue_snapshot(self._latest, push=False)
+            else:
+                self._waiting = True
+        elif source == Source.RUNTIME:
+            self._enqueue(self._runtime_frame, push=False)
+            self._told_types.update(self._runtime_types)
+        elif source == Source.EVENTS:
+            self._respond(command.id, "EVENTS cannot be requested: events are push-only")
+        else:
+            self._respond(command.id, f"unknown source {source}")
+
+    def _push_enable(self, command: pb.ClientCommand) -> None:
+        if self._set_push(command, True):
+            self._respond(command.id)
+
+    def _push_disable(self, command: pb.ClientCommand) -> None:
+        if self._set_push(command, False):
+            if not self._push_state and not self._push_events:
+                # §4.5: disabling every push stream empties the buffer (and ends the pause).
+                self._clear_held()
+                self._paused = False
+            else:
+                self._discard_held(Snapshot if command.source == Source.STATE else EventItem)
+            self._respond(command.id)
+
+    def _set_push(self, command: pb.ClientCommand, on: bool) -> bool:
+        source = command.source
+        if source == Source.STATE:
+            self._push_state = on
+        elif source == Source.EVENTS:
+            self._push_events = on
+        elif source == Source.RUNTIME:
+            self._respond(command.id, "RUNTIME is not a push stream: REQUEST it instead")
+            return False
+        else:
+            self._respond(command.id, f"unknown source {source}")
+            return False
+        return True
+
+    def _pause(self, command: pb.ClientCommand) -> None:
+        # §4.5: pauses all push streams; the source is ignored; idempotent.
+        if self._push_state or self._push_events:
+            self._paused = True
+        self._respond(command.id)
+
+    def _resume(self, command: pb.ClientCommand) -> None:
+        # §4.5: OK first, then what was held, in the order it was produced.
+        was_paused = self._paused
+        self._paused = False
+        self._respond(command.id)
+        if was_paused:
+            self._drain()
+
+    # ----------------------------------------------------------- configuration
+
+    def _apply_config(self, requested: pb.Configuration) -> None:
+        # §4.7: 0 means unchanged; the interval rounds up to a multiple of the
+        # base interval; retention clamps to [base interval, max retention].
+        base = self.limits.base_interval_ms
+        if requested.state_snapshot_interval_ms:
+            multiple = math.ceil(requested.state_snapshot_interval_ms / base)
+            self._interval_ms = multiple * base
+        if requested.retention_period_ms:
+            self._retention_ms = min(
+                max(requested.retention_period_ms, base), self.limits.max_retention_ms
+            )
+            self._evict_expired()
+
+    @property
+    def effective_config(self) -> pb.Configuration:
+        """The session's configuration as the server applies it (§4.7)."""
+        return pb.Configuration(
+            retention_period_ms=self._retention_ms,
+            state_snapshot_interval_ms=self._interval_ms,
+        )
+
+    def _push_every(self) -> int:
+        return self._interval_ms // self.limits.base_interval_ms
+
+    # ---------------------------------------------------- outgoing queue (§4.6)
+
+    def _enqueue(self, frame: bytes, *, push: bool) -> None:
+        if not self._outbox and not self._in_flight:
+            self._last_progress = self._now  # the write timeout counts from here
+        self._outbox.append((frame, push))
+        if push:
+            self._outbox_push += 1
+
+    def _enqueue_snapshot(self, snapshot: Snapshot, *, push: bool) -> None:
+        # §4.1: every State sent moves the cursor; nothing at or below it is sent.
+        if snapshot.number <= self._cursor:
+            return
+        self._cursor = snapshot.number
+        self.stats.snapshots_sent += 1
+        self._enqueue(snapshot.frame, push=push)
+
+    def _respond(self, command_id: int, error: str | None = None) -> None:
+        message = pb.ServerMessage()
+        response = message.response
+        response.id = command_id
+        if error is None:
+            response.result = pb.CommandResponse.OK
+        else:
+            response.result = pb.CommandResponse.ERR
+            response.error = error
+            self.stats.errors += 1
+        response.effective_config.CopyFrom(self.effective_config)
+        self._enqueue(encode_server_message(message), push=False)
+
+    def _push(self, item: Snapshot | EventItem) -> None:
+        if self._paused or self._held:
+            # Paused, or still sending what was held: keep the order of production.
+            self._hold(item)
+            self._drain()
+        else:
+            self._deliver_push(item)
+
+    def _deliver_push(self, item: Snapshot | EventItem) -> None:
+        if isinstance(item, Snapshot) and item.number <= self._cursor:
+            return  # §4.5: a held snapshot at or below the cursor is discarded, never sent
+        if self._outbox_push >= self.limits.queue_bound:
+            self._drop()
+            return
+        self._in_drop_run = False
+        if isinstance(item, Snapshot):
+            self._enqueue_snapshot(item, push=True)
+        else:
+            self.stats.events_sent += 1
+            if item.type_name in self._told_types:
+                self._enqueue(item.frame, push=True)
+            else:
+                self._told_types.add(item.type_name)
+                self._enqueue(item.full_frame, push=True)
+
+    def _drop(self) -> None:
+        self.stats.dropped += 1
+        self._mark_gap()
+
+    def _mark_gap(self) -> None:
+        # §4.6: one DISCARDING_EVENTS notice per run of consecutive drops, in the
+        # place of the first dropped item; the notice is outside the push budget.
+        if not self._in_drop_run:
+            self._in_drop_run = True
+            self.stats.notices += 1
+            self._enqueue(_NOTICE_FRAME, push=False)
+
+    # ------------------------------------------------------- pause buffer (§4.5)
+
+    def _hold(self, item: Snapshot | EventItem) -> None:
+        size = len(item.frame)
+        self._held.append(_Held(item, size, self._now))
+        self._held_bytes += size
+        while self._held_bytes > self.limits.push_byte_budget and self._held:
+            self._evict()
+        self._evict_expired()
+
+    def _evict(self) -> None:
+        held = self._held.popleft()
+        self._held_bytes -= held.size
+        self._held_gap = True
+        self.stats.dropped += 1
+
+    def _evict_expired(self) -> None:
+        horizon = self._now - self._retention_ms / 1000
+        while self._held and self._held[0].held_at < horizon:
+            self._evict()
+
+    def _drain(self) -> None:
+        # Move held items to the outgoing queue while not paused and there is room.
+        while not self._paused and self.close is None:
+            if self._held_gap:
+                self._held_gap = False
+                self._mark_gap()  # evicted items were dropped where they stood
+                continue
+            if not self._held:
+                return
+            first = self._held[0]
+            if isinstance(first.item, Snapshot) and first.item.number <= self._cursor:
+                self._held.popleft()
+                self._held_bytes -= first.size
+                continue
+            if self._outbox_push >= self.limits.queue_bound:
+                return
+            self._held.popleft()
+            self._held_bytes -= first.size
+            self._deliver_push(first.item)
+
+    def _discard_held(self, kind: type) -> None:
+        kept = deque(h for h in self._held if not isinstance(h.item, kind))
+        self._held_bytes = sum(h.size for h in kept)
+        self._held = kept
+
+    def _clear_held(self) -> None:
+        self._held.clear()
+        self._held_bytes = 0
+        self._held_gap = False
+
+    # --------------------------------------------------------------------- misc
+
+    def _close(self, code: int, reason: str) -> None:
+        self.close = Close(code, reason)
+        self._outbox.clear()
+        self._outbox_push = 0
+        self._clear_held()
+
+    # Read-only views for adapters, logs and tests.
+
+    @property
+    def cursor(self) -> int:
+        """Number of the last snapshot sent to this session (§4.1)."""
+        return self._cursor
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a ready signal is waiting for the next snapshot (§4.3)."""
+        return self._waiting
+
+    @property
+    def paused(self) -> bool:
+        """Whether the session's push streams are paused (§4.5)."""
+        return self._paused
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes in the pause buffer (§4.5)."""
+        return self._held_bytes
+
+    @property
+    def held_count(self) -> int:
+        """Items in the pause buffer (§4.5)."""
+        return len(self._held)
+
+    @property
+    def queued(self) -> int:
+        """Frames in the outgoing queue, push data or not (§4.6)."""
+        return len(self._outbox)
+
+
+_HANDLERS: dict[int, Callable[[Session, pb.ClientCommand], None]] = {
+    Command.HELLO: Session._hello,
+    Command.REQUEST: Session._request,
+    Command.PUSH_ENABLE: Session._push_enable,
+    Command.PUSH_DISABLE: Session._push_disable,
+    Command.PUSH_PAUSE: Session._pause,
+    Command.PUSH_RESUME: Session._resume,
+    Command.UPDATE_CONFIG: Session._update_config,
+}
+
+
+def _salvage_id(data: bytes) -> int:
+    """Read ``ClientCommand.id`` (field 2, varint) from bytes that failed to parse.
+
+    Walks the wire format up to the first fault; returns 0 if the id cannot be read.
+    """
+    pos = 0
+    end = len(data)
+
+    def varint() -> int | None:
+        nonlocal pos
+        value = shift = 0
+        while pos < end and shift < 64:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+        return None
+
+    while pos < end:
+        tag = varint()
+        if tag is None:
+            return 0
+        field, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            value = varint()
+            if value is None:
+                return 0
+            if field == 2:
+                return value & 0xFFFFFFFFFFFFFFFF
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 2:
+            length = varint()
+            if length is None:
+                return 0
+            pos += length
+        elif wire_type == 5:
+            pos += 4
+        else:
+            return 0
+    return 0
