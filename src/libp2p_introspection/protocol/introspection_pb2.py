@@ -4,102 +4,105 @@
 # source: introspection.proto
 # Protobuf Python Version: 6.31.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 6, 31, 1, "", "introspection.proto"
+    _runtime_version.Domain.PUBLIC,
+    6,
+    31,
+    1,
+    '',
+    'introspection.proto'
 )
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x13introspection.proto\x12\rintrospection"\x1a\n\x07Version\x12\x0f\n\x07version\x18\x01 \x01(\r"7\n\rResultCounter\x12\r\n\x05total\x18\x01 \x01(\r\x12\n\n\x02ok\x18\x02 \x01(\r\x12\x0b\n\x03\x65rr\x18\x03 \x01(\r"\xc4\x01\n\x0eSlidingCounter\x12\x0f\n\x07over_1m\x18\x01 \x01(\r\x12\x0f\n\x07over_5m\x18\x02 \x01(\r\x12\x10\n\x08over_15m\x18\x03 \x01(\r\x12\x10\n\x08over_30m\x18\x04 \x01(\r\x12\x10\n\x08over_1hr\x18\x05 \x01(\r\x12\x10\n\x08over_2hr\x18\x06 \x01(\r\x12\x10\n\x08over_4hr\x18\x07 \x01(\r\x12\x10\n\x08over_8hr\x18\x08 \x01(\r\x12\x11\n\tover_12hr\x18\t \x01(\r\x12\x11\n\tover_24hr\x18\n \x01(\r"D\n\tDataGauge\x12\x11\n\tcum_bytes\x18\x01 \x01(\x04\x12\x13\n\x0b\x63um_packets\x18\x02 \x01(\x04\x12\x0f\n\x07inst_bw\x18\x03 \x01(\x04"\xa9\x02\n\tEventType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x0eproperty_types\x18\x02 \x03(\x0b\x32&.introspection.EventType.EventProperty\x1a\xcd\x01\n\rEventProperty\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x41\n\x04type\x18\x02 \x01(\x0e\x32\x33.introspection.EventType.EventProperty.PropertyType\x12\x14\n\x0chas_multiple\x18\x03 \x01(\x08"U\n\x0cPropertyType\x12\n\n\x06STRING\x10\x00\x12\n\n\x06NUMBER\x10\x01\x12\x08\n\x04TIME\x10\n\x12\n\n\x06PEERID\x10\x0b\x12\r\n\tMULTIADDR\x10\x0c\x12\x08\n\x04JSON\x10Z"\x84\x01\n\x07Runtime\x12\x16\n\x0eimplementation\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x0f\n\x07peer_id\x18\x04 \x01(\t\x12-\n\x0b\x65vent_types\x18\x07 \x03(\x0b\x32\x18.introspection.EventType"<\n\x0c\x45ndpointPair\x12\x15\n\rsrc_multiaddr\x18\x01 \x01(\t\x12\x15\n\rdst_multiaddr\x18\x02 \x01(\t"f\n\x07Traffic\x12,\n\ntraffic_in\x18\x01 \x01(\x0b\x32\x18.introspection.DataGauge\x12-\n\x0btraffic_out\x18\x02 \x01(\x0b\x32\x18.introspection.DataGauge"\xfa\x04\n\nConnection\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.introspection.Status\x12\x14\n\x0ctransport_id\x18\x04 \x01(\x0c\x12.\n\tendpoints\x18\x05 \x01(\x0b\x32\x1b.introspection.EndpointPair\x12\x34\n\x08timeline\x18\x06 \x01(\x0b\x32".introspection.Connection.Timeline\x12!\n\x04role\x18\x07 \x01(\x0e\x32\x13.introspection.Role\x12\'\n\x07traffic\x18\x08 \x01(\x0b\x32\x16.introspection.Traffic\x12\x35\n\x07\x61ttribs\x18\t \x01(\x0b\x32$.introspection.Connection.Attributes\x12\x12\n\nlatency_ns\x18\n \x01(\x04\x12*\n\x07streams\x18\x0b \x01(\x0b\x32\x19.introspection.StreamList\x12\x11\n\x07\x63onn_id\x18\x10 \x01(\x0cH\x00\x12)\n\x04\x63onn\x18\x11 \x01(\x0b\x32\x19.introspection.ConnectionH\x00\x12\x1a\n\x12user_provided_tags\x18\x63 \x03(\t\x1a\x42\n\x08Timeline\x12\x0f\n\x07open_ts\x18\x01 \x01(\x04\x12\x13\n\x0bupgraded_ts\x18\x02 \x01(\x04\x12\x10\n\x08\x63lose_ts\x18\x03 \x01(\x04\x1a\x35\n\nAttributes\x12\x13\n\x0bmultiplexer\x18\x01 \x01(\t\x12\x12\n\nencryption\x18\x02 \x01(\tB\x0e\n\x0crelayed_overJ\x04\x08\x0c\x10\x10"H\n\nStreamList\x12\x12\n\nstream_ids\x18\x01 \x03(\x0c\x12&\n\x07streams\x18\x02 \x03(\x0b\x32\x15.introspection.Stream"\xba\x03\n\x06Stream\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12!\n\x04role\x18\x03 \x01(\x0e\x32\x13.introspection.Role\x12\'\n\x07traffic\x18\x04 \x01(\x0b\x32\x16.introspection.Traffic\x12\x31\n\x04\x63onn\x18\x05 \x01(\x0b\x32#.introspection.Stream.ConnectionRef\x12\x30\n\x08timeline\x18\x06 \x01(\x0b\x32\x1e.introspection.Stream.Timeline\x12%\n\x06status\x18\x07 \x01(\x0e\x32\x15.introspection.Status\x12\x12\n\nlatency_ns\x18\x10 \x01(\x04\x12\x1a\n\x12user_provided_tags\x18\x63 \x03(\t\x1a[\n\rConnectionRef\x12)\n\x04\x63onn\x18\x01 \x01(\x0b\x32\x19.introspection.ConnectionH\x00\x12\x11\n\x07\x63onn_id\x18\x02 \x01(\x0cH\x00\x42\x0c\n\nconnection\x1a-\n\x08Timeline\x12\x0f\n\x07open_ts\x18\x01 \x01(\x04\x12\x10\n\x08\x63lose_ts\x18\x02 \x01(\x04"\xfb\x04\n\x03\x44HT\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x10\n\x08start_ts\x18\x03 \x01(\x04\x12)\n\x06params\x18\x04 \x01(\x0b\x32\x19.introspection.DHT.Params\x12*\n\x07\x62uckets\x18\x05 \x03(\x0b\x32\x19.introspection.DHT.Bucket\x12\x37\n\x10incoming_queries\x18\x06 \x01(\x0b\x32\x1d.introspection.DHT.QueryGauge\x12\x37\n\x10outgoing_queries\x18\x07 \x01(\x0b\x32\x1d.introspection.DHT.QueryGauge\x1aH\n\x06Params\x12\t\n\x01k\x18\x01 \x01(\x04\x12\r\n\x05\x61lpha\x18\x02 \x01(\x04\x12\x16\n\x0e\x64isjoint_paths\x18\x03 \x01(\x04\x12\x0c\n\x04\x62\x65ta\x18\x04 \x01(\x04\x1a\xa8\x01\n\tPeerInDHT\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.introspection.DHT.PeerInDHT.Status\x12\x15\n\rage_in_bucket\x18\x03 \x01(\r">\n\x06Status\x12\n\n\x06\x41\x43TIVE\x10\x00\x12\x0b\n\x07MISSING\x10\x01\x12\x0c\n\x08REJECTED\x10\x02\x12\r\n\tCANDIDATE\x10\x03\x1a\x42\n\x06\x42ucket\x12\x0b\n\x03\x63pl\x18\x01 \x01(\r\x12+\n\x05peers\x18\x02 \x03(\x0b\x32\x1c.introspection.DHT.PeerInDHT\x1a=\n\nQueryGauge\x12\x0f\n\x07success\x18\x01 \x01(\x04\x12\r\n\x05\x65rror\x18\x02 \x01(\x04\x12\x0f\n\x07timeout\x18\x03 \x01(\x04"]\n\nSubsystems\x12.\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\x19.introspection.Connection\x12\x1f\n\x03\x64ht\x18\x02 \x01(\x0b\x32\x12.introspection.DHT"\xa3\x01\n\x05State\x12-\n\nsubsystems\x18\x01 \x01(\x0b\x32\x19.introspection.Subsystems\x12\'\n\x07traffic\x18\x02 \x01(\x0b\x32\x16.introspection.Traffic\x12\x12\n\ninstant_ts\x18\x03 \x01(\x04\x12\x10\n\x08start_ts\x18\x04 \x01(\x04\x12\x1c\n\x14snapshot_duration_ms\x18\x05 \x01(\r"L\n\x05\x45vent\x12&\n\x04type\x18\x01 \x01(\x0b\x32\x18.introspection.EventType\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t"\x9f\x02\n\rServerMessage\x12\'\n\x07version\x18\x01 \x01(\x0b\x32\x16.introspection.Version\x12%\n\x05state\x18\x02 \x01(\x0b\x32\x14.introspection.StateH\x00\x12)\n\x07runtime\x18\x03 \x01(\x0b\x32\x16.introspection.RuntimeH\x00\x12%\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x14.introspection.EventH\x00\x12\x32\n\x08response\x18\x05 \x01(\x0b\x32\x1e.introspection.CommandResponseH\x00\x12-\n\x06notice\x18\x06 \x01(\x0b\x32\x1b.introspection.ServerNoticeH\x00\x42\t\n\x07payload"P\n\rConfiguration\x12\x1b\n\x13retention_period_ms\x18\x01 \x01(\x04\x12"\n\x1astate_snapshot_interval_ms\x18\x02 \x01(\x04"\x86\x03\n\rClientCommand\x12\'\n\x07version\x18\x01 \x01(\x0b\x32\x16.introspection.Version\x12\n\n\x02id\x18\x02 \x01(\x04\x12\x35\n\x07\x63ommand\x18\x03 \x01(\x0e\x32$.introspection.ClientCommand.Command\x12\x33\n\x06source\x18\x04 \x01(\x0e\x32#.introspection.ClientCommand.Source\x12,\n\x06\x63onfig\x18\x05 \x01(\x0b\x32\x1c.introspection.Configuration",\n\x06Source\x12\t\n\x05STATE\x10\x00\x12\x0b\n\x07RUNTIME\x10\x01\x12\n\n\x06\x45VENTS\x10\x02"x\n\x07\x43ommand\x12\t\n\x05HELLO\x10\x00\x12\x0b\n\x07REQUEST\x10\x01\x12\x0f\n\x0bPUSH_ENABLE\x10\x02\x12\x10\n\x0cPUSH_DISABLE\x10\x03\x12\x0e\n\nPUSH_PAUSE\x10\x04\x12\x0f\n\x0bPUSH_RESUME\x10\x05\x12\x11\n\rUPDATE_CONFIG\x10\x07"\xb6\x01\n\x0f\x43ommandResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x35\n\x06result\x18\x02 \x01(\x0e\x32%.introspection.CommandResponse.Result\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x36\n\x10\x65\x66\x66\x65\x63tive_config\x18\x04 \x01(\x0b\x32\x1c.introspection.Configuration"\x19\n\x06Result\x12\x06\n\x02OK\x10\x00\x12\x07\n\x03\x45RR\x10\x01"]\n\x0cServerNotice\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .introspection.ServerNotice.Kind"\x1d\n\x04Kind\x12\x15\n\x11\x44ISCARDING_EVENTS\x10\x00*$\n\x04Role\x12\r\n\tINITIATOR\x10\x00\x12\r\n\tRESPONDER\x10\x01*E\n\x06Status\x12\n\n\x06\x41\x43TIVE\x10\x00\x12\n\n\x06\x43LOSED\x10\x01\x12\x0b\n\x07OPENING\x10\x02\x12\x0b\n\x07\x43LOSING\x10\x03\x12\t\n\x05\x45RROR\x10\x04\x62\x06proto3'
-)
+
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13introspection.proto\x12\rintrospection\"\x1a\n\x07Version\x12\x0f\n\x07version\x18\x01 \x01(\r\"7\n\rResultCounter\x12\r\n\x05total\x18\x01 \x01(\r\x12\n\n\x02ok\x18\x02 \x01(\r\x12\x0b\n\x03\x65rr\x18\x03 \x01(\r\"\xc4\x01\n\x0eSlidingCounter\x12\x0f\n\x07over_1m\x18\x01 \x01(\r\x12\x0f\n\x07over_5m\x18\x02 \x01(\r\x12\x10\n\x08over_15m\x18\x03 \x01(\r\x12\x10\n\x08over_30m\x18\x04 \x01(\r\x12\x10\n\x08over_1hr\x18\x05 \x01(\r\x12\x10\n\x08over_2hr\x18\x06 \x01(\r\x12\x10\n\x08over_4hr\x18\x07 \x01(\r\x12\x10\n\x08over_8hr\x18\x08 \x01(\r\x12\x11\n\tover_12hr\x18\t \x01(\r\x12\x11\n\tover_24hr\x18\n \x01(\r\"D\n\tDataGauge\x12\x11\n\tcum_bytes\x18\x01 \x01(\x04\x12\x13\n\x0b\x63um_packets\x18\x02 \x01(\x04\x12\x0f\n\x07inst_bw\x18\x03 \x01(\x04\"\xa9\x02\n\tEventType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x0eproperty_types\x18\x02 \x03(\x0b\x32&.introspection.EventType.EventProperty\x1a\xcd\x01\n\rEventProperty\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x41\n\x04type\x18\x02 \x01(\x0e\x32\x33.introspection.EventType.EventProperty.PropertyType\x12\x14\n\x0chas_multiple\x18\x03 \x01(\x08\"U\n\x0cPropertyType\x12\n\n\x06STRING\x10\x00\x12\n\n\x06NUMBER\x10\x01\x12\x08\n\x04TIME\x10\n\x12\n\n\x06PEERID\x10\x0b\x12\r\n\tMULTIADDR\x10\x0c\x12\x08\n\x04JSON\x10Z\"\x84\x01\n\x07Runtime\x12\x16\n\x0eimplementation\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x0f\n\x07peer_id\x18\x04 \x01(\t\x12-\n\x0b\x65vent_types\x18\x07 \x03(\x0b\x32\x18.introspection.EventType\"<\n\x0c\x45ndpointPair\x12\x15\n\rsrc_multiaddr\x18\x01 \x01(\t\x12\x15\n\rdst_multiaddr\x18\x02 \x01(\t\"f\n\x07Traffic\x12,\n\ntraffic_in\x18\x01 \x01(\x0b\x32\x18.introspection.DataGauge\x12-\n\x0btraffic_out\x18\x02 \x01(\x0b\x32\x18.introspection.DataGauge\"\xfa\x04\n\nConnection\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0f\n\x07peer_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.introspection.Status\x12\x14\n\x0ctransport_id\x18\x04 \x01(\x0c\x12.\n\tendpoints\x18\x05 \x01(\x0b\x32\x1b.introspection.EndpointPair\x12\x34\n\x08timeline\x18\x06 \x01(\x0b\x32\".introspection.Connection.Timeline\x12!\n\x04role\x18\x07 \x01(\x0e\x32\x13.introspection.Role\x12\'\n\x07traffic\x18\x08 \x01(\x0b\x32\x16.introspection.Traffic\x12\x35\n\x07\x61ttribs\x18\t \x01(\x0b\x32$.introspection.Connection.Attributes\x12\x12\n\nlatency_ns\x18\n \x01(\x04\x12*\n\x07streams\x18\x0b \x01(\x0b\x32\x19.introspection.StreamList\x12\x11\n\x07\x63onn_id\x18\x10 \x01(\x0cH\x00\x12)\n\x04\x63onn\x18\x11 \x01(\x0b\x32\x19.introspection.ConnectionH\x00\x12\x1a\n\x12user_provided_tags\x18\x63 \x03(\t\x1a\x42\n\x08Timeline\x12\x0f\n\x07open_ts\x18\x01 \x01(\x04\x12\x13\n\x0bupgraded_ts\x18\x02 \x01(\x04\x12\x10\n\x08\x63lose_ts\x18\x03 \x01(\x04\x1a\x35\n\nAttributes\x12\x13\n\x0bmultiplexer\x18\x01 \x01(\t\x12\x12\n\nencryption\x18\x02 \x01(\tB\x0e\n\x0crelayed_overJ\x04\x08\x0c\x10\x10\"H\n\nStreamList\x12\x12\n\nstream_ids\x18\x01 \x03(\x0c\x12&\n\x07streams\x18\x02 \x03(\x0b\x32\x15.introspection.Stream\"\xba\x03\n\x06Stream\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x10\n\x08protocol\x18\x02 \x01(\t\x12!\n\x04role\x18\x03 \x01(\x0e\x32\x13.introspection.Role\x12\'\n\x07traffic\x18\x04 \x01(\x0b\x32\x16.introspection.Traffic\x12\x31\n\x04\x63onn\x18\x05 \x01(\x0b\x32#.introspection.Stream.ConnectionRef\x12\x30\n\x08timeline\x18\x06 \x01(\x0b\x32\x1e.introspection.Stream.Timeline\x12%\n\x06status\x18\x07 \x01(\x0e\x32\x15.introspection.Status\x12\x12\n\nlatency_ns\x18\x10 \x01(\x04\x12\x1a\n\x12user_provided_tags\x18\x63 \x03(\t\x1a[\n\rConnectionRef\x12)\n\x04\x63onn\x18\x01 \x01(\x0b\x32\x19.introspection.ConnectionH\x00\x12\x11\n\x07\x63onn_id\x18\x02 \x01(\x0cH\x00\x42\x0c\n\nconnection\x1a-\n\x08Timeline\x12\x0f\n\x07open_ts\x18\x01 \x01(\x04\x12\x10\n\x08\x63lose_ts\x18\x02 \x01(\x04\"\xfb\x04\n\x03\x44HT\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x10\n\x08start_ts\x18\x03 \x01(\x04\x12)\n\x06params\x18\x04 \x01(\x0b\x32\x19.introspection.DHT.Params\x12*\n\x07\x62uckets\x18\x05 \x03(\x0b\x32\x19.introspection.DHT.Bucket\x12\x37\n\x10incoming_queries\x18\x06 \x01(\x0b\x32\x1d.introspection.DHT.QueryGauge\x12\x37\n\x10outgoing_queries\x18\x07 \x01(\x0b\x32\x1d.introspection.DHT.QueryGauge\x1aH\n\x06Params\x12\t\n\x01k\x18\x01 \x01(\x04\x12\r\n\x05\x61lpha\x18\x02 \x01(\x04\x12\x16\n\x0e\x64isjoint_paths\x18\x03 \x01(\x04\x12\x0c\n\x04\x62\x65ta\x18\x04 \x01(\x04\x1a\xa8\x01\n\tPeerInDHT\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.introspection.DHT.PeerInDHT.Status\x12\x15\n\rage_in_bucket\x18\x03 \x01(\r\">\n\x06Status\x12\n\n\x06\x41\x43TIVE\x10\x00\x12\x0b\n\x07MISSING\x10\x01\x12\x0c\n\x08REJECTED\x10\x02\x12\r\n\tCANDIDATE\x10\x03\x1a\x42\n\x06\x42ucket\x12\x0b\n\x03\x63pl\x18\x01 \x01(\r\x12+\n\x05peers\x18\x02 \x03(\x0b\x32\x1c.introspection.DHT.PeerInDHT\x1a=\n\nQueryGauge\x12\x0f\n\x07success\x18\x01 \x01(\x04\x12\r\n\x05\x65rror\x18\x02 \x01(\x04\x12\x0f\n\x07timeout\x18\x03 \x01(\x04\"]\n\nSubsystems\x12.\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\x19.introspection.Connection\x12\x1f\n\x03\x64ht\x18\x02 \x01(\x0b\x32\x12.introspection.DHT\"\xa3\x01\n\x05State\x12-\n\nsubsystems\x18\x01 \x01(\x0b\x32\x19.introspection.Subsystems\x12\'\n\x07traffic\x18\x02 \x01(\x0b\x32\x16.introspection.Traffic\x12\x12\n\ninstant_ts\x18\x03 \x01(\x04\x12\x10\n\x08start_ts\x18\x04 \x01(\x04\x12\x1c\n\x14snapshot_duration_ms\x18\x05 \x01(\r\"L\n\x05\x45vent\x12&\n\x04type\x18\x01 \x01(\x0b\x32\x18.introspection.EventType\x12\n\n\x02ts\x18\x02 \x01(\x04\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\"\x9f\x02\n\rServerMessage\x12\'\n\x07version\x18\x01 \x01(\x0b\x32\x16.introspection.Version\x12%\n\x05state\x18\x02 \x01(\x0b\x32\x14.introspection.StateH\x00\x12)\n\x07runtime\x18\x03 \x01(\x0b\x32\x16.introspection.RuntimeH\x00\x12%\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x14.introspection.EventH\x00\x12\x32\n\x08response\x18\x05 \x01(\x0b\x32\x1e.introspection.CommandResponseH\x00\x12-\n\x06notice\x18\x06 \x01(\x0b\x32\x1b.introspection.ServerNoticeH\x00\x42\t\n\x07payload\"P\n\rConfiguration\x12\x1b\n\x13retention_period_ms\x18\x01 \x01(\x04\x12\"\n\x1astate_snapshot_interval_ms\x18\x02 \x01(\x04\"\x86\x03\n\rClientCommand\x12\'\n\x07version\x18\x01 \x01(\x0b\x32\x16.introspection.Version\x12\n\n\x02id\x18\x02 \x01(\x04\x12\x35\n\x07\x63ommand\x18\x03 \x01(\x0e\x32$.introspection.ClientCommand.Command\x12\x33\n\x06source\x18\x04 \x01(\x0e\x32#.introspection.ClientCommand.Source\x12,\n\x06\x63onfig\x18\x05 \x01(\x0b\x32\x1c.introspection.Configuration\",\n\x06Source\x12\t\n\x05STATE\x10\x00\x12\x0b\n\x07RUNTIME\x10\x01\x12\n\n\x06\x45VENTS\x10\x02\"x\n\x07\x43ommand\x12\t\n\x05HELLO\x10\x00\x12\x0b\n\x07REQUEST\x10\x01\x12\x0f\n\x0bPUSH_ENABLE\x10\x02\x12\x10\n\x0cPUSH_DISABLE\x10\x03\x12\x0e\n\nPUSH_PAUSE\x10\x04\x12\x0f\n\x0bPUSH_RESUME\x10\x05\x12\x11\n\rUPDATE_CONFIG\x10\x07\"\xb6\x01\n\x0f\x43ommandResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x35\n\x06result\x18\x02 \x01(\x0e\x32%.introspection.CommandResponse.Result\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x36\n\x10\x65\x66\x66\x65\x63tive_config\x18\x04 \x01(\x0b\x32\x1c.introspection.Configuration\"\x19\n\x06Result\x12\x06\n\x02OK\x10\x00\x12\x07\n\x03\x45RR\x10\x01\"]\n\x0cServerNotice\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .introspection.ServerNotice.Kind\"\x1d\n\x04Kind\x12\x15\n\x11\x44ISCARDING_EVENTS\x10\x00*$\n\x04Role\x12\r\n\tINITIATOR\x10\x00\x12\r\n\tRESPONDER\x10\x01*E\n\x06Status\x12\n\n\x06\x41\x43TIVE\x10\x00\x12\n\n\x06\x43LOSED\x10\x01\x12\x0b\n\x07OPENING\x10\x02\x12\x0b\n\x07\x43LOSING\x10\x03\x12\t\n\x05\x45RROR\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "introspection_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'introspection_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_ROLE"]._serialized_start = 4171
-    _globals["_ROLE"]._serialized_end = 4207
-    _globals["_STATUS"]._serialized_start = 4209
-    _globals["_STATUS"]._serialized_end = 4278
-    _globals["_VERSION"]._serialized_start = 38
-    _globals["_VERSION"]._serialized_end = 64
-    _globals["_RESULTCOUNTER"]._serialized_start = 66
-    _globals["_RESULTCOUNTER"]._serialized_end = 121
-    _globals["_SLIDINGCOUNTER"]._serialized_start = 124
-    _globals["_SLIDINGCOUNTER"]._serialized_end = 320
-    _globals["_DATAGAUGE"]._serialized_start = 322
-    _globals["_DATAGAUGE"]._serialized_end = 390
-    _globals["_EVENTTYPE"]._serialized_start = 393
-    _globals["_EVENTTYPE"]._serialized_end = 690
-    _globals["_EVENTTYPE_EVENTPROPERTY"]._serialized_start = 485
-    _globals["_EVENTTYPE_EVENTPROPERTY"]._serialized_end = 690
-    _globals["_EVENTTYPE_EVENTPROPERTY_PROPERTYTYPE"]._serialized_start = 605
-    _globals["_EVENTTYPE_EVENTPROPERTY_PROPERTYTYPE"]._serialized_end = 690
-    _globals["_RUNTIME"]._serialized_start = 693
-    _globals["_RUNTIME"]._serialized_end = 825
-    _globals["_ENDPOINTPAIR"]._serialized_start = 827
-    _globals["_ENDPOINTPAIR"]._serialized_end = 887
-    _globals["_TRAFFIC"]._serialized_start = 889
-    _globals["_TRAFFIC"]._serialized_end = 991
-    _globals["_CONNECTION"]._serialized_start = 994
-    _globals["_CONNECTION"]._serialized_end = 1628
-    _globals["_CONNECTION_TIMELINE"]._serialized_start = 1485
-    _globals["_CONNECTION_TIMELINE"]._serialized_end = 1551
-    _globals["_CONNECTION_ATTRIBUTES"]._serialized_start = 1553
-    _globals["_CONNECTION_ATTRIBUTES"]._serialized_end = 1606
-    _globals["_STREAMLIST"]._serialized_start = 1630
-    _globals["_STREAMLIST"]._serialized_end = 1702
-    _globals["_STREAM"]._serialized_start = 1705
-    _globals["_STREAM"]._serialized_end = 2147
-    _globals["_STREAM_CONNECTIONREF"]._serialized_start = 2009
-    _globals["_STREAM_CONNECTIONREF"]._serialized_end = 2100
-    _globals["_STREAM_TIMELINE"]._serialized_start = 2102
-    _globals["_STREAM_TIMELINE"]._serialized_end = 2147
-    _globals["_DHT"]._serialized_start = 2150
-    _globals["_DHT"]._serialized_end = 2785
-    _globals["_DHT_PARAMS"]._serialized_start = 2411
-    _globals["_DHT_PARAMS"]._serialized_end = 2483
-    _globals["_DHT_PEERINDHT"]._serialized_start = 2486
-    _globals["_DHT_PEERINDHT"]._serialized_end = 2654
-    _globals["_DHT_PEERINDHT_STATUS"]._serialized_start = 2592
-    _globals["_DHT_PEERINDHT_STATUS"]._serialized_end = 2654
-    _globals["_DHT_BUCKET"]._serialized_start = 2656
-    _globals["_DHT_BUCKET"]._serialized_end = 2722
-    _globals["_DHT_QUERYGAUGE"]._serialized_start = 2724
-    _globals["_DHT_QUERYGAUGE"]._serialized_end = 2785
-    _globals["_SUBSYSTEMS"]._serialized_start = 2787
-    _globals["_SUBSYSTEMS"]._serialized_end = 2880
-    _globals["_STATE"]._serialized_start = 2883
-    _globals["_STATE"]._serialized_end = 3046
-    _globals["_EVENT"]._serialized_start = 3048
-    _globals["_EVENT"]._serialized_end = 3124
-    _globals["_SERVERMESSAGE"]._serialized_start = 3127
-    _globals["_SERVERMESSAGE"]._serialized_end = 3414
-    _globals["_CONFIGURATION"]._serialized_start = 3416
-    _globals["_CONFIGURATION"]._serialized_end = 3496
-    _globals["_CLIENTCOMMAND"]._serialized_start = 3499
-    _globals["_CLIENTCOMMAND"]._serialized_end = 3889
-    _globals["_CLIENTCOMMAND_SOURCE"]._serialized_start = 3723
-    _globals["_CLIENTCOMMAND_SOURCE"]._serialized_end = 3767
-    _globals["_CLIENTCOMMAND_COMMAND"]._serialized_start = 3769
-    _globals["_CLIENTCOMMAND_COMMAND"]._serialized_end = 3889
-    _globals["_COMMANDRESPONSE"]._serialized_start = 3892
-    _globals["_COMMANDRESPONSE"]._serialized_end = 4074
-    _globals["_COMMANDRESPONSE_RESULT"]._serialized_start = 4049
-    _globals["_COMMANDRESPONSE_RESULT"]._serialized_end = 4074
-    _globals["_SERVERNOTICE"]._serialized_start = 4076
-    _globals["_SERVERNOTICE"]._serialized_end = 4169
-    _globals["_SERVERNOTICE_KIND"]._serialized_start = 4140
-    _globals["_SERVERNOTICE_KIND"]._serialized_end = 4169
+  DESCRIPTOR._loaded_options = None
+  _globals['_ROLE']._serialized_start=4171
+  _globals['_ROLE']._serialized_end=4207
+  _globals['_STATUS']._serialized_start=4209
+  _globals['_STATUS']._serialized_end=4278
+  _globals['_VERSION']._serialized_start=38
+  _globals['_VERSION']._serialized_end=64
+  _globals['_RESULTCOUNTER']._serialized_start=66
+  _globals['_RESULTCOUNTER']._serialized_end=121
+  _globals['_SLIDINGCOUNTER']._serialized_start=124
+  _globals['_SLIDINGCOUNTER']._serialized_end=320
+  _globals['_DATAGAUGE']._serialized_start=322
+  _globals['_DATAGAUGE']._serialized_end=390
+  _globals['_EVENTTYPE']._serialized_start=393
+  _globals['_EVENTTYPE']._serialized_end=690
+  _globals['_EVENTTYPE_EVENTPROPERTY']._serialized_start=485
+  _globals['_EVENTTYPE_EVENTPROPERTY']._serialized_end=690
+  _globals['_EVENTTYPE_EVENTPROPERTY_PROPERTYTYPE']._serialized_start=605
+  _globals['_EVENTTYPE_EVENTPROPERTY_PROPERTYTYPE']._serialized_end=690
+  _globals['_RUNTIME']._serialized_start=693
+  _globals['_RUNTIME']._serialized_end=825
+  _globals['_ENDPOINTPAIR']._serialized_start=827
+  _globals['_ENDPOINTPAIR']._serialized_end=887
+  _globals['_TRAFFIC']._serialized_start=889
+  _globals['_TRAFFIC']._serialized_end=991
+  _globals['_CONNECTION']._serialized_start=994
+  _globals['_CONNECTION']._serialized_end=1628
+  _globals['_CONNECTION_TIMELINE']._serialized_start=1485
+  _globals['_CONNECTION_TIMELINE']._serialized_end=1551
+  _globals['_CONNECTION_ATTRIBUTES']._serialized_start=1553
+  _globals['_CONNECTION_ATTRIBUTES']._serialized_end=1606
+  _globals['_STREAMLIST']._serialized_start=1630
+  _globals['_STREAMLIST']._serialized_end=1702
+  _globals['_STREAM']._serialized_start=1705
+  _globals['_STREAM']._serialized_end=2147
+  _globals['_STREAM_CONNECTIONREF']._serialized_start=2009
+  _globals['_STREAM_CONNECTIONREF']._serialized_end=2100
+  _globals['_STREAM_TIMELINE']._serialized_start=2102
+  _globals['_STREAM_TIMELINE']._serialized_end=2147
+  _globals['_DHT']._serialized_start=2150
+  _globals['_DHT']._serialized_end=2785
+  _globals['_DHT_PARAMS']._serialized_start=2411
+  _globals['_DHT_PARAMS']._serialized_end=2483
+  _globals['_DHT_PEERINDHT']._serialized_start=2486
+  _globals['_DHT_PEERINDHT']._serialized_end=2654
+  _globals['_DHT_PEERINDHT_STATUS']._serialized_start=2592
+  _globals['_DHT_PEERINDHT_STATUS']._serialized_end=2654
+  _globals['_DHT_BUCKET']._serialized_start=2656
+  _globals['_DHT_BUCKET']._serialized_end=2722
+  _globals['_DHT_QUERYGAUGE']._serialized_start=2724
+  _globals['_DHT_QUERYGAUGE']._serialized_end=2785
+  _globals['_SUBSYSTEMS']._serialized_start=2787
+  _globals['_SUBSYSTEMS']._serialized_end=2880
+  _globals['_STATE']._serialized_start=2883
+  _globals['_STATE']._serialized_end=3046
+  _globals['_EVENT']._serialized_start=3048
+  _globals['_EVENT']._serialized_end=3124
+  _globals['_SERVERMESSAGE']._serialized_start=3127
+  _globals['_SERVERMESSAGE']._serialized_end=3414
+  _globals['_CONFIGURATION']._serialized_start=3416
+  _globals['_CONFIGURATION']._serialized_end=3496
+  _globals['_CLIENTCOMMAND']._serialized_start=3499
+  _globals['_CLIENTCOMMAND']._serialized_end=3889
+  _globals['_CLIENTCOMMAND_SOURCE']._serialized_start=3723
+  _globals['_CLIENTCOMMAND_SOURCE']._serialized_end=3767
+  _globals['_CLIENTCOMMAND_COMMAND']._serialized_start=3769
+  _globals['_CLIENTCOMMAND_COMMAND']._serialized_end=3889
+  _globals['_COMMANDRESPONSE']._serialized_start=3892
+  _globals['_COMMANDRESPONSE']._serialized_end=4074
+  _globals['_COMMANDRESPONSE_RESULT']._serialized_start=4049
+  _globals['_COMMANDRESPONSE_RESULT']._serialized_end=4074
+  _globals['_SERVERNOTICE']._serialized_start=4076
+  _globals['_SERVERNOTICE']._serialized_end=4169
+  _globals['_SERVERNOTICE_KIND']._serialized_start=4140
+  _globals['_SERVERNOTICE_KIND']._serialized_end=4169
 # @@protoc_insertion_point(module_scope)

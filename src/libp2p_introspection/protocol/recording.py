@@ -1,0 +1,263 @@
+"""Recording files: the data-dump format of PROTOCOL.md §2.
+
+Layout: a 4-byte little-endian file version (1) at offset 0, then records back
+to back, each ``[fnv1a32 (4, LE)][length (4, LE)][ServerMessage bytes]``.
+
+Files are read and written as streams, one record at a time, in constant
+memory. A record whose hash does not match is skipped and counted (or raised,
+if the reader is strict); a truncated last record is reported and everything
+before it kept; a length field above the size limit is an error, raised before
+anything is allocated for it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.framing import MAX_MESSAGE_SIZE, FrameError, fnv1a32
+
+#: The file version this implementation reads and writes.
+FILE_VERSION = 1
+#: Size of a record's header (hash + length), bytes.
+RECORD_HEADER_SIZE = 8
+_U32 = struct.Struct("<I")
+_RECORD_HEADER = struct.Struct("<II")
+# File versions that are plausibly a later revision of this format rather than
+# some other kind of file; anything else is "not a recording".
+_PLAUSIBLE_VERSIONS = range(2, 256)
+
+
+class RecordingError(FrameError):
+    """A recording file could not be read as one. Subclasses say why."""
+
+
+class NotARecordingError(RecordingError):
+    """The file is empty, too short, or does not start with a recording header."""
+
+
+class UnsupportedFileVersionError(RecordingError):
+    """The file is a recording of a version this implementation does not read."""
+
+
+class RecordChecksumError(RecordingError):
+    """A record's FNV-1a 32 hash does not match its bytes."""
+
+
+class TruncatedRecordError(RecordingError):
+    """The file ends inside a record (a writer stopped mid-write)."""
+
+
+class RecordTooLargeError(RecordingError):
+    """A record's length field is above the reader's size limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record: its byte ``offset`` in the file and its ``ServerMessage`` bytes."""
+
+    offset: int
+    data: bytes
+
+    def message(self) -> pb.ServerMessage:
+        """Parse the record; raises ``google.protobuf.message.DecodeError`` if it does not."""
+        message = pb.ServerMessage()
+        message.ParseFromString(self.data)
+        return message
+
+
+class RecordingReader:
+    """Iterate the records of a recording lazily.
+
+    ``source`` is a path or a binary stream (read sequentially; never sought).
+    With ``errors="skip"`` (the default) records with a bad checksum are
+    skipped and counted in :attr:`checksum_failures`, and a truncated tail
+    sets :attr:`truncated` and ends the iteration; with ``errors="raise"``
+    both raise (:class:`RecordChecksumError`, :class:`TruncatedRecordError`).
+    Whatever the mode, a bad file header raises :class:`NotARecordingError`
+    or :class:`UnsupportedFileVersionError`, and a length field above
+    ``max_record_size`` raises :class:`RecordTooLargeError` (the rest of the
+    file cannot be framed after it).
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | BinaryIO,
+        *,
+        errors: Literal["skip", "raise"] = "skip",
+        max_record_size: int = MAX_MESSAGE_SIZE,
+    ) -> None:
+        if isinstance(source, str | os.PathLike):
+            self._stream: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed in close()
+            self._owned = True
+            self.name = str(source)
+        else:
+            self._stream = source
+            self._owned = False
+            self.name = getattr(source, "name", "<stream>")
+        self.errors = errors
+        self.max_record_size = max_record_size
+        self.records = 0
+        self.checksum_failures = 0
+        self.truncated = False
+        self.truncated_at: int | None = None
+        self.bytes_read = 0
+        self._header_read = False
+
+    def __enter__(self) -> RecordingReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file if this reader opened it."""
+        if self._owned:
+            self._stream.close()
+
+    def _read(self, size: int) -> bytes:
+        data = self._stream.read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def read_header(self) -> int:
+        """Read and check the file version; returns it. Called by iteration if needed."""
+        if self._header_read:
+            return FILE_VERSION
+        head = self._read(4)
+        if not head:
+            raise NotARecordingError(f"{self.name}: empty file, not a recording")
+        if len(head) < 4:
+            raise NotARecordingError(
+                f"{self.name}: {len(head)} bytes, too short for a recording header"
+            )
+        (version,) = _U32.unpack(head)
+        if version != FILE_VERSION:
+            if version in _PLAUSIBLE_VERSIONS:
+                raise UnsupportedFileVersionError(
+                    f"{self.name}: recording file version {version}; this tool reads "
+                    f"version {FILE_VERSION}"
+                )
+            raise NotARecordingError(
+                f"{self.name}: does not start with a recording header (first bytes {head.hex()})"
+            )
+        self._header_read = True
+        return version
+
+    def __iter__(self) -> Iterator[Record]:
+        self.read_header()
+        while True:
+            offset = self.bytes_read
+            header = self._read(RECORD_HEADER_SIZE)
+            if not header:
+                return
+            if len(header) < RECORD_HEADER_SIZE:
+                self._truncate(offset, f"record header cut short after {len(header)} bytes")
+                return
+            checksum, length = _RECORD_HEADER.unpack(header)
+            if length > self.max_record_size:
+                raise RecordTooLargeError(
+                    f"{self.name}: record at offset {offset} announces {length} bytes, above "
+                    f"the {self.max_record_size}-byte limit"
+                )
+            data = self._read(length)
+            if len(data) < length:
+                self._truncate(offset, f"record of {length} bytes cut short at {len(data)}")
+                return
+            if fnv1a32(data) != checksum:
+                self.checksum_failures += 1
+                if self.errors == "raise":
+                    raise RecordChecksumError(
+                        f"{self.name}: record at offset {offset} fails its checksum"
+                    )
+                continue
+            self.records += 1
+            yield Record(offset, data)
+
+    def _truncate(self, offset: int, what: str) -> None:
+        self.truncated = True
+        self.truncated_at = offset
+        if self.errors == "raise":
+            raise TruncatedRecordError(f"{self.name}: truncated at offset {offset}: {what}")
+
+    def messages(self) -> Iterator[pb.ServerMessage]:
+        """Iterate parsed ``ServerMessage``s (see :meth:`Record.message` for errors)."""
+        for record in self:
+            yield record.message()
+
+
+def read_messages(path: str | os.PathLike[str]) -> Iterator[pb.ServerMessage]:
+    """Parsed messages of the recording at ``path``, skipping bad records."""
+    with RecordingReader(path) as reader:
+        yield from reader.messages()
+
+
+class RecordingWriter:
+    """Append records to a recording, one whole record per write, flushed.
+
+    ``target`` is a path (created or truncated) or a binary stream. The file
+    header is written at once. A process killed at any moment leaves a file
+    readable up to its last whole record. Raises :class:`RecordTooLargeError`
+    for a message above ``max_record_size``; ``OSError`` from the file system
+    propagates (nothing already written is lost).
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | BinaryIO,
+        *,
+        max_record_size: int = MAX_MESSAGE_SIZE,
+        flush: bool = True,
+    ) -> None:
+        if isinstance(target, str | os.PathLike):
+            self._stream: BinaryIO = open(Path(target), "wb")  # noqa: SIM115 - closed in close()
+            self._owned = True
+        else:
+            self._stream = target
+            self._owned = False
+        self.max_record_size = max_record_size
+        self._flush = flush
+        self.records = 0
+        self.bytes_written = 0
+        self._write(_U32.pack(FILE_VERSION))
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _write(self, data: bytes) -> None:
+        self._stream.write(data)
+        if self._flush:
+            self._stream.flush()
+        self.bytes_written += len(data)
+
+    def write(self, message_bytes: bytes, checksum: int | None = None) -> None:
+        """Append one serialized ``ServerMessage`` (``checksum`` if already known)."""
+        if len(message_bytes) > self.max_record_size:
+            raise RecordTooLargeError(
+                f"message of {len(message_bytes)} bytes exceeds the "
+                f"{self.max_record_size}-byte record limit"
+            )
+        if checksum is None:
+            checksum = fnv1a32(message_bytes)
+        self._write(_RECORD_HEADER.pack(checksum, len(message_bytes)) + message_bytes)
+        self.records += 1
+
+    def write_message(self, message: pb.ServerMessage) -> None:
+        """Serialize and append ``message``."""
+        self.write(message.SerializeToString())
+
+    def close(self) -> None:
+        """Flush, and close the file if this writer opened it."""
+        try:
+            self._stream.flush()
+        finally:
+            if self._owned:
+                self._stream.close()

@@ -1,0 +1,106 @@
+"""Live framing (§2): FNV-1a 32 and the three-field header, with distinct errors."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.framing import (
+    ChecksumError,
+    FrameError,
+    FrameTooLargeError,
+    FrameVersionError,
+    ShortFrameError,
+    TrailingBytesError,
+    decode_frame,
+    encode_frame,
+    encode_server_message,
+    fnv1a32,
+    fnv1a32_reference,
+    parse_server_message,
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(b"", 0x811C9DC5), (b"a", 0xE40C292C), (b"foobar", 0xBF9CF968), (b"hello", 0x4F9F2CAB)],
+)
+def test_fnv1a32_known_vectors(data, expected):
+    assert fnv1a32(data) == expected
+    assert fnv1a32_reference(data) == expected
+
+
+@given(st.binary(max_size=2048))
+def test_fast_fnv_matches_reference(data):
+    assert fnv1a32(data) == fnv1a32_reference(data)
+
+
+def test_frame_layout():
+    frame = encode_frame(b"\x0a\x02\x08\x01")
+    version, checksum, length = struct.unpack_from("<III", frame)
+    assert (version, checksum, length) == (1, fnv1a32(b"\x0a\x02\x08\x01"), 4)
+    assert frame[12:] == b"\x0a\x02\x08\x01"
+
+
+@given(st.binary(max_size=4096))
+def test_roundtrip(message):
+    assert decode_frame(encode_frame(message)) == message
+
+
+def test_server_message_always_carries_version_1():
+    message = pb.ServerMessage()
+    message.notice.kind = pb.ServerNotice.DISCARDING_EVENTS
+    decoded = parse_server_message(encode_server_message(message))
+    assert decoded.HasField("version") and decoded.version.version == 1
+
+
+def test_short_frame():
+    with pytest.raises(ShortFrameError, match="shorter than the 12-byte header"):
+        decode_frame(b"\x01\x00\x00\x00")
+    frame = encode_frame(b"abcdef")
+    with pytest.raises(ShortFrameError, match="announces 6"):
+        decode_frame(frame[:-1])
+
+
+def test_corrupt_frame():
+    frame = bytearray(encode_frame(b"abcdef"))
+    frame[-1] ^= 0xFF
+    with pytest.raises(ChecksumError, match="checksum mismatch"):
+        decode_frame(bytes(frame))
+
+
+def test_wrong_version():
+    frame = bytearray(encode_frame(b"abc"))
+    frame[0] = 2
+    with pytest.raises(FrameVersionError, match="version 2"):
+        decode_frame(bytes(frame))
+
+
+def test_length_above_limit_is_refused_without_allocating():
+    header = struct.pack("<III", 1, 0, 0xFFFFFFFF)
+    with pytest.raises(FrameTooLargeError):
+        decode_frame(header)
+    with pytest.raises(FrameTooLargeError):
+        decode_frame(encode_frame(b"x" * 100), max_size=99)
+
+
+def test_trailing_bytes():
+    with pytest.raises(TrailingBytesError):
+        decode_frame(encode_frame(b"abc") + b"!")
+
+
+def test_errors_are_distinct_and_share_a_base():
+    kinds = {ShortFrameError, ChecksumError, FrameVersionError, FrameTooLargeError}
+    assert len(kinds) == 4
+    assert all(issubclass(k, FrameError) and issubclass(k, ValueError) for k in kinds)
+
+
+@given(st.binary(max_size=64))
+def test_random_bytes_give_only_frame_errors(data):
+    with contextlib.suppress(FrameError):
+        decode_frame(data)
