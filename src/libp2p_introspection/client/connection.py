@@ -1,0 +1,129 @@
+"""A protocol client: connect to an introspection server, send commands, read messages.
+
+The recorder and the dashboard backend are built on this; tests use it as the
+reference client. It speaks PROTOCOL.md §2 (framed server messages, bare
+commands) and §5 (the client loop is the caller's).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.framing import (
+    MAX_MESSAGE_SIZE,
+    PROTOCOL_VERSION,
+    FrameError,
+    decode_frame,
+)
+
+Command = pb.ClientCommand.Command
+Source = pb.ClientCommand.Source
+
+
+class ProtocolError(Exception):
+    """The server sent something this client cannot accept (a text frame, a bad frame)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message from the server: its parsed form and its raw ``ServerMessage`` bytes."""
+
+    message: pb.ServerMessage
+    data: bytes
+
+    @property
+    def kind(self) -> str:
+        """``runtime``, ``state``, ``event``, ``response``, ``notice`` (or ``None`` if empty)."""
+        return self.message.WhichOneof("payload") or ""
+
+
+class IntrospectionClient:
+    """One WebSocket session with an introspection server.
+
+    Use :func:`connect`. :meth:`receive` returns the next message;
+    :meth:`send` sends a command and returns the id it used.
+    """
+
+    def __init__(self, ws: WebSocketConnection, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+        self.ws = ws
+        self.max_message_size = max_message_size
+        self._ids = itertools.count(1)
+
+    async def send(
+        self,
+        command: int,
+        source: int = Source.STATE,
+        *,
+        config: pb.Configuration | None = None,
+        command_id: int | None = None,
+    ) -> int:
+        """Send one ``ClientCommand``; returns its id (chosen here unless given)."""
+        cid = next(self._ids) if command_id is None else command_id
+        message = pb.ClientCommand(id=cid, command=command, source=source)  # type: ignore[arg-type]
+        message.version.version = PROTOCOL_VERSION
+        if config is not None:
+            message.config.CopyFrom(config)
+        await self.ws.send_message(message.SerializeToString())
+        return cid
+
+    async def ready(self) -> None:
+        """Signal "ready for the next snapshot" (``REQUEST`` + ``STATE``)."""
+        await self.send(Command.REQUEST, Source.STATE)
+
+    async def receive(self) -> Received:
+        """The next message. Raises :class:`ProtocolError` for a text frame or a bad frame,
+        ``trio_websocket.ConnectionClosed`` when the server closed the session."""
+        data = await self.ws.get_message()
+        if isinstance(data, str):
+            raise ProtocolError("server sent a text frame; introspection frames are binary")
+        try:
+            payload = decode_frame(data, self.max_message_size)
+        except FrameError as exc:
+            raise ProtocolError(f"bad frame from server: {exc}") from exc
+        message = pb.ServerMessage()
+        try:
+            message.ParseFromString(payload)
+        except Exception as exc:  # DecodeError, or RecursionError on hostile nesting
+            raise ProtocolError(f"server message does not parse: {exc}") from exc
+        return Received(message, payload)
+
+    async def receive_kind(self, kind: str, *, limit: int = 10_000) -> Received:
+        """Read until a message of ``kind`` arrives (at most ``limit`` messages)."""
+        for _ in range(limit):
+            received = await self.receive()
+            if received.kind == kind:
+                return received
+        raise ProtocolError(f"no {kind} message in {limit} messages")
+
+    async def aclose(self) -> None:
+        """Close the session (1000)."""
+        await self.ws.aclose()
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    max_message_size: int = MAX_MESSAGE_SIZE,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[IntrospectionClient]:
+    """Open a session with the server at ``url`` (``ws://HOST:PORT/introspect``).
+
+    Raises ``OSError`` / ``trio_websocket.HandshakeError`` when it cannot connect.
+    The client's message size limit is raised to 64 MiB (WebSocket libraries
+    default to 1 MiB; big snapshots are several MB).
+    """
+    async with open_websocket_url(
+        url,
+        max_message_size=max_message_size,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=5.0,
+        message_queue_size=16,
+    ) as ws:
+        yield IntrospectionClient(ws, max_message_size)

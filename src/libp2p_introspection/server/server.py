@@ -1,0 +1,263 @@
+"""The WebSocket endpoint: thin trio-websocket adapter around the session state machine.
+
+One nursery for the server (snapshot clock, timer, listener), one per
+session (reader and writer, which live and die together). Sessions share
+nothing but the snapshot bytes (§4.9): the node and the clock only call the
+synchronous :class:`~libp2p_introspection.server.hub.Hub`, which never waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    WebSocketServer,
+    serve_websocket,
+)
+
+from libp2p_introspection import config as defaults
+from libp2p_introspection.abc import IntrospectionSource
+from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.framing import MAX_COMMAND_SIZE
+from libp2p_introspection.protocol.session import SessionLimits
+from libp2p_introspection.server.hub import Hub, SessionHandle
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for a client's side of the closing handshake.
+CLOSE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Options of the introspection server (CLI flags of ``serve``).
+
+    ``host``/``port``: where to listen (127.0.0.1 and
+    :data:`~libp2p_introspection.config.DEFAULT_PORT` by default; port 0 picks a free one).
+    ``interval_ms``: the base snapshot interval, ms.
+    The rest are the session limits of PROTOCOL.md §4 (see ``SessionLimits``).
+    ``closed_connection_lifetime_ms`` is applied by sources that track
+    connections (the host introspector).
+    """
+
+    host: str = defaults.DEFAULT_HOST
+    port: int = defaults.DEFAULT_PORT
+    interval_ms: int = defaults.DEFAULT_INTERVAL_MS
+    closed_connection_lifetime_ms: int = defaults.DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
+    max_retention_ms: int = defaults.DEFAULT_MAX_RETENTION_MS
+    push_byte_budget: int = defaults.DEFAULT_PUSH_BYTE_BUDGET
+    queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
+    write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
+    max_command_size: int = MAX_COMMAND_SIZE
+    limits: SessionLimits = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "limits",
+            SessionLimits(
+                base_interval_ms=self.interval_ms,
+                max_retention_ms=max(self.max_retention_ms, self.interval_ms),
+                push_byte_budget=self.push_byte_budget,
+                queue_bound=self.queue_bound,
+                write_timeout_s=self.write_timeout_s,
+                max_command_size=self.max_command_size,
+            ),
+        )
+
+
+class IntrospectionServer:
+    """Serves one :class:`~libp2p_introspection.abc.IntrospectionSource` on ``ws://HOST:PORT/introspect``.
+
+    Start it with ``await nursery.start(server.run)``; once started,
+    :attr:`url` is the address clients connect to. Errors of one session
+    (a vanished client, a broken socket) end that session only.
+    """
+
+    def __init__(self, source: IntrospectionSource, config: ServerConfig | None = None) -> None:
+        self.source = source
+        self.config = config or ServerConfig()
+        self.hub = Hub(self.config.limits, source.runtime())
+        self.sessions_served = 0
+        self.snapshot_errors = 0
+        self._listener: WebSocketServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with ``port=0``)."""
+        if self._listener is None:
+            raise RuntimeError("the server is not listening yet")
+        return self._listener.port
+
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT/introspect`` of the running server."""
+        return defaults.default_url(self.config.host, self.port)
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[IntrospectionServer] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Take the first snapshot, listen, and serve until cancelled."""
+        self._take_snapshot()  # §4.1: there is always a latest snapshot
+        self.source.set_event_sink(self.hub.publish_event)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._listener = await nursery.start(
+                    lambda task_status: serve_websocket(
+                        self._handle,
+                        self.config.host,
+                        self.config.port,
+                        None,
+                        handler_nursery=nursery,
+                        message_queue_size=4,
+                        max_message_size=self.config.max_command_size,
+                        task_status=task_status,
+                    )
+                )
+                nursery.start_soon(self._snapshot_clock)
+                nursery.start_soon(self._timer)
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self.source.set_event_sink(None)
+            self.hub.close_all()
+
+    # ------------------------------------------------------------ server tasks
+
+    def _take_snapshot(self) -> None:
+        try:
+            state = self.source.state()
+        except Exception:
+            # A source fault must not stop the clock or the server: keep the
+            # previous snapshot as the latest and try again next tick.
+            self.snapshot_errors += 1
+            log.exception("the source failed to build a snapshot")
+            if self.hub.latest is None:
+                self.hub.publish_state(pb.State())
+            return
+        self.hub.publish_state(state)
+
+    async def _snapshot_clock(self) -> None:
+        interval = self.config.interval_ms / 1000
+        deadline = trio.current_time()
+        while True:
+            deadline += interval
+            now = trio.current_time()
+            if deadline < now:  # we fell behind (a long GC, a slow source): skip, don't burst
+                deadline = now + interval
+            await trio.sleep_until(deadline)
+            self._take_snapshot()
+
+    async def _timer(self) -> None:
+        period = max(0.05, min(1.0, self.config.write_timeout_s / 4))
+        while True:
+            await trio.sleep(period)
+            self.hub.tick()
+
+    # ------------------------------------------------------------- one session
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        path = urlsplit(request.path).path
+        if path != defaults.PATH:
+            await request.reject(404, body=f"no endpoint at {path}; use {defaults.PATH}\n".encode())
+            return
+        ws = await request.accept()
+        peer = _describe(ws)
+        handle = self.hub.open_session(peer)
+        self.sessions_served += 1
+        log.info("session opened: %s", peer)
+        try:
+            with trio.CancelScope() as scope:
+                handle.cancel_scope = scope
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._reader, ws, handle, nursery.cancel_scope)
+                    nursery.start_soon(self._writer, ws, handle, nursery.cancel_scope)
+        finally:
+            self.hub.close_session(handle)
+            close = handle.session.close
+            with trio.move_on_after(CLOSE_TIMEOUT_S) as cleanup:
+                cleanup.shield = True
+                if close is not None:
+                    await ws.aclose(close.code, close.reason)
+                else:
+                    await ws.aclose()
+            log.info(
+                "session closed: %s (%s)",
+                peer,
+                f"{close.code} {close.reason}" if close else _closed_reason(ws),
+            )
+
+    async def _reader(
+        self, ws: WebSocketConnection, handle: SessionHandle, scope: trio.CancelScope
+    ) -> None:
+        session = handle.session
+        limits = self.config.limits
+        try:
+            while session.close is None:
+                # Backpressure: a client that sends commands without reading the
+                # answers is not read from until its queue drains (TCP pushes back).
+                while session.queued > limits.queue_bound:
+                    await handle.wait_drained()
+                message = await ws.get_message()
+                now = trio.current_time()
+                if isinstance(message, bytes):
+                    session.receive_command(message, now)
+                else:
+                    session.receive_text(message, now)
+                handle.notify()
+        except ConnectionClosed:
+            pass
+        scope.cancel()
+
+    async def _writer(
+        self, ws: WebSocketConnection, handle: SessionHandle, scope: trio.CancelScope
+    ) -> None:
+        session = handle.session
+        try:
+            while session.close is None:
+                frame = session.next_frame()
+                if frame is None:
+                    await handle.wait()
+                    continue
+                await ws.send_message(frame)
+                session.frame_sent(trio.current_time())
+                handle.drained()
+        except ConnectionClosed:
+            pass
+        scope.cancel()
+
+
+def _describe(ws: WebSocketConnection) -> str:
+    remote = ws.remote
+    return str(remote) if isinstance(remote, str) else f"{remote.address}:{remote.port}"
+
+
+def _closed_reason(ws: WebSocketConnection) -> str:
+    reason = ws.closed
+    return f"{reason.code} {reason.reason or ''}".strip() if reason else "closed"
+
+
+@asynccontextmanager
+async def open_introspection_server(
+    source: IntrospectionSource, config: ServerConfig | None = None
+) -> AsyncIterator[IntrospectionServer]:
+    """Serve ``source`` in the background for the duration of the ``async with`` block.
+
+    Yields the running :class:`IntrospectionServer` (its :attr:`~IntrospectionServer.url`
+    is ready). Raises ``OSError`` if the port cannot be bound.
+    """
+    server = IntrospectionServer(source, config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        try:
+            yield server
+        finally:
+            nursery.cancel_scope.cancel()
