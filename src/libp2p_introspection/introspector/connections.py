@@ -1,0 +1,500 @@
+"""Registry of connections and streams with stable ids, CLOSED retention and traffic.
+
+Lifecycle sources (py-libp2p ``Swarm`` notifee callbacks, forwarded by the
+introspector): ``connected``/``disconnected`` for connections,
+``opened_stream``/``closed_stream`` for streams. Each snapshot also
+*reconciles* with the swarm (``Swarm.get_connections()``, ``SwarmConn.streams``,
+``SwarmConn.is_closed``) so nothing is missed when a callback has not run yet
+or never runs.
+
+Ids: one process-wide counter per registry, encoded as 8 big-endian bytes,
+shared by connections and streams, so every id is unique, stable for the
+object's life and never reused.
+
+Retention:
+
+* a closed connection stays in snapshots as CLOSED with ``close_ts`` for
+  ``lifetime_ms`` after it closed, then disappears;
+* a closed stream appears in exactly one more snapshot (status CLOSED, with
+  ``close_ts``) and is then dropped; its connection keeps going.
+
+Traffic: per connection, the raw transport connection's bytes (see
+:mod:`libp2p_introspection.introspector.traffic`), counted from the security
+handshake for connections established after attach, from attach time for
+connections adopted at attach. Per stream, payload bytes after protocol
+negotiation, counted from when the stream was first seen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from libp2p_introspection.introspector import conninfo, events
+from libp2p_introspection.introspector.clock import ClockMs
+from libp2p_introspection.introspector.events import EventEmitter
+from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.introspector.traffic import TrafficCounter, install_counters
+from libp2p_introspection.introspector.upgrades import UpgradeTracker
+from libp2p_introspection.protocol import pb
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class StreamRecord:
+    """What the introspector knows about one stream (a py-libp2p ``NetStream``).
+
+    Timestamps are ms since epoch; ``traffic`` counts payload bytes.
+    """
+
+    id: bytes
+    stream: Any
+    conn: ConnectionRecord
+    role: int
+    open_ts: int
+    traffic: TrafficCounter = field(default_factory=TrafficCounter)
+    protocol: str = ""
+    status: int = pb.ACTIVE
+    close_ts: int = 0
+    announced: bool = False
+    reported_closed: bool = False
+
+    def current_protocol(self) -> str:
+        """The negotiated protocol id, read lazily from ``NetStream.protocol_id`` and cached."""
+        if self.stream is not None:
+            protocol = getattr(self.stream, "protocol_id", None)
+            if protocol:
+                self.protocol = str(protocol)
+        return self.protocol
+
+
+@dataclass(eq=False)
+class ConnectionRecord:
+    """What the introspector knows about one connection (a py-libp2p ``SwarmConn``).
+
+    ``open_ts``/``upgraded_ts``/``close_ts`` are ms since epoch; ``traffic``
+    counts raw transport bytes; ``streams`` maps stream id bytes to records.
+    """
+
+    id: bytes
+    conn: Any
+    raw: Any
+    peer_id: str
+    role: int
+    transport: bytes
+    local_addr: str
+    remote_addr: str
+    muxer: str
+    security: str
+    open_ts: int
+    upgraded_ts: int
+    traffic: TrafficCounter
+    status: int = pb.ACTIVE
+    close_ts: int = 0
+    latency_ns: int = 0
+    streams: dict[bytes, StreamRecord] = field(default_factory=dict)
+
+
+StreamListener = Callable[[StreamRecord], None]
+
+
+class ConnectionRegistry:
+    """Tracks every connection and stream of one swarm.
+
+    :param patcher: used for the instance-level counting wrappers.
+    :param clock_ms: wall clock, ms since epoch.
+    :param emitter: where connection and stream events go.
+    :param upgrades: the upgrader hook, consulted for connections it saw first.
+    :param lifetime_ms: how long a CLOSED connection stays in snapshots, ms.
+    :param peerstore: the host's peerstore (latency fallback), may be ``None``.
+    :param use_created_at: take adopted connections' ``open_ts`` from
+        ``SwarmConn._created_at`` (wall clock) rather than the attach time.
+    """
+
+    def __init__(
+        self,
+        *,
+        patcher: InstancePatcher,
+        clock_ms: ClockMs,
+        emitter: EventEmitter,
+        upgrades: UpgradeTracker,
+        lifetime_ms: int,
+        peerstore: Any = None,
+        use_created_at: bool = True,
+    ) -> None:
+        self._patcher = patcher
+        self._clock_ms = clock_ms
+        self._emitter = emitter
+        self._upgrades = upgrades
+        self._lifetime_ms = lifetime_ms
+        self._peerstore = peerstore
+        self._use_created_at = use_created_at
+        self._ids = itertools.count(1)
+        self._connections: dict[bytes, ConnectionRecord] = {}
+        self._by_conn: dict[Any, ConnectionRecord] = {}
+        self._by_stream: dict[Any, StreamRecord] = {}
+        #: Counts of connections no longer in the registry (purged, or failed upgrades).
+        self.retired = TrafficCounter()
+        #: Called with each newly registered stream, in the registering task's context.
+        self.stream_listeners: list[StreamListener] = []
+
+    # ---------------------------------------------------------------- lookups
+
+    def _next_id(self) -> bytes:
+        return next(self._ids).to_bytes(8, "big")
+
+    def connections(self) -> Iterable[ConnectionRecord]:
+        """All records still retained (ACTIVE and CLOSED), oldest first."""
+        return self._connections.values()
+
+    def connection_record(self, conn: Any) -> ConnectionRecord | None:
+        """The ACTIVE record for a ``SwarmConn``, if registered."""
+        return self._by_conn.get(conn)
+
+    def stream_record(self, stream: Any) -> StreamRecord | None:
+        """The ACTIVE record for a ``NetStream``, if registered."""
+        return self._by_stream.get(stream)
+
+    def retire(self, counter: TrafficCounter) -> None:
+        """Fold ``counter`` into the node-wide totals of traffic no longer tracked."""
+        self.retired.add(counter)
+
+    # ------------------------------------------------------------ connections
+
+    def adopt_existing(self, swarm: Any) -> None:
+        """Register connections and streams that exist at attach time, without events."""
+        for conn in _swarm_connections(swarm):
+            if getattr(conn, "is_closed", False):
+                continue
+            record = self.on_connected(conn, announce=False)
+            for stream in _conn_streams(conn):
+                self.on_stream_opened(stream, announce=False, record=record)
+
+    def on_connected(self, conn: Any, *, announce: bool = True) -> ConnectionRecord:
+        """Register a ``SwarmConn`` (idempotent); emits ``ConnectionOpened`` when new."""
+        existing = self._by_conn.get(conn)
+        if existing is not None:
+            return existing
+        now = self._clock_ms()
+        pending = self._upgrades.take(getattr(conn, "muxed_conn", None))
+        raw = pending.raw if pending is not None else conninfo.raw_connection_of(conn)
+        if pending is not None:
+            traffic = pending.traffic
+            open_ts, upgraded_ts = pending.open_ts, pending.upgraded_ts or now
+        else:
+            traffic = self._hook_connection(conn, raw)
+            created = conninfo.created_at_ms(conn) if self._use_created_at else None
+            open_ts = upgraded_ts = created if created is not None else now
+        remote = conninfo.remote_multiaddr(conn)
+        record = ConnectionRecord(
+            id=self._next_id(),
+            conn=conn,
+            raw=raw,
+            peer_id=conninfo.peer_id_str(conn),
+            role=conninfo.connection_role(conn),
+            transport=conninfo.transport_id(conn, remote),
+            local_addr=conninfo.local_multiaddr(raw, remote),
+            remote_addr=remote,
+            muxer=conninfo.muxer_protocol(conn),
+            security=conninfo.security_protocol(conn),
+            open_ts=open_ts,
+            upgraded_ts=upgraded_ts,
+            traffic=traffic,
+        )
+        self._connections[record.id] = record
+        self._by_conn[conn] = record
+        if announce:
+            self._emitter.emit(
+                events.CONNECTION_OPENED,
+                {
+                    "peerId": record.peer_id,
+                    "connId": record.id.hex(),
+                    "direction": conninfo.direction_name(record.role),
+                    "localAddr": record.local_addr,
+                    "remoteAddr": record.remote_addr,
+                    "transport": record.transport.decode(errors="replace"),
+                    "multiplexer": record.muxer,
+                    "encryption": record.security,
+                    "openTs": record.open_ts,
+                },
+            )
+        return record
+
+    def _hook_connection(self, conn: Any, raw: Any) -> TrafficCounter:
+        """Install counters on the raw connection (or, failing that, the secured one)."""
+        target = raw
+        if target is None:
+            target = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+            if target is not None:
+                logger.debug("introspector: no raw connection found; counting at secured layer")
+        if target is None:
+            return TrafficCounter()
+        try:
+            existing = self._upgrades.raw_counters.get(target)
+        except TypeError:
+            existing = None
+        if existing is not None:
+            return existing
+        counter = TrafficCounter()
+        try:
+            if install_counters(self._patcher, target, counter):
+                self._upgrades.raw_counters[target] = counter
+        except Exception:
+            logger.exception("introspector: could not hook connection traffic")
+        return counter
+
+    def on_disconnected(self, conn: Any) -> None:
+        """Mark a connection (and its remaining streams) CLOSED; emits ``ConnectionClosed``."""
+        record = self._by_conn.pop(conn, None)
+        if record is None:
+            return
+        now = self._clock_ms()
+        for stream_record in list(record.streams.values()):
+            if stream_record.status == pb.ACTIVE:
+                self._close_stream(stream_record, now)
+        record.latency_ns = conninfo.latency_ns(conn, self._peerstore)
+        record.status = pb.CLOSED
+        record.close_ts = now
+        record.conn = None
+        self._emitter.emit(
+            events.CONNECTION_CLOSED,
+            {
+                "peerId": record.peer_id,
+                "connId": record.id.hex(),
+                "direction": conninfo.direction_name(record.role),
+                "remoteAddr": record.remote_addr,
+                "openTs": record.open_ts,
+                "closeTs": record.close_ts,
+                "bytesIn": record.traffic.in_bytes,
+                "bytesOut": record.traffic.out_bytes,
+            },
+        )
+
+    # ---------------------------------------------------------------- streams
+
+    def on_stream_opened(
+        self,
+        stream: Any,
+        *,
+        announce: bool = True,
+        record: ConnectionRecord | None = None,
+    ) -> StreamRecord | None:
+        """Register a ``NetStream`` (idempotent) and start counting its payload.
+
+        ``StreamOpened`` is emitted when its protocol gets negotiated (or now,
+        if it already is and ``announce`` is true).
+        """
+        existing = self._by_stream.get(stream)
+        if existing is not None:
+            return existing
+        conn = getattr(stream, "swarm_conn", None)
+        if record is None:
+            if conn is None:
+                return None
+            record = self._by_conn.get(conn)
+            if record is None:
+                if getattr(conn, "is_closed", False):
+                    return None
+                record = self.on_connected(conn, announce=announce)
+        stream_record = StreamRecord(
+            id=self._next_id(),
+            stream=stream,
+            conn=record,
+            role=conninfo.stream_role(stream),
+            open_ts=self._clock_ms(),
+        )
+        record.streams[stream_record.id] = stream_record
+        self._by_stream[stream] = stream_record
+        try:
+            install_counters(self._patcher, stream, stream_record.traffic, negotiated=stream)
+            self._hook_set_protocol(stream, stream_record)
+        except Exception:
+            logger.exception("introspector: could not hook stream")
+        if stream_record.current_protocol():
+            # Negotiated before we saw it: adopted, or found late by reconcile.
+            stream_record.announced = True
+            if announce:
+                self._announce_stream(stream_record)
+        for listener in self.stream_listeners:
+            try:
+                listener(stream_record)
+            except Exception:
+                logger.exception("introspector: stream listener failed")
+        return stream_record
+
+    def _hook_set_protocol(self, stream: Any, stream_record: StreamRecord) -> None:
+        original = getattr(stream, "set_protocol", None)
+        if not callable(original):
+            return
+
+        def set_protocol(protocol_id: Any) -> None:
+            original(protocol_id)
+            try:
+                stream_record.protocol = str(protocol_id)
+                if not stream_record.announced:
+                    stream_record.announced = True
+                    self._announce_stream(stream_record)
+            except Exception:
+                logger.exception("introspector: set_protocol hook failed")
+
+        self._patcher.patch(stream, "set_protocol", set_protocol)
+
+    def _announce_stream(self, stream_record: StreamRecord) -> None:
+        self._emitter.emit(
+            events.STREAM_OPENED,
+            {
+                "peerId": stream_record.conn.peer_id,
+                "connId": stream_record.conn.id.hex(),
+                "streamId": stream_record.id.hex(),
+                "protocol": stream_record.current_protocol(),
+                "direction": conninfo.direction_name(stream_record.role),
+                "openTs": stream_record.open_ts,
+            },
+        )
+
+    def on_stream_closed(self, stream: Any) -> None:
+        """Mark a stream CLOSED (idempotent); emits ``StreamClosed``."""
+        stream_record = self._by_stream.get(stream)
+        if stream_record is not None:
+            self._close_stream(stream_record, self._clock_ms())
+
+    def _close_stream(self, stream_record: StreamRecord, now: int) -> None:
+        if stream_record.status != pb.ACTIVE:
+            return
+        self._by_stream.pop(stream_record.stream, None)
+        stream_record.current_protocol()
+        stream_record.status = pb.CLOSED
+        stream_record.close_ts = now
+        self._emitter.emit(
+            events.STREAM_CLOSED,
+            {
+                "peerId": stream_record.conn.peer_id,
+                "connId": stream_record.conn.id.hex(),
+                "streamId": stream_record.id.hex(),
+                "protocol": stream_record.protocol,
+                "direction": conninfo.direction_name(stream_record.role),
+                "openTs": stream_record.open_ts,
+                "closeTs": stream_record.close_ts,
+                "bytesIn": stream_record.traffic.in_bytes,
+                "bytesOut": stream_record.traffic.out_bytes,
+            },
+        )
+
+    # -------------------------------------------------------------- snapshots
+
+    def reconcile(self, swarm: Any) -> None:
+        """Catch up with the swarm: new/closed connections, new/removed streams."""
+        for conn in _swarm_connections(swarm):
+            if conn not in self._by_conn and not getattr(conn, "is_closed", False):
+                self.on_connected(conn)
+        for conn, record in list(self._by_conn.items()):
+            if getattr(conn, "is_closed", False):
+                self.on_disconnected(conn)
+                continue
+            live = _conn_streams(conn)
+            for stream in live:
+                if stream not in self._by_stream:
+                    self.on_stream_opened(stream, record=record)
+            live_set = set(live)
+            now = 0
+            for stream_record in list(record.streams.values()):
+                if stream_record.status == pb.ACTIVE and stream_record.stream not in live_set:
+                    now = now or self._clock_ms()
+                    self._close_stream(stream_record, now)
+
+    def purge(self, now: int) -> None:
+        """Drop closed streams already reported and connections closed for ``lifetime_ms``."""
+        for record_id, record in list(self._connections.items()):
+            for stream_id, stream_record in list(record.streams.items()):
+                if stream_record.reported_closed:
+                    del record.streams[stream_id]
+                    self._unhook(stream_record.stream)
+                    stream_record.stream = None
+            if record.status == pb.CLOSED and now - record.close_ts >= self._lifetime_ms:
+                del self._connections[record_id]
+                self.retired.add(record.traffic)
+                for stream_record in record.streams.values():
+                    self._unhook(stream_record.stream)
+                    stream_record.stream = None
+                record.streams.clear()
+                self._unhook(record.raw)
+                record.raw = None
+
+    def _unhook(self, obj: Any) -> None:
+        if obj is not None:
+            self._patcher.unpatch(obj)
+
+    def fill(self, out: Any, window_ms: int) -> None:
+        """Append one ``pb.Connection`` per retained record to ``out`` (a repeated field)."""
+        for record in self._connections.values():
+            try:
+                self._fill_connection(out.add(), record, window_ms)
+            except Exception:
+                logger.exception("introspector: could not describe a connection")
+
+    def _fill_connection(
+        self, msg: pb.Connection, record: ConnectionRecord, window_ms: int
+    ) -> None:
+        msg.id = record.id
+        msg.peer_id = record.peer_id
+        msg.status = record.status
+        msg.transport_id = record.transport
+        msg.endpoints.SetInParent()
+        msg.endpoints.src_multiaddr = record.local_addr
+        msg.endpoints.dst_multiaddr = record.remote_addr
+        msg.timeline.SetInParent()
+        msg.timeline.open_ts = record.open_ts
+        msg.timeline.upgraded_ts = record.upgraded_ts
+        msg.timeline.close_ts = record.close_ts
+        msg.role = record.role
+        record.traffic.to_pb(msg.traffic, window_ms)
+        msg.attribs.SetInParent()
+        msg.attribs.multiplexer = record.muxer
+        msg.attribs.encryption = record.security
+        if record.conn is not None:
+            record.latency_ns = conninfo.latency_ns(record.conn, self._peerstore)
+        msg.latency_ns = record.latency_ns
+        msg.streams.SetInParent()
+        for stream_record in record.streams.values():
+            msg.streams.stream_ids.append(stream_record.id)
+            smsg = msg.streams.streams.add()
+            smsg.id = stream_record.id
+            smsg.protocol = stream_record.current_protocol()
+            smsg.role = stream_record.role
+            stream_record.traffic.to_pb(smsg.traffic, window_ms)
+            smsg.conn.conn_id = record.id
+            smsg.timeline.SetInParent()
+            smsg.timeline.open_ts = stream_record.open_ts
+            smsg.timeline.close_ts = stream_record.close_ts
+            smsg.status = stream_record.status
+            if stream_record.status == pb.CLOSED:
+                stream_record.reported_closed = True
+
+    def node_traffic(self) -> TrafficCounter:
+        """A fresh counter: retired totals plus every retained connection's totals."""
+        total = TrafficCounter()
+        total.add(self.retired)
+        for record in self._connections.values():
+            total.add(record.traffic)
+        return total
+
+
+def _swarm_connections(swarm: Any) -> list[Any]:
+    try:
+        return list(swarm.get_connections())
+    except Exception:
+        conns: list[Any] = []
+        for peer_conns in getattr(swarm, "connections", {}).values():
+            conns.extend(peer_conns if isinstance(peer_conns, list) else [peer_conns])
+        return conns
+
+
+def _conn_streams(conn: Any) -> list[Any]:
+    try:
+        return list(conn.get_streams())
+    except Exception:
+        return list(getattr(conn, "streams", ()))

@@ -1,0 +1,228 @@
+"""Read static facts about a py-libp2p connection or stream.
+
+Everything here is read from py-libp2p objects, never guessed:
+
+* ``SwarmConn`` (``libp2p.network.connection.swarm_connection``): peer id
+  (``muxed_conn.peer_id``), direction (``SwarmConn.direction``, set by the
+  swarm from the dial/accept path), negotiated security and muxer protocol
+  ids (``get_negotiated_security_protocol()`` /
+  ``get_negotiated_muxer_protocol()``), transport family
+  (``get_transport_family()``) and the remote address
+  (``get_transport_addresses()``).
+* The local address comes from the TCP socket under the raw connection
+  (``getsockname()``), found by walking the connection's attributes.
+* Latency: the yamux muxer's smoothed ping RTT (``Yamux.rtt()``, seconds,
+  measured by py-libp2p's yamux ping loop every 30 s); when the muxer has no
+  RTT (mplex, or before the first yamux pong) the peerstore's latency EWMA
+  (``peerstore.latency_EWMA(peer)``, seconds, fed by py-libp2p's connection
+  health monitor when enabled); else 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from libp2p.abc import IRawConnection
+from libp2p.rcmgr import Direction
+
+from libp2p_introspection.protocol import pb
+
+logger = logging.getLogger(__name__)
+
+#: Attributes never followed when walking a connection's object graph (back
+#: references to the whole node, or bulky unrelated state).
+_SKIP_ATTRS = frozenset(
+    {
+        "swarm",
+        "host",
+        "peerstore",
+        "_resource_scope",
+        "resource_manager",
+        "streams",
+        "new_stream_send_channel",
+        "new_stream_receive_channel",
+        "noise_state",
+        "local_private_key",
+        "remote_permanent_pubkey",
+        "_nursery",
+    }
+)
+
+
+def find_in_graph(
+    root: object, predicate: Callable[[object], bool], max_depth: int = 5
+) -> Any | None:
+    """Breadth-first search of ``root``'s instance attributes for an object matching ``predicate``.
+
+    Only follows objects from ``libp2p`` and ``trio`` modules, at most
+    ``max_depth`` levels deep; returns the first match or ``None``.
+    """
+    seen: set[int] = set()
+    queue: deque[tuple[object, int]] = deque([(root, 0)])
+    while queue:
+        obj, depth = queue.popleft()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if obj is not root and predicate(obj):
+            return obj
+        if depth >= max_depth:
+            continue
+        try:
+            attrs = vars(obj)
+        except TypeError:
+            continue
+        for name, value in attrs.items():
+            if name in _SKIP_ATTRS or value is None:
+                continue
+            module = type(value).__module__ or ""
+            if module.startswith(("libp2p", "trio")):
+                queue.append((value, depth + 1))
+    return None
+
+
+def peer_id_str(conn: Any) -> str:
+    """Base58 peer id of the remote side of a ``SwarmConn``/``NetStream``'s connection."""
+    try:
+        return str(conn.muxed_conn.peer_id.to_base58())
+    except Exception:
+        return ""
+
+
+def connection_role(conn: Any) -> int:
+    """``pb.INITIATOR`` if we dialed the connection, ``pb.RESPONDER`` if the peer dialed us."""
+    direction = getattr(conn, "direction", Direction.UNKNOWN)
+    if direction == Direction.OUTBOUND:
+        return pb.INITIATOR
+    if direction == Direction.INBOUND:
+        return pb.RESPONDER
+    muxed = getattr(conn, "muxed_conn", None)
+    for candidate in (muxed, getattr(muxed, "secured_conn", None)):
+        initiator = getattr(candidate, "is_initiator", None)
+        if isinstance(initiator, bool):
+            return pb.INITIATOR if initiator else pb.RESPONDER
+    return pb.INITIATOR
+
+
+def stream_role(stream: Any) -> int:
+    """``pb.INITIATOR`` if we opened the stream (the muxed stream's ``is_initiator``)."""
+    initiator = getattr(getattr(stream, "muxed_stream", None), "is_initiator", None)
+    if isinstance(initiator, bool):
+        return pb.INITIATOR if initiator else pb.RESPONDER
+    direction = getattr(stream, "_direction", Direction.UNKNOWN)
+    return pb.RESPONDER if direction == Direction.INBOUND else pb.INITIATOR
+
+
+def direction_name(role: int) -> str:
+    """``"outbound"`` for INITIATOR, ``"inbound"`` for RESPONDER (event property values)."""
+    return "outbound" if role == pb.INITIATOR else "inbound"
+
+
+def raw_connection_of(conn: Any) -> Any | None:
+    """The ``IRawConnection`` under a ``SwarmConn``'s security session, if reachable."""
+    secured = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+    if secured is None:
+        return None
+    if isinstance(secured, IRawConnection):
+        return secured
+    return find_in_graph(secured, lambda o: isinstance(o, IRawConnection))
+
+
+def remote_multiaddr(conn: Any) -> str:
+    """The remote transport multiaddr (``SwarmConn.get_transport_addresses()[0]``), or ``""``."""
+    try:
+        addrs = conn.get_transport_addresses()
+        return str(addrs[0]) if addrs else ""
+    except Exception:
+        return ""
+
+
+def _sockname(raw: Any) -> tuple[str, int] | None:
+    sock_stream = find_in_graph(raw, lambda o: isinstance(o, trio.SocketStream), max_depth=3)
+    if sock_stream is None:
+        return None
+    try:
+        name = sock_stream.socket.getsockname()
+        return str(name[0]), int(name[1])
+    except Exception:
+        return None
+
+
+def local_multiaddr(raw: Any, remote: str) -> str:
+    """The local transport multiaddr of a connection, from its TCP socket's ``getsockname()``.
+
+    Shaped like ``remote`` (same transport protocols, e.g. ``/tcp/.../ws``),
+    with our IP and port; ``""`` if no socket is reachable.
+    """
+    if raw is None:
+        return ""
+    name = _sockname(raw)
+    if name is None:
+        return ""
+    ip, port = name
+    family = "ip6" if ":" in ip else "ip4"
+    parts = remote.split("/")
+    if len(parts) >= 5 and parts[1] in ("ip4", "ip6", "dns", "dns4", "dns6"):
+        parts[1], parts[2], parts[4] = family, ip, str(port)
+        return "/".join(parts)
+    return f"/{family}/{ip}/tcp/{port}"
+
+
+def transport_id(conn: Any, remote: str) -> bytes:
+    """Transport family as bytes, e.g. ``b"tcp"`` (``SwarmConn.get_transport_family()``)."""
+    family = ""
+    try:
+        family = str(conn.get_transport_family())
+    except Exception:
+        family = ""
+    if not family or family == "unknown":
+        for name in ("quic-v1", "wss", "ws", "tcp", "udp"):
+            if f"/{name}" in remote:
+                family = name
+                break
+    return (family or "unknown").encode()
+
+
+def muxer_protocol(conn: Any) -> str:
+    """Negotiated stream muxer protocol id, e.g. ``"/yamux/1.0.0"``, or ``""``."""
+    try:
+        return str(conn.get_negotiated_muxer_protocol() or "")
+    except Exception:
+        return ""
+
+
+def security_protocol(conn: Any) -> str:
+    """Negotiated security protocol id, e.g. ``"/noise"``, or ``""``."""
+    try:
+        return str(conn.get_negotiated_security_protocol() or "")
+    except Exception:
+        return ""
+
+
+def latency_ns(conn: Any, peerstore: Any) -> int:
+    """Round-trip latency to the peer in ns (yamux RTT, else peerstore EWMA, else 0)."""
+    seconds = 0.0
+    rtt = getattr(getattr(conn, "muxed_conn", None), "rtt", None)
+    if callable(rtt):
+        try:
+            seconds = float(rtt())
+        except Exception:
+            seconds = 0.0
+    if seconds <= 0 and peerstore is not None:
+        try:
+            seconds = float(peerstore.latency_EWMA(conn.muxed_conn.peer_id))
+        except Exception:
+            seconds = 0.0
+    return max(0, int(seconds * 1e9))
+
+
+def created_at_ms(conn: Any) -> int | None:
+    """When py-libp2p created the ``SwarmConn`` (``_created_at``, post-upgrade), ms since epoch."""
+    created = getattr(conn, "_created_at", None)
+    if isinstance(created, int | float):
+        return int(created * 1000)
+    return None

@@ -1,0 +1,445 @@
+"""Kademlia DHT introspection for a py-libp2p ``KadDHT``.
+
+Routing table: read at snapshot time from ``KadDHT.routing_table.buckets``
+(py-libp2p ``KBucket`` objects holding ``peer_id -> (PeerInfo, last_seen)``).
+Peers are regrouped by **common prefix length** (cpl) between our Kademlia key
+and theirs, where a key is ``sha256(peer_id.to_bytes())`` as in
+``libp2p.kad_dht.routing_table.peer_id_to_key``. A peer is ACTIVE, or MISSING
+when its ``last_seen`` is older than py-libp2p's ``STALE_PEER_THRESHOLD``.
+``age_in_bucket`` (ms) counts from when the introspector first saw the peer in
+the table: the moment ``RoutingTable.add_peer`` returned for it, or the
+attach time for peers already present.
+
+Queries are counted by instance-level wrappers (restored on detach):
+
+* outgoing: the five methods through which py-libp2p 0.8.1 sends every
+  Kademlia RPC, one call = one query:
+  ``peer_routing._query_peer_for_closest`` (FIND_NODE),
+  ``value_store._get_from_peer`` (GET_VALUE), ``value_store._store_at_peer``
+  (PUT_VALUE), ``provider_store._get_providers_from_peer_with_closers``
+  (GET_PROVIDERS) and ``provider_store._send_add_provider`` (ADD_PROVIDER).
+  These methods swallow their own errors and time out silently, so the
+  outcome is decided from what actually happened on the wire: the wrapper
+  marks the call in a context variable, the stream the call opens is linked
+  to it (the swarm's ``opened_stream`` notifee runs in a child of the calling
+  task, so it sees the variable), and the call is a **success** if a response
+  byte arrived on that stream (or it returned ``True``), a **timeout** if it
+  ran for at least ``QUERY_TIMEOUT``, an **error** otherwise (or if it raised
+  or returned ``False``). A call cancelled by its caller before the timeout
+  (for example a GET_VALUE abandoned once quorum was reached) is reported as
+  ``cancelled`` in the event and not counted. Calls addressed to ourselves
+  never touch the network and are not counted.
+* incoming: ``KadDHT._do_handle_stream`` (one call per inbound Kademlia
+  stream). Each request message that py-libp2p handled to completion is one
+  **success**: the handler reports it on ``stream.metric_send_channel``,
+  which the wrapper taps for the duration of the call. Bytes of a request
+  read after the last success that never completed (malformed, rejected,
+  reset) make one **error**. Inbound queries have no timeout in py-libp2p.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from libp2p.kad_dht import common as kad_common
+
+from libp2p_introspection.introspector import conninfo, events
+from libp2p_introspection.introspector.connections import ConnectionRegistry, StreamRecord
+from libp2p_introspection.introspector.events import EventEmitter
+from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.protocol import pb
+
+logger = logging.getLogger(__name__)
+
+#: (owner attribute on KadDHT or None for KadDHT itself, method name, query type)
+OUTBOUND_METHODS: tuple[tuple[str, str, str], ...] = (
+    ("peer_routing", "_query_peer_for_closest", "FIND_NODE"),
+    ("value_store", "_get_from_peer", "GET_VALUE"),
+    ("value_store", "_store_at_peer", "PUT_VALUE"),
+    ("provider_store", "_get_providers_from_peer_with_closers", "GET_PROVIDERS"),
+    ("provider_store", "_send_add_provider", "ADD_PROVIDER"),
+)
+
+#: ``KadDhtEvent`` flag -> query type name, for inbound messages.
+_INBOUND_FLAGS: tuple[tuple[str, str], ...] = (
+    ("find_node", "FIND_NODE"),
+    ("get_value", "GET_VALUE"),
+    ("put_value", "PUT_VALUE"),
+    ("get_providers", "GET_PROVIDERS"),
+    ("add_provider", "ADD_PROVIDER"),
+)
+
+SUCCESS, ERROR, TIMEOUT, CANCELLED = "success", "error", "timeout", "cancelled"
+
+
+@dataclass
+class QueryCounts:
+    """Cumulative query outcomes (the ``QueryGauge`` fields)."""
+
+    success: int = 0
+    error: int = 0
+    timeout: int = 0
+
+    def count(self, result: str) -> None:
+        """Count one query with outcome ``result`` (``cancelled`` is not counted)."""
+        if result == SUCCESS:
+            self.success += 1
+        elif result == ERROR:
+            self.error += 1
+        elif result == TIMEOUT:
+            self.timeout += 1
+
+    def to_pb(self, out: pb.DHT.QueryGauge) -> None:
+        """Fill a ``QueryGauge`` (always present)."""
+        out.SetInParent()
+        out.success = self.success
+        out.error = self.error
+        out.timeout = self.timeout
+
+
+@dataclass
+class _Probe:
+    """Streams opened while one outbound query call runs."""
+
+    streams: list[StreamRecord] = field(default_factory=list)
+
+    def responded(self) -> bool:
+        return any(s.traffic.in_bytes > 0 for s in self.streams)
+
+
+_CURRENT_QUERY: contextvars.ContextVar[_Probe | None] = contextvars.ContextVar(
+    "libp2p_introspection_dht_query", default=None
+)
+
+
+@dataclass
+class _PeerSeen:
+    first_seen_ms: int
+    cpl: int
+
+
+class _MetricTap:
+    """Stands in for ``NetStream.metric_send_channel`` during one inbound handler call.
+
+    Reports each value sent to ``on_send`` and forwards it to the original
+    channel, if there was one.
+    """
+
+    def __init__(self, inner: Any, on_send: Callable[[Any], None]) -> None:
+        self._inner = inner
+        self._on_send = on_send
+
+    async def send(self, value: Any) -> None:
+        try:
+            self._on_send(value)
+        except Exception:
+            logger.exception("introspector: inbound DHT accounting failed")
+        if self._inner is not None:
+            await self._inner.send(value)
+
+    def __getattr__(self, name: str) -> Any:
+        if self._inner is None:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def kad_key(peer_id: Any) -> bytes:
+    """A peer's 256-bit Kademlia key: ``sha256(peer_id.to_bytes())``, as ``peer_id_to_key``."""
+    return hashlib.sha256(peer_id.to_bytes()).digest()
+
+
+def common_prefix_len(a: bytes, b: bytes) -> int:
+    """Number of leading bits ``a`` and ``b`` share."""
+    x = int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+    bits = len(a) * 8
+    return bits if x == 0 else bits - x.bit_length()
+
+
+class DhtTracker:
+    """Observes one ``KadDHT``: routing table, query counters and query events.
+
+    :param dht: a ``libp2p.kad_dht.kad_dht.KadDHT``.
+    :param start_ts: reported as ``DHT.start_ts`` (ms since epoch): the attach time.
+    """
+
+    def __init__(
+        self,
+        dht: Any,
+        *,
+        patcher: InstancePatcher,
+        clock_ms: Callable[[], int],
+        emitter: EventEmitter,
+        registry: ConnectionRegistry,
+        start_ts: int,
+    ) -> None:
+        self._dht = dht
+        self._patcher = patcher
+        self._clock_ms = clock_ms
+        self._emitter = emitter
+        self._registry = registry
+        self.start_ts = start_ts
+        self.incoming = QueryCounts()
+        self.outgoing = QueryCounts()
+        self._peers: dict[Any, _PeerSeen] = {}
+        self._local_key = b""
+        self._active = False
+
+    # ------------------------------------------------------------- attaching
+
+    def attach(self) -> None:
+        """Install the wrappers and note the peers already in the routing table."""
+        dht = self._dht
+        self._active = True
+        try:
+            self._local_key = kad_key(dht.local_peer_id)
+        except Exception:
+            logger.exception("introspector: DHT has no local peer id")
+        for owner_name, method, query_type in OUTBOUND_METHODS:
+            owner = getattr(dht, owner_name, None)
+            original = getattr(owner, method, None)
+            if callable(original):
+                self._patcher.patch(owner, method, self._wrap_outbound(original, query_type))
+            else:
+                logger.warning("introspector: KadDHT has no %s.%s; not counted", owner_name, method)
+        handler = getattr(dht, "_do_handle_stream", None)
+        if callable(handler):
+            self._patcher.patch(dht, "_do_handle_stream", self._wrap_inbound(handler))
+        else:
+            logger.warning("introspector: KadDHT has no _do_handle_stream; inbound not counted")
+        table = getattr(dht, "routing_table", None)
+        add_peer = getattr(table, "add_peer", None)
+        if callable(add_peer):
+            self._patcher.patch(table, "add_peer", self._wrap_add_peer(add_peer))
+        self._registry.stream_listeners.append(self._link_stream)
+        self._refresh_peers(self.start_ts)
+
+    def detach(self) -> None:
+        """Stop observing (the wrappers themselves are restored by the shared patcher)."""
+        self._active = False
+        with contextlib.suppress(ValueError):
+            self._registry.stream_listeners.remove(self._link_stream)
+
+    # -------------------------------------------------------------- outbound
+
+    @staticmethod
+    def _link_stream(record: StreamRecord) -> None:
+        probe = _CURRENT_QUERY.get()
+        if probe is not None:
+            probe.streams.append(record)
+
+    def _wrap_outbound(self, original: Callable[..., Any], query_type: str) -> Callable[..., Any]:
+        local_id = getattr(self._dht, "local_peer_id", None)
+        timeout_s = float(getattr(kad_common, "QUERY_TIMEOUT", 10))
+
+        async def outbound_query(*args: Any, **kwargs: Any) -> Any:
+            peer = args[0] if args else kwargs.get("peer", kwargs.get("peer_id"))
+            if not self._active or peer is None or peer == local_id:
+                return await original(*args, **kwargs)
+            probe = _Probe()
+            token = _CURRENT_QUERY.set(probe)
+            started = time.monotonic()
+            result: str = ERROR
+            try:
+                value = await original(*args, **kwargs)
+            except trio.Cancelled:
+                elapsed = time.monotonic() - started
+                result = TIMEOUT if elapsed >= timeout_s * 0.95 else CANCELLED
+                raise
+            except BaseException:
+                result = ERROR
+                raise
+            else:
+                elapsed = time.monotonic() - started
+                if value is False:
+                    result = ERROR
+                elif value is True or probe.responded():
+                    result = SUCCESS
+                elif elapsed >= timeout_s * 0.95:
+                    result = TIMEOUT
+                else:
+                    result = ERROR
+                return value
+            finally:
+                _CURRENT_QUERY.reset(token)
+                self._outbound_done(peer, query_type, result, time.monotonic() - started)
+
+        return outbound_query
+
+    def _outbound_done(self, peer: Any, query_type: str, result: str, elapsed_s: float) -> None:
+        try:
+            self.outgoing.count(result)
+            self._emitter.emit(
+                events.OUTBOUND_DHT_QUERY,
+                {
+                    "peerId": _peer_str(peer),
+                    "queryType": query_type,
+                    "result": result,
+                    "durationMs": int(elapsed_s * 1000),
+                },
+            )
+        except Exception:
+            logger.exception("introspector: outbound DHT accounting failed")
+
+    # --------------------------------------------------------------- inbound
+
+    def _wrap_inbound(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        async def do_handle_stream(stream: Any, *args: Any, **kwargs: Any) -> Any:
+            if not self._active:
+                return await original(stream, *args, **kwargs)
+            peer = conninfo.peer_id_str(stream)
+            record: StreamRecord | None = None
+            tap: _MetricTap | None = None
+            inner: Any = None
+            handled = [0]  # stream bytes_in when the last request completed
+            try:
+                record = self._registry.stream_record(stream) or self._registry.on_stream_opened(
+                    stream
+                )
+                handled[0] = record.traffic.in_bytes if record is not None else 0
+
+                def on_send(value: Any) -> None:
+                    handled[0] = record.traffic.in_bytes if record is not None else 0
+                    self._inbound_done(peer, _inbound_type(value), SUCCESS)
+
+                inner = getattr(stream, "metric_send_channel", None)
+                tap = _MetricTap(inner, on_send)
+                stream.metric_send_channel = tap
+            except Exception:
+                logger.exception("introspector: could not hook inbound DHT stream")
+            failed = False
+            try:
+                return await original(stream, *args, **kwargs)
+            except trio.Cancelled:
+                raise
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                try:
+                    if tap is not None and getattr(stream, "metric_send_channel", None) is tap:
+                        stream.metric_send_channel = inner
+                    unfinished = record is not None and record.traffic.in_bytes > handled[0]
+                    if failed or unfinished:
+                        self._inbound_done(peer, "UNKNOWN", ERROR)
+                except Exception:
+                    logger.exception("introspector: inbound DHT accounting failed")
+
+        return do_handle_stream
+
+    def _inbound_done(self, peer: str, query_type: str, result: str) -> None:
+        if not self._active:
+            return
+        self.incoming.count(result)
+        self._emitter.emit(
+            events.INBOUND_DHT_QUERY,
+            {"peerId": peer, "queryType": query_type, "result": result},
+        )
+
+    # --------------------------------------------------------- routing table
+
+    def _wrap_add_peer(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        async def add_peer(peer_obj: Any, *args: Any, **kwargs: Any) -> Any:
+            added = await original(peer_obj, *args, **kwargs)
+            try:
+                if added and self._active:
+                    peer_id = getattr(peer_obj, "peer_id", peer_obj)
+                    if peer_id not in self._peers and self._dht.routing_table.peer_in_table(
+                        peer_id
+                    ):
+                        self._remember(peer_id, self._clock_ms())
+            except Exception:
+                logger.exception("introspector: routing table hook failed")
+            return added
+
+        return add_peer
+
+    def _remember(self, peer_id: Any, now: int) -> _PeerSeen:
+        seen = _PeerSeen(
+            first_seen_ms=now, cpl=common_prefix_len(self._local_key, kad_key(peer_id))
+        )
+        self._peers[peer_id] = seen
+        return seen
+
+    def _table(self) -> list[tuple[Any, float]]:
+        """``(peer_id, last_seen seconds since epoch)`` for every peer in every KBucket."""
+        rows: list[tuple[Any, float]] = []
+        for bucket in list(getattr(self._dht.routing_table, "buckets", ())):
+            for peer_id, entry in list(bucket.peers.items()):
+                last_seen = entry[1] if isinstance(entry, tuple) and len(entry) > 1 else time.time()
+                rows.append((peer_id, float(last_seen)))
+        return rows
+
+    def _refresh_peers(self, now: int) -> list[tuple[Any, float, _PeerSeen]]:
+        rows = self._table()
+        present = set()
+        out: list[tuple[Any, float, _PeerSeen]] = []
+        for peer_id, last_seen in rows:
+            present.add(peer_id)
+            seen = self._peers.get(peer_id) or self._remember(peer_id, now)
+            out.append((peer_id, last_seen, seen))
+        for peer_id in [p for p in self._peers if p not in present]:
+            del self._peers[peer_id]
+        return out
+
+    # -------------------------------------------------------------- snapshot
+
+    def fill(self, msg: pb.DHT, now: int) -> None:
+        """Fill ``pb.DHT`` for a snapshot taken at ``now`` (ms since epoch)."""
+        dht = self._dht
+        msg.protocol = str(getattr(kad_common, "PROTOCOL_ID", "/ipfs/kad/1.0.0"))
+        msg.enabled = _is_running(dht)
+        msg.start_ts = self.start_ts
+        msg.params.SetInParent()
+        buckets = getattr(dht.routing_table, "buckets", None) or []
+        k = getattr(buckets[0], "bucket_size", None) if buckets else None
+        msg.params.k = int(k if k is not None else kad_common.BUCKET_SIZE)
+        msg.params.alpha = int(kad_common.ALPHA)
+        msg.params.beta = int(getattr(kad_common, "BETA", 0))
+        msg.params.disjoint_paths = 0
+        stale_s = float(getattr(kad_common, "STALE_PEER_THRESHOLD", 3600))
+        wall_now = time.time()
+        by_cpl: dict[int, list[pb.DHT.PeerInDHT]] = {}
+        for peer_id, last_seen, seen in self._refresh_peers(now):
+            peer = pb.DHT.PeerInDHT(
+                peer_id=_peer_str(peer_id),
+                status=pb.DHT.PeerInDHT.MISSING
+                if wall_now - last_seen > stale_s
+                else pb.DHT.PeerInDHT.ACTIVE,
+                age_in_bucket=min(max(0, now - seen.first_seen_ms), 0xFFFFFFFF),
+            )
+            by_cpl.setdefault(seen.cpl, []).append(peer)
+        for cpl in sorted(by_cpl):
+            bucket = msg.buckets.add()
+            bucket.cpl = cpl
+            bucket.peers.extend(sorted(by_cpl[cpl], key=lambda p: p.peer_id))
+        self.incoming.to_pb(msg.incoming_queries)
+        self.outgoing.to_pb(msg.outgoing_queries)
+
+
+def _inbound_type(value: Any) -> str:
+    for flag, name in _INBOUND_FLAGS:
+        if getattr(value, flag, False):
+            return name
+    return "OTHER"
+
+
+def _peer_str(peer_id: Any) -> str:
+    try:
+        return str(peer_id.to_base58())
+    except Exception:
+        return str(peer_id)
+
+
+def _is_running(dht: Any) -> bool:
+    try:
+        return bool(dht.get_manager().is_running)
+    except Exception:
+        return False

@@ -1,0 +1,307 @@
+"""``HostIntrospector``: introspection data of a live py-libp2p host.
+
+Attach to a running host in one line and serve it::
+
+    introspector = HostIntrospector(host, dht=dht)   # hooks installed, counting starts now
+    ...
+    introspector.detach()                             # every hook removed
+
+What it installs (all undone by :meth:`HostIntrospector.detach`):
+
+* a ``Swarm`` notifee (``swarm.register_notifee``) for connection and stream
+  lifecycle;
+* instance-level wrappers on the swarm's ``TransportUpgrader``
+  (``upgrade_security``/``upgrade_connection``) for connection timelines and
+  byte counting from the first handshake byte;
+* instance-level ``read``/``write`` wrappers on each connection's raw
+  transport connection and on each ``NetStream`` (byte counting), and
+  ``set_protocol`` on each ``NetStream`` (StreamOpened events);
+* when a DHT is given, instance-level wrappers on the ``KadDHT`` and its
+  routing table / peer routing / value and provider stores (see
+  :mod:`libp2p_introspection.introspector.dht`).
+
+Connections and streams that already exist when it is attached are adopted:
+they appear in snapshots with traffic counted from the attach time, and no
+events are emitted for them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import platform
+from types import TracebackType
+from typing import Any
+
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from multiaddr import Multiaddr
+
+from libp2p_introspection.abc import EventSink, IntrospectionSource
+from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
+from libp2p_introspection.introspector import events
+from libp2p_introspection.introspector.clock import ClockMs, wall_clock_ms
+from libp2p_introspection.introspector.connections import ConnectionRegistry
+from libp2p_introspection.introspector.dht import DhtTracker
+from libp2p_introspection.introspector.events import EventEmitter
+from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.introspector.traffic import TrafficCounter
+from libp2p_introspection.introspector.upgrades import UpgradeTracker
+from libp2p_introspection.protocol import pb
+
+logger = logging.getLogger(__name__)
+
+IMPLEMENTATION = "py-libp2p"
+
+
+def libp2p_version() -> str:
+    """The installed ``libp2p`` distribution's version (importlib.metadata), or "unknown"."""
+    try:
+        return importlib.metadata.version("libp2p")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def platform_description() -> str:
+    """OS, machine and Python, e.g. ``"Linux-6.1-x86_64-with-glibc2.36 (CPython 3.11.9)"``."""
+    return f"{platform.platform()} ({platform.python_implementation()} {platform.python_version()})"
+
+
+class _Notifee(INotifee):
+    """Forwards ``Swarm`` notifications to the introspector; never raises."""
+
+    def __init__(self, owner: HostIntrospector) -> None:
+        self._owner = owner
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._owner._guard(self._owner._registry.on_connected, conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._owner._guard(self._owner._registry.on_disconnected, conn)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        self._owner._guard(self._owner._registry.on_stream_opened, stream)
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        self._owner._guard(self._owner._registry.on_stream_closed, stream)
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+
+class HostIntrospector(IntrospectionSource):
+    """Introspection source reading a live py-libp2p ``BasicHost``.
+
+    Attaches on construction. Counting starts at that moment.
+
+    :param host: a py-libp2p host (``libp2p.new_host(...)``); its network must
+        be the py-libp2p ``Swarm``.
+    :param dht: optional ``libp2p.kad_dht.kad_dht.KadDHT`` of this host; adds
+        ``State.subsystems.dht`` and the DHT query events.
+    :param closed_connection_lifetime_ms: how long a closed connection stays
+        in snapshots as CLOSED, ms.
+    :param clock_ms: wall clock returning ms since the Unix epoch (default:
+        the real clock); every timestamp and bandwidth window uses it.
+
+    Data shapes and units (PROTOCOL.md §3): timestamps ms since epoch; traffic
+    in bytes and packets, ``inst_bw`` bytes per second over the window
+    ``start_ts..instant_ts``; latency ns.
+
+    * Connection traffic is measured at the raw transport connection
+      (``RawConnection`` under the security session: what crosses the TCP
+      socket, including Noise and muxer overhead). A packet is one
+      ``read()``/``write()`` call on it (Noise writes one frame per call and
+      reads each frame as two calls, length prefix then body).
+    * Stream traffic is the application payload read from / written to the
+      ``NetStream`` after its protocol was negotiated; a packet is one
+      ``NetStream.read()`` returning data or one ``NetStream.write()``.
+    * Node traffic (``State.traffic``) is the sum over every connection seen
+      since attach, including closed and purged ones and failed handshakes.
+    * ``latency_ns``: the yamux muxer's ping RTT (``Yamux.rtt()``); for mplex,
+      or before the first yamux pong, the peerstore's latency EWMA; else 0.
+    * Roles: a connection is INITIATOR when we dialed it
+      (``SwarmConn.direction``); a stream when we opened it
+      (``is_initiator`` of its muxed stream).
+    * Retention: closed connections stay CLOSED for
+      ``closed_connection_lifetime_ms``; closed streams appear in exactly one
+      more snapshot as CLOSED, then go.
+    """
+
+    def __init__(
+        self,
+        host: Any,
+        *,
+        dht: Any | None = None,
+        closed_connection_lifetime_ms: int = DEFAULT_CLOSED_CONNECTION_LIFETIME_MS,
+        clock_ms: ClockMs | None = None,
+    ) -> None:
+        self._host = host
+        self._swarm = host.get_network()
+        self._clock_ms: ClockMs = clock_ms or wall_clock_ms
+        self._patcher = InstancePatcher()
+        specs = events.CONNECTION_EVENTS + (events.DHT_EVENTS if dht is not None else ())
+        self._events = EventEmitter(self._clock_ms, specs)
+        self._attach_ts = self._clock_ms()
+        self._last_instant = self._attach_ts
+        self._node = TrafficCounter()
+        self._upgrades = UpgradeTracker(self._patcher, self._clock_ms, self._retire)
+        peerstore = None
+        try:
+            peerstore = host.get_peerstore()
+        except Exception:
+            logger.debug("introspector: host has no peerstore")
+        self._registry = ConnectionRegistry(
+            patcher=self._patcher,
+            clock_ms=self._clock_ms,
+            emitter=self._events,
+            upgrades=self._upgrades,
+            lifetime_ms=closed_connection_lifetime_ms,
+            peerstore=peerstore,
+            use_created_at=clock_ms is None,
+        )
+        self._dht: DhtTracker | None = None
+        if dht is not None:
+            self._dht = DhtTracker(
+                dht,
+                patcher=self._patcher,
+                clock_ms=self._clock_ms,
+                emitter=self._events,
+                registry=self._registry,
+                start_ts=self._attach_ts,
+            )
+        self._notifee = _Notifee(self)
+        self._attached = False
+        self._attach()
+
+    # ---------------------------------------------------------- attach/detach
+
+    def _attach(self) -> None:
+        self._attached = True
+        self._guard(self._upgrades.attach, getattr(self._swarm, "upgrader", None))
+        self._swarm.register_notifee(self._notifee)
+        self._guard(self._registry.adopt_existing, self._swarm)
+        if self._dht is not None:
+            self._guard(self._dht.attach)
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are installed."""
+        return self._attached
+
+    @property
+    def peer_id(self) -> str:
+        """The host's peer id, base58."""
+        return str(self._host.get_id().to_base58())
+
+    def detach(self) -> None:
+        """Remove every hook this introspector installed (idempotent).
+
+        Snapshots still work afterwards but no longer change, and no more
+        events are emitted.
+        """
+        if not self._attached:
+            return
+        self._attached = False
+        try:
+            remove = getattr(self._swarm, "remove_notifee", None)
+            if callable(remove):
+                remove(self._notifee)
+            elif self._notifee in getattr(self._swarm, "notifees", []):
+                self._swarm.notifees.remove(self._notifee)
+        except Exception:
+            logger.exception("introspector: could not remove notifee")
+        if self._dht is not None:
+            self._guard(self._dht.detach)
+        self._patcher.restore_all()
+        self._events.set_sink(None)
+
+    def __enter__(self) -> HostIntrospector:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.detach()
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` if attached; log and swallow any exception."""
+        if not self._attached:
+            return None
+        try:
+            return fn(*args)
+        except Exception:
+            logger.exception("introspector: %s failed", getattr(fn, "__name__", fn))
+            return None
+
+    def _retire(self, counter: TrafficCounter) -> None:
+        self._registry.retire(counter)
+
+    # ------------------------------------------------------ IntrospectionSource
+
+    def runtime(self) -> pb.Runtime:
+        """Static node metadata and every event type this introspector emits.
+
+        ``implementation`` "py-libp2p"; ``version`` the installed libp2p
+        package version; ``platform`` OS and Python; ``peer_id`` base58.
+        """
+        return pb.Runtime(
+            implementation=IMPLEMENTATION,
+            version=libp2p_version(),
+            platform=platform_description(),
+            peer_id=self.peer_id,
+            event_types=[spec.to_pb() for spec in self._events.specs],
+        )
+
+    def set_event_sink(self, sink: EventSink | None) -> None:
+        """Register the synchronous event sink (``None`` removes it).
+
+        The sink is called inline from libp2p callbacks; exceptions from it
+        are logged, never propagated.
+        """
+        self._events.set_sink(sink)
+
+    def state(self) -> pb.State:
+        """One snapshot: every retained connection with its streams, node traffic, DHT.
+
+        ``instant_ts`` = now; ``start_ts`` = the previous call's ``instant_ts``
+        (the attach time for the first call); ``snapshot_duration_ms`` =
+        their difference, the window of every ``inst_bw``.
+        """
+        now = self._clock_ms()
+        start = self._last_instant
+        window = max(0, now - start)
+        state = pb.State(
+            instant_ts=now, start_ts=start, snapshot_duration_ms=min(window, 2**32 - 1)
+        )
+        state.subsystems.SetInParent()
+        if self._attached:
+            self._guard(self._registry.reconcile, self._swarm)
+        try:
+            self._registry.purge(now)
+        except Exception:
+            logger.exception("introspector: purge failed")
+        self._registry.fill(state.subsystems.connections, window)
+        try:
+            total = self._registry.node_traffic()
+            node = self._node
+            node.in_bytes = max(node.in_bytes, total.in_bytes)
+            node.in_packets = max(node.in_packets, total.in_packets)
+            node.out_bytes = max(node.out_bytes, total.out_bytes)
+            node.out_packets = max(node.out_packets, total.out_packets)
+            node.to_pb(state.traffic, window)
+        except Exception:
+            logger.exception("introspector: node traffic failed")
+            state.traffic.traffic_in.SetInParent()
+            state.traffic.traffic_out.SetInParent()
+        if self._dht is not None:
+            try:
+                self._dht.fill(state.subsystems.dht, now)
+            except Exception:
+                logger.exception("introspector: DHT snapshot failed")
+        self._last_instant = now
+        return state

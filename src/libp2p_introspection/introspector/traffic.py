@@ -1,0 +1,208 @@
+"""Measured byte and packet counters, and bandwidth over a snapshot window.
+
+Counting happens in wrappers installed on individual objects (see
+:func:`install_counters`): after each successful ``read()`` the wrapper adds
+the number of bytes returned, after each successful ``write(data)`` it adds
+``len(data)``. One call is one **packet**. A read that returns no bytes (EOF)
+is not a packet. The hot path is two integer additions on a ``__slots__``
+object; nothing is allocated per call beyond the coroutine frame the wrapper
+itself needs.
+
+Which objects are wrapped decides what is measured; the introspector uses:
+
+* connections: the raw transport connection under the security layer
+  (py-libp2p ``RawConnection``: exactly the bytes that cross the TCP socket,
+  including multistream-select, Noise handshake, Noise framing and MACs,
+  yamux/mplex framing and every stream's payload);
+* streams: the ``NetStream`` itself, counting application payload only once
+  the stream's protocol has been negotiated (multistream-select excluded).
+
+Cumulative values (``cum_bytes``/``cum_packets``) only ever grow.
+``inst_bw`` is ``floor((cum_bytes_now - cum_bytes_at_previous_snapshot) *
+1000 / window_ms)``, in bytes per second, where the window is the snapshot's
+``start_ts..instant_ts``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.protocol import pb
+
+logger = logging.getLogger(__name__)
+
+
+class TrafficCounter:
+    """Cumulative bytes and packets in both directions for one object.
+
+    ``in_*`` count data received (read), ``out_*`` data sent (written). The
+    ``prev_*`` fields hold the byte counts seen at the previous snapshot and
+    are only touched by :meth:`to_pb`.
+    """
+
+    __slots__ = (
+        "in_bytes",
+        "in_packets",
+        "out_bytes",
+        "out_packets",
+        "prev_in_bytes",
+        "prev_out_bytes",
+    )
+
+    def __init__(self) -> None:
+        self.in_bytes = 0
+        self.in_packets = 0
+        self.out_bytes = 0
+        self.out_packets = 0
+        self.prev_in_bytes = 0
+        self.prev_out_bytes = 0
+
+    def add(self, other: TrafficCounter) -> None:
+        """Add ``other``'s cumulative counts to this counter."""
+        self.in_bytes += other.in_bytes
+        self.in_packets += other.in_packets
+        self.out_bytes += other.out_bytes
+        self.out_packets += other.out_packets
+
+    def to_pb(self, out: pb.Traffic, window_ms: int) -> None:
+        """Fill ``out`` (both gauges always present) and advance the bandwidth baseline.
+
+        :param window_ms: length of the snapshot window, ms. When it is 0 the
+            bandwidth is reported as 0 and the baseline is kept, so the bytes
+            are attributed to the next non-empty window.
+        """
+        fill_gauge(out.traffic_in, self.in_bytes, self.in_packets, self.prev_in_bytes, window_ms)
+        fill_gauge(
+            out.traffic_out, self.out_bytes, self.out_packets, self.prev_out_bytes, window_ms
+        )
+        if window_ms > 0:
+            self.prev_in_bytes = self.in_bytes
+            self.prev_out_bytes = self.out_bytes
+
+
+def bandwidth(delta_bytes: int, window_ms: int) -> int:
+    """Bytes per second for ``delta_bytes`` over ``window_ms`` ms (floor; 0 for an empty window)."""
+    if window_ms <= 0 or delta_bytes <= 0:
+        return 0
+    return delta_bytes * 1000 // window_ms
+
+
+def fill_gauge(
+    gauge: pb.DataGauge, cum_bytes: int, cum_packets: int, prev_bytes: int, window_ms: int
+) -> None:
+    """Set a ``DataGauge``; it is marked present even when every value is 0."""
+    gauge.SetInParent()
+    gauge.cum_bytes = cum_bytes
+    gauge.cum_packets = cum_packets
+    gauge.inst_bw = bandwidth(cum_bytes - prev_bytes, window_ms)
+
+
+def _default_of(method: Callable[..., Any], param: str, fallback: Any) -> Any:
+    try:
+        parameter = inspect.signature(method).parameters.get(param)
+    except (TypeError, ValueError):
+        return fallback
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return fallback
+    return parameter.default
+
+
+def counting_reader(
+    original: Callable[..., Awaitable[bytes]],
+    counter: TrafficCounter,
+    negotiated: Any = None,
+) -> Callable[..., Awaitable[bytes]]:
+    """Wrap a bound ``read(n)`` so every non-empty result is counted as one inbound packet.
+
+    :param negotiated: optional object with a ``protocol_id`` attribute (a
+        ``NetStream``); when given, bytes are counted only once its
+        ``protocol_id`` is set, i.e. after multistream-select negotiation.
+    """
+    default_n = _default_of(original, "n", None)
+
+    if negotiated is None:
+
+        async def read(n: Any = default_n) -> bytes:
+            data = await original(n)
+            try:
+                size = len(data)
+                if size:
+                    counter.in_bytes += size
+                    counter.in_packets += 1
+            except Exception:  # never let counting break the node
+                pass
+            return data
+
+    else:
+
+        async def read(n: Any = default_n) -> bytes:
+            data = await original(n)
+            try:
+                size = len(data)
+                if size and negotiated.protocol_id is not None:
+                    counter.in_bytes += size
+                    counter.in_packets += 1
+            except Exception:
+                pass
+            return data
+
+    return read
+
+
+def counting_writer(
+    original: Callable[[bytes], Awaitable[None]],
+    counter: TrafficCounter,
+    negotiated: Any = None,
+) -> Callable[[bytes], Awaitable[None]]:
+    """Wrap a bound ``write(data)``; each completed call is one outbound packet of ``len(data)``.
+
+    :param negotiated: as for :func:`counting_reader`.
+    """
+    if negotiated is None:
+
+        async def write(data: bytes) -> None:
+            await original(data)
+            try:
+                counter.out_bytes += len(data)
+                counter.out_packets += 1
+            except Exception:
+                pass
+
+    else:
+
+        async def write(data: bytes) -> None:
+            await original(data)
+            try:
+                if negotiated.protocol_id is not None:
+                    counter.out_bytes += len(data)
+                    counter.out_packets += 1
+            except Exception:
+                pass
+
+    return write
+
+
+def install_counters(
+    patcher: InstancePatcher,
+    obj: Any,
+    counter: TrafficCounter,
+    negotiated: Any = None,
+) -> bool:
+    """Replace ``obj.read``/``obj.write`` with counting wrappers (instance level).
+
+    Returns False (and changes nothing) when ``obj`` is already wrapped by
+    ``patcher`` or has no ``read``/``write``.
+    """
+    if patcher.is_patched(obj, "read"):
+        return False
+    read = getattr(obj, "read", None)
+    write = getattr(obj, "write", None)
+    if not callable(read) or not callable(write):
+        return False
+    patcher.patch(obj, "read", counting_reader(read, counter, negotiated))
+    patcher.patch(obj, "write", counting_writer(write, counter, negotiated))
+    return True
