@@ -1,0 +1,57 @@
+"""The CLI as a user runs it: `serve` prints its URL, `watch` reads live snapshots from it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from cli_process import running
+
+
+def test_serve_prints_url_then_watch_reads_a_live_demo_node():
+    with running(
+        ["-m", "libp2p_introspection", "serve", "--port", "0", "--interval-ms", "200",
+         "--nodes", "3", "--no-churn", "--seed", "7"]
+    ) as (_, url):  # fmt: skip
+        assert url.startswith("ws://127.0.0.1:") and url.endswith("/introspect")
+        watched = subprocess.run(
+            [sys.executable, "-m", "libp2p_introspection",
+             "watch", url, "--count", "8", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert watched.returncode == 0, watched.stderr
+        lines = [json.loads(line) for line in watched.stdout.splitlines()]
+        runtime = lines[0]
+        assert runtime["kind"] == "runtime"
+        assert runtime["implementation"] == "py-libp2p"
+        assert runtime["peer_id"].startswith("12D3KooW") or runtime["peer_id"].startswith("Qm")
+        states = [line for line in lines if line["kind"] == "state"]
+        assert len(states) == 8
+        instants = [s["instant_ts"] for s in states]
+        assert instants == sorted(set(instants))
+        assert states[-1]["connections"] >= 1
+        assert states[-1]["bytes_in"] > 0 and states[-1]["bytes_out"] > 0
+
+
+def test_serve_reports_a_busy_port_clearly():
+    with running(
+        ["-m", "libp2p_introspection", "serve", "--port", "0", "--nodes", "2", "--no-churn"]
+    ) as (_, url):
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        second = subprocess.run(
+            [sys.executable, "-m", "libp2p_introspection", "serve", "--port", port,
+             "--nodes", "2", "--no-churn"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode != 0
+        assert "cannot serve" in second.stderr
+
+
+def test_unknown_source_is_a_usage_error():
+    result = subprocess.run(
+        [sys.executable, "-m", "libp2p_introspection", "serve", "--source", "nope"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown source" in result.stderr
