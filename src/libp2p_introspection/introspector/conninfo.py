@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-from libp2p.abc import IRawConnection
+from libp2p.abc import IMuxedConn, IRawConnection, ISecureConn
 from libp2p.rcmgr import Direction
 
 from libp2p_introspection.protocol import pb
@@ -122,14 +122,19 @@ def direction_name(role: int) -> str:
     return "outbound" if role == pb.INITIATOR else "inbound"
 
 
+def _is_raw(obj: object) -> bool:
+    # ISecureConn extends IRawConnection: we want the transport connection under it.
+    return isinstance(obj, IRawConnection) and not isinstance(obj, ISecureConn | IMuxedConn)
+
+
 def raw_connection_of(conn: Any) -> Any | None:
-    """The ``IRawConnection`` under a ``SwarmConn``'s security session, if reachable."""
+    """The transport ``IRawConnection`` under a ``SwarmConn``'s security session, if reachable."""
     secured = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
     if secured is None:
         return None
-    if isinstance(secured, IRawConnection):
+    if _is_raw(secured):
         return secured
-    return find_in_graph(secured, lambda o: isinstance(o, IRawConnection))
+    return find_in_graph(secured, _is_raw)
 
 
 def remote_multiaddr(conn: Any) -> str:
