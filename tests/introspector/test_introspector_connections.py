@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiaddr
 import trio
-
 from introspector_harness import (
     EventLog,
     FakeClock,
@@ -14,6 +13,7 @@ from introspector_harness import (
     running_hosts,
     wait_until,
 )
+
 from libp2p_introspection.introspector import HostIntrospector
 from libp2p_introspection.protocol import pb
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-
 from introspector_harness import (
     FakeClock,
     connect,
@@ -15,6 +14,7 @@ from introspector_harness import (
     streams_with,
     wait_until,
 )
+
 from libp2p_introspection.introspector import HostIntrospector
 from libp2p_introspection.protocol import pb
 
@@ -185,8 +185,9 @@ async def test_adopted_connection_counts_from_attach_and_node_keeps_closed_total
 
             await sender.disconnect(receiver.get_id())
             await wait_until(
-                lambda: connections_to(tx.state(), receiver.get_id().to_base58())[0].status
-                == pb.CLOSED
+                lambda: (
+                    connections_to(tx.state(), receiver.get_id().to_base58())[0].status == pb.CLOSED
+                )
             )
             clock.advance(lifetime_ms)
             gone = tx.state()
