@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import ClassVar, Protocol
+
+import trio
 
 from libp2p_introspection.protocol import pb
 
@@ -20,6 +23,19 @@ from libp2p_introspection.protocol import pb
 #: the property types too (the server then uses them for clients that were not
 #: told about that type in the ``Runtime``). ``Event.ts`` is ms since epoch.
 EventSink = Callable[[pb.Event], None]
+
+
+class SourceOutlet(Protocol):
+    """What a source's background task may publish into the server (the hub)."""
+
+    def publish_event(self, event: pb.Event) -> None:
+        """Offer one event to every subscribed session; never blocks."""
+
+    def publish_state(self, state: pb.State) -> object:
+        """Make ``state`` the next snapshot of the server-wide sequence."""
+
+    def publish_snapshot_frame(self, frame: bytes) -> object:
+        """Make an already framed ``ServerMessage{state}`` the next snapshot (sent as is)."""
 
 
 class IntrospectionSource(ABC):
@@ -41,6 +57,21 @@ class IntrospectionSource(ABC):
         call's ``instant_ts`` (or the source's start for the first call), and
         instantaneous values (``inst_bw``, bytes per second) cover that window.
         """
+
+    #: True when the source releases snapshots on its own clock (a replay): the
+    #: server then takes none itself, and :meth:`run` must publish the first
+    #: snapshot before it reports started.
+    clocks_snapshots: ClassVar[bool] = False
+
+    async def run(
+        self, outlet: SourceOutlet, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The source's background work, run in the server's nursery until it stops.
+
+        The default has none. A synthetic node emits events here; a replay
+        releases snapshots and events on its clock.
+        """
+        task_status.started()
 
     def set_event_sink(self, sink: EventSink | None) -> None:  # noqa: B027
         """Register the function to call for each event (``None`` detaches).

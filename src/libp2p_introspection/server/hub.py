@@ -120,9 +120,9 @@ class Hub:
         for a session's sake.
         """
         self.events_published += 1
-        item = self._encode_event(event)
         if not self.sessions:
-            return
+            return  # nobody to tell: skip the encoding
+        item = self._encode_event(event)
         now = self.clock()
         for handle in self.sessions:
             handle.session.event_produced(item, now)

@@ -106,10 +106,14 @@ class IntrospectionServer:
         self, *, task_status: trio.TaskStatus[IntrospectionServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Take the first snapshot, listen, and serve until cancelled."""
-        self._take_snapshot()  # §4.1: there is always a latest snapshot
         self.source.set_event_sink(self.hub.publish_event)
         try:
             async with trio.open_nursery() as nursery:
+                if not self.source.clocks_snapshots:
+                    self._take_snapshot()  # §4.1: there is always a latest snapshot
+                    nursery.start_soon(self._snapshot_clock)
+                # A self-clocked source publishes its first snapshot before it starts.
+                await nursery.start(self.source.run, self.hub)
                 self._listener = await nursery.start(
                     lambda task_status: serve_websocket(
                         self._handle,
@@ -122,7 +126,6 @@ class IntrospectionServer:
                         task_status=task_status,
                     )
                 )
-                nursery.start_soon(self._snapshot_clock)
                 nursery.start_soon(self._timer)
                 task_status.started(self)
                 await trio.sleep_forever()
