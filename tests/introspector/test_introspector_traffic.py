@@ -215,3 +215,26 @@ async def test_empty_window_reports_zero_bandwidth() -> None:
                 later.traffic.traffic_out.cum_bytes * 1000 // 500
             )
             intro.detach()
+
+
+async def test_stream_open_before_attach_counts_from_attach() -> None:
+    with trio.fail_after(30):
+        async with running_hosts(2) as (sender, receiver):
+            done = trio.Event()
+            receiver.set_stream_handler(PROTOCOL, _count_handler(done))
+            await connect(sender, receiver)
+            stream = await sender.new_stream(receiver.get_id(), [PROTOCOL])
+            await stream.write(b"a" * 30_000)  # before attach: not counted
+            intro = HostIntrospector(sender)
+            (adopted,) = streams_with(intro.state(), PROTOCOL)
+            assert adopted.role == pb.INITIATOR and adopted.status == pb.ACTIVE
+            assert adopted.traffic.traffic_out.cum_bytes == 0
+            await stream.write(b"b" * (PAYLOAD - 30_000))
+            assert await stream.read(16) == str(PAYLOAD).encode()
+            await done.wait()
+            (s,) = streams_with(intro.state(), PROTOCOL)
+            assert s.id == adopted.id
+            assert s.traffic.traffic_out.cum_bytes == PAYLOAD - 30_000
+            assert s.traffic.traffic_in.cum_bytes == len(str(PAYLOAD))
+            await stream.close()
+            intro.detach()

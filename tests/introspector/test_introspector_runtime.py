@@ -1,0 +1,49 @@
+"""Runtime metadata and the declared event types."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import trio
+from introspector_harness import running_hosts
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+
+from libp2p_introspection.introspector import HostIntrospector
+from libp2p_introspection.protocol import pb
+
+CONNECTION_EVENTS = {"ConnectionOpened", "ConnectionClosed", "StreamOpened", "StreamClosed"}
+DHT_EVENTS = {"InboundDHTQuery", "OutboundDHTQuery"}
+
+
+async def test_runtime_fields() -> None:
+    with trio.fail_after(30):
+        async with running_hosts(1) as (host,):
+            intro = HostIntrospector(host)
+            runtime = intro.runtime()
+            assert runtime.implementation == "py-libp2p"
+            assert runtime.version == importlib.metadata.version("libp2p") == "0.8.1"
+            assert "Python" in runtime.platform or "CPython" in runtime.platform
+            assert runtime.peer_id == host.get_id().to_base58()
+            names = {t.name for t in runtime.event_types}
+            assert names == CONNECTION_EVENTS
+            valid = set(pb.EventType.EventProperty.PropertyType.values())
+            for etype in runtime.event_types:
+                assert etype.property_types
+                assert len({p.name for p in etype.property_types}) == len(etype.property_types)
+                assert all(p.type in valid for p in etype.property_types)
+            # Serializes as a ServerMessage payload.
+            msg = pb.ServerMessage(version=pb.Version(version=1), runtime=runtime)
+            assert pb.ServerMessage.FromString(msg.SerializeToString()).runtime == runtime
+            intro.detach()
+
+
+async def test_runtime_declares_dht_events_when_dht_given() -> None:
+    with trio.fail_after(30):
+        async with running_hosts(1) as (host,):
+            intro = HostIntrospector(host, dht=KadDHT(host, DHTMode.SERVER))
+            names = {t.name for t in intro.runtime().event_types}
+            assert names == CONNECTION_EVENTS | DHT_EVENTS
+            types = {t.name: t for t in intro.runtime().event_types}
+            peer = [p for p in types["OutboundDHTQuery"].property_types if p.name == "peerId"]
+            assert peer[0].type == pb.EventType.EventProperty.PEERID
+            intro.detach()

@@ -1,0 +1,110 @@
+"""Host-free units: instance patching, counters, bandwidth, event building."""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+
+from libp2p_introspection.introspector import events
+from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.introspector.traffic import (
+    TrafficCounter,
+    bandwidth,
+    install_counters,
+)
+from libp2p_introspection.protocol import pb
+
+
+class FakeConn:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.written: list[bytes] = []
+        self.protocol_id: str | None = None
+
+    async def read(self, n: int | None = None) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+    async def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def test_patcher_restores_class_and_instance_attributes() -> None:
+    patcher = InstancePatcher()
+    conn = FakeConn([])
+    own = lambda: "own"  # noqa: E731
+    conn.own = own  # type: ignore[attr-defined]
+    patcher.patch(conn, "read", lambda: "patched")
+    patcher.patch(conn, "own", lambda: "patched")
+    assert conn.read() == "patched"  # type: ignore[call-arg]
+    patcher.unpatch(conn)
+    assert "read" not in vars(conn)
+    assert conn.own is own  # type: ignore[attr-defined]
+    assert len(patcher) == 0
+
+
+def test_patcher_forgets_dead_objects_and_restores_all() -> None:
+    patcher = InstancePatcher()
+    alive, dying = FakeConn([]), FakeConn([])
+    patcher.patch(alive, "write", lambda d: None)
+    patcher.patch(dying, "write", lambda d: None)
+    del dying
+    gc.collect()
+    assert len(patcher) == 1
+    patcher.restore_all()
+    assert "write" not in vars(alive)
+
+
+async def test_counting_wrappers_and_protocol_gate() -> None:
+    patcher = InstancePatcher()
+    conn = FakeConn([b"abc", b"", b"de"])
+    counter = TrafficCounter()
+    assert install_counters(patcher, conn, counter, negotiated=conn)
+    assert not install_counters(patcher, conn, TrafficCounter())  # already wrapped
+    assert await conn.read(3) == b"abc"  # before negotiation: not counted
+    conn.protocol_id = "/p"
+    assert await conn.read() == b""  # EOF: not a packet
+    assert await conn.read(2) == b"de"
+    await conn.write(b"12345")
+    assert (counter.in_bytes, counter.in_packets) == (2, 1)
+    assert (counter.out_bytes, counter.out_packets) == (5, 1)
+    assert conn.written == [b"12345"]
+    patcher.restore_all()
+    await conn.write(b"x")
+    assert counter.out_bytes == 5
+
+
+def test_bandwidth_and_gauges() -> None:
+    assert bandwidth(1_000, 2_000) == 500
+    assert bandwidth(1, 3) == 333
+    assert bandwidth(100, 0) == 0
+    counter = TrafficCounter()
+    counter.in_bytes, counter.in_packets = 3_000, 3
+    out = pb.Traffic()
+    counter.to_pb(out, 1_000)
+    assert out.HasField("traffic_out") and out.traffic_out.cum_bytes == 0
+    assert (out.traffic_in.cum_bytes, out.traffic_in.inst_bw) == (3_000, 3_000)
+    counter.in_bytes += 500
+    counter.to_pb(out, 500)
+    assert out.traffic_in.inst_bw == 1_000
+
+
+def test_build_event_requires_exact_properties() -> None:
+    spec = events.INBOUND_DHT_QUERY
+    event = events.build_event(spec, 42, {"peerId": "p", "queryType": "PING", "result": "success"})
+    assert event.ts == 42 and event.type.name == "InboundDHTQuery"
+    assert list(json.loads(event.content)) == ["peerId", "queryType", "result"]
+    with pytest.raises(ValueError):
+        events.build_event(spec, 42, {"peerId": "p"})
+
+
+def test_emitter_swallows_sink_errors() -> None:
+    emitter = events.EventEmitter(lambda: 7, events.CONNECTION_EVENTS)
+
+    def sink(event: pb.Event) -> None:
+        raise RuntimeError("boom")
+
+    emitter.set_sink(sink)
+    emitter.emit(events.INBOUND_DHT_QUERY, {"peerId": "p", "queryType": "X", "result": "error"})
+    emitter.emit(events.INBOUND_DHT_QUERY, {"wrong": 1})  # bad properties: logged, not raised
