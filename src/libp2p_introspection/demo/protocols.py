@@ -26,6 +26,7 @@ a reset or a vanished peer (churn) is logged at DEBUG and the stream reset.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import struct
@@ -122,11 +123,8 @@ async def _send_paced(stream: INetStream, size: int, rate: int, stats: NodeStats
 
 async def _abort(stream: INetStream) -> None:
     """Reset a stream, ignoring errors (the connection may already be gone)."""
-    with trio.CancelScope(shield=True), trio.move_on_after(1):
-        try:
-            await stream.reset()
-        except Exception:  # noqa: BLE001 - best effort on an already broken stream
-            pass
+    with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+        await stream.reset()
 
 
 def count_inbound(handler: StreamHandler, stats: NodeStats) -> StreamHandler:
@@ -157,7 +155,7 @@ def make_echo_handler(stats: NodeStats) -> StreamHandler:
                     await stream.write(data)
                     stats.payload_bytes_sent += len(data)
                 await stream.close()
-        except Exception as exc:  # noqa: BLE001 - demo traffic must never crash a node
+        except Exception as exc:  # demo traffic must never crash a node
             logger.debug("echo handler: %r", exc)
             await _abort(stream)
 
@@ -181,7 +179,7 @@ def make_bulk_handler(stats: NodeStats, rate_bytes_per_s: int) -> StreamHandler:
                 else:
                     await _send_paced(stream, size, rate_bytes_per_s, stats)
                 await stream.close()
-        except Exception as exc:  # noqa: BLE001 - demo traffic must never crash a node
+        except Exception as exc:  # demo traffic must never crash a node
             logger.debug("bulk handler: %r", exc)
             await _abort(stream)
 

@@ -1,0 +1,255 @@
+"""One node of the demo network (:class:`DemoNode`).
+
+A node owns a fixed identity (Ed25519 key pair) and a fixed TCP port on
+loopback. Each time it (re)joins the network it starts a fresh *incarnation*:
+a new py-libp2p ``BasicHost`` with that identity, listening on that port, with
+a Kademlia DHT in server mode and the demo protocol handlers. When it leaves
+(churn, or the network shutting down) the incarnation's host is closed, which
+closes all its connections; the next incarnation reuses the identity and port
+so the other nodes' address books stay valid.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.crypto.keys import KeyPair
+from libp2p.custom_types import TMuxerOptions, TProtocol
+from libp2p.host.basic_host import BasicHost
+from libp2p.host.ping import PingService
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID as PeerID
+from libp2p.records.validator import Validator
+from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
+from libp2p.tools.anyio_service import background_trio_service
+
+from libp2p_introspection.demo.protocols import (
+    BULK_PROTOCOL_ID,
+    ECHO_PROTOCOL_ID,
+    PING_PROTOCOL_ID,
+    count_inbound,
+    make_bulk_handler,
+    make_echo_handler,
+)
+from libp2p_introspection.demo.stats import NodeStats
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+logger = logging.getLogger(__name__)
+
+#: DHT record namespace the demo writes to (keys look like ``/demo/key-3``).
+DHT_NAMESPACE = "demo"
+#: Seconds allowed for closing a host's connections and listeners on shutdown.
+CLOSE_TIMEOUT_S = 3.0
+
+Muxer = Literal["yamux", "mplex"]
+
+
+class DemoRecordValidator(Validator):
+    """Validator for ``/demo/...`` DHT records.
+
+    Values are ``b"<seq>:<text>"`` where ``seq`` is a decimal integer (a
+    nanosecond timestamp); the record with the highest ``seq`` wins.
+    """
+
+    @staticmethod
+    def _seq(value: bytes) -> int:
+        head, sep, _ = value.partition(b":")
+        if not sep or not head.isdigit():
+            raise ValueError("demo record must look like b'<seq>:<text>'")
+        return int(head)
+
+    def validate(self, key: str, value: bytes) -> None:
+        """Accept well-formed values of at most 1 KiB."""
+        if len(value) > 1024:
+            raise ValueError("demo record too large")
+        self._seq(value)
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        """Index of the value with the highest sequence number."""
+        best, best_seq = 0, -1
+        for i, v in enumerate(values):
+            try:
+                seq = self._seq(v)
+            except ValueError:
+                continue
+            if seq > best_seq:
+                best, best_seq = i, seq
+        return best
+
+
+class DemoNode:
+    """A demo participant: one identity, restarted as fresh hosts over time.
+
+    Every node runs: py-libp2p's default protocols (identify, identify-push,
+    ping), a :class:`~libp2p.kad_dht.kad_dht.KadDHT` in server mode
+    (``/ipfs/kad/1.0.0``, accepting ``/demo/...`` records), and the demo echo
+    and bulk responders (see :mod:`libp2p_introspection.demo.protocols`).
+    The observed node (index 0) is started first and never churned.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        key_pair: KeyPair,
+        *,
+        muxer: Muxer = "yamux",
+        listen_ip: str = "127.0.0.1",
+        bulk_rate_bytes_per_s: int = 0,
+    ) -> None:
+        self.index = index
+        self.name = "observed" if index == 0 else f"node-{index}"
+        self.key_pair = key_pair
+        self.peer_id = PeerID.from_pubkey(key_pair.public_key)
+        self.muxer: Muxer = muxer
+        self.listen_ip = listen_ip
+        #: TCP port, fixed after the first start (0 until then).
+        self.port = 0
+        self.stats = NodeStats()
+        self._bulk_rate = bulk_rate_bytes_per_s
+        self._host: BasicHost | None = None
+        self._dht: KadDHT | None = None
+        self._work: trio.Nursery | None = None
+        self._leave: trio.Event | None = None
+        self._stopped = trio.Event()
+        self._stopped.set()
+        self.online = False
+
+    @property
+    def is_observed(self) -> bool:
+        """Whether this is the node the introspection server looks at."""
+        return self.index == 0
+
+    @property
+    def host(self) -> BasicHost:
+        """The current (or, while offline, the last) incarnation's host."""
+        if self._host is None:
+            raise RuntimeError(f"{self.name} has not been started yet")
+        return self._host
+
+    @property
+    def dht(self) -> KadDHT:
+        """The current (or last) incarnation's Kademlia DHT."""
+        if self._dht is None:
+            raise RuntimeError(f"{self.name} has not been started yet")
+        return self._dht
+
+    @property
+    def listen_addr(self) -> multiaddr.Multiaddr:
+        """The node's TCP listen address (without ``/p2p``)."""
+        return multiaddr.Multiaddr(f"/ip4/{self.listen_ip}/tcp/{self.port}")
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> bool:
+        """Run ``fn(*args)`` in this incarnation's task group.
+
+        The task is cancelled when the node leaves. Returns ``False`` (and
+        does nothing) if the node is offline.
+        """
+        if not self.online or self._work is None:
+            return False
+        self._work.start_soon(fn, *args)
+        return True
+
+    def _muxer_opt(self) -> TMuxerOptions | None:
+        if self.muxer == "mplex":
+            # Offer only mplex, so every connection of this node uses mplex
+            # whichever side dials (with the default options the dialer's
+            # preference, yamux, would win when the observed node dials).
+            return {TProtocol(MPLEX_PROTOCOL_ID): Mplex}
+        return None
+
+    def _install_handlers(self, host: BasicHost, dht: KadDHT) -> None:
+        stats = self.stats
+        # Same handler py-libp2p installs by default, wrapped to count streams.
+        ping = PingService(host)
+        host.set_stream_handler(PING_PROTOCOL_ID, count_inbound(ping.handle_ping, stats))
+        # KadDHT registered its handler in __init__ (server mode); wrap it.
+        host.set_stream_handler(KAD_PROTOCOL_ID, count_inbound(dht.handle_stream, stats))
+        host.set_stream_handler(ECHO_PROTOCOL_ID, make_echo_handler(stats))
+        host.set_stream_handler(BULK_PROTOCOL_ID, make_bulk_handler(stats, self._bulk_rate))
+
+    async def run(
+        self,
+        on_up: Callable[[DemoNode], Awaitable[None]] | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run one incarnation until :meth:`leave` is called or cancelled.
+
+        Starts the host and the DHT, then awaits ``on_up(self)`` (the network
+        uses it to connect and bootstrap), then reports started. On exit the
+        host is closed (bounded by :data:`CLOSE_TIMEOUT_S`, shielded so it also
+        happens when the surrounding nursery is cancelled).
+        """
+        if not self._stopped.is_set():
+            raise RuntimeError(f"{self.name} is already running")
+        self._stopped = trio.Event()
+        self._leave = trio.Event()
+        try:
+            await self._run(on_up, task_status)
+        finally:
+            self.online = False
+            self._work = None
+            self._stopped.set()
+
+    async def _run(
+        self,
+        on_up: Callable[[DemoNode], Awaitable[None]] | None,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        assert self._leave is not None
+        listen = self.listen_addr
+        host = new_host(key_pair=self.key_pair, muxer_opt=self._muxer_opt(), listen_addrs=[listen])
+        assert isinstance(host, BasicHost)
+        async with host.run([listen]):
+            try:
+                if self.port == 0:
+                    port = host.get_transport_addrs()[0].value_for_protocol("tcp")
+                    self.port = int(port)
+                dht = KadDHT(host, DHTMode.SERVER)
+                dht.register_validator(DHT_NAMESPACE, DemoRecordValidator())
+                self._install_handlers(host, dht)
+                self._host, self._dht = host, dht
+                self.stats.starts += 1
+                async with background_trio_service(dht), trio.open_nursery() as work:
+                    self._work = work
+                    self.online = True
+                    if on_up is not None:
+                        await on_up(self)
+                    logger.info("%s up: %s (%s)", self.name, host.get_addrs()[0], self.muxer)
+                    task_status.started()
+                    await self._leave.wait()
+                    self.online = False
+                    work.cancel_scope.cancel()
+            finally:
+                self.online = False
+                # py-libp2p quirk: host.run()'s exit stops the swarm service,
+                # which, when this task is being cancelled, dies at its first
+                # checkpoint and leaves connections half-closed. Closing the
+                # host explicitly (shielded, bounded) closes every connection
+                # and listener first, so peers see a clean close.
+                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                    try:
+                        await host.close()
+                    except Exception as exc:  # best-effort shutdown
+                        logger.debug("%s: error closing host: %r", self.name, exc)
+        logger.info("%s down", self.name)
+
+    def leave(self) -> None:
+        """Ask the running incarnation to shut down (returns immediately)."""
+        if self._leave is not None:
+            self._leave.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the current incarnation (if any) has fully shut down."""
+        await self._stopped.wait()
+
+    def __repr__(self) -> str:
+        state = "online" if self.online else "offline"
+        return f"<DemoNode {self.name} {self.peer_id} {self.muxer} {state}>"
