@@ -7,7 +7,7 @@ introspector): ``connected``/``disconnected`` for connections,
 ``SwarmConn.is_closed``) so nothing is missed when a callback has not run yet
 or never runs.
 
-Ids: one process-wide counter per registry, encoded as 8 big-endian bytes,
+Ids: one counter per introspector (registry), encoded as 8 big-endian bytes,
 shared by connections and streams, so every id is unique, stable for the
 object's life and never reused.
 

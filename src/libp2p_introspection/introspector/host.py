@@ -31,9 +31,9 @@ import importlib.metadata
 import logging
 import platform
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from multiaddr import Multiaddr
 
 from libp2p_introspection.abc import EventSink, IntrospectionSource
@@ -47,6 +47,9 @@ from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.traffic import TrafficCounter
 from libp2p_introspection.introspector.upgrades import UpgradeTracker
 from libp2p_introspection.protocol import pb
+
+if TYPE_CHECKING:
+    from libp2p.kad_dht.kad_dht import KadDHT
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +134,9 @@ class HostIntrospector(IntrospectionSource):
 
     def __init__(
         self,
-        host: Any,
+        host: IHost,
         *,
-        dht: Any | None = None,
+        dht: KadDHT | None = None,
         closed_connection_lifetime_ms: int = DEFAULT_CLOSED_CONNECTION_LIFETIME_MS,
         clock_ms: ClockMs | None = None,
     ) -> None:
