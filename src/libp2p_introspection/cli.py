@@ -4,8 +4,11 @@ Commands:
 
 - ``demo``: the main job. A small network of real py-libp2p nodes on loopback,
   with the introspection server of one of them; prints the URL and what to do next.
-- ``serve``: the introspection server alone, for a source (``demo`` by default);
+- ``serve``: the introspection server alone, for a source: ``demo`` (the
+  default), ``mock`` (a synthetic node) or a recording file (replayed);
   prints the ``ws://`` URL on stdout as soon as it accepts connections.
+- ``record``: the data-dump tool; writes a session into a recording file.
+- ``inspect``: what a recording file holds.
 - ``watch``: a small protocol client that pulls snapshots and prints one line each.
 """
 
@@ -14,15 +17,20 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import click
 import trio
+from trio_websocket import HandshakeError
 
 from libp2p_introspection import __version__
 from libp2p_introspection import config as defaults
+from libp2p_introspection.abc import IntrospectionSource
 from libp2p_introspection.server import ServerConfig
 
 log = logging.getLogger("libp2p_introspection")
@@ -56,10 +64,10 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Disconnect (1008) a client that reads nothing this long, seconds."),
         click.option("--nodes", default=4, show_default=True, type=click.IntRange(min=2),
                      help="Demo source: number of py-libp2p nodes."),
-        click.option("--churn/--no-churn", default=True, show_default=True,
-                     help="Demo source: nodes now and then leave and rejoin."),
+        click.option("--no-churn", is_flag=True,
+                     help="Demo source: nodes never leave and rejoin (they do by default)."),
         click.option("--seed", default=None, type=int,
-                     help="Demo source: seed for its random choices."),
+                     help="Demo and mock sources: seed for their random choices."),
         click.option("-v", "--verbose", count=True, help="More log output (-vv for debug)."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -127,53 +135,161 @@ def demo(**kw: Any) -> None:
     _setup_logging(kw["verbose"])
     config = _config(kw)
 
-    def announce(url: str, peer_id: str, nodes: int) -> None:
+    def announce(url: str, what: str) -> None:
         click.echo(url)
         click.echo(
-            f"\nServing live introspection data of py-libp2p node {peer_id}\n"
-            f"(1 of {nodes} nodes on 127.0.0.1: ping, echo and bulk streams, a Kademlia DHT"
-            f"{', churn' if kw['churn'] else ''}).\n\n"
+            f"\nServing live introspection data of {what}.\n\n"
             "What to do next:\n"
             f"  libp2p-introspect watch {url}     # a line per snapshot, in this terminal\n"
+            f"  libp2p-introspect record {url} -o node.mock   # record it to a file\n"
             "  point libp2p's observer-toolkit UI or any protocol client at the URL above\n"
             "  Ctrl-C stops the network and the server.",
         )
         sys.stdout.flush()
 
-    _run(functools.partial(_serve_demo, config, kw, announce))
+    _run(functools.partial(_serve, "demo", config, kw, announce))
 
 
 @main.command()
-@click.option("--source", default="demo", show_default=True,
-              help="What to serve: 'demo' (a live py-libp2p network).")  # fmt: skip
+@click.option(
+    "--source",
+    default="demo",
+    show_default=True,
+    help="What to serve: 'demo' (a live py-libp2p network), 'mock' (a synthetic "
+    "node) or the path of a recording file (replayed, §4.10).",
+)
+@click.option(
+    "--speed",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Replay: divide the recorded gaps by this factor.",
+)
+@click.option("--loop", is_flag=True, help="Replay: start over at the end, time still rising.")
+@click.option(
+    "--connections",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Mock: connections of the synthetic node.",
+)
+@click.option(
+    "--streams",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Mock: streams per connection.",
+)
+@click.option(
+    "--dht-peers",
+    default=40,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Mock: peers in the DHT routing table.",
+)
+@click.option(
+    "--events-per-second",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Mock: rate of DHT query events.",
+)
+@click.option(
+    "--churn",
+    default=0.02,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Mock: fraction of connections replaced per snapshot.",
+)
 @_server_options
-def serve(source: str, **kw: Any) -> None:
+def serve(**kw: Any) -> None:  # fmt: skip
     """Serve introspection data; prints the ws:// URL once it accepts connections."""
     _setup_logging(kw["verbose"])
-    if source != "demo":
+    source = kw["source"]
+    if source not in ("demo", "mock") and not os.path.exists(source):
         raise click.BadParameter(
-            f"unknown source {source!r}; available: demo", param_hint="--source"
+            f"unknown source {source!r}: use 'demo', 'mock' or the path of a recording file",
+            param_hint="--source",
         )
     config = _config(kw)
 
-    def announce(url: str, peer_id: str, nodes: int) -> None:
+    def announce(url: str, what: str) -> None:
         click.echo(url)
         sys.stdout.flush()
-        log.warning("serving node %s of a %d-node demo network at %s", peer_id, nodes, url)
+        log.warning("serving %s at %s", what, url)
 
-    _run(functools.partial(_serve_demo, config, kw, announce))
+    _run(functools.partial(_serve, source, config, kw, announce))
 
 
-async def _serve_demo(
-    config: ServerConfig, kw: dict[str, Any], announce: Callable[[str, str, int], None]
+async def _serve(
+    source_name: str,
+    config: ServerConfig,
+    kw: dict[str, Any],
+    announce: Callable[[str, str], None],
 ) -> None:
+    from libp2p_introspection.server import IntrospectionServer
+
+    async with _open_source(source_name, config, kw) as (source, what):
+        async with trio.open_nursery() as nursery:
+            server = IntrospectionServer(source, config)
+            await nursery.start(server.run)
+            announce(server.url, what)
+
+
+@asynccontextmanager
+async def _open_source(
+    name: str, config: ServerConfig, kw: dict[str, Any]
+) -> AsyncIterator[tuple[IntrospectionSource, str]]:
+    """The source ``name`` names, with a description for the user, for the block's duration."""
+    if name == "demo":
+        async with _demo_source(config, kw) as opened:
+            yield opened
+    elif name == "mock":
+        from libp2p_introspection.server.sources.synthetic import (
+            SyntheticOptions,
+            SyntheticSource,
+        )
+
+        options = SyntheticOptions(
+            connections=kw["connections"],
+            streams=kw["streams"],
+            dht_peers=kw["dht_peers"],
+            events_per_second=kw["events_per_second"],
+            churn=kw["churn"],
+            seed=kw["seed"] or 0,
+            closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
+        )
+        yield (
+            SyntheticSource(options),
+            f"a synthetic node ({options.connections} connections x {options.streams} streams)",
+        )
+    else:
+        from libp2p_introspection.protocol.recording import RecordingError
+        from libp2p_introspection.server.sources.replay import ReplaySource
+
+        try:
+            replay = ReplaySource(name, speed=kw["speed"], loop=kw["loop"])
+        except RecordingError as exc:
+            raise click.ClickException(f"cannot replay {name}: {exc}") from exc
+        runtime = replay.runtime()
+        yield (
+            replay,
+            f"recording {name} ({runtime.implementation} node {runtime.peer_id}, "
+            f"{replay.shape.states} snapshots, speed x{kw['speed']:g}"
+            f"{', looping' if kw['loop'] else ''})",
+        )
+
+
+@asynccontextmanager
+async def _demo_source(
+    config: ServerConfig, kw: dict[str, Any]
+) -> AsyncIterator[tuple[IntrospectionSource, str]]:
     from libp2p_introspection.demo import DemoNetwork, DemoNode, DemoOptions
     from libp2p_introspection.introspector import HostIntrospector
-    from libp2p_introspection.server import IntrospectionServer
 
     introspectors: list[HostIntrospector] = []
 
-    def attach(node: DemoNode) -> None:
+    def attach(node: DemoNode) -> None:  # before the node has any connection
         introspectors.append(
             HostIntrospector(
                 node.host,
@@ -183,18 +299,126 @@ async def _serve_demo(
         )
 
     options = DemoOptions(
-        nodes=kw["nodes"], churn=kw["churn"], seed=kw["seed"], on_observed_ready=attach
+        nodes=kw["nodes"], churn=not kw["no_churn"], seed=kw["seed"], on_observed_ready=attach
     )
     network = DemoNetwork(options)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(network.run)
-            server = IntrospectionServer(introspectors[0], config)
-            await nursery.start(server.run)
-            announce(server.url, str(network.observed.host.get_id()), kw["nodes"])
+            peer_id = network.observed.host.get_id()
+            yield (
+                introspectors[0],
+                f"py-libp2p node {peer_id}\n(1 of {kw['nodes']} nodes on 127.0.0.1: ping, echo "
+                f"and bulk streams, a Kademlia DHT{'' if kw['no_churn'] else ', churn'})",
+            )
+            nursery.cancel_scope.cancel()
     finally:
         for introspector in introspectors:
             introspector.detach()
+
+
+@main.command()
+@click.argument("url", default=defaults.default_url(), required=False)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Recording file to write (created or truncated).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["pull", "push"]),
+    default="pull",
+    show_default=True,
+    help="pull: ready/receive loop (§5); push: subscribe to state pushes.",
+)
+@click.option(
+    "--events/--no-events",
+    default=True,
+    show_default=True,
+    help="Subscribe to events (paused and resumed when writing falls behind).",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None, help="Stop after this many snapshots."
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress display (default: on when stderr is a terminal).",
+)
+def record(url: str, output: str, mode: str, events: bool, count: int | None,
+           duration: float | None, progress: bool | None) -> None:  # fmt: skip
+    """Record the session at URL into a recording file, as the data-dump tool of §5.
+
+    Ends after --count snapshots or --duration seconds, else on Ctrl-C; exits
+    non-zero if the server dropped the connection.
+    """
+    _setup_logging(0)
+    from libp2p_introspection.client.progress import progress_reporter
+    from libp2p_introspection.client.recorder import Outcome, Recorder
+
+    try:
+        recorder = Recorder(url, output, mode=mode, events=events, count=count,
+                            duration=duration)  # fmt: skip
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from exc
+    show_bar = sys.stderr.isatty() if progress is None else progress
+
+    async def main_task() -> None:
+        with progress_reporter(show_bar, count) as report:
+            recorder.on_progress = report
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+                await recorder.run()
+                nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main_task)
+    except (OSError, HandshakeError) as exc:
+        recorder.finish()
+        raise click.ClickException(f"cannot record from {url}: {exc}") from exc
+    result = recorder.result()
+    click.echo(result.summary(), err=True)
+    if result.outcome in (Outcome.SERVER_CLOSED, Outcome.PROTOCOL_ERROR):
+        sys.exit(1)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@click.option(
+    "--dump",
+    is_flag=True,
+    help="Every record as one JSON line (protobuf's JSON mapping), for jq and friends.",
+)
+def inspect(file: str, as_json: bool, dump: bool) -> None:  # fmt: skip
+    """Summarize a recording file, in constant memory whatever its size."""
+    from libp2p_introspection.client import inspect_file
+    from libp2p_introspection.protocol.recording import RecordingError
+
+    try:
+        if dump:
+            for line in inspect_file.dump(file):
+                click.echo(line)
+            return
+        summary = inspect_file.summarize(file)
+    except RecordingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(summary, sort_keys=True) if as_json else inspect_file.render(summary))
 
 
 @main.command()

@@ -157,3 +157,35 @@ def parse_server_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> pb.Se
     message = pb.ServerMessage()
     message.ParseFromString(decode_frame(data, max_size))
     return message
+
+
+def payload_kind(data: bytes | memoryview) -> str:
+    """Which payload serialized ``ServerMessage`` bytes carry: ``state``, ``runtime``,
+    ``event``, ``response``, ``notice``, or ``""`` if none can be read.
+
+    Reads only the leading tags, so counting multi-megabyte snapshots costs
+    nothing: fields 2..6 are the payload oneof; field 1 (the version) is skipped.
+    """
+    pos = 0
+    end = len(data)
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        field_number = tag >> 3
+        if tag & 7 != 2 or tag & 0x80:
+            return ""
+        length = shift = 0
+        while pos < end:
+            byte = data[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        if field_number == 1:
+            pos += length
+            continue
+        return {2: "state", 3: "runtime", 4: "event", 5: "response", 6: "notice"}.get(
+            field_number, ""
+        )
+    return ""

@@ -144,7 +144,8 @@ class RecordingReader:
                     f"version {FILE_VERSION}"
                 )
             raise NotARecordingError(
-                f"{self.name}: does not start with a recording header (first bytes {head.hex()})"
+                f"{self.name}: not a recording: it does not start with a recording header "
+                f"(first bytes {head.hex()})"
             )
         self._header_read = True
         return version

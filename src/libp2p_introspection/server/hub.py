@@ -11,6 +11,7 @@ wake-up event that tells a session's writer task there is something to send.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import trio
@@ -34,6 +35,8 @@ class SessionHandle:
         self.session = session
         self.peer = peer
         self.cancel_scope: trio.CancelScope | None = None
+        #: Frames actually written to the socket, by payload kind.
+        self.sent: Counter[str] = Counter()
         self._wakeup = trio.Event()
         self._drained = trio.Event()
 
@@ -119,10 +122,14 @@ class Hub:
         Safe to call from any task on the trio loop; never blocks, never raises
         for a session's sake.
         """
-        self.events_published += 1
         if not self.sessions:
+            self.events_published += 1
             return  # nobody to tell: skip the encoding
-        item = self._encode_event(event)
+        self.publish_event_item(self._encode_event(event))
+
+    def publish_event_item(self, item: EventItem) -> None:
+        """Offer an already encoded event to every session (a replay sends file bytes as is)."""
+        self.events_published += 1
         now = self.clock()
         for handle in self.sessions:
             handle.session.event_produced(item, now)

@@ -9,6 +9,7 @@ synchronous :class:`~libp2p_introspection.server.hub.Hub`, which never waits.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from trio_websocket import (
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
 from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.framing import MAX_COMMAND_SIZE
+from libp2p_introspection.protocol.framing import HEADER_SIZE, MAX_COMMAND_SIZE, payload_kind
 from libp2p_introspection.protocol.session import SessionLimits
 from libp2p_introspection.server.hub import Hub, SessionHandle
 
@@ -88,6 +89,9 @@ class IntrospectionServer:
         self.hub = Hub(self.config.limits, source.runtime())
         self.sessions_served = 0
         self.snapshot_errors = 0
+        #: The most recent closed sessions (for logs and tests): their handles,
+        #: with their counters (``session.stats``, ``sent``).
+        self.closed_sessions: deque[SessionHandle] = deque(maxlen=64)
         self._listener: WebSocketServer | None = None
 
     @property
@@ -185,6 +189,7 @@ class IntrospectionServer:
                     nursery.start_soon(self._writer, ws, handle, nursery.cancel_scope)
         finally:
             self.hub.close_session(handle)
+            self.closed_sessions.append(handle)
             close = handle.session.close
             with trio.move_on_after(CLOSE_TIMEOUT_S) as cleanup:
                 cleanup.shield = True
@@ -193,9 +198,10 @@ class IntrospectionServer:
                 else:
                     await ws.aclose()
             log.info(
-                "session closed: %s (%s)",
+                "session closed: %s (%s); sent %s",
                 peer,
                 f"{close.code} {close.reason}" if close else _closed_reason(ws),
+                dict(handle.sent),
             )
 
     async def _reader(
@@ -232,6 +238,7 @@ class IntrospectionServer:
                     continue
                 await ws.send_message(frame)
                 session.frame_sent(trio.current_time())
+                handle.sent[payload_kind(memoryview(frame)[HEADER_SIZE:])] += 1
                 handle.drained()
         except ConnectionClosed:
             pass

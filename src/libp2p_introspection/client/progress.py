@@ -1,0 +1,51 @@
+"""Progress display for the recorder: a tqdm bar on a terminal, log lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from tqdm import tqdm
+
+from libp2p_introspection.client.recorder import RecordStats
+
+log = logging.getLogger("libp2p_introspection.record")
+
+#: Seconds between plain progress lines when stderr is not a terminal.
+LOG_EVERY_S = 5.0
+
+
+@contextmanager
+def progress_reporter(terminal: bool, total: int | None) -> Iterator[Callable[[RecordStats], None]]:
+    """Yield a callback taking :class:`RecordStats`; shows a bar or logs, then cleans up."""
+    if terminal:
+        bar = tqdm(total=total, unit="snapshot", dynamic_ncols=True, leave=False)
+
+        def update(stats: RecordStats) -> None:
+            bar.n = stats.snapshots
+            bar.set_postfix_str(
+                f"events={stats.events} bytes={stats.bytes} rate={stats.rate / 1024:.0f} KiB/s",
+                refresh=False,
+            )
+            bar.refresh()
+
+        try:
+            yield update
+        finally:
+            bar.close()
+    else:
+        last = 0.0
+
+        def log_line(stats: RecordStats) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= LOG_EVERY_S:
+                last = now
+                log.warning(
+                    "recorded %d snapshots, %d events, %d bytes (%.0f KiB/s)",
+                    stats.snapshots, stats.events, stats.bytes, stats.rate / 1024,
+                )  # fmt: skip
+
+        yield log_line

@@ -1,0 +1,287 @@
+"""The data-dump tool: record a live session into a recording file (PROTOCOL.md §5, §2).
+
+Pull mode (the default) is the seed's loop: store the ``Runtime`` and the
+first snapshot, then signal ready, receive, store, repeat; the next ready
+signal goes out only once the previous snapshot is on disk, so the server
+never has to hold snapshots for us. Push mode subscribes to state pushes
+instead. With events on, the recorder subscribes to events and pauses the
+push streams when writing falls behind (the write queue passes its high-water
+mark), resuming once it drains below the low-water mark.
+
+Every ``ServerMessage`` is written as received, one record each, and flushed:
+a recorder killed at any moment leaves a file readable up to its last whole
+record. Writing runs in a worker thread so a slow disk never stops the
+session from being read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from trio_websocket import ConnectionClosed
+
+from libp2p_introspection.client.connection import (
+    Command,
+    IntrospectionClient,
+    ProtocolError,
+    Source,
+    connect,
+)
+from libp2p_introspection.protocol.framing import payload_kind
+from libp2p_introspection.protocol.recording import RecordingWriter
+
+log = logging.getLogger(__name__)
+
+#: Write-queue depth (messages) at which the recorder pauses push streams.
+HIGH_WATER = 1_024
+#: Depth at which it resumes them.
+LOW_WATER = 128
+#: Hard bound of the write queue (messages); past it, reading the socket waits.
+QUEUE_CAPACITY = 8_192
+
+
+class Outcome(enum.Enum):
+    """How a recording ended."""
+
+    COMPLETED = "completed"  # --count or --duration reached
+    STOPPED = "stopped"  # the user stopped it (Ctrl-C)
+    SERVER_CLOSED = "server closed the connection"
+    PROTOCOL_ERROR = "the server broke the protocol"
+
+
+@dataclass
+class RecordStats:
+    """Counts of what was written; ``bytes`` is the file size so far, bytes."""
+
+    records: int = 0
+    snapshots: int = 0
+    events: int = 0
+    responses: int = 0
+    notices: int = 0
+    runtimes: int = 0
+    bytes: int = 0
+    pauses: int = 0
+    resumes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the recording started."""
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        """Bytes written per second so far."""
+        return self.bytes / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass
+class RecordResult:
+    """What :func:`record` reports: the outcome, the counts and the close reason if any."""
+
+    outcome: Outcome
+    stats: RecordStats
+    path: str
+    detail: str = ""
+
+    def summary(self) -> str:
+        """One line for humans."""
+        s = self.stats
+        text = (
+            f"{self.path}: {s.records} records ({s.snapshots} snapshots, {s.events} events, "
+            f"{s.responses} responses, {s.notices} notices), {s.bytes} bytes in "
+            f"{s.elapsed:.1f} s; {self.outcome.value}"
+        )
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+_KIND_FIELD = {
+    "state": "snapshots",
+    "event": "events",
+    "response": "responses",
+    "notice": "notices",
+    "runtime": "runtimes",
+}
+
+
+async def record(
+    url: str,
+    path: str | os.PathLike[str],
+    **options: Any,
+) -> RecordResult:
+    """Record the session at ``url`` into ``path``; see :class:`Recorder` for ``options``."""
+    recorder = Recorder(url, path, **options)
+    await recorder.run()
+    return recorder.result()
+
+
+class Recorder:
+    """Records one session at ``url`` into the recording file ``path``.
+
+    ``mode`` is ``"pull"`` or ``"push"``; ``events`` subscribes to events;
+    ``count`` stops after that many snapshots, ``duration`` after that many
+    seconds (neither: until the server goes away or :meth:`run` is
+    cancelled, e.g. on Ctrl-C). ``on_progress`` is called with the
+    :class:`RecordStats` after each batch of writes. The file is created at
+    once (``OSError`` if it cannot be) and closed whatever happens; read the
+    outcome with :meth:`result`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        path: str | os.PathLike[str],
+        *,
+        mode: str = "pull",
+        events: bool = True,
+        count: int | None = None,
+        duration: float | None = None,
+        on_progress: Callable[[RecordStats], None] | None = None,
+        high_water: int = HIGH_WATER,
+        low_water: int = LOW_WATER,
+    ) -> None:
+        if mode not in ("pull", "push"):
+            raise ValueError(f"mode must be 'pull' or 'push', got {mode!r}")
+        self.url = url
+        self.path = str(path)
+        self.mode = mode
+        self.events = events
+        self.count = count
+        self.duration = duration
+        self.on_progress = on_progress
+        self.high_water = high_water
+        self.low_water = low_water
+        self.writer = RecordingWriter(path)
+        self.stats = RecordStats(bytes=self.writer.bytes_written)
+        self.client: IntrospectionClient | None = None
+        self.outcome = Outcome.COMPLETED
+        self.detail = ""
+        self.paused = False
+        self.send_queue, self.receive_queue = trio.open_memory_channel[bytes](QUEUE_CAPACITY)
+        self._finished = False
+
+    async def run(self) -> None:
+        """Connect and record until done. Raises ``OSError`` or ``HandshakeError``
+        if it cannot connect; the file is closed in every case."""
+        try:
+            async with connect(self.url) as client:
+                self.client = client
+                with trio.move_on_after(self.duration if self.duration is not None else math.inf):
+                    await self._session()
+        except trio.Cancelled:
+            self.outcome = Outcome.STOPPED
+            raise
+        finally:
+            self.finish()
+
+    def result(self) -> RecordResult:
+        """The outcome so far (final once :meth:`run` returned or was cancelled)."""
+        return RecordResult(self.outcome, self.stats, self.path, self.detail)
+
+    async def _session(self) -> None:
+        assert self.client is not None
+        if self.events:
+            await self.client.send(Command.PUSH_ENABLE, Source.EVENTS)
+        if self.mode == "push":
+            await self.client.send(Command.PUSH_ENABLE, Source.STATE)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive)
+            await self._write_loop()
+            nursery.cancel_scope.cancel()
+
+    async def _receive(self) -> None:
+        assert self.client is not None
+        try:
+            while True:
+                received = await self.client.receive()
+                await self.send_queue.send(received.data)
+                if (
+                    self.events
+                    and not self.paused
+                    and self.send_queue.statistics().current_buffer_used >= self.high_water
+                ):
+                    self.paused = True
+                    self.stats.pauses += 1
+                    await self.client.send(Command.PUSH_PAUSE, Source.EVENTS)
+                    log.info("writing fell behind: paused push streams")
+        except ConnectionClosed as exc:
+            reason = exc.reason
+            self.outcome = Outcome.SERVER_CLOSED
+            self.detail = (
+                f"code {reason.code}{' ' + reason.reason if reason and reason.reason else ''}"
+                if reason
+                else ""
+            )
+        except ProtocolError as exc:
+            self.outcome = Outcome.PROTOCOL_ERROR
+            self.detail = str(exc)
+        finally:
+            # Closed synchronously, after the outcome is known: the writer drains
+            # what is queued, then ends.
+            self.send_queue.close()
+
+    async def _write_loop(self) -> None:
+        assert self.client is not None
+        async for first in self.receive_queue:
+            batch = [first]
+            while len(batch) < 512:
+                try:
+                    batch.append(self.receive_queue.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            snapshots_before = self.stats.snapshots
+            await trio.to_thread.run_sync(self._write_batch, batch)
+            if self.on_progress is not None:
+                self.on_progress(self.stats)
+            if self.count is not None and self.stats.snapshots >= self.count:
+                return
+            if (
+                self.paused
+                and self.receive_queue.statistics().current_buffer_used <= self.low_water
+            ):
+                self.paused = False
+                self.stats.resumes += 1
+                await self._send(Command.PUSH_RESUME, Source.EVENTS)
+            if self.mode == "pull" and self.stats.snapshots > snapshots_before:
+                await self._send(Command.REQUEST, Source.STATE)  # stored: ready for the next
+
+    async def _send(self, command: int, source: int) -> None:
+        assert self.client is not None
+        with contextlib.suppress(ConnectionClosed):  # the receiver notices and records why
+            await self.client.send(command, source)
+
+    def _write_batch(self, batch: list[bytes]) -> None:
+        # Runs in a worker thread; each record is one whole write, flushed.
+        for data in batch:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        self.writer.write(data)
+        self.stats.records += 1
+        self.stats.bytes = self.writer.bytes_written
+        kind = payload_kind(data)
+        if kind in _KIND_FIELD:
+            name = _KIND_FIELD[kind]
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+    def finish(self) -> None:
+        """Write what was received but not yet written, and close the file."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            while True:
+                self._write(self.receive_queue.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            pass
+        finally:
+            self.writer.close()

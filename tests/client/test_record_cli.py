@@ -1,0 +1,133 @@
+"""`record` and `inspect` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from cli_process import running
+
+from libp2p_introspection.protocol.recording import RecordingReader
+
+CLI = [sys.executable, "-m", "libp2p_introspection"]
+
+FIXTURE_FACTS = {
+    "sample-1min.mock": {"records": 969, "runtime": 1, "state": 30, "event": 937, "response": 1,
+                         "last_connections": 10, "last_streams": 96},
+    "sample-dht-2min.mock": {"records": 596, "runtime": 1, "state": 60, "event": 535,
+                             "response": 0, "last_connections": 10},
+    "sample-2min.mock": {"records": 1250, "runtime": 1, "state": 60, "event": 1188, "response": 1,
+                         "last_connections": 12, "last_streams": 116},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_FACTS))
+def test_inspect_json_on_every_fixture(fixtures_dir, name):
+    result = subprocess.run([*CLI, "inspect", str(fixtures_dir / name), "--json"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    facts = FIXTURE_FACTS[name]
+    assert summary["records"] == facts["records"]
+    for kind in ("runtime", "state", "event", "response"):
+        assert summary["kinds"][kind] == facts[kind]
+    assert summary["kinds"]["notice"] == 0
+    assert summary["checksum_failures"] == 0
+    assert summary["truncated"] is False
+    runtime = summary["runtime"]
+    assert (runtime["implementation"], runtime["platform"]) == ("go-libp2p", "macOS")
+    assert runtime["event_types"] == [
+        "PeerConnecting", "PeerDisconnecting", "InboundDHTQuery", "OutboundDHTQuery",
+    ]  # fmt: skip
+    assert summary["states"]["last_connections"] == facts["last_connections"]
+    if "last_streams" in facts:
+        assert summary["states"]["last_streams"] == facts["last_streams"]
+    assert summary["states"]["first_instant_ts"] < summary["states"]["last_instant_ts"]
+    assert sum(summary["events"].values()) == facts["event"]
+
+
+def test_inspect_dump_is_one_json_line_per_record(fixtures_dir):
+    result = subprocess.run([*CLI, "inspect", str(fixtures_dir / "sample-dht-2min.mock"),
+                             "--dump"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 596
+    assert "runtime" in lines[0]
+    assert sum(1 for line in lines if "state" in line) == 60
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"\x02\x00\x00\x00", "version 2"),
+        (b"<html>not a recording</html>", "not a recording"),
+        (b"\x01\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff", "above the"),
+    ],
+)
+def test_inspect_bad_files_give_clear_errors(tmp_path, content, message):
+    path = tmp_path / "bad.mock"
+    path.write_bytes(content)
+    result = subprocess.run([*CLI, "inspect", str(path)], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_record_from_replay_then_inspect(tmp_path, fixtures_dir):
+    out = tmp_path / "rec.mock"
+    with running([*CLI[1:], "serve", "--source", str(fixtures_dir / "sample-1min.mock"),
+                  "--speed", "20", "--port", "0"]) as (_, url):  # fmt: skip
+        result = subprocess.run([*CLI, "record", url, "-o", str(out), "--count", "5"],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "5 snapshots" in result.stderr and "completed" in result.stderr
+    summary = json.loads(subprocess.run([*CLI, "inspect", str(out), "--json"],
+                                        capture_output=True, text=True, timeout=60).stdout)  # fmt: skip
+    assert summary["kinds"]["state"] == 5
+    assert summary["runtime"]["implementation"] == "go-libp2p"
+
+
+def test_record_exits_non_zero_when_the_server_goes_away(tmp_path, fixtures_dir):
+    out = tmp_path / "cut.mock"
+    with running([*CLI[1:], "serve", "--source", str(fixtures_dir / "sample-1min.mock"),
+                  "--speed", "20", "--port", "0"]) as (server, url):  # fmt: skip
+        recorder = subprocess.Popen([*CLI, "record", url, "-o", str(out)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while (not out.exists() or out.stat().st_size < 10_000) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.send_signal(signal.SIGINT)
+        _, stderr = recorder.communicate(timeout=30)
+    assert recorder.returncode == 1, stderr
+    assert "server closed the connection" in stderr
+    with RecordingReader(out) as reader:
+        assert sum(1 for _ in reader) > 0
+        assert reader.checksum_failures == 0 and not reader.truncated
+
+
+def test_recorder_killed_with_sigkill_leaves_a_readable_file(tmp_path, fixtures_dir):
+    out = tmp_path / "killed.mock"
+    with running([*CLI[1:], "serve", "--source", str(fixtures_dir / "sample-2min.mock"),
+                  "--speed", "50", "--loop", "--port", "0"]) as (_, url):  # fmt: skip
+        recorder = subprocess.Popen([*CLI, "record", url, "-o", str(out), "--mode", "push"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while (not out.exists() or out.stat().st_size < 200_000) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        recorder.send_signal(signal.SIGKILL)
+        recorder.wait(timeout=10)
+    assert recorder.returncode == -signal.SIGKILL
+    with RecordingReader(out) as reader:
+        records = sum(1 for _ in reader)
+        assert reader.checksum_failures == 0
+    assert records > 10
+    result = subprocess.run([*CLI, "inspect", str(out), "--json"], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["records"] == records
