@@ -203,43 +203,68 @@ class DemoNode:
         on_up: Callable[[DemoNode], Awaitable[None]] | None,
         task_status: trio.TaskStatus[None],
     ) -> None:
-        assert self._leave is not None
-        listen = self.listen_addr
-        host = new_host(key_pair=self.key_pair, muxer_opt=self._muxer_opt(), listen_addrs=[listen])
-        assert isinstance(host, BasicHost)
-        async with host.run([listen]):
-            try:
-                if self.port == 0:
-                    port = host.get_transport_addrs()[0].value_for_protocol("tcp")
-                    self.port = int(port)
-                dht = KadDHT(host, DHTMode.SERVER)
-                dht.register_validator(DHT_NAMESPACE, DemoRecordValidator())
-                self._install_handlers(host, dht)
-                self._host, self._dht = host, dht
-                self.stats.starts += 1
-                async with background_trio_service(dht), trio.open_nursery() as work:
-                    self._work = work
-                    self.online = True
-                    if on_up is not None:
-                        await on_up(self)
-                    logger.info("%s up: %s (%s)", self.name, host.get_addrs()[0], self.muxer)
-                    task_status.started()
-                    await self._leave.wait()
-                    self.online = False
-                    work.cancel_scope.cancel()
-            finally:
-                self.online = False
-                # py-libp2p quirk: host.run()'s exit stops the swarm service,
-                # which, when this task is being cancelled, dies at its first
-                # checkpoint and leaves connections half-closed. Closing the
-                # host explicitly (shielded, bounded) closes every connection
-                # and listener first, so peers see a clean close.
-                with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
-                    try:
-                        await host.close()
-                    except Exception as exc:  # best-effort shutdown
-                        logger.debug("%s: error closing host: %r", self.name, exc)
+        while True:
+            listen = self.listen_addr
+            host = new_host(
+                key_pair=self.key_pair, muxer_opt=self._muxer_opt(), listen_addrs=[listen]
+            )
+            assert isinstance(host, BasicHost)
+            async with host.run([listen]):
+                try:
+                    addrs = host.get_transport_addrs()
+                    if addrs:
+                        self.port = int(addrs[0].value_for_protocol("tcp") or 0)
+                        await self._serve(host, on_up, task_status)
+                        break
+                finally:
+                    await self._close_host(host)
+            # py-libp2p quirk: a failed listen (e.g. our fixed port was taken
+            # while we were offline) is only logged; host.run() carries on
+            # with no listener. Retry once on a fresh port.
+            if self.port == 0:
+                raise OSError(f"{self.name}: could not listen on {listen}")
+            logger.info("%s: port %d unavailable, picking a new one", self.name, self.port)
+            self.port = 0
         logger.info("%s down", self.name)
+
+    async def _serve(
+        self,
+        host: BasicHost,
+        on_up: Callable[[DemoNode], Awaitable[None]] | None,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        assert self._leave is not None
+        dht = KadDHT(host, DHTMode.SERVER)
+        dht.register_validator(DHT_NAMESPACE, DemoRecordValidator())
+        self._install_handlers(host, dht)
+        self._host, self._dht = host, dht
+        self.stats.starts += 1
+        try:
+            async with background_trio_service(dht), trio.open_nursery() as work:
+                self._work = work
+                self.online = True
+                if on_up is not None:
+                    await on_up(self)
+                logger.info("%s up: %s (%s)", self.name, host.get_addrs()[0], self.muxer)
+                task_status.started()
+                await self._leave.wait()
+                self.online = False
+                work.cancel_scope.cancel()
+        finally:
+            self.online = False
+
+    async def _close_host(self, host: BasicHost) -> None:
+        # py-libp2p quirk: when the task is cancelled, host.run()'s exit does
+        # not close anything (the swarm's cleanup dies at its first
+        # checkpoint): the connections stay open and the listener stays
+        # bound. Closing the host explicitly, shielded and bounded, closes
+        # every connection and listener so peers see the node go away.
+        self.online = False
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+            try:
+                await host.close()
+            except Exception as exc:  # best-effort shutdown
+                logger.debug("%s: error closing host: %r", self.name, exc)
 
     def leave(self) -> None:
         """Ask the running incarnation to shut down (returns immediately)."""

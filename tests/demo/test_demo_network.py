@@ -1,0 +1,223 @@
+"""The demo network: real py-libp2p nodes on loopback, started, exercised, churned, stopped."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import pytest
+import trio
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
+from libp2p.peer.id import ID as PeerID
+
+from libp2p_introspection.demo import (
+    BULK_PROTOCOL_ID,
+    ECHO_PROTOCOL_ID,
+    PING_PROTOCOL_ID,
+    DemoNetwork,
+    DemoNode,
+    DemoOptions,
+)
+
+#: Options for tests: no automatic churn unless asked, reproducible choices.
+QUIET = DemoOptions(nodes=4, seed=1234, churn=False)
+START_TIMEOUT_S = 20
+
+
+@asynccontextmanager
+async def running(options: DemoOptions) -> AsyncIterator[DemoNetwork]:
+    """Run a demo network for the duration of the block, then cancel it."""
+    net = DemoNetwork(options)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(START_TIMEOUT_S):
+            await nursery.start(net.run)
+        yield net
+        nursery.cancel_scope.cancel()
+
+
+def connected(node: DemoNode) -> set[PeerID]:
+    return set(node.host.get_connected_peers())
+
+
+def stream_protocols(node: DemoNode) -> set[str]:
+    """Protocols of the streams currently open on ``node``'s connections."""
+    return {
+        str(s.get_protocol())
+        for conn in node.host.get_network().get_connections()
+        for s in conn.get_streams()
+        if s.get_protocol() is not None
+    }
+
+
+def open_streams(node: DemoNode) -> int:
+    return sum(len(c.get_streams()) for c in node.host.get_network().get_connections())
+
+
+def test_options_validation() -> None:
+    with pytest.raises(ValueError):
+        DemoOptions(nodes=1)
+    with pytest.raises(ValueError):
+        DemoOptions(observed_share=1.5)
+    with pytest.raises(ValueError):
+        DemoOptions(bulk_min_bytes=10, bulk_max_bytes=5)
+    assert DemoOptions().nodes == 4
+
+
+async def test_observed_hook_runs_before_any_connection_and_all_nodes_connect() -> None:
+    seen: list[tuple[str, int, int]] = []
+
+    async def hook(node: DemoNode) -> None:
+        # The host is listening and the DHT runs, but nothing else exists yet.
+        seen.append((node.name, len(connected(node)), len(node.host.get_addrs())))
+        await trio.sleep(0)
+
+    async with running(replace(QUIET, on_observed_ready=hook)) as net:
+        assert seen == [("observed", 0, 1)]
+        assert len(net.nodes) == 4
+        assert all(n.online for n in net.nodes)
+        assert net.observed.is_observed and net.observed is net.nodes[0]
+        others = {n.peer_id for n in net.others}
+        assert others <= connected(net.observed)
+        # Every node listens on loopback only.
+        for node in net.nodes:
+            assert str(node.listen_addr).startswith("/ip4/127.0.0.1/tcp/")
+        # Peer ids derive from the seed.
+        assert [n.peer_id for n in DemoNetwork(QUIET).nodes] == [n.peer_id for n in net.nodes]
+        # The last node speaks only mplex, the others yamux.
+        muxers = {
+            conn.muxed_conn.peer_id: conn.get_negotiated_muxer_protocol()
+            for conn in net.observed.host.get_network().get_connections()
+        }
+        assert muxers[net.nodes[-1].peer_id] == "/mplex/6.7.0"
+        assert muxers[net.nodes[1].peer_id] == "/yamux/1.0.0"
+
+
+async def test_sync_hook_and_dht_routing_tables_fill() -> None:
+    calls: list[DemoNode] = []
+    opts = replace(QUIET, nodes=3, dht_rate=4.0, on_observed_ready=calls.append)
+    async with running(opts) as net:
+        assert calls == [net.observed]
+        # Bootstrapped: the observed node's routing table holds every other node.
+        assert net.observed.dht.get_routing_table_size() == 2
+        for node in net.others:
+            assert node.dht.get_routing_table_size() >= 1
+        # Inbound DHT queries reach the observed node continuously.
+        with trio.fail_after(15):
+            before = net.observed.stats.streams_in[KAD_PROTOCOL_ID]
+            while net.observed.stats.streams_in[KAD_PROTOCOL_ID] < before + 3:
+                await trio.sleep(0.1)
+
+
+async def test_streams_on_several_protocols_open_and_close_on_observed_node() -> None:
+    opts = replace(QUIET, work_rate=10.0, dht_rate=2.0)
+    async with running(opts) as net:
+        observed = net.observed
+        demo_protocols = {str(p) for p in (PING_PROTOCOL_ID, ECHO_PROTOCOL_ID, BULK_PROTOCOL_ID)}
+        live: set[str] = set()
+        with trio.fail_after(20):
+            while not (
+                len(live & demo_protocols) >= 2
+                and observed.stats.payload_bytes_sent
+                and observed.stats.payload_bytes_received
+            ):
+                live |= stream_protocols(observed)
+                await trio.sleep(0.05)
+        # The demo's own counters agree: both directions, several protocols.
+        stats = observed.stats
+        assert len(stats.protocols()) >= 2
+        assert sum(stats.streams_in.values()) > 0
+        assert sum(stats.streams_out.values()) > 0
+        # Streams also go away again: wait for a moment with fewer open streams.
+        with trio.fail_after(10):
+            peak = open_streams(observed)
+            while (now := open_streams(observed)) >= peak:
+                peak = max(peak, now)
+                await trio.sleep(0.05)
+
+
+async def test_churn_closes_and_reestablishes_a_connection() -> None:
+    async with running(replace(QUIET, work_rate=2.0)) as net:
+        observed = net.observed
+        victim = net.nodes[2]
+        assert victim.peer_id in connected(observed)
+        went_away = came_back = False
+
+        async def watch() -> None:
+            nonlocal went_away, came_back
+            while not came_back:
+                if victim.peer_id not in connected(observed):
+                    went_away = True
+                elif went_away:
+                    came_back = True
+                await trio.sleep(0.02)
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                await net.churn(victim, downtime_s=0.5)
+                assert victim.online
+        assert went_away and came_back
+        assert victim.stats.starts == 2 and victim.stats.churned == 1
+        assert net.churn_events == 1
+        # Same identity and port after the rejoin; the observed node never churns.
+        assert victim.peer_id in connected(observed)
+        with pytest.raises(ValueError):
+            await net.churn(observed, downtime_s=0)
+
+
+async def test_rejoin_picks_a_new_port_if_its_port_was_taken() -> None:
+    async with running(replace(QUIET, nodes=3, work_rate=0, dht_rate=0)) as net:
+        victim = net.nodes[1]
+        old_port = victim.port
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+        async def squat() -> None:
+            await victim.wait_stopped()
+            squatter.bind(("127.0.0.1", old_port))
+            squatter.listen()
+
+        try:
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(squat)
+                    await net.churn(victim, downtime_s=0.3)
+        finally:
+            squatter.close()
+        assert victim.online and victim.port not in (0, old_port)
+        assert victim.peer_id in connected(net.observed)
+
+
+async def test_churn_loop_runs_on_its_own() -> None:
+    opts = replace(QUIET, nodes=3, churn=True, churn_interval_s=1.0, churn_downtime_s=0.3)
+    async with running(opts) as net:
+        with trio.fail_after(15):
+            while net.churn_events < 2 or len(net.online_nodes()) < 3:
+                await trio.sleep(0.05)
+        assert net.observed.stats.starts == 1
+        assert sum(n.stats.churned for n in net.others) >= 2
+        assert {n.peer_id for n in net.others} <= connected(net.observed) | {
+            n.peer_id for n in net.others if not n.online
+        }
+
+
+async def test_cancel_stops_every_node_quickly() -> None:
+    net = DemoNetwork(replace(QUIET, work_rate=10.0, dht_rate=3.0))
+    with trio.fail_after(START_TIMEOUT_S + 10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net.run)
+            await trio.sleep(2)  # let traffic flow
+            ports = [n.port for n in net.nodes]
+            nursery.cancel_scope.cancel()
+            cancelled_at = time.monotonic()
+    elapsed = time.monotonic() - cancelled_at
+    assert elapsed < 5, f"shutdown took {elapsed:.1f} s"
+    assert not any(n.online for n in net.nodes)
+    assert all(len(n.host.get_network().get_connections()) == 0 for n in net.nodes)
+    for port in ports:  # every listener is closed
+        with pytest.raises(OSError):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.aclose()
