@@ -121,7 +121,10 @@ class DemoNetwork:
         """Start every node, then keep the network busy until cancelled.
 
         Reports started (for ``nursery.start``) once all nodes are up,
-        connected and bootstrapped. Never returns normally.
+        connected and bootstrapped. Never returns normally. Raises if a node
+        fails to start, if ``on_observed_ready`` raises, or if the observed
+        node's host or DHT service fails; a failing non-observed node is only
+        logged and restarted.
         """
         logger.info("demo network: %d nodes, seed %d", len(self.nodes), self.seed)
         with quiet_libp2p_warnings(self.options.quiet_libp2p_warnings):
@@ -407,7 +410,12 @@ class DemoNetwork:
 
 
 class _StartedHook:
-    """A ``task_status`` stand-in that runs a callback on ``started()``."""
+    """A ``task_status`` stand-in that runs a callback on ``started()``.
+
+    Lets :meth:`DemoNetwork._run_node` know whether the node reported started
+    before an exception (startup failure: re-raise to ``nursery.start``) or
+    after (crash: log it, the maintenance loop restarts the node).
+    """
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self._callback = callback

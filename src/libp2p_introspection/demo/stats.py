@@ -15,9 +15,9 @@ class NodeStats:
     independent from what an introspector reads from the host.
     """
 
-    #: Streams this node opened, by protocol id (demo sessions and DHT
-    #: operations issued through the demo; py-libp2p's internal streams, e.g.
-    #: identify, are not counted).
+    #: Streams this node opened for demo sessions (ping, echo, bulk), by
+    #: protocol id. Streams py-libp2p opens by itself (identify, DHT queries)
+    #: are not counted here; DHT operations are counted in :attr:`dht_ops`.
     streams_out: Counter[str] = field(default_factory=Counter)
     #: Streams this node accepted, by protocol id (ping, echo, bulk, kad).
     streams_in: Counter[str] = field(default_factory=Counter)
