@@ -31,3 +31,22 @@ def default_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"ws://{host}:{port}{PATH}"
+#: Concurrent sessions the server accepts; past it, upgrades get HTTP 503.
+DEFAULT_MAX_SESSIONS = 64
+#: Sustained commands per second a session may send (token bucket; §4.8 ERR past it).
+DEFAULT_COMMANDS_PER_SECOND = 50.0
+#: Commands a session may send in one burst before the rate applies.
+DEFAULT_COMMAND_BURST = 100
+#: Seconds between WebSocket pings the server sends to each session.
+DEFAULT_PING_INTERVAL_S = 15.0
+#: A session whose pong has not come back this long after a ping is closed, seconds.
+DEFAULT_PONG_TIMEOUT_S = 30.0
+#: Seconds a client has to complete the WebSocket handshake (half-open connections).
+DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
+#: Environment variable holding the shared token (server and clients) when ``--token``
+#: is not given.
+TOKEN_ENV = "LIBP2P_INTROSPECTION_TOKEN"
+#: Header carrying the token (``Authorization: Bearer TOKEN`` is accepted too).
+TOKEN_HEADER = "x-introspection-token"
+#: Query parameter carrying the token, for clients that cannot set headers (browsers).
+TOKEN_QUERY = "token"

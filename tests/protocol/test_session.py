@@ -539,3 +539,23 @@ def test_observer_toolkit_handshake():
     h.emit()
     h.produce()
     assert kinds(h.read()) == ["event", "state"]
+
+
+# Rate limit (hardening) ---------------------------------------------------------
+
+
+def test_commands_past_the_rate_get_err_and_a_persistent_flood_is_closed():
+    h = connected(commands_per_second=10, command_burst=5)
+    for cid in range(1, 8):
+        h.send(Command.PUSH_PAUSE, cid=cid)
+    responses = [m.response for m in h.read()]
+    assert [(r.id, r.result) for r in responses[:5]] == [(i, OK) for i in range(1, 6)]
+    assert [(r.id, r.result) for r in responses[5:]] == [(6, ERR), (7, ERR)]
+    assert "too many commands" in responses[5].error
+    h.advance(0.5)  # 5 tokens back at 10 per second
+    h.send(Command.PUSH_PAUSE, cid=20)
+    assert h.read()[0].response.result == OK
+    for _ in range(20):  # ignore the refusals: closed with 1008
+        h.send(Command.PUSH_PAUSE)
+    assert h.session.close is not None and h.session.close.code == CLOSE_POLICY_VIOLATION
+    assert "flood" in h.session.close.reason

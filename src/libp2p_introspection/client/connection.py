@@ -8,12 +8,14 @@ commands) and §5 (the client loop is the caller's).
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from libp2p_introspection.config import TOKEN_ENV, TOKEN_HEADER
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import (
     MAX_MESSAGE_SIZE,
@@ -110,17 +112,25 @@ class IntrospectionClient:
 async def connect(
     url: str,
     *,
+    token: str | None = None,
     max_message_size: int = MAX_MESSAGE_SIZE,
     connect_timeout: float = 10.0,
 ) -> AsyncIterator[IntrospectionClient]:
     """Open a session with the server at ``url`` (``ws://HOST:PORT/introspect``).
 
-    Raises ``OSError`` / ``trio_websocket.HandshakeError`` when it cannot connect.
-    The client's message size limit is raised to 64 MiB (WebSocket libraries
-    default to 1 MiB; big snapshots are several MB).
+    ``token`` is sent in the ``X-Introspection-Token`` header when the server
+    requires one (default: the ``LIBP2P_INTROSPECTION_TOKEN`` environment
+    variable, if set). Raises ``OSError`` / ``trio_websocket.HandshakeError``
+    when it cannot connect (a refused token or origin is a ``HandshakeError``
+    with the HTTP status). The client's message size limit is raised to 64 MiB
+    (WebSocket libraries default to 1 MiB; big snapshots are several MB).
     """
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    headers = [(TOKEN_HEADER.encode(), token.encode())] if token else None
     async with open_websocket_url(
         url,
+        extra_headers=headers,
         max_message_size=max_message_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=5.0,

@@ -94,7 +94,10 @@ class SessionLimits:
     ``push_byte_budget`` the pause buffer's size limit, bytes;
     ``queue_bound`` the outgoing queue's bound for push data, messages;
     ``write_timeout_s`` how long a client may read nothing, seconds;
-    ``max_command_size`` the largest command accepted, bytes.
+    ``max_command_size`` the largest command accepted, bytes;
+    ``commands_per_second`` and ``command_burst`` the token bucket that limits
+    commands (past it a command gets ``ERR``; a session that keeps sending
+    through a burst's worth of refusals is closed with 1008).
     """
 
     base_interval_ms: int = defaults.DEFAULT_INTERVAL_MS
@@ -103,6 +106,8 @@ class SessionLimits:
     queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
     write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
     max_command_size: int = MAX_COMMAND_SIZE
+    commands_per_second: float = defaults.DEFAULT_COMMANDS_PER_SECOND
+    command_burst: int = defaults.DEFAULT_COMMAND_BURST
 
     def __post_init__(self) -> None:
         if self.base_interval_ms <= 0:
@@ -111,6 +116,8 @@ class SessionLimits:
             raise ValueError("max_retention_ms must be at least base_interval_ms")
         if self.queue_bound <= 0 or self.push_byte_budget <= 0 or self.write_timeout_s <= 0:
             raise ValueError("queue_bound, push_byte_budget and write_timeout_s must be positive")
+        if self.commands_per_second <= 0 or self.command_burst < 1:
+            raise ValueError("commands_per_second must be positive and command_burst at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +143,7 @@ class SessionStats:
 
     commands: int = 0
     errors: int = 0
+    rate_limited: int = 0
     snapshots_sent: int = 0
     events_sent: int = 0
     dropped: int = 0
@@ -194,6 +202,10 @@ class Session:
         self._in_drop_run = False
         self._last_progress = now
         self._now = now
+        # Command rate limit: a token bucket, and refusals since the last accepted command.
+        self._tokens = float(limits.command_burst)
+        self._tokens_at = now
+        self._refusals = 0
 
         self._enqueue(runtime_frame, push=False)
         self._enqueue_snapshot(latest, push=False)
@@ -226,6 +238,11 @@ class Session:
         self._in_flight = False
         self._last_progress = now
         self._drain()
+
+    def end(self, code: int, reason: str) -> None:
+        """The adapter ends the session for a reason outside these rules (a dead peer)."""
+        if self.close is None:
+            self._close(code, reason)
 
     def tick(self, now: float) -> None:
         """Time passed: age the pause buffer and enforce the write timeout (§4.5, §4.6)."""
@@ -266,6 +283,10 @@ class Session:
         self._now = now
         if self.close is None:
             self.stats.commands += 1
+            if not self._within_rate():
+                if self.close is None:
+                    self._respond(0, self._rate_error())
+                return
             self._respond(
                 0,
                 "text frames are not accepted: send each ClientCommand as a binary message",
@@ -282,6 +303,10 @@ class Session:
         if self.close is not None:
             return
         self.stats.commands += 1
+        if not self._within_rate():
+            if self.close is None:
+                self._respond(_salvage_id(data), self._rate_error())
+            return
         if len(data) > self.limits.max_command_size:
             self._close(
                 CLOSE_MESSAGE_TOO_BIG,
@@ -308,6 +333,32 @@ class Session:
             self._respond(command.id, f"unknown command {command.command}")
             return
         handler(self, command)
+
+    def _within_rate(self) -> bool:
+        """Charge one command to the token bucket; ``False`` when it is empty (and close
+        the session once it has ignored a whole burst of refusals)."""
+        limits = self.limits
+        elapsed = max(0.0, self._now - self._tokens_at)
+        self._tokens = min(
+            float(limits.command_burst), self._tokens + elapsed * limits.commands_per_second
+        )
+        self._tokens_at = self._now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self._refusals = 0
+            return True
+        self.stats.rate_limited += 1
+        self._refusals += 1
+        if self._refusals > limits.command_burst:
+            self._close(CLOSE_POLICY_VIOLATION, "command flood: the client ignored the rate limit")
+        return False
+
+    def _rate_error(self) -> str:
+        limits = self.limits
+        return (
+            f"too many commands: at most {limits.commands_per_second:g} per second "
+            f"(bursts of {limits.command_burst})"
+        )
 
     # ------------------------------------------------------------ command rules
 

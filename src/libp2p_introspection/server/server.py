@@ -28,13 +28,20 @@ from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import HEADER_SIZE, MAX_COMMAND_SIZE, payload_kind
-from libp2p_introspection.protocol.session import SessionLimits
+from libp2p_introspection.protocol.session import (
+    CLOSE_POLICY_VIOLATION,
+    Close,
+    SessionLimits,
+)
+from libp2p_introspection.server.admission import admit, is_loopback
 from libp2p_introspection.server.hub import Hub, SessionHandle
 
 log = logging.getLogger(__name__)
 
 #: Seconds to wait for a client's side of the closing handshake.
 CLOSE_TIMEOUT_S = 2.0
+#: Close code when the server (or the node it serves) stops.
+CLOSE_GOING_AWAY = 1001
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,11 @@ class ServerConfig:
     ``host``/``port``: where to listen (127.0.0.1 and
     :data:`~libp2p_introspection.config.DEFAULT_PORT` by default; port 0 picks a free one).
     ``interval_ms``: the base snapshot interval, ms.
-    The rest are the session limits of PROTOCOL.md §4 (see ``SessionLimits``).
+    The rest are the session limits of PROTOCOL.md §4 (see ``SessionLimits``),
+    and admission: ``max_sessions``, ``allowed_origins`` (besides loopback ones),
+    ``token`` (required from every client when set), ``allow_remote`` (needed
+    to bind a non-loopback address; ``ValueError`` otherwise); liveness:
+    ``ping_interval_s``/``pong_timeout_s`` and ``handshake_timeout_s``.
     ``closed_connection_lifetime_ms`` is applied by sources that track
     connections (the host introspector).
     """
@@ -58,6 +69,15 @@ class ServerConfig:
     queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
     write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
     max_command_size: int = MAX_COMMAND_SIZE
+    max_sessions: int = defaults.DEFAULT_MAX_SESSIONS
+    commands_per_second: float = defaults.DEFAULT_COMMANDS_PER_SECOND
+    command_burst: int = defaults.DEFAULT_COMMAND_BURST
+    ping_interval_s: float = defaults.DEFAULT_PING_INTERVAL_S
+    pong_timeout_s: float = defaults.DEFAULT_PONG_TIMEOUT_S
+    handshake_timeout_s: float = defaults.DEFAULT_HANDSHAKE_TIMEOUT_S
+    allow_remote: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    token: str | None = field(default=None, repr=False)
     limits: SessionLimits = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,8 +91,16 @@ class ServerConfig:
                 queue_bound=self.queue_bound,
                 write_timeout_s=self.write_timeout_s,
                 max_command_size=self.max_command_size,
+                commands_per_second=self.commands_per_second,
+                command_burst=self.command_burst,
             ),
         )
+        if not self.allow_remote and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to bind {self.host}: it is not a loopback address, and the endpoint "
+                "exposes the node's peers, addresses and traffic; pass allow_remote=True "
+                "(--allow-remote) to do it anyway"
+            )
 
 
 class IntrospectionServer:
@@ -89,6 +117,7 @@ class IntrospectionServer:
         self.hub = Hub(self.config.limits, source.runtime())
         self.sessions_served = 0
         self.snapshot_errors = 0
+        self.refused = 0
         #: The most recent closed sessions (for logs and tests): their handles,
         #: with their counters (``session.stats``, ``sent``).
         self.closed_sessions: deque[SessionHandle] = deque(maxlen=64)
@@ -127,6 +156,8 @@ class IntrospectionServer:
                         handler_nursery=nursery,
                         message_queue_size=4,
                         max_message_size=self.config.max_command_size,
+                        connect_timeout=self.config.handshake_timeout_s,
+                        disconnect_timeout=CLOSE_TIMEOUT_S,
                         task_status=task_status,
                     )
                 )
@@ -176,6 +207,21 @@ class IntrospectionServer:
         if path != defaults.PATH:
             await request.reject(404, body=f"no endpoint at {path}; use {defaults.PATH}\n".encode())
             return
+        refusal = admit(
+            request.path,
+            request.headers,
+            token=self.config.token,
+            allowed_origins=self.config.allowed_origins,
+            sessions=len(self.hub.sessions),
+            max_sessions=self.config.max_sessions,
+        )
+        if refusal is not None:
+            self.refused += 1
+            log.warning(
+                "refused %s: %s (HTTP %d)", _describe(request), refusal.reason, refusal.status
+            )
+            await request.reject(refusal.status, body=f"{refusal.reason}\n".encode())
+            return
         ws = await request.accept()
         peer = _describe(ws)
         handle = self.hub.open_session(peer)
@@ -187,22 +233,39 @@ class IntrospectionServer:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._reader, ws, handle, nursery.cancel_scope)
                     nursery.start_soon(self._writer, ws, handle, nursery.cancel_scope)
+                    nursery.start_soon(self._pinger, ws, handle)
         finally:
             self.hub.close_session(handle)
             self.closed_sessions.append(handle)
-            close = handle.session.close
+            close = handle.session.close or Close(CLOSE_GOING_AWAY, "introspection server stopping")
             with trio.move_on_after(CLOSE_TIMEOUT_S) as cleanup:
                 cleanup.shield = True
-                if close is not None:
-                    await ws.aclose(close.code, close.reason)
-                else:
-                    await ws.aclose()
+                await ws.aclose(close.code, close.reason)  # a no-op if the client closed first
             log.info(
                 "session closed: %s (%s); sent %s",
                 peer,
-                f"{close.code} {close.reason}" if close else _closed_reason(ws),
+                _closed_reason(ws),
                 dict(handle.sent),
             )
+
+    async def _pinger(self, ws: WebSocketConnection, handle: SessionHandle) -> None:
+        # A session whose pongs stop is dead (a vanished peer, a half-open TCP
+        # connection); a paused client still answers pings and stays.
+        interval = self.config.ping_interval_s
+        timeout = self.config.pong_timeout_s
+        while handle.session.close is None:
+            await trio.sleep(interval)
+            with trio.move_on_after(timeout) as waited:
+                try:
+                    await ws.ping()
+                except ConnectionClosed:
+                    return
+            if waited.cancelled_caught:
+                handle.session.end(
+                    CLOSE_POLICY_VIOLATION, f"no pong within {timeout:g} s: session is dead"
+                )
+                handle.notify()
+                return
 
     async def _reader(
         self, ws: WebSocketConnection, handle: SessionHandle, scope: trio.CancelScope
@@ -245,7 +308,7 @@ class IntrospectionServer:
         scope.cancel()
 
 
-def _describe(ws: WebSocketConnection) -> str:
+def _describe(ws: WebSocketConnection | WebSocketRequest) -> str:
     remote = ws.remote
     return str(remote) if isinstance(remote, str) else f"{remote.address}:{remote.port}"
 
