@@ -10,6 +10,8 @@ Commands:
 - ``record``: the data-dump tool; writes a session into a recording file.
 - ``inspect``: what a recording file holds.
 - ``watch``: a small protocol client that pulls snapshots and prints one line each.
+- ``dashboard``: the live dashboard, a web page fed by a protocol client
+  (``demo`` starts one too).
 """
 
 from __future__ import annotations
@@ -130,15 +132,25 @@ def main() -> None:
 
 @main.command()
 @_server_options
+@click.option(
+    "--dashboard-port",
+    default=8846,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the dashboard page started beside the network (0 picks a free one).",
+)
+@click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
 def demo(**kw: Any) -> None:
     """Start a demo network of real py-libp2p nodes and serve one of them (the main job)."""
     _setup_logging(kw["verbose"])
     config = _config(kw)
 
-    def announce(url: str, what: str) -> None:
+    def announce(url: str, what: str, dashboard_url: str | None = None) -> None:
         click.echo(url)
+        click.echo(f"\nServing live introspection data of {what}.\n")
+        if dashboard_url:
+            click.echo(f"Dashboard: {dashboard_url}   (open it in a browser)\n")
         click.echo(
-            f"\nServing live introspection data of {what}.\n\n"
             "What to do next:\n"
             f"  libp2p-introspect watch {url}     # a line per snapshot, in this terminal\n"
             f"  libp2p-introspect record {url} -o node.mock   # record it to a file\n"
@@ -147,7 +159,8 @@ def demo(**kw: Any) -> None:
         )
         sys.stdout.flush()
 
-    _run(functools.partial(_serve, "demo", config, kw, announce))
+    dashboard_port = None if kw["no_dashboard"] else kw["dashboard_port"]
+    _run(functools.partial(_serve, "demo", config, kw, announce, dashboard_port))
 
 
 @main.command()
@@ -225,15 +238,26 @@ async def _serve(
     source_name: str,
     config: ServerConfig,
     kw: dict[str, Any],
-    announce: Callable[[str, str], None],
+    announce: Callable[..., None],
+    dashboard_port: int | None = None,
 ) -> None:
+    """Serve the source; with ``dashboard_port``, also a dashboard following the server."""
     from libp2p_introspection.server import IntrospectionServer
 
     async with _open_source(source_name, config, kw) as (source, what):
         async with trio.open_nursery() as nursery:
             server = IntrospectionServer(source, config)
             await nursery.start(server.run)
-            announce(server.url, what)
+            if dashboard_port is None:
+                announce(server.url, what)
+                return
+            from libp2p_introspection.dashboard import Dashboard, DashboardConfig
+
+            dashboard = Dashboard(
+                DashboardConfig(host=config.host, port=dashboard_port, url=server.url)
+            )
+            await nursery.start(dashboard.run)
+            announce(server.url, what, dashboard.url)
 
 
 @asynccontextmanager
@@ -448,6 +472,77 @@ def watch(url: str, count: int | None, events: bool, as_json: bool) -> None:  # 
         pass
     except OSError as exc:
         raise click.ClickException(f"cannot connect to {url}: {exc}") from exc
+
+
+@main.command()
+@click.argument("url", default=defaults.default_url(), required=False)
+@click.option(
+    "--host",
+    default=defaults.DEFAULT_HOST,
+    show_default=True,
+    help="Address the page is served on (loopback by default).",
+)
+@click.option(
+    "--port",
+    default=8846,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the page (0 picks a free one).",
+)
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Show this recording instead of a live node (the page can still connect).",
+)
+@click.option(
+    "--retention-ms",
+    default=120_000,
+    show_default=True,
+    type=click.IntRange(min=1_000),
+    help="How far back the dashboard keeps live snapshots and events, ms.",
+)
+@click.option(
+    "--events/--no-events", default=True, show_default=True, help="Subscribe to the node's events."
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: int,
+              events: bool, verbose: int) -> None:  # fmt: skip
+    """Serve the live dashboard page for the introspection server at URL.
+
+    Prints the page's http:// address on stdout as soon as it is served.
+    """
+    _setup_logging(verbose)
+    from libp2p_introspection.dashboard import Dashboard, DashboardConfig
+    from libp2p_introspection.dashboard.app import BadRequest, normalize_url
+    from libp2p_introspection.dashboard.recording import RecordingLoadError
+
+    try:
+        url = normalize_url(url)
+    except BadRequest as exc:
+        raise click.BadParameter(str(exc), param_hint="URL") from exc
+    config = DashboardConfig(host=host, port=port, url=url, file=file,
+                             retention_ms=retention_ms, events=events)  # fmt: skip
+
+    async def main_task() -> None:
+        service = Dashboard(config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            click.echo(service.url)
+            what = f"recording {file}" if file else f"the introspection server at {url}"
+            click.echo(f"Dashboard of {what}; Ctrl-C stops it.")
+            sys.stdout.flush()
+
+    try:
+        _run(main_task)
+    except RecordingLoadError as exc:
+        raise click.ClickException(f"cannot show {file}: {exc}") from exc
+    except BaseExceptionGroup as group:  # raised from inside the nursery
+        errors = group.subgroup(RecordingLoadError)
+        if errors is None:
+            raise
+        raise click.ClickException(f"cannot show {file}: {_first_leaf(errors)}") from group
 
 
 def _printer(as_json: bool) -> Callable[[dict[str, Any]], None]:

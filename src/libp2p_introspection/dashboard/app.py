@@ -1,0 +1,235 @@
+"""HTTP routes and the browser feed (Starlette; served on trio by hypercorn).
+
+Routes (all on the dashboard's own address, 127.0.0.1 by default):
+
+- ``GET /``: the page; ``GET /static/...``: its scripts, styles and vendored libraries.
+- ``WS /feed``: the browser feed. The server sends JSON arrays of messages
+  (shapes in :mod:`.model`): first a ``hello``, then ``snapshot``, ``event``,
+  ``runtime`` and ``status`` messages as they happen (a page that falls
+  behind gets a fresh ``hello`` instead, see :mod:`.browsers`). The page
+  sends nothing on it.
+- ``GET /api/status``: the ``STATUS`` object.
+- ``GET /api/snapshot?ts=MS``: the stored snapshot the page shows for the
+  moment ``MS`` (the newest at or before it); the latest without ``ts``; 404
+  when the store is empty.
+- ``GET /api/connection-series?id=HEX``: one connection's traffic over the
+  stored snapshots (``[{"ts", "bwIn", "bwOut", "in", "out", "status"}]``).
+- ``GET /api/events?until=MS&type=A&type=B&limit=N``: stored events.
+- ``POST /api/pause``, ``POST /api/resume``: pause or resume the live feed.
+- ``POST /api/connect`` with ``{"url": "ws://HOST:PORT/introspect"}`` (or
+  ``"HOST:PORT"``): show the live node there.
+- ``POST /api/recording``: the body is a recording file (raw bytes; its name
+  in the ``X-File-Name`` header), at most ``max_upload_bytes``; shows it.
+
+Commands answer ``{"ok": true, "status": STATUS}`` or ``{"ok": false,
+"error": "..."}`` with a 4xx code.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from libp2p_introspection import config as defaults
+from libp2p_introspection.dashboard.model import DashboardModel
+from libp2p_introspection.dashboard.recording import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    RecordingLoadError,
+    load_recording,
+)
+
+log = logging.getLogger(__name__)
+
+#: The page's files.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: A browser that takes longer than this to accept one feed message is dropped, seconds.
+BROWSER_SEND_TIMEOUT_S = 30.0
+#: Recordings larger than this stay in memory while uploaded; larger ones spool to disk.
+_SPOOL_IN_MEMORY = 8 * 1024 * 1024
+
+
+class BadRequest(Exception):
+    """A command the dashboard refuses (message shown to the user)."""
+
+
+def normalize_url(text: str) -> str:
+    """An introspection URL from what a user typed.
+
+    ``ws://`` and ``wss://`` URLs are kept (``/introspect`` added if the path
+    is empty); ``HOST:PORT`` and ``HOST`` (default port) become
+    ``ws://HOST:PORT/introspect``. Raises :class:`BadRequest` otherwise.
+    """
+    text = text.strip()
+    if not text:
+        raise BadRequest("give a URL such as ws://127.0.0.1:8845/introspect")
+    if "://" not in text:
+        text = "ws://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("ws", "wss"):
+        raise BadRequest(f"not a WebSocket URL: {text} (use ws://HOST:PORT/introspect)")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise BadRequest(f"bad port in {text}") from exc
+    if not parts.hostname:
+        raise BadRequest(f"no host in {text}")
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None:
+        port = defaults.DEFAULT_PORT if parts.scheme == "ws" else 443
+    path = parts.path or defaults.PATH
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{host}:{port}{path}{query}"
+
+
+def create_app(
+    model: DashboardModel, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+) -> Starlette:
+    """The Starlette application serving ``model`` (routes in the module doc)."""
+
+    def ok() -> JSONResponse:
+        return JSONResponse({"ok": True, "status": model.status()})
+
+    def refuse(message: str, code: int = 400) -> JSONResponse:
+        return JSONResponse({"ok": False, "error": message}, status_code=code)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(model.status())
+
+    async def snapshot(request: Request) -> Response:
+        raw = request.query_params.get("ts")
+        try:
+            stored = model.store.at(int(raw)) if raw else model.store.latest
+        except ValueError:
+            return refuse("ts must be an integer (ms since the epoch)")
+        if stored is None:
+            return refuse("no snapshot yet", 404)
+        return Response(stored.text, media_type="application/json")
+
+    async def connection_series(request: Request) -> Response:
+        conn_id = request.query_params.get("id", "")
+        return JSONResponse(model.store.connection_series(conn_id))
+
+    async def events(request: Request) -> Response:
+        params = request.query_params
+        try:
+            until = int(params["until"]) if "until" in params else None
+            limit = int(params["limit"]) if "limit" in params else None
+        except ValueError:
+            return refuse("until and limit must be integers")
+        types = params.getlist("type") or None
+        return JSONResponse(model.store.events(until_ts=until, types=types, limit=limit))
+
+    async def pause(request: Request) -> Response:
+        if model.mode != "live":
+            return refuse("a recording is shown: there is no live feed to pause", 409)
+        model.pause()
+        return ok()
+
+    async def resume(request: Request) -> Response:
+        if model.mode != "live":
+            return refuse("a recording is shown: there is no live feed to resume", 409)
+        model.resume()
+        return ok()
+
+    async def connect(request: Request) -> Response:
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            return refuse('send {"url": "ws://HOST:PORT/introspect"}')
+        try:
+            url = normalize_url(str(body.get("url", "")) if isinstance(body, dict) else "")
+        except BadRequest as exc:
+            return refuse(str(exc))
+        model.connect(url)
+        return ok()
+
+    async def recording(request: Request) -> Response:
+        name = unquote(request.headers.get("x-file-name", "uploaded.mock"))[:200]
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_upload_bytes:
+            return refuse(f"the file is larger than the {max_upload_bytes}-byte limit", 413)
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+        try:
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_upload_bytes:
+                    return refuse(f"the file is larger than the {max_upload_bytes}-byte limit", 413)
+                spool.write(chunk)
+            spool.seek(0)
+            try:
+                store, info = await anyio.to_thread.run_sync(
+                    lambda: load_recording(
+                        spool,  # type: ignore[arg-type]
+                        name=name,
+                        max_snapshots=model.store.max_snapshots,
+                        max_events=model.store.max_events,
+                        closed_ttl_ms=model.converter.closed_ttl_ms,
+                    )
+                )
+            except RecordingLoadError as exc:
+                return refuse(str(exc), 422)
+        finally:
+            spool.close()
+        log.info("showing uploaded recording %s (%d snapshots)", info.name, info.states)
+        model.show_recording(store, info)
+        return ok()
+
+    async def feed(websocket: WebSocket) -> None:
+        await websocket.accept()
+        mailbox = model.hub.open()
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def writer() -> None:
+                    while True:
+                        text = await mailbox.take(model.hello)
+                        with trio.fail_after(BROWSER_SEND_TIMEOUT_S):
+                            await websocket.send_text(text)
+
+                group.start_soon(writer)
+                while True:  # the page sends nothing; this notices it leaving
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+                group.cancel_scope.cancel()
+        except (WebSocketDisconnect, trio.TooSlowError, OSError):
+            pass
+        except BaseExceptionGroup as group:  # the page went away while the writer sent
+            _, rest = group.split((WebSocketDisconnect, trio.TooSlowError, OSError))
+            if rest is not None:
+                raise rest from group
+        finally:
+            model.hub.close(mailbox)
+
+    routes = [
+        Route("/", index),
+        Route("/api/status", status),
+        Route("/api/snapshot", snapshot),
+        Route("/api/connection-series", connection_series),
+        Route("/api/events", events),
+        Route("/api/pause", pause, methods=["POST"]),
+        Route("/api/resume", resume, methods=["POST"]),
+        Route("/api/connect", connect, methods=["POST"]),
+        Route("/api/recording", recording, methods=["POST"]),
+        WebSocketRoute("/feed", feed),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,287 @@
+"""Protobuf to the compact JSON the dashboard's page reads.
+
+Each snapshot is converted **once**, when it enters the store; every browser
+gets the same text. Shapes (all timestamps ms since the Unix epoch, byte
+counts in bytes, rates in bytes per second, latency in ns; absent timestamps
+are ``0``; ids are lowercase hex of the schema's ``bytes`` ids):
+
+Snapshot (:meth:`SnapshotConverter.convert`)::
+
+    {"ts": instant_ts, "start": start_ts, "dur": snapshot_duration_ms,
+     "traffic": TRAFFIC,
+     "conns": [CONNECTION, ...],
+     "dht": DHT or null}
+
+    TRAFFIC    = {"in": bytes, "out": bytes, "inPkts": n, "outPkts": n,
+                  "bwIn": B/s, "bwOut": B/s}
+    CONNECTION = {"id": hex, "peer": peer id, "status": "ACTIVE"|"CLOSED"|...,
+                  "role": "INITIATOR"|"RESPONDER", "src": multiaddr,
+                  "dst": multiaddr, "transport": text (or hex), "mux": str,
+                  "sec": str, "open": ms, "upgraded": ms, "close": ms,
+                  "lat": ns, "relayedOver": hex or "", "tags": [str],
+                  "gone": bool (no longer in the server's snapshot; kept here
+                  as CLOSED until it ages out),
+                  ...TRAFFIC fields, "streams": [STREAM, ...]}
+    STREAM     = {"id": hex, "proto": protocol id, "role": ..., "status": ...,
+                  "open": ms, "close": ms, "lat": ns, ...TRAFFIC fields}
+    DHT        = {"protocol": str, "enabled": bool, "start": ms,
+                  "params": {"k", "alpha", "disjointPaths", "beta"},
+                  "buckets": [{"cpl": n, "peers": [{"peer": id,
+                              "status": "ACTIVE"|"MISSING"|..., "age": ms}]}],
+                  "qin": QUERIES, "qout": QUERIES}
+    QUERIES    = {"success": n, "error": n, "timeout": n}
+
+Summary (:func:`summarize`, one point of the charts' time series)::
+
+    {"ts", "bwIn", "bwOut", "in", "out", "conns", "active", "streams",
+     "dhtPeers", "qin": QUERIES, "qout": QUERIES}
+
+Runtime (:func:`runtime_to_json`)::
+
+    {"implementation", "version", "platform", "peerId",
+     "eventTypes": [{"name", "properties": [{"name", "type", "multiple"}]}]}
+
+Event (:func:`event_to_json`)::
+
+    {"seq": n (assigned by the store), "ts": ms, "type": name,
+     "content": the event's JSON object (or its text, if it is not JSON)}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from libp2p_introspection.protocol import pb
+
+JSON = dict[str, Any]
+
+#: How long a connection that vanished from the server's snapshots stays in
+#: the dashboard's, as CLOSED, ms (servers that keep closed connections
+#: themselves, as ours does, make this moot).
+DEFAULT_CLOSED_TTL_MS = 120_000
+
+_STATUS = {v: k for k, v in pb.Status.items()}
+_ROLE = {v: k for k, v in pb.Role.items()}
+_PEER_STATUS = {v: k for k, v in pb.DHT.PeerInDHT.Status.items()}
+_PROPERTY_TYPE = {v: k for k, v in pb.EventType.EventProperty.PropertyType.items()}
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text (no spaces), as sent to browsers."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _bytes_text(value: bytes) -> str:
+    """Readable text for an id that may be text (``b"tcp"``) or binary (hex then)."""
+    if not value:
+        return ""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.hex()
+    return text if text.isprintable() else value.hex()
+
+
+def _traffic(traffic: pb.Traffic, into: JSON) -> JSON:
+    into["in"] = traffic.traffic_in.cum_bytes
+    into["out"] = traffic.traffic_out.cum_bytes
+    into["inPkts"] = traffic.traffic_in.cum_packets
+    into["outPkts"] = traffic.traffic_out.cum_packets
+    into["bwIn"] = traffic.traffic_in.inst_bw
+    into["bwOut"] = traffic.traffic_out.inst_bw
+    return into
+
+
+def _queries(gauge: pb.DHT.QueryGauge) -> JSON:
+    return {"success": gauge.success, "error": gauge.error, "timeout": gauge.timeout}
+
+
+def stream_to_json(stream: pb.Stream) -> JSON:
+    """One ``Stream`` (shape ``STREAM`` in the module doc)."""
+    return _traffic(
+        stream.traffic,
+        {
+            "id": stream.id.hex(),
+            "proto": stream.protocol,
+            "role": _ROLE.get(stream.role, str(stream.role)),
+            "status": _STATUS.get(stream.status, str(stream.status)),
+            "open": stream.timeline.open_ts,
+            "close": stream.timeline.close_ts,
+            "lat": stream.latency_ns,
+        },
+    )
+
+
+def connection_to_json(conn: pb.Connection) -> JSON:
+    """One ``Connection`` with its streams (shape ``CONNECTION`` in the module doc)."""
+    relayed = conn.WhichOneof("relayed_over")
+    if relayed == "conn_id":
+        relayed_over = conn.conn_id.hex()
+    elif relayed == "conn":
+        relayed_over = conn.conn.id.hex()
+    else:
+        relayed_over = ""
+    data = {
+        "id": conn.id.hex(),
+        "peer": conn.peer_id,
+        "status": _STATUS.get(conn.status, str(conn.status)),
+        "role": _ROLE.get(conn.role, str(conn.role)),
+        "src": conn.endpoints.src_multiaddr,
+        "dst": conn.endpoints.dst_multiaddr,
+        "transport": _bytes_text(conn.transport_id),
+        "mux": conn.attribs.multiplexer,
+        "sec": conn.attribs.encryption,
+        "open": conn.timeline.open_ts,
+        "upgraded": conn.timeline.upgraded_ts,
+        "close": conn.timeline.close_ts,
+        "lat": conn.latency_ns,
+        "relayedOver": relayed_over,
+        "tags": list(conn.user_provided_tags),
+        "gone": False,
+    }
+    _traffic(conn.traffic, data)
+    data["streams"] = [stream_to_json(s) for s in conn.streams.streams]
+    return data
+
+
+def dht_to_json(dht: pb.DHT) -> JSON:
+    """The DHT subsystem (shape ``DHT`` in the module doc)."""
+    return {
+        "protocol": dht.protocol,
+        "enabled": dht.enabled,
+        "start": dht.start_ts,
+        "params": {
+            "k": dht.params.k,
+            "alpha": dht.params.alpha,
+            "disjointPaths": dht.params.disjoint_paths,
+            "beta": dht.params.beta,
+        },
+        "buckets": [
+            {
+                "cpl": bucket.cpl,
+                "peers": [
+                    {
+                        "peer": peer.peer_id,
+                        "status": _PEER_STATUS.get(peer.status, str(peer.status)),
+                        "age": peer.age_in_bucket,
+                    }
+                    for peer in bucket.peers
+                ],
+            }
+            for bucket in dht.buckets
+        ],
+        "qin": _queries(dht.incoming_queries),
+        "qout": _queries(dht.outgoing_queries),
+    }
+
+
+def runtime_to_json(runtime: pb.Runtime) -> JSON:
+    """The node's ``Runtime`` (shape in the module doc)."""
+    return {
+        "implementation": runtime.implementation,
+        "version": runtime.version,
+        "platform": runtime.platform,
+        "peerId": runtime.peer_id,
+        "eventTypes": [event_type_to_json(t) for t in runtime.event_types],
+    }
+
+
+def event_type_to_json(event_type: pb.EventType) -> JSON:
+    """An ``EventType`` with its property types."""
+    return {
+        "name": event_type.name,
+        "properties": [
+            {
+                "name": p.name,
+                "type": _PROPERTY_TYPE.get(p.type, str(p.type)),
+                "multiple": p.has_multiple,
+            }
+            for p in event_type.property_types
+        ],
+    }
+
+
+def event_to_json(event: pb.Event) -> JSON:
+    """An ``Event``; ``content`` parsed from its JSON text (kept as text if it is not JSON).
+
+    ``seq`` is 0 here; the store numbers events as they arrive.
+    """
+    try:
+        content: Any = json.loads(event.content) if event.content else {}
+    except ValueError:
+        content = event.content
+    return {"seq": 0, "ts": event.ts, "type": event.type.name, "content": content}
+
+
+def summarize(snapshot: JSON) -> JSON:
+    """One chart point from a converted snapshot (shape ``Summary`` in the module doc)."""
+    conns = snapshot["conns"]
+    dht = snapshot["dht"]
+    empty = {"success": 0, "error": 0, "timeout": 0}
+    return {
+        "ts": snapshot["ts"],
+        "bwIn": snapshot["traffic"]["bwIn"],
+        "bwOut": snapshot["traffic"]["bwOut"],
+        "in": snapshot["traffic"]["in"],
+        "out": snapshot["traffic"]["out"],
+        "conns": len(conns),
+        "active": sum(1 for c in conns if c["status"] == "ACTIVE"),
+        "streams": sum(len(c["streams"]) for c in conns),
+        "dhtPeers": sum(len(b["peers"]) for b in dht["buckets"]) if dht else 0,
+        "qin": dht["qin"] if dht else empty,
+        "qout": dht["qout"] if dht else empty,
+    }
+
+
+@dataclass
+class SnapshotConverter:
+    """Converts a source's successive ``State`` messages (shape ``Snapshot`` above).
+
+    Stateful in one way: a connection that was in the previous snapshot and
+    is missing from this one (a server that drops closed connections at
+    once, as go-libp2p's recordings do) is carried on as CLOSED, with
+    ``gone: true``, zero rates, no streams and ``close`` set to when it was
+    last seen, until ``closed_ttl_ms`` after that. Use one converter per
+    source, in the source's order.
+    """
+
+    closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS
+    #: Connections of the previous snapshot (carried ones included), by id.
+    _previous: dict[str, JSON] = field(default_factory=dict)
+    #: When each connection was last in a server snapshot, ms.
+    _last_seen: dict[str, int] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Forget carried connections (a new source)."""
+        self._previous = {}
+        self._last_seen = {}
+
+    def convert(self, state: pb.State) -> JSON:
+        """The snapshot's compact JSON form (a new dict; the caller owns it)."""
+        ts = state.instant_ts
+        conns = [connection_to_json(c) for c in state.subsystems.connections]
+        present = {c["id"] for c in conns}
+        for conn in conns:
+            self._last_seen[conn["id"]] = ts
+        for conn_id, old in self._previous.items():
+            if conn_id in present:
+                continue
+            closed_at = old["close"] or self._last_seen.get(conn_id, ts)
+            if ts - closed_at > self.closed_ttl_ms:
+                self._last_seen.pop(conn_id, None)
+                continue
+            carried = dict(old)
+            carried.update(status="CLOSED", gone=True, close=closed_at, bwIn=0, bwOut=0, streams=[])
+            conns.append(carried)
+        self._previous = {c["id"]: c for c in conns}
+        dht = dht_to_json(state.subsystems.dht) if state.subsystems.HasField("dht") else None
+        return {
+            "ts": ts,
+            "start": state.start_ts,
+            "dur": state.snapshot_duration_ms,
+            "traffic": _traffic(state.traffic, {}),
+            "conns": conns,
+            "dht": dht,
+        }

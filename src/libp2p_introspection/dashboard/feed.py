@@ -1,0 +1,280 @@
+"""The dashboard's protocol client: the pull loop of PROTOCOL.md §5, kept alive.
+
+:class:`LiveFeed` connects to an introspection server, reads the ``Runtime``
+and the first ``State`` (§4.2), says ``HELLO`` with its retention window,
+subscribes to events (``PUSH_ENABLE`` + ``EVENTS``), then loops: signal
+ready (``REQUEST`` + ``STATE``), read until the next snapshot arrives, hand
+it over, repeat. Everything it reads goes to a :class:`FeedSink`.
+
+- **Pause** stops signalling ready and sends ``PUSH_PAUSE`` (the server holds
+  events for the retention window, §4.5); **resume** sends ``PUSH_RESUME``
+  (the held events follow) and signals ready again. A snapshot already
+  asked for before the pause still arrives.
+- **Reconnect**: when the session ends or cannot be opened, the feed says
+  ``reconnecting`` and tries again after a backoff (0.5 s doubling to 10 s;
+  a session that reached ``connected`` resets it).
+- **Switch**: :meth:`LiveFeed.switch` points the feed at another URL at
+  once; :meth:`LiveFeed.stop` ends the session and stays ``disconnected``
+  (the dashboard shows a recording then).
+
+Only one task sends on the WebSocket (the commander); one task reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from enum import StrEnum
+from typing import Protocol
+
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError
+
+from libp2p_introspection.client.connection import (
+    Command,
+    IntrospectionClient,
+    ProtocolError,
+    Source,
+    connect,
+)
+from libp2p_introspection.protocol import pb
+
+log = logging.getLogger(__name__)
+
+#: First and last wait between connection attempts, seconds.
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 10.0
+#: Bound on opening the WebSocket and on reading the Runtime and first State, seconds.
+CONNECT_TIMEOUT_S = 10.0
+
+
+class ConnectionState(StrEnum):
+    """Where the feed stands with its server."""
+
+    #: First attempt at the current URL, not yet through.
+    CONNECTING = "connecting"
+    #: A session is open and the Runtime and first snapshot have arrived.
+    CONNECTED = "connected"
+    #: The session ended or could not be opened; trying again after a backoff.
+    RECONNECTING = "reconnecting"
+    #: Not connected and not trying (stopped: a recording is shown).
+    DISCONNECTED = "disconnected"
+
+
+class FeedSink(Protocol):
+    """Where :class:`LiveFeed` delivers what it reads (called on the trio thread)."""
+
+    def feed_switched(self, url: str) -> None:
+        """The feed now targets ``url`` (another node: forget the previous one's data)."""
+
+    def feed_runtime(self, runtime: pb.Runtime) -> None:
+        """A ``Runtime`` arrived (first thing in every session)."""
+
+    def feed_state(self, state: pb.State) -> None:
+        """A snapshot arrived."""
+
+    def feed_event(self, event: pb.Event) -> None:
+        """An event arrived."""
+
+    def feed_notice(self) -> None:
+        """The server dropped push data here (``DISCARDING_EVENTS``)."""
+
+    def feed_status(self) -> None:
+        """The feed's state, URL, pause or error changed (read them from the feed)."""
+
+
+class LiveFeed:
+    """A self-healing protocol client feeding a :class:`FeedSink`; see the module doc.
+
+    ``url``: ``ws://HOST:PORT/introspect``. ``retention_ms``: sent in
+    ``HELLO`` as ``retention_period_ms`` (how long the server holds events
+    while paused; ``None``: the server's default). ``events``: subscribe to
+    events. Run with ``await nursery.start(feed.run)``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        sink: FeedSink,
+        *,
+        retention_ms: int | None = None,
+        events: bool = True,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        self.url = url
+        self.sink = sink
+        self.retention_ms = retention_ms
+        self.events = events
+        self.connect_timeout_s = connect_timeout_s
+        self.state = ConnectionState.CONNECTING
+        #: Whether the user paused the feed (applies across reconnects).
+        self.paused = False
+        #: Whether the feed tries to be connected (False after :meth:`stop`).
+        self.active = True
+        #: Why the last session ended or failed ("" when connected).
+        self.error = ""
+        #: Wall-clock ms when the current state began.
+        self.since_ms = _now_ms()
+        self.sessions = 0
+        self.notices = 0
+        #: The effective configuration the server reported for our HELLO.
+        self.effective_config: dict[str, int] = {}
+        self._session_scope: trio.CancelScope | None = None
+        self._wake = trio.Event()
+        self._poke = trio.Event()
+        self._awaiting_state = False
+
+    # ------------------------------------------------------------ controls
+
+    def pause(self) -> None:
+        """Stop signalling ready and pause the server's push streams."""
+        if not self.paused:
+            self.paused = True
+            self._poke.set()
+            self.sink.feed_status()
+
+    def resume(self) -> None:
+        """Resume the push streams and signal ready again."""
+        if self.paused:
+            self.paused = False
+            self._poke.set()
+            self.sink.feed_status()
+
+    def switch(self, url: str) -> None:
+        """Connect to ``url`` instead (from now on); also restarts a stopped feed."""
+        self.url = url
+        self.active = True
+        self.sink.feed_switched(url)
+        self._set_state(ConnectionState.CONNECTING, "")
+        self._restart()
+
+    def stop(self) -> None:
+        """End the session, if any, and stay disconnected until :meth:`switch`."""
+        self.active = False
+        self._set_state(ConnectionState.DISCONNECTED, "")
+        self._restart()
+
+    def _restart(self) -> None:
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+        self._wake.set()
+
+    def _set_state(self, state: ConnectionState, error: str) -> None:
+        if state != self.state or error != self.error:
+            self.state = state
+            self.error = error
+            self.since_ms = _now_ms()
+            self.sink.feed_status()
+
+    # ---------------------------------------------------------------- loop
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a session open with :attr:`url` until cancelled."""
+        task_status.started()
+        backoff = BACKOFF_MIN_S
+        while True:
+            if not self.active:
+                await self._wake.wait()
+            self._wake = trio.Event()
+            if not self.active:
+                continue
+            url = self.url
+            error = ""
+            with trio.CancelScope() as scope:
+                self._session_scope = scope
+                try:
+                    await self._session(url)
+                    error = "the server ended the session"
+                except ConnectionClosed as exc:
+                    reason = exc.reason
+                    error = f"the server closed the session ({reason.code if reason else '?'}" + (
+                        f": {reason.reason})" if reason and reason.reason else ")"
+                    )
+                except HandshakeError as exc:
+                    error = f"WebSocket handshake failed: {exc}"
+                except OSError as exc:
+                    error = f"cannot connect: {exc.strerror or exc}"
+                except ProtocolError as exc:
+                    error = str(exc)
+                except trio.TooSlowError:
+                    error = "the server sent no Runtime and snapshot in time"
+            self._session_scope = None
+            if scope.cancelled_caught:  # switched or stopped: go at once
+                backoff = BACKOFF_MIN_S
+                continue
+            if self.state == ConnectionState.CONNECTED:
+                backoff = BACKOFF_MIN_S
+            log.info("introspection session with %s: %s; retrying in %.1fs", url, error, backoff)
+            self._set_state(ConnectionState.RECONNECTING, error)
+            with trio.move_on_after(backoff):
+                await self._wake.wait()
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _session(self, url: str) -> None:
+        async with connect(url, connect_timeout=self.connect_timeout_s) as client:
+            with trio.fail_after(self.connect_timeout_s):
+                runtime = await client.receive_kind("runtime", limit=16)
+                self.sink.feed_runtime(runtime.message.runtime)
+                first = await client.receive_kind("state", limit=16)
+            self.sink.feed_state(first.message.state)
+            self.sessions += 1
+            self._awaiting_state = False
+            self._set_state(ConnectionState.CONNECTED, "")
+            config = None
+            if self.retention_ms is not None:
+                config = pb.Configuration(retention_period_ms=self.retention_ms)
+            await client.send(Command.HELLO, Source.STATE, config=config)
+            if self.events:
+                await client.send(Command.PUSH_ENABLE, Source.EVENTS)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._commander, client)
+                await self._reader(client)
+                nursery.cancel_scope.cancel()
+
+    async def _commander(self, client: IntrospectionClient) -> None:
+        """The one sender: pause/resume the push streams, signal ready when due."""
+        sent_paused = False
+        while True:
+            self._poke = trio.Event()
+            if self.paused != sent_paused:
+                await client.send(
+                    Command.PUSH_PAUSE if self.paused else Command.PUSH_RESUME, Source.EVENTS
+                )
+                sent_paused = self.paused
+            if not self.paused and not self._awaiting_state:
+                self._awaiting_state = True
+                await client.ready()
+            await self._poke.wait()
+
+    async def _reader(self, client: IntrospectionClient) -> None:
+        """Read every message and deliver it; returns if the server ends the session."""
+        while True:
+            received = await client.receive()
+            kind = received.kind
+            message = received.message
+            if kind == "state":
+                self._awaiting_state = False
+                self._poke.set()
+                self.sink.feed_state(message.state)
+            elif kind == "event":
+                self.sink.feed_event(message.event)
+            elif kind == "runtime":
+                self.sink.feed_runtime(message.runtime)
+            elif kind == "notice":
+                self.notices += 1
+                self.sink.feed_notice()
+            elif kind == "response":
+                response = message.response
+                if response.result == pb.CommandResponse.ERR:
+                    log.warning("server refused command %d: %s", response.id, response.error)
+                elif response.HasField("effective_config"):
+                    effective = response.effective_config
+                    self.effective_config = {
+                        "retentionPeriodMs": effective.retention_period_ms,
+                        "snapshotIntervalMs": effective.state_snapshot_interval_ms,
+                    }
+                    self.sink.feed_status()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,188 @@
+"""The dashboard's state: what it shows (a store), where it comes from, who watches.
+
+:class:`DashboardModel` is the :class:`~.feed.FeedSink` of the live feed and
+the owner of the :class:`~.store.Store`. It converts each snapshot once,
+stores it, and queues one prebuilt message for every open page
+(:class:`~.browsers.BrowserHub`). Its source is either the live feed
+(``mode == "live"``) or a loaded recording (``mode == "recording"``); both
+fill a store the same way, so the page does not care which.
+
+Browser messages (JSON objects, sent in arrays; shapes of the parts in
+:mod:`.convert`)::
+
+    {"t": "hello", "status": STATUS, "runtime": RUNTIME|null,
+     "timeline": [ts, ...], "series": [SUMMARY, ...], "latest": SNAPSHOT|null,
+     "events": [EVENT, ...] (the newest HELLO_EVENTS), "eventCounts": {type: n},
+     "eventTypes": [EVENT_TYPE, ...]}
+    {"t": "snapshot", "oldest": ts of the oldest stored snapshot,
+     "summary": SUMMARY, "data": SNAPSHOT}
+    {"t": "event", "e": EVENT}
+    {"t": "runtime", "runtime": RUNTIME}
+    {"t": "status", "status": STATUS}
+
+    STATUS = {"mode": "live"|"recording", "url": str, "connection":
+              "connecting"|"connected"|"reconnecting"|"disconnected",
+              "since": ms, "error": str, "paused": bool, "notices": n,
+              "recording": {"name", "records", "states", "events",
+                            "checksumFailures", "truncated"}|null,
+              "effectiveConfig": {...}, "store": {...}}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from libp2p_introspection.dashboard.browsers import BrowserHub
+from libp2p_introspection.dashboard.convert import (
+    DEFAULT_CLOSED_TTL_MS,
+    JSON,
+    SnapshotConverter,
+    dumps,
+    event_to_json,
+    event_type_to_json,
+    runtime_to_json,
+)
+from libp2p_introspection.dashboard.feed import ConnectionState, LiveFeed
+from libp2p_introspection.dashboard.recording import RecordingInfo
+from libp2p_introspection.dashboard.store import Store
+from libp2p_introspection.protocol import pb
+
+log = logging.getLogger(__name__)
+
+#: Newest events sent in a ``hello`` (a page keeps what it gets afterwards).
+HELLO_EVENTS = 5_000
+
+
+class DashboardModel:
+    """See the module doc. ``feed`` is attached after construction (:meth:`attach_feed`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: BrowserHub | None = None,
+        *,
+        closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS,
+    ) -> None:
+        self.store = store
+        self.hub = hub or BrowserHub()
+        self.converter = SnapshotConverter(closed_ttl_ms=closed_ttl_ms)
+        self.feed: LiveFeed | None = None
+        self.mode = "live"
+        self.recording: RecordingInfo | None = None
+        self._live_store_bounds = (store.retention_ms, store.max_snapshots, store.max_events)
+
+    def attach_feed(self, feed: LiveFeed) -> None:
+        """Use ``feed`` as the live source."""
+        self.feed = feed
+
+    # ------------------------------------------------------------- FeedSink
+
+    def feed_switched(self, url: str) -> None:
+        retention, max_snapshots, max_events = self._live_store_bounds
+        self.mode = "live"
+        self.recording = None
+        self.store = Store(retention, max_snapshots, max_events)
+        self.converter.reset()
+        self.hub.resync_all()
+
+    def feed_runtime(self, runtime: pb.Runtime) -> None:
+        data = runtime_to_json(runtime)
+        previous = self.store.runtime
+        if previous is not None and previous.get("peerId") != data["peerId"]:
+            # Another node answers at this URL now: its data must not mix with the old one's.
+            log.info("node at %s changed: %s", self.feed.url if self.feed else "?", data["peerId"])
+            self.store.clear()
+            self.converter.reset()
+            self.store.set_runtime(data)
+            self.hub.resync_all()
+            return
+        self.store.set_runtime(data)
+        self.hub.broadcast(dumps({"t": "runtime", "runtime": data}))
+
+    def feed_state(self, state: pb.State) -> None:
+        stored = self.store.add_snapshot(self.converter.convert(state))
+        self.hub.broadcast(
+            f'{{"t":"snapshot","oldest":{self.store.oldest_ts},'
+            f'"summary":{stored.summary_text},"data":{stored.text}}}'
+        )
+
+    def feed_event(self, event: pb.Event) -> None:
+        type_info = event_type_to_json(event.type) if event.type.property_types else None
+        stored = self.store.add_event(event_to_json(event), type_info)
+        self.hub.broadcast(dumps({"t": "event", "e": stored}))
+
+    def feed_notice(self) -> None:
+        self.broadcast_status()
+
+    def feed_status(self) -> None:
+        self.broadcast_status()
+
+    # -------------------------------------------------------------- sources
+
+    def show_recording(self, store: Store, info: RecordingInfo) -> None:
+        """Show a loaded recording (stops the live feed; :meth:`connect` goes back)."""
+        if self.feed is not None and self.feed.active:
+            self.feed.stop()
+        self.mode = "recording"
+        self.recording = info
+        self.store = store
+        self.converter.reset()
+        self.hub.resync_all()
+
+    def connect(self, url: str) -> None:
+        """Show the live node at ``url`` (from a recording too)."""
+        if self.feed is None:
+            raise RuntimeError("no live feed attached")
+        self.feed.switch(url)
+
+    def pause(self) -> None:
+        """Pause the live feed (see :meth:`.feed.LiveFeed.pause`)."""
+        if self.feed is not None:
+            self.feed.pause()
+
+    def resume(self) -> None:
+        """Resume the live feed."""
+        if self.feed is not None:
+            self.feed.resume()
+
+    # ------------------------------------------------------------- messages
+
+    def status(self) -> JSON:
+        """The ``STATUS`` object (module doc)."""
+        feed = self.feed
+        return {
+            "mode": self.mode,
+            "url": feed.url if feed else "",
+            "connection": feed.state.value if feed else ConnectionState.DISCONNECTED.value,
+            "since": feed.since_ms if feed else 0,
+            "error": feed.error if feed else "",
+            "paused": feed.paused if feed else False,
+            "notices": feed.notices if feed else 0,
+            "effectiveConfig": feed.effective_config if feed else {},
+            "recording": self.recording.to_json() if self.recording else None,
+            "store": self.store.describe(),
+        }
+
+    def broadcast_status(self) -> None:
+        """Tell every page the current status."""
+        self.hub.broadcast(dumps({"t": "status", "status": self.status()}))
+
+    def hello(self) -> str:
+        """The ``hello`` message text: everything a page needs to draw the current picture."""
+        store = self.store
+        latest = store.latest
+        events = store.events(limit=HELLO_EVENTS)
+        head: dict[str, Any] = {
+            "t": "hello",
+            "status": self.status(),
+            "runtime": store.runtime,
+            "timeline": store.timeline(),
+            "series": store.series(),
+            "events": events,
+            "eventCounts": store.event_counts(),
+            "eventTypes": list(store.event_types.values()),
+        }
+        text = dumps(head)
+        # Splice in the latest snapshot's prebuilt text rather than encoding it again.
+        return text[:-1] + ',"latest":' + (latest.text if latest else "null") + "}"

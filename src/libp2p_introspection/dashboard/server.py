@@ -1,0 +1,124 @@
+"""Run the dashboard: the live feed plus the web page, on trio (hypercorn's trio worker)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from libp2p_introspection import config as defaults
+from libp2p_introspection.dashboard.app import create_app
+from libp2p_introspection.dashboard.browsers import DEFAULT_MAX_PENDING, BrowserHub
+from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS
+from libp2p_introspection.dashboard.feed import LiveFeed
+from libp2p_introspection.dashboard.model import DashboardModel
+from libp2p_introspection.dashboard.recording import DEFAULT_MAX_UPLOAD_BYTES, load_recording
+from libp2p_introspection.dashboard.store import (
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_SNAPSHOTS,
+    DEFAULT_RETENTION_MS,
+    Store,
+)
+
+log = logging.getLogger(__name__)
+
+#: The dashboard's documented default port (the introspection server's is 8845).
+DEFAULT_DASHBOARD_PORT = 8846
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """Options of the dashboard (flags of ``libp2p-introspect dashboard``).
+
+    ``host``/``port``: where the page is served (127.0.0.1:8846; port 0 picks
+    a free one). ``url``: the introspection server to follow. ``file``: show
+    this recording instead at start (the page can still connect to a node).
+    ``retention_ms``: how far back the live store keeps snapshots and events,
+    ms. ``max_snapshots``/``max_events``: count bounds of the store (a
+    recording is bound by these only). ``max_upload_bytes``: largest recording
+    accepted from the page. ``events``: subscribe to the node's events.
+    ``closed_ttl_ms``: how long a connection that vanished from the server's
+    snapshots is still shown as closed, ms. ``max_pending``: messages queued
+    for one browser before it is resynced instead.
+    """
+
+    host: str = defaults.DEFAULT_HOST
+    port: int = DEFAULT_DASHBOARD_PORT
+    url: str = defaults.default_url()
+    file: str | None = None
+    retention_ms: int = DEFAULT_RETENTION_MS
+    max_snapshots: int = DEFAULT_MAX_SNAPSHOTS
+    max_events: int = DEFAULT_MAX_EVENTS
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    events: bool = True
+    closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS
+    max_pending: int = DEFAULT_MAX_PENDING
+
+
+class Dashboard:
+    """The dashboard service. ``await nursery.start(dashboard.run)``, then :attr:`url`.
+
+    A ``config.file`` is loaded before anything is served (errors raise
+    :class:`~.recording.RecordingLoadError`); the live feed then starts
+    stopped, and the page's "connect" starts it.
+    """
+
+    def __init__(self, config: DashboardConfig | None = None) -> None:
+        self.config = config = config or DashboardConfig()
+        store = Store(config.retention_ms, config.max_snapshots, config.max_events)
+        self.model = DashboardModel(
+            store, BrowserHub(config.max_pending), closed_ttl_ms=config.closed_ttl_ms
+        )
+        self.feed = LiveFeed(
+            config.url, self.model, retention_ms=config.retention_ms, events=config.events
+        )
+        self.model.attach_feed(self.feed)
+        self.app = create_app(self.model, max_upload_bytes=config.max_upload_bytes)
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT/`` of the running page."""
+        if self.port is None:
+            raise RuntimeError("the dashboard is not listening yet")
+        host = self.config.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/"
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Dashboard] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled. Raises ``OSError`` if the port cannot be bound."""
+        config = self.config
+        if config.file is not None:
+            path = config.file
+            store, info = await trio.to_thread.run_sync(
+                lambda: load_recording(
+                    path,
+                    name=os.path.basename(path),
+                    max_snapshots=config.max_snapshots,
+                    max_events=config.max_events,
+                    closed_ttl_ms=config.closed_ttl_ms,
+                )
+            )
+            self.model.show_recording(store, info)
+        hyper = HypercornConfig()
+        hyper.bind = [f"{config.host}:{config.port}"]
+        hyper.accesslog = None
+        hyper.loglevel = "WARNING"
+        hyper.graceful_timeout = 1.0
+        hyper.websocket_max_message_size = 64 * 1024
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.feed.run)
+            binds: list[str] = await nursery.start(
+                lambda task_status: serve(self.app, hyper, task_status=task_status)  # type: ignore[arg-type]
+            )
+            self.port = int(binds[0].rsplit(":", 1)[1])
+            log.info("dashboard at %s following %s", self.url, config.url)
+            task_status.started(self)
+            await trio.sleep_forever()

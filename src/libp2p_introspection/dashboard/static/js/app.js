@@ -1,0 +1,577 @@
+// The dashboard page: state from the feed, the moment shown, and the views.
+//
+// S.latest is the newest snapshot; S.view the one shown (the newest while
+// following live, else the one chosen on the timeline, fetched from the
+// dashboard's store). Every view draws S.view; charts and events stop at its
+// moment when it is not live.
+
+import * as fmt from "./format.js";
+import { api, getJson, openFeed } from "./feed.js";
+import * as tables from "./tables.js";
+import { lineChart } from "./charts.js";
+
+const MAX_EVENTS = 10000; // events this page keeps (the dashboard keeps more)
+const $ = (id) => document.getElementById(id);
+
+const S = {
+  status: null,
+  runtime: null,
+  timeline: [], // instant_ts of every stored snapshot, oldest first
+  series: [], // one summary per timeline entry
+  latest: null,
+  view: null,
+  viewTs: null, // null: follow live
+  events: [],
+  eventCounts: new Map(),
+  eventTypes: new Set(),
+  eventsVersion: 0,
+  eventsShown: -1,
+  typeFilter: new Set(),
+  selectedConn: null,
+  trafficConn: "",
+  connSeries: [],
+  tab: "connections",
+  linkUp: false,
+};
+
+// ------------------------------------------------------------------ messages
+
+function onMessage(m) {
+  switch (m.t) {
+    case "hello": onHello(m); break;
+    case "snapshot": onSnapshot(m); break;
+    case "event": addEvent(m.e); S.eventsVersion += 1; break;
+    case "runtime": S.runtime = m.runtime; registerTypes(m.runtime.eventTypes); break;
+    case "status": S.status = m.status; break;
+    default: console.warn("unknown feed message", m.t);
+  }
+  schedule();
+}
+
+function onHello(m) {
+  const samePeer = S.runtime && m.runtime && S.runtime.peerId === m.runtime.peerId;
+  S.status = m.status;
+  S.runtime = m.runtime;
+  S.timeline = m.timeline;
+  S.series = m.series;
+  S.latest = m.latest;
+  S.viewTs = null;
+  S.view = m.latest;
+  S.events = [];
+  S.eventCounts = new Map();
+  S.eventTypes = new Set();
+  registerTypes(m.runtime?.eventTypes || []);
+  registerTypes(m.eventTypes || []);
+  for (const e of m.events) addEvent(e);
+  S.eventsVersion += 1;
+  if (!samePeer) {
+    S.selectedConn = null;
+    S.trafficConn = "";
+    S.connSeries = [];
+    S.typeFilter.clear();
+  } else if (S.trafficConn) {
+    loadConnSeries(S.trafficConn);
+  }
+}
+
+function onSnapshot(m) {
+  const data = m.data;
+  const ts = data.ts;
+  const n = S.timeline.length;
+  if (n === 0 || ts > S.timeline[n - 1]) {
+    S.timeline.push(ts);
+    S.series.push(m.summary);
+  } else {
+    const i = bisectLeft(S.timeline, ts);
+    if (S.timeline[i] === ts) S.series[i] = m.summary;
+    else { S.timeline.splice(i, 0, ts); S.series.splice(i, 0, m.summary); }
+  }
+  let drop = 0;
+  while (drop < S.timeline.length - 1 && S.timeline[drop] < m.oldest) drop += 1;
+  if (drop) { S.timeline.splice(0, drop); S.series.splice(0, drop); }
+  if (!S.latest || ts >= S.latest.ts) S.latest = data;
+  if (S.viewTs === null) S.view = S.latest;
+  if (S.trafficConn) {
+    const c = data.conns.find((x) => x.id === S.trafficConn);
+    const last = S.connSeries[S.connSeries.length - 1];
+    if (c && (!last || last.ts < ts)) S.connSeries.push({ ts, bwIn: c.bwIn, bwOut: c.bwOut, in: c.in, out: c.out });
+    while (S.connSeries.length && S.connSeries[0].ts < m.oldest) S.connSeries.shift();
+  }
+}
+
+function registerTypes(types) {
+  for (const t of types || []) { S.eventTypes.add(t.name); fmt.colorFor(t.name); }
+}
+
+function addEvent(e) {
+  let text;
+  try { text = typeof e.content === "string" ? e.content : JSON.stringify(e.content); } catch { text = String(e.content); }
+  const row = { seq: e.seq, ts: e.ts, type: e.type, content: e.content, summary: text.length > 240 ? `${text.slice(0, 240)}…` : text };
+  S.events.push(row);
+  S.eventTypes.add(e.type);
+  S.eventCounts.set(e.type, (S.eventCounts.get(e.type) || 0) + 1);
+  if (S.events.length > MAX_EVENTS * 1.1) {
+    for (const old of S.events.splice(0, S.events.length - MAX_EVENTS)) {
+      S.eventCounts.set(old.type, S.eventCounts.get(old.type) - 1);
+    }
+  }
+}
+
+function bisectLeft(xs, x) {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (xs[mid] < x) lo = mid + 1; else hi = mid; }
+  return lo;
+}
+
+// ------------------------------------------------------------------ moment
+
+const isLive = () => S.viewTs === null;
+
+async function showMoment(ts) {
+  if (ts === null || (S.latest && ts >= S.latest.ts && ts === S.timeline[S.timeline.length - 1])) {
+    S.viewTs = null;
+    S.view = S.latest;
+    schedule();
+    return;
+  }
+  S.viewTs = ts;
+  schedule();
+  try {
+    const data = await getJson(`/api/snapshot?ts=${ts}`);
+    if (S.viewTs === ts) { S.view = data; schedule(); }
+  } catch (err) {
+    showMessage(`cannot show that moment: ${err.message}`);
+  }
+}
+
+async function loadConnSeries(id) {
+  S.connSeries = [];
+  if (!id) { schedule(); return; }
+  try {
+    const points = await getJson(`/api/connection-series?id=${encodeURIComponent(id)}`);
+    if (S.trafficConn === id) { S.connSeries = points; schedule(); }
+  } catch (err) {
+    showMessage(`cannot load that connection's traffic: ${err.message}`);
+  }
+}
+
+// ------------------------------------------------------------------ rendering
+
+let scheduled = false;
+function schedule() {
+  if (scheduled) return;
+  scheduled = true;
+  requestAnimationFrame(() => { scheduled = false; render(); });
+}
+
+function render() {
+  renderStatus();
+  renderNode();
+  renderTimebar();
+  if (S.tab === "connections") renderConnections();
+  else if (S.tab === "streams") renderStreams();
+  else if (S.tab === "traffic") renderTraffic();
+  else if (S.tab === "dht") renderDht();
+  else if (S.tab === "events") renderEvents();
+  $("events-total").textContent = S.events.length;
+}
+
+function renderStatus() {
+  const st = S.status;
+  if (!st) return;
+  const recording = st.mode === "recording";
+  const badge = $("mode-badge");
+  badge.textContent = recording ? "recording" : "live";
+  badge.className = `badge${recording ? " recording" : ""}`;
+  const state = $("conn-state");
+  state.textContent = st.connection;
+  state.className = `state state-${st.connection}`;
+  state.title = st.error || `${st.connection} since ${fmt.clock(st.since)}`;
+  $("server-url").textContent = st.url;
+  $("server-url").hidden = recording;
+  $("connect-url").placeholder = st.url || "ws://127.0.0.1:8845/introspect";
+  const rec = $("recording-name");
+  rec.hidden = !recording;
+  if (recording && st.recording) {
+    const r = st.recording;
+    rec.textContent = `${r.name} · ${r.states} snapshots · ${r.events} events` +
+      (r.checksumFailures ? ` · ${r.checksumFailures} damaged records skipped` : "") + (r.truncated ? " · truncated" : "");
+  }
+  const pause = $("pause-btn");
+  pause.disabled = recording;
+  pause.textContent = st.paused ? "Resume" : "Pause";
+  $("feed-state").textContent = recording ? "" : st.paused ? "paused" : "";
+  if (!recording && st.connection !== "connected" && st.error) {
+    showMessage(`${st.connection}: ${st.error}`, "error", 0, "link");
+  } else if (currentMessageKey === "link") {
+    hideMessage();
+  }
+}
+
+function renderNode() {
+  const rt = S.runtime;
+  $("peer-id").textContent = rt?.peerId || "—";
+  $("peer-id").title = rt?.peerId || "";
+  $("runtime-impl").textContent = rt?.implementation || "—";
+  $("runtime-version").textContent = rt?.version || "—";
+  $("runtime-platform").textContent = rt?.platform || "—";
+  const v = S.view;
+  if (!v) return;
+  const active = v.conns.filter((c) => c.status === "ACTIVE").length;
+  $("num-conns").textContent = v.conns.length === active ? `${active}` : `${active} / ${v.conns.length}`;
+  $("num-conns").title = `${active} active of ${v.conns.length} shown`;
+  $("num-streams").textContent = v.conns.reduce((n, c) => n + c.streams.length, 0);
+  $("num-bw-in").textContent = fmt.rate(v.traffic.bwIn);
+  $("num-bw-out").textContent = fmt.rate(v.traffic.bwOut);
+  $("num-dht").textContent = v.dht ? v.dht.buckets.reduce((n, b) => n + b.peers.length, 0) : "—";
+}
+
+function renderTimebar() {
+  const slider = $("timeline");
+  const n = S.timeline.length;
+  slider.max = Math.max(0, n - 1);
+  slider.disabled = n < 2;
+  if (isLive()) slider.value = slider.max;
+  else slider.value = Math.min(n - 1, Math.max(0, bisectLeft(S.timeline, S.viewTs)));
+  $("live-btn").disabled = isLive();
+  const label = $("view-time");
+  const v = S.view;
+  label.parentElement.classList.toggle("past", !isLive());
+  if (!v) { label.textContent = "—"; return; }
+  const behind = S.latest ? S.latest.ts - v.ts : 0;
+  const newest = S.status?.mode === "recording" ? "newest" : "live";
+  label.textContent = isLive() ? `${newest} · ${fmt.clock(v.ts)}` : `${fmt.clock(v.ts)} (${fmt.duration(behind)} before the newest)`;
+  const tsEl = $("snapshot-ts");
+  tsEl.dataset.ts = String(v.ts);
+  tsEl.textContent = fmt.dateTime(v.ts);
+  $("timeline-range").textContent = n ? `${n} snapshots kept, ${fmt.duration(S.timeline[n - 1] - S.timeline[0])}` : "";
+}
+
+// --- connections
+
+let connT = null;
+let connStreamsT = null;
+function ensureConnectionTables() {
+  if (connT) return;
+  connT = tables.connectionsTable($("connections-table"), {
+    onSelect: (id) => selectConnection(id),
+    onCopied,
+  });
+  connT.setFilter(connectionFilter);
+  connStreamsT = tables.streamsTable($("conn-streams-table"), { withPeer: false, onCopied, height: "32vh" });
+}
+
+function connectionFilter(d) {
+  const status = $("filter-status").value;
+  const peer = $("filter-peer").value.trim().toLowerCase();
+  const proto = $("filter-proto").value.trim().toLowerCase();
+  if (status && d.status !== status) return false;
+  if (peer && !d.peer.toLowerCase().includes(peer)) return false;
+  if (proto && !d.protos.toLowerCase().includes(proto)) return false;
+  return true;
+}
+
+function connectionRows(v) {
+  return v.conns.map((c) => ({
+    id: c.id, peer: c.peer, status: c.status, src: c.src, dst: c.dst,
+    transport: c.transport || "—", mux: c.mux || "—", sec: c.sec || "—", role: c.role,
+    age: c.open ? (c.status === "CLOSED" && c.close ? c.close : v.ts) - c.open : 0,
+    lat: c.lat, in: c.in, out: c.out, bwIn: c.bwIn, bwOut: c.bwOut,
+    nstreams: c.streams.length, protos: c.streams.map((s) => s.proto).join(" "),
+  }));
+}
+
+function streamRows(v, conns) {
+  const rows = [];
+  for (const c of conns) {
+    for (const s of c.streams) {
+      rows.push({
+        key: `${c.id}:${s.id}`, peer: c.peer, proto: s.proto, role: s.role, status: s.status,
+        age: s.open ? (s.status === "CLOSED" && s.close ? s.close : v.ts) - s.open : 0,
+        in: s.in, out: s.out, bwIn: s.bwIn, bwOut: s.bwOut,
+      });
+    }
+  }
+  return rows;
+}
+
+function renderConnections() {
+  ensureConnectionTables();
+  const v = S.view;
+  if (!v) return;
+  connT.selected = S.selectedConn;
+  connT.set(connectionRows(v)).then(() => {
+    $("conn-count").textContent = `${connT.table.getDataCount("active")} of ${v.conns.length} connections`;
+  });
+  const detail = $("conn-detail");
+  detail.hidden = !S.selectedConn;
+  if (S.selectedConn) {
+    const c = v.conns.find((x) => x.id === S.selectedConn);
+    $("detail-peer").textContent = c ? `${c.peer} (${c.status})` : "a connection not in this snapshot";
+    connStreamsT.set(c ? streamRows(v, [c]) : []);
+  }
+}
+
+function selectConnection(id) {
+  S.selectedConn = S.selectedConn === id ? null : id;
+  if (S.selectedConn && S.trafficConn !== id) {
+    S.trafficConn = id;
+    loadConnSeries(id);
+  }
+  schedule();
+  if (S.selectedConn) requestAnimationFrame(() => connStreamsT.redraw());
+}
+
+// --- streams
+
+let streamsT = null;
+function renderStreams() {
+  if (!streamsT) {
+    streamsT = tables.streamsTable($("streams-table"), { withPeer: true, onCopied });
+    streamsT.setFilter((d) => {
+      const proto = $("filter-stream-proto").value.trim().toLowerCase();
+      const status = $("filter-stream-status").value;
+      return (!proto || d.proto.toLowerCase().includes(proto)) && (!status || d.status === status);
+    });
+  }
+  const v = S.view;
+  if (!v) return;
+  const rows = streamRows(v, v.conns);
+  streamsT.set(rows).then(() => {
+    $("stream-count").textContent = `${streamsT.table.getDataCount("active")} of ${rows.length} streams`;
+  });
+}
+
+// --- traffic
+
+let nodeChart = null;
+let connChart = null;
+function visibleSeries() {
+  if (isLive()) return S.series;
+  return S.series.slice(0, bisectLeft(S.timeline, S.viewTs + 1));
+}
+
+function renderTraffic() {
+  if (!nodeChart) {
+    nodeChart = lineChart($("chart-node"), [{ label: "in", color: "#1f9d6b" }, { label: "out", color: "#d9772b" }], fmt.rate);
+    connChart = lineChart($("chart-conn"), [{ label: "in", color: "#1f9d6b" }, { label: "out", color: "#d9772b" }], fmt.rate);
+  }
+  nodeChart.resize();
+  connChart.resize();
+  const pts = visibleSeries();
+  nodeChart.set(pts.map((p) => p.ts / 1000), pts.map((p) => p.bwIn), pts.map((p) => p.bwOut));
+  const limit = isLive() ? Infinity : S.viewTs;
+  const cpts = S.connSeries.filter((p) => p.ts <= limit);
+  connChart.set(cpts.map((p) => p.ts / 1000), cpts.map((p) => p.bwIn), cpts.map((p) => p.bwOut));
+  // The connection chooser: connections of the moment shown, plus the chosen one.
+  const select = $("traffic-conn");
+  const v = S.view;
+  const options = [["", "choose a connection"]];
+  let found = false;
+  for (const c of v ? v.conns : []) {
+    options.push([c.id, `${fmt.shortPeer(c.peer)} · ${c.status} · ${c.mux || "?"}`]);
+    if (c.id === S.trafficConn) found = true;
+  }
+  if (S.trafficConn && !found) options.push([S.trafficConn, "(chosen connection, not in this snapshot)"]);
+  const key = options.map((o) => o.join("|")).join("\n");
+  if (select.dataset.key !== key) {
+    select.dataset.key = key;
+    select.replaceChildren(...options.map(([value, text]) => new Option(text, value)));
+  }
+  select.value = S.trafficConn;
+}
+
+// --- DHT
+
+let dhtT = null;
+let dhtChart = null;
+function renderDht() {
+  if (!dhtT) {
+    dhtT = tables.dhtTable($("dht-table"), { onCopied });
+    dhtChart = lineChart($("chart-dht"), [
+      { label: "in ok", color: "#1f9d6b" }, { label: "in error", color: "#c0392b" }, { label: "in timeout", color: "#c98a00" },
+      { label: "out ok", color: "#2f6fdb", dash: [6, 3] }, { label: "out error", color: "#8e44ad", dash: [6, 3] },
+      { label: "out timeout", color: "#7f8c8d", dash: [6, 3] },
+    ], (x) => String(Math.round(x)));
+  }
+  dhtChart.resize();
+  const v = S.view;
+  const dht = v?.dht;
+  if (!dht) {
+    $("dht-summary").textContent = "no DHT in this snapshot";
+    dhtT.set([]);
+  } else {
+    const sizes = dht.buckets.map((b) => `${b.cpl}:${b.peers.length}`).join("  ");
+    const p = dht.params;
+    $("dht-summary").textContent = `${dht.protocol || "DHT"} ${dht.enabled ? "enabled" : "disabled"} · k=${p.k} α=${p.alpha} ` +
+      `β=${p.beta} disjoint paths=${p.disjointPaths} · started ${fmt.clock(dht.start)} · ` +
+      `${dht.buckets.length} buckets (cpl:peers ${sizes}) · queries in ${dht.qin.success}/${dht.qin.error}/${dht.qin.timeout}, ` +
+      `out ${dht.qout.success}/${dht.qout.error}/${dht.qout.timeout} (ok/error/timeout)`;
+    const rows = [];
+    for (const b of dht.buckets) {
+      for (const peer of b.peers) rows.push({ key: `${b.cpl}:${peer.peer}`, cpl: b.cpl, peer: peer.peer, status: peer.status, age: peer.age });
+    }
+    dhtT.set(rows);
+  }
+  const pts = visibleSeries();
+  dhtChart.set(pts.map((q) => q.ts / 1000),
+    pts.map((q) => q.qin.success), pts.map((q) => q.qin.error), pts.map((q) => q.qin.timeout),
+    pts.map((q) => q.qout.success), pts.map((q) => q.qout.error), pts.map((q) => q.qout.timeout));
+}
+
+// --- events
+
+let eventsT = null;
+function eventFilter(d) {
+  if (S.typeFilter.size && !S.typeFilter.has(d.type)) return false;
+  const moment = isLive() ? null : S.viewTs;
+  if (moment !== null && d.ts > moment) return false;
+  const windowMs = Number($("filter-event-time").value);
+  if (windowMs) {
+    const end = moment ?? Math.max(S.latest?.ts || 0, S.events.length ? S.events[S.events.length - 1].ts : 0);
+    if (d.ts < end - windowMs) return false;
+  }
+  return true;
+}
+
+function renderEvents() {
+  if (!eventsT) {
+    eventsT = tables.eventsTable($("events-table"));
+    eventsT.setFilter(eventFilter);
+  }
+  renderChips();
+  if (S.eventsShown !== S.eventsVersion) {
+    S.eventsShown = S.eventsVersion;
+    eventsT.set(S.events.slice()).then(updateEventCount);
+  } else {
+    eventsT.ready.then(() => { eventsT.table.refreshFilter(); updateEventCount(); });
+  }
+}
+
+function updateEventCount() {
+  $("event-count").textContent = `${eventsT.table.getDataCount("active")} of ${S.events.length} events shown`;
+}
+
+function renderChips() {
+  const box = $("event-chips");
+  const names = [...S.eventTypes].sort();
+  const key = names.map((n) => `${n}:${S.eventCounts.get(n) || 0}:${S.typeFilter.has(n)}`).join("|") + `|${S.typeFilter.size}`;
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.replaceChildren(...names.map((name) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    const on = S.typeFilter.has(name);
+    chip.className = `chip${on ? " on" : S.typeFilter.size ? " off" : ""}`;
+    chip.dataset.type = name;
+    chip.title = on ? `stop filtering on ${name}` : `show ${name} events`;
+    chip.innerHTML = `<span class="type-chip" style="background:${fmt.colorFor(name)}">${fmt.escapeHtml(name)}</span>` +
+      `<span class="n">${S.eventCounts.get(name) || 0}</span>`;
+    chip.addEventListener("click", () => {
+      if (S.typeFilter.has(name)) S.typeFilter.delete(name); else S.typeFilter.add(name);
+      schedule();
+    });
+    return chip;
+  }));
+}
+
+// ------------------------------------------------------------------ messages bar
+
+let currentMessageKey = null;
+let messageTimer = null;
+function showMessage(text, kind = "error", timeoutMs = 8000, key = "msg") {
+  const el = $("message");
+  el.textContent = text;
+  el.className = `message${kind === "info" ? " info" : ""}`;
+  el.hidden = false;
+  currentMessageKey = key;
+  clearTimeout(messageTimer);
+  if (timeoutMs) messageTimer = setTimeout(hideMessage, timeoutMs);
+}
+function hideMessage() {
+  $("message").hidden = true;
+  currentMessageKey = null;
+}
+
+function onCopied(ok, text) {
+  showMessage(ok ? `copied ${text}` : "the browser refused to copy", ok ? "info" : "error", 2500);
+}
+
+// ------------------------------------------------------------------ controls
+
+function setupControls() {
+  for (const button of document.querySelectorAll(".tabs button")) {
+    button.addEventListener("click", () => {
+      S.tab = button.dataset.tab;
+      for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("active", b === button);
+      for (const section of document.querySelectorAll(".tab")) section.classList.toggle("active", section.id === `tab-${S.tab}`);
+      render();
+      for (const t of [connT, connStreamsT, streamsT, dhtT, eventsT]) if (t) t.redraw();
+    });
+  }
+  $("pause-btn").addEventListener("click", async () => {
+    const resume = S.status?.paused;
+    try {
+      const answer = await api(resume ? "/api/resume" : "/api/pause");
+      S.status = answer.status;
+      schedule();
+    } catch (err) { showMessage(err.message); }
+  });
+  $("live-btn").addEventListener("click", () => showMoment(null));
+  $("timeline").addEventListener("input", (e) => {
+    const i = Number(e.target.value);
+    showMoment(i >= S.timeline.length - 1 ? null : S.timeline[i]);
+  });
+  $("connect-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const url = $("connect-url").value.trim() || S.status?.url || "";
+    try {
+      const answer = await api("/api/connect", { url });
+      S.status = answer.status;
+      $("connect-url").value = "";
+      showMessage(`connecting to ${answer.status.url}`, "info", 3000);
+      schedule();
+    } catch (err) { showMessage(err.message); }
+  });
+  $("file-input").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    e.target.value = "";
+    if (!file) return;
+    showMessage(`loading ${file.name} (${fmt.bytes(file.size)})…`, "info", 0);
+    try {
+      const answer = await api("/api/recording", file, {
+        "X-File-Name": encodeURIComponent(file.name), "Content-Type": "application/octet-stream",
+      });
+      const r = answer.status.recording;
+      showMessage(`showing ${r.name}: ${r.states} snapshots, ${r.events} events`, "info", 4000);
+    } catch (err) { showMessage(`cannot show ${file.name}: ${err.message}`); }
+  });
+  $("copy-peer").addEventListener("click", () => {
+    if (S.runtime?.peerId) fmt.copyText(S.runtime.peerId).then((ok) => onCopied(ok, S.runtime.peerId));
+  });
+  $("detail-close").addEventListener("click", () => { S.selectedConn = null; schedule(); });
+  $("traffic-conn").addEventListener("change", (e) => {
+    S.trafficConn = e.target.value;
+    loadConnSeries(S.trafficConn);
+  });
+  for (const id of ["filter-status", "filter-peer", "filter-proto"]) {
+    $(id).addEventListener("input", () => connT && connT.ready.then(() => { connT.table.refreshFilter(); schedule(); }));
+  }
+  for (const id of ["filter-stream-proto", "filter-stream-status"]) {
+    $(id).addEventListener("input", () => streamsT && streamsT.ready.then(() => { streamsT.table.refreshFilter(); schedule(); }));
+  }
+  $("filter-event-time").addEventListener("input", () => schedule());
+  window.addEventListener("resize", () => schedule());
+}
+
+setupControls();
+openFeed(onMessage, (up) => {
+  S.linkUp = up;
+  if (!up) showMessage("lost the link to the dashboard; retrying…", "error", 0, "dash");
+  else if (currentMessageKey === "dash") hideMessage();
+});
+schedule();
+
+// For debugging from the console (and nothing else).
+window.dashboardState = S;

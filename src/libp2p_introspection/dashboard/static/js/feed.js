@@ -1,0 +1,58 @@
+// The browser side of the dashboard feed: a WebSocket to /feed that stays open.
+//
+// The server sends JSON arrays of messages ({"t": "hello"|"snapshot"|"event"|
+// "runtime"|"status", ...}); the first message after (re)connecting is a hello
+// with the whole current picture. Commands go over plain HTTP (see api()).
+
+const RETRY_MS = 1000;
+
+/**
+ * Open the feed; onMessage(message) is called for every message, in order;
+ * onLink(up) when the link to the dashboard goes up or down.
+ */
+export function openFeed(onMessage, onLink) {
+  let socket = null;
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/feed`;
+
+  function start() {
+    socket = new WebSocket(url);
+    socket.onopen = () => onLink(true);
+    socket.onmessage = (ev) => {
+      let batch;
+      try { batch = JSON.parse(ev.data); } catch (err) { console.error("bad feed message", err); return; }
+      for (const message of batch) {
+        try { onMessage(message); } catch (err) { console.error("while handling", message.t, err); }
+      }
+    };
+    socket.onclose = () => {
+      onLink(false);
+      setTimeout(start, RETRY_MS);
+    };
+  }
+  start();
+}
+
+/** POST a command; resolves to the JSON answer, rejects with the server's error text. */
+export async function api(path, body, headers = {}) {
+  const init = { method: "POST", headers };
+  if (body instanceof Blob) {
+    init.body = body;
+  } else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers = { "Content-Type": "application/json", ...headers };
+  }
+  const response = await fetch(path, init);
+  let answer = null;
+  try { answer = await response.json(); } catch { answer = null; }
+  if (!response.ok || !answer || answer.ok === false) {
+    throw new Error(answer?.error || `${path}: HTTP ${response.status}`);
+  }
+  return answer;
+}
+
+/** GET JSON. */
+export async function getJson(path) {
+  const response = await fetch(path);
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}

@@ -1,0 +1,189 @@
+// Tabulator tables of the dashboard: connections, streams, DHT buckets, events.
+// Each function builds one table and returns {table, ready, set(rows)}; rows are
+// plain objects made by app.js from the snapshot shown.
+
+import * as fmt from "./format.js";
+
+/* global Tabulator */
+
+function build(el, options) {
+  const table = new Tabulator(el, options);
+  let built = false;
+  const ready = new Promise((resolve) => table.on("tableBuilt", () => { built = true; resolve(); }));
+  let pending = null;
+  let running = false;
+  // replaceData keeps sort, filters and scroll; calls are coalesced (latest wins).
+  async function set(rows) {
+    pending = rows;
+    if (running) return;
+    running = true;
+    await ready;
+    while (pending !== null) {
+      const next = pending;
+      pending = null;
+      await table.replaceData(next);
+    }
+    running = false;
+  }
+  // Filters and redraws only once the table exists (Tabulator warns, or fails, before).
+  const setFilter = (fn) => ready.then(() => table.setFilter(fn));
+  const redraw = () => { if (built && el.offsetParent !== null) table.redraw(true); };
+  return { table, ready, set, setFilter, redraw };
+}
+
+const statusFormatter = (cell) => {
+  const v = cell.getValue();
+  return `<span class="status-${fmt.escapeHtml(v)}">${fmt.escapeHtml(v)}</span>`;
+};
+
+const peerFormatter = (cell) => {
+  const id = cell.getValue() || "";
+  return `<span class="peer-cell" title="${fmt.escapeHtml(id)}"><code>${fmt.escapeHtml(fmt.shortPeer(id))}</code>` +
+    `<button class="copy" type="button" title="copy ${fmt.escapeHtml(id)}" data-copy="${fmt.escapeHtml(id)}">${fmt.COPY_ICON}</button></span>`;
+};
+
+function copyOnClick(onCopied) {
+  return (e) => {
+    const button = e.target.closest?.(".copy");
+    if (!button) return false;
+    e.stopPropagation();
+    fmt.copyText(button.dataset.copy).then((ok) => onCopied(ok, button.dataset.copy));
+    return true;
+  };
+}
+
+const bytesCol = (title, field) => ({
+  title, field, hozAlign: "right", sorter: "number", formatter: (c) => fmt.bytes(c.getValue()),
+});
+const rateCol = (title, field) => ({
+  title, field, hozAlign: "right", sorter: "number", formatter: (c) => fmt.rate(c.getValue()),
+});
+
+/** Connections: one row per connection (closed ones greyed until they age out). */
+export function connectionsTable(el, { onSelect, onCopied }) {
+  const copy = copyOnClick(onCopied);
+  const t = build(el, {
+    index: "id",
+    height: "52vh",
+    layout: "fitDataStretch",
+    placeholder: "no connections in this snapshot",
+    initialSort: [{ column: "age", dir: "asc" }],
+    columns: [
+      { title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150,
+        cellClick: (e) => copy(e) },
+      { title: "Status", field: "status", formatter: statusFormatter },
+      { title: "Endpoints", field: "endpoints", formatter: (c) => {
+        const r = c.getRow().getData();
+        return `<code title="src">${fmt.escapeHtml(r.src)}</code><br><code title="dst">→ ${fmt.escapeHtml(r.dst)}</code>`;
+      }, variableHeight: true, maxWidth: 330, headerSort: false },
+      { title: "Transport", field: "transport" },
+      { title: "Muxer", field: "mux" },
+      { title: "Security", field: "sec" },
+      { title: "Role", field: "role", formatter: (c) => (c.getValue() === "INITIATOR" ? "outbound" : "inbound") },
+      { title: "Age", field: "age", hozAlign: "right", sorter: "number", formatter: (c) => fmt.duration(c.getValue()) },
+      { title: "Latency", field: "lat", hozAlign: "right", sorter: "number", formatter: (c) => fmt.latency(c.getValue()) },
+      bytesCol("In", "in"),
+      rateCol("In/s", "bwIn"),
+      bytesCol("Out", "out"),
+      rateCol("Out/s", "bwOut"),
+      { title: "Streams", field: "nstreams", hozAlign: "right", sorter: "number" },
+    ],
+    rowFormatter: (row) => {
+      const d = row.getData();
+      row.getElement().classList.toggle("closed-row", d.status === "CLOSED");
+      row.getElement().classList.toggle("selected-row", d.id === t.selected);
+    },
+  });
+  t.selected = null;
+  t.table.on("rowClick", (e, row) => {
+    if (e.target.closest?.(".copy")) return;
+    onSelect(row.getData().id);
+  });
+  return t;
+}
+
+/** Streams: of one connection, or of all (withPeer adds the connection's peer). */
+export function streamsTable(el, { withPeer, onCopied, height }) {
+  const copy = copyOnClick(onCopied);
+  const columns = [
+    { title: "Protocol", field: "proto", minWidth: 200, formatter: (c) => `<code>${fmt.escapeHtml(c.getValue() || "(negotiating)")}</code>` },
+    { title: "Role", field: "role", formatter: (c) => (c.getValue() === "INITIATOR" ? "outbound" : "inbound") },
+    { title: "Status", field: "status", formatter: statusFormatter },
+    { title: "Age", field: "age", hozAlign: "right", sorter: "number", formatter: (c) => fmt.duration(c.getValue()) },
+    bytesCol("In", "in"),
+    rateCol("In/s", "bwIn"),
+    bytesCol("Out", "out"),
+    rateCol("Out/s", "bwOut"),
+  ];
+  if (withPeer) {
+    columns.unshift({ title: "Peer", field: "peer", formatter: peerFormatter, cellClick: (e) => copy(e) });
+  }
+  return build(el, {
+    index: "key",
+    height: height || "60vh",
+    layout: "fitColumns",
+    placeholder: "no streams",
+    initialSort: [{ column: "age", dir: "asc" }],
+    columns,
+    rowFormatter: (row) => row.getElement().classList.toggle("closed-row", row.getData().status === "CLOSED"),
+  });
+}
+
+/** DHT buckets: peers grouped by common prefix length. */
+export function dhtTable(el, { onCopied }) {
+  const copy = copyOnClick(onCopied);
+  return build(el, {
+    index: "key",
+    height: "52vh",
+    layout: "fitDataStretch",
+    placeholder: "no DHT peers",
+    groupBy: "cpl",
+    groupHeader: (value, count) => `common prefix length ${value} <span class="muted">(${count} peer${count === 1 ? "" : "s"})</span>`,
+    columns: [
+      { title: "Peer", field: "peer", formatter: peerFormatter, cellClick: (e) => copy(e) },
+      { title: "Status", field: "status", formatter: statusFormatter },
+      { title: "In bucket", field: "age", hozAlign: "right", sorter: "number", formatter: (c) => fmt.duration(c.getValue()) },
+    ],
+  });
+}
+
+/** Events: time, type chip, content; a click shows the event's JSON. */
+export function eventsTable(el) {
+  const expanded = new Set();
+  const t = build(el, {
+    index: "seq",
+    height: "58vh",
+    layout: "fitColumns",
+    placeholder: "no events",
+    initialSort: [{ column: "seq", dir: "desc" }],
+    columns: [
+      { title: "#", field: "seq", sorter: "number", width: 70, hozAlign: "right" },
+      { title: "Time", field: "ts", sorter: "number", width: 120, formatter: (c) => fmt.clockMs(c.getValue()) },
+      { title: "Type", field: "type", width: 190, formatter: (c) => {
+        const v = c.getValue();
+        return `<span class="type-chip" style="background:${fmt.colorFor(v)}">${fmt.escapeHtml(v)}</span>`;
+      } },
+      { title: "Content", field: "summary", headerSort: false, formatter: (c) => `<code>${fmt.escapeHtml(c.getValue())}</code>` },
+    ],
+    rowFormatter: (row) => {
+      const el = row.getElement();
+      const old = el.querySelector("pre.event-json");
+      if (old) old.remove();
+      const data = row.getData();
+      if (expanded.has(data.seq)) {
+        const pre = document.createElement("pre");
+        pre.className = "event-json";
+        pre.textContent = JSON.stringify({ ts: data.ts, type: data.type, content: data.content }, null, 2);
+        el.appendChild(pre);
+      }
+    },
+  });
+  t.table.on("rowClick", (e, row) => {
+    const seq = row.getData().seq;
+    if (expanded.has(seq)) expanded.delete(seq); else expanded.add(seq);
+    row.reformat();
+    row.normalizeHeight();
+  });
+  t.expanded = expanded;
+  return t;
+}
