@@ -36,7 +36,7 @@ from libp2p_introspection.client.connection import (
     Source,
     connect,
 )
-from libp2p_introspection.protocol.framing import payload_kind
+from libp2p_introspection.protocol.framing import MAX_MESSAGE_SIZE, payload_kind
 from libp2p_introspection.protocol.recording import RecordingWriter
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,10 @@ HIGH_WATER = 1_024
 LOW_WATER = 128
 #: Hard bound of the write queue (messages); past it, reading the socket waits.
 QUEUE_CAPACITY = 8_192
+#: Hard bound of the write queue in bytes (a flooding server cannot exhaust memory).
+QUEUE_BYTES = 128 * 1024 * 1024
+#: A server that sends nothing for this long is given up on, seconds.
+IDLE_TIMEOUT_S = 60.0
 
 
 class Outcome(enum.Enum):
@@ -55,7 +59,9 @@ class Outcome(enum.Enum):
     COMPLETED = "completed"  # --count or --duration reached
     STOPPED = "stopped"  # the user stopped it (Ctrl-C)
     SERVER_CLOSED = "server closed the connection"
+    SERVER_SILENT = "the server sent nothing"
     PROTOCOL_ERROR = "the server broke the protocol"
+    WRITE_FAILED = "writing the file failed"
 
 
 @dataclass
@@ -131,9 +137,15 @@ class Recorder:
     ``count`` stops after that many snapshots, ``duration`` after that many
     seconds (neither: until the server goes away or :meth:`run` is
     cancelled, e.g. on Ctrl-C). ``on_progress`` is called with the
-    :class:`RecordStats` after each batch of writes. The file is created at
-    once (``OSError`` if it cannot be) and closed whatever happens; read the
-    outcome with :meth:`result`.
+    :class:`RecordStats` after each batch of writes. ``idle_timeout``: give up
+    on a server that sends nothing for that many seconds. ``token``: the
+    server's shared token, if it requires one. The file is created at once
+    (``OSError`` if it cannot be) and closed whatever happens, with every
+    record received before the end written whole; read the outcome with
+    :meth:`result`. A server that breaks the protocol (a bad frame, a text
+    frame, an oversized or unparsable message) ends the recording with
+    :attr:`Outcome.PROTOCOL_ERROR`; a disk error (a full disk) with
+    :attr:`Outcome.WRITE_FAILED`.
     """
 
     def __init__(
@@ -148,10 +160,16 @@ class Recorder:
         on_progress: Callable[[RecordStats], None] | None = None,
         high_water: int = HIGH_WATER,
         low_water: int = LOW_WATER,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+        token: str | None = None,
+        max_message_size: int = MAX_MESSAGE_SIZE,
     ) -> None:
         if mode not in ("pull", "push"):
             raise ValueError(f"mode must be 'pull' or 'push', got {mode!r}")
         self.url = url
+        self.idle_timeout = idle_timeout
+        self.token = token
+        self.max_message_size = max_message_size
         self.path = str(path)
         self.mode = mode
         self.events = events
@@ -167,13 +185,19 @@ class Recorder:
         self.detail = ""
         self.paused = False
         self.send_queue, self.receive_queue = trio.open_memory_channel[bytes](QUEUE_CAPACITY)
+        self.queued_bytes = 0
+        self.peak_queued_bytes = 0
+        self._room = trio.Event()
+        self._write_failed = False
         self._finished = False
 
     async def run(self) -> None:
         """Connect and record until done. Raises ``OSError`` or ``HandshakeError``
         if it cannot connect; the file is closed in every case."""
         try:
-            async with connect(self.url) as client:
+            async with connect(
+                self.url, token=self.token, max_message_size=self.max_message_size
+            ) as client:
                 self.client = client
                 with trio.move_on_after(self.duration if self.duration is not None else math.inf):
                     await self._session()
@@ -202,25 +226,26 @@ class Recorder:
         assert self.client is not None
         try:
             while True:
-                received = await self.client.receive()
-                await self.send_queue.send(received.data)
-                if (
-                    self.events
-                    and not self.paused
-                    and self.send_queue.statistics().current_buffer_used >= self.high_water
-                ):
-                    self.paused = True
-                    self.stats.pauses += 1
-                    await self.client.send(Command.PUSH_PAUSE, Source.EVENTS)
-                    log.info("writing fell behind: paused push streams")
+                received = None
+                with trio.move_on_after(self.idle_timeout):
+                    received = await self.client.receive()
+                if received is None:
+                    self.outcome = Outcome.SERVER_SILENT
+                    self.detail = f"nothing for {self.idle_timeout:g} s"
+                    return
+                await self._enqueue(received.data)
         except ConnectionClosed as exc:
             reason = exc.reason
-            self.outcome = Outcome.SERVER_CLOSED
-            self.detail = (
-                f"code {reason.code}{' ' + reason.reason if reason and reason.reason else ''}"
-                if reason
-                else ""
-            )
+            if reason is not None and reason.code == 1009:
+                self.outcome = Outcome.PROTOCOL_ERROR
+                self.detail = f"a message exceeded the {self.max_message_size}-byte limit"
+            else:
+                self.outcome = Outcome.SERVER_CLOSED
+                self.detail = (
+                    f"code {reason.code}{' ' + reason.reason if reason.reason else ''}"
+                    if reason
+                    else ""
+                )
         except ProtocolError as exc:
             self.outcome = Outcome.PROTOCOL_ERROR
             self.detail = str(exc)
@@ -228,6 +253,24 @@ class Recorder:
             # Closed synchronously, after the outcome is known: the writer drains
             # what is queued, then ends.
             self.send_queue.close()
+
+    async def _enqueue(self, data: bytes) -> None:
+        assert self.client is not None
+        while self.queued_bytes > QUEUE_BYTES:  # a flood: let the writer catch up first
+            self._room = trio.Event()
+            await self._room.wait()
+        self.queued_bytes += len(data)
+        self.peak_queued_bytes = max(self.peak_queued_bytes, self.queued_bytes)
+        await self.send_queue.send(data)
+        if (
+            self.events
+            and not self.paused
+            and self.send_queue.statistics().current_buffer_used >= self.high_water
+        ):
+            self.paused = True
+            self.stats.pauses += 1
+            await self.client.send(Command.PUSH_PAUSE, Source.EVENTS)
+            log.info("writing fell behind: paused push streams")
 
     async def _write_loop(self) -> None:
         assert self.client is not None
@@ -239,7 +282,15 @@ class Recorder:
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             snapshots_before = self.stats.snapshots
-            await trio.to_thread.run_sync(self._write_batch, batch)
+            try:
+                await trio.to_thread.run_sync(self._write_batch, batch)
+            except OSError as exc:  # a full disk, a vanished mount: keep what is written
+                self._write_failed = True
+                self.outcome = Outcome.WRITE_FAILED
+                self.detail = str(exc)
+                return
+            self.queued_bytes -= sum(len(data) for data in batch)
+            self._room.set()
             if self.on_progress is not None:
                 self.on_progress(self.stats)
             if self.count is not None and self.stats.snapshots >= self.count:
@@ -279,9 +330,16 @@ class Recorder:
             return
         self._finished = True
         try:
-            while True:
+            while not self._write_failed:
                 self._write(self.receive_queue.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             pass
+        except OSError as exc:
+            self.outcome = Outcome.WRITE_FAILED
+            self.detail = str(exc)
         finally:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError as exc:  # the final flush of a full disk
+                self.outcome = Outcome.WRITE_FAILED
+                self.detail = self.detail or str(exc)
