@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -55,3 +56,32 @@ def test_unknown_source_is_a_usage_error():
     )  # fmt: skip
     assert result.returncode == 2
     assert "unknown source" in result.stderr
+
+
+def test_token_protected_server_and_clients(tmp_path):
+    out = tmp_path / "t.mock"
+    with running(
+        ["-m", "libp2p_introspection", "serve", "--source", "mock", "--connections", "5",
+         "--port", "0", "--interval-ms", "100", "--token", "abc123"]
+    ) as (_, url):  # fmt: skip
+        refused = subprocess.run(
+            [sys.executable, "-m", "libp2p_introspection", "record", url, "-o", str(out), "--count", "2"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "LIBP2P_INTROSPECTION_TOKEN": ""},
+        )  # fmt: skip
+        assert refused.returncode == 1
+        assert "401" in refused.stderr
+        accepted = subprocess.run(
+            [sys.executable, "-m", "libp2p_introspection", "record", url, "-o", str(out), "--count", "2"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "LIBP2P_INTROSPECTION_TOKEN": "abc123"},
+        )  # fmt: skip
+        assert accepted.returncode == 0, accepted.stderr
+        assert "2 snapshots" in accepted.stderr
+
+
+def test_non_loopback_bind_needs_allow_remote():
+    result = subprocess.run(
+        [sys.executable, "-m", "libp2p_introspection", "serve", "--source", "mock", "--host", "0.0.0.0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "not a loopback address" in result.stderr and "--allow-remote" in result.stderr

@@ -34,6 +34,7 @@ from libp2p_introspection import __version__
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
 from libp2p_introspection.server import ServerConfig
+from libp2p_introspection.server.admission import is_loopback
 
 log = logging.getLogger("libp2p_introspection")
 
@@ -64,6 +65,31 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--write-timeout", default=defaults.DEFAULT_WRITE_TIMEOUT_S,
                      show_default=True, type=click.FloatRange(min=0.1),
                      help="Disconnect (1008) a client that reads nothing this long, seconds."),
+        click.option("--allow-remote", is_flag=True,
+                     help="Allow --host to be a non-loopback address (see SECURITY.md)."),
+        click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+                     help="Also accept browsers from this origin (scheme://host[:port]); "
+                          "repeatable. Loopback origins are always accepted."),
+        click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
+                     help="Require this shared token from every client (header "
+                          "X-Introspection-Token, Authorization: Bearer, or ?token=)."),
+        click.option("--max-sessions", default=defaults.DEFAULT_MAX_SESSIONS, show_default=True,
+                     type=click.IntRange(min=1), help="Concurrent sessions (then HTTP 503)."),
+        click.option("--commands-per-second", default=defaults.DEFAULT_COMMANDS_PER_SECOND,
+                     show_default=True, type=click.FloatRange(min=0, min_open=True),
+                     help="Sustained commands per session per second (then ERR)."),
+        click.option("--command-burst", default=defaults.DEFAULT_COMMAND_BURST,
+                     show_default=True, type=click.IntRange(min=1),
+                     help="Commands a session may send in one burst."),
+        click.option("--ping-interval", default=defaults.DEFAULT_PING_INTERVAL_S,
+                     show_default=True, type=click.FloatRange(min=0, min_open=True),
+                     help="Seconds between pings to each session."),
+        click.option("--pong-timeout", default=defaults.DEFAULT_PONG_TIMEOUT_S,
+                     show_default=True, type=click.FloatRange(min=0, min_open=True),
+                     help="Close a session whose pong is this late, seconds."),
+        click.option("--handshake-timeout", default=defaults.DEFAULT_HANDSHAKE_TIMEOUT_S,
+                     show_default=True, type=click.FloatRange(min=0, min_open=True),
+                     help="Drop a connection that has not completed its handshake, seconds."),
         click.option("--nodes", default=4, show_default=True, type=click.IntRange(min=2),
                      help="Demo source: number of py-libp2p nodes."),
         click.option("--no-churn", is_flag=True,
@@ -88,16 +114,40 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _config(kw: dict[str, Any]) -> ServerConfig:
-    return ServerConfig(
-        host=kw["host"],
-        port=kw["port"],
-        interval_ms=kw["interval_ms"],
-        closed_connection_lifetime_ms=kw["closed_connection_lifetime_ms"],
-        max_retention_ms=kw["max_retention_ms"],
-        push_byte_budget=kw["push_byte_budget"],
-        queue_bound=kw["queue_bound"],
-        write_timeout_s=kw["write_timeout"],
-    )
+    """The server options of a command; a usage error for a non-loopback host without
+    --allow-remote, and a warning naming what is exposed with it."""
+    try:
+        config = ServerConfig(
+            host=kw["host"],
+            port=kw["port"],
+            interval_ms=kw["interval_ms"],
+            closed_connection_lifetime_ms=kw["closed_connection_lifetime_ms"],
+            max_retention_ms=kw["max_retention_ms"],
+            push_byte_budget=kw["push_byte_budget"],
+            queue_bound=kw["queue_bound"],
+            write_timeout_s=kw["write_timeout"],
+            max_sessions=kw["max_sessions"],
+            commands_per_second=kw["commands_per_second"],
+            command_burst=kw["command_burst"],
+            ping_interval_s=kw["ping_interval"],
+            pong_timeout_s=kw["pong_timeout"],
+            handshake_timeout_s=kw["handshake_timeout"],
+            allow_remote=kw["allow_remote"],
+            allowed_origins=tuple(kw["allow_origins"]),
+            token=kw["token"] or None,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not is_loopback(config.host):
+        click.echo(
+            f"WARNING: serving introspection on {config.host}, beyond this machine: whoever "
+            "reaches the port sees this node's peer ids, their IP addresses, every stream's "
+            "protocol, traffic volumes and DHT routing table"
+            + ("" if config.token else ", and no --token is set")
+            + ". See SECURITY.md.",
+            err=True,
+        )
+    return config
 
 
 def _run(async_fn: Callable[[], Any]) -> None:
@@ -274,15 +324,18 @@ async def _open_source(
             SyntheticSource,
         )
 
-        options = SyntheticOptions(
-            connections=kw["connections"],
-            streams=kw["streams"],
-            dht_peers=kw["dht_peers"],
-            events_per_second=kw["events_per_second"],
-            churn=kw["churn"],
-            seed=kw["seed"] or 0,
-            closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
-        )
+        try:
+            options = SyntheticOptions(
+                connections=kw["connections"],
+                streams=kw["streams"],
+                dht_peers=kw["dht_peers"],
+                events_per_second=kw["events_per_second"],
+                churn=kw["churn"],
+                seed=kw["seed"] or 0,
+                closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
+            )
+        except (ValueError, TypeError) as exc:
+            raise click.BadParameter(str(exc), param_hint="mock source options") from exc
         yield (
             SyntheticSource(options),
             f"a synthetic node ({options.connections} connections x {options.streams} streams)",
@@ -377,8 +430,14 @@ async def _demo_source(
     default=None,
     help="Progress display (default: on when stderr is a terminal).",
 )
+@click.option("--idle-timeout", default=60.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Give up on a server that sends nothing this long, seconds.")  # fmt: skip
+@click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
+              help="The server's shared token, if it requires one.")  # fmt: skip
 def record(url: str, output: str, mode: str, events: bool, count: int | None,
-           duration: float | None, progress: bool | None) -> None:  # fmt: skip
+           duration: float | None, progress: bool | None, idle_timeout: float,
+           token: str | None) -> None:  # fmt: skip
     """Record the session at URL into a recording file, as the data-dump tool of §5.
 
     Ends after --count snapshots or --duration seconds, else on Ctrl-C; exits
@@ -390,7 +449,8 @@ def record(url: str, output: str, mode: str, events: bool, count: int | None,
 
     try:
         recorder = Recorder(url, output, mode=mode, events=events, count=count,
-                            duration=duration)  # fmt: skip
+                            duration=duration, idle_timeout=idle_timeout,
+                            token=token)  # fmt: skip
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc}") from exc
     show_bar = sys.stderr.isatty() if progress is None else progress
@@ -460,13 +520,16 @@ def inspect(file: str, as_json: bool, dump: bool) -> None:  # fmt: skip
     help="Subscribe to events and print them too.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of text.")
-def watch(url: str, count: int | None, events: bool, as_json: bool) -> None:  # fmt: skip
+@click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
+              help="The server's shared token, if it requires one.")  # fmt: skip
+def watch(url: str, count: int | None, events: bool, as_json: bool,
+          token: str | None) -> None:  # fmt: skip
     """Pull snapshots from URL and print a line for each (and for each event)."""
     _setup_logging(0)
     from libp2p_introspection.client.watch import watch as run_watch
 
     try:
-        trio.run(functools.partial(run_watch, url, count=count, events=events,
+        trio.run(functools.partial(run_watch, url, count=count, events=events, token=token,
                                    emit=_printer(as_json)))  # fmt: skip
     except KeyboardInterrupt:
         pass

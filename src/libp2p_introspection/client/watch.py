@@ -36,13 +36,15 @@ def summarize_state(state: pb.State) -> dict[str, Any]:
     }
 
 
-async def watch(url: str, *, count: int | None, events: bool, emit: Emit) -> None:
+async def watch(
+    url: str, *, count: int | None, events: bool, emit: Emit, token: str | None = None
+) -> None:
     """Run the pull loop against ``url`` and ``emit`` a dict per message of interest.
 
     Stops after ``count`` snapshots (``None``: until cancelled). Raises
     ``SystemExit(1)`` if the server closes the session.
     """
-    async with connect(url) as client:
+    async with connect(url, token=token) as client:
         runtime = (await client.receive_kind("runtime")).message.runtime
         emit({
             "kind": "runtime", "implementation": runtime.implementation,
