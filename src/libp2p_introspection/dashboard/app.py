@@ -23,6 +23,13 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
 
 Commands answer ``{"ok": true, "status": STATUS}`` or ``{"ok": false,
 "error": "..."}`` with a 4xx code.
+
+The page shows what the introspection endpoint shows (see SECURITY.md), so
+the dashboard guards it the same way: a request whose ``Host`` is not a
+loopback name or the bound address (DNS rebinding), or whose ``Origin`` is
+another site (a page you visit opening ``ws://127.0.0.1:8846/feed`` or
+posting commands), is refused with 403. Tools that send no ``Origin`` are
+allowed.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ from urllib.parse import unquote, urlsplit
 import anyio
 import trio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.dashboard.model import DashboardModel
@@ -49,6 +58,7 @@ from libp2p_introspection.dashboard.recording import (
     RecordingLoadError,
     load_recording,
 )
+from libp2p_introspection.server.admission import is_loopback, origin_allowed
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +105,61 @@ def normalize_url(text: str) -> str:
     return f"{parts.scheme}://{host}:{port}{path}{query}"
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class LocalOnly:
+    """ASGI guard: refuse foreign ``Host`` and ``Origin`` headers with 403 (module doc).
+
+    ``bind_host``: the address the dashboard listens on; a wildcard
+    (``0.0.0.0``, ``::``) accepts any ``Host``.
+    """
+
+    def __init__(self, app: ASGIApp, bind_host: str) -> None:
+        self.app = app
+        host = bind_host.strip("[]").lower()
+        self.any_host = host in ("", "0.0.0.0", "::")
+        self.bind_host = host
+
+    def host_ok(self, host_header: str | None) -> bool:
+        if self.any_host or host_header is None:
+            return True
+        hostname = urlsplit(f"//{host_header}").hostname or ""
+        return hostname == self.bind_host or hostname == "localhost" or is_loopback(hostname)
+
+    def origin_ok(self, origin: str | None, host_header: str | None) -> bool:
+        if origin is None or origin_allowed(origin):
+            return True
+        return host_header is not None and origin.rstrip("/").lower() in (
+            f"http://{host_header}".lower(),
+            f"https://{host_header}".lower(),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = _header(scope, b"host")
+            origin = _header(scope, b"origin")
+            if not self.host_ok(host) or not self.origin_ok(origin, host):
+                log.warning("refused a request from origin %r for host %r", origin, host)
+                if scope["type"] == "websocket":
+                    close = WebSocketClose(code=1008, reason="origin not allowed")
+                    await close(scope, receive, send)
+                else:
+                    response = PlainTextResponse("this dashboard serves local pages only\n", 403)
+                    await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(
-    model: DashboardModel, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    model: DashboardModel,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    bind_host: str = defaults.DEFAULT_HOST,
 ) -> Starlette:
     """The Starlette application serving ``model`` (routes in the module doc)."""
 
@@ -232,4 +295,4 @@ def create_app(
         WebSocketRoute("/feed", feed),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(LocalOnly, bind_host=bind_host)])

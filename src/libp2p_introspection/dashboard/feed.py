@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Protocol
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError
+from trio_websocket import ConnectionClosed, ConnectionRejected, ConnectionTimeout, HandshakeError
 
 from libp2p_introspection.client.connection import (
     Command,
@@ -185,19 +185,11 @@ class LiveFeed:
                 try:
                     await self._session(url)
                     error = "the server ended the session"
-                except ConnectionClosed as exc:
-                    reason = exc.reason
-                    error = f"the server closed the session ({reason.code if reason else '?'}" + (
-                        f": {reason.reason})" if reason and reason.reason else ")"
-                    )
-                except HandshakeError as exc:
-                    error = f"WebSocket handshake failed: {exc}"
-                except OSError as exc:
-                    error = f"cannot connect: {exc.strerror or exc}"
-                except ProtocolError as exc:
-                    error = str(exc)
-                except trio.TooSlowError:
-                    error = "the server sent no Runtime and snapshot in time"
+                except Exception as exc:
+                    described = describe_failure(exc)
+                    if described is None:
+                        raise
+                    error = described
             self._session_scope = None
             if scope.cancelled_caught:  # switched or stopped: go at once
                 backoff = BACKOFF_MIN_S
@@ -274,6 +266,43 @@ class LiveFeed:
                         "snapshotIntervalMs": effective.state_snapshot_interval_ms,
                     }
                     self.sink.feed_status()
+
+
+def describe_failure(exc: BaseException) -> str | None:
+    """Why a session ended or could not open, for the user; ``None`` if it is a bug.
+
+    Groups (errors from inside the session's nursery) are described by their
+    first leaf, as long as every leaf is an expected failure.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        described = [describe_failure(leaf) for leaf in exc.exceptions]
+        if not described or any(d is None for d in described):
+            return None
+        return described[0]
+    if isinstance(exc, ConnectionClosed):
+        reason = exc.reason
+        if reason is None:
+            return "the server closed the session"
+        text = f": {reason.reason}" if reason.reason else ""
+        return f"the server closed the session ({reason.code}{text})"
+    if isinstance(exc, ConnectionRejected):
+        return f"the server refused the session (HTTP {exc.status_code})"
+    if isinstance(exc, ConnectionTimeout):
+        return "timed out opening the WebSocket"
+    if isinstance(exc, HandshakeError):
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError):
+            return f"cannot connect: {cause.strerror or cause}"
+        return f"WebSocket handshake failed: {exc or cause or type(exc).__name__}"
+    if isinstance(exc, OSError):
+        return f"cannot connect: {exc.strerror or exc}"
+    if isinstance(exc, ProtocolError):
+        return str(exc)
+    if isinstance(exc, trio.TooSlowError):
+        return "the server sent no Runtime and snapshot in time"
+    if isinstance(exc, ValueError):  # a URL trio-websocket cannot parse
+        return f"bad URL: {exc}"
+    return None
 
 
 def _now_ms() -> int:

@@ -77,7 +77,9 @@ class Dashboard:
             config.url, self.model, retention_ms=config.retention_ms, events=config.events
         )
         self.model.attach_feed(self.feed)
-        self.app = create_app(self.model, max_upload_bytes=config.max_upload_bytes)
+        self.app = create_app(
+            self.model, max_upload_bytes=config.max_upload_bytes, bind_host=config.host
+        )
         self.port: int | None = None
 
     @property

@@ -1,0 +1,209 @@
+"""The dashboard's conversion to JSON and its bounded, time-indexed store (pure, no sockets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from libp2p_introspection.dashboard.convert import (
+    SnapshotConverter,
+    event_to_json,
+    runtime_to_json,
+    summarize,
+)
+from libp2p_introspection.dashboard.store import Store
+from libp2p_introspection.protocol import pb
+
+
+def make_state(ts: int, conns: list[tuple[bytes, str, int]] = (), *, dht: bool = False) -> pb.State:
+    """A snapshot at ``ts`` with connections ``(id, peer, status)``, one stream each."""
+    state = pb.State(instant_ts=ts, start_ts=max(ts - 1000, 0), snapshot_duration_ms=1000)
+    state.traffic.traffic_in.cum_bytes = ts
+    state.traffic.traffic_in.inst_bw = 10
+    state.traffic.traffic_out.inst_bw = 20
+    for conn_id, peer, status in conns:
+        conn = state.subsystems.connections.add(id=conn_id, peer_id=peer, status=status)
+        conn.transport_id = b"tcp"
+        conn.endpoints.src_multiaddr = "/ip4/127.0.0.1/tcp/1"
+        conn.endpoints.dst_multiaddr = "/ip4/127.0.0.1/tcp/2"
+        conn.timeline.open_ts = max(ts - 5000, 0)
+        conn.attribs.multiplexer = "/yamux/1.0.0"
+        conn.attribs.encryption = "/noise"
+        conn.traffic.traffic_in.cum_bytes = 100
+        conn.traffic.traffic_in.inst_bw = 7
+        conn.latency_ns = 1_500_000
+        stream = conn.streams.streams.add(id=b"\x01", protocol="/ipfs/ping/1.0.0")
+        stream.timeline.open_ts = max(ts - 1000, 0)
+    if dht:
+        state.subsystems.dht.protocol = "/ipfs/kad/1.0.0"
+        state.subsystems.dht.enabled = True
+        state.subsystems.dht.params.k = 20
+        bucket = state.subsystems.dht.buckets.add(cpl=3)
+        bucket.peers.add(peer_id="QmPeer", status=pb.DHT.PeerInDHT.MISSING, age_in_bucket=1234)
+        state.subsystems.dht.incoming_queries.success = 5
+        state.subsystems.dht.outgoing_queries.timeout = 2
+    return state
+
+
+def test_snapshot_json_has_every_view_field_in_readable_form():
+    data = SnapshotConverter().convert(make_state(10_000, [(b"\xab\xcd", "12D3KooWA", pb.ACTIVE)], dht=True))
+    json.dumps(data)  # plain JSON
+    assert data["ts"] == 10_000 and data["dur"] == 1000
+    assert data["traffic"]["bwIn"] == 10 and data["traffic"]["bwOut"] == 20
+    (conn,) = data["conns"]
+    assert conn["id"] == "abcd"
+    assert conn["peer"] == "12D3KooWA"
+    assert conn["status"] == "ACTIVE" and conn["role"] == "INITIATOR"
+    assert conn["transport"] == "tcp" and conn["mux"] == "/yamux/1.0.0" and conn["sec"] == "/noise"
+    assert conn["lat"] == 1_500_000 and conn["in"] == 100 and conn["bwIn"] == 7
+    assert conn["streams"][0]["proto"] == "/ipfs/ping/1.0.0"
+    assert conn["streams"][0]["id"] == "01"
+    assert data["dht"]["buckets"] == [{"cpl": 3, "peers": [{"peer": "QmPeer", "status": "MISSING", "age": 1234}]}]
+    assert data["dht"]["qin"]["success"] == 5 and data["dht"]["qout"]["timeout"] == 2
+    summary = summarize(data)
+    assert summary["conns"] == 1 and summary["streams"] == 1 and summary["dhtPeers"] == 1
+
+
+def test_binary_transport_ids_are_shown_as_hex():
+    state = make_state(1, [(b"\x01", "p", pb.ACTIVE)])
+    state.subsystems.connections[0].transport_id = b"\x02\x00\x00\x00"
+    assert SnapshotConverter().convert(state)["conns"][0]["transport"] == "02000000"
+
+
+def test_a_vanished_connection_is_kept_as_closed_until_it_ages_out():
+    converter = SnapshotConverter(closed_ttl_ms=3_000)
+    converter.convert(make_state(10_000, [(b"\x01", "a", pb.ACTIVE), (b"\x02", "b", pb.ACTIVE)]))
+    later = converter.convert(make_state(11_000, [(b"\x01", "a", pb.ACTIVE)]))
+    gone = [c for c in later["conns"] if c["id"] == "02"]
+    assert len(gone) == 1
+    assert gone[0]["status"] == "CLOSED" and gone[0]["gone"] is True
+    assert gone[0]["close"] == 10_000  # last seen
+    assert gone[0]["bwIn"] == 0 and gone[0]["streams"] == []
+    assert any(c["id"] == "02" for c in converter.convert(make_state(13_000, [(b"\x01", "a", pb.ACTIVE)]))["conns"])
+    aged = converter.convert(make_state(13_500, [(b"\x01", "a", pb.ACTIVE)]))
+    assert [c["id"] for c in aged["conns"]] == ["01"]
+
+
+def test_runtime_and_events():
+    runtime = pb.Runtime(implementation="py-libp2p", version="0.8.1", platform="Linux", peer_id="12D3")
+    event_type = runtime.event_types.add(name="PeerConnecting")
+    event_type.property_types.add(name="peer", type=pb.EventType.EventProperty.PEERID)
+    data = runtime_to_json(runtime)
+    assert data["peerId"] == "12D3" and data["implementation"] == "py-libp2p"
+    assert data["eventTypes"] == [{"name": "PeerConnecting", "properties": [{"name": "peer", "type": "PEERID", "multiple": False}]}]
+    event = pb.Event(ts=5, content='{"peer": "x"}')
+    event.type.name = "PeerConnecting"
+    assert event_to_json(event) == {"seq": 0, "ts": 5, "type": "PeerConnecting", "content": {"peer": "x"}}
+    event.content = "not json"
+    assert event_to_json(event)["content"] == "not json"
+
+
+def snapshot(ts: int) -> dict:
+    return SnapshotConverter().convert(make_state(ts))
+
+
+def event(ts: int, kind: str = "A") -> dict:
+    return {"seq": 0, "ts": ts, "type": kind, "content": {}}
+
+
+def test_store_keeps_the_retention_window_by_source_time():
+    store = Store(retention_ms=5_000)
+    for ts in range(1_000, 20_001, 1_000):
+        store.add_snapshot(snapshot(ts))
+    assert store.timeline() == list(range(15_000, 20_001, 1_000))
+    assert store.latest.ts == 20_000 and store.oldest_ts == 15_000
+    assert json.loads(store.latest.text)["ts"] == 20_000
+    assert [s["ts"] for s in store.series()] == store.timeline()
+
+
+def test_store_keeps_the_newest_snapshot_whatever_the_window():
+    store = Store(retention_ms=1_000)
+    store.add_snapshot(snapshot(1_000))
+    store.add_snapshot(snapshot(100_000))
+    assert store.timeline() == [100_000]
+
+
+def test_store_count_bound_and_no_time_bound():
+    store = Store(retention_ms=None, max_snapshots=3)
+    for ts in (1, 2, 3, 4, 5):
+        store.add_snapshot(snapshot(ts))
+    assert store.timeline() == [3, 4, 5]
+
+
+def test_store_at_returns_the_newest_snapshot_at_or_before_a_moment():
+    store = Store(retention_ms=None)
+    assert store.at(5) is None
+    for ts in (1_000, 2_000, 3_000):
+        store.add_snapshot(snapshot(ts))
+    assert store.at(2_000).ts == 2_000
+    assert store.at(2_999).ts == 2_000
+    assert store.at(10).ts == 1_000  # before the first: the first
+    assert store.at(99_999).ts == 3_000
+
+
+def test_store_inserts_out_of_order_snapshots_in_place_and_replaces_duplicates():
+    store = Store(retention_ms=None)
+    for ts in (1_000, 3_000, 2_000, 3_000):
+        store.add_snapshot(snapshot(ts))
+    assert store.timeline() == [1_000, 2_000, 3_000]
+    assert len(store) == 3
+
+
+def test_store_events_are_numbered_counted_and_pruned_by_window_and_count():
+    store = Store(retention_ms=5_000, max_events=4)
+    store.add_snapshot(snapshot(10_000))
+    for ts, kind in ((9_000, "A"), (9_500, "B"), (9_800, "A")):
+        store.add_event(event(ts, kind))
+    assert [e["seq"] for e in store.events()] == [1, 2, 3]
+    assert store.event_counts() == {"A": 2, "B": 1}
+    store.add_snapshot(snapshot(14_600))  # horizon 9_600: the first two go
+    assert [e["seq"] for e in store.events()] == [3]
+    assert store.event_counts() == {"A": 1}
+    for ts in range(14_000, 14_005):
+        store.add_event(event(ts, "C"))
+    assert store.event_count == 4  # the count bound
+    assert store.event_counts() == {"C": 4}
+    assert [e["ts"] for e in store.events(types=["C"], until_ts=14_002)] == [14_001, 14_002]
+    assert [e["ts"] for e in store.events(limit=2)] == [14_003, 14_004]
+    assert [e["seq"] for e in store.events(after_seq=7)] == [8]
+
+
+def test_store_declares_event_types_from_runtime_and_first_events():
+    store = Store()
+    store.set_runtime({"peerId": "x", "eventTypes": [{"name": "A", "properties": []}]})
+    store.add_event(event(1, "B"), {"name": "B", "properties": [{"name": "p", "type": "STRING", "multiple": False}]})
+    assert set(store.event_types) == {"A", "B"}
+
+
+def test_connection_series_follows_one_connection_through_stored_snapshots():
+    store = Store(retention_ms=None)
+    converter = SnapshotConverter()
+    store.add_snapshot(converter.convert(make_state(1_000, [(b"\x01", "a", pb.ACTIVE)])))
+    store.add_snapshot(converter.convert(make_state(2_000, [(b"\x02", "b", pb.ACTIVE)])))
+    store.add_snapshot(converter.convert(make_state(3_000, [(b"\x01", "a", pb.ACTIVE)])))
+    store.add_snapshot(SnapshotConverter().convert(make_state(4_000, [(b"\x02", "b", pb.ACTIVE)])))
+    points = store.connection_series("01")
+    # At 2_000 it was missing from the server's snapshot: carried as closed, no traffic.
+    assert [(p["ts"], p["status"], p["bwIn"]) for p in points] == [
+        (1_000, "ACTIVE", 7), (2_000, "CLOSED", 0), (3_000, "ACTIVE", 7),
+    ]
+    assert store.connection_series("ff") == []
+
+
+def test_clear_forgets_everything():
+    store = Store()
+    store.set_runtime({"peerId": "x", "eventTypes": []})
+    store.add_snapshot(snapshot(1))
+    store.add_event(event(1))
+    store.clear()
+    assert store.runtime is None and len(store) == 0 and store.event_count == 0 and store.latest is None
+
+
+@pytest.mark.parametrize("retention", [None, 60_000])
+def test_describe_reports_sizes(retention):
+    store = Store(retention_ms=retention)
+    store.add_snapshot(snapshot(5))
+    assert store.describe() == {
+        "snapshots": 1, "events": 0, "eventsDropped": 0, "oldest": 5, "latest": 5, "retentionMs": retention,
+    }
