@@ -303,8 +303,9 @@ async def _serve(
                 return
             from libp2p_introspection.dashboard import Dashboard, DashboardConfig
 
+            # The page is served on loopback whatever --host says: it has no token of its own.
             dashboard = Dashboard(
-                DashboardConfig(host=config.host, port=dashboard_port, url=server.url)
+                DashboardConfig(port=dashboard_port, url=server.url, token=config.token)
             )
             await nursery.start(dashboard.run)
             announce(server.url, what, dashboard.url)
@@ -569,9 +570,11 @@ def watch(url: str, count: int | None, events: bool, as_json: bool,
 @click.option(
     "--events/--no-events", default=True, show_default=True, help="Subscribe to the node's events."
 )
+@click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
+              help="The server's shared token, if it requires one.")  # fmt: skip
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: int,
-              events: bool, verbose: int) -> None:  # fmt: skip
+              events: bool, token: str | None, verbose: int) -> None:  # fmt: skip
     """Serve the live dashboard page for the introspection server at URL.
 
     Prints the page's http:// address on stdout as soon as it is served.
@@ -585,8 +588,13 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
         url = normalize_url(url)
     except BadRequest as exc:
         raise click.BadParameter(str(exc), param_hint="URL") from exc
-    config = DashboardConfig(host=host, port=port, url=url, file=file,
-                             retention_ms=retention_ms, events=events)  # fmt: skip
+    config = DashboardConfig(host=host, port=port, url=url, file=file, retention_ms=retention_ms,
+                             events=events, token=token or None)  # fmt: skip
+    from libp2p_introspection.server.admission import is_loopback
+
+    if not is_loopback(host):
+        log.warning("the dashboard page at %s shows the node to anyone who can reach it "
+                    "(it has no token of its own)", host)  # fmt: skip
 
     async def main_task() -> None:
         service = Dashboard(config)

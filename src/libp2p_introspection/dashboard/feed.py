@@ -99,9 +99,11 @@ class LiveFeed:
         *,
         retention_ms: int | None = None,
         events: bool = True,
+        token: str | None = None,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
         self.url = url
+        self.token = token
         self.sink = sink
         self.retention_ms = retention_ms
         self.events = events
@@ -203,7 +205,7 @@ class LiveFeed:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _session(self, url: str) -> None:
-        async with connect(url, connect_timeout=self.connect_timeout_s) as client:
+        async with connect(url, token=self.token, connect_timeout=self.connect_timeout_s) as client:
             with trio.fail_after(self.connect_timeout_s):
                 runtime = await client.receive_kind("runtime", limit=16)
                 self.sink.feed_runtime(runtime.message.runtime)

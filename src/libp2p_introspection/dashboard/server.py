@@ -41,6 +41,7 @@ class DashboardConfig:
     ms. ``max_snapshots``/``max_events``: count bounds of the store (a
     recording is bound by these only). ``max_upload_bytes``: largest recording
     accepted from the page. ``events``: subscribe to the node's events.
+    ``token``: the introspection server's shared token, if it requires one.
     ``closed_ttl_ms``: how long a connection that vanished from the server's
     snapshots is still shown as closed, ms. ``max_pending``: messages queued
     for one browser before it is resynced instead.
@@ -55,6 +56,7 @@ class DashboardConfig:
     max_events: int = DEFAULT_MAX_EVENTS
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     events: bool = True
+    token: str | None = None
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS
     max_pending: int = DEFAULT_MAX_PENDING
 
@@ -74,7 +76,11 @@ class Dashboard:
             store, BrowserHub(config.max_pending), closed_ttl_ms=config.closed_ttl_ms
         )
         self.feed = LiveFeed(
-            config.url, self.model, retention_ms=config.retention_ms, events=config.events
+            config.url,
+            self.model,
+            retention_ms=config.retention_ms,
+            events=config.events,
+            token=config.token,
         )
         self.model.attach_feed(self.feed)
         self.app = create_app(
