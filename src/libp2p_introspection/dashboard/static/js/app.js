@@ -240,7 +240,7 @@ function renderTimebar() {
   label.parentElement.classList.toggle("past", !isLive());
   if (!v) { label.textContent = "—"; return; }
   const behind = S.latest ? S.latest.ts - v.ts : 0;
-  const newest = S.status?.mode === "recording" ? "newest" : "live";
+  const newest = S.status?.mode === "recording" ? "newest" : S.status?.paused ? "paused" : "live";
   label.textContent = isLive() ? `${newest} · ${fmt.clock(v.ts)}` : `${fmt.clock(v.ts)} (${fmt.duration(behind)} before the newest)`;
   const tsEl = $("snapshot-ts");
   tsEl.dataset.ts = String(v.ts);

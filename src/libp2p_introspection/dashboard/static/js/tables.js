@@ -52,41 +52,44 @@ function copyOnClick(onCopied) {
   };
 }
 
-const bytesCol = (title, field) => ({
-  title, field, hozAlign: "right", sorter: "number", formatter: (c) => fmt.bytes(c.getValue()),
+// Widths are set here rather than measured from the first data (which may be another node's).
+// A traffic cell: cumulative bytes, and the current rate below it; sorts by bytes.
+const trafficCol = (title, field, rateField) => ({
+  title, field, hozAlign: "right", sorter: "number", minWidth: 100, variableHeight: true,
+  formatter: (c) => {
+    const r = c.getRow().getData();
+    return `${fmt.bytes(r[field])}<br><span class="rate">${fmt.rate(r[rateField])}</span>`;
+  },
+  tooltip: (e, c) => `${c.getValue()} bytes; now ${c.getRow().getData()[rateField]} bytes per second`,
 });
-const rateCol = (title, field) => ({
-  title, field, hozAlign: "right", sorter: "number", formatter: (c) => fmt.rate(c.getValue()),
-});
+const textCol = (title, field, minWidth) => ({ title, field, minWidth, tooltip: true });
 
 /** Connections: one row per connection (closed ones greyed until they age out). */
 export function connectionsTable(el, { onSelect, onCopied }) {
   const copy = copyOnClick(onCopied);
   const t = build(el, {
     index: "id",
-    height: "52vh",
-    layout: "fitDataStretch",
+    maxHeight: "56vh",
+    layout: "fitColumns",
     placeholder: "no connections in this snapshot",
     initialSort: [{ column: "age", dir: "asc" }],
     columns: [
-      { title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150,
-        cellClick: (e) => copy(e) },
-      { title: "Status", field: "status", formatter: statusFormatter },
-      { title: "Endpoints", field: "endpoints", formatter: (c) => {
+      { title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150, cellClick: (e) => copy(e) },
+      { title: "Status", field: "status", formatter: statusFormatter, minWidth: 82 },
+      { title: "Endpoints", field: "src", formatter: (c) => {
         const r = c.getRow().getData();
-        return `<code title="src">${fmt.escapeHtml(r.src)}</code><br><code title="dst">→ ${fmt.escapeHtml(r.dst)}</code>`;
-      }, variableHeight: true, maxWidth: 330, headerSort: false },
-      { title: "Transport", field: "transport" },
-      { title: "Muxer", field: "mux" },
-      { title: "Security", field: "sec" },
-      { title: "Role", field: "role", formatter: (c) => (c.getValue() === "INITIATOR" ? "outbound" : "inbound") },
-      { title: "Age", field: "age", hozAlign: "right", sorter: "number", formatter: (c) => fmt.duration(c.getValue()) },
-      { title: "Latency", field: "lat", hozAlign: "right", sorter: "number", formatter: (c) => fmt.latency(c.getValue()) },
-      bytesCol("In", "in"),
-      rateCol("In/s", "bwIn"),
-      bytesCol("Out", "out"),
-      rateCol("Out/s", "bwOut"),
-      { title: "Streams", field: "nstreams", hozAlign: "right", sorter: "number" },
+        return `<code>${fmt.escapeHtml(r.src)}</code><br><code>→ ${fmt.escapeHtml(r.dst)}</code>`;
+      }, tooltip: (e, c) => `${c.getRow().getData().src} → ${c.getRow().getData().dst}`,
+      variableHeight: true, minWidth: 200, widthGrow: 2, headerSort: false },
+      textCol("Transport", "transport", 98),
+      textCol("Muxer", "mux", 100),
+      textCol("Security", "sec", 100),
+      { title: "Role", field: "role", minWidth: 82, formatter: (c) => (c.getValue() === "INITIATOR" ? "outbound" : "inbound") },
+      { title: "Age", field: "age", hozAlign: "right", sorter: "number", minWidth: 74, formatter: (c) => fmt.duration(c.getValue()) },
+      { title: "Latency", field: "lat", hozAlign: "right", sorter: "number", minWidth: 92, formatter: (c) => fmt.latency(c.getValue()) },
+      trafficCol("In", "in", "bwIn"),
+      trafficCol("Out", "out", "bwOut"),
+      { title: "Streams", field: "nstreams", hozAlign: "right", sorter: "number", minWidth: 78 },
     ],
     rowFormatter: (row) => {
       const d = row.getData();
@@ -106,21 +109,19 @@ export function connectionsTable(el, { onSelect, onCopied }) {
 export function streamsTable(el, { withPeer, onCopied, height }) {
   const copy = copyOnClick(onCopied);
   const columns = [
-    { title: "Protocol", field: "proto", minWidth: 200, formatter: (c) => `<code>${fmt.escapeHtml(c.getValue() || "(negotiating)")}</code>` },
-    { title: "Role", field: "role", formatter: (c) => (c.getValue() === "INITIATOR" ? "outbound" : "inbound") },
-    { title: "Status", field: "status", formatter: statusFormatter },
-    { title: "Age", field: "age", hozAlign: "right", sorter: "number", formatter: (c) => fmt.duration(c.getValue()) },
-    bytesCol("In", "in"),
-    rateCol("In/s", "bwIn"),
-    bytesCol("Out", "out"),
-    rateCol("Out/s", "bwOut"),
+    { title: "Protocol", field: "proto", minWidth: 220, widthGrow: 3, tooltip: true, formatter: (c) => `<code>${fmt.escapeHtml(c.getValue() || "(negotiating)")}</code>` },
+    { title: "Role", field: "role", minWidth: 82, formatter: (c) => (c.getValue() === "INITIATOR" ? "outbound" : "inbound") },
+    { title: "Status", field: "status", minWidth: 82, formatter: statusFormatter },
+    { title: "Age", field: "age", hozAlign: "right", sorter: "number", minWidth: 74, formatter: (c) => fmt.duration(c.getValue()) },
+    trafficCol("In", "in", "bwIn"),
+    trafficCol("Out", "out", "bwOut"),
   ];
   if (withPeer) {
-    columns.unshift({ title: "Peer", field: "peer", formatter: peerFormatter, cellClick: (e) => copy(e) });
+    columns.unshift({ title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150, cellClick: (e) => copy(e) });
   }
   return build(el, {
     index: "key",
-    height: height || "60vh",
+    maxHeight: height || "60vh",
     layout: "fitColumns",
     placeholder: "no streams",
     initialSort: [{ column: "age", dir: "asc" }],
@@ -134,15 +135,15 @@ export function dhtTable(el, { onCopied }) {
   const copy = copyOnClick(onCopied);
   return build(el, {
     index: "key",
-    height: "52vh",
-    layout: "fitDataStretch",
+    maxHeight: "60vh",
+    layout: "fitColumns",
     placeholder: "no DHT peers",
     groupBy: "cpl",
     groupHeader: (value, count) => `common prefix length ${value} <span class="muted">(${count} peer${count === 1 ? "" : "s"})</span>`,
     columns: [
-      { title: "Peer", field: "peer", formatter: peerFormatter, cellClick: (e) => copy(e) },
-      { title: "Status", field: "status", formatter: statusFormatter },
-      { title: "In bucket", field: "age", hozAlign: "right", sorter: "number", formatter: (c) => fmt.duration(c.getValue()) },
+      { title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150, widthGrow: 2, cellClick: (e) => copy(e) },
+      { title: "Status", field: "status", formatter: statusFormatter, minWidth: 90 },
+      { title: "In bucket", field: "age", hozAlign: "right", sorter: "number", minWidth: 90, formatter: (c) => fmt.duration(c.getValue()) },
     ],
   });
 }
@@ -152,7 +153,7 @@ export function eventsTable(el) {
   const expanded = new Set();
   const t = build(el, {
     index: "seq",
-    height: "58vh",
+    maxHeight: "62vh",
     layout: "fitColumns",
     placeholder: "no events",
     initialSort: [{ column: "seq", dir: "desc" }],
