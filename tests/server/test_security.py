@@ -152,9 +152,9 @@ async def test_a_peer_that_stops_answering_pings_is_closed():
             )
             while not server.closed_sessions:  # never reads, never answers a ping
                 await trio.sleep(0.02)
-            (handle,) = server.closed_sessions
-            assert handle.session.close.code == 1008
-            assert "no pong" in handle.session.close.reason
+            (closed,) = server.closed_sessions
+            assert closed.close.code == 1008
+            assert "no pong" in closed.close.reason
             await stream.aclose()
 
 

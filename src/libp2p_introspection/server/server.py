@@ -9,7 +9,7 @@ synchronous :class:`~libp2p_introspection.server.hub.Hub`, which never waits.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ from libp2p_introspection.protocol.session import (
     CLOSE_POLICY_VIOLATION,
     Close,
     SessionLimits,
+    SessionStats,
 )
 from libp2p_introspection.server.admission import admit, is_loopback
 from libp2p_introspection.server.hub import Hub, SessionHandle
@@ -42,6 +43,17 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 2.0
 #: Close code when the server (or the node it serves) stops.
 CLOSE_GOING_AWAY = 1001
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedSession:
+    """A finished session: who, why it was closed by the server (``None`` if the client
+    left or the server stopped), its counters, and the frames written per payload kind."""
+
+    peer: str
+    close: Close | None
+    stats: SessionStats
+    sent: Counter[str]
 
 
 @dataclass(frozen=True)
@@ -118,9 +130,9 @@ class IntrospectionServer:
         self.sessions_served = 0
         self.snapshot_errors = 0
         self.refused = 0
-        #: The most recent closed sessions (for logs and tests): their handles,
-        #: with their counters (``session.stats``, ``sent``).
-        self.closed_sessions: deque[SessionHandle] = deque(maxlen=64)
+        #: What the most recent closed sessions did (for logs and tests); their
+        #: buffers are gone with them.
+        self.closed_sessions: deque[ClosedSession] = deque(maxlen=64)
         self._listener: WebSocketServer | None = None
 
     @property
@@ -236,11 +248,14 @@ class IntrospectionServer:
                     nursery.start_soon(self._pinger, ws, handle)
         finally:
             self.hub.close_session(handle)
-            self.closed_sessions.append(handle)
-            close = handle.session.close or Close(CLOSE_GOING_AWAY, "introspection server stopping")
+            session_close = handle.session.close
+            close = session_close or Close(CLOSE_GOING_AWAY, "introspection server stopping")
             with trio.move_on_after(CLOSE_TIMEOUT_S) as cleanup:
                 cleanup.shield = True
                 await ws.aclose(close.code, close.reason)  # a no-op if the client closed first
+            self.closed_sessions.append(
+                ClosedSession(peer, session_close, handle.session.stats, handle.sent)
+            )
             log.info(
                 "session closed: %s (%s); sent %s",
                 peer,
