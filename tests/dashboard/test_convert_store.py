@@ -142,6 +142,19 @@ def test_store_at_returns_the_newest_snapshot_at_or_before_a_moment():
     assert store.at(99_999).ts == 3_000
 
 
+def test_store_byte_bound_keeps_the_newest_snapshots():
+    size = len(Store().add_snapshot(snapshot(1_000)).text)
+    store = Store(retention_ms=None, max_bytes=3 * size + size // 2)
+    for ts in range(1_000, 9_000, 1_000):
+        store.add_snapshot(snapshot(ts))
+    assert store.timeline() == [6_000, 7_000, 8_000]
+    assert store.describe()["bytes"] == sum(len(s.text) for s in store.snapshots())
+    tiny = Store(retention_ms=None, max_bytes=1)
+    tiny.add_snapshot(snapshot(1_000))
+    tiny.add_snapshot(snapshot(2_000))
+    assert tiny.timeline() == [2_000]  # the newest stays whatever the bound
+
+
 def test_store_inserts_out_of_order_snapshots_in_place_and_replaces_duplicates():
     store = Store(retention_ms=None)
     for ts in (1_000, 3_000, 2_000, 3_000):
@@ -189,6 +202,10 @@ def test_connection_series_follows_one_connection_through_stored_snapshots():
         (1_000, "ACTIVE", 7), (2_000, "CLOSED", 0), (3_000, "ACTIVE", 7),
     ]
     assert store.connection_series("ff") == []
+    store.retention_ms = 1_500  # the series follow the stored snapshots out
+    store.prune()
+    assert [p["ts"] for p in store.connection_series("01")] == [3_000]
+    assert store.connection_series("02") != []
 
 
 def test_clear_forgets_everything():
@@ -204,6 +221,8 @@ def test_clear_forgets_everything():
 def test_describe_reports_sizes(retention):
     store = Store(retention_ms=retention)
     store.add_snapshot(snapshot(5))
-    assert store.describe() == {
+    described = store.describe()
+    assert described.pop("bytes") == len(store.latest.text)
+    assert described == {
         "snapshots": 1, "events": 0, "eventsDropped": 0, "oldest": 5, "latest": 5, "retentionMs": retention,
     }

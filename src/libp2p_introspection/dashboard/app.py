@@ -244,6 +244,7 @@ def create_app(
                         name=name,
                         max_snapshots=model.store.max_snapshots,
                         max_events=model.store.max_events,
+                        max_bytes=model.store.max_bytes,
                         closed_ttl_ms=model.converter.closed_ttl_ms,
                     )
                 )

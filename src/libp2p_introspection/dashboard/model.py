@@ -70,7 +70,7 @@ class DashboardModel:
         self.feed: LiveFeed | None = None
         self.mode = "live"
         self.recording: RecordingInfo | None = None
-        self._live_store_bounds = (store.retention_ms, store.max_snapshots, store.max_events)
+        self._live_store_bounds = store.bounds()
 
     def attach_feed(self, feed: LiveFeed) -> None:
         """Use ``feed`` as the live source."""
@@ -79,10 +79,9 @@ class DashboardModel:
     # ------------------------------------------------------------- FeedSink
 
     def feed_switched(self, url: str) -> None:
-        retention, max_snapshots, max_events = self._live_store_bounds
         self.mode = "live"
         self.recording = None
-        self.store = Store(retention, max_snapshots, max_events)
+        self.store = Store(**self._live_store_bounds)
         self.converter.reset()
         self.hub.resync_all()
 

@@ -23,7 +23,12 @@ from libp2p_introspection.dashboard.convert import (
     event_type_to_json,
     runtime_to_json,
 )
-from libp2p_introspection.dashboard.store import DEFAULT_MAX_EVENTS, DEFAULT_MAX_SNAPSHOTS, Store
+from libp2p_introspection.dashboard.store import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_SNAPSHOTS,
+    Store,
+)
 from libp2p_introspection.protocol.recording import RecordingError, RecordingReader
 
 #: Largest recording accepted from the page, bytes (a CLI ``--file`` is not bounded).
@@ -58,6 +63,7 @@ def load_recording(
     name: str | None = None,
     max_snapshots: int = DEFAULT_MAX_SNAPSHOTS,
     max_events: int = DEFAULT_MAX_EVENTS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS,
 ) -> tuple[Store, RecordingInfo]:
     """Read the recording ``source`` (a path or a binary stream) into a new store.
@@ -66,7 +72,9 @@ def load_recording(
     (not one at all, another file version, a record over the size limit, or
     no snapshot in it).
     """
-    store = Store(retention_ms=None, max_snapshots=max_snapshots, max_events=max_events)
+    store = Store(
+        retention_ms=None, max_snapshots=max_snapshots, max_events=max_events, max_bytes=max_bytes
+    )
     converter = SnapshotConverter(closed_ttl_ms=closed_ttl_ms)
     states = events = 0
     label = name or str(getattr(source, "name", source))

@@ -18,6 +18,7 @@ from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.recording import DEFAULT_MAX_UPLOAD_BYTES, load_recording
 from libp2p_introspection.dashboard.store import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_SNAPSHOTS,
     DEFAULT_RETENTION_MS,
@@ -38,8 +39,9 @@ class DashboardConfig:
     a free one). ``url``: the introspection server to follow. ``file``: show
     this recording instead at start (the page can still connect to a node).
     ``retention_ms``: how far back the live store keeps snapshots and events,
-    ms. ``max_snapshots``/``max_events``: count bounds of the store (a
-    recording is bound by these only). ``max_upload_bytes``: largest recording
+    ms. ``max_snapshots``/``max_events``: count bounds of the store, and
+    ``max_bytes`` the bound on its snapshots' JSON text (a recording is bound
+    by these only). ``max_upload_bytes``: largest recording
     accepted from the page. ``events``: subscribe to the node's events.
     ``token``: the introspection server's shared token, if it requires one.
     ``closed_ttl_ms``: how long a connection that vanished from the server's
@@ -54,6 +56,7 @@ class DashboardConfig:
     retention_ms: int = DEFAULT_RETENTION_MS
     max_snapshots: int = DEFAULT_MAX_SNAPSHOTS
     max_events: int = DEFAULT_MAX_EVENTS
+    max_bytes: int = DEFAULT_MAX_BYTES
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     events: bool = True
     token: str | None = None
@@ -71,7 +74,12 @@ class Dashboard:
 
     def __init__(self, config: DashboardConfig | None = None) -> None:
         self.config = config = config or DashboardConfig()
-        store = Store(config.retention_ms, config.max_snapshots, config.max_events)
+        store = Store(
+            retention_ms=config.retention_ms,
+            max_snapshots=config.max_snapshots,
+            max_events=config.max_events,
+            max_bytes=config.max_bytes,
+        )
         self.model = DashboardModel(
             store, BrowserHub(config.max_pending), closed_ttl_ms=config.closed_ttl_ms
         )
@@ -111,6 +119,7 @@ class Dashboard:
                     name=os.path.basename(path),
                     max_snapshots=config.max_snapshots,
                     max_events=config.max_events,
+                    max_bytes=config.max_bytes,
                     closed_ttl_ms=config.closed_ttl_ms,
                 )
             )

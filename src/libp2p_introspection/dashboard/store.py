@@ -9,15 +9,20 @@ kept the same way. Bounds:
   are kept in arrival order, which is not ``ts`` order, so an old event
   behind newer ones goes when it reaches the front); ``None``: no time
   bound (a recording is kept whole, within the count bounds);
-- ``max_snapshots`` and ``max_events``: counts, oldest first.
+- ``max_snapshots`` and ``max_events``: counts, oldest first;
+- ``max_bytes``: the total size of the stored snapshots' JSON text, oldest
+  first (a node with thousands of connections makes snapshots of megabytes).
 
-Snapshots are stored converted (see :mod:`.convert`), with their JSON text
-and their chart summary, computed once.
+Snapshots are stored as their JSON text (see :mod:`.convert`) and their chart
+summary, computed once; the parsed form is not kept. Each connection's
+traffic over the stored snapshots is kept on the side, small, so that a
+per-connection chart does not reparse every snapshot.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,17 +36,26 @@ DEFAULT_RETENTION_MS = 120_000
 DEFAULT_MAX_SNAPSHOTS = 7_200
 #: Default bound on stored events.
 DEFAULT_MAX_EVENTS = 50_000
+#: Default bound on the stored snapshots' JSON text, bytes (characters).
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+#: Fields of one point of a connection's series.
+_SERIES_FIELDS = ("bwIn", "bwOut", "in", "out", "status")
 
 
 @dataclass(frozen=True, slots=True)
 class StoredSnapshot:
-    """One snapshot: its ``instant_ts``, converted form, JSON text and chart summary."""
+    """One snapshot: its ``instant_ts``, JSON text and chart summary (and its text)."""
 
     ts: int
-    data: JSON
     text: str
     summary: JSON
     summary_text: str
+
+    @property
+    def data(self) -> JSON:
+        """The converted snapshot, parsed again from its text (a new dict each time)."""
+        parsed: JSON = json.loads(self.text)
+        return parsed
 
 
 @dataclass
@@ -55,6 +69,7 @@ class Store:
     retention_ms: int | None = DEFAULT_RETENTION_MS
     max_snapshots: int = DEFAULT_MAX_SNAPSHOTS
     max_events: int = DEFAULT_MAX_EVENTS
+    max_bytes: int = DEFAULT_MAX_BYTES
     runtime: JSON | None = None
     #: Event types by name, as declared by the runtime and by first events.
     event_types: dict[str, JSON] = field(default_factory=dict)
@@ -63,6 +78,9 @@ class Store:
     _events: deque[JSON] = field(default_factory=deque)
     _event_counts: Counter[str] = field(default_factory=Counter)
     _next_seq: int = 1
+    _bytes: int = 0
+    #: Per connection id: its points ``{"ts", "bwIn", "bwOut", "in", "out", "status"}``.
+    _conn_series: dict[str, deque[JSON]] = field(default_factory=dict)
     #: Events dropped by the bounds so far (for the status line).
     events_dropped: int = 0
 
@@ -82,15 +100,30 @@ class Store:
         §4.1, but harmless). Prunes afterwards.
         """
         summary = summarize(data)
-        stored = StoredSnapshot(data["ts"], data, dumps(data), summary, dumps(summary))
+        stored = StoredSnapshot(data["ts"], dumps(data), summary, dumps(summary))
         index = bisect.bisect_left(self._ts, stored.ts)
         if index < len(self._ts) and self._ts[index] == stored.ts:
+            self._bytes -= len(self._snapshots[index].text)
             self._snapshots[index] = stored
         else:
             self._ts.insert(index, stored.ts)
             self._snapshots.insert(index, stored)
+        self._bytes += len(stored.text)
+        self._add_series_points(stored.ts, data)
         self.prune()
         return stored
+
+    def _add_series_points(self, ts: int, data: JSON) -> None:
+        for conn in data["conns"]:
+            point = {key: conn[key] for key in _SERIES_FIELDS}
+            point["ts"] = ts
+            series = self._conn_series.setdefault(conn["id"], deque())
+            if series and series[-1]["ts"] >= ts:  # a replaced or late snapshot (rare)
+                kept = [p for p in series if p["ts"] != ts] + [point]
+                series.clear()
+                series.extend(sorted(kept, key=lambda p: p["ts"]))
+            else:
+                series.append(point)
 
     def add_event(self, event: JSON, type_info: JSON | None = None) -> JSON:
         """Store an event (shape of :func:`.convert.event_to_json`); numbers it; returns it.
@@ -115,9 +148,22 @@ class Store:
             # Keep at least the newest snapshot, whatever the window.
             cut = min(bisect.bisect_left(self._ts, horizon), len(self._ts) - 1)
             excess = max(excess, cut)
+        excess = max(excess, 0)
+        remaining = self._bytes - sum(len(s.text) for s in self._snapshots[:excess])
+        while excess < len(self._ts) - 1 and remaining > self.max_bytes:
+            remaining -= len(self._snapshots[excess].text)
+            excess += 1
         if excess > 0:
+            self._bytes = remaining
             del self._ts[:excess]
             del self._snapshots[:excess]
+            oldest = self._ts[0]
+            for conn_id in list(self._conn_series):
+                series = self._conn_series[conn_id]
+                while series and series[0]["ts"] < oldest:
+                    series.popleft()
+                if not series:
+                    del self._conn_series[conn_id]
         self.prune_events()
 
     def prune_events(self) -> None:
@@ -139,11 +185,22 @@ class Store:
         self.event_types.clear()
         self._ts.clear()
         self._snapshots.clear()
+        self._bytes = 0
+        self._conn_series.clear()
         self._events.clear()
         self._event_counts.clear()
         self.events_dropped = 0
 
     # ----------------------------------------------------------------- reading
+
+    def bounds(self) -> dict[str, Any]:
+        """This store's bounds, as keyword arguments for a new :class:`Store`."""
+        return {
+            "retention_ms": self.retention_ms,
+            "max_snapshots": self.max_snapshots,
+            "max_events": self.max_events,
+            "max_bytes": self.max_bytes,
+        }
 
     @property
     def horizon(self) -> int | None:
@@ -193,16 +250,7 @@ class Store:
         ``[{"ts", "bwIn", "bwOut", "in", "out", "status"}]``, only for the
         snapshots that hold the connection.
         """
-        points = []
-        for snapshot in self._snapshots:
-            for conn in snapshot.data["conns"]:
-                if conn["id"] == conn_id:
-                    points.append(
-                        {key: conn[key] for key in ("bwIn", "bwOut", "in", "out", "status")}
-                    )
-                    points[-1]["ts"] = snapshot.ts
-                    break
-        return points
+        return list(self._conn_series.get(conn_id, ()))
 
     def events(
         self,
@@ -240,6 +288,7 @@ class Store:
             "snapshots": len(self._ts),
             "events": len(self._events),
             "eventsDropped": self.events_dropped,
+            "bytes": self._bytes,
             "oldest": self.oldest_ts,
             "latest": self._ts[-1] if self._ts else None,
             "retentionMs": self.retention_ms,

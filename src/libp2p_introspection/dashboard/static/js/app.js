@@ -32,6 +32,7 @@ const S = {
   connSeries: [],
   tab: "connections",
   linkUp: false,
+  hellos: 0, // hello messages received (each replaces the whole picture)
 };
 
 // ------------------------------------------------------------------ messages
@@ -49,6 +50,7 @@ function onMessage(m) {
 }
 
 function onHello(m) {
+  S.hellos += 1;
   const samePeer = S.runtime && m.runtime && S.runtime.peerId === m.runtime.peerId;
   S.status = m.status;
   S.runtime = m.runtime;
@@ -300,10 +302,11 @@ function renderConnections() {
   ensureConnectionTables();
   const v = S.view;
   if (!v) return;
+  const key = [v, S.selectedConn];
+  if (connT.lastKey && connT.lastKey[0] === key[0] && connT.lastKey[1] === key[1]) return;
+  connT.lastKey = key;
   connT.selected = S.selectedConn;
-  connT.set(connectionRows(v)).then(() => {
-    $("conn-count").textContent = `${connT.table.getDataCount("active")} of ${v.conns.length} connections`;
-  });
+  connT.set(connectionRows(v)).then(updateConnCount);
   const detail = $("conn-detail");
   detail.hidden = !S.selectedConn;
   if (S.selectedConn) {
@@ -311,6 +314,11 @@ function renderConnections() {
     $("detail-peer").textContent = c ? `${c.peer} (${c.status})` : "a connection not in this snapshot";
     connStreamsT.set(c ? streamRows(v, [c]) : []);
   }
+}
+
+function updateConnCount() {
+  const v = S.view;
+  if (connT && v) $("conn-count").textContent = `${connT.table.getDataCount("active")} of ${v.conns.length} connections`;
 }
 
 function selectConnection(id) {
@@ -336,14 +344,31 @@ function renderStreams() {
     });
   }
   const v = S.view;
-  if (!v) return;
+  if (!v || streamsT.lastView === v) return;
+  streamsT.lastView = v;
   const rows = streamRows(v, v.conns);
-  streamsT.set(rows).then(() => {
-    $("stream-count").textContent = `${streamsT.table.getDataCount("active")} of ${rows.length} streams`;
-  });
+  streamsT.total = rows.length;
+  streamsT.set(rows).then(updateStreamCount);
+}
+
+function updateStreamCount() {
+  if (streamsT) $("stream-count").textContent = `${streamsT.table.getDataCount("active")} of ${streamsT.total || 0} streams`;
 }
 
 // --- traffic
+
+// Views redraw only when what they show changed (events arrive far more often than snapshots).
+const lastKeys = new Map();
+function changed(view, key) {
+  if (lastKeys.get(view) === key) return false;
+  lastKeys.set(view, key);
+  return true;
+}
+function chartKey() {
+  const last = S.connSeries[S.connSeries.length - 1];
+  return [S.hellos, S.view?.ts, S.timeline.length, S.timeline[S.timeline.length - 1], S.viewTs,
+    S.trafficConn, S.connSeries.length, last?.ts].join("|");
+}
 
 let nodeChart = null;
 let connChart = null;
@@ -359,6 +384,7 @@ function renderTraffic() {
   }
   nodeChart.resize();
   connChart.resize();
+  if (!changed("traffic", chartKey())) return;
   const pts = visibleSeries();
   nodeChart.set(pts.map((p) => p.ts / 1000), pts.map((p) => p.bwIn), pts.map((p) => p.bwOut));
   const limit = isLive() ? Infinity : S.viewTs;
@@ -396,6 +422,7 @@ function renderDht() {
     ], (x) => String(Math.round(x)));
   }
   dhtChart.resize();
+  if (!changed("dht", chartKey())) return;
   const v = S.view;
   const dht = v?.dht;
   if (!dht) {
@@ -423,6 +450,10 @@ function renderDht() {
 // --- events
 
 let eventsT = null;
+const EVENTS_EVERY_MS = 400;
+let eventsSetAt = 0;
+let eventsTimer = null;
+let eventsFilterKey = "";
 function eventFilter(d) {
   if (S.typeFilter.size && !S.typeFilter.has(d.type)) return false;
   const moment = isLive() ? null : S.viewTs;
@@ -441,10 +472,21 @@ function renderEvents() {
     eventsT.setFilter(eventFilter);
   }
   renderChips();
+  const windowMs = $("filter-event-time").value;
+  const filterKey = `${S.viewTs}|${[...S.typeFilter].join(",")}|${windowMs}|${windowMs ? S.latest?.ts : ""}`;
   if (S.eventsShown !== S.eventsVersion) {
+    // Busy nodes send many events: give the table new rows at most every EVENTS_EVERY_MS.
+    const wait = EVENTS_EVERY_MS - (performance.now() - eventsSetAt);
+    if (wait > 0) {
+      if (!eventsTimer) eventsTimer = setTimeout(() => { eventsTimer = null; schedule(); }, wait);
+      return;
+    }
+    eventsSetAt = performance.now();
     S.eventsShown = S.eventsVersion;
+    eventsFilterKey = filterKey;
     eventsT.set(S.events.slice()).then(updateEventCount);
-  } else {
+  } else if (filterKey !== eventsFilterKey) {
+    eventsFilterKey = filterKey;
     eventsT.ready.then(() => { eventsT.table.refreshFilter(); updateEventCount(); });
   }
 }
@@ -556,10 +598,10 @@ function setupControls() {
     loadConnSeries(S.trafficConn);
   });
   for (const id of ["filter-status", "filter-peer", "filter-proto"]) {
-    $(id).addEventListener("input", () => connT && connT.ready.then(() => { connT.table.refreshFilter(); schedule(); }));
+    $(id).addEventListener("input", () => connT && connT.ready.then(() => { connT.table.refreshFilter(); updateConnCount(); }));
   }
   for (const id of ["filter-stream-proto", "filter-stream-status"]) {
-    $(id).addEventListener("input", () => streamsT && streamsT.ready.then(() => { streamsT.table.refreshFilter(); schedule(); }));
+    $(id).addEventListener("input", () => streamsT && streamsT.ready.then(() => { streamsT.table.refreshFilter(); updateStreamCount(); }));
   }
   $("filter-event-time").addEventListener("input", () => schedule());
   window.addEventListener("resize", () => schedule());
