@@ -74,7 +74,7 @@ async def test_observed_hook_runs_before_any_connection_and_all_nodes_connect() 
         seen.append((node.name, len(connected(node)), len(node.host.get_addrs())))
         await trio.sleep(0)
 
-    async with running(replace(QUIET, on_observed_ready=hook)) as net:
+    async with running(replace(QUIET, on_observed_ready=hook, mplex_node=True)) as net:
         assert seen == [("observed", 0, 1)]
         assert len(net.nodes) == 4
         assert all(n.online for n in net.nodes)

@@ -179,3 +179,32 @@ async def test_real_node_two_clients_pull_and_push_state():
                 nursery.start_soon(push)
             for series in (pulled, pushed):
                 assert series == sorted(set(series))
+
+
+async def test_node_stopping_closes_sessions_with_a_reason_and_loses_nothing(tmp_path):
+    from libp2p_introspection.client.recorder import Outcome, Recorder
+    from libp2p_introspection.protocol.recording import RecordingReader
+
+    path = tmp_path / "until-stop.mock"
+    with trio.fail_after(60):
+        async with trio.open_nursery() as outer:
+            recorder: Recorder | None = None
+            async with AsyncExitStack() as stack:  # the node and its introspection
+                pair = await _pair(stack)
+                server = await stack.enter_async_context(
+                    attach_introspection(pair.a, port=0, interval_ms=50)
+                )
+                await pair.dial()
+                recorder = Recorder(server.url, path, mode="pull", events=True)
+                outer.start_soon(recorder.run)
+                while recorder.stats.snapshots < 5:
+                    await trio.sleep(0.02)
+            # The node stopped (its host.run() and attach block ended).
+    assert recorder is not None
+    result = recorder.result()
+    assert result.outcome is Outcome.SERVER_CLOSED
+    assert "1001" in result.detail and "stopping" in result.detail
+    with RecordingReader(path) as reader:
+        records = sum(1 for _ in reader)
+        assert reader.checksum_failures == 0 and not reader.truncated
+    assert records == recorder.stats.records >= 6
