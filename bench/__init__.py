@@ -1,0 +1,1 @@
+"""Benchmarks of libp2p-introspection: ``python -m bench`` (see bench/README.md)."""

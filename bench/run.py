@@ -1,0 +1,94 @@
+"""Run the benchmark suite and print the results table.
+
+Usage (from the repository root)::
+
+    python -m bench                 # everything (about 6 minutes here)
+    python -m bench --quick         # fewer repeats, smaller transfers (under 2 minutes)
+    python -m bench --only snapshot --only pull
+    python -m bench --json results.json
+
+Each benchmark is a module of this package with ``run(quick) -> list[Result]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from dataclasses import asdict
+
+from bench.common import Result, fmt, machine
+
+#: Benchmark modules, in the order of the issue.
+BENCHMARKS = ("snapshot", "events", "node", "pull", "recording", "memory")
+
+
+def table(results: list[Result]) -> str:
+    header = ("benchmark", "median", "baseline", "ratio", "target", "result")
+    rows = [header]
+    for r in results:
+        verdict = "" if r.ok is None else ("PASS" if r.ok else "FAIL")
+        rows.append(
+            (
+                r.name,
+                fmt(r.value, r.unit),
+                fmt(r.baseline, r.unit) if r.baseline is not None else "",
+                f"{r.ratio:.2f}" if r.ratio is not None else "",
+                r.target,
+                verdict,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    notes = [f"- {r.name.strip()}: {r.note}" for r in results if r.note]
+    return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHMARKS,
+        help="run only this benchmark (repeatable)",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write every sample as JSON")
+    args = parser.parse_args(argv)
+    names = args.only or list(BENCHMARKS)
+    info = machine()
+    print(
+        f"machine: {info['cpu']}, {info['nproc']} cores; {info['python']}; {info['os']}; "
+        f"{info['date']}; mode: {'quick' if args.quick else 'full'}",
+        flush=True,
+    )
+    results: list[Result] = []
+    began = time.monotonic()
+    for name in names:
+        module = importlib.import_module(f"bench.{name}")
+        t0 = time.monotonic()
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows = module.run(args.quick)
+        print(f"  {name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+        results += rows
+    print()
+    print(table(results))
+    failed = [r.name.strip() for r in results if r.ok is False]
+    print(
+        f"\n{sum(r.ok is True for r in results)} targets met, {len(failed)} not met"
+        f"{': ' + ', '.join(failed) if failed else ''}; total {time.monotonic() - began:.0f} s"
+    )
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"machine": info, "results": [asdict(r) for r in results]}, out, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
