@@ -20,6 +20,8 @@ from libp2p_introspection.protocol.framing import (
     decode_frame,
     encode_frame,
     encode_server_message,
+    encode_state_frame,
+    encode_varint,
     fnv1a32,
     fnv1a32_reference,
     parse_server_message,
@@ -104,3 +106,23 @@ def test_errors_are_distinct_and_share_a_base():
 def test_random_bytes_give_only_frame_errors(data):
     with contextlib.suppress(FrameError):
         decode_frame(data)
+
+
+@given(st.integers(min_value=0, max_value=2**64 - 1))
+def test_varint_matches_protobuf(value):
+    encoded = pb.Configuration(retention_period_ms=value).SerializeToString()
+    assert encode_varint(value) == (encoded[1:] if value else b"\x00")
+
+
+@pytest.mark.parametrize("connections", [0, 1, 3, 400])
+def test_state_frame_is_byte_identical_to_the_server_message_frame(connections):
+    # Sizes either side of each varint length boundary (1, 2 and 3 length bytes).
+    state = pb.State(instant_ts=1_700_000_001_000, start_ts=1_700_000_000_000)
+    state.subsystems.SetInParent()
+    for i in range(connections):
+        conn = state.subsystems.connections.add(id=i.to_bytes(8, "big"), peer_id=f"peer-{i}")
+        conn.streams.SetInParent()
+    message = pb.ServerMessage()
+    message.state.CopyFrom(state)
+    assert encode_state_frame(state.SerializeToString()) == encode_server_message(message)
+    assert encode_state_frame(b"") == encode_server_message(pb.ServerMessage(state=pb.State()))

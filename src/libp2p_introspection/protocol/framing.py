@@ -88,6 +88,35 @@ def encode_frame(message: bytes) -> bytes:
     return _HEADER.pack(PROTOCOL_VERSION, fnv1a32(message), len(message)) + message
 
 
+def encode_varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative ``value``."""
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+#: ``ServerMessage.version`` (field 1) = ``Version{version: 1}``, serialized.
+_VERSION_FIELD = b"\x0a\x02\x08" + bytes((PROTOCOL_VERSION,))
+#: Tag of ``ServerMessage.state`` (field 2, length-delimited).
+_STATE_TAG = b"\x12"
+
+
+def encode_state_frame(state: bytes) -> bytes:
+    """Frame ``ServerMessage{version: 1, state: S}`` from the serialized ``State`` ``S``.
+
+    Byte for byte what :func:`encode_server_message` makes of that message
+    (fields in number order: the version, then the state), without building
+    the ``ServerMessage`` or copying the ``State`` into it.
+    """
+    message = b"".join((_VERSION_FIELD, _STATE_TAG, encode_varint(len(state)), state))
+    return encode_frame(message)
+
+
 def encode_server_message(message: pb.ServerMessage) -> bytes:
     """Serialize ``message`` (setting ``version`` to 1, as clients expect) and frame it."""
     message.version.version = PROTOCOL_VERSION

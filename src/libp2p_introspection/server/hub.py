@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 import trio
 
 from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.framing import encode_server_message
+from libp2p_introspection.protocol.framing import encode_server_message, encode_state_frame
 from libp2p_introspection.protocol.session import (
     EventItem,
     Session,
@@ -99,9 +99,11 @@ class Hub:
 
     def publish_state(self, state: pb.State) -> Snapshot:
         """Make ``state`` the next snapshot of the sequence and offer it to every session."""
-        message = pb.ServerMessage()
-        message.state.CopyFrom(state)
-        return self.publish_snapshot_frame(encode_server_message(message))
+        return self.publish_encoded_state(state.SerializeToString())
+
+    def publish_encoded_state(self, state: bytes) -> Snapshot:
+        """Make the serialized ``State`` ``state`` the next snapshot (framed here, once)."""
+        return self.publish_snapshot_frame(encode_state_frame(state))
 
     def publish_snapshot_frame(self, frame: bytes) -> Snapshot:
         """Publish an already framed ``ServerMessage{state}`` (replay sends file bytes as is)."""
