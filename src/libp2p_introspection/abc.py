@@ -58,6 +58,17 @@ class IntrospectionSource(ABC):
         instantaneous values (``inst_bw``, bytes per second) cover that window.
         """
 
+    def encoded_state(self) -> bytes:
+        """One snapshot, serialized: the bytes of the ``State`` that :meth:`state` returns.
+
+        The server calls this, not :meth:`state`, once per tick. The default
+        serializes :meth:`state`; a source that keeps its messages between
+        snapshots overrides it to assemble the bytes without building (and
+        copying into) a fresh ``State``. Both must describe the same snapshot
+        and advance the source alike.
+        """
+        return self.state().SerializeToString()
+
     #: True when the source releases snapshots on its own clock (a replay): the
     #: server then takes none itself, and :meth:`run` must publish the first
     #: snapshot before it reports started.

@@ -17,6 +17,7 @@ from libp2p_introspection.protocol.framing import (
     FrameVersionError,
     ShortFrameError,
     TrailingBytesError,
+    assemble_state,
     decode_frame,
     encode_frame,
     encode_server_message,
@@ -126,3 +127,32 @@ def test_state_frame_is_byte_identical_to_the_server_message_frame(connections):
     message.state.CopyFrom(state)
     assert encode_state_frame(state.SerializeToString()) == encode_server_message(message)
     assert encode_state_frame(b"") == encode_server_message(pb.ServerMessage(state=pb.State()))
+
+
+@pytest.mark.parametrize("with_dht", [False, True])
+@pytest.mark.parametrize("connections", [0, 1, 150])
+def test_assembled_state_is_byte_identical_to_the_whole_message(connections, with_dht):
+    state = pb.State(instant_ts=1_700_000_001_000, start_ts=1_700_000_000_000)
+    state.snapshot_duration_ms = 1_000
+    state.subsystems.SetInParent()
+    state.traffic.traffic_in.cum_bytes = 12345
+    state.traffic.traffic_out.SetInParent()
+    for i in range(connections):
+        conn = state.subsystems.connections.add(id=i.to_bytes(8, "big"), peer_id="p" * (i % 200))
+        conn.streams.stream_ids.append(b"s")
+        conn.streams.streams.add(id=b"s", protocol="/x/1.0.0")
+    if with_dht:
+        state.subsystems.dht.protocol = "/ipfs/kad/1.0.0"
+        state.subsystems.dht.buckets.add(cpl=1).peers.add(peer_id="q")
+    head = pb.State()
+    head.CopyFrom(state)
+    head.ClearField("subsystems")
+    rest = pb.Subsystems()
+    rest.CopyFrom(state.subsystems)
+    del rest.connections[:]
+    assembled = assemble_state(
+        head.SerializeToString(),
+        [c.SerializeToString() for c in state.subsystems.connections],
+        rest.SerializeToString(),
+    )
+    assert assembled == state.SerializeToString()

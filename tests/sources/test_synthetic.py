@@ -188,6 +188,34 @@ def test_same_seed_and_clock_give_identical_bytes_and_events() -> None:
     assert other.state().SerializeToString() != a.state().SerializeToString()
 
 
+@pytest.mark.parametrize("dht_peers", [0, 40])
+def test_encoded_state_is_the_whole_state_serialized(dht_peers: int) -> None:
+    # The server's path (encoded_state) assembles the bytes from per-connection
+    # messages; they must be exactly the serialization of the whole State.
+    a = Harness(connections=30, streams=5, churn=0.1, seed=5, dht_peers=dht_peers)
+    b = Harness(connections=30, streams=5, churn=0.1, seed=5, dht_peers=dht_peers)
+    for step in (1_000, 0, 1_000, 2_500):
+        a.clock.advance(step)
+        encoded = a.source.encoded_state()
+        parsed = pb.State.FromString(encoded)
+        whole = pb.State(
+            instant_ts=parsed.instant_ts,
+            start_ts=parsed.start_ts,
+            snapshot_duration_ms=parsed.snapshot_duration_ms,
+        )
+        whole.subsystems.SetInParent()
+        whole.subsystems.connections.extend(c.msg for c in a.source._conns.values())
+        if dht_peers:
+            whole.subsystems.dht.CopyFrom(parsed.subsystems.dht)
+        else:
+            assert not parsed.subsystems.HasField("dht")
+        whole.traffic.CopyFrom(parsed.traffic)
+        assert whole.SerializeToString() == encoded
+        assert parsed.SerializeToString() == encoded
+        assert b.state(step).SerializeToString() == encoded  # state() is the same snapshot
+    assert [e.SerializeToString() for e in a.events] == [e.SerializeToString() for e in b.events]
+
+
 async def test_run_events_are_deterministic(autojump_clock: trio.abc.Clock) -> None:
     a = Harness(seed=3, events_per_second=50)
     b = Harness(seed=3, events_per_second=50)

@@ -15,6 +15,7 @@ errors out.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fnv_hash_fast import fnv1a_32 as _fnv1a_32
@@ -115,6 +116,34 @@ def encode_state_frame(state: bytes) -> bytes:
     """
     message = b"".join((_VERSION_FIELD, _STATE_TAG, encode_varint(len(state)), state))
     return encode_frame(message)
+
+
+#: Tags of ``State.subsystems`` and ``Subsystems.connections`` (field 1, length-delimited).
+_SUBSYSTEMS_TAG = _CONNECTION_TAG = b"\x0a"
+
+
+def assemble_state(
+    head: bytes, connections: Iterable[bytes], subsystems_rest: bytes = b""
+) -> bytes:
+    """A serialized ``State`` from pieces serialized separately.
+
+    ``head`` is a serialized ``State`` without ``subsystems`` (fields 2 to 5),
+    ``connections`` each ``Connection`` serialized on its own, in order, and
+    ``subsystems_rest`` a serialized ``Subsystems`` without connections (its
+    ``dht``, if any). The result is byte for byte the serialization of the
+    whole message (fields in number order), with ``subsystems`` present, so a
+    source can keep per-connection messages (or their bytes) and never build
+    or copy one big ``State``.
+    """
+    parts: list[bytes] = []
+    append = parts.append
+    for data in connections:
+        append(_CONNECTION_TAG)
+        append(encode_varint(len(data)))
+        append(data)
+    append(subsystems_rest)
+    subsystems = b"".join(parts)
+    return b"".join((_SUBSYSTEMS_TAG, encode_varint(len(subsystems)), subsystems, head))
 
 
 def encode_server_message(message: pb.ServerMessage) -> bytes:

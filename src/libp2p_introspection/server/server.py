@@ -184,7 +184,7 @@ class IntrospectionServer:
 
     def _take_snapshot(self) -> None:
         try:
-            state = self.source.state()
+            state = self.source.encoded_state()
         except Exception:
             # A source fault must not stop the clock or the server: keep the
             # previous snapshot as the latest and try again next tick.
@@ -193,7 +193,7 @@ class IntrospectionServer:
             if self.hub.latest is None:
                 self.hub.publish_state(pb.State())
             return
-        self.hub.publish_state(state)
+        self.hub.publish_encoded_state(state)
 
     async def _snapshot_clock(self) -> None:
         interval = self.config.interval_ms / 1000

@@ -83,7 +83,9 @@ byte-identical on one machine.)
 
 Performance: every connection and stream keeps its ``pb.Connection`` /
 ``pb.Stream`` message for its whole life; a snapshot only updates the
-counters in place and copies the connection messages into the ``State``.
+counters in place and serializes the connection messages one by one into
+the ``State``'s bytes (:meth:`SyntheticSource.encoded_state`, the server's
+path), never copying them.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ from libp2p_introspection.introspector.dht import QueryCounts
 from libp2p_introspection.introspector.events import EventSpec, build_event
 from libp2p_introspection.introspector.host import libp2p_version, platform_description
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.framing import assemble_state
 
 logger = logging.getLogger(__name__)
 
@@ -916,6 +919,16 @@ class SyntheticSource(IntrospectionSource):
         ``inst_bw`` (bytes per second). Emits the connection and stream events
         of the changes it makes (see the module docstring).
         """
+        return pb.State.FromString(self.encoded_state())
+
+    def encoded_state(self) -> bytes:
+        """:meth:`state`, serialized: the server's path.
+
+        Each connection keeps its ``pb.Connection`` for its whole life; they
+        are serialized one by one and assembled (:func:`assemble_state`)
+        rather than copied into a fresh ``State``, which costs several times
+        the serialization itself.
+        """
         now = max(0, self._clock_ms())
         start = self._last_instant
         window_ms = max(0, now - start)
@@ -929,10 +942,9 @@ class SyntheticSource(IntrospectionSource):
         state = pb.State(
             instant_ts=now, start_ts=start, snapshot_duration_ms=min(window_ms, _UINT32_MAX)
         )
-        state.subsystems.SetInParent()
-        state.subsystems.connections.extend(conn.msg for conn in self._conns.values())
+        subsystems = pb.Subsystems()
         if self._dht_peers:
-            self._fill_dht(state.subsystems.dht, now)
+            self._fill_dht(subsystems.dht, now)
         traffic_in = state.traffic.traffic_in
         traffic_in.cum_bytes = self._node_in_bytes
         traffic_in.cum_packets = self._node_in_packets
@@ -947,7 +959,11 @@ class SyntheticSource(IntrospectionSource):
         traffic_in.SetInParent()
         traffic_out.SetInParent()
         self._last_instant = now
-        return state
+        return assemble_state(
+            state.SerializeToString(),
+            [conn.msg.SerializeToString() for conn in self._conns.values()],
+            subsystems.SerializeToString(),
+        )
 
     async def run(
         self, outlet: SourceOutlet, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
