@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from cli_process import running
-from test_browser import read_lines_until
+from dashboard_process import read_lines_until
 
 SAMPLE_PEER = "8de3166db28fddb199f05be0acea65772e7a1b289086902160d1060e83dac2fd"
 

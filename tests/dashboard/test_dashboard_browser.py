@@ -13,9 +13,7 @@ where they fail (``.ci/run`` installs Debian's chromium).
 from __future__ import annotations
 
 import os
-import queue
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import pytest
 from cli_process import running
+from dashboard_process import read_lines_until
 
 CHROMIUM = Path(os.environ.get("LIBP2P_INTROSPECTION_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -59,27 +58,6 @@ def browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
-
-
-def read_lines_until(process: Any, last: Any, timeout: float) -> list[str]:
-    """Stdout lines up to the first one for which ``last(line)`` holds.
-
-    A thread reads (the first line's read may have buffered the rest, which a
-    select on the pipe would not see); it ends at EOF, when the process exits.
-    """
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(
-        target=lambda: [lines.put(line.strip()) for line in process.stdout], daemon=True
-    ).start()
-    got: list[str] = []
-    deadline = time.monotonic() + timeout
-    while not got or not last(got[-1]):
-        remaining = deadline - time.monotonic()
-        try:
-            got.append(lines.get(timeout=max(remaining, 0.01)))
-        except queue.Empty:
-            raise AssertionError(f"no matching line within {timeout}s; got {got}") from None
-    return got
 
 
 @pytest.fixture(scope="module")
