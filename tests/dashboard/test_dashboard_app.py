@@ -19,6 +19,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 from libp2p_introspection.dashboard import Dashboard, DashboardConfig
 from libp2p_introspection.dashboard.app import BadRequest, normalize_url
 from libp2p_introspection.dashboard.browsers import BrowserHub, Mailbox
+from libp2p_introspection.protocol import pb
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.replay import ReplaySource
 
@@ -206,3 +207,54 @@ def test_mailbox_merges_a_slow_browser_into_one_resync():
     trio.run(main)
     assert len(hellos) == 2
     assert isinstance(Mailbox(), Mailbox)
+
+
+def _big_state(connections: int) -> pb.State:
+    state = pb.State(instant_ts=1_700_000_000_000)
+    for i in range(connections):
+        conn = state.subsystems.connections.add(id=i.to_bytes(8, "big"), peer_id=f"12D3KooW{i:0>44}")
+        conn.endpoints.src_multiaddr = f"/ip4/127.0.0.1/tcp/{i}/p2p/12D3KooW{i:0>44}"
+        conn.endpoints.dst_multiaddr = "/ip4/127.0.0.1/tcp/4001"
+        for j in range(3):
+            conn.streams.streams.add(id=bytes([j]), protocol=f"/some/long/protocol/name/{j}/1.0.0")
+    return state
+
+
+UPGRADE = (b"GET /feed HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+           b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")  # fmt: skip
+
+
+async def test_a_page_that_stops_reading_is_dropped_and_never_holds_up_stopping():
+    # A hello of several MB: more than the socket buffers hold, so writing it blocks.
+    config = DashboardConfig(url="ws://127.0.0.1:9/introspect", port=0, send_timeout_s=1.0)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dashboard = await nursery.start(Dashboard(config).run)
+            dashboard.model.feed_state(_big_state(8_000))
+            assert len(dashboard.model.store.latest.text) > 4_000_000
+            stuck = await trio.open_tcp_stream("127.0.0.1", dashboard.port)
+            await stuck.send_all(UPGRADE)
+            await trio.sleep(0.3)
+            assert (await http(dashboard.url + "api/status"))[0] == 200  # others are served
+            # The server gives up on the stuck page after send_timeout_s: once read, its data ends.
+            await trio.sleep(2.5)
+            received = 0
+            with trio.fail_after(10):
+                while True:
+                    try:
+                        data = await stuck.receive_some(1 << 20)
+                    except trio.BrokenResourceError:
+                        break
+                    if not data:
+                        break
+                    received += len(data)
+            assert received < len(dashboard.model.store.latest.text)  # the hello never all went
+            # A second stuck page, then stop: stopping does not wait on it.
+            other = await trio.open_tcp_stream("127.0.0.1", dashboard.port)
+            await other.send_all(UPGRADE)
+            await trio.sleep(0.3)
+            started = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - started < 2.0
+        await stuck.aclose()
+        await other.aclose()

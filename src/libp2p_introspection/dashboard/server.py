@@ -1,14 +1,13 @@
-"""Run the dashboard: the live feed plus the web page, on trio (hypercorn's trio worker)."""
+"""Run the dashboard: the live feed plus the web page, on trio (hypercorn's protocol code)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.dashboard.app import create_app
@@ -17,6 +16,7 @@ from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS
 from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.recording import DEFAULT_MAX_UPLOAD_BYTES, load_recording
+from libp2p_introspection.dashboard.serving import DEFAULT_SEND_TIMEOUT_S, serve_asgi
 from libp2p_introspection.dashboard.store import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_EVENTS,
@@ -46,7 +46,8 @@ class DashboardConfig:
     ``token``: the introspection server's shared token, if it requires one.
     ``closed_ttl_ms``: how long a connection that vanished from the server's
     snapshots is still shown as closed, ms. ``max_pending``: messages queued
-    for one browser before it is resynced instead.
+    for one browser before it is resynced instead. ``send_timeout_s``: a
+    browser that accepts no bytes for this long is disconnected, seconds.
     """
 
     host: str = defaults.DEFAULT_HOST
@@ -62,6 +63,7 @@ class DashboardConfig:
     token: str | None = None
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS
     max_pending: int = DEFAULT_MAX_PENDING
+    send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
 
 
 class Dashboard:
@@ -124,18 +126,17 @@ class Dashboard:
                 )
             )
             self.model.show_recording(store, info)
-        hyper = HypercornConfig()
-        hyper.bind = [f"{config.host}:{config.port}"]
-        hyper.accesslog = None
-        hyper.loglevel = "WARNING"
-        hyper.graceful_timeout = 1.0
-        hyper.websocket_max_message_size = 64 * 1024
         async with trio.open_nursery() as nursery:
             await nursery.start(self.feed.run)
-            binds: list[str] = await nursery.start(
-                lambda task_status: serve(self.app, hyper, task_status=task_status)  # type: ignore[arg-type]
+            self.port = await nursery.start(
+                functools.partial(
+                    serve_asgi,
+                    self.app,
+                    config.host,
+                    config.port,
+                    send_timeout_s=config.send_timeout_s,
+                )
             )
-            self.port = int(binds[0].rsplit(":", 1)[1])
             log.info("dashboard at %s following %s", self.url, config.url)
             task_status.started(self)
             await trio.sleep_forever()

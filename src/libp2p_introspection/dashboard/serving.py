@@ -1,0 +1,133 @@
+"""Serve an ASGI app on trio with hypercorn's HTTP/WebSocket protocol, sends bounded in time.
+
+Why not ``hypercorn.trio.serve``: hypercorn writes to a connection inside a
+shielded cancel scope (``TCPServer.protocol_send``), so a browser that stops
+reading (a suspended tab, a hostile page) blocks that write for ever: no
+timeout or cancellation reaches it, and Ctrl-C then waits on it for ever.
+This module runs hypercorn's own per-connection ``TCPServer`` on listeners we
+open, over a stream wrapper whose ``send_all`` has its own deadline and can be
+cancelled at shutdown (an inner cancel scope still fires inside an outer
+shield). A peer that accepts nothing for ``send_timeout_s`` is disconnected.
+
+Depends on hypercorn's ``TCPServer``/``WorkerContext`` (pinned ``<0.19``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.utils import wrap_app
+
+log = logging.getLogger(__name__)
+
+#: A connection that accepts no bytes for this long is closed, seconds.
+DEFAULT_SEND_TIMEOUT_S = 15.0
+#: While stopping, how long a write may still wait (closing handshakes), seconds.
+STOPPING_SEND_TIMEOUT_S = 0.5
+
+
+class PendingSends:
+    """The writes in progress on every connection, so that stopping can abandon them."""
+
+    def __init__(self) -> None:
+        self.scopes: set[trio.CancelScope] = set()
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Abandon every pending write; later ones get :data:`STOPPING_SEND_TIMEOUT_S`."""
+        self.stopping = True
+        for scope in list(self.scopes):
+            scope.cancel()
+
+
+class BoundedSendStream(trio.abc.HalfCloseableStream):
+    """A ``SocketStream`` whose writes give up after ``send_timeout_s`` or at shutdown.
+
+    A write that gives up closes the connection and raises
+    ``trio.BrokenResourceError`` (hypercorn then treats the peer as gone).
+    """
+
+    def __init__(self, stream: trio.SocketStream, send_timeout_s: float,
+                 sends: PendingSends) -> None:  # fmt: skip
+        self._stream = stream
+        self._send_timeout_s = send_timeout_s
+        self._sends = sends
+        #: The socket, which hypercorn reads the addresses from.
+        self.socket = stream.socket
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        timeout = STOPPING_SEND_TIMEOUT_S if self._sends.stopping else self._send_timeout_s
+        with trio.move_on_after(timeout) as scope:
+            self._sends.scopes.add(scope)
+            try:
+                await self._stream.send_all(data)
+                return
+            finally:
+                self._sends.scopes.discard(scope)
+        log.info("closing a dashboard connection that stopped reading")
+        self._stream.socket.close()
+        raise trio.BrokenResourceError("the peer stopped reading")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def hypercorn_config() -> Config:
+    """Hypercorn's settings for the dashboard: quiet logs, small WebSocket messages in."""
+    config = Config()
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.websocket_max_message_size = 64 * 1024
+    return config
+
+
+async def serve_asgi(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
+    config: Config | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``host:port`` until cancelled; ``task_status.started(port)`` once bound.
+
+    Raises ``OSError`` when the port cannot be bound. On cancellation every
+    pending write is abandoned at once, so stopping never waits on a peer.
+    """
+    config = config or hypercorn_config()
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
+    sends = PendingSends()
+    listeners = await trio.open_tcp_listeners(port, host=host)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        bounded = BoundedSendStream(stream, send_timeout_s, sends)
+        await TCPServer(wrapped, config, context, {}, bounded)  # type: ignore[arg-type]
+
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(trio.serve_listeners, handle, listeners)
+                task_status.started(listeners[0].socket.getsockname()[1])
+                await trio.sleep_forever()
+            finally:
+                sends.stop()
+    finally:
+        for listener in listeners:
+            with trio.CancelScope(shield=True):
+                await listener.aclose()
