@@ -14,6 +14,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.recording import RecordingReader
 
 KINDS = ("runtime", "state", "event", "response", "notice")
@@ -42,6 +43,9 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
         "last_streams": None,
     }
     unparsable = 0
+    # Only the last snapshot's connections and streams are reported: count them
+    # once, at the end, rather than walking every snapshot's connections.
+    last_state: pb.State | None = None
     with RecordingReader(path) as reader:
         for record in reader:
             try:
@@ -58,9 +62,7 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
                 if states["first_instant_ts"] is None:
                     states["first_instant_ts"] = state.instant_ts
                 states["last_instant_ts"] = state.instant_ts
-                connections = state.subsystems.connections
-                states["last_connections"] = len(connections)
-                states["last_streams"] = sum(len(c.streams.streams) for c in connections)
+                last_state = state
             elif kind == "event":
                 events[message.event.type.name] += 1
             elif kind == "runtime" and runtime is None:
@@ -72,6 +74,10 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
                     "peer_id": rt.peer_id,
                     "event_types": [t.name for t in rt.event_types],
                 }
+        if last_state is not None:
+            connections = last_state.subsystems.connections
+            states["last_connections"] = len(connections)
+            states["last_streams"] = sum(len(c.streams.streams) for c in connections)
         return {
             "file": str(path),
             "records": reader.records,
