@@ -1,0 +1,153 @@
+"""Event throughput over loopback, to 1 and to 20 subscribed clients.
+
+Subject: the introspection server (synthetic source, 50 x 4, no events of its
+own) with N sessions subscribed to events; the benchmark publishes K events
+through ``Hub.publish_event`` (what a source's event sink does: encode once,
+offer to every session), yielding to the loop every 64 events as a node's
+callbacks would, and measures from the first publish until every client
+(another process) has read all K. The session queue bound is raised above K
+so that nothing is dropped (dropping is tested elsewhere; here we want the
+cost of delivering).
+
+Baseline: a bare trio-websocket server that sends the same number of
+frames of the same size (one encoded event frame) to each of the N clients.
+
+Reported: events per second delivered to every client (K / elapsed);
+ratio = subject / baseline, target >= 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import trio
+from trio_websocket import WebSocketRequest, serve_websocket
+
+from bench.common import LineProcess, Result, median, python_command
+from libp2p_introspection.introspector import events as event_specs
+from libp2p_introspection.introspector.events import build_event
+from libp2p_introspection.server import IntrospectionServer, ServerConfig
+from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
+
+BATCH = 64
+
+
+def _event(i: int):
+    return build_event(
+        event_specs.STREAM_OPENED,
+        1_700_000_000_000 + i,
+        {
+            "peerId": "12D3KooWGzh3Xb1JeKqkzFcKd8y6vsA2tPsn4bRUHw2Z5mz8JvnT",
+            "connId": f"{i:016x}",
+            "streamId": f"{i + 1:016x}",
+            "protocol": "/meshsub/1.1.0",
+            "direction": "outbound",
+            "openTs": 1_700_000_000_000 + i,
+        },
+    )
+
+
+async def _clients(url: str, kind: str, n: int, k: int) -> LineProcess:
+    proc = await LineProcess.start(
+        python_command("bench.clients", "events", url, kind, str(n), str(k))
+    )
+    await proc.expect("ready")
+    return proc
+
+
+async def _subject(n: int, k: int) -> float:
+    source = SyntheticSource(
+        SyntheticOptions(connections=50, streams=4, dht_peers=0, events_per_second=0)
+    )
+    config = ServerConfig(port=0, interval_ms=60_000, queue_bound=k + 64, max_sessions=n + 4)
+    server = IntrospectionServer(source, config)
+    events = [_event(i) for i in range(k)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.run)
+        proc = await _clients(server.url, "intro", n, k)
+        try:
+            began = time.monotonic()
+            for i, event in enumerate(events):
+                server.hub.publish_event(event)
+                if i % BATCH == BATCH - 1:
+                    await trio.sleep(0)
+            done = float(await proc.expect("done", timeout=120))
+        finally:
+            await proc.stop()
+        nursery.cancel_scope.cancel()
+    return k / (done - began)
+
+
+def _frame_size() -> int:
+    source = SyntheticSource(SyntheticOptions(connections=1, streams=1, dht_peers=0))
+    server = IntrospectionServer(source, ServerConfig(port=0))
+    return len(server.hub._encode_event(_event(0)).frame)
+
+
+async def _baseline(n: int, k: int, size: int) -> float:
+    frame = b"\x01" * size
+    go = trio.Event()
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await go.wait()
+        for i in range(k):
+            await ws.send_message(frame)
+            if i % BATCH == BATCH - 1:
+                await trio.sleep(0)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(
+            lambda task_status: serve_websocket(
+                handler, "127.0.0.1", 0, None, handler_nursery=nursery, task_status=task_status
+            )
+        )
+        proc = await _clients(f"ws://127.0.0.1:{listener.port}/", "raw", n, k)
+        try:
+            began = time.monotonic()
+            go.set()
+            done = float(await proc.expect("done", timeout=120))
+        finally:
+            await proc.stop()
+        nursery.cancel_scope.cancel()
+    return k / (done - began)
+
+
+def run(quick: bool) -> list[Result]:
+    repeats = 3 if quick else 7
+    size = _frame_size()
+    results = []
+    for n, k in ((1, 20_000), (20, 4_000)):
+        if quick:
+            k //= 2
+        subject: list[float] = []
+        baseline: list[float] = []
+        for i in range(repeats):
+            order = (_subject, _baseline) if i % 2 else (_baseline, _subject)
+            for fn in order:
+                if fn is _subject:
+                    subject.append(trio.run(_subject, n, k))
+                else:
+                    baseline.append(trio.run(_baseline, n, k, size))
+        value, base = median(subject), median(baseline)
+        ratio = value / base
+        results.append(
+            Result(
+                f"events to {n} client{'s' if n > 1 else ''}",
+                value,
+                "events/s",
+                base,
+                ratio,
+                ">= 0.5x raw sends",
+                ratio >= 0.5,
+                note=f"{k:,} events of {size} B per client; the rate every client got them at",
+                extra={"subject": subject, "baseline": baseline},
+            )
+        )
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps([r.__dict__ for r in run(True)], indent=1, default=str))

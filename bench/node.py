@@ -1,0 +1,140 @@
+"""Node overhead: bulk-transfer throughput between two py-libp2p nodes, with and without
+introspection.
+
+Two real py-libp2p hosts (TCP on loopback, Noise, yamux: py-libp2p's
+defaults) in this process, on one trio loop. The sender opens a stream of the
+benchmark's sink protocol, writes SIZE bytes in 64 KiB writes, half-closes;
+the receiver reads to the end and acknowledges with one byte. Timed: stream
+open to acknowledgement. The connection is set up and warmed (one 1 MiB
+transfer) outside the timing. SIZE is 256 MiB (64 MiB with ``--quick``):
+py-libp2p moves over 100 MB/s here, and a transfer must span several 500 ms
+pulls.
+
+Subject: the sender is introspected (``attach_introspection`` before it
+dials, so its connection is counted from the first handshake byte and its
+streams are counted too), with a 500 ms base interval, one client pulling a
+snapshot every 500 ms and one subscribed to events (another process).
+Baseline: the same transfer without introspection. Runs alternate, each on
+fresh hosts.
+
+Reported: MB/s; ratio = subject / baseline, target >= 0.95.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from bench.common import LineProcess, Result, median, python_command
+from libp2p_introspection.attach import attach_introspection
+
+SINK = TProtocol("/libp2p-introspection/bench/sink/1.0.0")
+CHUNK = 64 * 1024
+LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+
+
+async def _sink(stream) -> None:
+    try:
+        while True:
+            try:
+                data = await stream.read(CHUNK)
+            except StreamEOF:
+                break
+            if not data:
+                break
+        await stream.write(b"k")
+        await stream.close()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await stream.reset()
+
+
+async def _send(host, peer, size: int) -> float:
+    block = b"\x5a" * CHUNK
+    began = time.perf_counter()
+    stream = await host.new_stream(peer, [SINK])
+    sent = 0
+    while sent < size:
+        n = min(CHUNK, size - sent)
+        await stream.write(block if n == CHUNK else block[:n])
+        sent += n
+    await stream.close_write()
+    ack = b""
+    while not ack:
+        try:
+            ack = await stream.read(1)
+        except StreamEOF:
+            break
+    elapsed = time.perf_counter() - began
+    if ack != b"k":
+        raise RuntimeError("the sink did not acknowledge the transfer")
+    await stream.close()
+    return elapsed
+
+
+@contextlib.asynccontextmanager
+async def _hosts() -> AsyncIterator[tuple[object, object]]:
+    sender, receiver = new_host(), new_host()
+    async with sender.run([LOOPBACK]), receiver.run([LOOPBACK]):
+        receiver.set_stream_handler(SINK, _sink)
+        yield sender, receiver
+
+
+async def _transfer(introspect: bool, size: int) -> float:
+    with trio.fail_after(300):
+        async with _hosts() as (sender, receiver), contextlib.AsyncExitStack() as stack:
+            proc = None
+            if introspect:
+                server = await stack.enter_async_context(
+                    attach_introspection(sender, port=0, interval_ms=500)
+                )
+                proc = await LineProcess.start(
+                    python_command("bench.clients", "overhead", server.url)
+                )
+                stack.push_async_callback(proc.stop)
+                await proc.expect("ready")
+            await sender.connect(info_from_p2p_addr(receiver.get_addrs()[0]))
+            peer = receiver.get_id()
+            await _send(sender, peer, 1024 * 1024)  # warm-up
+            elapsed = await _send(sender, peer, size)
+            if proc is not None:
+                await proc.send("")  # still alive: pulls and events went on during the transfer
+                counted = server.source.state().traffic.traffic_out.cum_bytes
+                if counted < size:
+                    raise RuntimeError(f"introspection counted {counted} of {size} bytes sent")
+            return size / elapsed / 1e6
+
+
+def run(quick: bool) -> list[Result]:
+    # Long enough (about 2 s here) for several pulls and snapshots to land in each transfer.
+    size = (64 if quick else 256) * 1024 * 1024
+    repeats = 3 if quick else 7
+    subject: list[float] = []
+    baseline: list[float] = []
+    for i in range(repeats):
+        order = (True, False) if i % 2 else (False, True)
+        for introspect in order:
+            rate = trio.run(_transfer, introspect, size)
+            (subject if introspect else baseline).append(rate)
+    value, base = median(subject), median(baseline)
+    return [
+        Result(
+            "node bulk throughput",
+            value,
+            "MB/s",
+            base,
+            value / base,
+            ">= 0.95x without",
+            value / base >= 0.95,
+            note=f"{size // 2**20} MiB per transfer, {repeats} runs each, interleaved",
+            extra={"subject": subject, "baseline": baseline},
+        )
+    ]

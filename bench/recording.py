@@ -1,0 +1,136 @@
+"""Recording and inspection throughput (MB/s) against plain file I/O of the same size.
+
+The recording: the ``Runtime``, then snapshots of the synthetic node at
+1,000 x 10 (about 1 MB each) with 20 events between consecutive snapshots,
+as ``record`` stores them; about 30 MB (10 MB with ``--quick``).
+
+* ``record``: what the recorder does with every message it received, in its
+  writer thread (``Recorder._write_batch``: one checksummed record per
+  message, each written whole and flushed, counted by kind), into a new file.
+  Baseline: writing the same number of bytes to a new file with plain
+  sequential 1 MiB ``write`` calls.
+* ``inspect``: ``libp2p-introspect inspect``'s summary (``summarize``: read
+  every record, check its checksum, parse it, count it). Baseline: reading the
+  same file with plain sequential 1 MiB ``read`` calls.
+
+Both go through the page cache (the files are fresh and fit in memory), so
+the baselines run at memory speed: the strictest floor there is. Runs
+alternate subject and baseline; target: ratio >= 0.5.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from bench.common import Result, interleaved, median, timed
+from libp2p_introspection.client.inspect_file import summarize
+from libp2p_introspection.client.recorder import Recorder
+from libp2p_introspection.introspector import events as event_specs
+from libp2p_introspection.introspector.events import build_event
+from libp2p_introspection.protocol import pb
+from libp2p_introspection.server import IntrospectionServer, ServerConfig
+from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
+
+CHUNK = 1024 * 1024
+
+
+def _messages(snapshots: int) -> list[bytes]:
+    """Serialized ServerMessages, as the recorder receives them (frame headers removed)."""
+    clock = [1_700_000_000_000]
+    source = SyntheticSource(
+        SyntheticOptions(connections=1_000, streams=10, churn=0.0, clock_ms=lambda: clock[0])
+    )
+    server = IntrospectionServer(source, ServerConfig(port=0))
+    hub = server.hub
+    messages = [hub.runtime_frame[12:]]
+    for s in range(snapshots):
+        clock[0] += 1_000
+        messages.append(_state_message(source))
+        for e in range(20):
+            event = build_event(
+                event_specs.STREAM_OPENED,
+                clock[0] + e,
+                {
+                    "peerId": "12D3KooWGzh3Xb1JeKqkzFcKd8y6vsA2tPsn4bRUHw2Z5mz8JvnT",
+                    "connId": f"{s:016x}",
+                    "streamId": f"{e:016x}",
+                    "protocol": "/meshsub/1.1.0",
+                    "direction": "outbound",
+                    "openTs": clock[0],
+                },
+            )
+            messages.append(hub._encode_event(event).frame[12:])
+    return messages
+
+
+def _state_message(source: SyntheticSource) -> bytes:
+    message = pb.ServerMessage()
+    message.version.version = 1
+    message.state.ParseFromString(source.encoded_state())
+    return message.SerializeToString()
+
+
+def _plain_write(path: Path, size: int) -> None:
+    block = b"\x00" * CHUNK
+    with open(path, "wb") as out:
+        left = size
+        while left > 0:
+            out.write(block if left >= CHUNK else block[:left])
+            left -= CHUNK
+
+
+def _plain_read(path: Path) -> None:
+    with open(path, "rb") as f:
+        while f.read(CHUNK):
+            pass
+
+
+def run(quick: bool) -> list[Result]:
+    messages = _messages(10 if quick else 30)
+    repeats = 5 if quick else 11
+    with tempfile.TemporaryDirectory(prefix="bench-recording-") as tmp:
+        recorded = Path(tmp) / "recorded.mock"
+        plain = Path(tmp) / "plain.bin"
+
+        def record() -> None:
+            recorder = Recorder("ws://127.0.0.1:1/introspect", recorded)
+            recorder._write_batch(messages)
+            recorder.writer.close()
+
+        record()
+        size = os.path.getsize(recorded)
+        summary = summarize(recorded)
+        assert summary["records"] == len(messages), summary
+
+        w_subject, w_base = interleaved(
+            lambda: timed(record), lambda: timed(lambda: _plain_write(plain, size)), repeats
+        )
+        r_subject, r_base = interleaved(
+            lambda: timed(lambda: summarize(recorded)),
+            lambda: timed(lambda: _plain_read(recorded)),
+            repeats,
+        )
+    mb = size / 1e6
+    results = []
+    for name, subject, base in (
+        ("record (write a recording)", w_subject, w_base),
+        ("inspect (summarize a recording)", r_subject, r_base),
+    ):
+        value = mb / median(subject)
+        baseline = mb / median(base)
+        results.append(
+            Result(
+                name,
+                value,
+                "MB/s",
+                baseline,
+                value / baseline,
+                ">= 0.5x plain I/O",
+                value / baseline >= 0.5,
+                note=f"{mb:.0f} MB, {len(messages)} records" if name.startswith("record") else "",
+                extra={"subject_s": subject, "baseline_s": base},
+            )
+        )
+    return results
