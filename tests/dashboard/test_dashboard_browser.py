@@ -129,6 +129,15 @@ def test_live_node_connections_and_views(page: Any, demo: dict[str, str]):
     )
     shot(page, "live-connections")
 
+    # Peer ids: short in the table, full on hover, copied by their button.
+    peer_cell = rows.first.locator(".tabulator-cell[tabulator-field=peer]")
+    full = peer_cell.locator(".peer-cell").get_attribute("title")
+    assert full and full.startswith("12D3KooW") and "…" in peer_cell.inner_text()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    peer_cell.locator("button.copy").click()
+    expect(page.locator("#message")).to_have_text(f"copied {full}")
+    assert page.evaluate("() => navigator.clipboard.readText()") == full
+
     # A connection's streams, on click.
     rows.first.locator(".tabulator-cell[tabulator-field=status]").click()
     expect(page.locator("#conn-detail")).to_be_visible()
@@ -245,6 +254,18 @@ def test_load_a_recording_from_the_page_then_connect_back(page: Any, demo: dict[
     expect(page.locator("#connections-table .tabulator-row")).to_have_count(10)
     expect(page.locator("#num-streams")).to_have_text("96")
     expect(page.locator("#pause-btn")).to_be_disabled()
+    # The recording's closed connections show as closed; the filters narrow the table.
+    expect(page.locator("#connections-table .tabulator-row.closed-row")).to_have_count(6)
+    page.select_option("#filter-status", "ACTIVE")
+    expect(page.locator("#conn-count")).to_have_text("4 of 10 connections")
+    page.select_option("#filter-status", "")
+    page.fill("#filter-peer", "00539c6e")
+    expect(page.locator("#conn-count")).to_have_text("1 of 10 connections")
+    page.fill("#filter-peer", "")
+    page.fill("#filter-proto", "/meshsub/")
+    expect(page.locator("#connections-table .tabulator-row")).not_to_have_count(10)
+    page.fill("#filter-proto", "")
+    expect(page.locator("#conn-count")).to_have_text("10 of 10 connections")
     shot(page, "recording-connections")
     # Back to the live node, from the page.
     page.fill("#connect-url", demo["ws"])
