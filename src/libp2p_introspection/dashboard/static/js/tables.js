@@ -81,9 +81,9 @@ export function connectionsTable(el, { onSelect, onCopied }) {
         return `<code>${fmt.escapeHtml(r.src)}</code><br><code>→ ${fmt.escapeHtml(r.dst)}</code>`;
       }, tooltip: (e, c) => `${c.getRow().getData().src} → ${c.getRow().getData().dst}`,
       variableHeight: true, minWidth: 200, widthGrow: 2, headerSort: false },
-      textCol("Transport", "transport", 98),
+      textCol("Transport", "transport", 112),
       textCol("Muxer", "mux", 100),
-      textCol("Security", "sec", 100),
+      textCol("Security", "sec", 108),
       { title: "Role", field: "role", minWidth: 82, formatter: (c) => (c.getValue() === "INITIATOR" ? "outbound" : "inbound") },
       { title: "Age", field: "age", hozAlign: "right", sorter: "number", minWidth: 74, formatter: (c) => fmt.duration(c.getValue()) },
       { title: "Latency", field: "lat", hozAlign: "right", sorter: "number", minWidth: 92, formatter: (c) => fmt.latency(c.getValue()) },
