@@ -15,7 +15,9 @@ Modules, each about one thing:
 - :mod:`.model`: what the dashboard shows and the messages to browsers;
 - :mod:`.browsers`: bounded per-browser mailboxes (resync for slow pages);
 - :mod:`.app`: HTTP routes and the browser feed (Starlette);
-- :mod:`.server`: :class:`Dashboard`, run on trio by hypercorn;
+- :mod:`.serving`: hypercorn's HTTP/WebSocket code on trio listeners, with
+  every write to a browser bounded in time;
+- :mod:`.server`: :class:`Dashboard`, the feed and the page together;
 - ``static/``: the page (plain JS modules) and its vendored libraries
   (``static/vendor/VENDOR.md``).
 
