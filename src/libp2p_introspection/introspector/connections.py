@@ -458,19 +458,23 @@ class ConnectionRegistry:
         if record.conn is not None:
             record.latency_ns = conninfo.latency_ns(record.conn, self._peerstore)
         msg.latency_ns = record.latency_ns
-        msg.streams.SetInParent()
+        streams = msg.streams
+        streams.SetInParent()
+        stream_ids = streams.stream_ids
+        add = streams.streams.add
+        conn_ref = {"conn_id": record.id}
+        # Each stream is built from keywords in one C call (see TrafficCounter.to_dict).
         for stream_record in record.streams.values():
-            msg.streams.stream_ids.append(stream_record.id)
-            smsg = msg.streams.streams.add()
-            smsg.id = stream_record.id
-            smsg.protocol = stream_record.current_protocol()
-            smsg.role = stream_record.role
-            stream_record.traffic.to_pb(smsg.traffic, window_ms)
-            smsg.conn.conn_id = record.id
-            smsg.timeline.SetInParent()
-            smsg.timeline.open_ts = stream_record.open_ts
-            smsg.timeline.close_ts = stream_record.close_ts
-            smsg.status = stream_record.status
+            stream_ids.append(stream_record.id)
+            add(
+                id=stream_record.id,
+                protocol=stream_record.current_protocol(),
+                role=stream_record.role,
+                traffic=stream_record.traffic.to_dict(window_ms),
+                conn=conn_ref,
+                timeline={"open_ts": stream_record.open_ts, "close_ts": stream_record.close_ts},
+                status=stream_record.status,
+            )
             if stream_record.status == pb.CLOSED:
                 stream_record.reported_closed = True
 

@@ -84,6 +84,32 @@ class TrafficCounter:
             self.prev_out_bytes = self.out_bytes
 
 
+    def to_dict(self, window_ms: int) -> dict[str, dict[str, int]]:
+        """:meth:`to_pb` in keyword form: a ``Traffic`` as nested dicts, for
+        ``add(traffic=...)`` (both gauges present), advancing the baseline alike.
+
+        Building a message from keywords runs in C: much cheaper than setting
+        each field from Python, for the thousands of streams of a snapshot.
+        """
+        in_bytes, out_bytes = self.in_bytes, self.out_bytes
+        traffic = {
+            "traffic_in": {
+                "cum_bytes": in_bytes,
+                "cum_packets": self.in_packets,
+                "inst_bw": bandwidth(in_bytes - self.prev_in_bytes, window_ms),
+            },
+            "traffic_out": {
+                "cum_bytes": out_bytes,
+                "cum_packets": self.out_packets,
+                "inst_bw": bandwidth(out_bytes - self.prev_out_bytes, window_ms),
+            },
+        }
+        if window_ms > 0:
+            self.prev_in_bytes = in_bytes
+            self.prev_out_bytes = out_bytes
+        return traffic
+
+
 def bandwidth(delta_bytes: int, window_ms: int) -> int:
     """Bytes per second for ``delta_bytes`` over ``window_ms`` ms (floor; 0 for an empty window)."""
     if window_ms <= 0 or delta_bytes <= 0:
