@@ -131,3 +131,22 @@ def test_recorder_killed_with_sigkill_leaves_a_readable_file(tmp_path, fixtures_
                             text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0
     assert json.loads(result.stdout)["records"] == records
+
+
+def test_record_stopped_with_ctrl_c_closes_the_file_and_summarizes(tmp_path, fixtures_dir):
+    out = tmp_path / "interrupted.mock"
+    with running([*CLI[1:], "serve", "--source", str(fixtures_dir / "sample-1min.mock"),
+                  "--speed", "20", "--loop", "--port", "0"]) as (_, url):  # fmt: skip
+        recorder = subprocess.Popen([*CLI, "record", url, "-o", str(out), "--mode", "push"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while (not out.exists() or out.stat().st_size < 50_000) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        recorder.send_signal(signal.SIGINT)
+        _, stderr = recorder.communicate(timeout=30)
+    assert recorder.returncode == 0, stderr
+    assert "stopped" in stderr and "Traceback" not in stderr
+    with RecordingReader(out) as reader:
+        records = sum(1 for _ in reader)
+        assert reader.checksum_failures == 0 and not reader.truncated
+    assert f"{records} records" in stderr
