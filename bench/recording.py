@@ -5,8 +5,9 @@ The recording: the ``Runtime``, then snapshots of the synthetic node at
 as ``record`` stores them; about 30 MB (10 MB with ``--quick``).
 
 * ``record``: what the recorder does with every message it received, in its
-  writer thread (``Recorder._write_batch``: one checksummed record per
-  message, each written whole and flushed, counted by kind), into a new file.
+  writer thread (``Recorder._write_batch``: one record per message with the
+  checksum its frame carried, each written whole and flushed, counted by
+  kind), into a new file.
   Baseline: writing the same number of bytes to a new file with plain
   sequential 1 MiB ``write`` calls.
 * ``inspect``: ``libp2p-introspect inspect``'s summary (``summarize``: read
@@ -30,6 +31,7 @@ from libp2p_introspection.client.recorder import Recorder
 from libp2p_introspection.introspector import events as event_specs
 from libp2p_introspection.introspector.events import build_event
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.framing import fnv1a32
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
@@ -94,9 +96,12 @@ def run(quick: bool) -> list[Result]:
         recorded = Path(tmp) / "recorded.mock"
         plain = Path(tmp) / "plain.bin"
 
+        # The checksums come with the frames: the client verified them on arrival.
+        batch = [(message, fnv1a32(message)) for message in messages]
+
         def record() -> None:
             recorder = Recorder("ws://127.0.0.1:1/introspect", recorded)
-            recorder._write_batch(messages)
+            recorder._write_batch(batch)
             recorder.writer.close()
 
         record()

@@ -22,6 +22,7 @@ from libp2p_introspection.protocol.framing import (
     PROTOCOL_VERSION,
     FrameError,
     decode_frame,
+    decode_header,
 )
 
 Command = pb.ClientCommand.Command
@@ -34,10 +35,12 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """One message from the server: its parsed form and its raw ``ServerMessage`` bytes."""
+    """One message from the server: its parsed form, its raw ``ServerMessage`` bytes,
+    and their FNV-1a 32 checksum (verified against the frame header)."""
 
     message: pb.ServerMessage
     data: bytes
+    checksum: int
 
     @property
     def kind(self) -> str:
@@ -88,12 +91,13 @@ class IntrospectionClient:
             payload = decode_frame(data, self.max_message_size)
         except FrameError as exc:
             raise ProtocolError(f"bad frame from server: {exc}") from exc
+        checksum = decode_header(data, self.max_message_size).checksum  # verified above
         message = pb.ServerMessage()
         try:
             message.ParseFromString(payload)
         except Exception as exc:  # DecodeError, or RecursionError on hostile nesting
             raise ProtocolError(f"server message does not parse: {exc}") from exc
-        return Received(message, payload)
+        return Received(message, payload, checksum)
 
     async def receive_kind(self, kind: str, *, limit: int = 10_000) -> Received:
         """Read until a message of ``kind`` arrives (at most ``limit`` messages)."""

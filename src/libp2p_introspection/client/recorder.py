@@ -184,7 +184,9 @@ class Recorder:
         self.outcome = Outcome.COMPLETED
         self.detail = ""
         self.paused = False
-        self.send_queue, self.receive_queue = trio.open_memory_channel[bytes](QUEUE_CAPACITY)
+        self.send_queue, self.receive_queue = trio.open_memory_channel[tuple[bytes, int]](
+            QUEUE_CAPACITY
+        )
         self.queued_bytes = 0
         self.peak_queued_bytes = 0
         self._room = trio.Event()
@@ -233,7 +235,7 @@ class Recorder:
                     self.outcome = Outcome.SERVER_SILENT
                     self.detail = f"nothing for {self.idle_timeout:g} s"
                     return
-                await self._enqueue(received.data)
+                await self._enqueue(received.data, received.checksum)
         except ConnectionClosed as exc:
             reason = exc.reason
             if reason is not None and reason.code == 1009:
@@ -254,14 +256,14 @@ class Recorder:
             # what is queued, then ends.
             self.send_queue.close()
 
-    async def _enqueue(self, data: bytes) -> None:
+    async def _enqueue(self, data: bytes, checksum: int) -> None:
         assert self.client is not None
         while self.queued_bytes > QUEUE_BYTES:  # a flood: let the writer catch up first
             self._room = trio.Event()
             await self._room.wait()
         self.queued_bytes += len(data)
         self.peak_queued_bytes = max(self.peak_queued_bytes, self.queued_bytes)
-        await self.send_queue.send(data)
+        await self.send_queue.send((data, checksum))
         if (
             self.events
             and not self.paused
@@ -289,7 +291,7 @@ class Recorder:
                 self.outcome = Outcome.WRITE_FAILED
                 self.detail = str(exc)
                 return
-            self.queued_bytes -= sum(len(data) for data in batch)
+            self.queued_bytes -= sum(len(data) for data, _ in batch)
             self._room.set()
             if self.on_progress is not None:
                 self.on_progress(self.stats)
@@ -310,13 +312,13 @@ class Recorder:
         with contextlib.suppress(ConnectionClosed):  # the receiver notices and records why
             await self.client.send(command, source)
 
-    def _write_batch(self, batch: list[bytes]) -> None:
+    def _write_batch(self, batch: list[tuple[bytes, int]]) -> None:
         # Runs in a worker thread; each record is one whole write, flushed.
-        for data in batch:
-            self._write(data)
+        for data, checksum in batch:
+            self._write(data, checksum)
 
-    def _write(self, data: bytes) -> None:
-        self.writer.write(data)
+    def _write(self, data: bytes, checksum: int) -> None:
+        self.writer.write(data, checksum)  # the checksum the frame header carried, verified
         self.stats.records += 1
         self.stats.bytes = self.writer.bytes_written
         kind = payload_kind(data)
@@ -331,7 +333,7 @@ class Recorder:
         self._finished = True
         try:
             while not self._write_failed:
-                self._write(self.receive_queue.receive_nowait())
+                self._write(*self.receive_queue.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             pass
         except OSError as exc:
