@@ -9,6 +9,7 @@ from typing import Any
 
 import multiaddr
 import trio
+from event_checks import FakeClock as FakeClock  # re-exported for the introspector tests
 from libp2p import new_host
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
@@ -17,20 +18,6 @@ from libp2p_introspection.protocol import pb
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 #: Upper bound for any single wait in these tests, seconds.
 WAIT_S = 10.0
-
-
-class FakeClock:
-    """A settable wall clock (ms since epoch) for ``HostIntrospector(clock_ms=...)``."""
-
-    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
-        self.now = start_ms
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, ms: int) -> int:
-        self.now += ms
-        return self.now
 
 
 class EventLog:

@@ -2,52 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import multiaddr
 import trio
-from introspector_harness import EventLog, FakeClock, connect, running_hosts, wait_until
-from libp2p.peer.id import ID
+from event_checks import FakeClock, check_events
+from introspector_harness import EventLog, connect, running_hosts, wait_until
 
 from libp2p_introspection.introspector import HostIntrospector
 from libp2p_introspection.protocol import pb
 
 PROTOCOL = "/test/events/1.0.0"
 P = pb.EventType.EventProperty
-
-
-def check_value(ptype: int, value: Any) -> None:
-    """A JSON value matches its declared property type."""
-    if ptype == P.STRING:
-        assert isinstance(value, str)
-    elif ptype == P.NUMBER:
-        assert isinstance(value, int | float) and not isinstance(value, bool)
-    elif ptype == P.TIME:
-        assert isinstance(value, int) and value > 0
-    elif ptype == P.PEERID:
-        assert isinstance(value, str)
-        ID.from_base58(value)
-    elif ptype == P.MULTIADDR:
-        assert isinstance(value, str)
-        multiaddr.Multiaddr(value)
-    elif ptype == P.JSON:
-        json.dumps(value)
-    else:  # pragma: no cover
-        raise AssertionError(f"unknown property type {ptype}")
-
-
-def check_events(runtime: pb.Runtime, events: list[pb.Event]) -> None:
-    """Every event is of a type declared in the runtime and its content matches it."""
-    declared = {t.name: t for t in runtime.event_types}
-    for event in events:
-        etype = declared[event.type.name]
-        assert [p.name for p in event.type.property_types] == [p.name for p in etype.property_types]
-        content = json.loads(event.content)
-        assert isinstance(content, dict)
-        assert set(content) == {p.name for p in etype.property_types}
-        for prop in etype.property_types:
-            check_value(prop.type, content[prop.name])
 
 
 async def test_connection_and_stream_events() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import multiaddr
 import pytest
 import trio
+from event_checks import FakeClock, check_events
 from libp2p.peer.id import ID
 
 from libp2p_introspection.client import connect
@@ -38,20 +39,6 @@ PROTOCOLS = {
     "/libp2p/circuit/relay/0.2.0/hop",
     "/libp2p/autonat/1.0.0",
 }
-
-
-class FakeClock:
-    """A settable wall clock, ms since epoch."""
-
-    def __init__(self, start_ms: int = START_MS) -> None:
-        self.now = start_ms
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, ms: int) -> int:
-        self.now += ms
-        return self.now
 
 
 class Harness:
@@ -84,35 +71,6 @@ def all_streams(state: pb.State) -> Iterator[tuple[pb.Connection, pb.Stream]]:
     for conn in state.subsystems.connections:
         for stream in conn.streams.streams:
             yield conn, stream
-
-
-def check_value(ptype: int, value: Any) -> None:
-    """A JSON value matches its declared property type."""
-    if ptype == P.STRING:
-        assert isinstance(value, str)
-    elif ptype == P.NUMBER:
-        assert isinstance(value, int | float) and not isinstance(value, bool)
-    elif ptype == P.TIME:
-        assert isinstance(value, int) and value > 0
-    elif ptype == P.PEERID:
-        assert isinstance(value, str)
-        ID.from_base58(value)
-    elif ptype == P.MULTIADDR:
-        assert isinstance(value, str)
-        multiaddr.Multiaddr(value)
-    else:  # pragma: no cover
-        raise AssertionError(f"unexpected property type {ptype}")
-
-
-def check_events(runtime: pb.Runtime, events: list[pb.Event]) -> None:
-    """Every event's type is declared and its JSON keys are exactly the declared names."""
-    declared = {t.name: t for t in runtime.event_types}
-    for event in events:
-        etype = declared[event.type.name]
-        body = content(event)
-        assert list(body) == [p.name for p in etype.property_types]
-        for prop in etype.property_types:
-            check_value(prop.type, body[prop.name])
 
 
 # ----------------------------------------------------------------- options
