@@ -559,3 +559,12 @@ def test_commands_past_the_rate_get_err_and_a_persistent_flood_is_closed():
         h.send(Command.PUSH_PAUSE)
     assert h.session.close is not None and h.session.close.code == CLOSE_POLICY_VIOLATION
     assert "flood" in h.session.close.reason
+
+
+@pytest.mark.parametrize("interval", [2**64 - 1, 2**64 - 500, 10**15])
+def test_absurd_intervals_are_capped_not_fatal(interval):
+    h = connected()
+    h.send(Command.UPDATE_CONFIG, cid=3, config=pb.Configuration(state_snapshot_interval_ms=interval))
+    (message,) = h.read()
+    assert (message.response.id, message.response.result) == (3, OK)
+    assert message.response.effective_config.state_snapshot_interval_ms == 86_400_000

@@ -204,3 +204,47 @@ async def test_stopping_the_server_closes_sessions_with_1001_and_a_reason():
                         await client.receive()
                 assert closed.value.reason.code == 1001
                 assert "stopping" in closed.value.reason.reason
+
+
+async def test_session_limit_holds_for_simultaneous_handshakes():
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), config(max_sessions=3)) as server:
+            outcomes: list[int | None] = []
+
+            async def one() -> None:
+                try:
+                    async with open_websocket_url(server.url) as ws:
+                        outcomes.append(None)
+                        await ws.get_message()
+                        await trio.sleep(1.0)  # hold the session while the others try
+                except HandshakeError as exc:
+                    outcomes.append(getattr(exc, "status_code", -1))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(40):
+                    nursery.start_soon(one)
+            assert outcomes.count(None) == 3
+            assert outcomes.count(503) == 37
+
+
+async def test_a_command_that_trips_an_internal_error_ends_only_that_session(monkeypatch):
+    from libp2p_introspection.protocol.session import Session
+
+    def broken(self, data, now):
+        raise RuntimeError("simulated bug")
+
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), config()) as server:
+            async with connect(server.url) as victim, connect(server.url) as bystander:
+                for client in (victim, bystander):
+                    await client.receive()
+                    await client.receive()
+                monkeypatch.setattr(Session, "receive_command", broken)
+                await victim.send(0)
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await victim.receive()
+                assert closed.value.reason.code == 1011
+                monkeypatch.undo()
+                await bystander.send(1, 1)
+                assert (await bystander.receive_kind("runtime")).kind == "runtime"

@@ -25,7 +25,7 @@ LIMIT = 30  # seconds: a safety net, not an assertion
 
 
 def config(**kw) -> ServerConfig:
-    return ServerConfig(port=0, interval_ms=kw.pop("interval_ms", 20), **kw)
+    return ServerConfig(port=kw.pop("port", 0), interval_ms=kw.pop("interval_ms", 20), **kw)
 
 
 def state_number(received) -> int:
@@ -265,3 +265,11 @@ async def test_a_client_that_reads_nothing_is_closed_with_1008():
             await stream.aclose()
             async with connect(server.url) as client:
                 assert (await client.receive()).kind == "runtime"
+
+
+async def test_a_taken_port_is_a_plain_oserror():
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), config()) as server:
+            with pytest.raises(OSError):
+                async with open_introspection_server(StubSource(), config(port=server.port)):
+                    pass

@@ -36,7 +36,6 @@ Rule map (section of PROTOCOL.md → where it is enforced):
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +52,10 @@ from libp2p_introspection.protocol.framing import (
 
 Command = pb.ClientCommand.Command
 Source = pb.ClientCommand.Source
+
+#: Longest state push interval a session may ask for (one day), ms; larger
+#: requests are treated as this before rounding up.
+MAX_SESSION_INTERVAL_MS = 86_400_000
 
 #: WebSocket close codes the session uses.
 CLOSE_POLICY_VIOLATION = 1008
@@ -444,8 +447,10 @@ class Session:
         # base interval; retention clamps to [base interval, max retention].
         base = self.limits.base_interval_ms
         if requested.state_snapshot_interval_ms:
-            multiple = math.ceil(requested.state_snapshot_interval_ms / base)
-            self._interval_ms = multiple * base
+            # Integer ceiling (a float would lose precision near 2**64), capped so
+            # the effective value always fits the uint64 field it is reported in.
+            wanted = min(requested.state_snapshot_interval_ms, MAX_SESSION_INTERVAL_MS)
+            self._interval_ms = -(-wanted // base) * base
         if requested.retention_period_ms:
             self._retention_ms = min(
                 max(requested.retention_period_ms, base), self.limits.max_retention_ms

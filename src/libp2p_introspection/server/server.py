@@ -21,7 +21,6 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
     WebSocketServer,
-    serve_websocket,
 )
 
 from libp2p_introspection import config as defaults
@@ -43,6 +42,8 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 2.0
 #: Close code when the server (or the node it serves) stops.
 CLOSE_GOING_AWAY = 1001
+#: Close code when handling a session's input failed on our side.
+CLOSE_INTERNAL_ERROR = 1011
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +131,18 @@ class IntrospectionServer:
         self.sessions_served = 0
         self.snapshot_errors = 0
         self.refused = 0
+        self._admitted = 0  # sessions accepted or being accepted (the limit counts these)
         #: What the most recent closed sessions did (for logs and tests); their
         #: buffers are gone with them.
         self.closed_sessions: deque[ClosedSession] = deque(maxlen=64)
         self._listener: WebSocketServer | None = None
+        self._bound: list[trio.SocketListener] | None = None
+
+    async def bind(self) -> list[trio.SocketListener]:
+        """Open the listening sockets now (``OSError`` if the address is taken or not
+        ours); :meth:`run` then serves on them."""
+        self._bound = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        return self._bound
 
     @property
     def port(self) -> int:
@@ -150,7 +159,11 @@ class IntrospectionServer:
     async def run(
         self, *, task_status: trio.TaskStatus[IntrospectionServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Take the first snapshot, listen, and serve until cancelled."""
+        """Bind (unless :meth:`bind` already did), take the first snapshot, and serve
+        until cancelled. Raises ``OSError`` (not wrapped) if the address cannot be bound.
+        """
+        listeners = self._bound or await self.bind()
+        self._bound = None
         self.source.set_event_sink(self.hub.publish_event)
         try:
             async with trio.open_nursery() as nursery:
@@ -159,26 +172,25 @@ class IntrospectionServer:
                     nursery.start_soon(self._snapshot_clock)
                 # A self-clocked source publishes its first snapshot before it starts.
                 await nursery.start(self.source.run, self.hub)
-                self._listener = await nursery.start(
-                    lambda task_status: serve_websocket(
-                        self._handle,
-                        self.config.host,
-                        self.config.port,
-                        None,
-                        handler_nursery=nursery,
-                        message_queue_size=4,
-                        max_message_size=self.config.max_command_size,
-                        connect_timeout=self.config.handshake_timeout_s,
-                        disconnect_timeout=CLOSE_TIMEOUT_S,
-                        task_status=task_status,
-                    )
+                listener = WebSocketServer(
+                    self._handle,
+                    listeners,
+                    handler_nursery=nursery,
+                    message_queue_size=4,
+                    max_message_size=self.config.max_command_size,
+                    connect_timeout=self.config.handshake_timeout_s,
+                    disconnect_timeout=CLOSE_TIMEOUT_S,
                 )
+                self._listener = await nursery.start(listener.run)
                 nursery.start_soon(self._timer)
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
             self.source.set_event_sink(None)
             self.hub.close_all()
+            for socket_listener in listeners:
+                with trio.CancelScope(shield=True):
+                    await socket_listener.aclose()
 
     # ------------------------------------------------------------ server tasks
 
@@ -224,7 +236,7 @@ class IntrospectionServer:
             request.headers,
             token=self.config.token,
             allowed_origins=self.config.allowed_origins,
-            sessions=len(self.hub.sessions),
+            sessions=self._admitted,
             max_sessions=self.config.max_sessions,
         )
         if refusal is not None:
@@ -234,7 +246,14 @@ class IntrospectionServer:
             )
             await request.reject(refusal.status, body=f"{refusal.reason}\n".encode())
             return
-        ws = await request.accept()
+        # Counted from here, not from the session's start: concurrent handshakes
+        # must not all pass the limit while each is still being accepted.
+        self._admitted += 1
+        try:
+            ws = await request.accept()
+        except BaseException:
+            self._admitted -= 1
+            raise
         peer = _describe(ws)
         handle = self.hub.open_session(peer)
         self.sessions_served += 1
@@ -247,6 +266,7 @@ class IntrospectionServer:
                     nursery.start_soon(self._writer, ws, handle, nursery.cancel_scope)
                     nursery.start_soon(self._pinger, ws, handle)
         finally:
+            self._admitted -= 1
             self.hub.close_session(handle)
             session_close = handle.session.close
             close = session_close or Close(CLOSE_GOING_AWAY, "introspection server stopping")
@@ -295,10 +315,15 @@ class IntrospectionServer:
                     await handle.wait_drained()
                 message = await ws.get_message()
                 now = trio.current_time()
-                if isinstance(message, bytes):
-                    session.receive_command(message, now)
-                else:
-                    session.receive_text(message, now)
+                try:
+                    if isinstance(message, bytes):
+                        session.receive_command(message, now)
+                    else:
+                        session.receive_text(message, now)
+                except Exception:
+                    # A fault of ours on this input: it ends this session only (§4.9).
+                    log.exception("session %s: internal error handling a command", handle.peer)
+                    session.end(CLOSE_INTERNAL_ERROR, "internal error handling the command")
                 handle.notify()
         except ConnectionClosed:
             pass
@@ -343,6 +368,7 @@ async def open_introspection_server(
     is ready). Raises ``OSError`` if the port cannot be bound.
     """
     server = IntrospectionServer(source, config)
+    await server.bind()  # here, so that a taken port is a plain OSError
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         try:
