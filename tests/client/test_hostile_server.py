@@ -211,10 +211,8 @@ async def test_a_full_disk_stops_the_recording_and_keeps_what_was_written(tmp_pa
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as nursery:
             server = await nursery.start(_serve, steady)
-            recorder = Recorder(f"ws://127.0.0.1:{server.port}/introspect", path, events=False)
-            recorder.writer._stream = FullDisk(path, capacity=50_000)
-            recorder.writer._owned = True
-            recorder.writer._write(struct.pack("<I", 1))  # the header, on the new stream
+            recorder = Recorder(f"ws://127.0.0.1:{server.port}/introspect", path, events=False,
+                                opener=lambda: FullDisk(path, capacity=50_000))  # fmt: skip
             await recorder.run()
             nursery.cancel_scope.cancel()
     result = recorder.result()

@@ -139,13 +139,13 @@ async def test_recorder_pauses_push_when_writing_falls_behind(tmp_path):
             await nursery.start(server.run)
             recorder = Recorder(server.url, path, mode="pull", events=True, count=15,
                                 high_water=20, low_water=5)  # fmt: skip
-            original = recorder.writer.write
+            original = recorder._write
 
-            def slow_write(data, checksum=None):
+            def slow_write(data, checksum):
                 time.sleep(0.002)  # a slow disk, in the writer thread
                 original(data, checksum)
 
-            recorder.writer.write = slow_write
+            recorder._write = slow_write
             nursery.start_soon(source.flood)
             await recorder.run()
             nursery.cancel_scope.cancel()

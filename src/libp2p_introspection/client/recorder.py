@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import logging
 import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import trio
 from trio_websocket import ConnectionClosed
@@ -139,9 +140,12 @@ class Recorder:
     cancelled, e.g. on Ctrl-C). ``on_progress`` is called with the
     :class:`RecordStats` after each batch of writes. ``idle_timeout``: give up
     on a server that sends nothing for that many seconds. ``token``: the
-    server's shared token, if it requires one. The file is created at once
-    (``OSError`` if it cannot be) and closed whatever happens, with every
-    record received before the end written whole; read the outcome with
+    server's shared token, if it requires one. ``opener`` returns the binary
+    stream to write instead of opening ``path`` (tests use it to simulate a full
+    disk). Whether ``path`` can be written is checked at once (``OSError``); the
+    file is created, replacing any existing one, only once the server accepted
+    the session, and closed whatever happens, with every record received before
+    the end written whole; read the outcome with
     :meth:`result`. A server that breaks the protocol (a bad frame, a text
     frame, an oversized or unparsable message) ends the recording with
     :attr:`Outcome.PROTOCOL_ERROR`; a disk error (a full disk) with
@@ -163,6 +167,7 @@ class Recorder:
         idle_timeout: float = IDLE_TIMEOUT_S,
         token: str | None = None,
         max_message_size: int = MAX_MESSAGE_SIZE,
+        opener: Callable[[], BinaryIO] | None = None,
     ) -> None:
         if mode not in ("pull", "push"):
             raise ValueError(f"mode must be 'pull' or 'push', got {mode!r}")
@@ -178,8 +183,10 @@ class Recorder:
         self.on_progress = on_progress
         self.high_water = high_water
         self.low_water = low_water
-        self.writer = RecordingWriter(path)
-        self.stats = RecordStats(bytes=self.writer.bytes_written)
+        self.opener = opener
+        self.writer: RecordingWriter | None = None  # created once connected
+        self.stats = RecordStats()
+        _check_writable(self.path)
         self.client: IntrospectionClient | None = None
         self.outcome = Outcome.COMPLETED
         self.detail = ""
@@ -201,10 +208,18 @@ class Recorder:
                 self.url, token=self.token, max_message_size=self.max_message_size
             ) as client:
                 self.client = client
+                # Only now is an existing file replaced: a failed connection loses nothing.
+                self.writer = (
+                    RecordingWriter(self.opener(), close_stream=True)
+                    if self.opener
+                    else RecordingWriter(self.path)
+                )
+                self.stats.bytes = self.writer.bytes_written
                 with trio.move_on_after(self.duration if self.duration is not None else math.inf):
                     await self._session()
-        except trio.Cancelled:
-            self.outcome = Outcome.STOPPED
+        except BaseException as exc:
+            if self.outcome is Outcome.COMPLETED and _is_cancellation(exc):
+                self.outcome = Outcome.STOPPED
             raise
         finally:
             self.finish()
@@ -318,6 +333,7 @@ class Recorder:
             self._write(data, checksum)
 
     def _write(self, data: bytes, checksum: int) -> None:
+        assert self.writer is not None
         self.writer.write(data, checksum)  # the checksum the frame header carried, verified
         self.stats.records += 1
         self.stats.bytes = self.writer.bytes_written
@@ -328,7 +344,7 @@ class Recorder:
 
     def finish(self) -> None:
         """Write what was received but not yet written, and close the file."""
-        if self._finished:
+        if self._finished or self.writer is None:
             return
         self._finished = True
         try:
@@ -345,3 +361,22 @@ class Recorder:
             except OSError as exc:  # the final flush of a full disk
                 self.outcome = Outcome.WRITE_FAILED
                 self.detail = self.detail or str(exc)
+
+
+def _check_writable(path: str) -> None:
+    """Fail early (``OSError``) if ``path`` cannot be written, without touching it."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, "no such directory", directory)
+    target = path if os.path.exists(path) else directory
+    if not os.access(target, os.W_OK):
+        raise PermissionError(errno.EACCES, "not writable", target)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """A trio cancellation, bare or (from inside nurseries) alone in exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_cancellation(inner) for inner in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)

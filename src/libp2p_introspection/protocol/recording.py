@@ -201,9 +201,10 @@ def read_messages(path: str | os.PathLike[str]) -> Iterator[pb.ServerMessage]:
 class RecordingWriter:
     """Append records to a recording, one whole record per write, flushed.
 
-    ``target`` is a path (created or truncated) or a binary stream. The file
-    header is written at once. A process killed at any moment leaves a file
-    readable up to its last whole record. Raises :class:`RecordTooLargeError`
+    ``target`` is a path (created or truncated) or a binary stream (closed by
+    :meth:`close` only if ``close_stream``). The file header is written at
+    once. A process killed at any moment leaves a file readable up to its last
+    whole record. Raises :class:`RecordTooLargeError`
     for a message above ``max_record_size``; ``OSError`` from the file system
     propagates (nothing already written is lost).
     """
@@ -214,13 +215,14 @@ class RecordingWriter:
         *,
         max_record_size: int = MAX_MESSAGE_SIZE,
         flush: bool = True,
+        close_stream: bool = False,
     ) -> None:
         if isinstance(target, str | os.PathLike):
             self._stream: BinaryIO = open(Path(target), "wb")  # noqa: SIM115 - closed in close()
             self._owned = True
         else:
             self._stream = target
-            self._owned = False
+            self._owned = close_stream
         self.max_record_size = max_record_size
         self._flush = flush
         self.records = 0
