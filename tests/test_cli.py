@@ -85,3 +85,32 @@ def test_non_loopback_bind_needs_allow_remote():
     )  # fmt: skip
     assert result.returncode == 2
     assert "not a loopback address" in result.stderr and "--allow-remote" in result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_clients_report_an_unreachable_server_in_one_line(tmp_path):
+    port = _free_port()  # nothing listens there
+    precious = tmp_path / "precious.mock"
+    precious.write_bytes(b"\x01\x00\x00\x00" + b"keep me" * 100)
+    for args in (["watch", f"127.0.0.1:{port}"], ["record", f"ws://127.0.0.1:{port}/introspect", "-o", str(precious)]):
+        result = subprocess.run([sys.executable, "-m", "libp2p_introspection", *args],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 1, result.stderr
+        assert "Error: cannot" in result.stderr and "Traceback" not in result.stderr
+    assert precious.read_bytes().endswith(b"keep me")  # a failed record destroys nothing
+
+
+def test_attach_takes_the_bind_address_as_an_option():
+    import inspect
+
+    from libp2p_introspection.attach import attach_introspection
+
+    parameters = inspect.signature(attach_introspection).parameters
+    assert parameters["host"].kind is inspect.Parameter.POSITIONAL_ONLY  # so host= is the bind address

@@ -21,6 +21,7 @@ from libp2p_introspection.server import IntrospectionServer, ServerConfig, open_
 @asynccontextmanager
 async def attach_introspection(
     host: Any,
+    /,
     *,
     dht: Any = None,
     config: ServerConfig | None = None,
@@ -30,7 +31,8 @@ async def attach_introspection(
 
     ``dht`` is the host's ``KadDHT``, if it runs one. ``config`` or keyword
     ``options`` (the fields of :class:`~libp2p_introspection.server.ServerConfig`:
-    ``host``, ``port``, ``interval_ms``, ...) set the server; the default is
+    ``host`` (the bind address; the libp2p host is the positional argument),
+    ``port``, ``interval_ms``, ...) set the server; the default is
     ``ws://127.0.0.1:8845/introspect``. Counting starts at attach time; on exit
     the server stops and every hook on the host is removed. Raises ``OSError``
     if the port cannot be bound.

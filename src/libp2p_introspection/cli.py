@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -28,15 +29,67 @@ from typing import Any
 
 import click
 import trio
-from trio_websocket import HandshakeError
+from trio_websocket import ConnectionClosed, ConnectionRejected, ConnectionTimeout, HandshakeError
 
 from libp2p_introspection import __version__
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
+from libp2p_introspection.client.connection import ProtocolError
 from libp2p_introspection.server import ServerConfig
 from libp2p_introspection.server.admission import is_loopback
 
 log = logging.getLogger("libp2p_introspection")
+
+
+def _check_origins(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """An allowed origin is exactly ``scheme://host[:port]``, as browsers send it."""
+    from urllib.parse import urlsplit
+
+    for value in values:
+        parts = urlsplit(value.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            raise click.BadParameter(
+                f"{value!r} is not an origin; give it as a browser sends it, e.g. "
+                "https://observer.example.org or http://localhost:3000",
+            )
+    return values
+
+
+def _url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return defaults.normalize_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter("must be a finite number of seconds")
+    return value
+
+
+def _connection_error(error: BaseException) -> str | None:
+    """A one-line reason if ``error`` (or every leaf of an exception group) is a failure
+    to reach or talk to a server, else ``None``."""
+    if isinstance(error, BaseExceptionGroup):
+        reasons = [_connection_error(inner) for inner in error.exceptions]
+        return reasons[0] if reasons and all(reasons) else None
+    if isinstance(error, ConnectionRejected):
+        body = (error.body or b"").decode("utf-8", "replace").strip()
+        return f"the server refused the connection: HTTP {error.status_code} {body}".strip()
+    if isinstance(error, ConnectionTimeout):
+        return "the server did not complete the WebSocket handshake in time"
+    if isinstance(error, HandshakeError | OSError | ProtocolError):
+        cause = error.__cause__ or error.__context__
+        if not str(error) and cause is not None:  # trio-websocket wraps a refused TCP connect
+            return _connection_error(cause) or str(cause)
+        return str(error) or type(error).__name__
+    if isinstance(error, ConnectionClosed):
+        reason = error.reason
+        return f"the server closed the connection ({reason.code} {reason.reason or ''})".strip()
+    return None
 
 
 def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,7 +97,8 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--host", default=defaults.DEFAULT_HOST, show_default=True,
                      help="Address to bind (loopback by default)."),
-        click.option("--port", default=defaults.DEFAULT_PORT, show_default=True, type=int,
+        click.option("--port", default=defaults.DEFAULT_PORT, show_default=True,
+                     type=click.IntRange(0, 65535),
                      help="Port to bind (0 picks a free one)."),
         click.option("--interval-ms", default=defaults.DEFAULT_INTERVAL_MS, show_default=True,
                      type=click.IntRange(min=10),
@@ -68,6 +122,7 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--allow-remote", is_flag=True,
                      help="Allow --host to be a non-loopback address (see SECURITY.md)."),
         click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+                     callback=_check_origins,
                      help="Also accept browsers from this origin (scheme://host[:port]); "
                           "repeatable. Loopback origins are always accepted."),
         click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
@@ -347,7 +402,7 @@ async def _open_source(
 
         try:
             replay = ReplaySource(name, speed=kw["speed"], loop=kw["loop"])
-        except RecordingError as exc:
+        except (RecordingError, OSError) as exc:
             raise click.ClickException(f"cannot replay {name}: {exc}") from exc
         runtime = replay.runtime()
         yield (
@@ -396,7 +451,7 @@ async def _demo_source(
 
 
 @main.command()
-@click.argument("url", default=defaults.default_url(), required=False)
+@click.argument("url", default=defaults.default_url(), required=False, callback=_url)
 @click.option(
     "-o",
     "--output",
@@ -424,6 +479,7 @@ async def _demo_source(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
+    callback=_finite,
     help="Stop after this many seconds.",
 )
 @click.option(
@@ -466,12 +522,15 @@ def record(url: str, output: str, mode: str, events: bool, count: int | None,
 
     try:
         trio.run(main_task)
-    except (OSError, HandshakeError) as exc:
+    except BaseException as exc:
+        reason = _connection_error(exc)
+        if reason is None:
+            raise
         recorder.finish()
-        raise click.ClickException(f"cannot record from {url}: {exc}") from exc
+        raise click.ClickException(f"cannot record from {url}: {reason}") from exc
     result = recorder.result()
     click.echo(result.summary(), err=True)
-    if result.outcome in (Outcome.SERVER_CLOSED, Outcome.PROTOCOL_ERROR):
+    if result.outcome not in (Outcome.COMPLETED, Outcome.STOPPED):
         sys.exit(1)
 
 
@@ -507,7 +566,7 @@ def inspect(file: str, as_json: bool, dump: bool) -> None:  # fmt: skip
 
 
 @main.command()
-@click.argument("url", default=defaults.default_url(), required=False)
+@click.argument("url", default=defaults.default_url(), required=False, callback=_url)
 @click.option(
     "--count",
     type=click.IntRange(min=1),
@@ -534,8 +593,13 @@ def watch(url: str, count: int | None, events: bool, as_json: bool,
                                    emit=_printer(as_json)))  # fmt: skip
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        raise click.ClickException(f"cannot connect to {url}: {exc}") from exc
+    except BaseException as exc:
+        if isinstance(exc, SystemExit | click.exceptions.Exit):
+            raise
+        reason = _connection_error(exc)
+        if reason is None:
+            raise
+        raise click.ClickException(f"cannot watch {url}: {reason}") from exc
 
 
 @main.command()

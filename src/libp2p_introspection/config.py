@@ -26,11 +26,40 @@ DEFAULT_QUEUE_BOUND = 256
 DEFAULT_WRITE_TIMEOUT_S = 10.0
 
 
+def normalize_url(text: str) -> str:
+    """An introspection URL from what a user typed: ``ws://`` and ``wss://`` URLs are
+    kept (``/introspect`` added to an empty path); ``HOST:PORT`` and ``HOST`` (default
+    port) become ``ws://HOST:PORT/introspect``. Raises ``ValueError`` otherwise."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    text = text.strip()
+    if not text:
+        raise ValueError("give a URL such as ws://127.0.0.1:8845/introspect")
+    if "://" not in text:
+        text = "ws://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"not a WebSocket URL: {text} (use ws://HOST:PORT/introspect)")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in {text}") from exc
+    if not parts.hostname:
+        raise ValueError(f"no host in {text}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is None:
+        port = DEFAULT_PORT if parts.scheme == "ws" else 443
+    path = parts.path if parts.path not in ("", "/") else PATH
+    return urlunsplit((parts.scheme, f"{host}:{port}", path, parts.query, ""))
+
+
 def default_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
     """``ws://HOST:PORT/introspect``; IPv6 literals get brackets."""
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"ws://{host}:{port}{PATH}"
+
+
 #: Concurrent sessions the server accepts; past it, upgrades get HTTP 503.
 DEFAULT_MAX_SESSIONS = 64
 #: Sustained commands per second a session may send (token bucket; §4.8 ERR past it).

@@ -64,6 +64,8 @@ def test_token_sources_and_comparison():
     assert presented_token("/introspect", [(b"X-Introspection-Token", b"s3cret")]) == "s3cret"
     assert presented_token("/introspect", [(b"authorization", b"Bearer s3cret")]) == "s3cret"
     assert presented_token("/introspect?token=s3cret", []) == "s3cret"
+    assert presented_token("/introspect", [(b"X-Introspection-Token", "pässwörd".encode())]) == "pässwörd"
+    assert presented_token("/introspect?token=p%C3%A4ss", []) == "päss"
     assert presented_token("/introspect", []) is None
     assert token_ok(None, None) and token_ok("", "anything")
     assert token_ok("s3cret", "s3cret")

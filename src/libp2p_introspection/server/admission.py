@@ -57,10 +57,11 @@ def presented_token(path: str, headers: Sequence[tuple[bytes, bytes]]) -> str | 
     Bearer``, or the ``token`` query parameter (in that order)."""
     for name, value in headers:
         key = name.decode("latin-1").lower()
+        # Our clients send the token as UTF-8; decode it the same way.
         if key == TOKEN_HEADER:
-            return value.decode("latin-1").strip()
+            return value.decode("utf-8", "replace").strip()
         if key == "authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            scheme, _, credentials = value.decode("utf-8", "replace").partition(" ")
             if scheme.lower() == "bearer":
                 return credentials.strip()
     values = parse_qs(urlsplit(path).query).get(TOKEN_QUERY)

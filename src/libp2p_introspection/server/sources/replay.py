@@ -55,12 +55,19 @@ class RecordingShape:
 
 
 def scan(path: str | os.PathLike[str]) -> RecordingShape:
-    """Stream through ``path`` once. Raises :class:`ReplayError` or a ``RecordingError``."""
+    """Stream through ``path`` once. Raises :class:`ReplayError` or a ``RecordingError``
+    (``OSError`` if the file cannot be read)."""
     runtime: pb.Runtime | None = None
     states = events = 0
     first = last = last_any = 0
+    unparsable = 0
     with RecordingReader(path) as reader:
-        for message in reader.messages():
+        for record in reader:
+            try:
+                message = record.message()
+            except Exception:  # checksums but does not parse: skipped, as in every pass
+                unparsable += 1
+                continue
             kind = message.WhichOneof("payload")
             if kind == "runtime" and runtime is None:
                 runtime = message.runtime
@@ -76,6 +83,11 @@ def scan(path: str | os.PathLike[str]) -> RecordingShape:
                 last_any = max(last_any, message.event.ts)
         if reader.truncated:
             log.warning("%s: truncated tail at offset %s ignored", path, reader.truncated_at)
+        if reader.checksum_failures or unparsable:
+            log.warning(
+                "%s: %d records failed their checksum and %d did not parse; they are skipped",
+                path, reader.checksum_failures, unparsable,
+            )  # fmt: skip
     if runtime is None:
         raise ReplayError(f"{path}: the recording holds no Runtime, so it cannot be served")
     if states == 0:
