@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,18 @@ from libp2p_introspection.server import ServerConfig
 from libp2p_introspection.server.admission import is_loopback
 
 log = logging.getLogger("libp2p_introspection")
+
+
+def _self_command() -> str:
+    """How to run this CLI again from another terminal: the command name if it is on
+    PATH, else the path of the one running (e.g. a virtualenv's ``.venv/bin/...``)."""
+    name = "libp2p-introspect"
+    if shutil.which(name):
+        return name
+    script = os.path.abspath(sys.argv[0])
+    if os.path.basename(script) == name:
+        return os.path.relpath(script) if script.startswith(os.getcwd()) else script
+    return f"{sys.executable} -m libp2p_introspection"
 
 
 def _check_origins(
@@ -257,8 +270,8 @@ def demo(**kw: Any) -> None:
             click.echo(f"Dashboard: {dashboard_url}   (open it in a browser)\n")
         click.echo(
             "What to do next:\n"
-            f"  libp2p-introspect watch {url}     # a line per snapshot, in this terminal\n"
-            f"  libp2p-introspect record {url} -o node.mock   # record it to a file\n"
+            f"  {_self_command()} watch {url}     # a line per snapshot, in this terminal\n"
+            f"  {_self_command()} record {url} -o node.mock   # record it to a file\n"
             "  point libp2p's observer-toolkit UI or any protocol client at the URL above\n"
             "  Ctrl-C stops the network and the server.",
         )
