@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from libp2p_introspection.dashboard import Dashboard, DashboardConfig
 from libp2p_introspection.dashboard.app import BadRequest, normalize_url
@@ -258,3 +258,54 @@ async def test_a_page_that_stops_reading_is_dropped_and_never_holds_up_stopping(
         assert trio.current_time() - started < 2.0
         await stuck.aclose()
         await other.aclose()
+
+
+async def test_a_bad_connection_is_closed_and_never_stops_the_dashboard():
+    # hypercorn kept an oversized binary message's buffer, then wrote the next text frame into
+    # it (TypeError), and the error escaped the connection and ended the whole dashboard.
+    config = DashboardConfig(url="ws://127.0.0.1:9/introspect", port=0)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dashboard = await nursery.start(Dashboard(config).run)
+            ws_url = dashboard.url.replace("http://", "ws://") + "feed"
+            for size in (100 * 1024, 20 * 1024 * 1024 + 1):
+                reason = None
+                with trio.CancelScope() as scope:
+                    async with open_websocket_url(ws_url) as ws:
+                        try:
+                            await ws.send_message(b"x" * size)
+                            await ws.send_message("and then some text")
+                            while True:
+                                await ws.get_message()
+                        except ConnectionClosed as exc:
+                            reason = exc.reason
+                        # The client then waits for the server to end TCP, which hypercorn
+                        # leaves to the client (as browsers do): do not wait.
+                        scope.cancel()
+                assert reason is not None and reason.code == 1009, (size, reason)
+                assert (await http(dashboard.url + "api/status"))[0] == 200
+            for garbage in (b"\x00\xff\xfe garbage\r\n\r\n" * 100, UPGRADE + b"\x81\xff" + b"\xff" * 64):
+                stream = await trio.open_tcp_stream("127.0.0.1", dashboard.port)
+                await stream.send_all(garbage)
+                with trio.move_on_after(2):
+                    while await stream.receive_some(1 << 16):
+                        pass
+                await stream.aclose()
+                assert (await http(dashboard.url + "api/status"))[0] == 200
+            nursery.cancel_scope.cancel()
+
+
+def test_an_oversized_websocket_message_is_dropped_not_buffered():
+    from hypercorn.protocol import ws_stream
+    from wsproto.events import BytesMessage, TextMessage
+
+    from libp2p_introspection.dashboard.serving import DroppingWebsocketBuffer, hypercorn_config
+
+    assert ws_stream.WebsocketBuffer is DroppingWebsocketBuffer  # what hypercorn's streams use
+    buffer = DroppingWebsocketBuffer(hypercorn_config().websocket_max_message_size)
+    with pytest.raises(ws_stream.FrameTooLargeError):
+        buffer.extend(BytesMessage(data=b"x" * (64 * 1024 + 1), message_finished=False))
+    for event in (BytesMessage(data=b"x" * 1000), TextMessage(data="text")):
+        with pytest.raises(ws_stream.FrameTooLargeError):  # neither kept nor mixed in
+            buffer.extend(event)
+    assert buffer.value is None

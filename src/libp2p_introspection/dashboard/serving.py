@@ -9,7 +9,19 @@ open, over a stream wrapper whose ``send_all`` has its own deadline and can be
 cancelled at shutdown (an inner cancel scope still fires inside an outer
 shield). A peer that accepts nothing for ``send_timeout_s`` is disconnected.
 
-Depends on hypercorn's ``TCPServer``/``WorkerContext`` (pinned ``<0.19``).
+One connection never takes the others down: whatever error escapes
+hypercorn's handling of a connection (a protocol error, a bug) is logged
+and that connection closed; it never reaches the listeners' nursery.
+
+Incoming WebSocket messages are bounded by ``websocket_max_message_size``
+(:func:`hypercorn_config`). Hypercorn answers a message over it with a 1009
+close but keeps buffering what follows, and writes the next message into
+the same buffer (a text frame after an oversized binary message raised
+``TypeError``); :class:`DroppingWebsocketBuffer`, installed in hypercorn's
+WebSocket stream on import, drops everything after the overflow instead.
+
+Depends on hypercorn's ``TCPServer``/``WorkerContext`` and
+``protocol.ws_stream.WebsocketBuffer`` (pinned ``<0.19``).
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol import ws_stream
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import wrap_app
@@ -29,6 +42,35 @@ log = logging.getLogger(__name__)
 DEFAULT_SEND_TIMEOUT_S = 15.0
 #: While stopping, how long a write may still wait (closing handshakes), seconds.
 STOPPING_SEND_TIMEOUT_S = 0.5
+#: Largest WebSocket message accepted from a page, bytes (the page sends none).
+MAX_INCOMING_MESSAGE_BYTES = 64 * 1024
+
+
+class DroppingWebsocketBuffer(ws_stream.WebsocketBuffer):
+    """Hypercorn's message buffer, except that nothing is kept once a message is too large.
+
+    After the first overflow (hypercorn then sends a 1009 close) every later
+    piece of data raises ``FrameTooLargeError`` again without being stored,
+    so the peer can neither grow the buffer nor mix a text message into a
+    binary one (or the reverse) while the connection closes.
+    """
+
+    def __init__(self, max_length: int) -> None:
+        super().__init__(max_length)
+        self.overflowed = False
+
+    def extend(self, event: Any) -> None:
+        if self.overflowed:
+            raise ws_stream.FrameTooLargeError()
+        try:
+            super().extend(event)
+        except ws_stream.FrameTooLargeError:
+            self.overflowed = True
+            self.value = None
+            raise
+
+
+ws_stream.WebsocketBuffer = DroppingWebsocketBuffer  # type: ignore[misc]
 
 
 class PendingSends:
@@ -91,7 +133,7 @@ def hypercorn_config() -> Config:
     config = Config()
     config.accesslog = None
     config.loglevel = "WARNING"
-    config.websocket_max_message_size = 64 * 1024
+    config.websocket_max_message_size = MAX_INCOMING_MESSAGE_BYTES
     return config
 
 
@@ -117,7 +159,23 @@ async def serve_asgi(
 
     async def handle(stream: trio.SocketStream) -> None:
         bounded = BoundedSendStream(stream, send_timeout_s, sends)
-        await TCPServer(wrapped, config, context, {}, bounded)  # type: ignore[arg-type]
+        try:
+            peer = stream.socket.getpeername()
+        except OSError:
+            peer = "?"
+        try:
+            await TCPServer(wrapped, config, context, {}, bounded)  # type: ignore[arg-type]
+        except Exception:
+            _log_connection_error(peer)
+        except BaseExceptionGroup as group:  # errors with a Cancelled: log those, let it go on
+            errors, rest = group.split(Exception)
+            if errors is not None:
+                _log_connection_error(peer, errors)
+            if rest is not None:
+                raise rest from None
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
     try:
         async with trio.open_nursery() as nursery:
@@ -131,3 +189,8 @@ async def serve_asgi(
         for listener in listeners:
             with trio.CancelScope(shield=True):
                 await listener.aclose()
+
+
+def _log_connection_error(peer: Any, error: BaseException | None = None) -> None:
+    log.warning("dashboard connection from %s failed; closed it", peer,
+                exc_info=error if error is not None else True)  # fmt: skip
