@@ -309,3 +309,68 @@ def test_an_oversized_websocket_message_is_dropped_not_buffered():
         with pytest.raises(ws_stream.FrameTooLargeError):  # neither kept nor mixed in
             buffer.extend(event)
     assert buffer.value is None
+
+
+async def test_the_token_goes_to_the_configured_server_only(fixtures_dir: Path, nursery, monkeypatch):
+    # The page's Connect box pointed the dashboard at any server, and the token went along.
+    monkeypatch.setenv("LIBP2P_INTROSPECTION_TOKEN", "from-the-environment")
+    source = ReplaySource(fixtures_dir / "sample-1min.mock", speed=40, loop=True)
+    server = await nursery.start(IntrospectionServer(source, ServerConfig(port=0, token="s3cret")).run)
+    dashboard = await nursery.start(Dashboard(DashboardConfig(url=server.url, port=0, token="s3cret")).run)
+    requests: list[bytes] = []
+
+    async def capture(stream: trio.SocketStream) -> None:
+        data = b""
+        with trio.move_on_after(5):
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some(1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+        requests.append(data)
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    await nursery.start(trio.serve_listeners, capture, listeners)
+    other = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/introspect"
+
+    async def connected() -> bool:
+        _, status = await http(dashboard.url + "api/status")
+        return status["connection"] == "connected"
+
+    await wait_for(connected, what="the dashboard to follow its own server (which wants the token)")
+    for url in (other, other.removeprefix("ws://")):
+        count = len(requests)
+        status, answer = await http(dashboard.url + "api/connect", json.dumps({"url": url}).encode(),
+                                    {"Content-Type": "application/json"}, "POST")  # fmt: skip
+        assert status == 200, answer
+
+        async def captured(count: int = count) -> bool:
+            return len(requests) > count
+
+        await wait_for(captured, what="the dashboard to connect to the other server")
+        request = requests[-1].lower()
+        assert request.startswith(b"get /introspect ")
+        assert b"x-introspection-token" not in request and b"authorization" not in request
+        assert b"s3cret" not in request and b"from-the-environment" not in request
+    # Back to its own server (typed as HOST:PORT): the token goes along again.
+    own = server.url.removeprefix("ws://").removesuffix("/introspect")
+    status, _ = await http(dashboard.url + "api/connect", json.dumps({"url": own}).encode(),
+                           {"Content-Type": "application/json"}, "POST")  # fmt: skip
+    assert status == 200
+    await wait_for(connected, what="the dashboard to follow its own server again")
+
+
+def test_token_for_matches_the_configured_endpoint_only():
+    from libp2p_introspection.dashboard.feed import LiveFeed
+
+    feed = LiveFeed("ws://127.0.0.1:8845/introspect", object(), token="s3cret")  # type: ignore[arg-type]
+    for same in ("ws://127.0.0.1:8845/introspect", "WS://127.0.0.1/introspect", "ws://127.0.0.1:8845"):
+        assert feed.token_for(same) == "s3cret", same
+    for other in ("ws://127.0.0.1:8846/introspect", "wss://127.0.0.1:8845/introspect",
+                  "ws://evil.example:8845/introspect", "ws://127.0.0.1:8845/other",
+                  "ws://127.0.0.1:8845/introspect?x=1", "ws://127.0.0.1:99999/introspect"):  # fmt: skip
+        assert feed.token_for(other) == "", other  # "": no token, not even the environment's
+    assert LiveFeed("ws://127.0.0.1:8845/introspect", object()).token_for(  # type: ignore[arg-type]
+        "ws://127.0.0.1:8845/introspect"
+    ) is None  # no token given: the environment's, as before

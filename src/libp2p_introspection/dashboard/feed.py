@@ -16,6 +16,11 @@ it over, repeat. Everything it reads goes to a :class:`FeedSink`.
 - **Switch**: :meth:`LiveFeed.switch` points the feed at another URL at
   once; :meth:`LiveFeed.stop` ends the session and stays ``disconnected``
   (the dashboard shows a recording then).
+- **Token**: the shared token (``token``, else the environment's) is sent
+  only to the URL the feed was created for (the command line's), compared
+  as an endpoint (scheme, host, port, path, query). Any other URL the page
+  switches to gets no token at all: the page must not be able to hand the
+  token to a server of its choosing.
 
 Only one task sends on the WebSocket (the commander); one task reads.
 """
@@ -26,10 +31,12 @@ import logging
 import time
 from enum import StrEnum
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, ConnectionTimeout, HandshakeError
 
+from libp2p_introspection import config as defaults
 from libp2p_introspection.client.connection import (
     Command,
     IntrospectionClient,
@@ -89,7 +96,9 @@ class LiveFeed:
     ``url``: ``ws://HOST:PORT/introspect``. ``retention_ms``: sent in
     ``HELLO`` as ``retention_period_ms`` (how long the server holds events
     while paused; ``None``: the server's default). ``events``: subscribe to
-    events. Run with ``await nursery.start(feed.run)``.
+    events. ``token``: the server's shared token, sent to ``url`` only (not
+    to the URLs of later :meth:`switch` calls); ``None``: the environment's.
+    Run with ``await nursery.start(feed.run)``.
     """
 
     def __init__(
@@ -104,6 +113,8 @@ class LiveFeed:
     ) -> None:
         self.url = url
         self.token = token
+        #: The endpoint the token belongs to (the URL the feed was created for).
+        self.token_endpoint = endpoint_key(url)
         self.sink = sink
         self.retention_ms = retention_ms
         self.events = events
@@ -204,8 +215,15 @@ class LiveFeed:
                 await self._wake.wait()
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
+    def token_for(self, url: str) -> str | None:
+        """The token to present to ``url``: ours for our own server, ``""`` (none) elsewhere."""
+        if endpoint_key(url) == self.token_endpoint:
+            return self.token
+        return ""  # not None, which would mean the environment's token
+
     async def _session(self, url: str) -> None:
-        async with connect(url, token=self.token, connect_timeout=self.connect_timeout_s) as client:
+        token = self.token_for(url)
+        async with connect(url, token=token, connect_timeout=self.connect_timeout_s) as client:
             with trio.fail_after(self.connect_timeout_s):
                 runtime = await client.receive_kind("runtime", limit=16)
                 self.sink.feed_runtime(runtime.message.runtime)
@@ -305,6 +323,23 @@ def describe_failure(exc: BaseException) -> str | None:
     if isinstance(exc, ValueError):  # a URL trio-websocket cannot parse
         return f"bad URL: {exc}"
     return None
+
+
+def endpoint_key(url: str) -> tuple[str, ...]:
+    """What identifies the server at ``url``: scheme, host, port, path and query, normalized.
+
+    A URL that does not parse is its own key (it then matches only itself).
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return (url,)
+    scheme = parts.scheme.lower()
+    if port is None:
+        port = defaults.DEFAULT_PORT if scheme == "ws" else 443
+    host = (parts.hostname or "").lower()
+    return (scheme, host, str(port), parts.path or defaults.PATH, parts.query)
 
 
 def _now_ms() -> int:
