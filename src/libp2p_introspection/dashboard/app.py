@@ -7,7 +7,8 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
   (shapes in :mod:`.model`): first a ``hello``, then ``snapshot``, ``event``,
   ``runtime`` and ``status`` messages as they happen (a page that falls
   behind gets a fresh ``hello`` instead, see :mod:`.browsers`). The page
-  sends nothing on it.
+  sends nothing on it; a message over 64 KiB closes it with 1009 (see
+  :mod:`.serving`).
 - ``GET /api/status``: the ``STATUS`` object.
 - ``GET /api/snapshot?ts=MS``: the stored snapshot the page shows for the
   moment ``MS`` (the newest at or before it); the latest without ``ts``; 404
@@ -17,7 +18,9 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
 - ``GET /api/events?until=MS&type=A&type=B&limit=N``: stored events.
 - ``POST /api/pause``, ``POST /api/resume``: pause or resume the live feed.
 - ``POST /api/connect`` with ``{"url": "ws://HOST:PORT/introspect"}`` (or
-  ``"HOST:PORT"``): show the live node there.
+  ``"HOST:PORT"``): show the live node there. The introspection token, if
+  any, is sent only to the server the dashboard was started for (see
+  :mod:`.feed`), never to another URL given here.
 - ``POST /api/recording``: the body is a recording file (raw bytes; its name
   in the ``X-File-Name`` header), at most ``max_upload_bytes``; shows it.
 
