@@ -77,8 +77,13 @@ def demo() -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
+    from playwright.sync_api import expect
+
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(SHOW_TIMEOUT_MS)
+    # Assertions have their own timeout (5 s by default): a loaded 2-core machine
+    # can need longer to reconnect and redraw, so they wait as long as actions do.
+    expect.set_options(timeout=SHOW_TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
