@@ -78,34 +78,12 @@ class BadRequest(Exception):
 
 
 def normalize_url(text: str) -> str:
-    """An introspection URL from what a user typed.
-
-    ``ws://`` and ``wss://`` URLs are kept (``/introspect`` added if the path
-    is empty); ``HOST:PORT`` and ``HOST`` (default port) become
-    ``ws://HOST:PORT/introspect``. Raises :class:`BadRequest` otherwise.
-    """
-    text = text.strip()
-    if not text:
-        raise BadRequest("give a URL such as ws://127.0.0.1:8845/introspect")
-    if "://" not in text:
-        text = "ws://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("ws", "wss"):
-        raise BadRequest(f"not a WebSocket URL: {text} (use ws://HOST:PORT/introspect)")
+    """:func:`libp2p_introspection.config.normalize_url`, with :class:`BadRequest`
+    for what it refuses (the page shows the reason)."""
     try:
-        port = parts.port
+        return defaults.normalize_url(text)
     except ValueError as exc:
-        raise BadRequest(f"bad port in {text}") from exc
-    if not parts.hostname:
-        raise BadRequest(f"no host in {text}")
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None:
-        port = defaults.DEFAULT_PORT if parts.scheme == "ws" else 443
-    path = parts.path or defaults.PATH
-    query = f"?{parts.query}" if parts.query else ""
-    return f"{parts.scheme}://{host}:{port}{path}{query}"
+        raise BadRequest(str(exc)) from exc
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
