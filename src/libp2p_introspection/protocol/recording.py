@@ -192,12 +192,6 @@ class RecordingReader:
             yield record.message()
 
 
-def read_messages(path: str | os.PathLike[str]) -> Iterator[pb.ServerMessage]:
-    """Parsed messages of the recording at ``path``, skipping bad records."""
-    with RecordingReader(path) as reader:
-        yield from reader.messages()
-
-
 class RecordingWriter:
     """Append records to a recording, one whole record per write, flushed.
 

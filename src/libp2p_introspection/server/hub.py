@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import trio
 
@@ -186,8 +186,8 @@ class Hub:
                 )
             handle.notify()
 
-    def close_all(self, sessions: Iterable[SessionHandle] | None = None) -> None:
+    def close_all(self) -> None:
         """Cancel the I/O of every session (server shutdown)."""
-        for handle in list(sessions if sessions is not None else self.sessions):
+        for handle in list(self.sessions):
             if handle.cancel_scope is not None:
                 handle.cancel_scope.cancel()
