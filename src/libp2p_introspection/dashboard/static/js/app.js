@@ -179,6 +179,16 @@ function render() {
   $("events-total").textContent = S.events.length;
 }
 
+// A command's HTTP answer carries the status as it was when the server answered;
+// the feed may already have delivered a newer one (e.g. "connected" overtaking the
+// answer to Connect). Keep the newer: the connection state's "since" orders them.
+function adoptAnswerStatus(st) {
+  const cur = S.status;
+  if (!cur || st.since > cur.since || (st.since === cur.since && st.connection === cur.connection)) {
+    S.status = st;
+  }
+}
+
 function renderStatus() {
   const st = S.status;
   if (!st) return;
@@ -556,7 +566,7 @@ function setupControls() {
     const resume = S.status?.paused;
     try {
       const answer = await api(resume ? "/api/resume" : "/api/pause");
-      S.status = answer.status;
+      adoptAnswerStatus(answer.status);
       schedule();
     } catch (err) { showMessage(err.message); }
   });
@@ -570,7 +580,7 @@ function setupControls() {
     const url = $("connect-url").value.trim() || S.status?.url || "";
     try {
       const answer = await api("/api/connect", { url });
-      S.status = answer.status;
+      adoptAnswerStatus(answer.status);
       $("connect-url").value = "";
       showMessage(`connecting to ${answer.status.url}`, "info", 3000);
       schedule();
