@@ -201,7 +201,10 @@ class LiveFeed:
                 except Exception as exc:
                     described = describe_failure(exc)
                     if described is None:
-                        raise
+                        # A bug of ours on this session's data must not stop the
+                        # dashboard: log it whole and reconnect like any failure.
+                        log.exception("live feed: unexpected error in the session with %s", url)
+                        described = f"internal error: {exc!r}"
                     error = described
             self._session_scope = None
             if scope.cancelled_caught:  # switched or stopped: go at once
