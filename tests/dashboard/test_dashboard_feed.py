@@ -162,3 +162,23 @@ async def test_switch_to_another_server_and_stop(fixtures_dir: Path):
         feed.switch(one.url)
         await wait_for(lambda: feed.state == ConnectionState.CONNECTED, what="back to the first")
         nursery.cancel_scope.cancel()
+
+
+async def test_an_unexpected_error_in_the_sink_is_retried_not_fatal(fixtures_dir: Path):
+    class FailsOnce(Sink):
+        def feed_state(self, state: pb.State) -> None:
+            if not self.states and not getattr(self, "failed", False):
+                self.failed = True
+                raise KeyError("a bug in the dashboard's handling")
+            super().feed_state(state)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            IntrospectionServer(replay(fixtures_dir / "sample-1min.mock"), ServerConfig(port=0)).run
+        )
+        sink = FailsOnce()
+        feed = LiveFeed(server.url, sink)
+        await nursery.start(feed.run)
+        await wait_for(lambda: len(sink.states) >= 2, timeout=15, what="snapshots after the retry")
+        assert feed.sessions >= 1 and feed.state == ConnectionState.CONNECTED
+        nursery.cancel_scope.cancel()
