@@ -10,6 +10,7 @@ from session_harness import (
     event_seqs,
     kinds,
     make_event,
+    make_snapshot,
     snapshot_numbers,
 )
 
@@ -369,6 +370,211 @@ def test_held_data_drains_as_the_client_reads_without_loss():
     messages = h.read()
     assert "notice" not in kinds(messages)
     assert event_seqs(messages) == list(range(1, 22))
+
+
+# §4.6 events go before snapshots; a notice stands where its run begins ---------------
+
+
+def test_a_pushed_snapshot_evicts_the_oldest_queued_event_from_a_full_queue():
+    h = connected(queue_bound=4)
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.read()
+    for _ in range(4):
+        h.emit()  # the queue is full of events; the client reads nothing meanwhile
+    h.produce()
+    messages = h.read()
+    # The notice stands where event 1 stood: the gap is at the front, not the tail.
+    assert kinds(messages) == ["notice", "event", "event", "event", "state"]
+    assert event_seqs(messages) == [2, 3, 4]
+    assert snapshot_numbers(messages) == [2]
+    assert h.session.stats.snapshots_dropped == 0
+
+
+def test_with_no_event_queued_the_oldest_queued_snapshot_is_dropped_instead():
+    h = connected(queue_bound=3)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.read()
+    h.produce(5)  # 2, 3, 4 fill the queue; 5 then 6 each push out the oldest
+    messages = h.read()
+    assert kinds(messages) == ["notice", "state", "state", "state"]  # one run: 2 and 3
+    assert snapshot_numbers(messages) == [4, 5, 6]
+    assert h.session.stats.snapshots_dropped == 2
+    assert h.session.stats.notices == 1
+
+
+def test_a_state_push_subscriber_gets_every_snapshot_however_fast_events_come():
+    h = connected(queue_bound=8)
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.read()
+    received = []
+    for _ in range(20):  # twenty intervals of 500 events each, read slowly
+        for _ in range(500):
+            h.emit()
+        h.produce()
+        received += h.read(limit=3)
+    received += h.read()
+    assert snapshot_numbers(received) == list(range(2, 22))
+    seqs = event_seqs(received)
+    assert seqs == sorted(seqs) and len(seqs) < 10_000
+    sequence = kinds(received)
+    assert all(a != "notice" or b != "notice" for a, b in zip(sequence, sequence[1:]))
+
+
+def test_the_notice_stands_in_the_place_of_an_event_evicted_from_the_middle():
+    """§4.6: "delivered in the place of the first dropped (or evicted) item"."""
+    h = connected(queue_bound=3)
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.read()
+    h.produce()  # snapshot 2
+    h.emit()  # event 1
+    h.produce()  # snapshot 3: the queue is full
+    h.produce()  # snapshot 4 evicts event 1, between snapshots 2 and 3
+    messages = h.read()
+    assert kinds(messages) == ["state", "notice", "state", "state"]
+    assert snapshot_numbers(messages) == [2, 3, 4]
+
+
+def test_an_eviction_next_to_a_run_joins_it_and_the_notice_moves_to_where_the_run_begins():
+    h = connected(queue_bound=3)
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.read()
+    h.produce(2)  # snapshots 2 and 3
+    h.emit()  # event 1: the queue is full
+    h.send(Command.HELLO, cid=9)  # a response, outside the push budget
+    h.emit()  # event 2 is dropped: a notice behind the response
+    h.produce()  # snapshot 4 evicts event 1: the run is now events 1 and 2
+    messages = h.read()
+    # One notice, in the place of event 1 (the run's first item), before the
+    # response that was queued between event 1 and event 2.
+    assert kinds(messages) == ["state", "state", "notice", "response", "state"]
+    assert snapshot_numbers(messages) == [2, 3, 4]
+    assert messages[3].response.id == 9
+    assert h.session.stats.notices == 1
+
+
+def test_an_eviction_between_two_runs_makes_them_one_run_with_one_notice():
+    h = connected(queue_bound=3)
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.read()
+    h.produce()  # snapshot 2
+    h.emit()  # event 1
+    h.emit()  # event 2: the queue is full
+    h.emit()  # event 3 is dropped: notice at the tail
+    h.produce()  # snapshot 3 evicts event 1: a second run, between 2 and event 2
+    h.produce()  # snapshot 4 evicts event 2: events 1 to 3 are now one run
+    messages = h.read()
+    assert kinds(messages) == ["state", "notice", "state", "state"]
+    assert snapshot_numbers(messages) == [2, 3, 4]
+    assert h.session.stats.notices == 1
+
+
+def test_a_drop_right_after_a_notice_already_sent_needs_no_second_notice():
+    h = connected(queue_bound=1)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.read()
+    h.produce(2)  # 3 pushes out 2
+    assert kinds(h.read(limit=1)) == ["notice"]  # the client takes the notice only
+    h.produce()  # 4 pushes out 3: the same run, nothing was delivered since
+    messages = h.read()
+    assert kinds(messages) == ["state"]
+    assert snapshot_numbers(messages) == [4]
+
+
+def test_an_evicted_event_that_carried_its_property_types_hands_them_on():
+    h = connected(queue_bound=2)
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.read()
+    h.emit("Surprise")  # carries the property types of a type the Runtime lacks
+    h.emit("Surprise")
+    h.produce()  # evicts the first
+    messages = h.read()
+    assert kinds(messages) == ["notice", "event", "state"]
+    assert event_seqs(messages) == [2]
+    assert len(messages[1].event.type.property_types) == 1  # told by the survivor
+    h.emit("Other")
+    h.produce()
+    h.produce()  # evicts it, and no later "Other" is queued to tell the client
+    h.read()
+    h.emit("Other")
+    (message,) = h.read()
+    assert message.event.type.name == "Other"
+    assert len(message.event.type.property_types) == 1
+
+
+def test_in_the_pause_buffer_events_are_evicted_before_an_older_snapshot():
+    event_size = len(make_event("Known", 1, padding=1_000).frame)
+    h = connected(push_byte_budget=event_size * 3 + 100)
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.send(Command.PUSH_PAUSE)
+    h.read()
+    h.produce()  # snapshot 2, held first: the oldest item
+    for _ in range(5):
+        h.emit(padding=1_000)
+    assert h.session.held_bytes <= event_size * 3 + 100
+    h.send(Command.PUSH_RESUME)
+    messages = h.read()
+    assert kinds(messages) == ["response", "state", "notice", "event", "event", "event"]
+    assert snapshot_numbers(messages) == [2]
+    assert event_seqs(messages) == [3, 4, 5]  # 1 and 2 went, where they stood
+    assert h.session.stats.snapshots_evicted == 0
+
+
+def test_in_the_pause_buffer_a_snapshot_that_finds_no_room_evicts_held_events():
+    event_size = len(make_event("Known", 1, padding=1_000).frame)
+    h = connected(push_byte_budget=event_size * 3 + 10)
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.send(Command.PUSH_PAUSE)
+    h.read()
+    for _ in range(3):
+        h.emit(padding=1_000)  # the budget is full of events
+    h.produce()  # snapshot 2 evicts event 1
+    h.emit()  # a small event: it fits
+    h.send(Command.PUSH_RESUME)
+    messages = h.read()
+    assert kinds(messages) == ["response", "notice", "event", "event", "state", "event"]
+    assert event_seqs(messages) == [2, 3, 4]
+    assert snapshot_numbers(messages) == [2]
+
+
+def test_a_held_event_evicted_from_the_middle_leaves_its_notice_in_its_place():
+    event_size = len(make_event("Known", 1, padding=1_000).frame)
+    h = connected(push_byte_budget=event_size * 2 + 200)
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.send(Command.PUSH_PAUSE)
+    h.read()
+    h.produce()  # snapshot 2
+    h.emit(padding=1_000)  # event 1
+    h.produce()  # snapshot 3
+    h.emit(padding=1_000)  # event 2
+    h.emit(padding=1_000)  # event 3: over budget, event 1 goes
+    h.send(Command.PUSH_RESUME)
+    messages = h.read()
+    assert kinds(messages) == ["response", "state", "notice", "state", "event", "event"]
+    assert snapshot_numbers(messages) == [2, 3]
+    assert event_seqs(messages) == [2, 3]
+
+
+def test_with_no_event_held_the_oldest_held_snapshots_are_evicted():
+    snapshot_size = len(make_snapshot(2).frame)
+    h = connected(push_byte_budget=snapshot_size * 2)
+    h.send(Command.PUSH_ENABLE, Source.STATE)
+    h.send(Command.PUSH_PAUSE)
+    h.read()
+    h.produce(4)  # 2, 3, 4, 5: room for two
+    h.send(Command.PUSH_RESUME)
+    messages = h.read()
+    assert kinds(messages) == ["response", "notice", "state", "state"]
+    assert snapshot_numbers(messages) == [4, 5]
+    assert h.session.stats.snapshots_evicted == 2
 
 
 def test_client_that_reads_nothing_is_closed_after_write_timeout():

@@ -27,15 +27,22 @@ Rule map (section of PROTOCOL.md → where it is enforced):
 - §4.2 runtime then latest snapshot on connect → :meth:`Session.__init__`
 - §4.3 pull, waiting → :meth:`Session._request`, :meth:`Session.snapshot_produced`
 - §4.4 push streams → :meth:`Session._push_enable`, :meth:`Session._push_disable`
-- §4.5 pause buffer → :meth:`Session._hold`, :meth:`Session._evict`, :meth:`Session._drain`
+- §4.5 pause buffer → :meth:`Session._hold`, :meth:`Session._evict_held`, :meth:`Session._drain`
 - §4.6 queue bound, one notice per run of drops, write timeout →
-  :meth:`Session._deliver_push`, :meth:`Session._drop`, :meth:`Session.tick`
+  :meth:`Session._deliver_push`, :meth:`Session._mark_gap_at_tail`, :meth:`Session.tick`
+- §4.6 events go before snapshots (a pushed snapshot that finds no room evicts
+  the oldest queued or held event; only when none is left does a snapshot go)
+  → :meth:`Session._make_room_for_snapshot`, :meth:`Session._hold`
+- §4.6 the notice stands in the place of the first dropped or evicted item of
+  its run; a run spans consecutive push items, whatever else is queued among
+  them → :meth:`Session._evict_queued`, :meth:`Session._evict_held`
 - §4.7 configuration → :meth:`Session._apply_config`
 - §4.8 errors → :meth:`Session.receive_command`, :meth:`Session.receive_text`
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,25 +138,53 @@ class Close:
     reason: str
 
 
+#: Kinds of what the outgoing queue holds (§4.6). ``_OTHER`` is outside the
+#: push budget and never dropped (responses, the Runtime, pulled snapshots);
+#: ``_NOTICE`` marks a gap; ``_EVENT`` and ``_SNAPSHOT`` are push data.
+_OTHER, _NOTICE, _EVENT, _SNAPSHOT = range(4)
+
+
+@dataclass(slots=True)
+class _Out:
+    """One frame of the outgoing queue: its bytes, kind and (for push data) item."""
+
+    frame: bytes
+    kind: int
+    item: Snapshot | EventItem | None = None
+    full: bool = False  # an event sent with its property types (§3, ``Event.type``)
+
+
 @dataclass(slots=True)
 class _Held:
-    """A push item waiting in the pause buffer (§4.5)."""
+    """A push item waiting in the pause buffer (§4.5), or (``item`` ``None``) the
+    place of a run of evicted items: it becomes a notice when it reaches the queue."""
 
-    item: Snapshot | EventItem
+    item: Snapshot | EventItem | None
     size: int
     held_at: float
 
 
 @dataclass(slots=True)
 class SessionStats:
-    """Counters a server may log or expose; they do not steer the session."""
+    """Counters a server may log or expose; they do not steer the session.
+
+    ``snapshots_sent`` and ``events_sent`` count what was queued and not evicted
+    since; ``notices`` the notices queued (one per run of drops).
+    """
 
     commands: int = 0
     errors: int = 0
     rate_limited: int = 0
     snapshots_sent: int = 0
     events_sent: int = 0
+    #: Push items dropped or evicted, for any reason.
     dropped: int = 0
+    #: Of those, pushed snapshots dropped from a full queue with no event left to
+    #: evict, and held snapshots evicted for the byte budget with no event held.
+    snapshots_dropped: int = 0
+    snapshots_evicted: int = 0
+    #: Held items evicted for their age (``retention_period_ms``).
+    expired: int = 0
     notices: int = 0
 
 
@@ -197,12 +232,17 @@ class Session:
         self._paused = False
         self._held: deque[_Held] = deque()
         self._held_bytes = 0
-        self._held_gap = False  # items were evicted before the first held one
-        # Outgoing queue (§4.6): frames in order; how many of them are push data.
-        self._outbox: deque[tuple[bytes, bool]] = deque()
+        self._held_events = 0
+        self._held_snapshots = 0
+        # Outgoing queue (§4.6): frames in order; how many are push data, how many events.
+        self._outbox: deque[_Out] = deque()
         self._outbox_push = 0
+        self._outbox_events = 0
+        self._outbox_notices = 0
         self._in_flight = False
-        self._in_drop_run = False
+        # Whether the last push item or notice taken by the adapter was a notice:
+        # a drop right after it belongs to the run that notice already reported.
+        self._notice_taken = False
         self._last_progress = now
         self._now = now
         # Command rate limit: a token bucket, and refusals since the last accepted command.
@@ -210,7 +250,7 @@ class Session:
         self._tokens_at = now
         self._refusals = 0
 
-        self._enqueue(runtime_frame, push=False)
+        self._enqueue(runtime_frame)
         self._enqueue_snapshot(latest, push=False)
 
     # ------------------------------------------------------------------ outputs
@@ -222,11 +262,17 @@ class Session:
         """
         if not self._outbox or self.close is not None:
             return None
-        frame, push = self._outbox.popleft()
-        if push:
+        entry = self._outbox.popleft()
+        if entry.kind == _NOTICE:
+            self._notice_taken = True
+            self._outbox_notices -= 1
+        elif entry.kind != _OTHER:
+            self._notice_taken = False
             self._outbox_push -= 1
+            if entry.kind == _EVENT:
+                self._outbox_events -= 1
         self._in_flight = True
-        return frame
+        return entry.frame
 
     @property
     def has_frames(self) -> bool:
@@ -391,7 +437,7 @@ class Session:
             else:
                 self._waiting = True
         elif source == Source.RUNTIME:
-            self._enqueue(self._runtime_frame, push=False)
+            self._enqueue(self._runtime_frame)
             self._told_types.update(self._runtime_types)
         elif source == Source.EVENTS:
             self._respond(command.id, "EVENTS cannot be requested: events are push-only")
@@ -470,12 +516,20 @@ class Session:
 
     # ---------------------------------------------------- outgoing queue (§4.6)
 
-    def _enqueue(self, frame: bytes, *, push: bool) -> None:
+    def _append(self, entry: _Out) -> None:
         if not self._outbox and not self._in_flight:
             self._last_progress = self._now  # the write timeout counts from here
-        self._outbox.append((frame, push))
-        if push:
+        self._outbox.append(entry)
+        if entry.kind == _NOTICE:
+            self._outbox_notices += 1
+        elif entry.kind != _OTHER:
             self._outbox_push += 1
+            if entry.kind == _EVENT:
+                self._outbox_events += 1
+
+    def _enqueue(self, frame: bytes) -> None:
+        """Queue a frame outside the push budget: a response, the Runtime, a pulled snapshot."""
+        self._append(_Out(frame, _OTHER))
 
     def _enqueue_snapshot(self, snapshot: Snapshot, *, push: bool) -> None:
         # §4.1: every State sent moves the cursor; nothing at or below it is sent.
@@ -483,7 +537,7 @@ class Session:
             return
         self._cursor = snapshot.number
         self.stats.snapshots_sent += 1
-        self._enqueue(snapshot.frame, push=push)
+        self._append(_Out(snapshot.frame, _SNAPSHOT if push else _OTHER, snapshot))
 
     def _respond(self, command_id: int, error: str | None = None) -> None:
         message = pb.ServerMessage()
@@ -496,7 +550,7 @@ class Session:
             response.error = error
             self.stats.errors += 1
         response.effective_config.CopyFrom(self.effective_config)
-        self._enqueue(encode_server_message(message), push=False)
+        self._enqueue(encode_server_message(message))
 
     def _push(self, item: Snapshot | EventItem) -> None:
         if self._paused or self._held:
@@ -507,33 +561,116 @@ class Session:
             self._deliver_push(item)
 
     def _deliver_push(self, item: Snapshot | EventItem) -> None:
-        if isinstance(item, Snapshot) and item.number <= self._cursor:
-            return  # §4.5: a held snapshot at or below the cursor is discarded, never sent
-        if self._outbox_push >= self.limits.queue_bound:
-            self._drop()
-            return
-        self._in_drop_run = False
+        """Queue a push item behind everything queued, or drop it (§4.6).
+
+        A snapshot always gets in: if the queue is full, room is made for it. An
+        event that does not fit is dropped where it would have stood, at the tail.
+        """
         if isinstance(item, Snapshot):
+            if item.number <= self._cursor:
+                return  # §4.5: a held snapshot at or below the cursor is discarded, never sent
+            if self._outbox_push >= self.limits.queue_bound:
+                self._make_room_for_snapshot()
             self._enqueue_snapshot(item, push=True)
-        else:
-            self.stats.events_sent += 1
-            if item.type_name in self._told_types:
-                self._enqueue(item.frame, push=True)
-            else:
-                self._told_types.add(item.type_name)
-                self._enqueue(item.full_frame, push=True)
+            return
+        if self._outbox_push >= self.limits.queue_bound:
+            self.stats.dropped += 1
+            self._mark_gap_at_tail()
+            return
+        self.stats.events_sent += 1
+        full = item.type_name not in self._told_types
+        if full:
+            self._told_types.add(item.type_name)
+        self._append(_Out(item.full_frame if full else item.frame, _EVENT, item, full=full))
 
-    def _drop(self) -> None:
+    def _make_room_for_snapshot(self) -> None:
+        # §4.6: events go before snapshots. The oldest queued event is evicted;
+        # only when no event is queued is the oldest queued (pushed) snapshot.
+        wanted = _EVENT if self._outbox_events else _SNAPSHOT
+        index = next(i for i, entry in enumerate(self._outbox) if entry.kind == wanted)
+        if wanted == _SNAPSHOT:
+            self.stats.snapshots_dropped += 1
+        self._evict_queued(index)
+
+    def _evict_queued(self, index: int) -> None:
+        """Drop the queued push item at ``index`` where it stands (§4.6).
+
+        Its place becomes the notice of its run of drops, unless it borders a run
+        already: then it joins that run, and the run's one notice stands in the
+        place of its first item (two runs it joins become one).
+        """
+        outbox = self._outbox
+        entry = outbox[index]
+        assert entry.kind in (_EVENT, _SNAPSHOT)
         self.stats.dropped += 1
-        self._mark_gap()
+        self._outbox_push -= 1
+        if entry.kind == _EVENT:
+            self._outbox_events -= 1
+            self.stats.events_sent -= 1
+            if entry.full:
+                self._pass_on_property_types(index, entry)
+        else:
+            self.stats.snapshots_sent -= 1
+        after = self._next_marked(index)
+        gap_after = after is not None and outbox[after].kind == _NOTICE
+        if self._gap_before(index):
+            del outbox[index]
+            if gap_after:
+                assert after is not None
+                self._remove_notice(after - 1)
+        else:
+            outbox[index] = _Out(_NOTICE_FRAME, _NOTICE)
+            self._outbox_notices += 1
+            self.stats.notices += 1
+            if gap_after:
+                assert after is not None
+                self._remove_notice(after)  # the run now starts here
+        if after is None and self._held and self._held[0].item is None:
+            self._held.popleft()  # its run now reaches into the queue
 
-    def _mark_gap(self) -> None:
+    def _pass_on_property_types(self, index: int, entry: _Out) -> None:
+        # The evicted event was to tell the client its type's property types:
+        # the next queued event of that type does it instead, else the next one.
+        assert isinstance(entry.item, EventItem)
+        name = entry.item.type_name
+        for later in itertools.islice(self._outbox, index + 1, None):
+            item = later.item
+            if later.kind == _EVENT and isinstance(item, EventItem) and item.type_name == name:
+                later.frame = item.full_frame
+                later.full = True
+                return
+        self._told_types.discard(name)
+
+    def _remove_notice(self, index: int) -> None:
+        assert self._outbox[index].kind == _NOTICE
+        del self._outbox[index]
+        self._outbox_notices -= 1
+        self.stats.notices -= 1
+
+    def _gap_before(self, index: int) -> bool:
+        """Whether the push item or notice nearest before queue position ``index`` is a
+        notice (the last one taken, if none is queued there): a drop at ``index``
+        then continues that notice's run. Other frames do not end a run."""
+        outbox = self._outbox
+        for position in range(index - 1, -1, -1):
+            kind = outbox[position].kind
+            if kind != _OTHER:
+                return kind == _NOTICE
+        return self._notice_taken
+
+    def _next_marked(self, index: int) -> int | None:
+        """Queue position of the push item or notice nearest after ``index``, if any."""
+        for position, entry in enumerate(itertools.islice(self._outbox, index + 1, None)):
+            if entry.kind != _OTHER:
+                return index + 1 + position
+        return None
+
+    def _mark_gap_at_tail(self) -> None:
         # §4.6: one DISCARDING_EVENTS notice per run of consecutive drops, in the
         # place of the first dropped item; the notice is outside the push budget.
-        if not self._in_drop_run:
-            self._in_drop_run = True
+        if not self._gap_before(len(self._outbox)):
             self.stats.notices += 1
-            self._enqueue(_NOTICE_FRAME, push=False)
+            self._append(_Out(_NOTICE_FRAME, _NOTICE))
 
     # ------------------------------------------------------- pause buffer (§4.5)
 
@@ -541,50 +678,105 @@ class Session:
         size = len(item.frame)
         self._held.append(_Held(item, size, self._now))
         self._held_bytes += size
-        while self._held_bytes > self.limits.push_byte_budget and self._held:
-            self._evict()
+        if isinstance(item, Snapshot):
+            self._held_snapshots += 1
+        else:
+            self._held_events += 1
+        while self._held_bytes > self.limits.push_byte_budget and self.held_count:
+            self._evict_for_budget()
         self._evict_expired()
 
-    def _evict(self) -> None:
-        held = self._held.popleft()
-        self._held_bytes -= held.size
-        self._held_gap = True
-        self.stats.dropped += 1
+    def _evict_for_budget(self) -> None:
+        # §4.6 in the pause buffer too: the oldest held event goes first; only
+        # when no event is held does the oldest held snapshot.
+        want_event = self._held_events > 0
+        index = next(
+            i
+            for i, held in enumerate(self._held)
+            if held.item is not None and isinstance(held.item, EventItem) == want_event
+        )
+        if not want_event:
+            self.stats.snapshots_evicted += 1
+        self._evict_held(index)
 
     def _evict_expired(self) -> None:
+        # §4.5: items older than the retention period go, oldest first (held in
+        # time order, so the first young one ends the walk).
         horizon = self._now - self._retention_ms / 1000
-        while self._held and self._held[0].held_at < horizon:
-            self._evict()
+        index = 0
+        while index < len(self._held):
+            held = self._held[index]
+            if held.item is None:
+                index += 1
+                continue
+            if held.held_at >= horizon:
+                return
+            self.stats.expired += 1
+            self._evict_held(index)
+
+    def _evict_held(self, index: int) -> None:
+        """Evict the held item at ``index`` where it stands: its place becomes the mark
+        of its run of drops (a notice once it reaches the queue), unless it borders a
+        run already (the run in the queue's tail, for the first held item)."""
+        held = self._held
+        entry = held[index]
+        self._forget_held(entry)
+        self.stats.dropped += 1
+        gap_before = held[index - 1].item is None if index else self._gap_before(len(self._outbox))
+        gap_after = index + 1 < len(held) and held[index + 1].item is None
+        if gap_before:
+            del held[index]
+            if gap_after:
+                del held[index]
+        else:
+            held[index] = _Held(None, 0, entry.held_at)
+            if gap_after:
+                del held[index + 1]
+
+    def _forget_held(self, held: _Held) -> None:
+        self._held_bytes -= held.size
+        if isinstance(held.item, Snapshot):
+            self._held_snapshots -= 1
+        elif held.item is not None:
+            self._held_events -= 1
 
     def _drain(self) -> None:
         # Move held items to the outgoing queue while not paused and there is room.
-        while not self._paused and self.close is None:
-            if self._held_gap:
-                self._held_gap = False
-                self._mark_gap()  # evicted items were dropped where they stood
+        held = self._held
+        while held and not self._paused and self.close is None:
+            first = held[0]
+            item = first.item
+            if item is None:
+                held.popleft()
+                self._mark_gap_at_tail()  # evicted items were dropped where they stood
                 continue
-            if not self._held:
-                return
-            first = self._held[0]
-            if isinstance(first.item, Snapshot) and first.item.number <= self._cursor:
-                self._held.popleft()
-                self._held_bytes -= first.size
+            if isinstance(item, Snapshot) and item.number <= self._cursor:
+                self._forget_held(held.popleft())  # §4.5: discarded, never sent
                 continue
             if self._outbox_push >= self.limits.queue_bound:
                 return
-            self._held.popleft()
-            self._held_bytes -= first.size
-            self._deliver_push(first.item)
+            self._forget_held(held.popleft())
+            self._deliver_push(item)
 
     def _discard_held(self, kind: type) -> None:
-        kept = deque(h for h in self._held if not isinstance(h.item, kind))
-        self._held_bytes = sum(h.size for h in kept)
+        # One stream was disabled: its held items go, unreported (nobody wants
+        # them); marks left side by side, or next to the queue's run, merge.
+        kept: deque[_Held] = deque()
+        for held in self._held:
+            if held.item is None:
+                if kept[-1].item is None if kept else self._gap_before(len(self._outbox)):
+                    continue
+            elif isinstance(held.item, kind):
+                self._forget_held(held)
+                continue
+            kept.append(held)
         self._held = kept
 
     def _clear_held(self) -> None:
         self._held.clear()
         self._held_bytes = 0
-        self._held_gap = False
+        self._held_events = 0
+        self._held_snapshots = 0
 
     # --------------------------------------------------------------------- misc
 
@@ -592,6 +784,8 @@ class Session:
         self.close = Close(code, reason)
         self._outbox.clear()
         self._outbox_push = 0
+        self._outbox_events = 0
+        self._outbox_notices = 0
         self._clear_held()
 
     # Read-only views for adapters, logs and tests.
@@ -619,12 +813,34 @@ class Session:
     @property
     def held_count(self) -> int:
         """Items in the pause buffer (§4.5)."""
-        return len(self._held)
+        return self._held_events + self._held_snapshots
+
+    @property
+    def held_events(self) -> int:
+        """Events in the pause buffer (§4.5)."""
+        return self._held_events
 
     @property
     def queued(self) -> int:
         """Frames in the outgoing queue, push data or not (§4.6)."""
         return len(self._outbox)
+
+    @property
+    def queued_replies(self) -> int:
+        """Frames in the outgoing queue that the client's commands caused (responses, the
+        Runtime, pulled snapshots): what a server may hold the client's reading back by.
+        Push data and notices are bounded on their own (§4.6)."""
+        return len(self._outbox) - self._outbox_push - self._outbox_notices
+
+    @property
+    def queued_push(self) -> int:
+        """Push items (events and pushed snapshots) in the outgoing queue (§4.6)."""
+        return self._outbox_push
+
+    @property
+    def queued_events(self) -> int:
+        """Events in the outgoing queue (§4.6)."""
+        return self._outbox_events
 
 
 _HANDLERS: dict[int, Callable[[Session, pb.ClientCommand], None]] = {
