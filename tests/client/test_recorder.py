@@ -155,3 +155,30 @@ async def test_recorder_pauses_push_when_writing_falls_behind(tmp_path):
     assert summary["records"] == recorder.stats.records
     assert summary["kinds"]["state"] == 15
     assert summary["kinds"]["event"] == recorder.stats.events > 0
+
+
+async def test_count_is_exact_when_snapshots_arrive_faster_than_they_are_written(tmp_path):
+    """Push mode, 10 ms snapshots, a slow disk: batches hold several snapshots, and
+    the file still ends with the count-th (nothing received after it is kept)."""
+    source = FloodSource()
+    path = tmp_path / "exact.mock"
+    server = IntrospectionServer(source, ServerConfig(port=0, interval_ms=10))
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            recorder = Recorder(server.url, path, mode="push", events=True, count=5)
+            original = recorder._write
+
+            def slow_write(data, checksum):
+                time.sleep(0.001)  # a slow disk, in the writer thread
+                original(data, checksum)
+
+            recorder._write = slow_write
+            nursery.start_soon(source.flood)
+            await recorder.run()
+            nursery.cancel_scope.cancel()
+    assert recorder.result().outcome is Outcome.COMPLETED
+    assert recorder.stats.snapshots == 5
+    with RecordingReader(path) as reader:
+        kinds = [record.message().WhichOneof("payload") for record in reader]
+    assert kinds.count("state") == 5 and kinds[-1] == "state"

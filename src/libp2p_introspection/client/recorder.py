@@ -135,7 +135,8 @@ class Recorder:
     """Records one session at ``url`` into the recording file ``path``.
 
     ``mode`` is ``"pull"`` or ``"push"``; ``events`` subscribes to events;
-    ``count`` stops after that many snapshots, ``duration`` after that many
+    ``count`` stops after that many snapshots (the first one included; the file
+    ends with the count-th), ``duration`` after that many
     seconds (neither: until the server goes away or :meth:`run` is
     cancelled, e.g. on Ctrl-C). ``on_progress`` is called with the
     :class:`RecordStats` after each batch of writes. ``idle_timeout``: give up
@@ -310,7 +311,7 @@ class Recorder:
             self._room.set()
             if self.on_progress is not None:
                 self.on_progress(self.stats)
-            if self.count is not None and self.stats.snapshots >= self.count:
+            if self._count_reached():
                 return
             if (
                 self.paused
@@ -328,9 +329,15 @@ class Recorder:
             await self.client.send(command, source)
 
     def _write_batch(self, batch: list[tuple[bytes, int]]) -> None:
-        # Runs in a worker thread; each record is one whole write, flushed.
+        # Runs in a worker thread; each record is one whole write, flushed. The
+        # recording ends with its count-th snapshot: what came after is not kept.
         for data, checksum in batch:
+            if self._count_reached():
+                return
             self._write(data, checksum)
+
+    def _count_reached(self) -> bool:
+        return self.count is not None and self.stats.snapshots >= self.count
 
     def _write(self, data: bytes, checksum: int) -> None:
         assert self.writer is not None
@@ -348,7 +355,7 @@ class Recorder:
             return
         self._finished = True
         try:
-            while not self._write_failed:
+            while not self._write_failed and not self._count_reached():
                 self._write(*self.receive_queue.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             pass
