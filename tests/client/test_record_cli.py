@@ -150,3 +150,29 @@ def test_record_stopped_with_ctrl_c_closes_the_file_and_summarizes(tmp_path, fix
         records = sum(1 for _ in reader)
         assert reader.checksum_failures == 0 and not reader.truncated
     assert f"{records} records" in stderr
+
+
+@pytest.mark.parametrize("mode", ["push", "pull"])
+def test_record_a_count_of_snapshots_from_a_node_flooding_events(tmp_path, mode):
+    """Issue 9, case 8: with 20 000 events/s filling the server's queue for this
+    session, `record --count` still gets its snapshots (events go before snapshots,
+    §4.6) and stops. The timeout bounds a failure; it is not a speed claim."""
+    out = tmp_path / f"flood-{mode}.mock"
+    with running([*CLI[1:], "serve", "--source", "mock", "--events-per-second", "20000",
+                  "--interval-ms", "200", "--port", "0"]) as (_, url):  # fmt: skip
+        result = subprocess.run([*CLI, "record", url, "-o", str(out), "--mode", mode,
+                                 "--count", "8", "--no-progress"],
+                                capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "8 snapshots" in result.stderr and "completed" in result.stderr
+    instants, events = [], 0
+    with RecordingReader(out) as reader:
+        for record in reader:
+            message = record.message()
+            kind = message.WhichOneof("payload")
+            if kind == "state":
+                instants.append(message.state.instant_ts)
+            events += kind == "event"
+        assert reader.checksum_failures == 0 and not reader.truncated
+    assert len(instants) == 8 and instants == sorted(set(instants))
+    assert events > 0  # the flood was on

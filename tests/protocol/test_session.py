@@ -598,6 +598,25 @@ def test_with_no_event_held_the_oldest_held_snapshots_are_evicted():
     assert h.session.stats.snapshots_evicted == 2
 
 
+def test_queued_replies_count_what_commands_caused_not_push_data_or_notices():
+    """What a server may hold a client's reading back by (it must keep reading the
+    commands of a client flooded with events, §4.6)."""
+    h = connected(queue_bound=4)
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.read()
+    for _ in range(4):
+        h.emit()
+    for _ in range(10):  # a reader at half the rate of the flood: runs of one drop
+        h.read(limit=1)
+        h.emit()
+        h.emit()
+    assert h.session.queued_push == 4
+    assert h.session.queued > 6  # the notices among the events
+    assert h.session.queued_replies == 0
+    h.send(Command.HELLO)
+    h.send(Command.REQUEST, Source.RUNTIME)
+    assert h.session.queued_replies == 2
+
 def test_client_that_reads_nothing_is_closed_after_write_timeout():
     h = connected(write_timeout_s=10)
     h.send(Command.REQUEST, Source.RUNTIME)

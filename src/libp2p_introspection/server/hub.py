@@ -57,13 +57,13 @@ class SessionHandle:
 
     def drained(self) -> None:
         """The writer sent a frame: wake a reader held back by a full queue."""
-        if self.session.queued <= self.session.limits.queue_bound:
+        if self.session.queued_replies <= self.session.limits.queue_bound:
             self._drained.set()
 
     async def wait_drained(self) -> None:
         """Sleep until the outgoing queue is back within its bound (or the session ends)."""
         self._drained = trio.Event()
-        if self.session.queued <= self.session.limits.queue_bound:
+        if self.session.queued_replies <= self.session.limits.queue_bound:
             return
         await self._drained.wait()
 

@@ -311,7 +311,7 @@ class IntrospectionServer:
             while session.close is None:
                 # Backpressure: a client that sends commands without reading the
                 # answers is not read from until its queue drains (TCP pushes back).
-                while session.queued > limits.queue_bound:
+                while session.queued_replies > limits.queue_bound:
                     await handle.wait_drained()
                 message = await ws.get_message()
                 now = trio.current_time()
