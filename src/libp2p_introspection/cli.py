@@ -73,8 +73,15 @@ def _check_origins(
 def _url(ctx: click.Context, param: click.Parameter, value: str) -> str:
     try:
         return defaults.normalize_url(value)
+    except ValueError as exc:  # the message quotes the URL: never its token
+        raise click.BadParameter(defaults.redact(str(exc), defaults.token_secrets(value))) from None
+
+
+def _token(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return defaults.check_token(value)
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+        raise click.BadParameter(str(exc)) from None
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -171,11 +178,18 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int, secrets: tuple[str, ...] = ()) -> None:
+    """Log to stderr at WARNING (INFO, DEBUG with -v, -vv); no line shows a token (the
+    ``secrets`` given, or one in a URL or header)."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    redactor = defaults.RedactTokens(secrets)
+    for handler in logging.getLogger().handlers:
+        for old in [f for f in handler.filters if isinstance(f, defaults.RedactTokens)]:
+            handler.removeFilter(old)
+        handler.addFilter(redactor)
     if verbose < 2:
         logging.getLogger("libp2p").setLevel(max(level, logging.WARNING))
     logging.getLogger("libp2p_introspection").setLevel(level)
@@ -504,7 +518,7 @@ async def _demo_source(
               type=click.FloatRange(min=0, min_open=True),
               help="Give up on a server that sends nothing this long, seconds.")  # fmt: skip
 @click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
-              help="The server's shared token, if it requires one.")  # fmt: skip
+              callback=_token, help="The server's shared token, if it requires one.")  # fmt: skip
 def record(url: str, output: str, mode: str, events: bool, count: int | None,
            duration: float | None, progress: bool | None, idle_timeout: float,
            token: str | None) -> None:  # fmt: skip
@@ -513,7 +527,8 @@ def record(url: str, output: str, mode: str, events: bool, count: int | None,
     Ends after --count snapshots or --duration seconds, else on Ctrl-C; exits
     non-zero if the server dropped the connection.
     """
-    _setup_logging(0)
+    secrets = defaults.token_secrets(url, token)
+    _setup_logging(0, secrets)
     from libp2p_introspection.client.progress import progress_reporter
     from libp2p_introspection.client.recorder import Outcome, Recorder
 
@@ -540,7 +555,8 @@ def record(url: str, output: str, mode: str, events: bool, count: int | None,
         if reason is None:
             raise
         recorder.finish()
-        raise click.ClickException(f"cannot record from {url}: {reason}") from exc
+        message = f"cannot record from {url}: {reason}"
+        raise click.ClickException(defaults.redact(message, secrets)) from exc
     result = recorder.result()
     click.echo(result.summary(), err=True)
     if result.outcome not in (Outcome.COMPLETED, Outcome.STOPPED):
@@ -594,11 +610,12 @@ def inspect(file: str, as_json: bool, dump: bool) -> None:  # fmt: skip
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of text.")
 @click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
-              help="The server's shared token, if it requires one.")  # fmt: skip
+              callback=_token, help="The server's shared token, if it requires one.")  # fmt: skip
 def watch(url: str, count: int | None, events: bool, as_json: bool,
           token: str | None) -> None:  # fmt: skip
     """Pull snapshots from URL and print a line for each (and for each event)."""
-    _setup_logging(0)
+    secrets = defaults.token_secrets(url, token)
+    _setup_logging(0, secrets)
     from libp2p_introspection.client.watch import watch as run_watch
 
     try:
@@ -612,7 +629,9 @@ def watch(url: str, count: int | None, events: bool, as_json: bool,
         reason = _connection_error(exc)
         if reason is None:
             raise
-        raise click.ClickException(f"cannot watch {url}: {reason}") from exc
+        raise click.ClickException(
+            defaults.redact(f"cannot watch {url}: {reason}", secrets)
+        ) from exc
 
 
 @main.command()
@@ -648,7 +667,7 @@ def watch(url: str, count: int | None, events: bool, as_json: bool,
     "--events/--no-events", default=True, show_default=True, help="Subscribe to the node's events."
 )
 @click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
-              help="The server's shared token, if it requires one.")  # fmt: skip
+              callback=_token, help="The server's shared token, if it requires one.")  # fmt: skip
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: int,
               events: bool, token: str | None, verbose: int) -> None:  # fmt: skip
@@ -656,7 +675,8 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
 
     Prints the page's http:// address on stdout as soon as it is served.
     """
-    _setup_logging(verbose)
+    secrets = defaults.token_secrets(url, token)
+    _setup_logging(verbose, secrets)
     from libp2p_introspection.dashboard import Dashboard, DashboardConfig
     from libp2p_introspection.dashboard.app import BadRequest, normalize_url
     from libp2p_introspection.dashboard.recording import RecordingLoadError
@@ -664,7 +684,7 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
     try:
         url = normalize_url(url)
     except BadRequest as exc:
-        raise click.BadParameter(str(exc), param_hint="URL") from exc
+        raise click.BadParameter(defaults.redact(str(exc), secrets), param_hint="URL") from None
     config = DashboardConfig(host=host, port=port, url=url, file=file, retention_ms=retention_ms,
                              events=events, token=token or None)  # fmt: skip
     from libp2p_introspection.server.admission import is_loopback
@@ -678,7 +698,8 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             click.echo(service.url)
-            what = f"recording {file}" if file else f"the introspection server at {url}"
+            where = defaults.redact(url, secrets)
+            what = f"recording {file}" if file else f"the introspection server at {where}"
             click.echo(f"Dashboard of {what}; Ctrl-C stops it.")
             sys.stdout.flush()
 

@@ -6,6 +6,10 @@ Every value here is a default: each has a CLI option and a field in
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Iterable
+
 #: Loopback only, unless told otherwise.
 DEFAULT_HOST = "127.0.0.1"
 #: The local introspection port clients look for by default.
@@ -79,3 +83,91 @@ TOKEN_ENV = "LIBP2P_INTROSPECTION_TOKEN"
 TOKEN_HEADER = "x-introspection-token"
 #: Query parameter carrying the token, for clients that cannot set headers (browsers).
 TOKEN_QUERY = "token"
+
+
+#: What a token is shown as wherever it would otherwise appear.
+REDACTED = "***"
+
+_TOKEN_PATTERNS = (
+    # The value of a ``token`` query parameter, in a URL anywhere in the text.
+    re.compile(r"(?i)([?&;]token=)[^&#\s'\"<>]*"),
+    # A token header as text (``X-Introspection-Token: T``) or as a repr'd pair.
+    re.compile(r"(?i)(x-introspection-token['\"]?\s*[:,=]\s*b?['\"]?)[^'\"\s,)]+"),
+    re.compile(r"(?i)(bearer\s+)[^'\"\s,)]+"),
+)
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with every token in it replaced by ``***``, to show or log it.
+
+    Hidden: each of ``secrets`` (the ``--token`` value, the environment's)
+    wherever it occurs, the value of every ``token`` query parameter of a URL
+    (``ws://HOST:PORT/introspect?token=***``), and what follows an
+    ``X-Introspection-Token`` header name or ``Bearer``. The rest of the text,
+    and so a URL's scheme, host, port and path, are kept.
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    for pattern in _TOKEN_PATTERNS:
+        text = pattern.sub(lambda match: match.group(1) + REDACTED, text)
+    return text
+
+
+def token_secrets(url: str | None = None, *tokens: str | None) -> tuple[str, ...]:
+    """What :func:`redact` must hide for a client of ``url``: each of ``tokens`` and
+    each ``token`` query parameter of ``url``, as written and percent-decoded."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    found = [t for t in tokens if t]
+    if url:
+        try:
+            query = urlsplit(url).query
+        except ValueError:
+            query = url.partition("?")[2]
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            if name.lower() == TOKEN_QUERY and value:
+                found.append(value)
+        found += [v for n, v in parse_qsl(query) if n.lower() == TOKEN_QUERY]
+    # Longest first, so that no shorter secret splits a longer one before it is hidden.
+    return tuple(sorted(set(found), key=len, reverse=True))
+
+
+class RedactTokens(logging.Filter):
+    """A logging filter that passes every record with its tokens :func:`redact`-ed
+    (message, arguments and traceback text); ``secrets`` as for :func:`redact`."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
+        return True
+
+
+def check_token(token: str | None) -> str | None:
+    """``token`` if it can be sent in an HTTP header (``None`` or ``""``: none).
+
+    Raises ``ValueError`` for a token with control characters (a newline, say) or
+    spaces at either end; the message never contains the token.
+    """
+    if token and (
+        token != token.strip()
+        or any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in token)
+    ):
+        raise ValueError(
+            "the token must not contain control characters or start or end with a space "
+            "(it is sent in an HTTP header)"
+        )
+    return token

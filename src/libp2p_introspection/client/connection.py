@@ -8,6 +8,7 @@ commands) and §5 (the client loop is the caller's).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from libp2p_introspection.config import TOKEN_ENV, TOKEN_HEADER
+from libp2p_introspection.config import TOKEN_ENV, TOKEN_HEADER, RedactTokens, check_token
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import (
     MAX_MESSAGE_SIZE,
@@ -27,6 +28,9 @@ from libp2p_introspection.protocol.framing import (
 
 Command = pb.ClientCommand.Command
 Source = pb.ClientCommand.Source
+
+# trio-websocket logs the URL it connects to (at DEBUG), query and all: never a token.
+logging.getLogger("trio-websocket").addFilter(RedactTokens())
 
 
 class ProtocolError(Exception):
@@ -128,9 +132,12 @@ async def connect(
     when it cannot connect (a refused token or origin is a ``HandshakeError``
     with the HTTP status). The client's message size limit is raised to 64 MiB
     (WebSocket libraries default to 1 MiB; big snapshots are several MB).
+    ``ValueError`` for a token that cannot go in a header (its message never
+    shows the token; see :func:`libp2p_introspection.config.check_token`).
     """
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None
+    token = check_token(token)
     headers = [(TOKEN_HEADER.encode(), token.encode())] if token else None
     async with open_websocket_url(
         url,

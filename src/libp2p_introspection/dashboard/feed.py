@@ -20,7 +20,10 @@ it over, repeat. Everything it reads goes to a :class:`FeedSink`.
   only to the URL the feed was created for (the command line's), compared
   as an endpoint (scheme, host, port, path, query). Any other URL the page
   switches to gets no token at all: the page must not be able to hand the
-  token to a server of its choosing.
+  token to a server of its choosing. Nor can it read the token: the URL
+  it is shown (:attr:`LiveFeed.display_url`), the errors and the log lines
+  have it redacted (``?token=***``); switching to that redacted URL means
+  the command line's own.
 
 Only one task sends on the WebSocket (the commander); one task reads.
 """
@@ -28,6 +31,7 @@ Only one task sends on the WebSocket (the commander); one task reads.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from enum import StrEnum
 from typing import Protocol
@@ -115,6 +119,7 @@ class LiveFeed:
         self.token = token
         #: The endpoint the token belongs to (the URL the feed was created for).
         self.token_endpoint = endpoint_key(url)
+        self._home_url = url
         self.sink = sink
         self.retention_ms = retention_ms
         self.events = events
@@ -153,8 +158,23 @@ class LiveFeed:
             self._poke.set()
             self.sink.feed_status()
 
+    @property
+    def display_url(self) -> str:
+        """:attr:`url` as it may be shown: any token in it is ``***``."""
+        return self._redact(self.url)
+
+    def _redact(self, text: str) -> str:
+        token = self.token if self.token is not None else os.environ.get(defaults.TOKEN_ENV)
+        return defaults.redact(text, defaults.token_secrets(self._home_url, token))
+
     def switch(self, url: str) -> None:
-        """Connect to ``url`` instead (from now on); also restarts a stopped feed."""
+        """Connect to ``url`` instead (from now on); also restarts a stopped feed.
+
+        The redacted form of the first URL (:attr:`display_url` shows it so)
+        means that URL itself, token and all.
+        """
+        if url != self._home_url and url == self._redact(self._home_url):
+            url = self._home_url
         self.url = url
         self.active = True
         self.sink.feed_switched(url)
@@ -173,6 +193,7 @@ class LiveFeed:
         self._wake.set()
 
     def _set_state(self, state: ConnectionState, error: str) -> None:
+        error = self._redact(error)
         if state != self.state or error != self.error:
             self.state = state
             self.error = error
@@ -203,7 +224,9 @@ class LiveFeed:
                     if described is None:
                         # A bug of ours on this session's data must not stop the
                         # dashboard: log it whole and reconnect like any failure.
-                        log.exception("live feed: unexpected error in the session with %s", url)
+                        log.exception(
+                            "live feed: unexpected error in the session with %s", self._redact(url)
+                        )
                         described = f"internal error: {exc!r}"
                     error = described
             self._session_scope = None
@@ -212,7 +235,10 @@ class LiveFeed:
                 continue
             if self.state == ConnectionState.CONNECTED:
                 backoff = BACKOFF_MIN_S
-            log.info("introspection session with %s: %s; retrying in %.1fs", url, error, backoff)
+            log.info(
+                "introspection session with %s: %s; retrying in %.1fs",
+                self._redact(url), self._redact(error), backoff,
+            )  # fmt: skip
             self._set_state(ConnectionState.RECONNECTING, error)
             with trio.move_on_after(backoff):
                 await self._wake.wait()

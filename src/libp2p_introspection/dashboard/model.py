@@ -90,7 +90,8 @@ class DashboardModel:
         previous = self.store.runtime
         if previous is not None and previous.get("peerId") != data["peerId"]:
             # Another node answers at this URL now: its data must not mix with the old one's.
-            log.info("node at %s changed: %s", self.feed.url if self.feed else "?", data["peerId"])
+            where = self.feed.display_url if self.feed else "?"
+            log.info("node at %s changed: %s", where, data["peerId"])
             self.store.clear()
             self.converter.reset()
             self.store.set_runtime(data)
@@ -152,7 +153,7 @@ class DashboardModel:
         feed = self.feed
         return {
             "mode": self.mode,
-            "url": feed.url if feed else "",
+            "url": feed.display_url if feed else "",
             "connection": feed.state.value if feed else ConnectionState.DISCONNECTED.value,
             "since": feed.since_ms if feed else 0,
             "error": feed.error if feed else "",

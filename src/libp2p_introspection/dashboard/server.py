@@ -137,6 +137,6 @@ class Dashboard:
                     send_timeout_s=config.send_timeout_s,
                 )
             )
-            log.info("dashboard at %s following %s", self.url, config.url)
+            log.info("dashboard at %s following %s", self.url, self.feed.display_url)
             task_status.started(self)
             await trio.sleep_forever()
