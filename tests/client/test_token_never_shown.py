@@ -179,7 +179,9 @@ def test_the_dashboard_shows_and_logs_the_url_redacted(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in dashboard.stdout], daemon=True).start()
+    errors: queue.Queue[str] = queue.Queue()  # read as it comes: -vv must never fill the pipe
+    for stream, into in ((dashboard.stdout, lines), (dashboard.stderr, errors)):
+        threading.Thread(target=lambda s=stream, q=into: [q.put(x) for x in s], daemon=True).start()
     try:
         page = lines.get(timeout=60).strip().rstrip("/")
         about = lines.get(timeout=30)
@@ -198,8 +200,12 @@ def test_the_dashboard_shows_and_logs_the_url_redacted(tmp_path):
             answer = response.read().decode()
     finally:
         dashboard.send_signal(signal.SIGINT)
-        dashboard.wait(timeout=30)
-        log = dashboard.stderr.read()
+        try:
+            dashboard.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            dashboard.kill()
+            dashboard.wait(timeout=10)
+        log = "".join(iter_queue(errors))
         rest = "".join(iter_queue(lines))
     assert json.loads(status)["url"].endswith("/introspect?token=***")
     assert json.loads(status)["error"]
