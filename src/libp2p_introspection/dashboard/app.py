@@ -47,7 +47,7 @@ import anyio
 import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -91,6 +91,24 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+class QuietDisconnects:
+    """ASGI middleware: a client that leaves while its request body is read is no error.
+
+    Starlette raises ``ClientDisconnect`` out of the route (hypercorn then
+    logs "Error in ASGI Framework" with a traceback, for every such client);
+    here it is logged at debug level and the request simply ends.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            log.debug("a client left during its request to %s", scope.get("path"))
 
 
 class LocalOnly:
@@ -277,4 +295,7 @@ def create_app(
         WebSocketRoute("/feed", feed),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(LocalOnly, bind_host=bind_host)])
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(QuietDisconnects), Middleware(LocalOnly, bind_host=bind_host)],
+    )
