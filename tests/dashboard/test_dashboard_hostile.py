@@ -307,3 +307,54 @@ async def test_feed_offers_no_compression_and_hostile_frames_neither_grow_memory
             # Generous: inflating even one bomb frame costs 32 MiB or more.
             assert peak - baseline < 24 * 1024, (baseline, peak)
             assert (await http(url + "api/status"))[0] == 200
+
+
+async def test_commands_come_from_the_dashboards_own_page_only(nursery):
+    # Any loopback origin could POST commands (a page on another local port), and
+    # /api/connect took a text/plain body, which a plain HTML form can send.
+    dashboard = await nursery.start(Dashboard(DashboardConfig(url=NOWHERE, port=0)).run)
+    own = dashboard.url.rstrip("/")
+    body = json.dumps({"url": "ws://127.0.0.1:9/other"}).encode()
+    as_json = {"Content-Type": "application/json"}
+
+    async def connect(headers: dict[str, str]) -> int:
+        return (await http(dashboard.url + "api/connect", body, headers, "POST"))[0]
+
+    for foreign in ("http://localhost:1234", "http://127.0.0.1:1", "https://evil.example", "null"):
+        assert await connect({**as_json, "Origin": foreign}) == 403, foreign
+        assert (await http(dashboard.url + "api/pause", b"", {"Origin": foreign}, "POST"))[0] == 403
+    for site in ("cross-site", "same-site"):  # a browser's word for another page's request
+        assert await connect({**as_json, "Sec-Fetch-Site": site}) == 403, site
+    assert await connect({"Content-Type": "text/plain", "Origin": own}) == 415
+    assert await connect({"Content-Type": "text/plain"}) == 415
+    _, _, data = await http(dashboard.url + "api/status")
+    assert json.loads(data)["url"] == NOWHERE and not json.loads(data)["paused"]  # nothing changed
+    # The page itself, and tools without Origin, still command it.
+    assert await connect({**as_json, "Origin": own, "Sec-Fetch-Site": "same-origin"}) == 200
+    assert (await http(dashboard.url + "api/pause", b"", {}, "POST"))[0] == 200
+    # Reads stay open to loopback pages, as the introspection endpoint's are.
+    assert (await http(dashboard.url + "api/status", headers={"Origin": "http://localhost:1234"}))[
+        0
+    ] == 200
+
+
+async def test_every_answer_carries_the_csp_and_no_sniffing(nursery):
+    dashboard = await nursery.start(Dashboard(DashboardConfig(url=NOWHERE, port=0)).run)
+    host = f"127.0.0.1:{dashboard.port}"
+    for path, headers, code in (
+        ("", {}, 200),
+        ("static/js/app.js", {}, 200),
+        ("api/status", {}, 200),
+        ("api/snapshot", {}, 404),
+        ("nothing-here", {}, 404),
+        ("api/status", {"Origin": "https://evil.example"}, 403),
+    ):
+        status, answer, _ = await http(dashboard.url + path, headers=headers)
+        assert status == code, (path, status)
+        got = {k.lower(): v for k, v in answer.items()}
+        policy = got.get("content-security-policy", "")
+        assert policy.startswith("default-src 'self'; script-src 'self'; style-src 'self'"), policy
+        assert f"connect-src 'self' ws://{host} wss://{host};" in policy, policy
+        assert "unsafe" not in policy and "frame-ancestors 'none'" in policy, policy
+        assert got.get("x-content-type-options") == "nosniff", (path, got)
+        assert got.get("cross-origin-resource-policy") == "same-origin", (path, got)
