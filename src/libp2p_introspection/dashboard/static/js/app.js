@@ -9,6 +9,7 @@ import * as fmt from "./format.js";
 import { api, getJson, openFeed } from "./feed.js";
 import * as tables from "./tables.js";
 import { lineChart } from "./charts.js";
+import * as dom from "./dom.js";
 
 const MAX_EVENTS = 10000; // events this page keeps (the dashboard keeps more)
 const $ = (id) => document.getElementById(id);
@@ -518,8 +519,7 @@ function renderChips() {
     chip.className = `chip${on ? " on" : S.typeFilter.size ? " off" : ""}`;
     chip.dataset.type = name;
     chip.title = on ? `stop filtering on ${name}` : `show ${name} events`;
-    chip.innerHTML = `<span class="type-chip" style="background:${fmt.colorFor(name)}">${fmt.escapeHtml(name)}</span>` +
-      `<span class="n">${S.eventCounts.get(name) || 0}</span>`;
+    chip.append(tables.typeChip(name), dom.el("span", { className: "n" }, S.eventCounts.get(name) || 0));
     chip.addEventListener("click", () => {
       if (S.typeFilter.has(name)) S.typeFilter.delete(name); else S.typeFilter.add(name);
       schedule();

@@ -64,12 +64,6 @@ export function shortPeer(id) {
   return id.length > 16 ? `${id.slice(0, 8)}…${id.slice(-6)}` : id;
 }
 
-export function escapeHtml(text) {
-  return String(text ?? "").replace(/[&<>"']/g, (c) => ({
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;",
-  })[c]);
-}
-
 const PALETTE = ["#2f6fdb", "#c0392b", "#1f9d6b", "#8e44ad", "#d9772b", "#16a085", "#b7950b",
   "#2c3e50", "#d35400", "#7f8c8d"];
 const colors = new Map();
@@ -79,11 +73,6 @@ export function colorFor(name) {
   if (!colors.has(name)) colors.set(name, PALETTE[colors.size % PALETTE.length]);
   return colors.get(name);
 }
-
-/** A small "copy" icon (inline SVG: no font needed). */
-export const COPY_ICON = '<svg width="12" height="12" viewBox="0 0 16 16" aria-hidden="true">' +
-  '<rect x="5" y="5" width="9" height="9" rx="1.5" fill="none" stroke="currentColor" stroke-width="1.6"/>' +
-  '<path d="M3 11V3.5A1.5 1.5 0 0 1 4.5 2H11" fill="none" stroke="currentColor" stroke-width="1.6"/></svg>';
 
 /** Copy text to the clipboard (with a fallback where the async API is refused). */
 export async function copyText(text) {

@@ -1,8 +1,13 @@
 // Tabulator tables of the dashboard: connections, streams, DHT buckets, events.
 // Each function builds one table and returns {table, ready, set(rows)}; rows are
 // plain objects made by app.js from the snapshot shown.
+//
+// Cell values come from a server or a recording: formatters and tooltips
+// return elements built by dom.js (text only), never HTML strings, which
+// Tabulator would assign to innerHTML.
 
 import * as fmt from "./format.js";
+import * as dom from "./dom.js";
 
 /* global Tabulator */
 
@@ -32,15 +37,19 @@ function build(el, options) {
 }
 
 const statusFormatter = (cell) => {
-  const v = cell.getValue();
-  return `<span class="status-${fmt.escapeHtml(v)}">${fmt.escapeHtml(v)}</span>`;
+  const v = String(cell.getValue() ?? "");
+  return dom.el("span", { className: `status-${v}` }, v);
 };
 
 const peerFormatter = (cell) => {
-  const id = cell.getValue() || "";
-  return `<span class="peer-cell" title="${fmt.escapeHtml(id)}"><code>${fmt.escapeHtml(fmt.shortPeer(id))}</code>` +
-    `<button class="copy" type="button" title="copy ${fmt.escapeHtml(id)}" data-copy="${fmt.escapeHtml(id)}">${fmt.COPY_ICON}</button></span>`;
+  const id = String(cell.getValue() || "");
+  return dom.el("span", { className: "peer-cell", title: id }, dom.el("code", {}, fmt.shortPeer(id)),
+    dom.el("button", { className: "copy", type: "button", title: `copy ${id}`, dataset: { copy: id } }, dom.copyIcon()));
 };
+
+// Values shown as they are (the default "plaintext" formatter escapes, but builds HTML).
+const textFormatter = (cell) => dom.text(cell.getValue());
+const codeFormatter = (cell) => dom.el("code", {}, cell.getValue());
 
 function copyOnClick(onCopied) {
   return (e) => {
@@ -58,11 +67,14 @@ const trafficCol = (title, field, rateField) => ({
   title, field, hozAlign: "right", sorter: "number", minWidth: 100, variableHeight: true,
   formatter: (c) => {
     const r = c.getRow().getData();
-    return `${fmt.bytes(r[field])}<br><span class="rate">${fmt.rate(r[rateField])}</span>`;
+    return dom.el("span", {}, fmt.bytes(r[field]), dom.el("br"), dom.el("span", { className: "rate" }, fmt.rate(r[rateField])));
   },
-  tooltip: (e, c) => `${c.getValue()} bytes; now ${c.getRow().getData()[rateField]} bytes per second`,
+  tooltip: (e, c) => dom.tip(`${c.getValue()} bytes; now ${c.getRow().getData()[rateField]} bytes per second`),
 });
-const textCol = (title, field, minWidth) => ({ title, field, minWidth, tooltip: true });
+// A text column whose tooltip is the whole value (the cell may cut it).
+const textCol = (title, field, minWidth) => ({
+  title, field, minWidth, formatter: textFormatter, tooltip: (e, c) => dom.tip(c.getValue()),
+});
 
 /** Connections: one row per connection (closed ones greyed until they age out). */
 export function connectionsTable(el, { onSelect, onCopied }) {
@@ -78,8 +90,8 @@ export function connectionsTable(el, { onSelect, onCopied }) {
       { title: "Status", field: "status", formatter: statusFormatter, minWidth: 82 },
       { title: "Endpoints", field: "src", formatter: (c) => {
         const r = c.getRow().getData();
-        return `<code>${fmt.escapeHtml(r.src)}</code><br><code>→ ${fmt.escapeHtml(r.dst)}</code>`;
-      }, tooltip: (e, c) => `${c.getRow().getData().src} → ${c.getRow().getData().dst}`,
+        return dom.el("span", {}, dom.el("code", {}, r.src), dom.el("br"), dom.el("code", {}, `→ ${r.dst}`));
+      }, tooltip: (e, c) => dom.tip(`${c.getRow().getData().src} → ${c.getRow().getData().dst}`),
       variableHeight: true, minWidth: 200, widthGrow: 2, headerSort: false },
       textCol("Transport", "transport", 112),
       textCol("Muxer", "mux", 100),
@@ -89,7 +101,7 @@ export function connectionsTable(el, { onSelect, onCopied }) {
       { title: "Latency", field: "lat", hozAlign: "right", sorter: "number", minWidth: 92, formatter: (c) => fmt.latency(c.getValue()) },
       trafficCol("In", "in", "bwIn"),
       trafficCol("Out", "out", "bwOut"),
-      { title: "Streams", field: "nstreams", hozAlign: "right", sorter: "number", minWidth: 78 },
+      { title: "Streams", field: "nstreams", hozAlign: "right", sorter: "number", minWidth: 78, formatter: textFormatter },
     ],
     rowFormatter: (row) => {
       const d = row.getData();
@@ -109,7 +121,8 @@ export function connectionsTable(el, { onSelect, onCopied }) {
 export function streamsTable(el, { withPeer, onCopied, height }) {
   const copy = copyOnClick(onCopied);
   const columns = [
-    { title: "Protocol", field: "proto", minWidth: 220, widthGrow: 3, tooltip: true, formatter: (c) => `<code>${fmt.escapeHtml(c.getValue() || "(negotiating)")}</code>` },
+    { title: "Protocol", field: "proto", minWidth: 220, widthGrow: 3, tooltip: (e, c) => dom.tip(c.getValue()),
+      formatter: (c) => dom.el("code", {}, c.getValue() || "(negotiating)") },
     { title: "Role", field: "role", minWidth: 82, formatter: (c) => (c.getValue() === "INITIATOR" ? "outbound" : "inbound") },
     { title: "Status", field: "status", minWidth: 82, formatter: statusFormatter },
     { title: "Age", field: "age", hozAlign: "right", sorter: "number", minWidth: 74, formatter: (c) => fmt.duration(c.getValue()) },
@@ -139,13 +152,19 @@ export function dhtTable(el, { onCopied }) {
     layout: "fitColumns",
     placeholder: "no DHT peers",
     groupBy: "cpl",
-    groupHeader: (value, count) => `common prefix length ${value} <span class="muted">(${count} peer${count === 1 ? "" : "s"})</span>`,
+    groupHeader: (value, count) => dom.el("span", {}, `common prefix length ${value} `,
+      dom.el("span", { className: "muted" }, `(${count} peer${count === 1 ? "" : "s"})`)),
     columns: [
       { title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150, widthGrow: 2, cellClick: (e) => copy(e) },
       { title: "Status", field: "status", formatter: statusFormatter, minWidth: 90 },
       { title: "In bucket", field: "age", hozAlign: "right", sorter: "number", minWidth: 90, formatter: (c) => fmt.duration(c.getValue()) },
     ],
   });
+}
+
+/** An event type's colored chip (its color from the palette, set as a style property). */
+export function typeChip(name) {
+  return dom.el("span", { className: "type-chip", style: { background: fmt.colorFor(name) } }, name);
 }
 
 /** Events: time, type chip, content; a click shows the event's JSON. */
@@ -158,13 +177,10 @@ export function eventsTable(el) {
     placeholder: "no events",
     initialSort: [{ column: "seq", dir: "desc" }],
     columns: [
-      { title: "#", field: "seq", sorter: "number", width: 70, hozAlign: "right" },
+      { title: "#", field: "seq", sorter: "number", width: 70, hozAlign: "right", formatter: textFormatter },
       { title: "Time", field: "ts", sorter: "number", width: 120, formatter: (c) => fmt.clockMs(c.getValue()) },
-      { title: "Type", field: "type", width: 190, formatter: (c) => {
-        const v = c.getValue();
-        return `<span class="type-chip" style="background:${fmt.colorFor(v)}">${fmt.escapeHtml(v)}</span>`;
-      } },
-      { title: "Content", field: "summary", headerSort: false, formatter: (c) => `<code>${fmt.escapeHtml(c.getValue())}</code>` },
+      { title: "Type", field: "type", width: 190, formatter: (c) => typeChip(c.getValue()) },
+      { title: "Content", field: "summary", headerSort: false, formatter: codeFormatter },
     ],
     rowFormatter: (row) => {
       const el = row.getElement();
