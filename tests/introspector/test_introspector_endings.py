@@ -25,6 +25,7 @@ from introspector_harness import (
     streams_with,
     wait_until,
 )
+from libp2p.host.exceptions import StreamFailure
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.utils import encode_uvarint
 from libp2p.utils.varint import encode_delim
@@ -188,6 +189,33 @@ async def test_half_closes_on_both_sides_are_closed(muxer: dict[str, Any]) -> No
                 assert s.status == pb.CLOSED and s.timeline.close_ts == clock.now
                 assert streams_with(intro.state(), PROTOCOL) == []
             assert len(closed_events(log2)) == 1
+            i1.detach()
+            i2.detach()
+
+
+@pytest.mark.parametrize("muxer", MUXERS)
+async def test_stream_that_never_negotiated_a_protocol(muxer: dict[str, Any]) -> None:
+    """The remote has no handler: py-libp2p resets the stream on both sides; it is
+    shown with protocol "" and ends ERROR, without a StreamOpened."""
+    clock = FakeClock()
+    with trio.fail_after(30):
+        async with running_hosts(2, **muxer) as (h1, h2):
+            i1, log1 = introspect(h1, clock)
+            i2, log2 = introspect(h2, clock)
+            await connect(h2, h1)
+            with pytest.raises(StreamFailure):
+                await h2.new_stream(h1.get_id(), [PROTOCOL])
+            await wait_until(lambda: bool(closed_events(log1, "") and closed_events(log2, "")))
+            for log, reason in ((log1, "reset by remote"), (log2, "reset locally")):
+                (event,) = closed_events(log, "")
+                assert (event["status"], event["reason"]) == ("ERROR", reason)
+                opened = {e["streamId"] for e in log.named("StreamOpened")}
+                assert event["streamId"] not in opened
+            for intro in (i1, i2):
+                (s,) = streams_with(intro.state(), "")
+                assert s.status == pb.ERROR
+                assert streams_with(intro.state(), "") == []
+                check_events(intro.runtime(), (log1 if intro is i1 else log2).events)
             i1.detach()
             i2.detach()
 

@@ -65,6 +65,10 @@ ENDED = frozenset({pb.CLOSED, pb.ERROR})
 _STATUS_NAMES = {pb.CLOSED: "CLOSED", pb.ERROR: "ERROR"}
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass(eq=False)
 class StreamRecord:
     """What the introspector knows about one stream (a py-libp2p ``NetStream``).
@@ -89,6 +93,8 @@ class StreamRecord:
     muxed: Any = None
     #: Set by the muxed stream's ``reset()`` hook when local code reset it while it was live.
     reset_locally: bool = False
+    #: Whether py-libp2p's state says the stream is over (``endings.ended_probe``).
+    wire_ended: Callable[[], bool] = _never
 
     def current_protocol(self) -> str:
         """The negotiated protocol id, read lazily from ``NetStream.protocol_id`` and cached."""
@@ -446,6 +452,7 @@ class ConnectionRegistry:
         if muxed is None:
             return
         stream_record.muxed = muxed
+        stream_record.wire_ended = endings.ended_probe(muxed, stream_record.stream)
         try:
             self._by_muxed[muxed] = stream_record
         except TypeError:
@@ -481,8 +488,7 @@ class ConnectionRegistry:
     @staticmethod
     def _wire_ended(stream_record: StreamRecord) -> bool:
         """Whether py-libp2p's state says the stream is over, although it may not have said so."""
-        ended, _ = endings.wire_end(stream_record.muxed)
-        return ended or endings.stream_failed(stream_record.stream)
+        return stream_record.wire_ended()
 
     def _ending_of(self, stream_record: StreamRecord) -> tuple[int, str]:
         """Status and reason of a stream that has ended, from py-libp2p's state."""
@@ -588,10 +594,11 @@ class ConnectionRegistry:
                     self.on_stream_opened(stream, record=record)
             live_set = set(live)
             now = 0
+            active = pb.ACTIVE
             for stream_record in list(record.streams.values()):
-                if stream_record.status != pb.ACTIVE:
+                if stream_record.status != active:
                     continue
-                if stream_record.stream not in live_set or self._wire_ended(stream_record):
+                if stream_record.stream not in live_set or stream_record.wire_ended():
                     now = now or self._clock_ms()
                     self._finish_stream(stream_record, now)
 
@@ -616,6 +623,7 @@ class ConnectionRegistry:
         self._unhook(stream_record.muxed)
         stream_record.stream = None
         stream_record.muxed = None
+        stream_record.wire_ended = _never
 
     def _unhook(self, obj: Any) -> None:
         if obj is not None:

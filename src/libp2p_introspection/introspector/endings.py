@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from libp2p.io.exceptions import IncompleteReadError
-from libp2p.network.stream.net_stream import NetStream
+from libp2p.network.stream.net_stream import NetStream, StreamState
 from libp2p.stream_muxer.mplex.mplex import Mplex
 from libp2p.stream_muxer.mplex.mplex_stream import MplexStream
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
@@ -124,10 +124,6 @@ YAMUX_STREAM_RESET = Touchpoint(
 YAMUX_STREAM_CLOSED = Touchpoint(
     "YamuxStream", "closed", "True once both directions closed, or reset"
 )
-YAMUX_STREAM_ID = Touchpoint("YamuxStream", "stream_id", "the key of the stream in Yamux.streams")
-YAMUX_STREAMS = Touchpoint(
-    "Yamux", "streams", "stream id -> YamuxStream; a fully closed or reset stream leaves it"
-)
 YAMUX_SHUTTING_DOWN = Touchpoint(
     "Yamux", "event_shutting_down", "set when the connection starts closing, for any reason"
 )
@@ -143,7 +139,6 @@ MPLEX_STREAM_LOCAL_CLOSED = Touchpoint(
 MPLEX_STREAM_REMOTE_CLOSED = Touchpoint(
     "MplexStream", "event_remote_closed", "set once the remote closed (or reset) its side"
 )
-MPLEX_STREAM_ID = Touchpoint("MplexStream", "stream_id", "the key of the stream in Mplex.streams")
 MPLEX_STREAMS = Touchpoint(
     "Mplex", "streams", "StreamID -> MplexStream; a closed or reset stream leaves it"
 )
@@ -167,14 +162,11 @@ NETSTREAM_STATE = Touchpoint(
 TOUCHPOINTS: tuple[Touchpoint, ...] = (
     YAMUX_STREAM_RESET,
     YAMUX_STREAM_CLOSED,
-    YAMUX_STREAM_ID,
-    YAMUX_STREAMS,
     YAMUX_SHUTTING_DOWN,
     YAMUX_FINALIZE,
     MPLEX_STREAM_RESET,
     MPLEX_STREAM_LOCAL_CLOSED,
     MPLEX_STREAM_REMOTE_CLOSED,
-    MPLEX_STREAM_ID,
     MPLEX_STREAMS,
     MPLEX_SHUTTING_DOWN,
     MPLEX_HANDLE_CLOSE,
@@ -194,40 +186,71 @@ def _is_set(event: Any) -> bool:
         return False
 
 
-def _absent(table: Any, key: Any) -> bool:
-    """Whether ``key`` is known to be missing from the muxer's ``table`` (a dict)."""
-    if not isinstance(table, Mapping) or key is None:
-        return False
-    try:
-        return key not in table
-    except Exception:
-        return False
-
-
 def wire_end(muxed: Any) -> tuple[bool, bool]:
-    """``(ended, reset)`` of a muxed stream, as its muxer records it.
+    """``(ended, reset)`` of a muxed stream, as its muxer's flags record it.
 
-    ``ended``: both directions are closed, or the stream was reset, or it left
-    the muxer's table; ``reset``: a local or remote reset (see the module
-    table). ``(False, False)`` for muxers this module does not know (QUIC).
+    ``ended``: both directions are closed, or the stream was reset; ``reset``:
+    a local or remote reset (see the module's list). The muxers' tables need
+    not be read: a stream leaves them only once these flags say it ended (or
+    with its whole connection, which the swarm reports). ``(False, False)``
+    for muxers this module does not know (QUIC): the notifee decides.
     """
     if isinstance(muxed, YamuxStream):
         reset = bool(YAMUX_STREAM_RESET.get(muxed, False))
-        if reset or YAMUX_STREAM_CLOSED.get(muxed, False):
-            return True, reset
-        table = YAMUX_STREAMS.get(muxed.conn) if hasattr(muxed, "conn") else None
-        return _absent(table, YAMUX_STREAM_ID.get(muxed)), False
+        return reset or bool(YAMUX_STREAM_CLOSED.get(muxed, False)), reset
     if isinstance(muxed, MplexStream):
         reset = _is_set(MPLEX_STREAM_RESET.get(muxed))
-        if reset:
-            return True, True
-        if _is_set(MPLEX_STREAM_LOCAL_CLOSED.get(muxed)) and _is_set(
+        both = _is_set(MPLEX_STREAM_LOCAL_CLOSED.get(muxed)) and _is_set(
             MPLEX_STREAM_REMOTE_CLOSED.get(muxed)
-        ):
-            return True, False
-        table = MPLEX_STREAMS.get(muxed.muxed_conn) if hasattr(muxed, "muxed_conn") else None
-        return _absent(table, MPLEX_STREAM_ID.get(muxed)), False
+        )
+        return reset or both, reset
     return False, False
+
+
+def ended_probe(muxed: Any, stream: Any) -> Callable[[], bool]:
+    """A check of ``wire_end(muxed)[0] or stream_failed(stream)``, built once per
+    stream so that a snapshot can run it for thousands of streams (it reads the
+    flags directly: a few attribute reads). Where a touchpoint is missing, the
+    general (warning, degrading) readers are used instead."""
+    if isinstance(stream, NetStream) and hasattr(stream, NETSTREAM_STATE.name):
+        state, error = NETSTREAM_STATE.name, StreamState.ERROR
+    else:
+        return lambda: wire_end(muxed)[0] or stream_failed(stream)
+    if isinstance(muxed, YamuxStream):
+        names = (YAMUX_STREAM_RESET.name, YAMUX_STREAM_CLOSED.name)
+        if all(hasattr(muxed, name) for name in names):
+            reset_name, closed_name = names
+
+            def yamux_ended() -> bool:
+                # py-libp2p's flags are bools: no conversion on this per-snapshot path.
+                return (
+                    getattr(muxed, reset_name)
+                    or getattr(muxed, closed_name)
+                    or getattr(stream, state) is error
+                )
+
+            return yamux_ended
+    elif isinstance(muxed, MplexStream):
+        flags = [
+            touchpoint.get(muxed)
+            for touchpoint in (
+                MPLEX_STREAM_RESET,
+                MPLEX_STREAM_LOCAL_CLOSED,
+                MPLEX_STREAM_REMOTE_CLOSED,
+            )
+        ]
+        if all(callable(getattr(flag, "is_set", None)) for flag in flags):
+            reset, local, remote = flags  # created once in MplexStream.__init__
+
+            def mplex_ended() -> bool:
+                return (
+                    reset.is_set()
+                    or (local.is_set() and remote.is_set())
+                    or getattr(stream, state) is error
+                )
+
+            return mplex_ended
+    return lambda: wire_end(muxed)[0] or getattr(stream, state) is error
 
 
 def stream_failed(stream: Any) -> bool:
