@@ -172,3 +172,55 @@ def test_touchpoints_name_real_py_libp2p_attributes() -> None:
         init = inspect.getsource(cls.__init__)
         assigned = re.search(rf"self\.{touchpoint.name}\s*(:[^=\n]*)?=", init)
         assert hasattr(cls, touchpoint.name) or assigned, touchpoint
+
+
+async def test_ending_hooks_raise_only_what_the_original_raised() -> None:
+    """A failing callback is logged; the caller gets the original's own result or
+    exception, and cancellation passes untouched (never seen as a failure)."""
+    import trio
+
+    class Conn:
+        def __init__(self) -> None:
+            self.error: BaseException | None = None
+            self.closed = 0
+
+        async def read(self, n: int | None = None) -> bytes:
+            if self.error is not None:
+                raise self.error
+            return b"data"
+
+        async def write(self, data: bytes) -> None:
+            await trio.sleep_forever()
+
+        async def close(self) -> str:
+            self.closed += 1
+            return "closed"
+
+        async def reset(self) -> None:
+            raise self.error or RuntimeError("no error set")
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("introspector bug")
+
+    seen: list[BaseException] = []
+    patcher = InstancePatcher()
+    conn = Conn()
+    endings.hook_failures(patcher, conn, lambda exc: (seen.append(exc), broken())[1])
+    endings.hook_close(patcher, conn, broken)
+    endings.hook_stream(patcher, conn, before_reset=broken, after_reset=broken)
+    assert await conn.read() == b"data" and seen == []
+    assert await conn.close() == "closed" and conn.closed == 1
+    original = ConnectionClosedError("reset by peer")
+    conn.error = original
+    with pytest.raises(ConnectionClosedError) as raised:
+        await conn.read(5)
+    assert raised.value is original and seen == [original]
+    with pytest.raises(ConnectionClosedError) as raised:
+        await conn.reset()
+    assert raised.value is original
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await conn.write(b"x")  # cancelled inside the original
+    assert scope.cancelled_caught and seen == [original]
+    patcher.restore_all()
+    assert "read" not in vars(conn) and "reset" not in vars(conn)
