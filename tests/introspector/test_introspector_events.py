@@ -58,6 +58,9 @@ async def test_connection_and_stream_events() -> None:
             (closed1,) = log1.named("ConnectionClosed")
             assert closed1["connId"] == opened1["connId"]
             assert closed1["bytesOut"] > 4 and closed1["closeTs"] == clock.now
+            assert (closed1["status"], closed1["reason"]) == ("CLOSED", "closed locally")
+            (closed2,) = log2.named("ConnectionClosed")
+            assert (closed2["status"], closed2["reason"]) == ("CLOSED", "closed by remote")
 
             # The connection id in events is the hex of the snapshot's Connection.id.
             state = i1.state()
@@ -69,6 +72,7 @@ async def test_connection_and_stream_events() -> None:
             assert s_open[0]["streamId"] == s_closed[0]["streamId"]
             assert s_open[0]["direction"] == "outbound"
             assert s_closed[0]["bytesOut"] == 4 and s_closed[0]["bytesIn"] == 4
+            assert (s_closed[0]["status"], s_closed[0]["reason"]) == ("CLOSED", "closed")
             r_open = [e for e in log2.named("StreamOpened") if e["protocol"] == PROTOCOL]
             r_closed = [e for e in log2.named("StreamClosed") if e["protocol"] == PROTOCOL]
             assert len(r_open) == len(r_closed) == 1

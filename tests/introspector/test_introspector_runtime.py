@@ -31,6 +31,11 @@ async def test_runtime_fields() -> None:
                 assert etype.property_types
                 assert len({p.name for p in etype.property_types}) == len(etype.property_types)
                 assert all(p.type in valid for p in etype.property_types)
+            # Closing events say how it ended, as strings.
+            types = {t.name: {p.name: p.type for p in t.property_types} for t in runtime.event_types}
+            for name in ("StreamClosed", "ConnectionClosed"):
+                assert types[name]["status"] == pb.EventType.EventProperty.STRING
+                assert types[name]["reason"] == pb.EventType.EventProperty.STRING
             # Serializes as a ServerMessage payload.
             msg = pb.ServerMessage(version=pb.Version(version=1), runtime=runtime)
             assert pb.ServerMessage.FromString(msg.SerializeToString()).runtime == runtime

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 
 import pytest
+from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
+from libp2p.stream_muxer.mplex.exceptions import MplexUnavailable
 
-from libp2p_introspection.introspector import events
+from libp2p_introspection.introspector import endings, events
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.traffic import (
     TrafficCounter,
@@ -108,3 +111,116 @@ def test_emitter_swallows_sink_errors() -> None:
     emitter.set_sink(sink)
     emitter.emit(events.INBOUND_DHT_QUERY, {"peerId": "p", "queryType": "X", "result": "error"})
     emitter.emit(events.INBOUND_DHT_QUERY, {"wrong": 1})  # bad properties: logged, not raised
+
+
+def test_missing_touchpoint_reads_default_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    touchpoint = endings.Touchpoint("Yamux", "_not_in_this_version", "a test attribute")
+    caplog.set_level(logging.WARNING, logger="libp2p_introspection")
+    assert touchpoint.get(object(), "fallback") == "fallback"
+    assert touchpoint.get(object()) is None
+    warnings = [r for r in caplog.records if "_not_in_this_version" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+
+
+def test_unknown_objects_have_no_wire_ending() -> None:
+    """A muxer the module does not know (QUIC, a stand-in) is left to the notifee."""
+    assert endings.wire_end(object()) == (False, False)
+    assert endings.wire_end(None) == (False, False)
+    assert not endings.stream_failed(FakeConn([]))
+
+
+def test_failure_of_tells_a_clean_eof_from_a_failure() -> None:
+    clean = IncompleteReadError("eof", expected_bytes=12, received_bytes=0)
+    assert endings.failure_of(clean) is None
+    try:
+        try:
+            raise clean
+        except IncompleteReadError as error:
+            raise MplexUnavailable("failed to read the header") from error
+    except MplexUnavailable as wrapped:
+        assert endings.failure_of(wrapped) is None
+    partial = IncompleteReadError("eof inside a frame", expected_bytes=12, received_bytes=5)
+    assert endings.failure_of(partial) == "IncompleteReadError: eof inside a frame"
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError as error:
+            raise ConnectionClosedError("TCP connection reset by remote peer") from error
+    except ConnectionClosedError as wrapped:
+        assert endings.failure_of(wrapped) == (
+            "ConnectionResetError: [Errno 104] Connection reset by peer"
+        )
+    assert len(endings.failure_of(ValueError("x" * 1_000)) or "") == endings.MAX_REASON_CHARS
+
+
+def test_touchpoints_name_real_py_libp2p_attributes() -> None:
+    """Every touchpoint exists in the installed py-libp2p (0.8.1): on the class,
+    or set by its ``__init__`` (checked on the source, no instance needed)."""
+    import inspect
+    import re
+
+    from libp2p.network.stream.net_stream import NetStream
+    from libp2p.stream_muxer.mplex.mplex import Mplex
+    from libp2p.stream_muxer.mplex.mplex_stream import MplexStream
+    from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+
+    classes = {
+        cls.__name__: cls for cls in (NetStream, Mplex, MplexStream, Yamux, YamuxStream)
+    }
+    for touchpoint in endings.TOUCHPOINTS:
+        cls = classes[touchpoint.owner]
+        init = inspect.getsource(cls.__init__)
+        assigned = re.search(rf"self\.{touchpoint.name}\s*(:[^=\n]*)?=", init)
+        assert hasattr(cls, touchpoint.name) or assigned, touchpoint
+
+
+async def test_ending_hooks_raise_only_what_the_original_raised() -> None:
+    """A failing callback is logged; the caller gets the original's own result or
+    exception, and cancellation passes untouched (never seen as a failure)."""
+    import trio
+
+    class Conn:
+        def __init__(self) -> None:
+            self.error: BaseException | None = None
+            self.closed = 0
+
+        async def read(self, n: int | None = None) -> bytes:
+            if self.error is not None:
+                raise self.error
+            return b"data"
+
+        async def write(self, data: bytes) -> None:
+            await trio.sleep_forever()
+
+        async def close(self) -> str:
+            self.closed += 1
+            return "closed"
+
+        async def reset(self) -> None:
+            raise self.error or RuntimeError("no error set")
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("introspector bug")
+
+    seen: list[BaseException] = []
+    patcher = InstancePatcher()
+    conn = Conn()
+    endings.hook_failures(patcher, conn, lambda exc: (seen.append(exc), broken())[1])
+    endings.hook_close(patcher, conn, broken)
+    endings.hook_stream(patcher, conn, before_reset=broken, after_reset=broken)
+    assert await conn.read() == b"data" and seen == []
+    assert await conn.close() == "closed" and conn.closed == 1
+    original = ConnectionClosedError("reset by peer")
+    conn.error = original
+    with pytest.raises(ConnectionClosedError) as raised:
+        await conn.read(5)
+    assert raised.value is original and seen == [original]
+    with pytest.raises(ConnectionClosedError) as raised:
+        await conn.reset()
+    assert raised.value is original
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await conn.write(b"x")  # cancelled inside the original
+    assert scope.cancelled_caught and seen == [original]
+    patcher.restore_all()
+    assert "read" not in vars(conn) and "reset" not in vars(conn)

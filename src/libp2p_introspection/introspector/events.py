@@ -84,6 +84,11 @@ CONNECTION_CLOSED = EventSpec(
         ("closeTs", TIME),
         ("bytesIn", NUMBER),
         ("bytesOut", NUMBER),
+        # The Connection.status it ends with: "CLOSED" | "ERROR".
+        ("status", STRING),
+        # ERROR: the transport/security/muxer failure, e.g. "ConnectionResetError: [Errno 104]
+        # Connection reset by peer"; CLOSED: "closed locally" | "closed by remote" | "closed".
+        ("reason", STRING),
     ),
 )
 
@@ -100,7 +105,8 @@ STREAM_OPENED = EventSpec(
     ),
 )
 
-#: A stream closed or was reset (``Swarm`` notifee ``closed_stream``); totals are payload bytes.
+#: A stream closed or was reset (``Swarm`` notifee ``closed_stream``, or the muxer's
+#: state and hooks for what py-libp2p does not notify); totals are payload bytes.
 STREAM_CLOSED = EventSpec(
     "StreamClosed",
     (
@@ -113,6 +119,10 @@ STREAM_CLOSED = EventSpec(
         ("closeTs", TIME),
         ("bytesIn", NUMBER),
         ("bytesOut", NUMBER),
+        ("status", STRING),  # the Stream.status it ends with: "CLOSED" | "ERROR"
+        # CLOSED: "closed"; ERROR: "reset by remote" | "reset locally" | "connection closed" |
+        # "connection error" (its connection ended with it open) | "stream error"
+        ("reason", STRING),
     ),
 )
 

@@ -16,6 +16,11 @@ What it installs (all undone by :meth:`HostIntrospector.detach`):
 * instance-level ``read``/``write`` wrappers on each connection's raw
   transport connection and on each ``NetStream`` (byte counting), and
   ``set_protocol`` on each ``NetStream`` (StreamOpened events);
+* the ending hooks of :mod:`libp2p_introspection.introspector.endings`:
+  ``SwarmConn.close``, the secured connection's ``read``/``write`` (failures
+  only), the muxer's stream bookkeeping (yamux ``_finalize_stream_locked``;
+  mplex ``_handle_close``/``_handle_reset``/``read_message``) and each muxed
+  stream's ``reset`` (how streams and connections end);
 * when a DHT is given, instance-level wrappers on the ``KadDHT`` and its
   routing table / peer routing / value and provider stores (see
   :mod:`libp2p_introspection.introspector.dht`).
@@ -127,9 +132,15 @@ class HostIntrospector(IntrospectionSource):
     * Roles: a connection is INITIATOR when we dialed it
       (``SwarmConn.direction``); a stream when we opened it
       (``is_initiator`` of its muxed stream).
-    * Retention: closed connections stay CLOSED for
-      ``closed_connection_lifetime_ms``; closed streams appear in exactly one
-      more snapshot as CLOSED, then go.
+    * Endings: a stream reset by either side, or cut by its connection's
+      end, is ERROR, else CLOSED; a connection whose transport, security
+      layer or mplex framing failed is ERROR, else CLOSED. Read from the
+      muxer's state, so a reset the handler never notices still ends the
+      stream (``StreamClosed`` ``status``/``reason`` say how; see
+      :mod:`~libp2p_introspection.introspector.connections`).
+    * Retention: ended (CLOSED or ERROR) connections stay for
+      ``closed_connection_lifetime_ms``; ended streams appear in exactly one
+      more snapshot, then go.
     """
 
     def __init__(

@@ -606,6 +606,8 @@ class SyntheticSource(IntrospectionSource):
                 "closeTs": now,
                 "bytesIn": stream.in_bytes,
                 "bytesOut": stream.out_bytes,
+                "status": "CLOSED",
+                "reason": "closed",
             },
         )
 
@@ -629,6 +631,8 @@ class SyntheticSource(IntrospectionSource):
                 "closeTs": now,
                 "bytesIn": conn.in_bytes,
                 "bytesOut": conn.out_bytes,
+                "status": "CLOSED",
+                "reason": "closed",
             },
         )
 

@@ -1,0 +1,459 @@
+"""How py-libp2p streams and connections end, read from py-libp2p's own state.
+
+py-libp2p 0.8.1 does not tell its notifees about every ending. A stream reset
+by the remote stays in ``SwarmConn.streams`` with ``NetStream.is_closed``
+False until local code next reads, writes or closes it, although the muxer
+already knows: yamux has set ``YamuxStream.reset_received`` and mplex
+``MplexStream.event_reset``, and both have dropped (or will drop, once its
+buffer is drained) the stream from their table. A connection that dies of a
+TCP reset or a security/muxer failure is torn down exactly like one closed on
+purpose. This module reads the muxers' records (what happened on the wire),
+and installs a few instance-level hooks so an ending is seen when it happens,
+not only at the next snapshot.
+
+What the muxers record (py-libp2p 0.8.1), yamux (``YamuxStream`` in
+``Yamux.streams``) / mplex (``MplexStream`` in ``Mplex.streams``):
+
+* remote FIN (half-close): ``recv_closed``, and ``closed`` if we had sent FIN
+  too (then the entry leaves the table once its buffer is drained) /
+  ``event_remote_closed``, the entry leaves if we had closed too
+  (``Mplex._handle_close``);
+* local close (FIN): ``send_closed``, and ``closed`` plus leaving the table if
+  the remote had sent FIN / ``event_local_closed``, leaving if the remote had
+  closed;
+* remote RST: ``reset_received`` and ``closed``, leaving once drained
+  (``Yamux._finalize_stream_locked``) / ``event_reset`` (unless the remote had
+  sent FIN first) with both sides closed, leaving (``Mplex._handle_reset``);
+* local reset: the same flags as a remote RST (``YamuxStream.reset`` /
+  ``MplexStream.reset``);
+* connection teardown: ``event_shutting_down`` on the muxer; every stream
+  ``closed`` (and ``reset_received`` when the remote side ended it) / every
+  stream not remote-closed gets ``event_reset``; the tables are cleared.
+
+A local and a remote reset leave the same flags, so local resets are told
+apart by a hook on the muxed stream's ``reset()`` (:func:`hook_stream`), which
+every local reset goes through (``NetStream.reset``, mplex's own resets of a
+stream whose reader stalled, the swarm's teardown). A connection's transport
+or security failure is seen by hooks on its secured connection's
+``read``/``write`` (TCP reset, broken pipe, a frame that fails to decrypt,
+EOF inside a frame); an mplex framing error by a hook on ``Mplex.read_message``.
+
+Touchpoints: every py-libp2p attribute this relies on that is not part of a
+py-libp2p interface is one :class:`Touchpoint` in :data:`TOUCHPOINTS`. When
+one is missing (another py-libp2p version), a warning is logged once and the
+introspector degrades: without a hook, endings are found at the next snapshot
+by reading state; without a state attribute, the notifee's view is used.
+
+Limits (py-libp2p 0.8.1 keeps no record of them): a yamux ``GO_AWAY`` with an
+error code, an oversized yamux frame, and an mplex reset arriving after the
+remote's FIN are not distinguishable from an orderly end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from libp2p.io.exceptions import IncompleteReadError
+from libp2p.network.stream.net_stream import NetStream, StreamState
+from libp2p.stream_muxer.mplex.mplex import Mplex
+from libp2p.stream_muxer.mplex.mplex_stream import MplexStream
+from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+
+from libp2p_introspection.introspector.patching import InstancePatcher
+
+logger = logging.getLogger(__name__)
+
+#: Longest error description kept for a connection's ``reason``, characters.
+MAX_REASON_CHARS = 200
+
+# Reasons (the ``reason`` of StreamClosed/ConnectionClosed events).
+CLOSED = "closed"
+RESET_BY_REMOTE = "reset by remote"
+RESET_LOCALLY = "reset locally"
+STREAM_ERROR = "stream error"
+CONNECTION_CLOSED = "connection closed"
+CONNECTION_ERROR = "connection error"
+CLOSED_LOCALLY = "closed locally"
+CLOSED_BY_REMOTE = "closed by remote"
+
+
+@dataclass(frozen=True)
+class Touchpoint:
+    """One py-libp2p attribute outside its interfaces that the introspector reads or wraps.
+
+    :param owner: the py-libp2p class, e.g. ``"YamuxStream"``.
+    :param name: the attribute's name on its instances.
+    :param meaning: what py-libp2p keeps there, and what is lost without it.
+    """
+
+    owner: str
+    name: str
+    meaning: str
+
+    def get(self, obj: object, default: Any = None) -> Any:
+        """``obj.<name>``, or ``default`` (with a warning logged once) when it is missing."""
+        try:
+            return getattr(obj, self.name)
+        except AttributeError:
+            self.missing()
+        except Exception:
+            logger.debug("introspector: reading %s.%s failed", self.owner, self.name, exc_info=True)
+        return default
+
+    def missing(self) -> None:
+        """Log, once per touchpoint, that py-libp2p no longer has this attribute."""
+        if self not in _warned:
+            _warned.add(self)
+            logger.warning(
+                "introspector: py-libp2p %s.%s not found (%s); stream and connection "
+                "endings are read with less detail",
+                self.owner,
+                self.name,
+                self.meaning,
+            )
+
+
+_warned: set[Touchpoint] = set()
+
+YAMUX_STREAM_RESET = Touchpoint(
+    "YamuxStream", "reset_received", "True once an RST arrived or the stream was reset locally"
+)
+YAMUX_STREAM_CLOSED = Touchpoint(
+    "YamuxStream", "closed", "True once both directions closed, or reset"
+)
+YAMUX_SHUTTING_DOWN = Touchpoint(
+    "Yamux", "event_shutting_down", "set when the connection starts closing, for any reason"
+)
+YAMUX_FINALIZE = Touchpoint(
+    "Yamux",
+    "_finalize_stream_locked",
+    "called whenever a stream's close, FIN or RST is processed (hooked: endings seen at once)",
+)
+MPLEX_STREAM_RESET = Touchpoint("MplexStream", "event_reset", "set on a local or remote reset")
+MPLEX_STREAM_LOCAL_CLOSED = Touchpoint(
+    "MplexStream", "event_local_closed", "set once we closed (or reset) our side"
+)
+MPLEX_STREAM_REMOTE_CLOSED = Touchpoint(
+    "MplexStream", "event_remote_closed", "set once the remote closed (or reset) its side"
+)
+MPLEX_STREAMS = Touchpoint(
+    "Mplex", "streams", "StreamID -> MplexStream; a closed or reset stream leaves it"
+)
+MPLEX_SHUTTING_DOWN = Touchpoint(
+    "Mplex", "event_shutting_down", "set when the connection starts closing, for any reason"
+)
+MPLEX_HANDLE_CLOSE = Touchpoint(
+    "Mplex", "_handle_close", "processes a remote close frame (hooked: endings seen at once)"
+)
+MPLEX_HANDLE_RESET = Touchpoint(
+    "Mplex", "_handle_reset", "processes a remote reset frame (hooked: endings seen at once)"
+)
+MPLEX_READ_MESSAGE = Touchpoint(
+    "Mplex", "read_message", "reads one frame; its failures are mplex framing errors (hooked)"
+)
+NETSTREAM_STATE = Touchpoint(
+    "NetStream", "_state", "StreamState; ERROR after an unexpected I/O error on the stream"
+)
+
+#: Every touchpoint of this module, for a single table of py-libp2p internals.
+TOUCHPOINTS: tuple[Touchpoint, ...] = (
+    YAMUX_STREAM_RESET,
+    YAMUX_STREAM_CLOSED,
+    YAMUX_SHUTTING_DOWN,
+    YAMUX_FINALIZE,
+    MPLEX_STREAM_RESET,
+    MPLEX_STREAM_LOCAL_CLOSED,
+    MPLEX_STREAM_REMOTE_CLOSED,
+    MPLEX_STREAMS,
+    MPLEX_SHUTTING_DOWN,
+    MPLEX_HANDLE_CLOSE,
+    MPLEX_HANDLE_RESET,
+    MPLEX_READ_MESSAGE,
+    NETSTREAM_STATE,
+)
+
+
+# ------------------------------------------------------------------ state
+
+
+def _is_set(event: Any) -> bool:
+    try:
+        return bool(event is not None and event.is_set())
+    except Exception:
+        return False
+
+
+def wire_end(muxed: Any) -> tuple[bool, bool]:
+    """``(ended, reset)`` of a muxed stream, as its muxer's flags record it.
+
+    ``ended``: both directions are closed, or the stream was reset; ``reset``:
+    a local or remote reset (see the module's list). The muxers' tables need
+    not be read: a stream leaves them only once these flags say it ended (or
+    with its whole connection, which the swarm reports). ``(False, False)``
+    for muxers this module does not know (QUIC): the notifee decides.
+    """
+    if isinstance(muxed, YamuxStream):
+        reset = bool(YAMUX_STREAM_RESET.get(muxed, False))
+        return reset or bool(YAMUX_STREAM_CLOSED.get(muxed, False)), reset
+    if isinstance(muxed, MplexStream):
+        reset = _is_set(MPLEX_STREAM_RESET.get(muxed))
+        both = _is_set(MPLEX_STREAM_LOCAL_CLOSED.get(muxed)) and _is_set(
+            MPLEX_STREAM_REMOTE_CLOSED.get(muxed)
+        )
+        return reset or both, reset
+    return False, False
+
+
+def ended_probe(muxed: Any, stream: Any) -> Callable[[], bool]:
+    """A check of ``wire_end(muxed)[0] or stream_failed(stream)``, built once per
+    stream so that a snapshot can run it for thousands of streams (it reads the
+    flags directly: a few attribute reads). Where a touchpoint is missing, the
+    general (warning, degrading) readers are used instead."""
+    if isinstance(stream, NetStream) and hasattr(stream, NETSTREAM_STATE.name):
+        state, error = NETSTREAM_STATE.name, StreamState.ERROR
+    else:
+        return lambda: wire_end(muxed)[0] or stream_failed(stream)
+    if isinstance(muxed, YamuxStream):
+        names = (YAMUX_STREAM_RESET.name, YAMUX_STREAM_CLOSED.name)
+        if all(hasattr(muxed, name) for name in names):
+            reset_name, closed_name = names
+
+            def yamux_ended() -> bool:
+                # py-libp2p's flags are bools: no conversion on this per-snapshot path.
+                return (
+                    getattr(muxed, reset_name)
+                    or getattr(muxed, closed_name)
+                    or getattr(stream, state) is error
+                )
+
+            return yamux_ended
+    elif isinstance(muxed, MplexStream):
+        flags = [
+            touchpoint.get(muxed)
+            for touchpoint in (
+                MPLEX_STREAM_RESET,
+                MPLEX_STREAM_LOCAL_CLOSED,
+                MPLEX_STREAM_REMOTE_CLOSED,
+            )
+        ]
+        if all(callable(getattr(flag, "is_set", None)) for flag in flags):
+            reset, local, remote = flags  # created once in MplexStream.__init__
+
+            def mplex_ended() -> bool:
+                return (
+                    reset.is_set()
+                    or (local.is_set() and remote.is_set())
+                    or getattr(stream, state) is error
+                )
+
+            return mplex_ended
+    return lambda: wire_end(muxed)[0] or getattr(stream, state) is error
+
+
+def stream_failed(stream: Any) -> bool:
+    """Whether a ``NetStream`` is in py-libp2p's ERROR state (an unexpected I/O error)."""
+    if not isinstance(stream, NetStream):
+        return False
+    state = NETSTREAM_STATE.get(stream)
+    return getattr(state, "name", None) == "ERROR"
+
+
+def muxer_shutting_down(muxed_conn: Any) -> bool:
+    """Whether a yamux/mplex connection has started closing (``event_shutting_down``)."""
+    if isinstance(muxed_conn, Yamux):
+        return _is_set(YAMUX_SHUTTING_DOWN.get(muxed_conn))
+    if isinstance(muxed_conn, Mplex):
+        return _is_set(MPLEX_SHUTTING_DOWN.get(muxed_conn))
+    return bool(getattr(muxed_conn, "is_closed", False))
+
+
+def _root(exc: BaseException) -> BaseException:
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        cause = exc.__cause__ or exc.__context__
+        if cause is None:
+            break
+        exc = cause
+    return exc
+
+
+def failure_of(exc: BaseException) -> str | None:
+    """Describe ``exc`` from a connection's I/O as a failure, or ``None`` for a clean end.
+
+    A clean end is EOF at a frame boundary (py-libp2p's ``IncompleteReadError``
+    with nothing received, possibly wrapped, e.g. in ``MplexUnavailable``).
+    Anything else is a failure: ``"TypeName: message"``, at most
+    :data:`MAX_REASON_CHARS` characters.
+    """
+    root = _root(exc)
+    if isinstance(root, IncompleteReadError) and root.received_bytes == 0:
+        return None
+    text = f"{type(root).__name__}: {root}".strip().rstrip(":")
+    return text[:MAX_REASON_CHARS]
+
+
+# ------------------------------------------------------------------ hooks
+
+StreamCallback = Callable[[Any], None]
+ErrorCallback = Callable[[BaseException], None]
+
+
+def _log_failure(what: str) -> None:
+    logger.exception("introspector: %s hook failed", what)
+
+
+def hook_stream(
+    patcher: InstancePatcher,
+    muxed: Any,
+    *,
+    before_reset: Callable[[], None],
+    after_reset: Callable[[], None],
+) -> bool:
+    """Wrap ``muxed.reset()`` (an ``IMuxedStream`` method): callbacks around every local reset.
+
+    ``after_reset`` runs even when the reset raised or was cancelled; the
+    reset's own result or exception is what the caller gets. Returns whether
+    the hook was installed.
+    """
+    original = getattr(muxed, "reset", None)
+    if not callable(original) or patcher.is_patched(muxed, "reset"):
+        return False
+
+    async def reset(*args: Any, **kwargs: Any) -> Any:
+        try:
+            before_reset()
+        except Exception:
+            _log_failure("stream reset")
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            try:
+                after_reset()
+            except Exception:
+                _log_failure("stream reset")
+
+    patcher.patch(muxed, "reset", reset)
+    return True
+
+
+def hook_muxer(
+    patcher: InstancePatcher,
+    muxed_conn: Any,
+    *,
+    stream_changed: StreamCallback,
+    failed: ErrorCallback,
+) -> bool:
+    """Install the muxer's hooks: ``stream_changed(muxed_stream)`` after py-libp2p
+    processed a close, FIN or reset of that stream, ``failed(exc)`` when mplex
+    could not read a frame. Returns whether the muxer is one this module knows.
+    """
+    if isinstance(muxed_conn, Yamux):
+        _hook_after_sync(patcher, muxed_conn, YAMUX_FINALIZE, stream_changed)
+        return True
+    if isinstance(muxed_conn, Mplex):
+        table = MPLEX_STREAMS.get(muxed_conn)
+        for touchpoint in (MPLEX_HANDLE_CLOSE, MPLEX_HANDLE_RESET):
+            _hook_by_stream_id(patcher, muxed_conn, touchpoint, table, stream_changed)
+        hook_failures(patcher, muxed_conn, failed, names=(MPLEX_READ_MESSAGE.name,))
+        return True
+    return False
+
+
+def _hook_after_sync(
+    patcher: InstancePatcher, obj: Any, touchpoint: Touchpoint, callback: StreamCallback
+) -> None:
+    original = touchpoint.get(obj)
+    if not callable(original):
+        return
+
+    def wrapper(stream: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(stream, *args, **kwargs)
+        try:
+            callback(stream)
+        except Exception:
+            _log_failure(touchpoint.name)
+        return result
+
+    patcher.patch(obj, touchpoint.name, wrapper)
+
+
+def _hook_by_stream_id(
+    patcher: InstancePatcher,
+    obj: Any,
+    touchpoint: Touchpoint,
+    table: Any,
+    callback: StreamCallback,
+) -> None:
+    original = touchpoint.get(obj)
+    if not callable(original) or not isinstance(table, Mapping):
+        return
+
+    async def wrapper(stream_id: Any, *args: Any, **kwargs: Any) -> Any:
+        stream = None
+        try:
+            stream = table.get(stream_id)
+        except Exception:
+            _log_failure(touchpoint.name)
+        try:
+            return await original(stream_id, *args, **kwargs)
+        finally:
+            if stream is not None:
+                try:
+                    callback(stream)
+                except Exception:
+                    _log_failure(touchpoint.name)
+
+    patcher.patch(obj, touchpoint.name, wrapper)
+
+
+def hook_failures(
+    patcher: InstancePatcher,
+    obj: Any,
+    failed: ErrorCallback,
+    *,
+    names: tuple[str, ...] = ("read", "write"),
+) -> None:
+    """Wrap the async methods ``names`` of ``obj``: ``failed(exc)`` sees every
+    ``Exception`` they raise, which is then re-raised unchanged (cancellation
+    is not an ``Exception`` and passes untouched)."""
+    for name in names:
+        original = getattr(obj, name, None)
+        if not callable(original):
+            continue
+        patcher.patch(obj, name, _failure_wrapper(original, failed, name))
+
+
+def _failure_wrapper(
+    original: Callable[..., Any], failed: ErrorCallback, name: str
+) -> Callable[..., Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(*args, **kwargs)
+        except Exception as exc:
+            try:
+                failed(exc)
+            except Exception:
+                _log_failure(name)
+            raise
+
+    return wrapper
+
+
+def hook_close(patcher: InstancePatcher, conn: Any, before_close: Callable[[], None]) -> None:
+    """Wrap ``SwarmConn.close()``: ``before_close()`` runs first, on every call."""
+    original = getattr(conn, "close", None)
+    if not callable(original):
+        return
+
+    async def close(*args: Any, **kwargs: Any) -> Any:
+        try:
+            before_close()
+        except Exception:
+            _log_failure("connection close")
+        return await original(*args, **kwargs)
+
+    patcher.patch(conn, "close", close)
