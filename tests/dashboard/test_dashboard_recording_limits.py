@@ -116,3 +116,16 @@ async def test_an_upload_reports_the_skipped_snapshot_on_the_page(million, nurse
     status = answer["status"]
     assert status["recording"]["states"] == 2 and status["recording"]["overLimit"] == 1
     assert "10,000 connections" in status["overLimit"]["reason"]
+
+
+def test_event_content_that_json_would_blow_up_is_kept_as_text(tmp_path):
+    from hostile_records import event
+
+    deep = "[" * 100_000  # json.loads raised RecursionError: the whole load failed
+    wide = "[" + "{}," * 20_000 + "{}]"  # 60 KB of text, 20,000 dicts once parsed
+    path = write(tmp_path / "events.mock", [runtime(), normal_state(1_000), event(1_001, deep),
+                                            event(1_002, wide), event(1_003, '{"a": 1}')])  # fmt: skip
+    store, info = load_recording(path)
+    assert info.events == 3
+    contents = [e["content"] for e in store.events()]
+    assert contents == [deep, wide, {"a": 1}]
