@@ -39,13 +39,13 @@ def _expected(message) -> tuple[int, int, int, int]:
                 if descriptor.full_name == "introspection.StreamList.stream_ids":
                     counts[2] += len(value)
                 continue
-            items = list(value) if descriptor.label == descriptor.LABEL_REPEATED else [value]
+            items = list(value) if descriptor.is_repeated else [value]
             name = descriptor.message_type.full_name
             if name == "introspection.Connection":
                 counts[0] += len(items)
             elif name == "introspection.Stream":
                 counts[1] += len(items)
-            elif descriptor.label == descriptor.LABEL_REPEATED:
+            elif descriptor.is_repeated:
                 counts[3] += len(items)
             for item in items:
                 visit(item)
