@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,29 +286,12 @@ class ReplaySource(IntrospectionSource):
         """
         pacer = _Pacer(self.shape.first_instant_ms, self.max_gap_ms)
         started_at = trio.current_time()
-        announced = False
         shift = 0
         while True:
             try:
-                async for kind, frame, stamp, message in self._pass(shift):
-                    release_ms = pacer.advance(stamp)
-                    if pacer.cut_gap_ms and not self.passes_done:
-                        log.warning(
-                            "replay of %s: the %s stamped %d comes %d ms after the item "
-                            "before it (a clock jump or a corrupt timestamp); waited as %d ms",
-                            self.path, kind, stamp, pacer.cut_gap_ms, self.max_gap_ms,
-                        )  # fmt: skip
-                    if announced:
-                        await trio.sleep_until(started_at + release_ms / 1000 / self.speed)
-                    if kind == "state":
-                        outlet.publish_snapshot_frame(frame)
-                        self.snapshots_released += 1
-                        if not announced:  # §4.10: the first snapshot is the latest from start-up
-                            announced = True
-                            task_status.started()
-                    else:
-                        _publish_event(outlet, message.event, frame)
-                        self.events_released += 1
+                async with aclosing(self._pass(shift)) as items:
+                    async for item in items:
+                        await self._release(outlet, item, pacer, started_at, task_status)
             except _TimeOverflow as exc:
                 self._stop_looping(f"in pass {self.passes_done + 1}: {exc} (§4.10)")
                 break
@@ -323,9 +307,37 @@ class ReplaySource(IntrospectionSource):
                 )
                 break
             shift = next_shift
-        if not announced:  # pragma: no cover - scan() guarantees a snapshot
+        if not self.snapshots_released:  # pragma: no cover - scan() guarantees a snapshot
             task_status.started()
         await trio.sleep_forever()
+
+    async def _release(
+        self,
+        outlet: SourceOutlet,
+        item: tuple[str, bytes, int, pb.ServerMessage],
+        pacer: _Pacer,
+        started_at: float,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
+        """Publish one item at its time on the replay clock (the first snapshot at once)."""
+        kind, frame, stamp, message = item
+        release_ms = pacer.advance(stamp)
+        if pacer.cut_gap_ms and not self.passes_done:
+            log.warning(
+                "replay of %s: the %s stamped %d comes %d ms after the item before it "
+                "(a clock jump or a corrupt timestamp); waited as %d ms",
+                self.path, kind, stamp, pacer.cut_gap_ms, self.max_gap_ms,
+            )  # fmt: skip
+        if self.snapshots_released:
+            await trio.sleep_until(started_at + release_ms / 1000 / self.speed)
+        if kind == "state":
+            outlet.publish_snapshot_frame(frame)
+            self.snapshots_released += 1
+            if self.snapshots_released == 1:  # §4.10: the first is the latest from start-up
+                task_status.started()
+        else:
+            _publish_event(outlet, message.event, frame)
+            self.events_released += 1
 
     def _stop_looping(self, reason: str) -> None:
         self.stopped_because = reason
