@@ -13,8 +13,8 @@ of recording lengths, so time keeps rising and §4.1 holds.
 The file is streamed, one record at a time, once to learn its shape and once
 per pass: memory stays constant whatever its size. Hostile or damaged files
 are served as far as they can be, never crashing the server and never
-holding its event loop (each case is logged, with its reason, when the file
-is scanned):
+holding its event loop, and each case is logged with its reason (when the
+file is scanned, or when the replay meets it):
 
 - a record above the :class:`~libp2p_introspection.protocol.wire.RecordLimits`
   (by default 10,000 connections or 100,000 streams) is skipped;
