@@ -234,6 +234,8 @@ def _nested_connections(depth: int) -> bytes:
         (b"\x08" + b"\xff" * 11, "longer than 10 bytes"),
         (b"\x0f", "wire type 7"),
         (b"\x0c", "unmatched end of group"),
+        (b"\x04", "unmatched end of group"),  # field 0
+        (b"\x03\x04", "field number 0"),
         (b"\x13\x08\x01", "not closed"),
         (_nested_connections(200), "nested deeper"),
     ],

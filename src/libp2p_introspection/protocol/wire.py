@@ -332,13 +332,15 @@ def _walk(
                 elif wire_type == FIXED64:
                     pos += 8
                 elif wire_type == START_GROUP:
+                    if tag < 8:
+                        raise WireError(f"group of field number 0 at byte {pos}")
                     if len(stack) >= MAX_DEPTH:
                         raise WireError(f"nested deeper than {MAX_DEPTH} levels")
                     # A group (proto2's, unknown here) runs to its END_GROUP tag.
                     stack.append((end, table, group))
                     table, group = _EMPTY, tag >> 3
                 elif wire_type == END_GROUP:
-                    if group != tag >> 3:
+                    if not group or group != tag >> 3:
                         raise WireError(f"unmatched end of group {tag >> 3} at byte {pos}")
                     end, table, group = stack.pop()
                 else:
