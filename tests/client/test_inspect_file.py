@@ -39,7 +39,7 @@ def test_a_snapshot_over_the_limits_is_skipped_and_reported(hostile_file):
     assert summary["states"]["last_connections"] == 2
     assert summary["states"]["last_instant_ts"] == 1_000
     text = render(summary)
-    assert "1 record over the size cap skipped" in text and "10,000 connections" in text
+    assert "1 record over the expansion limits skipped" in text and "10,000 connections" in text
 
 
 def test_with_the_limits_raised_the_walk_counts_what_it_never_builds(hostile_file):

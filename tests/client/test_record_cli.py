@@ -160,7 +160,7 @@ def test_inspect_reports_a_snapshot_over_the_limits_and_the_option_raises_them(t
     result = subprocess.run([*CLI, "inspect", str(path)], capture_output=True, text=True,
                             timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "1 record over the size cap skipped" in result.stdout
+    assert "1 record over the expansion limits skipped" in result.stdout
     assert "more than 10,000 connections" in result.stdout
     result = subprocess.run([*CLI, "inspect", str(path), "--json", "--max-connections", "20000"],
                             capture_output=True, text=True, timeout=60)  # fmt: skip

@@ -39,7 +39,7 @@ def test_a_snapshot_over_the_limits_is_skipped_and_reported(million):
     model.show_recording(store, info)
     notice = model.status()["overLimit"]
     assert notice["count"] == 1
-    assert notice["reason"].startswith("1 record over the size limits skipped")
+    assert notice["reason"].startswith("1 record over the expansion limits skipped")
     assert "10,000 connections" in notice["reason"]
 
 

@@ -153,7 +153,7 @@ def dump(
 
 def _over_limit_text(count: int, first: str) -> str:
     records = "1 record" if count == 1 else f"{count} records"
-    return f"{records} over the size cap skipped (first: {first})"
+    return f"{records} over the expansion limits skipped (first: {first})"
 
 
 def render(summary: dict[str, Any]) -> str:

@@ -148,4 +148,4 @@ def load_recording(
 def over_limit_text(count: int, first: str) -> str:
     """What the page and the log say of ``count`` records skipped for the limits."""
     records = "1 record" if count == 1 else f"{count} records"
-    return f"{records} over the size limits skipped; the first: {first}"
+    return f"{records} over the expansion limits skipped; the first: {first}"

@@ -187,7 +187,7 @@ def scan(
                 "(first: %s)", path, reader.over_limit, reader.over_limit_reason,
             )  # fmt: skip
     skipped_note = (
-        f" ({reader.over_limit} records over the size limits were skipped)"
+        f" ({reader.over_limit} records over the expansion limits were skipped)"
         if reader.over_limit
         else ""
     )

@@ -210,7 +210,7 @@ function renderStatus() {
     const r = st.recording;
     rec.textContent = `${r.name} · ${r.states} snapshots · ${r.events} events` +
       (r.checksumFailures ? ` · ${r.checksumFailures} damaged records skipped` : "") + (r.truncated ? " · truncated" : "") +
-      (r.overLimit ? ` · ${r.overLimit} skipped (over the size limits)` : "");
+      (r.overLimit ? ` · ${r.overLimit} skipped (over the expansion limits)` : "");
   }
   // Snapshots skipped for holding more than the limits allow: say so once per new count.
   const over = st.overLimit;
