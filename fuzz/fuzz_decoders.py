@@ -1,27 +1,73 @@
 """Fuzz target (atheris) for everything that decodes untrusted bytes.
 
 Run: ``python fuzz/fuzz_decoders.py -runs=100000`` (libFuzzer flags). Inputs go
-through the live frame decoder, the recording reader and the session's
-command path; anything but the documented errors is a crash.
+through the live frame decoder, the wire walker, the recording reader, a
+recording into the dashboard (reader, walker, convert, store) and the
+session's command path; anything but the documented errors is a crash, and
+so is a walk that calls malformed what protobuf parses, or counts fewer
+connections or streams than protobuf built.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import sys
 
 import atheris
 
-with atheris.instrument_imports():
+with atheris.instrument_imports(include=["libp2p_introspection"]):
     from google.protobuf.message import DecodeError
 
+    from libp2p_introspection.dashboard.recording import RecordingLoadError, load_recording
     from libp2p_introspection.protocol import pb
     from libp2p_introspection.protocol.framing import FrameError, decode_frame, payload_kind
-    from libp2p_introspection.protocol.recording import RecordingError, RecordingReader
+    from libp2p_introspection.protocol.recording import (
+        RecordingError,
+        RecordingReader,
+        RecordingWriter,
+    )
     from libp2p_introspection.protocol.session import Session, SessionLimits, Snapshot
+    from libp2p_introspection.protocol.wire import RecordLimits, measure
 
 _LIMITS = SessionLimits(commands_per_second=1e9, command_burst=10**9)
+# Small, so that inputs of a few KB reach the limits too.
+_RECORD_LIMITS = RecordLimits(max_connections=40, max_streams=200, max_entries=200)
+
+
+def _check_walk(data: bytes) -> None:
+    """The walker against protobuf's parser, on the same bytes."""
+    counts = measure(data, _RECORD_LIMITS)
+    try:
+        message = pb.ServerMessage.FromString(data)
+    except (DecodeError, RecursionError):
+        return
+    if counts.malformed:
+        raise AssertionError(f"protobuf parses what the walk calls malformed: {counts}")
+    if counts.over_limit:
+        return  # the walk stopped: its counts are lower bounds
+    connections = message.state.subsystems.connections
+    if len(connections) > counts.connections:
+        raise AssertionError(f"{len(connections)} connections built, {counts} counted")
+    if sum(len(c.streams.streams) for c in connections) > counts.streams:
+        raise AssertionError(f"more streams built than {counts} counted")
+    kind = message.WhichOneof("payload") or ""
+    if counts.kind != kind:
+        raise AssertionError(f"kind {counts.kind!r} but protobuf says {kind!r}")
+
+
+def _recording_of(data: bytes) -> bytes:
+    """A well-formed recording whose records are pieces of ``data``: each piece is
+    prefixed by one length byte, so the fuzzer controls how the input is split."""
+    out = io.BytesIO()
+    writer = RecordingWriter(out, flush=False)
+    pos = 0
+    while pos < len(data):
+        size = data[pos]
+        writer.write(data[pos + 1 : pos + 1 + size])
+        pos += 1 + size
+    return out.getvalue()
 
 
 def test_one_input(data: bytes) -> None:
@@ -32,13 +78,22 @@ def test_one_input(data: bytes) -> None:
     except (FrameError, DecodeError):
         pass
     payload_kind(data)
-    # Recording files.
+    # The wire walker, on the raw bytes as a ServerMessage.
+    _check_walk(data)
+    # Recording files, as they come.
     try:
         for record in RecordingReader(io.BytesIO(data), max_record_size=1 << 20):
             with contextlib.suppress(DecodeError):
                 record.message()
     except RecordingError:
         pass
+    # A recording into the dashboard: reader, walker, convert, store.
+    with contextlib.suppress(RecordingLoadError):
+        store, info = load_recording(io.BytesIO(_recording_of(data)), name="fuzz.mock",
+                                     limits=_RECORD_LIMITS)  # fmt: skip
+        # What the page is sent must be JSON whatever the record held.
+        json.loads(store.latest.text)  # type: ignore[union-attr] - a snapshot was loaded
+        json.dumps(info.to_json())
     # Commands into a session (server side of §4.8): never raises.
     session = Session(_LIMITS, b"runtime", frozenset(), Snapshot(1, b"state"), 0.0)
     session.receive_command(data, 0.0)

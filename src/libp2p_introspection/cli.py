@@ -70,6 +70,32 @@ def _check_origins(
     return values
 
 
+def _limit_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--max-connections`` and ``--max-streams``: the cap on what one snapshot of
+    ``what`` may hold before it is skipped with a notice (protocol/wire.py)."""
+    from libp2p_introspection.protocol.wire import MAX_CONNECTIONS, MAX_STREAMS
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option(
+            "--max-streams", default=MAX_STREAMS, show_default=True, type=click.IntRange(min=1),
+            help=f"{what}: skip, with a notice, a snapshot holding more streams than this.",
+        )(func)  # fmt: skip
+        return click.option(
+            "--max-connections", default=MAX_CONNECTIONS, show_default=True,
+            type=click.IntRange(min=1),
+            help=f"{what}: skip, with a notice, a snapshot holding more connections than this.",
+        )(func)  # fmt: skip
+
+    return decorate
+
+
+def _limits(kw: dict[str, Any]) -> Any:
+    """The ``RecordLimits`` of ``--max-connections`` and ``--max-streams``."""
+    from libp2p_introspection.protocol.wire import RecordLimits
+
+    return RecordLimits(max_connections=kw["max_connections"], max_streams=kw["max_streams"])
+
+
 def _url(ctx: click.Context, param: click.Parameter, value: str) -> str:
     try:
         return defaults.normalize_url(value)
@@ -346,6 +372,7 @@ def demo(**kw: Any) -> None:
     type=click.FloatRange(0, 1),
     help="Mock: fraction of connections replaced per snapshot.",
 )
+@_limit_options("Replay")
 @_server_options
 def serve(**kw: Any) -> None:  # fmt: skip
     """Serve introspection data; prints the ws:// URL once it accepts connections."""
@@ -428,7 +455,8 @@ async def _open_source(
         from libp2p_introspection.server.sources.replay import ReplaySource
 
         try:
-            replay = ReplaySource(name, speed=kw["speed"], loop=kw["loop"])
+            replay = ReplaySource(name, speed=kw["speed"], loop=kw["loop"], limits=_limits(kw),
+                                  interval_ms=config.interval_ms)  # fmt: skip
         except (RecordingError, OSError) as exc:
             raise click.ClickException(f"cannot replay {name}: {exc}") from exc
         runtime = replay.runtime()
@@ -578,17 +606,20 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
     is_flag=True,
     help="Every record as one JSON line (protobuf's JSON mapping), for jq and friends.",
 )
-def inspect(file: str, as_json: bool, dump: bool) -> None:  # fmt: skip
+@_limit_options("Records")
+def inspect(file: str, as_json: bool, dump: bool, **kw: Any) -> None:  # fmt: skip
     """Summarize a recording file, in constant memory whatever its size."""
     from libp2p_introspection.client import inspect_file
     from libp2p_introspection.protocol.recording import RecordingError
 
+    limits = _limits(kw)
     try:
         if dump:
-            for line in inspect_file.dump(file):
+            for line in inspect_file.dump(file, limits=limits,
+                                          on_skip=lambda text: click.echo(text, err=True)):
                 click.echo(line)
             return
-        summary = inspect_file.summarize(file)
+        summary = inspect_file.summarize(file, limits=limits)
     except RecordingError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary, sort_keys=True) if as_json else inspect_file.render(summary))
@@ -669,8 +700,9 @@ def watch(url: str, count: int | None, events: bool, as_json: bool,
 @click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
               callback=_token, help="The server's shared token, if it requires one.")  # fmt: skip
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@_limit_options("Live node and --file")
 def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: int,
-              events: bool, token: str | None, verbose: int) -> None:  # fmt: skip
+              events: bool, token: str | None, verbose: int, **kw: Any) -> None:  # fmt: skip
     """Serve the live dashboard page for the introspection server at URL.
 
     Prints the page's http:// address on stdout as soon as it is served.
@@ -686,7 +718,8 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
     except BadRequest as exc:
         raise click.BadParameter(defaults.redact(str(exc), secrets), param_hint="URL") from None
     config = DashboardConfig(host=host, port=port, url=url, file=file, retention_ms=retention_ms,
-                             events=events, token=token or None)  # fmt: skip
+                             events=events, token=token or None,
+                             limits=_limits(kw))  # fmt: skip
     from libp2p_introspection.server.admission import is_loopback
 
     if not is_loopback(host):

@@ -9,13 +9,16 @@ import struct
 
 import pytest
 import trio
+from hostile_records import empty_connections_state
 from trio_websocket import ConnectionClosed, serve_websocket
 
 from libp2p_introspection.client import recorder as recorder_module
+from libp2p_introspection.client.connection import Received, connect
 from libp2p_introspection.client.recorder import Outcome, Recorder
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import encode_frame, encode_server_message
 from libp2p_introspection.protocol.recording import RecordingReader
+from libp2p_introspection.protocol.wire import RecordLimits
 
 LIMIT = 30
 
@@ -223,3 +226,75 @@ async def test_a_full_disk_stops_the_recording_and_keeps_what_was_written(tmp_pa
         assert reader.checksum_failures == 0
         assert reader.truncated  # the record the disk cut off is reported, not misread
     assert records == recorder.stats.records > 40
+
+
+# --------------------------------------------- messages that parsing would expand
+
+HOSTILE_STATE = empty_connections_state(1_000_000)  # 2 MB: a million Connection objects parsed
+
+
+def _then(*frames: bytes, close: bool = True):
+    async def behaviour(ws):
+        for frame in frames:
+            await ws.send_message(frame)
+        if close:
+            await ws.aclose()
+        else:
+            await trio.sleep_forever()
+
+    return behaviour
+
+
+async def _client_receives(behaviour, count: int, **options) -> list[Received]:
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(_serve, behaviour)
+            async with connect(f"ws://127.0.0.1:{server.port}/introspect", **options) as client:
+                received = [await client.receive() for _ in range(count)]
+            nursery.cancel_scope.cancel()
+    return received
+
+
+async def test_the_client_hands_over_a_message_over_its_limits_unparsed():
+    received = await _client_receives(_then(encode_frame(HOSTILE_STATE), close=False), 3)
+    hostile = received[2]
+    assert hostile.skipped_kind == "state" and hostile.kind == ""
+    assert "more than 10,000 connections" in hostile.skipped
+    assert hostile.message.ByteSize() == 0  # nothing was built from it
+    assert hostile.data == HOSTILE_STATE  # its bytes, as received
+    assert [r.kind for r in received[:2]] == ["runtime", "state"]
+
+
+async def test_the_clients_limits_are_its_own_to_set():
+    big = empty_connections_state(20_000)
+    received = await _client_receives(_then(encode_frame(big), close=False), 3,
+                                      limits=RecordLimits(max_connections=20_000))  # fmt: skip
+    assert not received[2].skipped
+    assert len(received[2].message.state.subsystems.connections) == 20_000
+
+
+async def test_a_message_over_the_limits_is_recorded_as_received(tmp_path):
+    later = pb.ServerMessage()
+    later.state.instant_ts = 2
+    recorder, kinds = await _record(
+        tmp_path, _then(encode_frame(HOSTILE_STATE), encode_server_message(later))
+    )
+    assert recorder.result().outcome is Outcome.SERVER_CLOSED
+    assert recorder.over_limit == 1 and recorder.stats.snapshots == 3
+    assert kinds == ["runtime", "state", "state"]  # readers skip it, with a notice
+    with RecordingReader(tmp_path / "hostile.mock", limits=None) as reader:
+        assert [r.data for r in reader][2] == HOSTILE_STATE  # written whole, byte for byte
+
+
+async def test_watch_says_what_it_skipped_and_goes_on():
+    from libp2p_introspection.client.watch import watch
+
+    lines: list[dict] = []
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(_serve, _then(encode_frame(HOSTILE_STATE), close=False))
+            await watch(f"ws://127.0.0.1:{server.port}/introspect", count=2, events=False,
+                        emit=lines.append)  # fmt: skip
+            nursery.cancel_scope.cancel()
+    assert [line["kind"] for line in lines] == ["runtime", "state", "skipped"]
+    assert lines[2]["what"] == "state" and "10,000 connections" in lines[2]["reason"]

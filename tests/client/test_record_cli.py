@@ -176,3 +176,39 @@ def test_record_a_count_of_snapshots_from_a_node_flooding_events(tmp_path, mode)
         assert reader.checksum_failures == 0 and not reader.truncated
     assert len(instants) == 8 and instants == sorted(set(instants))
     assert events > 0  # the flood was on
+
+
+def test_inspect_reports_a_snapshot_over_the_limits_and_the_option_raises_them(tmp_path):
+    from hostile_records import empty_connections_state, normal_state, runtime, write
+
+    path = write(tmp_path / "wide.mock", [runtime(), normal_state(1_000),
+                                          empty_connections_state(20_000, 2_000)])  # fmt: skip
+    result = subprocess.run([*CLI, "inspect", str(path)], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "1 record over the expansion limits skipped" in result.stdout
+    assert "more than 10,000 connections" in result.stdout
+    result = subprocess.run([*CLI, "inspect", str(path), "--json", "--max-connections", "20000"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["over_limit"] == 0 and summary["states"]["last_connections"] == 20_000
+
+
+def test_serve_a_hostile_recording_logs_what_it_skips_and_keeps_serving(tmp_path):
+    from hostile_records import empty_connections_state, normal_state, runtime, write
+
+    path = write(tmp_path / "mixed.mock", [
+        runtime(), normal_state(1_000), empty_connections_state(1_000_000, 2_000),
+        normal_state(3_000)])  # fmt: skip
+    with running([*CLI[1:], "serve", "--source", str(path), "--speed", "20", "--loop",
+                  "--port", "0"]) as (server, url):  # fmt: skip
+        result = subprocess.run([*CLI, "watch", url, "--count", "4", "--no-events", "--json"],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [line["kind"] for line in lines] == ["runtime"] + ["state"] * 4
+        assert all(line["connections"] == 2 for line in lines[1:])
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=15)
+        stderr = server.stderr.read()
+    assert "more than 10,000 connections" in stderr and "skipped" in stderr

@@ -156,3 +156,22 @@ def test_assembled_state_is_byte_identical_to_the_whole_message(connections, wit
         rest.SerializeToString(),
     )
     assert assembled == state.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (encode_server_message(pb.ServerMessage(state=pb.State(instant_ts=1)))[12:], "state"),
+        (pb.ServerMessage(runtime=pb.Runtime(implementation="x")).SerializeToString(), "runtime"),
+        (pb.ServerMessage(notice=pb.ServerNotice()).SerializeToString(), "notice"),
+        (b"\x0a\x02\x08\x01\x22\x00", "event"),  # after the version, an empty event
+        (b"\x08\x01", ""),  # a varint first: not a ServerMessage payload
+        (b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", ""),  # a length that never ends
+        (b"", ""),
+    ],
+)
+def test_payload_kind_reads_only_the_leading_tags(data, kind):
+    from libp2p_introspection.protocol.framing import payload_kind
+
+    assert payload_kind(data) == kind
+    assert payload_kind(memoryview(data)) == kind

@@ -6,6 +6,8 @@ import io
 import struct
 
 import pytest
+from google.protobuf.message import DecodeError
+from hostile_records import empty_connections_state
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,10 +19,12 @@ from libp2p_introspection.protocol.recording import (
     RecordingError,
     RecordingReader,
     RecordingWriter,
+    RecordOverLimitError,
     RecordTooLargeError,
     TruncatedRecordError,
     UnsupportedFileVersionError,
 )
+from libp2p_introspection.protocol.wire import RecordLimits
 
 
 def _message(n: int) -> bytes:
@@ -118,8 +122,8 @@ def test_length_field_above_the_limit_is_an_error_not_an_allocation():
 
 def test_errors_are_distinct_and_share_a_base():
     kinds = [NotARecordingError, UnsupportedFileVersionError, RecordChecksumError,
-             TruncatedRecordError, RecordTooLargeError]  # fmt: skip
-    assert len(set(kinds)) == 5
+             TruncatedRecordError, RecordTooLargeError, RecordOverLimitError]  # fmt: skip
+    assert len(set(kinds)) == 6
     assert all(issubclass(k, RecordingError) for k in kinds)
 
 
@@ -136,3 +140,36 @@ def test_random_bytes_give_only_documented_errors(data):
             assert len(record.data) <= 1 << 20
     except RecordingError:
         pass
+
+
+def test_a_record_over_the_limits_is_skipped_counted_and_the_rest_kept():
+    hostile = empty_connections_state(1_000_000)  # 2 MB that would parse into 1,000,000 objects
+    data = _file([_message(1), hostile, _message(2), hostile])
+    read, reader = _read(data)
+    assert read == [_message(1), _message(2)]
+    assert reader.over_limit == 2
+    assert reader.records == 4  # whole records with a good checksum, skipped ones included
+    assert reader.over_limit_reason == (
+        f"record at offset {4 + 8 + len(_message(1))} (state, {len(hostile):,} bytes) holds "
+        "more than 10,000 connections (the max_connections cap)"
+    )
+
+
+def test_the_limits_are_the_readers_to_set():
+    data = _file([empty_connections_state(20_000)])
+    assert _read(data)[1].over_limit == 1
+    read, reader = _read(data, limits=RecordLimits(max_connections=20_000))
+    assert len(read) == 1 and reader.over_limit == 0
+    read, reader = _read(data, limits=None)  # no walk at all
+    assert len(read) == 1 and reader.over_limit == 0
+    with pytest.raises(RecordOverLimitError, match="more than 10,000 connections"):
+        _read(data, errors="raise")
+
+
+def test_a_record_the_walk_finds_malformed_raises_decodeerror_without_parsing():
+    data = _file([b"\x12\x05\x0a", _message(3)])  # a state that announces more than it holds
+    records = list(RecordingReader(io.BytesIO(data)))
+    assert records[0].counts.malformed and records[0].kind == ""
+    with pytest.raises(DecodeError, match="announces 5 bytes"):
+        records[0].message()
+    assert records[1].kind == "event" and records[1].message().event.ts == 3

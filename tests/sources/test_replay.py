@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import trio
+from hostile_records import START_MS, empty_connections_state, event, runtime, state, write
 
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import decode_frame
 from libp2p_introspection.protocol.recording import RecordingReader, RecordingWriter
+from libp2p_introspection.protocol.wire import RecordLimits
 from libp2p_introspection.server.sources.replay import ReplayError, ReplaySource, scan
 
 
@@ -107,3 +111,174 @@ async def test_recording_without_state_or_runtime_is_refused(tmp_path):
         assert "no State" in str(exc)
     else:
         raise AssertionError("expected ReplayError")
+
+
+# ------------------------------------------------------------- hostile files
+
+MAX = 2**64 - 1
+
+
+class BoundedOutlet(Outlet):
+    """An outlet that fails the test instead of spinning forever (a replay that never
+    waits would keep a mock clock from ever advancing)."""
+
+    def __init__(self, bound: int = 500) -> None:
+        super().__init__()
+        self.bound = bound
+
+    def publish_snapshot_frame(self, frame: bytes) -> None:
+        super().publish_snapshot_frame(frame)
+        if len(self.released) > self.bound:
+            raise AssertionError(f"more than {self.bound} releases: the replay spins")
+
+
+async def _run_bounded(source, seconds, bound=500):
+    outlet = BoundedOutlet(bound)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(source.run, outlet)
+        await trio.sleep(seconds)
+        nursery.cancel_scope.cancel()
+    return outlet.released
+
+
+def _states(path, stamps, *, open_ts=None):
+    """A recording of one-connection snapshots at these instants (``open_ts``: of the
+    connections, default 500 ms before each)."""
+    messages = [runtime()]
+    for stamp in stamps:
+        message = pb.ServerMessage()
+        message.state.instant_ts = stamp
+        connection = message.state.subsystems.connections.add()
+        connection.timeline.open_ts = open_ts if open_ts is not None else max(stamp - 500, 0)
+        messages.append(message.SerializeToString())
+    return write(path, messages)
+
+
+def _instants(released):
+    return [pb.ServerMessage.FromString(data).state.instant_ts for _, k, data in released
+            if k == "state"]  # fmt: skip
+
+
+async def test_a_record_over_the_limits_is_skipped_and_logged(tmp_path, autojump_clock, caplog):
+    path = write(tmp_path / "r.mock", [
+        runtime(), state([b""], 1_000), empty_connections_state(20_000, 2_000),
+        state([b""], 3_000)])  # fmt: skip
+    released = await _run_bounded(ReplaySource(path), 10)
+    assert _instants(released) == [1_000, 3_000]
+    assert "1 records hold more than the replay's limits" in caplog.text
+    assert "more than 10,000 connections" in caplog.text
+    assert _instants(await _run_bounded(
+        ReplaySource(path, limits=RecordLimits(max_connections=20_000)), 10
+    )) == [1_000, 2_000, 3_000]  # fmt: skip
+
+
+async def test_timestamps_near_2_64_end_the_loop_with_a_reason(tmp_path, autojump_clock, caplog):
+    path = _states(tmp_path / "r.mock", [MAX - 2_000, MAX - 1_000])
+    source = ReplaySource(path, loop=True)
+    released = await _run_bounded(source, 30)  # it crashed with "Value out of range"
+    assert _instants(released) == [MAX - 2_000, MAX - 1_000]  # the first pass, whole
+    assert source.passes_done == 1
+    assert "2^64 - 1" in source.stopped_because and "stops looping" in caplog.text
+
+
+async def test_a_nested_timestamp_that_would_overflow_ends_the_loop(tmp_path, autojump_clock,
+                                                                   caplog):  # fmt: skip
+    path = _states(tmp_path / "r.mock", [1_000, 2_000], open_ts=MAX - 10)
+    source = ReplaySource(path, loop=True)
+    released = await _run_bounded(source, 30)
+    assert _instants(released) == [1_000, 2_000]
+    assert "in pass 2" in source.stopped_because and str(MAX - 10) in source.stopped_because
+
+
+async def test_snapshots_without_time_are_played_once_with_a_reason(tmp_path, autojump_clock,
+                                                                   caplog):  # fmt: skip
+    path = _states(tmp_path / "r.mock", [0, 0, 0])
+    source = ReplaySource(path, loop=True)  # looping spun, repeating time 0 without a word
+    released = await _run_bounded(source, 60)
+    assert _instants(released) == [0, 0, 0] and not source.loop
+    assert "no snapshot has an instant_ts" in caplog.text
+
+
+async def test_one_shared_instant_loops_at_the_base_interval(tmp_path, autojump_clock, caplog):
+    path = _states(tmp_path / "r.mock", [5_000, 5_000, 5_000])
+    start = trio.current_time()
+    released = await _run_bounded(ReplaySource(path, loop=True, interval_ms=1_000), 2.5)
+    times = [round(t - start, 3) for t, k, _ in released if k == "state"]
+    assert times == [0.0] * 3 + [1.0] * 3 + [2.0] * 3  # a pass lasted 1 ms: it spun
+    assert _instants(released) == [5_000] * 3 + [6_000] * 3 + [7_000] * 3
+    assert "share instant_ts 5000" in caplog.text
+
+
+async def test_a_gap_past_the_cap_is_waited_as_the_cap(tmp_path, autojump_clock, caplog):
+    path = _states(tmp_path / "r.mock", [START_MS, MAX, START_MS + 1_000])
+    start = trio.current_time()
+    released = await _run_bounded(ReplaySource(path), 700)  # it waited 5.8e8 years
+    times = [round(t - start, 3) for t, _, _ in released]
+    assert times == [0.0, 600.0, 600.0]
+    assert "waited as 600000 ms" in caplog.text
+
+
+async def test_an_untimed_snapshot_is_released_with_the_one_before(tmp_path, autojump_clock):
+    path = _states(tmp_path / "r.mock", [0, START_MS, 0, START_MS + 1_000])
+    start = trio.current_time()
+    released = await _run_bounded(ReplaySource(path), 10)  # it waited START_MS ms (54 years)
+    assert [round(t - start, 3) for t, _, _ in released] == [0.0, 0.0, 0.0, 1.0]
+
+
+async def test_many_events_before_the_first_snapshot_follow_it_in_order(tmp_path,
+                                                                       autojump_clock):  # fmt: skip
+    path = write(tmp_path / "r.mock", [runtime(), *(event(10 + n) for n in range(3_000)),
+                                       state([b""], 5_000)])  # fmt: skip
+    released = await _run_bounded(ReplaySource(path), 5)
+    assert [k for _, k, _ in released][:2] == ["state", "event"]
+    stamps = [pb.ServerMessage.FromString(d).event.ts for _, k, d in released if k == "event"]
+    assert stamps == [10 + n for n in range(3_000)]
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the steps the replay's task takes (it yields between steps)."""
+
+    def __init__(self) -> None:
+        self.replay_steps = 0
+
+    def after_task_step(self, task) -> None:
+        if task.name.endswith("ReplaySource.run"):
+            self.replay_steps += 1
+
+
+async def test_the_work_on_a_big_snapshot_yields_to_the_event_loop(tmp_path, autojump_clock):
+    # 6,000 connections of 2 streams: re-encoded (shifted) on each loop pass; it ran
+    # in one step, keeping the server from answering handshakes for seconds at a time.
+    big = pb.ServerMessage()
+    for n in range(6_000):
+        conn = big.state.subsystems.connections.add(id=n.to_bytes(4, "big"))
+        conn.timeline.open_ts = 500
+        for s in range(2):
+            conn.streams.streams.add(id=bytes([s])).timeline.open_ts = 600
+    messages = [runtime()]
+    for stamp in (1_000, 2_000):
+        big.state.instant_ts = stamp
+        messages.append(big.SerializeToString())
+    path = write(tmp_path / "big.mock", messages)
+    steps = _Steps()
+    trio.lowlevel.add_instrument(steps)
+    marks: list[int] = []
+    outlet = BoundedOutlet()
+    publish = outlet.publish_snapshot_frame
+
+    def counting(frame: bytes) -> None:
+        marks.append(steps.replay_steps)
+        publish(frame)
+
+    outlet.publish_snapshot_frame = counting
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ReplaySource(path, loop=True).run, outlet)
+            await trio.sleep(4.5)  # passes 1 and 2, and the first snapshot of pass 3
+            nursery.cancel_scope.cancel()
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert len(marks) >= 4
+    # Between publishing one shifted snapshot and the next: its walk, parse, shift in
+    # slices of 2,000 connections and streams, and encoding, each a step of its own.
+    assert min(b - a for a, b in itertools.pairwise(marks[1:])) >= 9

@@ -3,6 +3,12 @@
 The recorder and the dashboard backend are built on this; tests use it as the
 reference client. It speaks PROTOCOL.md §2 (framed server messages, bare
 commands) and §5 (the client loop is the caller's).
+
+A message's size does not bound what parsing it costs (two bytes make an
+empty ``Connection``), so every message is walked on the wire first
+(:mod:`libp2p_introspection.protocol.wire`, in slices that yield to the event
+loop): one above the client's :class:`~.wire.RecordLimits` is handed over
+unparsed, marked :attr:`Received.skipped`, and never costs more than its bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from libp2p_introspection.config import TOKEN_ENV, TOKEN_HEADER, RedactTokens, check_token
@@ -25,6 +32,10 @@ from libp2p_introspection.protocol.framing import (
     decode_frame,
     decode_header,
 )
+from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits, measure_in_slices
+
+#: Fields walked between two yields to the event loop while checking a message.
+_WALK_SLICE = 50_000
 
 Command = pb.ClientCommand.Command
 Source = pb.ClientCommand.Source
@@ -40,15 +51,23 @@ class ProtocolError(Exception):
 @dataclass(frozen=True, slots=True)
 class Received:
     """One message from the server: its parsed form, its raw ``ServerMessage`` bytes,
-    and their FNV-1a 32 checksum (verified against the frame header)."""
+    and their FNV-1a 32 checksum (verified against the frame header).
+
+    ``skipped``: why the message was not parsed (it holds more than the
+    client's limits allow; ``message`` is then empty), ``""`` if it was;
+    ``skipped_kind``: its payload kind as the wire walk saw it.
+    """
 
     message: pb.ServerMessage
     data: bytes
     checksum: int
+    skipped: str = ""
+    skipped_kind: str = ""
 
     @property
     def kind(self) -> str:
-        """``runtime``, ``state``, ``event``, ``response``, ``notice`` (or ``None`` if empty)."""
+        """``runtime``, ``state``, ``event``, ``response``, ``notice`` (``""`` if empty or
+        skipped: see :attr:`skipped_kind`)."""
         return self.message.WhichOneof("payload") or ""
 
 
@@ -56,12 +75,20 @@ class IntrospectionClient:
     """One WebSocket session with an introspection server.
 
     Use :func:`connect`. :meth:`receive` returns the next message;
-    :meth:`send` sends a command and returns the id it used.
+    :meth:`send` sends a command and returns the id it used. ``limits``: what
+    one message may hold before it is skipped unparsed (``None``: no walk,
+    every message parsed).
     """
 
-    def __init__(self, ws: WebSocketConnection, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        limits: RecordLimits | None = DEFAULT_LIMITS,
+    ) -> None:
         self.ws = ws
         self.max_message_size = max_message_size
+        self.limits = limits
         self._ids = itertools.count(1)
 
     async def send(
@@ -86,8 +113,10 @@ class IntrospectionClient:
         await self.send(Command.REQUEST, Source.STATE)
 
     async def receive(self) -> Received:
-        """The next message. Raises :class:`ProtocolError` for a text frame or a bad frame,
-        ``trio_websocket.ConnectionClosed`` when the server closed the session."""
+        """The next message. Raises :class:`ProtocolError` for a text frame, a bad frame
+        or a message that is not protobuf, ``trio_websocket.ConnectionClosed`` when the
+        server closed the session. A message above :attr:`limits` comes back unparsed,
+        with :attr:`Received.skipped` saying why."""
         data = await self.ws.get_message()
         if isinstance(data, str):
             raise ProtocolError("server sent a text frame; introspection frames are binary")
@@ -96,6 +125,23 @@ class IntrospectionClient:
         except FrameError as exc:
             raise ProtocolError(f"bad frame from server: {exc}") from exc
         checksum = decode_header(data, self.max_message_size).checksum  # verified above
+        if self.limits is not None:
+            walk = measure_in_slices(payload, self.limits, _WALK_SLICE)
+            while True:
+                try:
+                    next(walk)
+                except StopIteration as done:
+                    counts = done.value
+                    break
+                await trio.sleep(0)
+            if counts.malformed:
+                raise ProtocolError(f"server message does not parse: {counts.malformed}")
+            if counts.over_limit:
+                reason = (
+                    f"a {counts.kind or 'message'} of {len(payload):,} bytes holds "
+                    f"{counts.over_limit}"
+                )
+                return Received(pb.ServerMessage(), payload, checksum, reason, counts.kind)
         message = pb.ServerMessage()
         try:
             message.ParseFromString(payload)
@@ -104,10 +150,11 @@ class IntrospectionClient:
         return Received(message, payload, checksum)
 
     async def receive_kind(self, kind: str, *, limit: int = 10_000) -> Received:
-        """Read until a message of ``kind`` arrives (at most ``limit`` messages)."""
+        """Read until a message of ``kind`` arrives (at most ``limit`` messages); one
+        skipped for the limits counts (check :attr:`Received.skipped`)."""
         for _ in range(limit):
             received = await self.receive()
-            if received.kind == kind:
+            if received.kind == kind or received.skipped_kind == kind:
                 return received
         raise ProtocolError(f"no {kind} message in {limit} messages")
 
@@ -123,6 +170,7 @@ async def connect(
     token: str | None = None,
     max_message_size: int = MAX_MESSAGE_SIZE,
     connect_timeout: float = 10.0,
+    limits: RecordLimits | None = DEFAULT_LIMITS,
 ) -> AsyncIterator[IntrospectionClient]:
     """Open a session with the server at ``url`` (``ws://HOST:PORT/introspect``).
 
@@ -134,6 +182,7 @@ async def connect(
     (WebSocket libraries default to 1 MiB; big snapshots are several MB).
     ``ValueError`` for a token that cannot go in a header (its message never
     shows the token; see :func:`libp2p_introspection.config.check_token`).
+    ``limits``: see :class:`IntrospectionClient`.
     """
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None
@@ -147,4 +196,4 @@ async def connect(
         disconnect_timeout=5.0,
         message_queue_size=16,
     ) as ws:
-        yield IntrospectionClient(ws, max_message_size)
+        yield IntrospectionClient(ws, max_message_size, limits)

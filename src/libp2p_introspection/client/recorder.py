@@ -197,6 +197,8 @@ class Recorder:
         )
         self.queued_bytes = 0
         self.peak_queued_bytes = 0
+        #: Messages received above the client's limits (recorded unparsed).
+        self.over_limit = 0
         self._room = trio.Event()
         self._write_failed = False
         self._finished = False
@@ -251,6 +253,13 @@ class Recorder:
                     self.outcome = Outcome.SERVER_SILENT
                     self.detail = f"nothing for {self.idle_timeout:g} s"
                     return
+                if received.skipped:
+                    # Recorded as received (it costs its bytes only; it was never parsed),
+                    # and skipped, with a notice, by whatever reads the file.
+                    self.over_limit += 1
+                    if self.over_limit == 1:
+                        log.warning("recording a message that readers will skip: %s",
+                                    received.skipped)  # fmt: skip
                 await self._enqueue(received.data, received.checksum)
         except ConnectionClosed as exc:
             reason = exc.reason

@@ -2,7 +2,10 @@
 
 Connect; read the ``Runtime`` and the first ``State``; then signal ready, read
 the next snapshot, print it, repeat. Events (if subscribed) are printed as
-they arrive between snapshots.
+they arrive between snapshots. A message holding more than the client's
+limits allow (by default 10,000 connections or 100,000 streams) is not parsed:
+it is printed as a ``skipped`` line with the reason, and a skipped snapshot
+counts as one.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 from trio_websocket import ConnectionClosed
 
-from libp2p_introspection.client.connection import Command, Source, connect
+from libp2p_introspection.client.connection import Command, Received, Source, connect
 from libp2p_introspection.protocol import pb
 
 Emit = Callable[[dict[str, Any]], None]
@@ -36,6 +39,11 @@ def summarize_state(state: pb.State) -> dict[str, Any]:
     }
 
 
+def _skipped(received: Received) -> dict[str, Any]:
+    """The line for a message skipped unparsed (above the client's limits)."""
+    return {"kind": "skipped", "what": received.skipped_kind, "reason": received.skipped}
+
+
 async def watch(
     url: str, *, count: int | None, events: bool, emit: Emit, token: str | None = None
 ) -> None:
@@ -52,8 +60,8 @@ async def watch(
             "event_types": [t.name for t in runtime.event_types],
         })  # fmt: skip
         seen = 0
-        first = (await client.receive_kind("state")).message.state
-        emit(summarize_state(first))
+        first = await client.receive_kind("state")
+        emit(_skipped(first) if first.skipped else summarize_state(first.message.state))
         seen += 1
         if events:
             await client.send(Command.PUSH_ENABLE, Source.EVENTS)
@@ -62,6 +70,12 @@ async def watch(
                 await client.ready()
                 while True:
                     received = await client.receive()
+                    if received.skipped:
+                        emit(_skipped(received))
+                        if received.skipped_kind == "state":  # it answered our ready signal
+                            seen += 1
+                            break
+                        continue
                     if received.kind == "state":
                         emit(summarize_state(received.message.state))
                         seen += 1

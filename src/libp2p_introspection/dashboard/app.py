@@ -333,6 +333,7 @@ def create_app(
                         max_events=model.store.max_events,
                         max_bytes=model.store.max_bytes,
                         closed_ttl_ms=model.converter.closed_ttl_ms,
+                        limits=model.limits,
                     )
                 )
             except RecordingLoadError as exc:

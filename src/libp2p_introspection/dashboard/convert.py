@@ -44,11 +44,13 @@ Runtime (:func:`runtime_to_json`)::
 Event (:func:`event_to_json`)::
 
     {"seq": n (assigned by the store), "ts": ms, "type": name,
-     "content": the event's JSON object (or its text, if it is not JSON)}
+     "content": the event's JSON object (or its text, if it is not JSON,
+                nests too deep, or is over MAX_PARSED_CONTENT characters)}
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +63,10 @@ JSON = dict[str, Any]
 #: the dashboard's, as CLOSED, ms (servers that keep closed connections
 #: themselves, as ours does, make this moot).
 DEFAULT_CLOSED_TTL_MS = 120_000
+
+#: Longest event content parsed as JSON, characters; longer stays text (parsed,
+#: ``[{},{},...]`` costs 25 times its text; honest events are well under 1 KiB).
+MAX_PARSED_CONTENT = 16 * 1024
 
 _STATUS = {v: k for k, v in pb.Status.items()}
 _ROLE = {v: k for k, v in pb.Role.items()}
@@ -204,14 +210,18 @@ def event_type_to_json(event_type: pb.EventType) -> JSON:
 
 
 def event_to_json(event: pb.Event) -> JSON:
-    """An ``Event``; ``content`` parsed from its JSON text (kept as text if it is not JSON).
+    """An ``Event``; ``content`` parsed from its JSON text (kept as text if it is not
+    JSON, nests too deeply to parse, or is longer than :data:`MAX_PARSED_CONTENT`).
 
     ``seq`` is 0 here; the store numbers events as they arrive.
     """
-    try:
-        content: Any = json.loads(event.content) if event.content else {}
-    except ValueError:
-        content = event.content
+    text = event.content
+    content: Any = text
+    if not text:
+        content = {}
+    elif len(text) <= MAX_PARSED_CONTENT:
+        with contextlib.suppress(ValueError, RecursionError):  # not JSON, or nested too deep
+            content = json.loads(text)
     return {"seq": 0, "ts": event.ts, "type": event.type.name, "content": content}
 
 

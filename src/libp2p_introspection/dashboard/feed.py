@@ -16,6 +16,12 @@ it over, repeat. Everything it reads goes to a :class:`FeedSink`.
 - **Switch**: :meth:`LiveFeed.switch` points the feed at another URL at
   once; :meth:`LiveFeed.stop` ends the session and stays ``disconnected``
   (the dashboard shows a recording then).
+- **Limits**: a message holding more than ``limits`` allow (by default
+  10,000 connections or 100,000 streams) is skipped unparsed (it would cost
+  gigabytes once converted): the feed counts it in :attr:`LiveFeed.over_limit`,
+  keeps the reason in :attr:`LiveFeed.over_limit_reason`, logs it and tells
+  the sink (``feed_status``); a skipped snapshot still answers the ready
+  signal, so the pull loop goes on.
 - **Token**: the shared token (``token``, else the environment's) is sent
   only to the URL the feed was created for (the command line's), compared
   as an endpoint (scheme, host, port, path, query). Any other URL the page
@@ -49,6 +55,7 @@ from libp2p_introspection.client.connection import (
     connect,
 )
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +109,7 @@ class LiveFeed:
     while paused; ``None``: the server's default). ``events``: subscribe to
     events. ``token``: the server's shared token, sent to ``url`` only (not
     to the URLs of later :meth:`switch` calls); ``None``: the environment's.
+    ``limits``: what one message may hold before it is skipped (module doc).
     Run with ``await nursery.start(feed.run)``.
     """
 
@@ -114,6 +122,7 @@ class LiveFeed:
         events: bool = True,
         token: str | None = None,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        limits: RecordLimits = DEFAULT_LIMITS,
     ) -> None:
         self.url = url
         self.token = token
@@ -135,6 +144,11 @@ class LiveFeed:
         self.since_ms = _now_ms()
         self.sessions = 0
         self.notices = 0
+        self.limits = limits
+        #: Messages skipped for holding more than :attr:`limits` allow (every session).
+        self.over_limit = 0
+        #: Why the last of them was skipped ("" if none was).
+        self.over_limit_reason = ""
         #: The effective configuration the server reported for our HELLO.
         self.effective_config: dict[str, int] = {}
         self._session_scope: trio.CancelScope | None = None
@@ -252,12 +266,20 @@ class LiveFeed:
 
     async def _session(self, url: str) -> None:
         token = self.token_for(url)
-        async with connect(url, token=token, connect_timeout=self.connect_timeout_s) as client:
+        async with connect(
+            url, token=token, connect_timeout=self.connect_timeout_s, limits=self.limits
+        ) as client:
             with trio.fail_after(self.connect_timeout_s):
                 runtime = await client.receive_kind("runtime", limit=16)
-                self.sink.feed_runtime(runtime.message.runtime)
+                if runtime.skipped:
+                    self._skipped(runtime.skipped)
+                else:
+                    self.sink.feed_runtime(runtime.message.runtime)
                 first = await client.receive_kind("state", limit=16)
-            self.sink.feed_state(first.message.state)
+            if first.skipped:
+                self._skipped(first.skipped)
+            else:
+                self.sink.feed_state(first.message.state)
             self.sessions += 1
             self._awaiting_state = False
             self._set_state(ConnectionState.CONNECTED, "")
@@ -293,7 +315,12 @@ class LiveFeed:
             received = await client.receive()
             kind = received.kind
             message = received.message
-            if kind == "state":
+            if received.skipped:
+                if received.skipped_kind == "state":  # it answered the ready signal
+                    self._awaiting_state = False
+                    self._poke.set()
+                self._skipped(received.skipped)
+            elif kind == "state":
                 self._awaiting_state = False
                 self._poke.set()
                 self.sink.feed_state(message.state)
@@ -315,6 +342,14 @@ class LiveFeed:
                         "snapshotIntervalMs": effective.state_snapshot_interval_ms,
                     }
                     self.sink.feed_status()
+
+    def _skipped(self, reason: str) -> None:
+        self.over_limit += 1
+        self.over_limit_reason = f"skipped a message from the node: {reason}"
+        # Once at WARNING (a flood of them must not flood the log), then at DEBUG.
+        level = logging.WARNING if self.over_limit == 1 else logging.DEBUG
+        log.log(level, "live feed from %s: %s", self.url, self.over_limit_reason)
+        self.sink.feed_status()
 
 
 def describe_failure(exc: BaseException) -> str | None:

@@ -24,7 +24,11 @@ Browser messages (JSON objects, sent in arrays; shapes of the parts in
               "connecting"|"connected"|"reconnecting"|"disconnected",
               "since": ms, "error": str, "paused": bool, "notices": n,
               "recording": {"name", "records", "states", "events",
-                            "checksumFailures", "truncated"}|null,
+                            "checksumFailures", "truncated", "overLimit",
+                            "overLimitReason"}|null,
+              "overLimit": {"count": n, "reason": str} (messages or records
+                  of the current source skipped for holding more than the
+                  limits allow, and why the last one was),
               "effectiveConfig": {...}, "store": {...}}
 """
 
@@ -44,9 +48,10 @@ from libp2p_introspection.dashboard.convert import (
     runtime_to_json,
 )
 from libp2p_introspection.dashboard.feed import ConnectionState, LiveFeed
-from libp2p_introspection.dashboard.recording import RecordingInfo
+from libp2p_introspection.dashboard.recording import RecordingInfo, over_limit_text
 from libp2p_introspection.dashboard.store import Store
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,11 @@ class DashboardModel:
         hub: BrowserHub | None = None,
         *,
         closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS,
+        limits: RecordLimits = DEFAULT_LIMITS,
     ) -> None:
         self.store = store
+        #: What one record of an uploaded recording may hold (the live feed has its own).
+        self.limits = limits
         self.hub = hub or BrowserHub()
         self.converter = SnapshotConverter(closed_ttl_ms=closed_ttl_ms)
         self.feed: LiveFeed | None = None
@@ -161,8 +169,19 @@ class DashboardModel:
             "notices": feed.notices if feed else 0,
             "effectiveConfig": feed.effective_config if feed else {},
             "recording": self.recording.to_json() if self.recording else None,
+            "overLimit": self._over_limit(),
             "store": self.store.describe(),
         }
+
+    def _over_limit(self) -> JSON:
+        if self.recording is not None:
+            count, reason = self.recording.over_limit, self.recording.over_limit_reason
+            text = over_limit_text(count, reason) if count else ""
+            return {"count": count, "reason": text}
+        feed = self.feed
+        if feed is None:
+            return {"count": 0, "reason": ""}
+        return {"count": feed.over_limit, "reason": feed.over_limit_reason}
 
     def broadcast_status(self) -> None:
         """Tell every page the current status."""

@@ -15,7 +15,11 @@ from libp2p_introspection.dashboard.browsers import DEFAULT_MAX_PENDING, Browser
 from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS
 from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
-from libp2p_introspection.dashboard.recording import DEFAULT_MAX_UPLOAD_BYTES, load_recording
+from libp2p_introspection.dashboard.recording import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    load_recording,
+    over_limit_text,
+)
 from libp2p_introspection.dashboard.serving import DEFAULT_SEND_TIMEOUT_S, serve_asgi
 from libp2p_introspection.dashboard.store import (
     DEFAULT_MAX_BYTES,
@@ -24,6 +28,7 @@ from libp2p_introspection.dashboard.store import (
     DEFAULT_RETENTION_MS,
     Store,
 )
+from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,8 @@ class DashboardConfig:
     snapshots is still shown as closed, ms. ``max_pending``: messages queued
     for one browser before it is resynced instead. ``send_timeout_s``: a
     browser that accepts no bytes for this long is disconnected, seconds.
+    ``limits``: what one snapshot (live, or a recording's record) may hold
+    before it is skipped with a notice on the page.
     """
 
     host: str = defaults.DEFAULT_HOST
@@ -64,6 +71,7 @@ class DashboardConfig:
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS
     max_pending: int = DEFAULT_MAX_PENDING
     send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
+    limits: RecordLimits = DEFAULT_LIMITS
 
 
 class Dashboard:
@@ -83,7 +91,10 @@ class Dashboard:
             max_bytes=config.max_bytes,
         )
         self.model = DashboardModel(
-            store, BrowserHub(config.max_pending), closed_ttl_ms=config.closed_ttl_ms
+            store,
+            BrowserHub(config.max_pending),
+            closed_ttl_ms=config.closed_ttl_ms,
+            limits=config.limits,
         )
         self.feed = LiveFeed(
             config.url,
@@ -91,6 +102,7 @@ class Dashboard:
             retention_ms=config.retention_ms,
             events=config.events,
             token=config.token,
+            limits=config.limits,
         )
         self.model.attach_feed(self.feed)
         self.app = create_app(
@@ -123,8 +135,12 @@ class Dashboard:
                     max_events=config.max_events,
                     max_bytes=config.max_bytes,
                     closed_ttl_ms=config.closed_ttl_ms,
+                    limits=config.limits,
                 )
             )
+            if info.over_limit:
+                log.warning("%s: %s", path, over_limit_text(info.over_limit,
+                                                           info.over_limit_reason))  # fmt: skip
             self.model.show_recording(store, info)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.feed.run)

@@ -21,6 +21,12 @@ from dataclasses import dataclass
 from fnv_hash_fast import fnv1a_32 as _fnv1a_32
 
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.wire import (
+    LENGTH_DELIMITED,
+    PAYLOAD_KINDS,
+    WireError,
+    read_varint,
+)
 
 #: The protocol version this implementation speaks (frame header, ``Version``).
 PROTOCOL_VERSION = 1
@@ -221,29 +227,22 @@ def payload_kind(data: bytes | memoryview) -> str:
     """Which payload serialized ``ServerMessage`` bytes carry: ``state``, ``runtime``,
     ``event``, ``response``, ``notice``, or ``""`` if none can be read.
 
-    Reads only the leading tags, so counting multi-megabyte snapshots costs
-    nothing: fields 2..6 are the payload oneof; field 1 (the version) is skipped.
+    Reads only the leading tags (with :func:`~.wire.read_varint`), so counting
+    multi-megabyte snapshots costs nothing: fields 2..6 are the payload oneof;
+    field 1 (the version) is skipped. (:func:`~.wire.measure` tells the kind
+    as a parser decides it, the last payload field, at the cost of a walk.)
     """
     pos = 0
     end = len(data)
-    while pos < end:
-        tag = data[pos]
-        pos += 1
-        field_number = tag >> 3
-        if tag & 7 != 2 or tag & 0x80:
-            return ""
-        length = shift = 0
+    try:
         while pos < end:
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-        if field_number == 1:
+            tag, pos = read_varint(data, pos, end)
+            if tag & 7 != LENGTH_DELIMITED:
+                return ""
+            length, pos = read_varint(data, pos, end)
+            if tag >> 3 != 1:
+                return PAYLOAD_KINDS.get(tag >> 3, "")
             pos += length
-            continue
-        return {2: "state", 3: "runtime", 4: "event", 5: "response", 6: "notice"}.get(
-            field_number, ""
-        )
+    except WireError:
+        return ""
     return ""

@@ -8,6 +8,15 @@ memory. A record whose hash does not match is skipped and counted (or raised,
 if the reader is strict); a truncated last record is reported and everything
 before it kept; a length field above the size limit is an error, raised before
 anything is allocated for it.
+
+A record's size does not bound what parsing it costs (two bytes make an empty
+``Connection``), so the reader also walks every record's wire format
+(:func:`~libp2p_introspection.protocol.wire.measure`) before handing it out:
+a record that holds more than its :class:`~.wire.RecordLimits` allow (by
+default 10,000 connections, 100,000 streams, 100,000 other list entries) is
+skipped and counted like a damaged one, with the reason for the first kept
+in :attr:`RecordingReader.over_limit_reason`. Parsing a record the reader
+yields therefore costs at most what those limits allow.
 """
 
 from __future__ import annotations
@@ -19,8 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from google.protobuf.message import DecodeError
+
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import MAX_MESSAGE_SIZE, FrameError, fnv1a32
+from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits, WireCounts, measure
 
 #: The file version this implementation reads and writes.
 FILE_VERSION = 1
@@ -57,15 +69,35 @@ class RecordTooLargeError(RecordingError):
     """A record's length field is above the reader's size limit."""
 
 
+class RecordOverLimitError(RecordingError):
+    """A record holds more than the reader's :class:`~.wire.RecordLimits` allow."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record: its byte ``offset`` in the file and its ``ServerMessage`` bytes."""
+    """One record: its byte ``offset`` in the file, its ``ServerMessage`` bytes, and
+    what the reader's wire walk counted in them (``None`` if it did not walk)."""
 
     offset: int
     data: bytes
+    counts: WireCounts | None = None
+
+    @property
+    def kind(self) -> str:
+        """The payload kind (``state``, ``event``, ...; ``""`` if none), from the wire walk
+        (parsed if the reader did not walk)."""
+        if self.counts is not None:
+            return self.counts.kind
+        try:
+            return self.message().WhichOneof("payload") or ""
+        except DecodeError:
+            return ""
 
     def message(self) -> pb.ServerMessage:
-        """Parse the record; raises ``google.protobuf.message.DecodeError`` if it does not."""
+        """Parse the record; raises ``google.protobuf.message.DecodeError`` if it does not
+        (at once, without parsing, when the wire walk found it malformed)."""
+        if self.counts is not None and self.counts.malformed:
+            raise DecodeError(f"record at offset {self.offset}: {self.counts.malformed}")
         message = pb.ServerMessage()
         message.ParseFromString(self.data)
         return message
@@ -83,6 +115,13 @@ class RecordingReader:
     or :class:`UnsupportedFileVersionError`, and a length field above
     ``max_record_size`` raises :class:`RecordTooLargeError` (the rest of the
     file cannot be framed after it).
+
+    ``limits``: every record is walked (:func:`~.wire.measure`) and one above
+    these :class:`~.wire.RecordLimits` is skipped and counted in
+    :attr:`over_limit` (the first one's offset, kind and reason in
+    :attr:`over_limit_reason`), or raises :class:`RecordOverLimitError` with
+    ``errors="raise"``; ``None`` yields every record unwalked (for readers
+    that never parse). The walk's counts ride on each :class:`Record`.
     """
 
     def __init__(
@@ -91,6 +130,7 @@ class RecordingReader:
         *,
         errors: Literal["skip", "raise"] = "skip",
         max_record_size: int = MAX_MESSAGE_SIZE,
+        limits: RecordLimits | None = DEFAULT_LIMITS,
     ) -> None:
         if isinstance(source, str | os.PathLike):
             self._stream: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed in close()
@@ -102,8 +142,13 @@ class RecordingReader:
             self.name = getattr(source, "name", "<stream>")
         self.errors = errors
         self.max_record_size = max_record_size
+        self.limits = limits
         self.records = 0
         self.checksum_failures = 0
+        #: Records skipped for holding more than :attr:`limits` allow.
+        self.over_limit = 0
+        #: Why the first of them was skipped (``""`` if none was).
+        self.over_limit_reason = ""
         self.truncated = False
         self.truncated_at: int | None = None
         self.bytes_read = 0
@@ -178,7 +223,24 @@ class RecordingReader:
                     )
                 continue
             self.records += 1
-            yield Record(offset, data)
+            counts = None
+            if self.limits is not None:
+                counts = measure(data, self.limits)
+                if counts.over_limit:
+                    self._skip_over_limit(offset, len(data), counts)
+                    continue
+            yield Record(offset, data, counts)
+
+    def _skip_over_limit(self, offset: int, size: int, counts: WireCounts) -> None:
+        reason = (
+            f"record at offset {offset} ({counts.kind or 'no payload'}, {size:,} bytes) holds "
+            f"{counts.over_limit}"
+        )
+        if self.errors == "raise":
+            raise RecordOverLimitError(f"{self.name}: {reason}")
+        self.over_limit += 1
+        if not self.over_limit_reason:
+            self.over_limit_reason = reason
 
     def _truncate(self, offset: int, what: str) -> None:
         self.truncated = True

@@ -190,6 +190,7 @@ function adoptAnswerStatus(st) {
   }
 }
 
+let overLimitShown = 0;
 function renderStatus() {
   const st = S.status;
   if (!st) return;
@@ -209,8 +210,13 @@ function renderStatus() {
   if (recording && st.recording) {
     const r = st.recording;
     rec.textContent = `${r.name} · ${r.states} snapshots · ${r.events} events` +
-      (r.checksumFailures ? ` · ${r.checksumFailures} damaged records skipped` : "") + (r.truncated ? " · truncated" : "");
+      (r.checksumFailures ? ` · ${r.checksumFailures} damaged records skipped` : "") + (r.truncated ? " · truncated" : "") +
+      (r.overLimit ? ` · ${r.overLimit} skipped (over the expansion limits)` : "");
   }
+  // Snapshots skipped for holding more than the limits allow: say so once per new count.
+  const over = st.overLimit;
+  if (over && over.count && over.count !== overLimitShown) showMessage(over.reason, "error", 0, "limit");
+  overLimitShown = over ? over.count : 0;
   const pause = $("pause-btn");
   pause.disabled = recording;
   pause.textContent = st.paused ? "Resume" : "Pause";
