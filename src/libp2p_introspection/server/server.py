@@ -55,12 +55,14 @@ CLOSE_INTERNAL_ERROR = 1011
 @dataclass(frozen=True, slots=True)
 class ClosedSession:
     """A finished session: who, why it was closed by the server (``None`` if the client
-    left or the server stopped), its counters, and the frames written per payload kind."""
+    left or the server stopped), its counters, the frames written per payload kind, and
+    how the connection ended (the words of the "session closed" log line)."""
 
     peer: str
     close: Close | None
     stats: SessionStats
     sent: Counter[str]
+    ended: str = ""
 
 
 @dataclass(frozen=True)
@@ -345,7 +347,9 @@ class IntrospectionServer:
                             linger=CLOSE_TIMEOUT_S,
                         )
             self.closed_sessions.append(
-                ClosedSession(peer, session_close, session.stats, handle.sent)
+                ClosedSession(
+                    peer, session_close, session.stats, handle.sent, transport.ended or ""
+                )
             )
             log.info("session closed: %s (%s); sent %s", peer, transport.ended, dict(handle.sent))
 
