@@ -123,6 +123,8 @@ class ServerWire:
         self.state = WireState.HANDSHAKE
         self.max_message_size = max_message_size
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=max_request_size)
+        self._max_request_size = max_request_size
+        self._received = 0  # bytes fed during the handshake
         self._request: UpgradeRequested | None = None
         self._key = b""
         self._ws: Connection | None = None
@@ -156,11 +158,14 @@ class ServerWire:
         return self._frame_events()
 
     def _receive_request(self, data: bytes) -> list[WireEvent]:
+        self._received += len(data)
         try:
             self._http.receive_data(data)
             while True:
                 event = self._http.next_event()
                 if event is h11.NEED_DATA:
+                    if self._received > self._max_request_size:
+                        raise HandshakeRefused(431, "request too large")
                     return []
                 if isinstance(event, h11.Request):
                     self._request = self._check_request(event)
@@ -170,6 +175,9 @@ class ServerWire:
                     self._done()  # the client left before its request was whole
                     return [ClosedByPeer(1006, "the client closed the TCP connection")]
                 elif event is h11.PAUSED and self._request is not None:
+                    # h11 bounds an incomplete request only; bound a whole one too.
+                    if self._received - len(self._http.trailing_data[0]) > self._max_request_size:
+                        raise HandshakeRefused(431, "request too large")
                     return [self._request]
                 elif event is h11.PAUSED:  # pragma: no cover - h11 pauses only after a request
                     raise HandshakeRefused(400, "no request")
