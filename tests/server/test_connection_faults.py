@@ -199,15 +199,21 @@ async def test_a_storm_does_not_take_down_the_py_libp2p_node(caplog):
                 attach_introspection(a, config=_config(token=TOKEN))
             )
             await b.connect(info_from_p2p_addr(a.get_addrs()[0]))
+            stop = trio.Event()
+            exchanges = 0
+
+            async def traffic() -> None:  # the node serves streams during the storm
+                nonlocal exchanges
+                while not stop.is_set():  # never cancelled mid-stream: py-libp2p minds that
+                    payload = f"during-{exchanges}".encode()
+                    assert await ask(a, b, payload) == payload
+                    exchanges += 1
+
             async with trio.open_nursery() as nursery:
-
-                async def traffic() -> None:  # the node serves streams during the storm
-                    for n in range(1_000):
-                        assert await ask(a, b, f"during-{n}".encode()) == f"during-{n}".encode()
-
                 nursery.start_soon(traffic)
                 await _storm(server.port, seed=17, count=200, token=TOKEN)
-                nursery.cancel_scope.cancel()
+                stop.set()
+            assert exchanges > 0
             await _wait_until_idle(server)
             assert await ask(a, b, b"after the storm") == b"after the storm"
             await _serves_a_normal_client(server, TOKEN)
@@ -235,3 +241,29 @@ def test_storm_plans_cover_every_point_and_variant():
     chosen = plans(6, 300) + plans(9, 300) + plans(17, 200) + plans(3, 150)
     assert {p.point for p in chosen} == set(POINTS)
     assert {p.variant for p in chosen} == set(VARIANTS)
+
+
+async def test_a_bug_in_one_connection_is_logged_and_the_server_goes_on(caplog, monkeypatch):
+    from libp2p_introspection.server.hub import Hub
+
+    real_open = Hub.open_session
+    calls = []
+
+    def open_session_once_broken(self, peer=""):
+        calls.append(peer)
+        if len(calls) == 1:
+            raise RuntimeError("simulated bug while opening a session")
+        return real_open(self, peer)
+
+    monkeypatch.setattr(Hub, "open_session", open_session_once_broken)
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), _config()) as server:
+            stream = await open_raw(server.port)
+            await handshake(stream)
+            assert await stream.receive_some(1024) == b""  # that connection ends...
+            await stream.aclose()
+            await _serves_a_normal_client(server)  # ...the server does not
+            assert server.connection_faults == 1
+    (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "internal error on the connection of 127.0.0.1:" in error.getMessage()
+    assert error.exc_info is not None

@@ -140,3 +140,15 @@ async def test_a_bad_upgrade_request_gets_an_http_status_and_the_server_goes_on(
             await stream.aclose()
             await _still_serving(server)
             assert getattr(server, "connection_faults", 0) == 0
+
+
+async def test_a_client_that_closes_is_answered_and_recorded_as_leaving():
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), ServerConfig(port=0)) as server:
+            frames, _ = await _violate(server.port, frame(0x8, b"\x03\xe8done"))
+            assert frames[-1].opcode == 0x8 and frames[-1].code == 1000  # the answer
+            while not server.closed_sessions:
+                await trio.sleep(0.01)
+            closed = server.closed_sessions[-1]
+            assert closed.close is None  # the client left; the server closed nothing
+            assert closed.ended.startswith("closed by the client (1000 done)")

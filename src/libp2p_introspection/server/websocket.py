@@ -22,6 +22,7 @@ import trio
 from libp2p_introspection.server.wire import (
     ClosedByPeer,
     HandshakeRefused,
+    ProtocolViolation,
     ServerWire,
     UpgradeRequested,
     WireEvent,
@@ -125,7 +126,12 @@ class WebSocketTransport:
             self._events.extend(self.wire.receive_data(data))
             if self.wire.has_data_to_send and not self._lock.locked():
                 await self.flush()
-        return self._events.popleft()
+        event = self._events.popleft()
+        if isinstance(event, ClosedByPeer):
+            self.ended = self.ended or f"closed by the client ({event.code} {event.reason})"
+        elif isinstance(event, ProtocolViolation):
+            self.ended = self.ended or f"protocol violation: {event.reason} ({event.code})"
+        return event
 
     async def send_binary(self, data: bytes) -> bool:
         """Write one binary message; ``False`` if the connection is no longer open."""
