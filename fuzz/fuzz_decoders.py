@@ -2,10 +2,11 @@
 
 Run: ``python fuzz/fuzz_decoders.py -runs=100000`` (libFuzzer flags). Inputs go
 through the live frame decoder, the wire walker, the recording reader, a
-recording into the dashboard (reader, walker, convert, store) and the
-session's command path; anything but the documented errors is a crash, and
-so is a walk that calls malformed what protobuf parses, or counts fewer
-connections or streams than protobuf built.
+recording into the dashboard (reader, walker, convert, store), the session's
+command path and the server's WebSocket wire (the upgrade request, then frames,
+fed in pieces the input chooses); anything but the documented errors is a
+crash, and so is a walk that calls malformed what protobuf parses, or counts
+fewer connections or streams than protobuf built.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ with atheris.instrument_imports(include=["libp2p_introspection"]):
     )
     from libp2p_introspection.protocol.session import Session, SessionLimits, Snapshot
     from libp2p_introspection.protocol.wire import RecordLimits, measure
+    from libp2p_introspection.server.wire import (
+        ClosedByPeer,
+        HandshakeRefused,
+        MessageReceived,
+        PongReceived,
+        ProtocolViolation,
+        ServerWire,
+        UpgradeRequested,
+        WireState,
+    )
 
 _LIMITS = SessionLimits(commands_per_second=1e9, command_burst=10**9)
 # Small, so that inputs of a few KB reach the limits too.
@@ -70,6 +81,55 @@ def _recording_of(data: bytes) -> bytes:
     return out.getvalue()
 
 
+_UPGRADE = (
+    b"GET /introspect HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+_WIRE_EVENTS = (UpgradeRequested, MessageReceived, PongReceived, ClosedByPeer, ProtocolViolation)
+_MAX_MESSAGE = 1024
+
+
+def _wire(data: bytes) -> None:
+    """The server's WebSocket wire: the first byte picks a valid upgrade prefix or not
+    and the piece size; the rest is fed in those pieces, then EOF."""
+    if not data:
+        return
+    choice, data = data[0], data[1:]
+    if choice & 1:
+        data = _UPGRADE + data
+    piece = 1 + (choice >> 1) * 8
+    wire = ServerWire(max_message_size=_MAX_MESSAGE)
+    queued = 0
+    for start in range(0, len(data) + 1, piece):
+        chunk = data[start : start + piece]  # the last one is b"": EOF
+        try:
+            events = wire.receive_data(chunk)
+        except HandshakeRefused as refused:
+            assert wire.state is WireState.HANDSHAKE and 400 <= refused.status < 600
+            wire.reject(refused.status, refused.reason)
+            return
+        for event in events:
+            assert isinstance(event, _WIRE_EVENTS), event
+            if isinstance(event, UpgradeRequested):
+                wire.accept()
+                events.extend(wire.pending_events())
+            elif isinstance(event, MessageReceived):
+                body = event.data
+                assert len(body if isinstance(body, bytes) else body.encode()) <= _MAX_MESSAGE
+                wire.send_binary(b"answer")
+            elif isinstance(event, ProtocolViolation):
+                assert event.code in (1002, 1007, 1009), event
+                wire.close(event.code, event.reason)
+        while wire.has_data_to_send:  # what is queued can always be written out
+            view = wire.data_to_send()
+            queued += len(view)
+            wire.sent(len(view))
+        if wire.state is WireState.DONE:
+            return
+    assert queued == wire.bytes_sent
+
+
 def test_one_input(data: bytes) -> None:
     # Live frames (client side of §2).
     try:
@@ -99,6 +159,8 @@ def test_one_input(data: bytes) -> None:
     session.receive_command(data, 0.0)
     while session.next_frame() is not None:
         session.frame_sent(0.0)
+    # The server's WebSocket wire (handshake and frames): never raises but HandshakeRefused.
+    _wire(data)
 
 
 def main() -> None:

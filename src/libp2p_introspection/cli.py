@@ -165,6 +165,10 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--write-timeout", default=defaults.DEFAULT_WRITE_TIMEOUT_S,
                      show_default=True, type=click.FloatRange(min=0.1),
                      help="Disconnect (1008) a client that reads nothing this long, seconds."),
+        click.option("--close-grace", default=defaults.DEFAULT_CLOSE_GRACE_S,
+                     show_default=True, type=click.FloatRange(min=0, min_open=True),
+                     help="Once a session is closed, how long the frame in flight and the "
+                          "close frame may take before the TCP connection is closed, seconds."),
         click.option("--allow-remote", is_flag=True,
                      help="Allow --host to be a non-loopback address (see SECURITY.md)."),
         click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
@@ -234,6 +238,7 @@ def _config(kw: dict[str, Any]) -> ServerConfig:
             push_byte_budget=kw["push_byte_budget"],
             queue_bound=kw["queue_bound"],
             write_timeout_s=kw["write_timeout"],
+            close_grace_s=kw["close_grace"],
             max_sessions=kw["max_sessions"],
             commands_per_second=kw["commands_per_second"],
             command_burst=kw["command_burst"],

@@ -28,6 +28,9 @@ DEFAULT_PUSH_BYTE_BUDGET = 32 * 1024 * 1024
 DEFAULT_QUEUE_BOUND = 256
 #: A client that reads nothing for this long is disconnected with 1008 (§4.6), seconds.
 DEFAULT_WRITE_TIMEOUT_S = 10.0
+#: After a close is decided, how long the frame in flight and the close frame may take
+#: to go out before the TCP connection is closed under them (§4.6), seconds.
+DEFAULT_CLOSE_GRACE_S = 5.0
 
 
 def normalize_url(text: str) -> str:

@@ -10,7 +10,8 @@ inputs
     :meth:`Session.receive_text` (a text message),
     :meth:`Session.snapshot_produced` (the server-wide clock made a snapshot),
     :meth:`Session.event_produced` (the node emitted an event),
-    :meth:`Session.tick` (time passed), :meth:`Session.frame_sent` (the
+    :meth:`Session.tick` (time passed), :meth:`Session.write_progress` (the
+    socket accepted part of a frame), :meth:`Session.frame_sent` (the
     adapter finished writing the frame it last took).
 
 outputs
@@ -287,6 +288,12 @@ class Session:
         self._in_flight = False
         self._last_progress = now
         self._drain()
+
+    def write_progress(self, now: float) -> None:
+        """The socket accepted some bytes of what is being written (§4.6: progress, so a
+        slow reader of a large frame is not taken for a stuck one)."""
+        self._now = now
+        self._last_progress = now
 
     def end(self, code: int, reason: str) -> None:
         """The adapter ends the session for a reason outside these rules (a dead peer)."""

@@ -1,14 +1,18 @@
-"""The WebSocket endpoint: thin trio-websocket adapter around the session state machine.
+"""The WebSocket endpoint: a thin trio adapter around the session state machine.
 
-One nursery for the server (snapshot clock, timer, listener), one per
-session (reader and writer, which live and die together). Sessions share
-nothing but the snapshot bytes (§4.9): the node and the clock only call the
-synchronous :class:`~libp2p_introspection.server.hub.Hub`, which never waits.
+One nursery for the server (snapshot clock, timer, listener), one task per TCP
+connection, and inside it one nursery per session (reader, writer, pinger,
+which live and die together). Sessions share nothing but the snapshot bytes
+(§4.9): the node and the clock only call the synchronous
+:class:`~libp2p_introspection.server.hub.Hub`, which never waits. Nothing
+raised by or about one connection leaves that connection's task (see
+:meth:`IntrospectionServer._connection`).
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,12 +20,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    WebSocketConnection,
-    WebSocketRequest,
-    WebSocketServer,
-)
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
@@ -33,8 +31,16 @@ from libp2p_introspection.protocol.session import (
     SessionLimits,
     SessionStats,
 )
-from libp2p_introspection.server.admission import admit, is_loopback
+from libp2p_introspection.server.admission import Refusal, admit, is_loopback
 from libp2p_introspection.server.hub import Hub, SessionHandle
+from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
+from libp2p_introspection.server.wire import (
+    ClosedByPeer,
+    MessageReceived,
+    PongReceived,
+    ProtocolViolation,
+    UpgradeRequested,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +55,14 @@ CLOSE_INTERNAL_ERROR = 1011
 @dataclass(frozen=True, slots=True)
 class ClosedSession:
     """A finished session: who, why it was closed by the server (``None`` if the client
-    left or the server stopped), its counters, and the frames written per payload kind."""
+    left or the server stopped), its counters, the frames written per payload kind, and
+    how the connection ended (the words of the "session closed" log line)."""
 
     peer: str
     close: Close | None
     stats: SessionStats
     sent: Counter[str]
+    ended: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,10 @@ class ServerConfig:
     and admission: ``max_sessions``, ``allowed_origins`` (besides loopback ones),
     ``token`` (required from every client when set), ``allow_remote`` (needed
     to bind a non-loopback address; ``ValueError`` otherwise); liveness:
-    ``ping_interval_s``/``pong_timeout_s`` and ``handshake_timeout_s``.
+    ``ping_interval_s``/``pong_timeout_s`` and ``handshake_timeout_s``; closing:
+    ``close_grace_s``, how long the frame in flight and the close frame may take to
+    go out once a session is closed before the TCP connection is closed under them
+    (§4.6; ``ValueError`` unless positive).
     ``closed_connection_lifetime_ms`` is applied by sources that track
     connections (the host introspector).
     """
@@ -88,6 +99,7 @@ class ServerConfig:
     ping_interval_s: float = defaults.DEFAULT_PING_INTERVAL_S
     pong_timeout_s: float = defaults.DEFAULT_PONG_TIMEOUT_S
     handshake_timeout_s: float = defaults.DEFAULT_HANDSHAKE_TIMEOUT_S
+    close_grace_s: float = defaults.DEFAULT_CLOSE_GRACE_S
     allow_remote: bool = False
     allowed_origins: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
@@ -108,6 +120,8 @@ class ServerConfig:
                 command_burst=self.command_burst,
             ),
         )
+        if not self.close_grace_s > 0:
+            raise ValueError("close_grace_s must be positive")
         if not self.allow_remote and not is_loopback(self.host):
             raise ValueError(
                 f"refusing to bind {self.host}: it is not a loopback address, and the endpoint "
@@ -120,8 +134,9 @@ class IntrospectionServer:
     """Serves one :class:`~libp2p_introspection.abc.IntrospectionSource` on ``ws://HOST:PORT/introspect``.
 
     Start it with ``await nursery.start(server.run)``; once started,
-    :attr:`url` is the address clients connect to. Errors of one session
-    (a vanished client, a broken socket) end that session only.
+    :attr:`url` is the address clients connect to. Errors of one connection
+    (a vanished client, a reset, a broken socket, a protocol violation, a fault of
+    ours on its input) end that connection only: the server and the node go on.
     """
 
     def __init__(self, source: IntrospectionSource, config: ServerConfig | None = None) -> None:
@@ -135,7 +150,9 @@ class IntrospectionServer:
         #: What the most recent closed sessions did (for logs and tests); their
         #: buffers are gone with them.
         self.closed_sessions: deque[ClosedSession] = deque(maxlen=64)
-        self._listener: WebSocketServer | None = None
+        #: Connections that ended on an unexpected error of ours (logged with a traceback).
+        self.connection_faults = 0
+        self._listeners: list[trio.SocketListener] | None = None
         self._bound: list[trio.SocketListener] | None = None
 
     async def bind(self) -> list[trio.SocketListener]:
@@ -147,9 +164,10 @@ class IntrospectionServer:
     @property
     def port(self) -> int:
         """The port actually bound (useful with ``port=0``)."""
-        if self._listener is None:
+        if not self._listeners:
             raise RuntimeError("the server is not listening yet")
-        return self._listener.port
+        port: int = self._listeners[0].socket.getsockname()[1]
+        return port
 
     @property
     def url(self) -> str:
@@ -172,16 +190,10 @@ class IntrospectionServer:
                     nursery.start_soon(self._snapshot_clock)
                 # A self-clocked source publishes its first snapshot before it starts.
                 await nursery.start(self.source.run, self.hub)
-                listener = WebSocketServer(
-                    self._handle,
-                    listeners,
-                    handler_nursery=nursery,
-                    message_queue_size=4,
-                    max_message_size=self.config.max_command_size,
-                    connect_timeout=self.config.handshake_timeout_s,
-                    disconnect_timeout=CLOSE_TIMEOUT_S,
-                )
-                self._listener = await nursery.start(listener.run)
+                # Each connection runs in the listener's own nursery; _connection
+                # never lets an exception of one connection out into it.
+                await nursery.start(trio.serve_listeners, self._connection, listeners)
+                self._listeners = listeners
                 nursery.start_soon(self._timer)
                 task_status.started(self)
                 await trio.sleep_forever()
@@ -224,16 +236,68 @@ class IntrospectionServer:
             await trio.sleep(period)
             self.hub.tick()
 
-    # ------------------------------------------------------------- one session
+    # ---------------------------------------------------------- one connection
 
-    async def _handle(self, request: WebSocketRequest) -> None:
-        path = urlsplit(request.path).path
-        if path != defaults.PATH:
-            await request.reject(404, body=f"no endpoint at {path}; use {defaults.PATH}\n".encode())
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        """One TCP connection from accept to close: handshake, admission, session.
+
+        The barrier of the server: no exception raised by or about this connection
+        (a reset at any point, a socket already gone, a fault of ours) leaves this
+        task. A lost connection is logged at DEBUG; an unexpected error (a bug) is
+        logged with its traceback and counted in :attr:`connection_faults`. Only
+        cancellation (the server stopping) goes through.
+        """
+        peer = describe_peer(stream)  # now: a client that resets takes its address along
+        transport = WebSocketTransport(
+            stream, peer=peer, max_message_size=self.config.max_command_size
+        )
+        try:
+            await self._serve_connection(transport)
+        except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as lost:
+            log.debug("%s: connection lost: %r", peer, lost.exceptions[0])
+        except* Exception as group:
+            self.connection_faults += 1
+            log.error(
+                "internal error on the connection of %s; the server goes on", peer, exc_info=group
+            )
+        finally:
+            transport.abort()
+
+    async def _serve_connection(self, transport: WebSocketTransport) -> None:
+        deadline = trio.current_time() + self.config.handshake_timeout_s
+        upgrade: UpgradeRequested | None = None
+        with trio.move_on_at(deadline):
+            upgrade = await transport.read_upgrade()
+        if upgrade is None:
+            log.debug("%s: no upgrade (%s)", transport.peer, transport.ended or "timed out")
             return
+        refusal = self._admission(upgrade, transport.peer)
+        if refusal is not None:
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await transport.reject(refusal.status, refusal.reason)
+            return
+        # Counted from here, not from the session's start: concurrent handshakes
+        # must not all pass the limit while each is still being accepted.
+        self._admitted += 1
+        try:
+            accepted = False
+            with trio.move_on_at(deadline):
+                accepted = await transport.accept()
+            if not accepted:
+                log.debug("%s: gone before the 101 was out", transport.peer)
+                return
+            await self._session(transport)
+        finally:
+            self._admitted -= 1
+
+    def _admission(self, upgrade: UpgradeRequested, peer: str) -> Refusal | None:
+        """The refusal to answer ``upgrade`` with (logged), or ``None`` to accept it."""
+        path = urlsplit(upgrade.target).path
+        if path != defaults.PATH:
+            return Refusal(404, f"no endpoint at {path}; use {defaults.PATH}")
         refusal = admit(
-            request.path,
-            request.headers,
+            upgrade.target,
+            upgrade.headers,
             token=self.config.token,
             allowed_origins=self.config.allowed_origins,
             sessions=self._admitted,
@@ -241,60 +305,69 @@ class IntrospectionServer:
         )
         if refusal is not None:
             self.refused += 1
-            log.warning(
-                "refused %s: %s (HTTP %d)", _describe(request), refusal.reason, refusal.status
-            )
-            await request.reject(refusal.status, body=f"{refusal.reason}\n".encode())
-            return
-        # Counted from here, not from the session's start: concurrent handshakes
-        # must not all pass the limit while each is still being accepted.
-        self._admitted += 1
-        try:
-            ws = await request.accept()
-        except BaseException:
-            self._admitted -= 1
-            raise
-        peer = _describe(ws)
+            log.warning("refused %s: %s (HTTP %d)", peer, refusal.reason, refusal.status)
+        return refusal
+
+    # ------------------------------------------------------------- one session
+
+    async def _session(self, transport: WebSocketTransport) -> None:
+        peer = transport.peer
         handle = self.hub.open_session(peer)
+        session = handle.session
+        transport.on_progress = lambda: session.write_progress(trio.current_time())
         self.sessions_served += 1
         log.info("session opened: %s", peer)
+        pings = _Pings()
         try:
             with trio.CancelScope() as scope:
                 handle.cancel_scope = scope
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._reader, ws, handle, nursery.cancel_scope)
-                    nursery.start_soon(self._writer, ws, handle, nursery.cancel_scope)
-                    nursery.start_soon(self._pinger, ws, handle)
+                    nursery.start_soon(self._reader, transport, handle, pings, nursery.cancel_scope)
+                    nursery.start_soon(self._writer, transport, handle, nursery.cancel_scope)
+                    nursery.start_soon(self._pinger, transport, handle, pings)
         finally:
-            self._admitted -= 1
             self.hub.close_session(handle)
-            session_close = handle.session.close
-            close = session_close or Close(CLOSE_GOING_AWAY, "introspection server stopping")
-            with trio.move_on_after(CLOSE_TIMEOUT_S) as cleanup:
-                cleanup.shield = True
-                await ws.aclose(close.code, close.reason)  # a no-op if the client closed first
+            session_close = session.close
+            # §4.6: the frame in flight is finished, then the close frame goes out,
+            # within the close grace; a stopping server gives every session less.
+            with trio.CancelScope(shield=True):
+                if session_close is not None:
+                    await transport.close(
+                        session_close.code,
+                        session_close.reason,
+                        grace=self.config.close_grace_s,
+                        linger=CLOSE_TIMEOUT_S,
+                    )
+                else:  # the client left (nothing to send), or the server stops
+                    with trio.move_on_after(CLOSE_TIMEOUT_S):
+                        await transport.close(
+                            CLOSE_GOING_AWAY,
+                            "introspection server stopping",
+                            grace=CLOSE_TIMEOUT_S,
+                            linger=CLOSE_TIMEOUT_S,
+                        )
             self.closed_sessions.append(
-                ClosedSession(peer, session_close, handle.session.stats, handle.sent)
+                ClosedSession(
+                    peer, session_close, session.stats, handle.sent, transport.ended or ""
+                )
             )
-            log.info(
-                "session closed: %s (%s); sent %s",
-                peer,
-                _closed_reason(ws),
-                dict(handle.sent),
-            )
+            log.info("session closed: %s (%s); sent %s", peer, transport.ended, dict(handle.sent))
 
-    async def _pinger(self, ws: WebSocketConnection, handle: SessionHandle) -> None:
+    async def _pinger(
+        self, transport: WebSocketTransport, handle: SessionHandle, pings: _Pings
+    ) -> None:
         # A session whose pongs stop is dead (a vanished peer, a half-open TCP
-        # connection); a paused client still answers pings and stays.
+        # connection); a paused client still answers pings and stays. The pong
+        # timeout counts from when the socket took the ping: a slow reader of a
+        # large frame is governed by the write timeout instead.
         interval = self.config.ping_interval_s
         timeout = self.config.pong_timeout_s
         while handle.session.close is None:
             await trio.sleep(interval)
+            if not await transport.ping(pings.next()):
+                return
             with trio.move_on_after(timeout) as waited:
-                try:
-                    await ws.ping()
-                except ConnectionClosed:
-                    return
+                await pings.answered.wait()
             if waited.cancelled_caught:
                 handle.session.end(
                     CLOSE_POLICY_VIOLATION, f"no pong within {timeout:g} s: session is dead"
@@ -303,59 +376,80 @@ class IntrospectionServer:
                 return
 
     async def _reader(
-        self, ws: WebSocketConnection, handle: SessionHandle, scope: trio.CancelScope
+        self,
+        transport: WebSocketTransport,
+        handle: SessionHandle,
+        pings: _Pings,
+        scope: trio.CancelScope,
     ) -> None:
         session = handle.session
         limits = self.config.limits
-        try:
-            while session.close is None:
-                # Backpressure: a client that sends commands without reading the
-                # answers is not read from until its queue drains (TCP pushes back).
-                while session.queued_replies > limits.queue_bound:
-                    await handle.wait_drained()
-                message = await ws.get_message()
+        while session.close is None:
+            # Backpressure: a client that sends commands without reading the
+            # answers is not read from until its queue drains (TCP pushes back).
+            while session.queued_replies > limits.queue_bound:
+                await handle.wait_drained()
+            event = await transport.next_event()
+            if isinstance(event, ClosedByPeer):
+                break
+            if isinstance(event, PongReceived):
+                pings.pong(event.payload)
+                continue
+            if isinstance(event, ProtocolViolation):
+                log.info("session %s: %s (%d)", handle.peer, event.reason, event.code)
+                session.end(event.code, event.reason)
+            elif isinstance(event, MessageReceived):
                 now = trio.current_time()
                 try:
-                    if isinstance(message, bytes):
-                        session.receive_command(message, now)
+                    if isinstance(event.data, bytes):
+                        session.receive_command(event.data, now)
                     else:
-                        session.receive_text(message, now)
+                        session.receive_text(event.data, now)
                 except Exception:
                     # A fault of ours on this input: it ends this session only (§4.9).
                     log.exception("session %s: internal error handling a command", handle.peer)
                     session.end(CLOSE_INTERNAL_ERROR, "internal error handling the command")
-                handle.notify()
-        except ConnectionClosed:
-            pass
+            handle.notify()
         scope.cancel()
 
     async def _writer(
-        self, ws: WebSocketConnection, handle: SessionHandle, scope: trio.CancelScope
+        self, transport: WebSocketTransport, handle: SessionHandle, scope: trio.CancelScope
     ) -> None:
         session = handle.session
-        try:
-            while session.close is None:
-                frame = session.next_frame()
-                if frame is None:
-                    await handle.wait()
-                    continue
-                await ws.send_message(frame)
-                session.frame_sent(trio.current_time())
-                handle.sent[payload_kind(memoryview(frame)[HEADER_SIZE:])] += 1
-                handle.drained()
-        except ConnectionClosed:
-            pass
+        while session.close is None:
+            frame = session.next_frame()
+            if frame is None:
+                await handle.wait()
+                continue
+            # Cancelled half-way (the session closed), the rest of the frame stays
+            # queued in the wire and the close finishes it first (§4.6).
+            if not await transport.send_binary(frame):
+                break
+            session.frame_sent(trio.current_time())
+            handle.sent[payload_kind(memoryview(frame)[HEADER_SIZE:])] += 1
+            handle.drained()
         scope.cancel()
 
 
-def _describe(ws: WebSocketConnection | WebSocketRequest) -> str:
-    remote = ws.remote
-    return str(remote) if isinstance(remote, str) else f"{remote.address}:{remote.port}"
+class _Pings:
+    """The one ping in flight of a session: its payload and whether its pong came."""
 
+    def __init__(self) -> None:
+        self._count = 0
+        self._payload = b""
+        self.answered = trio.Event()
 
-def _closed_reason(ws: WebSocketConnection) -> str:
-    reason = ws.closed
-    return f"{reason.code} {reason.reason or ''}".strip() if reason else "closed"
+    def next(self) -> bytes:
+        """A fresh payload for the next ping (and a fresh event for its pong)."""
+        self._count += 1
+        self._payload = struct.pack("!Q", self._count)
+        self.answered = trio.Event()
+        return self._payload
+
+    def pong(self, payload: bytes) -> None:
+        """A pong arrived; it answers the ping in flight if it echoes its payload."""
+        if payload == self._payload:
+            self.answered.set()
 
 
 @asynccontextmanager

@@ -1,0 +1,416 @@
+"""The server side of one WebSocket connection as a pure state machine (RFC 6455).
+
+No sockets and no clocks: :class:`ServerWire` is fed the bytes a client sent
+(:meth:`~ServerWire.receive_data`) and returns what happened as small events;
+what the server wants to send (the 101 or a refusal, messages, pings, the close
+frame) goes into one outgoing byte queue that the I/O adapter
+(:mod:`libp2p_introspection.server.websocket`) writes out as the socket accepts it
+(:meth:`~ServerWire.data_to_send`, :meth:`~ServerWire.sent`). Frames enter that
+queue whole, so a write that stops half-way (a cancelled task) can always be
+finished later: the stream never carries half a frame followed by another.
+
+The upgrade request is parsed with h11 and checked here (RFC 6455 §4.2.1);
+frames are parsed by wsproto's frame layer. No extension and no subprotocol is
+ever negotiated, so a frame with an RSV bit set is a protocol violation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import struct
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from http import HTTPStatus
+
+import h11
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+#: Largest upgrade request (request line and headers) accepted, bytes.
+MAX_REQUEST_SIZE = 16 * 1024
+#: Close codes of RFC 6455 §7.4.1 that the wire itself uses.
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_MESSAGE_TOO_BIG = 1009
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_CLOSE_REASON = 123  # bytes: a close frame's payload is at most 125
+
+
+class HandshakeRefused(Exception):
+    """The upgrade request is not one we can accept: answer ``status`` (HTTP) and close.
+
+    ``reason`` names the fault in words (never echoing more than a few bytes of input).
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequested:
+    """A well-formed WebSocket upgrade request arrived: accept or reject it.
+
+    ``target`` is the request target (path and query), ``headers`` the request's
+    headers with lowercased names, as sent (the admission rules read them).
+    """
+
+    target: str
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A whole message: ``bytes`` for a binary message, ``str`` for a text one."""
+
+    data: bytes | str
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """A pong frame with ``payload`` (the answer to a ping, or unsolicited)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedByPeer:
+    """The client sent a close frame (``code``, ``reason``; 1005 if it gave none), or
+    answered ours. Whatever the reply needs is queued: flush it, then close the socket."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolViolation:
+    """The client broke RFC 6455 (``code`` 1002, 1007 for bad UTF-8) or sent a message
+    over the size limit (``code`` 1009). Nothing more is read: close with ``code``."""
+
+    code: int
+    reason: str
+
+
+WireEvent = UpgradeRequested | MessageReceived | PongReceived | ClosedByPeer | ProtocolViolation
+
+
+class WireState(Enum):
+    """Where a connection is: ``HANDSHAKE`` (reading the upgrade request), ``OPEN``,
+    ``CLOSE_SENT`` (our close frame is queued; waiting for the client's), ``DONE``
+    (nothing more is read; write out what is queued, then close the socket)."""
+
+    HANDSHAKE = "handshake"
+    OPEN = "open"
+    CLOSE_SENT = "close sent"
+    DONE = "done"
+
+
+class ServerWire:
+    """One server-side WebSocket connection, from the upgrade request to the close.
+
+    ``max_message_size`` is the largest message accepted, bytes (past it:
+    :class:`ProtocolViolation` 1009 and nothing more is read); ``max_request_size``
+    the largest upgrade request, bytes (past it: ``HandshakeRefused`` 431).
+    """
+
+    def __init__(self, *, max_message_size: int, max_request_size: int = MAX_REQUEST_SIZE) -> None:
+        self.state = WireState.HANDSHAKE
+        self.max_message_size = max_message_size
+        self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=max_request_size)
+        self._max_request_size = max_request_size
+        self._received = 0  # bytes fed during the handshake
+        self._request: UpgradeRequested | None = None
+        self._key = b""
+        self._ws: Connection | None = None
+        self._parts: list[bytes | str] = []
+        self._size = 0
+        self._text = False
+        self._out: deque[memoryview] = deque()
+        self._out_bytes = 0
+        #: Bytes queued and bytes written since the connection opened (for ping marks).
+        self.bytes_queued = 0
+        self.bytes_sent = 0
+
+    # ---------------------------------------------------------------- input
+
+    def receive_data(self, data: bytes) -> list[WireEvent]:
+        """Feed bytes the client sent (``b""``: it closed its side) and return the events.
+
+        Raises :class:`HandshakeRefused` for a request that is not a valid upgrade
+        (answer it with :meth:`reject`). Never raises for bytes after the handshake:
+        a fault there is a :class:`ProtocolViolation`. Bytes after ``DONE`` are ignored.
+        """
+        if self.state is WireState.HANDSHAKE:
+            return self._receive_request(data)
+        if self.state is WireState.DONE or self._ws is None:
+            return []
+        if not data:
+            # The client's side is gone without a close frame (RFC 6455 §7.1.5: 1006).
+            self._done()
+            return [ClosedByPeer(1006, "the client closed the TCP connection")]
+        self._ws.receive_data(data)
+        return self._frame_events()
+
+    def _receive_request(self, data: bytes) -> list[WireEvent]:
+        self._received += len(data)
+        try:
+            self._http.receive_data(data)
+            while True:
+                event = self._http.next_event()
+                if event is h11.NEED_DATA:
+                    if self._received > self._max_request_size:
+                        raise HandshakeRefused(431, "request too large")
+                    return []
+                if isinstance(event, h11.Request):
+                    self._request = self._check_request(event)
+                elif isinstance(event, h11.Data):
+                    raise HandshakeRefused(400, "an upgrade request has no body")
+                elif isinstance(event, h11.ConnectionClosed):
+                    self._done()  # the client left before its request was whole
+                    return [ClosedByPeer(1006, "the client closed the TCP connection")]
+                elif event is h11.PAUSED and self._request is not None:
+                    # h11 bounds an incomplete request only; bound a whole one too.
+                    if self._received - len(self._http.trailing_data[0]) > self._max_request_size:
+                        raise HandshakeRefused(431, "request too large")
+                    return [self._request]
+                elif event is h11.PAUSED:  # pragma: no cover - h11 pauses only after a request
+                    raise HandshakeRefused(400, "no request")
+        except (h11.RemoteProtocolError, RuntimeError) as exc:  # RuntimeError: data after EOF
+            if not isinstance(exc, h11.RemoteProtocolError):
+                raise HandshakeRefused(400, "malformed HTTP request") from None
+            status = exc.error_status_hint
+            raise HandshakeRefused(
+                status, "request too large" if status == 431 else "malformed HTTP request"
+            ) from None
+
+    def _check_request(self, request: h11.Request) -> UpgradeRequested:
+        # RFC 6455 §4.2.1, in the order a client most likely gets wrong.
+        if request.method != b"GET":
+            raise HandshakeRefused(405, "the WebSocket upgrade must be a GET")
+        if request.http_version != b"1.1":
+            raise HandshakeRefused(400, "the WebSocket upgrade needs HTTP/1.1")
+        headers = tuple((bytes(name), bytes(value)) for name, value in request.headers)
+        values: dict[bytes, list[bytes]] = {}
+        for name, value in headers:
+            values.setdefault(name, []).append(value)
+        has_body = b"content-length" in values or b"transfer-encoding" in values
+        if has_body and values.get(b"content-length") != [b"0"]:
+            raise HandshakeRefused(400, "an upgrade request has no body")
+        if b"websocket" not in _tokens(values.get(b"upgrade", [])):
+            raise HandshakeRefused(426, "this endpoint speaks WebSocket only (Upgrade: websocket)")
+        if b"upgrade" not in _tokens(values.get(b"connection", [])):
+            raise HandshakeRefused(400, "missing 'Connection: Upgrade'")
+        if values.get(b"sec-websocket-version") != [b"13"]:
+            raise HandshakeRefused(426, "unsupported WebSocket version (this server speaks 13)")
+        keys = values.get(b"sec-websocket-key", [])
+        if len(keys) != 1 or not _valid_key(keys[0]):
+            raise HandshakeRefused(400, "missing or malformed Sec-WebSocket-Key")
+        self._key = keys[0].strip()
+        # h11 accepts only ASCII request targets; decode defensively all the same.
+        return UpgradeRequested(bytes(request.target).decode("ascii", "replace"), headers)
+
+    def _frame_events(self) -> list[WireEvent]:
+        assert self._ws is not None
+        events: list[WireEvent] = []
+        for event in self._ws.events():
+            if isinstance(event, (BytesMessage, TextMessage)):
+                message = self._message_part(event)
+                if isinstance(message, ProtocolViolation):
+                    self._done()
+                    events.append(message)
+                    return events
+                if message is not None:
+                    events.append(message)
+            elif isinstance(event, Ping):
+                if self._ws.state is ConnectionState.OPEN and self.state is WireState.OPEN:
+                    self._queue(self._ws.send(event.response()))
+            elif isinstance(event, Pong):
+                events.append(PongReceived(bytes(event.payload)))
+            elif isinstance(event, CloseConnection):
+                events.append(self._close_event(event))
+                return events
+        return events
+
+    def _message_part(
+        self, event: BytesMessage | TextMessage
+    ) -> MessageReceived | ProtocolViolation | None:
+        if self.state is not WireState.OPEN:
+            return None  # we are closing: what the client still sends is not read
+        data = event.data
+        self._size += len(data) if isinstance(data, (bytes, bytearray)) else len(data.encode())
+        if self._size > self.max_message_size:
+            return ProtocolViolation(
+                CLOSE_MESSAGE_TOO_BIG,
+                f"message of more than {self.max_message_size} bytes "
+                f"(limit {self.max_message_size})",
+            )
+        self._parts.append(bytes(data) if isinstance(data, (bytes, bytearray)) else data)
+        self._text = isinstance(event, TextMessage)
+        if not event.message_finished:
+            return None
+        parts, self._parts, self._size = self._parts, [], 0
+        if self._text:
+            return MessageReceived("".join(p for p in parts if isinstance(p, str)))
+        return MessageReceived(b"".join(p for p in parts if isinstance(p, bytes)))
+
+    def _close_event(self, event: CloseConnection) -> WireEvent:
+        assert self._ws is not None
+        state = self._ws.state
+        if state is ConnectionState.REMOTE_CLOSING:
+            # The client starts the closing handshake: answer with its code (§5.5.1).
+            self._queue(self._ws.send(event.response()))
+            self._done()
+            return ClosedByPeer(event.code, event.reason or "")
+        if state is ConnectionState.CLOSED:
+            self._done()  # the client answered our close frame
+            return ClosedByPeer(event.code, event.reason or "")
+        # wsproto reports a frame it cannot parse as a close event while the
+        # connection stays open: that is the client breaking the protocol.
+        self._done()
+        return ProtocolViolation(event.code, event.reason or "protocol error")
+
+    # --------------------------------------------------------------- output
+
+    def accept(self) -> None:
+        """Queue the 101 response (no extension, no subprotocol); frames may follow."""
+        if self.state is not WireState.HANDSHAKE or self._request is None:
+            raise RuntimeError("accept() needs a pending upgrade request")
+        digest = hashlib.sha1(self._key + _GUID).digest()  # RFC 6455 §4.2.2
+        self._queue(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + base64.b64encode(digest) + b"\r\n\r\n"
+        )
+        trailing, _ = self._http.trailing_data  # frames the client sent before our 101
+        self._ws = Connection(ConnectionType.SERVER)
+        self.state = WireState.OPEN
+        if trailing:
+            self._ws.receive_data(bytes(trailing))
+
+    def pending_events(self) -> list[WireEvent]:
+        """Events from bytes that arrived with the upgrade request (call after :meth:`accept`)."""
+        if self._ws is None or self.state is WireState.DONE:
+            return []
+        return self._frame_events()
+
+    def reject(self, status: int, body: str) -> None:
+        """Queue an HTTP refusal (``status``, a plain-text ``body``); then close the socket."""
+        if self.state is not WireState.HANDSHAKE:
+            raise RuntimeError("reject() is for the handshake only")
+        payload = body.encode("utf-8", "replace")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        extra = b"Sec-WebSocket-Version: 13\r\n" if status == 426 else b""
+        self._queue(
+            f"HTTP/1.1 {status} {phrase}\r\n".encode("ascii")
+            + b"Content-Type: text/plain; charset=utf-8\r\n"
+            + f"Content-Length: {len(payload)}\r\n".encode("ascii")
+            + extra
+            + b"Connection: close\r\n\r\n"
+            + payload
+        )
+        self._done()
+
+    def send_binary(self, data: bytes) -> bool:
+        """Queue one binary message (a single unmasked frame, RFC 6455 §5.2); ``False``
+        (nothing queued) unless the connection is ``OPEN``.
+
+        The payload is queued as is, not copied: the same snapshot bytes serve every
+        session.
+        """
+        if self.state is not WireState.OPEN:
+            return False
+        size = len(data)
+        if size < 126:
+            header = struct.pack("!BB", 0x82, size)
+        elif size < 1 << 16:
+            header = struct.pack("!BBH", 0x82, 126, size)
+        else:
+            header = struct.pack("!BBQ", 0x82, 127, size)
+        self._queue(header)
+        self._queue(data)
+        return True
+
+    def send_ping(self, payload: bytes) -> int | None:
+        """Queue a ping; returns the byte mark (see :attr:`bytes_sent`) past which it is
+        written, or ``None`` (nothing queued) unless the connection is ``OPEN``."""
+        if self.state is not WireState.OPEN or self._ws is None:
+            return None
+        self._queue(self._ws.send(Ping(payload=payload)))
+        return self.bytes_queued
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake with ``code`` and ``reason`` (cut to 123 bytes).
+
+        After a protocol violation the close frame is the last thing read or written
+        (``DONE``); otherwise the client's answer is awaited (``CLOSE_SENT``). A no-op
+        once a close frame was queued or received, and before the handshake.
+        """
+        ws = self._ws
+        if ws is None or ws.state is not ConnectionState.OPEN:
+            return
+        encoded = reason.encode("utf-8")[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
+        self._queue(ws.send(CloseConnection(code=code, reason=encoded)))
+        if self.state is WireState.OPEN:
+            self.state = WireState.CLOSE_SENT
+
+    def lost(self) -> None:
+        """The socket failed (reset, broken pipe): nothing more can be read or written."""
+        self._done()
+        self._out.clear()
+        self._out_bytes = 0
+
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether bytes are queued."""
+        return self._out_bytes > 0
+
+    def data_to_send(self) -> memoryview:
+        """The next queued bytes (possibly only part of what is queued); empty if none."""
+        return self._out[0] if self._out else memoryview(b"")
+
+    def sent(self, count: int) -> None:
+        """The socket accepted the first ``count`` bytes of :meth:`data_to_send`
+        (at most what is queued: after :meth:`lost` nothing is)."""
+        count = min(count, self._out_bytes)
+        self.bytes_sent += count
+        self._out_bytes -= count
+        while count:
+            head = self._out[0]
+            if count < len(head):
+                self._out[0] = head[count:]
+                return
+            count -= len(head)
+            self._out.popleft()
+
+    # ----------------------------------------------------------------- misc
+
+    def _queue(self, data: bytes | bytearray) -> None:
+        if data:
+            self._out.append(memoryview(data))
+            self._out_bytes += len(data)
+            self.bytes_queued += len(data)
+
+    def _done(self) -> None:
+        self.state = WireState.DONE
+        self._parts, self._size = [], 0
+
+
+def _tokens(values: list[bytes]) -> set[bytes]:
+    """The comma-separated tokens of header ``values``, lowercased."""
+    return {token.strip().lower() for value in values for token in value.split(b",")}
+
+
+def _valid_key(key: bytes) -> bool:
+    """A Sec-WebSocket-Key is 16 random bytes in base64 (RFC 6455 §4.1)."""
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
