@@ -74,6 +74,12 @@ class IntrospectionSource(ABC):
     #: snapshot before it reports started.
     clocks_snapshots: ClassVar[bool] = False
 
+    #: The interval the source's snapshots come at, ms, when the source itself
+    #: sets it (a replay: from the recording's gaps, PROTOCOL.md §4.10); the
+    #: server then uses it as its base interval instead of its ``interval_ms``.
+    #: ``None``: the server's ``interval_ms`` (``--interval-ms``) stands.
+    base_interval_ms: int | None = None
+
     async def run(
         self, outlet: SourceOutlet, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:

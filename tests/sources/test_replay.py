@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import logging
 
+import pytest
 import trio
 from hostile_records import START_MS, empty_connections_state, event, runtime, state, write
 
@@ -11,6 +13,7 @@ from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import decode_frame
 from libp2p_introspection.protocol.recording import RecordingReader, RecordingWriter
 from libp2p_introspection.protocol.wire import RecordLimits
+from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.replay import ReplayError, ReplaySource, scan
 
 
@@ -86,7 +89,7 @@ async def test_loop_shifts_time_so_it_keeps_rising(tmp_path, autojump_clock):
     path = tmp_path / "r.mock"
     _write(path, RECORDING)
     shape = scan(path)
-    assert shape.length_ms == (4000 - 1000) + 1500  # span + mean gap
+    assert shape.span_ms == (4000 - 1000) + 1500  # span + median gap
     released = await _run(ReplaySource(path, speed=1.0, loop=True), 20)
     instants = []
     for _, kind, data in released:
@@ -282,3 +285,93 @@ async def test_the_work_on_a_big_snapshot_yields_to_the_event_loop(tmp_path, aut
     # Between publishing one shifted snapshot and the next: its walk, parse, shift in
     # slices of 2,000 connections and streams, and encoding, each a step of its own.
     assert min(b - a for a, b in itertools.pairwise(marks[1:])) >= 9
+
+
+# --------------------------------------------- the base interval (§4.10)
+
+Command = pb.ClientCommand.Command
+Source = pb.ClientCommand.Source
+
+
+def _command(cid: int, cmd: int, source: int = Source.STATE, **config: int) -> bytes:
+    message = pb.ClientCommand(id=cid, command=cmd, source=source)
+    if config:
+        message.config.CopyFrom(pb.Configuration(**config))
+    return message.SerializeToString()
+
+
+async def test_a_push_at_the_recordings_interval_gets_every_snapshot(fixtures_dir,
+                                                                     autojump_clock):  # fmt: skip
+    # serve --source FILE with the default --interval-ms (1,000) and 2 s recorded gaps:
+    # a session asking for 2,000 ms was told 2,000 but got every second snapshot.
+    source = ReplaySource(fixtures_dir / "sample-1min.mock")
+    server = IntrospectionServer(source, ServerConfig(port=0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(source.run, server.hub)
+        session = server.hub.open_session("test").session
+        now = trio.current_time()
+        session.receive_command(
+            _command(1, Command.UPDATE_CONFIG, state_snapshot_interval_ms=2_000), now
+        )
+        session.receive_command(_command(2, Command.PUSH_ENABLE), now)
+        await trio.sleep(20.5)  # mock time: ten more recorded gaps
+        nursery.cancel_scope.cancel()
+    messages = []
+    while (frame := session.next_frame()) is not None:
+        messages.append(pb.ServerMessage.FromString(decode_frame(frame)))
+        session.frame_sent(trio.current_time())
+    responses = [m.response for m in messages if m.WhichOneof("payload") == "response"]
+    assert responses[0].effective_config.state_snapshot_interval_ms == 2_000
+    instants = [m.state.instant_ts for m in messages if m.WhichOneof("payload") == "state"]
+    assert len(instants) == 11  # the first, from start-up, then every one of ten
+    assert {b - a for a, b in itertools.pairwise(instants)} == {2_000}
+    assert server.config.interval_ms == 2_000  # the recording's, not --interval-ms
+
+
+@pytest.mark.parametrize(
+    ("stamps", "speed", "expected"),
+    [
+        ([1_000, 3_000, 5_000, 7_000], 1.0, 2_000),
+        ([1_000, 3_000, 5_000, 7_000], 4.0, 500),
+        ([1_000, 3_000, 5_000, 7_000], 3.0, 667),  # 666.67 rounded
+        ([1_000, 2_000, 4_000, 6_000, 600_000], 1.0, 2_000),  # the median, not the mean
+        ([1_000, 3_000, 2_000, 4_000], 1.0, 2_000),  # only positive gaps count
+        ([1_000, 0, 1_001, 1_002], 1_000.0, 1),  # at least 1 ms
+        ([5_000, 5_000], 1.0, 750),  # fewer than two distinct instants: interval_ms
+        ([5_000], 2.0, 750),
+    ],
+)
+def test_the_base_interval_comes_from_the_recording(tmp_path, stamps, speed, expected):
+    path = _states(tmp_path / "r.mock", stamps)
+    assert ReplaySource(path, speed=speed, interval_ms=750).base_interval_ms == expected
+
+
+def test_the_median_gap_of_a_long_recording_uses_bounded_memory(tmp_path):
+    from libp2p_introspection.server.sources.replay import _GapSample
+
+    sample = _GapSample(capacity=64)
+    for n in range(10_000):
+        sample.add(2_000 if n % 10 else 90_000)  # one gap in ten is a stall
+    assert len(sample.kept) < 64 and sample.median() == 2_000
+
+
+def test_max_retention_is_raised_to_the_base_interval_and_logged(tmp_path, caplog):
+    path = _states(tmp_path / "r.mock", [1_000, 301_000, 601_000])  # 5-minute snapshots
+    caplog.set_level(logging.INFO, logger="libp2p_introspection")
+    server = IntrospectionServer(ReplaySource(path), ServerConfig(port=0))
+    assert server.hub.limits.base_interval_ms == 300_000
+    assert server.hub.limits.max_retention_ms == 300_000  # the default is 120,000
+    assert "max retention raised from 120000 ms to the 300000 ms base interval" in caplog.text
+    assert "base snapshot interval: 300000 ms, from the source" in caplog.text
+
+
+async def test_a_loop_pass_of_one_instant_lasts_the_base_interval_at_any_speed(
+    tmp_path, autojump_clock
+):
+    path = _states(tmp_path / "r.mock", [5_000, 5_000])
+    start = trio.current_time()
+    source = ReplaySource(path, loop=True, speed=4.0, interval_ms=1_000)
+    released = await _run_bounded(source, 2.5)
+    times = [round(t - start, 3) for t, k, _ in released if k == "state"]
+    assert times == [0.0] * 2 + [1.0] * 2 + [2.0] * 2  # it lasted 0.25 s at speed 4
+    assert _instants(released) == [5_000] * 2 + [9_000] * 2 + [13_000] * 2

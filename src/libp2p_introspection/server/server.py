@@ -16,7 +16,7 @@ import struct
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import trio
@@ -71,7 +71,9 @@ class ServerConfig:
 
     ``host``/``port``: where to listen (127.0.0.1 and
     :data:`~libp2p_introspection.config.DEFAULT_PORT` by default; port 0 picks a free one).
-    ``interval_ms``: the base snapshot interval, ms.
+    ``interval_ms``: the base snapshot interval, ms (a source that declares its
+    own, a replay, replaces it: :attr:`IntrospectionSource.base_interval_ms`);
+    ``max_retention_ms`` is raised to it if below (§4.7).
     The rest are the session limits of PROTOCOL.md §4 (see ``SessionLimits``),
     and admission: ``max_sessions``, ``allowed_origins`` (besides loopback ones),
     ``token`` (required from every client when set), ``allow_remote`` (needed
@@ -130,6 +132,24 @@ class ServerConfig:
             )
 
 
+def _effective_config(config: ServerConfig, source: IntrospectionSource) -> ServerConfig:
+    """``config`` with the base interval ``source`` declares (logged when it differs),
+    and the raise of the max retention to the base interval logged (§4.7, §4.10)."""
+    declared = source.base_interval_ms
+    if declared is not None and declared != config.interval_ms:
+        log.info(
+            "base snapshot interval: %d ms, from the source (not --interval-ms %d)",
+            declared, config.interval_ms,
+        )  # fmt: skip
+        config = replace(config, interval_ms=declared)
+    if config.max_retention_ms < config.interval_ms:
+        log.info(
+            "max retention raised from %d ms to the %d ms base interval",
+            config.max_retention_ms, config.interval_ms,
+        )  # fmt: skip
+    return config
+
+
 class IntrospectionServer:
     """Serves one :class:`~libp2p_introspection.abc.IntrospectionSource` on ``ws://HOST:PORT/introspect``.
 
@@ -141,7 +161,9 @@ class IntrospectionServer:
 
     def __init__(self, source: IntrospectionSource, config: ServerConfig | None = None) -> None:
         self.source = source
-        self.config = config or ServerConfig()
+        #: The options in force: ``config`` with the source's own base interval, if it
+        #: declares one (a replay, §4.10), in place of ``interval_ms``.
+        self.config = _effective_config(config or ServerConfig(), source)
         self.hub = Hub(self.config.limits, source.runtime())
         self.sessions_served = 0
         self.snapshot_errors = 0

@@ -22,20 +22,28 @@ file is scanned, or when the replay meets it):
   it, and its zero is never shifted. A recording whose snapshots all lack
   ``instant_ts`` is played once (looping could not make time rise);
 - a recording whose snapshots share one ``instant_ts`` has no gaps to pace
-  by: they are released at once, and a loop pass lasts the base interval
-  (``interval_ms``, §4.10);
+  by: they are released at once, its base interval is ``interval_ms`` (the
+  server's ``--interval-ms``), and a loop pass lasts that base interval (§4.10);
 - a recorded gap longer than ``max_gap_ms`` (a clock jump, a corrupt
   timestamp near 2^64) is waited out as ``max_gap_ms``;
 - a shift that would push a timestamp past 2^64 - 1 ends the loop (§4.10);
 - the work on one record (walking, parsing, shifting, encoding) yields to the
   event loop every few milliseconds, so a big snapshot never keeps the server
   from answering a handshake.
+
+The replay declares its base interval (:attr:`ReplaySource.base_interval_ms`,
+§4.10): max(1, round(median of the positive gaps between successive
+``instant_ts`` ÷ speed)) ms, or ``interval_ms`` when fewer than two snapshots
+have distinct times. The server builds its session limits from it, so a client
+asking for the recording's own interval gets every snapshot.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import statistics
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -62,6 +70,8 @@ DEFAULT_INTERVAL_MS = 1_000
 _SHIFT_SLICE = 2_000
 #: Fields walked between two yields to the event loop (a few ms of work).
 _WALK_SLICE = 50_000
+#: Gaps kept to take their median from; beyond this, a systematic sample of them.
+_GAP_SAMPLE = 65_536
 
 
 class ReplayError(RecordingError):
@@ -78,12 +88,15 @@ class RecordingShape:
 
     Timestamps are ms since epoch (0 when absent). ``first_instant_ms``: the
     first snapshot's ``instant_ts`` (the first one that has one);
-    ``length_ms``: how far each loop pass is shifted: the span from it to the
-    last snapshot or event, plus one mean snapshot gap (the base interval when
-    fewer than two snapshots have distinct times). ``max_timestamp_ms``: the
-    largest ``instant_ts``, ``start_ts`` or event ``ts`` seen. ``loopable``:
-    whether a loop pass can make time rise (some snapshot has a time).
-    ``skipped``: records over the limits, skipped in every pass.
+    ``median_gap_ms``: the median of the positive gaps between successive
+    ``instant_ts`` values, ms of recorded time (0.0 when fewer than two
+    snapshots have distinct times: no gaps); ``span_ms``: the recorded span,
+    from the first ``instant_ts`` to the last snapshot or event, plus one
+    median gap when there are gaps (so that a loop pass shifted by it starts
+    one gap after the last snapshot). ``max_timestamp_ms``: the largest
+    ``instant_ts``, ``start_ts`` or event ``ts`` seen. ``loopable``: whether a
+    loop pass can make time rise (some snapshot has a time). ``skipped``:
+    records over the limits, skipped in every pass.
     """
 
     runtime: pb.Runtime
@@ -91,10 +104,40 @@ class RecordingShape:
     events: int
     first_instant_ms: int
     last_instant_ms: int
-    length_ms: int
+    span_ms: int
+    median_gap_ms: float = 0.0
     max_timestamp_ms: int = 0
     loopable: bool = True
     skipped: int = 0
+
+
+class _GapSample:
+    """The positive gaps between successive ``instant_ts`` values, in bounded memory.
+
+    Every gap is kept up to :data:`_GAP_SAMPLE` of them (the median is then
+    exact); past that, every second kept gap is dropped and only every
+    ``stride``-th gap is kept from then on: a systematic sample whose median
+    follows the recording's, whatever the file's size.
+    """
+
+    def __init__(self, capacity: int = _GAP_SAMPLE) -> None:
+        self.capacity = capacity
+        self.kept: list[int] = []
+        self.stride = 1
+        self._seen = 0
+
+    def add(self, gap: int) -> None:
+        """Count one positive gap, ms."""
+        if self._seen % self.stride == 0:
+            self.kept.append(gap)
+            if len(self.kept) >= self.capacity:
+                del self.kept[1::2]
+                self.stride *= 2
+        self._seen += 1
+
+    def median(self) -> float:
+        """The median gap, ms (0.0 if there is none)."""
+        return float(statistics.median(self.kept)) if self.kept else 0.0
 
 
 class _Pacer:
@@ -138,8 +181,9 @@ def scan(
     (``OSError`` if the file cannot be read)."""
     runtime: pb.Runtime | None = None
     states = events = timed_states = 0
-    first = last = last_any = max_stamp = 0
+    first = last = last_any = max_stamp = previous = 0
     distinct: set[int] = set()  # at most two instants: enough to tell "one time" from many
+    gaps = _GapSample()
     untimed_states = untimed_events = unparsable = 0
     with RecordingReader(path, limits=limits) as reader:
         for record in reader:
@@ -159,6 +203,9 @@ def scan(
                 if instant:
                     if timed_states == 0:
                         first = instant
+                    elif instant > previous:
+                        gaps.add(instant - previous)
+                    previous = instant
                     timed_states += 1
                     last = max(last, instant)
                     last_any = max(last_any, instant)
@@ -217,16 +264,18 @@ def scan(
             "by: they are released at once, and a loop pass lasts the %d ms base interval",
             path, timed_states, first, interval_ms,
         )  # fmt: skip
-    # With fewer than two distinct times there are no gaps: the base interval stands in.
-    mean_gap = (last - first) // (timed_states - 1) if len(distinct) >= 2 else interval_ms
-    length = max(last_any - first, 0) + max(mean_gap, 1)
+    # With fewer than two distinct times there are no gaps: the base interval stands in
+    # (ReplaySource.pass_length_ms).
+    median_gap = gaps.median() if len(distinct) >= 2 else 0.0
+    span = max(last_any - first, 0) + math.ceil(median_gap)
     return RecordingShape(
         runtime,
         states,
         events,
         first,
         last,
-        length,
+        span,
+        median_gap_ms=median_gap,
         max_timestamp_ms=max_stamp,
         loopable=loopable,
         skipped=reader.over_limit,
@@ -241,7 +290,12 @@ class ReplaySource(IntrospectionSource):
     distinct times (the server's ``--interval-ms``). ``max_gap_ms``: longest
     recorded gap waited out. Raises :class:`ReplayError` (or another
     ``RecordingError``) at construction if the file cannot be replayed, and
-    ``ValueError`` for a non-positive ``speed``.
+    ``ValueError`` for a non-positive ``speed`` or ``interval_ms``.
+
+    :attr:`base_interval_ms` is the interval the snapshots come at (§4.10),
+    which the server takes as its base interval; :attr:`pass_length_ms` is
+    how far each loop pass shifts the timestamps, ms of recorded time:
+    max(recorded span, the base interval at this speed).
     """
 
     clocks_snapshots = True
@@ -258,12 +312,23 @@ class ReplaySource(IntrospectionSource):
     ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
+        if interval_ms < 1:
+            raise ValueError(f"interval_ms must be positive, got {interval_ms}")
         self.path = Path(path)
         self.speed = speed
         self.limits = limits
         self.max_gap_ms = max_gap_ms
         self.shape = scan(self.path, limits=limits, interval_ms=interval_ms)
         self.loop = loop and self.shape.loopable
+        median_gap = self.shape.median_gap_ms
+        #: The interval between snapshots, ms of replay time (§4.10): the server's base.
+        self.base_interval_ms = (
+            max(1, math.floor(median_gap / speed + 0.5)) if median_gap else interval_ms
+        )
+        #: How far each loop pass shifts timestamps, ms of recorded time (§4.10).
+        self.pass_length_ms = max(
+            self.shape.span_ms, math.ceil(self.base_interval_ms * speed), 1
+        )
         self.passes_done = 0
         self.snapshots_released = 0
         self.events_released = 0
@@ -299,7 +364,7 @@ class ReplaySource(IntrospectionSource):
             if not self.loop:
                 log.info("replay of %s finished after one pass", self.path)
                 break
-            next_shift = shift + self.shape.length_ms
+            next_shift = shift + self.pass_length_ms
             if self.shape.max_timestamp_ms + next_shift > MAX_TIMESTAMP:
                 self._stop_looping(
                     f"after pass {self.passes_done}: the next would shift timestamp "
