@@ -4,6 +4,14 @@ The recorder and the dashboard backend are built on this; tests use it as the
 reference client. It speaks PROTOCOL.md §2 (framed server messages, bare
 commands) and §5 (the client loop is the caller's).
 
+Being liberal in what it accepts (§2): a **text** frame, as libp2p's
+observer-toolkit mock server sends, is read as the "binary string" it is
+(every character one byte, Latin-1) and then checked exactly as a binary
+frame (header, checksum, length; the size limit counts its characters, which
+are its decoded bytes). A text frame holding a character above U+00FF is not
+a binary string: the client closes the session with 1007 and raises
+:class:`ProtocolError`. A ``ServerMessage.version`` that is absent means 1.
+
 A message's size does not bound what parsing it costs (two bytes make an
 empty ``Connection``), so every message is walked on the wire first
 (:mod:`libp2p_introspection.protocol.wire`, in slices that yield to the event
@@ -36,6 +44,10 @@ from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits, mea
 
 #: Fields walked between two yields to the event loop while checking a message.
 _WALK_SLICE = 50_000
+#: Close code for a text frame that is not a binary string (RFC 6455: inconsistent data).
+CLOSE_INVALID_DATA = 1007
+#: Seconds to wait for the server's side of a closing handshake we start.
+_CLOSE_TIMEOUT_S = 5.0
 
 Command = pb.ClientCommand.Command
 Source = pb.ClientCommand.Source
@@ -45,7 +57,8 @@ logging.getLogger("trio-websocket").addFilter(RedactTokens())
 
 
 class ProtocolError(Exception):
-    """The server sent something this client cannot accept (a text frame, a bad frame)."""
+    """The server sent something this client cannot accept (a bad frame, a text frame
+    that is not a binary string, a message that does not parse)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +126,23 @@ class IntrospectionClient:
         await self.send(Command.REQUEST, Source.STATE)
 
     async def receive(self) -> Received:
-        """The next message. Raises :class:`ProtocolError` for a text frame, a bad frame
-        or a message that is not protobuf, ``trio_websocket.ConnectionClosed`` when the
-        server closed the session. A message above :attr:`limits` comes back unparsed,
-        with :attr:`Received.skipped` saying why."""
-        data = await self.ws.get_message()
-        if isinstance(data, str):
-            raise ProtocolError("server sent a text frame; introspection frames are binary")
+        """The next message. Raises :class:`ProtocolError` for a bad frame, a text frame
+        that is not a binary string (after closing the session with 1007) or a message
+        that is not protobuf, ``trio_websocket.ConnectionClosed`` when the server closed
+        the session. A text frame holding a binary string is read as its bytes (module
+        doc). A message above :attr:`limits` comes back unparsed, with
+        :attr:`Received.skipped` saying why."""
+        message_data = await self.ws.get_message()
+        frame_kind = "frame"
+        if isinstance(message_data, str):
+            data = await self._binary_string(message_data)
+            frame_kind = "text frame (read as a binary string)"
+        else:
+            data = message_data
         try:
             payload = decode_frame(data, self.max_message_size)
         except FrameError as exc:
-            raise ProtocolError(f"bad frame from server: {exc}") from exc
+            raise ProtocolError(f"bad {frame_kind} from server: {exc}") from exc
         checksum = decode_header(data, self.max_message_size).checksum  # verified above
         if self.limits is not None:
             walk = measure_in_slices(payload, self.limits, _WALK_SLICE)
@@ -148,6 +167,21 @@ class IntrospectionClient:
         except Exception as exc:  # DecodeError, or RecursionError on hostile nesting
             raise ProtocolError(f"server message does not parse: {exc}") from exc
         return Received(message, payload, checksum)
+
+    async def _binary_string(self, text: str) -> bytes:
+        """The bytes a text frame spells, one per character (§2); a character above
+        U+00FF closes the session with 1007 and raises :class:`ProtocolError`."""
+        try:
+            return text.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            char = text[exc.start]
+            reason = "text frame is not a binary string: a character above U+00FF"
+            with trio.move_on_after(_CLOSE_TIMEOUT_S):
+                await self.ws.aclose(CLOSE_INVALID_DATA, reason)
+            raise ProtocolError(
+                f"server sent a {reason} (U+{ord(char):04X} at character {exc.start:,}); "
+                f"closed the session with {CLOSE_INVALID_DATA}"
+            ) from None
 
     async def receive_kind(self, kind: str, *, limit: int = 10_000) -> Received:
         """Read until a message of ``kind`` arrives (at most ``limit`` messages); one
