@@ -609,25 +609,41 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
 @click.option(
     "--dump",
     is_flag=True,
-    help="Every record as one JSON line (protobuf's JSON mapping), for jq and friends.",
+    help="Every record as one JSON line (protobuf's JSON mapping; connection and stream "
+    "ids in hex, transport_id as text or hex), for jq and friends.",
 )
 @_limit_options("Records")
 def inspect(file: str, as_json: bool, dump: bool, **kw: Any) -> None:  # fmt: skip
-    """Summarize a recording file, in constant memory whatever its size."""
+    """Summarize a recording file, in constant memory whatever its size.
+
+    A damaged file (records that fail their checksum or do not parse, a
+    truncated tail) is reported on stderr, after everything readable was
+    shown. Exit status: 0 the file is sound; 1 it cannot be read as a
+    recording; 2 usage error; 3 it is damaged.
+    """
     from libp2p_introspection.client import inspect_file
     from libp2p_introspection.protocol.recording import RecordingError
 
     limits = _limits(kw)
     try:
         if dump:
-            for line in inspect_file.dump(file, limits=limits,
-                                          on_skip=lambda text: click.echo(text, err=True)):
+            report = inspect_file.DumpReport()
+            for line in inspect_file.dump(file, limits=limits, report=report):
                 click.echo(line)
-            return
-        summary = inspect_file.summarize(file, limits=limits)
+            found, damaged = report.problems, report.damaged
+        else:
+            summary = inspect_file.summarize(file, limits=limits)
+            click.echo(
+                json.dumps(summary, sort_keys=True) if as_json else inspect_file.render(summary)
+            )
+            found, damaged = inspect_file.problems(summary), inspect_file.is_damaged(summary)
     except RecordingError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps(summary, sort_keys=True) if as_json else inspect_file.render(summary))
+    if dump or as_json or damaged:  # the text summary already said it on stdout
+        for sentence in found:
+            click.echo(f"{file}: {sentence}", err=True)
+    if damaged:
+        sys.exit(inspect_file.EXIT_DAMAGED)
 
 
 @main.command()

@@ -1,7 +1,15 @@
 """``libp2p-introspect inspect``: what a recording holds, read in constant memory.
 
 :func:`summarize` streams the file once and returns a JSON-ready dict;
-:func:`dump` yields every record as one line of protobuf's JSON mapping.
+:func:`dump` yields every record as one line of protobuf's JSON mapping, with
+connection and stream ids in hex and ``transport_id`` as text (or hex), as
+everywhere else (:mod:`libp2p_introspection.protocol.ids`), so events join
+their connections by equal strings.
+
+A file that reads but is damaged (records that fail their checksum or do not
+parse, a truncated tail) is reported on stderr by the CLI, in both modes,
+which then exits with :data:`EXIT_DAMAGED` (3) once everything readable was
+shown; :func:`problems` words what is wrong.
 
 The summary parses nothing: every record is walked on the wire
 (:mod:`libp2p_introspection.protocol.wire`), which counts a snapshot's
@@ -21,10 +29,10 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format
-
+from libp2p_introspection.protocol.ids import message_to_json
 from libp2p_introspection.protocol.recording import Record, RecordingReader
 from libp2p_introspection.protocol.wire import (
     DEFAULT_LIMITS,
@@ -37,6 +45,11 @@ from libp2p_introspection.protocol.wire import (
 )
 
 KINDS = ("runtime", "state", "event", "response", "notice")
+
+#: Exit status of ``inspect`` (and ``inspect --dump``) for a file that was read to
+#: its end but is damaged: records failed their checksum or did not parse, or the
+#: tail is truncated. (1: the file cannot be read as a recording; 2: a usage error.)
+EXIT_DAMAGED = 3
 
 # Field numbers on the paths the summary reads (PROTOCOL.md §3).
 _STATE_INSTANT = (2, 3)  # ServerMessage.state.instant_ts
@@ -129,48 +142,116 @@ def _runtime(record: Record) -> dict[str, Any]:
     return summary
 
 
+@dataclass
+class DumpReport:
+    """What :func:`dump` met, once its lines are all read: ``records`` (whole records
+    with a good checksum), ``checksum_failures``, ``unparsable`` (records that checksum
+    but do not parse), ``truncated``/``truncated_at`` (offset, bytes), ``over_limit``
+    (records skipped for the limits) and the first one's reason, ``lines`` (lines
+    yielded); :attr:`problems` and :attr:`damaged` say it in words and as a flag."""
+
+    records: int = 0
+    checksum_failures: int = 0
+    unparsable: int = 0
+    truncated: bool = False
+    truncated_at: int | None = None
+    over_limit: int = 0
+    over_limit_reason: str = ""
+    lines: int = 0
+
+    @property
+    def problems(self) -> list[str]:
+        """One sentence per kind of trouble (see :func:`problems`)."""
+        return problems(vars(self))
+
+    @property
+    def damaged(self) -> bool:
+        """Whether the file is damaged (checksum failures, unparsable records, a cut
+        tail); records skipped for the limits are not damage."""
+        return is_damaged(vars(self))
+
+
 def dump(
     path: str | os.PathLike[str],
     *,
     limits: RecordLimits = DEFAULT_LIMITS,
     on_skip: Callable[[str], None] | None = None,
+    report: DumpReport | None = None,
 ) -> Iterator[str]:
-    """Every parsable record of ``path`` as one compact JSON line (protobuf JSON mapping).
+    """Every parsable record of ``path`` as one compact JSON line: protobuf's JSON
+    mapping, with ids as :func:`~libp2p_introspection.protocol.ids.message_to_json`
+    writes them.
 
-    Records above ``limits`` are not parsed: ``on_skip`` is called with the
-    reason of each (once the file is read, with their count if there were several).
+    Records above ``limits`` are not parsed, nor are records that fail their
+    checksum or do not parse. Once the file is read, ``on_skip`` is called with
+    each of :func:`problems`' sentences, and ``report`` (if given) holds the
+    counts. Raises the ``RecordingError`` subclasses as :func:`summarize` does.
     """
+    report = report if report is not None else DumpReport()
     with RecordingReader(path, limits=limits) as reader:
         for record in reader:
             try:
                 message = record.message()
-            except Exception:
+                line = json.dumps(message_to_json(message), separators=(",", ":"))
+            except Exception:  # DecodeError, or RecursionError on hostile nesting
+                report.unparsable += 1
                 continue
-            yield json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
-        if reader.over_limit and on_skip is not None:
-            on_skip(_over_limit_text(reader.over_limit, reader.over_limit_reason))
+            report.lines += 1
+            yield line
+        report.records = reader.records
+        report.checksum_failures = reader.checksum_failures
+        report.truncated = reader.truncated
+        report.truncated_at = reader.truncated_at
+        report.over_limit = reader.over_limit
+        report.over_limit_reason = reader.over_limit_reason
+    if on_skip is not None:
+        for sentence in report.problems:
+            on_skip(sentence)
+
+
+def _plural(count: int, noun: str) -> str:
+    """``1 record``, ``2 records`` (``noun`` takes an ``s``)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _over_limit_text(count: int, first: str) -> str:
-    records = "1 record" if count == 1 else f"{count} records"
-    return f"{records} over the expansion limits skipped (first: {first})"
+    return f"{_plural(count, 'record')} over the expansion limits skipped (first: {first})"
+
+
+def problems(counts: dict[str, Any]) -> list[str]:
+    """What is wrong with a file, one sentence per kind of trouble, from the counts of
+    :func:`summarize` (or a :class:`DumpReport`): checksum failures, unparsable
+    records, a truncated tail, records over the limits. Empty for a sound file."""
+    found = []
+    failures = counts["checksum_failures"]
+    if failures:
+        verb = "failed its checksum" if failures == 1 else "failed their checksum"
+        found.append(f"{_plural(failures, 'record')} {verb} (skipped)")
+    if counts["unparsable"]:
+        found.append(f"{_plural(counts['unparsable'], 'record')} did not parse (skipped)")
+    if counts["truncated"]:
+        found.append(f"truncated at offset {counts['truncated_at']} (the tail was cut off)")
+    if counts["over_limit"]:
+        found.append(_over_limit_text(counts["over_limit"], counts["over_limit_reason"]))
+    return found
+
+
+def is_damaged(counts: dict[str, Any]) -> bool:
+    """Whether :func:`summarize`'s counts (or a :class:`DumpReport`'s) show damage:
+    checksum failures, unparsable records or a truncated tail (:data:`EXIT_DAMAGED`)."""
+    return bool(counts["checksum_failures"] or counts["unparsable"] or counts["truncated"])
 
 
 def render(summary: dict[str, Any]) -> str:
     """The human-readable form of :func:`summarize`'s result."""
-    lines = [f"{summary['file']}: {summary['records']} records, {summary['bytes']} bytes"]
+    lines = [
+        f"{summary['file']}: {_plural(summary['records'], 'record')}, "
+        f"{_plural(summary['bytes'], 'byte')}"
+    ]
     kinds = summary["kinds"]
     lines.append("  " + ", ".join(f"{kinds[k]} {k}" for k in KINDS))
-    problems = []
-    if summary["checksum_failures"]:
-        problems.append(f"{summary['checksum_failures']} records failed their checksum (skipped)")
-    if summary["unparsable"]:
-        problems.append(f"{summary['unparsable']} records did not parse (skipped)")
-    if summary["truncated"]:
-        problems.append(f"truncated at offset {summary['truncated_at']} (the tail was cut off)")
-    if summary["over_limit"]:
-        problems.append(_over_limit_text(summary["over_limit"], summary["over_limit_reason"]))
-    lines.append("  " + ("; ".join(problems) if problems else "no damaged records"))
+    found = problems(summary)
+    lines.append("  " + ("; ".join(found) if found else "no damaged records"))
     runtime = summary["runtime"]
     if runtime:
         lines.append(

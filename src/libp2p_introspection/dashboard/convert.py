@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.ids import transport_text
 
 JSON = dict[str, Any]
 
@@ -77,17 +78,6 @@ _PROPERTY_TYPE = {v: k for k, v in pb.EventType.EventProperty.PropertyType.items
 def dumps(value: Any) -> str:
     """Compact JSON text (no spaces), as sent to browsers."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _bytes_text(value: bytes) -> str:
-    """Readable text for an id that may be text (``b"tcp"``) or binary (hex then)."""
-    if not value:
-        return ""
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.hex()
-    return text if text.isprintable() else value.hex()
 
 
 def _traffic(traffic: pb.Traffic, into: JSON) -> JSON:
@@ -136,7 +126,7 @@ def connection_to_json(conn: pb.Connection) -> JSON:
         "role": _ROLE.get(conn.role, str(conn.role)),
         "src": conn.endpoints.src_multiaddr,
         "dst": conn.endpoints.dst_multiaddr,
-        "transport": _bytes_text(conn.transport_id),
+        "transport": transport_text(conn.transport_id),
         "mux": conn.attribs.multiplexer,
         "sec": conn.attribs.encryption,
         "open": conn.timeline.open_ts,
