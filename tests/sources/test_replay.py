@@ -339,6 +339,7 @@ async def test_a_push_at_the_recordings_interval_gets_every_snapshot(fixtures_di
         ([1_000, 0, 1_001, 1_002], 1_000.0, 1),  # at least 1 ms
         ([5_000, 5_000], 1.0, 750),  # fewer than two distinct instants: interval_ms
         ([5_000], 2.0, 750),
+        ([START_MS, MAX], 1.0, 600_000),  # a gap of 5.8e8 years is waited as 10 minutes
     ],
 )
 def test_the_base_interval_comes_from_the_recording(tmp_path, stamps, speed, expected):

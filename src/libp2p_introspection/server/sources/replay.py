@@ -33,8 +33,9 @@ file is scanned, or when the replay meets it):
 
 The replay declares its base interval (:attr:`ReplaySource.base_interval_ms`,
 §4.10): max(1, round(median of the positive gaps between successive
-``instant_ts`` ÷ speed)) ms, or ``interval_ms`` when fewer than two snapshots
-have distinct times. The server builds its session limits from it, so a client
+``instant_ts`` ÷ speed)) ms (round half up; a median above ``max_gap_ms``
+counts as ``max_gap_ms``, as it is waited), or ``interval_ms`` when fewer
+than two snapshots have distinct times. The server builds its session limits from it, so a client
 asking for the recording's own interval gets every snapshot.
 """
 
@@ -320,7 +321,8 @@ class ReplaySource(IntrospectionSource):
         self.max_gap_ms = max_gap_ms
         self.shape = scan(self.path, limits=limits, interval_ms=interval_ms)
         self.loop = loop and self.shape.loopable
-        median_gap = self.shape.median_gap_ms
+        # A gap longer than max_gap_ms is waited as max_gap_ms, and so counts as that.
+        median_gap = min(self.shape.median_gap_ms, max_gap_ms)
         #: The interval between snapshots, ms of replay time (§4.10): the server's base.
         self.base_interval_ms = (
             max(1, math.floor(median_gap / speed + 0.5)) if median_gap else interval_ms
