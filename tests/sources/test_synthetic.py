@@ -11,7 +11,7 @@ from typing import Any
 import multiaddr
 import pytest
 import trio
-from event_checks import FakeClock, check_events
+from event_checks import FakeClock, ToolkitDhtShape, check_events
 from libp2p.peer.id import ID
 
 from libp2p_introspection.client import connect
@@ -469,7 +469,7 @@ def test_five_thousand_connections_with_ten_streams_each() -> None:
 
 
 async def test_run_emits_dht_queries_at_the_configured_rate(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.abc.Clock, fixtures_dir: Any
 ) -> None:
     h = Harness(events_per_second=20, dht_peers=40)
     runtime = h.source.runtime()
@@ -483,17 +483,32 @@ async def test_run_emits_dht_queries_at_the_configured_rate(
     assert 199 <= len(evs) <= 201
     check_events(runtime, evs)
     assert {e.type.name for e in evs} == {"InboundDHTQuery", "OutboundDHTQuery"}
-    assert all(content(e)["peerId"] in dht_peers for e in evs)
+    # The toolkit's keys and value kinds, the peer named as in the routing table.
+    shape = ToolkitDhtShape.read(fixtures_dir / "sample-1min.mock")
+    for event in evs:
+        shape.check(event, dht_peer_ids=dht_peers)
     inbound = named(evs, "InboundDHTQuery")
     outbound = named(evs, "OutboundDHTQuery")
-    assert {e["result"] for e in inbound} <= {"success", "error"}
-    assert {e["result"] for e in outbound} <= {"success", "error", "timeout", "cancelled"}
+    assert {e["result"] for e in inbound} == {"SUCCESS", "ERROR"}
+    assert {e["result"] for e in outbound} == {"SUCCESS", "ERROR", "TIMEOUT"}
+    assert {e["trigger"] for e in inbound} == {"API"}
+    assert {(e["messageType"], e["trigger"]) for e in outbound} >= {
+        ("FIND_NODE", "DISCOVERY"), ("FIND_NODE", "API"), ("GET_VALUE", "API")
+    }  # fmt: skip
+    for e in inbound + outbound:
+        find_node = e["messageType"] == "FIND_NODE"
+        assert (
+            (ID.from_base58(e["targetPeerId"]) is not None)
+            if find_node
+            else (e["targetPeerId"].startswith("1220") and len(e["targetPeerId"]) == 68)
+        )
+    # ts: when it was sent or received, totalTimeMs before the (fake) clock's now.
+    assert all(e.ts + content(e)["totalTimeMs"] == h.clock.now for e in evs)
     dht = h.state().subsystems.dht
     incoming, outgoing = dht.incoming_queries, dht.outgoing_queries
     assert incoming.success + incoming.error + incoming.timeout == len(inbound)
-    counted = [e for e in outbound if e["result"] != "cancelled"]
-    assert outgoing.success + outgoing.error + outgoing.timeout == len(counted)
-    assert outgoing.timeout == sum(e["result"] == "timeout" for e in outbound)
+    assert outgoing.success + outgoing.error + outgoing.timeout == len(outbound)
+    assert outgoing.timeout == sum(e["result"] == "TIMEOUT" for e in outbound)
 
 
 async def test_run_with_zero_rate_or_no_dht_returns_at_once(

@@ -48,8 +48,8 @@ What is simulated, per :meth:`SyntheticSource.state` call (one snapshot):
   statuses change and some MISSING peers are replaced by new CANDIDATE peers
   (whose ``age_in_bucket``, ms, restarts at 0). ``incoming_queries`` /
   ``outgoing_queries`` count the simulated queries of :meth:`run` (one per
-  DHT query event; ``cancelled`` outbound queries are not counted, as in the
-  real introspector).
+  DHT query event; as with the real introspector, no cancelled query is
+  simulated: it would have no event and no count).
 
 Events (all ``ts`` in ms since epoch) go to the sink registered with
 :meth:`set_event_sink`, never to the outlet:
@@ -68,10 +68,14 @@ Events (all ``ts`` in ms since epoch) go to the sink registered with
   5,000-connection node with churn does not flood clients with thousands of
   stream events per snapshot, and a client still sees whole stream lives;
 * during :meth:`run`: ``InboundDHTQuery``/``OutboundDHTQuery`` at
-  ``events_per_second``, evenly spaced on trio's clock, with peer ids from
-  the DHT peer set. Their content comes from a random generator of its own,
-  so given the seed the sequence of query events is fixed, whatever the
-  timing of snapshots.
+  ``events_per_second``, evenly spaced on trio's clock, with the content keys
+  of the real introspector's (PROTOCOL.md §3): ``peerIds`` one peer of the
+  DHT peer set, ``ts`` when the RPC was sent or received (its emission time
+  minus ``totalTimeMs``), FIND_NODE targets peer ids and other targets
+  sha256-multihash keys in hex, 30% of the outbound FIND_NODE queries
+  ``DISCOVERY``. Their content comes from a random generator of its own, so
+  given the seed the sequence of query events is fixed, whatever the timing
+  of snapshots.
 
 Deterministic: with the same options (same seed, same fake clock) and the
 same sequence of calls, ``runtime()`` and every ``state()`` serialize to the
@@ -102,7 +106,7 @@ import trio
 
 from libp2p_introspection.abc import EventSink, IntrospectionSource, SourceOutlet
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
-from libp2p_introspection.introspector import events
+from libp2p_introspection.introspector import dht, events
 from libp2p_introspection.introspector.clock import ClockMs, wall_clock_ms
 from libp2p_introspection.introspector.dht import QueryCounts
 from libp2p_introspection.introspector.events import EventSpec, build_event
@@ -124,6 +128,10 @@ DHT_BETA = 3
 DHT_MAX_BUCKETS = 256
 #: Duration reported for an outbound query that timed out, ms (py-libp2p's QUERY_TIMEOUT).
 DHT_QUERY_TIMEOUT_MS = 10_000
+#: Share of the outbound FIND_NODE queries sent by a routing-table refresh (``DISCOVERY``).
+DHT_REFRESH_SHARE = 0.3
+#: Hex of a sha256 multihash's prefix: the simulated keys of non-FIND_NODE queries.
+_MULTIHASH_SHA256 = "1220"
 
 #: Our listen port, and the one the peers we dial listen on.
 LISTEN_PORT = 4001
@@ -847,7 +855,8 @@ class SyntheticSource(IntrospectionSource):
         self._outgoing.to_pb(msg.outgoing_queries)
 
     def _simulate_query(self) -> None:
-        """One DHT query: count it and emit its event (content from the query generator)."""
+        """One DHT RPC, just finished: count it and emit its event (content from the
+        query generator, in the shape of the real introspector's, PROTOCOL.md §3)."""
         rng = self._query_rng
         peers = self._dht_peers
         if not peers:
@@ -857,41 +866,45 @@ class SyntheticSource(IntrospectionSource):
         self.dht_queries += 1
         now = self._clock_ms()
         if rng.random() < 0.45:
-            query_type = rng.choices(_INBOUND_QUERY_TYPES, _INBOUND_QUERY_WEIGHTS)[0]
-            result = "error" if rng.random() < 0.03 else "success"
-            self._incoming.count(result)
-            self._emit(
-                events.INBOUND_DHT_QUERY,
-                now,
-                {"peerId": peer.peer_id, "queryType": query_type, "result": result},
-            )
-            return
-        query_type = rng.choices(_OUTBOUND_QUERY_TYPES, _OUTBOUND_QUERY_WEIGHTS)[0]
-        roll = rng.random()
-        if missing:
-            result = "timeout" if roll < 0.7 else "error"
+            direction, spec, counts = dht.INBOUND, events.INBOUND_DHT_QUERY, self._incoming
+            message_type = rng.choices(_INBOUND_QUERY_TYPES, _INBOUND_QUERY_WEIGHTS)[0]
+            result = dht.ERROR if rng.random() < 0.03 else dht.SUCCESS
+            duration = min(int(rng.lognormvariate(math.log(2), 0.7)), 1_000)
+            trigger = dht.API  # a request does not say why it was sent
         else:
-            result = (
-                "success" if roll < 0.86 else "error" if roll < 0.92
-                else "timeout" if roll < 0.96 else "cancelled"
-            )  # fmt: skip
-        if result == "timeout":
-            duration = DHT_QUERY_TIMEOUT_MS + rng.randrange(0, 25)
-        elif result == "cancelled":
-            duration = rng.randrange(5, DHT_QUERY_TIMEOUT_MS)
+            direction, spec, counts = dht.OUTBOUND, events.OUTBOUND_DHT_QUERY, self._outgoing
+            message_type = rng.choices(_OUTBOUND_QUERY_TYPES, _OUTBOUND_QUERY_WEIGHTS)[0]
+            roll = rng.random()
+            if missing:
+                result = dht.TIMEOUT if roll < 0.7 else dht.ERROR
+            else:
+                result = (
+                    dht.SUCCESS if roll < 0.88 else dht.ERROR if roll < 0.94 else dht.TIMEOUT
+                )  # fmt: skip
+            if result == dht.TIMEOUT:
+                duration = DHT_QUERY_TIMEOUT_MS + rng.randrange(0, 25)
+            else:
+                duration = min(
+                    int(rng.lognormvariate(math.log(60), 0.8)) + 1, DHT_QUERY_TIMEOUT_MS - 1
+                )
+            refresh = message_type == "FIND_NODE" and rng.random() < DHT_REFRESH_SHARE
+            trigger = dht.DISCOVERY if refresh else dht.API
+        if message_type == "FIND_NODE":
+            target = peer_id_from_key(rng.randbytes(32))
         else:
-            duration = min(int(rng.lognormvariate(math.log(60), 0.8)) + 1, DHT_QUERY_TIMEOUT_MS - 1)
-        self._outgoing.count(result)
-        self._emit(
-            events.OUTBOUND_DHT_QUERY,
-            now,
-            {
-                "peerId": peer.peer_id,
-                "queryType": query_type,
-                "result": result,
-                "durationMs": duration,
-            },
+            target = _MULTIHASH_SHA256 + rng.randbytes(32).hex()
+        counts.count(result)
+        content = dht.query_content(
+            direction=direction,
+            peer=peer.peer_id,
+            message_type=message_type,
+            target=target,
+            total_time_ms=duration,
+            trigger=trigger,
+            result=result,
+            query_id=rng.randbytes(32).hex(),
         )
+        self._emit(spec, max(0, now - duration), content)
 
     # ------------------------------------------------------- IntrospectionSource
 
