@@ -34,8 +34,14 @@ What is simulated, per :meth:`SyntheticSource.state` call (one snapshot):
   number of packets around ``rate * window``. A connection carries its
   streams' payload plus 28 bytes of framing per packet (yamux header and
   Noise MAC) plus its handshake bytes; the node-wide total is the sum over
-  every connection since the source started, closed and purged ones
-  included. ``cum_bytes``/``cum_packets`` (bytes, packets) never decrease;
+  every connection the node has had, closed and purged ones included. The
+  simulated node is introspected since it started: the connections it has
+  when the source is created (opened up to hours before) come with the
+  traffic of their lives so far (their handshake, and each stream's packets
+  since it opened, at its rates), so that the first snapshot adds up however
+  soon it is taken (the server takes one as it starts): totals that cover
+  the connections' ages, a bandwidth that covers the window only.
+  ``cum_bytes``/``cum_packets`` (bytes, packets) never decrease;
   ``inst_bw`` (bytes per second) is ``floor(delta_bytes * 1000 / window_ms)``
   over ``start_ts..instant_ts`` (``start_ts`` is the previous call's
   ``instant_ts``, the source's creation time for the first call). A call
@@ -414,6 +420,8 @@ class SyntheticSource(IntrospectionSource):
         self._dht_peers: list[_DhtPeer] = []
         for _ in range(opts.connections):
             self._adopt_connection()
+        # The node's bandwidth, like its connections', counts from now.
+        self._node_prev_in, self._node_prev_out = self._node_in_bytes, self._node_out_bytes
         self._build_dht()
         specs = events.CONNECTION_EVENTS + (events.DHT_EVENTS if opts.dht_peers else ())
         self._specs: tuple[EventSpec, ...] = specs
@@ -536,30 +544,61 @@ class SyntheticSource(IntrospectionSource):
         return stream
 
     def _adopt_connection(self) -> None:
-        """A connection that exists when the source starts (no events; traffic counted from now)."""
+        """A connection that exists when the source starts: no events, and the traffic
+        of its life so far (its handshake, then each stream's packets since it opened,
+        at the stream's rates), so that the first snapshot adds up however soon it
+        comes: its totals cover the connection's age, its bandwidth only the window."""
         rng = self._rng
         start = self.start_ts
         age = 1_000 + int(rng.expovariate(1 / 600_000))
         open_ts = max(0, start - min(age, 6 * 3_600_000))
         upgraded_ts = min(start, open_ts + rng.randrange(10, 200))
         conn = self._make_connection(open_ts, upgraded_ts)
+        self._handshake(conn)
         for _ in range(self.options.streams):
-            self._add_stream(conn, rng.randint(upgraded_ts, start))
+            stream = self._add_stream(conn, rng.randint(upgraded_ts, start))
+            self._past_traffic(conn, stream, (start - stream.open_ts) / 1000.0)
+        self._node_in_bytes += conn.in_bytes
+        self._node_out_bytes += conn.out_bytes
+        self._node_in_packets += conn.in_packets
+        self._node_out_packets += conn.out_packets
+        # Bandwidth counts from now: the first window holds only what it adds.
+        conn.prev_in, conn.prev_out = conn.in_bytes, conn.out_bytes
+        self._fill_connection_gauges(conn, 0)
+
+    def _handshake(self, conn: _Conn) -> None:
+        """Multistream-select, Noise XX, muxer negotiation, identify: bytes and packets."""
+        rng = self._rng
+        conn.in_packets += rng.randrange(5, 10)
+        conn.out_packets += rng.randrange(5, 10)
+        conn.in_bytes += rng.randrange(900, 1_600)
+        conn.out_bytes += rng.randrange(900, 1_600)
+
+    def _past_traffic(self, conn: _Conn, stream: _Stream, seconds: float) -> None:
+        """``seconds`` of ``stream``'s traffic at its rates, added to it and its connection."""
+        rng = self._rng
+        n_in = int(stream.pps_in * seconds * (0.5 + rng.random()) + rng.random())
+        n_out = int(stream.pps_out * seconds * (0.5 + rng.random()) + rng.random())
+        stream.in_packets, stream.in_bytes = n_in, n_in * stream.size_in
+        stream.out_packets, stream.out_bytes = n_out, n_out * stream.size_out
+        gin, gout = stream.gin, stream.gout
+        gin.cum_bytes, gin.cum_packets = stream.in_bytes, stream.in_packets
+        gout.cum_bytes, gout.cum_packets = stream.out_bytes, stream.out_packets
+        conn.in_bytes += stream.in_bytes + n_in * FRAMING_BYTES
+        conn.out_bytes += stream.out_bytes + n_out * FRAMING_BYTES
+        conn.in_packets += n_in
+        conn.out_packets += n_out
 
     def _open_connection(self, now: int, not_before: int) -> _Conn:
         rng = self._rng
         upgraded_ts = max(not_before, now - rng.randrange(0, 50))
         open_ts = max(not_before, upgraded_ts - rng.randrange(8, 300))
         conn = self._make_connection(open_ts, upgraded_ts)
-        # Handshake: multistream-select, Noise XX, muxer negotiation, identify.
-        packets_in, packets_out = rng.randrange(5, 10), rng.randrange(5, 10)
-        conn.in_bytes = rng.randrange(900, 1_600)
-        conn.out_bytes = rng.randrange(900, 1_600)
-        conn.in_packets, conn.out_packets = packets_in, packets_out
+        self._handshake(conn)
         self._node_in_bytes += conn.in_bytes
         self._node_out_bytes += conn.out_bytes
-        self._node_in_packets += packets_in
-        self._node_out_packets += packets_out
+        self._node_in_packets += conn.in_packets
+        self._node_out_packets += conn.out_packets
         self._emit(
             events.CONNECTION_OPENED,
             now,
