@@ -12,9 +12,12 @@ where they fail (``.ci/run`` installs Debian's chromium).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,7 +104,7 @@ def _open_page(browser: Any, **options: Any) -> Iterator[Any]:
     """A page in a new context; after the test: no page errors, no CSP violations."""
     from playwright.sync_api import expect
 
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **options)
+    context = browser.new_context(**{"viewport": {"width": 1400, "height": 1000}, **options})
     context.set_default_timeout(SHOW_TIMEOUT_MS)
     context.add_init_script(WATCH_SCRIPT)
     # Assertions have their own timeout (5 s by default): a loaded 2-core machine
@@ -112,7 +115,10 @@ def _open_page(browser: Any, **options: Any) -> Iterator[Any]:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     # CSP refusals, of every document the page showed (a test that provokes some clears it).
     page.csp_refusals = []
-    page.on("console", lambda m: page.csp_refusals.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on(
+        "console",
+        lambda m: page.csp_refusals.append(m.text) if "Content Security Policy" in m.text else None,
+    )
     yield page
     violations = page.evaluate("() => window.__csp || []") if not page.is_closed() else []
     context.close()
@@ -199,7 +205,9 @@ def test_live_node_connections_and_views(page: Any, demo: dict[str, str]):
     open_tab(page, "dht")
     expect(page.locator("#dht-summary")).to_contain_text("k=")
     expect(page.locator("#dht-table .tabulator-row").first).to_be_visible()
-    expect(page.locator("#dht-table .tabulator-group").first).to_contain_text("common prefix length")
+    expect(page.locator("#dht-table .tabulator-group").first).to_contain_text(
+        "common prefix length"
+    )
     shot(page, "live-dht")
 
 
@@ -228,7 +236,9 @@ def test_events_table_and_type_filter(page: Any, demo: dict[str, str]):
     assert types and {t.strip() for t in types} == {wanted}
     # Each event's JSON opens on click.
     rows.first.locator(".tabulator-cell[tabulator-field=summary]").click()
-    expect(page.locator("#events-table pre.event-json").first).to_contain_text(f'"type": "{wanted}"')
+    expect(page.locator("#events-table pre.event-json").first).to_contain_text(
+        f'"type": "{wanted}"'
+    )
     shot(page, "live-events-filtered")
     page.click(f"#event-chips .chip[data-type='{wanted}']")  # off again
     expect(page.locator("#event-chips .chip.on")).to_have_count(0)
@@ -324,15 +334,236 @@ def test_dashboard_file_option_shows_a_recording(page: Any, fixtures_dir: Path):
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url), url
         page.goto(url)
         expect(page.locator("#peer-id")).to_have_text(SAMPLE_PEER)
-        expect(page.locator("#conn-state")).to_have_text("disconnected")
+        expect(page.locator("#mode-badge")).to_have_text("recording")
+        # A recording is connected to nothing: no connection badge ("disconnected").
+        expect(page.locator("#conn-state")).to_be_hidden()
         expect(page.locator("#connections-table .tabulator-row")).to_have_count(10)
         expect(page.locator("#timeline")).to_have_attribute("max", "29")
         open_tab(page, "dht")
         expect(page.locator("#dht-summary")).to_contain_text("k=20 \u03b1=3")
+        expect(page.locator("#dht-summary")).to_contain_text("927 query events kept")
+        # The toolkit's own query events (peerIds with null entries) counted by peer: the
+        # peer of the first bucket with the most of them, and one with none.
+        counts = fixture_queries_by_peer(fixtures_dir / "sample-1min.mock")
+        busiest = max(counts["bucket0"], key=lambda p: sum(counts["by_peer"].get(p, (0, 0))))
+        quiet = [p for p in counts["bucket0"] if p not in counts["by_peer"]]
+        expected_in, expected_out = counts["by_peer"][busiest]
+        row = dht_row(page, busiest)
+        expect(row.locator("[tabulator-field=qin]")).to_have_text(str(expected_in))
+        expect(row.locator("[tabulator-field=qout]")).to_have_text(str(expected_out))
+        expect(row.locator("[tabulator-field=last]")).to_contain_text(re.compile(r"^(in|out) "))
+        if quiet:
+            expect(dht_row(page, quiet[0]).locator("[tabulator-field=qin]")).to_have_text("0")
         shot(page, "recording-dht")
         open_tab(page, "events")
         expect(page.locator("#event-chips .chip[data-type=InboundDHTQuery] .n")).to_have_text("465")
         shot(page, "recording-events")
+
+
+def fixture_queries_by_peer(path: Path) -> dict[str, Any]:
+    """From the recording itself: the peers of the last snapshot's cpl-0 bucket, and per
+    peer id the (inbound, outbound) DHT query events naming it in peerIds."""
+    from libp2p_introspection.protocol.recording import RecordingReader
+
+    by_peer: dict[str, list[int]] = {}
+    bucket0: list[str] = []
+    with RecordingReader(path) as reader:
+        for message in reader.messages():
+            if message.WhichOneof("payload") == "state":
+                buckets = message.state.subsystems.dht.buckets
+                bucket0 = [p.peer_id for b in buckets if b.cpl == 0 for p in b.peers]
+            elif message.WhichOneof("payload") == "event" and "DHT" in message.event.type.name:
+                inbound = message.event.type.name == "InboundDHTQuery"
+                for peer in json.loads(message.event.content)["peerIds"]:
+                    if peer:
+                        by_peer.setdefault(peer, [0, 0])[0 if inbound else 1] += 1
+    return {"bucket0": bucket0, "by_peer": {k: tuple(v) for k, v in by_peer.items()}}
+
+
+def dht_row(page: Any, peer: str) -> Any:
+    """The DHT table's row of ``peer`` (its peer cell's title is the whole id)."""
+    return page.locator(
+        "#dht-table .tabulator-row", has=page.locator(f".peer-cell[title='{peer}']")
+    )
+
+
+def dht_shapes_recording(path: Path) -> dict[str, str]:
+    """A recording whose DHT query events come in this project's older shape (peerId,
+    queryType, durationMs, lower case) and in PROTOCOL.md §3's, one peer each."""
+    from libp2p_introspection.protocol import pb
+    from libp2p_introspection.protocol.recording import RecordingWriter
+
+    old, new, quiet = (f"12D3KooW{name}Peer" + "x" * 36 for name in ("Old", "New", "Quiet"))
+    messages = [
+        pb.ServerMessage(runtime=pb.Runtime(implementation="py-libp2p", peer_id="12D3KooWus"))
+    ]
+    state = pb.State(instant_ts=1_700_000_010_000, start_ts=1_700_000_009_000)
+    dht = state.subsystems.dht
+    dht.protocol, dht.enabled = "/ipfs/kad/1.0.0", True
+    for cpl, peer in enumerate((old, new, quiet)):
+        dht.buckets.add(cpl=cpl).peers.add(peer_id=peer)
+    messages.append(pb.ServerMessage(state=state))
+    contents = [
+        ("InboundDHTQuery", 1_700_000_001_000, {"peerId": old, "queryType": "GET_VALUE", "result": "success"}),
+        ("InboundDHTQuery", 1_700_000_002_000, {"peerId": old, "queryType": "PING", "result": "error"}),
+        ("OutboundDHTQuery", 1_700_000_003_000, {"peerId": old, "queryType": "FIND_NODE",
+                                                 "result": "timeout", "durationMs": 10_004}),
+        ("OutboundDHTQuery", 1_700_000_004_000, {
+            "direction": "OUTBOUND", "peerIds": [new], "queryId": "ab" * 32, "targetPeerId": "6b",
+            "totalTimeMs": 12, "totalSteps": 1, "trigger": "API", "type": "VALUE",
+            "messageType": "PUT_VALUE", "result": "SUCCESS"}),
+        ("InboundDHTQuery", 1_700_000_005_000, {"direction": "INBOUND", "peerIds": [None, new],
+                                                "totalTimeMs": 3, "type": "CONTENT", "result": "SUCCESS"}),
+    ]  # fmt: skip
+    for name, ts, content in contents:
+        event = pb.Event(ts=ts, content=json.dumps(content))
+        event.type.name = name
+        messages.append(pb.ServerMessage(event=event))
+    with RecordingWriter(path) as writer:
+        for message in messages:
+            message.version.version = 1
+            writer.write(message.SerializeToString())
+    return {"old": old, "new": new, "quiet": quiet}
+
+
+def test_dht_queries_of_either_event_shape_show_by_peer(page: Any, tmp_path: Path):
+    from playwright.sync_api import expect
+
+    peers = dht_shapes_recording(tmp_path / "shapes.mock")
+    args = [
+        "-m",
+        "libp2p_introspection",
+        "dashboard",
+        "--port",
+        "0",
+        "--file",
+        str(tmp_path / "shapes.mock"),
+    ]
+    with running(args, first_line_timeout=60) as (_, url):
+        page.goto(url)
+        open_tab(page, "dht")
+        expect(page.locator("#dht-summary")).to_contain_text("5 query events kept")
+        old, new, quiet = (dht_row(page, peers[k]) for k in ("old", "new", "quiet"))
+        expect(old.locator("[tabulator-field=qin]")).to_have_text("2")
+        expect(old.locator("[tabulator-field=qout]")).to_have_text("1")
+        expect(old.locator("[tabulator-field=last]")).to_contain_text(
+            "out FIND_NODE TIMEOUT · 10.0 s"
+        )
+        expect(new.locator("[tabulator-field=qin]")).to_have_text("1")
+        expect(new.locator("[tabulator-field=qout]")).to_have_text("1")
+        expect(new.locator("[tabulator-field=last]")).to_contain_text("in CONTENT SUCCESS · 3 ms")
+        expect(quiet.locator("[tabulator-field=qin]")).to_have_text("0")
+        expect(quiet.locator("[tabulator-field=last]")).to_have_text("")
+        shot(page, "recording-dht-shapes")
+
+
+def test_before_the_first_snapshot_the_page_says_it_waits(page: Any):
+    """A node that never answers: the page says it waits for a snapshot, and shows no
+    empty chart box where a connection's chart will be."""
+    from playwright.sync_api import expect
+
+    with socket.socket() as unused:  # a loopback port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"ws://127.0.0.1:{unused.getsockname()[1]}/introspect"
+    args = ["-m", "libp2p_introspection", "dashboard", nowhere, "--port", "0"]
+    with running(args, first_line_timeout=60) as (_, url):
+        page.goto(url)
+        expect(page.locator("#mode-badge")).to_have_text("live")
+        expect(page.locator("#conn-state")).to_be_visible()
+        expect(page.locator("#connections-table .tabulator-placeholder")).to_have_text(
+            "waiting for the first snapshot…"
+        )
+        open_tab(page, "dht")
+        expect(page.locator("#dht-summary")).to_have_text("waiting for the first snapshot…")
+        expect(page.locator("#dht-chart-hint")).to_have_text("waiting for the first snapshot…")
+        expect(page.locator("#chart-dht")).to_be_hidden()
+        open_tab(page, "traffic")
+        expect(page.locator("#node-chart-hint")).to_have_text("waiting for the first snapshot…")
+        expect(page.locator("#chart-node")).to_be_hidden()
+        expect(page.locator("#conn-chart-hint")).to_be_visible()
+        expect(page.locator("#chart-conn")).to_be_hidden()
+        shot(page, "waiting")
+
+
+def test_a_connection_chart_appears_once_one_is_chosen(page: Any, demo: dict[str, str]):
+    from playwright.sync_api import expect
+
+    page.goto(demo["dashboard"])
+    expect(page.locator("#conn-state")).to_have_text("connected")
+    open_tab(page, "traffic")
+    expect(page.locator("#chart-node canvas")).to_be_visible()
+    expect(page.locator("#node-chart-hint")).to_be_hidden()
+    expect(page.locator("#conn-chart-hint")).to_be_visible()
+    expect(page.locator("#chart-conn")).to_be_hidden()
+    expect(page.locator("#traffic-conn option")).not_to_have_count(1)
+    page.select_option("#traffic-conn", index=1)
+    expect(page.locator("#chart-conn canvas")).to_be_visible()
+    expect(page.locator("#conn-chart-hint")).to_be_hidden()
+    page.select_option("#traffic-conn", index=0)
+    expect(page.locator("#chart-conn")).to_be_hidden()
+    expect(page.locator("#conn-chart-hint")).to_be_visible()
+
+
+#: Runs before the page's scripts: keeps every uPlot chart the page makes, to read
+#: what its time axis drew (uPlot draws on a canvas).
+KEEP_PLOTS_SCRIPT = """
+window.__plots = [];
+let realUPlot;
+Object.defineProperty(window, "uPlot", {
+  configurable: true,
+  get: () => realUPlot,
+  set: (u) => {
+    realUPlot = new Proxy(u, { construct(target, args) {
+      const plot = new target(...args);
+      window.__plots.push(plot);
+      return plot;
+    } });
+  },
+});
+"""
+#: The time axis's labels of the chart in element ``id``, as drawn: each one's text
+#: and its box (CSS px; a label is centred on its tick).
+TIME_LABELS_SCRIPT = r"""(id) => {
+    const u = window.__plots.find((p) => p.root.parentElement.id === id);
+    const axis = u.axes[0];
+    const ratio = window.devicePixelRatio || 1;
+    const ctx = document.createElement("canvas").getContext("2d");
+    ctx.font = Array.isArray(axis.font) ? axis.font[0] : axis.font;
+    return (axis._splits || []).map((v, i) => {
+        const text = String(axis._values[i] ?? "");
+        const width = Math.max(...text.split("\n").map((l) => ctx.measureText(l).width)) / ratio;
+        const x = u.valToPos(v, "x");
+        return { text, left: x - width / 2, right: x + width / 2 };
+    }).filter((l) => l.text !== "");
+}"""
+TIME_LABELS_READY = """(id) => {
+    const u = window.__plots.find((p) => p.root.parentElement.id === id);
+    return Boolean(u && u.axes[0]._splits && u.axes[0]._splits.length > 1);
+}"""
+
+
+@pytest.mark.parametrize("width", [1400, 1000, 820])
+def test_dht_chart_time_labels_do_not_overlap(browser: Any, fixtures_dir: Path, width: int):
+    from playwright.sync_api import expect
+
+    args = ["-m", "libp2p_introspection", "dashboard", "--port", "0",
+            "--file", str(fixtures_dir / "sample-1min.mock")]  # fmt: skip
+    with running(args, first_line_timeout=60) as (_, url):
+        with contextlib.contextmanager(_open_page)(
+            browser, viewport={"width": width, "height": 900}
+        ) as page:
+            page.add_init_script(KEEP_PLOTS_SCRIPT)
+            page.goto(url)
+            expect(page.locator("#peer-id")).to_have_text(SAMPLE_PEER)
+            for tab, chart in (("dht", "chart-dht"), ("traffic", "chart-node")):
+                open_tab(page, tab)
+                page.wait_for_function(TIME_LABELS_READY, arg=chart)
+                labels = page.evaluate(TIME_LABELS_SCRIPT, chart)
+                assert len(labels) >= 2, labels
+                for a, b in itertools.pairwise(labels):
+                    assert a["right"] + 4 <= b["left"], f"{chart} at {width}px: {a} overlaps {b}"
+                assert all("\n" not in label["text"] for label in labels), labels  # one line each
+            shot(page, f"recording-dht-{width}")
 
 
 # ---------------------------------------------------------------- hostile strings
@@ -377,7 +608,11 @@ def walk_every_view(page: Any, fields: dict[str, str]) -> None:
     # The node header.
     expect(page.locator("#peer-id")).to_have_text(f["runtime.peer_id"])
     expect(page.locator("#peer-id")).to_have_attribute("title", f["runtime.peer_id"])
-    for field, box in (("implementation", "impl"), ("version", "version"), ("platform", "platform")):
+    for field, box in (
+        ("implementation", "impl"),
+        ("version", "version"),
+        ("platform", "platform"),
+    ):
         expect(page.locator(f"#runtime-{box}")).to_have_text(f[f"runtime.{field}"])
 
     # Connections: every cell, tooltips included; then the connection's streams.
@@ -386,7 +621,11 @@ def walk_every_view(page: Any, fields: dict[str, str]) -> None:
     row = page.locator("#connections-table .tabulator-row").first
     expect(row.locator(".peer-cell")).to_have_attribute("title", f["conn.peer_id"])
     expect(row.locator("[tabulator-field=src]")).to_have_text(f"{f['conn.src']}→ {f['conn.dst']}")
-    for field, name in (("transport", "conn.transport_id"), ("mux", "conn.muxer"), ("sec", "conn.security")):
+    for field, name in (
+        ("transport", "conn.transport_id"),
+        ("mux", "conn.muxer"),
+        ("sec", "conn.security"),
+    ):
         expect(row.locator(f"[tabulator-field={field}]")).to_have_text(f[name])
     hover_every_cell(page, "#connections-table", {
         "src": f"{f['conn.src']} → {f['conn.dst']}", "transport": f["conn.transport_id"],
@@ -395,7 +634,11 @@ def walk_every_view(page: Any, fields: dict[str, str]) -> None:
     row.locator("[tabulator-field=status]").click()
     expect(page.locator("#detail-peer")).to_have_text(f"{f['conn.peer_id']} (ACTIVE)")
     expect(page.locator("#conn-streams-table .tabulator-row")).to_have_count(2)
-    stream_tips = {"proto": re.compile(r"^<img src=x .*stream\.protocol"), "in": NUMBER_TIP, "out": NUMBER_TIP}
+    stream_tips = {
+        "proto": re.compile(r"^<img src=x .*stream\.protocol"),
+        "in": NUMBER_TIP,
+        "out": NUMBER_TIP,
+    }
     hover_every_cell(page, "#conn-streams-table", stream_tips)
     page.click("#detail-close")
     expect(page.locator("#conn-detail")).to_be_hidden()
@@ -404,7 +647,9 @@ def walk_every_view(page: Any, fields: dict[str, str]) -> None:
     open_tab(page, "streams")
     expect(page.locator("#streams-table .tabulator-row")).to_have_count(2)
     protos = page.locator("#streams-table .tabulator-row [tabulator-field=proto]").all_inner_texts()
-    assert sorted(p.strip() for p in protos) == sorted([f["stream.protocol"], f["stream.protocol.2"]])
+    assert sorted(p.strip() for p in protos) == sorted(
+        [f["stream.protocol"], f["stream.protocol.2"]]
+    )
     hover_every_cell(page, "#streams-table", stream_tips)
 
     # Traffic: the connection chooser's options, and the charts' legends.
@@ -418,7 +663,9 @@ def walk_every_view(page: Any, fields: dict[str, str]) -> None:
     open_tab(page, "dht")
     expect(page.locator("#dht-table .tabulator-row:not(.tabulator-group)")).to_have_count(1)
     expect(page.locator("#dht-summary")).to_contain_text(f"{f['dht.protocol']} enabled")
-    expect(page.locator("#dht-table .tabulator-group").first).to_contain_text("common prefix length 0")
+    expect(page.locator("#dht-table .tabulator-group").first).to_contain_text(
+        "common prefix length 0"
+    )
     expect(page.locator("#dht-table .peer-cell")).to_have_attribute("title", f["dht.peer"])
     hover_every_cell(page, "#dht-table", {})
 
@@ -433,7 +680,9 @@ def walk_every_view(page: Any, fields: dict[str, str]) -> None:
     expect(rows.nth(1)).to_be_visible()
     types = page.locator("#events-table .tabulator-row [tabulator-field=type]").all_inner_texts()
     assert len(types) >= 2 and {t.strip() for t in types} == {f["event.type"]}, types
-    summaries = " ".join(page.locator("#events-table .tabulator-row [tabulator-field=summary]").all_inner_texts())
+    summaries = " ".join(
+        page.locator("#events-table .tabulator-row [tabulator-field=summary]").all_inner_texts()
+    )
     # (A summary is cut at 240 characters: the JSON below has the rest.)
     assert json.dumps(f["event.key"]) in summaries and f["event.text"] in summaries, summaries
     hover_every_cell(page, "#events-table", {})
@@ -442,7 +691,14 @@ def walk_every_view(page: Any, fields: dict[str, str]) -> None:
             rows.nth(k).locator("[tabulator-field=summary]").click()
         expect(rows.nth(k).locator("pre.event-json")).to_have_count(1)
     shown = " ".join(page.locator("#events-table pre.event-json").all_inner_texts())
-    for name in ("event.type", "event.key", "event.value", "event.item", "event.property", "event.text"):
+    for name in (
+        "event.type",
+        "event.key",
+        "event.value",
+        "event.item",
+        "event.property",
+        "event.text",
+    ):
         assert json.dumps(f[name]) in shown, (name, shown)
     chip.click()  # the filter off again
     expect(page.locator("#event-chips .chip.on")).to_have_count(0)
@@ -487,7 +743,7 @@ def test_hostile_strings_from_a_server_and_a_recording_show_as_text(
         shot(page, "hostile-live")
 
         # The same strings in a recording, opened from the page under a hostile file name.
-        name = '<img src=x onerror="xss(\'file.name\')">.mock'  # a file name has no "/"
+        name = "<img src=x onerror=\"xss('file.name')\">.mock"  # a file name has no "/"
         page.set_input_files("#file-input", files=[
             {"name": name, "mimeType": "application/octet-stream", "buffer": recording.read_bytes()}
         ])  # fmt: skip
@@ -591,12 +847,16 @@ def test_another_origin_cannot_drive_the_dashboard(page: Any):
     with running(args, first_line_timeout=60) as (_, url):
         attacker = _AttackerPages(url)
         try:
+
             def status() -> dict[str, Any]:
                 with urllib.request.urlopen(url + "api/status", timeout=10) as response:
                     return json.load(response)
 
             before = status()
-            for origin in (f"http://127.0.0.1:{attacker.port}", f"http://evil.test:{attacker.port}"):
+            for origin in (
+                f"http://127.0.0.1:{attacker.port}",
+                f"http://evil.test:{attacker.port}",
+            ):
                 for path in ("/form-connect", "/form-pause"):
                     with page.expect_response(lambda r: "/api/" in r.url) as answer:
                         page.goto(origin + path)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 
+from libp2p_introspection.dashboard.convert import dht_query, dumps, event_to_json
 from libp2p_introspection.dashboard.recording import RecordingLoadError, load_recording
+from libp2p_introspection.protocol import pb
 
 SAMPLE_PEER = "8de3166db28fddb199f05be0acea65772e7a1b289086902160d1060e83dac2fd"
 
@@ -21,7 +24,10 @@ def test_sample_1min_facts(fixtures_dir: Path):
     assert store.runtime["platform"] == "macOS"
     assert store.runtime["peerId"] == SAMPLE_PEER
     assert {t["name"] for t in store.runtime["eventTypes"]} == {
-        "PeerConnecting", "PeerDisconnecting", "InboundDHTQuery", "OutboundDHTQuery",
+        "PeerConnecting",
+        "PeerDisconnecting",
+        "InboundDHTQuery",
+        "OutboundDHTQuery",
     }
     assert len(store) == 30  # no time bound for a recording
     first = store.snapshots().__next__().data
@@ -58,3 +64,53 @@ def test_truncated_recording_keeps_what_precedes_the_cut(fixtures_dir: Path):
 def test_not_a_recording_or_no_snapshot_is_an_error(data: bytes):
     with pytest.raises(RecordingLoadError):
         load_recording(io.BytesIO(data), name="bad.mock")
+
+
+def test_dht_query_events_are_read_in_every_shape(fixtures_dir: Path):
+    """The toolkit's (its recording: peerIds with null entries, no messageType), ours
+    (PROTOCOL.md §3) and our older one (peerId, queryType, durationMs, lower case)."""
+    store, _ = load_recording(fixtures_dir / "sample-1min.mock")
+    queries = [e["query"] for e in store.events() if "DHT" in e["type"]]
+    assert len(queries) == 465 + 462
+    assert all("query" not in e for e in store.events() if "DHT" not in e["type"])
+    assert {q["dir"] for q in queries} == {"INBOUND", "OUTBOUND"}
+    assert {q["result"] for q in queries} == {"SUCCESS", "ERROR", "TIMEOUT"}
+    assert {q["message"] for q in queries} == {"VALUE", "PROVIDER", "CONTENT"}  # its `type`
+    assert all(q["peers"] and all(isinstance(p, str) and p for p in q["peers"]) for q in queries)
+    assert all(isinstance(q["ms"], int) for q in queries)
+    # Some of its query peers are peers of its routing table (the widget's match).
+    table = {p["peer"] for b in store.latest.data["dht"]["buckets"] for p in b["peers"]}
+    assert sum(bool(table & set(q["peers"])) for q in queries) > 100
+
+    new = {
+        "direction": "OUTBOUND", "peerIds": ["12D3KooWa"], "queryId": "ab", "targetPeerId": "",
+        "totalTimeMs": 12, "totalSteps": 1, "trigger": "API", "type": "CONTENT",
+        "messageType": "FIND_NODE", "result": "TIMEOUT",
+    }  # fmt: skip
+    old = {"peerId": "12D3KooWa", "queryType": "GET_VALUE", "result": "success", "durationMs": 7}
+    hostile = {"peerIds": "12D3KooWa", "peerId": 5, "messageType": ["x"], "result": 3,
+               "totalTimeMs": True, "durationMs": "7"}  # fmt: skip
+    assert dht_query("OutboundDHTQuery", new) == {
+        "dir": "OUTBOUND", "peers": ["12D3KooWa"], "message": "FIND_NODE", "result": "TIMEOUT",
+        "ms": 12,
+    }  # fmt: skip
+    assert dht_query("InboundDHTQuery", old) == {
+        "dir": "INBOUND", "peers": ["12D3KooWa"], "message": "GET_VALUE", "result": "SUCCESS",
+        "ms": 7,
+    }  # fmt: skip
+    assert dht_query("InboundDHTQuery", hostile) == {
+        "dir": "INBOUND", "peers": [], "message": "", "result": "", "ms": None,
+    }  # fmt: skip
+    assert dht_query("InboundDHTQuery", "not an object") is None
+    assert dht_query("PeerConnecting", new) is None
+
+
+def test_event_content_with_nan_stays_text():
+    """Python's json reads NaN and Infinity, a browser's JSON.parse refuses them: the
+    whole feed batch (a hello, with every snapshot) would be lost in the page."""
+    event = pb.Event(ts=5, content='{"totalTimeMs": NaN, "peerIds": ["p"]}')
+    event.type.name = "OutboundDHTQuery"
+    converted = event_to_json(event)
+    assert converted["content"] == '{"totalTimeMs": NaN, "peerIds": ["p"]}'
+    assert "query" not in converted
+    json.loads(dumps(converted), parse_constant=lambda c: pytest.fail(f"{c} sent to the page"))

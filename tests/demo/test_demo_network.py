@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import trio
+from event_checks import ToolkitDhtShape
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
 from libp2p.peer.id import ID as PeerID
 
@@ -21,6 +24,8 @@ from libp2p_introspection.demo import (
     DemoNode,
     DemoOptions,
 )
+from libp2p_introspection.introspector import HostIntrospector
+from libp2p_introspection.protocol import pb
 
 #: Options for tests: no automatic churn unless asked, reproducible choices.
 QUIET = DemoOptions(nodes=4, seed=1234, churn=False)
@@ -223,3 +228,37 @@ async def test_cancel_stops_every_node_quickly() -> None:
         with pytest.raises(OSError):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             await stream.aclose()
+
+
+async def test_demo_dht_query_events_have_the_toolkits_shape(fixtures_dir: Path) -> None:
+    """The observed node's introspector reports the demo's DHT work in the keys of the
+    observer-toolkit's own recording; peerIds match its routing table's peer ids."""
+    shape = ToolkitDhtShape.read(fixtures_dir / "sample-1min.mock")
+    log: list[pb.Event] = []
+    intros: list[HostIntrospector] = []
+
+    def attach(node: DemoNode) -> None:
+        intro = HostIntrospector(node.host, dht=node.dht)
+        intro.set_event_sink(log.append)
+        intros.append(intro)
+
+    opts = replace(QUIET, nodes=3, dht_rate=8.0, observed_dht_share=0.5, on_observed_ready=attach)
+    async with running(opts) as net:
+        # py-libp2p's own refresh, as the demo's "refresh" operation runs it.
+        await net.observed.dht.peer_routing.refresh_routing_table()
+        with trio.fail_after(20):
+            while {json.loads(e.content)["direction"] for e in _dht(log)} != {
+                "INBOUND",
+                "OUTBOUND",
+            }:
+                await trio.sleep(0.1)
+        table = {p.peer_id for b in intros[0].state().subsystems.dht.buckets for p in b.peers}
+        others = {n.peer_id.to_base58() for n in net.others}
+        assert table == others
+        seen = [shape.check(e, dht_peer_ids=others) for e in _dht(log)]
+        assert "DISCOVERY" in {c["trigger"] for c in seen if c["direction"] == "OUTBOUND"}
+        intros[0].detach()
+
+
+def _dht(log: list[pb.Event]) -> list[pb.Event]:
+    return [e for e in log if e.type.name in ("InboundDHTQuery", "OutboundDHTQuery")]

@@ -1,4 +1,5 @@
-"""Kademlia DHT: routing table buckets by cpl, query counters and query events."""
+"""Kademlia DHT: routing table buckets by cpl, query counters and query events (in the
+observer-toolkit's shape, checked against its own recording: PROTOCOL.md §3)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 
 import trio
 import varint
+from event_checks import ToolkitDhtShape
 from introspector_harness import EventLog, FakeClock, connect, running_hosts, wait_until
 from libp2p.kad_dht.common import PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.tools.anyio_service import background_trio_service
 
 from libp2p_introspection.introspector import HostIntrospector
@@ -84,11 +87,11 @@ async def test_dht_buckets_counters_and_events() -> None:
             assert dht2.incoming_queries.success > 0
 
             out0 = logs[0].named("OutboundDHTQuery")
-            assert {e["queryType"] for e in out0} >= {"FIND_NODE", "PUT_VALUE"}
-            assert sum(e["result"] == "success" for e in out0) == dht.outgoing_queries.success
+            assert {e["messageType"] for e in out0} >= {"FIND_NODE", "PUT_VALUE"}
+            assert sum(e["result"] == "SUCCESS" for e in out0) == dht.outgoing_queries.success
             in2 = logs[2].named("InboundDHTQuery")
-            assert any(e["queryType"] == "PUT_VALUE" for e in in2)
-            assert sum(e["result"] == "success" for e in in2) == dht2.incoming_queries.success
+            assert any(e["messageType"] == "PUT_VALUE" for e in in2)
+            assert sum(e["result"] == "SUCCESS" for e in in2) == dht2.incoming_queries.success
             assert all(e.ts == clock.now - 1_500 for e in logs[0].events if "DHT" in e.type.name)
 
             for intro in intros:
@@ -113,8 +116,9 @@ async def test_dht_failed_queries_are_counted_as_errors() -> None:
             assert result == []
             gauge = intro.state().subsystems.dht.outgoing_queries
             assert gauge.error >= 1
-            errors = [e for e in log.named("OutboundDHTQuery") if e["result"] == "error"]
-            assert errors and errors[0]["peerId"] == plain.get_id().to_base58()
+            errors = [e for e in log.named("OutboundDHTQuery") if e["result"] == "ERROR"]
+            assert errors and errors[0]["peerIds"] == [plain.get_id().to_base58()]
+            assert errors[0]["messageType"] == "FIND_NODE"
 
             # Inbound: a malformed request on a Kademlia stream.
             await connect(client, node)
@@ -122,12 +126,260 @@ async def test_dht_failed_queries_are_counted_as_errors() -> None:
             garbage = b"\xff\xff\xff not a protobuf"
             await stream.write(varint.encode(len(garbage)) + garbage)
             await wait_until(lambda: intro.state().subsystems.dht.incoming_queries.error >= 1)
-            (event,) = [e for e in log.named("InboundDHTQuery") if e["result"] == "error"]
-            assert event == {
-                "peerId": client.get_id().to_base58(),
-                "queryType": "UNKNOWN",
-                "result": "error",
-            }
+            (event,) = [e for e in log.named("InboundDHTQuery") if e["result"] == "ERROR"]
+            assert event["peerIds"] == [client.get_id().to_base58()]
+            # The bytes framed a whole request, which py-libp2p could not parse.
+            assert (event["messageType"], event["type"]) == ("UNKNOWN", "CONTENT")
             assert intro.state().subsystems.dht.incoming_queries.success == 0
             json.dumps(event)
+            intro.detach()
+
+
+# ------------------------------------------- query events in the observer-toolkit's shape
+
+
+def _dht_events(log: EventLog) -> list[pb.Event]:
+    return [e for e in log.events if e.type.name in ("InboundDHTQuery", "OutboundDHTQuery")]
+
+
+def _table_ids(intro: HostIntrospector) -> set[str]:
+    """The peer ids of the snapshot's routing table, as ``PeerInDHT.peer_id`` writes them."""
+    return {p.peer_id for b in intro.state().subsystems.dht.buckets for p in b.peers}
+
+
+async def test_query_events_have_the_toolkits_keys_and_types(fixtures_dir: Any) -> None:
+    """Every RPC, sent or answered, is one event with the keys and value kinds of the
+    toolkit's own recording; peerIds names the peer as the routing table does; triggers
+    come from py-libp2p's call path; targets are the keys the RPCs carried."""
+    shape = ToolkitDhtShape.read(fixtures_dir / "sample-1min.mock")
+    with trio.fail_after(60):
+        async with running_hosts(3) as hosts:
+            # No background service: every RPC below is one the test caused.
+            dhts = [KadDHT(h, DHTMode.SERVER) for h in hosts]
+            intros = [HostIntrospector(h, dht=d) for h, d in zip(hosts, dhts, strict=True)]
+            logs = [EventLog() for _ in hosts]
+            for intro, log in zip(intros, logs, strict=True):
+                intro.set_event_sink(log)
+            await connect(hosts[0], hosts[1])
+            await connect(hosts[1], hosts[2])
+            for dht in dhts:
+                for peer in dht.host.get_connected_peers():
+                    await dht.add_peer(peer, skip_server_mode_check=True)
+
+            # API: what an application asks for.
+            assert await dhts[0].find_peer(hosts[2].get_id()) is not None
+            await dhts[0].put_value("/test/key", b"value")
+            assert await dhts[2].get_value("/test/key") == b"value"
+            content_key = hashlib.sha256(b"content").hexdigest()
+            await dhts[0].provide(content_key)
+            assert await dhts[2].find_providers(content_key)
+            api_events = len(logs[0].events)
+            # DISCOVERY: py-libp2p's own routing-table refresh.
+            await dhts[0].refresh_routing_table()
+            refresh = logs[0].events[api_events:]
+            await wait_until(lambda: all(d.get_routing_table_size() == 2 for d in dhts))
+
+            ids = [h.get_id().to_base58() for h in hosts]
+            for i, log in enumerate(logs):
+                table = _table_ids(intros[i])
+                assert table == set(ids) - {ids[i]}
+                for event in _dht_events(log):
+                    content = shape.check(event, dht_peer_ids=table)
+                    direction = "INBOUND" if event.type.name == "InboundDHTQuery" else "OUTBOUND"
+                    assert content["direction"] == direction
+            out0 = [json.loads(e.content) for e in logs[0].events[:api_events]]
+            out0 = [e for e in out0 if e["direction"] == "OUTBOUND"]
+            assert {e["trigger"] for e in out0} == {"API"}
+            assert {e["messageType"] for e in out0} >= {"FIND_NODE", "PUT_VALUE", "ADD_PROVIDER"}
+            kinds = {(e["messageType"], e["type"]) for e in out0}
+            assert kinds >= {("FIND_NODE", "CONTENT"), ("PUT_VALUE", "VALUE")}
+            assert ("ADD_PROVIDER", "PROVIDER") in kinds
+            # Targets: FIND_NODE's key as a peer id, the others' keys in hex.
+            targets = {e["targetPeerId"] for e in out0 if e["messageType"] == "FIND_NODE"}
+            assert ids[2] in targets  # find_peer(h2)
+            puts = {e["targetPeerId"] for e in out0 if e["messageType"] == "PUT_VALUE"}
+            assert puts == {b"/test/key".hex()}
+            adds = {e["targetPeerId"] for e in out0 if e["messageType"] == "ADD_PROVIDER"}
+            assert adds == {content_key}
+            # The peer that stored the value saw the same key, inbound.
+            in2 = [json.loads(e.content) for e in _dht_events(logs[2])]
+            stored = [
+                e for e in in2 if e["direction"] == "INBOUND" and e["messageType"] == "PUT_VALUE"
+            ]
+            assert stored and {e["targetPeerId"] for e in stored} == {b"/test/key".hex()}
+            assert {e["trigger"] for e in in2 if e["direction"] == "INBOUND"} == {"API"}
+            gets = [e for e in in2 if e["messageType"] == "GET_PROVIDERS"]
+            assert gets and all(e["type"] == "PROVIDER" for e in gets)
+            # Every RPC the refresh sent is a DISCOVERY (and it sent some).
+            sent = [json.loads(e.content) for e in refresh if e.type.name == "OutboundDHTQuery"]
+            assert sent and {e["trigger"] for e in sent} == {"DISCOVERY"}
+            assert ids[0] in {e["targetPeerId"] for e in sent}  # its self-lookup
+            # Ids are one per RPC; results are counted as the events say.
+            all_events = [json.loads(e.content) for log in logs for e in _dht_events(log)]
+            assert len({e["queryId"] for e in all_events}) == len(all_events)
+            gauge = intros[0].state().subsystems.dht
+            out_all = [json.loads(e.content) for e in _dht_events(logs[0])]
+            out_all = [e for e in out_all if e["direction"] == "OUTBOUND"]
+            assert gauge.outgoing_queries.success == sum(e["result"] == "SUCCESS" for e in out_all)
+            assert gauge.outgoing_queries.error == sum(e["result"] == "ERROR" for e in out_all)
+            for intro in intros:
+                intro.detach()
+            assert "refresh_routing_table" not in vars(dhts[0])
+            assert "refresh_routing_table" not in vars(dhts[0].peer_routing)
+
+
+async def test_random_walk_refreshes_are_discovery() -> None:
+    """With random walk on, py-libp2p refreshes through its RTRefreshManager (from its
+    start, its periodic task and trigger_refresh): those RPCs are DISCOVERY too."""
+    with trio.fail_after(60):
+        async with running_hosts(3) as hosts:
+            dhts = [
+                KadDHT(h, DHTMode.SERVER, enable_random_walk=(i == 0)) for i, h in enumerate(hosts)
+            ]
+            intro = HostIntrospector(hosts[0], dht=dhts[0])
+            log = EventLog()
+            intro.set_event_sink(log)
+            await connect(hosts[0], hosts[1])
+            await connect(hosts[1], hosts[2])
+            for dht in dhts:
+                for peer in dht.host.get_connected_peers():
+                    await dht.add_peer(peer, skip_server_mode_check=True)
+            manager = dhts[0].rt_refresh_manager
+            assert manager is not None
+            await manager._do_refresh(force=True)  # what its own loops call
+            walked = [
+                json.loads(e.content) for e in log.events if e.type.name == "OutboundDHTQuery"
+            ]
+            assert walked and {e["trigger"] for e in walked} == {"DISCOVERY"}
+            before = len(log.events)
+            await dhts[0].put_value("/test/key", b"value")
+            asked = [json.loads(e.content) for e in log.events[before:]]
+            asked = [e for e in asked if e["direction"] == "OUTBOUND"]
+            assert asked and {e["trigger"] for e in asked} == {"API"}
+            intro.detach()
+            assert "_do_refresh" not in vars(manager)
+
+
+async def _read_varint(stream: Any) -> int:
+    prefix = b""
+    while not prefix or prefix[-1] & 0x80:
+        byte = await stream.read(1)
+        assert byte, "the stream ended inside a length prefix"
+        prefix += byte
+    return int(varint.decode_bytes(prefix))
+
+
+class _SlowKademlia:
+    """A Kademlia peer that reads one request and answers it (an empty FIND_NODE
+    response) only once ``answer`` is set; ``got`` is set when the request arrived."""
+
+    def __init__(self) -> None:
+        self.got = trio.Event()
+        self.answer = trio.Event()
+
+    async def handle(self, stream: Any) -> None:
+        length = await _read_varint(stream)
+        body = b""
+        while len(body) < length:
+            chunk = await stream.read(length - len(body))
+            assert chunk, "the request was cut short"
+            body += chunk
+        self.got.set()
+        await self.answer.wait()
+        reply = Message(type=Message.MessageType.FIND_NODE).SerializeToString()
+        await stream.write(varint.encode(len(reply)) + reply)
+        await stream.close()
+
+
+async def test_outbound_ts_is_when_the_rpc_was_sent_and_a_cancelled_rpc_emits_nothing() -> None:
+    clock = FakeClock()
+    with trio.fail_after(30):
+        async with running_hosts(2) as (node, slow_host):
+            dht = KadDHT(node, DHTMode.SERVER)
+            intro = HostIntrospector(node, dht=dht, clock_ms=clock)
+            log = EventLog()
+            intro.set_event_sink(log)
+            slow = _SlowKademlia()
+            slow_host.set_stream_handler(PROTOCOL_ID, slow.handle)
+            await connect(node, slow_host)
+            target = slow_host.get_id()
+            sent_at = clock.now
+
+            async def ask() -> None:
+                await dht.peer_routing._query_peer_for_closest(
+                    slow_host.get_id(), target.to_bytes()
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask)
+                await slow.got.wait()
+                clock.advance(5_000)  # answered five (fake) seconds after it was sent
+                slow.answer.set()
+            (event,) = [e for e in log.events if e.type.name == "OutboundDHTQuery"]
+            content = json.loads(event.content)
+            assert event.ts == sent_at
+            assert content["result"] == "SUCCESS" and content["targetPeerId"] == target.to_base58()
+            assert isinstance(content["totalTimeMs"], int) and content["totalTimeMs"] >= 0
+
+            # A caller that gives up before the timeout: no event, not counted.
+            slow.got, slow.answer = trio.Event(), trio.Event()
+            gauge_before = intro.state().subsystems.dht.outgoing_queries
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask)
+                await slow.got.wait()
+                nursery.cancel_scope.cancel()
+            assert len([e for e in log.events if e.type.name == "OutboundDHTQuery"]) == 1
+            gauge = intro.state().subsystems.dht.outgoing_queries
+            assert (gauge.success, gauge.error, gauge.timeout) == (
+                gauge_before.success,
+                gauge_before.error,
+                gauge_before.timeout,
+            )
+            intro.detach()
+
+
+async def test_inbound_ts_is_when_the_request_arrived_and_each_request_is_one_event() -> None:
+    clock = FakeClock()
+    with trio.fail_after(30):
+        async with running_hosts(2) as (node, client):
+            dht = KadDHT(node, DHTMode.SERVER)
+            intro = HostIntrospector(node, dht=dht, clock_ms=clock)
+            log = EventLog()
+            intro.set_event_sink(log)
+            await connect(client, node)
+            stream = await client.new_stream(node.get_id(), [PROTOCOL_ID])
+            wanted = client.get_id()
+            find = Message(type=Message.MessageType.FIND_NODE, key=wanted.to_bytes())
+            request = find.SerializeToString()
+            framed = varint.encode(len(request)) + request
+            received_at = clock.now
+            await stream.write(framed[:3])  # the request starts arriving...
+
+            def read_by_node() -> int:
+                kad = [s for c in intro.state().subsystems.connections for s in c.streams.streams
+                       if s.protocol == PROTOCOL_ID]  # fmt: skip
+                return sum(s.traffic.traffic_in.cum_bytes for s in kad)
+
+            await wait_until(lambda: read_by_node() >= 3)
+            clock.advance(2_000)
+            await stream.write(framed[3:])  # ...and is complete two (fake) seconds later
+            assert await _read_varint(stream) > 0  # the answer starts
+            # A PING on the same stream, then the client hangs up.
+            ping = Message(type=Message.MessageType.PING).SerializeToString()
+            await stream.write(varint.encode(len(ping)) + ping)
+            await wait_until(lambda: len(log.named("InboundDHTQuery")) >= 2)
+            await stream.close()
+            first, second = [e for e in log.events if e.type.name == "InboundDHTQuery"]
+            assert first.ts == received_at
+            c1, c2 = json.loads(first.content), json.loads(second.content)
+            assert (c1["messageType"], c1["type"], c1["result"]) == (
+                "FIND_NODE",
+                "CONTENT",
+                "SUCCESS",
+            )
+            assert c1["targetPeerId"] == wanted.to_base58()
+            assert c1["peerIds"] == [client.get_id().to_base58()]
+            assert (c2["messageType"], c2["type"], c2["targetPeerId"]) == ("PING", "CONTENT", "")
+            assert second.ts == clock.now
+            assert intro.state().subsystems.dht.incoming_queries.success == 2
             intro.detach()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import trio
+from event_checks import ToolkitDhtShape
 from introspector_harness import running_hosts
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 
@@ -49,6 +50,37 @@ async def test_runtime_declares_dht_events_when_dht_given() -> None:
             names = {t.name for t in intro.runtime().event_types}
             assert names == CONNECTION_EVENTS | DHT_EVENTS
             types = {t.name: t for t in intro.runtime().event_types}
-            peer = [p for p in types["OutboundDHTQuery"].property_types if p.name == "peerId"]
-            assert peer[0].type == pb.EventType.EventProperty.PEERID
+            P = pb.EventType.EventProperty
+            for name in DHT_EVENTS:
+                declared = {p.name: (p.type, p.has_multiple) for p in types[name].property_types}
+                assert declared == {
+                    "direction": (P.STRING, False),
+                    "peerIds": (P.PEERID, True),
+                    "queryId": (P.STRING, False),
+                    "targetPeerId": (P.STRING, False),
+                    "totalTimeMs": (P.NUMBER, False),
+                    "totalSteps": (P.NUMBER, False),
+                    "trigger": (P.STRING, False),
+                    "type": (P.STRING, False),
+                    "messageType": (P.STRING, False),
+                    "result": (P.STRING, False),
+                }
+            intro.detach()
+
+
+async def test_dht_property_types_agree_with_the_toolkits_runtime(fixtures_dir) -> None:
+    """Where the toolkit's own recording declares a DHT query property, ours is declared
+    the same (its events table picks a column's renderer by these)."""
+    theirs = ToolkitDhtShape.read(fixtures_dir / "sample-1min.mock").declared
+    with trio.fail_after(30):
+        async with running_hosts(1) as (host,):
+            intro = HostIntrospector(host, dht=KadDHT(host, DHTMode.SERVER))
+            ours = {
+                t.name: {p.name: (p.type, p.has_multiple) for p in t.property_types}
+                for t in intro.runtime().event_types
+            }
+            for name in DHT_EVENTS:
+                assert theirs[name], name
+                for prop, declared in theirs[name].items():
+                    assert ours[name][prop] == declared, (name, prop)
             intro.detach()

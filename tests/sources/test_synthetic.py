@@ -11,7 +11,7 @@ from typing import Any
 import multiaddr
 import pytest
 import trio
-from event_checks import FakeClock, check_events
+from event_checks import FakeClock, ToolkitDhtShape, check_events
 from libp2p.peer.id import ID
 
 from libp2p_introspection.client import connect
@@ -191,9 +191,20 @@ async def test_run_events_are_deterministic(autojump_clock: trio.abc.Clock) -> N
 
 
 def test_counters_are_monotonic_and_bandwidth_matches_the_window() -> None:
+    """From one snapshot to the next. (The first one's baseline is the traffic the
+    connections had when the source started, which no snapshot shows: it is the
+    starting point here, and test_the_first_snapshot_adds_up checks it.)"""
     h = Harness(connections=40, streams=6, churn=0.1, closed_connection_lifetime_ms=4_000)
     seen: dict[bytes, tuple[int, int, int, int]] = {}  # id -> last (in bytes, in pkts, out...)
-    node_prev = (0, 0, 0, 0)
+    baseline = h.state(1_000)
+    node_prev = (
+        baseline.traffic.traffic_in.cum_bytes, baseline.traffic.traffic_in.cum_packets,
+        baseline.traffic.traffic_out.cum_bytes, baseline.traffic.traffic_out.cum_packets,
+    )  # fmt: skip
+    for obj in list(baseline.subsystems.connections) + [s for _, s in all_streams(baseline)]:
+        t = obj.traffic
+        seen[obj.id] = (t.traffic_in.cum_bytes, t.traffic_in.cum_packets,
+                        t.traffic_out.cum_bytes, t.traffic_out.cum_packets)  # fmt: skip
     for step in (1_000, 700, 1_300, 0, 1_000, 2_000, 1_000, 1_000, 500, 1_000):
         state = h.state(step)
         window = state.snapshot_duration_ms
@@ -236,6 +247,42 @@ def test_counters_are_monotonic_and_bandwidth_matches_the_window() -> None:
         # The node includes closed and purged connections: at least the retained ones.
         assert now_node[0] >= retained
     assert node_prev[0] > 0 and node_prev[2] > 0
+
+
+def test_the_first_snapshot_adds_up() -> None:
+    """The server takes its first snapshot as it starts, milliseconds after the source:
+    it showed in=4234B and bw_in=529250B/s for a node whose connections are minutes
+    old. Its totals now cover those lives (handshake, then each stream's packets),
+    its bandwidth only the window."""
+    h = Harness(connections=50, streams=4)
+    first = h.state(8)
+    rate = h.state(1_000).traffic.traffic_in.inst_bw  # the node's rate, over a second
+    node = first.traffic
+    conns = first.subsystems.connections
+    for direction in ("traffic_in", "traffic_out"):
+        total = getattr(node, direction)
+        assert total.cum_bytes == sum(getattr(c.traffic, direction).cum_bytes for c in conns)
+        assert total.cum_packets == sum(getattr(c.traffic, direction).cum_packets for c in conns)
+        # 8 ms of it at most: what the window added, per second.
+        assert total.inst_bw * 8 // 1000 <= total.cum_bytes
+    # Its connections are minutes old on average: it has moved minutes of its traffic.
+    assert node.traffic_in.cum_bytes >= 60 * rate > 0
+    for conn in conns:
+        if conn.timeline.open_ts >= START_MS:
+            continue  # opened in the window
+        streams = conn.streams.streams
+        for direction in ("traffic_in", "traffic_out"):
+            gauge = getattr(conn.traffic, direction)
+            payload = sum(getattr(s.traffic, direction).cum_bytes for s in streams)
+            packets = sum(getattr(s.traffic, direction).cum_packets for s in streams)
+            # Its streams' payload, 28 bytes of framing per packet, and a handshake.
+            assert gauge.cum_bytes >= payload + 28 * packets + 900, conn.id
+            assert gauge.cum_packets >= packets + 5, conn.id
+        for stream in streams:
+            age_s = (START_MS - stream.timeline.open_ts) / 1000
+            if stream.protocol == "/meshsub/1.1.0" and age_s >= 10:  # 4 packets/s each way
+                assert stream.traffic.traffic_in.cum_packets > 0, stream.id
+                assert stream.traffic.traffic_out.cum_packets > 0, stream.id
 
 
 def test_ids_are_stable_and_never_reused() -> None:
@@ -469,7 +516,7 @@ def test_five_thousand_connections_with_ten_streams_each() -> None:
 
 
 async def test_run_emits_dht_queries_at_the_configured_rate(
-    autojump_clock: trio.abc.Clock,
+    autojump_clock: trio.abc.Clock, fixtures_dir: Any
 ) -> None:
     h = Harness(events_per_second=20, dht_peers=40)
     runtime = h.source.runtime()
@@ -483,17 +530,32 @@ async def test_run_emits_dht_queries_at_the_configured_rate(
     assert 199 <= len(evs) <= 201
     check_events(runtime, evs)
     assert {e.type.name for e in evs} == {"InboundDHTQuery", "OutboundDHTQuery"}
-    assert all(content(e)["peerId"] in dht_peers for e in evs)
+    # The toolkit's keys and value kinds, the peer named as in the routing table.
+    shape = ToolkitDhtShape.read(fixtures_dir / "sample-1min.mock")
+    for event in evs:
+        shape.check(event, dht_peer_ids=dht_peers)
     inbound = named(evs, "InboundDHTQuery")
     outbound = named(evs, "OutboundDHTQuery")
-    assert {e["result"] for e in inbound} <= {"success", "error"}
-    assert {e["result"] for e in outbound} <= {"success", "error", "timeout", "cancelled"}
+    assert {e["result"] for e in inbound} == {"SUCCESS", "ERROR"}
+    assert {e["result"] for e in outbound} == {"SUCCESS", "ERROR", "TIMEOUT"}
+    assert {e["trigger"] for e in inbound} == {"API"}
+    assert {(e["messageType"], e["trigger"]) for e in outbound} >= {
+        ("FIND_NODE", "DISCOVERY"), ("FIND_NODE", "API"), ("GET_VALUE", "API")
+    }  # fmt: skip
+    for e in inbound + outbound:
+        find_node = e["messageType"] == "FIND_NODE"
+        assert (
+            (ID.from_base58(e["targetPeerId"]) is not None)
+            if find_node
+            else (e["targetPeerId"].startswith("1220") and len(e["targetPeerId"]) == 68)
+        )
+    # ts: when it was sent or received, totalTimeMs before the (fake) clock's now.
+    assert all(e.ts + content(e)["totalTimeMs"] == h.clock.now for e in evs)
     dht = h.state().subsystems.dht
     incoming, outgoing = dht.incoming_queries, dht.outgoing_queries
     assert incoming.success + incoming.error + incoming.timeout == len(inbound)
-    counted = [e for e in outbound if e["result"] != "cancelled"]
-    assert outgoing.success + outgoing.error + outgoing.timeout == len(counted)
-    assert outgoing.timeout == sum(e["result"] == "timeout" for e in outbound)
+    assert outgoing.success + outgoing.error + outgoing.timeout == len(outbound)
+    assert outgoing.timeout == sum(e["result"] == "TIMEOUT" for e in outbound)
 
 
 async def test_run_with_zero_rate_or_no_dht_returns_at_once(

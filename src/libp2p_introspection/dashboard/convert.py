@@ -45,7 +45,17 @@ Event (:func:`event_to_json`)::
 
     {"seq": n (assigned by the store), "ts": ms, "type": name,
      "content": the event's JSON object (or its text, if it is not JSON,
-                nests too deep, or is over MAX_PARSED_CONTENT characters)}
+                nests too deep, or is over MAX_PARSED_CONTENT characters),
+     "query": QUERY (only for an InboundDHTQuery / OutboundDHTQuery)}
+
+    QUERY      = {"dir": "INBOUND"|"OUTBOUND", "peers": [peer id, ...],
+                  "message": str, "result": str (upper case), "ms": number or null}
+
+A DHT query event is read in either shape (:func:`dht_query`): the one of
+PROTOCOL.md §3 (``peerIds``, ``messageType``, ``totalTimeMs``, upper-case
+``result``; the observer-toolkit's, with ``type`` where it has no
+``messageType``), and this project's older one, in recordings made before
+(``peerId``, ``queryType``, ``durationMs``, lower-case ``result``).
 """
 
 from __future__ import annotations
@@ -199,9 +209,57 @@ def event_type_to_json(event_type: pb.EventType) -> JSON:
     }
 
 
+#: The DHT query event types (one event per Kademlia RPC).
+DHT_QUERY_EVENTS = ("InboundDHTQuery", "OutboundDHTQuery")
+
+
+def dht_query(type_name: str, content: Any) -> JSON | None:
+    """What a DHT query event says, from its content in either shape (module doc).
+
+    ``None`` for another event type or a content that is not a JSON object.
+    ``peers`` holds only the non-empty strings of ``peerIds`` (the toolkit's own
+    recordings hold ``null`` entries) or the old ``peerId``; a value of the wrong
+    kind reads as absent. The direction comes from the type name, as the toolkit
+    reads it.
+    """
+    if type_name not in DHT_QUERY_EVENTS or not isinstance(content, dict):
+        return None
+    raw = content.get("peerIds")
+    if isinstance(raw, list):
+        peers = [p for p in raw if isinstance(p, str) and p]
+    else:
+        old = content.get("peerId")
+        peers = [old] if isinstance(old, str) and old else []
+    message = ""
+    for key in ("messageType", "queryType", "type"):
+        value = content.get(key)
+        if isinstance(value, str) and value:
+            message = value
+            break
+    result = content.get("result")
+    ms: Any = None
+    for key in ("totalTimeMs", "durationMs"):
+        value = content.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+            ms = value if abs(value) < 1e15 else None
+            break
+    return {
+        "dir": "INBOUND" if type_name == "InboundDHTQuery" else "OUTBOUND",
+        "peers": peers,
+        "message": message,
+        "result": result.upper() if isinstance(result, str) else "",
+        "ms": ms,
+    }
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")  # NaN, Infinity: a browser's JSON.parse refuses
+
+
 def event_to_json(event: pb.Event) -> JSON:
     """An ``Event``; ``content`` parsed from its JSON text (kept as text if it is not
-    JSON, nests too deeply to parse, or is longer than :data:`MAX_PARSED_CONTENT`).
+    JSON (``NaN`` and ``Infinity`` are not), nests too deeply to parse, or is longer
+    than :data:`MAX_PARSED_CONTENT`); ``query`` added for a DHT query event.
 
     ``seq`` is 0 here; the store numbers events as they arrive.
     """
@@ -211,8 +269,12 @@ def event_to_json(event: pb.Event) -> JSON:
         content = {}
     elif len(text) <= MAX_PARSED_CONTENT:
         with contextlib.suppress(ValueError, RecursionError):  # not JSON, or nested too deep
-            content = json.loads(text)
-    return {"seq": 0, "ts": event.ts, "type": event.type.name, "content": content}
+            content = json.loads(text, parse_constant=_not_json)
+    out = {"seq": 0, "ts": event.ts, "type": event.type.name, "content": content}
+    query = dht_query(event.type.name, content)
+    if query is not None:
+        out["query"] = query
+    return out
 
 
 def summarize(snapshot: JSON) -> JSON:

@@ -10,7 +10,10 @@ when its ``last_seen`` is older than py-libp2p's ``STALE_PEER_THRESHOLD``.
 the table: the moment ``RoutingTable.add_peer`` returned for it, or the
 attach time for peers already present.
 
-Queries are counted by instance-level wrappers (restored on detach):
+Queries are counted, and reported as one ``InboundDHTQuery`` /
+``OutboundDHTQuery`` event per RPC (content keys: PROTOCOL.md §3 and
+:data:`~libp2p_introspection.introspector.events.DHT_QUERY_PROPERTIES`), by
+instance-level wrappers (restored on detach):
 
 * outgoing: the five methods through which py-libp2p 0.8.1 sends every
   Kademlia RPC, one call = one query:
@@ -18,23 +21,37 @@ Queries are counted by instance-level wrappers (restored on detach):
   ``value_store._get_from_peer`` (GET_VALUE), ``value_store._store_at_peer``
   (PUT_VALUE), ``provider_store._get_providers_from_peer_with_closers``
   (GET_PROVIDERS) and ``provider_store._send_add_provider`` (ADD_PROVIDER).
-  These methods swallow their own errors and time out silently, so the
-  outcome is decided from what actually happened on the wire: the wrapper
-  marks the call in a context variable, the stream the call opens is linked
-  to it (the swarm's ``opened_stream`` notifee runs in a child of the calling
-  task, so it sees the variable), and the call is a **success** if a response
-  byte arrived on that stream (or it returned ``True``), a **timeout** if it
-  ran for at least ``QUERY_TIMEOUT``, an **error** otherwise (or if it raised
-  or returned ``False``). A call cancelled by its caller before the timeout
-  (for example a GET_VALUE abandoned once quorum was reached) is reported as
-  ``cancelled`` in the event and not counted. Calls addressed to ourselves
-  never touch the network and are not counted.
+  The event's ``ts`` is when the call started, ``totalTimeMs`` how long it
+  ran, ``targetPeerId`` the key it was given (base58 for FIND_NODE, hex
+  otherwise). These methods swallow their own errors and time out silently,
+  so the outcome is decided from what actually happened on the wire: the
+  wrapper marks the call in a context variable, the stream the call opens is
+  linked to it (the swarm's ``opened_stream`` notifee runs in a child of the
+  calling task, so it sees the variable), and the call is a **SUCCESS** if a
+  response byte arrived on that stream (or it returned ``True``), a
+  **TIMEOUT** if it ran for at least ``QUERY_TIMEOUT``, an **ERROR**
+  otherwise (or if it raised or returned ``False``). A call cancelled by its
+  caller before the timeout (for example a GET_VALUE abandoned once quorum
+  was reached) emits no event and is not counted. Calls addressed to
+  ourselves never touch the network and are not counted.
+* the trigger: py-libp2p's routing-table refresh entry points
+  (``KadDHT.refresh_routing_table``, which its own maintenance loop calls,
+  ``PeerRouting.refresh_routing_table`` and, with random walk on,
+  ``RTRefreshManager._do_refresh``, which its periodic and on-demand
+  refreshes call) are wrapped to mark the task running them in a second
+  context variable; every RPC sent from inside one (the child tasks of its
+  lookups inherit the variable) is ``DISCOVERY``, every other one ``API``.
+  Inbound requests are ``API``: a request does not say why it was sent.
 * incoming: ``KadDHT._do_handle_stream`` (one call per inbound Kademlia
-  stream). Each request message that py-libp2p handled to completion is one
-  **success**: the handler reports it on ``stream.metric_send_channel``,
-  which the wrapper taps for the duration of the call. Bytes of a request
-  read after the last success that never completed (malformed, rejected,
-  reset) make one **error**. Inbound queries have no timeout in py-libp2p.
+  stream). For that call the stream's traffic counter hands the wrapper every
+  chunk py-libp2p reads, and the wrapper follows the varint-framed requests
+  in them (:class:`RequestReader`): each request's message type, key, and
+  the time its first byte was read (the event's ``ts``). Each request that
+  py-libp2p handled to completion is one **SUCCESS**, timed up to that
+  moment: the handler reports it on ``stream.metric_send_channel``, which the
+  wrapper taps for the duration of the call. A request read but never
+  answered (malformed, rejected, reset) is one **ERROR**, and so are the
+  bytes of a request cut short. Inbound queries have no timeout in py-libp2p.
 """
 
 from __future__ import annotations
@@ -43,23 +60,27 @@ import contextlib
 import contextvars
 import hashlib
 import logging
+import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 from libp2p.kad_dht import common as kad_common
+from libp2p.kad_dht.pb.kademlia_pb2 import Message
+from libp2p.peer.id import ID
 
 from libp2p_introspection.introspector import conninfo, events
 from libp2p_introspection.introspector.connections import ConnectionRegistry, StreamRecord
 from libp2p_introspection.introspector.events import EventEmitter
 from libp2p_introspection.introspector.patching import InstancePatcher
-from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol import pb, wire
 
 logger = logging.getLogger(__name__)
 
-#: (owner attribute on KadDHT or None for KadDHT itself, method name, query type)
+#: (owner attribute on KadDHT, method name, the Kademlia message it sends)
 OUTBOUND_METHODS: tuple[tuple[str, str, str], ...] = (
     ("peer_routing", "_query_peer_for_closest", "FIND_NODE"),
     ("value_store", "_get_from_peer", "GET_VALUE"),
@@ -68,7 +89,15 @@ OUTBOUND_METHODS: tuple[tuple[str, str, str], ...] = (
     ("provider_store", "_send_add_provider", "ADD_PROVIDER"),
 )
 
-#: ``KadDhtEvent`` flag -> query type name, for inbound messages.
+#: (owner attribute on KadDHT or "" for KadDHT itself, method name): py-libp2p's
+#: routing-table refresh entry points; an RPC sent while one runs is a ``DISCOVERY``.
+REFRESH_METHODS: tuple[tuple[str, str], ...] = (
+    ("", "refresh_routing_table"),
+    ("peer_routing", "refresh_routing_table"),
+    ("rt_refresh_manager", "_do_refresh"),
+)
+
+#: ``KadDhtEvent`` flag -> message name, for an inbound request whose bytes were not seen.
 _INBOUND_FLAGS: tuple[tuple[str, str], ...] = (
     ("find_node", "FIND_NODE"),
     ("get_value", "GET_VALUE"),
@@ -77,7 +106,75 @@ _INBOUND_FLAGS: tuple[tuple[str, str], ...] = (
     ("add_provider", "ADD_PROVIDER"),
 )
 
-SUCCESS, ERROR, TIMEOUT, CANCELLED = "success", "error", "timeout", "cancelled"
+#: Query results, as the events and the ``QueryGauge`` fields name them.
+SUCCESS, ERROR, TIMEOUT = "SUCCESS", "ERROR", "TIMEOUT"
+#: A call its caller cancelled: no event, not counted.
+CANCELLED = "CANCELLED"
+INBOUND, OUTBOUND = "INBOUND", "OUTBOUND"
+DISCOVERY, API = "DISCOVERY", "API"
+#: Message name of an inbound request that failed before its type could be read.
+UNKNOWN = "UNKNOWN"
+
+_QUERY_TYPES = {
+    "GET_VALUE": "VALUE",
+    "PUT_VALUE": "VALUE",
+    "GET_PROVIDERS": "PROVIDER",
+    "ADD_PROVIDER": "PROVIDER",
+}
+#: Bytes of a request body kept to read its type and key (fields 1 and 2, which
+#: protobuf writes first); a longer body (a big PUT_VALUE) is not kept whole.
+_KEPT_REQUEST_BYTES = 4096
+
+
+def query_type(message_type: str) -> str:
+    """The event's ``type`` for a Kademlia message name: VALUE, PROVIDER or CONTENT."""
+    return _QUERY_TYPES.get(message_type, "CONTENT")
+
+
+def target_string(message_type: str, key: bytes | str | None) -> str:
+    """The event's ``targetPeerId``: the base58 form of a FIND_NODE key (a peer id's
+    bytes), the hex of any other key; "" without a key."""
+    if key is None:
+        return ""
+    raw = key.encode() if isinstance(key, str) else bytes(key)
+    if message_type == "FIND_NODE" and raw:
+        return str(ID(raw).to_base58())
+    return raw.hex()
+
+
+def new_query_id() -> str:
+    """A random ``queryId``: 64 hex digits, one per RPC."""
+    return secrets.token_hex(32)
+
+
+def query_content(
+    *,
+    direction: str,
+    peer: str,
+    message_type: str,
+    target: str,
+    total_time_ms: int,
+    trigger: str,
+    result: str,
+    query_id: str,
+) -> dict[str, Any]:
+    """One DHT query event's content (the keys of ``DHT_QUERY_PROPERTIES``).
+
+    :param peer: the remote peer as ``PeerInDHT.peer_id`` writes it ("" if unknown:
+        then ``peerIds`` is empty).
+    """
+    return {
+        "direction": direction,
+        "peerIds": [peer] if peer else [],
+        "queryId": query_id,
+        "targetPeerId": target,
+        "totalTimeMs": max(0, int(total_time_ms)),
+        "totalSteps": 1,
+        "trigger": trigger,
+        "type": query_type(message_type),
+        "messageType": message_type,
+        "result": result,
+    }
 
 
 @dataclass
@@ -89,7 +186,7 @@ class QueryCounts:
     timeout: int = 0
 
     def count(self, result: str) -> None:
-        """Count one query with outcome ``result`` (``cancelled`` is not counted)."""
+        """Count one query with outcome ``result`` (``CANCELLED`` is not counted)."""
         if result == SUCCESS:
             self.success += 1
         elif result == ERROR:
@@ -118,6 +215,109 @@ class _Probe:
 _CURRENT_QUERY: contextvars.ContextVar[_Probe | None] = contextvars.ContextVar(
     "libp2p_introspection_dht_query", default=None
 )
+#: ``DISCOVERY`` while a routing-table refresh runs (in its task and its children).
+_TRIGGER: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "libp2p_introspection_dht_trigger", default=API
+)
+
+
+@dataclass
+class InboundRequest:
+    """One Kademlia request read from an inbound stream.
+
+    ``received_ts``: ms since epoch when its first byte was read; ``started``:
+    ``time.monotonic()`` then; ``message_type``: the message name (``UNKNOWN``
+    until the whole request was read); ``key``: its ``key`` field, if read.
+    """
+
+    received_ts: int
+    started: float
+    message_type: str = UNKNOWN
+    key: bytes | None = None
+
+
+class RequestReader:
+    """Follows the varint-length-prefixed Kademlia requests in the bytes of one stream.
+
+    Sans-I/O: :meth:`feed` takes the chunks py-libp2p read, in order;
+    complete requests queue up in :attr:`complete` (oldest first), the one
+    being read is :attr:`partial`. A request's body is kept up to
+    ``_KEPT_REQUEST_BYTES`` to read its ``type`` (field 1) and ``key``
+    (field 2); a length prefix over ``max_size`` or longer than 10 bytes (which
+    py-libp2p refuses too) stops the reading, leaving that request partial.
+    """
+
+    def __init__(self, clock_ms: Callable[[], int], max_size: int) -> None:
+        self._clock_ms = clock_ms
+        self._max_size = max_size
+        self.complete: deque[InboundRequest] = deque()
+        self.partial: InboundRequest | None = None
+        self._prefix = bytearray()
+        self._length: int | None = None
+        self._body = bytearray()
+        self._read = 0
+        self._broken = False
+
+    def feed(self, data: bytes) -> None:
+        """Account for one chunk read from the stream."""
+        view = memoryview(data)
+        pos = 0
+        while pos < len(view) and not self._broken:
+            if self.partial is None:
+                self.partial = InboundRequest(self._clock_ms(), time.monotonic())
+            if self._length is None:
+                byte = view[pos]
+                pos += 1
+                self._prefix.append(byte)
+                if byte & 0x80:
+                    if len(self._prefix) >= 10:
+                        self._broken = True
+                    continue
+                self._length, _ = wire.read_varint(bytes(self._prefix), 0, len(self._prefix))
+                if self._length > self._max_size:
+                    self._broken = True
+                    continue
+            else:
+                take = min(len(view) - pos, self._length - self._read)
+                room = _KEPT_REQUEST_BYTES - len(self._body)
+                if room > 0:
+                    self._body += view[pos : pos + min(take, room)]
+                self._read += take
+                pos += take
+            if self._length is not None and self._read == self._length:
+                self._finish()
+
+    def _finish(self) -> None:
+        request = self.partial
+        assert request is not None
+        body = bytes(self._body)
+        if self._read <= _KEPT_REQUEST_BYTES:
+            # The whole request: parse it as py-libp2p does (malformed stays UNKNOWN).
+            try:
+                message = Message.FromString(body)
+            except Exception:
+                pass
+            else:
+                request.message_type = _message_name(message.type)
+                request.key = message.key
+        else:
+            # A long request (a big PUT_VALUE): its type and key come first on the wire.
+            message_type = 0  # proto3: an absent type is its zero value, as py-libp2p reads it
+            try:
+                for number, wire_type, value, begin, end in wire.iter_fields(body):
+                    if number == 1 and wire_type == wire.VARINT:
+                        message_type = value
+                    elif number == 2 and wire_type == wire.LENGTH_DELIMITED:
+                        request.key = body[begin:end]
+            except wire.WireError:
+                pass  # cut at the kept length: keep what was read
+            request.message_type = _message_name(message_type)
+        self.complete.append(request)
+        self.partial = None
+        self._prefix.clear()
+        self._length = None
+        self._body.clear()
+        self._read = 0
 
 
 @dataclass
@@ -202,13 +402,18 @@ class DhtTracker:
             self._local_key = kad_key(dht.local_peer_id)
         except Exception:
             logger.exception("introspector: DHT has no local peer id")
-        for owner_name, method, query_type in OUTBOUND_METHODS:
+        for owner_name, method, message_type in OUTBOUND_METHODS:
             owner = getattr(dht, owner_name, None)
             original = getattr(owner, method, None)
             if callable(original):
-                self._patcher.patch(owner, method, self._wrap_outbound(original, query_type))
+                self._patcher.patch(owner, method, self._wrap_outbound(original, message_type))
             else:
                 logger.warning("introspector: KadDHT has no %s.%s; not counted", owner_name, method)
+        for owner_name, method in REFRESH_METHODS:
+            owner = getattr(dht, owner_name, None) if owner_name else dht
+            original = getattr(owner, method, None)
+            if callable(original):
+                self._patcher.patch(owner, method, self._wrap_refresh(original))
         handler = getattr(dht, "_do_handle_stream", None)
         if callable(handler):
             self._patcher.patch(dht, "_do_handle_stream", self._wrap_inbound(handler))
@@ -235,7 +440,17 @@ class DhtTracker:
         if probe is not None:
             probe.streams.append(record)
 
-    def _wrap_outbound(self, original: Callable[..., Any], query_type: str) -> Callable[..., Any]:
+    def _wrap_refresh(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        async def refresh(*args: Any, **kwargs: Any) -> Any:
+            token = _TRIGGER.set(DISCOVERY)
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                _TRIGGER.reset(token)
+
+        return refresh
+
+    def _wrap_outbound(self, original: Callable[..., Any], message_type: str) -> Callable[..., Any]:
         local_id = getattr(self._dht, "local_peer_id", None)
         timeout_s = float(getattr(kad_common, "QUERY_TIMEOUT", 10))
 
@@ -243,6 +458,9 @@ class DhtTracker:
             peer = args[0] if args else kwargs.get("peer", kwargs.get("peer_id"))
             if not self._active or peer is None or peer == local_id:
                 return await original(*args, **kwargs)
+            key = args[1] if len(args) > 1 else kwargs.get("target_key", kwargs.get("key"))
+            sent_ts = self._clock_ms()
+            trigger = _TRIGGER.get()
             probe = _Probe()
             token = _CURRENT_QUERY.set(probe)
             started = time.monotonic()
@@ -269,46 +487,71 @@ class DhtTracker:
                 return value
             finally:
                 _CURRENT_QUERY.reset(token)
-                self._outbound_done(peer, query_type, result, time.monotonic() - started)
+                self._outbound_done(
+                    peer, message_type, key, trigger, result, sent_ts, time.monotonic() - started
+                )
 
         return outbound_query
 
-    def _outbound_done(self, peer: Any, query_type: str, result: str, elapsed_s: float) -> None:
+    def _outbound_done(
+        self,
+        peer: Any,
+        message_type: str,
+        key: Any,
+        trigger: str,
+        result: str,
+        sent_ts: int,
+        elapsed_s: float,
+    ) -> None:
+        if result == CANCELLED:
+            return
         try:
             self.outgoing.count(result)
-            self._emitter.emit(
-                events.OUTBOUND_DHT_QUERY,
-                {
-                    "peerId": _peer_str(peer),
-                    "queryType": query_type,
-                    "result": result,
-                    "durationMs": int(elapsed_s * 1000),
-                },
+            content = query_content(
+                direction=OUTBOUND,
+                peer=_peer_str(peer),
+                message_type=message_type,
+                target=target_string(message_type, key),
+                total_time_ms=round(elapsed_s * 1000),
+                trigger=trigger,
+                result=result,
+                query_id=new_query_id(),
             )
+            self._emitter.emit(events.OUTBOUND_DHT_QUERY, content, ts=sent_ts)
         except Exception:
             logger.exception("introspector: outbound DHT accounting failed")
 
     # --------------------------------------------------------------- inbound
 
     def _wrap_inbound(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        max_size = int(getattr(kad_common, "MAX_DHT_MESSAGE_SIZE", 4 * 1024 * 1024))
+
         async def do_handle_stream(stream: Any, *args: Any, **kwargs: Any) -> Any:
             if not self._active:
                 return await original(stream, *args, **kwargs)
             peer = conninfo.peer_id_str(stream)
+            entered = (self._clock_ms(), time.monotonic())
+            reader = RequestReader(self._clock_ms, max_size)
             record: StreamRecord | None = None
             tap: _MetricTap | None = None
             inner: Any = None
-            handled = [0]  # stream bytes_in when the last request completed
+            reported = [0]  # requests reported so far
+
+            def on_send(value: Any) -> None:
+                # py-libp2p handled one request to completion (it answers them in order).
+                if reader.complete:
+                    request = reader.complete.popleft()
+                else:  # its bytes were not seen: name it from py-libp2p's own report
+                    request = InboundRequest(*entered, message_type=_inbound_type(value))
+                reported[0] += 1
+                self._inbound_done(peer, request, SUCCESS)
+
             try:
                 record = self._registry.stream_record(stream) or self._registry.on_stream_opened(
                     stream
                 )
-                handled[0] = record.traffic.in_bytes if record is not None else 0
-
-                def on_send(value: Any) -> None:
-                    handled[0] = record.traffic.in_bytes if record is not None else 0
-                    self._inbound_done(peer, _inbound_type(value), SUCCESS)
-
+                if record is not None:
+                    record.traffic.observer = reader.feed
                 inner = getattr(stream, "metric_send_channel", None)
                 tap = _MetricTap(inner, on_send)
                 stream.metric_send_channel = tap
@@ -324,24 +567,37 @@ class DhtTracker:
                 raise
             finally:
                 try:
+                    if record is not None and record.traffic.observer == reader.feed:
+                        record.traffic.observer = None
                     if tap is not None and getattr(stream, "metric_send_channel", None) is tap:
                         stream.metric_send_channel = inner
-                    unfinished = record is not None and record.traffic.in_bytes > handled[0]
-                    if failed or unfinished:
-                        self._inbound_done(peer, "UNKNOWN", ERROR)
+                    unanswered = list(reader.complete)
+                    if reader.partial is not None:
+                        unanswered.append(reader.partial)
+                    if failed and not unanswered and not reported[0]:
+                        unanswered.append(InboundRequest(*entered))
+                    for request in unanswered:
+                        self._inbound_done(peer, request, ERROR)
                 except Exception:
                     logger.exception("introspector: inbound DHT accounting failed")
 
         return do_handle_stream
 
-    def _inbound_done(self, peer: str, query_type: str, result: str) -> None:
+    def _inbound_done(self, peer: str, request: InboundRequest, result: str) -> None:
         if not self._active:
             return
         self.incoming.count(result)
-        self._emitter.emit(
-            events.INBOUND_DHT_QUERY,
-            {"peerId": peer, "queryType": query_type, "result": result},
+        content = query_content(
+            direction=INBOUND,
+            peer=peer,
+            message_type=request.message_type,
+            target=target_string(request.message_type, request.key),
+            total_time_ms=round((time.monotonic() - request.started) * 1000),
+            trigger=API,
+            result=result,
+            query_id=new_query_id(),
         )
+        self._emitter.emit(events.INBOUND_DHT_QUERY, content, ts=request.received_ts)
 
     # --------------------------------------------------------- routing table
 
@@ -424,11 +680,19 @@ class DhtTracker:
         self.outgoing.to_pb(msg.outgoing_queries)
 
 
+def _message_name(number: int) -> str:
+    try:
+        return str(Message.MessageType.Name(number))
+    except ValueError:
+        return UNKNOWN
+
+
 def _inbound_type(value: Any) -> str:
+    """The message a ``KadDhtEvent`` reports (py-libp2p flags PING as nothing)."""
     for flag, name in _INBOUND_FLAGS:
         if getattr(value, flag, False):
             return name
-    return "OTHER"
+    return "PING"
 
 
 def _peer_str(peer_id: Any) -> str:

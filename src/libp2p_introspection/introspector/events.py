@@ -5,10 +5,15 @@ property types, whose ``ts`` is ms since the Unix epoch (the introspector's
 clock at emission) and whose ``content`` is a JSON object whose top-level keys
 are exactly the declared property names.
 
-Property conventions: ``peerId`` is a base58 peer id; ``connId``/``streamId``
-are the lowercase hex of the ``Connection.id``/``Stream.id`` bytes seen in
-snapshots; ``*Addr`` are multiaddr strings; ``*Ts`` are ms since epoch;
-``bytes*`` are byte counts; ``durationMs`` is ms.
+Property conventions: ``peerId`` is a base58 peer id (``peerIds`` a list of
+them); ``connId``/``streamId`` are the lowercase hex of the
+``Connection.id``/``Stream.id`` bytes seen in snapshots; ``*Addr`` are
+multiaddr strings; ``*Ts`` are ms since epoch; ``bytes*`` are byte counts;
+``totalTimeMs`` is ms.
+
+The DHT query events (``InboundDHTQuery``, ``OutboundDHTQuery``) have the keys
+the observer-toolkit UI reads (PROTOCOL.md §3, "Interop rules learned from
+existing clients"); :data:`DHT_QUERY_PROPERTIES` says what each one holds.
 """
 
 from __future__ import annotations
@@ -34,24 +39,32 @@ MULTIADDR = pb.EventType.EventProperty.MULTIADDR
 JSON = pb.EventType.EventProperty.JSON
 
 
+#: One declared property: ``(name, PropertyType)``, or ``(name, PropertyType, has_multiple)``
+#: for a property whose value is a JSON list of such values.
+Property = tuple[str, int] | tuple[str, int, bool]
+
+
 @dataclass(frozen=True)
 class EventSpec:
-    """One event type: its name and its ``(property name, PropertyType)`` pairs, in order."""
+    """One event type: its name and its declared properties (:data:`Property`), in order."""
 
     name: str
-    properties: tuple[tuple[str, int], ...]
+    properties: tuple[Property, ...]
 
     @property
     def property_names(self) -> tuple[str, ...]:
         """The property names, which are the JSON content's keys."""
-        return tuple(name for name, _ in self.properties)
+        return tuple(prop[0] for prop in self.properties)
 
     def to_pb(self) -> pb.EventType:
         """The ``EventType`` message declaring this type (for ``Runtime.event_types``)."""
         return pb.EventType(
             name=self.name,
             property_types=[
-                pb.EventType.EventProperty(name=name, type=ptype) for name, ptype in self.properties
+                pb.EventType.EventProperty(
+                    name=prop[0], type=prop[1], has_multiple=len(prop) > 2 and bool(prop[2])
+                )
+                for prop in self.properties
             ],
         )
 
@@ -126,27 +139,35 @@ STREAM_CLOSED = EventSpec(
     ),
 )
 
-#: A Kademlia request message from a peer was handled (``result`` "success") or failed ("error").
-INBOUND_DHT_QUERY = EventSpec(
-    "InboundDHTQuery",
-    (
-        ("peerId", PEERID),
-        ("queryType", STRING),  # FIND_NODE, GET_VALUE, PUT_VALUE, GET_PROVIDERS, ADD_PROVIDER,
-        # PING, or UNKNOWN for a request that failed before it could be classified
-        ("result", STRING),
-    ),
+#: The content of both DHT query events: one event per Kademlia RPC, sent or answered.
+#: ``Event.ts`` is when the request was sent (outbound) or received (inbound).
+DHT_QUERY_PROPERTIES: tuple[Property, ...] = (
+    ("direction", STRING),  # "INBOUND" | "OUTBOUND"
+    # [the remote peer], written exactly as in PeerInDHT.peer_id (base58). Readers accept
+    # null entries: the observer-toolkit's own recordings hold some.
+    ("peerIds", PEERID, True),
+    ("queryId", STRING),  # random hex, one per RPC
+    # FIND_NODE: the key looked up as a base58 peer id; other messages: the key in hex
+    ("targetPeerId", STRING),
+    ("totalTimeMs", NUMBER),  # the RPC's duration, ms
+    ("totalSteps", NUMBER),  # always 1: one event is one RPC, not a whole lookup
+    # "DISCOVERY": sent by a routing-table refresh (py-libp2p's refresh entry points);
+    # "API" otherwise, and for every inbound request (it does not say why it was sent)
+    ("trigger", STRING),
+    # "VALUE" (GET_VALUE, PUT_VALUE), "PROVIDER" (GET_PROVIDERS, ADD_PROVIDER), "CONTENT" (others)
+    ("type", STRING),
+    # the py-libp2p message name: FIND_NODE, GET_VALUE, PUT_VALUE, GET_PROVIDERS, ADD_PROVIDER,
+    # PING; UNKNOWN for an inbound request that failed before its type could be read
+    ("messageType", STRING),
+    # "SUCCESS" | "ERROR" | "TIMEOUT" (outbound only); a cancelled RPC emits no event
+    ("result", STRING),
 )
 
-#: One Kademlia RPC we sent to a peer finished.
-OUTBOUND_DHT_QUERY = EventSpec(
-    "OutboundDHTQuery",
-    (
-        ("peerId", PEERID),
-        ("queryType", STRING),
-        ("result", STRING),  # "success" | "error" | "timeout" | "cancelled"
-        ("durationMs", NUMBER),
-    ),
-)
+#: A Kademlia request from a peer was answered (``result`` SUCCESS) or failed (ERROR).
+INBOUND_DHT_QUERY = EventSpec("InboundDHTQuery", DHT_QUERY_PROPERTIES)
+
+#: One Kademlia RPC we sent to a peer finished (SUCCESS, ERROR or TIMEOUT).
+OUTBOUND_DHT_QUERY = EventSpec("OutboundDHTQuery", DHT_QUERY_PROPERTIES)
 
 CONNECTION_EVENTS: tuple[EventSpec, ...] = (
     CONNECTION_OPENED,
@@ -195,13 +216,20 @@ class EventEmitter:
         """Register (or with ``None`` remove) the sink."""
         self._sink = sink
 
-    def emit(self, spec: EventSpec, properties: Mapping[str, Any]) -> None:
-        """Send one event of type ``spec`` stamped with the clock's now, if a sink is set."""
+    def emit(
+        self, spec: EventSpec, properties: Mapping[str, Any], *, ts: int | None = None
+    ) -> None:
+        """Send one event of type ``spec``, if a sink is set.
+
+        :param ts: its ``Event.ts`` (ms since epoch), for an event about something
+            that started earlier (a DHT RPC is stamped when it was sent);
+            default: the clock's now.
+        """
         sink = self._sink
         if sink is None:
             return
         try:
-            event = build_event(spec, self._clock_ms(), properties)
+            event = build_event(spec, self._clock_ms() if ts is None else ts, properties)
             sink(event)
         except Exception:
             logger.exception("introspection event sink failed for %s", spec.name)

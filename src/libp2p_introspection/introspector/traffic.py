@@ -17,6 +17,10 @@ Which objects are wrapped decides what is measured; the introspector uses:
 * streams: the ``NetStream`` itself, counting application payload only once
   the stream's protocol has been negotiated (multistream-select excluded).
 
+A counter may carry an ``observer``: a stream's reader hands it every
+counted chunk as well (the DHT tracker reads Kademlia requests that way, for
+the one handler call that serves them). Only streams pay for the check.
+
 Cumulative values (``cum_bytes``/``cum_packets``) only ever grow.
 ``inst_bw`` is ``floor((cum_bytes_now - cum_bytes_at_previous_snapshot) *
 1000 / window_ms)``, in bytes per second, where the window is the snapshot's
@@ -41,12 +45,15 @@ class TrafficCounter:
 
     ``in_*`` count data received (read), ``out_*`` data sent (written). The
     ``prev_*`` fields hold the byte counts seen at the previous snapshot and
-    are only touched by :meth:`to_pb`.
+    are only touched by :meth:`to_pb`. ``observer``, when set, is called with
+    each chunk a negotiated stream's ``read()`` returned, after it is counted
+    (its exceptions are swallowed).
     """
 
     __slots__ = (
         "in_bytes",
         "in_packets",
+        "observer",
         "out_bytes",
         "out_packets",
         "prev_in_bytes",
@@ -54,6 +61,7 @@ class TrafficCounter:
     )
 
     def __init__(self) -> None:
+        self.observer: Callable[[bytes], None] | None = None
         self.in_bytes = 0
         self.in_packets = 0
         self.out_bytes = 0
@@ -82,7 +90,6 @@ class TrafficCounter:
         if window_ms > 0:
             self.prev_in_bytes = self.in_bytes
             self.prev_out_bytes = self.out_bytes
-
 
     def to_dict(self, window_ms: int) -> dict[str, dict[str, int]]:
         """:meth:`to_pb` in keyword form: a ``Traffic`` as nested dicts, for
@@ -172,6 +179,9 @@ def counting_reader(
                 if size and negotiated.protocol_id is not None:
                     counter.in_bytes += size
                     counter.in_packets += 1
+                    observer = counter.observer
+                    if observer is not None:
+                        observer(data)
             except Exception:
                 pass
             return data

@@ -34,8 +34,14 @@ What is simulated, per :meth:`SyntheticSource.state` call (one snapshot):
   number of packets around ``rate * window``. A connection carries its
   streams' payload plus 28 bytes of framing per packet (yamux header and
   Noise MAC) plus its handshake bytes; the node-wide total is the sum over
-  every connection since the source started, closed and purged ones
-  included. ``cum_bytes``/``cum_packets`` (bytes, packets) never decrease;
+  every connection the node has had, closed and purged ones included. The
+  simulated node is introspected since it started: the connections it has
+  when the source is created (opened up to hours before) come with the
+  traffic of their lives so far (their handshake, and each stream's packets
+  since it opened, at its rates), so that the first snapshot adds up however
+  soon it is taken (the server takes one as it starts): totals that cover
+  the connections' ages, a bandwidth that covers the window only.
+  ``cum_bytes``/``cum_packets`` (bytes, packets) never decrease;
   ``inst_bw`` (bytes per second) is ``floor(delta_bytes * 1000 / window_ms)``
   over ``start_ts..instant_ts`` (``start_ts`` is the previous call's
   ``instant_ts``, the source's creation time for the first call). A call
@@ -48,8 +54,8 @@ What is simulated, per :meth:`SyntheticSource.state` call (one snapshot):
   statuses change and some MISSING peers are replaced by new CANDIDATE peers
   (whose ``age_in_bucket``, ms, restarts at 0). ``incoming_queries`` /
   ``outgoing_queries`` count the simulated queries of :meth:`run` (one per
-  DHT query event; ``cancelled`` outbound queries are not counted, as in the
-  real introspector).
+  DHT query event; as with the real introspector, no cancelled query is
+  simulated: it would have no event and no count).
 
 Events (all ``ts`` in ms since epoch) go to the sink registered with
 :meth:`set_event_sink`, never to the outlet:
@@ -68,10 +74,14 @@ Events (all ``ts`` in ms since epoch) go to the sink registered with
   5,000-connection node with churn does not flood clients with thousands of
   stream events per snapshot, and a client still sees whole stream lives;
 * during :meth:`run`: ``InboundDHTQuery``/``OutboundDHTQuery`` at
-  ``events_per_second``, evenly spaced on trio's clock, with peer ids from
-  the DHT peer set. Their content comes from a random generator of its own,
-  so given the seed the sequence of query events is fixed, whatever the
-  timing of snapshots.
+  ``events_per_second``, evenly spaced on trio's clock, with the content keys
+  of the real introspector's (PROTOCOL.md §3): ``peerIds`` one peer of the
+  DHT peer set, ``ts`` when the RPC was sent or received (its emission time
+  minus ``totalTimeMs``), FIND_NODE targets peer ids and other targets
+  sha256-multihash keys in hex, 30% of the outbound FIND_NODE queries
+  ``DISCOVERY``. Their content comes from a random generator of its own, so
+  given the seed the sequence of query events is fixed, whatever the timing
+  of snapshots.
 
 Deterministic: with the same options (same seed, same fake clock) and the
 same sequence of calls, ``runtime()`` and every ``state()`` serialize to the
@@ -102,7 +112,7 @@ import trio
 
 from libp2p_introspection.abc import EventSink, IntrospectionSource, SourceOutlet
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
-from libp2p_introspection.introspector import events
+from libp2p_introspection.introspector import dht, events
 from libp2p_introspection.introspector.clock import ClockMs, wall_clock_ms
 from libp2p_introspection.introspector.dht import QueryCounts
 from libp2p_introspection.introspector.events import EventSpec, build_event
@@ -124,6 +134,10 @@ DHT_BETA = 3
 DHT_MAX_BUCKETS = 256
 #: Duration reported for an outbound query that timed out, ms (py-libp2p's QUERY_TIMEOUT).
 DHT_QUERY_TIMEOUT_MS = 10_000
+#: Share of the outbound FIND_NODE queries sent by a routing-table refresh (``DISCOVERY``).
+DHT_REFRESH_SHARE = 0.3
+#: Hex of a sha256 multihash's prefix: the simulated keys of non-FIND_NODE queries.
+_MULTIHASH_SHA256 = "1220"
 
 #: Our listen port, and the one the peers we dial listen on.
 LISTEN_PORT = 4001
@@ -406,6 +420,8 @@ class SyntheticSource(IntrospectionSource):
         self._dht_peers: list[_DhtPeer] = []
         for _ in range(opts.connections):
             self._adopt_connection()
+        # The node's bandwidth, like its connections', counts from now.
+        self._node_prev_in, self._node_prev_out = self._node_in_bytes, self._node_out_bytes
         self._build_dht()
         specs = events.CONNECTION_EVENTS + (events.DHT_EVENTS if opts.dht_peers else ())
         self._specs: tuple[EventSpec, ...] = specs
@@ -528,30 +544,61 @@ class SyntheticSource(IntrospectionSource):
         return stream
 
     def _adopt_connection(self) -> None:
-        """A connection that exists when the source starts (no events; traffic counted from now)."""
+        """A connection that exists when the source starts: no events, and the traffic
+        of its life so far (its handshake, then each stream's packets since it opened,
+        at the stream's rates), so that the first snapshot adds up however soon it
+        comes: its totals cover the connection's age, its bandwidth only the window."""
         rng = self._rng
         start = self.start_ts
         age = 1_000 + int(rng.expovariate(1 / 600_000))
         open_ts = max(0, start - min(age, 6 * 3_600_000))
         upgraded_ts = min(start, open_ts + rng.randrange(10, 200))
         conn = self._make_connection(open_ts, upgraded_ts)
+        self._handshake(conn)
         for _ in range(self.options.streams):
-            self._add_stream(conn, rng.randint(upgraded_ts, start))
+            stream = self._add_stream(conn, rng.randint(upgraded_ts, start))
+            self._past_traffic(conn, stream, (start - stream.open_ts) / 1000.0)
+        self._node_in_bytes += conn.in_bytes
+        self._node_out_bytes += conn.out_bytes
+        self._node_in_packets += conn.in_packets
+        self._node_out_packets += conn.out_packets
+        # Bandwidth counts from now: the first window holds only what it adds.
+        conn.prev_in, conn.prev_out = conn.in_bytes, conn.out_bytes
+        self._fill_connection_gauges(conn, 0)
+
+    def _handshake(self, conn: _Conn) -> None:
+        """Multistream-select, Noise XX, muxer negotiation, identify: bytes and packets."""
+        rng = self._rng
+        conn.in_packets += rng.randrange(5, 10)
+        conn.out_packets += rng.randrange(5, 10)
+        conn.in_bytes += rng.randrange(900, 1_600)
+        conn.out_bytes += rng.randrange(900, 1_600)
+
+    def _past_traffic(self, conn: _Conn, stream: _Stream, seconds: float) -> None:
+        """``seconds`` of ``stream``'s traffic at its rates, added to it and its connection."""
+        rng = self._rng
+        n_in = int(stream.pps_in * seconds * (0.5 + rng.random()) + rng.random())
+        n_out = int(stream.pps_out * seconds * (0.5 + rng.random()) + rng.random())
+        stream.in_packets, stream.in_bytes = n_in, n_in * stream.size_in
+        stream.out_packets, stream.out_bytes = n_out, n_out * stream.size_out
+        gin, gout = stream.gin, stream.gout
+        gin.cum_bytes, gin.cum_packets = stream.in_bytes, stream.in_packets
+        gout.cum_bytes, gout.cum_packets = stream.out_bytes, stream.out_packets
+        conn.in_bytes += stream.in_bytes + n_in * FRAMING_BYTES
+        conn.out_bytes += stream.out_bytes + n_out * FRAMING_BYTES
+        conn.in_packets += n_in
+        conn.out_packets += n_out
 
     def _open_connection(self, now: int, not_before: int) -> _Conn:
         rng = self._rng
         upgraded_ts = max(not_before, now - rng.randrange(0, 50))
         open_ts = max(not_before, upgraded_ts - rng.randrange(8, 300))
         conn = self._make_connection(open_ts, upgraded_ts)
-        # Handshake: multistream-select, Noise XX, muxer negotiation, identify.
-        packets_in, packets_out = rng.randrange(5, 10), rng.randrange(5, 10)
-        conn.in_bytes = rng.randrange(900, 1_600)
-        conn.out_bytes = rng.randrange(900, 1_600)
-        conn.in_packets, conn.out_packets = packets_in, packets_out
+        self._handshake(conn)
         self._node_in_bytes += conn.in_bytes
         self._node_out_bytes += conn.out_bytes
-        self._node_in_packets += packets_in
-        self._node_out_packets += packets_out
+        self._node_in_packets += conn.in_packets
+        self._node_out_packets += conn.out_packets
         self._emit(
             events.CONNECTION_OPENED,
             now,
@@ -847,7 +894,8 @@ class SyntheticSource(IntrospectionSource):
         self._outgoing.to_pb(msg.outgoing_queries)
 
     def _simulate_query(self) -> None:
-        """One DHT query: count it and emit its event (content from the query generator)."""
+        """One DHT RPC, just finished: count it and emit its event (content from the
+        query generator, in the shape of the real introspector's, PROTOCOL.md §3)."""
         rng = self._query_rng
         peers = self._dht_peers
         if not peers:
@@ -857,41 +905,45 @@ class SyntheticSource(IntrospectionSource):
         self.dht_queries += 1
         now = self._clock_ms()
         if rng.random() < 0.45:
-            query_type = rng.choices(_INBOUND_QUERY_TYPES, _INBOUND_QUERY_WEIGHTS)[0]
-            result = "error" if rng.random() < 0.03 else "success"
-            self._incoming.count(result)
-            self._emit(
-                events.INBOUND_DHT_QUERY,
-                now,
-                {"peerId": peer.peer_id, "queryType": query_type, "result": result},
-            )
-            return
-        query_type = rng.choices(_OUTBOUND_QUERY_TYPES, _OUTBOUND_QUERY_WEIGHTS)[0]
-        roll = rng.random()
-        if missing:
-            result = "timeout" if roll < 0.7 else "error"
+            direction, spec, counts = dht.INBOUND, events.INBOUND_DHT_QUERY, self._incoming
+            message_type = rng.choices(_INBOUND_QUERY_TYPES, _INBOUND_QUERY_WEIGHTS)[0]
+            result = dht.ERROR if rng.random() < 0.03 else dht.SUCCESS
+            duration = min(int(rng.lognormvariate(math.log(2), 0.7)), 1_000)
+            trigger = dht.API  # a request does not say why it was sent
         else:
-            result = (
-                "success" if roll < 0.86 else "error" if roll < 0.92
-                else "timeout" if roll < 0.96 else "cancelled"
-            )  # fmt: skip
-        if result == "timeout":
-            duration = DHT_QUERY_TIMEOUT_MS + rng.randrange(0, 25)
-        elif result == "cancelled":
-            duration = rng.randrange(5, DHT_QUERY_TIMEOUT_MS)
+            direction, spec, counts = dht.OUTBOUND, events.OUTBOUND_DHT_QUERY, self._outgoing
+            message_type = rng.choices(_OUTBOUND_QUERY_TYPES, _OUTBOUND_QUERY_WEIGHTS)[0]
+            roll = rng.random()
+            if missing:
+                result = dht.TIMEOUT if roll < 0.7 else dht.ERROR
+            else:
+                result = (
+                    dht.SUCCESS if roll < 0.88 else dht.ERROR if roll < 0.94 else dht.TIMEOUT
+                )  # fmt: skip
+            if result == dht.TIMEOUT:
+                duration = DHT_QUERY_TIMEOUT_MS + rng.randrange(0, 25)
+            else:
+                duration = min(
+                    int(rng.lognormvariate(math.log(60), 0.8)) + 1, DHT_QUERY_TIMEOUT_MS - 1
+                )
+            refresh = message_type == "FIND_NODE" and rng.random() < DHT_REFRESH_SHARE
+            trigger = dht.DISCOVERY if refresh else dht.API
+        if message_type == "FIND_NODE":
+            target = peer_id_from_key(rng.randbytes(32))
         else:
-            duration = min(int(rng.lognormvariate(math.log(60), 0.8)) + 1, DHT_QUERY_TIMEOUT_MS - 1)
-        self._outgoing.count(result)
-        self._emit(
-            events.OUTBOUND_DHT_QUERY,
-            now,
-            {
-                "peerId": peer.peer_id,
-                "queryType": query_type,
-                "result": result,
-                "durationMs": duration,
-            },
+            target = _MULTIHASH_SHA256 + rng.randbytes(32).hex()
+        counts.count(result)
+        content = dht.query_content(
+            direction=direction,
+            peer=peer.peer_id,
+            message_type=message_type,
+            target=target,
+            total_time_ms=duration,
+            trigger=trigger,
+            result=result,
+            query_id=rng.randbytes(32).hex(),
         )
+        self._emit(spec, max(0, now - duration), content)
 
     # ------------------------------------------------------- IntrospectionSource
 

@@ -12,6 +12,7 @@ import { lineChart } from "./charts.js";
 import * as dom from "./dom.js";
 
 const MAX_EVENTS = 10000; // events this page keeps (the dashboard keeps more)
+const WAITING = "waiting for the first snapshot…";
 const $ = (id) => document.getElementById(id);
 
 const S = {
@@ -110,6 +111,8 @@ function addEvent(e) {
   let text;
   try { text = typeof e.content === "string" ? e.content : JSON.stringify(e.content); } catch { text = String(e.content); }
   const row = { seq: e.seq, ts: e.ts, type: e.type, content: e.content, summary: text.length > 240 ? `${text.slice(0, 240)}…` : text };
+  // A DHT query, as the dashboard read it (either shape of the event: convert.py's QUERY).
+  if (e.query && Array.isArray(e.query.peers)) row.query = e.query;
   S.events.push(row);
   S.eventTypes.add(e.type);
   S.eventCounts.set(e.type, (S.eventCounts.get(e.type) || 0) + 1);
@@ -199,6 +202,7 @@ function renderStatus() {
   badge.textContent = recording ? "recording" : "live";
   badge.className = `badge${recording ? " recording" : ""}`;
   const state = $("conn-state");
+  state.hidden = recording; // a recording is not connected to anything
   state.textContent = st.connection;
   state.className = `state state-${st.connection}`;
   state.title = st.error || `${st.connection} since ${fmt.clock(st.since)}`;
@@ -276,6 +280,7 @@ function ensureConnectionTables() {
   connT = tables.connectionsTable($("connections-table"), {
     onSelect: (id) => selectConnection(id),
     onCopied,
+    placeholder: () => (S.view ? "no connections in this snapshot" : WAITING),
   });
   connT.setFilter(connectionFilter);
   connStreamsT = tables.streamsTable($("conn-streams-table"), { withPeer: false, onCopied, height: "32vh" });
@@ -389,6 +394,15 @@ function chartKey() {
 
 let nodeChart = null;
 let connChart = null;
+/** Show the chart #chart-<name>, or the line #<name>-chart-hint in its place. */
+function showChart(chart, name, shown) {
+  const box = $(`chart-${name}`);
+  $(`${name}-chart-hint`).hidden = shown;
+  if (box.hidden === shown) {
+    box.hidden = !shown;
+    if (shown) requestAnimationFrame(() => chart.resize());
+  }
+}
 function visibleSeries() {
   if (isLive()) return S.series;
   return S.series.slice(0, bisectLeft(S.timeline, S.viewTs + 1));
@@ -401,12 +415,16 @@ function renderTraffic() {
   }
   nodeChart.resize();
   connChart.resize();
-  if (!changed("traffic", chartKey())) return;
+  if (!changed("traffic", `${chartKey()}|${Boolean(S.trafficConn)}|${S.series.length > 0}`)) return;
   const pts = visibleSeries();
   nodeChart.set(pts.map((p) => p.ts / 1000), pts.map((p) => p.bwIn), pts.map((p) => p.bwOut));
   const limit = isLive() ? Infinity : S.viewTs;
   const cpts = S.connSeries.filter((p) => p.ts <= limit);
   connChart.set(cpts.map((p) => p.ts / 1000), cpts.map((p) => p.bwIn), cpts.map((p) => p.bwOut));
+  // No empty chart boxes: before the first snapshot, and until a connection is chosen,
+  // a line says what will come there.
+  showChart(nodeChart, "node", S.series.length > 0);
+  showChart(connChart, "conn", Boolean(S.trafficConn));
   // The connection chooser: connections of the moment shown, plus the chosen one.
   const select = $("traffic-conn");
   const v = S.view;
@@ -427,8 +445,36 @@ function renderTraffic() {
 
 // --- DHT
 
+// The DHT queries of the events the page holds, up to the moment shown, by peer id:
+// {in, out, last: {ts, query}}.
+function dhtQueriesByPeer() {
+  const moment = isLive() ? null : S.viewTs;
+  const byPeer = new Map();
+  for (const e of S.events) {
+    const q = e.query;
+    if (!q || (moment !== null && e.ts > moment)) continue;
+    for (const peer of q.peers) {
+      let seen = byPeer.get(peer);
+      if (!seen) { seen = { in: 0, out: 0, last: null }; byPeer.set(peer, seen); }
+      if (q.dir === "INBOUND") seen.in += 1; else seen.out += 1;
+      if (!seen.last || e.ts >= seen.last.ts) seen.last = { ts: e.ts, query: q };
+    }
+  }
+  return byPeer;
+}
+
+function lastQueryText(last) {
+  if (!last) return "";
+  const q = last.query;
+  const took = typeof q.ms === "number" ? ` · ${fmt.duration(q.ms)}` : "";
+  return `${q.dir === "INBOUND" ? "in" : "out"} ${q.message || "?"} ${q.result || "?"}${took} · ${fmt.clock(last.ts)}`;
+}
+
+const DHT_ROWS_EVERY_MS = 500;
 let dhtT = null;
 let dhtChart = null;
+let dhtRowsAt = 0;
+let dhtRowsTimer = null;
 function renderDht() {
   if (!dhtT) {
     dhtT = tables.dhtTable($("dht-table"), { onCopied });
@@ -439,25 +485,46 @@ function renderDht() {
     ], (x) => String(Math.round(x)));
   }
   dhtChart.resize();
-  if (!changed("dht", chartKey())) return;
+  const viewChanged = changed("dht", chartKey());
+  // Events arrive far more often than snapshots: their counts refresh at most every DHT_ROWS_EVERY_MS.
+  const eventsChanged = changed("dht-events", S.eventsVersion);
+  if (!viewChanged && !eventsChanged) return;
+  if (!viewChanged) {
+    const wait = DHT_ROWS_EVERY_MS - (performance.now() - dhtRowsAt);
+    if (wait > 0) {
+      lastKeys.delete("dht-events");
+      if (!dhtRowsTimer) dhtRowsTimer = setTimeout(() => { dhtRowsTimer = null; schedule(); }, wait);
+      return;
+    }
+  }
+  dhtRowsAt = performance.now();
   const v = S.view;
   const dht = v?.dht;
   if (!dht) {
-    $("dht-summary").textContent = "no DHT in this snapshot";
+    $("dht-summary").textContent = v ? "no DHT in this snapshot" : WAITING;
     dhtT.set([]);
   } else {
+    const byPeer = dhtQueriesByPeer();
+    let queries = 0;
+    for (const e of S.events) if (e.query && (isLive() || e.ts <= S.viewTs)) queries += 1;
     const sizes = dht.buckets.map((b) => `${b.cpl}:${b.peers.length}`).join("  ");
     const p = dht.params;
     $("dht-summary").textContent = `${dht.protocol || "DHT"} ${dht.enabled ? "enabled" : "disabled"} · k=${p.k} α=${p.alpha} ` +
       `β=${p.beta} disjoint paths=${p.disjointPaths} · started ${fmt.clock(dht.start)} · ` +
       `${dht.buckets.length} buckets (cpl:peers ${sizes}) · queries in ${dht.qin.success}/${dht.qin.error}/${dht.qin.timeout}, ` +
-      `out ${dht.qout.success}/${dht.qout.error}/${dht.qout.timeout} (ok/error/timeout)`;
+      `out ${dht.qout.success}/${dht.qout.error}/${dht.qout.timeout} (ok/error/timeout) · ${queries} query events kept`;
     const rows = [];
     for (const b of dht.buckets) {
-      for (const peer of b.peers) rows.push({ key: `${b.cpl}:${peer.peer}`, cpl: b.cpl, peer: peer.peer, status: peer.status, age: peer.age });
+      for (const peer of b.peers) {
+        const seen = byPeer.get(peer.peer);
+        rows.push({ key: `${b.cpl}:${peer.peer}`, cpl: b.cpl, peer: peer.peer, status: peer.status, age: peer.age,
+          qin: seen ? seen.in : 0, qout: seen ? seen.out : 0, last: lastQueryText(seen?.last) });
+      }
     }
     dhtT.set(rows);
   }
+  if (!viewChanged) return;
+  showChart(dhtChart, "dht", Boolean(v));
   const pts = visibleSeries();
   dhtChart.set(pts.map((q) => q.ts / 1000),
     pts.map((q) => q.qin.success), pts.map((q) => q.qin.error), pts.map((q) => q.qin.timeout),

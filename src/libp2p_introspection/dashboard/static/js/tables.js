@@ -76,14 +76,17 @@ const textCol = (title, field, minWidth) => ({
   title, field, minWidth, formatter: textFormatter, tooltip: (e, c) => dom.tip(c.getValue()),
 });
 
-/** Connections: one row per connection (closed ones greyed until they age out). */
-export function connectionsTable(el, { onSelect, onCopied }) {
+/**
+ * Connections: one row per connection (closed ones greyed until they age out).
+ * placeholder() is the text shown when no row is (asked each time the table is empty).
+ */
+export function connectionsTable(el, { onSelect, onCopied, placeholder }) {
   const copy = copyOnClick(onCopied);
   const t = build(el, {
     index: "id",
     maxHeight: "56vh",
     layout: "fitColumns",
-    placeholder: "no connections in this snapshot",
+    placeholder: () => dom.el("div", { className: "tabulator-placeholder-contents" }, placeholder()),
     initialSort: [{ column: "age", dir: "asc" }],
     columns: [
       { title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150, cellClick: (e) => copy(e) },
@@ -143,7 +146,10 @@ export function streamsTable(el, { withPeer, onCopied, height }) {
   });
 }
 
-/** DHT buckets: peers grouped by common prefix length. */
+/**
+ * DHT buckets: peers grouped by common prefix length, with the DHT queries the page
+ * holds for each (rows: {key, cpl, peer, status, age, qin, qout, last}).
+ */
 export function dhtTable(el, { onCopied }) {
   const copy = copyOnClick(onCopied);
   return build(el, {
@@ -158,6 +164,12 @@ export function dhtTable(el, { onCopied }) {
       { title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150, widthGrow: 2, cellClick: (e) => copy(e) },
       { title: "Status", field: "status", formatter: statusFormatter, minWidth: 90 },
       { title: "In bucket", field: "age", hozAlign: "right", sorter: "number", minWidth: 90, formatter: (c) => fmt.duration(c.getValue()) },
+      { title: "Queries", headerTooltip: () => dom.tip("DHT queries from (in) and to (out) this peer, among the events kept"),
+        columns: [
+          { title: "in", field: "qin", hozAlign: "right", sorter: "number", minWidth: 56, formatter: textFormatter },
+          { title: "out", field: "qout", hozAlign: "right", sorter: "number", minWidth: 60, formatter: textFormatter },
+          textCol("last", "last", 160),
+        ] },
     ],
   });
 }
