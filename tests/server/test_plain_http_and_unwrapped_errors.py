@@ -75,7 +75,7 @@ def test_the_wire_reports_a_plain_get_and_never_upgrades_it():
 
 
 async def test_what_the_block_raises_comes_out_as_itself():
-    with trio.fail_after(LIMIT), pytest.raises(ValueError, match="^mine$"):
+    with trio.fail_after(LIMIT), pytest.raises(ValueError, match=r"^mine$"):
         async with open_introspection_server(StubSource(), ServerConfig(port=0)):
             raise ValueError("mine")
 
