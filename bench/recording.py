@@ -32,6 +32,7 @@ from libp2p_introspection.introspector import events as event_specs
 from libp2p_introspection.introspector.events import build_event
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import fnv1a32
+from libp2p_introspection.protocol.recording import RecordingWriter
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
@@ -89,6 +90,16 @@ def _plain_read(path: Path) -> None:
             pass
 
 
+def record_batch(path: Path, batch: list[tuple[bytes, int]]) -> None:
+    """What the recorder does with ``batch`` (``(ServerMessage bytes, FNV-1a)`` pairs)
+    once connected: open its file (the recorder opens it only then, so that a failed
+    connection destroys nothing), write one record per message, close."""
+    recorder = Recorder("ws://127.0.0.1:1/introspect", path)
+    recorder.writer = RecordingWriter(path)
+    recorder._write_batch(batch)
+    recorder.writer.close()
+
+
 def run(quick: bool) -> list[Result]:
     messages = _messages(10 if quick else 30)
     repeats = 5 if quick else 11
@@ -100,9 +111,7 @@ def run(quick: bool) -> list[Result]:
         batch = [(message, fnv1a32(message)) for message in messages]
 
         def record() -> None:
-            recorder = Recorder("ws://127.0.0.1:1/introspect", recorded)
-            recorder._write_batch(batch)
-            recorder.writer.close()
+            record_batch(recorded, batch)
 
         record()
         size = os.path.getsize(recorded)

@@ -35,6 +35,7 @@ with atheris.instrument_imports(include=["libp2p_introspection"]):
         ClosedByPeer,
         HandshakeRefused,
         MessageReceived,
+        PlainRequest,
         PongReceived,
         ProtocolViolation,
         ServerWire,
@@ -86,7 +87,14 @@ _UPGRADE = (
     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     b"Sec-WebSocket-Version: 13\r\n\r\n"
 )
-_WIRE_EVENTS = (UpgradeRequested, MessageReceived, PongReceived, ClosedByPeer, ProtocolViolation)
+_WIRE_EVENTS = (
+    UpgradeRequested,
+    PlainRequest,
+    MessageReceived,
+    PongReceived,
+    ClosedByPeer,
+    ProtocolViolation,
+)
 _MAX_MESSAGE = 1024
 
 
@@ -111,7 +119,11 @@ def _wire(data: bytes) -> None:
             return
         for event in events:
             assert isinstance(event, _WIRE_EVENTS), event
-            if isinstance(event, UpgradeRequested):
+            if isinstance(event, PlainRequest):  # answered as the server does, then closed
+                assert wire.state is WireState.HANDSHAKE
+                wire.reject(426, "this is an introspection endpoint")
+                assert wire.state is WireState.DONE
+            elif isinstance(event, UpgradeRequested):
                 wire.accept()
                 events.extend(wire.pending_events())
             elif isinstance(event, MessageReceived):

@@ -16,7 +16,9 @@ Commands:
 
 from __future__ import annotations
 
+import errno
 import functools
+import inspect as pyinspect
 import json
 import logging
 import math
@@ -24,8 +26,8 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import click
@@ -40,6 +42,11 @@ from libp2p_introspection.server import ServerConfig
 from libp2p_introspection.server.admission import is_loopback
 
 log = logging.getLogger("libp2p_introspection")
+#: Lines a healthy run shows at INFO by default (what is served, where).
+status_log = logging.getLogger("libp2p_introspection.cli")
+#: Loggers whose INFO lines show without -v: what a command is doing, when all is well
+#: (WARNING and above mean something is wrong).
+_STATUS_LOGGERS = ("libp2p_introspection.cli", "libp2p_introspection.record")
 
 
 def _self_command() -> str:
@@ -123,8 +130,9 @@ def _connection_error(error: BaseException) -> str | None:
         reasons = [_connection_error(inner) for inner in error.exceptions]
         return reasons[0] if reasons and all(reasons) else None
     if isinstance(error, ConnectionRejected):
-        body = (error.body or b"").decode("utf-8", "replace").strip()
-        return f"the server refused the connection: HTTP {error.status_code} {body}".strip()
+        body = " ".join((error.body or b"")[:1000].decode("utf-8", "replace").split())
+        said = f": {body}" if body else ""
+        return f"the server refused the connection (HTTP {error.status_code}){said}"
     if isinstance(error, ConnectionTimeout):
         return "the server did not complete the WebSocket handshake in time"
     if isinstance(error, HandshakeError | OSError | ProtocolError):
@@ -136,6 +144,86 @@ def _connection_error(error: BaseException) -> str | None:
         reason = error.reason
         return f"the server closed the connection ({reason.code} {reason.reason or ''})".strip()
     return None
+
+
+def _refused(error: BaseException | None) -> bool:
+    """Whether ``error`` is, or was caused by, a refused TCP connection (nothing listens)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, BaseExceptionGroup):
+            return any(_refused(inner) for inner in error.exceptions)
+        if isinstance(error, ConnectionRefusedError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _unreachable(url: str, error: BaseException) -> str:
+    """The reason a client could not reach ``url``; when nothing listens there, with
+    how to start a server at that address."""
+    from urllib.parse import urlsplit
+
+    reason = _connection_error(error) or str(error)
+    if not _refused(error):
+        return reason
+    parts = urlsplit(url)
+    host, port = parts.hostname or defaults.DEFAULT_HOST, parts.port or defaults.DEFAULT_PORT
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    text = f"nothing is listening on {where} (connection refused)"
+    if not is_loopback(host) and host != "localhost":
+        return f"{text}; is the introspection server running there?"
+    me = _self_command()
+    moved = "" if port == defaults.DEFAULT_PORT else f" --port {port}"
+    demo, replay = f"{me} demo{moved}", f"{me} serve --source FILE.mock{moved}"
+    width = max(len(demo), len(replay))
+    return (
+        f"{text}.\nStart a server there first, in another terminal:\n"
+        f"  {demo.ljust(width)}   # a demo network of py-libp2p nodes\n"
+        f"  {replay.ljust(width)}   # a recording, replayed"
+    )
+
+
+def _bind_failure(error: OSError, what: str, host: str, port: int, hint: str) -> str | None:
+    """The one-line error for ``error`` raised binding ``what`` on ``host:port``, naming the
+    option that moves it (``hint``); ``None`` if ``error`` is not about the address."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"cannot serve {what} on {where}: port {port} is already in use (another "
+            f"libp2p-introspect, perhaps); {hint}"
+        )
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"cannot serve {what} on {where}: {host} is not an address of this machine; " \
+               "choose another with --host"  # fmt: skip
+    return None
+
+
+@contextmanager
+def _binding(what: str, host: str, port: int, hint: str) -> Iterator[None]:
+    """A failure to bind ``host:port`` in the block becomes a one-line error naming the
+    port and the option that changes it (``hint``), also from inside a nursery."""
+    try:
+        yield
+    except (OSError, BaseExceptionGroup) as exc:
+        found = exc.subgroup(OSError) if isinstance(exc, BaseExceptionGroup) else exc
+        message = _bind_failure(_first_leaf(found), what, host, port, hint) if found else None
+        if message is None:
+            raise
+        raise click.ClickException(message) from None
+
+
+def _port_hint(option: str, extra: str = "") -> str:
+    return f"choose another with {option} N ({option} 0 picks a free one){extra}"
+
+
+def _default_url_in_help(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Say in a client command's ``--help`` which server it reaches without a URL."""
+    func.__doc__ = (
+        pyinspect.cleandoc(func.__doc__ or "")
+        + f"\n\nURL defaults to {defaults.default_url()} (HOST:PORT works too)."
+    )
+    return func
 
 
 def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -209,8 +297,9 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _setup_logging(verbose: int, secrets: tuple[str, ...] = ()) -> None:
-    """Log to stderr at WARNING (INFO, DEBUG with -v, -vv); no line shows a token (the
-    ``secrets`` given, or one in a URL or header)."""
+    """Log to stderr at WARNING (INFO, DEBUG with -v, -vv), and the status lines of
+    :data:`_STATUS_LOGGERS` at INFO; no line shows a token (the ``secrets`` given, or
+    one in a URL or header)."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -223,11 +312,19 @@ def _setup_logging(verbose: int, secrets: tuple[str, ...] = ()) -> None:
     if verbose < 2:
         logging.getLogger("libp2p").setLevel(max(level, logging.WARNING))
     logging.getLogger("libp2p_introspection").setLevel(level)
+    for name in _STATUS_LOGGERS:
+        logging.getLogger(name).setLevel(min(level, logging.INFO))
 
 
 def _config(kw: dict[str, Any]) -> ServerConfig:
     """The server options of a command; a usage error for a non-loopback host without
     --allow-remote, and a warning naming what is exposed with it."""
+    if not kw["allow_remote"] and not is_loopback(kw["host"]):
+        raise click.UsageError(
+            f"refusing to bind --host {kw['host']}: it is not a loopback address, and the "
+            "endpoint exposes the node's peers, addresses and traffic; add --allow-remote "
+            "to do it anyway (see SECURITY.md)"
+        )
     try:
         config = ServerConfig(
             host=kw["host"],
@@ -275,6 +372,9 @@ def _run(async_fn: Callable[[], Any]) -> None:
         if group.subgroup(KeyboardInterrupt) is not None:
             click.echo("stopped", err=True)
             return
+        clear = group.subgroup(click.ClickException)  # already one clear line
+        if clear is not None:
+            raise _first_leaf(clear) from None
         errors = group.subgroup(OSError)
         if errors is None:
             raise
@@ -293,11 +393,11 @@ def main() -> None:
     """Introspection data streaming for py-libp2p nodes."""
 
 
-@main.command()
+@main.command(short_help="A live demo network of real py-libp2p nodes (the main job).")
 @_server_options
 @click.option(
     "--dashboard-port",
-    default=8846,
+    default=defaults.DEFAULT_DASHBOARD_PORT,
     show_default=True,
     type=click.IntRange(0, 65535),
     help="Port of the dashboard page started beside the network (0 picks a free one).",
@@ -326,7 +426,7 @@ def demo(**kw: Any) -> None:
     _run(functools.partial(_serve, "demo", config, kw, announce, dashboard_port))
 
 
-@main.command()
+@main.command(short_help="The introspection server alone: demo, mock or a recording.")
 @click.option(
     "--source",
     default="demo",
@@ -384,16 +484,20 @@ def serve(**kw: Any) -> None:  # fmt: skip
     _setup_logging(kw["verbose"])
     source = kw["source"]
     if source not in ("demo", "mock") and not os.path.exists(source):
+        looks_like_a_file = os.sep in source or "." in os.path.basename(source)
         raise click.BadParameter(
-            f"unknown source {source!r}: use 'demo', 'mock' or the path of a recording file",
+            f"the file {source} does not exist (--source takes 'demo', 'mock' or the path "
+            "of a recording file)" if looks_like_a_file else
+            f"unknown source {source!r}: use 'demo', 'mock' or the path of a recording file "
+            "(there is no file of that name)",
             param_hint="--source",
-        )
+        )  # fmt: skip
     config = _config(kw)
 
     def announce(url: str, what: str) -> None:
         click.echo(url)
         sys.stdout.flush()
-        log.warning("serving %s at %s", what, url)
+        status_log.info("serving %s at %s", what, url)
 
     _run(functools.partial(_serve, source, config, kw, announce))
 
@@ -411,6 +515,9 @@ async def _serve(
     async with _open_source(source_name, config, kw) as (source, what):
         async with trio.open_nursery() as nursery:
             server = IntrospectionServer(source, config)
+            with _binding("the introspection endpoint", config.host, config.port,
+                          _port_hint("--port")):  # fmt: skip
+                await server.bind()
             await nursery.start(server.run)
             if dashboard_port is None:
                 announce(server.url, what)
@@ -421,7 +528,10 @@ async def _serve(
             dashboard = Dashboard(
                 DashboardConfig(port=dashboard_port, url=server.url, token=config.token)
             )
-            await nursery.start(dashboard.run)
+            with _binding("the dashboard", defaults.DEFAULT_HOST, dashboard_port,
+                          _port_hint("--dashboard-port", ", or --no-dashboard")):  # fmt: skip
+                await nursery.start(dashboard.run)
+            server.dashboard_url = dashboard.url
             announce(server.url, what, dashboard.url)
 
 
@@ -510,7 +620,7 @@ async def _demo_source(
             introspector.detach()
 
 
-@main.command()
+@main.command(short_help="Record a live session into a recording file.")
 @click.argument("url", default=defaults.default_url(), required=False, callback=_url)
 @click.option(
     "-o",
@@ -552,6 +662,7 @@ async def _demo_source(
               help="Give up on a server that sends nothing this long, seconds.")  # fmt: skip
 @click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
               callback=_token, help="The server's shared token, if it requires one.")  # fmt: skip
+@_default_url_in_help
 def record(url: str, output: str, mode: str, events: bool, count: int | None,
            duration: float | None, progress: bool | None, idle_timeout: float,
            token: str | None) -> None:  # fmt: skip
@@ -588,7 +699,7 @@ def record(url: str, output: str, mode: str, events: bool, count: int | None,
         if reason is None:
             raise
         recorder.finish()
-        message = f"cannot record from {url}: {reason}"
+        message = f"cannot record from {url}: {_unreachable(url, exc)}"
         raise click.ClickException(defaults.redact(message, secrets)) from exc
     result = recorder.result()
     click.echo(result.summary(), err=True)
@@ -603,7 +714,7 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
             return
 
 
-@main.command()
+@main.command(short_help="What a recording file holds (or every record as JSON).")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @click.option(
@@ -646,7 +757,7 @@ def inspect(file: str, as_json: bool, dump: bool, **kw: Any) -> None:  # fmt: sk
         sys.exit(inspect_file.EXIT_DAMAGED)
 
 
-@main.command()
+@main.command(short_help="A line per snapshot and per event of a live node.")
 @click.argument("url", default=defaults.default_url(), required=False, callback=_url)
 @click.option(
     "--count",
@@ -663,6 +774,7 @@ def inspect(file: str, as_json: bool, dump: bool, **kw: Any) -> None:  # fmt: sk
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of text.")
 @click.option("--token", envvar=defaults.TOKEN_ENV, default=None, show_envvar=True,
               callback=_token, help="The server's shared token, if it requires one.")  # fmt: skip
+@_default_url_in_help
 def watch(url: str, count: int | None, events: bool, as_json: bool,
           token: str | None) -> None:  # fmt: skip
     """Pull snapshots from URL and print a line for each (and for each event)."""
@@ -682,11 +794,11 @@ def watch(url: str, count: int | None, events: bool, as_json: bool,
         if reason is None:
             raise
         raise click.ClickException(
-            defaults.redact(f"cannot watch {url}: {reason}", secrets)
+            defaults.redact(f"cannot watch {url}: {_unreachable(url, exc)}", secrets)
         ) from exc
 
 
-@main.command()
+@main.command(short_help="The live dashboard page of a node, or of a recording.")
 @click.argument("url", default=defaults.default_url(), required=False)
 @click.option(
     "--host",
@@ -696,7 +808,7 @@ def watch(url: str, count: int | None, events: bool, as_json: bool,
 )
 @click.option(
     "--port",
-    default=8846,
+    default=defaults.DEFAULT_DASHBOARD_PORT,
     show_default=True,
     type=click.IntRange(0, 65535),
     help="Port of the page (0 picks a free one).",
@@ -722,6 +834,7 @@ def watch(url: str, count: int | None, events: bool, as_json: bool,
               callback=_token, help="The server's shared token, if it requires one.")  # fmt: skip
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @_limit_options("Live node and --file")
+@_default_url_in_help
 def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: int,
               events: bool, token: str | None, verbose: int, **kw: Any) -> None:  # fmt: skip
     """Serve the live dashboard page for the introspection server at URL.
@@ -750,7 +863,8 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
     async def main_task() -> None:
         service = Dashboard(config)
         async with trio.open_nursery() as nursery:
-            await nursery.start(service.run)
+            with _binding("the dashboard", host, port, _port_hint("--port")):
+                await nursery.start(service.run)
             click.echo(service.url)
             where = defaults.redact(url, secrets)
             what = f"recording {file}" if file else f"the introspection server at {where}"

@@ -16,6 +16,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8845
 #: WebSocket path of the endpoint.
 PATH = "/introspect"
+#: The port of the dashboard page (``libp2p-introspect dashboard``, and ``demo``'s).
+DEFAULT_DASHBOARD_PORT = 8846
 #: Base snapshot interval (PROTOCOL.md §4.1), ms.
 DEFAULT_INTERVAL_MS = 1_000
 #: How long a closed connection stays in snapshots as CLOSED (§3), ms.
@@ -33,26 +35,46 @@ DEFAULT_WRITE_TIMEOUT_S = 10.0
 DEFAULT_CLOSE_GRACE_S = 5.0
 
 
+#: A host name (RFC 1123 labels; ``_`` tolerated) or an IPv4 address, as a URL may carry it.
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
+
+
 def normalize_url(text: str) -> str:
     """An introspection URL from what a user typed: ``ws://`` and ``wss://`` URLs are
     kept (``/introspect`` added to an empty path); ``HOST:PORT`` and ``HOST`` (default
-    port) become ``ws://HOST:PORT/introspect``. Raises ``ValueError`` otherwise."""
+    port) become ``ws://HOST:PORT/introspect``. Raises ``ValueError`` otherwise, and for
+    a host that is neither a host name nor an IP address (``not a url``), so that no
+    such text is ever looked up in the DNS."""
+    import ipaddress
     from urllib.parse import urlsplit, urlunsplit
 
     text = text.strip()
+    example = default_url()
     if not text:
-        raise ValueError("give a URL such as ws://127.0.0.1:8845/introspect")
+        raise ValueError(f"give a URL such as {example}")
+    typed = text
     if "://" not in text:
         text = "ws://" + text
     parts = urlsplit(text)
     if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"not a WebSocket URL: {text} (use ws://HOST:PORT/introspect)")
+        raise ValueError(f"not a WebSocket URL: {typed} (use ws://HOST:PORT/introspect)")
     try:
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"bad port in {text}") from exc
+        raise ValueError(f"bad port in {typed}") from exc
     if not parts.hostname:
-        raise ValueError(f"no host in {text}")
+        raise ValueError(f"no host in {typed}")
+    if ":" in parts.hostname:
+        try:
+            ipaddress.IPv6Address(parts.hostname.partition("%")[0])
+        except ValueError:
+            raise ValueError(f"not an IPv6 address in {typed}") from None
+    elif not _HOSTNAME.fullmatch(parts.hostname):
+        raise ValueError(
+            f"not a URL: {typed!r} (give ws://HOST:PORT/introspect or HOST:PORT, "
+            f"e.g. {example})"
+        )
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     if port is None:
         port = DEFAULT_PORT if parts.scheme == "ws" else 443
@@ -65,6 +87,13 @@ def default_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"ws://{host}:{port}{PATH}"
+
+
+def page_url(host: str = DEFAULT_HOST, port: int = DEFAULT_DASHBOARD_PORT) -> str:
+    """``http://HOST:PORT/``, the dashboard page's address; IPv6 literals get brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 #: Concurrent sessions the server accepts; past it, upgrades get HTTP 503.

@@ -1,4 +1,8 @@
-"""Progress display for the recorder: a tqdm bar on a terminal, log lines otherwise."""
+"""Progress display for the recorder: a tqdm bar on a terminal, log lines otherwise.
+
+The log lines are INFO (``libp2p_introspection.record``): progress is news, not a
+warning; ``libp2p-introspect record`` shows that logger's INFO lines by default.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ def progress_reporter(terminal: bool, total: int | None) -> Iterator[Callable[[R
             now = time.monotonic()
             if now - last >= LOG_EVERY_S:
                 last = now
-                log.warning(
+                log.info(
                     "recorded %d snapshots, %d events, %d bytes (%.0f KiB/s)",
                     stats.snapshots, stats.events, stats.bytes, stats.rate / 1024,
                 )  # fmt: skip

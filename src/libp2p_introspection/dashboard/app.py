@@ -9,6 +9,9 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
   behind gets a fresh ``hello`` instead, see :mod:`.browsers`). The page
   sends nothing on it; a message over 64 KiB closes it with 1009 (see
   :mod:`.serving`).
+- ``WS`` any other path: refused with 404 and a line of text saying that this is
+  the dashboard, not an introspection endpoint, and naming the endpoint it
+  follows (for a protocol client pointed at this port by mistake).
 - ``GET /api/status``: the ``STATUS`` object.
 - ``GET /api/snapshot?ts=MS``: the stored snapshot the page shows for the
   moment ``MS`` (the newest at or before it); the latest without ``ts``; 404
@@ -91,6 +94,8 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-resource-policy", b"same-origin"),
 )
+#: Headers of the text that answers a WebSocket upgrade to a path other than /feed.
+_TEXT_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 #: A ``Host`` header that may be named in the policy as it is (the guard checked it already).
 _PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
@@ -371,6 +376,19 @@ def create_app(
         finally:
             model.hub.close(mailbox)
 
+    async def not_an_endpoint(websocket: WebSocket) -> None:
+        # A protocol client (watch, record, observer-toolkit) pointed at this port.
+        server = websocket.scope.get("server") or (bind_host, 0)
+        here = defaults.page_url(str(server[0]), int(server[1]))
+        feed = model.feed.display_url if model.feed else defaults.default_url()
+        text = (
+            f"this is the libp2p-introspection dashboard ({here}), not an introspection "
+            f"endpoint; the endpoint it follows is {feed}\n"
+        )
+        log.info("answered a WebSocket to %s: this is the dashboard, not an endpoint",
+                 websocket.url.path)  # fmt: skip
+        await websocket.send_denial_response(PlainTextResponse(text, 404, headers=_TEXT_HEADERS))
+
     routes = [
         Route("/", index),
         Route("/api/status", status),
@@ -382,6 +400,7 @@ def create_app(
         Route("/api/connect", connect, methods=["POST"]),
         Route("/api/recording", recording, methods=["POST"]),
         WebSocketRoute("/feed", feed),
+        WebSocketRoute("/{path:path}", not_an_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     return Starlette(

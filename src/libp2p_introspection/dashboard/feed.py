@@ -370,7 +370,12 @@ def describe_failure(exc: BaseException) -> str | None:
         text = f": {reason.reason}" if reason.reason else ""
         return f"the server closed the session ({reason.code}{text})"
     if isinstance(exc, ConnectionRejected):
-        return f"the server refused the session (HTTP {exc.status_code})"
+        # The server's text says why (e.g. "this is the libp2p-introspection dashboard,
+        # not an introspection endpoint"); shown as text, at most a few hundred chars.
+        said = " ".join((exc.body or b"")[:300].decode("utf-8", "replace").split())
+        return f"the server refused the session (HTTP {exc.status_code})" + (
+            f": {said}" if said else ""
+        )
     if isinstance(exc, ConnectionTimeout):
         return "timed out opening the WebSocket"
     if isinstance(exc, HandshakeError):

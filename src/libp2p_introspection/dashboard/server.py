@@ -33,7 +33,7 @@ from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 log = logging.getLogger(__name__)
 
 #: The dashboard's documented default port (the introspection server's is 8845).
-DEFAULT_DASHBOARD_PORT = 8846
+DEFAULT_DASHBOARD_PORT = defaults.DEFAULT_DASHBOARD_PORT
 
 
 @dataclass(frozen=True)
@@ -115,10 +115,7 @@ class Dashboard:
         """``http://HOST:PORT/`` of the running page."""
         if self.port is None:
             raise RuntimeError("the dashboard is not listening yet")
-        host = self.config.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}/"
+        return defaults.page_url(self.config.host, self.port)
 
     async def run(
         self, *, task_status: trio.TaskStatus[Dashboard] = trio.TASK_STATUS_IGNORED

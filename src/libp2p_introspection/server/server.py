@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
@@ -37,6 +37,7 @@ from libp2p_introspection.server.websocket import WebSocketTransport, describe_p
 from libp2p_introspection.server.wire import (
     ClosedByPeer,
     MessageReceived,
+    PlainRequest,
     PongReceived,
     ProtocolViolation,
     UpgradeRequested,
@@ -176,6 +177,10 @@ class IntrospectionServer:
         self.connection_faults = 0
         self._listeners: list[trio.SocketListener] | None = None
         self._bound: list[trio.SocketListener] | None = None
+        #: The ``http://`` address of a dashboard following this server, if the same
+        #: program runs one (``libp2p-introspect demo`` does): a plain HTTP request
+        #: to the endpoint is pointed there.
+        self.dashboard_url: str | None = None
 
     async def bind(self) -> list[trio.SocketListener]:
         """Open the listening sockets now (``OSError`` if the address is taken or not
@@ -225,6 +230,23 @@ class IntrospectionServer:
             for socket_listener in listeners:
                 with trio.CancelScope(shield=True):
                     await socket_listener.aclose()
+
+    def plain_http_text(self) -> str:
+        """The answer to a plain HTTP ``GET`` (a browser opening the URL): what this
+        endpoint is and where to see it in a browser, in a few lines of text."""
+        url = self.url
+        if self.dashboard_url is not None:
+            browse = f"Open its dashboard at {self.dashboard_url}"
+        else:
+            browse = (
+                f"For a page, run `libp2p-introspect dashboard {url}`: it serves one on "
+                f"{defaults.page_url()} by default"
+            )
+        return (
+            f"This is a libp2p introspection endpoint, {url}: a WebSocket for protocol "
+            "clients (libp2p-introspect watch, the dashboard, observer-toolkit), not a web "
+            f"page.\n{browse}.\n"
+        )
 
     # ------------------------------------------------------------ server tasks
 
@@ -287,11 +309,21 @@ class IntrospectionServer:
 
     async def _serve_connection(self, transport: WebSocketTransport) -> None:
         deadline = trio.current_time() + self.config.handshake_timeout_s
-        upgrade: UpgradeRequested | None = None
+        upgrade: UpgradeRequested | PlainRequest | None = None
         with trio.move_on_at(deadline):
             upgrade = await transport.read_upgrade()
         if upgrade is None:
             log.debug("%s: no upgrade (%s)", transport.peer, transport.ended or "timed out")
+            return
+        if isinstance(upgrade, PlainRequest):
+            path = urlsplit(upgrade.target).path
+            log.debug("%s: a plain HTTP GET of %s, answered with what this is", transport.peer,
+                      path)  # fmt: skip
+            status, text = 426, self.plain_http_text()
+            if path != defaults.PATH:
+                status, text = 404, f"Nothing is served at {path}.\n{text}"
+            with trio.move_on_after(CLOSE_TIMEOUT_S):
+                await transport.reject(status, text)
             return
         refusal = self._admission(upgrade, transport.peer)
         if refusal is not None:
@@ -481,13 +513,56 @@ async def open_introspection_server(
     """Serve ``source`` in the background for the duration of the ``async with`` block.
 
     Yields the running :class:`IntrospectionServer` (its :attr:`~IntrospectionServer.url`
-    is ready). Raises ``OSError`` if the port cannot be bound.
+    is ready). Raises ``OSError`` if the port cannot be bound. What the block raises
+    comes out as itself, not inside an exception group: Ctrl-C in the block is one
+    ``KeyboardInterrupt``, a ``ValueError`` is a ``ValueError``.
     """
     server = IntrospectionServer(source, config)
     await server.bind()  # here, so that a taken port is a plain OSError
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
-        try:
-            yield server
-        finally:
-            nursery.cancel_scope.cancel()
+    async with background(server.run) as _:
+        yield server
+
+
+@asynccontextmanager
+async def background(
+    task: Callable[..., Awaitable[object]],
+) -> AsyncIterator[object]:
+    """Run ``task`` (started as by ``nursery.start``) for the duration of the block,
+    then cancel it; yields what it passed to ``task_status.started``.
+
+    Unlike a bare nursery around the block, what the block raises is not wrapped:
+    it comes out as itself once the task has stopped (a nursery would turn one
+    Ctrl-C into a ``BaseExceptionGroup`` at every level it crosses). A task that
+    fails while stopping is raised grouped with the block's error, so neither is
+    lost; a group of nothing but ``KeyboardInterrupt`` (Ctrl-C that landed inside
+    the task) is one ``KeyboardInterrupt``.
+    """
+    raised: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            started = await nursery.start(task)
+            try:
+                yield started
+            except BaseException as exc:  # re-raised below, unwrapped
+                raised = exc
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        interrupts, rest = group.split(KeyboardInterrupt)
+        only_interrupts = rest is None and interrupts is not None
+        if only_interrupts and (raised is None or isinstance(raised, KeyboardInterrupt)):
+            raise (raised or _first(group)) from None
+        if raised is not None:
+            raise BaseExceptionGroup("the block and its background task failed",
+                                     [raised, *group.exceptions]) from None  # fmt: skip
+        raise
+    if raised is not None:
+        raise raised
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf of ``group``."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf

@@ -22,6 +22,7 @@ import trio
 from libp2p_introspection.server.wire import (
     ClosedByPeer,
     HandshakeRefused,
+    PlainRequest,
     ProtocolViolation,
     ServerWire,
     UpgradeRequested,
@@ -73,9 +74,11 @@ class WebSocketTransport:
 
     # ------------------------------------------------------------ handshake
 
-    async def read_upgrade(self) -> UpgradeRequested | None:
-        """Read the upgrade request; ``None`` if the client left, or sent something that
-        is not a valid upgrade (then answered with the HTTP status it deserves)."""
+    async def read_upgrade(self) -> UpgradeRequested | PlainRequest | None:
+        """Read the upgrade request; a :class:`PlainRequest` for a plain HTTP ``GET``
+        (the caller answers it with :meth:`reject`); ``None`` if the client left, or sent
+        something that is not a valid upgrade (then answered with the HTTP status it
+        deserves)."""
         while not self._lost:
             data = await self._recv()
             try:
@@ -85,7 +88,7 @@ class WebSocketTransport:
                 await self.reject(refused.status, refused.reason)
                 return None
             for event in events:
-                if isinstance(event, UpgradeRequested):
+                if isinstance(event, UpgradeRequested | PlainRequest):
                     return event
                 self._gone("the client left during the handshake")
                 return None

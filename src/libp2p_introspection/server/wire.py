@@ -66,6 +66,15 @@ class UpgradeRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class PlainRequest:
+    """A plain HTTP ``GET`` without ``Upgrade: websocket`` (a browser, ``curl``) for
+    ``target`` (path and query): answer it with :meth:`ServerWire.reject` (426 and a
+    text saying what this endpoint is), then close."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class MessageReceived:
     """A whole message: ``bytes`` for a binary message, ``str`` for a text one."""
 
@@ -97,7 +106,14 @@ class ProtocolViolation:
     reason: str
 
 
-WireEvent = UpgradeRequested | MessageReceived | PongReceived | ClosedByPeer | ProtocolViolation
+WireEvent = (
+    UpgradeRequested
+    | PlainRequest
+    | MessageReceived
+    | PongReceived
+    | ClosedByPeer
+    | ProtocolViolation
+)
 
 
 class WireState(Enum):
@@ -125,7 +141,7 @@ class ServerWire:
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=max_request_size)
         self._max_request_size = max_request_size
         self._received = 0  # bytes fed during the handshake
-        self._request: UpgradeRequested | None = None
+        self._request: UpgradeRequested | PlainRequest | None = None
         self._key = b""
         self._ws: Connection | None = None
         self._parts: list[bytes | str] = []
@@ -169,6 +185,8 @@ class ServerWire:
                     return []
                 if isinstance(event, h11.Request):
                     self._request = self._check_request(event)
+                    if isinstance(self._request, PlainRequest):  # answered, never upgraded
+                        return [self._request]
                 elif isinstance(event, h11.Data):
                     raise HandshakeRefused(400, "an upgrade request has no body")
                 elif isinstance(event, h11.ConnectionClosed):
@@ -189,12 +207,10 @@ class ServerWire:
                 status, "request too large" if status == 431 else "malformed HTTP request"
             ) from None
 
-    def _check_request(self, request: h11.Request) -> UpgradeRequested:
+    def _check_request(self, request: h11.Request) -> UpgradeRequested | PlainRequest:
         # RFC 6455 §4.2.1, in the order a client most likely gets wrong.
         if request.method != b"GET":
             raise HandshakeRefused(405, "the WebSocket upgrade must be a GET")
-        if request.http_version != b"1.1":
-            raise HandshakeRefused(400, "the WebSocket upgrade needs HTTP/1.1")
         headers = tuple((bytes(name), bytes(value)) for name, value in request.headers)
         values: dict[bytes, list[bytes]] = {}
         for name, value in headers:
@@ -202,8 +218,12 @@ class ServerWire:
         has_body = b"content-length" in values or b"transfer-encoding" in values
         if has_body and values.get(b"content-length") != [b"0"]:
             raise HandshakeRefused(400, "an upgrade request has no body")
+        # h11 accepts only ASCII request targets; decode defensively all the same.
+        target = bytes(request.target).decode("ascii", "replace")
         if b"websocket" not in _tokens(values.get(b"upgrade", [])):
-            raise HandshakeRefused(426, "this endpoint speaks WebSocket only (Upgrade: websocket)")
+            return PlainRequest(target)  # someone opened the URL in a browser, say
+        if request.http_version != b"1.1":
+            raise HandshakeRefused(400, "the WebSocket upgrade needs HTTP/1.1")
         if b"upgrade" not in _tokens(values.get(b"connection", [])):
             raise HandshakeRefused(400, "missing 'Connection: Upgrade'")
         if values.get(b"sec-websocket-version") != [b"13"]:
@@ -212,8 +232,7 @@ class ServerWire:
         if len(keys) != 1 or not _valid_key(keys[0]):
             raise HandshakeRefused(400, "missing or malformed Sec-WebSocket-Key")
         self._key = keys[0].strip()
-        # h11 accepts only ASCII request targets; decode defensively all the same.
-        return UpgradeRequested(bytes(request.target).decode("ascii", "replace"), headers)
+        return UpgradeRequested(target, headers)
 
     def _frame_events(self) -> list[WireEvent]:
         assert self._ws is not None
@@ -279,7 +298,7 @@ class ServerWire:
 
     def accept(self) -> None:
         """Queue the 101 response (no extension, no subprotocol); frames may follow."""
-        if self.state is not WireState.HANDSHAKE or self._request is None:
+        if self.state is not WireState.HANDSHAKE or not isinstance(self._request, UpgradeRequested):
             raise RuntimeError("accept() needs a pending upgrade request")
         digest = hashlib.sha1(self._key + _GUID).digest()  # RFC 6455 §4.2.2
         self._queue(
@@ -311,6 +330,7 @@ class ServerWire:
         self._queue(
             f"HTTP/1.1 {status} {phrase}\r\n".encode("ascii")
             + b"Content-Type: text/plain; charset=utf-8\r\n"
+            + b"X-Content-Type-Options: nosniff\r\n"
             + f"Content-Length: {len(payload)}\r\n".encode("ascii")
             + extra
             + b"Connection: close\r\n\r\n"
