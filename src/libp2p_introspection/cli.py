@@ -387,7 +387,19 @@ def _first_leaf(error: BaseException) -> BaseException:
     return error
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; an error's message is made :func:`~libp2p_introspection.config.printable`
+    before click shows it (it may quote a server's close reason or HTTP body)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as error:
+            error.message = defaults.printable(error.message)
+            raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="libp2p-introspect")
 def main() -> None:
     """Introspection data streaming for py-libp2p nodes."""
@@ -702,7 +714,7 @@ def record(url: str, output: str, mode: str, events: bool, count: int | None,
         message = f"cannot record from {url}: {_unreachable(url, exc)}"
         raise click.ClickException(defaults.redact(message, secrets)) from exc
     result = recorder.result()
-    click.echo(result.summary(), err=True)
+    click.echo(defaults.printable(result.summary()), err=True)
     if result.outcome not in (Outcome.COMPLETED, Outcome.STOPPED):
         sys.exit(1)
 
@@ -745,14 +757,16 @@ def inspect(file: str, as_json: bool, dump: bool, **kw: Any) -> None:  # fmt: sk
         else:
             summary = inspect_file.summarize(file, limits=limits)
             click.echo(
-                json.dumps(summary, sort_keys=True) if as_json else inspect_file.render(summary)
+                json.dumps(summary, sort_keys=True)
+                if as_json
+                else defaults.printable(inspect_file.render(summary))
             )
             found, damaged = inspect_file.problems(summary), inspect_file.is_damaged(summary)
     except RecordingError as exc:
         raise click.ClickException(str(exc)) from exc
     if dump or as_json or damaged:  # the text summary already said it on stdout
         for sentence in found:
-            click.echo(f"{file}: {sentence}", err=True)
+            click.echo(defaults.printable(f"{file}: {sentence}"), err=True)
     if damaged:
         sys.exit(inspect_file.EXIT_DAMAGED)
 
@@ -895,7 +909,8 @@ def _printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
                 f"dht_peers={line['dht_peers']}"
             )
         elif line["kind"] == "event":
-            click.echo(f"event  {line['ts']}  {line['type']}  {line['content']}")
+            text = f"event  {line['ts']}  {line['type']}  {line['content']}"
+            click.echo(defaults.printable(text))
         else:
             click.echo(f"{line['kind']:6} {json.dumps(line)}")
         sys.stdout.flush()

@@ -146,6 +146,24 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     return text
 
 
+#: Characters that steer a terminal or reorder text: C0 and C1 controls (ESC, BEL,
+#: CR, ...), DEL, the line and paragraph separators and the bidirectional overrides.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: every control character but newline and
+    tab (an escape sequence, a carriage return, a bidirectional override) is shown
+    as a Python escape (``\\x1b``, ``\\r``, ``\\u202e``) instead of acting.
+
+    Strings from a server or a file (peer ids, event types, close reasons, HTTP
+    bodies) pass through it before the CLI prints or logs them.
+    """
+    return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
+
+
 def token_secrets(url: str | None = None, *tokens: str | None) -> tuple[str, ...]:
     """What :func:`redact` must hide for a client of ``url``: each of ``tokens`` and
     each ``token`` query parameter of ``url``, as written and percent-decoded."""
@@ -168,7 +186,8 @@ def token_secrets(url: str | None = None, *tokens: str | None) -> tuple[str, ...
 
 class RedactTokens(logging.Filter):
     """A logging filter that passes every record with its tokens :func:`redact`-ed
-    (message, arguments and traceback text); ``secrets`` as for :func:`redact`."""
+    and its control characters made :func:`printable` (message, arguments and
+    traceback text); ``secrets`` as for :func:`redact`."""
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         super().__init__()
@@ -176,15 +195,15 @@ class RedactTokens(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        clean = redact(message, self.secrets)
+        clean = printable(redact(message, self.secrets))
         if clean != message:
             record.msg, record.args = clean, ()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.secrets)
+            record.exc_text = printable(redact(record.exc_text, self.secrets))
         if record.stack_info:
-            record.stack_info = redact(record.stack_info, self.secrets)
+            record.stack_info = printable(redact(record.stack_info, self.secrets))
         return True
 
 

@@ -28,7 +28,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import h11
 import trio
+import wsproto.utilities
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from libp2p_introspection.config import TOKEN_ENV, TOKEN_HEADER, RedactTokens, check_token
@@ -222,12 +224,32 @@ async def connect(
         token = os.environ.get(TOKEN_ENV) or None
     token = check_token(token)
     headers = [(TOKEN_HEADER.encode(), token.encode())] if token else None
-    async with open_websocket_url(
-        url,
-        extra_headers=headers,
-        max_message_size=max_message_size,
-        connect_timeout=connect_timeout,
-        disconnect_timeout=5.0,
-        message_queue_size=16,
-    ) as ws:
-        yield IntrospectionClient(ws, max_message_size, limits)
+    try:
+        async with open_websocket_url(
+            url,
+            extra_headers=headers,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+            disconnect_timeout=5.0,
+            message_queue_size=16,
+        ) as ws:
+            yield IntrospectionClient(ws, max_message_size, limits)
+    except* (h11.ProtocolError, wsproto.utilities.ProtocolError) as group:
+        # trio-websocket lets HTTP and WebSocket parse errors of a server's answer
+        # (a wrong Sec-WebSocket-Accept, an extension never offered, garbage, a
+        # malformed body) escape from its reader task; they are the server's fault.
+        first = _first_leaf(group)
+        raise ProtocolError(
+            f"the server's answer is not valid HTTP/WebSocket: {_one_line(str(first))}"
+        ) from None
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
