@@ -226,3 +226,85 @@ def test_describe_reports_sizes(retention):
     assert described == {
         "snapshots": 1, "events": 0, "eventsDropped": 0, "oldest": 5, "latest": 5, "retentionMs": retention,
     }
+
+
+# ------------------------------------------------ what a hostile source can pin
+
+
+NEVER = 2**64 - 1  # the largest uint64 timestamp
+
+
+def _ids_state(ts: int, ids: range, close_ts: int = 0) -> pb.State:
+    state = pb.State(instant_ts=ts)
+    for i in ids:
+        conn = state.subsystems.connections.add(id=i.to_bytes(4, "big"))
+        conn.timeline.close_ts = close_ts
+    return state
+
+
+@pytest.mark.parametrize("clock", ["never closing", "frozen clock"])
+def test_carried_connections_never_make_a_snapshot_pass_the_connection_limit(clock):
+    # Each snapshot held 10,000 new connections (within the limit) that then vanished;
+    # with close_ts = 2^64 - 1, or one instant_ts for all, the converter carried every one
+    # for ever: 40 snapshots made one of 400,000 connections (113 MB, 1.7 GB, 75 s).
+    converter = SnapshotConverter(max_connections=50)
+    for k in range(20):
+        ts = 1_000 if clock == "frozen clock" else 1_000 + 1_000 * k
+        data = converter.convert(_ids_state(ts, range(k * 20, k * 20 + 20), NEVER))
+        assert len(data["conns"]) <= 50
+    assert len(data["conns"]) == 50  # still shows the newest that vanished, within the limit
+    carried = [c for c in data["conns"] if c["gone"]]
+    # The 30 that vanished most recently (the previous snapshot's 20, then 10 before): the
+    # ones that vanished longest ago went first.
+    assert sorted(int(c["id"], 16) for c in carried) == list(range(350, 380))
+    assert all(c["close"] < NEVER for c in carried)  # shown closed when last seen
+
+
+def test_the_model_holds_live_snapshots_to_its_limits():
+    from libp2p_introspection.dashboard.model import DashboardModel
+    from libp2p_introspection.protocol.wire import RecordLimits
+
+    model = DashboardModel(Store(), limits=RecordLimits(max_connections=30))
+    for k in range(10):
+        model.feed_state(_ids_state(1_000 + 1_000 * k, range(k * 20, k * 20 + 20), NEVER))
+    assert model.store.latest.summary["conns"] == 30
+
+
+def test_a_frozen_clock_cannot_keep_a_vanished_connection_for_ever():
+    from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_SNAPSHOTS
+
+    converter = SnapshotConverter()
+    converter.convert(_ids_state(5_000, range(2)))
+    for _ in range(DEFAULT_CLOSED_TTL_SNAPSHOTS):  # instant_ts never moves: time says "kept"
+        data = converter.convert(_ids_state(5_000, range(1)))
+        assert [c["id"] for c in data["conns"]] == ["00000000", "00000001"]
+    data = converter.convert(_ids_state(5_000, range(1)))
+    assert [c["id"] for c in data["conns"]] == ["00000000"]
+
+
+def test_a_close_ts_in_the_far_future_ages_from_when_the_connection_was_last_seen():
+    converter = SnapshotConverter(closed_ttl_ms=3_000)
+    converter.convert(_ids_state(10_000, range(2), NEVER))
+    data = converter.convert(_ids_state(11_000, range(1)))
+    (gone,) = [c for c in data["conns"] if c["gone"]]
+    assert gone["close"] == 10_000
+    assert len(converter.convert(_ids_state(13_000, range(1)))["conns"]) == 2
+    # Time going back neither keeps it longer nor brings it back.
+    assert len(converter.convert(_ids_state(13_500, range(1)))["conns"]) == 1
+    assert len(converter.convert(_ids_state(9_000, range(1)))["conns"]) == 1
+
+
+def test_a_connection_that_closed_honestly_is_shown_closed_at_its_close_ts():
+    converter = SnapshotConverter(closed_ttl_ms=3_000)
+    converter.convert(_ids_state(10_000, range(2), 9_500))
+    data = converter.convert(_ids_state(11_000, range(1)))
+    assert [(c["id"], c["close"], c["gone"]) for c in data["conns"]] == [
+        ("00000000", 0, False), ("00000001", 9_500, True),
+    ]
+    assert len(converter.convert(_ids_state(12_500, range(1)))["conns"]) == 2
+    assert len(converter.convert(_ids_state(12_600, range(1)))["conns"]) == 1  # 3 s after 9_500
+    # One that comes back (the server kept it after all) is shown once, as the server says.
+    converter.convert(_ids_state(13_000, range(2)))
+    converter.convert(_ids_state(14_000, range(1)))
+    data = converter.convert(_ids_state(15_000, range(2)))
+    assert [(c["id"], c["gone"]) for c in data["conns"]] == [("00000000", False), ("00000001", False)]

@@ -74,7 +74,9 @@ class DashboardModel:
         #: What one record of an uploaded recording may hold (the live feed has its own).
         self.limits = limits
         self.hub = hub or BrowserHub()
-        self.converter = SnapshotConverter(closed_ttl_ms=closed_ttl_ms)
+        self.converter = SnapshotConverter(
+            closed_ttl_ms=closed_ttl_ms, max_connections=limits.max_connections
+        )
         self.feed: LiveFeed | None = None
         self.mode = "live"
         self.recording: RecordingInfo | None = None
