@@ -96,6 +96,24 @@ async def test_status_snapshot_and_page(live):
         assert (await http(dashboard.url + path))[0] == 200, path
 
 
+async def test_the_events_route_answers_stored_events_filtered(live):
+    _, dashboard = live
+
+    async def some_events() -> bool:
+        return (await http(dashboard.url + "api/status"))[1]["store"]["events"] >= 3
+
+    await wait_for(some_events, what="events")
+    status, events = await http(dashboard.url + "api/events?limit=3")
+    assert status == 200 and len(events) == 3
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    assert all({"seq", "ts", "type", "content"} <= set(e) for e in events)
+    kind = events[-1]["type"]
+    status, same = await http(dashboard.url + f"api/events?type={kind}&until={events[-1]['ts']}")
+    assert same and {e["type"] for e in same} == {kind}
+    assert all(e["ts"] <= events[-1]["ts"] for e in same)
+    assert (await http(dashboard.url + "api/events?limit=x"))[0] == 400
+
+
 async def test_pause_resume_and_connect_commands(live):
     server, dashboard = live
     status, answer = await http(dashboard.url + "api/pause", b"", method="POST")

@@ -8,6 +8,7 @@ import pytest
 
 from libp2p_introspection.dashboard.convert import (
     SnapshotConverter,
+    dumps,
     event_to_json,
     runtime_to_json,
     summarize,
@@ -224,7 +225,8 @@ def test_describe_reports_sizes(retention):
     described = store.describe()
     assert described.pop("bytes") == len(store.latest.text)
     assert described == {
-        "snapshots": 1, "events": 0, "eventsDropped": 0, "oldest": 5, "latest": 5, "retentionMs": retention,
+        "snapshots": 1, "events": 0, "eventsDropped": 0, "eventBytes": 0, "oldest": 5, "latest": 5,
+        "retentionMs": retention,
     }
 
 
@@ -308,3 +310,55 @@ def test_a_connection_that_closed_honestly_is_shown_closed_at_its_close_ts():
     converter.convert(_ids_state(14_000, range(1)))
     data = converter.convert(_ids_state(15_000, range(2)))
     assert [(c["id"], c["gone"]) for c in data["conns"]] == [("00000000", False), ("00000001", False)]
+
+
+def test_events_are_bounded_by_their_size_too():
+    # 50,000 events of 8 MB each were kept (the bound was a count): 5.6 GB in 50 s.
+    size = len(dumps({"seq": 1, "ts": 1, "type": "A", "content": "x" * 1_000}))
+    store = Store(retention_ms=None, max_event_bytes=3 * size + size // 2)
+    for n in range(6):
+        store.add_event({"seq": 0, "ts": n, "type": "A", "content": "x" * 1_000})
+    assert [e["ts"] for e in store.events()] == [3, 4, 5]  # the newest that fit
+    assert store.describe()["eventBytes"] == sum(len(e.text) for e in store.stored_events())
+    assert store.describe()["eventBytes"] <= store.max_event_bytes
+    assert store.events_dropped == 3 and store.event_counts() == {"A": 3}
+    store.add_event({"seq": 0, "ts": 9, "type": "B", "content": "x" * 4 * size})
+    assert [e["ts"] for e in store.events()] == [3, 4, 5]  # larger than the bound: not kept
+    assert store.events_dropped == 4 and store.event_counts() == {"A": 3}
+
+
+def test_the_default_event_bound_holds_a_flood_of_huge_events():
+    store = Store()
+    store.add_snapshot(snapshot(1_000))
+    for _ in range(12):
+        store.add_event({"seq": 0, "ts": NEVER, "type": "Big", "content": "A" * (8 << 20)})
+    assert store.describe()["eventBytes"] <= 64 * 1024 * 1024
+    assert 0 < store.event_count < 12
+
+
+def test_an_event_stamped_far_in_the_future_ages_as_if_it_came_when_it_arrived():
+    # It sat at the front of the queue for ever, and every event behind it with it.
+    store = Store(retention_ms=5_000)
+    store.add_snapshot(snapshot(10_000))
+    store.add_event(event(NEVER, "Future"))
+    store.add_event(event(10_500))
+    assert [e["ts"] for e in store.events()] == [NEVER, 10_500]  # shown while in the window
+    store.add_snapshot(snapshot(15_800))  # the window now starts at 10_800
+    assert store.events() == [] and store.event_counts() == {}
+
+
+def test_a_snapshot_stamped_far_in_the_future_is_dropped_by_the_next_honest_one():
+    # The newest snapshot set the store's time: one stamped 2^64 - 1 stayed the latest for
+    # ever, every later snapshot was dropped on arrival, and so was every event.
+    store = Store(retention_ms=5_000)
+    for ts in (1_000, 2_000):
+        store.add_snapshot(snapshot(ts))
+    store.add_snapshot(SnapshotConverter().convert(_ids_state(NEVER, range(1))))
+    assert store.timeline() == [NEVER]  # the source's clock jumped: the window moved with it
+    store.add_snapshot(snapshot(3_000))
+    assert store.timeline() == [3_000]
+    assert store.latest.ts == 3_000 and store.connection_series("00000000") == []
+    store.add_event(event(3_100))
+    assert [e["ts"] for e in store.events()] == [3_100]
+    store.add_snapshot(snapshot(9_000))
+    assert store.timeline() == [9_000]

@@ -281,7 +281,8 @@ def create_app(
         except ValueError:
             return refuse("until and limit must be integers")
         types = params.getlist("type") or None
-        return JSONResponse(model.store.events(until_ts=until, types=types, limit=limit))
+        chosen = model.store.stored_events(until_ts=until, types=types, limit=limit)
+        return Response("[" + ",".join(e.text for e in chosen) + "]", media_type="application/json")
 
     async def pause(request: Request) -> Response:
         if model.mode != "live":
@@ -332,6 +333,7 @@ def create_app(
                         max_snapshots=model.store.max_snapshots,
                         max_events=model.store.max_events,
                         max_bytes=model.store.max_bytes,
+                        max_event_bytes=model.store.max_event_bytes,
                         closed_ttl_ms=model.converter.closed_ttl_ms,
                         limits=model.limits,
                     )

@@ -120,7 +120,7 @@ class DashboardModel:
     def feed_event(self, event: pb.Event) -> None:
         type_info = event_type_to_json(event.type) if event.type.property_types else None
         stored = self.store.add_event(event_to_json(event), type_info)
-        self.hub.broadcast(dumps({"t": "event", "e": stored}))
+        self.hub.broadcast(f'{{"t":"event","e":{stored.text}}}')
 
     def feed_notice(self) -> None:
         self.broadcast_status()

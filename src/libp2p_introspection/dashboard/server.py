@@ -23,6 +23,7 @@ from libp2p_introspection.dashboard.recording import (
 from libp2p_introspection.dashboard.serving import DEFAULT_SEND_TIMEOUT_S, serve_asgi
 from libp2p_introspection.dashboard.store import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_SNAPSHOTS,
     DEFAULT_RETENTION_MS,
@@ -45,9 +46,10 @@ class DashboardConfig:
     this recording instead at start (the page can still connect to a node).
     ``retention_ms``: how far back the live store keeps snapshots and events,
     ms. ``max_snapshots``/``max_events``: count bounds of the store, and
-    ``max_bytes`` the bound on its snapshots' JSON text (a recording is bound
-    by these only). ``max_upload_bytes``: largest recording
-    accepted from the page. ``events``: subscribe to the node's events.
+    ``max_bytes``/``max_event_bytes`` the bounds on its snapshots' and events'
+    JSON text, bytes (a recording is bound by these only).
+    ``max_upload_bytes``: largest recording accepted from the page.
+    ``events``: subscribe to the node's events.
     ``token``: the introspection server's shared token, if it requires one.
     ``closed_ttl_ms``: how long a connection that vanished from the server's
     snapshots is still shown as closed, ms. ``max_pending``: messages queued
@@ -65,6 +67,7 @@ class DashboardConfig:
     max_snapshots: int = DEFAULT_MAX_SNAPSHOTS
     max_events: int = DEFAULT_MAX_EVENTS
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     events: bool = True
     token: str | None = None
@@ -89,6 +92,7 @@ class Dashboard:
             max_snapshots=config.max_snapshots,
             max_events=config.max_events,
             max_bytes=config.max_bytes,
+            max_event_bytes=config.max_event_bytes,
         )
         self.model = DashboardModel(
             store,
@@ -134,6 +138,7 @@ class Dashboard:
                     max_snapshots=config.max_snapshots,
                     max_events=config.max_events,
                     max_bytes=config.max_bytes,
+                    max_event_bytes=config.max_event_bytes,
                     closed_ttl_ms=config.closed_ttl_ms,
                     limits=config.limits,
                 )
