@@ -8,7 +8,9 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
   ``runtime`` and ``status`` messages as they happen (a page that falls
   behind gets a fresh ``hello`` instead, see :mod:`.browsers`). The page
   sends nothing on it; a message over 64 KiB closes it with 1009 (see
-  :mod:`.serving`).
+  :mod:`.serving`). At most the hub's ``max_pages`` feeds are open at once
+  (16 by default); beyond that the upgrade is answered with HTTP 503 and
+  the reason.
 - ``GET /api/status``: the ``STATUS`` object.
 - ``GET /api/snapshot?ts=MS``: the stored snapshot the page shows for the
   moment ``MS`` (the newest at or before it); the latest without ``ts``; 404
@@ -67,6 +69,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from libp2p_introspection import config as defaults
+from libp2p_introspection.dashboard.browsers import TooManyPages
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.recording import (
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -346,10 +349,24 @@ def create_app(
         model.show_recording(store, info)
         return ok()
 
+    refusing = False  # pages are being refused (logged once at WARNING until one is admitted)
+
     async def feed(websocket: WebSocket) -> None:
-        await websocket.accept()
-        mailbox = model.hub.open()
+        nonlocal refusing
         try:
+            mailbox = model.hub.open()  # before any await: the bound holds however many race
+        except TooManyPages as exc:
+            # A refused page retries every second: one WARNING, then DEBUG.
+            log.log(logging.DEBUG if refusing else logging.WARNING,
+                    "refused a dashboard page: %s", exc)  # fmt: skip
+            refusing = True
+            await websocket.send_denial_response(
+                PlainTextResponse(f"{exc}; close one and reload\n", 503)
+            )
+            return
+        refusing = False
+        try:
+            await websocket.accept()
             async with anyio.create_task_group() as group:
 
                 async def writer() -> None:

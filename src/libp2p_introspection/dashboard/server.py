@@ -11,7 +11,12 @@ import trio
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.dashboard.app import create_app
-from libp2p_introspection.dashboard.browsers import DEFAULT_MAX_PENDING, BrowserHub
+from libp2p_introspection.dashboard.browsers import (
+    DEFAULT_MAX_PAGES,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
+    BrowserHub,
+)
 from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS
 from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
@@ -52,8 +57,10 @@ class DashboardConfig:
     ``events``: subscribe to the node's events.
     ``token``: the introspection server's shared token, if it requires one.
     ``closed_ttl_ms``: how long a connection that vanished from the server's
-    snapshots is still shown as closed, ms. ``max_pending``: messages queued
-    for one browser before it is resynced instead. ``send_timeout_s``: a
+    snapshots is still shown as closed, ms. ``max_pending``/``max_pending_bytes``:
+    messages (and their bytes) queued for one browser before it is resynced
+    instead. ``max_pages``: pages (``/feed`` connections) open at once; more
+    are refused with HTTP 503. ``send_timeout_s``: a
     browser that accepts no bytes for this long is disconnected, seconds.
     ``limits``: what one snapshot (live, or a recording's record) may hold
     before it is skipped with a notice on the page.
@@ -73,6 +80,8 @@ class DashboardConfig:
     token: str | None = None
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS
     max_pending: int = DEFAULT_MAX_PENDING
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    max_pages: int = DEFAULT_MAX_PAGES
     send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
     limits: RecordLimits = DEFAULT_LIMITS
 
@@ -96,7 +105,11 @@ class Dashboard:
         )
         self.model = DashboardModel(
             store,
-            BrowserHub(config.max_pending),
+            BrowserHub(
+                config.max_pending,
+                max_pending_bytes=config.max_pending_bytes,
+                max_pages=config.max_pages,
+            ),
             closed_ttl_ms=config.closed_ttl_ms,
             limits=config.limits,
         )
