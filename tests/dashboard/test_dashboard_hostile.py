@@ -458,3 +458,104 @@ async def test_pages_that_never_read_cost_a_bounded_amount(tmp_path):
     assert (peak - baseline) / 1024 < 24 * hello_mb + 8, (baseline, peak, hello_mb)
     admitted = sum(b" 101 " in s for s in statuses)
     assert admitted <= 16 and admitted + sum(b" 503 " in s for s in statuses) == 48, statuses
+
+
+async def _post_body(port: int, path: bytes, head: bytes, pieces: int, piece: bytes,
+                     first: bytes = b"") -> tuple[bytes, bytes, int]:  # fmt: skip
+    """POST ``first`` then ``pieces`` times ``piece``, with the headers ``head``; the answer's
+    status line and body, and how many pieces the dashboard took before it answered and closed."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    request = b"POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n" % (path, port, head)
+    await stream.send_all(request + first)
+    sent = 0
+    answer = bytearray()
+
+    async def send() -> None:
+        nonlocal sent
+        try:
+            for _ in range(pieces):
+                await stream.send_all(piece)
+                sent += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def receive() -> None:
+        while True:
+            try:
+                data = await stream.receive_some(1 << 16)
+            except trio.BrokenResourceError:
+                data = b""
+            if not data:
+                break
+            answer.extend(data)
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        nursery.start_soon(receive)
+    await stream.aclose()
+    status, _, body = bytes(answer).partition(b"\r\n\r\n")
+    return status.split(b"\r\n")[0], body, sent
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+async def test_a_command_body_is_read_up_to_4_kib_and_no_further(nursery):
+    # POST /api/connect read its whole body into memory: 1 GB took the dashboard to 995 MB.
+    dashboard = await nursery.start(Dashboard(DashboardConfig(url=NOWHERE, port=0)).run)
+    port = dashboard.port
+    as_json = b"Content-Type: application/json\r\n"
+    pad = b"A" * (1 << 20)
+    with trio.fail_after(30):
+        # Declared: refused before a byte of it is read.
+        status, body, sent = await _post_body(
+            port, b"/api/connect", as_json + b"Content-Length: %d\r\n" % (64 << 20), 64, pad
+        )
+        assert b" 413 " in status and b"at most 4096 bytes" in body, (status, body)
+        assert sent < 64, sent
+        # Chunked (no length): refused once past 4 KiB, the rest never read.
+        start = _chunk(b'{"url":"ws://127.0.0.1:9/introspect","pad":"')
+        chunked = as_json + b"Transfer-Encoding: chunked\r\n"
+        status, body, sent = await _post_body(
+            port, b"/api/connect", chunked, 64, _chunk(pad), start
+        )
+        assert b" 413 " in status, (status, body)
+        assert sent < 64, sent
+        assert (await http(dashboard.url + "api/status"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 2_000 + b"]" * 2_000,
+        b'{"url": ' + b"[" * 1_500 + b"]" * 1_500 + b"}",
+        b"\xff\xfe{",
+        b"{",
+        b'["ws://127.0.0.1:9/introspect"]',
+        b"",
+    ],
+    ids=["deep array", "deep object", "not UTF-8", "cut short", "not an object", "empty"],
+)
+async def test_a_malformed_command_gets_400_never_500(nursery, body):
+    # Nesting 100,000 deep raised RecursionError out of the route: HTTP 500, a traceback.
+    dashboard = await nursery.start(Dashboard(DashboardConfig(url=NOWHERE, port=0)).run)
+    status, _, answer = await http(dashboard.url + "api/connect", body,
+                                   {"Content-Type": "application/json"}, "POST")  # fmt: skip
+    assert status == 400, (status, answer)
+    assert json.loads(answer)["error"]
+    _, _, data = await http(dashboard.url + "api/status")
+    assert json.loads(data)["url"] == NOWHERE
+
+
+async def test_an_upload_is_refused_as_it_streams_past_the_limit(nursery):
+    # (Already so before: checked here so that it stays so.) No Content-Length: the body is
+    # read as it comes and refused past the limit, not buffered whole first.
+    config = DashboardConfig(url=NOWHERE, port=0, max_upload_bytes=1 << 20)
+    dashboard = await nursery.start(Dashboard(config).run)
+    with trio.fail_after(30):
+        chunked, piece = b"Transfer-Encoding: chunked\r\n", _chunk(b"B" * (1 << 20))
+        status, body, sent = await _post_body(dashboard.port, b"/api/recording", chunked, 64, piece)
+    assert b" 413 " in status and b"1048576-byte limit" in body, (status, body)
+    assert sent < 64, sent

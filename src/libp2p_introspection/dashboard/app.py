@@ -22,9 +22,17 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
 - ``POST /api/connect`` with ``{"url": "ws://HOST:PORT/introspect"}`` (or
   ``"HOST:PORT"``), as ``application/json``: show the live node there. The introspection token, if
   any, is sent only to the server the dashboard was started for (see
-  :mod:`.feed`), never to another URL given here.
+  :mod:`.feed`), never to another URL given here. The body is read up to
+  :data:`MAX_COMMAND_BODY_BYTES` (4 KiB) and no further: 413 beyond, 400 for
+  anything but a JSON object (nesting included: never a 500).
 - ``POST /api/recording``: the body is a recording file (raw bytes; its name
-  in the ``X-File-Name`` header), at most ``max_upload_bytes``; shows it.
+  in the ``X-File-Name`` header), at most ``max_upload_bytes``; shows it. The
+  body is read as it comes, into a spooled temporary file (memory up to
+  8 MiB, then disk), and refused with 413 as soon as it passes the limit
+  (or at once when its ``Content-Length`` says it will).
+- ``POST /api/pause`` and ``/api/resume`` read no body; the ``GET`` routes
+  read only their query string (bounded, with the request's headers, by
+  the HTTP server: 16 KiB).
 
 Commands answer ``{"ok": true, "status": STATUS}`` or ``{"ok": false,
 "error": "..."}`` with a 4xx code.
@@ -50,6 +58,7 @@ and files send as markup in the first place: see ``static/js/dom.js``.)
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -84,6 +93,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: A browser that takes longer than this to accept one feed message is dropped, seconds.
 BROWSER_SEND_TIMEOUT_S = 30.0
+#: Largest body of a JSON command (``/api/connect``), bytes.
+MAX_COMMAND_BODY_BYTES = 4 * 1024
 #: Recordings larger than this stay in memory while uploaded; larger ones spool to disk.
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 #: Headers on every HTTP answer: no MIME sniffing (JSON and text stay data), no
@@ -100,6 +111,28 @@ _PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-
 
 class BadRequest(Exception):
     """A command the dashboard refuses (message shown to the user)."""
+
+
+class BodyTooLarge(Exception):
+    """A request body over its route's limit (answered with 413)."""
+
+
+async def read_small_body(request: Request, limit: int) -> bytes:
+    """The request's body, at most ``limit`` bytes; never holds more than that.
+
+    Raises :class:`BodyTooLarge` as soon as the body (or its declared
+    ``Content-Length``) passes ``limit``; what the client sends after is not
+    read (the connection is closed after the answer).
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge()
+    body = bytearray()
+    async for chunk in request.stream():
+        if len(body) + len(chunk) > limit:
+            raise BodyTooLarge()
+        body += chunk
+    return bytes(body)
 
 
 def normalize_url(text: str) -> str:
@@ -256,6 +289,11 @@ def create_app(
     def refuse(message: str, code: int = 400) -> JSONResponse:
         return JSONResponse({"ok": False, "error": message}, status_code=code)
 
+    def too_large(message: str) -> JSONResponse:
+        # The rest of the body is not read: close the connection rather than wait for it.
+        return JSONResponse({"ok": False, "error": message}, status_code=413,
+                            headers={"Connection": "close"})  # fmt: skip
+
     async def index(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -304,8 +342,10 @@ def create_app(
         if media_type != "application/json":
             return refuse('send {"url": "ws://HOST:PORT/introspect"} as application/json', 415)
         try:
-            body: Any = await request.json()
-        except ValueError:
+            body: Any = json.loads(await read_small_body(request, MAX_COMMAND_BODY_BYTES))
+        except BodyTooLarge:
+            return too_large(f"a command is at most {MAX_COMMAND_BODY_BYTES} bytes")
+        except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested too deep
             return refuse('send {"url": "ws://HOST:PORT/introspect"}')
         try:
             url = normalize_url(str(body.get("url", "")) if isinstance(body, dict) else "")
@@ -318,14 +358,14 @@ def create_app(
         name = unquote(request.headers.get("x-file-name", "uploaded.mock"))[:200]
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_upload_bytes:
-            return refuse(f"the file is larger than the {max_upload_bytes}-byte limit", 413)
+            return too_large(f"the file is larger than the {max_upload_bytes}-byte limit")
         spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
         try:
             size = 0
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > max_upload_bytes:
-                    return refuse(f"the file is larger than the {max_upload_bytes}-byte limit", 413)
+                    return too_large(f"the file is larger than the {max_upload_bytes}-byte limit")
                 spool.write(chunk)
             spool.seek(0)
             try:
