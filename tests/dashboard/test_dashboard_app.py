@@ -96,6 +96,24 @@ async def test_status_snapshot_and_page(live):
         assert (await http(dashboard.url + path))[0] == 200, path
 
 
+async def test_the_events_route_answers_stored_events_filtered(live):
+    _, dashboard = live
+
+    async def some_events() -> bool:
+        return (await http(dashboard.url + "api/status"))[1]["store"]["events"] >= 3
+
+    await wait_for(some_events, what="events")
+    status, events = await http(dashboard.url + "api/events?limit=3")
+    assert status == 200 and len(events) == 3
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    assert all({"seq", "ts", "type", "content"} <= set(e) for e in events)
+    kind = events[-1]["type"]
+    status, same = await http(dashboard.url + f"api/events?type={kind}&until={events[-1]['ts']}")
+    assert same and {e["type"] for e in same} == {kind}
+    assert all(e["ts"] <= events[-1]["ts"] for e in same)
+    assert (await http(dashboard.url + "api/events?limit=x"))[0] == 400
+
+
 async def test_pause_resume_and_connect_commands(live):
     server, dashboard = live
     status, answer = await http(dashboard.url + "api/pause", b"", method="POST")
@@ -187,9 +205,9 @@ def test_mailbox_merges_a_slow_browser_into_one_resync():
     assert mailbox.needs_hello
     hellos = []
 
-    def hello() -> str:
+    def hello() -> str:  # the whole feed message, as the model builds it
         hellos.append(1)
-        return '{"t":"hello"}'
+        return '[{"t":"hello"}]'
 
     async def main() -> None:
         assert await mailbox.take(hello) == '[{"t":"hello"}]'
@@ -207,6 +225,72 @@ def test_mailbox_merges_a_slow_browser_into_one_resync():
     trio.run(main)
     assert len(hellos) == 2
     assert isinstance(Mailbox(), Mailbox)
+
+
+def test_mailbox_resyncs_a_browser_that_falls_behind_by_bytes_too():
+    # 256 pending messages of a few MB each (snapshots of a large node, 8 MB events) were
+    # kept for a page that did not read: gigabytes, for one idle page.
+    hub = BrowserHub(max_pending=100, max_pending_bytes=100)
+    mailbox = hub.open()
+
+    async def main() -> None:
+        assert await mailbox.take(lambda: "[H]") == "[H]"
+        hub.broadcast("a" * 60)
+        assert mailbox.pending_bytes == 60
+        hub.broadcast("b" * 60)  # 120 bytes pending would pass the bound: one resync instead
+        assert mailbox.resyncs == 1 and not mailbox.pending
+        assert await mailbox.take(lambda: "[H]") == "[H]"
+        hub.broadcast("c" * 500)  # larger than the bound alone: still sent, nothing else waits
+        assert await mailbox.take(lambda: "[H]") == "[" + "c" * 500 + "]"
+        assert mailbox.resyncs == 1
+
+    trio.run(main)
+
+
+def test_the_hello_is_built_once_per_change_and_shared_by_every_page():
+    # Every page got its own hello, built afresh (latest snapshot, series, 5,000 events):
+    # 300 idle pages took the dashboard from 214 MB to 4.5 GB.
+    from libp2p_introspection.dashboard.model import DashboardModel
+    from libp2p_introspection.dashboard.store import Store
+
+    model = DashboardModel(Store())
+    model.feed_state(_big_state(50))
+    pages = [model.hub.open() for _ in range(3)]
+
+    async def main() -> list[str]:
+        return [await page.take(model.hello) for page in pages]
+
+    first = trio.run(main)
+    assert first[0] is first[1] is first[2]
+    (hello,) = json.loads(first[0])
+    assert hello["t"] == "hello" and len(hello["latest"]["conns"]) == 50
+    state = _big_state(60)
+    state.instant_ts += 1_000
+    model.feed_state(state)  # a change: the next hello is a new one, again shared
+    for page in pages:
+        page.resync()
+    again = trio.run(main)
+    assert again[0] is again[1] is again[2] and again[0] is not first[0]
+    assert len(json.loads(again[0])[0]["latest"]["conns"]) == 60
+
+
+def test_the_hello_holds_a_bounded_size_of_events():
+    from libp2p_introspection.dashboard.model import DashboardModel
+    from libp2p_introspection.dashboard.store import Store
+
+    hello_event_bytes = 8 * 2**20  # model.HELLO_EVENT_BYTES
+
+    model = DashboardModel(Store())
+    model.feed_state(_big_state(1))
+    for n in range(20):  # 1 MB each, kept as text (too long to parse)
+        event = pb.Event(ts=1_700_000_000_000 + n, content="x" * 1_000_000)
+        event.type.name = "Big"
+        model.feed_event(event)
+    text = model.hello()
+    assert len(text) < hello_event_bytes + 100_000
+    (hello,) = json.loads(text)
+    assert [e["ts"] for e in hello["events"]] == [1_700_000_000_000 + n for n in range(12, 20)]
+    assert hello["eventCounts"] == {"Big": 20}  # the store has them all; the page can ask
 
 
 def _big_state(connections: int) -> pb.State:

@@ -8,6 +8,7 @@ import pytest
 
 from libp2p_introspection.dashboard.convert import (
     SnapshotConverter,
+    dumps,
     event_to_json,
     runtime_to_json,
     summarize,
@@ -224,5 +225,140 @@ def test_describe_reports_sizes(retention):
     described = store.describe()
     assert described.pop("bytes") == len(store.latest.text)
     assert described == {
-        "snapshots": 1, "events": 0, "eventsDropped": 0, "oldest": 5, "latest": 5, "retentionMs": retention,
+        "snapshots": 1, "events": 0, "eventsDropped": 0, "eventBytes": 0, "oldest": 5, "latest": 5,
+        "retentionMs": retention,
     }
+
+
+# ------------------------------------------------ what a hostile source can pin
+
+
+NEVER = 2**64 - 1  # the largest uint64 timestamp
+
+
+def _ids_state(ts: int, ids: range, close_ts: int = 0) -> pb.State:
+    state = pb.State(instant_ts=ts)
+    for i in ids:
+        conn = state.subsystems.connections.add(id=i.to_bytes(4, "big"))
+        conn.timeline.close_ts = close_ts
+    return state
+
+
+@pytest.mark.parametrize("clock", ["never closing", "frozen clock"])
+def test_carried_connections_never_make_a_snapshot_pass_the_connection_limit(clock):
+    # Each snapshot held 10,000 new connections (within the limit) that then vanished;
+    # with close_ts = 2^64 - 1, or one instant_ts for all, the converter carried every one
+    # for ever: 40 snapshots made one of 400,000 connections (113 MB, 1.7 GB, 75 s).
+    converter = SnapshotConverter(max_connections=50)
+    for k in range(20):
+        ts = 1_000 if clock == "frozen clock" else 1_000 + 1_000 * k
+        data = converter.convert(_ids_state(ts, range(k * 20, k * 20 + 20), NEVER))
+        assert len(data["conns"]) <= 50
+    assert len(data["conns"]) == 50  # still shows the newest that vanished, within the limit
+    carried = [c for c in data["conns"] if c["gone"]]
+    # The 30 that vanished most recently (the previous snapshot's 20, then 10 before): the
+    # ones that vanished longest ago went first.
+    assert sorted(int(c["id"], 16) for c in carried) == list(range(350, 380))
+    assert all(c["close"] < NEVER for c in carried)  # shown closed when last seen
+
+
+def test_the_model_holds_live_snapshots_to_its_limits():
+    from libp2p_introspection.dashboard.model import DashboardModel
+    from libp2p_introspection.protocol.wire import RecordLimits
+
+    model = DashboardModel(Store(), limits=RecordLimits(max_connections=30))
+    for k in range(10):
+        model.feed_state(_ids_state(1_000 + 1_000 * k, range(k * 20, k * 20 + 20), NEVER))
+    assert model.store.latest.summary["conns"] == 30
+
+
+def test_a_frozen_clock_cannot_keep_a_vanished_connection_for_ever():
+    from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_SNAPSHOTS
+
+    converter = SnapshotConverter()
+    converter.convert(_ids_state(5_000, range(2)))
+    for _ in range(DEFAULT_CLOSED_TTL_SNAPSHOTS):  # instant_ts never moves: time says "kept"
+        data = converter.convert(_ids_state(5_000, range(1)))
+        assert [c["id"] for c in data["conns"]] == ["00000000", "00000001"]
+    data = converter.convert(_ids_state(5_000, range(1)))
+    assert [c["id"] for c in data["conns"]] == ["00000000"]
+
+
+def test_a_close_ts_in_the_far_future_ages_from_when_the_connection_was_last_seen():
+    converter = SnapshotConverter(closed_ttl_ms=3_000)
+    converter.convert(_ids_state(10_000, range(2), NEVER))
+    data = converter.convert(_ids_state(11_000, range(1)))
+    (gone,) = [c for c in data["conns"] if c["gone"]]
+    assert gone["close"] == 10_000
+    assert len(converter.convert(_ids_state(13_000, range(1)))["conns"]) == 2
+    # Time going back neither keeps it longer nor brings it back.
+    assert len(converter.convert(_ids_state(13_500, range(1)))["conns"]) == 1
+    assert len(converter.convert(_ids_state(9_000, range(1)))["conns"]) == 1
+
+
+def test_a_connection_that_closed_honestly_is_shown_closed_at_its_close_ts():
+    converter = SnapshotConverter(closed_ttl_ms=3_000)
+    converter.convert(_ids_state(10_000, range(2), 9_500))
+    data = converter.convert(_ids_state(11_000, range(1)))
+    assert [(c["id"], c["close"], c["gone"]) for c in data["conns"]] == [
+        ("00000000", 0, False), ("00000001", 9_500, True),
+    ]
+    assert len(converter.convert(_ids_state(12_500, range(1)))["conns"]) == 2
+    assert len(converter.convert(_ids_state(12_600, range(1)))["conns"]) == 1  # 3 s after 9_500
+    # One that comes back (the server kept it after all) is shown once, as the server says.
+    converter.convert(_ids_state(13_000, range(2)))
+    converter.convert(_ids_state(14_000, range(1)))
+    data = converter.convert(_ids_state(15_000, range(2)))
+    assert [(c["id"], c["gone"]) for c in data["conns"]] == [("00000000", False), ("00000001", False)]
+
+
+def test_events_are_bounded_by_their_size_too():
+    # 50,000 events of 8 MB each were kept (the bound was a count): 5.6 GB in 50 s.
+    size = len(dumps({"seq": 1, "ts": 1, "type": "A", "content": "x" * 1_000}))
+    store = Store(retention_ms=None, max_event_bytes=3 * size + size // 2)
+    for n in range(6):
+        store.add_event({"seq": 0, "ts": n, "type": "A", "content": "x" * 1_000})
+    assert [e["ts"] for e in store.events()] == [3, 4, 5]  # the newest that fit
+    assert store.describe()["eventBytes"] == sum(len(e.text) for e in store.stored_events())
+    assert store.describe()["eventBytes"] <= store.max_event_bytes
+    assert store.events_dropped == 3 and store.event_counts() == {"A": 3}
+    store.add_event({"seq": 0, "ts": 9, "type": "B", "content": "x" * 4 * size})
+    assert [e["ts"] for e in store.events()] == [3, 4, 5]  # larger than the bound: not kept
+    assert store.events_dropped == 4 and store.event_counts() == {"A": 3}
+
+
+def test_the_default_event_bound_holds_a_flood_of_huge_events():
+    store = Store()
+    store.add_snapshot(snapshot(1_000))
+    for _ in range(12):
+        store.add_event({"seq": 0, "ts": NEVER, "type": "Big", "content": "A" * (8 << 20)})
+    assert store.describe()["eventBytes"] <= 64 * 1024 * 1024
+    assert 0 < store.event_count < 12
+
+
+def test_an_event_stamped_far_in_the_future_ages_as_if_it_came_when_it_arrived():
+    # It sat at the front of the queue for ever, and every event behind it with it.
+    store = Store(retention_ms=5_000)
+    store.add_snapshot(snapshot(10_000))
+    store.add_event(event(NEVER, "Future"))
+    store.add_event(event(10_500))
+    assert [e["ts"] for e in store.events()] == [NEVER, 10_500]  # shown while in the window
+    store.add_snapshot(snapshot(15_800))  # the window now starts at 10_800
+    assert store.events() == [] and store.event_counts() == {}
+
+
+def test_a_snapshot_stamped_far_in_the_future_is_dropped_by_the_next_honest_one():
+    # The newest snapshot set the store's time: one stamped 2^64 - 1 stayed the latest for
+    # ever, every later snapshot was dropped on arrival, and so was every event.
+    store = Store(retention_ms=5_000)
+    for ts in (1_000, 2_000):
+        store.add_snapshot(snapshot(ts))
+    store.add_snapshot(SnapshotConverter().convert(_ids_state(NEVER, range(1))))
+    assert store.timeline() == [NEVER]  # the source's clock jumped: the window moved with it
+    store.add_snapshot(snapshot(3_000))
+    assert store.timeline() == [3_000]
+    assert store.latest.ts == 3_000 and store.connection_series("00000000") == []
+    store.add_event(event(3_100))
+    assert [e["ts"] for e in store.events()] == [3_100]
+    store.add_snapshot(snapshot(9_000))
+    assert store.timeline() == [9_000]

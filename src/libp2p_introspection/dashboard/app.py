@@ -8,7 +8,9 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
   ``runtime`` and ``status`` messages as they happen (a page that falls
   behind gets a fresh ``hello`` instead, see :mod:`.browsers`). The page
   sends nothing on it; a message over 64 KiB closes it with 1009 (see
-  :mod:`.serving`).
+  :mod:`.serving`). At most the hub's ``max_pages`` feeds are open at once
+  (16 by default); beyond that the upgrade is answered with HTTP 503 and
+  the reason.
 - ``WS`` any other path: refused with 404 and a line of text saying that this is
   the dashboard, not an introspection endpoint, and naming the endpoint it
   follows (for a protocol client pointed at this port by mistake).
@@ -23,9 +25,17 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
 - ``POST /api/connect`` with ``{"url": "ws://HOST:PORT/introspect"}`` (or
   ``"HOST:PORT"``), as ``application/json``: show the live node there. The introspection token, if
   any, is sent only to the server the dashboard was started for (see
-  :mod:`.feed`), never to another URL given here.
+  :mod:`.feed`), never to another URL given here. The body is read up to
+  :data:`MAX_COMMAND_BODY_BYTES` (4 KiB) and no further: 413 beyond, 400 for
+  anything but a JSON object (nesting included: never a 500).
 - ``POST /api/recording``: the body is a recording file (raw bytes; its name
-  in the ``X-File-Name`` header), at most ``max_upload_bytes``; shows it.
+  in the ``X-File-Name`` header), at most ``max_upload_bytes``; shows it. The
+  body is read as it comes, into a spooled temporary file (memory up to
+  8 MiB, then disk), and refused with 413 as soon as it passes the limit
+  (or at once when its ``Content-Length`` says it will).
+- ``POST /api/pause`` and ``/api/resume`` read no body; the ``GET`` routes
+  read only their query string (bounded, with the request's headers, by
+  the HTTP server: 16 KiB).
 
 Commands answer ``{"ok": true, "status": STATUS}`` or ``{"ok": false,
 "error": "..."}`` with a 4xx code.
@@ -51,6 +61,7 @@ and files send as markup in the first place: see ``static/js/dom.js``.)
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -70,6 +81,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
 from libp2p_introspection import config as defaults
+from libp2p_introspection.dashboard.browsers import TooManyPages
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.recording import (
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -84,6 +96,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: A browser that takes longer than this to accept one feed message is dropped, seconds.
 BROWSER_SEND_TIMEOUT_S = 30.0
+#: Largest body of a JSON command (``/api/connect``), bytes.
+MAX_COMMAND_BODY_BYTES = 4 * 1024
 #: Recordings larger than this stay in memory while uploaded; larger ones spool to disk.
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 #: Headers on every HTTP answer: no MIME sniffing (JSON and text stay data), no
@@ -102,6 +116,28 @@ _PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-
 
 class BadRequest(Exception):
     """A command the dashboard refuses (message shown to the user)."""
+
+
+class BodyTooLarge(Exception):
+    """A request body over its route's limit (answered with 413)."""
+
+
+async def read_small_body(request: Request, limit: int) -> bytes:
+    """The request's body, at most ``limit`` bytes; never holds more than that.
+
+    Raises :class:`BodyTooLarge` as soon as the body (or its declared
+    ``Content-Length``) passes ``limit``; what the client sends after is not
+    read (the connection is closed after the answer).
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge()
+    body = bytearray()
+    async for chunk in request.stream():
+        if len(body) + len(chunk) > limit:
+            raise BodyTooLarge()
+        body += chunk
+    return bytes(body)
 
 
 def normalize_url(text: str) -> str:
@@ -258,6 +294,11 @@ def create_app(
     def refuse(message: str, code: int = 400) -> JSONResponse:
         return JSONResponse({"ok": False, "error": message}, status_code=code)
 
+    def too_large(message: str) -> JSONResponse:
+        # The rest of the body is not read: close the connection rather than wait for it.
+        return JSONResponse({"ok": False, "error": message}, status_code=413,
+                            headers={"Connection": "close"})  # fmt: skip
+
     async def index(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -286,7 +327,8 @@ def create_app(
         except ValueError:
             return refuse("until and limit must be integers")
         types = params.getlist("type") or None
-        return JSONResponse(model.store.events(until_ts=until, types=types, limit=limit))
+        chosen = model.store.stored_events(until_ts=until, types=types, limit=limit)
+        return Response("[" + ",".join(e.text for e in chosen) + "]", media_type="application/json")
 
     async def pause(request: Request) -> Response:
         if model.mode != "live":
@@ -305,8 +347,10 @@ def create_app(
         if media_type != "application/json":
             return refuse('send {"url": "ws://HOST:PORT/introspect"} as application/json', 415)
         try:
-            body: Any = await request.json()
-        except ValueError:
+            body: Any = json.loads(await read_small_body(request, MAX_COMMAND_BODY_BYTES))
+        except BodyTooLarge:
+            return too_large(f"a command is at most {MAX_COMMAND_BODY_BYTES} bytes")
+        except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested too deep
             return refuse('send {"url": "ws://HOST:PORT/introspect"}')
         try:
             url = normalize_url(str(body.get("url", "")) if isinstance(body, dict) else "")
@@ -319,14 +363,14 @@ def create_app(
         name = unquote(request.headers.get("x-file-name", "uploaded.mock"))[:200]
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_upload_bytes:
-            return refuse(f"the file is larger than the {max_upload_bytes}-byte limit", 413)
+            return too_large(f"the file is larger than the {max_upload_bytes}-byte limit")
         spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
         try:
             size = 0
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > max_upload_bytes:
-                    return refuse(f"the file is larger than the {max_upload_bytes}-byte limit", 413)
+                    return too_large(f"the file is larger than the {max_upload_bytes}-byte limit")
                 spool.write(chunk)
             spool.seek(0)
             try:
@@ -337,6 +381,7 @@ def create_app(
                         max_snapshots=model.store.max_snapshots,
                         max_events=model.store.max_events,
                         max_bytes=model.store.max_bytes,
+                        max_event_bytes=model.store.max_event_bytes,
                         closed_ttl_ms=model.converter.closed_ttl_ms,
                         limits=model.limits,
                     )
@@ -349,10 +394,24 @@ def create_app(
         model.show_recording(store, info)
         return ok()
 
+    refusing = False  # pages are being refused (logged once at WARNING until one is admitted)
+
     async def feed(websocket: WebSocket) -> None:
-        await websocket.accept()
-        mailbox = model.hub.open()
+        nonlocal refusing
         try:
+            mailbox = model.hub.open()  # before any await: the bound holds however many race
+        except TooManyPages as exc:
+            # A refused page retries every second: one WARNING, then DEBUG.
+            log.log(logging.DEBUG if refusing else logging.WARNING,
+                    "refused a dashboard page: %s", exc)  # fmt: skip
+            refusing = True
+            await websocket.send_denial_response(
+                PlainTextResponse(f"{exc}; close one and reload\n", 503)
+            )
+            return
+        refusing = False
+        try:
+            await websocket.accept()
             async with anyio.create_task_group() as group:
 
                 async def writer() -> None:

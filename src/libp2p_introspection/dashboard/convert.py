@@ -61,12 +61,14 @@ PROTOCOL.md §3 (``peerIds``, ``messageType``, ``totalTimeMs``, upper-case
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.ids import transport_text
+from libp2p_introspection.protocol.wire import DEFAULT_LIMITS
 
 JSON = dict[str, Any]
 
@@ -74,6 +76,10 @@ JSON = dict[str, Any]
 #: the dashboard's, as CLOSED, ms (servers that keep closed connections
 #: themselves, as ours does, make this moot).
 DEFAULT_CLOSED_TTL_MS = 120_000
+#: The most snapshots a vanished connection is carried through, whatever the
+#: timestamps say (``DEFAULT_CLOSED_TTL_MS`` at one snapshot per 200 ms; an
+#: honest source, one per second by default, ages them by time first).
+DEFAULT_CLOSED_TTL_SNAPSHOTS = 600
 
 #: Longest event content parsed as JSON, characters; longer stays text (parsed,
 #: ``[{},{},...]`` costs 25 times its text; honest events are well under 1 KiB).
@@ -297,6 +303,15 @@ def summarize(snapshot: JSON) -> JSON:
     }
 
 
+@dataclass(slots=True)
+class _Carried:
+    """A connection carried on after it vanished (see :class:`SnapshotConverter`)."""
+
+    data: JSON  # its CONNECTION form as last carried (status CLOSED, gone)
+    closed_at: int  # when it closed, ms, never after it was last seen
+    last_seen: int  # number of the last converted snapshot that held it
+
+
 @dataclass
 class SnapshotConverter:
     """Converts a source's successive ``State`` messages (shape ``Snapshot`` above).
@@ -304,40 +319,81 @@ class SnapshotConverter:
     Stateful in one way: a connection that was in the previous snapshot and
     is missing from this one (a server that drops closed connections at
     once, as go-libp2p's recordings do) is carried on as CLOSED, with
-    ``gone: true``, zero rates, no streams and ``close`` set to when it was
-    last seen, until ``closed_ttl_ms`` after that. Use one converter per
+    ``gone: true``, zero rates, no streams and ``close`` set to its
+    ``close_ts``, or to the ``instant_ts`` of the last snapshot that held it
+    if its ``close_ts`` is 0 or later than that. Use one converter per
     source, in the source's order.
+
+    What is carried is bounded whatever the data says:
+
+    - **by count**: a converted snapshot holds at most ``max_connections``
+      connections (the expansion limit a message is held to, 10,000 by
+      default): the server's own first, then the carried ones that vanished
+      most recently; those that vanished longest ago go first;
+    - **by time**: a carried connection goes once a snapshot's
+      ``instant_ts`` is more than ``closed_ttl_ms`` past its ``close``, and
+      in any case after ``closed_ttl_snapshots`` snapshots without it. The
+      count of snapshots is this converter's own clock: a ``close_ts`` of
+      2^64 - 1, or an ``instant_ts`` that never moves or goes back, cannot
+      keep a connection for ever (and one far ahead only ends what is
+      carried then).
+
+    So converting one snapshot costs at most what ``max_connections``
+    connections of it would (carried ones have no streams), and the
+    converter keeps at most ``max_connections`` carried connections.
     """
 
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS
-    #: Connections of the previous snapshot (carried ones included), by id.
+    closed_ttl_snapshots: int = DEFAULT_CLOSED_TTL_SNAPSHOTS
+    max_connections: int = DEFAULT_LIMITS.max_connections
+    #: The server's own connections in the previous snapshot, by id.
     _previous: dict[str, JSON] = field(default_factory=dict)
-    #: When each connection was last in a server snapshot, ms.
-    _last_seen: dict[str, int] = field(default_factory=dict)
+    #: ``instant_ts`` of the previous snapshot, ms.
+    _previous_ts: int = 0
+    #: Carried connections by id, the one that vanished longest ago first.
+    _carried: dict[str, _Carried] = field(default_factory=dict)
+    #: Snapshots converted so far (the clock the data cannot stop).
+    _count: int = 0
 
     def reset(self) -> None:
         """Forget carried connections (a new source)."""
         self._previous = {}
-        self._last_seen = {}
+        self._previous_ts = 0
+        self._carried = {}
+        self._count = 0
 
     def convert(self, state: pb.State) -> JSON:
         """The snapshot's compact JSON form (a new dict; the caller owns it)."""
         ts = state.instant_ts
+        self._count += 1
         conns = [connection_to_json(c) for c in state.subsystems.connections]
-        present = {c["id"] for c in conns}
-        for conn in conns:
-            self._last_seen[conn["id"]] = ts
+        present = {c["id"]: c for c in conns}
+        carried = self._carried
+        for conn_id in present.keys() & carried.keys():  # back again (an id is never reused)
+            del carried[conn_id]
+        seen_at = self._previous_ts
         for conn_id, old in self._previous.items():
             if conn_id in present:
                 continue
-            closed_at = old["close"] or self._last_seen.get(conn_id, ts)
-            if ts - closed_at > self.closed_ttl_ms:
-                self._last_seen.pop(conn_id, None)
-                continue
-            carried = dict(old)
-            carried.update(status="CLOSED", gone=True, close=closed_at, bwIn=0, bwOut=0, streams=[])
-            conns.append(carried)
-        self._previous = {c["id"]: c for c in conns}
+            closed_at = old["close"] if 0 < old["close"] <= seen_at else seen_at
+            data = dict(old)
+            data.update(status="CLOSED", gone=True, close=closed_at, bwIn=0, bwOut=0, streams=[])
+            carried.pop(conn_id, None)
+            carried[conn_id] = _Carried(data, closed_at, self._count - 1)
+        oldest_count = self._count - self.closed_ttl_snapshots
+        oldest_close = ts - self.closed_ttl_ms
+        for conn_id in [
+            conn_id
+            for conn_id, c in carried.items()
+            if c.last_seen < oldest_count or c.closed_at < oldest_close
+        ]:
+            del carried[conn_id]
+        excess = len(carried) - max(self.max_connections - len(conns), 0)
+        for conn_id in list(itertools.islice(carried, max(excess, 0))):  # longest gone first
+            del carried[conn_id]
+        conns.extend(dict(c.data) for c in carried.values())
+        self._previous = present
+        self._previous_ts = ts
         dht = dht_to_json(state.subsystems.dht) if state.subsystems.HasField("dht") else None
         return {
             "ts": ts,

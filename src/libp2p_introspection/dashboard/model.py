@@ -12,8 +12,8 @@ Browser messages (JSON objects, sent in arrays; shapes of the parts in
 
     {"t": "hello", "status": STATUS, "runtime": RUNTIME|null,
      "timeline": [ts, ...], "series": [SUMMARY, ...], "latest": SNAPSHOT|null,
-     "events": [EVENT, ...] (the newest HELLO_EVENTS), "eventCounts": {type: n},
-     "eventTypes": [EVENT_TYPE, ...]}
+     "events": [EVENT, ...] (the newest HELLO_EVENTS, at most HELLO_EVENT_BYTES),
+     "eventCounts": {type: n}, "eventTypes": [EVENT_TYPE, ...]}
     {"t": "snapshot", "oldest": ts of the oldest stored snapshot,
      "summary": SUMMARY, "data": SNAPSHOT}
     {"t": "event", "e": EVENT}
@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 #: Newest events sent in a ``hello`` (a page keeps what it gets afterwards).
 HELLO_EVENTS = 5_000
+#: At most this much of them, bytes (characters of their JSON text): the
+#: newest that fit (honest events take well under 1 KiB each).
+HELLO_EVENT_BYTES = 8 * 1024 * 1024
 
 
 class DashboardModel:
@@ -74,11 +77,16 @@ class DashboardModel:
         #: What one record of an uploaded recording may hold (the live feed has its own).
         self.limits = limits
         self.hub = hub or BrowserHub()
-        self.converter = SnapshotConverter(closed_ttl_ms=closed_ttl_ms)
+        self.converter = SnapshotConverter(
+            closed_ttl_ms=closed_ttl_ms, max_connections=limits.max_connections
+        )
         self.feed: LiveFeed | None = None
         self.mode = "live"
         self.recording: RecordingInfo | None = None
         self._live_store_bounds = store.bounds()
+        #: The last ``hello`` built (a whole feed message) and what it was built from.
+        self._hello: str | None = None
+        self._hello_key: tuple[int, str] | None = None
 
     def attach_feed(self, feed: LiveFeed) -> None:
         """Use ``feed`` as the live source."""
@@ -91,7 +99,7 @@ class DashboardModel:
         self.recording = None
         self.store = Store(**self._live_store_bounds)
         self.converter.reset()
-        self.hub.resync_all()
+        self._resync_all()
 
     def feed_runtime(self, runtime: pb.Runtime) -> None:
         data = runtime_to_json(runtime)
@@ -103,14 +111,14 @@ class DashboardModel:
             self.store.clear()
             self.converter.reset()
             self.store.set_runtime(data)
-            self.hub.resync_all()
+            self._resync_all()
             return
         self.store.set_runtime(data)
-        self.hub.broadcast(dumps({"t": "runtime", "runtime": data}))
+        self._broadcast(dumps({"t": "runtime", "runtime": data}))
 
     def feed_state(self, state: pb.State) -> None:
         stored = self.store.add_snapshot(self.converter.convert(state))
-        self.hub.broadcast(
+        self._broadcast(
             f'{{"t":"snapshot","oldest":{self.store.oldest_ts},'
             f'"summary":{stored.summary_text},"data":{stored.text}}}'
         )
@@ -118,7 +126,7 @@ class DashboardModel:
     def feed_event(self, event: pb.Event) -> None:
         type_info = event_type_to_json(event.type) if event.type.property_types else None
         stored = self.store.add_event(event_to_json(event), type_info)
-        self.hub.broadcast(dumps({"t": "event", "e": stored}))
+        self._broadcast(f'{{"t":"event","e":{stored.text}}}')
 
     def feed_notice(self) -> None:
         self.broadcast_status()
@@ -136,7 +144,7 @@ class DashboardModel:
         self.recording = info
         self.store = store
         self.converter.reset()
-        self.hub.resync_all()
+        self._resync_all()
 
     def connect(self, url: str) -> None:
         """Show the live node at ``url`` (from a recording too)."""
@@ -183,25 +191,56 @@ class DashboardModel:
             return {"count": 0, "reason": ""}
         return {"count": feed.over_limit, "reason": feed.over_limit_reason}
 
+    def _broadcast(self, text: str) -> None:
+        self._hello = None  # out of date now: let it go (rebuilt when a page needs one)
+        self.hub.broadcast(text)
+
+    def _resync_all(self) -> None:
+        self._hello = None
+        self.hub.resync_all()
+
     def broadcast_status(self) -> None:
         """Tell every page the current status."""
-        self.hub.broadcast(dumps({"t": "status", "status": self.status()}))
+        self._broadcast(dumps({"t": "status", "status": self.status()}))
 
     def hello(self) -> str:
-        """The ``hello`` message text: everything a page needs to draw the current picture."""
+        """The ``hello`` as a whole feed message: a JSON array text holding only it.
+
+        Everything a page needs to draw the current picture: the latest
+        snapshot, the timeline and chart series, the newest events
+        (:data:`HELLO_EVENTS`, at most :data:`HELLO_EVENT_BYTES` of them).
+        Built once per change (a message broadcast, a resync, a new status)
+        and the same text returned to every page until the next, so pages
+        that connect or resync together share one copy.
+        """
+        status = self.status()
+        key = (self.hub.generation, dumps(status))
+        if self._hello is not None and self._hello_key == key:
+            return self._hello
+        self._hello = None  # let the old one go before building the new
         store = self.store
         latest = store.latest
-        events = store.events(limit=HELLO_EVENTS)
+        events = store.stored_events(limit=HELLO_EVENTS, max_bytes=HELLO_EVENT_BYTES)
         head: dict[str, Any] = {
             "t": "hello",
-            "status": self.status(),
+            "status": status,
             "runtime": store.runtime,
             "timeline": store.timeline(),
             "series": store.series(),
-            "events": events,
             "eventCounts": store.event_counts(),
             "eventTypes": list(store.event_types.values()),
         }
-        text = dumps(head)
-        # Splice in the latest snapshot's prebuilt text rather than encoding it again.
-        return text[:-1] + ',"latest":' + (latest.text if latest else "null") + "}"
+        # Splice in the prebuilt texts of the latest snapshot and the events.
+        self._hello = "".join(
+            (
+                "[",
+                dumps(head)[:-1],
+                ',"events":[',
+                ",".join(e.text for e in events),
+                '],"latest":',
+                latest.text if latest else "null",
+                "}]",
+            )
+        )
+        self._hello_key = key
+        return self._hello

@@ -22,7 +22,11 @@ connection and 1.5 KB per stream, plus ten times the record's bytes (about
 175 MB for the connections and streams the default limits allow; measured:
 90 MB for 10,000 empty connections of 10 empty streams each, 141 MB for the
 10 MB synthetic 9,990 x 10 snapshot), on top of what the store keeps (its
-``max_bytes`` of snapshot text).
+``max_bytes`` of snapshot text and ``max_event_bytes`` of event text, see
+:mod:`.store`). Connections carried on after they vanished count toward
+the connection limit too (:class:`~.convert.SnapshotConverter`): a file
+whose every record holds 10,000 new connections that never close makes
+snapshots of 10,000 connections, not of all of them.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from libp2p_introspection.dashboard.convert import (
 )
 from libp2p_introspection.dashboard.store import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_SNAPSHOTS,
     Store,
@@ -86,6 +91,7 @@ def load_recording(
     max_snapshots: int = DEFAULT_MAX_SNAPSHOTS,
     max_events: int = DEFAULT_MAX_EVENTS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS,
     limits: RecordLimits = DEFAULT_LIMITS,
 ) -> tuple[Store, RecordingInfo]:
@@ -97,9 +103,15 @@ def load_recording(
     snapshot in it that is within ``limits``).
     """
     store = Store(
-        retention_ms=None, max_snapshots=max_snapshots, max_events=max_events, max_bytes=max_bytes
+        retention_ms=None,
+        max_snapshots=max_snapshots,
+        max_events=max_events,
+        max_bytes=max_bytes,
+        max_event_bytes=max_event_bytes,
     )
-    converter = SnapshotConverter(closed_ttl_ms=closed_ttl_ms)
+    converter = SnapshotConverter(
+        closed_ttl_ms=closed_ttl_ms, max_connections=limits.max_connections
+    )
     states = events = 0
     label = name or str(getattr(source, "name", source))
     try:

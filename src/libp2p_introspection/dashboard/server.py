@@ -11,7 +11,12 @@ import trio
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.dashboard.app import create_app
-from libp2p_introspection.dashboard.browsers import DEFAULT_MAX_PENDING, BrowserHub
+from libp2p_introspection.dashboard.browsers import (
+    DEFAULT_MAX_PAGES,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PENDING_BYTES,
+    BrowserHub,
+)
 from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS
 from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
@@ -23,6 +28,7 @@ from libp2p_introspection.dashboard.recording import (
 from libp2p_introspection.dashboard.serving import DEFAULT_SEND_TIMEOUT_S, serve_asgi
 from libp2p_introspection.dashboard.store import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_SNAPSHOTS,
     DEFAULT_RETENTION_MS,
@@ -45,13 +51,16 @@ class DashboardConfig:
     this recording instead at start (the page can still connect to a node).
     ``retention_ms``: how far back the live store keeps snapshots and events,
     ms. ``max_snapshots``/``max_events``: count bounds of the store, and
-    ``max_bytes`` the bound on its snapshots' JSON text (a recording is bound
-    by these only). ``max_upload_bytes``: largest recording
-    accepted from the page. ``events``: subscribe to the node's events.
+    ``max_bytes``/``max_event_bytes`` the bounds on its snapshots' and events'
+    JSON text, bytes (a recording is bound by these only).
+    ``max_upload_bytes``: largest recording accepted from the page.
+    ``events``: subscribe to the node's events.
     ``token``: the introspection server's shared token, if it requires one.
     ``closed_ttl_ms``: how long a connection that vanished from the server's
-    snapshots is still shown as closed, ms. ``max_pending``: messages queued
-    for one browser before it is resynced instead. ``send_timeout_s``: a
+    snapshots is still shown as closed, ms. ``max_pending``/``max_pending_bytes``:
+    messages (and their bytes) queued for one browser before it is resynced
+    instead. ``max_pages``: pages (``/feed`` connections) open at once; more
+    are refused with HTTP 503. ``send_timeout_s``: a
     browser that accepts no bytes for this long is disconnected, seconds.
     ``limits``: what one snapshot (live, or a recording's record) may hold
     before it is skipped with a notice on the page.
@@ -65,11 +74,14 @@ class DashboardConfig:
     max_snapshots: int = DEFAULT_MAX_SNAPSHOTS
     max_events: int = DEFAULT_MAX_EVENTS
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     events: bool = True
     token: str | None = None
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS
     max_pending: int = DEFAULT_MAX_PENDING
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    max_pages: int = DEFAULT_MAX_PAGES
     send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
     limits: RecordLimits = DEFAULT_LIMITS
 
@@ -89,10 +101,15 @@ class Dashboard:
             max_snapshots=config.max_snapshots,
             max_events=config.max_events,
             max_bytes=config.max_bytes,
+            max_event_bytes=config.max_event_bytes,
         )
         self.model = DashboardModel(
             store,
-            BrowserHub(config.max_pending),
+            BrowserHub(
+                config.max_pending,
+                max_pending_bytes=config.max_pending_bytes,
+                max_pages=config.max_pages,
+            ),
             closed_ttl_ms=config.closed_ttl_ms,
             limits=config.limits,
         )
@@ -131,6 +148,7 @@ class Dashboard:
                     max_snapshots=config.max_snapshots,
                     max_events=config.max_events,
                     max_bytes=config.max_bytes,
+                    max_event_bytes=config.max_event_bytes,
                     closed_ttl_ms=config.closed_ttl_ms,
                     limits=config.limits,
                 )

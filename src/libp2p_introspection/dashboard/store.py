@@ -1,22 +1,35 @@
 """The dashboard's memory: a time-indexed, bounded store of snapshots and events.
 
 Pure (no I/O, no clock of its own): time is the source's time, the
-``instant_ts`` of the newest snapshot, so a live node and a recording are
-kept the same way. Bounds:
+``instant_ts`` of the snapshot added last (for a live node, the newest:
+§4.1), so a live node and a recording are kept the same way. Bounds:
 
-- ``retention_ms``: snapshots older than the newest one's ``instant_ts``
-  minus this are dropped, and so are events whose ``ts`` is older (events
-  are kept in arrival order, which is not ``ts`` order, so an old event
-  behind newer ones goes when it reaches the front); ``None``: no time
-  bound (a recording is kept whole, within the count bounds);
+- ``retention_ms``: a window around the store's time. Snapshots older than
+  it minus ``retention_ms``, or newer than it plus ``retention_ms``, are
+  dropped, and so are events whose time is outside the window (events are
+  kept in arrival order, which is not ``ts`` order, so an event goes when it
+  reaches the front). An event's time is its ``ts``, but never later than
+  the store's time when it arrived: an event stamped 2^64 - 1 ages as if it
+  happened then, and a snapshot stamped 2^64 - 1 is dropped by the next
+  honest one, so no timestamp keeps anything for ever. ``None``: no time
+  bound (a recording is kept whole, within the other bounds);
 - ``max_snapshots`` and ``max_events``: counts, oldest first;
 - ``max_bytes``: the total size of the stored snapshots' JSON text, oldest
-  first (a node with thousands of connections makes snapshots of megabytes).
+  first (a node with thousands of connections makes snapshots of
+  megabytes); the newest snapshot stays whatever its size;
+- ``max_event_bytes``: the total size of the stored events' JSON text
+  (characters; their content is most of it), oldest first; an event larger
+  than the whole bound is not stored.
 
-Snapshots are stored as their JSON text (see :mod:`.convert`) and their chart
-summary, computed once; the parsed form is not kept. Each connection's
-traffic over the stored snapshots is kept on the side, small, so that a
-per-connection chart does not reparse every snapshot.
+Snapshots and events are stored as their JSON text (see :mod:`.convert`),
+computed once, and the snapshots' chart summary; the parsed form is not
+kept. Each connection's traffic over the stored snapshots is kept on the
+side, small (a tuple per connection per snapshot), so that a
+per-connection chart does not reparse every snapshot. So the store holds
+about ``max_bytes`` plus ``max_event_bytes`` of text (up to 4 bytes per
+character of non-ASCII text), plus about 250 bytes per connection per
+stored snapshot (measured: 155 when the same connections recur, 235 when
+every snapshot brings new ones) and 200 per stored event.
 """
 
 from __future__ import annotations
@@ -38,8 +51,15 @@ DEFAULT_MAX_SNAPSHOTS = 7_200
 DEFAULT_MAX_EVENTS = 50_000
 #: Default bound on the stored snapshots' JSON text, bytes (characters).
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-#: Fields of one point of a connection's series.
-_SERIES_FIELDS = ("bwIn", "bwOut", "in", "out", "status")
+#: Default bound on the stored events' JSON text, bytes (characters): the
+#: count bound's 50,000 events at 1 KiB each, more than honest events take.
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024 * 1024
+#: Fields of one point of a connection's series, in the order they are kept.
+_SERIES_FIELDS = ("ts", "bwIn", "bwOut", "in", "out", "status")
+
+
+def _point_ts(point: tuple[Any, ...]) -> Any:
+    return point[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +78,28 @@ class StoredSnapshot:
         return parsed
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event: its number, ``ts`` (ms), type name, the time it ages by and its JSON text.
+
+    ``key``: ``ts``, or the store's time when it arrived if that is earlier
+    (module doc). ``text``: the event's JSON (shape of
+    :func:`.convert.event_to_json`, ``seq`` set), as sent to pages.
+    """
+
+    seq: int
+    ts: int
+    type: str
+    key: int
+    text: str
+
+    @property
+    def data(self) -> JSON:
+        """The event, parsed again from its text (a new dict each time)."""
+        parsed: JSON = json.loads(self.text)
+        return parsed
+
+
 @dataclass
 class Store:
     """Snapshots by ``instant_ts`` and events by arrival, bounded (see the module doc).
@@ -70,17 +112,21 @@ class Store:
     max_snapshots: int = DEFAULT_MAX_SNAPSHOTS
     max_events: int = DEFAULT_MAX_EVENTS
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     runtime: JSON | None = None
     #: Event types by name, as declared by the runtime and by first events.
     event_types: dict[str, JSON] = field(default_factory=dict)
     _ts: list[int] = field(default_factory=list)
     _snapshots: list[StoredSnapshot] = field(default_factory=list)
-    _events: deque[JSON] = field(default_factory=deque)
+    #: The store's time: ``instant_ts`` of the snapshot added last (``None``: none yet).
+    _now: int | None = None
+    _events: deque[StoredEvent] = field(default_factory=deque)
     _event_counts: Counter[str] = field(default_factory=Counter)
     _next_seq: int = 1
     _bytes: int = 0
-    #: Per connection id: its points ``{"ts", "bwIn", "bwOut", "in", "out", "status"}``.
-    _conn_series: dict[str, deque[JSON]] = field(default_factory=dict)
+    _event_bytes: int = 0
+    #: Per connection id: its points ``(ts, bwIn, bwOut, in, out, status)``, by ``ts``.
+    _conn_series: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     #: Events dropped by the bounds so far (for the status line).
     events_dropped: int = 0
 
@@ -95,9 +141,9 @@ class Store:
     def add_snapshot(self, data: JSON) -> StoredSnapshot:
         """Store a converted snapshot; returns the stored form.
 
-        A snapshot with the ``ts`` of a stored one replaces it; one older
-        than the newest is inserted in place (never expected from a server,
-        §4.1, but harmless). Prunes afterwards.
+        Its ``ts`` becomes the store's time. A snapshot with the ``ts`` of a
+        stored one replaces it; one older than the newest is inserted in place
+        (never expected from a server, §4.1, but harmless). Prunes afterwards.
         """
         summary = summarize(data)
         stored = StoredSnapshot(data["ts"], dumps(data), summary, dumps(summary))
@@ -109,75 +155,99 @@ class Store:
             self._ts.insert(index, stored.ts)
             self._snapshots.insert(index, stored)
         self._bytes += len(stored.text)
+        self._now = stored.ts
         self._add_series_points(stored.ts, data)
         self.prune()
         return stored
 
     def _add_series_points(self, ts: int, data: JSON) -> None:
         for conn in data["conns"]:
-            point = {key: conn[key] for key in _SERIES_FIELDS}
-            point["ts"] = ts
-            series = self._conn_series.setdefault(conn["id"], deque())
-            if series and series[-1]["ts"] >= ts:  # a replaced or late snapshot (rare)
-                kept = [p for p in series if p["ts"] != ts] + [point]
-                series.clear()
-                series.extend(sorted(kept, key=lambda p: p["ts"]))
+            point = (ts, conn["bwIn"], conn["bwOut"], conn["in"], conn["out"], conn["status"])
+            series = self._conn_series.setdefault(conn["id"], [])
+            if series and series[-1][0] >= ts:  # a replaced or late snapshot (rare)
+                at = bisect.bisect_left(series, ts, key=_point_ts)
+                if at < len(series) and series[at][0] == ts:
+                    series[at] = point
+                else:
+                    series.insert(at, point)
             else:
                 series.append(point)
 
-    def add_event(self, event: JSON, type_info: JSON | None = None) -> JSON:
+    def add_event(self, event: JSON, type_info: JSON | None = None) -> StoredEvent:
         """Store an event (shape of :func:`.convert.event_to_json`); numbers it; returns it.
 
-        ``type_info``: the event's full type, when the server declared it with
-        the event (first event of a type the runtime did not list).
+        ``event["seq"]`` is set. ``type_info``: the event's full type, when the
+        server declared it with the event (first event of a type the runtime
+        did not list). The event may be dropped at once by the bounds (it is
+        still returned, for the pages).
         """
         if type_info is not None and type_info.get("properties"):
             self.event_types.setdefault(type_info["name"], type_info)
         event["seq"] = self._next_seq
         self._next_seq += 1
-        self._events.append(event)
-        self._event_counts[event["type"]] += 1
+        ts = event["ts"]
+        key = ts if self._now is None else min(ts, self._now)
+        stored = StoredEvent(event["seq"], ts, event["type"], key, dumps(event))
+        if len(stored.text) > self.max_event_bytes:  # larger than the whole bound: not kept
+            self.events_dropped += 1
+            return stored
+        self._events.append(stored)
+        self._event_bytes += len(stored.text)
+        self._event_counts[stored.type] += 1
         self.prune_events()
-        return event
+        return stored
+
+    def _window(self) -> tuple[int, int] | None:
+        """Oldest and newest time kept by the time bound (``None``: no time bound)."""
+        if self.retention_ms is None or self._now is None:
+            return None
+        return self._now - self.retention_ms, self._now + self.retention_ms
 
     def prune(self) -> None:
         """Apply the bounds to snapshots and events."""
-        excess = len(self._ts) - self.max_snapshots
-        horizon = self.horizon
-        if horizon is not None:
-            # Keep at least the newest snapshot, whatever the window.
-            cut = min(bisect.bisect_left(self._ts, horizon), len(self._ts) - 1)
-            excess = max(excess, cut)
-        excess = max(excess, 0)
-        remaining = self._bytes - sum(len(s.text) for s in self._snapshots[:excess])
-        while excess < len(self._ts) - 1 and remaining > self.max_bytes:
-            remaining -= len(self._snapshots[excess].text)
-            excess += 1
-        if excess > 0:
-            self._bytes = remaining
-            del self._ts[:excess]
-            del self._snapshots[:excess]
-            oldest = self._ts[0]
+        count = len(self._ts)
+        low, high = 0, count
+        window = self._window()
+        if window is not None:
+            low = bisect.bisect_left(self._ts, window[0])
+            high = bisect.bisect_right(self._ts, window[1])
+        low = max(low, high - self.max_snapshots)
+        kept = self._bytes
+        kept -= sum(len(s.text) for s in self._snapshots[:low])
+        kept -= sum(len(s.text) for s in self._snapshots[high:])
+        while low < high - 1 and kept > self.max_bytes:
+            kept -= len(self._snapshots[low].text)
+            low += 1
+        if low > 0 or high < count:
+            self._bytes = kept
+            del self._ts[high:], self._snapshots[high:]
+            del self._ts[:low], self._snapshots[:low]
+            first, last = self._ts[0], self._ts[-1]
             for conn_id in list(self._conn_series):
                 series = self._conn_series[conn_id]
-                while series and series[0]["ts"] < oldest:
-                    series.popleft()
+                if series[-1][0] > last:
+                    del series[bisect.bisect_right(series, last, key=_point_ts) :]
+                if series and series[0][0] < first:
+                    del series[: bisect.bisect_left(series, first, key=_point_ts)]
                 if not series:
                     del self._conn_series[conn_id]
         self.prune_events()
 
     def prune_events(self) -> None:
         """Apply the bounds to events."""
-        horizon = self.horizon
-        while self._events and (
-            len(self._events) > self.max_events
-            or (horizon is not None and self._events[0]["ts"] < horizon)
+        window = self._window()
+        events = self._events
+        while events and (
+            len(events) > self.max_events
+            or self._event_bytes > self.max_event_bytes
+            or (window is not None and not window[0] <= events[0].key <= window[1])
         ):
-            dropped = self._events.popleft()
+            dropped = events.popleft()
+            self._event_bytes -= len(dropped.text)
             self.events_dropped += 1
-            self._event_counts[dropped["type"]] -= 1
-            if self._event_counts[dropped["type"]] <= 0:
-                del self._event_counts[dropped["type"]]
+            self._event_counts[dropped.type] -= 1
+            if self._event_counts[dropped.type] <= 0:
+                del self._event_counts[dropped.type]
 
     def clear(self) -> None:
         """Forget everything (the dashboard switched to another node or file)."""
@@ -185,9 +255,11 @@ class Store:
         self.event_types.clear()
         self._ts.clear()
         self._snapshots.clear()
+        self._now = None
         self._bytes = 0
         self._conn_series.clear()
         self._events.clear()
+        self._event_bytes = 0
         self._event_counts.clear()
         self.events_dropped = 0
 
@@ -200,14 +272,14 @@ class Store:
             "max_snapshots": self.max_snapshots,
             "max_events": self.max_events,
             "max_bytes": self.max_bytes,
+            "max_event_bytes": self.max_event_bytes,
         }
 
     @property
     def horizon(self) -> int | None:
-        """Oldest ``ts`` kept by the time bound (``None``: no time bound or no snapshot)."""
-        if self.retention_ms is None or not self._ts:
-            return None
-        return self._ts[-1] - self.retention_ms
+        """Oldest time kept by the time bound (``None``: no time bound or no snapshot)."""
+        window = self._window()
+        return None if window is None else window[0]
 
     @property
     def latest(self) -> StoredSnapshot | None:
@@ -250,7 +322,37 @@ class Store:
         ``[{"ts", "bwIn", "bwOut", "in", "out", "status"}]``, only for the
         snapshots that hold the connection.
         """
-        return list(self._conn_series.get(conn_id, ()))
+        points = self._conn_series.get(conn_id, ())
+        return [dict(zip(_SERIES_FIELDS, p, strict=True)) for p in points]
+
+    def stored_events(
+        self,
+        *,
+        after_seq: int = 0,
+        until_ts: int | None = None,
+        types: Iterable[str] | None = None,
+        limit: int | None = None,
+        max_bytes: int | None = None,
+    ) -> list[StoredEvent]:
+        """Stored events in arrival order, filtered; the newest ``limit`` of them if given,
+        and the newest whose texts add up to at most ``max_bytes`` if given."""
+        wanted = set(types) if types is not None else None
+        selected = [
+            e
+            for e in self._events
+            if e.seq > after_seq
+            and (until_ts is None or e.ts <= until_ts)
+            and (wanted is None or e.type in wanted)
+        ]
+        if limit is not None and len(selected) > limit:
+            selected = selected[len(selected) - limit :] if limit > 0 else []
+        if max_bytes is not None:
+            first, total = len(selected), 0
+            while first > 0 and total + len(selected[first - 1].text) <= max_bytes:
+                first -= 1
+                total += len(selected[first].text)
+            selected = selected[first:]
+        return selected
 
     def events(
         self,
@@ -260,18 +362,11 @@ class Store:
         types: Iterable[str] | None = None,
         limit: int | None = None,
     ) -> list[JSON]:
-        """Stored events in arrival order, filtered; the last ``limit`` of them if given."""
-        wanted = set(types) if types is not None else None
-        selected = [
-            e
-            for e in self._events
-            if e["seq"] > after_seq
-            and (until_ts is None or e["ts"] <= until_ts)
-            and (wanted is None or e["type"] in wanted)
-        ]
-        if limit is not None and len(selected) > limit:
-            selected = selected[len(selected) - limit :]
-        return selected
+        """:meth:`stored_events`, parsed (new dicts)."""
+        chosen = self.stored_events(
+            after_seq=after_seq, until_ts=until_ts, types=types, limit=limit
+        )
+        return [e.data for e in chosen]
 
     @property
     def event_count(self) -> int:
@@ -283,12 +378,14 @@ class Store:
         return dict(self._event_counts)
 
     def describe(self) -> dict[str, Any]:
-        """Sizes and bounds, for the status line and logs."""
+        """Sizes and bounds, for the status line and logs (``bytes``, ``eventBytes``:
+        the stored snapshots' and events' JSON text, characters)."""
         return {
             "snapshots": len(self._ts),
             "events": len(self._events),
             "eventsDropped": self.events_dropped,
             "bytes": self._bytes,
+            "eventBytes": self._event_bytes,
             "oldest": self.oldest_ts,
             "latest": self._ts[-1] if self._ts else None,
             "retentionMs": self.retention_ms,
