@@ -180,6 +180,10 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "X-Introspection-Token, Authorization: Bearer, or ?token=)."),
         click.option("--max-sessions", default=defaults.DEFAULT_MAX_SESSIONS, show_default=True,
                      type=click.IntRange(min=1), help="Concurrent sessions (then HTTP 503)."),
+        click.option("--max-handshakes", default=defaults.DEFAULT_MAX_HANDSHAKES,
+                     show_default=True, type=click.IntRange(min=1),
+                     help="Connections still in their handshake at once; past it a new "
+                          "connection is closed as soon as it is accepted."),
         click.option("--commands-per-second", default=defaults.DEFAULT_COMMANDS_PER_SECOND,
                      show_default=True, type=click.FloatRange(min=0, min_open=True),
                      help="Sustained commands per session per second (then ERR)."),
@@ -240,6 +244,7 @@ def _config(kw: dict[str, Any]) -> ServerConfig:
             write_timeout_s=kw["write_timeout"],
             close_grace_s=kw["close_grace"],
             max_sessions=kw["max_sessions"],
+            max_handshakes=kw["max_handshakes"],
             commands_per_second=kw["commands_per_second"],
             command_burst=kw["command_burst"],
             ping_interval_s=kw["ping_interval"],

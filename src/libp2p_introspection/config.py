@@ -69,6 +69,9 @@ def default_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
 
 #: Concurrent sessions the server accepts; past it, upgrades get HTTP 503.
 DEFAULT_MAX_SESSIONS = 64
+#: TCP connections that have not finished the WebSocket handshake (or are being
+#: refused) at once; past it, a new connection is closed as soon as it is accepted.
+DEFAULT_MAX_HANDSHAKES = 128
 #: Sustained commands per second a session may send (token bucket; §4.8 ERR past it).
 DEFAULT_COMMANDS_PER_SECOND = 50.0
 #: Commands a session may send in one burst before the rate applies.

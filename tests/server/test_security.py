@@ -253,3 +253,55 @@ async def test_a_command_that_trips_an_internal_error_ends_only_that_session(mon
                 monkeypatch.undo()
                 await bystander.send(1, 1)
                 assert (await bystander.receive_kind("runtime")).kind == "runtime"
+
+
+async def test_connections_past_the_handshake_limit_are_closed_at_once(caplog):
+    # A local process opening connections and sending nothing cannot take the node's
+    # file descriptors: past --max-handshakes, a new connection is closed as accepted.
+    from libp2p_introspection.server.server import SHED_LOG_INTERVAL_S
+
+    caplog.set_level(logging.DEBUG, logger="libp2p_introspection.server")
+    limit, extra = 20, 60
+    cfg = config(max_handshakes=limit, handshake_timeout_s=LIMIT * 2)
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), cfg) as server:
+            async with connect(server.url) as client:  # a session does not count
+                await client.receive()
+                half_open = []
+                for _ in range(limit):
+                    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                    await stream.send_all(b"GET /introspect HTTP/1.1\r\n")  # and no more
+                    half_open.append(stream)
+                while server.handshakes < limit:
+                    await trio.sleep(0.01)
+                for _ in range(extra):
+                    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                    with trio.fail_after(5):
+                        try:
+                            assert await stream.receive_some(100) == b""  # closed at once
+                        except trio.BrokenResourceError:
+                            pass  # or reset: either way the descriptor is back
+                    await stream.aclose()
+                    assert len(server.connections) <= limit + 1  # the session's, besides
+                assert server.shed == extra and server.handshakes == limit
+                await client.ready()  # the session goes on
+                assert (await client.receive_kind("state")).kind == "state"
+                for stream in half_open:
+                    await stream.aclose()
+                while server.handshakes:
+                    await trio.sleep(0.01)
+            async with connect(server.url) as client:  # below the limit again: served
+                assert (await client.receive()).kind == "runtime"
+            shed = [r for r in caplog.records if "at once" in r.getMessage()]
+            assert sum(r.levelno == logging.DEBUG for r in shed) == extra  # one per connection
+            # One summary now, the rest in the next one (never one line per connection).
+            assert [r.levelno for r in shed if r.levelno > logging.DEBUG] == [logging.WARNING]
+            server._log_shed(now=trio.current_time() + SHED_LOG_INTERVAL_S)
+            summary = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert f"closed {extra - 1} new connections at once" in summary[-1]
+            assert "--max-handshakes" in summary[-1]
+
+
+def test_the_handshake_limit_must_be_positive():
+    with pytest.raises(ValueError, match="max_handshakes"):
+        ServerConfig(max_handshakes=0)
