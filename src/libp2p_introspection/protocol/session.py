@@ -11,8 +11,9 @@ inputs
     :meth:`Session.snapshot_produced` (the server-wide clock made a snapshot),
     :meth:`Session.event_produced` (the node emitted an event),
     :meth:`Session.tick` (time passed), :meth:`Session.write_progress` (the
-    socket accepted part of a frame), :meth:`Session.frame_sent` (the
-    adapter finished writing the frame it last took).
+    socket accepted part of a frame), :meth:`Session.write_pending` (the
+    adapter has bytes of its own waiting for the socket, or no longer has),
+    :meth:`Session.frame_sent` (the adapter finished writing the frame it last took).
 
 outputs
     :meth:`Session.next_frame` (the next framed ``ServerMessage`` to write, or
@@ -241,6 +242,8 @@ class Session:
         self._outbox_events = 0
         self._outbox_notices = 0
         self._in_flight = False
+        # Whether the adapter has bytes of its own (pings, pongs) waiting for the socket.
+        self._adapter_pending = False
         # Whether the last push item or notice taken by the adapter was a notice:
         # a drop right after it belongs to the run that notice already reported.
         self._notice_taken = False
@@ -295,6 +298,19 @@ class Session:
         self._now = now
         self._last_progress = now
 
+    def write_pending(self, pending: bool, now: float) -> None:
+        """Whether the adapter has bytes the socket has not taken yet (a WebSocket ping or
+        pong, besides the session's frames): the write timeout counts while it has, as
+        while a frame is queued or in flight (§4.6), so a client that floods pings and
+        reads nothing is closed like one that reads nothing else."""
+        self._now = now
+        if pending and not self._write_waiting():
+            self._last_progress = now  # the write timeout counts from here
+        self._adapter_pending = pending
+
+    def _write_waiting(self) -> bool:
+        return bool(self._outbox) or self._in_flight or self._adapter_pending
+
     def end(self, code: int, reason: str) -> None:
         """The adapter ends the session for a reason outside these rules (a dead peer)."""
         if self.close is None:
@@ -306,9 +322,7 @@ class Session:
         if self.close is not None:
             return
         self._evict_expired()
-        if (self._outbox or self._in_flight) and (
-            now - self._last_progress >= self.limits.write_timeout_s
-        ):
+        if self._write_waiting() and now - self._last_progress >= self.limits.write_timeout_s:
             self._close(
                 CLOSE_POLICY_VIOLATION,
                 f"client read nothing for {self.limits.write_timeout_s:g} s",
@@ -524,7 +538,7 @@ class Session:
     # ---------------------------------------------------- outgoing queue (§4.6)
 
     def _append(self, entry: _Out) -> None:
-        if not self._outbox and not self._in_flight:
+        if not self._write_waiting():
             self._last_progress = self._now  # the write timeout counts from here
         self._outbox.append(entry)
         if entry.kind == _NOTICE:

@@ -400,6 +400,8 @@ class IntrospectionServer:
         handle = self.hub.open_session(peer)
         session = handle.session
         transport.on_progress = lambda: session.write_progress(trio.current_time())
+        transport.on_pending = lambda pending: session.write_pending(pending, trio.current_time())
+        session.write_pending(transport.write_pending, trio.current_time())
         self.sessions_served += 1
         log.info("session opened: %s", peer)
         pings = _Pings()
@@ -411,6 +413,8 @@ class IntrospectionServer:
                     nursery.start_soon(self._writer, transport, handle, nursery.cancel_scope)
                     nursery.start_soon(self._pinger, transport, handle, pings)
         finally:
+            # Cancelled from outside this session: the server (or the node) stops.
+            stopping = trio.current_effective_deadline() == float("-inf")
             self.hub.close_session(handle)
             session_close = session.close
             # §4.6: the frame in flight is finished, then the close frame goes out,
@@ -423,13 +427,13 @@ class IntrospectionServer:
                         grace=self.config.close_grace_s,
                         linger=CLOSE_TIMEOUT_S,
                     )
-                else:  # the client left (nothing to send), or the server stops
+                else:
+                    # The server stops, or the client left: then its close frame was
+                    # answered or its socket is gone, and nothing more goes out.
+                    reason = "introspection server stopping" if stopping else "session ended"
                     with trio.move_on_after(CLOSE_TIMEOUT_S):
                         await transport.close(
-                            CLOSE_GOING_AWAY,
-                            "introspection server stopping",
-                            grace=CLOSE_TIMEOUT_S,
-                            linger=CLOSE_TIMEOUT_S,
+                            CLOSE_GOING_AWAY, reason, grace=CLOSE_TIMEOUT_S, linger=CLOSE_TIMEOUT_S
                         )
             self.closed_sessions.append(
                 ClosedSession(
