@@ -24,6 +24,9 @@ DEFAULT_CLOSED_CONNECTION_LIFETIME_MS = 120_000
 DEFAULT_MAX_RETENTION_MS = 120_000
 #: Per-session byte budget of the pause buffer (§4.5), bytes.
 DEFAULT_PUSH_BYTE_BUDGET = 32 * 1024 * 1024
+#: Per-session item limit of the pause buffer (§4.5), events and snapshots: with the
+#: byte budget, it bounds the buffer's bookkeeping too (tiny items), items.
+DEFAULT_PUSH_ITEM_BUDGET = 262_144
 #: Per-session bound of the outgoing queue (§4.6), messages.
 DEFAULT_QUEUE_BOUND = 256
 #: A client that reads nothing for this long is disconnected with 1008 (§4.6), seconds.

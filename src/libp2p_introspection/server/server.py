@@ -99,6 +99,7 @@ class ServerConfig:
     closed_connection_lifetime_ms: int = defaults.DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
     max_retention_ms: int = defaults.DEFAULT_MAX_RETENTION_MS
     push_byte_budget: int = defaults.DEFAULT_PUSH_BYTE_BUDGET
+    push_item_budget: int = defaults.DEFAULT_PUSH_ITEM_BUDGET
     queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
     write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
     max_command_size: int = MAX_COMMAND_SIZE
@@ -123,6 +124,7 @@ class ServerConfig:
                 base_interval_ms=self.interval_ms,
                 max_retention_ms=max(self.max_retention_ms, self.interval_ms),
                 push_byte_budget=self.push_byte_budget,
+                push_item_budget=self.push_item_budget,
                 queue_bound=self.queue_bound,
                 write_timeout_s=self.write_timeout_s,
                 max_command_size=self.max_command_size,
