@@ -58,11 +58,11 @@ def _check_origins(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> tuple[str, ...]:
     """An allowed origin is exactly ``scheme://host[:port]``, as browsers send it."""
-    from urllib.parse import urlsplit
+    from libp2p_introspection.server.admission import parse_origin
 
     for value in values:
-        parts = urlsplit(value.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        parsed = parse_origin(value)
+        if parsed is None or parsed[0] not in ("http", "https"):
             raise click.BadParameter(
                 f"{value!r} is not an origin; give it as a browser sends it, e.g. "
                 "https://observer.example.org or http://localhost:3000",

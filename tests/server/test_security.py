@@ -51,10 +51,45 @@ def test_non_loopback_bind_needs_an_explicit_option():
         ("null", False),
         ("file://", False),
         ("https://observer.example.org", False),
+        # Not an origin at all, though a URL parser may read a loopback host in them.
+        ("http://evil.com\\@127.0.0.1", False),
+        ("http://evil.com\\@127.0.0.1:3000", False),
+        ("http://127.0.0.1@evil.com", False),
+        ("http://evil.com#@127.0.0.1", False),
+        ("http://evil.com?@127.0.0.1", False),
+        ("http://localhost/path", False),
+        ("http://user@localhost", False),
+        ("http://localhost:3000 http://evil.com", False),
+        ("http://localhost:99999", False),
+        ("http://[127.0.0.1]", False),
+        ("http://127.0.0.1.evil.com", False),
+        ("HTTP://LOCALHOST:3000", True),
     ],
 )
 def test_origin_rules(origin, allowed):
     assert origin_allowed(origin) is allowed
+
+
+async def test_an_origin_that_only_parses_as_loopback_and_two_origins_are_refused():
+    from raw_ws import handshake, request
+
+    cases = [
+        [("Origin", "http://evil.com\\@127.0.0.1")],
+        [("Origin", "http://localhost:1"), ("Origin", "http://evil.com")],
+        [("Origin", "http://localhost:1"), ("Origin", "http://localhost:1")],
+    ]
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), config()) as server:
+            for headers in cases:
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                head = await handshake(stream, request(headers=headers))
+                assert head.startswith(b"HTTP/1.1 403 "), (headers, head)
+                await stream.aclose()
+            assert not server.sessions_served
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            head = await handshake(stream, request(headers=[("Origin", "http://localhost:1")]))
+            assert head.startswith(b"HTTP/1.1 101 ")
+            await stream.aclose()
 
 
 def test_allowlisted_origin():
