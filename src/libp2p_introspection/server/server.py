@@ -295,10 +295,10 @@ class IntrospectionServer:
         if not self._shed_unlogged or now - self._shed_logged_at < SHED_LOG_INTERVAL_S:
             return
         log.warning(
-            "closed %d new connection%s at once: %d handshakes in progress (limit %d, "
-            "--max-handshakes)",
+            "closed %d new connection%s at once: %d connections were in their handshake "
+            "(the limit, --max-handshakes)",
             self._shed_unlogged, "" if self._shed_unlogged == 1 else "s",
-            len(self._handshaking), self.config.max_handshakes,
+            self.config.max_handshakes,
         )  # fmt: skip
         self._shed_unlogged = 0
         self._shed_logged_at = now
@@ -307,10 +307,11 @@ class IntrospectionServer:
         # Past the handshake limit: no task time, no buffer, the descriptor back at once.
         self.shed += 1
         self._shed_unlogged += 1
-        log.debug(
-            "%s: closed at once: %d handshakes in progress (limit %d)",
-            describe_peer(stream), len(self._handshaking), self.config.max_handshakes,
-        )  # fmt: skip
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: closed at once: %d connections in their handshake (limit %d)",
+                describe_peer(stream), len(self._handshaking), self.config.max_handshakes,
+            )  # fmt: skip
         with contextlib.suppress(OSError):
             stream.socket.close()
         self._log_shed()
