@@ -378,7 +378,9 @@ async def test_a_loop_pass_of_one_instant_lasts_the_base_interval_at_any_speed(
     assert _instants(released) == [5_000] * 2 + [9_000] * 2 + [13_000] * 2
 
 
-async def test_a_loop_of_time_that_goes_back_still_rises_pass_to_pass(tmp_path, autojump_clock):
+async def test_a_loop_of_time_that_goes_back_still_rises_pass_to_pass(
+    tmp_path, autojump_clock, caplog
+):
     # instant_ts decreases through the file (a clock stepped back, a hostile file): the
     # first pass plays it as recorded, and each later pass is shifted by more than the
     # recording's spread, so every instant of a pass is above every one before (§4.1).
@@ -394,6 +396,7 @@ async def test_a_loop_of_time_that_goes_back_still_rises_pass_to_pass(tmp_path, 
     for before, after in itertools.pairwise(passes):
         assert min(after) > max(before)
     assert source.shape.spread_ms == 4_000 and source.pass_length_ms == 4_001
+    assert "4 snapshots have an instant_ts below the one before" in caplog.text
 
 
 async def test_a_loop_shifts_past_events_after_the_last_snapshot(tmp_path, autojump_clock):

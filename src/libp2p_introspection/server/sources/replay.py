@@ -188,6 +188,7 @@ def scan(
     states = events = timed_states = 0
     first = last = last_any = max_stamp = previous = 0
     earliest = 0  # the smallest instant_ts (recordings whose time decreases have one)
+    backwards = 0  # snapshots whose instant_ts is below the one before
     distinct: set[int] = set()  # at most two instants: enough to tell "one time" from many
     gaps = _GapSample()
     untimed_states = untimed_events = unparsable = 0
@@ -212,6 +213,8 @@ def scan(
                         first = instant
                     elif instant > previous:
                         gaps.add(instant - previous)
+                    elif instant < previous:
+                        backwards += 1
                     previous = instant
                     timed_states += 1
                     last = max(last, instant)
@@ -270,6 +273,12 @@ def scan(
             "%s: all %d timed snapshots share instant_ts %d, so there are no gaps to pace "
             "by: they are released at once, and a loop pass lasts the %d ms base interval",
             path, timed_states, first, interval_ms,
+        )  # fmt: skip
+    if backwards:
+        log.warning(
+            "%s: %d snapshots have an instant_ts below the one before: they are served as "
+            "recorded, so a client sees time go back within a pass (each loop pass is "
+            "shifted above the whole of the one before)", path, backwards,
         )  # fmt: skip
     # With fewer than two distinct times there are no gaps: the base interval stands in
     # (ReplaySource.pass_length_ms).
