@@ -268,3 +268,41 @@ def test_the_wire_owes_one_pong_for_the_latest_ping_and_sends_it_between_frames(
     assert frames[0].payload == big and frames[2].payload == b"second"
     assert [struct.unpack("!I", frames[i].payload[:4])[0] for i in (1, 3)] == [999, 1000]
     assert wire.pongs_sent == 2 and wire.bytes_sent == wire.bytes_queued
+
+
+async def test_pongs_are_not_progress_for_the_write_timeout():
+    from raw_ws import request
+
+    from libp2p_introspection.server.websocket import WebSocketTransport
+
+    ours, theirs = trio.socket.socketpair()
+    progress: list[int] = []
+    pending: list[bool] = []
+    transport = WebSocketTransport(
+        trio.SocketStream(ours),
+        peer="test",
+        max_message_size=1024,
+        on_progress=lambda: progress.append(transport.wire.bytes_sent),
+        on_pending=pending.append,
+    )
+    peer = trio.SocketStream(theirs)
+    with trio.fail_after(LIMIT):
+        await peer.send_all(request())
+        assert await transport.read_upgrade() is not None
+        assert await transport.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await peer.receive_some(1)
+        progress.clear()
+        await peer.send_all(b"".join(ping(n) for n in range(50)) + frame(0x2, b"x"))
+        assert (await transport.next_event()).data == b"x"  # the pings were read on the way
+        received = b""
+        while len(received) < MAX_PONG_FRAME:
+            received += await peer.receive_some(4096)
+        assert received[:2] == bytes([0x8A, 125])  # one pong, for the latest ping read
+        assert struct.unpack("!I", received[2:6])[0] == 49
+        assert progress == []  # written, but not progress: a client cannot buy time with pings
+        assert pending == [True, False]  # it waited for the socket, then nothing did
+        assert transport.wire.pongs_sent == 1 and transport.wire.pings_received == 50
+    transport.abort()
+    await peer.aclose()

@@ -156,6 +156,8 @@ class WebSocketTransport:
             data = await self._recv()
             self._events.extend(self._noted(self.wire.receive_data(data)))
             self._report_pending()
+            if self.wire.pong_due and not self._lock.locked():
+                await self.flush(self.wire.bytes_sent)  # the pong alone, now
         return self._events.popleft()
 
     def _noted(self, events: list[WireEvent]) -> list[WireEvent]:
