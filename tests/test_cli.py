@@ -114,3 +114,15 @@ def test_attach_takes_the_bind_address_as_an_option():
 
     parameters = inspect.signature(attach_introspection).parameters
     assert parameters["host"].kind is inspect.Parameter.POSITIONAL_ONLY  # so host= is the bind address
+
+
+def test_an_allowed_origin_must_be_exactly_scheme_host_port():
+    for bad in ("http://evil.com\\@127.0.0.1", "http://user@observer.example.org",
+                "https://observer.example.org/path"):  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "libp2p_introspection", "serve", "--source", "mock",
+             "--port", "0", "--allow-origin", bad],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2, (bad, result.stderr)
+        assert "is not an origin" in result.stderr

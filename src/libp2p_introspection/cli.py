@@ -65,11 +65,11 @@ def _check_origins(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> tuple[str, ...]:
     """An allowed origin is exactly ``scheme://host[:port]``, as browsers send it."""
-    from urllib.parse import urlsplit
+    from libp2p_introspection.server.admission import parse_origin
 
     for value in values:
-        parts = urlsplit(value.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        parsed = parse_origin(value)
+        if parsed is None or parsed[0] not in ("http", "https"):
             raise click.BadParameter(
                 f"{value!r} is not an origin; give it as a browser sends it, e.g. "
                 "https://observer.example.org or http://localhost:3000",
@@ -247,6 +247,9 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--push-byte-budget", default=defaults.DEFAULT_PUSH_BYTE_BUDGET,
                      show_default=True, type=click.IntRange(min=1),
                      help="Per-session pause buffer budget, bytes."),
+        click.option("--push-item-budget", default=defaults.DEFAULT_PUSH_ITEM_BUDGET,
+                     show_default=True, type=click.IntRange(min=1),
+                     help="Per-session pause buffer limit, events and snapshots."),
         click.option("--queue-bound", default=defaults.DEFAULT_QUEUE_BOUND, show_default=True,
                      type=click.IntRange(min=1),
                      help="Per-session outgoing queue bound for push data, messages."),
@@ -268,6 +271,10 @@ def _server_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "X-Introspection-Token, Authorization: Bearer, or ?token=)."),
         click.option("--max-sessions", default=defaults.DEFAULT_MAX_SESSIONS, show_default=True,
                      type=click.IntRange(min=1), help="Concurrent sessions (then HTTP 503)."),
+        click.option("--max-handshakes", default=defaults.DEFAULT_MAX_HANDSHAKES,
+                     show_default=True, type=click.IntRange(min=1),
+                     help="Connections still in their handshake at once; past it a new "
+                          "connection is closed as soon as it is accepted."),
         click.option("--commands-per-second", default=defaults.DEFAULT_COMMANDS_PER_SECOND,
                      show_default=True, type=click.FloatRange(min=0, min_open=True),
                      help="Sustained commands per session per second (then ERR)."),
@@ -333,10 +340,12 @@ def _config(kw: dict[str, Any]) -> ServerConfig:
             closed_connection_lifetime_ms=kw["closed_connection_lifetime_ms"],
             max_retention_ms=kw["max_retention_ms"],
             push_byte_budget=kw["push_byte_budget"],
+            push_item_budget=kw["push_item_budget"],
             queue_bound=kw["queue_bound"],
             write_timeout_s=kw["write_timeout"],
             close_grace_s=kw["close_grace"],
             max_sessions=kw["max_sessions"],
+            max_handshakes=kw["max_handshakes"],
             commands_per_second=kw["commands_per_second"],
             command_burst=kw["command_burst"],
             ping_interval_s=kw["ping_interval"],

@@ -26,6 +26,9 @@ DEFAULT_CLOSED_CONNECTION_LIFETIME_MS = 120_000
 DEFAULT_MAX_RETENTION_MS = 120_000
 #: Per-session byte budget of the pause buffer (§4.5), bytes.
 DEFAULT_PUSH_BYTE_BUDGET = 32 * 1024 * 1024
+#: Per-session item limit of the pause buffer (§4.5), events and snapshots: with the
+#: byte budget, it bounds the buffer's bookkeeping too (tiny items), items.
+DEFAULT_PUSH_ITEM_BUDGET = 262_144
 #: Per-session bound of the outgoing queue (§4.6), messages.
 DEFAULT_QUEUE_BOUND = 256
 #: A client that reads nothing for this long is disconnected with 1008 (§4.6), seconds.
@@ -98,6 +101,9 @@ def page_url(host: str = DEFAULT_HOST, port: int = DEFAULT_DASHBOARD_PORT) -> st
 
 #: Concurrent sessions the server accepts; past it, upgrades get HTTP 503.
 DEFAULT_MAX_SESSIONS = 64
+#: TCP connections that have not finished the WebSocket handshake (or are being
+#: refused) at once; past it, a new connection is closed as soon as it is accepted.
+DEFAULT_MAX_HANDSHAKES = 128
 #: Sustained commands per second a session may send (token bucket; §4.8 ERR past it).
 DEFAULT_COMMANDS_PER_SECOND = 50.0
 #: Commands a session may send in one burst before the rate applies.

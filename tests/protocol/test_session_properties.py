@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from session_harness import Command, Source, command, make_event, make_snapshot
 
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol import session as session_module
 from libp2p_introspection.protocol.framing import encode_server_message, parse_server_message
 from libp2p_introspection.protocol.session import Session, SessionLimits
 
@@ -333,3 +334,37 @@ def test_push_keeps_production_order_and_marks_every_gap_exactly_once(steps):
         model.step(op, arg)
     assert model.session.close is None
     model.check()
+
+
+@contextmanager
+def compacting_at_once() -> Iterator[None]:
+    """The pause buffer compacts its vacant places each time one appears (normally
+    only once they outnumber its items: buffers this small would never compact)."""
+    saved = session_module._VACANT_SLACK
+    session_module._VACANT_SLACK = -(10**9)
+    try:
+        yield
+    finally:
+        session_module._VACANT_SLACK = saved
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(STEPS, min_size=10, max_size=80))
+def test_session_invariants_hold_when_the_pause_buffer_compacts(steps):
+    with compacting_at_once():
+        model = Model()
+        for op, arg in steps:
+            model.step(op, arg)
+        assert model.session.close is None
+        model.check_responses()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PUSH_STEPS, min_size=10, max_size=100))
+def test_push_order_and_gaps_hold_when_the_pause_buffer_compacts(steps):
+    with compacting_at_once():
+        model = PushModel(PUSH_LIMITS)
+        for op, arg in steps:
+            model.step(op, arg)
+        assert model.session.close is None
+        model.check()

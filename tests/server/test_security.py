@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -50,10 +51,45 @@ def test_non_loopback_bind_needs_an_explicit_option():
         ("null", False),
         ("file://", False),
         ("https://observer.example.org", False),
+        # Not an origin at all, though a URL parser may read a loopback host in them.
+        ("http://evil.com\\@127.0.0.1", False),
+        ("http://evil.com\\@127.0.0.1:3000", False),
+        ("http://127.0.0.1@evil.com", False),
+        ("http://evil.com#@127.0.0.1", False),
+        ("http://evil.com?@127.0.0.1", False),
+        ("http://localhost/path", False),
+        ("http://user@localhost", False),
+        ("http://localhost:3000 http://evil.com", False),
+        ("http://localhost:99999", False),
+        ("http://[127.0.0.1]", False),
+        ("http://127.0.0.1.evil.com", False),
+        ("HTTP://LOCALHOST:3000", True),
     ],
 )
 def test_origin_rules(origin, allowed):
     assert origin_allowed(origin) is allowed
+
+
+async def test_an_origin_that_only_parses_as_loopback_and_two_origins_are_refused():
+    from raw_ws import handshake, request
+
+    cases = [
+        [("Origin", "http://evil.com\\@127.0.0.1")],
+        [("Origin", "http://localhost:1"), ("Origin", "http://evil.com")],
+        [("Origin", "http://localhost:1"), ("Origin", "http://localhost:1")],
+    ]
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), config()) as server:
+            for headers in cases:
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                head = await handshake(stream, request(headers=headers))
+                assert head.startswith(b"HTTP/1.1 403 "), (headers, head)
+                await stream.aclose()
+            assert not server.sessions_served
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            head = await handshake(stream, request(headers=[("Origin", "http://localhost:1")]))
+            assert head.startswith(b"HTTP/1.1 101 ")
+            await stream.aclose()
 
 
 def test_allowlisted_origin():
@@ -253,3 +289,53 @@ async def test_a_command_that_trips_an_internal_error_ends_only_that_session(mon
                 monkeypatch.undo()
                 await bystander.send(1, 1)
                 assert (await bystander.receive_kind("runtime")).kind == "runtime"
+
+
+async def test_connections_past_the_handshake_limit_are_closed_at_once(caplog):
+    # A local process opening connections and sending nothing cannot take the node's
+    # file descriptors: past --max-handshakes, a new connection is closed as accepted.
+    from libp2p_introspection.server.server import SHED_LOG_INTERVAL_S
+
+    caplog.set_level(logging.DEBUG, logger="libp2p_introspection.server")
+    limit, extra = 20, 60
+    cfg = config(max_handshakes=limit, handshake_timeout_s=LIMIT * 2)
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), cfg) as server:
+            async with connect(server.url) as client:  # a session does not count
+                await client.receive()
+                half_open = []
+                for _ in range(limit):
+                    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                    await stream.send_all(b"GET /introspect HTTP/1.1\r\n")  # and no more
+                    half_open.append(stream)
+                while server.handshakes < limit:
+                    await trio.sleep(0.01)
+                for _ in range(extra):
+                    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                    # Closed at once: EOF, or a reset; either way the descriptor is back.
+                    with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+                        assert await stream.receive_some(100) == b""
+                    await stream.aclose()
+                    assert len(server.connections) <= limit + 1  # the session's, besides
+                assert server.shed == extra and server.handshakes == limit
+                await client.ready()  # the session goes on
+                assert (await client.receive_kind("state")).kind == "state"
+                for stream in half_open:
+                    await stream.aclose()
+                while server.handshakes:
+                    await trio.sleep(0.01)
+            async with connect(server.url) as client:  # below the limit again: served
+                assert (await client.receive()).kind == "runtime"
+            shed = [r for r in caplog.records if "at once" in r.getMessage()]
+            assert sum(r.levelno == logging.DEBUG for r in shed) == extra  # one per connection
+            # One summary now, the rest in the next one (never one line per connection).
+            assert [r.levelno for r in shed if r.levelno > logging.DEBUG] == [logging.WARNING]
+            server._log_shed(now=trio.current_time() + SHED_LOG_INTERVAL_S)
+            summary = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert f"closed {extra - 1} new connections at once" in summary[-1]
+            assert "--max-handshakes" in summary[-1]
+
+
+def test_the_handshake_limit_must_be_positive():
+    with pytest.raises(ValueError, match="max_handshakes"):
+        ServerConfig(max_handshakes=0)

@@ -8,6 +8,8 @@ a raw socket; afterwards the server still serves a normal client.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 from raw_ws import (
@@ -152,3 +154,24 @@ async def test_a_client_that_closes_is_answered_and_recorded_as_leaving():
             closed = server.closed_sessions[-1]
             assert closed.close is None  # the client left; the server closed nothing
             assert closed.ended.startswith("closed by the client (1000 done)")
+
+
+async def test_a_client_that_leaves_right_after_a_command_is_logged_as_leaving(caplog):
+    # The command and the close frame arrive in one read: the session may be cut short
+    # (its writer finds the connection closed) before it gets to the close event.
+    caplog.set_level(logging.INFO, logger="libp2p_introspection.server")
+    tries = 12
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), ServerConfig(port=0)) as server:
+            for _ in range(tries):
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                assert b" 101 " in await handshake(stream)
+                hello = command(Command.HELLO)
+                await stream.send_all(hello + frame(0x8, b"\x03\xe8bye"))
+                await read_to_eof(stream)
+                await stream.aclose()
+            while len(server.closed_sessions) < tries:
+                await trio.sleep(0.01)
+    endings = [closed.ended for closed in server.closed_sessions]
+    assert all(e.startswith("closed by the client (1000 bye)") for e in endings), endings
+    assert "stopping" not in caplog.text

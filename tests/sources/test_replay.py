@@ -376,3 +376,36 @@ async def test_a_loop_pass_of_one_instant_lasts_the_base_interval_at_any_speed(
     times = [round(t - start, 3) for t, k, _ in released if k == "state"]
     assert times == [0.0] * 2 + [1.0] * 2 + [2.0] * 2  # it lasted 0.25 s at speed 4
     assert _instants(released) == [5_000] * 2 + [9_000] * 2 + [13_000] * 2
+
+
+async def test_a_loop_of_time_that_goes_back_still_rises_pass_to_pass(
+    tmp_path, autojump_clock, caplog
+):
+    # instant_ts decreases through the file (a clock stepped back, a hostile file): the
+    # first pass plays it as recorded, and each later pass is shifted by more than the
+    # recording's spread, so every instant of a pass is above every one before (§4.1).
+    stamps = [10_000, 9_000, 8_000, 7_000, 6_000]
+    path = _states(tmp_path / "r.mock", stamps)
+    source = ReplaySource(path, loop=True, speed=1.0, interval_ms=1_000)
+    released = _instants(await _run_bounded(source, 60))
+    passes = [released[i : i + 5] for i in range(0, len(released) - 4, 5)]
+    assert len(passes) >= 3
+    assert passes[0] == stamps  # byte-identical first pass
+    for number, instants in enumerate(passes):
+        assert instants == [stamp + number * source.pass_length_ms for stamp in stamps]
+    for before, after in itertools.pairwise(passes):
+        assert min(after) > max(before)
+    assert source.shape.spread_ms == 4_000 and source.pass_length_ms == 4_001
+    assert "4 snapshots have an instant_ts below the one before" in caplog.text
+
+
+async def test_a_loop_shifts_past_events_after_the_last_snapshot(tmp_path, autojump_clock):
+    path = tmp_path / "r.mock"
+    _write(path, [("state", 5_000), ("state", 4_000), ("event", 9_000)])
+    source = ReplaySource(path, loop=True, interval_ms=1_000)
+    assert source.pass_length_ms > 9_000 - 4_000  # the latest stamp less the earliest instant
+    released = await _run_bounded(source, 60)
+    instants = _instants(released)
+    shift = source.pass_length_ms
+    assert instants[:4] == [5_000, 4_000, 5_000 + shift, 4_000 + shift]
+    assert min(instants[2:4]) > 9_000  # above the first pass's event too

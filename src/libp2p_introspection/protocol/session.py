@@ -11,8 +11,9 @@ inputs
     :meth:`Session.snapshot_produced` (the server-wide clock made a snapshot),
     :meth:`Session.event_produced` (the node emitted an event),
     :meth:`Session.tick` (time passed), :meth:`Session.write_progress` (the
-    socket accepted part of a frame), :meth:`Session.frame_sent` (the
-    adapter finished writing the frame it last took).
+    socket accepted part of a frame), :meth:`Session.write_pending` (the
+    adapter has bytes of its own waiting for the socket, or no longer has),
+    :meth:`Session.frame_sent` (the adapter finished writing the frame it last took).
 
 outputs
     :meth:`Session.next_frame` (the next framed ``ServerMessage`` to write, or
@@ -37,6 +38,9 @@ Rule map (section of PROTOCOL.md → where it is enforced):
 - §4.6 the notice stands in the place of the first dropped or evicted item of
   its run; a run spans consecutive push items, whatever else is queued among
   them → :meth:`Session._evict_queued`, :meth:`Session._evict_held`
+- §4.9 no input costs in the pause buffer's size (amortized O(1) per item held;
+  its items bounded by bytes and by count) → :meth:`Session._discard_held`,
+  :meth:`Session._evict_for_budget`, :meth:`Session._compact`
 - §4.7 configuration → :meth:`Session._apply_config`
 - §4.8 errors → :meth:`Session.receive_command`, :meth:`Session.receive_text`
 """
@@ -103,6 +107,7 @@ class SessionLimits:
     ``base_interval_ms`` is the server's snapshot interval, ms;
     ``max_retention_ms`` the upper clamp of ``retention_period_ms``, ms;
     ``push_byte_budget`` the pause buffer's size limit, bytes;
+    ``push_item_budget`` its limit in items (events and snapshots), however small;
     ``queue_bound`` the outgoing queue's bound for push data, messages;
     ``write_timeout_s`` how long a client may read nothing, seconds;
     ``max_command_size`` the largest command accepted, bytes;
@@ -114,6 +119,7 @@ class SessionLimits:
     base_interval_ms: int = defaults.DEFAULT_INTERVAL_MS
     max_retention_ms: int = defaults.DEFAULT_MAX_RETENTION_MS
     push_byte_budget: int = defaults.DEFAULT_PUSH_BYTE_BUDGET
+    push_item_budget: int = defaults.DEFAULT_PUSH_ITEM_BUDGET
     queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
     write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
     max_command_size: int = MAX_COMMAND_SIZE
@@ -125,8 +131,16 @@ class SessionLimits:
             raise ValueError("base_interval_ms must be positive")
         if self.max_retention_ms < self.base_interval_ms:
             raise ValueError("max_retention_ms must be at least base_interval_ms")
-        if self.queue_bound <= 0 or self.push_byte_budget <= 0 or self.write_timeout_s <= 0:
-            raise ValueError("queue_bound, push_byte_budget and write_timeout_s must be positive")
+        if (
+            self.queue_bound <= 0
+            or self.push_byte_budget <= 0
+            or self.push_item_budget <= 0
+            or self.write_timeout_s <= 0
+        ):
+            raise ValueError(
+                "queue_bound, push_byte_budget, push_item_budget and write_timeout_s "
+                "must be positive"
+            )
         if self.commands_per_second <= 0 or self.command_burst < 1:
             raise ValueError("commands_per_second must be positive and command_burst at least 1")
 
@@ -155,14 +169,23 @@ class _Out:
     full: bool = False  # an event sent with its property types (§3, ``Event.type``)
 
 
-@dataclass(slots=True)
 class _Held:
-    """A push item waiting in the pause buffer (§4.5), or (``item`` ``None``) the
-    place of a run of evicted items: it becomes a notice when it reaches the queue."""
+    """A place in the pause buffer (§4.5), in production order: a push item waiting,
+    or (``item`` ``None``) the place of one that left unsent, evicted or discarded.
 
-    item: Snapshot | EventItem | None
-    size: int
-    held_at: float
+    ``gap`` marks a run of drops standing here (before the item, if any): it
+    becomes a notice when this place reaches the queue, one per run since marks
+    that end up side by side become one notice then (§4.6). Places whose item
+    left are forgotten as they reach the front, or all at once by a compaction.
+    """
+
+    __slots__ = ("gap", "held_at", "item", "size")
+
+    def __init__(self, item: Snapshot | EventItem, size: int, held_at: float) -> None:
+        self.item: Snapshot | EventItem | None = item
+        self.size = size
+        self.held_at = held_at
+        self.gap = False
 
 
 @dataclass(slots=True)
@@ -196,6 +219,11 @@ def _notice_frame() -> bytes:
 
 
 _NOTICE_FRAME = _notice_frame()
+
+#: Vacant places the pause buffer keeps beyond as many as it holds items, before it
+#: compacts them away (so it keeps at most twice as many places as items, plus
+#: twice this many).
+_VACANT_SLACK = 512
 
 
 class Session:
@@ -231,16 +259,26 @@ class Session:
         self._push_state = False
         self._push_events = False
         self._paused = False
+        # The pause buffer: every place in production order, and the places of held
+        # events and held snapshots (oldest first) so that either kind is found, or
+        # dropped, without a walk over the other (§4.9: no command costs in the
+        # buffer's size). Places whose item left (``vacant``) are compacted away
+        # once they outnumber the held items.
         self._held: deque[_Held] = deque()
+        self._held_event_places: deque[_Held] = deque()
+        self._held_snapshot_places: deque[_Held] = deque()
         self._held_bytes = 0
-        self._held_events = 0
-        self._held_snapshots = 0
+        self._vacant = 0
+        # A run of drops after the last place (its places are gone).
+        self._held_tail_gap = False
         # Outgoing queue (§4.6): frames in order; how many are push data, how many events.
         self._outbox: deque[_Out] = deque()
         self._outbox_push = 0
         self._outbox_events = 0
         self._outbox_notices = 0
         self._in_flight = False
+        # Whether the adapter has bytes of its own (pings, pongs) waiting for the socket.
+        self._adapter_pending = False
         # Whether the last push item or notice taken by the adapter was a notice:
         # a drop right after it belongs to the run that notice already reported.
         self._notice_taken = False
@@ -295,6 +333,19 @@ class Session:
         self._now = now
         self._last_progress = now
 
+    def write_pending(self, pending: bool, now: float) -> None:
+        """Whether the adapter has bytes the socket has not taken yet (a WebSocket ping or
+        pong, besides the session's frames): the write timeout counts while it has, as
+        while a frame is queued or in flight (§4.6), so a client that floods pings and
+        reads nothing is closed like one that reads nothing else."""
+        self._now = now
+        if pending and not self._write_waiting():
+            self._last_progress = now  # the write timeout counts from here
+        self._adapter_pending = pending
+
+    def _write_waiting(self) -> bool:
+        return bool(self._outbox) or self._in_flight or self._adapter_pending
+
     def end(self, code: int, reason: str) -> None:
         """The adapter ends the session for a reason outside these rules (a dead peer)."""
         if self.close is None:
@@ -306,9 +357,7 @@ class Session:
         if self.close is not None:
             return
         self._evict_expired()
-        if (self._outbox or self._in_flight) and (
-            now - self._last_progress >= self.limits.write_timeout_s
-        ):
+        if self._write_waiting() and now - self._last_progress >= self.limits.write_timeout_s:
             self._close(
                 CLOSE_POLICY_VIOLATION,
                 f"client read nothing for {self.limits.write_timeout_s:g} s",
@@ -524,7 +573,7 @@ class Session:
     # ---------------------------------------------------- outgoing queue (§4.6)
 
     def _append(self, entry: _Out) -> None:
-        if not self._outbox and not self._in_flight:
+        if not self._write_waiting():
             self._last_progress = self._now  # the write timeout counts from here
         self._outbox.append(entry)
         if entry.kind == _NOTICE:
@@ -560,7 +609,7 @@ class Session:
         self._enqueue(encode_server_message(message))
 
     def _push(self, item: Snapshot | EventItem) -> None:
-        if self._paused or self._held:
+        if self._paused or self._held or self._held_tail_gap:
             # Paused, or still sending what was held: keep the order of production.
             self._hold(item)
             self._drain()
@@ -632,8 +681,8 @@ class Session:
             if gap_after:
                 assert after is not None
                 self._remove_notice(after)  # the run now starts here
-        if after is None and self._held and self._held[0].item is None:
-            self._held.popleft()  # its run now reaches into the queue
+        if after is None:
+            self._join_queue_run()
 
     def _pass_on_property_types(self, index: int, entry: _Out) -> None:
         # The evicted event was to tell the client its type's property types:
@@ -683,107 +732,166 @@ class Session:
 
     def _hold(self, item: Snapshot | EventItem) -> None:
         size = len(item.frame)
-        self._held.append(_Held(item, size, self._now))
+        place = _Held(item, size, self._now)
+        if self._held_tail_gap:
+            self._held_tail_gap, place.gap = False, True  # the run stands before it
+        self._held.append(place)
         self._held_bytes += size
         if isinstance(item, Snapshot):
-            self._held_snapshots += 1
+            self._held_snapshot_places.append(place)
         else:
-            self._held_events += 1
-        while self._held_bytes > self.limits.push_byte_budget and self.held_count:
+            self._held_event_places.append(place)
+        limits = self.limits
+        while self.held_count and (
+            self._held_bytes > limits.push_byte_budget or self.held_count > limits.push_item_budget
+        ):
             self._evict_for_budget()
         self._evict_expired()
 
     def _evict_for_budget(self) -> None:
         # §4.6 in the pause buffer too: the oldest held event goes first; only
         # when no event is held does the oldest held snapshot.
-        want_event = self._held_events > 0
-        index = next(
-            i
-            for i, held in enumerate(self._held)
-            if held.item is not None and isinstance(held.item, EventItem) == want_event
-        )
-        if not want_event:
+        if self._held_event_places:
+            place = self._held_event_places.popleft()
+        else:
+            place = self._held_snapshot_places.popleft()
             self.stats.snapshots_evicted += 1
-        self._evict_held(index)
+        self._evict_held(place)
 
     def _evict_expired(self) -> None:
-        # §4.5: items older than the retention period go, oldest first (held in
-        # time order, so the first young one ends the walk).
+        # §4.5: items older than the retention period go, oldest first. Held in time
+        # order: the oldest held item is at the front once vacant places are skipped,
+        # and the first young one ends the walk.
         horizon = self._now - self._retention_ms / 1000
-        index = 0
-        while index < len(self._held):
-            held = self._held[index]
-            if held.item is None:
-                index += 1
-                continue
-            if held.held_at >= horizon:
+        while True:
+            self._skip_vacant_front()
+            if not self._held:
+                return
+            place = self._held[0]
+            if place.held_at >= horizon:
                 return
             self.stats.expired += 1
-            self._evict_held(index)
+            self._kind_places(place).popleft()
+            self._evict_held(place)
 
-    def _evict_held(self, index: int) -> None:
-        """Evict the held item at ``index`` where it stands: its place becomes the mark
-        of its run of drops (a notice once it reaches the queue), unless it borders a
-        run already (the run in the queue's tail, for the first held item)."""
-        held = self._held
-        entry = held[index]
-        self._forget_held(entry)
+    def _kind_places(self, place: _Held) -> deque[_Held]:
+        """The places of ``place``'s kind; ``place`` is their oldest."""
+        places = (
+            self._held_snapshot_places
+            if isinstance(place.item, Snapshot)
+            else self._held_event_places
+        )
+        assert places[0] is place
+        return places
+
+    def _evict_held(self, place: _Held) -> None:
+        """Evict the held item at ``place`` (already out of its kind's places) where it
+        stands: the place becomes the mark of its run of drops, joining a run right
+        before it; one right after it joins when they reach the queue."""
         self.stats.dropped += 1
-        gap_before = held[index - 1].item is None if index else self._gap_before(len(self._outbox))
-        gap_after = index + 1 < len(held) and held[index + 1].item is None
-        if gap_before:
-            del held[index]
-            if gap_after:
-                del held[index]
-        else:
-            held[index] = _Held(None, 0, entry.held_at)
-            if gap_after:
-                del held[index + 1]
+        place.gap = True
+        self._vacate(place)
+        self._compact_if_sparse()
 
-    def _forget_held(self, held: _Held) -> None:
-        self._held_bytes -= held.size
-        if isinstance(held.item, Snapshot):
-            self._held_snapshots -= 1
-        elif held.item is not None:
-            self._held_events -= 1
+    def _vacate(self, place: _Held) -> None:
+        self._held_bytes -= place.size
+        place.item = None
+        place.size = 0
+        self._vacant += 1
+
+    def _compact_if_sparse(self) -> None:
+        if self._vacant > len(self._held) // 2 + _VACANT_SLACK:
+            self._compact()
+
+    def _skip_vacant_front(self) -> None:
+        """Forget the vacant places at the front; a run marked there moves to the
+        first held item (or past the last place)."""
+        held = self._held
+        gap = False
+        while held and held[0].item is None:
+            gap |= held.popleft().gap
+            self._vacant -= 1
+        if gap:
+            if held:
+                held[0].gap = True
+            else:
+                self._held_tail_gap = True
+
+    def _compact(self) -> None:
+        """Forget every vacant place (each run it marks moves to the next held item):
+        linear, but only once vacant places outnumber held items, so amortized O(1)
+        per item held."""
+        kept: deque[_Held] = deque()
+        gap = False
+        for place in self._held:
+            if place.item is None:
+                gap |= place.gap
+                continue
+            if gap:
+                place.gap, gap = True, False
+            kept.append(place)
+        self._held = kept
+        self._vacant = 0
+        self._held_tail_gap |= gap
+
+    def _join_queue_run(self) -> None:
+        # The queue's tail is a run of drops: the run marked at the front of the pause
+        # buffer (nothing held before it) is the same run.
+        self._skip_vacant_front()
+        if self._held:
+            self._held[0].gap = False
+        else:
+            self._held_tail_gap = False
 
     def _drain(self) -> None:
         # Move held items to the outgoing queue while not paused and there is room.
-        held = self._held
-        while held and not self._paused and self.close is None:
+        while not self._paused and self.close is None:
+            held = self._held
+            if not held:
+                if self._held_tail_gap:
+                    self._held_tail_gap = False
+                    self._mark_gap_at_tail()  # evicted items were dropped where they stood
+                return
             first = held[0]
+            if first.gap:
+                first.gap = False
+                self._mark_gap_at_tail()  # evicted items were dropped where they stood
             item = first.item
             if item is None:
                 held.popleft()
-                self._mark_gap_at_tail()  # evicted items were dropped where they stood
+                self._vacant -= 1
                 continue
             if isinstance(item, Snapshot) and item.number <= self._cursor:
-                self._forget_held(held.popleft())  # §4.5: discarded, never sent
+                self._kind_places(first).popleft()
+                held.popleft()
+                self._held_bytes -= first.size  # §4.5: discarded, never sent
                 continue
             if self._outbox_push >= self.limits.queue_bound:
                 return
-            self._forget_held(held.popleft())
+            self._kind_places(first).popleft()
+            held.popleft()
+            self._held_bytes -= first.size
             self._deliver_push(item)
 
     def _discard_held(self, kind: type) -> None:
-        # One stream was disabled: its held items go, unreported (nobody wants
-        # them); marks left side by side, or next to the queue's run, merge.
-        kept: deque[_Held] = deque()
-        for held in self._held:
-            if held.item is None:
-                if kept[-1].item is None if kept else self._gap_before(len(self._outbox)):
-                    continue
-            elif isinstance(held.item, kind):
-                self._forget_held(held)
-                continue
-            kept.append(held)
-        self._held = kept
+        # One stream was disabled: its held items go, unreported (nobody wants them);
+        # marks that end up side by side, or next to the queue's run, become one
+        # notice when they reach the queue. Only that kind's places are visited.
+        if kind is Snapshot:
+            places, self._held_snapshot_places = self._held_snapshot_places, deque()
+        else:
+            places, self._held_event_places = self._held_event_places, deque()
+        for place in places:
+            self._vacate(place)
+        self._compact_if_sparse()
 
     def _clear_held(self) -> None:
-        self._held.clear()
+        self._held = deque()
+        self._held_event_places = deque()
+        self._held_snapshot_places = deque()
         self._held_bytes = 0
-        self._held_events = 0
-        self._held_snapshots = 0
+        self._vacant = 0
+        self._held_tail_gap = False
 
     # --------------------------------------------------------------------- misc
 
@@ -820,12 +928,18 @@ class Session:
     @property
     def held_count(self) -> int:
         """Items in the pause buffer (§4.5)."""
-        return self._held_events + self._held_snapshots
+        return len(self._held_event_places) + len(self._held_snapshot_places)
 
     @property
     def held_events(self) -> int:
         """Events in the pause buffer (§4.5)."""
-        return self._held_events
+        return len(self._held_event_places)
+
+    @property
+    def held_places(self) -> int:
+        """Places the pause buffer keeps: its items, and the places of items that left
+        (at most as many as the items, plus 1,024: vacant places are compacted away)."""
+        return len(self._held)
 
     @property
     def queued(self) -> int:

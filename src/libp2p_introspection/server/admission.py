@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +29,41 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+#: An origin as browsers serialize it (RFC 6454 §6.1): scheme, host, optional port, and
+#: nothing else: no userinfo, no path, no query, no backslash, no space.
+_ORIGIN = re.compile(
+    rf"(?P<scheme>[a-z][a-z0-9+.-]*)://"
+    rf"(?P<host>\[[0-9a-f:.]+\]|{_LABEL}(?:\.{_LABEL})*)"
+    r"(?::(?P<port>[0-9]{1,5}))?",
+    re.ASCII,
+)
+
+
+def parse_origin(origin: str) -> tuple[str, str, int | None] | None:
+    """``(scheme, host, port)`` of an origin that is exactly ``scheme://host[:port]``
+    (case-insensitive, lowercased here; one trailing slash is ignored), else ``None``.
+
+    Stricter than a URL parser on purpose: ``http://evil.com\\@127.0.0.1`` is a URL
+    whose host some parsers read as 127.0.0.1, and it is no origin at all.
+    """
+    text = origin.strip().lower()
+    if text.endswith("/"):
+        text = text[:-1]
+    match = _ORIGIN.fullmatch(text)
+    if match is None:
+        return None
+    port, host = match["port"], match["host"]
+    if port is not None and not 0 < int(port) < 65536:
+        return None
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None
+    return match["scheme"], host, int(port) if port is not None else None
+
+
 def normalize_origin(origin: str) -> str:
     """``scheme://host[:port]`` lowercased, without a trailing slash (for allowlist matching)."""
     return origin.strip().rstrip("/").lower()
@@ -38,17 +74,19 @@ def origin_allowed(origin: str | None, allowlist: Iterable[str] = ()) -> bool:
 
     Allowed: no ``Origin`` (command-line tools), loopback origins
     (``http(s)://localhost:*``, ``127.0.0.1:*``, ``[::1]:*``), and origins in
-    ``allowlist`` (exact ``scheme://host[:port]`` strings).
+    ``allowlist`` (exact ``scheme://host[:port]`` strings). An ``Origin`` that is
+    not exactly ``scheme://host[:port]`` (:func:`parse_origin`) is refused.
     """
     if origin is None:
         return True
-    normalized = normalize_origin(origin)
-    if normalized in {normalize_origin(o) for o in allowlist}:
-        return True
-    parts = urlsplit(normalized)
-    if parts.scheme not in ("http", "https"):
+    parsed = parse_origin(origin)
+    if parsed is None:
         return False
-    host = parts.hostname or ""
+    if normalize_origin(origin) in {normalize_origin(o) for o in allowlist}:
+        return True
+    scheme, host, _ = parsed
+    if scheme not in ("http", "https"):
+        return False
     return host in _LOOPBACK_NAMES or is_loopback(host)
 
 
@@ -106,9 +144,13 @@ def admit(
 ) -> Refusal | None:
     """``None`` to accept the upgrade, else the :class:`Refusal` to answer with.
 
-    Order: origin (403), token (401), session limit (503).
+    Order: origin (403; more than one ``Origin`` header too), token (401), session
+    limit (503).
     """
-    origin = header(headers, "origin")
+    origins = [v for k, v in headers if k.decode("latin-1").lower() == "origin"]
+    if len(origins) > 1:
+        return Refusal(403, f"{len(origins)} Origin headers (a browser sends one)")
+    origin = origins[0].decode("latin-1") if origins else None
     if not origin_allowed(origin, allowed_origins):
         return Refusal(403, f"origin {origin!r} is not allowed (see --allow-origin)")
     if not token_ok(token, presented_token(path, headers)):

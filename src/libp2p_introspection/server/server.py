@@ -11,6 +11,7 @@ raised by or about one connection leaves that connection's task (see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 from collections import Counter, deque
@@ -51,6 +52,9 @@ CLOSE_TIMEOUT_S = 2.0
 CLOSE_GOING_AWAY = 1001
 #: Close code when handling a session's input failed on our side.
 CLOSE_INTERNAL_ERROR = 1011
+#: Connections closed at once for the handshake limit are summarized in one log
+#: line at most this often, seconds (each is logged at DEBUG).
+SHED_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,10 @@ class ServerConfig:
     own, a replay, replaces it: :attr:`IntrospectionSource.base_interval_ms`);
     ``max_retention_ms`` is raised to it if below (§4.7).
     The rest are the session limits of PROTOCOL.md §4 (see ``SessionLimits``),
-    and admission: ``max_sessions``, ``allowed_origins`` (besides loopback ones),
+    and admission: ``max_sessions``, ``max_handshakes`` (TCP connections still in
+    their handshake or being refused; past it a new connection is closed as soon as
+    it is accepted, so a local process cannot take the node's file descriptors
+    through this port; ``ValueError`` below 1), ``allowed_origins`` (besides loopback ones),
     ``token`` (required from every client when set), ``allow_remote`` (needed
     to bind a non-loopback address; ``ValueError`` otherwise); liveness:
     ``ping_interval_s``/``pong_timeout_s`` and ``handshake_timeout_s``; closing:
@@ -93,10 +100,12 @@ class ServerConfig:
     closed_connection_lifetime_ms: int = defaults.DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
     max_retention_ms: int = defaults.DEFAULT_MAX_RETENTION_MS
     push_byte_budget: int = defaults.DEFAULT_PUSH_BYTE_BUDGET
+    push_item_budget: int = defaults.DEFAULT_PUSH_ITEM_BUDGET
     queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
     write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
     max_command_size: int = MAX_COMMAND_SIZE
     max_sessions: int = defaults.DEFAULT_MAX_SESSIONS
+    max_handshakes: int = defaults.DEFAULT_MAX_HANDSHAKES
     commands_per_second: float = defaults.DEFAULT_COMMANDS_PER_SECOND
     command_burst: int = defaults.DEFAULT_COMMAND_BURST
     ping_interval_s: float = defaults.DEFAULT_PING_INTERVAL_S
@@ -116,6 +125,7 @@ class ServerConfig:
                 base_interval_ms=self.interval_ms,
                 max_retention_ms=max(self.max_retention_ms, self.interval_ms),
                 push_byte_budget=self.push_byte_budget,
+                push_item_budget=self.push_item_budget,
                 queue_bound=self.queue_bound,
                 write_timeout_s=self.write_timeout_s,
                 max_command_size=self.max_command_size,
@@ -125,6 +135,8 @@ class ServerConfig:
         )
         if not self.close_grace_s > 0:
             raise ValueError("close_grace_s must be positive")
+        if self.max_handshakes < 1:
+            raise ValueError("max_handshakes must be at least 1")
         if not self.allow_remote and not is_loopback(self.host):
             raise ValueError(
                 f"refusing to bind {self.host}: it is not a loopback address, and the endpoint "
@@ -170,6 +182,13 @@ class IntrospectionServer:
         self.snapshot_errors = 0
         self.refused = 0
         self._admitted = 0  # sessions accepted or being accepted (the limit counts these)
+        self._connections: set[WebSocketTransport] = set()
+        #: Of those, the ones not (yet) in a session: max_handshakes counts these.
+        self._handshaking: set[WebSocketTransport] = set()
+        #: Connections closed as soon as accepted, for the handshake limit.
+        self.shed = 0
+        self._shed_unlogged = 0
+        self._shed_logged_at = float("-inf")
         #: What the most recent closed sessions did (for logs and tests); their
         #: buffers are gone with them.
         self.closed_sessions: deque[ClosedSession] = deque(maxlen=64)
@@ -187,6 +206,16 @@ class IntrospectionServer:
         ours); :meth:`run` then serves on them."""
         self._bound = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         return self._bound
+
+    @property
+    def connections(self) -> frozenset[WebSocketTransport]:
+        """The TCP connections open now (handshaking, in a session, or closing)."""
+        return frozenset(self._connections)
+
+    @property
+    def handshakes(self) -> int:
+        """Connections open now that are not (yet) in a session."""
+        return len(self._handshaking)
 
     @property
     def port(self) -> int:
@@ -279,6 +308,35 @@ class IntrospectionServer:
         while True:
             await trio.sleep(period)
             self.hub.tick()
+            self._log_shed()
+
+    def _log_shed(self, *, now: float | None = None) -> None:
+        """Summarize connections shed since the last summary (at most once per
+        :data:`SHED_LOG_INTERVAL_S`)."""
+        now = trio.current_time() if now is None else now
+        if not self._shed_unlogged or now - self._shed_logged_at < SHED_LOG_INTERVAL_S:
+            return
+        log.warning(
+            "closed %d new connection%s at once: %d connections were in their handshake "
+            "(the limit, --max-handshakes)",
+            self._shed_unlogged, "" if self._shed_unlogged == 1 else "s",
+            self.config.max_handshakes,
+        )  # fmt: skip
+        self._shed_unlogged = 0
+        self._shed_logged_at = now
+
+    def _shed_connection(self, stream: trio.SocketStream) -> None:
+        # Past the handshake limit: no task time, no buffer, the descriptor back at once.
+        self.shed += 1
+        self._shed_unlogged += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: closed at once: %d connections in their handshake (limit %d)",
+                describe_peer(stream), len(self._handshaking), self.config.max_handshakes,
+            )  # fmt: skip
+        with contextlib.suppress(OSError):
+            stream.socket.close()
+        self._log_shed()
 
     # ---------------------------------------------------------- one connection
 
@@ -291,10 +349,15 @@ class IntrospectionServer:
         logged with its traceback and counted in :attr:`connection_faults`. Only
         cancellation (the server stopping) goes through.
         """
+        if len(self._handshaking) >= self.config.max_handshakes:
+            self._shed_connection(stream)
+            return
         peer = describe_peer(stream)  # now: a client that resets takes its address along
         transport = WebSocketTransport(
             stream, peer=peer, max_message_size=self.config.max_command_size
         )
+        self._connections.add(transport)
+        self._handshaking.add(transport)
         try:
             await self._serve_connection(transport)
         except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as lost:
@@ -305,6 +368,8 @@ class IntrospectionServer:
                 "internal error on the connection of %s; the server goes on", peer, exc_info=group
             )
         finally:
+            self._handshaking.discard(transport)
+            self._connections.discard(transport)
             transport.abort()
 
     async def _serve_connection(self, transport: WebSocketTransport) -> None:
@@ -340,6 +405,7 @@ class IntrospectionServer:
             if not accepted:
                 log.debug("%s: gone before the 101 was out", transport.peer)
                 return
+            self._handshaking.discard(transport)  # a session now: max_sessions counts it
             await self._session(transport)
         finally:
             self._admitted -= 1
@@ -369,6 +435,8 @@ class IntrospectionServer:
         handle = self.hub.open_session(peer)
         session = handle.session
         transport.on_progress = lambda: session.write_progress(trio.current_time())
+        transport.on_pending = lambda pending: session.write_pending(pending, trio.current_time())
+        session.write_pending(transport.write_pending, trio.current_time())
         self.sessions_served += 1
         log.info("session opened: %s", peer)
         pings = _Pings()
@@ -380,6 +448,8 @@ class IntrospectionServer:
                     nursery.start_soon(self._writer, transport, handle, nursery.cancel_scope)
                     nursery.start_soon(self._pinger, transport, handle, pings)
         finally:
+            # Cancelled from outside this session: the server (or the node) stops.
+            stopping = trio.current_effective_deadline() == float("-inf")
             self.hub.close_session(handle)
             session_close = session.close
             # §4.6: the frame in flight is finished, then the close frame goes out,
@@ -392,13 +462,13 @@ class IntrospectionServer:
                         grace=self.config.close_grace_s,
                         linger=CLOSE_TIMEOUT_S,
                     )
-                else:  # the client left (nothing to send), or the server stops
+                else:
+                    # The server stops, or the client left: then its close frame was
+                    # answered or its socket is gone, and nothing more goes out.
+                    reason = "introspection server stopping" if stopping else "session ended"
                     with trio.move_on_after(CLOSE_TIMEOUT_S):
                         await transport.close(
-                            CLOSE_GOING_AWAY,
-                            "introspection server stopping",
-                            grace=CLOSE_TIMEOUT_S,
-                            linger=CLOSE_TIMEOUT_S,
+                            CLOSE_GOING_AWAY, reason, grace=CLOSE_TIMEOUT_S, linger=CLOSE_TIMEOUT_S
                         )
             self.closed_sessions.append(
                 ClosedSession(

@@ -6,6 +6,13 @@ half-way leaves the rest of its frame queued in the wire, and whoever writes
 next (the close) finishes it first. Every socket fault (a reset, a broken pipe,
 a peer already gone) makes the connection *lost*; none of them is raised from
 here. Only ``Cancelled`` (and bugs) leave these methods.
+
+What a client can make the server hold is bounded: the wire owes at most one
+pong (the answer to the latest ping), and nothing the client sends is read
+while more than :data:`MAX_READ_BACKLOG` bytes wait for the socket or a pong
+is owed, so a client that does not read what it asked for is pushed back by
+TCP. Writers take the lock one frame at a time, so the session's ping and the
+close frame get their turn between frames.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ log = logging.getLogger(__name__)
 RECEIVE_SIZE = 16 * 1024
 #: Bytes of client data read and discarded while waiting for it to close, at most.
 LINGER_BYTES = 1024 * 1024
+#: While more than this many bytes wait for the socket, nothing more is read from the
+#: client (nor while a pong is owed): bytes.
+MAX_READ_BACKLOG = 64 * 1024
 
 
 class WebSocketTransport:
@@ -43,8 +53,11 @@ class WebSocketTransport:
 
     ``peer`` names the client in logs (``"HOST:PORT"`` or ``"unknown peer"``);
     ``max_message_size`` is the largest message accepted, bytes; ``on_progress``
-    is called each time the socket accepts bytes (the session's write timeout
-    counts from the last call).
+    is called each time the socket accepts bytes of a frame other than a pong
+    (the session's write timeout counts from the last call); ``on_pending`` is
+    called with ``True`` when bytes start waiting for the socket (a ping, an owed
+    pong, a message) and ``False`` when none are left (the write timeout applies
+    to the transport's own frames too).
     """
 
     def __init__(
@@ -54,18 +67,32 @@ class WebSocketTransport:
         peer: str,
         max_message_size: int,
         on_progress: Callable[[], None] | None = None,
+        on_pending: Callable[[bool], None] | None = None,
     ) -> None:
         self.peer = peer
         self.wire = ServerWire(max_message_size=max_message_size)
         self.on_progress = on_progress
+        self.on_pending = on_pending
         #: Why the connection ended, for logs: set by the first of close, loss, or the peer.
         self.ended: str | None = None
         self._stream = stream
         self._socket = stream.socket
         self._lock = trio.Lock()
         self._events: deque[WireEvent] = deque()
-        self._progress = trio.Event()
+        self._released = trio.Event()  # set when the write lock is released, or on loss
+        self._pending = False  # what on_pending was last told
         self._lost = False
+
+    @property
+    def write_pending(self) -> bool:
+        """Whether bytes wait for the socket (what ``on_pending`` was last told)."""
+        return self._pending
+
+    @property
+    def events_waiting(self) -> int:
+        """Events read from the client and not yet handed out by :meth:`next_event`
+        (at most what one read of :data:`RECEIVE_SIZE` bytes holds)."""
+        return len(self._events)
 
     @property
     def lost(self) -> bool:
@@ -106,7 +133,7 @@ class WebSocketTransport:
     async def accept(self) -> bool:
         """Send the 101; ``False`` if the client is gone by then."""
         self.wire.accept()
-        self._events.extend(self.wire.pending_events())
+        self._events.extend(self._noted(self.wire.pending_events()))
         await self.flush()
         return not self._lost
 
@@ -115,8 +142,9 @@ class WebSocketTransport:
     async def next_event(self) -> WireEvent:
         """The next event from the client; :class:`ClosedByPeer` (1006) once it is gone.
 
-        Answers pings on the way (written at once unless a write is under way, which
-        then carries the pong too).
+        Answers pings on the way: the pong is written at once unless a write is under
+        way, which then carries it between two frames. Reads nothing more while a
+        pong is owed or more than :data:`MAX_READ_BACKLOG` bytes wait for the socket.
         """
         if self._events:
             # One event per checkpoint, as from a channel: the writer gets to send the
@@ -125,22 +153,42 @@ class WebSocketTransport:
         while not self._events:
             if self._lost or self.wire.state is WireState.DONE:
                 return ClosedByPeer(1006, self.ended or "the connection is closed")
+            await self._room_to_read()
+            if self._lost:
+                continue
             data = await self._recv()
-            self._events.extend(self.wire.receive_data(data))
-            if self.wire.has_data_to_send and not self._lock.locked():
-                await self.flush()
-        event = self._events.popleft()
-        if isinstance(event, ClosedByPeer):
-            self.ended = self.ended or f"closed by the client ({event.code} {event.reason})"
-        elif isinstance(event, ProtocolViolation):
-            self.ended = self.ended or f"protocol violation: {event.reason} ({event.code})"
-        return event
+            self._events.extend(self._noted(self.wire.receive_data(data)))
+            self._report_pending()
+            if self.wire.pong_due and not self._lock.locked():
+                await self.flush(self.wire.bytes_sent)  # the pong alone, now
+        return self._events.popleft()
+
+    def _noted(self, events: list[WireEvent]) -> list[WireEvent]:
+        # How the connection ends is known when it is read, not when the session gets
+        # to it: a session cut short before then must not be logged as closed by us.
+        for event in events:
+            if isinstance(event, ClosedByPeer):
+                self.ended = self.ended or f"closed by the client ({event.code} {event.reason})"
+            elif isinstance(event, ProtocolViolation):
+                self.ended = self.ended or f"protocol violation: {event.reason} ({event.code})"
+        return events
+
+    async def _room_to_read(self) -> None:
+        # TCP pushes back on a client that does not read what it makes us write.
+        wire = self.wire
+        while not self._lost and (wire.pong_owed or wire.backlog > MAX_READ_BACKLOG):
+            if self._lock.locked():
+                released = self._released
+                await released.wait()
+            else:
+                await self.flush()  # nobody is writing: the owed pong goes out from here
 
     async def send_binary(self, data: bytes) -> bool:
         """Write one binary message; ``False`` if the connection is no longer open."""
         if not self.wire.send_binary(data):
             return False
-        await self.flush()
+        self._report_pending()
+        await self.flush(self.wire.bytes_queued)
         return not self._lost
 
     async def ping(self, payload: bytes) -> bool:
@@ -150,30 +198,64 @@ class WebSocketTransport:
         mark = self.wire.send_ping(payload)
         if mark is None:
             return False
-        if not self._lock.locked():
-            await self.flush()
-        while self.wire.bytes_sent < mark:
-            if self._lost:
-                return False
-            await self._progress.wait()
+        self._report_pending()
+        await self.flush(mark)
         return not self._lost
 
-    async def flush(self) -> None:
-        """Write everything queued, as the socket accepts it."""
-        async with self._lock:
-            while self.wire.has_data_to_send and not self._lost:
+    async def flush(self, mark: int | None = None) -> None:
+        """Write the queue up to ``mark`` (a count of :attr:`ServerWire.bytes_queued`;
+        by default, all that is queued now), then the owed pong if it is due.
+
+        The write lock is taken for one frame at a time (a pong, or a frame of the
+        queue), so whoever else waits to write gets a turn between frames; bytes
+        another writer sends count towards ``mark`` too.
+        """
+        wire = self.wire
+        target = wire.bytes_queued if mark is None else mark
+        while not self._lost and wire.bytes_sent < target:
+            await self._write_one_frame(target)
+        if not self._lost and (wire.writing_pong or wire.pong_due):
+            await self._write_one_frame(wire.bytes_sent)
+
+    async def _write_one_frame(self, target: int) -> None:
+        await self._lock.acquire()
+        try:
+            wire = self.wire
+            while not self._lost:
+                pong = wire.writing_pong or wire.pong_due
+                if not pong and wire.bytes_sent >= target:
+                    return
+                view = wire.data_to_send()
+                if not view:
+                    return
                 try:
-                    count = await self._socket.send(self.wire.data_to_send())
+                    count = await self._socket.send(view)
                 except (OSError, trio.ClosedResourceError) as exc:
                     self._fail(exc)
                     return
                 if self._lost:
                     return  # another task saw the socket fail while this send returned
-                self.wire.sent(count)
-                progress, self._progress = self._progress, trio.Event()
-                progress.set()
-                if self.on_progress is not None:
+                before = wire.bytes_sent
+                wire.sent(count)
+                self._report_pending()
+                if wire.bytes_sent > before and self.on_progress is not None:
                     self.on_progress()
+                if (not wire.writing_pong) if pong else wire.at_boundary:
+                    return  # a whole frame is out: the next writer's turn
+        finally:
+            self._lock.release()
+            self._wake()
+
+    def _wake(self) -> None:
+        released, self._released = self._released, trio.Event()
+        released.set()
+
+    def _report_pending(self) -> None:
+        pending = self.wire.has_data_to_send and not self._lost
+        if pending != self._pending:
+            self._pending = pending
+            if self.on_pending is not None:
+                self.on_pending(pending)
 
     # ----------------------------------------------------------------- close
 
@@ -188,8 +270,8 @@ class WebSocketTransport:
         """
         try:
             if not self._lost:
-                self.wire.close(code, reason)
-                self.ended = self.ended or f"closed by the server ({code} {reason})"
+                if self.wire.close(code, reason):
+                    self.ended = self.ended or f"closed by the server ({code} {reason})"
                 with trio.move_on_after(grace) as flushing:
                     await self.flush()
                 if flushing.cancelled_caught:
@@ -204,7 +286,7 @@ class WebSocketTransport:
     def abort(self) -> None:
         """Close the socket now (idempotent, never raises)."""
         self._lost = True
-        self._progress.set()
+        self._released.set()
         with contextlib.suppress(OSError):
             self._socket.close()
 
@@ -250,7 +332,7 @@ class WebSocketTransport:
     def _gone(self, why: str) -> None:
         self.ended = self.ended or why
         self._lost = True
-        self._progress.set()
+        self._released.set()
 
     def _fail(self, exc: OSError | trio.ClosedResourceError) -> None:
         code = getattr(exc, "errno", None)

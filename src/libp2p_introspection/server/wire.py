@@ -9,6 +9,12 @@ frame) goes into one outgoing byte queue that the I/O adapter
 queue whole, so a write that stops half-way (a cancelled task) can always be
 finished later: the stream never carries half a frame followed by another.
 
+Pongs are not queued: only the most recent unanswered ping is answered (RFC 6455
+§5.5.3 allows it), at the next frame boundary, and at most one pong goes out
+between two frames of the queue. Whatever a client sends, the pongs it causes
+take at most two frames (:data:`MAX_PONG_FRAME` bytes each: one being written,
+one owed), never a queue.
+
 The upgrade request is parsed with h11 and checked here (RFC 6455 §4.2.1);
 frames are parsed by wsproto's frame layer. No extension and no subprotocol is
 ever negotiated, so a frame with an RSV bit set is a protocol violation.
@@ -34,6 +40,8 @@ MAX_REQUEST_SIZE = 16 * 1024
 #: Close codes of RFC 6455 §7.4.1 that the wire itself uses.
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_MESSAGE_TOO_BIG = 1009
+#: Largest pong frame, bytes: a 2-byte header and at most 125 bytes of payload (§5.5).
+MAX_PONG_FRAME = 127
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_CLOSE_REASON = 123  # bytes: a close frame's payload is at most 125
 
@@ -149,9 +157,26 @@ class ServerWire:
         self._text = False
         self._out: deque[memoryview] = deque()
         self._out_bytes = 0
-        #: Bytes queued and bytes written since the connection opened (for ping marks).
+        #: Where each frame in the queue ends (as a count of :attr:`bytes_queued`), and
+        #: where the one being written began: a pong may go out only between frames.
+        self._frame_ends: deque[int] = deque()
+        self._frame_start = 0
+        #: The pong owed for the most recent unanswered ping (it replaces an older one),
+        #: and the pong being written, if any.
+        self._pong: bytes | None = None
+        self._pong_out: memoryview | None = None
+        #: After a pong, a frame of the queue goes first (pongs never starve the queue).
+        self._queue_turn = False
+        #: Bytes of the queue (every frame but pongs) queued and written since the
+        #: connection opened: marks for pings and the close; what the socket accepts of
+        #: them is progress (§4.6). Pongs never count: a client cannot fake progress
+        #: with its own pings.
         self.bytes_queued = 0
         self.bytes_sent = 0
+        #: Pings received, and pongs written (fewer: one per unanswered ping at most).
+        self.pings_received = 0
+        self.pongs_sent = 0
+        self.pong_bytes_sent = 0
 
     # ---------------------------------------------------------------- input
 
@@ -247,8 +272,10 @@ class ServerWire:
                 if message is not None:
                     events.append(message)
             elif isinstance(event, Ping):
+                self.pings_received += 1
                 if self._ws.state is ConnectionState.OPEN and self.state is WireState.OPEN:
-                    self._queue(self._ws.send(event.response()))
+                    # Owed, not queued: a newer ping replaces the answer to an older one.
+                    self._pong = _pong_frame(bytes(event.payload))
             elif isinstance(event, Pong):
                 events.append(PongReceived(bytes(event.payload)))
             elif isinstance(event, CloseConnection):
@@ -354,7 +381,7 @@ class ServerWire:
             header = struct.pack("!BBH", 0x82, 126, size)
         else:
             header = struct.pack("!BBQ", 0x82, 127, size)
-        self._queue(header)
+        self._queue(header, frame_end=not data)
         self._queue(data)
         return True
 
@@ -366,42 +393,106 @@ class ServerWire:
         self._queue(self._ws.send(Ping(payload=payload)))
         return self.bytes_queued
 
-    def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake with ``code`` and ``reason`` (cut to 123 bytes).
+    def close(self, code: int, reason: str) -> bool:
+        """Start the closing handshake with ``code`` and ``reason`` (cut to 123 bytes);
+        ``True`` if the close frame was queued.
 
         After a protocol violation the close frame is the last thing read or written
         (``DONE``); otherwise the client's answer is awaited (``CLOSE_SENT``). A no-op
-        once a close frame was queued or received, and before the handshake.
+        (``False``) once a close frame was queued or received, and before the handshake.
         """
         ws = self._ws
         if ws is None or ws.state is not ConnectionState.OPEN:
-            return
+            return False
         encoded = reason.encode("utf-8")[:_MAX_CLOSE_REASON].decode("utf-8", "ignore")
         self._queue(ws.send(CloseConnection(code=code, reason=encoded)))
+        self._pong = None  # nothing but the close frame is owed now (§5.5.1)
         if self.state is WireState.OPEN:
             self.state = WireState.CLOSE_SENT
+        return True
 
     def lost(self) -> None:
         """The socket failed (reset, broken pipe): nothing more can be read or written."""
         self._done()
         self._out.clear()
         self._out_bytes = 0
+        self._frame_ends.clear()
+        self._pong = self._pong_out = None
 
     @property
     def has_data_to_send(self) -> bool:
-        """Whether bytes are queued."""
-        return self._out_bytes > 0
+        """Whether bytes are queued or a pong is owed."""
+        return self._out_bytes > 0 or self._pong_out is not None or self._pong is not None
+
+    @property
+    def backlog(self) -> int:
+        """Bytes waiting for the socket: the queue's, plus the pongs being written and
+        owed (together at most twice :data:`MAX_PONG_FRAME`)."""
+        pongs = (len(self._pong_out) if self._pong_out is not None else 0) + len(self._pong or b"")
+        return self._out_bytes + pongs
+
+    @property
+    def pong_owed(self) -> bool:
+        """Whether a ping is unanswered (its pong owed or being written)."""
+        return self._pong is not None or self._pong_out is not None
+
+    @property
+    def pong_due(self) -> bool:
+        """Whether the owed pong would be the next bytes of :meth:`data_to_send`: at a
+        frame boundary, and not right after another pong while the queue waits."""
+        return (
+            self._pong is not None
+            and self._pong_out is None
+            and self.at_boundary
+            and not (self._queue_turn and self._out_bytes)
+        )
+
+    @property
+    def writing_pong(self) -> bool:
+        """Whether :meth:`data_to_send` returns (the rest of) a pong."""
+        return self._pong_out is not None
+
+    @property
+    def at_boundary(self) -> bool:
+        """Whether no frame is partly written: the next byte starts a frame."""
+        if self._pong_out is not None:
+            return False
+        return not self._out_bytes or self.bytes_sent == self._frame_start
 
     def data_to_send(self) -> memoryview:
-        """The next queued bytes (possibly only part of what is queued); empty if none."""
+        """The next bytes to write (possibly only part of what is queued); empty if none.
+
+        At a frame boundary the owed pong comes first (it is then being written, and
+        must be finished before anything else: call :meth:`sent` for what the socket
+        accepted of exactly these bytes)."""
+        if self._pong_out is None and self.pong_due:
+            assert self._pong is not None
+            self._pong_out, self._pong = memoryview(self._pong), None
+        if self._pong_out is not None:
+            return self._pong_out
         return self._out[0] if self._out else memoryview(b"")
 
     def sent(self, count: int) -> None:
         """The socket accepted the first ``count`` bytes of :meth:`data_to_send`
-        (at most what is queued: after :meth:`lost` nothing is)."""
+        (at most what it returned: after :meth:`lost` nothing is queued)."""
+        pong = self._pong_out
+        if pong is not None:
+            count = min(count, len(pong))
+            self.pong_bytes_sent += count
+            if count < len(pong):
+                self._pong_out = pong[count:]
+                return
+            self._pong_out = None
+            self.pongs_sent += 1
+            self._queue_turn = True
+            return
         count = min(count, self._out_bytes)
         self.bytes_sent += count
         self._out_bytes -= count
+        ends = self._frame_ends
+        while ends and ends[0] <= self.bytes_sent:
+            self._frame_start = ends.popleft()
+            self._queue_turn = False
         while count:
             head = self._out[0]
             if count < len(head):
@@ -412,15 +503,25 @@ class ServerWire:
 
     # ----------------------------------------------------------------- misc
 
-    def _queue(self, data: bytes | bytearray) -> None:
+    def _queue(self, data: bytes | bytearray, *, frame_end: bool = True) -> None:
         if data:
+            if not self._out_bytes:
+                self._frame_start = self.bytes_sent
             self._out.append(memoryview(data))
             self._out_bytes += len(data)
             self.bytes_queued += len(data)
+            if frame_end:
+                self._frame_ends.append(self.bytes_queued)
 
     def _done(self) -> None:
         self.state = WireState.DONE
         self._parts, self._size = [], 0
+        self._pong = None  # owed, not queued: nothing more is answered
+
+
+def _pong_frame(payload: bytes) -> bytes:
+    """An unmasked pong frame echoing ``payload`` (a ping's, at most 125 bytes)."""
+    return struct.pack("!BB", 0x8A, len(payload)) + payload
 
 
 def _tokens(values: list[bytes]) -> set[bytes]:

@@ -92,9 +92,12 @@ class RecordingShape:
     ``median_gap_ms``: the median of the positive gaps between successive
     ``instant_ts`` values, ms of recorded time (0.0 when fewer than two
     snapshots have distinct times: no gaps); ``span_ms``: the recorded span,
-    from the first ``instant_ts`` to the last snapshot or event, plus one
-    median gap when there are gaps (so that a loop pass shifted by it starts
-    one gap after the last snapshot). ``max_timestamp_ms``: the largest
+    from the earliest ``instant_ts`` (the first one, unless they decrease) to
+    the latest snapshot or event, plus one median gap when there are gaps (so
+    that a loop pass shifted by it starts one gap after the last snapshot);
+    ``spread_ms``: the latest ``instant_ts`` or event ``ts`` less the earliest
+    ``instant_ts`` (a shift by more than this puts every ``instant_ts`` of a
+    pass above every one of the pass before, §4.1). ``max_timestamp_ms``: the largest
     ``instant_ts``, ``start_ts`` or event ``ts`` seen. ``loopable``: whether a
     loop pass can make time rise (some snapshot has a time). ``skipped``:
     records over the limits, skipped in every pass.
@@ -107,6 +110,7 @@ class RecordingShape:
     last_instant_ms: int
     span_ms: int
     median_gap_ms: float = 0.0
+    spread_ms: int = 0
     max_timestamp_ms: int = 0
     loopable: bool = True
     skipped: int = 0
@@ -183,6 +187,8 @@ def scan(
     runtime: pb.Runtime | None = None
     states = events = timed_states = 0
     first = last = last_any = max_stamp = previous = 0
+    earliest = 0  # the smallest instant_ts (recordings whose time decreases have one)
+    backwards = 0  # snapshots whose instant_ts is below the one before
     distinct: set[int] = set()  # at most two instants: enough to tell "one time" from many
     gaps = _GapSample()
     untimed_states = untimed_events = unparsable = 0
@@ -202,10 +208,13 @@ def scan(
                 max_stamp = max(max_stamp, instant, state.start_ts)
                 states += 1
                 if instant:
+                    earliest = min(earliest, instant) if earliest else instant
                     if timed_states == 0:
                         first = instant
                     elif instant > previous:
                         gaps.add(instant - previous)
+                    elif instant < previous:
+                        backwards += 1
                     previous = instant
                     timed_states += 1
                     last = max(last, instant)
@@ -265,10 +274,17 @@ def scan(
             "by: they are released at once, and a loop pass lasts the %d ms base interval",
             path, timed_states, first, interval_ms,
         )  # fmt: skip
+    if backwards:
+        log.warning(
+            "%s: %d snapshots have an instant_ts below the one before: they are served as "
+            "recorded, so a client sees time go back within a pass (each loop pass is "
+            "shifted above the whole of the one before)", path, backwards,
+        )  # fmt: skip
     # With fewer than two distinct times there are no gaps: the base interval stands in
     # (ReplaySource.pass_length_ms).
     median_gap = gaps.median() if len(distinct) >= 2 else 0.0
-    span = max(last_any - first, 0) + math.ceil(median_gap)
+    spread = max(last_any - earliest, 0)
+    span = spread + math.ceil(median_gap)
     return RecordingShape(
         runtime,
         states,
@@ -277,6 +293,7 @@ def scan(
         last,
         span,
         median_gap_ms=median_gap,
+        spread_ms=spread,
         max_timestamp_ms=max_stamp,
         loopable=loopable,
         skipped=reader.over_limit,
@@ -296,7 +313,10 @@ class ReplaySource(IntrospectionSource):
     :attr:`base_interval_ms` is the interval the snapshots come at (§4.10),
     which the server takes as its base interval; :attr:`pass_length_ms` is
     how far each loop pass shifts the timestamps, ms of recorded time:
-    max(recorded span, the base interval at this speed).
+    max(recorded span, the base interval at this speed), and always more than
+    the recording's spread, so that every ``instant_ts`` of a pass is above
+    every one of the pass before (§4.1), even in a recording whose time goes
+    back.
     """
 
     clocks_snapshots = True
@@ -329,7 +349,7 @@ class ReplaySource(IntrospectionSource):
         )
         #: How far each loop pass shifts timestamps, ms of recorded time (§4.10).
         self.pass_length_ms = max(
-            self.shape.span_ms, math.ceil(self.base_interval_ms * speed), 1
+            self.shape.span_ms, math.ceil(self.base_interval_ms * speed), self.shape.spread_ms + 1
         )
         self.passes_done = 0
         self.snapshots_released = 0
