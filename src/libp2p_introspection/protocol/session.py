@@ -56,11 +56,13 @@ from google.protobuf.message import DecodeError
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.closecodes import CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION
 from libp2p_introspection.protocol.framing import (
     MAX_COMMAND_SIZE,
     PROTOCOL_VERSION,
     encode_server_message,
 )
+from libp2p_introspection.protocol.wire import VARINT, WireError, iter_fields
 
 Command = pb.ClientCommand.Command
 Source = pb.ClientCommand.Source
@@ -69,9 +71,6 @@ Source = pb.ClientCommand.Source
 #: requests are treated as this before rounding up.
 MAX_SESSION_INTERVAL_MS = 86_400_000
 
-#: WebSocket close codes the session uses.
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_MESSAGE_TOO_BIG = 1009
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,11 +441,7 @@ class Session:
                 self._respond(_salvage_id(data), self._rate_error())
             return
         if len(data) > self.limits.max_command_size:
-            self._close(
-                CLOSE_MESSAGE_TOO_BIG,
-                f"command of {len(data)} bytes exceeds the "
-                f"{self.limits.max_command_size}-byte limit",
-            )
+            self._too_big(f"command of {len(data)} bytes")
             return
         command = pb.ClientCommand()
         try:
@@ -467,6 +462,34 @@ class Session:
             self._respond(command.id, f"unknown command {command.command}")
             return
         handler(self, command)
+
+    def receive_oversized(self, size: int, now: float) -> None:
+        """The transport stopped receiving a message past ``max_command_size`` (``size``
+        bytes of it arrived; the rest was never buffered, nor will anything more be
+        read): the session closes with 1009 (§4.8), as for a whole one.
+
+        The adapter configures its transport's message limit with
+        ``limits.max_command_size``, so that this, not the transport, decides the close.
+        """
+        self._now = now
+        if self.close is None:
+            self.stats.commands += 1
+            self._too_big(f"command of at least {size} bytes")
+
+    def _too_big(self, what: str) -> None:
+        # §4.8: a command over the size limit closes the session with 1009.
+        self._close(
+            CLOSE_MESSAGE_TOO_BIG, f"{what} exceeds the {self.limits.max_command_size}-byte limit"
+        )
+
+    @property
+    def accepts_input(self) -> bool:
+        """Whether the adapter should read the client's next message now (§4.6
+        backpressure): not while the replies its commands caused (responses, the Runtime,
+        pulled snapshots, never dropped) are more than ``queue_bound``; a client that
+        sends commands without reading the answers is then pushed back by TCP. Push
+        data is bounded on its own and never holds the reading back."""
+        return self.queued_replies <= self.limits.queue_bound
 
     def _within_rate(self) -> bool:
         """Charge one command to the token bucket; ``False`` when it is empty (and close
@@ -517,7 +540,7 @@ class Session:
         # §4.3: answered by the data itself, never by OK.
         source = command.source
         if source == Source.STATE:
-            if self._latest.number > self._cursor:
+            if self._unsent(self._latest):
                 self._enqueue_snapshot(self._latest, push=False)
             else:
                 self._waiting = True
@@ -616,9 +639,14 @@ class Session:
         """Queue a frame outside the push budget: a response, the Runtime, a pulled snapshot."""
         self._append(_Out(frame, _OTHER))
 
+    def _unsent(self, snapshot: Snapshot) -> bool:
+        """§4.1, the one check of the cursor: whether ``snapshot`` is above it (a session
+        is never sent a snapshot at or below its cursor)."""
+        return snapshot.number > self._cursor
+
     def _enqueue_snapshot(self, snapshot: Snapshot, *, push: bool) -> None:
         # §4.1: every State sent moves the cursor; nothing at or below it is sent.
-        if snapshot.number <= self._cursor:
+        if not self._unsent(snapshot):
             return
         self._cursor = snapshot.number
         self.stats.snapshots_sent += 1
@@ -652,7 +680,7 @@ class Session:
         event that does not fit is dropped where it would have stood, at the tail.
         """
         if isinstance(item, Snapshot):
-            if item.number <= self._cursor:
+            if not self._unsent(item):
                 return  # §4.5: a held snapshot at or below the cursor is discarded, never sent
             if self._outbox_push >= self.limits.queue_bound:
                 self._make_room_for_snapshot()
@@ -890,7 +918,7 @@ class Session:
                 held.popleft()
                 self._vacant -= 1
                 continue
-            if isinstance(item, Snapshot) and item.number <= self._cursor:
+            if isinstance(item, Snapshot) and not self._unsent(item):
                 self._kind_places(first).popleft()
                 held.popleft()
                 self._held_bytes -= first.size  # §4.5: discarded, never sent
@@ -1007,43 +1035,13 @@ _HANDLERS: dict[int, Callable[[Session, pb.ClientCommand], None]] = {
 def _salvage_id(data: bytes) -> int:
     """Read ``ClientCommand.id`` (field 2, varint) from bytes that failed to parse.
 
-    Walks the wire format up to the first fault; returns 0 if the id cannot be read.
+    Walks the wire format (:func:`~libp2p_introspection.protocol.wire.iter_fields`) up
+    to the first fault; returns 0 if the id cannot be read.
     """
-    pos = 0
-    end = len(data)
-
-    def varint() -> int | None:
-        nonlocal pos
-        value = shift = 0
-        while pos < end and shift < 64:
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-        return None
-
-    while pos < end:
-        tag = varint()
-        if tag is None:
-            return 0
-        field, wire_type = tag >> 3, tag & 7
-        if wire_type == 0:
-            value = varint()
-            if value is None:
-                return 0
-            if field == 2:
+    try:
+        for number, wire_type, value, _, _ in iter_fields(data):
+            if number == 2 and wire_type == VARINT:
                 return value & 0xFFFFFFFFFFFFFFFF
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 2:
-            length = varint()
-            if length is None:
-                return 0
-            pos += length
-        elif wire_type == 5:
-            pos += 4
-        else:
-            return 0
+    except WireError:
+        pass
     return 0
