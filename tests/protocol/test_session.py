@@ -17,11 +17,8 @@ from session_harness import (
 )
 
 from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.session import (
-    CLOSE_MESSAGE_TOO_BIG,
-    CLOSE_POLICY_VIOLATION,
-    SessionLimits,
-)
+from libp2p_introspection.protocol.closecodes import CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION
+from libp2p_introspection.protocol.session import SessionLimits
 
 OK = pb.CommandResponse.OK
 ERR = pb.CommandResponse.ERR
