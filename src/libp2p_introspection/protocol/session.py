@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
@@ -197,6 +197,63 @@ class _Out:
     full: bool = False  # an event sent with its property types (§3, ``Event.type``)
 
 
+class _Outbox:
+    """The outgoing queue (§4.6): frames in order, with how many are push data, events and
+    notices kept here and nowhere else (every change goes through these methods)."""
+
+    __slots__ = ("_entries", "events", "notices", "push")
+
+    def __init__(self) -> None:
+        self._entries: deque[_Out] = deque()
+        self.push = 0  # events and pushed snapshots
+        self.events = 0
+        self.notices = 0
+
+    def _count(self, entry: _Out, sign: int) -> None:
+        kind = entry.kind
+        if kind == _NOTICE:
+            self.notices += sign
+        elif kind != _OTHER:
+            self.push += sign
+            if kind == _EVENT:
+                self.events += sign
+
+    def append(self, entry: _Out) -> None:
+        self._entries.append(entry)
+        self._count(entry, 1)
+
+    def popleft(self) -> _Out:
+        entry = self._entries.popleft()
+        self._count(entry, -1)
+        return entry
+
+    def replace(self, index: int, entry: _Out) -> None:
+        self._count(self._entries[index], -1)
+        self._entries[index] = entry
+        self._count(entry, 1)
+
+    def remove(self, index: int) -> None:
+        self._count(self._entries[index], -1)
+        del self._entries[index]
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.push = self.events = self.notices = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index: int) -> _Out:
+        return self._entries[index]
+
+    def __iter__(self) -> Iterator[_Out]:
+        return iter(self._entries)
+
+    def after(self, index: int) -> Iterator[_Out]:
+        """The entries after position ``index``, in order."""
+        return itertools.islice(self._entries, index + 1, None)
+
+
 class _Held:
     """A place in the pause buffer (§4.5), in production order: a push item waiting,
     or (``item`` ``None``) the place of one that left unsent, evicted or discarded.
@@ -300,10 +357,7 @@ class Session:
         # A run of drops after the last place (its places are gone).
         self._held_tail_gap = False
         # Outgoing queue (§4.6): frames in order; how many are push data, how many events.
-        self._outbox: deque[_Out] = deque()
-        self._outbox_push = 0
-        self._outbox_events = 0
-        self._outbox_notices = 0
+        self._outbox = _Outbox()
         self._in_flight = False
         # Whether the adapter has bytes of its own (pings, pongs) waiting for the socket.
         self._adapter_pending = False
@@ -330,14 +384,8 @@ class Session:
         if not self._outbox or self.close is not None:
             return None
         entry = self._outbox.popleft()
-        if entry.kind == _NOTICE:
-            self._notice_taken = True
-            self._outbox_notices -= 1
-        elif entry.kind != _OTHER:
-            self._notice_taken = False
-            self._outbox_push -= 1
-            if entry.kind == _EVENT:
-                self._outbox_events -= 1
+        if entry.kind != _OTHER:
+            self._notice_taken = entry.kind == _NOTICE
         self._in_flight = True
         return entry.frame
 
@@ -628,12 +676,6 @@ class Session:
         if not self._write_waiting():
             self._last_progress = self._now  # the write timeout counts from here
         self._outbox.append(entry)
-        if entry.kind == _NOTICE:
-            self._outbox_notices += 1
-        elif entry.kind != _OTHER:
-            self._outbox_push += 1
-            if entry.kind == _EVENT:
-                self._outbox_events += 1
 
     def _enqueue(self, frame: bytes) -> None:
         """Queue a frame outside the push budget: a response, the Runtime, a pulled snapshot."""
@@ -682,11 +724,11 @@ class Session:
         if isinstance(item, Snapshot):
             if not self._unsent(item):
                 return  # §4.5: a held snapshot at or below the cursor is discarded, never sent
-            if self._outbox_push >= self.limits.queue_bound:
+            if self._outbox.push >= self.limits.queue_bound:
                 self._make_room_for_snapshot()
             self._enqueue_snapshot(item, push=True)
             return
-        if self._outbox_push >= self.limits.queue_bound:
+        if self._outbox.push >= self.limits.queue_bound:
             self.stats.dropped += 1
             self._mark_gap_at_tail()
             return
@@ -699,7 +741,7 @@ class Session:
     def _make_room_for_snapshot(self) -> None:
         # §4.6: events go before snapshots. The oldest queued event is evicted;
         # only when no event is queued is the oldest queued (pushed) snapshot.
-        wanted = _EVENT if self._outbox_events else _SNAPSHOT
+        wanted = _EVENT if self._outbox.events else _SNAPSHOT
         index = next(i for i, entry in enumerate(self._outbox) if entry.kind == wanted)
         if wanted == _SNAPSHOT:
             self.stats.snapshots_dropped += 1
@@ -716,9 +758,7 @@ class Session:
         entry = outbox[index]
         assert entry.kind in (_EVENT, _SNAPSHOT)
         self.stats.dropped += 1
-        self._outbox_push -= 1
         if entry.kind == _EVENT:
-            self._outbox_events -= 1
             self.stats.events_sent -= 1
             if entry.full:
                 self._pass_on_property_types(index, entry)
@@ -727,13 +767,12 @@ class Session:
         after = self._next_marked(index)
         gap_after = after is not None and outbox[after].kind == _NOTICE
         if self._gap_before(index):
-            del outbox[index]
+            outbox.remove(index)
             if gap_after:
                 assert after is not None
                 self._remove_notice(after - 1)
         else:
-            outbox[index] = _Out(_NOTICE_FRAME, _NOTICE)
-            self._outbox_notices += 1
+            outbox.replace(index, _Out(_NOTICE_FRAME, _NOTICE))
             self.stats.notices += 1
             if gap_after:
                 assert after is not None
@@ -746,7 +785,7 @@ class Session:
         # the next queued event of that type does it instead, else the next one.
         assert isinstance(entry.item, EventItem)
         name = entry.item.type_name
-        for later in itertools.islice(self._outbox, index + 1, None):
+        for later in self._outbox.after(index):
             item = later.item
             if later.kind == _EVENT and isinstance(item, EventItem) and item.type_name == name:
                 later.frame = item.full_frame
@@ -756,8 +795,7 @@ class Session:
 
     def _remove_notice(self, index: int) -> None:
         assert self._outbox[index].kind == _NOTICE
-        del self._outbox[index]
-        self._outbox_notices -= 1
+        self._outbox.remove(index)
         self.stats.notices -= 1
 
     def _gap_before(self, index: int) -> bool:
@@ -773,7 +811,7 @@ class Session:
 
     def _next_marked(self, index: int) -> int | None:
         """Queue position of the push item or notice nearest after ``index``, if any."""
-        for position, entry in enumerate(itertools.islice(self._outbox, index + 1, None)):
+        for position, entry in enumerate(self._outbox.after(index)):
             if entry.kind != _OTHER:
                 return index + 1 + position
         return None
@@ -923,7 +961,7 @@ class Session:
                 held.popleft()
                 self._held_bytes -= first.size  # §4.5: discarded, never sent
                 continue
-            if self._outbox_push >= self.limits.queue_bound:
+            if self._outbox.push >= self.limits.queue_bound:
                 return
             self._kind_places(first).popleft()
             held.popleft()
@@ -955,9 +993,6 @@ class Session:
     def _close(self, code: int, reason: str) -> None:
         self.close = Close(code, reason)
         self._outbox.clear()
-        self._outbox_push = 0
-        self._outbox_events = 0
-        self._outbox_notices = 0
         self._clear_held()
 
     # Read-only views for adapters, logs and tests.
@@ -1008,17 +1043,17 @@ class Session:
         """Frames in the outgoing queue that the client's commands caused (responses, the
         Runtime, pulled snapshots): what a server may hold the client's reading back by.
         Push data and notices are bounded on their own (§4.6)."""
-        return len(self._outbox) - self._outbox_push - self._outbox_notices
+        return len(self._outbox) - self._outbox.push - self._outbox.notices
 
     @property
     def queued_push(self) -> int:
         """Push items (events and pushed snapshots) in the outgoing queue (§4.6)."""
-        return self._outbox_push
+        return self._outbox.push
 
     @property
     def queued_events(self) -> int:
         """Events in the outgoing queue (§4.6)."""
-        return self._outbox_events
+        return self._outbox.events
 
 
 _HANDLERS: dict[int, Callable[[Session, pb.ClientCommand], None]] = {
