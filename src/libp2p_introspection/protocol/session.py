@@ -40,7 +40,7 @@ Rule map (section of PROTOCOL.md → where it is enforced):
   them → :meth:`Session._evict_queued`, :meth:`Session._evict_held`
 - §4.9 no input costs in the pause buffer's size (amortized O(1) per item held;
   its items bounded by bytes and by count) → :meth:`Session._discard_held`,
-  :meth:`Session._evict_for_budget`, :meth:`Session._compact`
+  :meth:`Session._evict_for_budget`, :meth:`_PauseBuffer.compact`
 - §4.7 configuration → :meth:`Session._apply_config`
 - §4.8 errors → :meth:`Session.receive_command`, :meth:`Session.receive_text`
 """
@@ -273,6 +273,120 @@ class _Held:
         self.gap = False
 
 
+class _PauseBuffer:
+    """The pause buffer's places (§4.5) and its bookkeeping, kept here and nowhere else:
+    every place in production order, the places of held events and of held snapshots
+    (oldest first, so that either kind is found or dropped without a walk over the
+    other: §4.9), the bytes and items held, the vacant places (whose item left; they
+    are compacted away once they outnumber the items), and a run of drops marked after
+    the last place (``tail_gap``). Which item goes, and when, is the session's rule.
+    """
+
+    __slots__ = ("bytes", "event_places", "places", "snapshot_places", "tail_gap", "vacant")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything held (and every mark)."""
+        self.places: deque[_Held] = deque()
+        self.event_places: deque[_Held] = deque()
+        self.snapshot_places: deque[_Held] = deque()
+        self.bytes = 0
+        self.vacant = 0
+        self.tail_gap = False
+
+    @property
+    def count(self) -> int:
+        """Items held."""
+        return len(self.event_places) + len(self.snapshot_places)
+
+    def __bool__(self) -> bool:
+        """Whether anything is held or marked (a push must then queue behind it)."""
+        return bool(self.places) or self.tail_gap
+
+    def add(self, item: Snapshot | EventItem, now: float) -> None:
+        """Hold ``item`` at the end, at time ``now``; a run marked after the last place
+        stands before it."""
+        place = _Held(item, len(item.frame), now)
+        if self.tail_gap:
+            self.tail_gap, place.gap = False, True
+        self.places.append(place)
+        self.bytes += place.size
+        if isinstance(item, Snapshot):
+            self.snapshot_places.append(place)
+        else:
+            self.event_places.append(place)
+
+    def kind_places(self, place: _Held) -> deque[_Held]:
+        """The places of ``place``'s kind; ``place`` is their oldest."""
+        places = self.snapshot_places if isinstance(place.item, Snapshot) else self.event_places
+        assert places[0] is place
+        return places
+
+    def take_front(self) -> _Held:
+        """Remove the first place (its item, if any, leaves the buffer) and return it."""
+        place = self.places[0]
+        if place.item is None:
+            self.vacant -= 1
+        else:
+            self.kind_places(place).popleft()
+            self.bytes -= place.size
+        return self.places.popleft()
+
+    def vacate(self, place: _Held) -> None:
+        """The item at ``place`` (already out of its kind's places) leaves; the place stays."""
+        self.bytes -= place.size
+        place.item = None
+        place.size = 0
+        self.vacant += 1
+
+    def discard(self, *, snapshots: bool) -> None:
+        """Every held snapshot (or every held event) leaves, unmarked."""
+        if snapshots:
+            places, self.snapshot_places = self.snapshot_places, deque()
+        else:
+            places, self.event_places = self.event_places, deque()
+        for place in places:
+            self.vacate(place)
+        self.compact_if_sparse()
+
+    def compact_if_sparse(self) -> None:
+        if self.vacant > len(self.places) // 2 + _VACANT_SLACK:
+            self.compact()
+
+    def skip_vacant_front(self) -> None:
+        """Forget the vacant places at the front; a run marked there moves to the
+        first held item (or past the last place)."""
+        places = self.places
+        gap = False
+        while places and places[0].item is None:
+            gap |= places.popleft().gap
+            self.vacant -= 1
+        if gap:
+            if places:
+                places[0].gap = True
+            else:
+                self.tail_gap = True
+
+    def compact(self) -> None:
+        """Forget every vacant place (each run it marks moves to the next held item):
+        linear, but only once vacant places outnumber held items, so amortized O(1)
+        per item held."""
+        kept: deque[_Held] = deque()
+        gap = False
+        for place in self.places:
+            if place.item is None:
+                gap |= place.gap
+                continue
+            if gap:
+                place.gap, gap = True, False
+            kept.append(place)
+        self.places = kept
+        self.vacant = 0
+        self.tail_gap |= gap
+
+
 @dataclass(slots=True)
 class SessionStats:
     """Counters a server may log or expose; they do not steer the session.
@@ -344,18 +458,8 @@ class Session:
         self._push_state = False
         self._push_events = False
         self._paused = False
-        # The pause buffer: every place in production order, and the places of held
-        # events and held snapshots (oldest first) so that either kind is found, or
-        # dropped, without a walk over the other (§4.9: no command costs in the
-        # buffer's size). Places whose item left (``vacant``) are compacted away
-        # once they outnumber the held items.
-        self._held: deque[_Held] = deque()
-        self._held_event_places: deque[_Held] = deque()
-        self._held_snapshot_places: deque[_Held] = deque()
-        self._held_bytes = 0
-        self._vacant = 0
-        # A run of drops after the last place (its places are gone).
-        self._held_tail_gap = False
+        # The pause buffer (§4.5, §4.9: no command costs in its size).
+        self._buffer = _PauseBuffer()
         # Outgoing queue (§4.6): frames in order; how many are push data, how many events.
         self._outbox = _Outbox()
         self._in_flight = False
@@ -608,7 +712,7 @@ class Session:
         if self._set_push(command, False):
             if not self._push_state and not self._push_events:
                 # §4.5: disabling every push stream empties the buffer (and ends the pause).
-                self._clear_held()
+                self._buffer.clear()
                 self._paused = False
             else:
                 self._discard_held(Snapshot if command.source == Source.STATE else EventItem)
@@ -708,7 +812,7 @@ class Session:
         self._enqueue(encode_server_message(message))
 
     def _push(self, item: Snapshot | EventItem) -> None:
-        if self._paused or self._held or self._held_tail_gap:
+        if self._paused or self._buffer:
             # Paused, or still sending what was held: keep the order of production.
             self._hold(item)
             self._drain()
@@ -826,19 +930,11 @@ class Session:
     # ------------------------------------------------------- pause buffer (§4.5)
 
     def _hold(self, item: Snapshot | EventItem) -> None:
-        size = len(item.frame)
-        place = _Held(item, size, self._now)
-        if self._held_tail_gap:
-            self._held_tail_gap, place.gap = False, True  # the run stands before it
-        self._held.append(place)
-        self._held_bytes += size
-        if isinstance(item, Snapshot):
-            self._held_snapshot_places.append(place)
-        else:
-            self._held_event_places.append(place)
+        buffer = self._buffer
+        buffer.add(item, self._now)
         limits = self.limits
-        while self.held_count and (
-            self._held_bytes > limits.push_byte_budget or self.held_count > limits.push_item_budget
+        while buffer.count and (
+            buffer.bytes > limits.push_byte_budget or buffer.count > limits.push_item_budget
         ):
             self._evict_for_budget()
         self._evict_expired()
@@ -846,10 +942,11 @@ class Session:
     def _evict_for_budget(self) -> None:
         # §4.6 in the pause buffer too: the oldest held event goes first; only
         # when no event is held does the oldest held snapshot.
-        if self._held_event_places:
-            place = self._held_event_places.popleft()
+        buffer = self._buffer
+        if buffer.event_places:
+            place = buffer.event_places.popleft()
         else:
-            place = self._held_snapshot_places.popleft()
+            place = buffer.snapshot_places.popleft()
             self.stats.snapshots_evicted += 1
         self._evict_held(place)
 
@@ -857,27 +954,18 @@ class Session:
         # §4.5: items older than the retention period go, oldest first. Held in time
         # order: the oldest held item is at the front once vacant places are skipped,
         # and the first young one ends the walk.
+        buffer = self._buffer
         horizon = self._now - self._retention_ms / 1000
         while True:
-            self._skip_vacant_front()
-            if not self._held:
+            buffer.skip_vacant_front()
+            if not buffer.places:
                 return
-            place = self._held[0]
+            place = buffer.places[0]
             if place.held_at >= horizon:
                 return
             self.stats.expired += 1
-            self._kind_places(place).popleft()
+            buffer.kind_places(place).popleft()
             self._evict_held(place)
-
-    def _kind_places(self, place: _Held) -> deque[_Held]:
-        """The places of ``place``'s kind; ``place`` is their oldest."""
-        places = (
-            self._held_snapshot_places
-            if isinstance(place.item, Snapshot)
-            else self._held_event_places
-        )
-        assert places[0] is place
-        return places
 
     def _evict_held(self, place: _Held) -> None:
         """Evict the held item at ``place`` (already out of its kind's places) where it
@@ -885,115 +973,56 @@ class Session:
         before it; one right after it joins when they reach the queue."""
         self.stats.dropped += 1
         place.gap = True
-        self._vacate(place)
-        self._compact_if_sparse()
-
-    def _vacate(self, place: _Held) -> None:
-        self._held_bytes -= place.size
-        place.item = None
-        place.size = 0
-        self._vacant += 1
-
-    def _compact_if_sparse(self) -> None:
-        if self._vacant > len(self._held) // 2 + _VACANT_SLACK:
-            self._compact()
-
-    def _skip_vacant_front(self) -> None:
-        """Forget the vacant places at the front; a run marked there moves to the
-        first held item (or past the last place)."""
-        held = self._held
-        gap = False
-        while held and held[0].item is None:
-            gap |= held.popleft().gap
-            self._vacant -= 1
-        if gap:
-            if held:
-                held[0].gap = True
-            else:
-                self._held_tail_gap = True
-
-    def _compact(self) -> None:
-        """Forget every vacant place (each run it marks moves to the next held item):
-        linear, but only once vacant places outnumber held items, so amortized O(1)
-        per item held."""
-        kept: deque[_Held] = deque()
-        gap = False
-        for place in self._held:
-            if place.item is None:
-                gap |= place.gap
-                continue
-            if gap:
-                place.gap, gap = True, False
-            kept.append(place)
-        self._held = kept
-        self._vacant = 0
-        self._held_tail_gap |= gap
+        self._buffer.vacate(place)
+        self._buffer.compact_if_sparse()
 
     def _join_queue_run(self) -> None:
         # The queue's tail is a run of drops: the run marked at the front of the pause
         # buffer (nothing held before it) is the same run.
-        self._skip_vacant_front()
-        if self._held:
-            self._held[0].gap = False
+        buffer = self._buffer
+        buffer.skip_vacant_front()
+        if buffer.places:
+            buffer.places[0].gap = False
         else:
-            self._held_tail_gap = False
+            buffer.tail_gap = False
 
     def _drain(self) -> None:
         # Move held items to the outgoing queue while not paused and there is room.
+        buffer = self._buffer
         while not self._paused and self.close is None:
-            held = self._held
-            if not held:
-                if self._held_tail_gap:
-                    self._held_tail_gap = False
+            if not buffer.places:
+                if buffer.tail_gap:
+                    buffer.tail_gap = False
                     self._mark_gap_at_tail()  # evicted items were dropped where they stood
                 return
-            first = held[0]
+            first = buffer.places[0]
             if first.gap:
                 first.gap = False
                 self._mark_gap_at_tail()  # evicted items were dropped where they stood
             item = first.item
             if item is None:
-                held.popleft()
-                self._vacant -= 1
+                buffer.take_front()
                 continue
             if isinstance(item, Snapshot) and not self._unsent(item):
-                self._kind_places(first).popleft()
-                held.popleft()
-                self._held_bytes -= first.size  # §4.5: discarded, never sent
+                buffer.take_front()  # §4.5: discarded, never sent
                 continue
             if self._outbox.push >= self.limits.queue_bound:
                 return
-            self._kind_places(first).popleft()
-            held.popleft()
-            self._held_bytes -= first.size
+            buffer.take_front()
             self._deliver_push(item)
 
     def _discard_held(self, kind: type) -> None:
         # One stream was disabled: its held items go, unreported (nobody wants them);
         # marks that end up side by side, or next to the queue's run, become one
         # notice when they reach the queue. Only that kind's places are visited.
-        if kind is Snapshot:
-            places, self._held_snapshot_places = self._held_snapshot_places, deque()
-        else:
-            places, self._held_event_places = self._held_event_places, deque()
-        for place in places:
-            self._vacate(place)
-        self._compact_if_sparse()
-
-    def _clear_held(self) -> None:
-        self._held = deque()
-        self._held_event_places = deque()
-        self._held_snapshot_places = deque()
-        self._held_bytes = 0
-        self._vacant = 0
-        self._held_tail_gap = False
+        self._buffer.discard(snapshots=kind is Snapshot)
 
     # --------------------------------------------------------------------- misc
 
     def _close(self, code: int, reason: str) -> None:
         self.close = Close(code, reason)
         self._outbox.clear()
-        self._clear_held()
+        self._buffer.clear()
 
     # Read-only views for adapters, logs and tests.
 
@@ -1015,23 +1044,23 @@ class Session:
     @property
     def held_bytes(self) -> int:
         """Bytes in the pause buffer (§4.5)."""
-        return self._held_bytes
+        return self._buffer.bytes
 
     @property
     def held_count(self) -> int:
         """Items in the pause buffer (§4.5)."""
-        return len(self._held_event_places) + len(self._held_snapshot_places)
+        return self._buffer.count
 
     @property
     def held_events(self) -> int:
         """Events in the pause buffer (§4.5)."""
-        return len(self._held_event_places)
+        return len(self._buffer.event_places)
 
     @property
     def held_places(self) -> int:
         """Places the pause buffer keeps: its items, and the places of items that left
         (at most as many as the items, plus 1,024: vacant places are compacted away)."""
-        return len(self._held)
+        return len(self._buffer.places)
 
     @property
     def queued(self) -> int:
