@@ -23,27 +23,74 @@ outputs
 Every input takes ``now``: seconds on the server's monotonic clock. Tests
 drive it with a fake clock.
 
-Rule map (section of PROTOCOL.md → where it is enforced):
+Rule map: every rule of PROTOCOL.md §4, one line each, as rule → function →
+test (``test_session.py`` in tests/protocol unless a path is given; ``e2e`` is
+tests/server/test_server_e2e.py). Functions are this module's unless named.
 
-- §4.1 cursor, each snapshot at most once → :meth:`Session._enqueue_snapshot`
-- §4.2 runtime then latest snapshot on connect → :meth:`Session.__init__`
-- §4.3 pull, waiting → :meth:`Session._request`, :meth:`Session.snapshot_produced`
-- §4.4 push streams → :meth:`Session._push_enable`, :meth:`Session._push_disable`
-- §4.5 pause buffer → :meth:`Session._hold`, :meth:`Session._evict_held`, :meth:`Session._drain`
-- §4.6 queue bound, one notice per run of drops, write timeout →
-  :meth:`Session._deliver_push`, :meth:`Session._mark_gap_at_tail`, :meth:`Session.tick`
-- §4.6 events go before snapshots (a pushed snapshot that finds no room evicts
-  the oldest queued or held event; only when none is left does a snapshot go)
-  → :meth:`Session._make_room_for_snapshot`, :meth:`Session._hold`
-- §4.6 the notice stands in the place of the first dropped or evicted item of
-  its run; a run spans consecutive push items, whatever else is queued among
-  them → :meth:`Session._evict_queued`, :meth:`Session._evict_held`
-- §4.9 no input costs in the pause buffer's size (amortized O(1) per item held;
-  its items bounded by bytes and by count) → :meth:`Session._discard_held`,
-  :meth:`Session._evict_for_budget`, :meth:`_PauseBuffer.compact`
-- §4.7 configuration → :meth:`Session._apply_config`
-- §4.8 errors → :meth:`Session.receive_command`, :meth:`Session.receive_text`
-"""
+=====  ==============================================  =============================================  ==============================================================================================================
+§      rule                                            function                                       test
+=====  ==============================================  =============================================  ==============================================================================================================
+4.1    numbered 1, 2, 3, … on one clock, one at start  server.hub.Hub.publish_snapshot,               tests/server/test_hub.py::test_snapshots_are_numbered_one_by_one_from_one
+                                                       abc.SampledSource.run
+4.1    encoded once, bytes shared by every session     server.hub.Hub.publish_snapshot                tests/server/test_hub.py::test_one_snapshot_is_shared_by_every_session_byte_for_byte
+4.1    each snapshot at most once, cursor only rises   Session._unsent, _enqueue_snapshot             test_each_snapshot_reaches_a_client_at_most_once_and_instant_ts_rises
+4.1    state push every k-th snapshot (k rounded up)   Session.snapshot_produced, _push_every         test_state_push_follows_session_interval_multiple
+4.2    Runtime, then the latest snapshot, on connect   Session.__init__                               test_connect_sends_runtime_then_latest_snapshot
+4.3    nothing is sent unasked                         Session.__init__, snapshot_produced            test_no_snapshot_is_sent_unasked
+4.3    ready: newest above the cursor at once          Session._request                               test_ready_with_newer_snapshot_sends_newest_at_once
+4.3    ready with none newer: waiting, then the next   Session._request, snapshot_produced            test_ready_without_newer_snapshot_waits_for_the_next
+4.3    ready while waiting changes nothing             Session._request                               test_ready_while_waiting_changes_nothing
+4.3    REQUEST RUNTIME at once, never an OK            Session._request                               test_request_runtime_sends_runtime_at_once
+4.3    REQUEST EVENTS is an ERR                        Session._request                               test_request_events_is_an_error
+4.3    pull works with push on or paused               Session._request, _enqueue_snapshot            test_pull_works_while_push_is_paused
+4.4    PUSH_ENABLE/DISABLE idempotent, OK              Session._push_enable, _push_disable            test_push_enable_and_disable_are_idempotent_and_ok
+4.4    PUSH_* RUNTIME is an ERR                        Session._set_push                              test_push_runtime_is_an_error
+4.4    events only to subscribers                      Session.event_produced                         test_events_are_sent_only_to_subscribers
+4.4    the first event of an undeclared type carries   Session._deliver_push,                         test_event_of_a_type_not_in_runtime_carries_property_types_once
+                                                       _pass_on_property_types,
+                                                       EventItem.encode
+       its property types (§3 Event.type)
+4.4    state push and waiting pull: one send           Session.snapshot_produced                      test_state_push_and_waiting_pull_are_satisfied_by_one_send
+4.5    pause all; resume: OK, then held in order       Session._pause, _resume, _drain                test_pause_holds_and_resume_sends_ok_then_held_in_order
+4.5    pause/resume/disable changing nothing: OK       Session._pause, _resume, _push_disable         test_pause_resume_variants_that_change_nothing_are_ok
+4.5    held items age out (retention)                  Session._evict_expired                         test_pause_buffer_is_bounded_by_retention_age
+4.5    held bytes bounded, oldest first                Session._hold, _evict_for_budget               test_pause_buffer_is_bounded_by_byte_budget_oldest_first
+4.5    held items bounded in count                     Session._hold, _evict_for_budget               test_session_cost.py::test_the_pause_buffer_holds_at_most_its_item_budget
+4.5    pull while paused; held at or below dropped     Session._drain, _unsent                        test_pull_while_paused_moves_cursor_and_held_snapshots_below_it_are_discarded
+4.5    disabling every push stream empties buffer      Session._push_disable                          test_disabling_every_push_stream_empties_the_buffer
+4.6    push data over the queue bound is dropped       Session._deliver_push                          test_queue_bound_drops_push_data_with_one_notice_per_run
+4.6    responses, Runtime, pulls always get through    Session._enqueue                               test_responses_runtime_and_pulls_get_through_a_full_queue
+4.6    a pushed snapshot evicts the oldest event       Session._make_room_for_snapshot                test_a_pushed_snapshot_evicts_the_oldest_queued_event_from_a_full_queue
+4.6    no event queued: oldest snapshot dropped        Session._make_room_for_snapshot                test_with_no_event_queued_the_oldest_queued_snapshot_is_dropped_instead
+4.6    in the pause buffer, events go first            Session._evict_for_budget                      test_in_the_pause_buffer_events_are_evicted_before_an_older_snapshot
+4.6    one notice per run, where its first item was    Session._evict_queued, _evict_held,            test_the_notice_stands_in_the_place_of_an_event_evicted_from_the_middle
+                                                       _mark_gap_at_tail, _drain
+4.6    a run spans push items, joins its neighbours    Session._evict_queued, _gap_before             test_an_eviction_between_two_runs_makes_them_one_run_with_one_notice
+4.6    backpressure: reading waits on the replies      Session.accepts_input,                         test_input_is_held_back_while_replies_exceed_the_queue_bound
+                                                       server.session_io.SessionHandle.wait_readable
+4.6    reads nothing for the write timeout: 1008       Session.tick, write_pending                    test_client_that_reads_nothing_is_closed_after_write_timeout
+4.6    bytes the socket accepts are progress           Session.write_progress                         test_a_slow_but_reading_client_is_not_closed
+4.6    frame in flight, then 1008; close grace         server.websocket.WebSocketTransport.close      tests/server/test_close_grace.py::test_a_stuck_client_that_resumes_reads_whole_frames_then_1008_and_the_reason
+4.6    protocol violation: close frame, then TCP       server.wire.ServerWire._close_event            tests/server/test_websocket_protocol.py::test_a_protocol_violation_gets_its_close_frame_then_the_tcp_close
+4.7    HELLO without config: OK, effective config      Session._hello                                 test_hello_without_config_is_ok_with_effective_config
+4.7    interval rounded up, retention clamped          Session._apply_config                          test_config_is_rounded_and_clamped
+4.7    UPDATE_CONFIG without config is an ERR          Session._update_config                         test_update_config_without_config_is_an_error
+4.8    second HELLO: ERR, the session goes on          Session._hello                                 test_second_hello_is_an_error_and_session_goes_on
+4.8    unknown command or source: ERR                  Session.receive_command, _request              test_unknown_command_and_source_are_errors
+4.8    version above 1: ERR                            Session.receive_command                        test_version_above_supported_is_an_error_zero_and_absent_mean_one
+4.8    unparseable bytes: ERR with the id if read      Session.receive_command, _salvage_id           test_unparseable_bytes_are_an_error_with_id_where_readable
+4.8    a text frame: ERR                               Session.receive_text                           test_text_frame_is_an_error
+4.8    a command over the size limit: 1009             Session._too_big, receive_command,             test_command_over_size_limit_closes_with_1009;
+                                                       receive_oversized
+                                                                                                      e2e::test_an_oversized_command_is_closed_by_the_session_with_its_1009
+4.8    one response per command but a good REQUEST     Session._respond                               test_every_command_but_successful_request_gets_exactly_one_response
+4.9    no command costs in the pause buffer's size     _PauseBuffer, Session._discard_held            test_session_cost.py::test_toggling_one_push_stream_costs_the_same_whatever_the_buffer_holds
+4.9    a stuck session never delays another            server.session_io.serve_session                e2e::test_client_that_stops_reading_does_not_starve_another
+4.10   replay: pacing, file order, byte-identical      server.sources.replay.ReplaySource.run         tests/sources/test_replay.py::test_pacing_order_and_bytes
+4.10   replay: the base interval from the recording    server.sources.replay.ReplaySource             tests/sources/test_replay.py::test_the_base_interval_comes_from_the_recording
+4.10   replay: loops shift time so it keeps rising     server.sources.replay.ReplaySource.run         tests/sources/test_replay.py::test_loop_shifts_time_so_it_keeps_rising
+=====  ==============================================  =============================================  ==============================================================================================================
+"""  # noqa: E501 (the rule table: one line per rule)
 
 from __future__ import annotations
 
