@@ -27,6 +27,7 @@ from trio_websocket import WebSocketRequest, serve_websocket
 from bench.common import LineProcess, Mode, Result, median, python_command
 from libp2p_introspection.introspector import events as event_specs
 from libp2p_introspection.introspector.events import build_event
+from libp2p_introspection.protocol.session import EventItem
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
@@ -80,9 +81,7 @@ async def _subject(n: int, k: int) -> float:
 
 
 def _frame_size() -> int:
-    source = SyntheticSource(SyntheticOptions(connections=1, streams=1, dht_peers=0))
-    server = IntrospectionServer(source, ServerConfig(port=0))
-    return len(server.hub._encode_event(_event(0)).frame)
+    return len(EventItem.encode(_event(0)).frame)
 
 
 async def _baseline(n: int, k: int, size: int) -> float:

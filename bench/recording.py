@@ -33,6 +33,7 @@ from libp2p_introspection.introspector.events import build_event
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import fnv1a32
 from libp2p_introspection.protocol.recording import RecordingWriter
+from libp2p_introspection.protocol.session import EventItem
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
@@ -64,7 +65,7 @@ def _messages(snapshots: int) -> list[bytes]:
                     "openTs": clock[0],
                 },
             )
-            messages.append(hub._encode_event(event).frame[12:])
+            messages.append(EventItem.encode(event).frame[12:])
     return messages
 
 

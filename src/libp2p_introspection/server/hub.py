@@ -4,20 +4,23 @@ The hub numbers snapshots (§4.1), encodes each snapshot and each event once,
 and hands the same bytes to every live :class:`~libp2p_introspection.protocol.session.Session`.
 Everything here is synchronous and never waits: a source calls
 :meth:`Hub.publish_event` from inside the node's own tasks, and the node
-must never wait on a client (§4.9). The only trio object is the per-session
-wake-up event that tells a session's writer task there is something to send.
+must never wait on a client (§4.9). A session's I/O (its tasks and their
+wake-ups) is the server's (:mod:`libp2p_introspection.server.session_io`): the
+hub only calls :meth:`Member.notify`.
+
+The hub is the sources' :class:`~libp2p_introspection.abc.SourceOutlet`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
 from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.framing import encode_server_message, encode_state_frame
+from libp2p_introspection.protocol.framing import encode_server_message
 from libp2p_introspection.protocol.session import (
     EventItem,
     Session,
@@ -28,44 +31,19 @@ from libp2p_introspection.protocol.session import (
 log = logging.getLogger(__name__)
 
 
-class SessionHandle:
-    """A session plus what its I/O tasks need: a wake-up for the writer and a cancel scope."""
+class Member(Protocol):
+    """A live session as the hub sees it (the server's
+    :class:`~libp2p_introspection.server.session_io.SessionHandle`): the session, a
+    name for logs, and two synchronous calls into its I/O."""
 
-    def __init__(self, session: Session, peer: str) -> None:
-        self.session = session
-        self.peer = peer
-        self.cancel_scope: trio.CancelScope | None = None
-        #: Frames actually written to the socket, by payload kind.
-        self.sent: Counter[str] = Counter()
-        self._wakeup = trio.Event()
-        self._drained = trio.Event()
+    session: Session
+    peer: str
 
     def notify(self) -> None:
-        """Wake the writer if there is something to send or the session must end."""
-        session = self.session
-        if session.close is not None and self.cancel_scope is not None:
-            self.cancel_scope.cancel()
-        if session.has_frames or session.close is not None:
-            self._wakeup.set()
+        """The session was given something (or must end): wake its writer."""
 
-    async def wait(self) -> None:
-        """Sleep until :meth:`notify` finds work; returns at once if there already is some."""
-        if self.session.has_frames or self.session.close is not None:
-            return
-        self._wakeup = trio.Event()
-        await self._wakeup.wait()
-
-    def drained(self) -> None:
-        """The writer sent a frame: wake a reader held back by a full queue."""
-        if self.session.queued_replies <= self.session.limits.queue_bound:
-            self._drained.set()
-
-    async def wait_drained(self) -> None:
-        """Sleep until the outgoing queue is back within its bound (or the session ends)."""
-        self._drained = trio.Event()
-        if self.session.queued_replies <= self.session.limits.queue_bound:
-            return
-        await self._drained.wait()
+    def cancel(self) -> None:
+        """Cancel the session's I/O (the server stops)."""
 
 
 class Hub:
@@ -83,111 +61,95 @@ class Hub:
     ) -> None:
         self.limits = limits
         self.clock = clock
-        self.sessions: set[SessionHandle] = set()
+        self.sessions: set[Member] = set()
         self.latest: Snapshot | None = None
         self.events_published = 0
-        self.set_runtime(runtime)
-
-    def set_runtime(self, runtime: pb.Runtime) -> None:
-        """Encode the ``Runtime`` once and remember which event types it declares."""
+        # The Runtime, encoded once, and the event types it declares (sessions were
+        # told their property types on connect).
         message = pb.ServerMessage()
         message.runtime.CopyFrom(runtime)
         self.runtime_frame = encode_server_message(message)
-        self.event_types = {t.name: t for t in runtime.event_types}
+        self.event_types = frozenset(t.name for t in runtime.event_types)
 
-    # ----------------------------------------------------------------- snapshots
+    # ------------------------------------------- the source's outlet (abc.SourceOutlet)
 
-    def publish_state(self, state: pb.State) -> Snapshot:
-        """Make ``state`` the next snapshot of the sequence and offer it to every session."""
-        return self.publish_encoded_state(state.SerializeToString())
+    @property
+    def interval_ms(self) -> int:
+        """The base snapshot interval, ms (§4.1)."""
+        return self.limits.base_interval_ms
 
-    def publish_encoded_state(self, state: bytes) -> Snapshot:
-        """Make the serialized ``State`` ``state`` the next snapshot (framed here, once)."""
-        return self.publish_snapshot_frame(encode_state_frame(state))
-
-    def publish_snapshot_frame(self, frame: bytes) -> Snapshot:
-        """Publish an already framed ``ServerMessage{state}`` (replay sends file bytes as is)."""
+    def publish_snapshot(self, frame: bytes) -> None:
+        """Make ``frame`` (a framed ``ServerMessage{state}``) the next snapshot of the
+        sequence, numbered one above the latest, and offer it to every session."""
         number = 1 if self.latest is None else self.latest.number + 1
         snapshot = Snapshot(number, frame)
         self.latest = snapshot
         now = self.clock()
-        for handle in self.sessions:
-            handle.session.snapshot_produced(snapshot, now)
-            handle.notify()
-        return snapshot
+        for member in self.sessions:
+            member.session.snapshot_produced(snapshot, now)
+            member.notify()
 
-    # -------------------------------------------------------------------- events
+    def publish_event(self, event: pb.Event, frame: bytes | None = None) -> None:
+        """Offer ``event`` to every session, encoded once for all of them.
 
-    def publish_event(self, event: pb.Event) -> None:
-        """Encode ``event`` once (name-only and with property types) and offer it to sessions.
-
-        Safe to call from any task on the trio loop; never blocks, never raises
-        for a session's sake.
+        ``frame``: the event already framed (a replay's file bytes), sent as is;
+        ``None``: encoded here, once (:meth:`EventItem.encode`: whether a session gets
+        the property types too is the session's rule). Safe to call from any task
+        on the trio loop; never blocks, never raises for a session's sake.
         """
-        if not self.sessions:
-            self.events_published += 1
-            return  # nobody to tell: skip the encoding
-        self.publish_event_item(self._encode_event(event))
-
-    def publish_event_item(self, item: EventItem) -> None:
-        """Offer an already encoded event to every session (a replay sends file bytes as is)."""
         self.events_published += 1
+        if not self.sessions:
+            return  # nobody to tell: skip the encoding
+        if frame is None:
+            item = EventItem.encode(event)
+        else:
+            item = EventItem(event.type.name, frame, frame)
         now = self.clock()
-        for handle in self.sessions:
-            handle.session.event_produced(item, now)
-            handle.notify()
-
-    def _encode_event(self, event: pb.Event) -> EventItem:
-        name = event.type.name
-        message = pb.ServerMessage()
-        message.event.ts = event.ts
-        message.event.content = event.content
-        message.event.type.name = name
-        short = encode_server_message(message)
-        if name in self.event_types or not event.type.property_types:
-            # Every session was told about declared types in the Runtime it got on
-            # connect; an undeclared type without property types has nothing to add.
-            return EventItem(name, short, short)
-        message.event.type.CopyFrom(event.type)
-        return EventItem(name, short, encode_server_message(message))
+        for member in self.sessions:
+            member.session.event_produced(item, now)
+            member.notify()
 
     # ------------------------------------------------------------------ sessions
 
-    def open_session(self, peer: str = "") -> SessionHandle:
-        """Start a session: it gets the runtime and the latest snapshot (§4.2)."""
+    def open_session(self) -> Session:
+        """A new session, given the runtime and the latest snapshot (§4.2); it gets
+        what the hub publishes once it :meth:`join` s.
+
+        Raises ``RuntimeError`` before the first snapshot is published.
+        """
         if self.latest is None:
             raise RuntimeError("the hub has no snapshot yet; publish one before accepting clients")
-        session = Session(
+        return Session(
             self.limits,
             self.runtime_frame,
-            frozenset(self.event_types),
+            self.event_types,
             self.latest,
             self.clock(),
         )
-        handle = SessionHandle(session, peer)
-        self.sessions.add(handle)
-        return handle
 
-    def close_session(self, handle: SessionHandle) -> None:
+    def join(self, member: Member) -> None:
+        """Offer ``member``'s session every snapshot and event published from now on."""
+        self.sessions.add(member)
+
+    def leave(self, member: Member) -> None:
         """Forget a session; its buffers go with it."""
-        self.sessions.discard(handle)
+        self.sessions.discard(member)
 
     def tick(self) -> None:
         """Let every session age its pause buffer and check its write timeout."""
         now = self.clock()
-        for handle in list(self.sessions):
-            handle.session.tick(now)
-            if handle.session.close is not None:
+        for member in list(self.sessions):
+            member.session.tick(now)
+            if member.session.close is not None:
                 log.info(
                     "closing session %s: %s (%d)",
-                    handle.peer,
-                    handle.session.close.reason,
-                    handle.session.close.code,
+                    member.peer,
+                    member.session.close.reason,
+                    member.session.close.code,
                 )
-            handle.notify()
+            member.notify()
 
     def close_all(self) -> None:
         """Cancel the I/O of every session (server shutdown)."""
-        for handle in list(self.sessions):
-            if handle.cancel_scope is not None:
-                handle.cancel_scope.cancel()
+        for member in list(self.sessions):
+            member.cancel()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import struct
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,23 +23,19 @@ import trio
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
-from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.framing import HEADER_SIZE, MAX_COMMAND_SIZE, payload_kind
+from libp2p_introspection.protocol.closecodes import CLOSE_GOING_AWAY
+from libp2p_introspection.protocol.framing import MAX_COMMAND_SIZE
 from libp2p_introspection.protocol.session import (
-    CLOSE_POLICY_VIOLATION,
     Close,
     SessionLimits,
     SessionStats,
 )
 from libp2p_introspection.server.admission import Refusal, admit, is_loopback
-from libp2p_introspection.server.hub import Hub, SessionHandle
+from libp2p_introspection.server.hub import Hub
+from libp2p_introspection.server.session_io import SessionHandle, serve_session
 from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
 from libp2p_introspection.server.wire import (
-    ClosedByPeer,
-    MessageReceived,
     PlainRequest,
-    PongReceived,
-    ProtocolViolation,
     UpgradeRequested,
 )
 
@@ -48,10 +43,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for a client's side of the closing handshake.
 CLOSE_TIMEOUT_S = 2.0
-#: Close code when the server (or the node it serves) stops.
-CLOSE_GOING_AWAY = 1001
-#: Close code when handling a session's input failed on our side.
-CLOSE_INTERNAL_ERROR = 1011
 #: Connections closed at once for the handshake limit are summarized in one log
 #: line at most this often, seconds (each is logged at DEBUG).
 SHED_LOG_INTERVAL_S = 10.0
@@ -179,7 +170,6 @@ class IntrospectionServer:
         self.config = _effective_config(config or ServerConfig(), source)
         self.hub = Hub(self.config.limits, source.runtime())
         self.sessions_served = 0
-        self.snapshot_errors = 0
         self.refused = 0
         self._admitted = 0  # sessions accepted or being accepted (the limit counts these)
         self._connections: set[WebSocketTransport] = set()
@@ -238,13 +228,11 @@ class IntrospectionServer:
         """
         listeners = self._bound or await self.bind()
         self._bound = None
-        self.source.set_event_sink(self.hub.publish_event)
         try:
             async with trio.open_nursery() as nursery:
-                if not self.source.clocks_snapshots:
-                    self._take_snapshot()  # §4.1: there is always a latest snapshot
-                    nursery.start_soon(self._snapshot_clock)
-                # A self-clocked source publishes its first snapshot before it starts.
+                # The source publishes its first snapshot before it reports started
+                # (§4.1: there is always a latest snapshot), then hands the hub its
+                # snapshots and events until cancelled.
                 await nursery.start(self.source.run, self.hub)
                 # Each connection runs in the listener's own nursery; _connection
                 # never lets an exception of one connection out into it.
@@ -254,7 +242,6 @@ class IntrospectionServer:
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
-            self.source.set_event_sink(None)
             self.hub.close_all()
             for socket_listener in listeners:
                 with trio.CancelScope(shield=True):
@@ -278,30 +265,6 @@ class IntrospectionServer:
         )
 
     # ------------------------------------------------------------ server tasks
-
-    def _take_snapshot(self) -> None:
-        try:
-            state = self.source.encoded_state()
-        except Exception:
-            # A source fault must not stop the clock or the server: keep the
-            # previous snapshot as the latest and try again next tick.
-            self.snapshot_errors += 1
-            log.exception("the source failed to build a snapshot")
-            if self.hub.latest is None:
-                self.hub.publish_state(pb.State())
-            return
-        self.hub.publish_encoded_state(state)
-
-    async def _snapshot_clock(self) -> None:
-        interval = self.config.interval_ms / 1000
-        deadline = trio.current_time()
-        while True:
-            deadline += interval
-            now = trio.current_time()
-            if deadline < now:  # we fell behind (a long GC, a slow source): skip, don't burst
-                deadline = now + interval
-            await trio.sleep_until(deadline)
-            self._take_snapshot()
 
     async def _timer(self) -> None:
         period = max(0.05, min(1.0, self.config.write_timeout_s / 4))
@@ -354,7 +317,9 @@ class IntrospectionServer:
             return
         peer = describe_peer(stream)  # now: a client that resets takes its address along
         transport = WebSocketTransport(
-            stream, peer=peer, max_message_size=self.config.max_command_size
+            # The transport stops buffering a command past the session's limit; the
+            # session decides the close (§4.8).
+            stream, peer=peer, max_message_size=self.config.limits.max_command_size
         )
         self._connections.add(transport)
         self._handshaking.add(transport)
@@ -432,25 +397,25 @@ class IntrospectionServer:
 
     async def _session(self, transport: WebSocketTransport) -> None:
         peer = transport.peer
-        handle = self.hub.open_session(peer)
-        session = handle.session
+        session = self.hub.open_session()
+        handle = SessionHandle(session, peer)
+        self.hub.join(handle)
         transport.on_progress = lambda: session.write_progress(trio.current_time())
         transport.on_pending = lambda pending: session.write_pending(pending, trio.current_time())
         session.write_pending(transport.write_pending, trio.current_time())
         self.sessions_served += 1
         log.info("session opened: %s", peer)
-        pings = _Pings()
         try:
-            with trio.CancelScope() as scope:
-                handle.cancel_scope = scope
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._reader, transport, handle, pings, nursery.cancel_scope)
-                    nursery.start_soon(self._writer, transport, handle, nursery.cancel_scope)
-                    nursery.start_soon(self._pinger, transport, handle, pings)
+            await serve_session(
+                transport,
+                handle,
+                ping_interval_s=self.config.ping_interval_s,
+                pong_timeout_s=self.config.pong_timeout_s,
+            )
         finally:
             # Cancelled from outside this session: the server (or the node) stops.
             stopping = trio.current_effective_deadline() == float("-inf")
-            self.hub.close_session(handle)
+            self.hub.leave(handle)
             session_close = session.close
             # §4.6: the frame in flight is finished, then the close frame goes out,
             # within the close grace; a stopping server gives every session less.
@@ -476,105 +441,6 @@ class IntrospectionServer:
                 )
             )
             log.info("session closed: %s (%s); sent %s", peer, transport.ended, dict(handle.sent))
-
-    async def _pinger(
-        self, transport: WebSocketTransport, handle: SessionHandle, pings: _Pings
-    ) -> None:
-        # A session whose pongs stop is dead (a vanished peer, a half-open TCP
-        # connection); a paused client still answers pings and stays. The pong
-        # timeout counts from when the socket took the ping: a slow reader of a
-        # large frame is governed by the write timeout instead.
-        interval = self.config.ping_interval_s
-        timeout = self.config.pong_timeout_s
-        while handle.session.close is None:
-            await trio.sleep(interval)
-            if not await transport.ping(pings.next()):
-                return
-            with trio.move_on_after(timeout) as waited:
-                await pings.answered.wait()
-            if waited.cancelled_caught:
-                handle.session.end(
-                    CLOSE_POLICY_VIOLATION, f"no pong within {timeout:g} s: session is dead"
-                )
-                handle.notify()
-                return
-
-    async def _reader(
-        self,
-        transport: WebSocketTransport,
-        handle: SessionHandle,
-        pings: _Pings,
-        scope: trio.CancelScope,
-    ) -> None:
-        session = handle.session
-        limits = self.config.limits
-        while session.close is None:
-            # Backpressure: a client that sends commands without reading the
-            # answers is not read from until its queue drains (TCP pushes back).
-            while session.queued_replies > limits.queue_bound:
-                await handle.wait_drained()
-            event = await transport.next_event()
-            if isinstance(event, ClosedByPeer):
-                break
-            if isinstance(event, PongReceived):
-                pings.pong(event.payload)
-                continue
-            if isinstance(event, ProtocolViolation):
-                log.info("session %s: %s (%d)", handle.peer, event.reason, event.code)
-                session.end(event.code, event.reason)
-            elif isinstance(event, MessageReceived):
-                now = trio.current_time()
-                try:
-                    if isinstance(event.data, bytes):
-                        session.receive_command(event.data, now)
-                    else:
-                        session.receive_text(event.data, now)
-                except Exception:
-                    # A fault of ours on this input: it ends this session only (§4.9).
-                    log.exception("session %s: internal error handling a command", handle.peer)
-                    session.end(CLOSE_INTERNAL_ERROR, "internal error handling the command")
-            handle.notify()
-        scope.cancel()
-
-    async def _writer(
-        self, transport: WebSocketTransport, handle: SessionHandle, scope: trio.CancelScope
-    ) -> None:
-        session = handle.session
-        while session.close is None:
-            frame = session.next_frame()
-            if frame is None:
-                await handle.wait()
-                continue
-            # Cancelled half-way (the session closed), the rest of the frame stays
-            # queued in the wire and the close finishes it first (§4.6).
-            if not await transport.send_binary(frame):
-                break
-            session.frame_sent(trio.current_time())
-            handle.sent[payload_kind(memoryview(frame)[HEADER_SIZE:])] += 1
-            handle.drained()
-        scope.cancel()
-
-
-class _Pings:
-    """The one ping in flight of a session: its payload and whether its pong came."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._payload = b""
-        self.answered = trio.Event()
-
-    def next(self) -> bytes:
-        """A fresh payload for the next ping (and a fresh event for its pong)."""
-        self._count += 1
-        self._payload = struct.pack("!Q", self._count)
-        self.answered = trio.Event()
-        return self._payload
-
-    def pong(self, payload: bytes) -> None:
-        """A pong arrived; it answers the ping in flight if it echoes its payload."""
-        if payload == self._payload:
-            self.answered.set()
-
 
 @asynccontextmanager
 async def open_introspection_server(
