@@ -157,3 +157,12 @@ def test_the_cli_loads_without_py_libp2p():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)  # fmt: skip
     assert result.stdout.strip() == "[]"
+
+
+def test_the_mock_flags_take_the_synthetic_nodes_defaults():
+    from libp2p_introspection.cli.serving import MOCK_FLAGS
+    from libp2p_introspection.server.sources.synthetic import SyntheticOptions
+
+    for flag, default, _, _ in MOCK_FLAGS:
+        name = flag.removeprefix("--").replace("-", "_")
+        assert getattr(SyntheticOptions, name) == default == _param("serve", name).default

@@ -29,6 +29,25 @@ from libp2p_introspection.server.sources import factory
 status_log = logging.getLogger("libp2p_introspection.cli")
 
 
+#: The mock source's flags: flag, default, type, help (the synthetic node's shape,
+#: :class:`~libp2p_introspection.server.sources.synthetic.SyntheticOptions`; a test
+#: checks these defaults are its own).
+MOCK_FLAGS: tuple[tuple[str, Any, click.ParamType, str], ...] = (
+    ("--connections", 50, click.IntRange(min=0), "Mock: connections of the synthetic node."),
+    ("--streams", 4, click.IntRange(min=0), "Mock: streams per connection."),
+    ("--dht-peers", 40, click.IntRange(min=0), "Mock: peers in the DHT routing table."),
+    ("--events-per-second", 20.0, click.FloatRange(min=0), "Mock: rate of DHT query events."),
+    ("--churn", 0.02, click.FloatRange(0, 1),
+     "Mock: fraction of connections replaced per snapshot."),
+)  # fmt: skip
+
+
+def _mock_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for flag, default, kind, text in reversed(MOCK_FLAGS):
+        func = click.option(flag, default=default, show_default=True, type=kind, help=text)(func)
+    return func
+
+
 @click.command(short_help="A live demo network of real py-libp2p nodes (the main job).")
 @server_options
 @demo_options
@@ -77,41 +96,7 @@ def demo(**kw: Any) -> None:
     help="Replay: divide the recorded gaps by this factor.",
 )
 @click.option("--loop", is_flag=True, help="Replay: start over at the end, time still rising.")
-@click.option(
-    "--connections",
-    default=50,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Mock: connections of the synthetic node.",
-)
-@click.option(
-    "--streams",
-    default=4,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Mock: streams per connection.",
-)
-@click.option(
-    "--dht-peers",
-    default=40,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Mock: peers in the DHT routing table.",
-)
-@click.option(
-    "--events-per-second",
-    default=20.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Mock: rate of DHT query events.",
-)
-@click.option(
-    "--churn",
-    default=0.02,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Mock: fraction of connections replaced per snapshot.",
-)
+@_mock_options
 @limit_options("Replay")
 @server_options
 @demo_options
