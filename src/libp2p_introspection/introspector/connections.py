@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libp2p_introspection.introspector import conninfo, endings, events
+from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.clock import ClockMs
 from libp2p_introspection.introspector.events import EventEmitter
 from libp2p_introspection.introspector.patching import InstancePatcher
@@ -99,7 +100,7 @@ class StreamRecord:
     def current_protocol(self) -> str:
         """The negotiated protocol id, read lazily from ``NetStream.protocol_id`` and cached."""
         if self.stream is not None:
-            protocol = getattr(self.stream, "protocol_id", None)
+            protocol = tp.STREAM_PROTOCOL.get(self.stream)
             if protocol:
                 self.protocol = str(protocol)
         return self.protocol
@@ -278,7 +279,7 @@ class ConnectionRegistry:
         """Install counters on the raw connection (or, failing that, the secured one)."""
         target = raw
         if target is None:
-            target = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+            target = tp.MUXER_SECURED_CONN.get(getattr(conn, "muxed_conn", None))
             if target is not None:
                 logger.debug("introspector: no raw connection found; counting at secured layer")
         if target is None:
@@ -318,7 +319,7 @@ class ConnectionRegistry:
             self._patcher, muxed_conn, stream_changed=self._muxed_stream_changed, failed=failed
         ):
             record.hooked.append(muxed_conn)
-        secured = getattr(muxed_conn, "secured_conn", None)
+        secured = tp.MUXER_SECURED_CONN.get(muxed_conn)
         if secured is not None:
             endings.hook_failures(self._patcher, secured, failed)
             record.hooked.append(secured)
@@ -400,7 +401,7 @@ class ConnectionRegistry:
             return existing
         if self._is_ended(stream):
             return None
-        conn = getattr(stream, "swarm_conn", None)
+        conn = tp.STREAM_SWARM_CONN.get(stream)
         if record is None:
             if conn is None:
                 return None
@@ -424,7 +425,7 @@ class ConnectionRegistry:
         except Exception:
             logger.exception("introspector: could not hook stream")
         try:
-            self._hook_muxed_stream(stream_record, getattr(stream, "muxed_stream", None))
+            self._hook_muxed_stream(stream_record, tp.STREAM_MUXED.get(stream))
         except Exception:
             logger.exception("introspector: could not hook stream endings")
         if stream_record.current_protocol():
@@ -509,21 +510,20 @@ class ConnectionRegistry:
             self._end_stream(stream_record, now, *self._ending_of(stream_record))
 
     def _hook_set_protocol(self, stream: Any, stream_record: StreamRecord) -> None:
-        original = getattr(stream, "set_protocol", None)
-        if not callable(original):
-            return
+        def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+            def set_protocol(protocol_id: Any) -> None:
+                original(protocol_id)
+                try:
+                    stream_record.protocol = str(protocol_id)
+                    if not stream_record.announced:
+                        stream_record.announced = True
+                        self._announce_stream(stream_record)
+                except Exception:
+                    logger.exception("introspector: set_protocol hook failed")
 
-        def set_protocol(protocol_id: Any) -> None:
-            original(protocol_id)
-            try:
-                stream_record.protocol = str(protocol_id)
-                if not stream_record.announced:
-                    stream_record.announced = True
-                    self._announce_stream(stream_record)
-            except Exception:
-                logger.exception("introspector: set_protocol hook failed")
+            return set_protocol
 
-        self._patcher.patch(stream, "set_protocol", set_protocol)
+        tp.STREAM_SET_PROTOCOL.hook(self._patcher, stream, wrap, once=False)
 
     def _announce_stream(self, stream_record: StreamRecord) -> None:
         self._emitter.emit(
@@ -702,4 +702,4 @@ def _conn_streams(conn: Any) -> list[Any]:
     try:
         return list(conn.get_streams())
     except Exception:
-        return list(getattr(conn, "streams", ()))
+        return list(tp.CONN_STREAMS.get(conn, ()))
