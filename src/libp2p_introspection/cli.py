@@ -588,12 +588,13 @@ async def _open_source(
         )
     else:
         from libp2p_introspection.protocol.recording import RecordingError
+        from libp2p_introspection.server.errors import SourceError
         from libp2p_introspection.server.sources.replay import ReplaySource
 
         try:
             replay = ReplaySource(name, speed=kw["speed"], loop=kw["loop"], limits=_limits(kw),
                                   interval_ms=config.interval_ms)  # fmt: skip
-        except (RecordingError, OSError) as exc:
+        except (RecordingError, SourceError, OSError) as exc:
             raise click.ClickException(f"cannot replay {name}: {exc}") from exc
         runtime = replay.runtime()
         yield (
