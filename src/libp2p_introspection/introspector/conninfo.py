@@ -183,3 +183,22 @@ def created_at_ms(conn: Any) -> int | None:
     if isinstance(created, int | float):
         return int(created * 1000)
     return None
+
+
+def swarm_connections(swarm: Any) -> list[Any]:
+    """Every ``SwarmConn`` of a swarm (``get_connections()``, else its ``connections`` map)."""
+    try:
+        return list(swarm.get_connections())
+    except Exception:
+        conns: list[Any] = []
+        for peer_conns in getattr(swarm, "connections", {}).values():
+            conns.extend(peer_conns if isinstance(peer_conns, list) else [peer_conns])
+        return conns
+
+
+def conn_streams(conn: Any) -> list[Any]:
+    """Every ``NetStream`` of a ``SwarmConn`` (``get_streams()``, else its ``streams``)."""
+    try:
+        return list(conn.get_streams())
+    except Exception:
+        return list(tp.CONN_STREAMS.get(conn, ()))
