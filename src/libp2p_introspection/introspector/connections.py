@@ -42,7 +42,6 @@ negotiation, counted from when the stream was first seen.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import weakref
@@ -52,6 +51,7 @@ from typing import Any
 from libp2p_introspection.introspector import conninfo, endings, events, records, render
 from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.clock import ClockMs
+from libp2p_introspection.introspector.ending_hooks import EndingHooks
 from libp2p_introspection.introspector.events import EventEmitter
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.records import (
@@ -107,8 +107,7 @@ class ConnectionRegistry:
         self._connections: dict[bytes, ConnectionRecord] = {}
         self._by_conn: dict[Any, ConnectionRecord] = {}
         self._by_stream: dict[Any, StreamRecord] = {}
-        #: Muxed stream (yamux/mplex) -> record of its ``NetStream``, for the muxer hooks.
-        self._by_muxed: dict[Any, StreamRecord] = {}
+        self._endings = EndingHooks(patcher, clock_ms, self._finish_stream)
         #: ``NetStream``s that ended while py-libp2p may still list them (a reset stream
         #: stays in ``SwarmConn.streams`` until local code closes it): never registered again.
         self._ended_streams: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -183,7 +182,7 @@ class ConnectionRegistry:
         self._connections[record.id] = record
         self._by_conn[conn] = record
         try:
-            self._hook_endings(record, conn)
+            self._endings.hook_connection(record, conn)
         except Exception:
             logger.exception("introspector: could not hook connection endings")
         if announce:
@@ -202,40 +201,6 @@ class ConnectionRegistry:
                 },
             )
         return record
-
-    def _hook_endings(self, record: ConnectionRecord, conn: Any) -> None:
-        """Install the hooks that see this connection's and its streams' endings."""
-        muxed_conn = getattr(conn, "muxed_conn", None)
-
-        def failed(exc: BaseException) -> None:
-            self._note_failure(record, exc)
-
-        def before_close() -> None:
-            closed = getattr(conn, "is_closed", False)
-            if record.status == pb.ACTIVE and not record.closed_by and not closed:
-                local = not endings.muxer_shutting_down(muxed_conn)
-                record.closed_by = endings.CLOSED_LOCALLY if local else endings.CLOSED_BY_REMOTE
-
-        endings.hook_close(self._patcher, conn, before_close)
-        record.hooked.append(conn)
-        if muxed_conn is None:
-            return
-        if endings.hook_muxer(
-            self._patcher, muxed_conn, stream_changed=self._muxed_stream_changed, failed=failed
-        ):
-            record.hooked.append(muxed_conn)
-        secured = tp.MUXER_SECURED_CONN.get(muxed_conn)
-        if secured is not None:
-            endings.hook_failures(self._patcher, secured, failed)
-            record.hooked.append(secured)
-
-    def _note_failure(self, record: ConnectionRecord, exc: BaseException) -> None:
-        """Keep the first I/O failure of a connection that is up (not one caused by closing it)."""
-        if record.failure or record.status != pb.ACTIVE or records.closing(record):
-            return
-        failure = endings.failure_of(exc)
-        if failure:
-            record.failure = failure
 
     def on_disconnected(self, conn: Any) -> None:
         """Mark a connection CLOSED or ERROR, and its remaining streams ERROR.
@@ -317,7 +282,7 @@ class ConnectionRegistry:
         except Exception:
             logger.exception("introspector: could not hook stream")
         try:
-            self._hook_muxed_stream(stream_record, tp.STREAM_MUXED.get(stream))
+            self._endings.hook_stream(stream_record, tp.STREAM_MUXED.get(stream))
         except Exception:
             logger.exception("introspector: could not hook stream endings")
         if stream_record.current_protocol():
@@ -340,43 +305,6 @@ class ConnectionRegistry:
             return stream in self._ended_streams
         except TypeError:
             return False
-
-    def _hook_muxed_stream(self, stream_record: StreamRecord, muxed: Any) -> None:
-        if muxed is None:
-            return
-        stream_record.muxed = muxed
-        stream_record.wire_ended = endings.ended_probe(muxed, stream_record.stream)
-        try:
-            self._by_muxed[muxed] = stream_record
-        except TypeError:
-            logger.debug("introspector: muxed stream not hashable; endings read at snapshots")
-
-        def before_reset() -> None:
-            # A local reset of a stream still live on the wire; one the remote
-            # already reset, or one reset by the connection's teardown, is not.
-            if stream_record.status != pb.ACTIVE or records.closing(stream_record.conn):
-                return
-            ended, _ = endings.wire_end(muxed)
-            if not ended:
-                stream_record.reset_locally = True
-
-        def after_reset() -> None:
-            if stream_record.status == pb.ACTIVE and records.wire_ended(stream_record):
-                self._finish_stream(stream_record, self._clock_ms())
-
-        endings.hook_stream(
-            self._patcher, muxed, before_reset=before_reset, after_reset=after_reset
-        )
-
-    def _muxed_stream_changed(self, muxed: Any) -> None:
-        """Muxer hook: py-libp2p processed a close, FIN or reset of ``muxed``."""
-        try:
-            stream_record = self._by_muxed.get(muxed)
-        except TypeError:
-            return
-        active = stream_record is not None and stream_record.status == pb.ACTIVE
-        if active and records.wire_ended(stream_record):
-            self._finish_stream(stream_record, self._clock_ms())
 
     def _finish_stream(self, stream_record: StreamRecord, now: int) -> None:
         """End a stream with the status and reason its py-libp2p state gives."""
@@ -426,9 +354,7 @@ class ConnectionRegistry:
             self._ended_streams.add(stream_record.stream)
         except TypeError:
             logger.debug("introspector: stream not weak-referenceable")
-        if stream_record.muxed is not None:
-            with contextlib.suppress(TypeError):  # unhashable: never in the map
-                self._by_muxed.pop(stream_record.muxed, None)
+        self._endings.forget(stream_record)
         stream_record.current_protocol()
         stream_record.status = status
         stream_record.reason = reason
