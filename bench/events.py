@@ -24,7 +24,7 @@ import time
 import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 
-from bench.common import LineProcess, Result, median, python_command
+from bench.common import LineProcess, Mode, Result, median, python_command
 from libp2p_introspection.introspector import events as event_specs
 from libp2p_introspection.introspector.events import build_event
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
@@ -115,13 +115,12 @@ async def _baseline(n: int, k: int, size: int) -> float:
     return k / (done - began)
 
 
-def run(quick: bool) -> list[Result]:
-    repeats = 3 if quick else 7
+def run(mode: Mode) -> list[Result]:
+    repeats = mode.pick(7, 3, 1)
     size = _frame_size()
     results = []
     for n, k in ((1, 20_000), (20, 4_000)):
-        if quick:
-            k //= 2
+        k = mode.pick(k, k // 2, k // 100)
         subject: list[float] = []
         baseline: list[float] = []
         for i in range(repeats):
@@ -150,4 +149,4 @@ def run(quick: bool) -> list[Result]:
 
 
 if __name__ == "__main__":
-    print(json.dumps([r.__dict__ for r in run(True)], indent=1, default=str))
+    print(json.dumps([r.__dict__ for r in run(Mode("quick"))], indent=1, default=str))

@@ -25,7 +25,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.common import Result, interleaved, median, timed
+from bench.common import Mode, Result, interleaved, median, timed
 from libp2p_introspection.client.inspect_file import summarize
 from libp2p_introspection.client.recorder import Recorder
 from libp2p_introspection.introspector import events as event_specs
@@ -100,9 +100,9 @@ def record_batch(path: Path, batch: list[tuple[bytes, int]]) -> None:
     recorder.writer.close()
 
 
-def run(quick: bool) -> list[Result]:
-    messages = _messages(10 if quick else 30)
-    repeats = 5 if quick else 11
+def run(mode: Mode) -> list[Result]:
+    messages = _messages(mode.pick(30, 10, 1))
+    repeats = mode.pick(11, 5, 1)
     with tempfile.TemporaryDirectory(prefix="bench-recording-") as tmp:
         recorded = Path(tmp) / "recorded.mock"
         plain = Path(tmp) / "plain.bin"
