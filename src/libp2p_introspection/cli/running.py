@@ -155,9 +155,28 @@ def setup_logging(verbose: int, secrets: tuple[str, ...] = ()) -> None:
 
 
 def run(async_fn: Callable[[], Any]) -> None:
-    """Run under trio; Ctrl-C ends cleanly, a bind failure is a clear error."""
+    """Run under trio; Ctrl-C (SIGINT) or SIGTERM ends cleanly, a bind failure is a
+    clear error.
+
+    The signal cancels ``async_fn`` (see :func:`stop_on_signal`) rather than letting
+    trio raise ``KeyboardInterrupt`` wherever the code happens to be: an interrupt
+    landing between a socket write and its bookkeeping would make the close path
+    write part of a frame again, and the client would read a corrupt stream where
+    it should read the server's 1001. A second signal while shutting down is trio's
+    ``KeyboardInterrupt`` again (the way out of a stuck shutdown).
+    """
+
+    async def until_signal() -> bool:
+        async with trio.open_nursery() as nursery:
+            stopper = _Stopper(nursery.cancel_scope)
+            nursery.start_soon(stopper.wait)
+            await async_fn()
+            nursery.cancel_scope.cancel()
+        return stopper.signalled
+
     try:
-        trio.run(async_fn)
+        if trio.run(until_signal):
+            click.echo("stopped", err=True)
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
     except OSError as exc:
@@ -182,9 +201,21 @@ def first_leaf(error: BaseException) -> BaseException:
     return error
 
 
+class _Stopper:
+    """Cancels ``scope`` on the first SIGINT or SIGTERM and remembers that it did."""
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.signalled = False
+
+    async def wait(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.signalled = True
+                self.scope.cancel()
+                return
+
+
 async def stop_on_signal(scope: trio.CancelScope) -> None:
     """Cancel ``scope`` on the first SIGINT or SIGTERM."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
+    await _Stopper(scope).wait()

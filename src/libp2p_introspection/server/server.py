@@ -7,6 +7,12 @@ which live and die together). Sessions share nothing but the snapshot bytes
 :class:`~libp2p_introspection.server.hub.Hub`, which never waits. Nothing
 raised by or about one connection leaves that connection's task (see
 :meth:`IntrospectionServer._connection`).
+
+Every task of the server runs KI-protected (``trio.lowlevel.enable_ki_protection``):
+a Ctrl-C in the application that hosts it reaches the application's main task at
+a checkpoint, never the middle of a statement here. Landing between a socket
+write and the wire's bookkeeping, it made the close path write part of a frame
+again, and a client read a corrupt stream instead of the server's 1001.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
@@ -45,6 +53,14 @@ CLOSE_TIMEOUT_S = 2.0
 #: Connections closed at once for the handshake limit are summarized in one log
 #: line at most this often, seconds (each is logged at DEBUG).
 SHED_LOG_INTERVAL_S = 10.0
+
+
+@enable_ki_protection
+async def _run_protected(
+    run: Callable[..., Awaitable[None]], *args: object, task_status: trio.TaskStatus[Any]
+) -> None:
+    """Run a source's task shielded from a ``KeyboardInterrupt`` raised mid-statement."""
+    await run(*args, task_status=task_status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +142,7 @@ class IntrospectionServer:
         """``ws://HOST:PORT/introspect`` of the running server."""
         return defaults.default_url(self.config.host, self.port)
 
+    @enable_ki_protection
     async def run(
         self, *, task_status: trio.TaskStatus[IntrospectionServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -139,7 +156,7 @@ class IntrospectionServer:
                 # The source publishes its first snapshot before it reports started
                 # (§4.1: there is always a latest snapshot), then hands the hub its
                 # snapshots and events until cancelled.
-                await nursery.start(self.source.run, self.hub)
+                await nursery.start(_run_protected, self.source.run, self.hub)
                 # Each connection runs in the listener's own nursery; _connection
                 # never lets an exception of one connection out into it.
                 await nursery.start(trio.serve_listeners, self._connection, listeners)
@@ -172,6 +189,7 @@ class IntrospectionServer:
 
     # ------------------------------------------------------------ server tasks
 
+    @enable_ki_protection
     async def _timer(self) -> None:
         period = max(0.05, min(1.0, self.config.write_timeout_s / 4))
         while True:
@@ -209,6 +227,7 @@ class IntrospectionServer:
 
     # ---------------------------------------------------------- one connection
 
+    @enable_ki_protection
     async def _connection(self, stream: trio.SocketStream) -> None:
         """One TCP connection from accept to close: handshake, admission, session.
 
