@@ -11,18 +11,15 @@ through a sink it registers once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import ClassVar, Protocol
 
 import trio
 
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.events import EventSink
 
-#: Called by a source, synchronously and without blocking, once per event as
-#: it happens. ``Event.type`` carries at least the type's name; it may carry
-#: the property types too (the server then uses them for clients that were not
-#: told about that type in the ``Runtime``). ``Event.ts`` is ms since epoch.
-EventSink = Callable[[pb.Event], None]
+__all__ = ["EventSink", "IntrospectionSource", "SourceOutlet"]
+
 
 
 class SourceOutlet(Protocol):

@@ -38,8 +38,8 @@ from libp2p_introspection import __version__
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
 from libp2p_introspection.client.connection import ProtocolError
+from libp2p_introspection.protocol.admission import is_loopback
 from libp2p_introspection.server import ServerConfig
-from libp2p_introspection.server.admission import is_loopback
 
 log = logging.getLogger("libp2p_introspection")
 #: Lines a healthy run shows at INFO by default (what is served, where).
@@ -65,7 +65,7 @@ def _check_origins(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> tuple[str, ...]:
     """An allowed origin is exactly ``scheme://host[:port]``, as browsers send it."""
-    from libp2p_introspection.server.admission import parse_origin
+    from libp2p_introspection.protocol.admission import parse_origin
 
     for value in values:
         parsed = parse_origin(value)
@@ -877,7 +877,7 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
     config = DashboardConfig(host=host, port=port, url=url, file=file, retention_ms=retention_ms,
                              events=events, token=token or None,
                              limits=_limits(kw))  # fmt: skip
-    from libp2p_introspection.server.admission import is_loopback
+    from libp2p_introspection.protocol.admission import is_loopback
 
     if not is_loopback(host):
         log.warning("the dashboard page at %s shows the node to anyone who can reach it "

@@ -16,7 +16,7 @@ from libp2p.peer.id import ID
 
 from libp2p_introspection.client import connect
 from libp2p_introspection.client.connection import Command, Source
-from libp2p_introspection.introspector import events as introspector_events
+from libp2p_introspection.protocol import events as introspector_events
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.server import ServerConfig, open_introspection_server
 from libp2p_introspection.server.sources.synthetic import (
@@ -162,7 +162,7 @@ def test_encoded_state_is_the_whole_state_serialized(dht_peers: int) -> None:
             snapshot_duration_ms=parsed.snapshot_duration_ms,
         )
         whole.subsystems.SetInParent()
-        whole.subsystems.connections.extend(c.msg for c in a.source._conns.values())
+        whole.subsystems.connections.extend(c.msg for c in a.source.connections.retained.values())
         if dht_peers:
             whole.subsystems.dht.CopyFrom(parsed.subsystems.dht)
         else:

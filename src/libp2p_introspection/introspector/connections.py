@@ -50,19 +50,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from libp2p_introspection.introspector import conninfo, endings, events
-from libp2p_introspection.introspector.clock import ClockMs
-from libp2p_introspection.introspector.events import EventEmitter
+from libp2p_introspection.introspector import conninfo, endings
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.traffic import TrafficCounter, install_counters
 from libp2p_introspection.introspector.upgrades import UpgradeTracker
-from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol import events, pb
+from libp2p_introspection.protocol.clock import ClockMs
+from libp2p_introspection.protocol.events import EventEmitter
 
 logger = logging.getLogger(__name__)
 
 #: Statuses of a stream or connection that has ended.
 ENDED = frozenset({pb.CLOSED, pb.ERROR})
-_STATUS_NAMES = {pb.CLOSED: "CLOSED", pb.ERROR: "ERROR"}
 
 
 def _never() -> bool:
@@ -260,17 +259,17 @@ class ConnectionRegistry:
         if announce:
             self._emitter.emit(
                 events.CONNECTION_OPENED,
-                {
-                    "peerId": record.peer_id,
-                    "connId": record.id.hex(),
-                    "direction": conninfo.direction_name(record.role),
-                    "localAddr": record.local_addr,
-                    "remoteAddr": record.remote_addr,
-                    "transport": record.transport.decode(errors="replace"),
-                    "multiplexer": record.muxer,
-                    "encryption": record.security,
-                    "openTs": record.open_ts,
-                },
+                events.connection_opened(
+                    peer_id=record.peer_id,
+                    conn_id=record.id,
+                    role=record.role,
+                    local_addr=record.local_addr,
+                    remote_addr=record.remote_addr,
+                    transport=record.transport,
+                    multiplexer=record.muxer,
+                    encryption=record.security,
+                    open_ts=record.open_ts,
+                ),
             )
         return record
 
@@ -362,18 +361,18 @@ class ConnectionRegistry:
         record.hooked.clear()
         self._emitter.emit(
             events.CONNECTION_CLOSED,
-            {
-                "peerId": record.peer_id,
-                "connId": record.id.hex(),
-                "direction": conninfo.direction_name(record.role),
-                "remoteAddr": record.remote_addr,
-                "openTs": record.open_ts,
-                "closeTs": record.close_ts,
-                "bytesIn": record.traffic.in_bytes,
-                "bytesOut": record.traffic.out_bytes,
-                "status": _STATUS_NAMES[record.status],
-                "reason": record.reason,
-            },
+            events.connection_closed(
+                peer_id=record.peer_id,
+                conn_id=record.id,
+                role=record.role,
+                remote_addr=record.remote_addr,
+                open_ts=record.open_ts,
+                close_ts=record.close_ts,
+                bytes_in=record.traffic.in_bytes,
+                bytes_out=record.traffic.out_bytes,
+                status=record.status,
+                reason=record.reason,
+            ),
         )
 
     @staticmethod
@@ -528,14 +527,14 @@ class ConnectionRegistry:
     def _announce_stream(self, stream_record: StreamRecord) -> None:
         self._emitter.emit(
             events.STREAM_OPENED,
-            {
-                "peerId": stream_record.conn.peer_id,
-                "connId": stream_record.conn.id.hex(),
-                "streamId": stream_record.id.hex(),
-                "protocol": stream_record.current_protocol(),
-                "direction": conninfo.direction_name(stream_record.role),
-                "openTs": stream_record.open_ts,
-            },
+            events.stream_opened(
+                peer_id=stream_record.conn.peer_id,
+                conn_id=stream_record.conn.id,
+                stream_id=stream_record.id,
+                protocol=stream_record.current_protocol(),
+                role=stream_record.role,
+                open_ts=stream_record.open_ts,
+            ),
         )
 
     def on_stream_closed(self, stream: Any) -> None:
@@ -561,19 +560,19 @@ class ConnectionRegistry:
         stream_record.close_ts = now
         self._emitter.emit(
             events.STREAM_CLOSED,
-            {
-                "peerId": stream_record.conn.peer_id,
-                "connId": stream_record.conn.id.hex(),
-                "streamId": stream_record.id.hex(),
-                "protocol": stream_record.protocol,
-                "direction": conninfo.direction_name(stream_record.role),
-                "openTs": stream_record.open_ts,
-                "closeTs": stream_record.close_ts,
-                "bytesIn": stream_record.traffic.in_bytes,
-                "bytesOut": stream_record.traffic.out_bytes,
-                "status": _STATUS_NAMES[status],
-                "reason": reason,
-            },
+            events.stream_closed(
+                peer_id=stream_record.conn.peer_id,
+                conn_id=stream_record.conn.id,
+                stream_id=stream_record.id,
+                protocol=stream_record.protocol,
+                role=stream_record.role,
+                open_ts=stream_record.open_ts,
+                close_ts=stream_record.close_ts,
+                bytes_in=stream_record.traffic.in_bytes,
+                bytes_out=stream_record.traffic.out_bytes,
+                status=status,
+                reason=reason,
+            ),
         )
 
     # -------------------------------------------------------------- snapshots

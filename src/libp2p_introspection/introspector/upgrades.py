@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from libp2p_introspection.introspector.clock import ClockMs
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.traffic import TrafficCounter, install_counters
+from libp2p_introspection.protocol.clock import ClockMs
 
 logger = logging.getLogger(__name__)
 

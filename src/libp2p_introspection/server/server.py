@@ -25,6 +25,7 @@ import trio
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.admission import Refusal, admit, is_loopback
 from libp2p_introspection.protocol.framing import HEADER_SIZE, MAX_COMMAND_SIZE, payload_kind
 from libp2p_introspection.protocol.session import (
     CLOSE_POLICY_VIOLATION,
@@ -32,7 +33,6 @@ from libp2p_introspection.protocol.session import (
     SessionLimits,
     SessionStats,
 )
-from libp2p_introspection.server.admission import Refusal, admit, is_loopback
 from libp2p_introspection.server.hub import Hub, SessionHandle
 from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
 from libp2p_introspection.server.wire import (
