@@ -40,14 +40,14 @@ def main(what: str) -> None:
         clock.now += 1_000
         if step:
             step()
-        server._take_snapshot()
+        server.source.take_snapshot(server.hub)
     profiler = Profiler(interval=0.0002)
     for _ in range(10):
         clock.now += 1_000
         if step:
             step()
         profiler.start()
-        server._take_snapshot()
+        server.source.take_snapshot(server.hub)
         profiler.stop()
     print(profiler.output_text(unicode=False, color=False, show_all=False))
 

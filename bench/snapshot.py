@@ -1,6 +1,6 @@
 """Snapshot cost: what the server does once per snapshot interval, on the node's loop.
 
-Subject: ``IntrospectionServer._take_snapshot()``, the server's own per-tick
+Subject: ``SampledSource.take_snapshot(hub)``, the snapshot clock's per-tick
 path: the source builds the snapshot (``source.state()``, or the source's
 encoded fast path) and the hub encodes and frames it once for every session
 (``ServerMessage{version, state}``, FNV-1a 32, the 12-byte header).
@@ -72,12 +72,12 @@ def _measure(
         clock.now += 1_000
         if step is not None:
             step()
-        server._take_snapshot()
+        server.source.take_snapshot(server.hub)
     for i in range(repeats):
         clock.now += 1_000
         if step is not None:
             step()
-        spent = timed(server._take_snapshot)
+        spent = timed(lambda: server.source.take_snapshot(server.hub))
         assert server.hub.latest is not None
         frame = server.hub.latest.frame
         message = _floor_message(frame)

@@ -3,48 +3,102 @@
 A *source* is whatever produces introspection data: a live py-libp2p host
 (:class:`libp2p_introspection.introspector.HostIntrospector`), the demo
 network, a recording being replayed, a synthetic node. The server asks a
-source for its :class:`Runtime` once, asks it for a :class:`State` snapshot on
-every tick of the server-wide snapshot clock, and receives the source's events
-through a sink it registers once.
+source for its :class:`Runtime` once, then runs the source's :meth:`run` with a
+:class:`SourceOutlet`, and that is the one way data comes in: every snapshot
+through :meth:`SourceOutlet.publish_snapshot`, every event through
+:meth:`SourceOutlet.publish_event`.
+
+Two shapes of source fit that one interface without flags:
+
+- a :class:`SampledSource` (a live node, a synthetic node) builds a snapshot
+  when asked; its :meth:`SampledSource.run` is the server-wide snapshot clock
+  (PROTOCOL.md §4.1) that asks it every base interval and frames the bytes;
+- a source with a clock of its own (a replay) overrides :meth:`IntrospectionSource.run`
+  and publishes frames when it likes (PROTOCOL.md §4.10).
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import trio
 
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.events import EventSink
+from libp2p_introspection.protocol.framing import encode_state_frame
 
-__all__ = ["EventSink", "IntrospectionSource", "SourceOutlet"]
+__all__ = ["EventSink", "IntrospectionSource", "SampledSource", "SourceOutlet"]
 
+log = logging.getLogger(__name__)
 
 
 class SourceOutlet(Protocol):
-    """What a source's background task may publish into the server (the hub)."""
+    """Where a source hands over its data: the server's hub
+    (:class:`libp2p_introspection.server.hub.Hub`).
 
-    def publish_event(self, event: pb.Event) -> None:
-        """Offer one event to every subscribed session; never blocks."""
+    Both methods are synchronous, never block and never raise for a client's
+    sake: a source calls them from its own tasks (a node's callbacks included).
+    """
 
-    def publish_state(self, state: pb.State) -> object:
-        """Make ``state`` the next snapshot of the server-wide sequence."""
+    @property
+    def interval_ms(self) -> int:
+        """The server's base snapshot interval, ms (§4.1; a replay's own, §4.10)."""
+        ...
 
-    def publish_snapshot_frame(self, frame: bytes) -> object:
-        """Make an already framed ``ServerMessage{state}`` the next snapshot (sent as is)."""
+    def publish_snapshot(self, frame: bytes) -> None:
+        """Make ``frame``, a framed ``ServerMessage{state}`` (PROTOCOL.md §2), the next
+        snapshot of the server-wide sequence; its bytes go to every client as they are.
+
+        A sampled source's bytes are framed by :meth:`SampledSource.take_snapshot`
+        (:func:`~libp2p_introspection.protocol.framing.encode_state_frame`); a replay
+        passes the file's record, byte-identical (§4.10).
+        """
+
+    def publish_event(self, event: pb.Event, frame: bytes | None = None) -> None:
+        """Offer one event to every subscribed session.
+
+        ``frame``: the event already framed as ``ServerMessage{event}`` (a replay: the
+        file's bytes), sent as is to every client; ``None``: the hub encodes
+        ``event`` once, with and without its property types (§3 ``Event.type``).
+        """
 
 
 class IntrospectionSource(ABC):
     """Something the introspection server can serve.
 
-    Implementations must not block the trio event loop for long: ``state()``
-    runs on the loop, once per base snapshot interval.
+    Implementations must not block the trio event loop for long.
     """
+
+    #: The interval the source's snapshots come at, ms, when the source itself
+    #: sets it (a replay: from the recording's gaps, PROTOCOL.md §4.10); the
+    #: server then uses it as its base interval instead of its ``interval_ms``.
+    #: ``None``: the server's ``interval_ms`` (``--interval-ms``) stands.
+    base_interval_ms: int | None = None
 
     @abstractmethod
     def runtime(self) -> pb.Runtime:
         """The node's static metadata, with every event type it may emit."""
+
+    @abstractmethod
+    async def run(
+        self, outlet: SourceOutlet, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Hand snapshots and events to ``outlet`` until cancelled; run in the server's nursery.
+
+        Publishes the first snapshot *before* ``task_status.started()``: from then
+        on there is always a latest snapshot (§4.1, §4.2).
+        """
+
+
+class SampledSource(IntrospectionSource):
+    """A source the server-wide snapshot clock samples: it builds a snapshot when asked
+    and reports events through a sink as they happen (a live node, a synthetic node)."""
+
+    #: Snapshots that failed to build (the source raised): each is logged, and the
+    #: previous snapshot stays the latest.
+    snapshot_errors: int = 0
 
     @abstractmethod
     def state(self) -> pb.State:
@@ -58,7 +112,7 @@ class IntrospectionSource(ABC):
     def encoded_state(self) -> bytes:
         """One snapshot, serialized: the bytes of the ``State`` that :meth:`state` returns.
 
-        The server calls this, not :meth:`state`, once per tick. The default
+        The clock calls this, not :meth:`state`, once per tick. The default
         serializes :meth:`state`; a source that keeps its messages between
         snapshots overrides it to assemble the bytes without building (and
         copying into) a fresh ``State``. Both must describe the same snapshot
@@ -66,29 +120,54 @@ class IntrospectionSource(ABC):
         """
         return self.state().SerializeToString()
 
-    #: True when the source releases snapshots on its own clock (a replay): the
-    #: server then takes none itself, and :meth:`run` must publish the first
-    #: snapshot before it reports started.
-    clocks_snapshots: ClassVar[bool] = False
+    def set_event_sink(self, sink: EventSink | None) -> None:
+        """Register the function to call for each event (``None`` detaches).
 
-    #: The interval the source's snapshots come at, ms, when the source itself
-    #: sets it (a replay: from the recording's gaps, PROTOCOL.md §4.10); the
-    #: server then uses it as its base interval instead of its ``interval_ms``.
-    #: ``None``: the server's ``interval_ms`` (``--interval-ms``) stands.
-    base_interval_ms: int | None = None
+        :meth:`run` registers :meth:`SourceOutlet.publish_event` for its duration.
+        Sources without events keep the default, which ignores the sink.
+        """
+
+    def take_snapshot(self, outlet: SourceOutlet) -> bool:
+        """Build one snapshot now and publish it to ``outlet``, framed; ``False`` if the
+        source failed to build it.
+
+        A fault of the source does not reach the caller (nor stop the clock): it is
+        logged and counted in :attr:`snapshot_errors`, and the previous snapshot stays
+        the latest.
+        """
+        try:
+            state = self.encoded_state()
+        except Exception:
+            self.snapshot_errors += 1
+            log.exception("the source failed to build a snapshot")
+            return False
+        outlet.publish_snapshot(encode_state_frame(state))
+        return True
 
     async def run(
         self, outlet: SourceOutlet, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """The source's background work, run in the server's nursery until it stops.
+        """The server-wide snapshot clock (§4.1) over this source, until cancelled.
 
-        The default has none. A synthetic node emits events here; a replay
-        releases snapshots and events on its clock.
+        Registers ``outlet.publish_event`` as the event sink (detached on the way
+        out), takes a snapshot at once (an empty ``State`` if the source fails to
+        build it, so that there is always a latest one), reports started, then takes one every
+        ``outlet.interval_ms``; a tick that falls behind (a long GC, a slow
+        source) is skipped, never made up in a burst.
         """
-        task_status.started()
-
-    def set_event_sink(self, sink: EventSink | None) -> None:  # noqa: B027
-        """Register the function to call for each event (``None`` detaches).
-
-        Sources without events keep the default, which ignores the sink.
-        """
+        self.set_event_sink(outlet.publish_event)
+        try:
+            if not self.take_snapshot(outlet):
+                outlet.publish_snapshot(encode_state_frame(b""))  # an empty State: §4.1
+            task_status.started()
+            interval = outlet.interval_ms / 1000
+            deadline = trio.current_time()
+            while True:
+                deadline += interval
+                now = trio.current_time()
+                if deadline < now:
+                    deadline = now + interval
+                await trio.sleep_until(deadline)
+                self.take_snapshot(outlet)
+        finally:
+            self.set_event_sink(None)

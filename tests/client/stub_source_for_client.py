@@ -7,11 +7,11 @@ import time
 
 import trio
 
-from libp2p_introspection.abc import EventSink, IntrospectionSource
+from libp2p_introspection.abc import EventSink, SampledSource
 from libp2p_introspection.protocol import pb
 
 
-class FloodSource(IntrospectionSource):
+class FloodSource(SampledSource):
     def __init__(self) -> None:
         self.sink: EventSink | None = None
         self.sent = 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-from libp2p_introspection.abc import EventSink, IntrospectionSource
+from libp2p_introspection.abc import EventSink, SampledSource
 from libp2p_introspection.protocol import pb
 
 
-class StubSource(IntrospectionSource):
+class StubSource(SampledSource):
     """Snapshots whose ``instant_ts`` is wall time and which count themselves."""
 
     def __init__(self) -> None:

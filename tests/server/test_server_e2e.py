@@ -154,7 +154,7 @@ async def test_source_failure_keeps_the_server_serving():
                 await client.receive()
                 await client.receive()
                 source.fail_next_state = True
-                while server.snapshot_errors == 0:
+                while source.snapshot_errors == 0:
                     await trio.sleep(0.01)
                 await client.ready()
                 assert (await client.receive()).kind == "state"

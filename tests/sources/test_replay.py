@@ -23,17 +23,14 @@ class Outlet:
     def __init__(self) -> None:
         self.released: list[tuple[float, str, bytes]] = []
 
-    def publish_snapshot_frame(self, frame: bytes) -> None:
+    interval_ms = 1000
+
+    def publish_snapshot(self, frame: bytes) -> None:
         self.released.append((trio.current_time(), "state", decode_frame(frame)))
 
-    def publish_state(self, state: pb.State) -> None:  # pragma: no cover - unused by replay
-        raise AssertionError
-
-    def publish_event(self, event: pb.Event) -> None:  # pragma: no cover
-        raise AssertionError("replay must publish encoded events")
-
-    def publish_event_item(self, item) -> None:
-        self.released.append((trio.current_time(), "event", decode_frame(item.frame)))
+    def publish_event(self, event: pb.Event, frame: bytes | None = None) -> None:
+        assert frame is not None, "replay must publish the file's bytes"
+        self.released.append((trio.current_time(), "event", decode_frame(frame)))
 
 
 def _write(path, items):
@@ -129,8 +126,8 @@ class BoundedOutlet(Outlet):
         super().__init__()
         self.bound = bound
 
-    def publish_snapshot_frame(self, frame: bytes) -> None:
-        super().publish_snapshot_frame(frame)
+    def publish_snapshot(self, frame: bytes) -> None:
+        super().publish_snapshot(frame)
         if len(self.released) > self.bound:
             raise AssertionError(f"more than {self.bound} releases: the replay spins")
 
@@ -267,13 +264,13 @@ async def test_the_work_on_a_big_snapshot_yields_to_the_event_loop(tmp_path, aut
     trio.lowlevel.add_instrument(steps)
     marks: list[int] = []
     outlet = BoundedOutlet()
-    publish = outlet.publish_snapshot_frame
+    publish = outlet.publish_snapshot
 
     def counting(frame: bytes) -> None:
         marks.append(steps.replay_steps)
         publish(frame)
 
-    outlet.publish_snapshot_frame = counting
+    outlet.publish_snapshot = counting
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(ReplaySource(path, loop=True).run, outlet)

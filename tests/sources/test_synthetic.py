@@ -178,8 +178,8 @@ async def test_run_events_are_deterministic(autojump_clock: trio.abc.Clock) -> N
     a = Harness(seed=3, events_per_second=50)
     b = Harness(seed=3, events_per_second=50)
     async with trio.open_nursery() as nursery:
-        await nursery.start(a.source.run, object())
-        await nursery.start(b.source.run, object())
+        await nursery.start(a.source.simulate_queries)
+        await nursery.start(b.source.simulate_queries)
         await trio.sleep(2)
         nursery.cancel_scope.cancel()
     assert len(a.events) >= 90
@@ -523,7 +523,7 @@ async def test_run_emits_dht_queries_at_the_configured_rate(
     dht_peers = {p.peer_id for b in h.state().subsystems.dht.buckets for p in b.peers}
     h.take_events()  # the snapshot's connection and stream events
     async with trio.open_nursery() as nursery:
-        await nursery.start(h.source.run, object())  # the outlet is not used
+        await nursery.start(h.source.simulate_queries)
         await trio.sleep(10)
         nursery.cancel_scope.cancel()
     evs = h.take_events()
@@ -565,7 +565,7 @@ async def test_run_with_zero_rate_or_no_dht_returns_at_once(
         h = Harness(**options)
         with trio.fail_after(1):
             async with trio.open_nursery() as nursery:
-                await nursery.start(h.source.run, object())
+                await nursery.start(h.source.simulate_queries)
         assert h.events == []
 
 
@@ -579,7 +579,7 @@ async def test_run_stops_on_cancellation_and_survives_a_failing_sink(
 
     h.source.set_event_sink(broken)
     with trio.move_on_after(1):
-        await h.source.run(object())
+        await h.source.simulate_queries()
     assert 99 <= h.source.dht_queries <= 101
     assert "event sink failed" in caplog.text  # logged, not raised
     h.source.set_event_sink(None)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from multiaddr import Multiaddr
 
-from libp2p_introspection.abc import EventSink, IntrospectionSource
+from libp2p_introspection.abc import EventSink, SampledSource
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
@@ -84,7 +84,7 @@ class _Notifee(INotifee):
         return None
 
 
-class HostIntrospector(IntrospectionSource):
+class HostIntrospector(SampledSource):
     """Introspection source reading a live py-libp2p ``BasicHost``.
 
     Attaches on construction. Counting starts at that moment.

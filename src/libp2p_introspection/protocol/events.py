@@ -34,7 +34,8 @@ from libp2p_introspection.protocol.ids import id_text, transport_text
 logger = logging.getLogger(__name__)
 
 #: Called by a source, synchronously and without blocking, once per event as
-#: it happens. ``Event.type`` carries at least the type's name; it may carry
+#: it happens (while the server runs a sampled source, it is the hub's
+#: ``SourceOutlet.publish_event``). ``Event.type`` carries at least the type's name; it may carry
 #: the property types too (the server then uses them for clients that were not
 #: told about that type in the ``Runtime``). ``Event.ts`` is ms since epoch.
 EventSink = Callable[[pb.Event], None]

@@ -86,18 +86,47 @@ class Snapshot:
     frame: bytes
 
 
-@dataclass(frozen=True, slots=True)
 class EventItem:
     """One event, encoded once for every session.
 
     ``frame`` names the event type only; ``full_frame`` carries its property
     types too, for a client that was not told about the type in the
-    ``Runtime`` (§3, ``Event.type``).
+    ``Runtime`` (§3, ``Event.type``; which one a session sends is its rule,
+    :meth:`Session._deliver_push`). Built from a ``pb.Event`` with
+    :meth:`encode`, ``full_frame`` is encoded the first time a session needs it.
     """
 
-    type_name: str
-    frame: bytes
-    full_frame: bytes
+    __slots__ = ("_event", "_full_frame", "frame", "type_name")
+
+    def __init__(self, type_name: str, frame: bytes, full_frame: bytes) -> None:
+        self.type_name = type_name
+        self.frame = frame
+        self._full_frame: bytes | None = full_frame
+        self._event: pb.Event | None = None
+
+    @classmethod
+    def encode(cls, event: pb.Event) -> EventItem:
+        """``event`` (``ts`` ms since epoch, ``type``, ``content``) framed as a
+        ``ServerMessage{event}`` naming its type only; with its property types on demand."""
+        message = pb.ServerMessage()
+        message.event.ts = event.ts
+        message.event.content = event.content
+        message.event.type.name = event.type.name
+        short = encode_server_message(message)
+        item = cls(event.type.name, short, short)
+        if event.type.property_types:
+            item._full_frame, item._event = None, event
+        return item
+
+    @property
+    def full_frame(self) -> bytes:
+        """The event framed with its type's property types (encoded once, when first asked)."""
+        if self._full_frame is None:
+            assert self._event is not None
+            message = pb.ServerMessage()
+            message.event.CopyFrom(self._event)
+            self._full_frame, self._event = encode_server_message(message), None
+        return self._full_frame
 
 
 @dataclass(frozen=True, slots=True)

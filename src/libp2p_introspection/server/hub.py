@@ -17,7 +17,7 @@ from collections.abc import Callable
 import trio
 
 from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.framing import encode_server_message, encode_state_frame
+from libp2p_introspection.protocol.framing import encode_server_message
 from libp2p_introspection.protocol.session import (
     EventItem,
     Session,
@@ -95,18 +95,16 @@ class Hub:
         self.runtime_frame = encode_server_message(message)
         self.event_types = {t.name: t for t in runtime.event_types}
 
-    # ----------------------------------------------------------------- snapshots
+    # ------------------------------------------- the source's outlet (abc.SourceOutlet)
 
-    def publish_state(self, state: pb.State) -> Snapshot:
-        """Make ``state`` the next snapshot of the sequence and offer it to every session."""
-        return self.publish_encoded_state(state.SerializeToString())
+    @property
+    def interval_ms(self) -> int:
+        """The base snapshot interval, ms (§4.1)."""
+        return self.limits.base_interval_ms
 
-    def publish_encoded_state(self, state: bytes) -> Snapshot:
-        """Make the serialized ``State`` ``state`` the next snapshot (framed here, once)."""
-        return self.publish_snapshot_frame(encode_state_frame(state))
-
-    def publish_snapshot_frame(self, frame: bytes) -> Snapshot:
-        """Publish an already framed ``ServerMessage{state}`` (replay sends file bytes as is)."""
+    def publish_snapshot(self, frame: bytes) -> None:
+        """Make ``frame`` (a framed ``ServerMessage{state}``) the next snapshot of the
+        sequence, numbered one above the latest, and offer it to every session."""
         number = 1 if self.latest is None else self.latest.number + 1
         snapshot = Snapshot(number, frame)
         self.latest = snapshot
@@ -114,42 +112,26 @@ class Hub:
         for handle in self.sessions:
             handle.session.snapshot_produced(snapshot, now)
             handle.notify()
-        return snapshot
 
-    # -------------------------------------------------------------------- events
+    def publish_event(self, event: pb.Event, frame: bytes | None = None) -> None:
+        """Offer ``event`` to every session, encoded once for all of them.
 
-    def publish_event(self, event: pb.Event) -> None:
-        """Encode ``event`` once (name-only and with property types) and offer it to sessions.
-
-        Safe to call from any task on the trio loop; never blocks, never raises
-        for a session's sake.
+        ``frame``: the event already framed (a replay's file bytes), sent as is;
+        ``None``: encoded here, once (:meth:`EventItem.encode`: whether a session gets
+        the property types too is the session's rule). Safe to call from any task
+        on the trio loop; never blocks, never raises for a session's sake.
         """
-        if not self.sessions:
-            self.events_published += 1
-            return  # nobody to tell: skip the encoding
-        self.publish_event_item(self._encode_event(event))
-
-    def publish_event_item(self, item: EventItem) -> None:
-        """Offer an already encoded event to every session (a replay sends file bytes as is)."""
         self.events_published += 1
+        if not self.sessions:
+            return  # nobody to tell: skip the encoding
+        if frame is None:
+            item = EventItem.encode(event)
+        else:
+            item = EventItem(event.type.name, frame, frame)
         now = self.clock()
         for handle in self.sessions:
             handle.session.event_produced(item, now)
             handle.notify()
-
-    def _encode_event(self, event: pb.Event) -> EventItem:
-        name = event.type.name
-        message = pb.ServerMessage()
-        message.event.ts = event.ts
-        message.event.content = event.content
-        message.event.type.name = name
-        short = encode_server_message(message)
-        if name in self.event_types or not event.type.property_types:
-            # Every session was told about declared types in the Runtime it got on
-            # connect; an undeclared type without property types has nothing to add.
-            return EventItem(name, short, short)
-        message.event.type.CopyFrom(event.type)
-        return EventItem(name, short, encode_server_message(message))
 
     # ------------------------------------------------------------------ sessions
 

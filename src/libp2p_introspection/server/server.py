@@ -24,7 +24,6 @@ import trio
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
-from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.admission import Refusal, admit, is_loopback
 from libp2p_introspection.protocol.framing import HEADER_SIZE, MAX_COMMAND_SIZE, payload_kind
 from libp2p_introspection.protocol.session import (
@@ -179,7 +178,6 @@ class IntrospectionServer:
         self.config = _effective_config(config or ServerConfig(), source)
         self.hub = Hub(self.config.limits, source.runtime())
         self.sessions_served = 0
-        self.snapshot_errors = 0
         self.refused = 0
         self._admitted = 0  # sessions accepted or being accepted (the limit counts these)
         self._connections: set[WebSocketTransport] = set()
@@ -238,13 +236,11 @@ class IntrospectionServer:
         """
         listeners = self._bound or await self.bind()
         self._bound = None
-        self.source.set_event_sink(self.hub.publish_event)
         try:
             async with trio.open_nursery() as nursery:
-                if not self.source.clocks_snapshots:
-                    self._take_snapshot()  # §4.1: there is always a latest snapshot
-                    nursery.start_soon(self._snapshot_clock)
-                # A self-clocked source publishes its first snapshot before it starts.
+                # The source publishes its first snapshot before it reports started
+                # (§4.1: there is always a latest snapshot), then hands the hub its
+                # snapshots and events until cancelled.
                 await nursery.start(self.source.run, self.hub)
                 # Each connection runs in the listener's own nursery; _connection
                 # never lets an exception of one connection out into it.
@@ -254,7 +250,6 @@ class IntrospectionServer:
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
-            self.source.set_event_sink(None)
             self.hub.close_all()
             for socket_listener in listeners:
                 with trio.CancelScope(shield=True):
@@ -278,30 +273,6 @@ class IntrospectionServer:
         )
 
     # ------------------------------------------------------------ server tasks
-
-    def _take_snapshot(self) -> None:
-        try:
-            state = self.source.encoded_state()
-        except Exception:
-            # A source fault must not stop the clock or the server: keep the
-            # previous snapshot as the latest and try again next tick.
-            self.snapshot_errors += 1
-            log.exception("the source failed to build a snapshot")
-            if self.hub.latest is None:
-                self.hub.publish_state(pb.State())
-            return
-        self.hub.publish_encoded_state(state)
-
-    async def _snapshot_clock(self) -> None:
-        interval = self.config.interval_ms / 1000
-        deadline = trio.current_time()
-        while True:
-            deadline += interval
-            now = trio.current_time()
-            if deadline < now:  # we fell behind (a long GC, a slow source): skip, don't burst
-                deadline = now + interval
-            await trio.sleep_until(deadline)
-            self._take_snapshot()
 
     async def _timer(self) -> None:
         period = max(0.05, min(1.0, self.config.write_timeout_s / 4))

@@ -56,7 +56,6 @@ from libp2p_introspection.abc import IntrospectionSource, SourceOutlet
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import encode_frame, encode_server_message
 from libp2p_introspection.protocol.recording import Record, RecordingError, RecordingReader
-from libp2p_introspection.protocol.session import EventItem
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits, measure_in_slices
 
 log = logging.getLogger(__name__)
@@ -319,8 +318,6 @@ class ReplaySource(IntrospectionSource):
     back.
     """
 
-    clocks_snapshots = True
-
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -360,9 +357,6 @@ class ReplaySource(IntrospectionSource):
     def runtime(self) -> pb.Runtime:
         """The recording's first ``Runtime``."""
         return self.shape.runtime
-
-    def state(self) -> pb.State:  # pragma: no cover - the replay clocks its own snapshots
-        raise NotImplementedError("a replay releases snapshots on its own clock")
 
     async def run(
         self, outlet: SourceOutlet, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -418,12 +412,12 @@ class ReplaySource(IntrospectionSource):
         if self.snapshots_released:
             await trio.sleep_until(started_at + release_ms / 1000 / self.speed)
         if kind == "state":
-            outlet.publish_snapshot_frame(frame)
+            outlet.publish_snapshot(frame)
             self.snapshots_released += 1
             if self.snapshots_released == 1:  # §4.10: the first is the latest from start-up
                 task_status.started()
         else:
-            _publish_event(outlet, message.event, frame)
+            outlet.publish_event(message.event, frame)
             self.events_released += 1
 
     def _stop_looping(self, reason: str) -> None:
@@ -499,14 +493,6 @@ class ReplaySource(IntrospectionSource):
             frame = encode_frame(record.data)  # byte-identical to the file
         stamp = message.state.instant_ts if kind == "state" else message.event.ts
         return kind, frame, stamp, message
-
-
-def _publish_event(outlet: SourceOutlet, event: pb.Event, frame: bytes) -> None:
-    publish_frame = getattr(outlet, "publish_event_item", None)
-    if publish_frame is None:
-        outlet.publish_event(event)
-    else:
-        publish_frame(EventItem(event.type.name, frame, frame))
 
 
 def _moved(value: int, shift_ms: int) -> int:

@@ -53,12 +53,15 @@ What is simulated, per :meth:`SyntheticSource.state` call (one snapshot):
   mostly ACTIVE with a few MISSING and CANDIDATE peers; each snapshot some
   statuses change and some MISSING peers are replaced by new CANDIDATE peers
   (whose ``age_in_bucket``, ms, restarts at 0). ``incoming_queries`` /
-  ``outgoing_queries`` count the simulated queries of :meth:`run` (one per
+  ``outgoing_queries`` count the queries of :meth:`simulate_queries` (one per
   DHT query event; as with the real introspector, no cancelled query is
   simulated: it would have no event and no count).
 
 Events (all ``ts`` in ms since epoch) go to the sink registered with
-:meth:`set_event_sink`, never to the outlet:
+:meth:`set_event_sink`; while the server runs the source
+(:meth:`SyntheticSource.run`, the snapshot clock of
+:class:`~libp2p_introspection.abc.SampledSource` beside
+:meth:`SyntheticSource.simulate_queries`), that is the outlet's ``publish_event``:
 
 * during :meth:`state`, at the moment of each change and stamped with the
   snapshot's ``instant_ts``: ``StreamClosed`` for each stream of a closing
@@ -73,7 +76,7 @@ Events (all ``ts`` in ms since epoch) go to the sink registered with
   (counted in :attr:`SyntheticSource.suppressed_stream_events`). So a
   5,000-connection node with churn does not flood clients with thousands of
   stream events per snapshot, and a client still sees whole stream lives;
-* during :meth:`run`: ``InboundDHTQuery``/``OutboundDHTQuery`` at
+* during :meth:`simulate_queries`: ``InboundDHTQuery``/``OutboundDHTQuery`` at
   ``events_per_second``, evenly spaced on trio's clock, with the content keys
   of the real introspector's (PROTOCOL.md §3): ``peerIds`` one peer of the
   DHT peer set, ``ts`` when the RPC was sent or received (its emission time

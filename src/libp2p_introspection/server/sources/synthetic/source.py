@@ -11,7 +11,7 @@ import random
 
 import trio
 
-from libp2p_introspection.abc import EventSink, IntrospectionSource, SourceOutlet
+from libp2p_introspection.abc import EventSink, SampledSource, SourceOutlet
 from libp2p_introspection.protocol import events, pb
 from libp2p_introspection.protocol.clock import ClockMs, wall_clock_ms
 from libp2p_introspection.protocol.events import EventEmitter
@@ -28,7 +28,7 @@ IMPLEMENTATION = "py-libp2p (synthetic)"
 _UINT32_MAX = 0xFFFFFFFF
 
 
-class SyntheticSource(IntrospectionSource):
+class SyntheticSource(SampledSource):
     """A simulated py-libp2p node (see the package docstring for what is simulated).
 
     The simulation advances only when :meth:`state` is called (connections,
@@ -125,16 +125,25 @@ class SyntheticSource(IntrospectionSource):
     async def run(
         self, outlet: SourceOutlet, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        """The server-wide snapshot clock over this node (:meth:`SampledSource.run`) and,
+        beside it, :meth:`simulate_queries`, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(super().run, outlet)
+            await nursery.start(self.simulate_queries)
+            task_status.started()
+
+    async def simulate_queries(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Simulate DHT queries at ``events_per_second`` until cancelled.
 
         Reports started at once. Each query bumps the DHT query counters and
         emits one ``InboundDHTQuery``/``OutboundDHTQuery`` event through the
-        sink registered with :meth:`set_event_sink` (``outlet`` is not used:
-        all of this source's events take the one path, in order). Queries are
-        evenly spaced on trio's clock, ``1 / events_per_second`` s apart; after
-        a stall the missed ones are caught up, but never more than one
-        second's worth. Returns at once when ``events_per_second`` is 0 or the
-        node has no DHT.
+        sink registered with :meth:`set_event_sink` (all of this source's events
+        take the one path, in order). Queries are evenly spaced on trio's clock,
+        ``1 / events_per_second`` s apart; after a stall the missed ones are
+        caught up, but never more than one second's worth. Returns at once when
+        ``events_per_second`` is 0 or the node has no DHT.
         """
         task_status.started()
         rate = self.options.events_per_second
