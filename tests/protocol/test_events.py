@@ -90,21 +90,19 @@ def test_connection_event_builders_write_ids_roles_and_statuses_one_way() -> Non
     assert decoded["transport"] == "tcp"
     closed = events.connection_closed(
         peer_id="12D3KooWp", conn_id=b"\x01", role=pb.RESPONDER, remote_addr="/ip4/3.1.2.3/tcp/9",
-        open_ts=5, close_ts=9, bytes_in=10, bytes_out=20, status=pb.ERROR, reason="boom",
+        open_ts=5, ending=events.Ending(9, 10, 20, pb.ERROR, "boom"),
     )  # fmt: skip
     decoded = _content(events.CONNECTION_CLOSED, closed)
     assert (decoded["direction"], decoded["status"], decoded["reason"]) == (
         "inbound", "ERROR", "boom"
     )  # fmt: skip
+    assert (decoded["closeTs"], decoded["bytesIn"], decoded["bytesOut"]) == (9, 10, 20)
     stream = {"peer_id": "p", "conn_id": b"\x01", "stream_id": b"\x02", "protocol": "/x",
               "role": pb.RESPONDER, "open_ts": 5}  # fmt: skip
     decoded = _content(events.STREAM_OPENED, events.stream_opened(**stream))
     assert (decoded["connId"], decoded["streamId"], decoded["direction"]) == ("01", "02", "inbound")
-    ended = events.stream_closed(
-        **stream, close_ts=6, bytes_in=1, bytes_out=2, status=pb.CLOSED, reason="closed"
-    )
-    assert _content(events.STREAM_CLOSED, ended)["status"] == "CLOSED"
+    ended = events.stream_closed(**stream, ending=events.Ending(6, 1, 2, pb.CLOSED, "closed"))
+    decoded = _content(events.STREAM_CLOSED, ended)
+    assert (decoded["streamId"], decoded["status"], decoded["closeTs"]) == ("02", "CLOSED", 6)
     with pytest.raises(KeyError):  # an ACTIVE thing has not closed
-        events.stream_closed(
-            **stream, close_ts=6, bytes_in=1, bytes_out=2, status=pb.ACTIVE, reason=""
-        )
+        events.stream_closed(**stream, ending=events.Ending(6, 1, 2, pb.ACTIVE, ""))

@@ -257,20 +257,13 @@ class ConnectionRegistry:
         except Exception:
             logger.exception("introspector: could not hook connection endings")
         if announce:
-            self._emitter.emit(
-                events.CONNECTION_OPENED,
-                events.connection_opened(
-                    peer_id=record.peer_id,
-                    conn_id=record.id,
-                    role=record.role,
-                    local_addr=record.local_addr,
-                    remote_addr=record.remote_addr,
-                    transport=record.transport,
-                    multiplexer=record.muxer,
-                    encryption=record.security,
-                    open_ts=record.open_ts,
-                ),
-            )
+            content = events.connection_opened(
+                peer_id=record.peer_id, conn_id=record.id, role=record.role,
+                local_addr=record.local_addr, remote_addr=record.remote_addr,
+                transport=record.transport, multiplexer=record.muxer,
+                encryption=record.security, open_ts=record.open_ts,
+            )  # fmt: skip
+            self._emitter.emit(events.CONNECTION_OPENED, content)
         return record
 
     def _hook_connection(self, conn: Any, raw: Any) -> TrafficCounter:
@@ -359,21 +352,13 @@ class ConnectionRegistry:
         for obj in record.hooked:
             self._unhook(obj)
         record.hooked.clear()
-        self._emitter.emit(
-            events.CONNECTION_CLOSED,
-            events.connection_closed(
-                peer_id=record.peer_id,
-                conn_id=record.id,
-                role=record.role,
-                remote_addr=record.remote_addr,
-                open_ts=record.open_ts,
-                close_ts=record.close_ts,
-                bytes_in=record.traffic.in_bytes,
-                bytes_out=record.traffic.out_bytes,
-                status=record.status,
-                reason=record.reason,
-            ),
-        )
+        content = events.connection_closed(
+            peer_id=record.peer_id, conn_id=record.id, role=record.role,
+            remote_addr=record.remote_addr, open_ts=record.open_ts,
+            ending=events.Ending(record.close_ts, record.traffic.in_bytes,
+                                 record.traffic.out_bytes, record.status, record.reason),
+        )  # fmt: skip
+        self._emitter.emit(events.CONNECTION_CLOSED, content)
 
     @staticmethod
     def _connection_cut(record: ConnectionRecord) -> tuple[int, str]:
@@ -525,17 +510,12 @@ class ConnectionRegistry:
         self._patcher.patch(stream, "set_protocol", set_protocol)
 
     def _announce_stream(self, stream_record: StreamRecord) -> None:
-        self._emitter.emit(
-            events.STREAM_OPENED,
-            events.stream_opened(
-                peer_id=stream_record.conn.peer_id,
-                conn_id=stream_record.conn.id,
-                stream_id=stream_record.id,
-                protocol=stream_record.current_protocol(),
-                role=stream_record.role,
-                open_ts=stream_record.open_ts,
-            ),
-        )
+        content = events.stream_opened(
+            peer_id=stream_record.conn.peer_id, conn_id=stream_record.conn.id,
+            stream_id=stream_record.id, protocol=stream_record.current_protocol(),
+            role=stream_record.role, open_ts=stream_record.open_ts,
+        )  # fmt: skip
+        self._emitter.emit(events.STREAM_OPENED, content)
 
     def on_stream_closed(self, stream: Any) -> None:
         """Mark a stream CLOSED or ERROR (idempotent); emits ``StreamClosed``."""
@@ -558,22 +538,14 @@ class ConnectionRegistry:
         stream_record.status = status
         stream_record.reason = reason
         stream_record.close_ts = now
-        self._emitter.emit(
-            events.STREAM_CLOSED,
-            events.stream_closed(
-                peer_id=stream_record.conn.peer_id,
-                conn_id=stream_record.conn.id,
-                stream_id=stream_record.id,
-                protocol=stream_record.protocol,
-                role=stream_record.role,
-                open_ts=stream_record.open_ts,
-                close_ts=stream_record.close_ts,
-                bytes_in=stream_record.traffic.in_bytes,
-                bytes_out=stream_record.traffic.out_bytes,
-                status=status,
-                reason=reason,
-            ),
-        )
+        content = events.stream_closed(
+            peer_id=stream_record.conn.peer_id, conn_id=stream_record.conn.id,
+            stream_id=stream_record.id, protocol=stream_record.protocol,
+            role=stream_record.role, open_ts=stream_record.open_ts,
+            ending=events.Ending(stream_record.close_ts, stream_record.traffic.in_bytes,
+                                 stream_record.traffic.out_bytes, status, reason),
+        )  # fmt: skip
+        self._emitter.emit(events.STREAM_CLOSED, content)
 
     # -------------------------------------------------------------- snapshots
 

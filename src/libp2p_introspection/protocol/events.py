@@ -198,17 +198,9 @@ def direction_name(role: int) -> str:
 
 
 def connection_opened(
-    *,
-    peer_id: str,
-    conn_id: bytes,
-    role: int,
-    local_addr: str,
-    remote_addr: str,
-    transport: bytes,
-    multiplexer: str,
-    encryption: str,
-    open_ts: int,
-) -> dict[str, Any]:
+    *, peer_id: str, conn_id: bytes, role: int, local_addr: str, remote_addr: str,
+    transport: bytes, multiplexer: str, encryption: str, open_ts: int,
+) -> dict[str, Any]:  # fmt: skip
     """The content of :data:`CONNECTION_OPENED`.
 
     :param conn_id: ``Connection.id`` bytes (written as lowercase hex, as ``connId``).
@@ -229,25 +221,43 @@ def connection_opened(
     }
 
 
-def connection_closed(
-    *,
-    peer_id: str,
-    conn_id: bytes,
-    role: int,
-    remote_addr: str,
-    open_ts: int,
-    close_ts: int,
-    bytes_in: int,
-    bytes_out: int,
-    status: int,
-    reason: str,
-) -> dict[str, Any]:
-    """The content of :data:`CONNECTION_CLOSED`.
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a connection or stream ended: the half both closing events share.
 
-    :param open_ts: ms since epoch; ``close_ts`` too.
-    :param bytes_in: bytes received over the connection's life; ``bytes_out`` sent.
-    :param status: the ``pb.Status`` it ends with (``pb.CLOSED`` | ``pb.ERROR``), written by name.
-    :raises KeyError: for any other status.
+    :param close_ts: ms since epoch.
+    :param bytes_in: bytes received over its life (raw transport bytes for a
+        connection, payload for a stream); ``bytes_out`` sent.
+    :param status: the ``pb.Status`` it ends with, ``pb.CLOSED`` | ``pb.ERROR``.
+    :param reason: how, e.g. "closed", "reset by remote", or the failure.
+    """
+
+    close_ts: int
+    bytes_in: int
+    bytes_out: int
+    status: int
+    reason: str
+
+    def content(self) -> dict[str, Any]:
+        """``closeTs``, ``bytesIn``, ``bytesOut``, ``status`` (by name), ``reason``.
+
+        :raises KeyError: if ``status`` is not an ended one.
+        """
+        return {
+            "closeTs": self.close_ts,
+            "bytesIn": self.bytes_in,
+            "bytesOut": self.bytes_out,
+            "status": _ENDED_NAMES[self.status],
+            "reason": self.reason,
+        }
+
+
+def connection_closed(
+    *, peer_id: str, conn_id: bytes, role: int, remote_addr: str, open_ts: int, ending: Ending
+) -> dict[str, Any]:
+    """The content of :data:`CONNECTION_CLOSED` (``conn_id`` bytes, ``open_ts`` ms since epoch).
+
+    :raises KeyError: if ``ending.status`` is not an ended one.
     """
     return {
         "peerId": peer_id,
@@ -255,11 +265,7 @@ def connection_closed(
         "direction": direction_name(role),
         "remoteAddr": remote_addr,
         "openTs": open_ts,
-        "closeTs": close_ts,
-        "bytesIn": bytes_in,
-        "bytesOut": bytes_out,
-        "status": _ENDED_NAMES[status],
-        "reason": reason,
+        **ending.content(),
     }
 
 
@@ -278,34 +284,20 @@ def stream_opened(
 
 
 def stream_closed(
-    *,
-    peer_id: str,
-    conn_id: bytes,
-    stream_id: bytes,
-    protocol: str,
-    role: int,
-    open_ts: int,
-    close_ts: int,
-    bytes_in: int,
-    bytes_out: int,
-    status: int,
-    reason: str,
-) -> dict[str, Any]:
-    """The content of :data:`STREAM_CLOSED` (payload byte totals; ``status``
-    as in :func:`connection_closed`)."""
+    *, peer_id: str, conn_id: bytes, stream_id: bytes, protocol: str, role: int, open_ts: int,
+    ending: Ending,
+) -> dict[str, Any]:  # fmt: skip
+    """The content of :data:`STREAM_CLOSED` (as :func:`stream_opened`, and how it ended).
+
+    :raises KeyError: if ``ending.status`` is not an ended one.
+    """
     return {
-        "peerId": peer_id,
-        "connId": id_text(conn_id),
-        "streamId": id_text(stream_id),
-        "protocol": protocol,
-        "direction": direction_name(role),
-        "openTs": open_ts,
-        "closeTs": close_ts,
-        "bytesIn": bytes_in,
-        "bytesOut": bytes_out,
-        "status": _ENDED_NAMES[status],
-        "reason": reason,
-    }
+        **stream_opened(
+            peer_id=peer_id, conn_id=conn_id, stream_id=stream_id, protocol=protocol, role=role,
+            open_ts=open_ts,
+        ),
+        **ending.content(),
+    }  # fmt: skip
 
 
 def build_event(spec: EventSpec, ts: int, properties: Mapping[str, Any]) -> pb.Event:

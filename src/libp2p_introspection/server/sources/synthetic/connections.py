@@ -68,13 +68,9 @@ class ConnectionSimulation:
     """
 
     def __init__(
-        self,
-        options: SyntheticOptions,
-        *,
-        rng: random.Random,
-        start_ts: int,
+        self, options: SyntheticOptions, *, rng: random.Random, start_ts: int,
         emitter: EventEmitter,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.options = options
         self._rng = rng
         self._emitter = emitter
@@ -240,8 +236,7 @@ class ConnectionSimulation:
         content = events.stream_closed(
             peer_id=conn.peer_id, conn_id=conn.id, stream_id=stream.id,
             protocol=stream.profile.protocol, role=stream.role, open_ts=stream.open_ts,
-            close_ts=now, bytes_in=stream.in_bytes, bytes_out=stream.out_bytes,
-            status=_CLOSED, reason="closed",
+            ending=events.Ending(now, stream.in_bytes, stream.out_bytes, _CLOSED, "closed"),
         )  # fmt: skip
         self._emit_stream_event(stream, events.STREAM_CLOSED, now, content)
 
@@ -255,8 +250,8 @@ class ConnectionSimulation:
         self._closed.append(conn)
         content = events.connection_closed(
             peer_id=conn.peer_id, conn_id=conn.id, role=conn.role, remote_addr=conn.remote_addr,
-            open_ts=conn.open_ts, close_ts=now, bytes_in=conn.in_bytes,
-            bytes_out=conn.out_bytes, status=_CLOSED, reason="closed",
+            open_ts=conn.open_ts,
+            ending=events.Ending(now, conn.in_bytes, conn.out_bytes, _CLOSED, "closed"),
         )  # fmt: skip
         self._emitter.emit(events.CONNECTION_CLOSED, content, ts=now)
 

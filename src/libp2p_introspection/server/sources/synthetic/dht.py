@@ -82,15 +82,9 @@ class SimulatedDht:
     """
 
     def __init__(
-        self,
-        peers: int,
-        *,
-        rng: random.Random,
-        query_rng: random.Random,
-        start_ts: int,
-        clock_ms: ClockMs,
-        emitter: EventEmitter,
-    ) -> None:
+        self, peers: int, *, rng: random.Random, query_rng: random.Random, start_ts: int,
+        clock_ms: ClockMs, emitter: EventEmitter,
+    ) -> None:  # fmt: skip
         self._rng = rng
         self._query_rng = query_rng
         self._clock_ms = clock_ms
