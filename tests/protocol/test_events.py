@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -80,14 +81,19 @@ def _content(spec: events.EventSpec, content: dict[str, object]) -> dict[str, ob
 def test_connection_event_builders_write_ids_roles_and_statuses_one_way() -> None:
     """Both sources build their connection and stream events here: ids in lowercase hex
     (as snapshots' ids are written), roles as outbound/inbound, statuses by name."""
-    opened = events.connection_opened(
-        peer_id="12D3KooWp", conn_id=b"\x00\x00\x00\x00\x00\x00\x00\x0a", role=pb.INITIATOR,
-        local_addr="/ip4/10.0.0.1/tcp/50000", remote_addr="/ip4/3.1.2.3/tcp/4001",
-        transport=b"tcp", multiplexer="/yamux/1.0.0", encryption="/noise", open_ts=5,
-    )  # fmt: skip
+    opened_args: dict[str, Any] = {
+        "peer_id": "12D3KooWp", "conn_id": b"\x00\x00\x00\x00\x00\x00\x00\x0a",
+        "role": pb.INITIATOR, "local_addr": "/ip4/10.0.0.1/tcp/50000",
+        "remote_addr": "/ip4/3.1.2.3/tcp/4001", "transport": b"tcp",
+        "multiplexer": "/yamux/1.0.0", "encryption": "/noise", "open_ts": 5,
+    }  # fmt: skip
+    opened = events.connection_opened(**opened_args)
     decoded = _content(events.CONNECTION_OPENED, opened)
     assert decoded["connId"] == "000000000000000a" and decoded["direction"] == "outbound"
     assert decoded["transport"] == "tcp"
+    # A transport id that is not printable ASCII is written in hex, as inspect/watch write it.
+    odd = events.connection_opened(**{**opened_args, "transport": b"\xfftcp"})
+    assert _content(events.CONNECTION_OPENED, odd)["transport"] == "ff746370"
     closed = events.connection_closed(
         peer_id="12D3KooWp", conn_id=b"\x01", role=pb.RESPONDER, remote_addr="/ip4/3.1.2.3/tcp/9",
         open_ts=5, ending=events.Ending(9, 10, 20, pb.ERROR, "boom"),
