@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: results, statistics, interleaved timing, subprocesses.
 
-Every benchmark module exposes ``run(quick: bool) -> list[Result]``. A
+Every benchmark module exposes ``run(mode: Mode) -> list[Result]``. A
 :class:`Result` is one row of the table: the subject's median, its
 baseline's median (measured in the same run, interleaved with it), their
 ratio, and a target with its verdict.
@@ -21,6 +21,30 @@ from pathlib import Path
 from typing import Any
 
 import trio
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How big a run is: ``"full"`` (the figures in bench/README.md), ``"quick"``
+    (fewer repeats, smaller sizes) or ``"smoke"`` (every benchmark at a tiny size, in
+    seconds: it proves the benchmarks still run, its figures mean nothing).
+
+    ``pick(full, quick, smoke)`` returns the value for this mode.
+    """
+
+    name: str = "full"
+
+    @property
+    def quick(self) -> bool:
+        return self.name != "full"
+
+    @property
+    def smoke(self) -> bool:
+        return self.name == "smoke"
+
+    def pick(self, full: Any, quick: Any, smoke: Any) -> Any:
+        return {"full": full, "quick": quick, "smoke": smoke}[self.name]
+
 
 #: The repository root (``bench/`` lives there); subprocesses run from it.
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,9 +24,10 @@ import time
 import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 
-from bench.common import LineProcess, Result, median, python_command
+from bench.common import LineProcess, Mode, Result, median, python_command
 from libp2p_introspection.protocol import events as event_specs
 from libp2p_introspection.protocol.events import build_event
+from libp2p_introspection.protocol.session import EventItem
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
@@ -80,9 +81,7 @@ async def _subject(n: int, k: int) -> float:
 
 
 def _frame_size() -> int:
-    source = SyntheticSource(SyntheticOptions(connections=1, streams=1, dht_peers=0))
-    server = IntrospectionServer(source, ServerConfig(port=0))
-    return len(server.hub._encode_event(_event(0)).frame)
+    return len(EventItem.encode(_event(0)).frame)
 
 
 async def _baseline(n: int, k: int, size: int) -> float:
@@ -115,13 +114,12 @@ async def _baseline(n: int, k: int, size: int) -> float:
     return k / (done - began)
 
 
-def run(quick: bool) -> list[Result]:
-    repeats = 3 if quick else 7
+def run(mode: Mode) -> list[Result]:
+    repeats = mode.pick(7, 3, 1)
     size = _frame_size()
     results = []
     for n, k in ((1, 20_000), (20, 4_000)):
-        if quick:
-            k //= 2
+        k = mode.pick(k, k // 2, k // 100)
         subject: list[float] = []
         baseline: list[float] = []
         for i in range(repeats):
@@ -150,4 +148,4 @@ def run(quick: bool) -> list[Result]:
 
 
 if __name__ == "__main__":
-    print(json.dumps([r.__dict__ for r in run(True)], indent=1, default=str))
+    print(json.dumps([r.__dict__ for r in run(Mode("quick"))], indent=1, default=str))

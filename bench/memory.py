@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import trio
 
-from bench.common import LineProcess, Result, python_command, rss_kib
+from bench.common import LineProcess, Mode, Result, python_command, rss_kib
 
 INTERVAL_MS = 50
 BUDGET = 32 * 1024 * 1024
@@ -121,8 +121,8 @@ async def _idle(steps: tuple[int, ...]) -> dict[int, float]:
     return per_session
 
 
-def run(quick: bool) -> list[Result]:
-    windows = (1_000, 2_000, 4_000) if quick else (2_000, 4_000, 8_000, 30_000)
+def run(mode: Mode) -> list[Result]:
+    windows = mode.pick((2_000, 4_000, 8_000, 30_000), (1_000, 2_000, 4_000), (500,))
     results = []
     for window in windows:
         m = trio.run(_paused, window)
@@ -149,7 +149,7 @@ def run(quick: bool) -> list[Result]:
                 extra=m,
             )
         )
-    steps = (10, 25, 50)
+    steps = mode.pick((10, 25, 50), (10, 25, 50), (2, 4))
     per = trio.run(_idle, steps)
     first, last = per[steps[0]], per[steps[-1]]
     ok = last <= 1.5 * first + 16 and last <= 1024

@@ -33,7 +33,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from bench.common import LineProcess, Result, median, python_command
+from bench.common import LineProcess, Mode, Result, median, python_command
 from libp2p_introspection.attach import attach_introspection
 
 SINK = TProtocol("/libp2p-introspection/bench/sink/1.0.0")
@@ -113,10 +113,10 @@ async def _transfer(introspect: bool, size: int) -> float:
             return size / elapsed / 1e6
 
 
-def run(quick: bool) -> list[Result]:
+def run(mode: Mode) -> list[Result]:
     # Long enough (about 2 s here) for several pulls and snapshots to land in each transfer.
-    size = (64 if quick else 256) * 1024 * 1024
-    repeats = 3 if quick else 7
+    size = mode.pick(256, 64, 2) * 1024 * 1024
+    repeats = mode.pick(7, 3, 1)
     subject: list[float] = []
     baseline: list[float] = []
     for i in range(repeats):

@@ -23,7 +23,7 @@ import json
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
-from bench.common import LineProcess, Result, percentile, python_command
+from bench.common import LineProcess, Mode, Result, percentile, python_command
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.synthetic import SyntheticSource
 
@@ -75,10 +75,10 @@ async def _baseline(n: int, m: int, size: int) -> list[float]:
     return latencies
 
 
-def run(quick: bool) -> list[Result]:
+def run(mode: Mode) -> list[Result]:
     results = []
     for n in (1, 20):
-        m = (50 if n == 1 else 20) if quick else (200 if n == 1 else 50)
+        m = mode.pick(200, 50, 5) if n == 1 else mode.pick(50, 20, 3)
         subject, size = trio.run(_subject, n, m)
         baseline = trio.run(_baseline, n, m, size)
         for q in (50, 99):

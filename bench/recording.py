@@ -25,7 +25,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.common import Result, interleaved, median, timed
+from bench.common import Mode, Result, interleaved, median, timed
 from libp2p_introspection.client.inspect_file import summarize
 from libp2p_introspection.client.recorder import Recorder
 from libp2p_introspection.protocol import events as event_specs
@@ -33,6 +33,7 @@ from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.events import build_event
 from libp2p_introspection.protocol.framing import fnv1a32
 from libp2p_introspection.protocol.recording import RecordingWriter
+from libp2p_introspection.protocol.session import EventItem
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
@@ -64,7 +65,7 @@ def _messages(snapshots: int) -> list[bytes]:
                     "openTs": clock[0],
                 },
             )
-            messages.append(hub._encode_event(event).frame[12:])
+            messages.append(EventItem.encode(event).frame[12:])
     return messages
 
 
@@ -100,9 +101,9 @@ def record_batch(path: Path, batch: list[tuple[bytes, int]]) -> None:
     recorder.writer.close()
 
 
-def run(quick: bool) -> list[Result]:
-    messages = _messages(10 if quick else 30)
-    repeats = 5 if quick else 11
+def run(mode: Mode) -> list[Result]:
+    messages = _messages(mode.pick(30, 10, 1))
+    repeats = mode.pick(11, 5, 1)
     with tempfile.TemporaryDirectory(prefix="bench-recording-") as tmp:
         recorded = Path(tmp) / "recorded.mock"
         plain = Path(tmp) / "plain.bin"

@@ -4,10 +4,13 @@ Usage (from the repository root)::
 
     python -m bench                 # everything (about 6 minutes here)
     python -m bench --quick         # fewer repeats, smaller transfers (under 2 minutes)
+    python -m bench --smoke         # every benchmark at a tiny size: do they still run? (CI)
     python -m bench --only snapshot --only pull
     python -m bench --json results.json
 
-Each benchmark is a module of this package with ``run(quick) -> list[Result]``.
+Each benchmark is a module of this package with ``run(mode) -> list[Result]``.
+The exit status is 0 when every benchmark ran, whatever its figures (a slow
+machine never fails a run); 1 when a benchmark raised (it is broken).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import importlib
 import json
 import sys
 import time
+import traceback
 from dataclasses import asdict
 
-from bench.common import Result, fmt, machine
+from bench.common import Mode, Result, fmt, machine
 
 #: Benchmark modules, in the order of the issue.
 BENCHMARKS = ("snapshot", "events", "node", "pull", "recording", "memory")
@@ -52,7 +56,13 @@ def table(results: list[Result]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every benchmark at a tiny size, in seconds: checks they run (figures mean nothing)",
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -62,21 +72,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write every sample as JSON")
     args = parser.parse_args(argv)
     names = args.only or list(BENCHMARKS)
+    mode = Mode("smoke" if args.smoke else "quick" if args.quick else "full")
     info = machine()
     print(
         f"machine: {info['cpu']}, {info['nproc']} cores; {info['python']}; {info['os']}; "
-        f"{info['date']}; mode: {'quick' if args.quick else 'full'}",
+        f"{info['date']}; mode: {mode.name}",
         flush=True,
     )
     results: list[Result] = []
+    broken: list[str] = []
     began = time.monotonic()
     for name in names:
         module = importlib.import_module(f"bench.{name}")
         t0 = time.monotonic()
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        rows = module.run(args.quick)
+        try:
+            rows = module.run(mode)
+        except Exception:
+            traceback.print_exc()
+            print(f"  {name}: BROKEN (raised, see above)", file=sys.stderr, flush=True)
+            broken.append(name)
+            continue
         print(f"  {name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
         results += rows
+    if mode.smoke:
+        # Tiny sizes make the figures noise: a smoke run judges that the benchmarks run.
+        for r in results:
+            r.ok = None
     print()
     print(table(results))
     failed = [r.name.strip() for r in results if r.ok is False]
@@ -87,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"machine": info, "results": [asdict(r) for r in results]}, out, indent=1)
+    if broken:
+        print(f"broken benchmarks: {', '.join(broken)}", file=sys.stderr)
+        return 1
     return 0
 
 

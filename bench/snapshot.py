@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.common import Result, median, timed
+from bench.common import Mode, Result, median, timed
 from libp2p_introspection.introspector.connections import ConnectionRecord, StreamRecord
 from libp2p_introspection.introspector.host import HostIntrospector
 from libp2p_introspection.introspector.traffic import TrafficCounter
@@ -235,9 +235,10 @@ def _host(connections: int, repeats: int) -> list[Result]:
     )
 
 
-def run(quick: bool) -> list[Result]:
+def run(mode: Mode) -> list[Result]:
     results: list[Result] = []
-    results += _synthetic(1_000, 5 if quick else 15, absolute_ms=50.0)
-    results += _synthetic(5_000, 3 if quick else 7, absolute_ms=None)
-    results += _host(1_000, 5 if quick else 15)
+    small, large = mode.pick(1_000, 1_000, 50), mode.pick(5_000, 5_000, 100)
+    results += _synthetic(small, mode.pick(15, 5, 2), absolute_ms=50.0)
+    results += _synthetic(large, mode.pick(7, 3, 1), absolute_ms=None)
+    results += _host(small, mode.pick(15, 5, 2))
     return results

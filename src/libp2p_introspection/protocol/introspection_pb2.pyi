@@ -139,7 +139,7 @@ class Traffic(_message.Message):
     def __init__(self, traffic_in: _Optional[_Union[DataGauge, _Mapping]] = ..., traffic_out: _Optional[_Union[DataGauge, _Mapping]] = ...) -> None: ...
 
 class Connection(_message.Message):
-    __slots__ = ("id", "peer_id", "status", "transport_id", "endpoints", "timeline", "role", "traffic", "attribs", "latency_ns", "streams", "conn_id", "conn", "user_provided_tags")
+    __slots__ = ("id", "peer_id", "status", "transport_id", "endpoints", "timeline", "role", "traffic", "attribs", "latency_ns", "streams", "conn_id", "conn", "user_provided_tags", "peer")
     class Timeline(_message.Message):
         __slots__ = ("open_ts", "upgraded_ts", "close_ts")
         OPEN_TS_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,7 @@ class Connection(_message.Message):
     CONN_ID_FIELD_NUMBER: _ClassVar[int]
     CONN_FIELD_NUMBER: _ClassVar[int]
     USER_PROVIDED_TAGS_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
     id: bytes
     peer_id: str
     status: Status
@@ -184,7 +185,8 @@ class Connection(_message.Message):
     conn_id: bytes
     conn: Connection
     user_provided_tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[bytes] = ..., peer_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., transport_id: _Optional[bytes] = ..., endpoints: _Optional[_Union[EndpointPair, _Mapping]] = ..., timeline: _Optional[_Union[Connection.Timeline, _Mapping]] = ..., role: _Optional[_Union[Role, str]] = ..., traffic: _Optional[_Union[Traffic, _Mapping]] = ..., attribs: _Optional[_Union[Connection.Attributes, _Mapping]] = ..., latency_ns: _Optional[int] = ..., streams: _Optional[_Union[StreamList, _Mapping]] = ..., conn_id: _Optional[bytes] = ..., conn: _Optional[_Union[Connection, _Mapping]] = ..., user_provided_tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    peer: PeerInfo
+    def __init__(self, id: _Optional[bytes] = ..., peer_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., transport_id: _Optional[bytes] = ..., endpoints: _Optional[_Union[EndpointPair, _Mapping]] = ..., timeline: _Optional[_Union[Connection.Timeline, _Mapping]] = ..., role: _Optional[_Union[Role, str]] = ..., traffic: _Optional[_Union[Traffic, _Mapping]] = ..., attribs: _Optional[_Union[Connection.Attributes, _Mapping]] = ..., latency_ns: _Optional[int] = ..., streams: _Optional[_Union[StreamList, _Mapping]] = ..., conn_id: _Optional[bytes] = ..., conn: _Optional[_Union[Connection, _Mapping]] = ..., user_provided_tags: _Optional[_Iterable[str]] = ..., peer: _Optional[_Union[PeerInfo, _Mapping]] = ...) -> None: ...
 
 class StreamList(_message.Message):
     __slots__ = ("stream_ids", "streams")
@@ -295,26 +297,34 @@ class DHT(_message.Message):
     def __init__(self, protocol: _Optional[str] = ..., enabled: bool = ..., start_ts: _Optional[int] = ..., params: _Optional[_Union[DHT.Params, _Mapping]] = ..., buckets: _Optional[_Iterable[_Union[DHT.Bucket, _Mapping]]] = ..., incoming_queries: _Optional[_Union[DHT.QueryGauge, _Mapping]] = ..., outgoing_queries: _Optional[_Union[DHT.QueryGauge, _Mapping]] = ...) -> None: ...
 
 class Subsystems(_message.Message):
-    __slots__ = ("connections", "dht")
+    __slots__ = ("connections", "dht", "pubsub", "resources")
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     DHT_FIELD_NUMBER: _ClassVar[int]
+    PUBSUB_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     connections: _containers.RepeatedCompositeFieldContainer[Connection]
     dht: DHT
-    def __init__(self, connections: _Optional[_Iterable[_Union[Connection, _Mapping]]] = ..., dht: _Optional[_Union[DHT, _Mapping]] = ...) -> None: ...
+    pubsub: PubSub
+    resources: ResourceManager
+    def __init__(self, connections: _Optional[_Iterable[_Union[Connection, _Mapping]]] = ..., dht: _Optional[_Union[DHT, _Mapping]] = ..., pubsub: _Optional[_Union[PubSub, _Mapping]] = ..., resources: _Optional[_Union[ResourceManager, _Mapping]] = ...) -> None: ...
 
 class State(_message.Message):
-    __slots__ = ("subsystems", "traffic", "instant_ts", "start_ts", "snapshot_duration_ms")
+    __slots__ = ("subsystems", "traffic", "instant_ts", "start_ts", "snapshot_duration_ms", "node", "protocols")
     SUBSYSTEMS_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_FIELD_NUMBER: _ClassVar[int]
     INSTANT_TS_FIELD_NUMBER: _ClassVar[int]
     START_TS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOLS_FIELD_NUMBER: _ClassVar[int]
     subsystems: Subsystems
     traffic: Traffic
     instant_ts: int
     start_ts: int
     snapshot_duration_ms: int
-    def __init__(self, subsystems: _Optional[_Union[Subsystems, _Mapping]] = ..., traffic: _Optional[_Union[Traffic, _Mapping]] = ..., instant_ts: _Optional[int] = ..., start_ts: _Optional[int] = ..., snapshot_duration_ms: _Optional[int] = ...) -> None: ...
+    node: NodeInfo
+    protocols: _containers.RepeatedCompositeFieldContainer[ProtocolStats]
+    def __init__(self, subsystems: _Optional[_Union[Subsystems, _Mapping]] = ..., traffic: _Optional[_Union[Traffic, _Mapping]] = ..., instant_ts: _Optional[int] = ..., start_ts: _Optional[int] = ..., snapshot_duration_ms: _Optional[int] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ..., protocols: _Optional[_Iterable[_Union[ProtocolStats, _Mapping]]] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("type", "ts", "content")
@@ -415,3 +425,128 @@ class ServerNotice(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     kind: ServerNotice.Kind
     def __init__(self, kind: _Optional[_Union[ServerNotice.Kind, str]] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("listen_addrs", "observed_addrs", "reachability", "protocols")
+    class Reachability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UNKNOWN: _ClassVar[NodeInfo.Reachability]
+        PUBLIC: _ClassVar[NodeInfo.Reachability]
+        PRIVATE: _ClassVar[NodeInfo.Reachability]
+        NOT_RUNNING: _ClassVar[NodeInfo.Reachability]
+    UNKNOWN: NodeInfo.Reachability
+    PUBLIC: NodeInfo.Reachability
+    PRIVATE: NodeInfo.Reachability
+    NOT_RUNNING: NodeInfo.Reachability
+    LISTEN_ADDRS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_ADDRS_FIELD_NUMBER: _ClassVar[int]
+    REACHABILITY_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOLS_FIELD_NUMBER: _ClassVar[int]
+    listen_addrs: _containers.RepeatedScalarFieldContainer[str]
+    observed_addrs: _containers.RepeatedScalarFieldContainer[str]
+    reachability: NodeInfo.Reachability
+    protocols: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, listen_addrs: _Optional[_Iterable[str]] = ..., observed_addrs: _Optional[_Iterable[str]] = ..., reachability: _Optional[_Union[NodeInfo.Reachability, str]] = ..., protocols: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProtocolStats(_message.Message):
+    __slots__ = ("protocol", "traffic", "active_streams", "streams_opened")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_OPENED_FIELD_NUMBER: _ClassVar[int]
+    protocol: str
+    traffic: Traffic
+    active_streams: int
+    streams_opened: int
+    def __init__(self, protocol: _Optional[str] = ..., traffic: _Optional[_Union[Traffic, _Mapping]] = ..., active_streams: _Optional[int] = ..., streams_opened: _Optional[int] = ...) -> None: ...
+
+class PeerInfo(_message.Message):
+    __slots__ = ("agent_version", "protocol_version", "protocols", "listen_addrs", "observed_addr")
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOLS_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_ADDRS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_ADDR_FIELD_NUMBER: _ClassVar[int]
+    agent_version: str
+    protocol_version: str
+    protocols: _containers.RepeatedScalarFieldContainer[str]
+    listen_addrs: _containers.RepeatedScalarFieldContainer[str]
+    observed_addr: str
+    def __init__(self, agent_version: _Optional[str] = ..., protocol_version: _Optional[str] = ..., protocols: _Optional[_Iterable[str]] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., observed_addr: _Optional[str] = ...) -> None: ...
+
+class PubSub(_message.Message):
+    __slots__ = ("router", "topics", "peers")
+    class Topic(_message.Message):
+        __slots__ = ("name", "subscribed", "mesh_peers", "fanout_peers", "peers", "messages_in", "messages_out")
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+        MESH_PEERS_FIELD_NUMBER: _ClassVar[int]
+        FANOUT_PEERS_FIELD_NUMBER: _ClassVar[int]
+        PEERS_FIELD_NUMBER: _ClassVar[int]
+        MESSAGES_IN_FIELD_NUMBER: _ClassVar[int]
+        MESSAGES_OUT_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        subscribed: bool
+        mesh_peers: _containers.RepeatedScalarFieldContainer[str]
+        fanout_peers: _containers.RepeatedScalarFieldContainer[str]
+        peers: _containers.RepeatedScalarFieldContainer[str]
+        messages_in: DataGauge
+        messages_out: DataGauge
+        def __init__(self, name: _Optional[str] = ..., subscribed: bool = ..., mesh_peers: _Optional[_Iterable[str]] = ..., fanout_peers: _Optional[_Iterable[str]] = ..., peers: _Optional[_Iterable[str]] = ..., messages_in: _Optional[_Union[DataGauge, _Mapping]] = ..., messages_out: _Optional[_Union[DataGauge, _Mapping]] = ...) -> None: ...
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    router: str
+    topics: _containers.RepeatedCompositeFieldContainer[PubSub.Topic]
+    peers: _containers.RepeatedCompositeFieldContainer[PubSubPeer]
+    def __init__(self, router: _Optional[str] = ..., topics: _Optional[_Iterable[_Union[PubSub.Topic, _Mapping]]] = ..., peers: _Optional[_Iterable[_Union[PubSubPeer, _Mapping]]] = ...) -> None: ...
+
+class PubSubPeer(_message.Message):
+    __slots__ = ("peer_id", "protocol", "score", "topics")
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    peer_id: str
+    protocol: str
+    score: float
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, peer_id: _Optional[str] = ..., protocol: _Optional[str] = ..., score: _Optional[float] = ..., topics: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ResourceManager(_message.Message):
+    __slots__ = ("scopes", "blocked")
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    scopes: _containers.RepeatedCompositeFieldContainer[ResourceScope]
+    blocked: int
+    def __init__(self, scopes: _Optional[_Iterable[_Union[ResourceScope, _Mapping]]] = ..., blocked: _Optional[int] = ...) -> None: ...
+
+class ResourceScope(_message.Message):
+    __slots__ = ("name", "usage", "limit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    usage: ResourceUsage
+    limit: ResourceUsage
+    def __init__(self, name: _Optional[str] = ..., usage: _Optional[_Union[ResourceUsage, _Mapping]] = ..., limit: _Optional[_Union[ResourceUsage, _Mapping]] = ...) -> None: ...
+
+class ResourceUsage(_message.Message):
+    __slots__ = ("conns_inbound", "conns_outbound", "streams_inbound", "streams_outbound", "memory", "fds", "conns_total", "streams_total")
+    CONNS_INBOUND_FIELD_NUMBER: _ClassVar[int]
+    CONNS_OUTBOUND_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_INBOUND_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_OUTBOUND_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    FDS_FIELD_NUMBER: _ClassVar[int]
+    CONNS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    conns_inbound: int
+    conns_outbound: int
+    streams_inbound: int
+    streams_outbound: int
+    memory: int
+    fds: int
+    conns_total: int
+    streams_total: int
+    def __init__(self, conns_inbound: _Optional[int] = ..., conns_outbound: _Optional[int] = ..., streams_inbound: _Optional[int] = ..., streams_outbound: _Optional[int] = ..., memory: _Optional[int] = ..., fds: _Optional[int] = ..., conns_total: _Optional[int] = ..., streams_total: _Optional[int] = ...) -> None: ...
