@@ -17,11 +17,8 @@ from session_harness import (
 )
 
 from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.session import (
-    CLOSE_MESSAGE_TOO_BIG,
-    CLOSE_POLICY_VIOLATION,
-    SessionLimits,
-)
+from libp2p_introspection.protocol.closecodes import CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION
+from libp2p_introspection.protocol.session import SessionLimits
 
 OK = pb.CommandResponse.OK
 ERR = pb.CommandResponse.ERR
@@ -740,6 +737,29 @@ def test_text_frame_is_an_error():
     (message,) = h.read()
     assert message.response.result == ERR
     assert "binary" in message.response.error
+
+
+def test_a_message_the_transport_stopped_reading_closes_with_the_sessions_1009():
+    # The transport keeps an oversized command from being buffered; the session decides.
+    h = connected(max_command_size=100)
+    h.session.receive_oversized(101, h.now)
+    assert h.session.close is not None
+    assert h.session.close.code == CLOSE_MESSAGE_TOO_BIG
+    assert "exceeds the 100-byte limit" in h.session.close.reason
+    assert h.session.stats.commands == 1
+    assert h.read() == []
+
+
+def test_input_is_held_back_while_replies_exceed_the_queue_bound():
+    # §4.6 backpressure: the adapter asks the session whether to read the next message.
+    h = connected(queue_bound=2)
+    for cid in range(3):
+        assert h.session.accepts_input
+        h.send(Command.REQUEST, Source.RUNTIME, cid=cid)
+    assert h.session.queued_replies == 3
+    assert not h.session.accepts_input
+    h.read(1)
+    assert h.session.accepts_input
 
 
 def test_command_over_size_limit_closes_with_1009():

@@ -16,8 +16,9 @@ from stub_source import StubSource
 
 from libp2p_introspection.client.connection import Command, Source
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.closecodes import CLOSE_POLICY_VIOLATION
 from libp2p_introspection.protocol.framing import decode_frame
-from libp2p_introspection.protocol.session import CLOSE_POLICY_VIOLATION, Session, SessionLimits
+from libp2p_introspection.protocol.session import Session, SessionLimits
 from libp2p_introspection.protocol.session import Snapshot as SessionSnapshot
 from libp2p_introspection.server import ServerConfig, open_introspection_server
 from libp2p_introspection.server.websocket import WebSocketTransport

@@ -273,3 +273,24 @@ async def test_a_taken_port_is_a_plain_oserror():
             with pytest.raises(OSError):
                 async with open_introspection_server(StubSource(), config(port=server.port)):
                     pass
+
+
+async def test_an_oversized_command_is_closed_by_the_session_with_its_1009():
+    # The transport stops buffering past the session's limit; the session decides the
+    # close (§4.8), so the client reads the session's reason and the session counts it.
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), config(max_command_size=1024)) as server:
+            async with connect(server.url) as client:
+                await client.receive()
+                await client.receive()
+                await client.ws.send_message(b"\x00" * 5000)
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await client.receive()
+            assert closed.value.reason.code == 1009
+            assert "exceeds the 1024-byte limit" in closed.value.reason.reason
+            while not server.closed_sessions:
+                await trio.sleep(0.01)
+            (ended,) = server.closed_sessions
+            assert ended.close is not None and ended.close.code == 1009
+            assert ended.stats.commands == 1

@@ -297,6 +297,21 @@ def _command(cid: int, cmd: int, source: int = Source.STATE, **config: int) -> b
     return message.SerializeToString()
 
 
+class _Member:
+    """A session in the hub's fan-out with no I/O: the test reads its frames itself."""
+
+    peer = "test"
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def notify(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
+
+
 async def test_a_push_at_the_recordings_interval_gets_every_snapshot(fixtures_dir,
                                                                      autojump_clock):  # fmt: skip
     # serve --source FILE with the default --interval-ms (1,000) and 2 s recorded gaps:
@@ -305,7 +320,8 @@ async def test_a_push_at_the_recordings_interval_gets_every_snapshot(fixtures_di
     server = IntrospectionServer(source, ServerConfig(port=0))
     async with trio.open_nursery() as nursery:
         await nursery.start(source.run, server.hub)
-        session = server.hub.open_session("test").session
+        session = server.hub.open_session()
+        server.hub.join(_Member(session))
         now = trio.current_time()
         session.receive_command(
             _command(1, Command.UPDATE_CONFIG, state_snapshot_interval_ms=2_000), now

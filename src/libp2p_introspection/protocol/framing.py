@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from fnv_hash_fast import fnv1a_32 as _fnv1a_32
 
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.errors import DataError
 from libp2p_introspection.protocol.wire import (
     LENGTH_DELIMITED,
     PAYLOAD_KINDS,
     WireError,
-    read_varint,
+    iter_fields,
 )
 
 #: The protocol version this implementation speaks (frame header, ``Version``).
@@ -42,7 +43,7 @@ _FNV_PRIME = 0x01000193
 _HEADER = struct.Struct("<III")
 
 
-class FrameError(ValueError):
+class FrameError(DataError):
     """A server frame could not be accepted. Subclasses say why."""
 
 
@@ -227,22 +228,18 @@ def payload_kind(data: bytes | memoryview) -> str:
     """Which payload serialized ``ServerMessage`` bytes carry: ``state``, ``runtime``,
     ``event``, ``response``, ``notice``, or ``""`` if none can be read.
 
-    Reads only the leading tags (with :func:`~.wire.read_varint`), so counting
-    multi-megabyte snapshots costs nothing: fields 2..6 are the payload oneof;
-    field 1 (the version) is skipped. (:func:`~.wire.measure` tells the kind
-    as a parser decides it, the last payload field, at the cost of a walk.)
+    Reads only the leading fields (with :func:`~.wire.iter_fields`, which jumps over
+    a field's bytes), so counting multi-megabyte snapshots costs nothing: fields
+    2..6 are the payload oneof; field 1 (the version) is skipped.
+    (:func:`~.wire.measure` tells the kind as a parser decides it, the last
+    payload field, at the cost of a walk.)
     """
-    pos = 0
-    end = len(data)
     try:
-        while pos < end:
-            tag, pos = read_varint(data, pos, end)
-            if tag & 7 != LENGTH_DELIMITED:
+        for number, wire_type, _, _, _ in iter_fields(data):
+            if wire_type != LENGTH_DELIMITED:
                 return ""
-            length, pos = read_varint(data, pos, end)
-            if tag >> 3 != 1:
-                return PAYLOAD_KINDS.get(tag >> 3, "")
-            pos += length
+            if number != 1:
+                return PAYLOAD_KINDS.get(number, "")
     except WireError:
         return ""
     return ""

@@ -23,44 +23,92 @@ outputs
 Every input takes ``now``: seconds on the server's monotonic clock. Tests
 drive it with a fake clock.
 
-Rule map (section of PROTOCOL.md → where it is enforced):
+Rule map: every rule of PROTOCOL.md §4, one line each, as rule → function →
+test (``test_session.py`` in tests/protocol unless a path is given; ``e2e`` is
+tests/server/test_server_e2e.py). Functions are this module's unless named.
 
-- §4.1 cursor, each snapshot at most once → :meth:`Session._enqueue_snapshot`
-- §4.2 runtime then latest snapshot on connect → :meth:`Session.__init__`
-- §4.3 pull, waiting → :meth:`Session._request`, :meth:`Session.snapshot_produced`
-- §4.4 push streams → :meth:`Session._push_enable`, :meth:`Session._push_disable`
-- §4.5 pause buffer → :meth:`Session._hold`, :meth:`Session._evict_held`, :meth:`Session._drain`
-- §4.6 queue bound, one notice per run of drops, write timeout →
-  :meth:`Session._deliver_push`, :meth:`Session._mark_gap_at_tail`, :meth:`Session.tick`
-- §4.6 events go before snapshots (a pushed snapshot that finds no room evicts
-  the oldest queued or held event; only when none is left does a snapshot go)
-  → :meth:`Session._make_room_for_snapshot`, :meth:`Session._hold`
-- §4.6 the notice stands in the place of the first dropped or evicted item of
-  its run; a run spans consecutive push items, whatever else is queued among
-  them → :meth:`Session._evict_queued`, :meth:`Session._evict_held`
-- §4.9 no input costs in the pause buffer's size (amortized O(1) per item held;
-  its items bounded by bytes and by count) → :meth:`Session._discard_held`,
-  :meth:`Session._evict_for_budget`, :meth:`Session._compact`
-- §4.7 configuration → :meth:`Session._apply_config`
-- §4.8 errors → :meth:`Session.receive_command`, :meth:`Session.receive_text`
-"""
+=====  ==============================================  =============================================  ==============================================================================================================
+§      rule                                            function                                       test
+=====  ==============================================  =============================================  ==============================================================================================================
+4.1    numbered 1, 2, 3, … on one clock, one at start  server.hub.Hub.publish_snapshot,               tests/server/test_hub.py::test_snapshots_are_numbered_one_by_one_from_one
+                                                       abc.SampledSource.run
+4.1    encoded once, bytes shared by every session     server.hub.Hub.publish_snapshot                tests/server/test_hub.py::test_one_snapshot_is_shared_by_every_session_byte_for_byte
+4.1    each snapshot at most once, cursor only rises   Session._unsent, _enqueue_snapshot             test_each_snapshot_reaches_a_client_at_most_once_and_instant_ts_rises
+4.1    state push every k-th snapshot (k rounded up)   Session.snapshot_produced, _push_every         test_state_push_follows_session_interval_multiple
+4.2    Runtime, then the latest snapshot, on connect   Session.__init__                               test_connect_sends_runtime_then_latest_snapshot
+4.3    nothing is sent unasked                         Session.__init__, snapshot_produced            test_no_snapshot_is_sent_unasked
+4.3    ready: newest above the cursor at once          Session._request                               test_ready_with_newer_snapshot_sends_newest_at_once
+4.3    ready with none newer: waiting, then the next   Session._request, snapshot_produced            test_ready_without_newer_snapshot_waits_for_the_next
+4.3    ready while waiting changes nothing             Session._request                               test_ready_while_waiting_changes_nothing
+4.3    REQUEST RUNTIME at once, never an OK            Session._request                               test_request_runtime_sends_runtime_at_once
+4.3    REQUEST EVENTS is an ERR                        Session._request                               test_request_events_is_an_error
+4.3    pull works with push on or paused               Session._request, _enqueue_snapshot            test_pull_works_while_push_is_paused
+4.4    PUSH_ENABLE/DISABLE idempotent, OK              Session._push_enable, _push_disable            test_push_enable_and_disable_are_idempotent_and_ok
+4.4    PUSH_* RUNTIME is an ERR                        Session._set_push                              test_push_runtime_is_an_error
+4.4    events only to subscribers                      Session.event_produced                         test_events_are_sent_only_to_subscribers
+4.4    the first event of an undeclared type carries   Session._deliver_push,                         test_event_of_a_type_not_in_runtime_carries_property_types_once
+                                                       _pass_on_property_types,
+                                                       EventItem.encode
+       its property types (§3 Event.type)
+4.4    state push and waiting pull: one send           Session.snapshot_produced                      test_state_push_and_waiting_pull_are_satisfied_by_one_send
+4.5    pause all; resume: OK, then held in order       Session._pause, _resume, _drain                test_pause_holds_and_resume_sends_ok_then_held_in_order
+4.5    pause/resume/disable changing nothing: OK       Session._pause, _resume, _push_disable         test_pause_resume_variants_that_change_nothing_are_ok
+4.5    held items age out (retention)                  Session._evict_expired                         test_pause_buffer_is_bounded_by_retention_age
+4.5    held bytes bounded, oldest first                Session._hold, _evict_for_budget               test_pause_buffer_is_bounded_by_byte_budget_oldest_first
+4.5    held items bounded in count                     Session._hold, _evict_for_budget               test_session_cost.py::test_the_pause_buffer_holds_at_most_its_item_budget
+4.5    pull while paused; held at or below dropped     Session._drain, _unsent                        test_pull_while_paused_moves_cursor_and_held_snapshots_below_it_are_discarded
+4.5    disabling every push stream empties buffer      Session._push_disable                          test_disabling_every_push_stream_empties_the_buffer
+4.6    push data over the queue bound is dropped       Session._deliver_push                          test_queue_bound_drops_push_data_with_one_notice_per_run
+4.6    responses, Runtime, pulls always get through    Session._enqueue                               test_responses_runtime_and_pulls_get_through_a_full_queue
+4.6    a pushed snapshot evicts the oldest event       Session._make_room_for_snapshot                test_a_pushed_snapshot_evicts_the_oldest_queued_event_from_a_full_queue
+4.6    no event queued: oldest snapshot dropped        Session._make_room_for_snapshot                test_with_no_event_queued_the_oldest_queued_snapshot_is_dropped_instead
+4.6    in the pause buffer, events go first            Session._evict_for_budget                      test_in_the_pause_buffer_events_are_evicted_before_an_older_snapshot
+4.6    one notice per run, where its first item was    Session._evict_queued, _evict_held,            test_the_notice_stands_in_the_place_of_an_event_evicted_from_the_middle
+                                                       _mark_gap_at_tail, _drain
+4.6    a run spans push items, joins its neighbours    Session._evict_queued, _gap_before             test_an_eviction_between_two_runs_makes_them_one_run_with_one_notice
+4.6    backpressure: reading waits on the replies      Session.accepts_input,                         test_input_is_held_back_while_replies_exceed_the_queue_bound
+                                                       server.session_io.SessionHandle.wait_readable
+4.6    reads nothing for the write timeout: 1008       Session.tick, write_pending                    test_client_that_reads_nothing_is_closed_after_write_timeout
+4.6    bytes the socket accepts are progress           Session.write_progress                         test_a_slow_but_reading_client_is_not_closed
+4.6    frame in flight, then 1008; close grace         server.websocket.WebSocketTransport.close      tests/server/test_close_grace.py::test_a_stuck_client_that_resumes_reads_whole_frames_then_1008_and_the_reason
+4.6    protocol violation: close frame, then TCP       server.wire.ServerWire._close_event            tests/server/test_websocket_protocol.py::test_a_protocol_violation_gets_its_close_frame_then_the_tcp_close
+4.7    HELLO without config: OK, effective config      Session._hello                                 test_hello_without_config_is_ok_with_effective_config
+4.7    interval rounded up, retention clamped          Session._apply_config                          test_config_is_rounded_and_clamped
+4.7    UPDATE_CONFIG without config is an ERR          Session._update_config                         test_update_config_without_config_is_an_error
+4.8    second HELLO: ERR, the session goes on          Session._hello                                 test_second_hello_is_an_error_and_session_goes_on
+4.8    unknown command or source: ERR                  Session.receive_command, _request              test_unknown_command_and_source_are_errors
+4.8    version above 1: ERR                            Session.receive_command                        test_version_above_supported_is_an_error_zero_and_absent_mean_one
+4.8    unparseable bytes: ERR with the id if read      Session.receive_command, _salvage_id           test_unparseable_bytes_are_an_error_with_id_where_readable
+4.8    a text frame: ERR                               Session.receive_text                           test_text_frame_is_an_error
+4.8    a command over the size limit: 1009             Session._too_big, receive_command,             test_command_over_size_limit_closes_with_1009;
+                                                       receive_oversized
+                                                                                                      e2e::test_an_oversized_command_is_closed_by_the_session_with_its_1009
+4.8    one response per command but a good REQUEST     Session._respond                               test_every_command_but_successful_request_gets_exactly_one_response
+4.9    no command costs in the pause buffer's size     _PauseBuffer, Session._discard_held            test_session_cost.py::test_toggling_one_push_stream_costs_the_same_whatever_the_buffer_holds
+4.9    a stuck session never delays another            server.session_io.serve_session                e2e::test_client_that_stops_reading_does_not_starve_another
+4.10   replay: pacing, file order, byte-identical      server.sources.replay.ReplaySource.run         tests/sources/test_replay.py::test_pacing_order_and_bytes
+4.10   replay: the base interval from the recording    server.sources.replay.ReplaySource             tests/sources/test_replay.py::test_the_base_interval_comes_from_the_recording
+4.10   replay: loops shift time so it keeps rising     server.sources.replay.ReplaySource.run         tests/sources/test_replay.py::test_loop_shifts_time_so_it_keeps_rising
+=====  ==============================================  =============================================  ==============================================================================================================
+"""  # noqa: E501 (the rule table: one line per rule)
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from libp2p_introspection import config as defaults
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.closecodes import CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION
 from libp2p_introspection.protocol.framing import (
-    MAX_COMMAND_SIZE,
     PROTOCOL_VERSION,
     encode_server_message,
 )
+from libp2p_introspection.protocol.limits import SessionLimits
+from libp2p_introspection.protocol.wire import VARINT, WireError, iter_fields
 
 Command = pb.ClientCommand.Command
 Source = pb.ClientCommand.Source
@@ -69,9 +117,6 @@ Source = pb.ClientCommand.Source
 #: requests are treated as this before rounding up.
 MAX_SESSION_INTERVAL_MS = 86_400_000
 
-#: WebSocket close codes the session uses.
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_MESSAGE_TOO_BIG = 1009
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,51 +175,6 @@ class EventItem:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """Server options that govern every session (defaults in :mod:`libp2p_introspection.config`).
-
-    ``base_interval_ms`` is the server's snapshot interval, ms;
-    ``max_retention_ms`` the upper clamp of ``retention_period_ms``, ms;
-    ``push_byte_budget`` the pause buffer's size limit, bytes;
-    ``push_item_budget`` its limit in items (events and snapshots), however small;
-    ``queue_bound`` the outgoing queue's bound for push data, messages;
-    ``write_timeout_s`` how long a client may read nothing, seconds;
-    ``max_command_size`` the largest command accepted, bytes;
-    ``commands_per_second`` and ``command_burst`` the token bucket that limits
-    commands (past it a command gets ``ERR``; a session that keeps sending
-    through a burst's worth of refusals is closed with 1008).
-    """
-
-    base_interval_ms: int = defaults.DEFAULT_INTERVAL_MS
-    max_retention_ms: int = defaults.DEFAULT_MAX_RETENTION_MS
-    push_byte_budget: int = defaults.DEFAULT_PUSH_BYTE_BUDGET
-    push_item_budget: int = defaults.DEFAULT_PUSH_ITEM_BUDGET
-    queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
-    write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
-    max_command_size: int = MAX_COMMAND_SIZE
-    commands_per_second: float = defaults.DEFAULT_COMMANDS_PER_SECOND
-    command_burst: int = defaults.DEFAULT_COMMAND_BURST
-
-    def __post_init__(self) -> None:
-        if self.base_interval_ms <= 0:
-            raise ValueError("base_interval_ms must be positive")
-        if self.max_retention_ms < self.base_interval_ms:
-            raise ValueError("max_retention_ms must be at least base_interval_ms")
-        if (
-            self.queue_bound <= 0
-            or self.push_byte_budget <= 0
-            or self.push_item_budget <= 0
-            or self.write_timeout_s <= 0
-        ):
-            raise ValueError(
-                "queue_bound, push_byte_budget, push_item_budget and write_timeout_s "
-                "must be positive"
-            )
-        if self.commands_per_second <= 0 or self.command_burst < 1:
-            raise ValueError("commands_per_second must be positive and command_burst at least 1")
-
-
-@dataclass(frozen=True, slots=True)
 class Close:
     """The session must end: close the WebSocket with ``code`` and ``reason``."""
 
@@ -198,6 +198,63 @@ class _Out:
     full: bool = False  # an event sent with its property types (§3, ``Event.type``)
 
 
+class _Outbox:
+    """The outgoing queue (§4.6): frames in order, with how many are push data, events and
+    notices kept here and nowhere else (every change goes through these methods)."""
+
+    __slots__ = ("_entries", "events", "notices", "push")
+
+    def __init__(self) -> None:
+        self._entries: deque[_Out] = deque()
+        self.push = 0  # events and pushed snapshots
+        self.events = 0
+        self.notices = 0
+
+    def _count(self, entry: _Out, sign: int) -> None:
+        kind = entry.kind
+        if kind == _NOTICE:
+            self.notices += sign
+        elif kind != _OTHER:
+            self.push += sign
+            if kind == _EVENT:
+                self.events += sign
+
+    def append(self, entry: _Out) -> None:
+        self._entries.append(entry)
+        self._count(entry, 1)
+
+    def popleft(self) -> _Out:
+        entry = self._entries.popleft()
+        self._count(entry, -1)
+        return entry
+
+    def replace(self, index: int, entry: _Out) -> None:
+        self._count(self._entries[index], -1)
+        self._entries[index] = entry
+        self._count(entry, 1)
+
+    def remove(self, index: int) -> None:
+        self._count(self._entries[index], -1)
+        del self._entries[index]
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.push = self.events = self.notices = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index: int) -> _Out:
+        return self._entries[index]
+
+    def __iter__(self) -> Iterator[_Out]:
+        return iter(self._entries)
+
+    def after(self, index: int) -> Iterator[_Out]:
+        """The entries after position ``index``, in order."""
+        return itertools.islice(self._entries, index + 1, None)
+
+
 class _Held:
     """A place in the pause buffer (§4.5), in production order: a push item waiting,
     or (``item`` ``None``) the place of one that left unsent, evicted or discarded.
@@ -215,6 +272,120 @@ class _Held:
         self.size = size
         self.held_at = held_at
         self.gap = False
+
+
+class _PauseBuffer:
+    """The pause buffer's places (§4.5) and its bookkeeping, kept here and nowhere else:
+    every place in production order, the places of held events and of held snapshots
+    (oldest first, so that either kind is found or dropped without a walk over the
+    other: §4.9), the bytes and items held, the vacant places (whose item left; they
+    are compacted away once they outnumber the items), and a run of drops marked after
+    the last place (``tail_gap``). Which item goes, and when, is the session's rule.
+    """
+
+    __slots__ = ("bytes", "event_places", "places", "snapshot_places", "tail_gap", "vacant")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything held (and every mark)."""
+        self.places: deque[_Held] = deque()
+        self.event_places: deque[_Held] = deque()
+        self.snapshot_places: deque[_Held] = deque()
+        self.bytes = 0
+        self.vacant = 0
+        self.tail_gap = False
+
+    @property
+    def count(self) -> int:
+        """Items held."""
+        return len(self.event_places) + len(self.snapshot_places)
+
+    def __bool__(self) -> bool:
+        """Whether anything is held or marked (a push must then queue behind it)."""
+        return bool(self.places) or self.tail_gap
+
+    def add(self, item: Snapshot | EventItem, now: float) -> None:
+        """Hold ``item`` at the end, at time ``now``; a run marked after the last place
+        stands before it."""
+        place = _Held(item, len(item.frame), now)
+        if self.tail_gap:
+            self.tail_gap, place.gap = False, True
+        self.places.append(place)
+        self.bytes += place.size
+        if isinstance(item, Snapshot):
+            self.snapshot_places.append(place)
+        else:
+            self.event_places.append(place)
+
+    def kind_places(self, place: _Held) -> deque[_Held]:
+        """The places of ``place``'s kind; ``place`` is their oldest."""
+        places = self.snapshot_places if isinstance(place.item, Snapshot) else self.event_places
+        assert places[0] is place
+        return places
+
+    def take_front(self) -> _Held:
+        """Remove the first place (its item, if any, leaves the buffer) and return it."""
+        place = self.places[0]
+        if place.item is None:
+            self.vacant -= 1
+        else:
+            self.kind_places(place).popleft()
+            self.bytes -= place.size
+        return self.places.popleft()
+
+    def vacate(self, place: _Held) -> None:
+        """The item at ``place`` (already out of its kind's places) leaves; the place stays."""
+        self.bytes -= place.size
+        place.item = None
+        place.size = 0
+        self.vacant += 1
+
+    def discard(self, *, snapshots: bool) -> None:
+        """Every held snapshot (or every held event) leaves, unmarked."""
+        if snapshots:
+            places, self.snapshot_places = self.snapshot_places, deque()
+        else:
+            places, self.event_places = self.event_places, deque()
+        for place in places:
+            self.vacate(place)
+        self.compact_if_sparse()
+
+    def compact_if_sparse(self) -> None:
+        if self.vacant > len(self.places) // 2 + _VACANT_SLACK:
+            self.compact()
+
+    def skip_vacant_front(self) -> None:
+        """Forget the vacant places at the front; a run marked there moves to the
+        first held item (or past the last place)."""
+        places = self.places
+        gap = False
+        while places and places[0].item is None:
+            gap |= places.popleft().gap
+            self.vacant -= 1
+        if gap:
+            if places:
+                places[0].gap = True
+            else:
+                self.tail_gap = True
+
+    def compact(self) -> None:
+        """Forget every vacant place (each run it marks moves to the next held item):
+        linear, but only once vacant places outnumber held items, so amortized O(1)
+        per item held."""
+        kept: deque[_Held] = deque()
+        gap = False
+        for place in self.places:
+            if place.item is None:
+                gap |= place.gap
+                continue
+            if gap:
+                place.gap, gap = True, False
+            kept.append(place)
+        self.places = kept
+        self.vacant = 0
+        self.tail_gap |= gap
 
 
 @dataclass(slots=True)
@@ -288,23 +459,10 @@ class Session:
         self._push_state = False
         self._push_events = False
         self._paused = False
-        # The pause buffer: every place in production order, and the places of held
-        # events and held snapshots (oldest first) so that either kind is found, or
-        # dropped, without a walk over the other (§4.9: no command costs in the
-        # buffer's size). Places whose item left (``vacant``) are compacted away
-        # once they outnumber the held items.
-        self._held: deque[_Held] = deque()
-        self._held_event_places: deque[_Held] = deque()
-        self._held_snapshot_places: deque[_Held] = deque()
-        self._held_bytes = 0
-        self._vacant = 0
-        # A run of drops after the last place (its places are gone).
-        self._held_tail_gap = False
+        # The pause buffer (§4.5, §4.9: no command costs in its size).
+        self._buffer = _PauseBuffer()
         # Outgoing queue (§4.6): frames in order; how many are push data, how many events.
-        self._outbox: deque[_Out] = deque()
-        self._outbox_push = 0
-        self._outbox_events = 0
-        self._outbox_notices = 0
+        self._outbox = _Outbox()
         self._in_flight = False
         # Whether the adapter has bytes of its own (pings, pongs) waiting for the socket.
         self._adapter_pending = False
@@ -331,14 +489,8 @@ class Session:
         if not self._outbox or self.close is not None:
             return None
         entry = self._outbox.popleft()
-        if entry.kind == _NOTICE:
-            self._notice_taken = True
-            self._outbox_notices -= 1
-        elif entry.kind != _OTHER:
-            self._notice_taken = False
-            self._outbox_push -= 1
-            if entry.kind == _EVENT:
-                self._outbox_events -= 1
+        if entry.kind != _OTHER:
+            self._notice_taken = entry.kind == _NOTICE
         self._in_flight = True
         return entry.frame
 
@@ -442,11 +594,7 @@ class Session:
                 self._respond(_salvage_id(data), self._rate_error())
             return
         if len(data) > self.limits.max_command_size:
-            self._close(
-                CLOSE_MESSAGE_TOO_BIG,
-                f"command of {len(data)} bytes exceeds the "
-                f"{self.limits.max_command_size}-byte limit",
-            )
+            self._too_big(f"command of {len(data)} bytes")
             return
         command = pb.ClientCommand()
         try:
@@ -467,6 +615,34 @@ class Session:
             self._respond(command.id, f"unknown command {command.command}")
             return
         handler(self, command)
+
+    def receive_oversized(self, size: int, now: float) -> None:
+        """The transport stopped receiving a message past ``max_command_size`` (``size``
+        bytes of it arrived; the rest was never buffered, nor will anything more be
+        read): the session closes with 1009 (§4.8), as for a whole one.
+
+        The adapter configures its transport's message limit with
+        ``limits.max_command_size``, so that this, not the transport, decides the close.
+        """
+        self._now = now
+        if self.close is None:
+            self.stats.commands += 1
+            self._too_big(f"command of at least {size} bytes")
+
+    def _too_big(self, what: str) -> None:
+        # §4.8: a command over the size limit closes the session with 1009.
+        self._close(
+            CLOSE_MESSAGE_TOO_BIG, f"{what} exceeds the {self.limits.max_command_size}-byte limit"
+        )
+
+    @property
+    def accepts_input(self) -> bool:
+        """Whether the adapter should read the client's next message now (§4.6
+        backpressure): not while the replies its commands caused (responses, the Runtime,
+        pulled snapshots, never dropped) are more than ``queue_bound``; a client that
+        sends commands without reading the answers is then pushed back by TCP. Push
+        data is bounded on its own and never holds the reading back."""
+        return self.queued_replies <= self.limits.queue_bound
 
     def _within_rate(self) -> bool:
         """Charge one command to the token bucket; ``False`` when it is empty (and close
@@ -517,7 +693,7 @@ class Session:
         # §4.3: answered by the data itself, never by OK.
         source = command.source
         if source == Source.STATE:
-            if self._latest.number > self._cursor:
+            if self._unsent(self._latest):
                 self._enqueue_snapshot(self._latest, push=False)
             else:
                 self._waiting = True
@@ -537,7 +713,7 @@ class Session:
         if self._set_push(command, False):
             if not self._push_state and not self._push_events:
                 # §4.5: disabling every push stream empties the buffer (and ends the pause).
-                self._clear_held()
+                self._buffer.clear()
                 self._paused = False
             else:
                 self._discard_held(Snapshot if command.source == Source.STATE else EventItem)
@@ -605,20 +781,19 @@ class Session:
         if not self._write_waiting():
             self._last_progress = self._now  # the write timeout counts from here
         self._outbox.append(entry)
-        if entry.kind == _NOTICE:
-            self._outbox_notices += 1
-        elif entry.kind != _OTHER:
-            self._outbox_push += 1
-            if entry.kind == _EVENT:
-                self._outbox_events += 1
 
     def _enqueue(self, frame: bytes) -> None:
         """Queue a frame outside the push budget: a response, the Runtime, a pulled snapshot."""
         self._append(_Out(frame, _OTHER))
 
+    def _unsent(self, snapshot: Snapshot) -> bool:
+        """§4.1, the one check of the cursor: whether ``snapshot`` is above it (a session
+        is never sent a snapshot at or below its cursor)."""
+        return snapshot.number > self._cursor
+
     def _enqueue_snapshot(self, snapshot: Snapshot, *, push: bool) -> None:
         # §4.1: every State sent moves the cursor; nothing at or below it is sent.
-        if snapshot.number <= self._cursor:
+        if not self._unsent(snapshot):
             return
         self._cursor = snapshot.number
         self.stats.snapshots_sent += 1
@@ -638,7 +813,7 @@ class Session:
         self._enqueue(encode_server_message(message))
 
     def _push(self, item: Snapshot | EventItem) -> None:
-        if self._paused or self._held or self._held_tail_gap:
+        if self._paused or self._buffer:
             # Paused, or still sending what was held: keep the order of production.
             self._hold(item)
             self._drain()
@@ -652,13 +827,13 @@ class Session:
         event that does not fit is dropped where it would have stood, at the tail.
         """
         if isinstance(item, Snapshot):
-            if item.number <= self._cursor:
+            if not self._unsent(item):
                 return  # §4.5: a held snapshot at or below the cursor is discarded, never sent
-            if self._outbox_push >= self.limits.queue_bound:
+            if self._outbox.push >= self.limits.queue_bound:
                 self._make_room_for_snapshot()
             self._enqueue_snapshot(item, push=True)
             return
-        if self._outbox_push >= self.limits.queue_bound:
+        if self._outbox.push >= self.limits.queue_bound:
             self.stats.dropped += 1
             self._mark_gap_at_tail()
             return
@@ -671,7 +846,7 @@ class Session:
     def _make_room_for_snapshot(self) -> None:
         # §4.6: events go before snapshots. The oldest queued event is evicted;
         # only when no event is queued is the oldest queued (pushed) snapshot.
-        wanted = _EVENT if self._outbox_events else _SNAPSHOT
+        wanted = _EVENT if self._outbox.events else _SNAPSHOT
         index = next(i for i, entry in enumerate(self._outbox) if entry.kind == wanted)
         if wanted == _SNAPSHOT:
             self.stats.snapshots_dropped += 1
@@ -688,9 +863,7 @@ class Session:
         entry = outbox[index]
         assert entry.kind in (_EVENT, _SNAPSHOT)
         self.stats.dropped += 1
-        self._outbox_push -= 1
         if entry.kind == _EVENT:
-            self._outbox_events -= 1
             self.stats.events_sent -= 1
             if entry.full:
                 self._pass_on_property_types(index, entry)
@@ -699,13 +872,12 @@ class Session:
         after = self._next_marked(index)
         gap_after = after is not None and outbox[after].kind == _NOTICE
         if self._gap_before(index):
-            del outbox[index]
+            outbox.remove(index)
             if gap_after:
                 assert after is not None
                 self._remove_notice(after - 1)
         else:
-            outbox[index] = _Out(_NOTICE_FRAME, _NOTICE)
-            self._outbox_notices += 1
+            outbox.replace(index, _Out(_NOTICE_FRAME, _NOTICE))
             self.stats.notices += 1
             if gap_after:
                 assert after is not None
@@ -718,7 +890,7 @@ class Session:
         # the next queued event of that type does it instead, else the next one.
         assert isinstance(entry.item, EventItem)
         name = entry.item.type_name
-        for later in itertools.islice(self._outbox, index + 1, None):
+        for later in self._outbox.after(index):
             item = later.item
             if later.kind == _EVENT and isinstance(item, EventItem) and item.type_name == name:
                 later.frame = item.full_frame
@@ -728,8 +900,7 @@ class Session:
 
     def _remove_notice(self, index: int) -> None:
         assert self._outbox[index].kind == _NOTICE
-        del self._outbox[index]
-        self._outbox_notices -= 1
+        self._outbox.remove(index)
         self.stats.notices -= 1
 
     def _gap_before(self, index: int) -> bool:
@@ -745,7 +916,7 @@ class Session:
 
     def _next_marked(self, index: int) -> int | None:
         """Queue position of the push item or notice nearest after ``index``, if any."""
-        for position, entry in enumerate(itertools.islice(self._outbox, index + 1, None)):
+        for position, entry in enumerate(self._outbox.after(index)):
             if entry.kind != _OTHER:
                 return index + 1 + position
         return None
@@ -760,19 +931,11 @@ class Session:
     # ------------------------------------------------------- pause buffer (§4.5)
 
     def _hold(self, item: Snapshot | EventItem) -> None:
-        size = len(item.frame)
-        place = _Held(item, size, self._now)
-        if self._held_tail_gap:
-            self._held_tail_gap, place.gap = False, True  # the run stands before it
-        self._held.append(place)
-        self._held_bytes += size
-        if isinstance(item, Snapshot):
-            self._held_snapshot_places.append(place)
-        else:
-            self._held_event_places.append(place)
+        buffer = self._buffer
+        buffer.add(item, self._now)
         limits = self.limits
-        while self.held_count and (
-            self._held_bytes > limits.push_byte_budget or self.held_count > limits.push_item_budget
+        while buffer.count and (
+            buffer.bytes > limits.push_byte_budget or buffer.count > limits.push_item_budget
         ):
             self._evict_for_budget()
         self._evict_expired()
@@ -780,10 +943,11 @@ class Session:
     def _evict_for_budget(self) -> None:
         # §4.6 in the pause buffer too: the oldest held event goes first; only
         # when no event is held does the oldest held snapshot.
-        if self._held_event_places:
-            place = self._held_event_places.popleft()
+        buffer = self._buffer
+        if buffer.event_places:
+            place = buffer.event_places.popleft()
         else:
-            place = self._held_snapshot_places.popleft()
+            place = buffer.snapshot_places.popleft()
             self.stats.snapshots_evicted += 1
         self._evict_held(place)
 
@@ -791,27 +955,18 @@ class Session:
         # §4.5: items older than the retention period go, oldest first. Held in time
         # order: the oldest held item is at the front once vacant places are skipped,
         # and the first young one ends the walk.
+        buffer = self._buffer
         horizon = self._now - self._retention_ms / 1000
         while True:
-            self._skip_vacant_front()
-            if not self._held:
+            buffer.skip_vacant_front()
+            if not buffer.places:
                 return
-            place = self._held[0]
+            place = buffer.places[0]
             if place.held_at >= horizon:
                 return
             self.stats.expired += 1
-            self._kind_places(place).popleft()
+            buffer.kind_places(place).popleft()
             self._evict_held(place)
-
-    def _kind_places(self, place: _Held) -> deque[_Held]:
-        """The places of ``place``'s kind; ``place`` is their oldest."""
-        places = (
-            self._held_snapshot_places
-            if isinstance(place.item, Snapshot)
-            else self._held_event_places
-        )
-        assert places[0] is place
-        return places
 
     def _evict_held(self, place: _Held) -> None:
         """Evict the held item at ``place`` (already out of its kind's places) where it
@@ -819,118 +974,56 @@ class Session:
         before it; one right after it joins when they reach the queue."""
         self.stats.dropped += 1
         place.gap = True
-        self._vacate(place)
-        self._compact_if_sparse()
-
-    def _vacate(self, place: _Held) -> None:
-        self._held_bytes -= place.size
-        place.item = None
-        place.size = 0
-        self._vacant += 1
-
-    def _compact_if_sparse(self) -> None:
-        if self._vacant > len(self._held) // 2 + _VACANT_SLACK:
-            self._compact()
-
-    def _skip_vacant_front(self) -> None:
-        """Forget the vacant places at the front; a run marked there moves to the
-        first held item (or past the last place)."""
-        held = self._held
-        gap = False
-        while held and held[0].item is None:
-            gap |= held.popleft().gap
-            self._vacant -= 1
-        if gap:
-            if held:
-                held[0].gap = True
-            else:
-                self._held_tail_gap = True
-
-    def _compact(self) -> None:
-        """Forget every vacant place (each run it marks moves to the next held item):
-        linear, but only once vacant places outnumber held items, so amortized O(1)
-        per item held."""
-        kept: deque[_Held] = deque()
-        gap = False
-        for place in self._held:
-            if place.item is None:
-                gap |= place.gap
-                continue
-            if gap:
-                place.gap, gap = True, False
-            kept.append(place)
-        self._held = kept
-        self._vacant = 0
-        self._held_tail_gap |= gap
+        self._buffer.vacate(place)
+        self._buffer.compact_if_sparse()
 
     def _join_queue_run(self) -> None:
         # The queue's tail is a run of drops: the run marked at the front of the pause
         # buffer (nothing held before it) is the same run.
-        self._skip_vacant_front()
-        if self._held:
-            self._held[0].gap = False
+        buffer = self._buffer
+        buffer.skip_vacant_front()
+        if buffer.places:
+            buffer.places[0].gap = False
         else:
-            self._held_tail_gap = False
+            buffer.tail_gap = False
 
     def _drain(self) -> None:
         # Move held items to the outgoing queue while not paused and there is room.
+        buffer = self._buffer
         while not self._paused and self.close is None:
-            held = self._held
-            if not held:
-                if self._held_tail_gap:
-                    self._held_tail_gap = False
+            if not buffer.places:
+                if buffer.tail_gap:
+                    buffer.tail_gap = False
                     self._mark_gap_at_tail()  # evicted items were dropped where they stood
                 return
-            first = held[0]
+            first = buffer.places[0]
             if first.gap:
                 first.gap = False
                 self._mark_gap_at_tail()  # evicted items were dropped where they stood
             item = first.item
             if item is None:
-                held.popleft()
-                self._vacant -= 1
+                buffer.take_front()
                 continue
-            if isinstance(item, Snapshot) and item.number <= self._cursor:
-                self._kind_places(first).popleft()
-                held.popleft()
-                self._held_bytes -= first.size  # §4.5: discarded, never sent
+            if isinstance(item, Snapshot) and not self._unsent(item):
+                buffer.take_front()  # §4.5: discarded, never sent
                 continue
-            if self._outbox_push >= self.limits.queue_bound:
+            if self._outbox.push >= self.limits.queue_bound:
                 return
-            self._kind_places(first).popleft()
-            held.popleft()
-            self._held_bytes -= first.size
+            buffer.take_front()
             self._deliver_push(item)
 
     def _discard_held(self, kind: type) -> None:
         # One stream was disabled: its held items go, unreported (nobody wants them);
         # marks that end up side by side, or next to the queue's run, become one
         # notice when they reach the queue. Only that kind's places are visited.
-        if kind is Snapshot:
-            places, self._held_snapshot_places = self._held_snapshot_places, deque()
-        else:
-            places, self._held_event_places = self._held_event_places, deque()
-        for place in places:
-            self._vacate(place)
-        self._compact_if_sparse()
-
-    def _clear_held(self) -> None:
-        self._held = deque()
-        self._held_event_places = deque()
-        self._held_snapshot_places = deque()
-        self._held_bytes = 0
-        self._vacant = 0
-        self._held_tail_gap = False
+        self._buffer.discard(snapshots=kind is Snapshot)
 
     # --------------------------------------------------------------------- misc
 
     def _close(self, code: int, reason: str) -> None:
         self.close = Close(code, reason)
         self._outbox.clear()
-        self._outbox_push = 0
-        self._outbox_events = 0
-        self._outbox_notices = 0
-        self._clear_held()
+        self._buffer.clear()
 
     # Read-only views for adapters, logs and tests.
 
@@ -952,23 +1045,23 @@ class Session:
     @property
     def held_bytes(self) -> int:
         """Bytes in the pause buffer (§4.5)."""
-        return self._held_bytes
+        return self._buffer.bytes
 
     @property
     def held_count(self) -> int:
         """Items in the pause buffer (§4.5)."""
-        return len(self._held_event_places) + len(self._held_snapshot_places)
+        return self._buffer.count
 
     @property
     def held_events(self) -> int:
         """Events in the pause buffer (§4.5)."""
-        return len(self._held_event_places)
+        return len(self._buffer.event_places)
 
     @property
     def held_places(self) -> int:
         """Places the pause buffer keeps: its items, and the places of items that left
         (at most as many as the items, plus 1,024: vacant places are compacted away)."""
-        return len(self._held)
+        return len(self._buffer.places)
 
     @property
     def queued(self) -> int:
@@ -980,17 +1073,17 @@ class Session:
         """Frames in the outgoing queue that the client's commands caused (responses, the
         Runtime, pulled snapshots): what a server may hold the client's reading back by.
         Push data and notices are bounded on their own (§4.6)."""
-        return len(self._outbox) - self._outbox_push - self._outbox_notices
+        return len(self._outbox) - self._outbox.push - self._outbox.notices
 
     @property
     def queued_push(self) -> int:
         """Push items (events and pushed snapshots) in the outgoing queue (§4.6)."""
-        return self._outbox_push
+        return self._outbox.push
 
     @property
     def queued_events(self) -> int:
         """Events in the outgoing queue (§4.6)."""
-        return self._outbox_events
+        return self._outbox.events
 
 
 _HANDLERS: dict[int, Callable[[Session, pb.ClientCommand], None]] = {
@@ -1007,43 +1100,13 @@ _HANDLERS: dict[int, Callable[[Session, pb.ClientCommand], None]] = {
 def _salvage_id(data: bytes) -> int:
     """Read ``ClientCommand.id`` (field 2, varint) from bytes that failed to parse.
 
-    Walks the wire format up to the first fault; returns 0 if the id cannot be read.
+    Walks the wire format (:func:`~libp2p_introspection.protocol.wire.iter_fields`) up
+    to the first fault; returns 0 if the id cannot be read.
     """
-    pos = 0
-    end = len(data)
-
-    def varint() -> int | None:
-        nonlocal pos
-        value = shift = 0
-        while pos < end and shift < 64:
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-        return None
-
-    while pos < end:
-        tag = varint()
-        if tag is None:
-            return 0
-        field, wire_type = tag >> 3, tag & 7
-        if wire_type == 0:
-            value = varint()
-            if value is None:
-                return 0
-            if field == 2:
+    try:
+        for number, wire_type, value, _, _ in iter_fields(data):
+            if number == 2 and wire_type == VARINT:
                 return value & 0xFFFFFFFFFFFFFFFF
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 2:
-            length = varint()
-            if length is None:
-                return 0
-            pos += length
-        elif wire_type == 5:
-            pos += 4
-        else:
-            return 0
+    except WireError:
+        pass
     return 0

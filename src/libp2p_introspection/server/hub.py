@@ -4,15 +4,18 @@ The hub numbers snapshots (§4.1), encodes each snapshot and each event once,
 and hands the same bytes to every live :class:`~libp2p_introspection.protocol.session.Session`.
 Everything here is synchronous and never waits: a source calls
 :meth:`Hub.publish_event` from inside the node's own tasks, and the node
-must never wait on a client (§4.9). The only trio object is the per-session
-wake-up event that tells a session's writer task there is something to send.
+must never wait on a client (§4.9). A session's I/O (its tasks and their
+wake-ups) is the server's (:mod:`libp2p_introspection.server.session_io`): the
+hub only calls :meth:`Member.notify`.
+
+The hub is the sources' :class:`~libp2p_introspection.abc.SourceOutlet`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -28,44 +31,19 @@ from libp2p_introspection.protocol.session import (
 log = logging.getLogger(__name__)
 
 
-class SessionHandle:
-    """A session plus what its I/O tasks need: a wake-up for the writer and a cancel scope."""
+class Member(Protocol):
+    """A live session as the hub sees it (the server's
+    :class:`~libp2p_introspection.server.session_io.SessionHandle`): the session, a
+    name for logs, and two synchronous calls into its I/O."""
 
-    def __init__(self, session: Session, peer: str) -> None:
-        self.session = session
-        self.peer = peer
-        self.cancel_scope: trio.CancelScope | None = None
-        #: Frames actually written to the socket, by payload kind.
-        self.sent: Counter[str] = Counter()
-        self._wakeup = trio.Event()
-        self._drained = trio.Event()
+    session: Session
+    peer: str
 
     def notify(self) -> None:
-        """Wake the writer if there is something to send or the session must end."""
-        session = self.session
-        if session.close is not None and self.cancel_scope is not None:
-            self.cancel_scope.cancel()
-        if session.has_frames or session.close is not None:
-            self._wakeup.set()
+        """The session was given something (or must end): wake its writer."""
 
-    async def wait(self) -> None:
-        """Sleep until :meth:`notify` finds work; returns at once if there already is some."""
-        if self.session.has_frames or self.session.close is not None:
-            return
-        self._wakeup = trio.Event()
-        await self._wakeup.wait()
-
-    def drained(self) -> None:
-        """The writer sent a frame: wake a reader held back by a full queue."""
-        if self.session.queued_replies <= self.session.limits.queue_bound:
-            self._drained.set()
-
-    async def wait_drained(self) -> None:
-        """Sleep until the outgoing queue is back within its bound (or the session ends)."""
-        self._drained = trio.Event()
-        if self.session.queued_replies <= self.session.limits.queue_bound:
-            return
-        await self._drained.wait()
+    def cancel(self) -> None:
+        """Cancel the session's I/O (the server stops)."""
 
 
 class Hub:
@@ -83,17 +61,15 @@ class Hub:
     ) -> None:
         self.limits = limits
         self.clock = clock
-        self.sessions: set[SessionHandle] = set()
+        self.sessions: set[Member] = set()
         self.latest: Snapshot | None = None
         self.events_published = 0
-        self.set_runtime(runtime)
-
-    def set_runtime(self, runtime: pb.Runtime) -> None:
-        """Encode the ``Runtime`` once and remember which event types it declares."""
+        # The Runtime, encoded once, and the event types it declares (sessions were
+        # told their property types on connect).
         message = pb.ServerMessage()
         message.runtime.CopyFrom(runtime)
         self.runtime_frame = encode_server_message(message)
-        self.event_types = {t.name: t for t in runtime.event_types}
+        self.event_types = frozenset(t.name for t in runtime.event_types)
 
     # ------------------------------------------- the source's outlet (abc.SourceOutlet)
 
@@ -109,9 +85,9 @@ class Hub:
         snapshot = Snapshot(number, frame)
         self.latest = snapshot
         now = self.clock()
-        for handle in self.sessions:
-            handle.session.snapshot_produced(snapshot, now)
-            handle.notify()
+        for member in self.sessions:
+            member.session.snapshot_produced(snapshot, now)
+            member.notify()
 
     def publish_event(self, event: pb.Event, frame: bytes | None = None) -> None:
         """Offer ``event`` to every session, encoded once for all of them.
@@ -129,47 +105,51 @@ class Hub:
         else:
             item = EventItem(event.type.name, frame, frame)
         now = self.clock()
-        for handle in self.sessions:
-            handle.session.event_produced(item, now)
-            handle.notify()
+        for member in self.sessions:
+            member.session.event_produced(item, now)
+            member.notify()
 
     # ------------------------------------------------------------------ sessions
 
-    def open_session(self, peer: str = "") -> SessionHandle:
-        """Start a session: it gets the runtime and the latest snapshot (§4.2)."""
+    def open_session(self) -> Session:
+        """A new session, given the runtime and the latest snapshot (§4.2); it gets
+        what the hub publishes once it :meth:`join` s.
+
+        Raises ``RuntimeError`` before the first snapshot is published.
+        """
         if self.latest is None:
             raise RuntimeError("the hub has no snapshot yet; publish one before accepting clients")
-        session = Session(
+        return Session(
             self.limits,
             self.runtime_frame,
-            frozenset(self.event_types),
+            self.event_types,
             self.latest,
             self.clock(),
         )
-        handle = SessionHandle(session, peer)
-        self.sessions.add(handle)
-        return handle
 
-    def close_session(self, handle: SessionHandle) -> None:
+    def join(self, member: Member) -> None:
+        """Offer ``member``'s session every snapshot and event published from now on."""
+        self.sessions.add(member)
+
+    def leave(self, member: Member) -> None:
         """Forget a session; its buffers go with it."""
-        self.sessions.discard(handle)
+        self.sessions.discard(member)
 
     def tick(self) -> None:
         """Let every session age its pause buffer and check its write timeout."""
         now = self.clock()
-        for handle in list(self.sessions):
-            handle.session.tick(now)
-            if handle.session.close is not None:
+        for member in list(self.sessions):
+            member.session.tick(now)
+            if member.session.close is not None:
                 log.info(
                     "closing session %s: %s (%d)",
-                    handle.peer,
-                    handle.session.close.reason,
-                    handle.session.close.code,
+                    member.peer,
+                    member.session.close.reason,
+                    member.session.close.code,
                 )
-            handle.notify()
+            member.notify()
 
     def close_all(self) -> None:
         """Cancel the I/O of every session (server shutdown)."""
-        for handle in list(self.sessions):
-            if handle.cancel_scope is not None:
-                handle.cancel_scope.cancel()
+        for member in list(self.sessions):
+            member.cancel()

@@ -13,33 +13,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import struct
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import trio
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
-from libp2p_introspection.protocol.admission import Refusal, admit, is_loopback
-from libp2p_introspection.protocol.framing import HEADER_SIZE, MAX_COMMAND_SIZE, payload_kind
+from libp2p_introspection.protocol.admission import Refusal, admit
+from libp2p_introspection.protocol.closecodes import CLOSE_GOING_AWAY
 from libp2p_introspection.protocol.session import (
-    CLOSE_POLICY_VIOLATION,
     Close,
-    SessionLimits,
     SessionStats,
 )
-from libp2p_introspection.server.hub import Hub, SessionHandle
+from libp2p_introspection.server.config import ServerConfig
+from libp2p_introspection.server.hub import Hub
+from libp2p_introspection.server.session_io import SessionHandle, serve_session
 from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
 from libp2p_introspection.server.wire import (
-    ClosedByPeer,
-    MessageReceived,
     PlainRequest,
-    PongReceived,
-    ProtocolViolation,
     UpgradeRequested,
 )
 
@@ -47,10 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for a client's side of the closing handshake.
 CLOSE_TIMEOUT_S = 2.0
-#: Close code when the server (or the node it serves) stops.
-CLOSE_GOING_AWAY = 1001
-#: Close code when handling a session's input failed on our side.
-CLOSE_INTERNAL_ERROR = 1011
 #: Connections closed at once for the handshake limit are summarized in one log
 #: line at most this often, seconds (each is logged at DEBUG).
 SHED_LOG_INTERVAL_S = 10.0
@@ -69,99 +60,6 @@ class ClosedSession:
     ended: str = ""
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """Options of the introspection server (CLI flags of ``serve``).
-
-    ``host``/``port``: where to listen (127.0.0.1 and
-    :data:`~libp2p_introspection.config.DEFAULT_PORT` by default; port 0 picks a free one).
-    ``interval_ms``: the base snapshot interval, ms (a source that declares its
-    own, a replay, replaces it: :attr:`IntrospectionSource.base_interval_ms`);
-    ``max_retention_ms`` is raised to it if below (§4.7).
-    The rest are the session limits of PROTOCOL.md §4 (see ``SessionLimits``),
-    and admission: ``max_sessions``, ``max_handshakes`` (TCP connections still in
-    their handshake or being refused; past it a new connection is closed as soon as
-    it is accepted, so a local process cannot take the node's file descriptors
-    through this port; ``ValueError`` below 1), ``allowed_origins`` (besides loopback ones),
-    ``token`` (required from every client when set), ``allow_remote`` (needed
-    to bind a non-loopback address; ``ValueError`` otherwise); liveness:
-    ``ping_interval_s``/``pong_timeout_s`` and ``handshake_timeout_s``; closing:
-    ``close_grace_s``, how long the frame in flight and the close frame may take to
-    go out once a session is closed before the TCP connection is closed under them
-    (§4.6; ``ValueError`` unless positive).
-    ``closed_connection_lifetime_ms`` is applied by sources that track
-    connections (the host introspector).
-    """
-
-    host: str = defaults.DEFAULT_HOST
-    port: int = defaults.DEFAULT_PORT
-    interval_ms: int = defaults.DEFAULT_INTERVAL_MS
-    closed_connection_lifetime_ms: int = defaults.DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
-    max_retention_ms: int = defaults.DEFAULT_MAX_RETENTION_MS
-    push_byte_budget: int = defaults.DEFAULT_PUSH_BYTE_BUDGET
-    push_item_budget: int = defaults.DEFAULT_PUSH_ITEM_BUDGET
-    queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
-    write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
-    max_command_size: int = MAX_COMMAND_SIZE
-    max_sessions: int = defaults.DEFAULT_MAX_SESSIONS
-    max_handshakes: int = defaults.DEFAULT_MAX_HANDSHAKES
-    commands_per_second: float = defaults.DEFAULT_COMMANDS_PER_SECOND
-    command_burst: int = defaults.DEFAULT_COMMAND_BURST
-    ping_interval_s: float = defaults.DEFAULT_PING_INTERVAL_S
-    pong_timeout_s: float = defaults.DEFAULT_PONG_TIMEOUT_S
-    handshake_timeout_s: float = defaults.DEFAULT_HANDSHAKE_TIMEOUT_S
-    close_grace_s: float = defaults.DEFAULT_CLOSE_GRACE_S
-    allow_remote: bool = False
-    allowed_origins: tuple[str, ...] = ()
-    token: str | None = field(default=None, repr=False)
-    limits: SessionLimits = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self,
-            "limits",
-            SessionLimits(
-                base_interval_ms=self.interval_ms,
-                max_retention_ms=max(self.max_retention_ms, self.interval_ms),
-                push_byte_budget=self.push_byte_budget,
-                push_item_budget=self.push_item_budget,
-                queue_bound=self.queue_bound,
-                write_timeout_s=self.write_timeout_s,
-                max_command_size=self.max_command_size,
-                commands_per_second=self.commands_per_second,
-                command_burst=self.command_burst,
-            ),
-        )
-        if not self.close_grace_s > 0:
-            raise ValueError("close_grace_s must be positive")
-        if self.max_handshakes < 1:
-            raise ValueError("max_handshakes must be at least 1")
-        if not self.allow_remote and not is_loopback(self.host):
-            raise ValueError(
-                f"refusing to bind {self.host}: it is not a loopback address, and the endpoint "
-                "exposes the node's peers, addresses and traffic; pass allow_remote=True "
-                "(--allow-remote) to do it anyway"
-            )
-
-
-def _effective_config(config: ServerConfig, source: IntrospectionSource) -> ServerConfig:
-    """``config`` with the base interval ``source`` declares (logged when it differs),
-    and the raise of the max retention to the base interval logged (§4.7, §4.10)."""
-    declared = source.base_interval_ms
-    if declared is not None and declared != config.interval_ms:
-        log.info(
-            "base snapshot interval: %d ms, from the source (not --interval-ms %d)",
-            declared, config.interval_ms,
-        )  # fmt: skip
-        config = replace(config, interval_ms=declared)
-    if config.max_retention_ms < config.interval_ms:
-        log.info(
-            "max retention raised from %d ms to the %d ms base interval",
-            config.max_retention_ms, config.interval_ms,
-        )  # fmt: skip
-    return config
-
-
 class IntrospectionServer:
     """Serves one :class:`~libp2p_introspection.abc.IntrospectionSource` on ``ws://HOST:PORT/introspect``.
 
@@ -175,7 +73,7 @@ class IntrospectionServer:
         self.source = source
         #: The options in force: ``config`` with the source's own base interval, if it
         #: declares one (a replay, §4.10), in place of ``interval_ms``.
-        self.config = _effective_config(config or ServerConfig(), source)
+        self.config = (config or ServerConfig()).for_source(source.base_interval_ms)
         self.hub = Hub(self.config.limits, source.runtime())
         self.sessions_served = 0
         self.refused = 0
@@ -325,7 +223,9 @@ class IntrospectionServer:
             return
         peer = describe_peer(stream)  # now: a client that resets takes its address along
         transport = WebSocketTransport(
-            stream, peer=peer, max_message_size=self.config.max_command_size
+            # The transport stops buffering a command past the session's limit; the
+            # session decides the close (§4.8).
+            stream, peer=peer, max_message_size=self.config.limits.max_command_size
         )
         self._connections.add(transport)
         self._handshaking.add(transport)
@@ -403,25 +303,25 @@ class IntrospectionServer:
 
     async def _session(self, transport: WebSocketTransport) -> None:
         peer = transport.peer
-        handle = self.hub.open_session(peer)
-        session = handle.session
+        session = self.hub.open_session()
+        handle = SessionHandle(session, peer)
+        self.hub.join(handle)
         transport.on_progress = lambda: session.write_progress(trio.current_time())
         transport.on_pending = lambda pending: session.write_pending(pending, trio.current_time())
         session.write_pending(transport.write_pending, trio.current_time())
         self.sessions_served += 1
         log.info("session opened: %s", peer)
-        pings = _Pings()
         try:
-            with trio.CancelScope() as scope:
-                handle.cancel_scope = scope
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._reader, transport, handle, pings, nursery.cancel_scope)
-                    nursery.start_soon(self._writer, transport, handle, nursery.cancel_scope)
-                    nursery.start_soon(self._pinger, transport, handle, pings)
+            await serve_session(
+                transport,
+                handle,
+                ping_interval_s=self.config.ping_interval_s,
+                pong_timeout_s=self.config.pong_timeout_s,
+            )
         finally:
             # Cancelled from outside this session: the server (or the node) stops.
             stopping = trio.current_effective_deadline() == float("-inf")
-            self.hub.close_session(handle)
+            self.hub.leave(handle)
             session_close = session.close
             # §4.6: the frame in flight is finished, then the close frame goes out,
             # within the close grace; a stopping server gives every session less.
@@ -447,105 +347,6 @@ class IntrospectionServer:
                 )
             )
             log.info("session closed: %s (%s); sent %s", peer, transport.ended, dict(handle.sent))
-
-    async def _pinger(
-        self, transport: WebSocketTransport, handle: SessionHandle, pings: _Pings
-    ) -> None:
-        # A session whose pongs stop is dead (a vanished peer, a half-open TCP
-        # connection); a paused client still answers pings and stays. The pong
-        # timeout counts from when the socket took the ping: a slow reader of a
-        # large frame is governed by the write timeout instead.
-        interval = self.config.ping_interval_s
-        timeout = self.config.pong_timeout_s
-        while handle.session.close is None:
-            await trio.sleep(interval)
-            if not await transport.ping(pings.next()):
-                return
-            with trio.move_on_after(timeout) as waited:
-                await pings.answered.wait()
-            if waited.cancelled_caught:
-                handle.session.end(
-                    CLOSE_POLICY_VIOLATION, f"no pong within {timeout:g} s: session is dead"
-                )
-                handle.notify()
-                return
-
-    async def _reader(
-        self,
-        transport: WebSocketTransport,
-        handle: SessionHandle,
-        pings: _Pings,
-        scope: trio.CancelScope,
-    ) -> None:
-        session = handle.session
-        limits = self.config.limits
-        while session.close is None:
-            # Backpressure: a client that sends commands without reading the
-            # answers is not read from until its queue drains (TCP pushes back).
-            while session.queued_replies > limits.queue_bound:
-                await handle.wait_drained()
-            event = await transport.next_event()
-            if isinstance(event, ClosedByPeer):
-                break
-            if isinstance(event, PongReceived):
-                pings.pong(event.payload)
-                continue
-            if isinstance(event, ProtocolViolation):
-                log.info("session %s: %s (%d)", handle.peer, event.reason, event.code)
-                session.end(event.code, event.reason)
-            elif isinstance(event, MessageReceived):
-                now = trio.current_time()
-                try:
-                    if isinstance(event.data, bytes):
-                        session.receive_command(event.data, now)
-                    else:
-                        session.receive_text(event.data, now)
-                except Exception:
-                    # A fault of ours on this input: it ends this session only (§4.9).
-                    log.exception("session %s: internal error handling a command", handle.peer)
-                    session.end(CLOSE_INTERNAL_ERROR, "internal error handling the command")
-            handle.notify()
-        scope.cancel()
-
-    async def _writer(
-        self, transport: WebSocketTransport, handle: SessionHandle, scope: trio.CancelScope
-    ) -> None:
-        session = handle.session
-        while session.close is None:
-            frame = session.next_frame()
-            if frame is None:
-                await handle.wait()
-                continue
-            # Cancelled half-way (the session closed), the rest of the frame stays
-            # queued in the wire and the close finishes it first (§4.6).
-            if not await transport.send_binary(frame):
-                break
-            session.frame_sent(trio.current_time())
-            handle.sent[payload_kind(memoryview(frame)[HEADER_SIZE:])] += 1
-            handle.drained()
-        scope.cancel()
-
-
-class _Pings:
-    """The one ping in flight of a session: its payload and whether its pong came."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._payload = b""
-        self.answered = trio.Event()
-
-    def next(self) -> bytes:
-        """A fresh payload for the next ping (and a fresh event for its pong)."""
-        self._count += 1
-        self._payload = struct.pack("!Q", self._count)
-        self.answered = trio.Event()
-        return self._payload
-
-    def pong(self, payload: bytes) -> None:
-        """A pong arrived; it answers the ping in flight if it echoes its payload."""
-        if payload == self._payload:
-            self.answered.set()
-
 
 @asynccontextmanager
 async def open_introspection_server(

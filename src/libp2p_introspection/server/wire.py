@@ -37,9 +37,6 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 
 #: Largest upgrade request (request line and headers) accepted, bytes.
 MAX_REQUEST_SIZE = 16 * 1024
-#: Close codes of RFC 6455 §7.4.1 that the wire itself uses.
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_MESSAGE_TOO_BIG = 1009
 #: Largest pong frame, bytes: a 2-byte header and at most 125 bytes of payload (§5.5).
 MAX_PONG_FRAME = 127
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -107,11 +104,20 @@ class ClosedByPeer:
 
 @dataclass(frozen=True, slots=True)
 class ProtocolViolation:
-    """The client broke RFC 6455 (``code`` 1002, 1007 for bad UTF-8) or sent a message
-    over the size limit (``code`` 1009). Nothing more is read: close with ``code``."""
+    """The client broke RFC 6455 (``code`` 1002, 1007 for bad UTF-8). Nothing more is
+    read: close with ``code``."""
 
     code: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTooBig:
+    """The client's message grew past ``max_message_size`` (``size`` bytes of it were
+    received, more than the limit). It was not buffered and nothing more is read; the
+    session decides the close (PROTOCOL.md §4.8: 1009)."""
+
+    size: int
 
 
 WireEvent = (
@@ -121,6 +127,7 @@ WireEvent = (
     | PongReceived
     | ClosedByPeer
     | ProtocolViolation
+    | MessageTooBig
 )
 
 
@@ -139,7 +146,7 @@ class ServerWire:
     """One server-side WebSocket connection, from the upgrade request to the close.
 
     ``max_message_size`` is the largest message accepted, bytes (past it:
-    :class:`ProtocolViolation` 1009 and nothing more is read); ``max_request_size``
+    :class:`MessageTooBig`, and nothing more is read); ``max_request_size``
     the largest upgrade request, bytes (past it: ``HandshakeRefused`` 431).
     """
 
@@ -265,7 +272,7 @@ class ServerWire:
         for event in self._ws.events():
             if isinstance(event, (BytesMessage, TextMessage)):
                 message = self._message_part(event)
-                if isinstance(message, ProtocolViolation):
+                if isinstance(message, MessageTooBig):
                     self._done()
                     events.append(message)
                     return events
@@ -285,17 +292,13 @@ class ServerWire:
 
     def _message_part(
         self, event: BytesMessage | TextMessage
-    ) -> MessageReceived | ProtocolViolation | None:
+    ) -> MessageReceived | MessageTooBig | None:
         if self.state is not WireState.OPEN:
             return None  # we are closing: what the client still sends is not read
         data = event.data
         self._size += len(data) if isinstance(data, (bytes, bytearray)) else len(data.encode())
         if self._size > self.max_message_size:
-            return ProtocolViolation(
-                CLOSE_MESSAGE_TOO_BIG,
-                f"message of more than {self.max_message_size} bytes "
-                f"(limit {self.max_message_size})",
-            )
+            return MessageTooBig(self._size)
         self._parts.append(bytes(data) if isinstance(data, (bytes, bytearray)) else data)
         self._text = isinstance(event, TextMessage)
         if not event.message_finished:

@@ -1,0 +1,207 @@
+"""The trio side of one session: its handle, and the reader, writer and pinger tasks.
+
+:class:`SessionHandle` wraps a :class:`~libp2p_introspection.protocol.session.Session`
+with what its I/O needs (a wake-up for the writer, a wake-up for a reader held
+back, the cancel scope); :func:`serve_session` runs the three tasks that feed
+the session what the transport reads and write what it asks, and live and die
+together. Every rule is the session's: these tasks only ask it (whether it
+takes input now, what to write next, whether it must close) and carry it out.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import Counter
+
+import trio
+
+from libp2p_introspection.protocol.closecodes import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION
+from libp2p_introspection.protocol.framing import HEADER_SIZE, payload_kind
+from libp2p_introspection.protocol.session import Session
+from libp2p_introspection.server.websocket import WebSocketTransport
+from libp2p_introspection.server.wire import (
+    ClosedByPeer,
+    MessageReceived,
+    MessageTooBig,
+    PongReceived,
+    ProtocolViolation,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SessionHandle:
+    """A session plus what its I/O tasks need: a wake-up for the writer and a cancel scope.
+
+    ``peer`` names the client in logs. The hub calls :meth:`notify` (synchronously)
+    after it gives the session something; the tasks wait with :meth:`wait` and
+    :meth:`wait_readable`.
+    """
+
+    def __init__(self, session: Session, peer: str) -> None:
+        self.session = session
+        self.peer = peer
+        self.cancel_scope: trio.CancelScope | None = None
+        #: Frames actually written to the socket, by payload kind.
+        self.sent: Counter[str] = Counter()
+        self._wakeup = trio.Event()
+        self._readable = trio.Event()
+
+    def notify(self) -> None:
+        """Wake the writer if there is something to send or the session must end."""
+        session = self.session
+        if session.close is not None:
+            self.cancel()
+        if session.has_frames or session.close is not None:
+            self._wakeup.set()
+
+    def cancel(self) -> None:
+        """Cancel the session's I/O (it must end, or the server stops)."""
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+    async def wait(self) -> None:
+        """Sleep until :meth:`notify` finds work; returns at once if there already is some."""
+        if self.session.has_frames or self.session.close is not None:
+            return
+        self._wakeup = trio.Event()
+        await self._wakeup.wait()
+
+    def frame_written(self, frame: bytes, now: float) -> None:
+        """The writer wrote ``frame`` (the one it last took): tell the session, count it,
+        and wake a reader held back by a full queue if the session takes input again."""
+        self.session.frame_sent(now)
+        self.sent[payload_kind(memoryview(frame)[HEADER_SIZE:])] += 1
+        if self.session.accepts_input:
+            self._readable.set()
+
+    async def wait_readable(self) -> None:
+        """Sleep until the session takes input again (:attr:`Session.accepts_input`);
+        returns at once if it does."""
+        while not self.session.accepts_input:
+            self._readable = trio.Event()
+            await self._readable.wait()
+
+
+async def serve_session(
+    transport: WebSocketTransport,
+    handle: SessionHandle,
+    *,
+    ping_interval_s: float,
+    pong_timeout_s: float,
+) -> None:
+    """Run the session's reader, writer and pinger until one of them ends the session
+    (the client left, the session closed, the pongs stopped) or the caller is cancelled.
+
+    ``ping_interval_s``: seconds between pings; ``pong_timeout_s``: how long a pong
+    may take, seconds, from when the socket took the ping (past it: 1008).
+    """
+    pings = _Pings()
+    with trio.CancelScope() as scope:
+        handle.cancel_scope = scope
+        async with trio.open_nursery() as nursery:
+            cancel = nursery.cancel_scope
+            nursery.start_soon(_reader, transport, handle, pings, cancel)
+            nursery.start_soon(_writer, transport, handle, cancel)
+            nursery.start_soon(_pinger, transport, handle, pings, ping_interval_s, pong_timeout_s)
+
+
+async def _pinger(
+    transport: WebSocketTransport,
+    handle: SessionHandle,
+    pings: _Pings,
+    interval: float,
+    timeout: float,
+) -> None:
+    # A session whose pongs stop is dead (a vanished peer, a half-open TCP
+    # connection); a paused client still answers pings and stays. The pong
+    # timeout counts from when the socket took the ping: a slow reader of a
+    # large frame is governed by the write timeout instead.
+    while handle.session.close is None:
+        await trio.sleep(interval)
+        if not await transport.ping(pings.next()):
+            return
+        with trio.move_on_after(timeout) as waited:
+            await pings.answered.wait()
+        if waited.cancelled_caught:
+            handle.session.end(
+                CLOSE_POLICY_VIOLATION, f"no pong within {timeout:g} s: session is dead"
+            )
+            handle.notify()
+            return
+
+
+async def _reader(
+    transport: WebSocketTransport,
+    handle: SessionHandle,
+    pings: _Pings,
+    scope: trio.CancelScope,
+) -> None:
+    session = handle.session
+    while session.close is None:
+        # Backpressure (§4.6): the session says when it takes input; until then
+        # nothing is read, and TCP pushes back on the client.
+        await handle.wait_readable()
+        event = await transport.next_event()
+        if isinstance(event, ClosedByPeer):
+            break
+        if isinstance(event, PongReceived):
+            pings.pong(event.payload)
+            continue
+        now = trio.current_time()
+        if isinstance(event, ProtocolViolation):
+            log.info("session %s: %s (%d)", handle.peer, event.reason, event.code)
+            session.end(event.code, event.reason)
+        elif isinstance(event, MessageTooBig):
+            session.receive_oversized(event.size, now)  # the session decides the close
+        elif isinstance(event, MessageReceived):
+            try:
+                if isinstance(event.data, bytes):
+                    session.receive_command(event.data, now)
+                else:
+                    session.receive_text(event.data, now)
+            except Exception:
+                # A fault of ours on this input: it ends this session only (§4.9).
+                log.exception("session %s: internal error handling a command", handle.peer)
+                session.end(CLOSE_INTERNAL_ERROR, "internal error handling the command")
+        handle.notify()
+    scope.cancel()
+
+
+async def _writer(
+    transport: WebSocketTransport, handle: SessionHandle, scope: trio.CancelScope
+) -> None:
+    session = handle.session
+    while session.close is None:
+        frame = session.next_frame()
+        if frame is None:
+            await handle.wait()
+            continue
+        # Cancelled half-way (the session closed), the rest of the frame stays
+        # queued in the wire and the close finishes it first (§4.6).
+        if not await transport.send_binary(frame):
+            break
+        handle.frame_written(frame, trio.current_time())
+    scope.cancel()
+
+
+class _Pings:
+    """The one ping in flight of a session: its payload and whether its pong came."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._payload = b""
+        self.answered = trio.Event()
+
+    def next(self) -> bytes:
+        """A fresh payload for the next ping (and a fresh event for its pong)."""
+        self._count += 1
+        self._payload = struct.pack("!Q", self._count)
+        self.answered = trio.Event()
+        return self._payload
+
+    def pong(self, payload: bytes) -> None:
+        """A pong arrived; it answers the ping in flight if it echoes its payload."""
+        if payload == self._payload:
+            self.answered.set()
