@@ -46,7 +46,8 @@ class SyntheticSource(SampledSource):
         self.start_ts = max(0, self._clock_ms())
         self._last_instant = self.start_ts
         self.peer_id = random_peer_id(rng)
-        self._connections = ConnectionSimulation(
+        #: The connection simulation: its ``retained`` and ``active`` connections, totals.
+        self.connections = ConnectionSimulation(
             opts, rng=rng, start_ts=self.start_ts, emitter=self._events
         )
         self._dht = SimulatedDht(
@@ -57,17 +58,12 @@ class SyntheticSource(SampledSource):
     @property
     def suppressed_stream_events(self) -> int:
         """Stream events not emitted because of ``max_stream_events_per_snapshot``."""
-        return self._connections.suppressed_stream_events
+        return self.connections.suppressed_stream_events
 
     @property
     def dht_queries(self) -> int:
-        """DHT queries simulated by :meth:`run` (events emitted or not)."""
+        """DHT queries simulated by :meth:`simulate_queries` (events emitted or not)."""
         return self._dht.queries
-
-    @property
-    def connections(self) -> ConnectionSimulation:
-        """The connection simulation (its ``retained`` connections, ``active`` ones, totals)."""
-        return self._connections
 
     def runtime(self) -> pb.Runtime:
         """Static metadata: ``implementation`` "py-libp2p (synthetic)", the installed
@@ -104,7 +100,7 @@ class SyntheticSource(SampledSource):
         now = max(0, self._clock_ms())
         start = self._last_instant
         window_ms = max(0, now - start)
-        self._connections.step(now, start, window_ms)
+        self.connections.step(now, start, window_ms)
         dht = self._dht
         if dht.enabled:
             dht.evolve(now)
@@ -114,11 +110,11 @@ class SyntheticSource(SampledSource):
         subsystems = pb.Subsystems()
         if dht.enabled:
             dht.fill(subsystems.dht, now)
-        self._connections.node.fill(state.traffic, window_ms)
+        self.connections.node.fill(state.traffic, window_ms)
         self._last_instant = now
         return assemble_state(
             state.SerializeToString(),
-            self._connections.encoded_connections(),
+            self.connections.encoded_connections(),
             subsystems.SerializeToString(),
         )
 
