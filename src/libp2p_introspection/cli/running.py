@@ -20,7 +20,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, ConnectionTimeo
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.client.connection import ProtocolError
-from libp2p_introspection.server.admission import is_loopback
+from libp2p_introspection.protocol.admission import is_loopback
 
 #: Loggers whose INFO lines show without -v: what a command is doing, when all is well
 #: (WARNING and above mean something is wrong).

@@ -48,11 +48,9 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from libp2p_introspection.introspector import conninfo, endings, events, records, render
+from libp2p_introspection.introspector import conninfo, endings, records, render
 from libp2p_introspection.introspector import touchpoints as tp
-from libp2p_introspection.introspector.clock import ClockMs
 from libp2p_introspection.introspector.ending_hooks import EndingHooks
-from libp2p_introspection.introspector.events import EventEmitter
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.records import (
     ENDED,
@@ -63,13 +61,13 @@ from libp2p_introspection.introspector.records import (
 )
 from libp2p_introspection.introspector.traffic import TrafficCounter, install_counters
 from libp2p_introspection.introspector.upgrades import UpgradeTracker
-from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol import events, pb
+from libp2p_introspection.protocol.clock import ClockMs
+from libp2p_introspection.protocol.events import EventEmitter
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ENDED", "ConnectionRecord", "ConnectionRegistry", "StreamListener", "StreamRecord"]
-
-_STATUS_NAMES = {pb.CLOSED: "CLOSED", pb.ERROR: "ERROR"}
 
 
 class ConnectionRegistry:
@@ -186,20 +184,13 @@ class ConnectionRegistry:
         except Exception:
             logger.exception("introspector: could not hook connection endings")
         if announce:
-            self._emitter.emit(
-                events.CONNECTION_OPENED,
-                {
-                    "peerId": record.peer_id,
-                    "connId": record.id.hex(),
-                    "direction": conninfo.direction_name(record.role),
-                    "localAddr": record.local_addr,
-                    "remoteAddr": record.remote_addr,
-                    "transport": record.transport.decode(errors="replace"),
-                    "multiplexer": record.muxer,
-                    "encryption": record.security,
-                    "openTs": record.open_ts,
-                },
-            )
+            content = events.connection_opened(
+                peer_id=record.peer_id, conn_id=record.id, role=record.role,
+                local_addr=record.local_addr, remote_addr=record.remote_addr,
+                transport=record.transport, multiplexer=record.muxer,
+                encryption=record.security, open_ts=record.open_ts,
+            )  # fmt: skip
+            self._emitter.emit(events.CONNECTION_OPENED, content)
         return record
 
     def on_disconnected(self, conn: Any) -> None:
@@ -223,21 +214,13 @@ class ConnectionRegistry:
         for obj in record.hooked:
             self._unhook(obj)
         record.hooked.clear()
-        self._emitter.emit(
-            events.CONNECTION_CLOSED,
-            {
-                "peerId": record.peer_id,
-                "connId": record.id.hex(),
-                "direction": conninfo.direction_name(record.role),
-                "remoteAddr": record.remote_addr,
-                "openTs": record.open_ts,
-                "closeTs": record.close_ts,
-                "bytesIn": record.traffic.in_bytes,
-                "bytesOut": record.traffic.out_bytes,
-                "status": _STATUS_NAMES[record.status],
-                "reason": record.reason,
-            },
-        )
+        content = events.connection_closed(
+            peer_id=record.peer_id, conn_id=record.id, role=record.role,
+            remote_addr=record.remote_addr, open_ts=record.open_ts,
+            ending=events.Ending(record.close_ts, record.traffic.in_bytes,
+                                 record.traffic.out_bytes, record.status, record.reason),
+        )  # fmt: skip
+        self._emitter.emit(events.CONNECTION_CLOSED, content)
 
     # ---------------------------------------------------------------- streams
 
@@ -328,17 +311,12 @@ class ConnectionRegistry:
         tp.STREAM_SET_PROTOCOL.hook(self._patcher, stream, wrap, once=False)
 
     def _announce_stream(self, stream_record: StreamRecord) -> None:
-        self._emitter.emit(
-            events.STREAM_OPENED,
-            {
-                "peerId": stream_record.conn.peer_id,
-                "connId": stream_record.conn.id.hex(),
-                "streamId": stream_record.id.hex(),
-                "protocol": stream_record.current_protocol(),
-                "direction": conninfo.direction_name(stream_record.role),
-                "openTs": stream_record.open_ts,
-            },
-        )
+        content = events.stream_opened(
+            peer_id=stream_record.conn.peer_id, conn_id=stream_record.conn.id,
+            stream_id=stream_record.id, protocol=stream_record.current_protocol(),
+            role=stream_record.role, open_ts=stream_record.open_ts,
+        )  # fmt: skip
+        self._emitter.emit(events.STREAM_OPENED, content)
 
     def on_stream_closed(self, stream: Any) -> None:
         """Mark a stream CLOSED or ERROR (idempotent); emits ``StreamClosed``."""
@@ -359,22 +337,14 @@ class ConnectionRegistry:
         stream_record.status = status
         stream_record.reason = reason
         stream_record.close_ts = now
-        self._emitter.emit(
-            events.STREAM_CLOSED,
-            {
-                "peerId": stream_record.conn.peer_id,
-                "connId": stream_record.conn.id.hex(),
-                "streamId": stream_record.id.hex(),
-                "protocol": stream_record.protocol,
-                "direction": conninfo.direction_name(stream_record.role),
-                "openTs": stream_record.open_ts,
-                "closeTs": stream_record.close_ts,
-                "bytesIn": stream_record.traffic.in_bytes,
-                "bytesOut": stream_record.traffic.out_bytes,
-                "status": _STATUS_NAMES[status],
-                "reason": reason,
-            },
-        )
+        content = events.stream_closed(
+            peer_id=stream_record.conn.peer_id, conn_id=stream_record.conn.id,
+            stream_id=stream_record.id, protocol=stream_record.protocol,
+            role=stream_record.role, open_ts=stream_record.open_ts,
+            ending=events.Ending(stream_record.close_ts, stream_record.traffic.in_bytes,
+                                 stream_record.traffic.out_bytes, status, reason),
+        )  # fmt: skip
+        self._emitter.emit(events.STREAM_CLOSED, content)
 
     # -------------------------------------------------------------- snapshots
 

@@ -69,11 +69,6 @@ def stream_role(stream: Any) -> int:
     return pb.RESPONDER if direction == Direction.INBOUND else pb.INITIATOR
 
 
-def direction_name(role: int) -> str:
-    """``"outbound"`` for INITIATOR, ``"inbound"`` for RESPONDER (event property values)."""
-    return "outbound" if role == pb.INITIATOR else "inbound"
-
-
 def _is_raw(obj: object) -> bool:
     # ISecureConn extends IRawConnection: we want the transport connection under it.
     return isinstance(obj, IRawConnection) and not isinstance(obj, ISecureConn | IMuxedConn)

@@ -12,7 +12,7 @@ attach time for peers already present.
 
 Queries are counted, and reported as one ``InboundDHTQuery`` /
 ``OutboundDHTQuery`` event per RPC (content keys: PROTOCOL.md §3 and
-:data:`~libp2p_introspection.introspector.events.DHT_QUERY_PROPERTIES`), by
+:data:`~libp2p_introspection.protocol.events.DHT_QUERY_PROPERTIES`), by
 instance-level wrappers (restored on detach):
 
 * outgoing: the five methods through which py-libp2p 0.8.1 sends every
@@ -60,7 +60,6 @@ import contextlib
 import contextvars
 import hashlib
 import logging
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -71,13 +70,27 @@ import trio
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.peer.id import ID
 
-from libp2p_introspection.introspector import conninfo, events
+from libp2p_introspection.introspector import conninfo
 from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.connections import ConnectionRegistry, StreamRecord
-from libp2p_introspection.introspector.events import EventEmitter
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.touchpoints import Touchpoint
-from libp2p_introspection.protocol import pb, wire
+from libp2p_introspection.protocol import events, pb, wire
+from libp2p_introspection.protocol.dht import (
+    API,
+    CANCELLED,
+    DISCOVERY,
+    ERROR,
+    INBOUND,
+    OUTBOUND,
+    SUCCESS,
+    TIMEOUT,
+    UNKNOWN,
+    QueryCounts,
+    new_query_id,
+    query_content,
+)
+from libp2p_introspection.protocol.events import EventEmitter
 
 logger = logging.getLogger(__name__)
 
@@ -105,29 +118,9 @@ _INBOUND_FLAGS: tuple[tuple[Touchpoint, str], ...] = tuple(
         strict=True)
 )  # fmt: skip
 
-#: Query results, as the events and the ``QueryGauge`` fields name them.
-SUCCESS, ERROR, TIMEOUT = "SUCCESS", "ERROR", "TIMEOUT"
-#: A call its caller cancelled: no event, not counted.
-CANCELLED = "CANCELLED"
-INBOUND, OUTBOUND = "INBOUND", "OUTBOUND"
-DISCOVERY, API = "DISCOVERY", "API"
-#: Message name of an inbound request that failed before its type could be read.
-UNKNOWN = "UNKNOWN"
-
-_QUERY_TYPES = {
-    "GET_VALUE": "VALUE",
-    "PUT_VALUE": "VALUE",
-    "GET_PROVIDERS": "PROVIDER",
-    "ADD_PROVIDER": "PROVIDER",
-}
 #: Bytes of a request body kept to read its type and key (fields 1 and 2, which
 #: protobuf writes first); a longer body (a big PUT_VALUE) is not kept whole.
 _KEPT_REQUEST_BYTES = 4096
-
-
-def query_type(message_type: str) -> str:
-    """The event's ``type`` for a Kademlia message name: VALUE, PROVIDER or CONTENT."""
-    return _QUERY_TYPES.get(message_type, "CONTENT")
 
 
 def target_string(message_type: str, key: bytes | str | None) -> str:
@@ -139,66 +132,6 @@ def target_string(message_type: str, key: bytes | str | None) -> str:
     if message_type == "FIND_NODE" and raw:
         return str(ID(raw).to_base58())
     return raw.hex()
-
-
-def new_query_id() -> str:
-    """A random ``queryId``: 64 hex digits, one per RPC."""
-    return secrets.token_hex(32)
-
-
-def query_content(
-    *,
-    direction: str,
-    peer: str,
-    message_type: str,
-    target: str,
-    total_time_ms: int,
-    trigger: str,
-    result: str,
-    query_id: str,
-) -> dict[str, Any]:
-    """One DHT query event's content (the keys of ``DHT_QUERY_PROPERTIES``).
-
-    :param peer: the remote peer as ``PeerInDHT.peer_id`` writes it ("" if unknown:
-        then ``peerIds`` is empty).
-    """
-    return {
-        "direction": direction,
-        "peerIds": [peer] if peer else [],
-        "queryId": query_id,
-        "targetPeerId": target,
-        "totalTimeMs": max(0, int(total_time_ms)),
-        "totalSteps": 1,
-        "trigger": trigger,
-        "type": query_type(message_type),
-        "messageType": message_type,
-        "result": result,
-    }
-
-
-@dataclass
-class QueryCounts:
-    """Cumulative query outcomes (the ``QueryGauge`` fields)."""
-
-    success: int = 0
-    error: int = 0
-    timeout: int = 0
-
-    def count(self, result: str) -> None:
-        """Count one query with outcome ``result`` (``CANCELLED`` is not counted)."""
-        if result == SUCCESS:
-            self.success += 1
-        elif result == ERROR:
-            self.error += 1
-        elif result == TIMEOUT:
-            self.timeout += 1
-
-    def to_pb(self, out: pb.DHT.QueryGauge) -> None:
-        """Fill a ``QueryGauge`` (always present)."""
-        out.SetInParent()
-        out.success = self.success
-        out.error = self.error
-        out.timeout = self.timeout
 
 
 @dataclass

@@ -18,10 +18,10 @@ from typing import Any
 
 from libp2p_introspection.introspector import endings, records
 from libp2p_introspection.introspector import touchpoints as tp
-from libp2p_introspection.introspector.clock import ClockMs
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.records import ConnectionRecord, StreamRecord
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.clock import ClockMs
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from libp2p_introspection.introspector import touchpoints as tp
-from libp2p_introspection.introspector.clock import ClockMs
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.traffic import TrafficCounter, install_counters
+from libp2p_introspection.protocol.clock import ClockMs
 
 logger = logging.getLogger(__name__)
 

@@ -31,12 +31,12 @@ from trio.lowlevel import enable_ki_protection
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
+from libp2p_introspection.protocol.admission import Refusal, admit
 from libp2p_introspection.protocol.closecodes import CLOSE_GOING_AWAY
 from libp2p_introspection.protocol.session import (
     Close,
     SessionStats,
 )
-from libp2p_introspection.server.admission import Refusal, admit
 from libp2p_introspection.server.config import ServerConfig
 from libp2p_introspection.server.hub import Hub
 from libp2p_introspection.server.session_io import SessionHandle, serve_session
