@@ -45,6 +45,7 @@ from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
 from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.introspector.protocols import ProtocolTracker
 from libp2p_introspection.introspector.traffic import TrafficCounter
 from libp2p_introspection.introspector.upgrades import UpgradeTracker
 from libp2p_introspection.protocol import events, pb
@@ -161,6 +162,8 @@ class HostIntrospector(SampledSource):
             peerstore=peerstore,
             use_created_at=clock_ms is None,
         )
+        self._protocols = ProtocolTracker()
+        self._registry.stream_released.append(self._protocols.on_stream_released)
         self._dht: DhtTracker | None = None
         if dht is not None:
             self._dht = DhtTracker(
@@ -261,7 +264,8 @@ class HostIntrospector(SampledSource):
         self._events.set_sink(sink)
 
     def state(self) -> pb.State:
-        """One snapshot: every retained connection with its streams, node traffic, DHT.
+        """One snapshot: every retained connection with its streams, node traffic,
+        per-protocol traffic (:mod:`~libp2p_introspection.introspector.protocols`), DHT.
 
         ``instant_ts`` = now; ``start_ts`` = the previous call's ``instant_ts``
         (the attach time for the first call); ``snapshot_duration_ms`` =
@@ -281,6 +285,10 @@ class HostIntrospector(SampledSource):
         except Exception:
             logger.exception("introspector: purge failed")
         self._registry.fill(state.subsystems.connections, window)
+        try:
+            self._protocols.fill(state.protocols, self._registry.connections(), window)
+        except Exception:
+            logger.exception("introspector: per-protocol traffic failed")
         try:
             total = self._registry.node_traffic()
             node = self._node
