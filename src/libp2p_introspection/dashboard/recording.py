@@ -37,7 +37,9 @@ from typing import BinaryIO
 
 from libp2p_introspection.dashboard.convert import (
     DEFAULT_CLOSED_TTL_MS,
+    DEFAULT_MAX_SNAPSHOT_BYTES,
     SnapshotConverter,
+    SnapshotTooLarge,
     event_to_json,
     event_type_to_json,
     runtime_to_json,
@@ -94,6 +96,7 @@ def load_recording(
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS,
     limits: RecordLimits = DEFAULT_LIMITS,
+    max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
 ) -> tuple[Store, RecordingInfo]:
     """Read the recording ``source`` (a path or a binary stream) into a new store.
 
@@ -110,9 +113,12 @@ def load_recording(
         max_event_bytes=max_event_bytes,
     )
     converter = SnapshotConverter(
-        closed_ttl_ms=closed_ttl_ms, max_connections=limits.max_connections
+        closed_ttl_ms=closed_ttl_ms,
+        max_connections=limits.max_connections,
+        max_snapshot_bytes=max_snapshot_bytes,
     )
-    states = events = 0
+    states = events = too_large = 0
+    too_large_reason = ""
     label = name or str(getattr(source, "name", source))
     try:
         with RecordingReader(source, limits=limits) as reader:
@@ -126,7 +132,13 @@ def load_recording(
                 if kind == "runtime":
                     store.set_runtime(runtime_to_json(message.runtime))
                 elif kind == "state":
-                    store.add_snapshot(converter.convert(message.state))
+                    try:
+                        data = converter.convert(message.state)
+                    except SnapshotTooLarge as exc:
+                        too_large += 1
+                        too_large_reason = too_large_reason or f"record {reader.records}: {exc}"
+                        continue
+                    store.add_snapshot(data)
                     states += 1
                 elif kind == "event":
                     event = message.event
@@ -142,8 +154,8 @@ def load_recording(
                 events=events,
                 checksum_failures=reader.checksum_failures,
                 truncated=reader.truncated,
-                over_limit=reader.over_limit,
-                over_limit_reason=reader.over_limit_reason,
+                over_limit=reader.over_limit + too_large,
+                over_limit_reason=reader.over_limit_reason or too_large_reason,
             )
     except RecordingError as exc:
         raise RecordingLoadError(str(exc)) from exc
