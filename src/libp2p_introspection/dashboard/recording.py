@@ -18,15 +18,21 @@ connections, 100,000 streams, 100,000 other list entries) is skipped, counted
 in :attr:`RecordingInfo.over_limit` and shown on the page (that file now
 loads its other snapshots in milliseconds, with no measurable growth).
 Converting one snapshot within the limits costs at most about 2.5 KB per
-connection and 1.5 KB per stream, plus ten times the record's bytes (about
-175 MB for the connections and streams the default limits allow; measured:
-90 MB for 10,000 empty connections of 10 empty streams each, 141 MB for the
-10 MB synthetic 9,990 x 10 snapshot), on top of what the store keeps (its
+connection and 1.5 KB per stream, plus their strings, each capped (1 KiB at
+most: :mod:`.convert`), plus its JSON text, which is at most
+``max_snapshot_bytes`` (64 MiB by default: a snapshot whose text would be
+larger is skipped before it is built, counted in
+:attr:`RecordingInfo.over_limit` and shown on the page), plus about three
+times the record's bytes while it is read and parsed (measured: 90 MB for
+10,000 empty connections of 10 empty streams each, 141 MB for the 10 MB
+synthetic 9,990 x 10 snapshot; a 60 MB record of one peer id of U+0000
+peaks at 170 MB above the start), on top of what the store keeps (its
 ``max_bytes`` of snapshot text and ``max_event_bytes`` of event text, see
 :mod:`.store`). Connections carried on after they vanished count toward
-the connection limit too (:class:`~.convert.SnapshotConverter`): a file
-whose every record holds 10,000 new connections that never close makes
-snapshots of 10,000 connections, not of all of them.
+the connection limit and the size budget too
+(:class:`~.convert.SnapshotConverter`): a file whose every record holds
+10,000 new connections that never close makes snapshots of 10,000
+connections, not of all of them.
 """
 
 from __future__ import annotations
@@ -100,7 +106,9 @@ def load_recording(
 ) -> tuple[Store, RecordingInfo]:
     """Read the recording ``source`` (a path or a binary stream) into a new store.
 
-    ``limits``: records holding more are skipped (module doc). Raises
+    ``limits``: records holding more are skipped (module doc), and so are
+    snapshots whose JSON would take more than ``max_snapshot_bytes``
+    characters (counted in ``over_limit`` too). Raises
     :class:`RecordingLoadError` when it is not a readable recording (not one
     at all, another file version, a record over the size limit, or no
     snapshot in it that is within ``limits``).
