@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -46,3 +46,48 @@ async def attach_introspection(
             yield server
     finally:
         introspector.detach()
+
+
+@asynccontextmanager
+async def introspected_demo(
+    config: ServerConfig, settings: Mapping[str, Any]
+) -> AsyncIterator[tuple[HostIntrospector, str]]:
+    """A demo network (:class:`~libp2p_introspection.demo.DemoNetwork`) whose observed
+    node is introspected, for the block's duration; with a description for the user.
+
+    ``settings``: ``nodes`` (at least 2), ``no_churn`` (bool) and ``seed`` (``None``:
+    a fresh one), the demo's own flags; ``config`` gives the closed-connection
+    lifetime. The network stops and every hook is removed on exit.
+    """
+    import trio
+
+    from libp2p_introspection.demo import DemoNetwork, DemoNode, DemoOptions
+
+    introspectors: list[HostIntrospector] = []
+
+    def attach(node: DemoNode) -> None:  # before the node has any connection
+        introspectors.append(
+            HostIntrospector(
+                node.host,
+                dht=node.dht,
+                closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
+            )
+        )
+
+    nodes, churn = settings["nodes"], not settings["no_churn"]
+    network = DemoNetwork(
+        DemoOptions(nodes=nodes, churn=churn, seed=settings["seed"], on_observed_ready=attach)
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(network.run)
+            peer_id = network.observed.host.get_id()
+            yield (
+                introspectors[0],
+                f"py-libp2p node {peer_id}\n(1 of {nodes} nodes on 127.0.0.1: ping, echo "
+                f"and bulk streams, a Kademlia DHT{', churn' if churn else ''})",
+            )
+            nursery.cancel_scope.cancel()
+    finally:
+        for introspector in introspectors:
+            introspector.detach()

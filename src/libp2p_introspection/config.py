@@ -1,7 +1,10 @@
-"""Documented defaults shared by the server, the CLI and the clients.
+"""Addresses, the token's names and the text helpers shared by the server, the CLI and
+the clients.
 
-Every value here is a default: each has a CLI option and a field in
-:class:`libp2p_introspection.server.ServerConfig`.
+The server's options (their defaults, units, help and checks) are defined once,
+in :data:`libp2p_introspection.server.config.SERVER_OPTIONS`; the defaults here
+are the ones clients need too (where a server listens by default, the
+dashboard's port) and the closed-connection lifetime every source applies.
 """
 
 from __future__ import annotations
@@ -18,24 +21,8 @@ DEFAULT_PORT = 8845
 PATH = "/introspect"
 #: The port of the dashboard page (``libp2p-introspect dashboard``, and ``demo``'s).
 DEFAULT_DASHBOARD_PORT = 8846
-#: Base snapshot interval (PROTOCOL.md §4.1), ms.
-DEFAULT_INTERVAL_MS = 1_000
 #: How long a closed connection stays in snapshots as CLOSED (§3), ms.
 DEFAULT_CLOSED_CONNECTION_LIFETIME_MS = 120_000
-#: Upper clamp of a session's retention_period_ms (§4.7), ms.
-DEFAULT_MAX_RETENTION_MS = 120_000
-#: Per-session byte budget of the pause buffer (§4.5), bytes.
-DEFAULT_PUSH_BYTE_BUDGET = 32 * 1024 * 1024
-#: Per-session item limit of the pause buffer (§4.5), events and snapshots: with the
-#: byte budget, it bounds the buffer's bookkeeping too (tiny items), items.
-DEFAULT_PUSH_ITEM_BUDGET = 262_144
-#: Per-session bound of the outgoing queue (§4.6), messages.
-DEFAULT_QUEUE_BOUND = 256
-#: A client that reads nothing for this long is disconnected with 1008 (§4.6), seconds.
-DEFAULT_WRITE_TIMEOUT_S = 10.0
-#: After a close is decided, how long the frame in flight and the close frame may take
-#: to go out before the TCP connection is closed under them (§4.6), seconds.
-DEFAULT_CLOSE_GRACE_S = 5.0
 
 
 #: A host name (RFC 1123 labels; ``_`` tolerated) or an IPv4 address, as a URL may carry it.
@@ -99,21 +86,6 @@ def page_url(host: str = DEFAULT_HOST, port: int = DEFAULT_DASHBOARD_PORT) -> st
     return f"http://{host}:{port}/"
 
 
-#: Concurrent sessions the server accepts; past it, upgrades get HTTP 503.
-DEFAULT_MAX_SESSIONS = 64
-#: TCP connections that have not finished the WebSocket handshake (or are being
-#: refused) at once; past it, a new connection is closed as soon as it is accepted.
-DEFAULT_MAX_HANDSHAKES = 128
-#: Sustained commands per second a session may send (token bucket; §4.8 ERR past it).
-DEFAULT_COMMANDS_PER_SECOND = 50.0
-#: Commands a session may send in one burst before the rate applies.
-DEFAULT_COMMAND_BURST = 100
-#: Seconds between WebSocket pings the server sends to each session.
-DEFAULT_PING_INTERVAL_S = 15.0
-#: A session whose pong has not come back this long after a ping is closed, seconds.
-DEFAULT_PONG_TIMEOUT_S = 30.0
-#: Seconds a client has to complete the WebSocket handshake (half-open connections).
-DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0
 #: Environment variable holding the shared token (server and clients) when ``--token``
 #: is not given.
 TOKEN_ENV = "LIBP2P_INTROSPECTION_TOKEN"

@@ -149,9 +149,9 @@ def test_a_malformed_handshake_answer_is_a_one_line_error(tmp_path, command, ans
 
 
 def test_watch_prints_a_hostile_servers_event_as_escapes(capsys):
-    from libp2p_introspection.cli import _printer
+    from libp2p_introspection.client.watch import printer
 
-    emit = _printer(as_json=False)
+    emit = printer(as_json=False)
     emit({"kind": "event", "ts": 1, "type": "Type" + ESCAPES, "content": ESCAPES})
     out = capsys.readouterr().out
     assert out.startswith("event  1  Type\\x1b]0;PWNED")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 
 import pytest
 from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
@@ -141,15 +140,6 @@ def test_emitter_swallows_sink_errors() -> None:
     emitter.emit(events.INBOUND_DHT_QUERY, {"wrong": 1})  # bad properties: logged, not raised
 
 
-def test_missing_touchpoint_reads_default_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
-    touchpoint = endings.Touchpoint("Yamux", "_not_in_this_version", "a test attribute")
-    caplog.set_level(logging.WARNING, logger="libp2p_introspection")
-    assert touchpoint.get(object(), "fallback") == "fallback"
-    assert touchpoint.get(object()) is None
-    warnings = [r for r in caplog.records if "_not_in_this_version" in r.getMessage()]
-    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
-
-
 def test_unknown_objects_have_no_wire_ending() -> None:
     """A muxer the module does not know (QUIC, a stand-in) is left to the notifee."""
     assert endings.wire_end(object()) == (False, False)
@@ -179,25 +169,6 @@ def test_failure_of_tells_a_clean_eof_from_a_failure() -> None:
             "ConnectionResetError: [Errno 104] Connection reset by peer"
         )
     assert len(endings.failure_of(ValueError("x" * 1_000)) or "") == endings.MAX_REASON_CHARS
-
-
-def test_touchpoints_name_real_py_libp2p_attributes() -> None:
-    """Every touchpoint exists in the installed py-libp2p (0.8.1): on the class,
-    or set by its ``__init__`` (checked on the source, no instance needed)."""
-    import inspect
-    import re
-
-    from libp2p.network.stream.net_stream import NetStream
-    from libp2p.stream_muxer.mplex.mplex import Mplex
-    from libp2p.stream_muxer.mplex.mplex_stream import MplexStream
-    from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
-
-    classes = {cls.__name__: cls for cls in (NetStream, Mplex, MplexStream, Yamux, YamuxStream)}
-    for touchpoint in endings.TOUCHPOINTS:
-        cls = classes[touchpoint.owner]
-        init = inspect.getsource(cls.__init__)
-        assigned = re.search(rf"self\.{touchpoint.name}\s*(:[^=\n]*)?=", init)
-        assert hasattr(cls, touchpoint.name) or assigned, touchpoint
 
 
 async def test_ending_hooks_raise_only_what_the_original_raised() -> None:

@@ -40,6 +40,7 @@ import wsproto.utilities
 from trio_websocket import CloseReason, WebSocketConnection, open_websocket_url
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
+from libp2p_introspection.client.errors import ProtocolError
 from libp2p_introspection.config import TOKEN_ENV, TOKEN_HEADER, RedactTokens, check_token
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import (
@@ -112,11 +113,6 @@ async def _counted_message_event(
 
 
 WebSocketConnection._handle_message_event = _counted_message_event  # type: ignore[method-assign]
-
-
-class ProtocolError(Exception):
-    """The server sent something this client cannot accept (a bad frame, a text frame
-    that is not a binary string, a message that does not parse)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,15 @@ counts as one.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from trio_websocket import ConnectionClosed
 
 from libp2p_introspection.client.connection import Command, Received, Source, connect
+from libp2p_introspection.config import printable
 from libp2p_introspection.protocol import pb
 
 Emit = Callable[[dict[str, Any]], None]
@@ -91,3 +94,33 @@ async def watch(
             emit({"kind": "closed", "code": reason.code if reason else None,
                   "reason": reason.reason if reason else None})  # fmt: skip
             raise SystemExit(1) from exc
+
+
+def printer(as_json: bool, out: TextIO | None = None) -> Emit:
+    """An :data:`Emit` that writes each line to ``out`` (stdout by default) and flushes:
+    one JSON object per line with ``as_json``, else text. An event's type and content
+    come from the server: they are made :func:`~libp2p_introspection.config.printable`.
+    """
+
+    def write(text: str) -> None:
+        stream = out or sys.stdout
+        stream.write(text + "\n")
+        stream.flush()
+
+    def emit(line: dict[str, Any]) -> None:
+        if as_json:
+            write(json.dumps(line, sort_keys=True))
+        elif line["kind"] == "state":
+            write(
+                f"state  {line['instant_ts']}  connections={line['connections']} "
+                f"(active {line['active']}) streams={line['streams']} "
+                f"in={line['bytes_in']}B out={line['bytes_out']}B "
+                f"bw_in={line['bw_in']}B/s bw_out={line['bw_out']}B/s "
+                f"dht_peers={line['dht_peers']}"
+            )
+        elif line["kind"] == "event":
+            write(printable(f"event  {line['ts']}  {line['type']}  {line['content']}"))
+        else:
+            write(f"{line['kind']:6} {json.dumps(line)}")
+
+    return emit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from libp2p_introspection.demo.node import DemoNode
@@ -22,9 +22,13 @@ class DemoOptions:
     Rates are Poisson means (events per second, network-wide); sizes are bytes;
     durations are seconds. Defaults give a lively 4-node network that stays
     well under one CPU core.
+    The CLI's demo flags (``--nodes``, ``--no-churn``, ``--seed``) take their
+    defaults and bounds from here.
     """
 
-    #: Total number of nodes, the observed one included (at least 2).
+    #: The fewest nodes a network has: the observed one and one peer.
+    MIN_NODES: ClassVar[int] = 2
+    #: Total number of nodes, the observed one included (at least :attr:`MIN_NODES`).
     nodes: int = 4
     #: Seed for every random choice (peer identities, who talks to whom, sizes,
     #: intervals). ``None`` picks a fresh seed. Timing is not reproducible.
@@ -82,8 +86,8 @@ class DemoOptions:
     quiet_libp2p_warnings: bool = True
 
     def __post_init__(self) -> None:
-        if self.nodes < 2:
-            raise ValueError(f"nodes must be >= 2, got {self.nodes}")
+        if self.nodes < self.MIN_NODES:
+            raise ValueError(f"nodes must be >= {self.MIN_NODES}, got {self.nodes}")
         if self.extra_links < 0:
             raise ValueError("extra_links must be >= 0")
         for name in ("work_rate", "dht_rate"):

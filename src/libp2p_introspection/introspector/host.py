@@ -44,6 +44,7 @@ from multiaddr import Multiaddr
 from libp2p_introspection.abc import EventSink, SampledSource
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
 from libp2p_introspection.introspector import events
+from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.clock import ClockMs, wall_clock_ms
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
@@ -193,7 +194,7 @@ class HostIntrospector(SampledSource):
 
     def _attach(self) -> None:
         self._attached = True
-        self._guard(self._upgrades.attach, getattr(self._swarm, "upgrader", None))
+        self._guard(self._upgrades.attach, tp.SWARM_UPGRADER.get(self._swarm))
         self._swarm.register_notifee(self._notifee)
         self._guard(self._registry.adopt_existing, self._swarm)
         if self._dht is not None:
@@ -220,10 +221,11 @@ class HostIntrospector(SampledSource):
         self._attached = False
         try:
             remove = getattr(self._swarm, "remove_notifee", None)
+            notifees = tp.SWARM_NOTIFEES.get(self._swarm, []) if not callable(remove) else []
             if callable(remove):
                 remove(self._notifee)
-            elif self._notifee in getattr(self._swarm, "notifees", []):
-                self._swarm.notifees.remove(self._notifee)
+            elif self._notifee in notifees:
+                notifees.remove(self._notifee)
         except Exception:
             logger.exception("introspector: could not remove notifee")
         if self._dht is not None:

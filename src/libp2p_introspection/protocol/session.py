@@ -102,14 +102,13 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from libp2p_introspection import config as defaults
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.closecodes import CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION
 from libp2p_introspection.protocol.framing import (
-    MAX_COMMAND_SIZE,
     PROTOCOL_VERSION,
     encode_server_message,
 )
+from libp2p_introspection.protocol.limits import SessionLimits
 from libp2p_introspection.protocol.wire import VARINT, WireError, iter_fields
 
 Command = pb.ClientCommand.Command
@@ -174,51 +173,6 @@ class EventItem:
             message.event.CopyFrom(self._event)
             self._full_frame, self._event = encode_server_message(message), None
         return self._full_frame
-
-
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """Server options that govern every session (defaults in :mod:`libp2p_introspection.config`).
-
-    ``base_interval_ms`` is the server's snapshot interval, ms;
-    ``max_retention_ms`` the upper clamp of ``retention_period_ms``, ms;
-    ``push_byte_budget`` the pause buffer's size limit, bytes;
-    ``push_item_budget`` its limit in items (events and snapshots), however small;
-    ``queue_bound`` the outgoing queue's bound for push data, messages;
-    ``write_timeout_s`` how long a client may read nothing, seconds;
-    ``max_command_size`` the largest command accepted, bytes;
-    ``commands_per_second`` and ``command_burst`` the token bucket that limits
-    commands (past it a command gets ``ERR``; a session that keeps sending
-    through a burst's worth of refusals is closed with 1008).
-    """
-
-    base_interval_ms: int = defaults.DEFAULT_INTERVAL_MS
-    max_retention_ms: int = defaults.DEFAULT_MAX_RETENTION_MS
-    push_byte_budget: int = defaults.DEFAULT_PUSH_BYTE_BUDGET
-    push_item_budget: int = defaults.DEFAULT_PUSH_ITEM_BUDGET
-    queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
-    write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
-    max_command_size: int = MAX_COMMAND_SIZE
-    commands_per_second: float = defaults.DEFAULT_COMMANDS_PER_SECOND
-    command_burst: int = defaults.DEFAULT_COMMAND_BURST
-
-    def __post_init__(self) -> None:
-        if self.base_interval_ms <= 0:
-            raise ValueError("base_interval_ms must be positive")
-        if self.max_retention_ms < self.base_interval_ms:
-            raise ValueError("max_retention_ms must be at least base_interval_ms")
-        if (
-            self.queue_bound <= 0
-            or self.push_byte_budget <= 0
-            or self.push_item_budget <= 0
-            or self.write_timeout_s <= 0
-        ):
-            raise ValueError(
-                "queue_bound, push_byte_budget, push_item_budget and write_timeout_s "
-                "must be positive"
-            )
-        if self.commands_per_second <= 0 or self.command_burst < 1:
-            raise ValueError("commands_per_second must be positive and command_burst at least 1")
 
 
 @dataclass(frozen=True, slots=True)

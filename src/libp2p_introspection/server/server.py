@@ -15,7 +15,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import trio
@@ -23,13 +23,12 @@ import trio
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
 from libp2p_introspection.protocol.closecodes import CLOSE_GOING_AWAY
-from libp2p_introspection.protocol.framing import MAX_COMMAND_SIZE
 from libp2p_introspection.protocol.session import (
     Close,
-    SessionLimits,
     SessionStats,
 )
-from libp2p_introspection.server.admission import Refusal, admit, is_loopback
+from libp2p_introspection.server.admission import Refusal, admit
+from libp2p_introspection.server.config import ServerConfig
 from libp2p_introspection.server.hub import Hub
 from libp2p_introspection.server.session_io import SessionHandle, serve_session
 from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
@@ -60,101 +59,6 @@ class ClosedSession:
     ended: str = ""
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """Options of the introspection server (CLI flags of ``serve``).
-
-    ``host``/``port``: where to listen (127.0.0.1 and
-    :data:`~libp2p_introspection.config.DEFAULT_PORT` by default; port 0 picks a free one).
-    ``interval_ms``: the base snapshot interval, ms (a source that declares its
-    own, a replay, replaces it: :attr:`IntrospectionSource.base_interval_ms`);
-    ``max_retention_ms`` is raised to it if below (§4.7).
-    The rest are the session limits of PROTOCOL.md §4 (see ``SessionLimits``),
-    and admission: ``max_sessions``, ``max_handshakes`` (TCP connections still in
-    their handshake or being refused; at the limit a new connection closes the
-    oldest of them, so a local process can neither take the node's file descriptors
-    through this port nor, by holding idle sockets, lock out a client that
-    finishes its handshake in milliseconds; ``ValueError`` below 1),
-    ``allowed_origins`` (besides loopback ones),
-    ``token`` (required from every client when set), ``allow_remote`` (needed
-    to bind a non-loopback address; ``ValueError`` otherwise); liveness:
-    ``ping_interval_s``/``pong_timeout_s`` and ``handshake_timeout_s``; closing:
-    ``close_grace_s``, how long the frame in flight and the close frame may take to
-    go out once a session is closed before the TCP connection is closed under them
-    (§4.6; ``ValueError`` unless positive).
-    ``closed_connection_lifetime_ms`` is applied by sources that track
-    connections (the host introspector).
-    """
-
-    host: str = defaults.DEFAULT_HOST
-    port: int = defaults.DEFAULT_PORT
-    interval_ms: int = defaults.DEFAULT_INTERVAL_MS
-    closed_connection_lifetime_ms: int = defaults.DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
-    max_retention_ms: int = defaults.DEFAULT_MAX_RETENTION_MS
-    push_byte_budget: int = defaults.DEFAULT_PUSH_BYTE_BUDGET
-    push_item_budget: int = defaults.DEFAULT_PUSH_ITEM_BUDGET
-    queue_bound: int = defaults.DEFAULT_QUEUE_BOUND
-    write_timeout_s: float = defaults.DEFAULT_WRITE_TIMEOUT_S
-    max_command_size: int = MAX_COMMAND_SIZE
-    max_sessions: int = defaults.DEFAULT_MAX_SESSIONS
-    max_handshakes: int = defaults.DEFAULT_MAX_HANDSHAKES
-    commands_per_second: float = defaults.DEFAULT_COMMANDS_PER_SECOND
-    command_burst: int = defaults.DEFAULT_COMMAND_BURST
-    ping_interval_s: float = defaults.DEFAULT_PING_INTERVAL_S
-    pong_timeout_s: float = defaults.DEFAULT_PONG_TIMEOUT_S
-    handshake_timeout_s: float = defaults.DEFAULT_HANDSHAKE_TIMEOUT_S
-    close_grace_s: float = defaults.DEFAULT_CLOSE_GRACE_S
-    allow_remote: bool = False
-    allowed_origins: tuple[str, ...] = ()
-    token: str | None = field(default=None, repr=False)
-    limits: SessionLimits = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self,
-            "limits",
-            SessionLimits(
-                base_interval_ms=self.interval_ms,
-                max_retention_ms=max(self.max_retention_ms, self.interval_ms),
-                push_byte_budget=self.push_byte_budget,
-                push_item_budget=self.push_item_budget,
-                queue_bound=self.queue_bound,
-                write_timeout_s=self.write_timeout_s,
-                max_command_size=self.max_command_size,
-                commands_per_second=self.commands_per_second,
-                command_burst=self.command_burst,
-            ),
-        )
-        if not self.close_grace_s > 0:
-            raise ValueError("close_grace_s must be positive")
-        if self.max_handshakes < 1:
-            raise ValueError("max_handshakes must be at least 1")
-        if not self.allow_remote and not is_loopback(self.host):
-            raise ValueError(
-                f"refusing to bind {self.host}: it is not a loopback address, and the endpoint "
-                "exposes the node's peers, addresses and traffic; pass allow_remote=True "
-                "(--allow-remote) to do it anyway"
-            )
-
-
-def _effective_config(config: ServerConfig, source: IntrospectionSource) -> ServerConfig:
-    """``config`` with the base interval ``source`` declares (logged when it differs),
-    and the raise of the max retention to the base interval logged (§4.7, §4.10)."""
-    declared = source.base_interval_ms
-    if declared is not None and declared != config.interval_ms:
-        log.info(
-            "base snapshot interval: %d ms, from the source (not --interval-ms %d)",
-            declared, config.interval_ms,
-        )  # fmt: skip
-        config = replace(config, interval_ms=declared)
-    if config.max_retention_ms < config.interval_ms:
-        log.info(
-            "max retention raised from %d ms to the %d ms base interval",
-            config.max_retention_ms, config.interval_ms,
-        )  # fmt: skip
-    return config
-
-
 class IntrospectionServer:
     """Serves one :class:`~libp2p_introspection.abc.IntrospectionSource` on ``ws://HOST:PORT/introspect``.
 
@@ -168,7 +72,7 @@ class IntrospectionServer:
         self.source = source
         #: The options in force: ``config`` with the source's own base interval, if it
         #: declares one (a replay, §4.10), in place of ``interval_ms``.
-        self.config = _effective_config(config or ServerConfig(), source)
+        self.config = (config or ServerConfig()).for_source(source.base_interval_ms)
         self.hub = Hub(self.config.limits, source.runtime())
         self.sessions_served = 0
         self.refused = 0

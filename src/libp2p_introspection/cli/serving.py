@@ -1,0 +1,161 @@
+"""The serving commands: ``demo`` (the main job) and ``serve``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+import trio
+
+from libp2p_introspection import config as defaults
+from libp2p_introspection.cli.options import (
+    dashboard_port_option,
+    demo_options,
+    limit_options,
+    record_limits,
+    server_config,
+    server_options,
+    verbose_option,
+)
+from libp2p_introspection.cli.running import binding, port_hint, run, self_command, setup_logging
+from libp2p_introspection.server.config import ServerConfig
+from libp2p_introspection.server.sources import factory
+
+#: Lines a healthy run shows at INFO by default (what is served, where).
+status_log = logging.getLogger("libp2p_introspection.cli")
+
+
+#: The mock source's flags: flag, default, type, help (the synthetic node's shape,
+#: :class:`~libp2p_introspection.server.sources.synthetic.SyntheticOptions`; a test
+#: checks these defaults are its own).
+MOCK_FLAGS: tuple[tuple[str, Any, click.ParamType, str], ...] = (
+    ("--connections", 50, click.IntRange(min=0), "Mock: connections of the synthetic node."),
+    ("--streams", 4, click.IntRange(min=0), "Mock: streams per connection."),
+    ("--dht-peers", 40, click.IntRange(min=0), "Mock: peers in the DHT routing table."),
+    ("--events-per-second", 20.0, click.FloatRange(min=0), "Mock: rate of DHT query events."),
+    ("--churn", 0.02, click.FloatRange(0, 1),
+     "Mock: fraction of connections replaced per snapshot."),
+)  # fmt: skip
+
+
+def _mock_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for flag, default, kind, text in reversed(MOCK_FLAGS):
+        func = click.option(flag, default=default, show_default=True, type=kind, help=text)(func)
+    return func
+
+
+@click.command(short_help="A live demo network of real py-libp2p nodes (the main job).")
+@server_options
+@demo_options
+@verbose_option
+@dashboard_port_option(
+    "--dashboard-port",
+    "Port of the dashboard page started beside the network (0 picks a free one).",
+)
+@click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
+def demo(**kw: Any) -> None:
+    """Start a demo network of real py-libp2p nodes and serve one of them (the main job)."""
+    setup_logging(kw["verbose"])
+    config = server_config(kw)
+
+    def announce(url: str, what: str, dashboard_url: str | None = None) -> None:
+        click.echo(url)
+        click.echo(f"\nServing live introspection data of {what}.\n")
+        if dashboard_url:
+            click.echo(f"Dashboard: {dashboard_url}   (open it in a browser)\n")
+        click.echo(
+            "What to do next:\n"
+            f"  {self_command()} watch {url}     # a line per snapshot, in this terminal\n"
+            f"  {self_command()} record {url} -o node.mock   # record it to a file\n"
+            "  point libp2p's observer-toolkit UI or any protocol client at the URL above\n"
+            "  Ctrl-C stops the network and the server.",
+        )
+        sys.stdout.flush()
+
+    dashboard_port = None if kw["no_dashboard"] else kw["dashboard_port"]
+    run(functools.partial(_serve, "demo", config, kw, announce, dashboard_port))
+
+
+@click.command(short_help="The introspection server alone: demo, mock or a recording.")
+@click.option(
+    "--source",
+    default="demo",
+    show_default=True,
+    help="What to serve: 'demo' (a live py-libp2p network), 'mock' (a synthetic "
+    "node) or the path of a recording file (replayed, §4.10).",
+)
+@click.option(
+    "--speed",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Replay: divide the recorded gaps by this factor.",
+)
+@click.option("--loop", is_flag=True, help="Replay: start over at the end, time still rising.")
+@_mock_options
+@limit_options("Replay")
+@server_options
+@demo_options
+@verbose_option
+def serve(**kw: Any) -> None:
+    """Serve introspection data; prints the ws:// URL once it accepts connections."""
+    setup_logging(kw["verbose"])
+    try:
+        factory.check_source_name(kw["source"])
+    except factory.UnknownSource as exc:
+        raise click.BadParameter(str(exc), param_hint="--source") from None
+    config = server_config(kw)
+
+    def announce(url: str, what: str) -> None:
+        click.echo(url)
+        sys.stdout.flush()
+        status_log.info("serving %s at %s", what, url)
+
+    run(functools.partial(_serve, kw["source"], config, kw, announce))
+
+
+async def _serve(
+    source_name: str,
+    config: ServerConfig,
+    kw: dict[str, Any],
+    announce: Callable[..., None],
+    dashboard_port: int | None = None,
+) -> None:
+    """Serve the source; with ``dashboard_port``, also a dashboard following the server."""
+    from libp2p_introspection.attach import introspected_demo
+    from libp2p_introspection.server import IntrospectionServer
+
+    settings = {**kw, "limits": record_limits(kw) if "max_streams" in kw else None}
+    try:
+        async with factory.open_source(source_name, config, settings,
+                                       introspected_demo) as (source, what):  # fmt: skip
+            async with trio.open_nursery() as nursery:
+                server = IntrospectionServer(source, config)
+                with binding("the introspection endpoint", config.host, config.port,
+                             port_hint("--port")):  # fmt: skip
+                    await server.bind()
+                await nursery.start(server.run)
+                if dashboard_port is None:
+                    announce(server.url, what)
+                    return
+                from libp2p_introspection.dashboard import Dashboard, DashboardConfig
+
+                # The page is served on loopback whatever --host says: it has no token of
+                # its own.
+                dashboard = Dashboard(
+                    DashboardConfig(port=dashboard_port, url=server.url, token=config.token)
+                )
+                with binding("the dashboard", defaults.DEFAULT_HOST, dashboard_port,
+                             port_hint("--dashboard-port", ", or --no-dashboard")):  # fmt: skip
+                    await nursery.start(dashboard.run)
+                server.dashboard_url = dashboard.url
+                announce(server.url, what, dashboard.url)
+    # Raised opening the source only (the server and the dashboard raise none of these).
+    except factory.BadSourceOptions as exc:
+        raise click.BadParameter(str(exc), param_hint="mock source options") from exc
+    except factory.SourceError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,168 @@
+"""The server's options are defined once: the CLI, ServerConfig, attach_introspection and
+SessionLimits take the same defaults and refuse the same values."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from libp2p_introspection.attach import attach_introspection
+from libp2p_introspection.cli import main
+from libp2p_introspection.protocol.limits import SESSION_OPTIONS, OptionError, SessionLimits
+from libp2p_introspection.server import ServerConfig
+from libp2p_introspection.server.config import OPTIONS_BY_NAME, SERVER_OPTIONS
+
+CLI = [sys.executable, "-m", "libp2p_introspection"]
+FLAGGED = [option for option in SERVER_OPTIONS if option.cli_flag]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), terminal_width=80)
+
+
+def _param(command: str, name: str) -> click.Parameter:
+    return next(p for p in main.commands[command].params if p.name == name)
+
+
+def test_every_server_option_is_a_field_of_server_config_and_back():
+    fields = {f.name for f in dataclasses.fields(ServerConfig)} - {"limits"}
+    assert fields == set(OPTIONS_BY_NAME)
+    limit_fields = {f.name for f in dataclasses.fields(SessionLimits)}
+    assert {option.limit for option in SESSION_OPTIONS} == limit_fields
+    defaults = ServerConfig()
+    for option in SERVER_OPTIONS:
+        assert getattr(defaults, option.name) == option.default, option.name
+    for option in SESSION_OPTIONS:
+        assert getattr(SessionLimits(), option.limit) == option.default, option.name
+        assert getattr(defaults.limits, option.limit) == option.default, option.name
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+@pytest.mark.parametrize("option", FLAGGED, ids=lambda o: o.name)
+def test_every_server_option_is_in_the_cli_with_its_default_and_help(command, option):
+    param = _param(command, option.name)
+    assert param.opts == [option.cli_flag]
+    assert param.help == option.help
+    ctx = click.Context(main.commands[command])
+    default = param.get_default(ctx)
+    if option.kind is tuple:  # what click passes when the option is not given
+        assert param.multiple and tuple(param.type_cast_value(ctx, None) or ()) == option.default
+    elif option.kind is bool:
+        assert param.is_flag and default is option.default is False
+    else:
+        assert default == option.default
+    if option.unit in ("ms", "bytes"):
+        assert option.unit in option.help
+    if option.unit == "s":
+        assert "seconds" in option.help.lower()
+    result = invoke(command, "--help")
+    assert option.cli_flag in result.output
+
+
+def _below(option) -> int | float:
+    """A value of the option's kind just outside its lower bound."""
+    if option.above:
+        return option.minimum
+    return option.minimum - 1 if option.kind is int else option.minimum / 2 - 0.01
+
+
+NUMBERS = [o for o in FLAGGED if o.kind in (int, float) and o.minimum is not None]
+
+
+@pytest.mark.parametrize("option", NUMBERS, ids=lambda o: o.name)
+def test_a_value_below_an_options_bound_is_refused_by_the_cli_and_by_server_config(option):
+    bad = _below(option)
+    with pytest.raises(ValueError, match=option.name):
+        ServerConfig(**{option.name: bad})
+    result = invoke("serve", "--source", "mock", option.cli_flag, str(bad))
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option.cli_flag}'" in result.output
+
+
+def test_a_port_above_65535_is_refused_by_both():
+    with pytest.raises(ValueError, match="port must be at most 65535"):
+        ServerConfig(port=65_536)
+    assert invoke("serve", "--source", "mock", "--port", "65536").exit_code == 2
+
+
+def test_not_a_number_is_refused_by_both():
+    with pytest.raises(ValueError, match="write_timeout_s"):
+        ServerConfig(write_timeout_s=math.nan)
+    result = invoke("serve", "--source", "mock", "--write-timeout", "nan")
+    assert result.exit_code == 2 and "--write-timeout must be at least 0.1, got nan" in result.output
+
+
+async def test_a_retention_below_the_interval_is_refused_by_server_config_and_attach():
+    with pytest.raises(OptionError) as raised:
+        ServerConfig(interval_ms=2_000, max_retention_ms=1_000)
+    assert str(raised.value) == "max_retention_ms (1000 ms) must be at least interval_ms (2000 ms)"
+    with pytest.raises(ValueError, match="must be at least interval_ms"):
+        async with attach_introspection(object(), port=0, max_retention_ms=500):
+            raise AssertionError("attach must refuse before it touches the host")
+    with pytest.raises(ValueError, match="must be at least base_interval_ms"):
+        SessionLimits(base_interval_ms=2_000, max_retention_ms=1_000)
+
+
+def test_a_retention_below_the_interval_is_a_usage_error_naming_the_flags():
+    # A subprocess, bounded: a CLI that took the values would serve for ever.
+    result = subprocess.run(
+        [*CLI, "serve", "--source", "mock", "--port", "0", "--interval-ms", "2000",
+         "--max-retention-ms", "1000"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "--max-retention-ms (1000 ms) must be at least --interval-ms (2000 ms)" in result.stderr
+    assert "max_retention_ms" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_source_declared_interval_raises_the_retention_as_section_4_10_says():
+    config = ServerConfig(max_retention_ms=1_000).for_source(5_000)
+    assert (config.interval_ms, config.max_retention_ms) == (5_000, 5_000)
+    assert config.limits.base_interval_ms == config.limits.max_retention_ms == 5_000
+    fast = ServerConfig().for_source(3)  # a replay at a high speed: §4.10's max(1, ...)
+    assert fast.limits.base_interval_ms == 3
+
+
+def test_an_origin_or_token_the_cli_refuses_server_config_refuses_too():
+    with pytest.raises(ValueError, match="is not an origin"):
+        ServerConfig(allowed_origins=("http://evil.com\\@127.0.0.1",))
+    with pytest.raises(ValueError, match="control characters"):
+        ServerConfig(token="a\nX-Injected: 1")
+    result = invoke("serve", "--source", "mock", "--token", "a\nX-Injected: 1")
+    assert result.exit_code == 2 and "control characters" in result.output
+    assert "X-Injected" not in result.output
+
+
+def test_the_demo_flags_take_their_defaults_from_demo_options():
+    from libp2p_introspection.demo.options import DemoOptions
+
+    for command in ("serve", "demo"):
+        assert _param(command, "nodes").default == DemoOptions.nodes
+        assert _param(command, "seed").default == DemoOptions.seed
+        assert _param(command, "nodes").type.min == DemoOptions.MIN_NODES
+    assert invoke("demo", "--nodes", str(DemoOptions.MIN_NODES - 1)).exit_code == 2
+
+
+def test_the_cli_loads_without_py_libp2p():
+    code = (
+        "import sys, libp2p_introspection.cli; "
+        "print(sorted(m for m in sys.modules if m == 'libp2p' or m.startswith('libp2p.')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)  # fmt: skip
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_mock_flags_take_the_synthetic_nodes_defaults():
+    from libp2p_introspection.cli.serving import MOCK_FLAGS
+    from libp2p_introspection.server.sources.synthetic import SyntheticOptions
+
+    for flag, default, _, _ in MOCK_FLAGS:
+        name = flag.removeprefix("--").replace("-", "_")
+        assert getattr(SyntheticOptions, name) == default == _param("serve", name).default
