@@ -142,8 +142,7 @@ class ServerConfig:
     of them, so a local process can neither take the node's file descriptors
     through this port nor, by holding idle sockets, lock out a client that
     finishes its handshake in milliseconds), ``allowed_origins`` (besides loopback
-    ones, each exactly
-    ``scheme://host[:port]``), ``token`` (required from every client when set),
+    ones, each exactly ``scheme://host[:port]``), ``token`` (required from every client when set),
     ``allow_remote`` (needed to bind a non-loopback address); liveness:
     ``ping_interval_s``/``pong_timeout_s`` and ``handshake_timeout_s``; closing:
     ``close_grace_s``, how long the frame in flight and the close frame may take to
