@@ -157,7 +157,8 @@ async def _reader(
             log.info("session %s: %s (%d)", handle.peer, event.reason, event.code)
             session.end(event.code, event.reason)
         elif isinstance(event, MessageTooBig):
-            session.receive_oversized(event.size, now)  # the session decides the close
+            # The session decides the close.
+            session.receive_oversized(event.size, now, max_frames=event.max_frames)
         elif isinstance(event, MessageReceived):
             try:
                 if isinstance(event.data, bytes):

@@ -217,6 +217,11 @@ class WebSocketTransport:
         if not self._lost and (wire.writing_pong or wire.pong_due):
             await self._write_one_frame(wire.bytes_sent)
 
+    # A Ctrl-C (KeyboardInterrupt) raised between the socket's send and ``wire.sent``
+    # would leave bytes on the wire that the wire thinks unsent, and the close would
+    # write them again: the client would read garbage. Under KI protection trio
+    # delivers it to the main task at a checkpoint instead.
+    @trio.lowlevel.enable_ki_protection
     async def _write_one_frame(self, target: int) -> None:
         await self._lock.acquire()
         try:
