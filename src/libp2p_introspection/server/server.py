@@ -368,6 +368,7 @@ class IntrospectionServer:
                         await transport.close(
                             CLOSE_GOING_AWAY, reason, grace=CLOSE_TIMEOUT_S, linger=CLOSE_TIMEOUT_S
                         )
+            handle.settle(transport.wire.bytes_sent)
             self.closed_sessions.append(
                 ClosedSession(
                     peer, session_close, session.stats, handle.sent, transport.ended or ""

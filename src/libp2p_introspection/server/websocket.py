@@ -185,11 +185,19 @@ class WebSocketTransport:
 
     async def send_binary(self, data: bytes) -> bool:
         """Write one binary message; ``False`` if the connection is no longer open."""
-        if not self.wire.send_binary(data):
+        mark = self.queue_binary(data)
+        if mark is None:
             return False
-        self._report_pending()
-        await self.flush(self.wire.bytes_queued)
+        await self.flush(mark)
         return not self._lost
+
+    def queue_binary(self, data: bytes) -> int | None:
+        """Queue one binary message without writing it; the byte mark past which it is
+        written (see :meth:`flush`), or ``None`` if the connection is no longer open."""
+        if not self.wire.send_binary(data):
+            return None
+        self._report_pending()
+        return self.wire.bytes_queued
 
     async def ping(self, payload: bytes) -> bool:
         """Write a ping and wait until the socket has taken it (however long a large
