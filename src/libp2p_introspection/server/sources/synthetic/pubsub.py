@@ -214,12 +214,12 @@ class SimPubsub:
             self._heal(topic, now, announce=True)
             if topic.subscribed:
                 roll = rng.random()
-                if roll < 0.05 and len(topic.mesh) < D_HI:
+                if roll < 0.06 and len(topic.mesh) < D_HI:
                     candidates = self._candidates(topic)
                     if candidates:
                         peer_id = candidates[rng.randrange(len(candidates))]
                         self._graft(topic, peer_id, "INBOUND", now)
-                elif roll < 0.09 and len(topic.mesh) > D_LO:
+                elif roll < 0.14 and len(topic.mesh) > D_LO:
                     if rng.random() < 0.5:
                         peer_id = min(topic.mesh, key=lambda p: self.peers[p].score)
                         self._prune(topic, peer_id, "OUTBOUND", now)
