@@ -44,6 +44,7 @@ from multiaddr import Multiaddr
 from libp2p_introspection.abc import EventSink, SampledSource
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
 from libp2p_introspection.introspector import touchpoints as tp
+from libp2p_introspection.introspector.application import ApplicationData
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
 from libp2p_introspection.introspector.patching import InstancePatcher
@@ -178,6 +179,10 @@ class HostIntrospector(SampledSource):
                 registry=self._registry,
                 start_ts=self._attach_ts,
             )
+        #: The application's own event types, events and tags (:class:`ApplicationData`).
+        self.application = ApplicationData(
+            self._swarm, self._registry, self._events, self._clock_ms, self.runtime_changed
+        )
         self._notifee = _Notifee(self)
         self._attached = False
         self._attach()
@@ -253,12 +258,14 @@ class HostIntrospector(SampledSource):
     # ------------------------------------------------------ IntrospectionSource
 
     def runtime(self) -> pb.Runtime:
-        """Static node metadata and every event type this introspector emits.
+        """Static node metadata and every event type this introspector emits (the
+        application's declared ones last).
 
         ``implementation`` "py-libp2p"; ``version`` the installed libp2p
         package version; ``platform`` OS and Python; ``peer_id`` base58.
         """
-        return build_runtime(IMPLEMENTATION, self.peer_id, self._events.specs)
+        specs = self._events.specs + self.application.specs
+        return build_runtime(IMPLEMENTATION, self.peer_id, specs)
 
     def set_event_sink(self, sink: EventSink | None) -> None:
         """Register the synchronous event sink (``None`` removes it).
