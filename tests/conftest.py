@@ -21,3 +21,13 @@ def fixtures_dir() -> Path:
             pytest.fail(f"fixture recordings not found in {FIXTURES}")
         pytest.skip(f"fixture recordings not found in {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _private_registry(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test (and every process it starts) registers its servers in a registry
+    of its own, never in the user's (PROTOCOL.md §6: ``$XDG_RUNTIME_DIR``)."""
+    runtime = tmp_path_factory.mktemp("xdg-runtime")
+    runtime.chmod(0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    return runtime / "libp2p-introspection"
