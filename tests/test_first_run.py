@@ -223,7 +223,6 @@ def test_each_client_command_states_its_default_url(command):
 
 def test_default_ports_live_in_config():
     from libp2p_introspection.dashboard import DEFAULT_DASHBOARD_PORT, DashboardConfig
-
     from libp2p_introspection.protocol.discovery import DASHBOARD_PORTS, INTROSPECTION_PORTS
 
     assert DEFAULT_DASHBOARD_PORT == config.DEFAULT_DASHBOARD_PORT == DashboardConfig().port
