@@ -25,8 +25,8 @@ import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 
 from bench.common import LineProcess, Mode, Result, median, python_command
-from libp2p_introspection.introspector import events as event_specs
-from libp2p_introspection.introspector.events import build_event
+from libp2p_introspection.protocol import events as event_specs
+from libp2p_introspection.protocol.events import build_event
 from libp2p_introspection.protocol.session import EventItem
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource

@@ -28,9 +28,9 @@ from pathlib import Path
 from bench.common import Mode, Result, interleaved, median, timed
 from libp2p_introspection.client.inspect_file import summarize
 from libp2p_introspection.client.recorder import Recorder
-from libp2p_introspection.introspector import events as event_specs
-from libp2p_introspection.introspector.events import build_event
+from libp2p_introspection.protocol import events as event_specs
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.events import build_event
 from libp2p_introspection.protocol.framing import fnv1a32
 from libp2p_introspection.protocol.recording import RecordingWriter
 from libp2p_introspection.protocol.session import EventItem

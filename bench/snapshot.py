@@ -130,7 +130,7 @@ def _synthetic(connections: int, repeats: int, absolute_ms: float | None) -> lis
     simulate: list[float] = []
     for _ in range(max(3, repeats // 2)):
         clock.now += 1_000
-        simulate.append(timed(lambda: source._advance_traffic(1_000)))
+        simulate.append(timed(lambda: source.connections.advance_traffic(1_000)))
     results[0].extra["simulate_ms"] = median(simulate) * 1000
     results.append(
         Result(

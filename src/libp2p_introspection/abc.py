@@ -21,23 +21,17 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Protocol
 
 import trio
 
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.events import EventSink
 from libp2p_introspection.protocol.framing import encode_state_frame
 
-log = logging.getLogger(__name__)
+__all__ = ["EventSink", "IntrospectionSource", "SampledSource", "SourceOutlet"]
 
-#: Called by a sampled source, synchronously and without blocking, once per
-#: event as it happens (during :meth:`SampledSource.run` it is
-#: :meth:`SourceOutlet.publish_event`). ``Event.type`` carries at least the
-#: type's name; it may carry the property types too (the server then uses them
-#: for clients that were not told about that type in the ``Runtime``).
-#: ``Event.ts`` is ms since epoch.
-EventSink = Callable[[pb.Event], None]
+log = logging.getLogger(__name__)
 
 
 class SourceOutlet(Protocol):

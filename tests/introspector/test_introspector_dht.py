@@ -383,3 +383,31 @@ async def test_inbound_ts_is_when_the_request_arrived_and_each_request_is_one_ev
             assert second.ts == clock.now
             assert intro.state().subsystems.dht.incoming_queries.success == 2
             intro.detach()
+
+
+async def test_peer_staleness_follows_the_injected_clock() -> None:
+    """A peer unseen for longer than py-libp2p's STALE_PEER_THRESHOLD is MISSING by the
+    introspector's clock (here a fake one), not by the machine's ``time.time()``."""
+    import time
+
+    from libp2p.kad_dht.common import STALE_PEER_THRESHOLD
+
+    clock = FakeClock(start_ms=time.time_ns() // 1_000_000)
+    with trio.fail_after(45):
+        async with running_hosts(2) as hosts, AsyncExitStack() as stack:
+            dhts = [KadDHT(h, DHTMode.SERVER) for h in hosts]
+            intro = HostIntrospector(hosts[0], dht=dhts[0], clock_ms=clock)
+            await connect(hosts[0], hosts[1])
+            for dht in dhts:
+                await stack.enter_async_context(background_trio_service(dht))
+            await dhts[0].find_peer(hosts[1].get_id())
+            await wait_until(lambda: dhts[0].get_routing_table_size() >= 1)
+
+            def statuses() -> set[int]:
+                dht = intro.state().subsystems.dht
+                return {p.status for b in dht.buckets for p in b.peers}
+
+            assert statuses() == {pb.DHT.PeerInDHT.ACTIVE}
+            clock.advance((STALE_PEER_THRESHOLD + 60) * 1_000)
+            assert statuses() == {pb.DHT.PeerInDHT.MISSING}
+            intro.detach()

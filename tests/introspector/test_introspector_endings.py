@@ -8,6 +8,7 @@ that the introspector's view follows what happened on the wire.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import struct
@@ -30,7 +31,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.utils import encode_uvarint
 from libp2p.utils.varint import encode_delim
 
-from libp2p_introspection.introspector import HostIntrospector, conninfo, endings
+from libp2p_introspection.introspector import HostIntrospector, conninfo, endings, touchpoints
 from libp2p_introspection.protocol import pb
 
 PROTOCOL = "/test/endings/1.0.0"
@@ -87,7 +88,7 @@ async def read_to_eof(stream: Any) -> bytes:
 def socket_of(conn: Any) -> Any:
     """The trio socket under a ``SwarmConn``."""
     raw = conninfo.raw_connection_of(conn)
-    sock_stream = conninfo.find_in_graph(raw, lambda o: isinstance(o, trio.SocketStream), 3)
+    sock_stream = touchpoints.find_in_graph(raw, lambda o: isinstance(o, trio.SocketStream), 3)
     assert sock_stream is not None
     return sock_stream.socket
 
@@ -449,8 +450,8 @@ async def test_missing_hook_degrades_to_snapshot_reading(
 ) -> None:
     """Without yamux's hook (another py-libp2p), a remote reset is found by the
     next snapshot, from the muxer's state, with a warning logged once."""
-    renamed = endings.Touchpoint("Yamux", "_gone_in_this_version", "test")
-    monkeypatch.setattr(endings, "YAMUX_FINALIZE", renamed)
+    renamed = dataclasses.replace(touchpoints.YAMUX_FINALIZE, name="_gone_in_this_version")
+    monkeypatch.setattr(touchpoints, "YAMUX_FINALIZE", renamed)
     caplog.set_level(logging.WARNING, logger="libp2p_introspection")
     clock = FakeClock()
     with trio.fail_after(30):

@@ -11,8 +11,8 @@ from stub_source import StubSource
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from libp2p_introspection.client import connect
+from libp2p_introspection.protocol.admission import origin_allowed, presented_token, token_ok
 from libp2p_introspection.server import ServerConfig, open_introspection_server
-from libp2p_introspection.server.admission import origin_allowed, presented_token, token_ok
 
 LIMIT = 30
 

@@ -16,7 +16,7 @@ from libp2p.peer.id import ID
 
 from libp2p_introspection.client import connect
 from libp2p_introspection.client.connection import Command, Source
-from libp2p_introspection.introspector import events as introspector_events
+from libp2p_introspection.protocol import events as event_specs
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.server import ServerConfig, open_introspection_server
 from libp2p_introspection.server.sources.synthetic import (
@@ -162,7 +162,7 @@ def test_encoded_state_is_the_whole_state_serialized(dht_peers: int) -> None:
             snapshot_duration_ms=parsed.snapshot_duration_ms,
         )
         whole.subsystems.SetInParent()
-        whole.subsystems.connections.extend(c.msg for c in a.source._conns.values())
+        whole.subsystems.connections.extend(c.msg for c in a.source.connections.retained.values())
         if dht_peers:
             whole.subsystems.dht.CopyFrom(parsed.subsystems.dht)
         else:
@@ -432,7 +432,7 @@ def test_interop_presence_rules_and_plausible_values() -> None:
     assert len(runtime.peer_id) == 52 and runtime.peer_id.startswith("12D3KooW")
     assert ID.from_base58(runtime.peer_id).to_base58() == runtime.peer_id
     names = [t.name for t in runtime.event_types]
-    expected = introspector_events.CONNECTION_EVENTS + introspector_events.DHT_EVENTS
+    expected = event_specs.CONNECTION_EVENTS + event_specs.DHT_EVENTS
     assert names == [spec.name for spec in expected]
     assert list(runtime.event_types) == [spec.to_pb() for spec in expected]
     for _ in range(4):

@@ -34,7 +34,7 @@ from libp2p_introspection.cli.running import (
     stop_on_signal,
     unreachable,
 )
-from libp2p_introspection.server.admission import is_loopback
+from libp2p_introspection.protocol.admission import is_loopback
 
 log = logging.getLogger("libp2p_introspection")
 

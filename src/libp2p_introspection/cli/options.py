@@ -19,8 +19,8 @@ from typing import Any
 import click
 
 from libp2p_introspection import config as defaults
+from libp2p_introspection.protocol.admission import is_loopback
 from libp2p_introspection.protocol.limits import Option, OptionError
-from libp2p_introspection.server.admission import is_loopback
 from libp2p_introspection.server.config import OPTIONS_BY_NAME, SERVER_OPTIONS, ServerConfig
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]

@@ -20,7 +20,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, ConnectionTimeo
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.client.connection import ProtocolError
-from libp2p_introspection.server.admission import is_loopback
+from libp2p_introspection.protocol.admission import is_loopback
 
 #: Loggers whose INFO lines show without -v: what a command is doing, when all is well
 #: (WARNING and above mean something is wrong).
@@ -162,17 +162,28 @@ def setup_logging(verbose: int, secrets: tuple[str, ...] = ()) -> None:
 
 
 def run(async_fn: Callable[[], Any]) -> None:
-    """Run under trio; Ctrl-C and SIGTERM end cleanly (a server's registry entry is
-    removed), a bind failure is a clear error."""
+    """Run under trio; Ctrl-C (SIGINT) or SIGTERM ends cleanly, a bind failure is a
+    clear error.
 
-    async def until_terminated() -> None:
+    The signal cancels ``async_fn`` (see :func:`stop_on_signal`) rather than letting
+    trio raise ``KeyboardInterrupt`` wherever the code happens to be: an interrupt
+    landing between a socket write and its bookkeeping would make the close path
+    write part of a frame again, and the client would read a corrupt stream where
+    it should read the server's 1001. A second signal while shutting down is trio's
+    ``KeyboardInterrupt`` again (the way out of a stuck shutdown).
+    """
+
+    async def until_signal() -> bool:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_sigterm, nursery.cancel_scope)
+            stopper = _Stopper(nursery.cancel_scope)
+            nursery.start_soon(stopper.wait)
             await async_fn()
             nursery.cancel_scope.cancel()
+        return stopper.signalled
 
     try:
-        trio.run(until_terminated)
+        if trio.run(until_signal):
+            click.echo("stopped", err=True)
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
     except OSError as exc:
@@ -197,18 +208,21 @@ def first_leaf(error: BaseException) -> BaseException:
     return error
 
 
+class _Stopper:
+    """Cancels ``scope`` on the first SIGINT or SIGTERM and remembers that it did."""
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.signalled = False
+
+    async def wait(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                self.signalled = True
+                self.scope.cancel()
+                return
+
+
 async def stop_on_signal(scope: trio.CancelScope) -> None:
     """Cancel ``scope`` on the first SIGINT or SIGTERM."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
-
-
-async def _stop_on_sigterm(scope: trio.CancelScope) -> None:
-    """Cancel ``scope`` on SIGTERM (how service managers stop a server)."""
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async for _ in signals:
-            click.echo("stopped", err=True)
-            scope.cancel()
-            return
+    await _Stopper(scope).wait()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import click
@@ -128,6 +129,16 @@ def serve(**kw: Any) -> None:
     run(functools.partial(_serve, kw["source"], config, kw, announce))
 
 
+def _open_demo(
+    config: ServerConfig, settings: Mapping[str, Any]
+) -> AbstractAsyncContextManager[factory.Opened]:
+    """The demo source's opener: imported when the demo is chosen, as only it needs
+    py-libp2p (``serve --source mock`` and ``--source FILE`` load none of it)."""
+    from libp2p_introspection.attach import introspected_demo
+
+    return introspected_demo(config, settings)
+
+
 async def _serve(
     source_name: str,
     config: ServerConfig,
@@ -138,13 +149,12 @@ async def _serve(
 ) -> None:
     """Serve the source; ``with_dashboard``, also a dashboard following the server, on
     ``dashboard_port`` (``None``: 8846, or the first free one of 8870-8889)."""
-    from libp2p_introspection.attach import introspected_demo
     from libp2p_introspection.server import IntrospectionServer
 
     settings = {**kw, "limits": record_limits(kw) if "max_streams" in kw else None}
     try:
         async with factory.open_source(source_name, config, settings,
-                                       introspected_demo) as (source, what):  # fmt: skip
+                                       _open_demo) as (source, what):  # fmt: skip
             async with trio.open_nursery() as nursery:
                 server = IntrospectionServer(source, config)
                 with binding("the introspection endpoint", config.host, config.port,

@@ -33,6 +33,7 @@ import trio
 import wsproto.utilities
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from libp2p_introspection.client.errors import ProtocolError
 from libp2p_introspection.config import TOKEN_ENV, TOKEN_HEADER, RedactTokens, check_token
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import (
@@ -56,11 +57,6 @@ Source = pb.ClientCommand.Source
 
 # trio-websocket logs the URL it connects to (at DEBUG), query and all: never a token.
 logging.getLogger("trio-websocket").addFilter(RedactTokens())
-
-
-class ProtocolError(Exception):
-    """The server sent something this client cannot accept (a bad frame, a text frame
-    that is not a binary string, a message that does not parse)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,7 +88,7 @@ from libp2p_introspection.dashboard.recording import (
     RecordingLoadError,
     load_recording,
 )
-from libp2p_introspection.server.admission import is_loopback, origin_allowed
+from libp2p_introspection.protocol.admission import is_loopback, origin_allowed
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ Usage::
     introspector.detach()                           # remove every hook
 """
 
-from libp2p_introspection.introspector.events import (
+from libp2p_introspection.introspector.host import HostIntrospector
+from libp2p_introspection.protocol.events import (
     CONNECTION_CLOSED,
     CONNECTION_OPENED,
     INBOUND_DHT_QUERY,
@@ -18,7 +19,6 @@ from libp2p_introspection.introspector.events import (
     STREAM_OPENED,
     EventSpec,
 )
-from libp2p_introspection.introspector.host import HostIntrospector
 
 __all__ = [
     "CONNECTION_CLOSED",

@@ -42,105 +42,32 @@ negotiation, counted from when the stream was first seen.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from libp2p_introspection.introspector import conninfo, endings, events
-from libp2p_introspection.introspector.clock import ClockMs
-from libp2p_introspection.introspector.events import EventEmitter
+from libp2p_introspection.introspector import conninfo, endings, records, render
+from libp2p_introspection.introspector import touchpoints as tp
+from libp2p_introspection.introspector.ending_hooks import EndingHooks
 from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.introspector.records import (
+    ENDED,
+    ConnectionRecord,
+    StreamListener,
+    StreamRecord,
+    never,
+)
 from libp2p_introspection.introspector.traffic import TrafficCounter, install_counters
 from libp2p_introspection.introspector.upgrades import UpgradeTracker
-from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol import events, pb
+from libp2p_introspection.protocol.clock import ClockMs
+from libp2p_introspection.protocol.events import EventEmitter
 
 logger = logging.getLogger(__name__)
 
-#: Statuses of a stream or connection that has ended.
-ENDED = frozenset({pb.CLOSED, pb.ERROR})
-_STATUS_NAMES = {pb.CLOSED: "CLOSED", pb.ERROR: "ERROR"}
-
-
-def _never() -> bool:
-    return False
-
-
-@dataclass(eq=False)
-class StreamRecord:
-    """What the introspector knows about one stream (a py-libp2p ``NetStream``).
-
-    Timestamps are ms since epoch; ``traffic`` counts payload bytes.
-    """
-
-    id: bytes
-    stream: Any
-    conn: ConnectionRecord
-    role: int
-    open_ts: int
-    traffic: TrafficCounter = field(default_factory=TrafficCounter)
-    protocol: str = ""
-    status: int = pb.ACTIVE
-    close_ts: int = 0
-    #: How it ended (an ``endings`` reason), "" while ACTIVE.
-    reason: str = ""
-    announced: bool = False
-    reported_closed: bool = False
-    #: The ``NetStream``'s muxed stream (yamux/mplex), whose state says how it ended.
-    muxed: Any = None
-    #: Set by the muxed stream's ``reset()`` hook when local code reset it while it was live.
-    reset_locally: bool = False
-    #: Whether py-libp2p's state says the stream is over (``endings.ended_probe``).
-    wire_ended: Callable[[], bool] = _never
-
-    def current_protocol(self) -> str:
-        """The negotiated protocol id, read lazily from ``NetStream.protocol_id`` and cached."""
-        if self.stream is not None:
-            protocol = getattr(self.stream, "protocol_id", None)
-            if protocol:
-                self.protocol = str(protocol)
-        return self.protocol
-
-
-@dataclass(eq=False)
-class ConnectionRecord:
-    """What the introspector knows about one connection (a py-libp2p ``SwarmConn``).
-
-    ``open_ts``/``upgraded_ts``/``close_ts`` are ms since epoch; ``traffic``
-    counts raw transport bytes; ``streams`` maps stream id bytes to records.
-    """
-
-    id: bytes
-    conn: Any
-    raw: Any
-    peer_id: str
-    role: int
-    transport: bytes
-    local_addr: str
-    remote_addr: str
-    muxer: str
-    security: str
-    open_ts: int
-    upgraded_ts: int
-    traffic: TrafficCounter
-    status: int = pb.ACTIVE
-    close_ts: int = 0
-    latency_ns: int = 0
-    streams: dict[bytes, StreamRecord] = field(default_factory=dict)
-    #: How it ended (an ``endings`` reason or the failure), "" while ACTIVE.
-    reason: str = ""
-    #: The first transport/security/muxer failure seen while it was up ("" if none).
-    failure: str = ""
-    #: ``endings.CLOSED_LOCALLY``/``CLOSED_BY_REMOTE``, from the ``SwarmConn.close`` hook.
-    closed_by: str = ""
-    #: Objects carrying this connection's ending hooks (unhooked when it closes).
-    hooked: list[Any] = field(default_factory=list)
-
-
-StreamListener = Callable[[StreamRecord], None]
+__all__ = ["ENDED", "ConnectionRecord", "ConnectionRegistry", "StreamListener", "StreamRecord"]
 
 
 class ConnectionRegistry:
@@ -178,8 +105,7 @@ class ConnectionRegistry:
         self._connections: dict[bytes, ConnectionRecord] = {}
         self._by_conn: dict[Any, ConnectionRecord] = {}
         self._by_stream: dict[Any, StreamRecord] = {}
-        #: Muxed stream (yamux/mplex) -> record of its ``NetStream``, for the muxer hooks.
-        self._by_muxed: dict[Any, StreamRecord] = {}
+        self._endings = EndingHooks(patcher, clock_ms, self._finish_stream)
         #: ``NetStream``s that ended while py-libp2p may still list them (a reset stream
         #: stays in ``SwarmConn.streams`` until local code closes it): never registered again.
         self._ended_streams: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -213,11 +139,11 @@ class ConnectionRegistry:
 
     def adopt_existing(self, swarm: Any) -> None:
         """Register connections and streams that exist at attach time, without events."""
-        for conn in _swarm_connections(swarm):
+        for conn in conninfo.swarm_connections(swarm):
             if getattr(conn, "is_closed", False):
                 continue
             record = self.on_connected(conn, announce=False)
-            for stream in _conn_streams(conn):
+            for stream in conninfo.conn_streams(conn):
                 self.on_stream_opened(stream, announce=False, record=record)
 
     def on_connected(self, conn: Any, *, announce: bool = True) -> ConnectionRecord:
@@ -232,7 +158,7 @@ class ConnectionRegistry:
             traffic = pending.traffic
             open_ts, upgraded_ts = pending.open_ts, pending.upgraded_ts or now
         else:
-            traffic = self._hook_connection(conn, raw)
+            traffic = self._upgrades.counter_for(conn, raw)
             created = conninfo.created_at_ms(conn) if self._use_created_at else None
             open_ts = upgraded_ts = created if created is not None else now
         remote = conninfo.remote_multiaddr(conn)
@@ -254,90 +180,18 @@ class ConnectionRegistry:
         self._connections[record.id] = record
         self._by_conn[conn] = record
         try:
-            self._hook_endings(record, conn)
+            self._endings.hook_connection(record, conn)
         except Exception:
             logger.exception("introspector: could not hook connection endings")
         if announce:
-            self._emitter.emit(
-                events.CONNECTION_OPENED,
-                {
-                    "peerId": record.peer_id,
-                    "connId": record.id.hex(),
-                    "direction": conninfo.direction_name(record.role),
-                    "localAddr": record.local_addr,
-                    "remoteAddr": record.remote_addr,
-                    "transport": record.transport.decode(errors="replace"),
-                    "multiplexer": record.muxer,
-                    "encryption": record.security,
-                    "openTs": record.open_ts,
-                },
-            )
+            content = events.connection_opened(
+                peer_id=record.peer_id, conn_id=record.id, role=record.role,
+                local_addr=record.local_addr, remote_addr=record.remote_addr,
+                transport=record.transport, multiplexer=record.muxer,
+                encryption=record.security, open_ts=record.open_ts,
+            )  # fmt: skip
+            self._emitter.emit(events.CONNECTION_OPENED, content)
         return record
-
-    def _hook_connection(self, conn: Any, raw: Any) -> TrafficCounter:
-        """Install counters on the raw connection (or, failing that, the secured one)."""
-        target = raw
-        if target is None:
-            target = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
-            if target is not None:
-                logger.debug("introspector: no raw connection found; counting at secured layer")
-        if target is None:
-            return TrafficCounter()
-        try:
-            existing = self._upgrades.raw_counters.get(target)
-        except TypeError:
-            existing = None
-        if existing is not None:
-            return existing
-        counter = TrafficCounter()
-        try:
-            if install_counters(self._patcher, target, counter):
-                self._upgrades.raw_counters[target] = counter
-        except Exception:
-            logger.exception("introspector: could not hook connection traffic")
-        return counter
-
-    def _hook_endings(self, record: ConnectionRecord, conn: Any) -> None:
-        """Install the hooks that see this connection's and its streams' endings."""
-        muxed_conn = getattr(conn, "muxed_conn", None)
-
-        def failed(exc: BaseException) -> None:
-            self._note_failure(record, exc)
-
-        def before_close() -> None:
-            closed = getattr(conn, "is_closed", False)
-            if record.status == pb.ACTIVE and not record.closed_by and not closed:
-                local = not endings.muxer_shutting_down(muxed_conn)
-                record.closed_by = endings.CLOSED_LOCALLY if local else endings.CLOSED_BY_REMOTE
-
-        endings.hook_close(self._patcher, conn, before_close)
-        record.hooked.append(conn)
-        if muxed_conn is None:
-            return
-        if endings.hook_muxer(
-            self._patcher, muxed_conn, stream_changed=self._muxed_stream_changed, failed=failed
-        ):
-            record.hooked.append(muxed_conn)
-        secured = getattr(muxed_conn, "secured_conn", None)
-        if secured is not None:
-            endings.hook_failures(self._patcher, secured, failed)
-            record.hooked.append(secured)
-
-    def _note_failure(self, record: ConnectionRecord, exc: BaseException) -> None:
-        """Keep the first I/O failure of a connection that is up (not one caused by closing it)."""
-        if record.failure or record.status != pb.ACTIVE or self._closing(record):
-            return
-        failure = endings.failure_of(exc)
-        if failure:
-            record.failure = failure
-
-    @staticmethod
-    def _closing(record: ConnectionRecord) -> bool:
-        """Whether py-libp2p is closing (or has closed) this connection, for any reason."""
-        conn = record.conn
-        if conn is None or record.status != pb.ACTIVE or getattr(conn, "is_closed", False):
-            return True
-        return endings.muxer_shutting_down(getattr(conn, "muxed_conn", None))
 
     def on_disconnected(self, conn: Any) -> None:
         """Mark a connection CLOSED or ERROR, and its remaining streams ERROR.
@@ -350,7 +204,7 @@ class ConnectionRegistry:
         now = self._clock_ms()
         for stream_record in list(record.streams.values()):
             if stream_record.status == pb.ACTIVE:
-                self._end_stream(stream_record, now, *self._connection_cut(record))
+                self._end_stream(stream_record, now, *records.connection_cut(record))
         del self._by_conn[conn]
         record.latency_ns = conninfo.latency_ns(conn, self._peerstore)
         record.status = pb.ERROR if record.failure else pb.CLOSED
@@ -360,26 +214,13 @@ class ConnectionRegistry:
         for obj in record.hooked:
             self._unhook(obj)
         record.hooked.clear()
-        self._emitter.emit(
-            events.CONNECTION_CLOSED,
-            {
-                "peerId": record.peer_id,
-                "connId": record.id.hex(),
-                "direction": conninfo.direction_name(record.role),
-                "remoteAddr": record.remote_addr,
-                "openTs": record.open_ts,
-                "closeTs": record.close_ts,
-                "bytesIn": record.traffic.in_bytes,
-                "bytesOut": record.traffic.out_bytes,
-                "status": _STATUS_NAMES[record.status],
-                "reason": record.reason,
-            },
-        )
-
-    @staticmethod
-    def _connection_cut(record: ConnectionRecord) -> tuple[int, str]:
-        """Status and reason of a stream still open when its connection ended."""
-        return pb.ERROR, endings.CONNECTION_ERROR if record.failure else endings.CONNECTION_CLOSED
+        content = events.connection_closed(
+            peer_id=record.peer_id, conn_id=record.id, role=record.role,
+            remote_addr=record.remote_addr, open_ts=record.open_ts,
+            ending=events.Ending(record.close_ts, record.traffic.in_bytes,
+                                 record.traffic.out_bytes, record.status, record.reason),
+        )  # fmt: skip
+        self._emitter.emit(events.CONNECTION_CLOSED, content)
 
     # ---------------------------------------------------------------- streams
 
@@ -400,7 +241,7 @@ class ConnectionRegistry:
             return existing
         if self._is_ended(stream):
             return None
-        conn = getattr(stream, "swarm_conn", None)
+        conn = tp.STREAM_SWARM_CONN.get(stream)
         if record is None:
             if conn is None:
                 return None
@@ -424,7 +265,7 @@ class ConnectionRegistry:
         except Exception:
             logger.exception("introspector: could not hook stream")
         try:
-            self._hook_muxed_stream(stream_record, getattr(stream, "muxed_stream", None))
+            self._endings.hook_stream(stream_record, tp.STREAM_MUXED.get(stream))
         except Exception:
             logger.exception("introspector: could not hook stream endings")
         if stream_record.current_protocol():
@@ -437,7 +278,7 @@ class ConnectionRegistry:
                 listener(stream_record)
             except Exception:
                 logger.exception("introspector: stream listener failed")
-        if self._wire_ended(stream_record):
+        if records.wire_ended(stream_record):
             # Already over on the wire (a stream opened with SYN+RST, say).
             self._finish_stream(stream_record, self._clock_ms())
         return stream_record
@@ -448,95 +289,34 @@ class ConnectionRegistry:
         except TypeError:
             return False
 
-    def _hook_muxed_stream(self, stream_record: StreamRecord, muxed: Any) -> None:
-        if muxed is None:
-            return
-        stream_record.muxed = muxed
-        stream_record.wire_ended = endings.ended_probe(muxed, stream_record.stream)
-        try:
-            self._by_muxed[muxed] = stream_record
-        except TypeError:
-            logger.debug("introspector: muxed stream not hashable; endings read at snapshots")
-
-        def before_reset() -> None:
-            # A local reset of a stream still live on the wire; one the remote
-            # already reset, or one reset by the connection's teardown, is not.
-            if stream_record.status != pb.ACTIVE or self._closing(stream_record.conn):
-                return
-            ended, _ = endings.wire_end(muxed)
-            if not ended:
-                stream_record.reset_locally = True
-
-        def after_reset() -> None:
-            if stream_record.status == pb.ACTIVE and self._wire_ended(stream_record):
-                self._finish_stream(stream_record, self._clock_ms())
-
-        endings.hook_stream(
-            self._patcher, muxed, before_reset=before_reset, after_reset=after_reset
-        )
-
-    def _muxed_stream_changed(self, muxed: Any) -> None:
-        """Muxer hook: py-libp2p processed a close, FIN or reset of ``muxed``."""
-        try:
-            stream_record = self._by_muxed.get(muxed)
-        except TypeError:
-            return
-        active = stream_record is not None and stream_record.status == pb.ACTIVE
-        if active and self._wire_ended(stream_record):
-            self._finish_stream(stream_record, self._clock_ms())
-
-    @staticmethod
-    def _wire_ended(stream_record: StreamRecord) -> bool:
-        """Whether py-libp2p's state says the stream is over, although it may not have said so."""
-        return stream_record.wire_ended()
-
-    def _ending_of(self, stream_record: StreamRecord) -> tuple[int, str]:
-        """Status and reason of a stream that has ended, from py-libp2p's state."""
-        if stream_record.reset_locally:
-            return pb.ERROR, endings.RESET_LOCALLY
-        if self._closing(stream_record.conn):
-            return self._connection_cut(stream_record.conn)
-        _, reset = endings.wire_end(stream_record.muxed)
-        if reset:
-            return pb.ERROR, endings.RESET_BY_REMOTE
-        if endings.stream_failed(stream_record.stream):
-            return pb.ERROR, endings.STREAM_ERROR
-        return pb.CLOSED, endings.CLOSED
-
     def _finish_stream(self, stream_record: StreamRecord, now: int) -> None:
         """End a stream with the status and reason its py-libp2p state gives."""
         if stream_record.status == pb.ACTIVE:
-            self._end_stream(stream_record, now, *self._ending_of(stream_record))
+            self._end_stream(stream_record, now, *records.ending_of(stream_record))
 
     def _hook_set_protocol(self, stream: Any, stream_record: StreamRecord) -> None:
-        original = getattr(stream, "set_protocol", None)
-        if not callable(original):
-            return
+        def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+            def set_protocol(protocol_id: Any) -> None:
+                original(protocol_id)
+                try:
+                    stream_record.protocol = str(protocol_id)
+                    if not stream_record.announced:
+                        stream_record.announced = True
+                        self._announce_stream(stream_record)
+                except Exception:
+                    logger.exception("introspector: set_protocol hook failed")
 
-        def set_protocol(protocol_id: Any) -> None:
-            original(protocol_id)
-            try:
-                stream_record.protocol = str(protocol_id)
-                if not stream_record.announced:
-                    stream_record.announced = True
-                    self._announce_stream(stream_record)
-            except Exception:
-                logger.exception("introspector: set_protocol hook failed")
+            return set_protocol
 
-        self._patcher.patch(stream, "set_protocol", set_protocol)
+        tp.STREAM_SET_PROTOCOL.hook(self._patcher, stream, wrap, once=False)
 
     def _announce_stream(self, stream_record: StreamRecord) -> None:
-        self._emitter.emit(
-            events.STREAM_OPENED,
-            {
-                "peerId": stream_record.conn.peer_id,
-                "connId": stream_record.conn.id.hex(),
-                "streamId": stream_record.id.hex(),
-                "protocol": stream_record.current_protocol(),
-                "direction": conninfo.direction_name(stream_record.role),
-                "openTs": stream_record.open_ts,
-            },
-        )
+        content = events.stream_opened(
+            peer_id=stream_record.conn.peer_id, conn_id=stream_record.conn.id,
+            stream_id=stream_record.id, protocol=stream_record.current_protocol(),
+            role=stream_record.role, open_ts=stream_record.open_ts,
+        )  # fmt: skip
+        self._emitter.emit(events.STREAM_OPENED, content)
 
     def on_stream_closed(self, stream: Any) -> None:
         """Mark a stream CLOSED or ERROR (idempotent); emits ``StreamClosed``."""
@@ -552,43 +332,33 @@ class ConnectionRegistry:
             self._ended_streams.add(stream_record.stream)
         except TypeError:
             logger.debug("introspector: stream not weak-referenceable")
-        if stream_record.muxed is not None:
-            with contextlib.suppress(TypeError):  # unhashable: never in the map
-                self._by_muxed.pop(stream_record.muxed, None)
+        self._endings.forget(stream_record)
         stream_record.current_protocol()
         stream_record.status = status
         stream_record.reason = reason
         stream_record.close_ts = now
-        self._emitter.emit(
-            events.STREAM_CLOSED,
-            {
-                "peerId": stream_record.conn.peer_id,
-                "connId": stream_record.conn.id.hex(),
-                "streamId": stream_record.id.hex(),
-                "protocol": stream_record.protocol,
-                "direction": conninfo.direction_name(stream_record.role),
-                "openTs": stream_record.open_ts,
-                "closeTs": stream_record.close_ts,
-                "bytesIn": stream_record.traffic.in_bytes,
-                "bytesOut": stream_record.traffic.out_bytes,
-                "status": _STATUS_NAMES[status],
-                "reason": reason,
-            },
-        )
+        content = events.stream_closed(
+            peer_id=stream_record.conn.peer_id, conn_id=stream_record.conn.id,
+            stream_id=stream_record.id, protocol=stream_record.protocol,
+            role=stream_record.role, open_ts=stream_record.open_ts,
+            ending=events.Ending(stream_record.close_ts, stream_record.traffic.in_bytes,
+                                 stream_record.traffic.out_bytes, status, reason),
+        )  # fmt: skip
+        self._emitter.emit(events.STREAM_CLOSED, content)
 
     # -------------------------------------------------------------- snapshots
 
     def reconcile(self, swarm: Any) -> None:
         """Catch up with the swarm: new/closed connections, new/removed streams,
         and streams that py-libp2p's muxer state says are over."""
-        for conn in _swarm_connections(swarm):
+        for conn in conninfo.swarm_connections(swarm):
             if conn not in self._by_conn and not getattr(conn, "is_closed", False):
                 self.on_connected(conn)
         for conn, record in list(self._by_conn.items()):
             if getattr(conn, "is_closed", False):
                 self.on_disconnected(conn)
                 continue
-            live = _conn_streams(conn)
+            live = conninfo.conn_streams(conn)
             for stream in live:
                 if stream not in self._by_stream and not self._is_ended(stream):
                     self.on_stream_opened(stream, record=record)
@@ -623,61 +393,16 @@ class ConnectionRegistry:
         self._unhook(stream_record.muxed)
         stream_record.stream = None
         stream_record.muxed = None
-        stream_record.wire_ended = _never
+        stream_record.wire_ended = never
 
     def _unhook(self, obj: Any) -> None:
         if obj is not None:
             self._patcher.unpatch(obj)
 
     def fill(self, out: Any, window_ms: int) -> None:
-        """Append one ``pb.Connection`` per retained record to ``out`` (a repeated field)."""
-        for record in self._connections.values():
-            try:
-                self._fill_connection(out.add(), record, window_ms)
-            except Exception:
-                logger.exception("introspector: could not describe a connection")
-
-    def _fill_connection(
-        self, msg: pb.Connection, record: ConnectionRecord, window_ms: int
-    ) -> None:
-        msg.id = record.id
-        msg.peer_id = record.peer_id
-        msg.status = record.status
-        msg.transport_id = record.transport
-        msg.endpoints.SetInParent()
-        msg.endpoints.src_multiaddr = record.local_addr
-        msg.endpoints.dst_multiaddr = record.remote_addr
-        msg.timeline.SetInParent()
-        msg.timeline.open_ts = record.open_ts
-        msg.timeline.upgraded_ts = record.upgraded_ts
-        msg.timeline.close_ts = record.close_ts
-        msg.role = record.role
-        record.traffic.to_pb(msg.traffic, window_ms)
-        msg.attribs.SetInParent()
-        msg.attribs.multiplexer = record.muxer
-        msg.attribs.encryption = record.security
-        if record.conn is not None:
-            record.latency_ns = conninfo.latency_ns(record.conn, self._peerstore)
-        msg.latency_ns = record.latency_ns
-        streams = msg.streams
-        streams.SetInParent()
-        stream_ids = streams.stream_ids
-        add = streams.streams.add
-        conn_ref = {"conn_id": record.id}
-        # Each stream is built from keywords in one C call (see TrafficCounter.to_dict).
-        for stream_record in record.streams.values():
-            stream_ids.append(stream_record.id)
-            add(
-                id=stream_record.id,
-                protocol=stream_record.current_protocol(),
-                role=stream_record.role,
-                traffic=stream_record.traffic.to_dict(window_ms),
-                conn=conn_ref,
-                timeline={"open_ts": stream_record.open_ts, "close_ts": stream_record.close_ts},
-                status=stream_record.status,
-            )
-            if stream_record.status in ENDED:
-                stream_record.reported_closed = True
+        """Append one ``pb.Connection`` per retained record to ``out`` (a repeated field);
+        see :func:`~libp2p_introspection.introspector.render.fill_connections`."""
+        render.fill_connections(self._connections.values(), out, window_ms, self._peerstore)
 
     def node_traffic(self) -> TrafficCounter:
         """A fresh counter: retired totals plus every retained connection's totals."""
@@ -686,20 +411,3 @@ class ConnectionRegistry:
         for record in self._connections.values():
             total.add(record.traffic)
         return total
-
-
-def _swarm_connections(swarm: Any) -> list[Any]:
-    try:
-        return list(swarm.get_connections())
-    except Exception:
-        conns: list[Any] = []
-        for peer_conns in getattr(swarm, "connections", {}).values():
-            conns.extend(peer_conns if isinstance(peer_conns, list) else [peer_conns])
-        return conns
-
-
-def _conn_streams(conn: Any) -> list[Any]:
-    try:
-        return list(conn.get_streams())
-    except Exception:
-        return list(getattr(conn, "streams", ()))

@@ -10,7 +10,11 @@ Everything here is read from py-libp2p objects, never guessed:
   (``get_transport_family()``) and the remote address
   (``get_transport_addresses()``).
 * The local address comes from the TCP socket under the raw connection
-  (``getsockname()``), found by walking the connection's attributes.
+  (``getsockname()``), found by walking the connection's attributes
+  (:func:`~libp2p_introspection.introspector.touchpoints.find_in_graph`).
+
+Every py-libp2p attribute read here that no ``libp2p.abc`` interface
+declares goes through :mod:`~libp2p_introspection.introspector.touchpoints`.
 * Latency: the yamux muxer's smoothed ping RTT (``Yamux.rtt()``, seconds,
   measured by py-libp2p's yamux ping loop every 30 s); when the muxer has no
   RTT (mplex, or before the first yamux pong) the peerstore's latency EWMA
@@ -21,69 +25,17 @@ Everything here is read from py-libp2p objects, never guessed:
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import trio
 from libp2p.abc import IMuxedConn, IRawConnection, ISecureConn
 from libp2p.rcmgr import Direction
 
+from libp2p_introspection.introspector import touchpoints as tp
+from libp2p_introspection.introspector.touchpoints import find_in_graph
 from libp2p_introspection.protocol import pb
 
 logger = logging.getLogger(__name__)
-
-#: Attributes never followed when walking a connection's object graph (back
-#: references to the whole node, or bulky unrelated state).
-_SKIP_ATTRS = frozenset(
-    {
-        "swarm",
-        "host",
-        "peerstore",
-        "_resource_scope",
-        "resource_manager",
-        "streams",
-        "new_stream_send_channel",
-        "new_stream_receive_channel",
-        "noise_state",
-        "local_private_key",
-        "remote_permanent_pubkey",
-        "_nursery",
-    }
-)
-
-
-def find_in_graph(
-    root: object, predicate: Callable[[object], bool], max_depth: int = 5
-) -> Any | None:
-    """Breadth-first search of ``root``'s instance attributes for an object matching ``predicate``.
-
-    Only follows objects from ``libp2p`` and ``trio`` modules, at most
-    ``max_depth`` levels deep; returns the first match or ``None``.
-    """
-    seen: set[int] = set()
-    queue: deque[tuple[object, int]] = deque([(root, 0)])
-    while queue:
-        obj, depth = queue.popleft()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if obj is not root and predicate(obj):
-            return obj
-        if depth >= max_depth:
-            continue
-        try:
-            attrs = vars(obj)
-        except TypeError:
-            continue
-        for name, value in attrs.items():
-            if name in _SKIP_ATTRS or value is None:
-                continue
-            module = type(value).__module__ or ""
-            if module.startswith(("libp2p", "trio")):
-                queue.append((value, depth + 1))
-    return None
-
 
 def peer_id_str(conn: Any) -> str:
     """Base58 peer id of the remote side of a ``SwarmConn``/``NetStream``'s connection."""
@@ -95,13 +47,13 @@ def peer_id_str(conn: Any) -> str:
 
 def connection_role(conn: Any) -> int:
     """``pb.INITIATOR`` if we dialed the connection, ``pb.RESPONDER`` if the peer dialed us."""
-    direction = getattr(conn, "direction", Direction.UNKNOWN)
+    direction = tp.CONN_DIRECTION.get(conn, Direction.UNKNOWN)
     if direction == Direction.OUTBOUND:
         return pb.INITIATOR
     if direction == Direction.INBOUND:
         return pb.RESPONDER
     muxed = getattr(conn, "muxed_conn", None)
-    for candidate in (muxed, getattr(muxed, "secured_conn", None)):
+    for candidate in (muxed, tp.MUXER_SECURED_CONN.get(muxed)):
         initiator = getattr(candidate, "is_initiator", None)
         if isinstance(initiator, bool):
             return pb.INITIATOR if initiator else pb.RESPONDER
@@ -110,16 +62,11 @@ def connection_role(conn: Any) -> int:
 
 def stream_role(stream: Any) -> int:
     """``pb.INITIATOR`` if we opened the stream (the muxed stream's ``is_initiator``)."""
-    initiator = getattr(getattr(stream, "muxed_stream", None), "is_initiator", None)
+    initiator = tp.MUXED_IS_INITIATOR.get(tp.STREAM_MUXED.get(stream))
     if isinstance(initiator, bool):
         return pb.INITIATOR if initiator else pb.RESPONDER
-    direction = getattr(stream, "_direction", Direction.UNKNOWN)
+    direction = tp.STREAM_DIRECTION.get(stream, Direction.UNKNOWN)
     return pb.RESPONDER if direction == Direction.INBOUND else pb.INITIATOR
-
-
-def direction_name(role: int) -> str:
-    """``"outbound"`` for INITIATOR, ``"inbound"`` for RESPONDER (event property values)."""
-    return "outbound" if role == pb.INITIATOR else "inbound"
 
 
 def _is_raw(obj: object) -> bool:
@@ -129,7 +76,7 @@ def _is_raw(obj: object) -> bool:
 
 def raw_connection_of(conn: Any) -> Any | None:
     """The transport ``IRawConnection`` under a ``SwarmConn``'s security session, if reachable."""
-    secured = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+    secured = tp.MUXER_SECURED_CONN.get(getattr(conn, "muxed_conn", None))
     if secured is None:
         return None
     if _is_raw(secured):
@@ -181,7 +128,7 @@ def transport_id(conn: Any, remote: str) -> bytes:
     """Transport family as bytes, e.g. ``b"tcp"`` (``SwarmConn.get_transport_family()``)."""
     family = ""
     try:
-        family = str(conn.get_transport_family())
+        family = str(tp.CONN_TRANSPORT_FAMILY.get(conn)())
     except Exception:
         family = ""
     if not family or family == "unknown":
@@ -195,7 +142,7 @@ def transport_id(conn: Any, remote: str) -> bytes:
 def muxer_protocol(conn: Any) -> str:
     """Negotiated stream muxer protocol id, e.g. ``"/yamux/1.0.0"``, or ``""``."""
     try:
-        return str(conn.get_negotiated_muxer_protocol() or "")
+        return str(tp.CONN_MUXER.get(conn)() or "")
     except Exception:
         return ""
 
@@ -203,7 +150,7 @@ def muxer_protocol(conn: Any) -> str:
 def security_protocol(conn: Any) -> str:
     """Negotiated security protocol id, e.g. ``"/noise"``, or ``""``."""
     try:
-        return str(conn.get_negotiated_security_protocol() or "")
+        return str(tp.CONN_SECURITY.get(conn)() or "")
     except Exception:
         return ""
 
@@ -211,7 +158,7 @@ def security_protocol(conn: Any) -> str:
 def latency_ns(conn: Any, peerstore: Any) -> int:
     """Round-trip latency to the peer in ns (yamux RTT, else peerstore EWMA, else 0)."""
     seconds = 0.0
-    rtt = getattr(getattr(conn, "muxed_conn", None), "rtt", None)
+    rtt = tp.YAMUX_RTT.get(getattr(conn, "muxed_conn", None))
     if callable(rtt):
         try:
             seconds = float(rtt())
@@ -227,7 +174,26 @@ def latency_ns(conn: Any, peerstore: Any) -> int:
 
 def created_at_ms(conn: Any) -> int | None:
     """When py-libp2p created the ``SwarmConn`` (``_created_at``, post-upgrade), ms since epoch."""
-    created = getattr(conn, "_created_at", None)
+    created = tp.CONN_CREATED_AT.get(conn)
     if isinstance(created, int | float):
         return int(created * 1000)
     return None
+
+
+def swarm_connections(swarm: Any) -> list[Any]:
+    """Every ``SwarmConn`` of a swarm (``get_connections()``, else its ``connections`` map)."""
+    try:
+        return list(swarm.get_connections())
+    except Exception:
+        conns: list[Any] = []
+        for peer_conns in getattr(swarm, "connections", {}).values():
+            conns.extend(peer_conns if isinstance(peer_conns, list) else [peer_conns])
+        return conns
+
+
+def conn_streams(conn: Any) -> list[Any]:
+    """Every ``NetStream`` of a ``SwarmConn`` (``get_streams()``, else its ``streams``)."""
+    try:
+        return list(conn.get_streams())
+    except Exception:
+        return list(tp.CONN_STREAMS.get(conn, ()))

@@ -12,7 +12,7 @@ attach time for peers already present.
 
 Queries are counted, and reported as one ``InboundDHTQuery`` /
 ``OutboundDHTQuery`` event per RPC (content keys: PROTOCOL.md §3 and
-:data:`~libp2p_introspection.introspector.events.DHT_QUERY_PROPERTIES`), by
+:data:`~libp2p_introspection.protocol.events.DHT_QUERY_PROPERTIES`), by
 instance-level wrappers (restored on detach):
 
 * outgoing: the five methods through which py-libp2p 0.8.1 sends every
@@ -60,7 +60,6 @@ import contextlib
 import contextvars
 import hashlib
 import logging
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -68,67 +67,60 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from libp2p.kad_dht import common as kad_common
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.peer.id import ID
 
-from libp2p_introspection.introspector import conninfo, events
+from libp2p_introspection.introspector import conninfo
+from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.connections import ConnectionRegistry, StreamRecord
-from libp2p_introspection.introspector.events import EventEmitter
 from libp2p_introspection.introspector.patching import InstancePatcher
-from libp2p_introspection.protocol import pb, wire
+from libp2p_introspection.introspector.touchpoints import Touchpoint
+from libp2p_introspection.protocol import events, pb, wire
+from libp2p_introspection.protocol.dht import (
+    API,
+    CANCELLED,
+    DISCOVERY,
+    ERROR,
+    INBOUND,
+    OUTBOUND,
+    SUCCESS,
+    TIMEOUT,
+    UNKNOWN,
+    QueryCounts,
+    new_query_id,
+    query_content,
+)
+from libp2p_introspection.protocol.events import EventEmitter
 
 logger = logging.getLogger(__name__)
 
-#: (owner attribute on KadDHT, method name, the Kademlia message it sends)
-OUTBOUND_METHODS: tuple[tuple[str, str, str], ...] = (
-    ("peer_routing", "_query_peer_for_closest", "FIND_NODE"),
-    ("value_store", "_get_from_peer", "GET_VALUE"),
-    ("value_store", "_store_at_peer", "PUT_VALUE"),
-    ("provider_store", "_get_providers_from_peer_with_closers", "GET_PROVIDERS"),
-    ("provider_store", "_send_add_provider", "ADD_PROVIDER"),
+#: (KadDHT attribute holding the owner, the owner's method, the Kademlia message it sends)
+OUTBOUND_METHODS: tuple[tuple[Touchpoint, Touchpoint, str], ...] = (
+    (tp.DHT_PEER_ROUTING, tp.PEER_ROUTING_QUERY, "FIND_NODE"),
+    (tp.DHT_VALUE_STORE, tp.VALUE_GET, "GET_VALUE"),
+    (tp.DHT_VALUE_STORE, tp.VALUE_PUT, "PUT_VALUE"),
+    (tp.DHT_PROVIDER_STORE, tp.PROVIDERS_GET, "GET_PROVIDERS"),
+    (tp.DHT_PROVIDER_STORE, tp.PROVIDER_ADD, "ADD_PROVIDER"),
 )
 
-#: (owner attribute on KadDHT or "" for KadDHT itself, method name): py-libp2p's
-#: routing-table refresh entry points; an RPC sent while one runs is a ``DISCOVERY``.
-REFRESH_METHODS: tuple[tuple[str, str], ...] = (
-    ("", "refresh_routing_table"),
-    ("peer_routing", "refresh_routing_table"),
-    ("rt_refresh_manager", "_do_refresh"),
+#: (KadDHT attribute holding the owner, or ``None`` for KadDHT itself, the method):
+#: py-libp2p's routing-table refresh entry points; an RPC sent while one runs is a
+#: ``DISCOVERY``.
+REFRESH_METHODS: tuple[tuple[Touchpoint | None, Touchpoint], ...] = (
+    (None, tp.DHT_REFRESH),
+    (tp.DHT_PEER_ROUTING, tp.PEER_ROUTING_REFRESH),
+    (tp.DHT_RT_REFRESH, tp.RT_REFRESH_DO),
 )
 
 #: ``KadDhtEvent`` flag -> message name, for an inbound request whose bytes were not seen.
-_INBOUND_FLAGS: tuple[tuple[str, str], ...] = (
-    ("find_node", "FIND_NODE"),
-    ("get_value", "GET_VALUE"),
-    ("put_value", "PUT_VALUE"),
-    ("get_providers", "GET_PROVIDERS"),
-    ("add_provider", "ADD_PROVIDER"),
-)
+_INBOUND_FLAGS: tuple[tuple[Touchpoint, str], ...] = tuple(
+    zip(tp.EVENT_FLAGS, ("FIND_NODE", "GET_VALUE", "PUT_VALUE", "GET_PROVIDERS", "ADD_PROVIDER"),
+        strict=True)
+)  # fmt: skip
 
-#: Query results, as the events and the ``QueryGauge`` fields name them.
-SUCCESS, ERROR, TIMEOUT = "SUCCESS", "ERROR", "TIMEOUT"
-#: A call its caller cancelled: no event, not counted.
-CANCELLED = "CANCELLED"
-INBOUND, OUTBOUND = "INBOUND", "OUTBOUND"
-DISCOVERY, API = "DISCOVERY", "API"
-#: Message name of an inbound request that failed before its type could be read.
-UNKNOWN = "UNKNOWN"
-
-_QUERY_TYPES = {
-    "GET_VALUE": "VALUE",
-    "PUT_VALUE": "VALUE",
-    "GET_PROVIDERS": "PROVIDER",
-    "ADD_PROVIDER": "PROVIDER",
-}
 #: Bytes of a request body kept to read its type and key (fields 1 and 2, which
 #: protobuf writes first); a longer body (a big PUT_VALUE) is not kept whole.
 _KEPT_REQUEST_BYTES = 4096
-
-
-def query_type(message_type: str) -> str:
-    """The event's ``type`` for a Kademlia message name: VALUE, PROVIDER or CONTENT."""
-    return _QUERY_TYPES.get(message_type, "CONTENT")
 
 
 def target_string(message_type: str, key: bytes | str | None) -> str:
@@ -140,66 +132,6 @@ def target_string(message_type: str, key: bytes | str | None) -> str:
     if message_type == "FIND_NODE" and raw:
         return str(ID(raw).to_base58())
     return raw.hex()
-
-
-def new_query_id() -> str:
-    """A random ``queryId``: 64 hex digits, one per RPC."""
-    return secrets.token_hex(32)
-
-
-def query_content(
-    *,
-    direction: str,
-    peer: str,
-    message_type: str,
-    target: str,
-    total_time_ms: int,
-    trigger: str,
-    result: str,
-    query_id: str,
-) -> dict[str, Any]:
-    """One DHT query event's content (the keys of ``DHT_QUERY_PROPERTIES``).
-
-    :param peer: the remote peer as ``PeerInDHT.peer_id`` writes it ("" if unknown:
-        then ``peerIds`` is empty).
-    """
-    return {
-        "direction": direction,
-        "peerIds": [peer] if peer else [],
-        "queryId": query_id,
-        "targetPeerId": target,
-        "totalTimeMs": max(0, int(total_time_ms)),
-        "totalSteps": 1,
-        "trigger": trigger,
-        "type": query_type(message_type),
-        "messageType": message_type,
-        "result": result,
-    }
-
-
-@dataclass
-class QueryCounts:
-    """Cumulative query outcomes (the ``QueryGauge`` fields)."""
-
-    success: int = 0
-    error: int = 0
-    timeout: int = 0
-
-    def count(self, result: str) -> None:
-        """Count one query with outcome ``result`` (``CANCELLED`` is not counted)."""
-        if result == SUCCESS:
-            self.success += 1
-        elif result == ERROR:
-            self.error += 1
-        elif result == TIMEOUT:
-            self.timeout += 1
-
-    def to_pb(self, out: pb.DHT.QueryGauge) -> None:
-        """Fill a ``QueryGauge`` (always present)."""
-        out.SetInParent()
-        out.success = self.success
-        out.error = self.error
-        out.timeout = self.timeout
 
 
 @dataclass
@@ -399,30 +331,23 @@ class DhtTracker:
         dht = self._dht
         self._active = True
         try:
-            self._local_key = kad_key(dht.local_peer_id)
+            self._local_key = kad_key(tp.DHT_LOCAL_PEER.get(dht))
         except Exception:
             logger.exception("introspector: DHT has no local peer id")
-        for owner_name, method, message_type in OUTBOUND_METHODS:
-            owner = getattr(dht, owner_name, None)
-            original = getattr(owner, method, None)
-            if callable(original):
-                self._patcher.patch(owner, method, self._wrap_outbound(original, message_type))
-            else:
-                logger.warning("introspector: KadDHT has no %s.%s; not counted", owner_name, method)
-        for owner_name, method in REFRESH_METHODS:
-            owner = getattr(dht, owner_name, None) if owner_name else dht
-            original = getattr(owner, method, None)
-            if callable(original):
-                self._patcher.patch(owner, method, self._wrap_refresh(original))
-        handler = getattr(dht, "_do_handle_stream", None)
-        if callable(handler):
-            self._patcher.patch(dht, "_do_handle_stream", self._wrap_inbound(handler))
-        else:
-            logger.warning("introspector: KadDHT has no _do_handle_stream; inbound not counted")
-        table = getattr(dht, "routing_table", None)
-        add_peer = getattr(table, "add_peer", None)
-        if callable(add_peer):
-            self._patcher.patch(table, "add_peer", self._wrap_add_peer(add_peer))
+        for holder, method, message_type in OUTBOUND_METHODS:
+            method.hook(
+                self._patcher,
+                holder.get(dht),
+                lambda original, kind=message_type: self._wrap_outbound(original, kind),
+                once=False,
+            )
+        for holder, method in REFRESH_METHODS:
+            owner = holder.get(dht) if holder is not None else dht
+            method.hook(self._patcher, owner, self._wrap_refresh, once=False)
+        tp.DHT_HANDLE_STREAM.hook(self._patcher, dht, self._wrap_inbound, once=False)
+        tp.TABLE_ADD_PEER.hook(
+            self._patcher, tp.DHT_ROUTING_TABLE.get(dht), self._wrap_add_peer, once=False
+        )
         self._registry.stream_listeners.append(self._link_stream)
         self._refresh_peers(self.start_ts)
 
@@ -451,8 +376,8 @@ class DhtTracker:
         return refresh
 
     def _wrap_outbound(self, original: Callable[..., Any], message_type: str) -> Callable[..., Any]:
-        local_id = getattr(self._dht, "local_peer_id", None)
-        timeout_s = float(getattr(kad_common, "QUERY_TIMEOUT", 10))
+        local_id = tp.DHT_LOCAL_PEER.get(self._dht)
+        timeout_s = float(tp.constant(tp.KAD_QUERY_TIMEOUT, 10))
 
         async def outbound_query(*args: Any, **kwargs: Any) -> Any:
             peer = args[0] if args else kwargs.get("peer", kwargs.get("peer_id"))
@@ -524,7 +449,7 @@ class DhtTracker:
     # --------------------------------------------------------------- inbound
 
     def _wrap_inbound(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        max_size = int(getattr(kad_common, "MAX_DHT_MESSAGE_SIZE", 4 * 1024 * 1024))
+        max_size = int(tp.constant(tp.KAD_MAX_MESSAGE, 4 * 1024 * 1024))
 
         async def do_handle_stream(stream: Any, *args: Any, **kwargs: Any) -> Any:
             if not self._active:
@@ -552,9 +477,9 @@ class DhtTracker:
                 )
                 if record is not None:
                     record.traffic.observer = reader.feed
-                inner = getattr(stream, "metric_send_channel", None)
+                inner = tp.STREAM_METRIC_CHANNEL.get(stream)
                 tap = _MetricTap(inner, on_send)
-                stream.metric_send_channel = tap
+                tp.STREAM_METRIC_CHANNEL.set(stream, tap)
             except Exception:
                 logger.exception("introspector: could not hook inbound DHT stream")
             failed = False
@@ -569,8 +494,8 @@ class DhtTracker:
                 try:
                     if record is not None and record.traffic.observer == reader.feed:
                         record.traffic.observer = None
-                    if tap is not None and getattr(stream, "metric_send_channel", None) is tap:
-                        stream.metric_send_channel = inner
+                    if tap is not None and tp.STREAM_METRIC_CHANNEL.get(stream) is tap:
+                        tp.STREAM_METRIC_CHANNEL.set(stream, inner)
                     unanswered = list(reader.complete)
                     if reader.partial is not None:
                         unanswered.append(reader.partial)
@@ -607,9 +532,8 @@ class DhtTracker:
             try:
                 if added and self._active:
                     peer_id = getattr(peer_obj, "peer_id", peer_obj)
-                    if peer_id not in self._peers and self._dht.routing_table.peer_in_table(
-                        peer_id
-                    ):
+                    table = tp.DHT_ROUTING_TABLE.get(self._dht)
+                    if peer_id not in self._peers and tp.TABLE_PEER_IN.get(table)(peer_id):
                         self._remember(peer_id, self._clock_ms())
             except Exception:
                 logger.exception("introspector: routing table hook failed")
@@ -624,17 +548,20 @@ class DhtTracker:
         self._peers[peer_id] = seen
         return seen
 
-    def _table(self) -> list[tuple[Any, float]]:
-        """``(peer_id, last_seen seconds since epoch)`` for every peer in every KBucket."""
+    def _table(self, now: int) -> list[tuple[Any, float]]:
+        """``(peer_id, last_seen seconds since epoch)`` for every peer in every KBucket
+        (``now``, ms since epoch, for an entry without a ``last_seen``)."""
         rows: list[tuple[Any, float]] = []
-        for bucket in list(getattr(self._dht.routing_table, "buckets", ())):
-            for peer_id, entry in list(bucket.peers.items()):
-                last_seen = entry[1] if isinstance(entry, tuple) and len(entry) > 1 else time.time()
+        now_s = now / 1000
+        table = tp.DHT_ROUTING_TABLE.get(self._dht)
+        for bucket in list(tp.TABLE_BUCKETS.get(table, ())):
+            for peer_id, entry in list(tp.BUCKET_PEERS.get(bucket, {}).items()):
+                last_seen = entry[1] if isinstance(entry, tuple) and len(entry) > 1 else now_s
                 rows.append((peer_id, float(last_seen)))
         return rows
 
     def _refresh_peers(self, now: int) -> list[tuple[Any, float, _PeerSeen]]:
-        rows = self._table()
+        rows = self._table(now)
         present = set()
         out: list[tuple[Any, float, _PeerSeen]] = []
         for peer_id, last_seen in rows:
@@ -650,18 +577,18 @@ class DhtTracker:
     def fill(self, msg: pb.DHT, now: int) -> None:
         """Fill ``pb.DHT`` for a snapshot taken at ``now`` (ms since epoch)."""
         dht = self._dht
-        msg.protocol = str(getattr(kad_common, "PROTOCOL_ID", "/ipfs/kad/1.0.0"))
+        msg.protocol = str(tp.constant(tp.KAD_PROTOCOL, "/ipfs/kad/1.0.0"))
         msg.enabled = _is_running(dht)
         msg.start_ts = self.start_ts
         msg.params.SetInParent()
-        buckets = getattr(dht.routing_table, "buckets", None) or []
-        k = getattr(buckets[0], "bucket_size", None) if buckets else None
-        msg.params.k = int(k if k is not None else kad_common.BUCKET_SIZE)
-        msg.params.alpha = int(kad_common.ALPHA)
-        msg.params.beta = int(getattr(kad_common, "BETA", 0))
+        buckets = tp.TABLE_BUCKETS.get(tp.DHT_ROUTING_TABLE.get(dht)) or []
+        k = tp.BUCKET_SIZE.get(buckets[0]) if buckets else None
+        msg.params.k = int(k if k is not None else tp.constant(tp.KAD_BUCKET_SIZE, 20))
+        msg.params.alpha = int(tp.constant(tp.KAD_ALPHA, 10))
+        msg.params.beta = int(tp.constant(tp.KAD_BETA, 0))
         msg.params.disjoint_paths = 0
-        stale_s = float(getattr(kad_common, "STALE_PEER_THRESHOLD", 3600))
-        wall_now = time.time()
+        stale_s = float(tp.constant(tp.KAD_STALE, 3600))
+        wall_now = now / 1000  # the injected clock, as py-libp2p's last_seen: seconds
         by_cpl: dict[int, list[pb.DHT.PeerInDHT]] = {}
         for peer_id, last_seen, seen in self._refresh_peers(now):
             peer = pb.DHT.PeerInDHT(
@@ -690,7 +617,7 @@ def _message_name(number: int) -> str:
 def _inbound_type(value: Any) -> str:
     """The message a ``KadDhtEvent`` reports (py-libp2p flags PING as nothing)."""
     for flag, name in _INBOUND_FLAGS:
-        if getattr(value, flag, False):
+        if flag.get(value, False):
             return name
     return "PING"
 
@@ -704,6 +631,6 @@ def _peer_str(peer_id: Any) -> str:
 
 def _is_running(dht: Any) -> bool:
     try:
-        return bool(dht.get_manager().is_running)
+        return bool(tp.DHT_MANAGER.get(dht)().is_running)
     except Exception:
         return False

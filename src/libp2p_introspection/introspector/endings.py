@@ -39,8 +39,9 @@ or security failure is seen by hooks on its secured connection's
 EOF inside a frame); an mplex framing error by a hook on ``Mplex.read_message``.
 
 Touchpoints: every py-libp2p attribute this relies on that is not part of a
-py-libp2p interface is one :class:`Touchpoint` in :data:`TOUCHPOINTS`. When
-one is missing (another py-libp2p version), a warning is logged once and the
+py-libp2p interface is one entry of
+:data:`~libp2p_introspection.introspector.touchpoints.TOUCHPOINTS`. When one
+is missing (another py-libp2p version), a warning is logged once and the
 introspector degrades: without a hook, endings are found at the next snapshot
 by reading state; without a state attribute, the notifee's view is used.
 
@@ -53,16 +54,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+import trio
 from libp2p.io.exceptions import IncompleteReadError
 from libp2p.network.stream.net_stream import NetStream, StreamState
 from libp2p.stream_muxer.mplex.mplex import Mplex
 from libp2p.stream_muxer.mplex.mplex_stream import MplexStream
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
+from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.introspector.touchpoints import Touchpoint
 
 logger = logging.getLogger(__name__)
 
@@ -78,102 +81,6 @@ CONNECTION_CLOSED = "connection closed"
 CONNECTION_ERROR = "connection error"
 CLOSED_LOCALLY = "closed locally"
 CLOSED_BY_REMOTE = "closed by remote"
-
-
-@dataclass(frozen=True)
-class Touchpoint:
-    """One py-libp2p attribute outside its interfaces that the introspector reads or wraps.
-
-    :param owner: the py-libp2p class, e.g. ``"YamuxStream"``.
-    :param name: the attribute's name on its instances.
-    :param meaning: what py-libp2p keeps there, and what is lost without it.
-    """
-
-    owner: str
-    name: str
-    meaning: str
-
-    def get(self, obj: object, default: Any = None) -> Any:
-        """``obj.<name>``, or ``default`` (with a warning logged once) when it is missing."""
-        try:
-            return getattr(obj, self.name)
-        except AttributeError:
-            self.missing()
-        except Exception:
-            logger.debug("introspector: reading %s.%s failed", self.owner, self.name, exc_info=True)
-        return default
-
-    def missing(self) -> None:
-        """Log, once per touchpoint, that py-libp2p no longer has this attribute."""
-        if self not in _warned:
-            _warned.add(self)
-            logger.warning(
-                "introspector: py-libp2p %s.%s not found (%s); stream and connection "
-                "endings are read with less detail",
-                self.owner,
-                self.name,
-                self.meaning,
-            )
-
-
-_warned: set[Touchpoint] = set()
-
-YAMUX_STREAM_RESET = Touchpoint(
-    "YamuxStream", "reset_received", "True once an RST arrived or the stream was reset locally"
-)
-YAMUX_STREAM_CLOSED = Touchpoint(
-    "YamuxStream", "closed", "True once both directions closed, or reset"
-)
-YAMUX_SHUTTING_DOWN = Touchpoint(
-    "Yamux", "event_shutting_down", "set when the connection starts closing, for any reason"
-)
-YAMUX_FINALIZE = Touchpoint(
-    "Yamux",
-    "_finalize_stream_locked",
-    "called whenever a stream's close, FIN or RST is processed (hooked: endings seen at once)",
-)
-MPLEX_STREAM_RESET = Touchpoint("MplexStream", "event_reset", "set on a local or remote reset")
-MPLEX_STREAM_LOCAL_CLOSED = Touchpoint(
-    "MplexStream", "event_local_closed", "set once we closed (or reset) our side"
-)
-MPLEX_STREAM_REMOTE_CLOSED = Touchpoint(
-    "MplexStream", "event_remote_closed", "set once the remote closed (or reset) its side"
-)
-MPLEX_STREAMS = Touchpoint(
-    "Mplex", "streams", "StreamID -> MplexStream; a closed or reset stream leaves it"
-)
-MPLEX_SHUTTING_DOWN = Touchpoint(
-    "Mplex", "event_shutting_down", "set when the connection starts closing, for any reason"
-)
-MPLEX_HANDLE_CLOSE = Touchpoint(
-    "Mplex", "_handle_close", "processes a remote close frame (hooked: endings seen at once)"
-)
-MPLEX_HANDLE_RESET = Touchpoint(
-    "Mplex", "_handle_reset", "processes a remote reset frame (hooked: endings seen at once)"
-)
-MPLEX_READ_MESSAGE = Touchpoint(
-    "Mplex", "read_message", "reads one frame; its failures are mplex framing errors (hooked)"
-)
-NETSTREAM_STATE = Touchpoint(
-    "NetStream", "_state", "StreamState; ERROR after an unexpected I/O error on the stream"
-)
-
-#: Every touchpoint of this module, for a single table of py-libp2p internals.
-TOUCHPOINTS: tuple[Touchpoint, ...] = (
-    YAMUX_STREAM_RESET,
-    YAMUX_STREAM_CLOSED,
-    YAMUX_SHUTTING_DOWN,
-    YAMUX_FINALIZE,
-    MPLEX_STREAM_RESET,
-    MPLEX_STREAM_LOCAL_CLOSED,
-    MPLEX_STREAM_REMOTE_CLOSED,
-    MPLEX_STREAMS,
-    MPLEX_SHUTTING_DOWN,
-    MPLEX_HANDLE_CLOSE,
-    MPLEX_HANDLE_RESET,
-    MPLEX_READ_MESSAGE,
-    NETSTREAM_STATE,
-)
 
 
 # ------------------------------------------------------------------ state
@@ -196,12 +103,12 @@ def wire_end(muxed: Any) -> tuple[bool, bool]:
     for muxers this module does not know (QUIC): the notifee decides.
     """
     if isinstance(muxed, YamuxStream):
-        reset = bool(YAMUX_STREAM_RESET.get(muxed, False))
-        return reset or bool(YAMUX_STREAM_CLOSED.get(muxed, False)), reset
+        reset = bool(tp.YAMUX_STREAM_RESET.get(muxed, False))
+        return reset or bool(tp.YAMUX_STREAM_CLOSED.get(muxed, False)), reset
     if isinstance(muxed, MplexStream):
-        reset = _is_set(MPLEX_STREAM_RESET.get(muxed))
-        both = _is_set(MPLEX_STREAM_LOCAL_CLOSED.get(muxed)) and _is_set(
-            MPLEX_STREAM_REMOTE_CLOSED.get(muxed)
+        reset = _is_set(tp.MPLEX_STREAM_RESET.get(muxed))
+        both = _is_set(tp.MPLEX_STREAM_LOCAL_CLOSED.get(muxed)) and _is_set(
+            tp.MPLEX_STREAM_REMOTE_CLOSED.get(muxed)
         )
         return reset or both, reset
     return False, False
@@ -212,14 +119,13 @@ def ended_probe(muxed: Any, stream: Any) -> Callable[[], bool]:
     stream so that a snapshot can run it for thousands of streams (it reads the
     flags directly: a few attribute reads). Where a touchpoint is missing, the
     general (warning, degrading) readers are used instead."""
-    if isinstance(stream, NetStream) and hasattr(stream, NETSTREAM_STATE.name):
-        state, error = NETSTREAM_STATE.name, StreamState.ERROR
+    if isinstance(stream, NetStream) and tp.NETSTREAM_STATE.has(stream):
+        state, error = tp.NETSTREAM_STATE.name, StreamState.ERROR
     else:
         return lambda: wire_end(muxed)[0] or stream_failed(stream)
     if isinstance(muxed, YamuxStream):
-        names = (YAMUX_STREAM_RESET.name, YAMUX_STREAM_CLOSED.name)
-        if all(hasattr(muxed, name) for name in names):
-            reset_name, closed_name = names
+        if tp.YAMUX_STREAM_RESET.has(muxed) and tp.YAMUX_STREAM_CLOSED.has(muxed):
+            reset_name, closed_name = tp.YAMUX_STREAM_RESET.name, tp.YAMUX_STREAM_CLOSED.name
 
             def yamux_ended() -> bool:
                 # py-libp2p's flags are bools: no conversion on this per-snapshot path.
@@ -234,12 +140,12 @@ def ended_probe(muxed: Any, stream: Any) -> Callable[[], bool]:
         flags = [
             touchpoint.get(muxed)
             for touchpoint in (
-                MPLEX_STREAM_RESET,
-                MPLEX_STREAM_LOCAL_CLOSED,
-                MPLEX_STREAM_REMOTE_CLOSED,
+                tp.MPLEX_STREAM_RESET,
+                tp.MPLEX_STREAM_LOCAL_CLOSED,
+                tp.MPLEX_STREAM_REMOTE_CLOSED,
             )
         ]
-        if all(callable(getattr(flag, "is_set", None)) for flag in flags):
+        if all(isinstance(flag, trio.Event) for flag in flags):
             reset, local, remote = flags  # created once in MplexStream.__init__
 
             def mplex_ended() -> bool:
@@ -257,16 +163,16 @@ def stream_failed(stream: Any) -> bool:
     """Whether a ``NetStream`` is in py-libp2p's ERROR state (an unexpected I/O error)."""
     if not isinstance(stream, NetStream):
         return False
-    state = NETSTREAM_STATE.get(stream)
-    return getattr(state, "name", None) == "ERROR"
+    state = tp.NETSTREAM_STATE.get(stream)
+    return state is StreamState.ERROR
 
 
 def muxer_shutting_down(muxed_conn: Any) -> bool:
     """Whether a yamux/mplex connection has started closing (``event_shutting_down``)."""
     if isinstance(muxed_conn, Yamux):
-        return _is_set(YAMUX_SHUTTING_DOWN.get(muxed_conn))
+        return _is_set(tp.YAMUX_SHUTTING_DOWN.get(muxed_conn))
     if isinstance(muxed_conn, Mplex):
-        return _is_set(MPLEX_SHUTTING_DOWN.get(muxed_conn))
+        return _is_set(tp.MPLEX_SHUTTING_DOWN.get(muxed_conn))
     return bool(getattr(muxed_conn, "is_closed", False))
 
 
@@ -290,7 +196,7 @@ def failure_of(exc: BaseException) -> str | None:
     :data:`MAX_REASON_CHARS` characters.
     """
     root = _root(exc)
-    if isinstance(root, IncompleteReadError) and root.received_bytes == 0:
+    if isinstance(root, IncompleteReadError) and tp.INCOMPLETE_READ_RECEIVED.get(root) == 0:
         return None
     text = f"{type(root).__name__}: {root}".strip().rstrip(":")
     return text[:MAX_REASON_CHARS]
@@ -317,27 +223,26 @@ def hook_stream(
 
     ``after_reset`` runs even when the reset raised or was cancelled; the
     reset's own result or exception is what the caller gets. Returns whether
-    the hook was installed.
+    the hook was installed (not twice on one stream).
     """
-    original = getattr(muxed, "reset", None)
-    if not callable(original) or patcher.is_patched(muxed, "reset"):
-        return False
 
-    async def reset(*args: Any, **kwargs: Any) -> Any:
-        try:
-            before_reset()
-        except Exception:
-            _log_failure("stream reset")
-        try:
-            return await original(*args, **kwargs)
-        finally:
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        async def reset(*args: Any, **kwargs: Any) -> Any:
             try:
-                after_reset()
+                before_reset()
             except Exception:
                 _log_failure("stream reset")
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                try:
+                    after_reset()
+                except Exception:
+                    _log_failure("stream reset")
 
-    patcher.patch(muxed, "reset", reset)
-    return True
+        return reset
+
+    return tp.MUXED_RESET.hook(patcher, muxed, wrap)
 
 
 def hook_muxer(
@@ -352,13 +257,14 @@ def hook_muxer(
     could not read a frame. Returns whether the muxer is one this module knows.
     """
     if isinstance(muxed_conn, Yamux):
-        _hook_after_sync(patcher, muxed_conn, YAMUX_FINALIZE, stream_changed)
+        _hook_after_sync(patcher, muxed_conn, tp.YAMUX_FINALIZE, stream_changed)
         return True
     if isinstance(muxed_conn, Mplex):
-        table = MPLEX_STREAMS.get(muxed_conn)
-        for touchpoint in (MPLEX_HANDLE_CLOSE, MPLEX_HANDLE_RESET):
-            _hook_by_stream_id(patcher, muxed_conn, touchpoint, table, stream_changed)
-        hook_failures(patcher, muxed_conn, failed, names=(MPLEX_READ_MESSAGE.name,))
+        table = tp.MPLEX_STREAMS.get(muxed_conn)
+        if isinstance(table, Mapping):
+            for touchpoint in (tp.MPLEX_HANDLE_CLOSE, tp.MPLEX_HANDLE_RESET):
+                _hook_by_stream_id(patcher, muxed_conn, touchpoint, table, stream_changed)
+        hook_failures(patcher, muxed_conn, failed, touchpoints=(tp.MPLEX_READ_MESSAGE,))
         return True
     return False
 
@@ -366,48 +272,46 @@ def hook_muxer(
 def _hook_after_sync(
     patcher: InstancePatcher, obj: Any, touchpoint: Touchpoint, callback: StreamCallback
 ) -> None:
-    original = touchpoint.get(obj)
-    if not callable(original):
-        return
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(stream: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(stream, *args, **kwargs)
+            try:
+                callback(stream)
+            except Exception:
+                _log_failure(touchpoint.name)
+            return result
 
-    def wrapper(stream: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(stream, *args, **kwargs)
-        try:
-            callback(stream)
-        except Exception:
-            _log_failure(touchpoint.name)
-        return result
+        return wrapper
 
-    patcher.patch(obj, touchpoint.name, wrapper)
+    touchpoint.hook(patcher, obj, wrap, once=False)
 
 
 def _hook_by_stream_id(
     patcher: InstancePatcher,
     obj: Any,
     touchpoint: Touchpoint,
-    table: Any,
+    table: Mapping[Any, Any],
     callback: StreamCallback,
 ) -> None:
-    original = touchpoint.get(obj)
-    if not callable(original) or not isinstance(table, Mapping):
-        return
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapper(stream_id: Any, *args: Any, **kwargs: Any) -> Any:
+            stream = None
+            try:
+                stream = table.get(stream_id)
+            except Exception:
+                _log_failure(touchpoint.name)
+            try:
+                return await original(stream_id, *args, **kwargs)
+            finally:
+                if stream is not None:
+                    try:
+                        callback(stream)
+                    except Exception:
+                        _log_failure(touchpoint.name)
 
-    async def wrapper(stream_id: Any, *args: Any, **kwargs: Any) -> Any:
-        stream = None
-        try:
-            stream = table.get(stream_id)
-        except Exception:
-            _log_failure(touchpoint.name)
-        try:
-            return await original(stream_id, *args, **kwargs)
-        finally:
-            if stream is not None:
-                try:
-                    callback(stream)
-                except Exception:
-                    _log_failure(touchpoint.name)
+        return wrapper
 
-    patcher.patch(obj, touchpoint.name, wrapper)
+    touchpoint.hook(patcher, obj, wrap, once=False)
 
 
 def hook_failures(
@@ -415,16 +319,20 @@ def hook_failures(
     obj: Any,
     failed: ErrorCallback,
     *,
-    names: tuple[str, ...] = ("read", "write"),
+    touchpoints: tuple[Touchpoint, ...] = (tp.SECURED_READ, tp.SECURED_WRITE),
 ) -> None:
-    """Wrap the async methods ``names`` of ``obj``: ``failed(exc)`` sees every
-    ``Exception`` they raise, which is then re-raised unchanged (cancellation
-    is not an ``Exception`` and passes untouched)."""
-    for name in names:
-        original = getattr(obj, name, None)
-        if not callable(original):
-            continue
-        patcher.patch(obj, name, _failure_wrapper(original, failed, name))
+    """Wrap the async methods ``touchpoints`` of ``obj`` (default: a security
+    session's ``read``/``write``): ``failed(exc)`` sees every ``Exception``
+    they raise, which is then re-raised unchanged (cancellation is not an
+    ``Exception`` and passes untouched)."""
+    for touchpoint in touchpoints:
+        name = touchpoint.name
+        touchpoint.hook(
+            patcher,
+            obj,
+            lambda original, name=name: _failure_wrapper(original, failed, name),
+            once=False,
+        )
 
 
 def _failure_wrapper(
@@ -445,15 +353,15 @@ def _failure_wrapper(
 
 def hook_close(patcher: InstancePatcher, conn: Any, before_close: Callable[[], None]) -> None:
     """Wrap ``SwarmConn.close()``: ``before_close()`` runs first, on every call."""
-    original = getattr(conn, "close", None)
-    if not callable(original):
-        return
 
-    async def close(*args: Any, **kwargs: Any) -> Any:
-        try:
-            before_close()
-        except Exception:
-            _log_failure("connection close")
-        return await original(*args, **kwargs)
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        async def close(*args: Any, **kwargs: Any) -> Any:
+            try:
+                before_close()
+            except Exception:
+                _log_failure("connection close")
+            return await original(*args, **kwargs)
 
-    patcher.patch(conn, "close", close)
+        return close
+
+    tp.CONN_CLOSE.hook(patcher, conn, wrap, once=False)

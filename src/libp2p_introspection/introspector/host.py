@@ -32,9 +32,7 @@ events are emitted for them.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import platform
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -43,15 +41,16 @@ from multiaddr import Multiaddr
 
 from libp2p_introspection.abc import EventSink, SampledSource
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
-from libp2p_introspection.introspector import events
-from libp2p_introspection.introspector.clock import ClockMs, wall_clock_ms
+from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
-from libp2p_introspection.introspector.events import EventEmitter
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.traffic import TrafficCounter
 from libp2p_introspection.introspector.upgrades import UpgradeTracker
-from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol import events, pb
+from libp2p_introspection.protocol.clock import ClockMs, wall_clock_ms
+from libp2p_introspection.protocol.events import EventEmitter
+from libp2p_introspection.protocol.runtime import build_runtime
 
 if TYPE_CHECKING:
     from libp2p.kad_dht.kad_dht import KadDHT
@@ -59,19 +58,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IMPLEMENTATION = "py-libp2p"
-
-
-def libp2p_version() -> str:
-    """The installed ``libp2p`` distribution's version (importlib.metadata), or "unknown"."""
-    try:
-        return importlib.metadata.version("libp2p")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def platform_description() -> str:
-    """OS, machine and Python, e.g. ``"Linux-6.1-x86_64-with-glibc2.36 (CPython 3.11.9)"``."""
-    return f"{platform.platform()} ({platform.python_implementation()} {platform.python_version()})"
 
 
 class _Notifee(INotifee):
@@ -193,7 +179,7 @@ class HostIntrospector(SampledSource):
 
     def _attach(self) -> None:
         self._attached = True
-        self._guard(self._upgrades.attach, getattr(self._swarm, "upgrader", None))
+        self._guard(self._upgrades.attach, tp.SWARM_UPGRADER.get(self._swarm))
         self._swarm.register_notifee(self._notifee)
         self._guard(self._registry.adopt_existing, self._swarm)
         if self._dht is not None:
@@ -220,10 +206,11 @@ class HostIntrospector(SampledSource):
         self._attached = False
         try:
             remove = getattr(self._swarm, "remove_notifee", None)
+            notifees = tp.SWARM_NOTIFEES.get(self._swarm, []) if not callable(remove) else []
             if callable(remove):
                 remove(self._notifee)
-            elif self._notifee in getattr(self._swarm, "notifees", []):
-                self._swarm.notifees.remove(self._notifee)
+            elif self._notifee in notifees:
+                notifees.remove(self._notifee)
         except Exception:
             logger.exception("introspector: could not remove notifee")
         if self._dht is not None:
@@ -263,13 +250,7 @@ class HostIntrospector(SampledSource):
         ``implementation`` "py-libp2p"; ``version`` the installed libp2p
         package version; ``platform`` OS and Python; ``peer_id`` base58.
         """
-        return pb.Runtime(
-            implementation=IMPLEMENTATION,
-            version=libp2p_version(),
-            platform=platform_description(),
-            peer_id=self.peer_id,
-            event_types=[spec.to_pb() for spec in self._events.specs],
-        )
+        return build_runtime(IMPLEMENTATION, self.peer_id, self._events.specs)
 
     def set_event_sink(self, sink: EventSink | None) -> None:
         """Register the synchronous event sink (``None`` removes it).

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.protocol import pb
 
@@ -156,6 +157,7 @@ def counting_reader(
         ``protocol_id`` is set, i.e. after multistream-select negotiation.
     """
     default_n = _default_of(original, "n", None)
+    protocol = tp.STREAM_PROTOCOL.name  # NetStream.protocol_id, read on every call
 
     if negotiated is None:
 
@@ -176,7 +178,7 @@ def counting_reader(
             data = await original(n)
             try:
                 size = len(data)
-                if size and negotiated.protocol_id is not None:
+                if size and getattr(negotiated, protocol) is not None:
                     counter.in_bytes += size
                     counter.in_packets += 1
                     observer = counter.observer
@@ -198,6 +200,7 @@ def counting_writer(
 
     :param negotiated: as for :func:`counting_reader`.
     """
+    protocol = tp.STREAM_PROTOCOL.name
     if negotiated is None:
 
         async def write(data: bytes) -> None:
@@ -213,7 +216,7 @@ def counting_writer(
         async def write(data: bytes) -> None:
             await original(data)
             try:
-                if negotiated.protocol_id is not None:
+                if getattr(negotiated, protocol) is not None:
                     counter.out_bytes += len(data)
                     counter.out_packets += 1
             except Exception:
@@ -230,15 +233,18 @@ def install_counters(
 ) -> bool:
     """Replace ``obj.read``/``obj.write`` with counting wrappers (instance level).
 
-    Returns False (and changes nothing) when ``obj`` is already wrapped by
-    ``patcher`` or has no ``read``/``write``.
+    ``obj`` is a transport connection (``RawConnection``, or the security
+    session when none is reachable), or a ``NetStream`` given as
+    ``negotiated`` too. Returns False (and changes nothing) when ``obj`` is
+    already wrapped by ``patcher`` or has no ``read``/``write``.
     """
-    if patcher.is_patched(obj, "read"):
+    reader, writer = (
+        (tp.RAW_READ, tp.RAW_WRITE) if negotiated is None else (tp.STREAM_READ, tp.STREAM_WRITE)
+    )
+    if patcher.is_patched(obj, reader.name):
         return False
-    read = getattr(obj, "read", None)
-    write = getattr(obj, "write", None)
-    if not callable(read) or not callable(write):
+    if not callable(reader.get(obj)) or not callable(writer.get(obj)):
         return False
-    patcher.patch(obj, "read", counting_reader(read, counter, negotiated))
-    patcher.patch(obj, "write", counting_writer(write, counter, negotiated))
+    reader.hook(patcher, obj, lambda read: counting_reader(read, counter, negotiated))
+    writer.hook(patcher, obj, lambda write: counting_writer(write, counter, negotiated))
     return True

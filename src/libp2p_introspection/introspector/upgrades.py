@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from libp2p_introspection.introspector.clock import ClockMs
+from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.traffic import TrafficCounter, install_counters
+from libp2p_introspection.protocol.clock import ClockMs
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +77,33 @@ class UpgradeTracker:
         """Install the two wrappers on ``upgrader`` (a ``TransportUpgrader``)."""
         if upgrader is None:
             return
-        security = getattr(upgrader, "upgrade_security", None)
-        muxer = getattr(upgrader, "upgrade_connection", None)
-        if callable(security):
-            self._patcher.patch(upgrader, "upgrade_security", self._wrap_security(security))
-        if callable(muxer):
-            self._patcher.patch(upgrader, "upgrade_connection", self._wrap_muxer(muxer))
+        tp.UPGRADE_SECURITY.hook(self._patcher, upgrader, self._wrap_security, once=False)
+        tp.UPGRADE_CONNECTION.hook(self._patcher, upgrader, self._wrap_muxer, once=False)
+
+    def counter_for(self, conn: Any, raw: Any) -> TrafficCounter:
+        """The traffic counter of a ``SwarmConn`` the upgrader did not see (adopted at
+        attach, or upgraded elsewhere): the one already on its raw connection, or new
+        counters installed on it (or, failing that, on the secured one)."""
+        target = raw
+        if target is None:
+            target = tp.MUXER_SECURED_CONN.get(getattr(conn, "muxed_conn", None))
+            if target is not None:
+                logger.debug("introspector: no raw connection found; counting at secured layer")
+        if target is None:
+            return TrafficCounter()
+        try:
+            existing = self.raw_counters.get(target)
+        except TypeError:
+            existing = None
+        if existing is not None:
+            return existing
+        counter = TrafficCounter()
+        try:
+            if install_counters(self._patcher, target, counter):
+                self.raw_counters[target] = counter
+        except Exception:
+            logger.exception("introspector: could not hook connection traffic")
+        return counter
 
     def take(self, muxed_conn: Any) -> PendingConnection | None:
         """Remove and return what the upgrader recorded for ``muxed_conn``, if anything."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from fnv_hash_fast import fnv1a_32 as _fnv1a_32
 
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.errors import DataError
 from libp2p_introspection.protocol.wire import (
     LENGTH_DELIMITED,
     PAYLOAD_KINDS,
@@ -42,7 +43,7 @@ _FNV_PRIME = 0x01000193
 _HEADER = struct.Struct("<III")
 
 
-class FrameError(ValueError):
+class FrameError(DataError):
     """A server frame could not be accepted. Subclasses say why."""
 
 

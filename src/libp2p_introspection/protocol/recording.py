@@ -31,7 +31,8 @@ from typing import BinaryIO, Literal
 from google.protobuf.message import DecodeError
 
 from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.framing import MAX_MESSAGE_SIZE, FrameError, fnv1a32
+from libp2p_introspection.protocol.errors import DataError
+from libp2p_introspection.protocol.framing import MAX_MESSAGE_SIZE, fnv1a32
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits, WireCounts, measure
 
 #: The file version this implementation reads and writes.
@@ -45,8 +46,11 @@ _RECORD_HEADER = struct.Struct("<II")
 _PLAUSIBLE_VERSIONS = range(2, 256)
 
 
-class RecordingError(FrameError):
-    """A recording file could not be read as one. Subclasses say why."""
+class RecordingError(DataError):
+    """A recording file could not be read as one. Subclasses say why.
+
+    Not a :class:`~.framing.FrameError`: a recording's records are framed
+    by the file format (§5), not by the frame header of a live session."""
 
 
 class NotARecordingError(RecordingError):

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.errors import DataError
 
 #: Default cap on ``Connection`` messages in one message or record.
 MAX_CONNECTIONS = 10_000
@@ -73,7 +74,7 @@ _COUNTED = (
 )
 
 
-class WireError(ValueError):
+class WireError(DataError):
     """The bytes are not a well-formed protobuf message (the message says where)."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from libp2p_introspection import config as defaults
+from libp2p_introspection.protocol.admission import is_loopback, parse_origin
 from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS, SERVICE_TYPE
 from libp2p_introspection.protocol.limits import (
     SESSION_OPTIONS,
@@ -26,7 +27,6 @@ from libp2p_introspection.protocol.limits import (
     SessionLimits,
     check_options,
 )
-from libp2p_introspection.server.admission import is_loopback, parse_origin
 
 log = logging.getLogger("libp2p_introspection.server.server")
 

@@ -6,7 +6,9 @@ Everything here is synchronous and never waits: a source calls
 :meth:`Hub.publish_event` from inside the node's own tasks, and the node
 must never wait on a client (§4.9). A session's I/O (its tasks and their
 wake-ups) is the server's (:mod:`libp2p_introspection.server.session_io`): the
-hub only calls :meth:`Member.notify`.
+hub only calls :meth:`Member.notify`. Its methods are KI-protected: a Ctrl-C
+raised in the node's task that publishes an event waits for the next checkpoint
+rather than cutting a fan-out in half.
 
 The hub is the sources' :class:`~libp2p_introspection.abc.SourceOutlet`.
 """
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import encode_server_message
@@ -78,6 +81,7 @@ class Hub:
         """The base snapshot interval, ms (§4.1)."""
         return self.limits.base_interval_ms
 
+    @enable_ki_protection
     def publish_snapshot(self, frame: bytes) -> None:
         """Make ``frame`` (a framed ``ServerMessage{state}``) the next snapshot of the
         sequence, numbered one above the latest, and offer it to every session."""
@@ -89,6 +93,7 @@ class Hub:
             member.session.snapshot_produced(snapshot, now)
             member.notify()
 
+    @enable_ki_protection
     def publish_event(self, event: pb.Event, frame: bytes | None = None) -> None:
         """Offer ``event`` to every session, encoded once for all of them.
 
@@ -111,6 +116,7 @@ class Hub:
 
     # ------------------------------------------------------------------ sessions
 
+    @enable_ki_protection
     def open_session(self) -> Session:
         """A new session, given the runtime and the latest snapshot (§4.2); it gets
         what the hub publishes once it :meth:`join` s.
@@ -127,14 +133,17 @@ class Hub:
             self.clock(),
         )
 
+    @enable_ki_protection
     def join(self, member: Member) -> None:
         """Offer ``member``'s session every snapshot and event published from now on."""
         self.sessions.add(member)
 
+    @enable_ki_protection
     def leave(self, member: Member) -> None:
         """Forget a session; its buffers go with it."""
         self.sessions.discard(member)
 
+    @enable_ki_protection
     def tick(self) -> None:
         """Let every session age its pause buffer and check its write timeout."""
         now = self.clock()
@@ -149,6 +158,7 @@ class Hub:
                 )
             member.notify()
 
+    @enable_ki_protection
     def close_all(self) -> None:
         """Cancel the I/O of every session (server shutdown)."""
         for member in list(self.sessions):

@@ -7,6 +7,12 @@ which live and die together). Sessions share nothing but the snapshot bytes
 :class:`~libp2p_introspection.server.hub.Hub`, which never waits. Nothing
 raised by or about one connection leaves that connection's task (see
 :meth:`IntrospectionServer._connection`).
+
+Every task of the server runs KI-protected (``trio.lowlevel.enable_ki_protection``):
+a Ctrl-C in the application that hosts it reaches the application's main task at
+a checkpoint, never the middle of a statement here. Landing between a socket
+write and the wire's bookkeeping, it made the close path write part of a frame
+again, and a client read a corrupt stream instead of the server's 1001.
 """
 
 from __future__ import annotations
@@ -19,19 +25,21 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
+from libp2p_introspection.protocol.admission import Refusal, admit
 from libp2p_introspection.protocol.closecodes import CLOSE_GOING_AWAY
 from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS, ServerEntry
 from libp2p_introspection.protocol.session import (
     Close,
     SessionStats,
 )
-from libp2p_introspection.server.admission import Refusal, admit
 from libp2p_introspection.server.config import ServerConfig
 from libp2p_introspection.server.hub import Hub
 from libp2p_introspection.server.registry import Registration, bind_first_free, register
@@ -49,6 +57,14 @@ CLOSE_TIMEOUT_S = 2.0
 #: Connections closed at once for the handshake limit are summarized in one log
 #: line at most this often, seconds (each is logged at DEBUG).
 SHED_LOG_INTERVAL_S = 10.0
+
+
+@enable_ki_protection
+async def _run_protected(
+    run: Callable[..., Awaitable[None]], *args: object, task_status: trio.TaskStatus[Any]
+) -> None:
+    """Run a source's task shielded from a ``KeyboardInterrupt`` raised mid-statement."""
+    await run(*args, task_status=task_status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +202,7 @@ class IntrospectionServer:
             metrics_url=self.metrics_url,
         )
 
+    @enable_ki_protection
     async def run(
         self, *, task_status: trio.TaskStatus[IntrospectionServer] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -199,7 +216,7 @@ class IntrospectionServer:
                 # The source publishes its first snapshot before it reports started
                 # (§4.1: there is always a latest snapshot), then hands the hub its
                 # snapshots and events until cancelled.
-                await nursery.start(self.source.run, self.hub)
+                await nursery.start(_run_protected, self.source.run, self.hub)
                 # Each connection runs in the listener's own nursery; _connection
                 # never lets an exception of one connection out into it.
                 await nursery.start(trio.serve_listeners, self._connection, listeners)
@@ -242,6 +259,7 @@ class IntrospectionServer:
 
     # ------------------------------------------------------------ server tasks
 
+    @enable_ki_protection
     async def _timer(self) -> None:
         period = max(0.05, min(1.0, self.config.write_timeout_s / 4))
         while True:
@@ -279,6 +297,7 @@ class IntrospectionServer:
 
     # ---------------------------------------------------------- one connection
 
+    @enable_ki_protection
     async def _connection(self, stream: trio.SocketStream) -> None:
         """One TCP connection from accept to close: handshake, admission, session.
 

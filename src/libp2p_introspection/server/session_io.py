@@ -15,6 +15,7 @@ import struct
 from collections import Counter
 
 import trio
+from trio.lowlevel import enable_ki_protection
 
 from libp2p_introspection.protocol.closecodes import CLOSE_INTERNAL_ERROR, CLOSE_POLICY_VIOLATION
 from libp2p_introspection.protocol.framing import HEADER_SIZE, payload_kind
@@ -107,6 +108,7 @@ async def serve_session(
             nursery.start_soon(_pinger, transport, handle, pings, ping_interval_s, pong_timeout_s)
 
 
+@enable_ki_protection
 async def _pinger(
     transport: WebSocketTransport,
     handle: SessionHandle,
@@ -132,6 +134,7 @@ async def _pinger(
             return
 
 
+@enable_ki_protection
 async def _reader(
     transport: WebSocketTransport,
     handle: SessionHandle,
@@ -169,6 +172,7 @@ async def _reader(
     scope.cancel()
 
 
+@enable_ki_protection
 async def _writer(
     transport: WebSocketTransport, handle: SessionHandle, scope: trio.CancelScope
 ) -> None:

@@ -4,6 +4,7 @@
 - :mod:`.synthetic`: a simulated node for load tests (``SyntheticSource``,
   ``SyntheticOptions``).
 
-Import them from their modules: the synthetic node shares the introspector's
-event types and so loads py-libp2p, which a replay does not need.
+Import them from their modules. Neither loads py-libp2p: the synthetic node
+shares the event vocabulary of :mod:`libp2p_introspection.protocol.events`
+with the introspector, not the introspector itself.
 """

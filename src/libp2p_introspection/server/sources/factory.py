@@ -15,15 +15,12 @@ from typing import Any
 
 from libp2p_introspection.abc import IntrospectionSource
 from libp2p_introspection.server.config import ServerConfig
+from libp2p_introspection.server.errors import SourceError
 
 #: An opened source and a description of it for the user.
 Opened = tuple[IntrospectionSource, str]
 #: Opens the demo source for a config and the settings (see :func:`open_source`).
 DemoOpener = Callable[[ServerConfig, Mapping[str, Any]], AbstractAsyncContextManager[Opened]]
-
-
-class SourceError(ValueError):
-    """A source that cannot be opened; the message says why (never a traceback)."""
 
 
 class UnknownSource(SourceError):
@@ -85,7 +82,7 @@ def open_replay(path: str, config: ServerConfig, settings: Mapping[str, Any]) ->
     try:
         replay = ReplaySource(path, speed=speed, loop=loop, limits=settings["limits"],
                               interval_ms=config.interval_ms)  # fmt: skip
-    except (RecordingError, OSError) as exc:
+    except (RecordingError, SourceError, OSError) as exc:  # ReplayError is a SourceError
         raise CannotReplay(f"cannot replay {path}: {exc}") from exc
     runtime = replay.runtime()
     return (

@@ -55,8 +55,9 @@ import trio
 from libp2p_introspection.abc import IntrospectionSource, SourceOutlet
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import encode_frame, encode_server_message
-from libp2p_introspection.protocol.recording import Record, RecordingError, RecordingReader
+from libp2p_introspection.protocol.recording import Record, RecordingReader
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits, measure_in_slices
+from libp2p_introspection.server.errors import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ _WALK_SLICE = 50_000
 _GAP_SAMPLE = 65_536
 
 
-class ReplayError(RecordingError):
-    """The recording cannot be replayed (no ``Runtime`` or no ``State`` in it)."""
+class ReplayError(SourceError):
+    """The recording cannot be replayed (no ``Runtime`` or no ``State`` in it): a
+    readable file with the wrong content, not a framing fault."""
 
 
 class _TimeOverflow(Exception):

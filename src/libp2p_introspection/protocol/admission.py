@@ -1,7 +1,8 @@
 """Who may open a session: bind address, browser origins, shared token, session count.
 
 Pure functions over the WebSocket upgrade request (its path, query and
-headers); the endpoint turns a refusal into an HTTP status. See SECURITY.md.
+headers); the server's endpoint turns a refusal into an HTTP status, the
+dashboard and the CLI use the origin and loopback rules too. See SECURITY.md.
 """
 
 from __future__ import annotations

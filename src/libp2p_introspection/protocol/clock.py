@@ -1,4 +1,4 @@
-"""Time sources used by the introspector.
+"""Time sources used by every source (a live host's introspector, the synthetic node).
 
 All introspection timestamps are integers in **milliseconds since the Unix
 epoch** (PROTOCOL.md §3). The clock is injectable so tests can fake time;

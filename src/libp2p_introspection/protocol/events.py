@@ -1,4 +1,7 @@
-"""Event types the introspector emits, and their emission to the sink.
+"""The event vocabulary every source shares: types, content builders, emission to a sink.
+
+A live host's introspector and the synthetic node emit the same event types
+with the same content, built here; nothing in this module knows py-libp2p.
 
 Every event is a ``pb.Event`` whose ``type`` carries the type's name and its
 property types, whose ``ts`` is ms since the Unix epoch (the introspector's
@@ -20,15 +23,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from libp2p_introspection.abc import EventSink
-from libp2p_introspection.introspector.clock import ClockMs
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.clock import ClockMs
+from libp2p_introspection.protocol.ids import id_text, transport_text
 
 logger = logging.getLogger(__name__)
+
+#: Called by a source, synchronously and without blocking, once per event as
+#: it happens (while the server runs a sampled source, it is the hub's
+#: ``SourceOutlet.publish_event``). ``Event.type`` carries at least the type's name; it may carry
+#: the property types too (the server then uses them for clients that were not
+#: told about that type in the ``Runtime``). ``Event.ts`` is ms since epoch.
+EventSink = Callable[[pb.Event], None]
 
 PropertyType = pb.EventType.EventProperty.PropertyType
 STRING = pb.EventType.EventProperty.STRING
@@ -177,6 +187,118 @@ CONNECTION_EVENTS: tuple[EventSpec, ...] = (
 )
 DHT_EVENTS: tuple[EventSpec, ...] = (INBOUND_DHT_QUERY, OUTBOUND_DHT_QUERY)
 
+#: The statuses an ended connection or stream has, as the closing events write them.
+_ENDED_NAMES = {pb.CLOSED: "CLOSED", pb.ERROR: "ERROR"}
+
+
+def direction_name(role: int) -> str:
+    """``"outbound"`` for ``pb.INITIATOR`` (we dialed / opened it), ``"inbound"`` otherwise:
+    the connection and stream events' ``direction``."""
+    return "outbound" if role == pb.INITIATOR else "inbound"
+
+
+def connection_opened(
+    *, peer_id: str, conn_id: bytes, role: int, local_addr: str, remote_addr: str,
+    transport: bytes, multiplexer: str, encryption: str, open_ts: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The content of :data:`CONNECTION_OPENED`.
+
+    :param conn_id: ``Connection.id`` bytes (written as lowercase hex, as ``connId``).
+    :param role: ``pb.INITIATOR`` | ``pb.RESPONDER``.
+    :param transport: ``Connection.transport_id`` (written as :func:`ids.transport_text`).
+    :param open_ts: ms since epoch.
+    """
+    return {
+        "peerId": peer_id,
+        "connId": id_text(conn_id),
+        "direction": direction_name(role),
+        "localAddr": local_addr,
+        "remoteAddr": remote_addr,
+        "transport": transport_text(transport),
+        "multiplexer": multiplexer,
+        "encryption": encryption,
+        "openTs": open_ts,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a connection or stream ended: the half both closing events share.
+
+    :param close_ts: ms since epoch.
+    :param bytes_in: bytes received over its life (raw transport bytes for a
+        connection, payload for a stream); ``bytes_out`` sent.
+    :param status: the ``pb.Status`` it ends with, ``pb.CLOSED`` | ``pb.ERROR``.
+    :param reason: how, e.g. "closed", "reset by remote", or the failure.
+    """
+
+    close_ts: int
+    bytes_in: int
+    bytes_out: int
+    status: int
+    reason: str
+
+    def content(self) -> dict[str, Any]:
+        """``closeTs``, ``bytesIn``, ``bytesOut``, ``status`` (by name), ``reason``.
+
+        :raises KeyError: if ``status`` is not an ended one.
+        """
+        return {
+            "closeTs": self.close_ts,
+            "bytesIn": self.bytes_in,
+            "bytesOut": self.bytes_out,
+            "status": _ENDED_NAMES[self.status],
+            "reason": self.reason,
+        }
+
+
+def connection_closed(
+    *, peer_id: str, conn_id: bytes, role: int, remote_addr: str, open_ts: int, ending: Ending
+) -> dict[str, Any]:
+    """The content of :data:`CONNECTION_CLOSED` (``conn_id`` bytes, ``open_ts`` ms since epoch).
+
+    :raises KeyError: if ``ending.status`` is not an ended one.
+    """
+    return {
+        "peerId": peer_id,
+        "connId": id_text(conn_id),
+        "direction": direction_name(role),
+        "remoteAddr": remote_addr,
+        "openTs": open_ts,
+        **ending.content(),
+    }
+
+
+def stream_opened(
+    *, peer_id: str, conn_id: bytes, stream_id: bytes, protocol: str, role: int, open_ts: int
+) -> dict[str, Any]:
+    """The content of :data:`STREAM_OPENED` (ids as bytes, ``open_ts`` ms since epoch)."""
+    return {
+        "peerId": peer_id,
+        "connId": id_text(conn_id),
+        "streamId": id_text(stream_id),
+        "protocol": protocol,
+        "direction": direction_name(role),
+        "openTs": open_ts,
+    }
+
+
+def stream_closed(
+    *, peer_id: str, conn_id: bytes, stream_id: bytes, protocol: str, role: int, open_ts: int,
+    ending: Ending,
+) -> dict[str, Any]:  # fmt: skip
+    """The content of :data:`STREAM_CLOSED` (as :func:`stream_opened`, and how it ended).
+
+    :raises KeyError: if ``ending.status`` is not an ended one.
+    """
+    return {
+        **stream_opened(
+            peer_id=peer_id, conn_id=conn_id, stream_id=stream_id, protocol=protocol, role=role,
+            open_ts=open_ts,
+        ),
+        **ending.content(),
+    }  # fmt: skip
+
 
 def build_event(spec: EventSpec, ts: int, properties: Mapping[str, Any]) -> pb.Event:
     """Build a ``pb.Event`` of type ``spec``.
@@ -197,9 +319,12 @@ def build_event(spec: EventSpec, ts: int, properties: Mapping[str, Any]) -> pb.E
 class EventEmitter:
     """Delivers events to the registered sink, synchronously and never raising.
 
-    The sink is called inline from py-libp2p callbacks (notifees, hooks); an
-    exception from it or from building the event is logged and swallowed so
-    it never reaches libp2p.
+    The sink is called inline from the source's own code (for a live host:
+    py-libp2p callbacks, notifees and hooks); an exception from it or from
+    building the event is logged and swallowed so it never reaches the caller.
+
+    :param clock_ms: stamps events emitted without a ``ts`` (ms since epoch).
+    :param specs: every type this source may emit (its ``Runtime.event_types``).
     """
 
     def __init__(self, clock_ms: ClockMs, specs: Sequence[EventSpec]) -> None:

@@ -1,0 +1,447 @@
+"""Every py-libp2p internal the introspector relies on, in one table.
+
+py-libp2p's interfaces (``libp2p.abc``: ``INetConn``, ``INetStream``,
+``IMuxedConn``, ``IMuxedStream``, ``ISecureConn``, ``INetwork``, ...) do not
+say everything the introspector needs: the KadDHT's RPC methods, yamux's and
+mplex's stream flags, a stream's direction, when a connection was created.
+Each such attribute, method or constant, and each method the introspector
+replaces on an instance (see :mod:`~libp2p_introspection.introspector.patching`),
+is one :class:`Touchpoint` in :data:`TOUCHPOINTS`: the py-libp2p class that
+has it, its name, what the introspector uses it for, and what happens without
+it. The other introspector modules reach them only through this table
+(``TOUCHPOINT.get(obj)``, ``TOUCHPOINT.hook(...)``); a test checks every
+entry against the installed py-libp2p (:meth:`Touchpoint.present`) and that no
+other module names a py-libp2p internal.
+
+When a touchpoint is missing on an instance of its class (another py-libp2p
+version), a warning is logged once and the introspector degrades as the
+entry's ``without`` says; an object of another class (a QUIC connection, a
+stand-in) simply has nothing to read, and nothing is logged.
+
+Checked against py-libp2p 0.8.1.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import logging
+import textwrap
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from libp2p.discovery.random_walk.rt_refresh_manager import RTRefreshManager
+from libp2p.io.exceptions import IncompleteReadError
+from libp2p.io.trio import TrioTCPStream
+from libp2p.kad_dht import common as kad_common
+from libp2p.kad_dht.kad_dht import KadDHT, KadDhtEvent
+from libp2p.kad_dht.peer_routing import PeerRouting
+from libp2p.kad_dht.provider_store import ProviderStore
+from libp2p.kad_dht.routing_table import KBucket, RoutingTable
+from libp2p.kad_dht.value_store import ValueStore
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.network.connection.swarm_connection import SwarmConn
+from libp2p.network.stream.net_stream import NetStream
+from libp2p.network.swarm import Swarm
+from libp2p.security.noise.io import NoiseTransportReadWriter
+from libp2p.security.secure_session import SecureSession
+from libp2p.stream_muxer.mplex.mplex import Mplex
+from libp2p.stream_muxer.mplex.mplex_stream import MplexStream
+from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+from libp2p.transport.upgrader import TransportUpgrader
+
+from libp2p_introspection.introspector.patching import InstancePatcher
+
+logger = logging.getLogger(__name__)
+
+#: Kinds of touchpoint.
+READ = "read"  #: an attribute read on instances
+CALL = "call"  #: a method called
+HOOK = "hook"  #: a method replaced on one instance (undone on detach)
+SWAP = "swap"  #: an attribute replaced for the duration of one call, then put back
+WALK = "walk"  #: an attribute the ``vars()`` walk follows (:func:`find_in_graph`)
+CONSTANT = "constant"  #: a module-level constant
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Touchpoint:
+    """One py-libp2p attribute, method or constant outside its interfaces.
+
+    :param owners: the py-libp2p classes (or the module) that have it.
+    :param name: the attribute's name.
+    :param kind: :data:`READ`, :data:`CALL`, :data:`HOOK`, :data:`SWAP`,
+        :data:`WALK` or :data:`CONSTANT`.
+    :param use: what the introspector uses it for.
+    :param without: what the introspector does when it is missing.
+    """
+
+    owners: tuple[type | ModuleType, ...]
+    name: str
+    kind: str
+    use: str
+    without: str
+
+    @property
+    def owner(self) -> str:
+        """The owners' names, e.g. ``"Yamux/Mplex"``."""
+        return "/".join(owner.__name__.rsplit(".", 1)[-1] for owner in self.owners)
+
+    def get(self, obj: object, default: Any = None) -> Any:
+        """``obj.<name>``, or ``default`` when it is missing or reading it failed.
+
+        A miss on an instance of one of :attr:`owners` is logged once as a
+        warning (:meth:`missing`); never raises.
+        """
+        try:
+            return getattr(obj, self.name)
+        except AttributeError:
+            if self._owned(obj):
+                self.missing()
+        except Exception:
+            logger.debug("introspector: reading %s.%s failed", self.owner, self.name, exc_info=True)
+        return default
+
+    def has(self, obj: object) -> bool:
+        """Whether ``obj`` has the attribute (a miss is logged as :meth:`get` does)."""
+        return self.get(obj, _MISSING) is not _MISSING
+
+    def set(self, obj: object, value: Any) -> None:
+        """``obj.<name> = value`` (a :data:`SWAP`)."""
+        setattr(obj, self.name, value)
+
+    def hook(
+        self,
+        patcher: InstancePatcher,
+        obj: object,
+        wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+        *,
+        once: bool = True,
+    ) -> bool:
+        """Replace ``obj.<name>`` with ``wrap(original)`` through ``patcher``.
+
+        ``original`` is what ``obj.<name>`` is now (another hook's wrapper,
+        when ``once`` is false and the method was replaced before). Returns
+        False (and changes nothing) when ``obj`` has no such method, or
+        ``once`` is true and ``patcher`` already replaced it.
+        """
+        if obj is None or (once and patcher.is_patched(obj, self.name)):
+            return False
+        original = self.get(obj)
+        if not callable(original):
+            return False
+        patcher.patch(obj, self.name, wrap(original))
+        return True
+
+    def missing(self) -> None:
+        """Log, once per touchpoint, that py-libp2p no longer has this attribute."""
+        if self not in _warned:
+            _warned.add(self)
+            logger.warning(
+                "introspector: py-libp2p %s.%s not found (%s); %s",
+                self.owner,
+                self.name,
+                self.use,
+                self.without,
+            )
+
+    def present(self) -> list[str]:
+        """The owners of the installed py-libp2p that lack it (``[]``: all have it).
+
+        A class has it when the class (or a base) defines it, or one of its
+        methods assigns ``self.<name>``; a :data:`CALL`/:data:`HOOK` must be
+        a method; a :data:`CONSTANT` must be in the module.
+        """
+        lacking = []
+        for owner in self.owners:
+            if isinstance(owner, ModuleType):
+                found = hasattr(owner, self.name)
+            elif self.kind in (CALL, HOOK):
+                found = callable(getattr(owner, self.name, None))
+            else:
+                found = hasattr(owner, self.name) or self.name in instance_attributes(owner)
+            if not found:
+                lacking.append(owner.__name__)
+        return lacking
+
+    def _owned(self, obj: object) -> bool:
+        return any(isinstance(obj, owner) for owner in self.owners if isinstance(owner, type))
+
+
+_warned: set[Touchpoint] = set()
+
+
+def instance_attributes(cls: type) -> set[str]:
+    """Names a class and its bases assign as ``self.<name>`` in their methods (from source)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            continue
+        names.update(getattr(klass, "__annotations__", {}))
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+            ):
+                names.add(node.attr)
+    return names
+
+
+def _tp(owners: Any, name: str, kind: str, use: str, without: str) -> Touchpoint:
+    return Touchpoint(owners if isinstance(owners, tuple) else (owners,), name, kind, use, without)
+
+
+_MUXERS = (Yamux, Mplex)
+_MUXED_STREAMS = (YamuxStream, MplexStream)
+
+# ------------------------------------------------------------------ swarm
+
+SWARM_UPGRADER = _tp(Swarm, "upgrader", READ, "the TransportUpgrader to hook",
+                     "connections time from their SwarmConn; handshake bytes not counted")
+SWARM_NOTIFEES = _tp(Swarm, "notifees", READ, "removing our notifee without remove_notifee",
+                     "the notifee stays registered after detach (it ignores calls)")
+UPGRADE_SECURITY = _tp(TransportUpgrader, "upgrade_security", HOOK,
+                       "open_ts and raw byte counting from the first handshake byte",
+                       "connections time from their SwarmConn; handshake bytes not counted")
+UPGRADE_CONNECTION = _tp(TransportUpgrader, "upgrade_connection", HOOK,
+                         "upgraded_ts (muxer negotiated)", "upgraded_ts = open_ts")
+
+# ------------------------------------------------------------- connections
+
+CONN_DIRECTION = _tp(SwarmConn, "direction", READ, "connection role (who dialed)",
+                     "role read from the muxer's is_initiator")
+CONN_CREATED_AT = _tp(SwarmConn, "_created_at", READ,
+                      "open_ts of a connection adopted at attach (seconds since epoch)",
+                      "open_ts is the attach time")
+CONN_STREAMS = _tp(SwarmConn, "streams", READ, "its streams, when get_streams() fails",
+                   "streams found through get_streams() only")
+CONN_TRANSPORT_FAMILY = _tp(SwarmConn, "get_transport_family", CALL, "transport_id",
+                            "transport read from the remote multiaddr")
+CONN_SECURITY = _tp(SwarmConn, "get_negotiated_security_protocol", CALL,
+                    "attribs.encryption", "encryption reported as ''")
+CONN_MUXER = _tp(SwarmConn, "get_negotiated_muxer_protocol", CALL,
+                 "attribs.multiplexer", "multiplexer reported as ''")
+CONN_CLOSE = _tp(SwarmConn, "close", HOOK, "closed locally / closed by remote",
+                 "a closed connection's reason is 'closed'")
+MUXER_SECURED_CONN = _tp(_MUXERS, "secured_conn", READ,
+                         "the security session: failure hooks, the raw connection under it",
+                         "no traffic counted, transport/security failures read as a clean end")
+YAMUX_RTT = _tp(Yamux, "rtt", CALL, "latency_ns (yamux ping RTT, seconds)",
+                "latency from the peerstore's EWMA, else 0")
+SECURED_READ = _tp(SecureSession, "read", HOOK, "transport/security failures (TCP reset, MAC)",
+                   "a failed connection reads as CLOSED")
+SECURED_WRITE = _tp(SecureSession, "write", HOOK, "transport/security failures (broken pipe)",
+                    "a failed connection reads as CLOSED")
+RAW_READ = _tp(RawConnection, "read", HOOK, "connection bytes in", "connection traffic is 0")
+RAW_WRITE = _tp(RawConnection, "write", HOOK, "connection bytes out", "connection traffic is 0")
+
+# The vars() walk from a security session to its transport connection and
+# socket: the route py-libp2p 0.8.1 takes with Noise over TCP.
+SESSION_CONN = _tp(SecureSession, "conn", WALK, "walk: security session -> Noise reader",
+                   "no raw connection: traffic counted at the security layer, no localAddr")
+NOISE_CONN = _tp(NoiseTransportReadWriter, "conn", WALK, "walk: Noise reader -> RawConnection",
+                 "no raw connection: traffic counted at the security layer, no localAddr")
+RAW_STREAM = _tp(RawConnection, "stream", WALK, "walk: RawConnection -> TrioTCPStream",
+                 "no socket: localAddr is ''")
+TCP_STREAM = _tp(TrioTCPStream, "stream", WALK, "walk: TrioTCPStream -> trio.SocketStream",
+                 "no socket: localAddr is ''")
+
+# ----------------------------------------------------------------- streams
+
+STREAM_SWARM_CONN = _tp(NetStream, "swarm_conn", READ, "the stream's connection",
+                        "a stream seen before its connection is ignored")
+STREAM_MUXED = _tp(NetStream, "muxed_stream", READ, "the muxed stream (endings, role)",
+                   "endings read from the notifee only; role from _direction")
+STREAM_PROTOCOL = _tp(NetStream, "protocol_id", READ,
+                      "the negotiated protocol; payload counted once it is set",
+                      "protocol '' and no stream traffic")
+STREAM_DIRECTION = _tp(NetStream, "_direction", READ, "stream role without a muxed stream",
+                       "such a stream is INITIATOR")
+NETSTREAM_STATE = _tp(NetStream, "_state", READ,
+                      "StreamState; ERROR after an unexpected I/O error on the stream",
+                      "such a stream ends CLOSED, not 'stream error'")
+STREAM_SET_PROTOCOL = _tp(NetStream, "set_protocol", HOOK, "StreamOpened when negotiated",
+                          "StreamOpened only for streams negotiated before they were seen")
+STREAM_READ = _tp(NetStream, "read", HOOK, "stream payload in; the DHT's request reader",
+                  "stream traffic is 0; inbound DHT requests unnamed")
+STREAM_WRITE = _tp(NetStream, "write", HOOK, "stream payload out", "stream traffic is 0")
+STREAM_METRIC_CHANNEL = _tp(NetStream, "metric_send_channel", SWAP,
+                            "KadDHT reports each handled request on it (inbound SUCCESS)",
+                            "inbound DHT requests count as ERROR")
+MUXED_IS_INITIATOR = _tp(_MUXED_STREAMS, "is_initiator", READ, "stream role (who opened it)",
+                         "role from NetStream._direction")
+MUXED_RESET = _tp(_MUXED_STREAMS, "reset", HOOK, "tells a local reset from a remote one",
+                  "a local reset reads as 'reset by remote'")
+
+# --------------------------------------------------------- muxer endings
+
+YAMUX_STREAM_RESET = _tp(YamuxStream, "reset_received", READ,
+                         "True once an RST arrived or the stream was reset locally",
+                         "resets read as orderly ends")
+YAMUX_STREAM_CLOSED = _tp(YamuxStream, "closed", READ, "True once both directions closed, or reset",
+                          "endings seen only when py-libp2p notifies them")
+YAMUX_SHUTTING_DOWN = _tp(Yamux, "event_shutting_down", READ,
+                          "set when the connection starts closing, for any reason",
+                          "a connection closed by the remote reads as 'closed locally'")
+YAMUX_FINALIZE = _tp(Yamux, "_finalize_stream_locked", HOOK,
+                     "called whenever a stream's close, FIN or RST is processed",
+                     "endings are found at the next snapshot")
+MPLEX_STREAM_RESET = _tp(MplexStream, "event_reset", READ, "set on a local or remote reset",
+                         "resets read as orderly ends")
+MPLEX_STREAM_LOCAL_CLOSED = _tp(MplexStream, "event_local_closed", READ,
+                                "set once we closed (or reset) our side",
+                                "endings seen only when py-libp2p notifies them")
+MPLEX_STREAM_REMOTE_CLOSED = _tp(MplexStream, "event_remote_closed", READ,
+                                 "set once the remote closed (or reset) its side",
+                                 "endings seen only when py-libp2p notifies them")
+MPLEX_STREAMS = _tp(Mplex, "streams", READ, "StreamID -> MplexStream, for the frame hooks",
+                    "endings are found at the next snapshot")
+MPLEX_SHUTTING_DOWN = _tp(Mplex, "event_shutting_down", READ,
+                          "set when the connection starts closing, for any reason",
+                          "a connection closed by the remote reads as 'closed locally'")
+MPLEX_HANDLE_CLOSE = _tp(Mplex, "_handle_close", HOOK, "processes a remote close frame",
+                         "endings are found at the next snapshot")
+MPLEX_HANDLE_RESET = _tp(Mplex, "_handle_reset", HOOK, "processes a remote reset frame",
+                         "endings are found at the next snapshot")
+MPLEX_READ_MESSAGE = _tp(Mplex, "read_message", HOOK,
+                         "reads one frame; its failures are mplex framing errors",
+                         "an mplex framing error reads as CLOSED")
+INCOMPLETE_READ_RECEIVED = _tp(IncompleteReadError, "received_bytes", READ,
+                               "EOF at a frame boundary (0) is a clean end",
+                               "every EOF is a failure")
+
+# -------------------------------------------------------------------- DHT
+
+DHT_LOCAL_PEER = _tp(KadDHT, "local_peer_id", READ, "our Kademlia key; calls to ourselves",
+                     "cpl 0 for every peer; calls to ourselves counted")
+DHT_ROUTING_TABLE = _tp(KadDHT, "routing_table", READ, "the routing table (buckets, add_peer)",
+                        "no DHT buckets in snapshots")
+DHT_PEER_ROUTING = _tp(KadDHT, "peer_routing", READ, "owner of FIND_NODE and a refresh",
+                       "FIND_NODE not counted")
+DHT_VALUE_STORE = _tp(KadDHT, "value_store", READ, "owner of GET_VALUE/PUT_VALUE",
+                      "GET_VALUE/PUT_VALUE not counted")
+DHT_PROVIDER_STORE = _tp(KadDHT, "provider_store", READ, "owner of GET/ADD_PROVIDER(S)",
+                         "GET_PROVIDERS/ADD_PROVIDER not counted")
+DHT_RT_REFRESH = _tp(KadDHT, "rt_refresh_manager", READ, "owner of the random-walk refresh",
+                     "random-walk RPCs are API, not DISCOVERY")
+DHT_REFRESH = _tp(KadDHT, "refresh_routing_table", HOOK, "RPCs it sends are DISCOVERY",
+                  "they are API")
+DHT_HANDLE_STREAM = _tp(KadDHT, "_do_handle_stream", HOOK,
+                        "one call per inbound Kademlia stream", "inbound queries not counted")
+DHT_MANAGER = _tp(KadDHT, "get_manager", CALL, "DHT.enabled (the service is running)",
+                  "enabled is False")
+PEER_ROUTING_QUERY = _tp(PeerRouting, "_query_peer_for_closest", HOOK, "one FIND_NODE RPC",
+                         "FIND_NODE not counted")
+PEER_ROUTING_REFRESH = _tp(PeerRouting, "refresh_routing_table", HOOK,
+                           "RPCs it sends are DISCOVERY", "they are API")
+VALUE_GET = _tp(ValueStore, "_get_from_peer", HOOK, "one GET_VALUE RPC", "GET_VALUE not counted")
+VALUE_PUT = _tp(ValueStore, "_store_at_peer", HOOK, "one PUT_VALUE RPC", "PUT_VALUE not counted")
+PROVIDERS_GET = _tp(ProviderStore, "_get_providers_from_peer_with_closers", HOOK,
+                    "one GET_PROVIDERS RPC", "GET_PROVIDERS not counted")
+PROVIDER_ADD = _tp(ProviderStore, "_send_add_provider", HOOK, "one ADD_PROVIDER RPC",
+                   "ADD_PROVIDER not counted")
+RT_REFRESH_DO = _tp(RTRefreshManager, "_do_refresh", HOOK,
+                    "the random walk's refresh: RPCs it sends are DISCOVERY", "they are API")
+TABLE_ADD_PEER = _tp(RoutingTable, "add_peer", HOOK, "when a peer entered the table",
+                     "age_in_bucket counts from the snapshot that first saw the peer")
+TABLE_BUCKETS = _tp(RoutingTable, "buckets", READ, "the KBuckets", "no DHT buckets in snapshots")
+TABLE_PEER_IN = _tp(RoutingTable, "peer_in_table", CALL, "add_peer really added the peer",
+                    "age_in_bucket counts from the snapshot that first saw the peer")
+BUCKET_PEERS = _tp(KBucket, "peers", READ, "peer_id -> (PeerInfo, last_seen seconds)",
+                   "no DHT buckets in snapshots")
+BUCKET_SIZE = _tp(KBucket, "bucket_size", READ, "params.k", "k is common.BUCKET_SIZE")
+EVENT_FLAGS = tuple(
+    _tp(KadDhtEvent, flag, READ, "names an inbound request whose bytes were not seen",
+        "such a request is PING")
+    for flag in ("find_node", "get_value", "put_value", "get_providers", "add_provider")
+)
+KAD_QUERY_TIMEOUT = _tp(kad_common, "QUERY_TIMEOUT", CONSTANT, "TIMEOUT of an outbound query",
+                        "10 s")
+KAD_MAX_MESSAGE = _tp(kad_common, "MAX_DHT_MESSAGE_SIZE", CONSTANT,
+                      "the request reader's size limit", "4 MiB")
+KAD_PROTOCOL = _tp(kad_common, "PROTOCOL_ID", CONSTANT, "DHT.protocol", "/ipfs/kad/1.0.0")
+KAD_BUCKET_SIZE = _tp(kad_common, "BUCKET_SIZE", CONSTANT, "params.k without buckets", "20")
+KAD_ALPHA = _tp(kad_common, "ALPHA", CONSTANT, "params.alpha", "10")
+KAD_BETA = _tp(kad_common, "BETA", CONSTANT, "params.beta", "0")
+KAD_STALE = _tp(kad_common, "STALE_PEER_THRESHOLD", CONSTANT,
+                "a peer unseen for longer is MISSING, seconds", "3600 s")
+
+#: The whole table, in the order above.
+TOUCHPOINTS: tuple[Touchpoint, ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, Touchpoint)
+) + EVENT_FLAGS
+
+
+def constant(touchpoint: Touchpoint, default: Any) -> Any:
+    """A :data:`CONSTANT` touchpoint's value, or ``default`` (warned once) if gone."""
+    value = getattr(touchpoint.owners[0], touchpoint.name, _MISSING)
+    if value is _MISSING:
+        touchpoint.missing()
+        return default
+    return value
+
+
+# ------------------------------------------------------------- the walk
+
+#: Attributes never followed by :func:`find_in_graph` (back references to the
+#: whole node, or bulky unrelated state).
+SKIP_ATTRS = frozenset(
+    {
+        "swarm",
+        "host",
+        "peerstore",
+        "_resource_scope",
+        "resource_manager",
+        "streams",
+        "new_stream_send_channel",
+        "new_stream_receive_channel",
+        "noise_state",
+        "local_private_key",
+        "remote_permanent_pubkey",
+        "_nursery",
+    }
+)
+
+
+def find_in_graph(
+    root: object, predicate: Callable[[object], bool], max_depth: int = 5
+) -> Any | None:
+    """Breadth-first search of ``root``'s instance attributes (``vars()``) for an
+    object matching ``predicate``.
+
+    Only follows objects from ``libp2p`` and ``trio`` modules, at most
+    ``max_depth`` levels deep; returns the first match or ``None``. With
+    py-libp2p 0.8.1's Noise over TCP it takes the :data:`WALK` touchpoints.
+    """
+    seen: set[int] = set()
+    queue: deque[tuple[object, int]] = deque([(root, 0)])
+    while queue:
+        obj, depth = queue.popleft()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if obj is not root and predicate(obj):
+            return obj
+        if depth >= max_depth:
+            continue
+        try:
+            attrs = vars(obj)
+        except TypeError:
+            continue
+        for name, value in attrs.items():
+            if name in SKIP_ATTRS or value is None:
+                continue
+            module = type(value).__module__ or ""
+            if module.startswith(("libp2p", "trio")):
+                queue.append((value, depth + 1))
+    return None

@@ -1,0 +1,345 @@
+"""The simulated node's connections and streams: their lives, churn and events.
+
+``connections`` ACTIVE connections at all times, each to a distinct peer,
+over TCP with ``/noise`` and yamux (about 80%) or mplex, half dialed by us;
+``streams`` ACTIVE streams on each. Each snapshot step replaces
+``round(churn * connections)`` connections and a few streams (1% of the
+ACTIVE streams, within [1, 20]), emitting the events of each change stamped
+with the snapshot's time; stream events are sampled by stream above
+``max_stream_events_per_snapshot`` (see the package docstring). Times are ms
+since epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from libp2p_introspection.protocol import events, pb
+from libp2p_introspection.protocol.events import EventEmitter, EventSpec
+from libp2p_introspection.server.sources.synthetic.ids import IdCounter, random_peer_id, remote_ip
+from libp2p_introspection.server.sources.synthetic.model import (
+    LISTEN_PORT,
+    PROFILE_WEIGHTS,
+    PROFILES,
+    NodeTotals,
+    SimConnection,
+    SimStream,
+    advance_traffic,
+    fill_connection_gauges,
+    handshake,
+    past_traffic,
+)
+from libp2p_introspection.server.sources.synthetic.options import SyntheticOptions
+
+#: Fraction of ACTIVE streams replaced per snapshot, and its bounds.
+STREAM_CHURN_FRACTION = 0.01
+STREAM_CHURN_MAX = 20
+#: The transport every simulated connection uses (``Connection.transport_id``).
+TRANSPORT = b"tcp"
+ENCRYPTION = "/noise"
+
+_ACTIVE = pb.ACTIVE
+_CLOSED = pb.CLOSED
+
+
+def _round_half_up(value: float) -> int:
+    return math.floor(value + 0.5)
+
+
+def stream_churn_count(active_streams: int) -> int:
+    """Streams replaced per snapshot step: 1% of ``active_streams``, within [1, 20]."""
+    if active_streams <= 0:
+        return 0
+    return min(STREAM_CHURN_MAX, max(1, _round_half_up(STREAM_CHURN_FRACTION * active_streams)))
+
+
+class ConnectionSimulation:
+    """Every connection the node has (ACTIVE, and CLOSED ones still retained) and its totals.
+
+    :param rng: the node's generator.
+    :param start_ts: when the node's introspection started, ms since epoch: the
+        connections it has then are opened up to hours before, with the traffic of
+        their lives so far.
+    :param emitter: where the connection and stream events go.
+    """
+
+    def __init__(
+        self, options: SyntheticOptions, *, rng: random.Random, start_ts: int,
+        emitter: EventEmitter,
+    ) -> None:  # fmt: skip
+        self.options = options
+        self._rng = rng
+        self._emitter = emitter
+        self._ids = IdCounter()
+        self.start_ts = start_ts
+        self._local_ip = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(2, 255)}"
+        #: Retained connections (ACTIVE and CLOSED), oldest first.
+        self.retained: dict[bytes, SimConnection] = {}
+        #: ACTIVE connections, oldest first.
+        self.active: list[SimConnection] = []
+        #: CLOSED connections in closing order, for purging.
+        self._closed: deque[SimConnection] = deque()
+        #: Connections closed in the previous snapshot (their streams go, their bandwidth drops).
+        self._just_closed: list[SimConnection] = []
+        #: ACTIVE connections with a stream closed in the previous snapshot.
+        self._stream_closed_on: list[SimConnection] = []
+        self.node = NodeTotals()
+        per_call = 2 * self._churned_per_call() * options.streams + 2 * stream_churn_count(
+            options.connections * options.streams
+        )
+        limit = options.max_stream_events_per_snapshot
+        fraction = min(1.0, limit / per_call) if per_call else 1.0
+        #: Stream ids hashing below this get events (see :meth:`_emit_stream_event`).
+        self._stream_sample_below = int(fraction * 2**64)
+        #: Stream events not emitted because of ``max_stream_events_per_snapshot``.
+        self.suppressed_stream_events = 0
+        for _ in range(options.connections):
+            self._adopt_connection()
+        # The node's bandwidth, like its connections', counts from now.
+        self.node.mark()
+
+    def _churned_per_call(self) -> int:
+        """Connections replaced per step: ``churn * connections``, rounded half up."""
+        return _round_half_up(self.options.churn * self.options.connections)
+
+    def _emit_stream_event(
+        self, stream: SimStream, spec: EventSpec, ts: int, content: Mapping[str, Any]
+    ) -> None:
+        # Multiplicative (Fibonacci) hashing of the sequential id: a fixed, well-spread
+        # sample of streams, the same one at open and at close.
+        if (int.from_bytes(stream.id, "big") * 0x9E3779B97F4A7C15) % 2**64 >= (
+            self._stream_sample_below
+        ):
+            self.suppressed_stream_events += 1
+            return
+        self._emitter.emit(spec, content, ts=ts)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _make_connection(self, open_ts: int, upgraded_ts: int) -> SimConnection:
+        rng = self._rng
+        conn = SimConnection()
+        conn.id = self._ids.new()
+        conn.peer_id = random_peer_id(rng)
+        conn.role = pb.INITIATOR if rng.random() < 0.5 else pb.RESPONDER
+        family, remote = remote_ip(rng)
+        local_ip = self._local_ip if family == "ip4" else "2a02:8071:5c3:7e00::1a"
+        ephemeral = rng.randrange(32768, 61000)
+        if conn.role == pb.INITIATOR:
+            conn.local_addr = f"/{family}/{local_ip}/tcp/{ephemeral}"
+            conn.remote_addr = f"/{family}/{remote}/tcp/{LISTEN_PORT}"
+        else:
+            conn.local_addr = f"/{family}/{local_ip}/tcp/{LISTEN_PORT}"
+            conn.remote_addr = f"/{family}/{remote}/tcp/{ephemeral}"
+        conn.muxer = "/yamux/1.0.0" if rng.random() < 0.8 else "/mplex/6.7.0"
+        rtt_ns = int(rng.lognormvariate(math.log(40e6), 0.8))
+        conn.base_latency_ns = min(max(rtt_ns, 200_000), 900_000_000)
+        conn.open_ts = open_ts
+        conn.upgraded_ts = upgraded_ts
+        msg = conn.msg
+        msg.id = conn.id
+        msg.peer_id = conn.peer_id
+        msg.status = _ACTIVE
+        msg.transport_id = TRANSPORT
+        msg.endpoints.src_multiaddr = conn.local_addr
+        msg.endpoints.dst_multiaddr = conn.remote_addr
+        msg.timeline.open_ts = open_ts
+        msg.timeline.upgraded_ts = upgraded_ts
+        msg.role = conn.role
+        msg.traffic.traffic_in.SetInParent()
+        msg.traffic.traffic_out.SetInParent()
+        conn.gin = msg.traffic.traffic_in
+        conn.gout = msg.traffic.traffic_out
+        msg.attribs.multiplexer = conn.muxer
+        msg.attribs.encryption = ENCRYPTION
+        msg.latency_ns = conn.base_latency_ns
+        msg.streams.SetInParent()
+        self.retained[conn.id] = conn
+        self.active.append(conn)
+        return conn
+
+    def _add_stream(self, conn: SimConnection, open_ts: int) -> SimStream:
+        rng = self._rng
+        profile = rng.choices(PROFILES, PROFILE_WEIGHTS)[0]
+        role = pb.INITIATOR if rng.random() < 0.5 else pb.RESPONDER
+        stream = SimStream(self._ids.new(), profile, role, open_ts, rng.lognormvariate(0.0, 0.75))
+        conn.msg.streams.stream_ids.append(stream.id)
+        msg = conn.msg.streams.streams.add()
+        msg.id = stream.id
+        msg.protocol = profile.protocol
+        msg.role = role
+        msg.traffic.traffic_in.SetInParent()
+        msg.traffic.traffic_out.SetInParent()
+        msg.conn.conn_id = conn.id
+        msg.timeline.open_ts = open_ts
+        msg.status = _ACTIVE
+        stream.msg = msg
+        stream.gin = msg.traffic.traffic_in
+        stream.gout = msg.traffic.traffic_out
+        conn.streams.append(stream)
+        return stream
+
+    def _adopt_connection(self) -> None:
+        """A connection that exists when the source starts: no events, and the traffic
+        of its life so far (its handshake, then each stream's packets since it opened,
+        at the stream's rates), so that the first snapshot adds up however soon it
+        comes: its totals cover the connection's age, its bandwidth only the window."""
+        rng = self._rng
+        start = self.start_ts
+        age = 1_000 + int(rng.expovariate(1 / 600_000))
+        open_ts = max(0, start - min(age, 6 * 3_600_000))
+        upgraded_ts = min(start, open_ts + rng.randrange(10, 200))
+        conn = self._make_connection(open_ts, upgraded_ts)
+        handshake(rng, conn)
+        for _ in range(self.options.streams):
+            stream = self._add_stream(conn, rng.randint(upgraded_ts, start))
+            past_traffic(rng, conn, stream, (start - stream.open_ts) / 1000.0)
+        self.node.add(conn)
+        # Bandwidth counts from now: the first window holds only what it adds.
+        conn.prev_in, conn.prev_out = conn.in_bytes, conn.out_bytes
+        fill_connection_gauges(conn, 0)
+
+    def _open_connection(self, now: int, not_before: int) -> SimConnection:
+        rng = self._rng
+        upgraded_ts = max(not_before, now - rng.randrange(0, 50))
+        open_ts = max(not_before, upgraded_ts - rng.randrange(8, 300))
+        conn = self._make_connection(open_ts, upgraded_ts)
+        handshake(rng, conn)
+        self.node.add(conn)
+        content = events.connection_opened(
+            peer_id=conn.peer_id, conn_id=conn.id, role=conn.role, local_addr=conn.local_addr,
+            remote_addr=conn.remote_addr, transport=TRANSPORT, multiplexer=conn.muxer,
+            encryption=ENCRYPTION, open_ts=open_ts,
+        )  # fmt: skip
+        self._emitter.emit(events.CONNECTION_OPENED, content, ts=now)
+        for _ in range(self.options.streams):
+            stream = self._add_stream(conn, min(now, upgraded_ts + rng.randrange(0, 40)))
+            self._announce_stream(conn, stream, now)
+        return conn
+
+    def _announce_stream(self, conn: SimConnection, stream: SimStream, now: int) -> None:
+        content = events.stream_opened(
+            peer_id=conn.peer_id, conn_id=conn.id, stream_id=stream.id,
+            protocol=stream.profile.protocol, role=stream.role, open_ts=stream.open_ts,
+        )  # fmt: skip
+        self._emit_stream_event(stream, events.STREAM_OPENED, now, content)
+
+    def _close_stream(self, conn: SimConnection, stream: SimStream, now: int) -> None:
+        stream.status = _CLOSED
+        stream.close_ts = now
+        stream.msg.status = _CLOSED
+        stream.msg.timeline.close_ts = now
+        content = events.stream_closed(
+            peer_id=conn.peer_id, conn_id=conn.id, stream_id=stream.id,
+            protocol=stream.profile.protocol, role=stream.role, open_ts=stream.open_ts,
+            ending=events.Ending(now, stream.in_bytes, stream.out_bytes, _CLOSED, "closed"),
+        )  # fmt: skip
+        self._emit_stream_event(stream, events.STREAM_CLOSED, now, content)
+
+    def _close_connection(self, conn: SimConnection, now: int) -> None:
+        for stream in conn.streams:
+            self._close_stream(conn, stream, now)
+        conn.status = _CLOSED
+        conn.close_ts = now
+        conn.msg.status = _CLOSED
+        conn.msg.timeline.close_ts = now
+        self._closed.append(conn)
+        content = events.connection_closed(
+            peer_id=conn.peer_id, conn_id=conn.id, role=conn.role, remote_addr=conn.remote_addr,
+            open_ts=conn.open_ts,
+            ending=events.Ending(now, conn.in_bytes, conn.out_bytes, _CLOSED, "closed"),
+        )  # fmt: skip
+        self._emitter.emit(events.CONNECTION_CLOSED, content, ts=now)
+
+    # ----------------------------------------------------------------- one step
+
+    def step(self, now: int, start: int, window_ms: int) -> None:
+        """Advance to ``now``: purge, add the window's traffic, churn connections and streams.
+
+        :param start: the previous step's time (the window is ``start..now``, ms).
+        """
+        self._purge(now, window_ms)
+        self.advance_traffic(window_ms)
+        opened = self._churn(now, min(start, now), window_ms)
+        self._churn_streams(now, len(self.active) - len(opened))
+
+    def advance_traffic(self, window_ms: int) -> None:
+        """Add ``window_ms`` of traffic to every ACTIVE connection (``model.advance_traffic``)."""
+        advance_traffic(self._rng, self.active, self.node, window_ms)
+
+    def _purge(self, now: int, window_ms: int) -> None:
+        """Drop streams reported CLOSED last time and connections CLOSED for the lifetime."""
+        for conn in self._stream_closed_on:
+            if conn.status != _ACTIVE:
+                continue
+            streams = conn.streams
+            for index in range(len(streams) - 1, -1, -1):
+                if streams[index].status == _CLOSED:
+                    del streams[index]
+                    del conn.msg.streams.streams[index]
+                    del conn.msg.streams.stream_ids[index]
+        self._stream_closed_on = []
+        still_dirty: list[SimConnection] = []
+        for conn in self._just_closed:
+            if conn.streams:
+                conn.streams = []
+                del conn.msg.streams.streams[:]
+                del conn.msg.streams.stream_ids[:]
+            fill_connection_gauges(conn, window_ms)
+            unreported = conn.in_bytes != conn.prev_in or conn.out_bytes != conn.prev_out
+            if window_ms == 0 and unreported:
+                still_dirty.append(conn)  # its last bytes still await a non-empty window
+        self._just_closed = still_dirty
+        lifetime = self.options.closed_connection_lifetime_ms
+        closed = self._closed
+        while closed and now - closed[0].close_ts >= lifetime:
+            del self.retained[closed.popleft().id]
+
+    def _churn(self, now: int, not_before: int, window_ms: int) -> list[SimConnection]:
+        """Replace ``round(churn * connections)`` ACTIVE connections by new ones.
+
+        Returns the new connections (also appended to the ACTIVE list).
+        """
+        rng = self._rng
+        count = min(len(self.active), self._churned_per_call())
+        if count:
+            victims = sorted(rng.sample(range(len(self.active)), count))
+            for index in victims:
+                conn = self.active[index]
+                self._close_connection(conn, now)
+                self._just_closed.append(conn)
+            gone = set(victims)
+            self.active = [c for i, c in enumerate(self.active) if i not in gone]
+        opened = [
+            self._open_connection(now, not_before)
+            for _ in range(self.options.connections - len(self.active))
+        ]
+        for conn in opened:
+            fill_connection_gauges(conn, window_ms)
+        return opened
+
+    def _churn_streams(self, now: int, survivors: int) -> None:
+        """Close a few streams and open a replacement on the same connection for each.
+
+        Only the ``survivors`` oldest ACTIVE connections (not those opened in
+        this step) are candidates, one stream per connection at most.
+        """
+        count = stream_churn_count(survivors * self.options.streams)
+        if not count:
+            return
+        rng = self._rng
+        for index in rng.sample(range(survivors), min(count, survivors)):
+            conn = self.active[index]
+            stream = conn.streams[rng.randrange(len(conn.streams))]
+            self._close_stream(conn, stream, now)
+            replacement = self._add_stream(conn, now)
+            self._announce_stream(conn, replacement, now)
+            self._stream_closed_on.append(conn)
+
+    def encoded_connections(self) -> list[bytes]:
+        """Every retained connection's ``pb.Connection``, serialized, oldest first."""
+        return [conn.msg.SerializeToString() for conn in self.retained.values()]
