@@ -192,6 +192,11 @@ class DemoNetwork:
 
     async def _join(self, node: DemoNode) -> None:
         """Connect ``node`` to the observed node and a few others, bootstrap its DHT."""
+        hook = self.options.on_node_ready
+        if hook is not None:
+            result = hook(node)
+            if inspect.isawaitable(result):
+                await result
         host = node.host
         peers = [n for n in self.online_nodes() if n is not node]
         self._learn_addresses(node)

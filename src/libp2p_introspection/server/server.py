@@ -18,6 +18,8 @@ again, and a client read a corrupt stream instead of the server's 1001.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,12 +34,14 @@ from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
 from libp2p_introspection.protocol.admission import Refusal, admit
 from libp2p_introspection.protocol.closecodes import CLOSE_GOING_AWAY
+from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS, ServerEntry
 from libp2p_introspection.protocol.session import (
     Close,
     SessionStats,
 )
 from libp2p_introspection.server.config import ServerConfig
 from libp2p_introspection.server.hub import Hub
+from libp2p_introspection.server.registry import Registration, bind_first_free, register
 from libp2p_introspection.server.session_io import SessionHandle, serve_session
 from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
 from libp2p_introspection.server.wire import (
@@ -84,12 +88,21 @@ class IntrospectionServer:
     ours on its input) end that connection only: the server and the node go on.
     """
 
-    def __init__(self, source: IntrospectionSource, config: ServerConfig | None = None) -> None:
+    def __init__(
+        self,
+        source: IntrospectionSource,
+        config: ServerConfig | None = None,
+        *,
+        metrics_url: str | None = None,
+        registry_dir: str | None = None,
+    ) -> None:
         self.source = source
         #: The options in force: ``config`` with the source's own base interval, if it
         #: declares one (a replay, §4.10), in place of ``interval_ms``.
         self.config = (config or ServerConfig()).for_source(source.base_interval_ms)
-        self.hub = Hub(self.config.limits, source.runtime())
+        #: The node's ``Runtime`` (sent to every client on connect).
+        self.runtime = source.runtime()
+        self.hub = Hub(self.config.limits, self.runtime)
         self.sessions_served = 0
         self.refused = 0
         self._admitted = 0  # sessions accepted or being accepted (the limit counts these)
@@ -112,11 +125,32 @@ class IntrospectionServer:
         #: program runs one (``libp2p-introspect demo`` does): a plain HTTP request
         #: to the endpoint is pointed there.
         self.dashboard_url: str | None = None
+        #: The ``http://`` address of this node's Prometheus endpoint, if one runs
+        #: beside the server: registered and announced with it (§6).
+        self.metrics_url = metrics_url
+        #: Where the registry entry goes (``None``: the user's registry, §6).
+        self.registry_dir = registry_dir
+        #: The registry entry while serving (``None`` if not registered).
+        self.registration: Registration | None = None
+        #: When the server started serving, ms since epoch.
+        self.started_ms = 0
 
     async def bind(self) -> list[trio.SocketListener]:
-        """Open the listening sockets now (``OSError`` if the address is taken or not
-        ours); :meth:`run` then serves on them."""
-        self._bound = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        """Open the listening sockets now; :meth:`run` then serves on them.
+
+        Without a port (``config.port`` ``None``) the first free one of 8845, then
+        8850-8869 (§6; a fallback is logged at INFO). Raises ``OSError`` if the
+        address is taken (every one of those ports, without a port) or not ours.
+        """
+        host = self.config.host
+
+        async def listen(port: int) -> list[trio.SocketListener]:
+            return await trio.open_tcp_listeners(port, host=host)
+
+        if self.config.port is None:
+            self._bound, _ = await bind_first_free(INTROSPECTION_PORTS, host, listen)
+        else:
+            self._bound = await listen(self.config.port)
         return self._bound
 
     @property
@@ -142,6 +176,32 @@ class IntrospectionServer:
         """``ws://HOST:PORT/introspect`` of the running server."""
         return defaults.default_url(self.config.host, self.port)
 
+    @property
+    def local_url(self) -> str:
+        """The URL a client on this machine connects to: :attr:`url`, with a wildcard
+        bind address (``0.0.0.0``, ``::``) replaced by loopback."""
+        host = self.config.host
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return defaults.default_url(host, self.port)
+
+    def entry(self) -> ServerEntry:
+        """This server's discovery entry (§6): its :attr:`local_url`, the node's peer id
+        and implementation (from the source's ``Runtime``), this process's pid, when it
+        started, whether it requires a token, and :attr:`metrics_url`."""
+        runtime = self.runtime
+        return ServerEntry(
+            url=self.local_url,
+            peer_id=runtime.peer_id,
+            implementation=runtime.implementation,
+            pid=os.getpid(),
+            started_ms=self.started_ms,
+            token_required=bool(self.config.token),
+            metrics_url=self.metrics_url,
+        )
+
     @enable_ki_protection
     async def run(
         self, *, task_status: trio.TaskStatus[IntrospectionServer] = trio.TASK_STATUS_IGNORED
@@ -162,9 +222,19 @@ class IntrospectionServer:
                 await nursery.start(trio.serve_listeners, self._connection, listeners)
                 self._listeners = listeners
                 nursery.start_soon(self._timer)
+                self.started_ms = int(time.time() * 1000)
+                if self.config.register:
+                    self.registration = register(self.entry(), self.port, self.registry_dir)
+                if self.config.announce:
+                    from libp2p_introspection.server.announce import announce
+
+                    nursery.start_soon(announce, self.entry(), self.port, self.config.host)
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
+            if self.registration is not None:
+                self.registration.remove()
+                self.registration = None
             self.hub.close_all()
             for socket_listener in listeners:
                 with trio.CancelScope(shield=True):
@@ -379,16 +449,20 @@ class IntrospectionServer:
 
 @asynccontextmanager
 async def open_introspection_server(
-    source: IntrospectionSource, config: ServerConfig | None = None
+    source: IntrospectionSource,
+    config: ServerConfig | None = None,
+    *,
+    metrics_url: str | None = None,
 ) -> AsyncIterator[IntrospectionServer]:
     """Serve ``source`` in the background for the duration of the ``async with`` block.
 
     Yields the running :class:`IntrospectionServer` (its :attr:`~IntrospectionServer.url`
-    is ready). Raises ``OSError`` if the port cannot be bound. What the block raises
+    is ready, its registry entry written, with ``metrics_url``). Raises ``OSError``
+    if the port cannot be bound. What the block raises
     comes out as itself, not inside an exception group: Ctrl-C in the block is one
     ``KeyboardInterrupt``, a ``ValueError`` is a ``ValueError``.
     """
-    server = IntrospectionServer(source, config)
+    server = IntrospectionServer(source, config, metrics_url=metrics_url)
     await server.bind()  # here, so that a taken port is a plain OSError
     async with background(server.run) as _:
         yield server
