@@ -10,7 +10,13 @@ Snapshot (:meth:`SnapshotConverter.convert`)::
     {"ts": instant_ts, "start": start_ts, "dur": snapshot_duration_ms,
      "traffic": TRAFFIC,
      "conns": [CONNECTION, ...],
-     "dht": DHT or null}
+     "dht": DHT or null,
+     "node": NODE or null, "protocols": [PROTOCOL, ...],
+     "pubsub": PUBSUB or null, "resources": RESOURCES or null}
+
+    (NODE, PROTOCOL, PUBSUB, RESOURCES and PEERINFO, the §3.1 extensions: see
+    :mod:`~libp2p_introspection.dashboard.convert_ext`; null when the snapshot
+    lacks that subsystem, as every recording made before them does.)
 
     TRAFFIC    = {"in": bytes, "out": bytes, "inPkts": n, "outPkts": n,
                   "bwIn": B/s, "bwOut": B/s}
@@ -20,7 +26,7 @@ Snapshot (:meth:`SnapshotConverter.convert`)::
                   "sec": str, "open": ms, "upgraded": ms, "close": ms,
                   "lat": ns, "relayedOver": hex or "", "tags": [str],
                   "gone": bool (no longer in the server's snapshot; kept here
-                  as CLOSED until it ages out),
+                  as CLOSED until it ages out), "peerInfo": PEERINFO or null,
                   ...TRAFFIC fields, "streams": [STREAM, ...]}
     STREAM     = {"id": hex, "proto": protocol id, "role": ..., "status": ...,
                   "open": ms, "close": ms, "lat": ns, ...TRAFFIC fields}
@@ -34,7 +40,8 @@ Snapshot (:meth:`SnapshotConverter.convert`)::
 Summary (:func:`summarize`, one point of the charts' time series)::
 
     {"ts", "bwIn", "bwOut", "in", "out", "conns", "active", "streams",
-     "dhtPeers", "qin": QUERIES, "qout": QUERIES}
+     "dhtPeers", "qin": QUERIES, "qout": QUERIES,
+     "protos": {protocol: [bwIn, bwOut]} (the busiest protocols, B/s)}
 
 Runtime (:func:`runtime_to_json`)::
 
@@ -46,7 +53,9 @@ Event (:func:`event_to_json`)::
     {"seq": n (assigned by the store), "ts": ms, "type": name,
      "content": the event's JSON object (or its text, if it is not JSON,
                 nests too deep, or is over MAX_PARSED_CONTENT characters),
-     "query": QUERY (only for an InboundDHTQuery / OutboundDHTQuery)}
+     "query": QUERY (only for an InboundDHTQuery / OutboundDHTQuery),
+     "says": a sentence (only for a §3.1 event type whose content has its
+             shape: :func:`~libp2p_introspection.protocol.event_text.describe`)}
 
     QUERY      = {"dir": "INBOUND"|"OUTBOUND", "peers": [peer id, ...],
                   "message": str, "result": str (upper case), "ms": number or null}
@@ -66,7 +75,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from libp2p_introspection.dashboard import convert_ext as ext
+from libp2p_introspection.dashboard.convert_ext import traffic_fields as _traffic
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.event_text import describe
 from libp2p_introspection.protocol.ids import transport_text
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS
 
@@ -94,16 +106,6 @@ _PROPERTY_TYPE = {v: k for k, v in pb.EventType.EventProperty.PropertyType.items
 def dumps(value: Any) -> str:
     """Compact JSON text (no spaces), as sent to browsers."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _traffic(traffic: pb.Traffic, into: JSON) -> JSON:
-    into["in"] = traffic.traffic_in.cum_bytes
-    into["out"] = traffic.traffic_out.cum_bytes
-    into["inPkts"] = traffic.traffic_in.cum_packets
-    into["outPkts"] = traffic.traffic_out.cum_packets
-    into["bwIn"] = traffic.traffic_in.inst_bw
-    into["bwOut"] = traffic.traffic_out.inst_bw
-    return into
 
 
 def _queries(gauge: pb.DHT.QueryGauge) -> JSON:
@@ -152,6 +154,7 @@ def connection_to_json(conn: pb.Connection) -> JSON:
         "relayedOver": relayed_over,
         "tags": list(conn.user_provided_tags),
         "gone": False,
+        "peerInfo": ext.peer_info_to_json(conn),
     }
     _traffic(conn.traffic, data)
     data["streams"] = [stream_to_json(s) for s in conn.streams.streams]
@@ -277,6 +280,9 @@ def event_to_json(event: pb.Event) -> JSON:
         with contextlib.suppress(ValueError, RecursionError):  # not JSON, or nested too deep
             content = json.loads(text, parse_constant=_not_json)
     out = {"seq": 0, "ts": event.ts, "type": event.type.name, "content": content}
+    says = describe(event.type.name, content)
+    if says is not None:
+        out["says"] = says
     query = dht_query(event.type.name, content)
     if query is not None:
         out["query"] = query
@@ -300,6 +306,7 @@ def summarize(snapshot: JSON) -> JSON:
         "dhtPeers": sum(len(b["peers"]) for b in dht["buckets"]) if dht else 0,
         "qin": dht["qin"] if dht else empty,
         "qout": dht["qout"] if dht else empty,
+        "protos": ext.summarize_protocols(snapshot.get("protocols", [])),
     }
 
 
@@ -354,6 +361,8 @@ class SnapshotConverter:
     _carried: dict[str, _Carried] = field(default_factory=dict)
     #: Snapshots converted so far (the clock the data cannot stop).
     _count: int = 0
+    #: Pubsub topics' message counts of the previous snapshot, for their rates.
+    _topic_rates: ext.TopicRates = field(default_factory=ext.TopicRates)
 
     def reset(self) -> None:
         """Forget carried connections (a new source)."""
@@ -361,6 +370,7 @@ class SnapshotConverter:
         self._previous_ts = 0
         self._carried = {}
         self._count = 0
+        self._topic_rates.reset()
 
     def convert(self, state: pb.State) -> JSON:
         """The snapshot's compact JSON form (a new dict; the caller owns it)."""
@@ -402,4 +412,8 @@ class SnapshotConverter:
             "traffic": _traffic(state.traffic, {}),
             "conns": conns,
             "dht": dht,
+            "node": ext.node_to_json(state),
+            "protocols": ext.protocols_to_json(state),
+            "pubsub": ext.pubsub_to_json(state.subsystems, ts, self._topic_rates),
+            "resources": ext.resources_to_json(state.subsystems),
         }

@@ -1,0 +1,35 @@
+"""Caps on the strings and lists the dashboard's converter emits.
+
+A real node never comes near them; a hostile server or file cannot make one
+string, or one list of strings, cost the page more than its cap, however long
+it was on the wire. A cut is shown: ``…(+N chars)`` ends a cut string, and a
+cut list ends with the item ``…(+N more)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+#: Longest peer id emitted, characters.
+MAX_PEER_ID = 256
+#: Longest multiaddr, protocol id, agent version, topic name or other text, characters.
+MAX_TEXT = 1024
+#: Most items of a list of strings emitted (addresses, protocols, mesh peers, topics).
+MAX_LIST = 64
+
+
+def capped(text: str, cap: int) -> str:
+    """``text`` if it has at most ``cap`` characters, else its first ``cap``
+    followed by ``…(+N chars)``, ``N`` the characters cut."""
+    if len(text) <= cap:
+        return text
+    return f"{text[:cap]}…(+{len(text) - cap} chars)"
+
+
+def capped_list(items: Sequence[str], cap: int = MAX_TEXT, most: int = MAX_LIST) -> list[str]:
+    """The first ``most`` of ``items``, each :func:`capped` at ``cap``; when more were
+    given, one last item ``…(+N more)`` says how many were left out."""
+    shown = [capped(item, cap) for item in items[:most]]
+    if len(items) > most:
+        shown.append(f"…(+{len(items) - most} more)")
+    return shown
