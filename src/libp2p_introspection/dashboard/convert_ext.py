@@ -159,7 +159,9 @@ class TopicRates:
                 out.append((None, None))
                 continue
             seconds = (ts - before[0]) / 1000
-            out.append((round((got - before[1]) / seconds, 3), round((sent - before[2]) / seconds, 3)))
+            out.append(
+                (round((got - before[1]) / seconds, 3), round((sent - before[2]) / seconds, 3))
+            )
         self._last = now
         return out
 
