@@ -165,8 +165,11 @@ def events(hostile: bool = False) -> list[pb.Event]:
     ]
 
 
-def write_full_recording(path: Path, *, hostile: bool = False, extensions: bool = True) -> Path:
-    """Write the recording (runtime, snapshots, the events after the first) to ``path``."""
+def write_full_recording(
+    path: Path, *, hostile: bool = False, extensions: bool = True, then: tuple[pb.State, ...] = ()
+) -> Path:
+    """Write the recording (runtime, snapshots, the events after the first, then the
+    snapshots ``then``) to ``path``."""
     with RecordingWriter(path, close_stream=True) as writer:
         writer.write_message(pb.ServerMessage(runtime=runtime(hostile)))
         for i in range(SNAPSHOTS):
@@ -174,4 +177,6 @@ def write_full_recording(path: Path, *, hostile: bool = False, extensions: bool 
             if i == 0 and extensions:
                 for event in events(hostile):
                     writer.write_message(pb.ServerMessage(event=event))
+        for extra in then:
+            writer.write_message(pb.ServerMessage(state=extra))
     return path
