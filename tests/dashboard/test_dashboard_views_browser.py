@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 from cli_process import running
-from full_node import HOSTILE_FIELDS, PEER_A, write_full_recording
-from hostile_recording import payload
+from full_node import HOSTILE_FIELDS, PEER_A, payload, write_full_recording
 from test_dashboard_browser import (  # noqa: F401 - the fixtures
     _open_page,
     assert_nothing_ran,

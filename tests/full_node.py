@@ -5,7 +5,7 @@ runtime declaring the six §3.1 event types, :data:`SNAPSHOTS` snapshots one
 second apart with every §3.1 field set (node, per-protocol traffic growing
 each second, identified peers, pubsub with three topics, the resource manager
 with a no-limit value), and one event of each new type. ``hostile=True`` puts
-:func:`hostile_recording.payload` in every new string field instead (named
+:func:`payload` (the form of ``dashboard/hostile_recording.py``) in every new string field instead (named
 ``ext.<field>``), to check the page shows them as text. ``extensions=False``
 leaves every extension out (a node recorded before them).
 """
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from hostile_recording import payload
 
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.recording import RecordingWriter
@@ -48,6 +46,11 @@ EVENT_TYPES = {
     "PubsubPrune": [("peerId", _PROP.PEERID, False), ("topic", _PROP.STRING, False),
                     ("direction", _PROP.STRING, False)],
 }  # fmt: skip
+
+
+def payload(field: str) -> str:
+    """The hostile string put in ``field`` (what a page that parsed it as markup runs)."""
+    return f'<img src=x onerror="xss(\'{field}\')"><b class="xss">{field}</b>'
 
 
 class _Texts:
