@@ -175,3 +175,23 @@ def test_a_content_not_of_the_shape_reads_as_its_raw_content(type_name: str, con
 def test_a_long_value_is_cut_in_the_sentence():
     said = describe("PubsubGraft", {"peerId": "p", "topic": "t" * 1000, "direction": "x" * 500})
     assert said is not None and len(said) < 300 and said.count("…") == 2
+
+
+def test_the_snapshot_budget_counts_the_extensions_and_a_refusal_keeps_the_rates():
+    from libp2p_introspection.dashboard.convert import SnapshotTooLarge
+
+    def after_first(budget: int) -> SnapshotConverter:
+        converter = SnapshotConverter(max_snapshot_bytes=budget)
+        converter.convert(state(0))
+        return converter
+
+    exact = len(dumps(after_first(10**9).convert(state(1))))
+    assert after_first(exact).convert(state(1))
+    converter = after_first(10**9)
+    converter.max_snapshot_bytes = exact - 1
+    with pytest.raises(SnapshotTooLarge):
+        converter.convert(state(1))  # one character over: the extensions' text counts
+    converter.max_snapshot_bytes = 10**9
+    # The refused snapshot left no trace: rates still count from state(0), two seconds ago.
+    topic = converter.convert(state(2))["pubsub"]["topics"][0]
+    assert topic["rateIn"] == 5.0 and topic["msgIn"] == 15

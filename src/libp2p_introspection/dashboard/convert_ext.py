@@ -141,15 +141,25 @@ class TopicRates:
 
     #: Topic name -> (instant_ts ms, messages in, messages out) of the last snapshot.
     _last: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    #: The counts of the snapshot being converted, kept once it is (:meth:`commit`).
+    _pending: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forget every topic (a new source)."""
         self._last = {}
+        self._pending = {}
+
+    def commit(self) -> None:
+        """Keep the counts of the last :meth:`rates` call (its snapshot was converted;
+        one that was refused leaves the rates as they were)."""
+        self._last = self._pending
+        self._pending = {}
 
     def rates(self, ts: int, topics: list[tuple[str, int, int]]) -> list[tuple[Any, Any]]:
         """``(rate in, rate out)`` in messages per second for each ``(name, in, out)``
-        at ``ts``; ``None`` where there is no earlier count, time did not move
-        forward, or a count went down (another node, a restart)."""
+        at ``ts``, against the last committed counts; ``None`` where there is no
+        earlier count, time did not move forward, or a count went down (another
+        node, a restart)."""
         out: list[tuple[Any, Any]] = []
         now: dict[str, tuple[int, int, int]] = {}
         for name, got, sent in topics:
@@ -162,7 +172,7 @@ class TopicRates:
             out.append(
                 (round((got - before[1]) / seconds, 3), round((sent - before[2]) / seconds, 3))
             )
-        self._last = now
+        self._pending = now
         return out
 
 
