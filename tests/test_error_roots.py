@@ -15,7 +15,8 @@ from libp2p_introspection.protocol import framing, pb, recording, wire
 from libp2p_introspection.protocol.errors import DataError
 from libp2p_introspection.protocol.recording import RecordingWriter
 from libp2p_introspection.server.errors import ServerError, SourceError
-from libp2p_introspection.server.sources.replay import ReplayError, ReplaySource
+from libp2p_introspection.server.sources.replay import ReplaySource
+from libp2p_introspection.server.sources.replay_scan import ReplayError
 
 
 def _errors(module: object) -> list[type[BaseException]]:

@@ -22,7 +22,7 @@ from libp2p_introspection.protocol.wire import (
     last_string,
     last_varint,
     measure,
-    measure_in_slices,
+    measure_paced,
     values,
 )
 
@@ -201,17 +201,15 @@ def test_limits_are_positive_integers():
     assert DEFAULT_LIMITS.caps() == (10_000, 100_000, 100_000, 100_000)
 
 
-def test_a_sliced_walk_pauses_and_counts_the_same():
+async def test_a_sliced_walk_pauses_and_counts_the_same():
     data = empty_connections_state(9_000)
-    walk = measure_in_slices(data, slice_fields=1_000)
     pauses = 0
-    while True:
-        try:
-            next(walk)
-        except StopIteration as done:
-            counts = done.value
-            break
+
+    async def pause() -> None:
+        nonlocal pauses
         pauses += 1
+
+    counts = await measure_paced(data, DEFAULT_LIMITS, pause, slice_fields=1_000)
     assert counts.fields // 1_001 <= pauses <= counts.fields // 1_000  # about every 1,000
     assert counts == measure(data)
 

@@ -33,7 +33,7 @@ It stops as soon as a count passes its limit. Its cost, measured on the
 snapshot takes four times as long again. The 2 MB record of a million empty
 connections stops after 10,001 of them, in 2.3 ms. The worst a record can
 make it walk is :attr:`RecordLimits.max_fields` fields (3.1 million at the
-default limits: 0.3 to 0.5 s); :func:`measure_in_slices` lets an event loop
+default limits: 0.3 to 0.5 s); :func:`measure_paced` lets an event loop
 run between slices of that.
 
 The field helpers (:func:`read_varint`, :func:`iter_fields`,
@@ -43,7 +43,7 @@ timestamp or a name and not the whole message.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -59,6 +59,8 @@ MAX_STREAMS = 100_000
 MAX_ENTRIES = 100_000
 #: Deepest nesting walked (protobuf's own parser stops at 100 levels).
 MAX_DEPTH = 128
+#: Fields :func:`measure_paced` walks between two pauses (a few ms of work).
+SLICE_FIELDS = 50_000
 
 VARINT, FIXED64, LENGTH_DELIMITED, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 
@@ -249,15 +251,26 @@ def measure(data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS) -> 
     raise AssertionError("an unsliced walk does not pause")  # pragma: no cover
 
 
-def measure_in_slices(
-    data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS, slice_fields: int = 50_000
-) -> Generator[None, None, WireCounts]:
-    """:func:`measure` as a generator that pauses (yields ``None``) every
-    ``slice_fields`` fields and returns the :class:`WireCounts`: an event
-    loop drives it and runs other work at each pause (a few ms apart)."""
+async def measure_paced(
+    data: bytes | memoryview,
+    limits: RecordLimits,
+    pause: Callable[[], Awaitable[object]],
+    slice_fields: int = SLICE_FIELDS,
+) -> WireCounts:
+    """:func:`measure`, awaiting ``pause()`` every ``slice_fields`` fields: the caller's
+    event loop runs other work at each pause (a checkpoint such as ``trio.sleep(0)``;
+    slices of :data:`SLICE_FIELDS` are a few ms apart). Raises ``ValueError`` for a
+    ``slice_fields`` below 1, and whatever ``pause`` raises (a cancellation)."""
     if slice_fields < 1:
         raise ValueError(f"slice_fields must be positive, got {slice_fields}")
-    return _walk(data, limits, slice_fields)
+    walk = _walk(data, limits, slice_fields)
+    while True:
+        try:
+            next(walk)
+        except StopIteration as done:
+            result: WireCounts = done.value
+            return result
+        await pause()
 
 
 def _walk(
