@@ -75,7 +75,7 @@ from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.connections import ConnectionRegistry, StreamRecord
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.touchpoints import Touchpoint
-from libp2p_introspection.protocol import events, pb, wire
+from libp2p_introspection.protocol import events, pb, protowire
 from libp2p_introspection.protocol.dht import (
     API,
     CANCELLED,
@@ -205,7 +205,7 @@ class RequestReader:
                     if len(self._prefix) >= 10:
                         self._broken = True
                     continue
-                self._length, _ = wire.read_varint(bytes(self._prefix), 0, len(self._prefix))
+                self._length, _ = protowire.read_varint(bytes(self._prefix), 0, len(self._prefix))
                 if self._length > self._max_size:
                     self._broken = True
                     continue
@@ -236,12 +236,12 @@ class RequestReader:
             # A long request (a big PUT_VALUE): its type and key come first on the wire.
             message_type = 0  # proto3: an absent type is its zero value, as py-libp2p reads it
             try:
-                for number, wire_type, value, begin, end in wire.iter_fields(body):
-                    if number == 1 and wire_type == wire.VARINT:
+                for number, wire_type, value, begin, end in protowire.iter_fields(body):
+                    if number == 1 and wire_type == protowire.VARINT:
                         message_type = value
-                    elif number == 2 and wire_type == wire.LENGTH_DELIMITED:
+                    elif number == 2 and wire_type == protowire.LENGTH_DELIMITED:
                         request.key = body[begin:end]
-            except wire.WireError:
+            except protowire.WireError:
                 pass  # cut at the kept length: keep what was read
             request.message_type = _message_name(message_type)
         self.complete.append(request)
