@@ -31,15 +31,17 @@ with atheris.instrument_imports(include=["libp2p_introspection"]):
     )
     from libp2p_introspection.protocol.session import Session, SessionLimits, Snapshot
     from libp2p_introspection.protocol.wire import RecordLimits, measure
+    from libp2p_introspection.server.handshake import (
+        HandshakeRefused,
+        PlainRequest,
+        UpgradeRequested,
+    )
     from libp2p_introspection.server.wire import (
         ClosedByPeer,
-        HandshakeRefused,
         MessageReceived,
-        PlainRequest,
         PongReceived,
         ProtocolViolation,
         ServerWire,
-        UpgradeRequested,
         WireState,
     )
 

@@ -17,12 +17,12 @@ from stub_source import StubSource
 
 from libp2p_introspection.client import connect
 from libp2p_introspection.server import ServerConfig, open_introspection_server
+from libp2p_introspection.server.handshake import UpgradeRequested
 from libp2p_introspection.server.wire import (
     MAX_MESSAGE_FRAMES,
     MessageReceived,
     MessageTooBig,
     ServerWire,
-    UpgradeRequested,
 )
 
 LIMIT = 30

@@ -37,13 +37,10 @@ from libp2p_introspection.protocol.session import (
     SessionStats,
 )
 from libp2p_introspection.server.config import ServerConfig
+from libp2p_introspection.server.handshake import PlainRequest, UpgradeRequested
 from libp2p_introspection.server.hub import Hub
 from libp2p_introspection.server.session_io import SessionHandle, serve_session
 from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
-from libp2p_introspection.server.wire import (
-    PlainRequest,
-    UpgradeRequested,
-)
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,15 @@ from collections.abc import Callable
 
 import trio
 
-from libp2p_introspection.server.wire import (
-    ClosedByPeer,
+from libp2p_introspection.server.handshake import (
     HandshakeRefused,
     PlainRequest,
+    UpgradeRequested,
+)
+from libp2p_introspection.server.wire import (
+    ClosedByPeer,
     ProtocolViolation,
     ServerWire,
-    UpgradeRequested,
     WireEvent,
     WireState,
 )
