@@ -36,13 +36,12 @@ with atheris.instrument_imports(include=["libp2p_introspection"]):
         PlainRequest,
         UpgradeRequested,
     )
-    from libp2p_introspection.server.wire import (
+    from libp2p_introspection.server.wire import ServerWire, WireState
+    from libp2p_introspection.server.wire_events import (
         ClosedByPeer,
         MessageReceived,
         PongReceived,
         ProtocolViolation,
-        ServerWire,
-        WireState,
     )
 
 _LIMITS = SessionLimits(commands_per_second=1e9, command_burst=10**9)

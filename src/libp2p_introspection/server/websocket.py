@@ -31,13 +31,8 @@ from libp2p_introspection.server.handshake import (
     PlainRequest,
     UpgradeRequested,
 )
-from libp2p_introspection.server.wire import (
-    ClosedByPeer,
-    ProtocolViolation,
-    ServerWire,
-    WireEvent,
-    WireState,
-)
+from libp2p_introspection.server.wire import ServerWire, WireState
+from libp2p_introspection.server.wire_events import ClosedByPeer, ProtocolViolation, WireEvent
 
 log = logging.getLogger(__name__)
 

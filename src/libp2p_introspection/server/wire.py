@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from dataclasses import dataclass
 from enum import Enum
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -33,11 +32,18 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 
 from libp2p_introspection.server.handshake import (
     MAX_REQUEST_SIZE,
-    PlainRequest,
     UpgradeReader,
     UpgradeRequested,
     accept_response,
     refusal_response,
+)
+from libp2p_introspection.server.wire_events import (
+    ClosedByPeer,
+    MessageReceived,
+    MessageTooBig,
+    PongReceived,
+    ProtocolViolation,
+    WireEvent,
 )
 
 #: Largest pong frame, bytes: a 2-byte header and at most 125 bytes of payload (§5.5).
@@ -47,65 +53,6 @@ MAX_PONG_FRAME = 127
 #: continuation frames (6 bytes each on the wire, 0 counted) go on for ever.
 MAX_MESSAGE_FRAMES = 64
 _MAX_CLOSE_REASON = 123  # bytes: a close frame's payload is at most 125
-
-
-# ------------------------------------------------------------------ events
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    """A whole message: ``bytes`` for a binary message, ``str`` for a text one."""
-
-    data: bytes | str
-
-
-@dataclass(frozen=True, slots=True)
-class PongReceived:
-    """A pong frame with ``payload`` (the answer to a ping, or unsolicited)."""
-
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedByPeer:
-    """The client sent a close frame (``code``, ``reason``; 1005 if it gave none), or
-    answered ours. Whatever the reply needs is queued: flush it, then close the socket."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolViolation:
-    """The client broke RFC 6455 (``code`` 1002, 1007 for bad UTF-8). Nothing more is
-    read: close with ``code``."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class MessageTooBig:
-    """The client's message grew past ``max_message_size`` (``size`` bytes of it were
-    received, more than the limit), or took more than ``max_frames`` frames (then
-    ``frames`` is that count plus one, and ``size`` may be under the limit). It was not
-    buffered and nothing more is read; the session decides the close (PROTOCOL.md
-    §4.8: 1009)."""
-
-    size: int
-    frames: int = 1
-    max_frames: int | None = None
-
-
-WireEvent = (
-    UpgradeRequested
-    | PlainRequest
-    | MessageReceived
-    | PongReceived
-    | ClosedByPeer
-    | ProtocolViolation
-    | MessageTooBig
-)
 
 
 class WireState(Enum):
