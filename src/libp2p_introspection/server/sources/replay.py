@@ -10,8 +10,9 @@ shifts every timestamp of the pass (``instant_ts``, ``start_ts``, connection
 and stream timelines, the DHT's ``start_ts``, event ``ts``) by a whole number
 of recording lengths, so time keeps rising and §4.1 holds.
 
-The file is streamed, one record at a time, once to learn its shape and once
-per pass: memory stays constant whatever its size. Hostile or damaged files
+The file is streamed, one record at a time, once to learn its shape
+(:mod:`~libp2p_introspection.server.sources.replay_scan`) and once per pass:
+memory stays constant whatever its size. Hostile or damaged files
 are served as far as they can be, never crashing the server and never
 holding its event loop, and each case is logged with its reason (when the
 file is scanned, or when the replay meets it):
@@ -80,7 +81,8 @@ class ReplaySource(IntrospectionSource):
     ``limits``: records above them are skipped (logged). ``interval_ms``: the
     base interval used when the recording's snapshots have fewer than two
     distinct times (the server's ``--interval-ms``). ``max_gap_ms``: longest
-    recorded gap waited out. Raises :class:`ReplayError` (or another
+    recorded gap waited out. Raises
+    :class:`~libp2p_introspection.server.sources.replay_scan.ReplayError` (or another
     ``RecordingError``) at construction if the file cannot be replayed, and
     ``ValueError`` for a non-positive ``speed`` or ``interval_ms``.
 
