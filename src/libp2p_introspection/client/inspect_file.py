@@ -34,16 +34,15 @@ from typing import Any
 
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.ids import message_to_json
-from libp2p_introspection.protocol.recording import Record, RecordingReader
-from libp2p_introspection.protocol.wire import (
-    DEFAULT_LIMITS,
+from libp2p_introspection.protocol.protowire import (
     LENGTH_DELIMITED,
-    RecordLimits,
     WireError,
     last_string,
     last_varint,
     values,
 )
+from libp2p_introspection.protocol.recording import Record, RecordingReader
+from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 
 KINDS = ("runtime", "state", "event", "response", "notice")
 
