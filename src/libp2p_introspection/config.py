@@ -21,6 +21,10 @@ DEFAULT_PORT = 8845
 PATH = "/introspect"
 #: The port of the dashboard page (``libp2p-introspect dashboard``, and ``demo``'s).
 DEFAULT_DASHBOARD_PORT = 8846
+#: The Prometheus metrics port of a server that opens one without an explicit port (the
+#: demo's), and the ports tried next when it is taken (PROTOCOL.md §6).
+DEFAULT_METRICS_PORT = 8847
+METRICS_FALLBACK_PORTS = range(8890, 8910)
 #: How long a closed connection stays in snapshots as CLOSED (§3), ms.
 DEFAULT_CLOSED_CONNECTION_LIFETIME_MS = 120_000
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -78,7 +79,11 @@ def demo(**kw: Any) -> None:
         sys.stdout.flush()
 
     dashboard_port = None if kw["no_dashboard"] else kw["dashboard_port"]
-    run(functools.partial(_serve, "demo", config, kw, announce, dashboard_port))
+    fallback: Sequence[int] = ()
+    if config.metrics_port is None:  # the demo serves metrics: 8847, else 8890-8909 (§6)
+        config = replace(config, metrics_port=defaults.DEFAULT_METRICS_PORT)
+        fallback = defaults.METRICS_FALLBACK_PORTS
+    run(functools.partial(_serve, "demo", config, kw, announce, dashboard_port, fallback))
 
 
 @click.command(short_help="The introspection server alone: demo, mock or a recording.")
@@ -135,6 +140,7 @@ async def _serve(
     kw: dict[str, Any],
     announce: Callable[..., None],
     dashboard_port: int | None = None,
+    metrics_fallback: Sequence[int] = (),
 ) -> None:
     """Serve the source; with ``dashboard_port``, also a dashboard following the server."""
     from libp2p_introspection.server import IntrospectionServer
@@ -144,11 +150,16 @@ async def _serve(
         async with factory.open_source(source_name, config, settings,
                                        _open_demo) as (source, what):  # fmt: skip
             async with trio.open_nursery() as nursery:
-                server = IntrospectionServer(source, config)
+                server = IntrospectionServer(source, config, metrics_fallback=metrics_fallback)
+                with binding("the metrics endpoint", config.host, config.metrics_port or 0,
+                             port_hint("--metrics-port")):  # fmt: skip
+                    await server.bind_metrics()
                 with binding("the introspection endpoint", config.host, config.port,
                              port_hint("--port")):  # fmt: skip
                     await server.bind()
                 await nursery.start(server.run)
+                if server.metrics_url is not None:
+                    status_log.info("Prometheus metrics at %s", server.metrics_url)
                 if dashboard_port is None:
                     announce(server.url, what)
                     return

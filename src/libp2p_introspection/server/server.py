@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +38,8 @@ from libp2p_introspection.protocol.session import (
 )
 from libp2p_introspection.server.config import ServerConfig
 from libp2p_introspection.server.hub import Hub
+from libp2p_introspection.server.metrics import MetricsEndpoint, MetricsView, ServerHealth
+from libp2p_introspection.server.metrics.families import ViewCollector, registry
 from libp2p_introspection.server.session_io import SessionHandle, serve_session
 from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
 from libp2p_introspection.server.wire import (
@@ -84,12 +86,19 @@ class IntrospectionServer:
     ours on its input) end that connection only: the server and the node go on.
     """
 
-    def __init__(self, source: IntrospectionSource, config: ServerConfig | None = None) -> None:
+    def __init__(
+        self,
+        source: IntrospectionSource,
+        config: ServerConfig | None = None,
+        *,
+        metrics_fallback: Sequence[int] = (),
+    ) -> None:
         self.source = source
         #: The options in force: ``config`` with the source's own base interval, if it
         #: declares one (a replay, §4.10), in place of ``interval_ms``.
         self.config = (config or ServerConfig()).for_source(source.base_interval_ms)
-        self.hub = Hub(self.config.limits, source.runtime())
+        runtime = source.runtime()
+        self.hub = Hub(self.config.limits, runtime)
         self.sessions_served = 0
         self.refused = 0
         self._admitted = 0  # sessions accepted or being accepted (the limit counts these)
@@ -112,12 +121,71 @@ class IntrospectionServer:
         #: program runs one (``libp2p-introspect demo`` does): a plain HTTP request
         #: to the endpoint is pointed there.
         self.dashboard_url: str | None = None
+        # Totals of the sessions and connections that ended (the health metrics).
+        self._ended_dropped = 0
+        self._ended_notices = 0
+        self._ended_bytes_sent = 0
+        #: The Prometheus export (``config.metrics_port`` set): the view the hub feeds,
+        #: and its HTTP endpoint, on that port or else the first free one of
+        #: ``metrics_fallback`` (the demo's default port and its range, PROTOCOL.md §6).
+        self.metrics_view: MetricsView | None = None
+        self.metrics: MetricsEndpoint | None = None
+        if self.config.metrics_port is not None:
+            self.metrics_view = MetricsView(per_peer=self.config.metrics_per_peer)
+            self.hub.observers.append(self.metrics_view)
+            collector = ViewCollector(self.metrics_view, runtime, self.health)
+            self.metrics = MetricsEndpoint(
+                registry(collector), host=self.config.host,
+                ports=[self.config.metrics_port, *metrics_fallback], token=self.config.token,
+                allowed_origins=self.config.allowed_origins,
+            )  # fmt: skip
 
     async def bind(self) -> list[trio.SocketListener]:
         """Open the listening sockets now (``OSError`` if the address is taken or not
         ours); :meth:`run` then serves on them."""
         self._bound = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        if self.metrics is not None and not self.metrics.bound:
+            try:
+                await self.metrics.bind()
+            except BaseException:
+                for listener in self._bound:
+                    await listener.aclose()
+                self._bound = None
+                raise
         return self._bound
+
+    async def bind_metrics(self) -> int | None:
+        """Open the metrics endpoint's socket now (before :meth:`bind`, to tell its
+        failure apart); returns its port, ``None`` when metrics are off. ``OSError`` if
+        the port (or every port of the fallback range) is taken."""
+        if self.metrics is None:
+            return None
+        return await self.metrics.bind()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://HOST:PORT/metrics`` of the Prometheus export, or ``None`` when off."""
+        return None if self.metrics is None else self.metrics.url
+
+    def health(self) -> ServerHealth:
+        """The server's own counters now (the ``libp2p_introspection_*`` metrics)."""
+        live = [member.session.stats for member in self.hub.sessions]
+        source = self.source
+        return ServerHealth(
+            sessions=len(live),
+            sessions_total=self.sessions_served,
+            refused_total=self.refused + (self.metrics.refused if self.metrics else 0),
+            shed_total=self.shed,
+            dropped_total=self._ended_dropped + sum(stats.dropped for stats in live),
+            notices_total=self._ended_notices + sum(stats.notices for stats in live),
+            bytes_sent_total=self._ended_bytes_sent
+            + sum(transport.wire.bytes_sent for transport in self._connections),
+            snapshot_builds=getattr(source, "snapshot_builds", 0),
+            snapshot_build_seconds=getattr(source, "snapshot_build_seconds", 0.0),
+            snapshot_errors_total=getattr(source, "snapshot_errors", 0),
+            snapshots_total=0 if self.hub.latest is None else self.hub.latest.number,
+            events_total=self.hub.events_published,
+        )
 
     @property
     def connections(self) -> frozenset[WebSocketTransport]:
@@ -161,6 +229,8 @@ class IntrospectionServer:
                 # never lets an exception of one connection out into it.
                 await nursery.start(trio.serve_listeners, self._connection, listeners)
                 self._listeners = listeners
+                if self.metrics is not None:
+                    await nursery.start(self.metrics.run)
                 nursery.start_soon(self._timer)
                 task_status.started(self)
                 await trio.sleep_forever()
@@ -267,6 +337,8 @@ class IntrospectionServer:
             )
         finally:
             self._handshaking.pop(transport, None)
+            if transport in self._connections:
+                self._ended_bytes_sent += transport.wire.bytes_sent
             self._connections.discard(transport)
             transport.abort()
 
@@ -349,6 +421,8 @@ class IntrospectionServer:
             # Cancelled from outside this session: the server (or the node) stops.
             stopping = trio.current_effective_deadline() == float("-inf")
             self.hub.leave(handle)
+            self._ended_dropped += session.stats.dropped
+            self._ended_notices += session.stats.notices
             session_close = session.close
             # §4.6: the frame in flight is finished, then the close frame goes out,
             # within the close grace; a stopping server gives every session less.
