@@ -179,6 +179,41 @@ INBOUND_DHT_QUERY = EventSpec("InboundDHTQuery", DHT_QUERY_PROPERTIES)
 #: One Kademlia RPC we sent to a peer finished (SUCCESS, ERROR or TIMEOUT).
 OUTBOUND_DHT_QUERY = EventSpec("OutboundDHTQuery", DHT_QUERY_PROPERTIES)
 
+#: A peer was identified (identify): what it told us of itself (PROTOCOL.md §3.1).
+PEER_IDENTIFIED = EventSpec(
+    "PeerIdentified",
+    (
+        ("peerId", PEERID),
+        ("agentVersion", STRING),
+        ("protocolVersion", STRING),
+        ("protocols", STRING, True),
+    ),
+)
+
+#: The addresses the node's transports are bound to changed (``NodeInfo.listen_addrs``).
+LISTEN_ADDRS_CHANGED = EventSpec(
+    "ListenAddrsChanged", (("added", MULTIADDR, True), ("removed", MULTIADDR, True))
+)
+
+#: AutoNAT's verdict on the node changed: ``reachability`` is the ``NodeInfo.Reachability``
+#: name ("UNKNOWN" | "PUBLIC" | "PRIVATE" | "NOT_RUNNING").
+REACHABILITY_CHANGED = EventSpec("ReachabilityChanged", (("reachability", STRING),))
+
+#: A peer subscribed to (``subscribed`` true) or unsubscribed from a pubsub topic.
+PUBSUB_SUBSCRIPTION_CHANGED = EventSpec(
+    "PubsubSubscriptionChanged", (("peerId", PEERID), ("topic", STRING), ("subscribed", JSON))
+)
+
+#: A change of *our* mesh: ``direction`` "INBOUND" when the peer asked, "OUTBOUND" when we did.
+PUBSUB_GRAFT = EventSpec(
+    "PubsubGraft", (("peerId", PEERID), ("topic", STRING), ("direction", STRING))
+)
+
+#: A peer left our mesh of a topic (keys as :data:`PUBSUB_GRAFT`).
+PUBSUB_PRUNE = EventSpec(
+    "PubsubPrune", (("peerId", PEERID), ("topic", STRING), ("direction", STRING))
+)
+
 CONNECTION_EVENTS: tuple[EventSpec, ...] = (
     CONNECTION_OPENED,
     CONNECTION_CLOSED,
@@ -186,6 +221,8 @@ CONNECTION_EVENTS: tuple[EventSpec, ...] = (
     STREAM_CLOSED,
 )
 DHT_EVENTS: tuple[EventSpec, ...] = (INBOUND_DHT_QUERY, OUTBOUND_DHT_QUERY)
+NODE_EVENTS: tuple[EventSpec, ...] = (PEER_IDENTIFIED, LISTEN_ADDRS_CHANGED, REACHABILITY_CHANGED)
+PUBSUB_EVENTS: tuple[EventSpec, ...] = (PUBSUB_SUBSCRIPTION_CHANGED, PUBSUB_GRAFT, PUBSUB_PRUNE)
 
 #: The statuses an ended connection or stream has, as the closing events write them.
 _ENDED_NAMES = {pb.CLOSED: "CLOSED", pb.ERROR: "ERROR"}
