@@ -24,7 +24,7 @@ from libp2p_introspection.introspector.application import ApplicationData
 from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS
 from libp2p_introspection.protocol.events import EventSpec, Property
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
-from libp2p_introspection.server.server import background
+from libp2p_introspection.server.background import background
 
 
 class AttachedIntrospection(IntrospectionServer):

@@ -245,8 +245,8 @@ def watch(url: str | None, count: int | None, events: bool, as_json: bool,
 @verbose_option
 @limit_options("Live node and --file")
 @default_url_in_help
-def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: int,
-              events: bool, lan: bool, token: str | None, verbose: int, **kw: Any) -> None:  # fmt: skip
+def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: int, events: bool,
+              lan: bool, token: str | None, verbose: int, **kw: Any) -> None:  # fmt: skip
     """Serve the live dashboard page for the introspection server at URL.
 
     Prints the page's http:// address on stdout as soon as it is served.
