@@ -2,7 +2,7 @@
 
 Example::
 
-    async with attach_introspection(host, dht=dht, port=0) as server:
+    async with attach_introspection(host, dht=dht, autonat=autonat, port=0) as server:
         print(server.url)          # ws://127.0.0.1:PORT/introspect
         await trio.sleep_forever()  # the node goes on; clients connect meanwhile
 """
@@ -24,12 +24,15 @@ async def attach_introspection(
     /,
     *,
     dht: Any = None,
+    autonat: Any = None,
     config: ServerConfig | None = None,
     **options: Any,
 ) -> AsyncIterator[IntrospectionServer]:
     """Introspect ``host`` (a py-libp2p ``BasicHost``) and serve it while the block runs.
 
-    ``dht`` is the host's ``KadDHT``, if it runs one. ``config`` or keyword
+    ``dht`` is the host's ``KadDHT``, if it runs one; ``autonat`` its
+    ``libp2p.host.autonat.AutoNATService``, if it runs one (the snapshots'
+    ``node.reachability`` is then AutoNAT's verdict, else ``NOT_RUNNING``). ``config`` or keyword
     ``options`` (the fields of :class:`~libp2p_introspection.server.ServerConfig`:
     ``host`` (the bind address; the libp2p host is the positional argument),
     ``port``, ``interval_ms``, ...) set the server; the default is
@@ -39,7 +42,10 @@ async def attach_introspection(
     """
     config = replace(config or ServerConfig(), **options)
     introspector = HostIntrospector(
-        host, dht=dht, closed_connection_lifetime_ms=config.closed_connection_lifetime_ms
+        host,
+        dht=dht,
+        autonat=autonat,
+        closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
     )
     try:
         async with open_introspection_server(introspector, config) as server:

@@ -179,6 +179,33 @@ INBOUND_DHT_QUERY = EventSpec("InboundDHTQuery", DHT_QUERY_PROPERTIES)
 #: One Kademlia RPC we sent to a peer finished (SUCCESS, ERROR or TIMEOUT).
 OUTBOUND_DHT_QUERY = EventSpec("OutboundDHTQuery", DHT_QUERY_PROPERTIES)
 
+#: A peer told us who it is: one event per identify message received from it (its answer
+#: to our ``/ipfs/id/1.0.0`` request, or an ``/ipfs/id/push/1.0.0`` it sent), PROTOCOL.md §3.1.
+PEER_IDENTIFIED = EventSpec(
+    "PeerIdentified",
+    (
+        ("peerId", PEERID),
+        ("agentVersion", STRING),
+        ("protocolVersion", STRING),
+        ("protocols", STRING, True),  # the protocol ids the peer says it speaks
+    ),
+)
+
+#: The addresses the host's transports are bound to changed (``NodeInfo.listen_addrs``).
+LISTEN_ADDRS_CHANGED = EventSpec(
+    "ListenAddrsChanged",
+    (
+        ("added", MULTIADDR, True),
+        ("removed", MULTIADDR, True),
+    ),
+)
+
+#: The node's reachability (``NodeInfo.reachability``) changed; by the enum's name.
+REACHABILITY_CHANGED = EventSpec(
+    "ReachabilityChanged",
+    (("reachability", STRING),),  # "UNKNOWN" | "PUBLIC" | "PRIVATE" | "NOT_RUNNING"
+)
+
 CONNECTION_EVENTS: tuple[EventSpec, ...] = (
     CONNECTION_OPENED,
     CONNECTION_CLOSED,
@@ -186,6 +213,10 @@ CONNECTION_EVENTS: tuple[EventSpec, ...] = (
     STREAM_CLOSED,
 )
 DHT_EVENTS: tuple[EventSpec, ...] = (INBOUND_DHT_QUERY, OUTBOUND_DHT_QUERY)
+#: What every live node emits about itself and its peers (identify, listen addresses).
+NODE_EVENTS: tuple[EventSpec, ...] = (PEER_IDENTIFIED, LISTEN_ADDRS_CHANGED)
+#: Emitted when the node runs AutoNAT (its reachability can change).
+REACHABILITY_EVENTS: tuple[EventSpec, ...] = (REACHABILITY_CHANGED,)
 
 #: The statuses an ended connection or stream has, as the closing events write them.
 _ENDED_NAMES = {pb.CLOSED: "CLOSED", pb.ERROR: "ERROR"}
@@ -298,6 +329,31 @@ def stream_closed(
         ),
         **ending.content(),
     }  # fmt: skip
+
+
+def peer_identified(
+    *, peer_id: str, agent_version: str, protocol_version: str, protocols: Sequence[str]
+) -> dict[str, Any]:
+    """The content of :data:`PEER_IDENTIFIED` (``peer_id`` base58; the rest as the peer sent it)."""
+    return {
+        "peerId": peer_id,
+        "agentVersion": agent_version,
+        "protocolVersion": protocol_version,
+        "protocols": list(protocols),
+    }
+
+
+def listen_addrs_changed(*, added: Sequence[str], removed: Sequence[str]) -> dict[str, Any]:
+    """The content of :data:`LISTEN_ADDRS_CHANGED` (multiaddr strings, no ``/p2p/`` suffix)."""
+    return {"added": list(added), "removed": list(removed)}
+
+
+def reachability_changed(reachability: int) -> dict[str, Any]:
+    """The content of :data:`REACHABILITY_CHANGED` for a ``pb.NodeInfo.Reachability`` value.
+
+    :raises ValueError: if ``reachability`` is not a value of the enum.
+    """
+    return {"reachability": pb.NodeInfo.Reachability.Name(reachability)}
 
 
 def build_event(spec: EventSpec, ts: int, properties: Mapping[str, Any]) -> pb.Event:
