@@ -91,8 +91,10 @@ async def test_peer_info_for_connections_either_side_dialed() -> None:
             # A connection closed but still in snapshots keeps its peer's info.
             await us.disconnect(dialed.get_id())
             await wait_until(
-                lambda: connections_to(intro.state(), dialed.get_id().to_base58())[0].status
-                == pb.CLOSED
+                lambda: (
+                    connections_to(intro.state(), dialed.get_id().to_base58())[0].status
+                    == pb.CLOSED
+                )
             )
             (closed,) = connections_to(intro.state(), dialed.get_id().to_base58())
             assert closed.peer.agent_version == AGENT_VERSION

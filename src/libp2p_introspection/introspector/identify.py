@@ -152,9 +152,10 @@ def apply_message(previous: PeerIdentity, message: Identify) -> PeerIdentity:
     agent = message.agent_version[:MAX_TEXT] if message.HasField("agent_version") else None
     version = message.protocol_version[:MAX_TEXT] if message.HasField("protocol_version") else None
     protocols = tuple(str(p) for p in message.protocols[:MAX_ENTRIES]) or previous.protocols
-    addrs = tuple(
-        text for text in map(multiaddr_text, message.listen_addrs[:MAX_ENTRIES]) if text
-    ) or previous.listen_addrs
+    addrs = (
+        tuple(text for text in map(multiaddr_text, message.listen_addrs[:MAX_ENTRIES]) if text)
+        or previous.listen_addrs
+    )
     observed = previous.observed_addr
     if message.HasField("observed_addr") and message.observed_addr:
         observed = multiaddr_text(message.observed_addr)
