@@ -76,6 +76,7 @@ async def introspected_demo(
             HostIntrospector(
                 node.host,
                 dht=node.dht,
+                autonat=node.autonat,
                 closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
             )
         )
@@ -91,7 +92,7 @@ async def introspected_demo(
             yield (
                 introspectors[0],
                 f"py-libp2p node {peer_id}\n(1 of {nodes} nodes on 127.0.0.1: ping, echo "
-                f"and bulk streams, a Kademlia DHT{', churn' if churn else ''})",
+                f"and bulk streams, a Kademlia DHT, AutoNAT{', churn' if churn else ''})",
             )
             nursery.cancel_scope.cancel()
     finally:
