@@ -255,3 +255,35 @@ def test_the_reader_refuses_what_py_libp2p_refuses() -> None:
     assert too_big.feed(bytes(varint.encode_uvarint(101))) is None and too_big.done
     at_limit = MessageReader(max_bytes=100)
     assert at_limit.feed(_framed(b"x" * 100)) == b"x" * 100
+
+
+async def test_a_peer_py_libp2p_does_not_identify_again_keeps_its_info() -> None:
+    """py-libp2p skips identify on a reconnect while its peerstore lists the peer's
+    protocols: the new connection shows what the peer said last time, until the
+    peerstore forgets the peer."""
+    with trio.fail_after(30):
+        async with running_hosts(2) as (us, them):
+            intro = HostIntrospector(us, closed_connection_lifetime_ms=0)
+            log = EventLog()
+            intro.set_event_sink(log)
+            them_id = them.get_id().to_base58()
+            await connect(us, them)
+            await wait_until(lambda: bool(identified(log, them)))
+            (first,) = connections_to(intro.state(), them_id)
+            await us.disconnect(them.get_id())
+            await wait_until(lambda: not connections_to(intro.state(), them_id))  # purged
+
+            await connect(us, them)
+            await wait_until(
+                lambda: any(c.status == pb.ACTIVE for c in connections_to(intro.state(), them_id))
+            )
+            (again,) = connections_to(intro.state(), them_id)
+            assert again.id != first.id
+            assert len(identified(log, them)) == 1  # py-libp2p did not ask again
+            assert again.peer == first.peer
+
+            us.get_peerstore().clear_peerdata(them.get_id())
+            await us.disconnect(them.get_id())
+            await wait_until(lambda: not connections_to(intro.state(), them_id))
+            assert intro._identify.identity(them_id) is None  # forgotten with the peerstore's
+            intro.detach()

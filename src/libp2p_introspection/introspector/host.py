@@ -183,7 +183,7 @@ class HostIntrospector(SampledSource):
                 registry=self._registry,
                 start_ts=self._attach_ts,
             )
-        self._identify = IdentifyTracker(self._events)
+        self._identify = IdentifyTracker(self._events, peerstore)
         self._node_info = NodeTracker(
             host, emitter=self._events, patcher=self._patcher, identify=self._identify,
             autonat=autonat,

@@ -22,8 +22,11 @@ introspector was attached has no ``PeerInfo`` until it sends another one.
 
 A push updates what it carries (fields absent from it keep their previous
 value, as py-libp2p's peerstore update does). ``PeerInfo`` is per peer, the
-same on every connection to it; it is kept while a connection to that peer
-is in snapshots.
+same on every connection to it. It is kept while a connection to that peer is
+in snapshots or the host's peerstore still holds the peer: py-libp2p does not
+identify a peer again when it reconnects if the peerstore still lists the
+protocols it learnt (``BasicHost._has_cached_protocols``), so the peer's new
+connections show what it said last time, as py-libp2p itself goes by.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from libp2p.identity.identify.pb.identify_pb2 import Identify
+from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
 from libp2p_introspection.introspector import touchpoints as tp
@@ -173,13 +177,16 @@ class IdentifyTracker:
 
     :param emitter: where ``PeerIdentified`` goes: one event per identify
         message received (an answer to our identify request, or a push).
+    :param peerstore: the host's peerstore (``IPeerStore.has_peer``): a peer it
+        holds keeps its identity after its connections left the snapshots.
 
     Register :meth:`on_stream` as a stream listener of the connection
     registry (:meth:`attach` does); :meth:`fill` sets ``Connection.peer``.
     """
 
-    def __init__(self, emitter: EventEmitter) -> None:
+    def __init__(self, emitter: EventEmitter, peerstore: Any = None) -> None:
         self._emitter = emitter
+        self._peerstore = peerstore
         self._identify = str(tp.constant(tp.IDENTIFY_PROTOCOL, "/ipfs/id/1.0.0"))
         self._push = str(tp.constant(tp.IDENTIFY_PUSH_PROTOCOL, "/ipfs/id/push/1.0.0"))
         self._active = False
@@ -268,6 +275,14 @@ class IdentifyTracker:
         )  # fmt: skip
         self._emitter.emit(events.PEER_IDENTIFIED, content)
 
+    def _stored(self, peer_id: str) -> bool:
+        if self._peerstore is None:
+            return False
+        try:
+            return bool(self._peerstore.has_peer(ID.from_base58(peer_id)))
+        except Exception:
+            return False
+
     # ----------------------------------------------------------- snapshots
 
     def fill(
@@ -279,7 +294,7 @@ class IdentifyTracker:
         for conn in [c for c in self._observed if c not in retained]:
             del self._observed[conn]
         live = {record.peer_id for record in retained}
-        for peer in [p for p in self._peers if p not in live]:
+        for peer in [p for p in self._peers if p not in live and not self._stored(p)]:
             del self._peers[peer]
         if not self._peers:
             return
