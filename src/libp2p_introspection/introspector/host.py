@@ -21,6 +21,8 @@ What it installs (all undone by :meth:`HostIntrospector.detach`):
   only), the muxer's stream bookkeeping (yamux ``_finalize_stream_locked``;
   mplex ``_handle_close``/``_handle_reset``/``read_message``) and each muxed
   stream's ``reset`` (how streams and connections end);
+* on the swarm's ``ResourceManager``, if any, ``_record_blocked_resource``
+  (refused reservations; see :mod:`libp2p_introspection.introspector.resources`);
 * when a DHT is given, instance-level wrappers on the ``KadDHT`` and its
   routing table / peer routing / value and provider stores (see
   :mod:`libp2p_introspection.introspector.dht`);
@@ -51,6 +53,8 @@ from libp2p_introspection.introspector.dht import DhtTracker
 from libp2p_introspection.introspector.identify import IdentifyTracker
 from libp2p_introspection.introspector.node import NodeTracker
 from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.introspector.protocols import ProtocolTracker
+from libp2p_introspection.introspector.resources import ResourceTracker
 from libp2p_introspection.introspector.traffic import TrafficCounter
 from libp2p_introspection.introspector.upgrades import UpgradeTracker
 from libp2p_introspection.protocol import events, pb
@@ -173,6 +177,9 @@ class HostIntrospector(SampledSource):
             peerstore=peerstore,
             use_created_at=clock_ms is None,
         )
+        self._protocols = ProtocolTracker()
+        self._registry.stream_released.append(self._protocols.on_stream_released)
+        self._resources = ResourceTracker(self._swarm, self._patcher)
         self._dht: DhtTracker | None = None
         if dht is not None:
             self._dht = DhtTracker(
@@ -201,6 +208,7 @@ class HostIntrospector(SampledSource):
         self._guard(self._registry.adopt_existing, self._swarm)
         self._guard(self._identify.attach, self._registry.stream_listeners)
         self._guard(self._node_info.attach)
+        self._guard(self._resources.attach)
         if self._dht is not None:
             self._guard(self._dht.attach)
 
@@ -285,7 +293,9 @@ class HostIntrospector(SampledSource):
         self._events.set_sink(sink)
 
     def state(self) -> pb.State:
-        """One snapshot: every retained connection with its streams, node traffic, DHT.
+        """One snapshot: every retained connection with its streams, node traffic,
+        per-protocol traffic (:mod:`~libp2p_introspection.introspector.protocols`), the
+        resource manager (:mod:`~libp2p_introspection.introspector.resources`), DHT.
 
         ``instant_ts`` = now; ``start_ts`` = the previous call's ``instant_ts``
         (the attach time for the first call); ``snapshot_duration_ms`` =
@@ -314,6 +324,10 @@ class HostIntrospector(SampledSource):
         except Exception:
             logger.exception("introspector: node snapshot failed")
         try:
+            self._protocols.fill(state.protocols, self._registry.connections(), window)
+        except Exception:
+            logger.exception("introspector: per-protocol traffic failed")
+        try:
             total = self._registry.node_traffic()
             node = self._node
             node.in_bytes = max(node.in_bytes, total.in_bytes)
@@ -325,6 +339,10 @@ class HostIntrospector(SampledSource):
             logger.exception("introspector: node traffic failed")
             state.traffic.traffic_in.SetInParent()
             state.traffic.traffic_out.SetInParent()
+        try:
+            self._resources.fill(state.subsystems, hook=self._attached)
+        except Exception:
+            logger.exception("introspector: resource manager snapshot failed")
         if self._dht is not None:
             try:
                 self._dht.fill(state.subsystems.dht, now)

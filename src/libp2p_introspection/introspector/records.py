@@ -54,6 +54,8 @@ class StreamRecord:
     reset_locally: bool = False
     #: Whether py-libp2p's state says the stream is over (``endings.ended_probe``).
     wire_ended: Callable[[], bool] = never
+    #: Folded into its protocol's lifetime totals (``protocols.ProtocolTracker``).
+    summed: bool = False
 
     def current_protocol(self) -> str:
         """The negotiated protocol id, read lazily from ``NetStream.protocol_id`` and cached."""
