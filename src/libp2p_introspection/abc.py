@@ -64,6 +64,13 @@ class SourceOutlet(Protocol):
         ``event`` once, with and without its property types (§3 ``Event.type``).
         """
 
+    def publish_runtime(self, runtime: pb.Runtime) -> None:
+        """Make ``runtime`` the ``Runtime`` every session is sent from now on (on connect,
+        §4.2, and on ``REQUEST RUNTIME``, §4.3): a source whose event types grew (an
+        application declared one). Sessions already told the old one are told a new
+        type's property types with its first event (§3 ``Event.type``).
+        """
+
 
 class IntrospectionSource(ABC):
     """Something the introspection server can serve.
@@ -99,6 +106,8 @@ class SampledSource(IntrospectionSource):
     #: Snapshots that failed to build (the source raised): each is logged, and the
     #: previous snapshot stays the latest.
     snapshot_errors: int = 0
+    #: The outlet while :meth:`run` runs (where :meth:`runtime_changed` goes).
+    _live_outlet: SourceOutlet | None = None
 
     @abstractmethod
     def state(self) -> pb.State:
@@ -126,6 +135,14 @@ class SampledSource(IntrospectionSource):
         :meth:`run` registers :meth:`SourceOutlet.publish_event` for its duration.
         Sources without events keep the default, which ignores the sink.
         """
+
+    def runtime_changed(self) -> None:
+        """Tell the server that :meth:`runtime` changed (new event types), if it runs
+        this source: sessions opened from now on get the new ``Runtime``. Does
+        nothing otherwise (a server started later asks :meth:`runtime` itself)."""
+        outlet = self._live_outlet
+        if outlet is not None:
+            outlet.publish_runtime(self.runtime())
 
     def take_snapshot(self, outlet: SourceOutlet) -> bool:
         """Build one snapshot now and publish it to ``outlet``, framed; ``False`` if the
@@ -156,6 +173,7 @@ class SampledSource(IntrospectionSource):
         source) is skipped, never made up in a burst.
         """
         self.set_event_sink(outlet.publish_event)
+        self._live_outlet = outlet
         try:
             if not self.take_snapshot(outlet):
                 outlet.publish_snapshot(encode_state_frame(b""))  # an empty State: §4.1
@@ -170,4 +188,5 @@ class SampledSource(IntrospectionSource):
                 await trio.sleep_until(deadline)
                 self.take_snapshot(outlet)
         finally:
+            self._live_outlet = None
             self.set_event_sink(None)

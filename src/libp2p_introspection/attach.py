@@ -4,18 +4,81 @@ Example::
 
     async with attach_introspection(host, dht=dht, autonat=autonat, port=0) as server:
         print(server.url)          # ws://127.0.0.1:PORT/introspect
+        server.declare_event_type("Trade", {"peerId": "PEERID", "amount": "NUMBER"})
+        server.publish_event("Trade", {"peerId": peer_id, "amount": 12.5})
+        server.tag_connection(peer_id, "exchange")
         await trio.sleep_forever()  # the node goes on; clients connect meanwhile
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 from libp2p_introspection.introspector import HostIntrospector
-from libp2p_introspection.server import IntrospectionServer, ServerConfig, open_introspection_server
+from libp2p_introspection.introspector.application import ApplicationData
+from libp2p_introspection.protocol.events import EventSpec, Property
+from libp2p_introspection.server import IntrospectionServer, ServerConfig
+from libp2p_introspection.server.server import background
+
+
+class AttachedIntrospection(IntrospectionServer):
+    """What :func:`attach_introspection` yields: the running server (``url``, ``port``,
+    ... as any :class:`~libp2p_introspection.server.IntrospectionServer`) of a live
+    host, and the application's own data on it (PROTOCOL.md §3.1: event types of its
+    own, their events, tags on its connections and streams).
+
+    Each method is :class:`~libp2p_introspection.introspector.application.ApplicationData`'s
+    (see there for shapes and rules) and raises its ``ApplicationDataError`` (a
+    ``ValueError``) on a refused declaration, event or tag, changing nothing.
+    """
+
+    def __init__(self, introspector: HostIntrospector, config: ServerConfig) -> None:
+        super().__init__(introspector, config)
+        #: The host's introspector (the data source this server serves).
+        self.introspector = introspector
+
+    @property
+    def application(self) -> ApplicationData:
+        """The application's data on this host (the introspector's)."""
+        return self.introspector.application
+
+    def declare_event_type(
+        self, name: str, properties: Iterable[Property] | Mapping[str, Any]
+    ) -> EventSpec:
+        """Declare an event type, e.g. ``declare_event_type("Trade", {"peerId": "PEERID",
+        "amount": "NUMBER", "tags": ("STRING", True)})``: in the ``Runtime`` of every
+        session from now on (:meth:`ApplicationData.declare_event_type`)."""
+        return self.application.declare_event_type(name, properties)
+
+    def publish_event(
+        self, name: str, content: Mapping[str, Any], *, ts: int | None = None
+    ) -> None:
+        """Publish an event of a declared type (``content`` a dict of its properties,
+        ``ts`` ms since epoch, default now) to every subscribed client
+        (:meth:`ApplicationData.publish_event`)."""
+        self.application.publish_event(name, content, ts=ts)
+
+    def tag_connection(self, target: Any, *tags: str) -> int:
+        """Tag a ``SwarmConn``, or every open connection to a peer id (``ID`` or base58):
+        ``Connection.user_provided_tags``; returns how many
+        (:meth:`ApplicationData.tag_connection`)."""
+        return self.application.tag_connection(target, *tags)
+
+    def untag_connection(self, target: Any, *tags: str) -> int:
+        """Remove tags from connections (:meth:`ApplicationData.untag_connection`)."""
+        return self.application.untag_connection(target, *tags)
+
+    def tag_stream(self, stream: Any, *tags: str) -> None:
+        """Tag an open ``NetStream``: ``Stream.user_provided_tags``
+        (:meth:`ApplicationData.tag_stream`)."""
+        self.application.tag_stream(stream, *tags)
+
+    def untag_stream(self, stream: Any, *tags: str) -> None:
+        """Remove tags from a stream (:meth:`ApplicationData.untag_stream`)."""
+        self.application.untag_stream(stream, *tags)
 
 
 @asynccontextmanager
@@ -27,7 +90,7 @@ async def attach_introspection(
     autonat: Any = None,
     config: ServerConfig | None = None,
     **options: Any,
-) -> AsyncIterator[IntrospectionServer]:
+) -> AsyncIterator[AttachedIntrospection]:
     """Introspect ``host`` (a py-libp2p ``BasicHost``) and serve it while the block runs.
 
     ``dht`` is the host's ``KadDHT``, if it runs one; ``autonat`` its
@@ -39,6 +102,10 @@ async def attach_introspection(
     ``ws://127.0.0.1:8845/introspect``. Counting starts at attach time; on exit
     the server stops and every hook on the host is removed. Raises ``OSError``
     if the port cannot be bound.
+
+    Yields an :class:`AttachedIntrospection`: the running server, through which the
+    application declares event types, publishes events and tags its connections and
+    streams.
     """
     config = replace(config or ServerConfig(), **options)
     introspector = HostIntrospector(
@@ -48,7 +115,9 @@ async def attach_introspection(
         closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
     )
     try:
-        async with open_introspection_server(introspector, config) as server:
+        server = AttachedIntrospection(introspector, config)
+        await server.bind()  # here, so that a taken port is a plain OSError
+        async with background(server.run) as _:
             yield server
     finally:
         introspector.detach()

@@ -48,6 +48,7 @@ from multiaddr import Multiaddr
 from libp2p_introspection.abc import EventSink, SampledSource
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
 from libp2p_introspection.introspector import touchpoints as tp
+from libp2p_introspection.introspector.application import ApplicationData
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
 from libp2p_introspection.introspector.identify import IdentifyTracker
@@ -157,7 +158,11 @@ class HostIntrospector(SampledSource):
         self._clock_ms: ClockMs = clock_ms or wall_clock_ms
         self._patcher = InstancePatcher()
         specs = events.CONNECTION_EVENTS + (events.DHT_EVENTS if dht is not None else ())
-        specs += events.NODE_EVENTS + (events.REACHABILITY_EVENTS if autonat is not None else ())
+        specs += tuple(
+            spec
+            for spec in events.NODE_EVENTS
+            if autonat is not None or spec is not events.REACHABILITY_CHANGED
+        )
         self._events = EventEmitter(self._clock_ms, specs)
         self._attach_ts = self._clock_ms()
         self._last_instant = self._attach_ts
@@ -195,6 +200,10 @@ class HostIntrospector(SampledSource):
             host, emitter=self._events, patcher=self._patcher, identify=self._identify,
             autonat=autonat,
         )  # fmt: skip
+        #: The application's own event types, events and tags (:class:`ApplicationData`).
+        self.application = ApplicationData(
+            self._swarm, self._registry, self._events, self._clock_ms, self.runtime_changed
+        )
         self._notifee = _Notifee(self)
         self._attached = False
         self._attach()
@@ -277,12 +286,14 @@ class HostIntrospector(SampledSource):
     # ------------------------------------------------------ IntrospectionSource
 
     def runtime(self) -> pb.Runtime:
-        """Static node metadata and every event type this introspector emits.
+        """Static node metadata and every event type this introspector emits (the
+        application's declared ones last).
 
         ``implementation`` "py-libp2p"; ``version`` the installed libp2p
         package version; ``platform`` OS and Python; ``peer_id`` base58.
         """
-        return build_runtime(IMPLEMENTATION, self.peer_id, self._events.specs)
+        specs = self._events.specs + self.application.specs
+        return build_runtime(IMPLEMENTATION, self.peer_id, specs)
 
     def set_event_sink(self, sink: EventSink | None) -> None:
         """Register the synchronous event sink (``None`` removes it).

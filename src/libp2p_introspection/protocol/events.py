@@ -191,19 +191,28 @@ PEER_IDENTIFIED = EventSpec(
     ),
 )
 
-#: The addresses the host's transports are bound to changed (``NodeInfo.listen_addrs``).
+#: The addresses the node's transports are bound to changed (``NodeInfo.listen_addrs``).
 LISTEN_ADDRS_CHANGED = EventSpec(
-    "ListenAddrsChanged",
-    (
-        ("added", MULTIADDR, True),
-        ("removed", MULTIADDR, True),
-    ),
+    "ListenAddrsChanged", (("added", MULTIADDR, True), ("removed", MULTIADDR, True))
 )
 
-#: The node's reachability (``NodeInfo.reachability``) changed; by the enum's name.
-REACHABILITY_CHANGED = EventSpec(
-    "ReachabilityChanged",
-    (("reachability", STRING),),  # "UNKNOWN" | "PUBLIC" | "PRIVATE" | "NOT_RUNNING"
+#: AutoNAT's verdict on the node changed: ``reachability`` is the ``NodeInfo.Reachability``
+#: name ("UNKNOWN" | "PUBLIC" | "PRIVATE" | "NOT_RUNNING").
+REACHABILITY_CHANGED = EventSpec("ReachabilityChanged", (("reachability", STRING),))
+
+#: A peer subscribed to (``subscribed`` true) or unsubscribed from a pubsub topic.
+PUBSUB_SUBSCRIPTION_CHANGED = EventSpec(
+    "PubsubSubscriptionChanged", (("peerId", PEERID), ("topic", STRING), ("subscribed", JSON))
+)
+
+#: A change of *our* mesh: ``direction`` "INBOUND" when the peer asked, "OUTBOUND" when we did.
+PUBSUB_GRAFT = EventSpec(
+    "PubsubGraft", (("peerId", PEERID), ("topic", STRING), ("direction", STRING))
+)
+
+#: A peer left our mesh of a topic (keys as :data:`PUBSUB_GRAFT`).
+PUBSUB_PRUNE = EventSpec(
+    "PubsubPrune", (("peerId", PEERID), ("topic", STRING), ("direction", STRING))
 )
 
 CONNECTION_EVENTS: tuple[EventSpec, ...] = (
@@ -213,10 +222,10 @@ CONNECTION_EVENTS: tuple[EventSpec, ...] = (
     STREAM_CLOSED,
 )
 DHT_EVENTS: tuple[EventSpec, ...] = (INBOUND_DHT_QUERY, OUTBOUND_DHT_QUERY)
-#: What every live node emits about itself and its peers (identify, listen addresses).
-NODE_EVENTS: tuple[EventSpec, ...] = (PEER_IDENTIFIED, LISTEN_ADDRS_CHANGED)
-#: Emitted when the node runs AutoNAT (its reachability can change).
-REACHABILITY_EVENTS: tuple[EventSpec, ...] = (REACHABILITY_CHANGED,)
+#: What a node says about itself and its peers (identify, listen addresses, AutoNAT).
+#: A live host declares ``ReachabilityChanged`` only when it was given an AutoNAT service.
+NODE_EVENTS: tuple[EventSpec, ...] = (PEER_IDENTIFIED, LISTEN_ADDRS_CHANGED, REACHABILITY_CHANGED)
+PUBSUB_EVENTS: tuple[EventSpec, ...] = (PUBSUB_SUBSCRIPTION_CHANGED, PUBSUB_GRAFT, PUBSUB_PRUNE)
 
 #: The statuses an ended connection or stream has, as the closing events write them.
 _ENDED_NAMES = {pb.CLOSED: "CLOSED", pb.ERROR: "ERROR"}

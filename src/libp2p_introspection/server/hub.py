@@ -67,6 +67,9 @@ class Hub:
         self.sessions: set[Member] = set()
         self.latest: Snapshot | None = None
         self.events_published = 0
+        self._set_runtime(runtime)
+
+    def _set_runtime(self, runtime: pb.Runtime) -> None:
         # The Runtime, encoded once, and the event types it declares (sessions were
         # told their property types on connect).
         message = pb.ServerMessage()
@@ -113,6 +116,16 @@ class Hub:
         for member in self.sessions:
             member.session.event_produced(item, now)
             member.notify()
+
+    @enable_ki_protection
+    def publish_runtime(self, runtime: pb.Runtime) -> None:
+        """Make ``runtime`` the one sent on connect and on ``REQUEST RUNTIME`` from now
+        on, by every session (encoded once). Sessions already open keep what they
+        were told: a type new to them comes with its property types in its first
+        event (:meth:`Session.runtime_changed`)."""
+        self._set_runtime(runtime)
+        for member in self.sessions:
+            member.session.runtime_changed(self.runtime_frame, self.event_types)
 
     # ------------------------------------------------------------------ sessions
 
