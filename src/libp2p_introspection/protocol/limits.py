@@ -89,7 +89,11 @@ class Option:
         return "--" + name.replace("_", "-")
 
     def refusal(self, value: Any) -> str | None:
-        """Why ``value`` is refused, with ``{0}`` for the option's name; ``None`` if accepted."""
+        """Why ``value`` is refused, with ``{0}`` for the option's name; ``None`` if accepted.
+
+        ``None`` is accepted for an option whose default is ``None`` (unset)."""
+        if value is None and self.default is None:
+            return None
         if self.kind is int or self.kind is float:
             number = self.kind is float and isinstance(value, int | float)
             if isinstance(value, bool) or not (isinstance(value, int) or number):

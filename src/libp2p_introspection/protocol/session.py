@@ -111,7 +111,7 @@ from libp2p_introspection.protocol.framing import (
     encode_server_message,
 )
 from libp2p_introspection.protocol.limits import SessionLimits
-from libp2p_introspection.protocol.wire import VARINT, WireError, iter_fields
+from libp2p_introspection.protocol.protowire import VARINT, WireError, iter_fields
 
 Command = pb.ClientCommand.Command
 Source = pb.ClientCommand.Source
@@ -1119,7 +1119,7 @@ _HANDLERS: dict[int, Callable[[Session, pb.ClientCommand], None]] = {
 def _salvage_id(data: bytes) -> int:
     """Read ``ClientCommand.id`` (field 2, varint) from bytes that failed to parse.
 
-    Walks the wire format (:func:`~libp2p_introspection.protocol.wire.iter_fields`) up
+    Walks the wire format (:func:`~libp2p_introspection.protocol.protowire.iter_fields`) up
     to the first fault; returns 0 if the id cannot be read.
     """
     try:
