@@ -10,6 +10,7 @@ import select
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import ExitStack
 
 from cli_process import running
@@ -170,6 +171,12 @@ def test_demo_all_serves_and_registers_every_node():
             lines = [json.loads(line) for line in result.stdout.splitlines()]
             # Each is a live node of the network: it has connections of its own.
             assert any(line.get("connections", 0) > 0 for line in lines), lines
+        # ... and its own Prometheus endpoint, registered with it.
+        metrics = [node["metrics_url"] for node in found]
+        assert None not in metrics and len(set(metrics)) == 3, metrics
+        for metrics_url in metrics:
+            with urllib.request.urlopen(metrics_url, timeout=30) as answer:
+                assert b"libp2p_swarm_connections_opened_total" in answer.read()
     assert _nodes() == []
 
 

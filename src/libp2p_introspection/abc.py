@@ -20,6 +20,7 @@ Two shapes of source fit that one interface without flags:
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from typing import Protocol
 
@@ -106,6 +107,10 @@ class SampledSource(IntrospectionSource):
     #: Snapshots that failed to build (the source raised): each is logged, and the
     #: previous snapshot stays the latest.
     snapshot_errors: int = 0
+    #: Snapshots built, and the time building them took, seconds (the metrics'
+    #: ``libp2p_introspection_snapshot_build_seconds``).
+    snapshot_builds: int = 0
+    snapshot_build_seconds: float = 0.0
     #: The outlet while :meth:`run` runs (where :meth:`runtime_changed` goes).
     _live_outlet: SourceOutlet | None = None
 
@@ -152,12 +157,15 @@ class SampledSource(IntrospectionSource):
         logged and counted in :attr:`snapshot_errors`, and the previous snapshot stays
         the latest.
         """
+        started = time.perf_counter()
         try:
             state = self.encoded_state()
         except Exception:
             self.snapshot_errors += 1
             log.exception("the source failed to build a snapshot")
             return False
+        self.snapshot_builds += 1
+        self.snapshot_build_seconds += time.perf_counter() - started
         outlet.publish_snapshot(encode_state_frame(state))
         return True
 

@@ -21,7 +21,7 @@ import trio
 
 from libp2p_introspection.introspector import HostIntrospector
 from libp2p_introspection.introspector.application import ApplicationData
-from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS
+from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS, METRICS_PORTS
 from libp2p_introspection.protocol.events import EventSpec, Property
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.background import background
@@ -216,11 +216,26 @@ async def _serve_other(
     task_status: trio.TaskStatus[IntrospectionServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve one more demo node until cancelled: on the first free port of
-    8850-8869 but ``config.port`` (any free port if ``config.port`` is 0)."""
+    8850-8869 but ``config.port`` (any free port if ``config.port`` is 0), with its
+    own metrics endpoint when the observed node has one: the first free port of
+    8890-8909 but the observed node's (any free port with ``config.port`` 0)."""
     from libp2p_introspection.server.registry import bind_first_free
 
+    metrics_fallback: list[int] = []
+    if config.metrics_port is not None:
+        if config.port == 0 or config.metrics_port == 0:
+            config = replace(config, metrics_port=0)
+        else:
+            ports = [port for port in range(METRICS_PORTS.fallback_first,
+                                            METRICS_PORTS.fallback_last + 1)
+                     if port != config.metrics_port]  # fmt: skip
+            config = replace(config, metrics_port=ports[0])
+            metrics_fallback = ports[1:]
+
     async def serve(port: int) -> IntrospectionServer:
-        server = IntrospectionServer(introspector, replace(config, port=port))
+        server = IntrospectionServer(
+            introspector, replace(config, port=port), metrics_fallback=metrics_fallback
+        )
         await server.bind()
         return server
 

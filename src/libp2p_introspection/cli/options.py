@@ -60,6 +60,8 @@ def cli_option(option: Option) -> Decorator:
     else:
         settings.update(default=option.default, type=_click_type(option))
         settings["show_default"] = option.default is not None
+        if option.metavar:
+            settings["metavar"] = option.metavar
     if option.envvar:
         settings.update(envvar=option.envvar, show_envvar=True)
     return click.option(option.cli_flag, option.name, **settings)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -30,6 +31,7 @@ from libp2p_introspection.cli.running import (
     self_command,
     setup_logging,
 )
+from libp2p_introspection.protocol.discovery import METRICS_PORTS
 from libp2p_introspection.server.config import ServerConfig
 from libp2p_introspection.server.sources import factory
 
@@ -87,8 +89,12 @@ def demo(**kw: Any) -> None:
         )
         sys.stdout.flush()
 
+    fallback: Sequence[int] = ()
+    if config.metrics_port is None:  # the demo serves metrics: 8847, else 8890-8909 (§6)
+        config = replace(config, metrics_port=METRICS_PORTS.first)
+        fallback = range(METRICS_PORTS.fallback_first, METRICS_PORTS.fallback_last + 1)
     run(functools.partial(_serve, "demo", config, kw, announce, kw["dashboard_port"],
-                          not kw["no_dashboard"]))  # fmt: skip
+                          not kw["no_dashboard"], fallback))  # fmt: skip
 
 
 @click.command(short_help="The introspection server alone: demo, mock or a recording.")
@@ -146,6 +152,7 @@ async def _serve(
     announce: Callable[..., None],
     dashboard_port: int | None = None,
     with_dashboard: bool = False,
+    metrics_fallback: Sequence[int] = (),
 ) -> None:
     """Serve the source; ``with_dashboard``, also a dashboard following the server, on
     ``dashboard_port`` (``None``: 8846, or the first free one of 8870-8889)."""
@@ -156,11 +163,16 @@ async def _serve(
         async with factory.open_source(source_name, config, settings,
                                        _open_demo) as (source, what):  # fmt: skip
             async with trio.open_nursery() as nursery:
-                server = IntrospectionServer(source, config)
+                server = IntrospectionServer(source, config, metrics_fallback=metrics_fallback)
+                with binding("the metrics endpoint", config.host, config.metrics_port or 0,
+                             port_hint("--metrics-port")):  # fmt: skip
+                    await server.bind_metrics()
                 with binding("the introspection endpoint", config.host, config.port,
                              port_hint("--port")):  # fmt: skip
                     await server.bind()
                 await nursery.start(server.run)
+                if server.metrics_url is not None:
+                    status_log.info("Prometheus metrics at %s", server.metrics_url)
                 if not with_dashboard:
                     announce(server.url, what)
                     return

@@ -113,6 +113,13 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            "Drop a connection that has not completed its handshake, seconds.", minimum=0,
            above=True),
     _SESSION["max_command_size"],
+    Option("metrics_port", int, None, "",
+           "Serve Prometheus metrics on http://HOST:PORT/metrics (off by default; 0 picks a "
+           "free port); same bind address, token and origins as the introspection port.",
+           minimum=0, maximum=65535, metavar="PORT"),
+    Option("metrics_per_peer", bool, False, "",
+           "Metrics: also export per-peer families (a series per peer id: for small "
+           "deployments only)."),
 )  # fmt: skip
 
 def _announce_needs_reach(values: Mapping[str, Any]) -> None:
@@ -174,7 +181,9 @@ class ServerConfig:
     ``close_grace_s``, how long the frame in flight and the close frame may take to
     go out once a session is closed before the TCP connection is closed under them
     (§4.6). ``closed_connection_lifetime_ms`` is applied by sources that track
-    connections (the host introspector).
+    connections (the host introspector). ``metrics_port``: serve Prometheus metrics
+    on ``http://HOST:PORT/metrics`` (``None``: off; 0: a free port), under the same
+    admission rules; ``metrics_per_peer``: with per-peer families.
 
     Raises :class:`~libp2p_introspection.protocol.limits.OptionError` (a
     ``ValueError``) for a value its option refuses (its help says which), a max
@@ -204,6 +213,8 @@ class ServerConfig:
     register: bool = _default("register")
     allowed_origins: tuple[str, ...] = _default("allowed_origins")
     token: str | None = field(default=_default("token"), repr=False)
+    metrics_port: int | None = _default("metrics_port")
+    metrics_per_peer: bool = _default("metrics_per_peer")
     limits: SessionLimits = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

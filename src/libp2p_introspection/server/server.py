@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +43,8 @@ from libp2p_introspection.server.config import ServerConfig
 from libp2p_introspection.server.door import Door
 from libp2p_introspection.server.handshake import PlainRequest, UpgradeRequested
 from libp2p_introspection.server.hub import Hub
+from libp2p_introspection.server.metrics import MetricsEndpoint, MetricsView, ServerHealth
+from libp2p_introspection.server.metrics.families import ViewCollector, registry
 from libp2p_introspection.server.registry import Registration, bind_first_free, register
 from libp2p_introspection.server.session_io import SessionHandle, serve_session
 from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
@@ -90,14 +92,15 @@ class IntrospectionServer:
         *,
         metrics_url: str | None = None,
         registry_dir: str | None = None,
+        metrics_fallback: Sequence[int] = (),
     ) -> None:
         self.source = source
         #: The options in force: ``config`` with the source's own base interval, if it
         #: declares one (a replay, §4.10), in place of ``interval_ms``.
         self.config = (config or ServerConfig()).for_source(source.base_interval_ms)
         #: The node's ``Runtime`` (sent to every client on connect).
-        self.runtime = source.runtime()
-        self.hub = Hub(self.config.limits, self.runtime)
+        self.runtime = runtime = source.runtime()
+        self.hub = Hub(self.config.limits, runtime)
         self.sessions_served = 0
         #: The handshake limit and the session count (who waits, who is turned away).
         self.door = Door(self.config)
@@ -113,15 +116,34 @@ class IntrospectionServer:
         #: program runs one (``libp2p-introspect demo`` does): a plain HTTP request
         #: to the endpoint is pointed there.
         self.dashboard_url: str | None = None
-        #: The ``http://`` address of this node's Prometheus endpoint, if one runs
-        #: beside the server: registered and announced with it (§6).
-        self.metrics_url = metrics_url
+        #: The ``http://`` address of a Prometheus endpoint the caller runs beside the
+        #: server (registered with it, §6); the server's own endpoint wins when it has one.
+        self._given_metrics_url = metrics_url
         #: Where the registry entry goes (``None``: the user's registry, §6).
         self.registry_dir = registry_dir
         #: The registry entry while serving (``None`` if not registered).
         self.registration: Registration | None = None
         #: When the server started serving, ms since epoch.
         self.started_ms = 0
+
+        # Totals of the sessions and connections that ended (the health metrics).
+        self._ended_dropped = 0
+        self._ended_notices = 0
+        self._ended_bytes_sent = 0
+        #: The Prometheus export (``config.metrics_port`` set): the view the hub feeds,
+        #: and its HTTP endpoint, on that port or else the first free one of
+        #: ``metrics_fallback`` (the demo's default port and its range, PROTOCOL.md §6).
+        self.metrics_view: MetricsView | None = None
+        self.metrics: MetricsEndpoint | None = None
+        if self.config.metrics_port is not None:
+            self.metrics_view = MetricsView(per_peer=self.config.metrics_per_peer)
+            self.hub.observers.append(self.metrics_view)
+            collector = ViewCollector(self.metrics_view, runtime, self.health)
+            self.metrics = MetricsEndpoint(
+                registry(collector), host=self.config.host,
+                ports=[self.config.metrics_port, *metrics_fallback], token=self.config.token,
+                allowed_origins=self.config.allowed_origins,
+            )  # fmt: skip
 
     async def bind(self) -> list[trio.SocketListener]:
         """Open the listening sockets now; :meth:`run` then serves on them.
@@ -139,7 +161,48 @@ class IntrospectionServer:
             self._bound, _ = await bind_first_free(INTROSPECTION_PORTS, host, listen)
         else:
             self._bound = await listen(self.config.port)
+        if self.metrics is not None and not self.metrics.bound:
+            try:
+                await self.metrics.bind()
+            except BaseException:
+                for listener in self._bound:
+                    await listener.aclose()
+                self._bound = None
+                raise
         return self._bound
+
+    async def bind_metrics(self) -> int | None:
+        """Open the metrics endpoint's socket now (before :meth:`bind`, to tell its
+        failure apart); returns its port, ``None`` when metrics are off. ``OSError`` if
+        the port (or every port of the fallback range) is taken."""
+        if self.metrics is None:
+            return None
+        return await self.metrics.bind()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://HOST:PORT/metrics`` of the Prometheus export, or ``None`` when off."""
+        return self._given_metrics_url if self.metrics is None else self.metrics.url
+
+    def health(self) -> ServerHealth:
+        """The server's own counters now (the ``libp2p_introspection_*`` metrics)."""
+        live = [member.session.stats for member in self.hub.sessions]
+        source = self.source
+        return ServerHealth(
+            sessions=len(live),
+            sessions_total=self.sessions_served,
+            refused_total=self.refused + (self.metrics.refused if self.metrics else 0),
+            shed_total=self.shed,
+            dropped_total=self._ended_dropped + sum(stats.dropped for stats in live),
+            notices_total=self._ended_notices + sum(stats.notices for stats in live),
+            bytes_sent_total=self._ended_bytes_sent
+            + sum(transport.wire.bytes_sent for transport in self._connections),
+            snapshot_builds=getattr(source, "snapshot_builds", 0),
+            snapshot_build_seconds=getattr(source, "snapshot_build_seconds", 0.0),
+            snapshot_errors_total=getattr(source, "snapshot_errors", 0),
+            snapshots_total=0 if self.hub.latest is None else self.hub.latest.number,
+            events_total=self.hub.events_published,
+        )
 
     @property
     def connections(self) -> frozenset[WebSocketTransport]:
@@ -219,6 +282,8 @@ class IntrospectionServer:
                 # never lets an exception of one connection out into it.
                 await nursery.start(trio.serve_listeners, self._connection, listeners)
                 self._listeners = listeners
+                if self.metrics is not None:
+                    await nursery.start(self.metrics.run)
                 nursery.start_soon(self._timer)
                 self.started_ms = int(time.time() * 1000)
                 if self.config.register:
@@ -300,6 +365,8 @@ class IntrospectionServer:
             )
         finally:
             self.door.leave_handshake(transport)
+            if transport in self._connections:
+                self._ended_bytes_sent += transport.wire.bytes_sent
             self._connections.discard(transport)
             transport.abort()
 
@@ -361,6 +428,8 @@ class IntrospectionServer:
             # Cancelled from outside this session: the server (or the node) stops.
             stopping = trio.current_effective_deadline() == float("-inf")
             self.hub.leave(handle)
+            self._ended_dropped += session.stats.dropped
+            self._ended_notices += session.stats.notices
             session_close = session.close
             # §4.6: the frame in flight is finished, then the close frame goes out,
             # within the close grace; a stopping server gives every session less.
