@@ -2,7 +2,7 @@
 
 Example::
 
-    async with attach_introspection(host, dht=dht, port=0) as server:
+    async with attach_introspection(host, dht=dht, autonat=autonat, port=0) as server:
         print(server.url)          # ws://127.0.0.1:PORT/introspect
         server.declare_event_type("Trade", {"peerId": "PEERID", "amount": "NUMBER"})
         server.publish_event("Trade", {"peerId": peer_id, "amount": 12.5})
@@ -92,13 +92,16 @@ async def attach_introspection(
     /,
     *,
     dht: Any = None,
+    autonat: Any = None,
     config: ServerConfig | None = None,
     metrics_url: str | None = None,
     **options: Any,
 ) -> AsyncIterator[AttachedIntrospection]:
     """Introspect ``host`` (a py-libp2p ``BasicHost``) and serve it while the block runs.
 
-    ``dht`` is the host's ``KadDHT``, if it runs one. ``config`` or keyword
+    ``dht`` is the host's ``KadDHT``, if it runs one; ``autonat`` its
+    ``libp2p.host.autonat.AutoNATService``, if it runs one (the snapshots'
+    ``node.reachability`` is then AutoNAT's verdict, else ``NOT_RUNNING``). ``config`` or keyword
     ``options`` (the fields of :class:`~libp2p_introspection.server.ServerConfig`:
     ``host`` (the bind address; the libp2p host is the positional argument),
     ``port``, ``interval_ms``, ...) set the server; the default is
@@ -117,7 +120,10 @@ async def attach_introspection(
     """
     config = replace(config or ServerConfig(), **options)
     introspector = HostIntrospector(
-        host, dht=dht, closed_connection_lifetime_ms=config.closed_connection_lifetime_ms
+        host,
+        dht=dht,
+        autonat=autonat,
+        closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
     )
     try:
         server = AttachedIntrospection(introspector, config, metrics_url=metrics_url)
@@ -153,6 +159,7 @@ async def introspected_demo(
         introspector = HostIntrospector(
             node.host,
             dht=node.dht,
+            autonat=node.autonat,
             closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
         )
         introspectors.append(introspector)
@@ -176,7 +183,7 @@ async def introspected_demo(
             peer_id = network.observed.host.get_id()
             description = (
                 f"py-libp2p node {peer_id}\n(1 of {nodes} nodes on 127.0.0.1: ping, echo "
-                f"and bulk streams, a Kademlia DHT{', churn' if churn else ''})"
+                f"and bulk streams, a Kademlia DHT, AutoNAT{', churn' if churn else ''})"
             )
             if every:
                 urls = []

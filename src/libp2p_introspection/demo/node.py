@@ -19,6 +19,7 @@ import trio
 from libp2p import new_host
 from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import TMuxerOptions, TProtocol
+from libp2p.host.autonat import AutoNATService
 from libp2p.host.basic_host import BasicHost
 from libp2p.host.ping import PingService
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
@@ -89,7 +90,10 @@ class DemoNode:
 
     Every node runs: py-libp2p's default protocols (identify, identify-push,
     ping), a :class:`~libp2p.kad_dht.kad_dht.KadDHT` in server mode
-    (``/ipfs/kad/1.0.0``, accepting ``/demo/...`` records), and the demo echo
+    (``/ipfs/kad/1.0.0``, accepting ``/demo/...`` records), an
+    :class:`~libp2p.host.autonat.AutoNATService` answering dial-back requests
+    (``/libp2p/autonat/1.0.0``; its verdicts need ``autonat_confirmations``
+    agreeing peers, py-libp2p's default when ``None``), and the demo echo
     and bulk responders (see :mod:`libp2p_introspection.demo.protocols`).
     The observed node (index 0) is started first and never churned.
     """
@@ -102,6 +106,7 @@ class DemoNode:
         muxer: Muxer = "yamux",
         listen_ip: str = "127.0.0.1",
         bulk_rate_bytes_per_s: int = 0,
+        autonat_confirmations: int | None = None,
     ) -> None:
         self.index = index
         self.name = "observed" if index == 0 else f"node-{index}"
@@ -115,6 +120,8 @@ class DemoNode:
         self._bulk_rate = bulk_rate_bytes_per_s
         self._host: BasicHost | None = None
         self._dht: KadDHT | None = None
+        self._autonat_confirmations = autonat_confirmations
+        self._autonat: AutoNATService | None = None
         self._work: trio.Nursery | None = None
         self._leave: trio.Event | None = None
         self._stopped = trio.Event()
@@ -139,6 +146,13 @@ class DemoNode:
         if self._dht is None:
             raise RuntimeError(f"{self.name} has not been started yet")
         return self._dht
+
+    @property
+    def autonat(self) -> AutoNATService:
+        """The current (or last) incarnation's AutoNAT service."""
+        if self._autonat is None:
+            raise RuntimeError(f"{self.name} has not been started yet")
+        return self._autonat
 
     @property
     def listen_addr(self) -> multiaddr.Multiaddr:
@@ -237,6 +251,7 @@ class DemoNode:
         dht = KadDHT(host, DHTMode.SERVER)
         dht.register_validator(DHT_NAMESPACE, DemoRecordValidator())
         self._install_handlers(host, dht)
+        self._autonat = AutoNATService(host, confirmations=self._autonat_confirmations)
         self._host, self._dht = host, dht
         self.stats.starts += 1
         try:
