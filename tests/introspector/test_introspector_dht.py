@@ -133,6 +133,12 @@ async def test_dht_failed_queries_are_counted_as_errors() -> None:
             assert intro.state().subsystems.dht.incoming_queries.success == 0
             json.dumps(event)
             intro.detach()
+            # Detached, the DHT tracker leaves nothing behind on the host's registry
+            # (its own detach used to be skipped: HostIntrospector.detach guarded it
+            # after marking itself detached).
+            tracker = intro._dht
+            assert tracker is not None and not tracker._active
+            assert tracker._link_stream not in intro._registry.stream_listeners
 
 
 # ------------------------------------------- query events in the observer-toolkit's shape

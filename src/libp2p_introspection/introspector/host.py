@@ -39,6 +39,7 @@ events are emitted for them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -249,13 +250,18 @@ class HostIntrospector(SampledSource):
                 notifees.remove(self._notifee)
         except Exception:
             logger.exception("introspector: could not remove notifee")
+        # Not _guard: it runs nothing once detached (the DHT tracker's detach never ran).
+        parts: list[tuple[str, Callable[[], None]]] = [
+            ("identify", lambda: self._identify.detach(self._registry.stream_listeners)),
+            ("node", self._node_info.detach),
+        ]
         if self._dht is not None:
-            self._guard(self._dht.detach)
-        try:  # (not _guard: it runs nothing once detached)
-            self._identify.detach(self._registry.stream_listeners)
-            self._node_info.detach()
-        except Exception:
-            logger.exception("introspector: could not detach identify/node")
+            parts.insert(0, ("DHT", self._dht.detach))
+        for name, detach in parts:
+            try:
+                detach()
+            except Exception:
+                logger.exception("introspector: could not detach the %s tracker", name)
         self._patcher.restore_all()
         self._events.set_sink(None)
 
