@@ -24,12 +24,16 @@ async def attach_introspection(
     /,
     *,
     dht: Any = None,
+    pubsub: Any = None,
     config: ServerConfig | None = None,
     **options: Any,
 ) -> AsyncIterator[IntrospectionServer]:
     """Introspect ``host`` (a py-libp2p ``BasicHost``) and serve it while the block runs.
 
-    ``dht`` is the host's ``KadDHT``, if it runs one. ``config`` or keyword
+    ``dht`` is the host's ``KadDHT``, if it runs one; ``pubsub`` its
+    ``libp2p.pubsub.pubsub.Pubsub`` (FloodSub or GossipSub), if it runs one: py-libp2p's
+    pubsub cannot be found from the host, so without it snapshots carry no
+    ``Subsystems.pubsub``. ``config`` or keyword
     ``options`` (the fields of :class:`~libp2p_introspection.server.ServerConfig`:
     ``host`` (the bind address; the libp2p host is the positional argument),
     ``port``, ``interval_ms``, ...) set the server; the default is
@@ -39,7 +43,10 @@ async def attach_introspection(
     """
     config = replace(config or ServerConfig(), **options)
     introspector = HostIntrospector(
-        host, dht=dht, closed_connection_lifetime_ms=config.closed_connection_lifetime_ms
+        host,
+        dht=dht,
+        pubsub=pubsub,
+        closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
     )
     try:
         async with open_introspection_server(introspector, config) as server:

@@ -23,7 +23,9 @@ What it installs (all undone by :meth:`HostIntrospector.detach`):
   stream's ``reset`` (how streams and connections end);
 * when a DHT is given, instance-level wrappers on the ``KadDHT`` and its
   routing table / peer routing / value and provider stores (see
-  :mod:`libp2p_introspection.introspector.dht`).
+  :mod:`libp2p_introspection.introspector.dht`);
+* when a ``Pubsub`` is given, instance-level wrappers on it and its router
+  (see :mod:`libp2p_introspection.introspector.pubsub`).
 
 Connections and streams that already exist when it is attached are adopted:
 they appear in snapshots with traffic counted from the attach time, and no
@@ -45,6 +47,7 @@ from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
 from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.introspector.pubsub import PubsubTracker
 from libp2p_introspection.introspector.traffic import TrafficCounter
 from libp2p_introspection.introspector.upgrades import UpgradeTracker
 from libp2p_introspection.protocol import events, pb
@@ -54,6 +57,7 @@ from libp2p_introspection.protocol.runtime import build_runtime
 
 if TYPE_CHECKING:
     from libp2p.kad_dht.kad_dht import KadDHT
+    from libp2p.pubsub.pubsub import Pubsub
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +98,9 @@ class HostIntrospector(SampledSource):
         be the py-libp2p ``Swarm``.
     :param dht: optional ``libp2p.kad_dht.kad_dht.KadDHT`` of this host; adds
         ``State.subsystems.dht`` and the DHT query events.
+    :param pubsub: optional ``libp2p.pubsub.pubsub.Pubsub`` of this host (FloodSub
+        or GossipSub router); adds ``State.subsystems.pubsub`` and the pubsub
+        events. Without it ``Subsystems.pubsub`` is absent.
     :param closed_connection_lifetime_ms: how long a closed connection stays
         in snapshots as CLOSED, ms.
     :param clock_ms: wall clock returning ms since the Unix epoch (default:
@@ -134,6 +141,7 @@ class HostIntrospector(SampledSource):
         host: IHost,
         *,
         dht: KadDHT | None = None,
+        pubsub: Pubsub | None = None,
         closed_connection_lifetime_ms: int = DEFAULT_CLOSED_CONNECTION_LIFETIME_MS,
         clock_ms: ClockMs | None = None,
     ) -> None:
@@ -142,6 +150,7 @@ class HostIntrospector(SampledSource):
         self._clock_ms: ClockMs = clock_ms or wall_clock_ms
         self._patcher = InstancePatcher()
         specs = events.CONNECTION_EVENTS + (events.DHT_EVENTS if dht is not None else ())
+        specs += events.PUBSUB_EVENTS if pubsub is not None else ()
         self._events = EventEmitter(self._clock_ms, specs)
         self._attach_ts = self._clock_ms()
         self._last_instant = self._attach_ts
@@ -171,6 +180,11 @@ class HostIntrospector(SampledSource):
                 registry=self._registry,
                 start_ts=self._attach_ts,
             )
+        self._pubsub: PubsubTracker | None = None
+        if pubsub is not None:
+            self._pubsub = PubsubTracker(
+                pubsub, patcher=self._patcher, emitter=self._events, local_peer=self.peer_id
+            )
         self._notifee = _Notifee(self)
         self._attached = False
         self._attach()
@@ -184,6 +198,8 @@ class HostIntrospector(SampledSource):
         self._guard(self._registry.adopt_existing, self._swarm)
         if self._dht is not None:
             self._guard(self._dht.attach)
+        if self._pubsub is not None:
+            self._guard(self._pubsub.attach)
 
     @property
     def attached(self) -> bool:
@@ -215,6 +231,8 @@ class HostIntrospector(SampledSource):
             logger.exception("introspector: could not remove notifee")
         if self._dht is not None:
             self._guard(self._dht.detach)
+        if self._pubsub is not None:
+            self._guard(self._pubsub.detach)
         self._patcher.restore_all()
         self._events.set_sink(None)
 
@@ -261,7 +279,7 @@ class HostIntrospector(SampledSource):
         self._events.set_sink(sink)
 
     def state(self) -> pb.State:
-        """One snapshot: every retained connection with its streams, node traffic, DHT.
+        """One snapshot: every retained connection with its streams, node traffic, DHT, pubsub.
 
         ``instant_ts`` = now; ``start_ts`` = the previous call's ``instant_ts``
         (the attach time for the first call); ``snapshot_duration_ms`` =
@@ -298,5 +316,10 @@ class HostIntrospector(SampledSource):
                 self._dht.fill(state.subsystems.dht, now)
             except Exception:
                 logger.exception("introspector: DHT snapshot failed")
+        if self._pubsub is not None:
+            try:
+                self._pubsub.fill(state.subsystems.pubsub, window)
+            except Exception:
+                logger.exception("introspector: pubsub snapshot failed")
         self._last_instant = now
         return state
