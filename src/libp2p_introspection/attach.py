@@ -77,6 +77,7 @@ async def introspected_demo(
             HostIntrospector(
                 node.host,
                 dht=node.dht,
+                pubsub=node.pubsub,
                 closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
             )
         )
@@ -92,7 +93,7 @@ async def introspected_demo(
             yield (
                 introspectors[0],
                 f"py-libp2p node {peer_id}\n(1 of {nodes} nodes on 127.0.0.1: ping, echo "
-                f"and bulk streams, a Kademlia DHT{', churn' if churn else ''})",
+                f"and bulk streams, a Kademlia DHT, gossipsub{', churn' if churn else ''})",
             )
             nursery.cancel_scope.cancel()
     finally:

@@ -19,6 +19,10 @@ Lifecycle of :meth:`DemoNetwork.run`:
      ``get_value``, ``provide``, ``find_providers`` and routing-table
      refreshes, ``observed_dht_share`` of them issued by the observed node
      (the rest reach it as inbound ``/ipfs/kad/1.0.0`` streams);
+   * *pubsub* (``pubsub_rate``/s): a random online node publishes a message
+     (``pubsub_min_bytes``..``pubsub_max_bytes``) on a random gossipsub topic,
+     mostly one it is subscribed to, one time in five any (fanout); every node
+     is subscribed to all of ``pubsub_topics`` but one;
    * *churn* (every ~``churn_interval_s``): a random non-observed node closes
      its host (all its connections close), stays offline
      ~``churn_downtime_s``, then rejoins with the same identity and port;
@@ -90,6 +94,7 @@ class DemoNetwork:
                 muxer="mplex" if use_mplex and i == opts.nodes - 1 else "yamux",
                 listen_ip=opts.listen_ip,
                 bulk_rate_bytes_per_s=opts.bulk_rate_bytes_per_s,
+                topics=node_topics(opts.pubsub_topics, i),
             )
             for i in range(opts.nodes)
         ]
@@ -133,10 +138,12 @@ class DemoNetwork:
                 try:
                     await nursery.start(self.observed.run)
                     await self._call_hook()
+                    await self.observed.join_topics()
                     for node in self.others:
                         await nursery.start(self._run_node, node)
                     nursery.start_soon(self._session_loop)
                     nursery.start_soon(self._dht_loop)
+                    nursery.start_soon(self._pubsub_loop)
                     nursery.start_soon(self._maintenance_loop)
                     if self.options.churn:
                         nursery.start_soon(self._churn_loop)
@@ -193,6 +200,7 @@ class DemoNetwork:
     async def _join(self, node: DemoNode) -> None:
         """Connect ``node`` to the observed node and a few others, bootstrap its DHT."""
         host = node.host
+        await node.join_topics()  # before any connection: the hello packets carry them
         peers = [n for n in self.online_nodes() if n is not node]
         self._learn_addresses(node)
         targets = [n for n in peers if n.is_observed]
@@ -364,6 +372,32 @@ class DemoNetwork:
             node.stats.dht_ops_failed += 1
             logger.debug("%s: dht %s failed: %r", node.name, op, exc)
 
+    # -- work: pubsub -----------------------------------------------------
+
+    async def _pubsub_loop(self) -> None:
+        opts = self.options
+        if opts.pubsub_rate <= 0 or not opts.pubsub_topics:
+            return
+        while True:
+            await trio.sleep(self._rng.expovariate(opts.pubsub_rate))
+            online = self.online_nodes()
+            if not online:
+                continue
+            node = self._rng.choice(online)
+            own = node.topics or opts.pubsub_topics
+            topic = self._rng.choice(own if self._rng.random() < 0.8 else opts.pubsub_topics)
+            size = self._rng.randint(opts.pubsub_min_bytes, opts.pubsub_max_bytes)
+            data = f"{node.name} {time.time_ns()} ".encode().ljust(size, b".")[:size]
+            node.spawn(self._publish, node, topic, data)
+
+    async def _publish(self, node: DemoNode, topic: str, data: bytes) -> None:
+        try:
+            with trio.fail_after(SESSION_TIMEOUT_S):
+                await node.publish(topic, data)
+        except Exception as exc:
+            node.stats.pubsub_failed += 1
+            logger.debug("%s: publish on %s failed: %r", node.name, topic, exc)
+
     # -- churn and maintenance --------------------------------------------
 
     async def _churn_loop(self) -> None:
@@ -407,6 +441,15 @@ class DemoNetwork:
                     await self._start_node(node)
             for node in self.online_nodes():
                 self._learn_addresses(node)
+
+
+def node_topics(topics: tuple[str, ...], index: int) -> tuple[str, ...]:
+    """The topics node ``index`` subscribes to: all but the one at ``index % len(topics)``
+    (all of them when there are fewer than two)."""
+    if len(topics) < 2:
+        return topics
+    skip = index % len(topics)
+    return tuple(t for i, t in enumerate(topics) if i != skip)
 
 
 class _StartedHook:
