@@ -125,16 +125,18 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
 
 
 #: Characters that steer a terminal or reorder text: C0 and C1 controls (ESC, BEL,
-#: CR, ...), DEL, the line and paragraph separators and the bidirectional overrides.
+#: CR, ...), DEL, the line and paragraph separators and the bidirectional overrides;
+#: and the backslash, so that the text ``\x1b`` cannot pass for an escaped ESC.
 _UNPRINTABLE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+    "[\\\\\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
 
 
 def printable(text: str) -> str:
     """``text`` safe to write to a terminal: every control character but newline and
     tab (an escape sequence, a carriage return, a bidirectional override) is shown
-    as a Python escape (``\\x1b``, ``\\r``, ``\\u202e``) instead of acting.
+    as a Python escape (``\\x1b``, ``\\r``, ``\\u202e``) instead of acting, and a
+    backslash as ``\\\\`` (so the text ``\\x1b`` shows as ``\\\\x1b``, never as an ESC).
 
     Strings from a server or a file (peer ids, event types, close reasons, HTTP
     bodies) pass through it before the CLI prints or logs them.

@@ -53,6 +53,14 @@ def test_printable_shows_controls_as_escapes_and_keeps_newlines_and_tabs():
     )
 
 
+def test_printable_escapes_the_backslash_so_text_cannot_pass_for_an_escape():
+    # The literal text \x1b[2J must not print like a sanitised ESC, nor ESC \ ESC be
+    # ambiguous.
+    assert printable("\\x1b[2J") == "\\\\x1b[2J"
+    assert printable("\x1b\\\x1b[2J") == "\\x1b\\\\\\x1b[2J"
+    assert printable("\x1b") != printable("\\x1b")
+
+
 def test_inspect_prints_a_hostile_files_strings_as_escapes(tmp_path):
     path = tmp_path / "escapes.mock"
     _hostile_recording(path)

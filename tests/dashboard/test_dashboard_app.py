@@ -19,6 +19,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from libp2p_introspection.dashboard import Dashboard, DashboardConfig
 from libp2p_introspection.dashboard.app import BadRequest, normalize_url
 from libp2p_introspection.dashboard.browsers import BrowserHub, Mailbox
+from libp2p_introspection.dashboard.convert import dumps
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.replay import ReplaySource
@@ -282,15 +283,19 @@ def test_the_hello_holds_a_bounded_size_of_events():
 
     model = DashboardModel(Store())
     model.feed_state(_big_state(1))
-    for n in range(20):  # 1 MB each, kept as text (too long to parse)
-        event = pb.Event(ts=1_700_000_000_000 + n, content="x" * 1_000_000)
+    for n in range(200):  # 60 KB each, kept as text (too long to parse)
+        event = pb.Event(ts=1_700_000_000_000 + n, content="x" * 60_000)
         event.type.name = "Big"
         model.feed_event(event)
     text = model.hello()
     assert len(text) < hello_event_bytes + 100_000
     (hello,) = json.loads(text)
-    assert [e["ts"] for e in hello["events"]] == [1_700_000_000_000 + n for n in range(12, 20)]
-    assert hello["eventCounts"] == {"Big": 20}  # the store has them all; the page can ask
+    each = len(dumps(hello["events"][0]))
+    fits = hello_event_bytes // each  # the newest that fit, 139
+    assert [e["ts"] for e in hello["events"]] == [
+        1_700_000_000_000 + n for n in range(200 - fits, 200)
+    ]
+    assert hello["eventCounts"] == {"Big": 200}  # the store has them all; the page can ask
 
 
 def _big_state(connections: int) -> pb.State:

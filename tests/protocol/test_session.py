@@ -750,6 +750,18 @@ def test_a_message_the_transport_stopped_reading_closes_with_the_sessions_1009()
     assert h.read() == []
 
 
+def test_a_message_in_too_many_frames_closes_with_the_sessions_1009():
+    # The transport stops a message of endless (empty) continuation frames; the session
+    # closes it as too big to process, naming the frame limit (not a byte count).
+    h = connected(max_command_size=100)
+    h.session.receive_oversized(0, h.now, max_frames=64)
+    assert h.session.close is not None
+    assert h.session.close.code == CLOSE_MESSAGE_TOO_BIG
+    assert "more than 64 frames" in h.session.close.reason
+    assert h.session.stats.commands == 1
+    assert h.read() == []
+
+
 def test_input_is_held_back_while_replies_exceed_the_queue_bound():
     # §4.6 backpressure: the adapter asks the session whether to read the next message.
     h = connected(queue_bound=2)

@@ -209,3 +209,22 @@ def test_tick_ages_sessions_and_close_all_cancels_them(hub):
     assert member.notified >= 1
     hub.close_all()
     assert member.cancelled == 1
+
+
+def test_a_frame_the_close_finished_is_counted_as_sent_and_one_it_did_not_is_not():
+    # The writer is cancelled half-way through a frame when the session closes; the
+    # close writes the rest first (§4.6). The "sent" counts (the "session closed" log
+    # line, ClosedSession.sent) must say what the client got, kind by kind.
+    from libp2p_introspection.protocol import pb
+    from libp2p_introspection.protocol.framing import encode_server_message
+    from libp2p_introspection.server.session_io import SessionHandle
+
+    frame = encode_server_message(pb.ServerMessage(state=pb.State(instant_ts=1)))
+    finished = SessionHandle(session=None, peer="p")  # type: ignore[arg-type]
+    finished.frame_queued(frame, mark=1_000)
+    finished.settle(bytes_sent=1_000)
+    assert finished.sent == {"state": 1}
+    cut = SessionHandle(session=None, peer="p")  # type: ignore[arg-type]
+    cut.frame_queued(frame, mark=1_000)
+    cut.settle(bytes_sent=999)  # the connection was lost before its end
+    assert cut.sent == {}

@@ -100,7 +100,10 @@ def test_token_sources_and_comparison():
     assert presented_token("/introspect", [(b"X-Introspection-Token", b"s3cret")]) == "s3cret"
     assert presented_token("/introspect", [(b"authorization", b"Bearer s3cret")]) == "s3cret"
     assert presented_token("/introspect?token=s3cret", []) == "s3cret"
-    assert presented_token("/introspect", [(b"X-Introspection-Token", "pässwörd".encode())]) == "pässwörd"
+    assert (
+        presented_token("/introspect", [(b"X-Introspection-Token", "pässwörd".encode())])
+        == "pässwörd"
+    )
     assert presented_token("/introspect?token=p%C3%A4ss", []) == "päss"
     assert presented_token("/introspect", []) is None
     assert token_ok(None, None) and token_ok("", "anything")
@@ -291,9 +294,10 @@ async def test_a_command_that_trips_an_internal_error_ends_only_that_session(mon
                 assert (await bystander.receive_kind("runtime")).kind == "runtime"
 
 
-async def test_connections_past_the_handshake_limit_are_closed_at_once(caplog):
-    # A local process opening connections and sending nothing cannot take the node's
-    # file descriptors: past --max-handshakes, a new connection is closed as accepted.
+async def test_past_the_handshake_limit_the_oldest_handshake_makes_room(caplog):
+    # A local process holding idle sockets can neither take the node's file descriptors
+    # nor lock clients out: at --max-handshakes a new connection closes the oldest one
+    # still in its handshake, so a real client, which finishes in milliseconds, is served.
     from libp2p_introspection.server.server import SHED_LOG_INTERVAL_S
 
     caplog.set_level(logging.DEBUG, logger="libp2p_introspection.server")
@@ -304,35 +308,36 @@ async def test_connections_past_the_handshake_limit_are_closed_at_once(caplog):
             async with connect(server.url) as client:  # a session does not count
                 await client.receive()
                 half_open = []
-                for _ in range(limit):
+                for _ in range(limit + extra):
                     stream = await trio.open_tcp_stream("127.0.0.1", server.port)
                     await stream.send_all(b"GET /introspect HTTP/1.1\r\n")  # and no more
                     half_open.append(stream)
-                while server.handshakes < limit:
-                    await trio.sleep(0.01)
-                for _ in range(extra):
-                    stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-                    # Closed at once: EOF, or a reset; either way the descriptor is back.
-                    with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
-                        assert await stream.receive_some(100) == b""
-                    await stream.aclose()
+                    while server.handshakes + server.shed < len(half_open):
+                        await trio.sleep(0.01)  # accepted, in order
                     assert len(server.connections) <= limit + 1  # the session's, besides
                 assert server.shed == extra and server.handshakes == limit
+                # The oldest were closed (EOF, or a reset); the newest still wait.
+                for stream in half_open[:extra]:
+                    with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+                        assert await stream.receive_some(100) == b""
+                # With every handshake place taken by idle sockets, a new client is served.
+                async with connect(server.url) as newcomer:
+                    assert (await newcomer.receive()).kind == "runtime"
+                assert server.shed == extra + 1
                 await client.ready()  # the session goes on
                 assert (await client.receive_kind("state")).kind == "state"
                 for stream in half_open:
                     await stream.aclose()
                 while server.handshakes:
                     await trio.sleep(0.01)
-            async with connect(server.url) as client:  # below the limit again: served
-                assert (await client.receive()).kind == "runtime"
-            shed = [r for r in caplog.records if "at once" in r.getMessage()]
-            assert sum(r.levelno == logging.DEBUG for r in shed) == extra  # one per connection
+            evicted = [r for r in caplog.records if "for a newer connection" in r.getMessage()]
+            assert sum(r.levelno == logging.DEBUG for r in evicted) == extra + 1  # one each
             # One summary now, the rest in the next one (never one line per connection).
-            assert [r.levelno for r in shed if r.levelno > logging.DEBUG] == [logging.WARNING]
+            summaries = [r for r in caplog.records if "to make room" in r.getMessage()]
+            assert [r.levelno for r in summaries] == [logging.WARNING]
             server._log_shed(now=trio.current_time() + SHED_LOG_INTERVAL_S)
             summary = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-            assert f"closed {extra - 1} new connections at once" in summary[-1]
+            assert f"closed {extra} connections still in the handshake" in summary[-1]
             assert "--max-handshakes" in summary[-1]
 
 

@@ -175,3 +175,32 @@ async def test_a_client_that_leaves_right_after_a_command_is_logged_as_leaving(c
     endings = [closed.ended for closed in server.closed_sessions]
     assert all(e.startswith("closed by the client (1000 bye)") for e in endings), endings
     assert "stopping" not in caplog.text
+
+
+async def test_a_ctrl_c_cannot_land_between_a_write_and_its_accounting(monkeypatch):
+    # Bytes the socket took but the wire does not know of would be written again by the
+    # close (a server stopped with Ctrl-C sent its clients garbage, 1 run in ~30): every
+    # send runs under KI protection, so KeyboardInterrupt arrives at a checkpoint.
+    from libp2p_introspection.server import websocket
+
+    protected: list[bool] = []
+    original = websocket.WebSocketTransport._write_one_frame
+
+    async def watched(self, target):
+        send = self._socket.send
+
+        async def send_and_look(view):
+            protected.append(trio.lowlevel.currently_ki_protected())
+            return await send(view)
+
+        self._socket.send = send_and_look
+        try:
+            await original(self, target)
+        finally:
+            self._socket.send = send
+
+    monkeypatch.setattr(websocket.WebSocketTransport, "_write_one_frame", watched)
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(StubSource(), ServerConfig(port=0)) as server:
+            await _still_serving(server)
+    assert protected and all(protected)

@@ -17,6 +17,12 @@ empty ``Connection``), so every message is walked on the wire first
 (:mod:`libp2p_introspection.protocol.wire`, in slices that yield to the event
 loop): one above the client's :class:`~.wire.RecordLimits` is handed over
 unparsed, marked :attr:`Received.skipped`, and never costs more than its bytes.
+
+A message's bytes do not bound its frames either (an empty continuation frame
+is 2 bytes on the wire and 0 of message): trio-websocket counts bytes only, so
+its message handler is wrapped here (:func:`_counted_message_event`) to keep no
+empty part and to close with 1009 a message of more frames than
+:func:`max_message_frames` allows.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from dataclasses import dataclass
 import h11
 import trio
 import wsproto.utilities
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import CloseReason, WebSocketConnection, open_websocket_url
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from libp2p_introspection.client.errors import ProtocolError
 from libp2p_introspection.config import TOKEN_ENV, TOKEN_HEADER, RedactTokens, check_token
@@ -55,8 +62,57 @@ _CLOSE_TIMEOUT_S = 5.0
 Command = pb.ClientCommand.Command
 Source = pb.ClientCommand.Source
 
+#: Bytes of the message size limit per frame a message may take: a 64 MiB limit allows
+#: 65,536 frames (servers that fragment use 4 KiB frames or more, so 16,384 at most).
+BYTES_PER_FRAME = 1024
+#: The start of the reason of the 1009 close for a message in too many frames.
+TOO_MANY_FRAMES = "a message in more than"
+
 # trio-websocket logs the URL it connects to (at DEBUG), query and all: never a token.
 logging.getLogger("trio-websocket").addFilter(RedactTokens())
+
+
+def max_message_frames(max_message_size: int) -> int:
+    """The most frames one message may take under a ``max_message_size`` (bytes) limit:
+    one per :data:`BYTES_PER_FRAME` bytes of it, and never fewer than 64."""
+    return max(64, max_message_size // BYTES_PER_FRAME)
+
+
+_trio_websocket_message_event = WebSocketConnection._handle_message_event
+
+
+async def _counted_message_event(
+    self: WebSocketConnection, event: BytesMessage | TextMessage
+) -> None:
+    """trio-websocket's message handler (0.12), counting frames as well as bytes.
+
+    An empty part is not kept (nothing is appended for it); a message of more than
+    :func:`max_message_frames` frames is closed with 1009, as trio-websocket closes
+    one over its byte limit, and nothing more of it is read. The count lives on the
+    connection (``_introspection_frames``; ``-1`` once it was closed for it).
+    """
+    frames: int = getattr(self, "_introspection_frames", 0)
+    if frames < 0:
+        return  # closed for its frames: what was read with it is not kept
+    if event.frame_finished:  # wsproto hands out a large frame in pieces
+        frames += 1
+    limit = max_message_frames(self._max_message_size)
+    if frames > limit:
+        self._introspection_frames = -1  # type: ignore[attr-defined]
+        reason = f"{TOO_MANY_FRAMES} {limit} frames"
+        self._message_size = 0
+        self._message_parts = []
+        self._close_reason = CloseReason(1009, reason)
+        await self._send(CloseConnection(code=1009, reason=reason))
+        await self._recv_channel.aclose()
+        self._reader_running = False
+        return
+    self._introspection_frames = 0 if event.message_finished else frames  # type: ignore[attr-defined]
+    if event.data or event.message_finished:
+        await _trio_websocket_message_event(self, event)
+
+
+WebSocketConnection._handle_message_event = _counted_message_event  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,16 +40,24 @@ def progress_reporter(terminal: bool, total: int | None) -> Iterator[Callable[[R
         finally:
             bar.close()
     else:
-        last = 0.0
+        last: float | None = None
 
         def log_line(stats: RecordStats) -> None:
+            # The first line waits for the first snapshot (the Runtime alone is written
+            # first, and a line then would say 0 snapshots for the next 5 s).
             nonlocal last
             now = time.monotonic()
-            if now - last >= LOG_EVERY_S:
-                last = now
-                log.info(
-                    "recorded %d snapshots, %d events, %d bytes (%.0f KiB/s)",
-                    stats.snapshots, stats.events, stats.bytes, stats.rate / 1024,
-                )  # fmt: skip
+            if not stats.snapshots or (last is not None and now - last < LOG_EVERY_S):
+                return
+            last = now
+            log.info(
+                "recorded %d snapshot%s, %d event%s, %d bytes (%.0f KiB/s)",
+                stats.snapshots, _plural(stats.snapshots), stats.events, _plural(stats.events),
+                stats.bytes, stats.rate / 1024,
+            )  # fmt: skip
 
         yield log_line
+
+
+def _plural(count: int) -> str:
+    return "" if count == 1 else "s"

@@ -31,6 +31,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from libp2p_introspection.client.connection import (
+    TOO_MANY_FRAMES,
     Command,
     IntrospectionClient,
     ProtocolError,
@@ -266,6 +267,8 @@ class Recorder:
             if reason is not None and reason.code == 1009:
                 self.outcome = Outcome.PROTOCOL_ERROR
                 self.detail = f"a message exceeded the {self.max_message_size}-byte limit"
+                if (reason.reason or "").startswith(TOO_MANY_FRAMES):
+                    self.detail = reason.reason
             else:
                 self.outcome = Outcome.SERVER_CLOSED
                 self.detail = (

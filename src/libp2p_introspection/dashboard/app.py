@@ -31,8 +31,13 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
 - ``POST /api/recording``: the body is a recording file (raw bytes; its name
   in the ``X-File-Name`` header), at most ``max_upload_bytes``; shows it. The
   body is read as it comes, into a spooled temporary file (memory up to
-  8 MiB, then disk), and refused with 413 as soon as it passes the limit
-  (or at once when its ``Content-Length`` says it will).
+  1 MiB, then an unnamed file on disk, gone when the request ends, whichever
+  way it ends), and refused with 413 as soon as it passes the limit (or at
+  once when its ``Content-Length`` says it will). One upload at a time:
+  while one is read or loaded, another is answered 409 with the reason, once
+  its body is read and dropped (the same limit and deadline; past them, at
+  once, and the connection closed). The whole body must arrive within ``upload_timeout_s``
+  (120 s by default: 256 MiB takes a few seconds on loopback), else 408.
 - ``POST /api/pause`` and ``/api/resume`` read no body; the ``GET`` routes
   read only their query string (bounded, with the request's headers, by
   the HTTP server: 16 KiB).
@@ -98,8 +103,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 BROWSER_SEND_TIMEOUT_S = 30.0
 #: Largest body of a JSON command (``/api/connect``), bytes.
 MAX_COMMAND_BODY_BYTES = 4 * 1024
-#: Recordings larger than this stay in memory while uploaded; larger ones spool to disk.
-_SPOOL_IN_MEMORY = 8 * 1024 * 1024
+#: Recordings up to this size stay in memory while uploaded; larger ones spool to disk.
+SPOOL_IN_MEMORY = 1024 * 1024
+#: The whole body of an upload must arrive within this, seconds.
+UPLOAD_TIMEOUT_S = 120.0
 #: Headers on every HTTP answer: no MIME sniffing (JSON and text stay data), no
 #: framing, no referrer, and no reading of any answer from another origin's page.
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
@@ -112,6 +119,18 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 _TEXT_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 #: A ``Host`` header that may be named in the policy as it is (the guard checked it already).
 _PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+class UploadGate:
+    """Lets one recording upload in at a time (see ``POST /api/recording``).
+
+    ``busy``: an upload is being read or loaded; ``refused``: uploads refused
+    so far because one was. Trio thread only.
+    """
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.refused = 0
 
 
 class BadRequest(Exception):
@@ -285,8 +304,13 @@ def create_app(
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     bind_host: str = defaults.DEFAULT_HOST,
+    upload_timeout_s: float = UPLOAD_TIMEOUT_S,
 ) -> Starlette:
-    """The Starlette application serving ``model`` (routes in the module doc)."""
+    """The Starlette application serving ``model`` (routes in the module doc).
+
+    ``app.state.uploads`` is its :class:`UploadGate`.
+    """
+    uploads = UploadGate()
 
     def ok() -> JSONResponse:
         return JSONResponse({"ok": True, "status": model.status()})
@@ -294,10 +318,13 @@ def create_app(
     def refuse(message: str, code: int = 400) -> JSONResponse:
         return JSONResponse({"ok": False, "error": message}, status_code=code)
 
-    def too_large(message: str) -> JSONResponse:
+    def close_with(message: str, code: int) -> JSONResponse:
         # The rest of the body is not read: close the connection rather than wait for it.
-        return JSONResponse({"ok": False, "error": message}, status_code=413,
+        return JSONResponse({"ok": False, "error": message}, status_code=code,
                             headers={"Connection": "close"})  # fmt: skip
+
+    def too_large(message: str) -> JSONResponse:
+        return close_with(message, 413)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -364,14 +391,40 @@ def create_app(
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_upload_bytes:
             return too_large(f"the file is larger than the {max_upload_bytes}-byte limit")
-        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+        if uploads.busy:  # no await since the check: the gate holds however many race
+            uploads.refused += 1
+            busy = "another recording is being uploaded; try again when it is shown"
+            # Read the body and let it go (within the limit and the deadline), so that a
+            # client that sends it before reading the answer gets this answer, not EPIPE.
+            with trio.move_on_after(upload_timeout_s):
+                size = 0
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > max_upload_bytes:
+                        break
+                else:
+                    return refuse(busy, 409)
+            return close_with(busy, 409)
+        uploads.busy = True
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
         try:
             size = 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_upload_bytes:
-                    return too_large(f"the file is larger than the {max_upload_bytes}-byte limit")
-                spool.write(chunk)
+            with trio.move_on_after(upload_timeout_s) as deadline:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > max_upload_bytes:
+                        return too_large(
+                            f"the file is larger than the {max_upload_bytes}-byte limit"
+                        )
+                    spool.write(chunk)
+            if deadline.cancelled_caught:
+                log.warning("an upload sent %d bytes in %g s and did not finish: refused",
+                            size, upload_timeout_s)  # fmt: skip
+                return close_with(
+                    f"the upload did not finish within {upload_timeout_s:g} s "
+                    f"({size} bytes received)",
+                    408,
+                )
             spool.seek(0)
             try:
                 store, info = await anyio.to_thread.run_sync(
@@ -384,12 +437,14 @@ def create_app(
                         max_event_bytes=model.store.max_event_bytes,
                         closed_ttl_ms=model.converter.closed_ttl_ms,
                         limits=model.limits,
+                        max_snapshot_bytes=model.converter.max_snapshot_bytes,
                     )
                 )
             except RecordingLoadError as exc:
                 return refuse(str(exc), 422)
         finally:
             spool.close()
+            uploads.busy = False
         log.info("showing uploaded recording %s (%d snapshots)", info.name, info.states)
         model.show_recording(store, info)
         return ok()
@@ -462,7 +517,7 @@ def create_app(
         WebSocketRoute("/{path:path}", not_an_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(QuietDisconnects),
@@ -470,3 +525,5 @@ def create_app(
             Middleware(LocalOnly, bind_host=bind_host),
         ],
     )
+    app.state.uploads = uploads
+    return app

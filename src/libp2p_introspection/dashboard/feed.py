@@ -21,7 +21,9 @@ it over, repeat. Everything it reads goes to a :class:`FeedSink`.
   gigabytes once converted): the feed counts it in :attr:`LiveFeed.over_limit`,
   keeps the reason in :attr:`LiveFeed.over_limit_reason`, logs it and tells
   the sink (``feed_status``); a skipped snapshot still answers the ready
-  signal, so the pull loop goes on.
+  signal, so the pull loop goes on. A snapshot the sink cannot take (over
+  the dashboard's size budget) is counted the same way
+  (:meth:`LiveFeed.note_skipped`).
 - **Token**: the shared token (``token``, else the environment's) is sent
   only to the URL the feed was created for (the command line's), compared
   as an endpoint (scheme, host, port, path, query). Any other URL the page
@@ -342,6 +344,11 @@ class LiveFeed:
                         "snapshotIntervalMs": effective.state_snapshot_interval_ms,
                     }
                     self.sink.feed_status()
+
+    def note_skipped(self, reason: str) -> None:
+        """Count one message of this feed's source skipped by its sink, and why
+        (a snapshot over the converter's size budget), as the limits' skips are."""
+        self._skipped(reason)
 
     def _skipped(self, reason: str) -> None:
         self.over_limit += 1

@@ -40,8 +40,10 @@ from typing import Any
 from libp2p_introspection.dashboard.browsers import BrowserHub
 from libp2p_introspection.dashboard.convert import (
     DEFAULT_CLOSED_TTL_MS,
+    DEFAULT_MAX_SNAPSHOT_BYTES,
     JSON,
     SnapshotConverter,
+    SnapshotTooLarge,
     dumps,
     event_to_json,
     event_type_to_json,
@@ -72,13 +74,16 @@ class DashboardModel:
         *,
         closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS,
         limits: RecordLimits = DEFAULT_LIMITS,
+        max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
     ) -> None:
         self.store = store
         #: What one record of an uploaded recording may hold (the live feed has its own).
         self.limits = limits
         self.hub = hub or BrowserHub()
         self.converter = SnapshotConverter(
-            closed_ttl_ms=closed_ttl_ms, max_connections=limits.max_connections
+            closed_ttl_ms=closed_ttl_ms,
+            max_connections=limits.max_connections,
+            max_snapshot_bytes=max_snapshot_bytes,
         )
         self.feed: LiveFeed | None = None
         self.mode = "live"
@@ -117,7 +122,15 @@ class DashboardModel:
         self._broadcast(dumps({"t": "runtime", "runtime": data}))
 
     def feed_state(self, state: pb.State) -> None:
-        stored = self.store.add_snapshot(self.converter.convert(state))
+        try:
+            data = self.converter.convert(state)
+        except SnapshotTooLarge as exc:  # skipped, and said on the page (status overLimit)
+            if self.feed is not None:
+                self.feed.note_skipped(str(exc))
+            else:
+                log.warning("skipped a snapshot: %s", exc)
+            return
+        stored = self.store.add_snapshot(data)
         self._broadcast(
             f'{{"t":"snapshot","oldest":{self.store.oldest_ts},'
             f'"summary":{stored.summary_text},"data":{stored.text}}}'

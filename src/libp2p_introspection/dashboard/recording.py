@@ -18,15 +18,21 @@ connections, 100,000 streams, 100,000 other list entries) is skipped, counted
 in :attr:`RecordingInfo.over_limit` and shown on the page (that file now
 loads its other snapshots in milliseconds, with no measurable growth).
 Converting one snapshot within the limits costs at most about 2.5 KB per
-connection and 1.5 KB per stream, plus ten times the record's bytes (about
-175 MB for the connections and streams the default limits allow; measured:
-90 MB for 10,000 empty connections of 10 empty streams each, 141 MB for the
-10 MB synthetic 9,990 x 10 snapshot), on top of what the store keeps (its
+connection and 1.5 KB per stream, plus their strings, each capped (1 KiB at
+most: :mod:`.convert`), plus its JSON text, which is at most
+``max_snapshot_bytes`` (64 MiB by default: a snapshot whose text would be
+larger is skipped before it is built, counted in
+:attr:`RecordingInfo.over_limit` and shown on the page), plus about three
+times the record's bytes while it is read and parsed (measured: 90 MB for
+10,000 empty connections of 10 empty streams each, 141 MB for the 10 MB
+synthetic 9,990 x 10 snapshot; a 60 MB record of one peer id of U+0000
+peaks at 170 MB above the start), on top of what the store keeps (its
 ``max_bytes`` of snapshot text and ``max_event_bytes`` of event text, see
 :mod:`.store`). Connections carried on after they vanished count toward
-the connection limit too (:class:`~.convert.SnapshotConverter`): a file
-whose every record holds 10,000 new connections that never close makes
-snapshots of 10,000 connections, not of all of them.
+the connection limit and the size budget too
+(:class:`~.convert.SnapshotConverter`): a file whose every record holds
+10,000 new connections that never close makes snapshots of 10,000
+connections, not of all of them.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ from typing import BinaryIO
 
 from libp2p_introspection.dashboard.convert import (
     DEFAULT_CLOSED_TTL_MS,
+    DEFAULT_MAX_SNAPSHOT_BYTES,
     SnapshotConverter,
+    SnapshotTooLarge,
     event_to_json,
     event_type_to_json,
     runtime_to_json,
@@ -94,10 +102,13 @@ def load_recording(
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS,
     limits: RecordLimits = DEFAULT_LIMITS,
+    max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
 ) -> tuple[Store, RecordingInfo]:
     """Read the recording ``source`` (a path or a binary stream) into a new store.
 
-    ``limits``: records holding more are skipped (module doc). Raises
+    ``limits``: records holding more are skipped (module doc), and so are
+    snapshots whose JSON would take more than ``max_snapshot_bytes``
+    characters (counted in ``over_limit`` too). Raises
     :class:`RecordingLoadError` when it is not a readable recording (not one
     at all, another file version, a record over the size limit, or no
     snapshot in it that is within ``limits``).
@@ -110,9 +121,12 @@ def load_recording(
         max_event_bytes=max_event_bytes,
     )
     converter = SnapshotConverter(
-        closed_ttl_ms=closed_ttl_ms, max_connections=limits.max_connections
+        closed_ttl_ms=closed_ttl_ms,
+        max_connections=limits.max_connections,
+        max_snapshot_bytes=max_snapshot_bytes,
     )
-    states = events = 0
+    states = events = too_large = 0
+    too_large_reason = ""
     label = name or str(getattr(source, "name", source))
     try:
         with RecordingReader(source, limits=limits) as reader:
@@ -126,7 +140,13 @@ def load_recording(
                 if kind == "runtime":
                     store.set_runtime(runtime_to_json(message.runtime))
                 elif kind == "state":
-                    store.add_snapshot(converter.convert(message.state))
+                    try:
+                        data = converter.convert(message.state)
+                    except SnapshotTooLarge as exc:
+                        too_large += 1
+                        too_large_reason = too_large_reason or f"record {reader.records}: {exc}"
+                        continue
+                    store.add_snapshot(data)
                     states += 1
                 elif kind == "event":
                     event = message.event
@@ -142,8 +162,8 @@ def load_recording(
                 events=events,
                 checksum_failures=reader.checksum_failures,
                 truncated=reader.truncated,
-                over_limit=reader.over_limit,
-                over_limit_reason=reader.over_limit_reason,
+                over_limit=reader.over_limit + too_large,
+                over_limit_reason=reader.over_limit_reason or too_large_reason,
             )
     except RecordingError as exc:
         raise RecordingLoadError(str(exc)) from exc

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 import trio
 
 from libp2p_introspection import config as defaults
-from libp2p_introspection.dashboard.app import create_app
+from libp2p_introspection.dashboard.app import UPLOAD_TIMEOUT_S, create_app
 from libp2p_introspection.dashboard.browsers import (
     DEFAULT_MAX_PAGES,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PENDING_BYTES,
     BrowserHub,
 )
-from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS
+from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS, DEFAULT_MAX_SNAPSHOT_BYTES
 from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.recording import (
@@ -53,7 +53,8 @@ class DashboardConfig:
     ms. ``max_snapshots``/``max_events``: count bounds of the store, and
     ``max_bytes``/``max_event_bytes`` the bounds on its snapshots' and events'
     JSON text, bytes (a recording is bound by these only).
-    ``max_upload_bytes``: largest recording accepted from the page.
+    ``max_upload_bytes``: largest recording accepted from the page;
+    ``upload_timeout_s``: how long its whole body may take to arrive, seconds.
     ``events``: subscribe to the node's events.
     ``token``: the introspection server's shared token, if it requires one.
     ``closed_ttl_ms``: how long a connection that vanished from the server's
@@ -63,7 +64,9 @@ class DashboardConfig:
     are refused with HTTP 503. ``send_timeout_s``: a
     browser that accepts no bytes for this long is disconnected, seconds.
     ``limits``: what one snapshot (live, or a recording's record) may hold
-    before it is skipped with a notice on the page.
+    before it is skipped with a notice on the page; ``max_snapshot_bytes``:
+    the most characters of JSON one converted snapshot may take (carried
+    connections included), likewise.
     """
 
     host: str = defaults.DEFAULT_HOST
@@ -76,6 +79,7 @@ class DashboardConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    upload_timeout_s: float = UPLOAD_TIMEOUT_S
     events: bool = True
     token: str | None = None
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS
@@ -84,6 +88,7 @@ class DashboardConfig:
     max_pages: int = DEFAULT_MAX_PAGES
     send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
     limits: RecordLimits = DEFAULT_LIMITS
+    max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
 
 
 class Dashboard:
@@ -112,6 +117,7 @@ class Dashboard:
             ),
             closed_ttl_ms=config.closed_ttl_ms,
             limits=config.limits,
+            max_snapshot_bytes=config.max_snapshot_bytes,
         )
         self.feed = LiveFeed(
             config.url,
@@ -123,7 +129,10 @@ class Dashboard:
         )
         self.model.attach_feed(self.feed)
         self.app = create_app(
-            self.model, max_upload_bytes=config.max_upload_bytes, bind_host=config.host
+            self.model,
+            max_upload_bytes=config.max_upload_bytes,
+            bind_host=config.host,
+            upload_timeout_s=config.upload_timeout_s,
         )
         self.port: int | None = None
 
@@ -151,6 +160,7 @@ class Dashboard:
                     max_event_bytes=config.max_event_bytes,
                     closed_ttl_ms=config.closed_ttl_ms,
                     limits=config.limits,
+                    max_snapshot_bytes=config.max_snapshot_bytes,
                 )
             )
             if info.over_limit:

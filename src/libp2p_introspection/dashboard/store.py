@@ -16,7 +16,9 @@ Pure (no I/O, no clock of its own): time is the source's time, the
 - ``max_snapshots`` and ``max_events``: counts, oldest first;
 - ``max_bytes``: the total size of the stored snapshots' JSON text, oldest
   first (a node with thousands of connections makes snapshots of
-  megabytes); the newest snapshot stays whatever its size;
+  megabytes); the newest snapshot stays whatever its size, which the
+  converter bounds (:data:`.convert.DEFAULT_MAX_SNAPSHOT_BYTES`: a larger
+  one never reaches the store);
 - ``max_event_bytes``: the total size of the stored events' JSON text
   (characters; their content is most of it), oldest first; an event larger
   than the whole bound is not stored.
@@ -41,7 +43,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from libp2p_introspection.dashboard.convert import JSON, dumps, summarize
+from libp2p_introspection.dashboard.convert import (
+    JSON,
+    MAX_EVENT_TYPES,
+    MAX_PROPERTY_TYPES,
+    dumps,
+    summarize,
+)
 
 #: Default retention window, ms (the server's default maximum retention).
 DEFAULT_RETENTION_MS = 120_000
@@ -114,8 +122,10 @@ class Store:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     runtime: JSON | None = None
-    #: Event types by name, as declared by the runtime and by first events.
+    #: Event types by name, as declared by the runtime and by first events (bounded:
+    #: :meth:`_add_event_type`).
     event_types: dict[str, JSON] = field(default_factory=dict)
+    _event_type_properties: int = 0
     _ts: list[int] = field(default_factory=list)
     _snapshots: list[StoredSnapshot] = field(default_factory=list)
     #: The store's time: ``instant_ts`` of the snapshot added last (``None``: none yet).
@@ -136,7 +146,23 @@ class Store:
         """Record the node's runtime (and the event types it declares)."""
         self.runtime = runtime
         for event_type in runtime.get("eventTypes", []):
-            self.event_types[event_type["name"]] = event_type
+            self._add_event_type(event_type, replace=True)
+
+    def _add_event_type(self, event_type: JSON, *, replace: bool = False) -> None:
+        """Know ``event_type``, within :data:`.convert.MAX_EVENT_TYPES` types of
+        :data:`.convert.MAX_PROPERTY_TYPES` properties in all (more are not kept:
+        events of a type not kept are still stored and shown)."""
+        name = event_type["name"]
+        old = self.event_types.get(name)
+        if old is not None and not replace:
+            return
+        properties = self._event_type_properties - (len(old["properties"]) if old else 0)
+        if (old is None and len(self.event_types) >= MAX_EVENT_TYPES) or (
+            properties + len(event_type["properties"]) > MAX_PROPERTY_TYPES
+        ):
+            return
+        self.event_types[name] = event_type
+        self._event_type_properties = properties + len(event_type["properties"])
 
     def add_snapshot(self, data: JSON) -> StoredSnapshot:
         """Store a converted snapshot; returns the stored form.
@@ -182,7 +208,7 @@ class Store:
         still returned, for the pages).
         """
         if type_info is not None and type_info.get("properties"):
-            self.event_types.setdefault(type_info["name"], type_info)
+            self._add_event_type(type_info)
         event["seq"] = self._next_seq
         self._next_seq += 1
         ts = event["ts"]
@@ -253,6 +279,7 @@ class Store:
         """Forget everything (the dashboard switched to another node or file)."""
         self.runtime = None
         self.event_types.clear()
+        self._event_type_properties = 0
         self._ts.clear()
         self._snapshots.clear()
         self._now = None

@@ -82,6 +82,7 @@ tests/server/test_server_e2e.py). Functions are this module's unless named.
 4.8    a text frame: ERR                               Session.receive_text                           test_text_frame_is_an_error
 4.8    a command over the size limit: 1009             Session._too_big, receive_command,             test_command_over_size_limit_closes_with_1009;
                                                        receive_oversized
+       (or in too many frames: 1009 too)               Session.receive_oversized                      test_a_message_in_too_many_frames_closes_with_the_sessions_1009
                                                                                                       e2e::test_an_oversized_command_is_closed_by_the_session_with_its_1009
 4.8    one response per command but a good REQUEST     Session._respond                               test_every_command_but_successful_request_gets_exactly_one_response
 4.9    no command costs in the pause buffer's size     _PauseBuffer, Session._discard_held            test_session_cost.py::test_toggling_one_push_stream_costs_the_same_whatever_the_buffer_holds
@@ -616,10 +617,11 @@ class Session:
             return
         handler(self, command)
 
-    def receive_oversized(self, size: int, now: float) -> None:
+    def receive_oversized(self, size: int, now: float, *, max_frames: int | None = None) -> None:
         """The transport stopped receiving a message past ``max_command_size`` (``size``
         bytes of it arrived; the rest was never buffered, nor will anything more be
-        read): the session closes with 1009 (§4.8), as for a whole one.
+        read), or past ``max_frames`` frames (given when that was the limit hit): the
+        session closes with 1009 (§4.8), as for a whole one.
 
         The adapter configures its transport's message limit with
         ``limits.max_command_size``, so that this, not the transport, decides the close.
@@ -627,6 +629,13 @@ class Session:
         self._now = now
         if self.close is None:
             self.stats.commands += 1
+            if max_frames is not None and size <= self.limits.max_command_size:
+                self._close(
+                    CLOSE_MESSAGE_TOO_BIG,
+                    f"command in more than {max_frames} frames exceeds the "
+                    f"{max_frames}-frame limit per message",
+                )
+                return
             self._too_big(f"command of at least {size} bytes")
 
     def _too_big(self, what: str) -> None:

@@ -138,10 +138,11 @@ class ServerConfig:
     must be at least it (§4.7). The rest are the session limits of PROTOCOL.md
     §4 (see ``SessionLimits``, built from them as :attr:`limits`), and admission:
     ``max_sessions``, ``max_handshakes`` (TCP connections still in their
-    handshake or being refused; past it a new connection is closed as soon as
-    it is accepted, so a local process cannot take the node's file descriptors
-    through this port), ``allowed_origins`` (besides loopback ones, each exactly
-    ``scheme://host[:port]``), ``token`` (required from every client when set),
+    handshake or being refused; at the limit a new connection closes the oldest
+    of them, so a local process can neither take the node's file descriptors
+    through this port nor, by holding idle sockets, lock out a client that
+    finishes its handshake in milliseconds), ``allowed_origins`` (besides loopback
+    ones, each exactly ``scheme://host[:port]``), ``token`` (required from every client when set),
     ``allow_remote`` (needed to bind a non-loopback address); liveness:
     ``ping_interval_s``/``pong_timeout_s`` and ``handshake_timeout_s``; closing:
     ``close_grace_s``, how long the frame in flight and the close frame may take to

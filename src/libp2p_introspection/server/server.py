@@ -17,7 +17,6 @@ again, and a client read a corrupt stream instead of the server's 1001.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,8 +49,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for a client's side of the closing handshake.
 CLOSE_TIMEOUT_S = 2.0
-#: Connections closed at once for the handshake limit are summarized in one log
-#: line at most this often, seconds (each is logged at DEBUG).
+#: Connections evicted for the handshake limit are summarized in one log line at
+#: most this often, seconds (each is logged at DEBUG).
 SHED_LOG_INTERVAL_S = 10.0
 
 
@@ -95,9 +94,10 @@ class IntrospectionServer:
         self.refused = 0
         self._admitted = 0  # sessions accepted or being accepted (the limit counts these)
         self._connections: set[WebSocketTransport] = set()
-        #: Of those, the ones not (yet) in a session: max_handshakes counts these.
-        self._handshaking: set[WebSocketTransport] = set()
-        #: Connections closed as soon as accepted, for the handshake limit.
+        #: Of those, the ones not (yet) in a session, oldest first, with the cancel scope
+        #: of each one's handshake: max_handshakes counts these.
+        self._handshaking: dict[WebSocketTransport, trio.CancelScope] = {}
+        #: Connections evicted in their handshake (the oldest), for the handshake limit.
         self.shed = 0
         self._shed_unlogged = 0
         self._shed_logged_at = float("-inf")
@@ -198,31 +198,36 @@ class IntrospectionServer:
             self._log_shed()
 
     def _log_shed(self, *, now: float | None = None) -> None:
-        """Summarize connections shed since the last summary (at most once per
+        """Summarize connections evicted since the last summary (at most once per
         :data:`SHED_LOG_INTERVAL_S`)."""
         now = trio.current_time() if now is None else now
         if not self._shed_unlogged or now - self._shed_logged_at < SHED_LOG_INTERVAL_S:
             return
         log.warning(
-            "closed %d new connection%s at once: %d connections were in their handshake "
-            "(the limit, --max-handshakes)",
+            "closed %d connection%s still in the handshake, the oldest, to make room for "
+            "newer ones: %d connections were in their handshake (the limit, --max-handshakes)",
             self._shed_unlogged, "" if self._shed_unlogged == 1 else "s",
             self.config.max_handshakes,
         )  # fmt: skip
         self._shed_unlogged = 0
         self._shed_logged_at = now
 
-    def _shed_connection(self, stream: trio.SocketStream) -> None:
-        # Past the handshake limit: no task time, no buffer, the descriptor back at once.
+    def _evict_oldest_handshake(self) -> None:
+        # At the handshake limit the oldest connection still in its handshake goes (its
+        # descriptor back at once), not the newest: an honest client finishes in
+        # milliseconds, and idle sockets held open cannot lock it out.
+        oldest = next(iter(self._handshaking))
+        scope = self._handshaking.pop(oldest)
         self.shed += 1
         self._shed_unlogged += 1
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s: closed at once: %d connections in their handshake (limit %d)",
-                describe_peer(stream), len(self._handshaking), self.config.max_handshakes,
-            )  # fmt: skip
-        with contextlib.suppress(OSError):
-            stream.socket.close()
+        log.debug(
+            "%s: closed in its handshake for a newer connection: %d connections in their "
+            "handshake (limit %d)",
+            oldest.peer, len(self._handshaking) + 1, self.config.max_handshakes,
+        )  # fmt: skip
+        oldest.ended = oldest.ended or "closed in the handshake for a newer connection"
+        scope.cancel()
+        oldest.abort()
         self._log_shed()
 
     # ---------------------------------------------------------- one connection
@@ -237,19 +242,22 @@ class IntrospectionServer:
         logged with its traceback and counted in :attr:`connection_faults`. Only
         cancellation (the server stopping) goes through.
         """
-        if len(self._handshaking) >= self.config.max_handshakes:
-            self._shed_connection(stream)
-            return
+        while len(self._handshaking) >= self.config.max_handshakes:
+            self._evict_oldest_handshake()
         peer = describe_peer(stream)  # now: a client that resets takes its address along
         transport = WebSocketTransport(
             # The transport stops buffering a command past the session's limit; the
             # session decides the close (§4.8).
-            stream, peer=peer, max_message_size=self.config.limits.max_command_size
+            stream,
+            peer=peer,
+            max_message_size=self.config.limits.max_command_size,
         )
         self._connections.add(transport)
-        self._handshaking.add(transport)
+        handshake = trio.CancelScope()
+        self._handshaking[transport] = handshake
         try:
-            await self._serve_connection(transport)
+            with handshake:  # cancelled only while in the handshake (evicted for a newer one)
+                await self._serve_connection(transport)
         except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as lost:
             log.debug("%s: connection lost: %r", peer, lost.exceptions[0])
         except* Exception as group:
@@ -258,7 +266,7 @@ class IntrospectionServer:
                 "internal error on the connection of %s; the server goes on", peer, exc_info=group
             )
         finally:
-            self._handshaking.discard(transport)
+            self._handshaking.pop(transport, None)
             self._connections.discard(transport)
             transport.abort()
 
@@ -295,7 +303,7 @@ class IntrospectionServer:
             if not accepted:
                 log.debug("%s: gone before the 101 was out", transport.peer)
                 return
-            self._handshaking.discard(transport)  # a session now: max_sessions counts it
+            self._handshaking.pop(transport, None)  # a session now: max_sessions counts it
             await self._session(transport)
         finally:
             self._admitted -= 1
@@ -360,12 +368,14 @@ class IntrospectionServer:
                         await transport.close(
                             CLOSE_GOING_AWAY, reason, grace=CLOSE_TIMEOUT_S, linger=CLOSE_TIMEOUT_S
                         )
+            handle.settle(transport.wire.bytes_sent)
             self.closed_sessions.append(
                 ClosedSession(
                     peer, session_close, session.stats, handle.sent, transport.ended or ""
                 )
             )
             log.info("session closed: %s (%s); sent %s", peer, transport.ended, dict(handle.sent))
+
 
 @asynccontextmanager
 async def open_introspection_server(

@@ -46,6 +46,9 @@ class SessionHandle:
         self.cancel_scope: trio.CancelScope | None = None
         #: Frames actually written to the socket, by payload kind.
         self.sent: Counter[str] = Counter()
+        #: The frame handed to the wire and not yet known to be written, with the
+        #: wire's byte mark past which it is (``ServerWire.bytes_sent``).
+        self._in_flight: tuple[bytes, int] | None = None
         self._wakeup = trio.Event()
         self._readable = trio.Event()
 
@@ -69,13 +72,32 @@ class SessionHandle:
         self._wakeup = trio.Event()
         await self._wakeup.wait()
 
+    def frame_queued(self, frame: bytes, mark: int) -> None:
+        """The writer handed ``frame`` to the wire; it is written once the wire's
+        ``bytes_sent`` reaches ``mark``."""
+        self._in_flight = (frame, mark)
+
     def frame_written(self, frame: bytes, now: float) -> None:
         """The writer wrote ``frame`` (the one it last took): tell the session, count it,
         and wake a reader held back by a full queue if the session takes input again."""
+        self._in_flight = None
         self.session.frame_sent(now)
-        self.sent[payload_kind(memoryview(frame)[HEADER_SIZE:])] += 1
+        self._count(frame)
         if self.session.accepts_input:
             self._readable.set()
+
+    def settle(self, bytes_sent: int) -> None:
+        """After the close: count the frame the writer was cancelled on if the close
+        finished writing it (§4.6: the frame in flight goes out before the close frame),
+        ``bytes_sent`` being the wire's count once the connection is closed."""
+        if self._in_flight is not None:
+            frame, mark = self._in_flight
+            self._in_flight = None
+            if bytes_sent >= mark:
+                self._count(frame)
+
+    def _count(self, frame: bytes) -> None:
+        self.sent[payload_kind(memoryview(frame)[HEADER_SIZE:])] += 1
 
     async def wait_readable(self) -> None:
         """Sleep until the session takes input again (:attr:`Session.accepts_input`);
@@ -157,7 +179,8 @@ async def _reader(
             log.info("session %s: %s (%d)", handle.peer, event.reason, event.code)
             session.end(event.code, event.reason)
         elif isinstance(event, MessageTooBig):
-            session.receive_oversized(event.size, now)  # the session decides the close
+            # The session decides the close.
+            session.receive_oversized(event.size, now, max_frames=event.max_frames)
         elif isinstance(event, MessageReceived):
             try:
                 if isinstance(event.data, bytes):
@@ -183,8 +206,14 @@ async def _writer(
             await handle.wait()
             continue
         # Cancelled half-way (the session closed), the rest of the frame stays
-        # queued in the wire and the close finishes it first (§4.6).
-        if not await transport.send_binary(frame):
+        # queued in the wire and the close finishes it first (§4.6); the handle
+        # counts it then (SessionHandle.settle).
+        mark = transport.queue_binary(frame)
+        if mark is None:
+            break
+        handle.frame_queued(frame, mark)
+        await transport.flush(mark)
+        if transport.lost:
             break
         handle.frame_written(frame, trio.current_time())
     scope.cancel()

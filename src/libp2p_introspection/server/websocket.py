@@ -185,11 +185,19 @@ class WebSocketTransport:
 
     async def send_binary(self, data: bytes) -> bool:
         """Write one binary message; ``False`` if the connection is no longer open."""
-        if not self.wire.send_binary(data):
+        mark = self.queue_binary(data)
+        if mark is None:
             return False
-        self._report_pending()
-        await self.flush(self.wire.bytes_queued)
+        await self.flush(mark)
         return not self._lost
+
+    def queue_binary(self, data: bytes) -> int | None:
+        """Queue one binary message without writing it; the byte mark past which it is
+        written (see :meth:`flush`), or ``None`` if the connection is no longer open."""
+        if not self.wire.send_binary(data):
+            return None
+        self._report_pending()
+        return self.wire.bytes_queued
 
     async def ping(self, payload: bytes) -> bool:
         """Write a ping and wait until the socket has taken it (however long a large
@@ -217,6 +225,11 @@ class WebSocketTransport:
         if not self._lost and (wire.writing_pong or wire.pong_due):
             await self._write_one_frame(wire.bytes_sent)
 
+    # A Ctrl-C (KeyboardInterrupt) raised between the socket's send and ``wire.sent``
+    # would leave bytes on the wire that the wire thinks unsent, and the close would
+    # write them again: the client would read garbage. Under KI protection trio
+    # delivers it to the main task at a checkpoint instead.
+    @trio.lowlevel.enable_ki_protection
     async def _write_one_frame(self, target: int) -> None:
         await self._lock.acquire()
         try:

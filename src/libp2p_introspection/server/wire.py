@@ -39,6 +39,10 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 MAX_REQUEST_SIZE = 16 * 1024
 #: Largest pong frame, bytes: a 2-byte header and at most 125 bytes of payload (§5.5).
 MAX_PONG_FRAME = 127
+#: Most frames one message may take (its first frame and its continuations). Our
+#: clients and browsers send a command in one frame; a byte limit alone lets empty
+#: continuation frames (6 bytes each on the wire, 0 counted) go on for ever.
+MAX_MESSAGE_FRAMES = 64
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_CLOSE_REASON = 123  # bytes: a close frame's payload is at most 125
 
@@ -114,10 +118,14 @@ class ProtocolViolation:
 @dataclass(frozen=True, slots=True)
 class MessageTooBig:
     """The client's message grew past ``max_message_size`` (``size`` bytes of it were
-    received, more than the limit). It was not buffered and nothing more is read; the
-    session decides the close (PROTOCOL.md §4.8: 1009)."""
+    received, more than the limit), or took more than ``max_frames`` frames (then
+    ``frames`` is that count plus one, and ``size`` may be under the limit). It was not
+    buffered and nothing more is read; the session decides the close (PROTOCOL.md
+    §4.8: 1009)."""
 
     size: int
+    frames: int = 1
+    max_frames: int | None = None
 
 
 WireEvent = (
@@ -145,22 +153,33 @@ class WireState(Enum):
 class ServerWire:
     """One server-side WebSocket connection, from the upgrade request to the close.
 
-    ``max_message_size`` is the largest message accepted, bytes (past it:
-    :class:`MessageTooBig`, and nothing more is read); ``max_request_size``
-    the largest upgrade request, bytes (past it: ``HandshakeRefused`` 431).
+    ``max_message_size`` is the largest message accepted, bytes, and ``max_frames``
+    the most frames it may take (past either: :class:`MessageTooBig`, and nothing
+    more is read); ``max_request_size`` the largest upgrade request, bytes (past it:
+    ``HandshakeRefused`` 431).
     """
 
-    def __init__(self, *, max_message_size: int, max_request_size: int = MAX_REQUEST_SIZE) -> None:
+    def __init__(
+        self,
+        *,
+        max_message_size: int,
+        max_request_size: int = MAX_REQUEST_SIZE,
+        max_frames: int = MAX_MESSAGE_FRAMES,
+    ) -> None:
+        if max_frames < 1:
+            raise ValueError("max_frames must be at least 1")
         self.state = WireState.HANDSHAKE
         self.max_message_size = max_message_size
+        self.max_frames = max_frames
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=max_request_size)
         self._max_request_size = max_request_size
         self._received = 0  # bytes fed during the handshake
         self._request: UpgradeRequested | PlainRequest | None = None
         self._key = b""
         self._ws: Connection | None = None
-        self._parts: list[bytes | str] = []
-        self._size = 0
+        self._parts: list[bytes | str] = []  # the message's non-empty parts so far
+        self._size = 0  # its bytes so far
+        self._frames = 0  # its frames so far (empty ones too)
         self._text = False
         self._out: deque[memoryview] = deque()
         self._out_bytes = 0
@@ -297,13 +316,18 @@ class ServerWire:
             return None  # we are closing: what the client still sends is not read
         data = event.data
         self._size += len(data) if isinstance(data, (bytes, bytearray)) else len(data.encode())
+        if event.frame_finished:  # a large frame arrives in several parts: one frame
+            self._frames += 1
         if self._size > self.max_message_size:
-            return MessageTooBig(self._size)
-        self._parts.append(bytes(data) if isinstance(data, (bytes, bytearray)) else data)
+            return MessageTooBig(self._size, self._frames)
+        if self._frames > self.max_frames:
+            return MessageTooBig(self._size, self._frames, self.max_frames)
+        if data:  # an empty part adds nothing but a list slot
+            self._parts.append(bytes(data) if isinstance(data, (bytes, bytearray)) else data)
         self._text = isinstance(event, TextMessage)
         if not event.message_finished:
             return None
-        parts, self._parts, self._size = self._parts, [], 0
+        parts, self._parts, self._size, self._frames = self._parts, [], 0, 0
         if self._text:
             return MessageReceived("".join(p for p in parts if isinstance(p, str)))
         return MessageReceived(b"".join(p for p in parts if isinstance(p, bytes)))
@@ -518,7 +542,7 @@ class ServerWire:
 
     def _done(self) -> None:
         self.state = WireState.DONE
-        self._parts, self._size = [], 0
+        self._parts, self._size, self._frames = [], 0, 0
         self._pong = None  # owed, not queued: nothing more is answered
 
 
