@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from event_checks import check_events
 from introspector_harness import WAIT_S, EventLog, FakeClock, connect, running_hosts, wait_until
 from libp2p.pubsub.floodsub import PROTOCOL_ID as FLOODSUB_ID
@@ -84,6 +85,16 @@ def topic_of(state: pb.State, name: str) -> pb.PubSub.Topic:
     return topic
 
 
+async def settle() -> None:
+    """Let the tasks py-libp2p spawned for what already arrived run to their next wait.
+
+    Each subscription a peer announces spawns a replay of the router's recent messages
+    to it: one that ran after a publish would send that message again (a real copy,
+    counted), so counting tests publish only once those replays ran (on empty caches).
+    """
+    await trio.testing.wait_all_tasks_blocked()
+
+
 async def receive(subscription: Any, count: int) -> list[Any]:
     with trio.fail_after(WAIT_S):
         return [await subscription.get() for _ in range(count)]
@@ -100,6 +111,7 @@ async def test_message_counts_match_what_was_published() -> None:
             await star(hosts, pubsubs)
             for ps, host in ((a, hosts[1]), (a, hosts[2]), (b, hosts[0]), (c, hosts[0])):
                 await ps.wait_for_mesh(host.get_id(), TOPIC, timeout=WAIT_S)
+            await settle()
             first = intro.state()
             assert topic_of(first, TOPIC).messages_in.cum_packets == 0
             assert topic_of(first, TOPIC).messages_out.cum_packets == 0
@@ -162,6 +174,7 @@ async def test_topics_mesh_fanout_and_peers() -> None:
             await a.wait_for_mesh(hosts[1].get_id(), TOPIC, timeout=WAIT_S)
             await a.wait_for_subscription(hosts[2].get_id(), "only-c", timeout=WAIT_S)
             await a.wait_for_subscription(hosts[1].get_id(), "only-b", timeout=WAIT_S)
+            await settle()
             await a.publish("only-c", b"to a topic we are not subscribed to")  # fanout
             await receive(sub_c, 1)
 
@@ -256,6 +269,7 @@ async def test_floodsub() -> None:
                 await a.wait_for_subscription(host.get_id(), TOPIC, timeout=WAIT_S)
             await b.wait_for_subscription(hosts[0].get_id(), TOPIC, timeout=WAIT_S)
             await c.wait_for_subscription(hosts[0].get_id(), TOPIC, timeout=WAIT_S)
+            await settle()
             await a.publish(TOPIC, b"x" * 40)
             await b.publish(TOPIC, b"y" * 9)
             await receive(subs[1], 1)
@@ -314,6 +328,7 @@ async def test_messages_on_unlisted_topics_are_bounded(monkeypatch: pytest.Monke
             await b.subscribe(TOPIC)
             await star(hosts, pubsubs)
             await a.wait_for_mesh(hosts[1].get_id(), TOPIC, timeout=WAIT_S)
+            await settle()
             spray = rpc_pb2.RPC(
                 publish=[rpc_pb2.Message(data=b"z", topicIDs=[f"junk-{i}"]) for i in range(20)]
             )
