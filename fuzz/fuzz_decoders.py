@@ -31,16 +31,17 @@ with atheris.instrument_imports(include=["libp2p_introspection"]):
     )
     from libp2p_introspection.protocol.session import Session, SessionLimits, Snapshot
     from libp2p_introspection.protocol.wire import RecordLimits, measure
-    from libp2p_introspection.server.wire import (
-        ClosedByPeer,
+    from libp2p_introspection.server.handshake import (
         HandshakeRefused,
-        MessageReceived,
         PlainRequest,
+        UpgradeRequested,
+    )
+    from libp2p_introspection.server.wire import ServerWire, WireState
+    from libp2p_introspection.server.wire_events import (
+        ClosedByPeer,
+        MessageReceived,
         PongReceived,
         ProtocolViolation,
-        ServerWire,
-        UpgradeRequested,
-        WireState,
     )
 
 _LIMITS = SessionLimits(commands_per_second=1e9, command_burst=10**9)

@@ -11,11 +11,12 @@ import pytest
 
 from libp2p_introspection.client.connection import ProtocolError
 from libp2p_introspection.client.errors import ClientError
-from libp2p_introspection.protocol import framing, pb, recording, wire
+from libp2p_introspection.protocol import framing, pb, protowire, recording
 from libp2p_introspection.protocol.errors import DataError
 from libp2p_introspection.protocol.recording import RecordingWriter
 from libp2p_introspection.server.errors import ServerError, SourceError
-from libp2p_introspection.server.sources.replay import ReplayError, ReplaySource
+from libp2p_introspection.server.sources.replay import ReplaySource
+from libp2p_introspection.server.sources.replay_scan import ReplayError
 
 
 def _errors(module: object) -> list[type[BaseException]]:
@@ -29,7 +30,7 @@ def _errors(module: object) -> list[type[BaseException]]:
 
 
 def test_every_protocol_error_has_the_protocol_root() -> None:
-    for module in (framing, recording, wire):
+    for module in (framing, protowire, recording):
         kinds = _errors(module)
         assert kinds, module
         assert all(issubclass(kind, DataError) and issubclass(kind, ValueError) for kind in kinds)
@@ -41,7 +42,7 @@ def test_recording_faults_are_not_frame_faults() -> None:
     for kind in _errors(recording):
         assert issubclass(kind, recording.RecordingError)
         assert not issubclass(kind, framing.FrameError)
-    assert not issubclass(wire.WireError, framing.FrameError)
+    assert not issubclass(protowire.WireError, framing.FrameError)
 
 
 def test_a_recording_without_content_is_a_source_error(tmp_path) -> None:

@@ -223,9 +223,14 @@ def test_each_client_command_states_its_default_url(command):
 
 def test_default_ports_live_in_config():
     from libp2p_introspection.dashboard import DEFAULT_DASHBOARD_PORT, DashboardConfig
+    from libp2p_introspection.protocol.discovery import DASHBOARD_PORTS, INTROSPECTION_PORTS
 
     assert DEFAULT_DASHBOARD_PORT == config.DEFAULT_DASHBOARD_PORT == DashboardConfig().port
+    # A port not given is the first free one of the plan (PROTOCOL.md §6), which
+    # starts at the documented default.
+    assert DASHBOARD_PORTS.first == config.DEFAULT_DASHBOARD_PORT
+    assert INTROSPECTION_PORTS.first == config.DEFAULT_PORT
     for name in ("demo", "dashboard"):
         option = "dashboard_port" if name == "demo" else "port"
         param = next(p for p in main.commands[name].params if p.name == option)
-        assert param.default == config.DEFAULT_DASHBOARD_PORT
+        assert param.default is None

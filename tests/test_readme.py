@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 
+import pytest
 import trio
 from cli_process import running
 from conftest import REPO
 
 from libp2p_introspection.client import connect
+from libp2p_introspection.client.connection import Command, Source
 
 
-def _example() -> str:
+def _example(marker: str = "readme-example") -> str:
     text = (REPO / "README.md").read_text()
     match = re.search(
-        r"<!-- readme-example: start -->\s*```python\n(.*?)```\s*<!-- readme-example: end -->",
-        text,
-        re.S,
+        rf"<!-- {marker}: start -->\s*```python\n(.*?)```\s*<!-- {marker}: end -->", text, re.S
     )
-    assert match, "README lost its marked library example"
+    assert match, f"README lost its marked example {marker}"
     return match.group(1)
 
 
@@ -41,9 +42,52 @@ def test_readme_example_serves_the_host(tmp_path):
         trio.run(check)
 
 
-def test_readme_example_ends_cleanly_on_ctrl_c(tmp_path):
+def test_readme_application_data_example_declares_publishes_and_tags(tmp_path):
+    script = tmp_path / "app_example.py"
+    script.write_text(_example("readme-example-app"))
+    with running([str(script)]) as (_, line):
+        assert line.startswith("introspection at ws://127.0.0.1:")
+        url = line.split()[-1]
+
+        async def check() -> None:
+            with trio.fail_after(30):
+                async with connect(url) as client:
+                    runtime = (await client.receive_kind("runtime")).message.runtime
+                    (declared,) = [t for t in runtime.event_types if t.name == "BlockReceived"]
+                    assert [(p.name, p.has_multiple) for p in declared.property_types] == [
+                        ("from", False),
+                        ("height", False),
+                        ("topics", True),
+                    ]
+                    state = (await client.receive_kind("state")).message.state
+                    for _ in range(20):  # a snapshot taken before the dial shows none
+                        tags = [list(c.user_provided_tags) for c in state.subsystems.connections]
+                        if tags:
+                            break
+                        await client.ready()
+                        state = (await client.receive_kind("state")).message.state
+                    assert tags == [["validator"]]
+                    await client.send(Command.PUSH_ENABLE, Source.EVENTS, command_id=1)
+                    for _ in range(100):
+                        event = (await client.receive_kind("event")).message.event
+                        if event.type.name == "BlockReceived":
+                            break
+                    content = json.loads(event.content)
+                    assert content["from"] == connected_peer(state)
+                    assert content["height"] >= 1 and content["topics"] == ["blocks"]
+
+        trio.run(check)
+
+
+def connected_peer(state) -> str:
+    (conn,) = state.subsystems.connections
+    return conn.peer_id
+
+
+@pytest.mark.parametrize("marker", ["readme-example", "readme-example-app"])
+def test_readme_example_ends_cleanly_on_ctrl_c(tmp_path, marker):
     script = tmp_path / "example.py"
-    script.write_text(_example())
+    script.write_text(_example(marker))
     with running([str(script)]) as (process, line):
         assert line.startswith("introspection at ws://127.0.0.1:")
         process.send_signal(signal.SIGINT)  # a real Ctrl-C, as a terminal sends it

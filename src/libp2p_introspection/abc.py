@@ -20,6 +20,7 @@ Two shapes of source fit that one interface without flags:
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
 from typing import Protocol
 
@@ -64,6 +65,13 @@ class SourceOutlet(Protocol):
         ``event`` once, with and without its property types (§3 ``Event.type``).
         """
 
+    def publish_runtime(self, runtime: pb.Runtime) -> None:
+        """Make ``runtime`` the ``Runtime`` every session is sent from now on (on connect,
+        §4.2, and on ``REQUEST RUNTIME``, §4.3): a source whose event types grew (an
+        application declared one). Sessions already told the old one are told a new
+        type's property types with its first event (§3 ``Event.type``).
+        """
+
 
 class IntrospectionSource(ABC):
     """Something the introspection server can serve.
@@ -99,6 +107,12 @@ class SampledSource(IntrospectionSource):
     #: Snapshots that failed to build (the source raised): each is logged, and the
     #: previous snapshot stays the latest.
     snapshot_errors: int = 0
+    #: Snapshots built, and the time building them took, seconds (the metrics'
+    #: ``libp2p_introspection_snapshot_build_seconds``).
+    snapshot_builds: int = 0
+    snapshot_build_seconds: float = 0.0
+    #: The outlet while :meth:`run` runs (where :meth:`runtime_changed` goes).
+    _live_outlet: SourceOutlet | None = None
 
     @abstractmethod
     def state(self) -> pb.State:
@@ -127,6 +141,14 @@ class SampledSource(IntrospectionSource):
         Sources without events keep the default, which ignores the sink.
         """
 
+    def runtime_changed(self) -> None:
+        """Tell the server that :meth:`runtime` changed (new event types), if it runs
+        this source: sessions opened from now on get the new ``Runtime``. Does
+        nothing otherwise (a server started later asks :meth:`runtime` itself)."""
+        outlet = self._live_outlet
+        if outlet is not None:
+            outlet.publish_runtime(self.runtime())
+
     def take_snapshot(self, outlet: SourceOutlet) -> bool:
         """Build one snapshot now and publish it to ``outlet``, framed; ``False`` if the
         source failed to build it.
@@ -135,12 +157,15 @@ class SampledSource(IntrospectionSource):
         logged and counted in :attr:`snapshot_errors`, and the previous snapshot stays
         the latest.
         """
+        started = time.perf_counter()
         try:
             state = self.encoded_state()
         except Exception:
             self.snapshot_errors += 1
             log.exception("the source failed to build a snapshot")
             return False
+        self.snapshot_builds += 1
+        self.snapshot_build_seconds += time.perf_counter() - started
         outlet.publish_snapshot(encode_state_frame(state))
         return True
 
@@ -156,6 +181,7 @@ class SampledSource(IntrospectionSource):
         source) is skipped, never made up in a burst.
         """
         self.set_event_sink(outlet.publish_event)
+        self._live_outlet = outlet
         try:
             if not self.take_snapshot(outlet):
                 outlet.publish_snapshot(encode_state_frame(b""))  # an empty State: §4.1
@@ -170,4 +196,5 @@ class SampledSource(IntrospectionSource):
                 await trio.sleep_until(deadline)
                 self.take_snapshot(outlet)
         finally:
+            self._live_outlet = None
             self.set_event_sink(None)

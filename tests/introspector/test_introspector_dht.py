@@ -18,7 +18,7 @@ from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.tools.anyio_service import background_trio_service
 
 from libp2p_introspection.introspector import HostIntrospector
-from libp2p_introspection.introspector.dht import common_prefix_len
+from libp2p_introspection.introspector.dht_table import common_prefix_len
 from libp2p_introspection.protocol import pb
 
 

@@ -18,6 +18,7 @@ from session_harness import (
 
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.closecodes import CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION
+from libp2p_introspection.protocol.framing import encode_server_message
 from libp2p_introspection.protocol.session import SessionLimits
 
 OK = pb.CommandResponse.OK
@@ -208,6 +209,25 @@ def test_event_of_a_type_not_in_runtime_carries_property_types_once():
     messages = h.read()
     assert [len(m.event.type.property_types) for m in messages] == [0, 1, 0]
     assert [m.event.type.name for m in messages] == ["Known", "Surprise", "Surprise"]
+
+
+def test_a_runtime_that_grew_is_sent_on_request_and_new_types_still_come_with_their_properties():
+    h = connected()
+    h.send(Command.PUSH_ENABLE, Source.EVENTS)
+    h.read()
+    grown = pb.ServerMessage()
+    grown.runtime.peer_id = "QmTest"
+    grown.runtime.event_types.add(name="Known")
+    grown.runtime.event_types.add(name="AppDeclared")
+    h.session.runtime_changed(encode_server_message(grown), frozenset({"Known", "AppDeclared"}))
+    assert h.read() == []  # nothing is sent unasked
+    # Told nothing of the new type yet: its first event carries its property types.
+    h.emit("AppDeclared")
+    h.emit("AppDeclared")
+    assert [len(m.event.type.property_types) for m in h.read()] == [1, 0]
+    h.send(Command.REQUEST, Source.RUNTIME)
+    (message,) = h.read()
+    assert [t.name for t in message.runtime.event_types] == ["Known", "AppDeclared"]
 
 
 # §4.5 pause / resume ------------------------------------------------------------

@@ -18,12 +18,8 @@ from libp2p_introspection.protocol.wire import (
     MAX_CONNECTIONS,
     MAX_STREAMS,
     RecordLimits,
-    WireError,
-    last_string,
-    last_varint,
     measure,
-    measure_in_slices,
-    values,
+    measure_paced,
 )
 
 # ----------------------------------------------------------- exact counts
@@ -201,17 +197,15 @@ def test_limits_are_positive_integers():
     assert DEFAULT_LIMITS.caps() == (10_000, 100_000, 100_000, 100_000)
 
 
-def test_a_sliced_walk_pauses_and_counts_the_same():
+async def test_a_sliced_walk_pauses_and_counts_the_same():
     data = empty_connections_state(9_000)
-    walk = measure_in_slices(data, slice_fields=1_000)
     pauses = 0
-    while True:
-        try:
-            next(walk)
-        except StopIteration as done:
-            counts = done.value
-            break
+
+    async def pause() -> None:
+        nonlocal pauses
         pauses += 1
+
+    counts = await measure_paced(data, DEFAULT_LIMITS, pause, slice_fields=1_000)
     assert counts.fields // 1_001 <= pauses <= counts.fields // 1_000  # about every 1,000
     assert counts == measure(data)
 
@@ -269,19 +263,3 @@ def test_random_bytes_never_crash_and_never_undercount(data):
     connections = message.state.subsystems.connections
     assert len(connections) <= counts.connections
     assert sum(len(c.streams.streams) for c in connections) <= counts.streams
-
-
-# ------------------------------------------------------------ single fields
-
-
-def test_single_fields_follow_protobufs_merge_rules():
-    # Two occurrences of ServerMessage.state: protobuf merges them, the last instant wins.
-    data = field(2, varint_field(3, 5)) + field(2, varint_field(3, 7) + varint_field(4, 1))
-    assert last_varint(data, (2, 3)) == 7 == pb.ServerMessage.FromString(data).state.instant_ts
-    assert last_varint(data, (2, 4)) == 1
-    assert last_varint(data, (2, 5), default=-1) == -1
-    runtime = field(3, field(1, b"go") + field(7, field(1, b"A")) + field(7, field(1, b"B")))
-    assert last_string(runtime, (3, 1)) == "go"
-    assert [v for _, v, _, _ in values(runtime, (3, 7))] == [3, 3]
-    with pytest.raises(WireError, match="UTF-8"):
-        last_string(field(3, field(1, b"\xff")), (3, 1))

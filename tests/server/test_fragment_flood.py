@@ -17,13 +17,9 @@ from stub_source import StubSource
 
 from libp2p_introspection.client import connect
 from libp2p_introspection.server import ServerConfig, open_introspection_server
-from libp2p_introspection.server.wire import (
-    MAX_MESSAGE_FRAMES,
-    MessageReceived,
-    MessageTooBig,
-    ServerWire,
-    UpgradeRequested,
-)
+from libp2p_introspection.server.handshake import UpgradeRequested
+from libp2p_introspection.server.wire import MAX_MESSAGE_FRAMES, ServerWire
+from libp2p_introspection.server.wire_events import MessageReceived, MessageTooBig
 
 LIMIT = 30
 EMPTY_CONTINUATION = frame(0x0, b"", fin=False)

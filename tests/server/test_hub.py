@@ -114,6 +114,30 @@ def test_a_session_starts_with_the_runtime_and_the_latest_snapshot(hub):
     assert member.session.cursor == 2
 
 
+def test_a_published_runtime_is_what_new_sessions_and_runtime_requests_get(hub):
+    hub.publish_snapshot(encode_state_frame(state(10)))
+    before = joined(hub, events=True)
+    grown = runtime()
+    grown.event_types.add(name="AppDeclared")
+    hub.publish_runtime(grown)
+    after = Member(hub.open_session())
+    first, _ = after.frames()
+    assert [t.name for t in parse_server_message(first).runtime.event_types] == [
+        "Known",
+        "AppDeclared",
+    ]
+    before.session.receive_command(command(Command.REQUEST, Source.RUNTIME), 0.0)
+    (sent,) = before.frames()
+    assert parse_server_message(sent).runtime.event_types[1].name == "AppDeclared"
+    # The session opened before was not told the new type: its first event says its types.
+    hub.publish_event(event("AppDeclared", 1))
+    hub.publish_event(event("AppDeclared", 2))
+    assert [parse_server_message(f).event.type.property_types for f in before.frames()] == [
+        [],
+        [],
+    ]  # told by the Runtime it asked for, so names only
+
+
 def test_one_snapshot_is_shared_by_every_session_byte_for_byte(hub):
     hub.publish_snapshot(encode_state_frame(state(10)))
     members = [joined(hub, state_push=True) for _ in range(3)]

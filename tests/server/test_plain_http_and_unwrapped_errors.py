@@ -11,8 +11,10 @@ from stub_source import StubSource
 
 from libp2p_introspection.client import connect
 from libp2p_introspection.server import ServerConfig
-from libp2p_introspection.server.server import background, open_introspection_server
-from libp2p_introspection.server.wire import PlainRequest, ServerWire
+from libp2p_introspection.server.background import background
+from libp2p_introspection.server.handshake import PlainRequest
+from libp2p_introspection.server.server import open_introspection_server
+from libp2p_introspection.server.wire import ServerWire
 
 LIMIT = 20
 

@@ -298,7 +298,7 @@ async def test_past_the_handshake_limit_the_oldest_handshake_makes_room(caplog):
     # A local process holding idle sockets can neither take the node's file descriptors
     # nor lock clients out: at --max-handshakes a new connection closes the oldest one
     # still in its handshake, so a real client, which finishes in milliseconds, is served.
-    from libp2p_introspection.server.server import SHED_LOG_INTERVAL_S
+    from libp2p_introspection.server.door import SHED_LOG_INTERVAL_S
 
     caplog.set_level(logging.DEBUG, logger="libp2p_introspection.server")
     limit, extra = 20, 60
@@ -335,7 +335,7 @@ async def test_past_the_handshake_limit_the_oldest_handshake_makes_room(caplog):
             # One summary now, the rest in the next one (never one line per connection).
             summaries = [r for r in caplog.records if "to make room" in r.getMessage()]
             assert [r.levelno for r in summaries] == [logging.WARNING]
-            server._log_shed(now=trio.current_time() + SHED_LOG_INTERVAL_S)
+            server.door.log_shed(now=trio.current_time() + SHED_LOG_INTERVAL_S)
             summary = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
             assert f"closed {extra} connections still in the handshake" in summary[-1]
             assert "--max-handshakes" in summary[-1]

@@ -14,7 +14,8 @@ from libp2p_introspection.protocol.framing import decode_frame
 from libp2p_introspection.protocol.recording import RecordingReader, RecordingWriter
 from libp2p_introspection.protocol.wire import RecordLimits
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
-from libp2p_introspection.server.sources.replay import ReplayError, ReplaySource, scan
+from libp2p_introspection.server.sources.replay import ReplaySource
+from libp2p_introspection.server.sources.replay_scan import ReplayError, scan
 
 
 class Outlet:
@@ -358,15 +359,6 @@ async def test_a_push_at_the_recordings_interval_gets_every_snapshot(fixtures_di
 def test_the_base_interval_comes_from_the_recording(tmp_path, stamps, speed, expected):
     path = _states(tmp_path / "r.mock", stamps)
     assert ReplaySource(path, speed=speed, interval_ms=750).base_interval_ms == expected
-
-
-def test_the_median_gap_of_a_long_recording_uses_bounded_memory(tmp_path):
-    from libp2p_introspection.server.sources.replay import _GapSample
-
-    sample = _GapSample(capacity=64)
-    for n in range(10_000):
-        sample.add(2_000 if n % 10 else 90_000)  # one gap in ten is a stall
-    assert len(sample.kept) < 64 and sample.median() == 2_000
 
 
 def test_max_retention_is_raised_to_the_base_interval_and_logged(tmp_path, caplog):

@@ -168,6 +168,11 @@ def test_encoded_state_is_the_whole_state_serialized(dht_peers: int) -> None:
         else:
             assert not parsed.subsystems.HasField("dht")
         whole.traffic.CopyFrom(parsed.traffic)
+        # The §3.1 parts, each assembled on its own: byte for byte in field order.
+        whole.node.CopyFrom(parsed.node)
+        whole.protocols.extend(parsed.protocols)
+        whole.subsystems.pubsub.CopyFrom(parsed.subsystems.pubsub)
+        whole.subsystems.resources.CopyFrom(parsed.subsystems.resources)
         assert whole.SerializeToString() == encoded
         assert parsed.SerializeToString() == encoded
         assert b.state(step).SerializeToString() == encoded  # state() is the same snapshot
@@ -432,7 +437,12 @@ def test_interop_presence_rules_and_plausible_values() -> None:
     assert len(runtime.peer_id) == 52 and runtime.peer_id.startswith("12D3KooW")
     assert ID.from_base58(runtime.peer_id).to_base58() == runtime.peer_id
     names = [t.name for t in runtime.event_types]
-    expected = event_specs.CONNECTION_EVENTS + event_specs.DHT_EVENTS
+    expected = (
+        event_specs.CONNECTION_EVENTS
+        + event_specs.DHT_EVENTS
+        + event_specs.NODE_EVENTS
+        + event_specs.PUBSUB_EVENTS
+    )
     assert names == [spec.name for spec in expected]
     assert list(runtime.event_types) == [spec.to_pb() for spec in expected]
     for _ in range(4):

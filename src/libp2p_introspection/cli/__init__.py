@@ -12,6 +12,8 @@ Commands:
 - ``watch``: a small protocol client that pulls snapshots and prints one line each.
 - ``dashboard``: the live dashboard, a web page fed by a protocol client
   (``demo`` starts one too).
+- ``nodes``: the introspection servers registered on this machine (and, with
+  ``--lan``, announced on the local network), PROTOCOL.md §6.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import click
 
 from libp2p_introspection import __version__
 from libp2p_introspection import config as defaults
-from libp2p_introspection.cli import clients, serving
+from libp2p_introspection.cli import clients, nodes, serving
 
 
 class _Commands(click.Group):
@@ -44,5 +46,5 @@ def main() -> None:
 
 
 for command in (serving.demo, serving.serve, clients.record, clients.inspect, clients.watch,
-                clients.dashboard):  # fmt: skip
+                clients.dashboard, nodes.nodes):  # fmt: skip
     main.add_command(command)

@@ -12,12 +12,14 @@ import click
 import trio
 
 from libp2p_introspection import config as defaults
+from libp2p_introspection.cli.nodes import server_url
 from libp2p_introspection.cli.options import (
     check_finite,
     check_url,
     client_token_option,
     dashboard_port_option,
     default_url_in_help,
+    discovered_url_in_help,
     limit_options,
     record_limits,
     verbose_option,
@@ -38,7 +40,7 @@ log = logging.getLogger("libp2p_introspection")
 
 
 @click.command(short_help="Record a live session into a recording file.")
-@click.argument("url", default=defaults.default_url(), required=False, callback=check_url)
+@click.argument("url", default=None, required=False, callback=check_url)
 @click.option(
     "-o",
     "--output",
@@ -78,8 +80,8 @@ log = logging.getLogger("libp2p_introspection")
               type=click.FloatRange(min=0, min_open=True),
               help="Give up on a server that sends nothing this long, seconds.")  # fmt: skip
 @client_token_option
-@default_url_in_help
-def record(url: str, output: str, mode: str, events: bool, count: int | None,
+@discovered_url_in_help
+def record(url: str | None, output: str, mode: str, events: bool, count: int | None,
            duration: float | None, progress: bool | None, idle_timeout: float,
            token: str | None) -> None:  # fmt: skip
     """Record the session at URL into a recording file, as the data-dump tool of §5.
@@ -87,6 +89,7 @@ def record(url: str, output: str, mode: str, events: bool, count: int | None,
     Ends after --count snapshots or --duration seconds, else on Ctrl-C; exits
     non-zero if the server dropped the connection.
     """
+    url = server_url(url)
     secrets = defaults.token_secrets(url, token)
     setup_logging(0, secrets)
     from libp2p_introspection.client.progress import progress_reporter
@@ -169,7 +172,7 @@ def inspect(file: str, as_json: bool, dump: bool, **kw: Any) -> None:  # fmt: sk
 
 
 @click.command(short_help="A line per snapshot and per event of a live node.")
-@click.argument("url", default=defaults.default_url(), required=False, callback=check_url)
+@click.argument("url", default=None, required=False, callback=check_url)
 @click.option(
     "--count",
     type=click.IntRange(min=1),
@@ -184,10 +187,11 @@ def inspect(file: str, as_json: bool, dump: bool, **kw: Any) -> None:  # fmt: sk
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of text.")
 @client_token_option
-@default_url_in_help
-def watch(url: str, count: int | None, events: bool, as_json: bool,
+@discovered_url_in_help
+def watch(url: str | None, count: int | None, events: bool, as_json: bool,
           token: str | None) -> None:  # fmt: skip
     """Pull snapshots from URL and print a line for each (and for each event)."""
+    url = server_url(url)
     secrets = defaults.token_secrets(url, token)
     setup_logging(0, secrets)
     from libp2p_introspection.client.watch import printer
@@ -247,7 +251,7 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
     """
     secrets = defaults.token_secrets(url, token)
     setup_logging(verbose, secrets)
-    from libp2p_introspection.dashboard import Dashboard, DashboardConfig
+    from libp2p_introspection.cli.serving import start_dashboard
     from libp2p_introspection.dashboard.app import BadRequest, normalize_url
     from libp2p_introspection.dashboard.recording import RecordingLoadError
 
@@ -255,18 +259,16 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
         url = normalize_url(url)
     except BadRequest as exc:
         raise click.BadParameter(defaults.redact(str(exc), secrets), param_hint="URL") from None
-    config = DashboardConfig(host=host, port=port, url=url, file=file, retention_ms=retention_ms,
-                             events=events, token=token or None,
-                             limits=record_limits(kw))  # fmt: skip
+    settings = dict(url=url, file=file, retention_ms=retention_ms, events=events,
+                    token=token or None, limits=record_limits(kw))  # fmt: skip
     if not is_loopback(host):
         log.warning("the dashboard page at %s shows the node to anyone who can reach it "
                     "(it has no token of its own)", host)  # fmt: skip
 
     async def main_task() -> None:
-        service = Dashboard(config)
         async with trio.open_nursery() as nursery:
             with binding("the dashboard", host, port, port_hint("--port")):
-                await nursery.start(service.run)
+                service = await start_dashboard(nursery, port, host=host, **settings)
             click.echo(service.url)
             where = defaults.redact(url, secrets)
             what = f"recording {file}" if file else f"the introspection server at {where}"

@@ -60,6 +60,8 @@ def cli_option(option: Option) -> Decorator:
     else:
         settings.update(default=option.default, type=_click_type(option))
         settings["show_default"] = option.default is not None
+        if option.metavar:
+            settings["metavar"] = option.metavar
     if option.envvar:
         settings.update(envvar=option.envvar, show_envvar=True)
     return click.option(option.cli_flag, option.name, **settings)
@@ -128,10 +130,13 @@ def verbose_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def dashboard_port_option(flag: str, help: str) -> Decorator:
-    """A dashboard page's port, :data:`~libp2p_introspection.config.DEFAULT_DASHBOARD_PORT`
-    by default."""
-    return click.option(flag, default=defaults.DEFAULT_DASHBOARD_PORT, show_default=True,
-                        type=click.IntRange(0, 65535), help=help)  # fmt: skip
+    """A dashboard page's port; ``None`` when not given: 8846, or the first free one of
+    8870-8889 (PROTOCOL.md §6)."""
+    from libp2p_introspection.protocol.discovery import DASHBOARD_PORTS
+
+    return click.option(flag, default=None, type=click.IntRange(0, 65535),
+                        help=f"{help} Default: {DASHBOARD_PORTS.describe()}, the first "
+                             "free one.")  # fmt: skip
 
 
 def limit_options(what: str) -> Decorator:
@@ -160,8 +165,11 @@ def record_limits(kw: dict[str, Any]) -> Any:
     return RecordLimits(max_connections=kw["max_connections"], max_streams=kw["max_streams"])
 
 
-def check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """A client's URL argument, normalized; a usage error that never quotes its token."""
+def check_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A client's URL argument, normalized (``None``: not given); a usage error that
+    never quotes its token."""
+    if value is None:
+        return None
     try:
         return defaults.normalize_url(value)
     except ValueError as exc:  # the message quotes the URL: never its token
@@ -195,5 +203,18 @@ def default_url_in_help(func: Callable[..., Any]) -> Callable[..., Any]:
     func.__doc__ = (
         pyinspect.cleandoc(func.__doc__ or "")
         + f"\n\nURL defaults to {defaults.default_url()} (HOST:PORT works too)."
+    )
+    return func
+
+
+def discovered_url_in_help(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Say in a client command's ``--help`` which server it reaches without a URL
+    (the registry's, PROTOCOL.md §6)."""
+    func.__doc__ = (
+        pyinspect.cleandoc(func.__doc__ or "")
+        + "\n\nWithout a URL: the server registered on this machine (`libp2p-introspect "
+        "nodes` lists them; with several, you are asked which on a terminal); with none, "
+        f"URL defaults to {defaults.default_url()}. HOST:PORT works too. --token goes to "
+        "that one server only."
     )
     return func

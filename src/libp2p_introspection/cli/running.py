@@ -24,7 +24,10 @@ from libp2p_introspection.protocol.admission import is_loopback
 
 #: Loggers whose INFO lines show without -v: what a command is doing, when all is well
 #: (WARNING and above mean something is wrong).
-STATUS_LOGGERS = ("libp2p_introspection.cli", "libp2p_introspection.record")
+STATUS_LOGGERS = (
+    "libp2p_introspection.cli", "libp2p_introspection.record",
+    "libp2p_introspection.server.registry",
+)  # fmt: skip
 
 
 def self_command() -> str:
@@ -100,10 +103,14 @@ def unreachable(url: str, error: BaseException) -> str:
     )
 
 
-def bind_failure(error: OSError, what: str, host: str, port: int, hint: str) -> str | None:
-    """The one-line error for ``error`` raised binding ``what`` on ``host:port``, naming the
-    option that moves it (``hint``); ``None`` if ``error`` is not about the address."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def bind_failure(error: OSError, what: str, host: str, port: int | None,
+                 hint: str) -> str | None:  # fmt: skip
+    """The one-line error for ``error`` raised binding ``what`` on ``host:port`` (``port``
+    ``None``: the first free default port), naming the option that moves it (``hint``);
+    ``None`` if ``error`` is not about the address."""
+    where = host if port is None else f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if error.errno == errno.EADDRINUSE and port is None:
+        return f"cannot serve {what}: {error.strerror}; {hint}"
     if error.errno == errno.EADDRINUSE:
         return (
             f"cannot serve {what} on {where}: port {port} is already in use (another "
@@ -116,7 +123,7 @@ def bind_failure(error: OSError, what: str, host: str, port: int, hint: str) -> 
 
 
 @contextmanager
-def binding(what: str, host: str, port: int, hint: str) -> Iterator[None]:
+def binding(what: str, host: str, port: int | None, hint: str) -> Iterator[None]:
     """A failure to bind ``host:port`` in the block becomes a one-line error naming the
     port and the option that changes it (``hint``), also from inside a nursery."""
     try:

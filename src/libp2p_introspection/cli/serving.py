@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -22,7 +23,15 @@ from libp2p_introspection.cli.options import (
     server_options,
     verbose_option,
 )
-from libp2p_introspection.cli.running import binding, port_hint, run, self_command, setup_logging
+from libp2p_introspection.cli.running import (
+    binding,
+    first_leaf,
+    port_hint,
+    run,
+    self_command,
+    setup_logging,
+)
+from libp2p_introspection.protocol.discovery import METRICS_PORTS
 from libp2p_introspection.server.config import ServerConfig
 from libp2p_introspection.server.sources import factory
 
@@ -58,6 +67,9 @@ def _mock_options(func: Callable[..., Any]) -> Callable[..., Any]:
     "Port of the dashboard page started beside the network (0 picks a free one).",
 )
 @click.option("--no-dashboard", is_flag=True, help="Do not start the dashboard.")
+@click.option("--all", "all", is_flag=True,
+              help="Give every demo node its own introspection server (ports 8850-8869; "
+                   "all registered: `nodes` lists them). Churn is off with --all.")  # fmt: skip
 def demo(**kw: Any) -> None:
     """Start a demo network of real py-libp2p nodes and serve one of them (the main job)."""
     setup_logging(kw["verbose"])
@@ -77,8 +89,12 @@ def demo(**kw: Any) -> None:
         )
         sys.stdout.flush()
 
-    dashboard_port = None if kw["no_dashboard"] else kw["dashboard_port"]
-    run(functools.partial(_serve, "demo", config, kw, announce, dashboard_port))
+    fallback: Sequence[int] = ()
+    if config.metrics_port is None:  # the demo serves metrics: 8847, else 8890-8909 (§6)
+        config = replace(config, metrics_port=METRICS_PORTS.first)
+        fallback = range(METRICS_PORTS.fallback_first, METRICS_PORTS.fallback_last + 1)
+    run(functools.partial(_serve, "demo", config, kw, announce, kw["dashboard_port"],
+                          not kw["no_dashboard"], fallback))  # fmt: skip
 
 
 @click.command(short_help="The introspection server alone: demo, mock or a recording.")
@@ -135,8 +151,11 @@ async def _serve(
     kw: dict[str, Any],
     announce: Callable[..., None],
     dashboard_port: int | None = None,
+    with_dashboard: bool = False,
+    metrics_fallback: Sequence[int] = (),
 ) -> None:
-    """Serve the source; with ``dashboard_port``, also a dashboard following the server."""
+    """Serve the source; ``with_dashboard``, also a dashboard following the server, on
+    ``dashboard_port`` (``None``: 8846, or the first free one of 8870-8889)."""
     from libp2p_introspection.server import IntrospectionServer
 
     settings = {**kw, "limits": record_limits(kw) if "max_streams" in kw else None}
@@ -144,24 +163,24 @@ async def _serve(
         async with factory.open_source(source_name, config, settings,
                                        _open_demo) as (source, what):  # fmt: skip
             async with trio.open_nursery() as nursery:
-                server = IntrospectionServer(source, config)
+                server = IntrospectionServer(source, config, metrics_fallback=metrics_fallback)
+                with binding("the metrics endpoint", config.host, config.metrics_port or 0,
+                             port_hint("--metrics-port")):  # fmt: skip
+                    await server.bind_metrics()
                 with binding("the introspection endpoint", config.host, config.port,
                              port_hint("--port")):  # fmt: skip
                     await server.bind()
                 await nursery.start(server.run)
-                if dashboard_port is None:
+                if server.metrics_url is not None:
+                    status_log.info("Prometheus metrics at %s", server.metrics_url)
+                if not with_dashboard:
                     announce(server.url, what)
                     return
-                from libp2p_introspection.dashboard import Dashboard, DashboardConfig
-
-                # The page is served on loopback whatever --host says: it has no token of
-                # its own.
-                dashboard = Dashboard(
-                    DashboardConfig(port=dashboard_port, url=server.url, token=config.token)
-                )
                 with binding("the dashboard", defaults.DEFAULT_HOST, dashboard_port,
                              port_hint("--dashboard-port", ", or --no-dashboard")):  # fmt: skip
-                    await nursery.start(dashboard.run)
+                    dashboard = await start_dashboard(
+                        nursery, dashboard_port, url=server.url, token=config.token
+                    )
                 server.dashboard_url = dashboard.url
                 announce(server.url, what, dashboard.url)
     # Raised opening the source only (the server and the dashboard raise none of these).
@@ -169,3 +188,30 @@ async def _serve(
         raise click.BadParameter(str(exc), param_hint="mock source options") from exc
     except factory.SourceError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+async def start_dashboard(
+    nursery: trio.Nursery, port: int | None, *, host: str = defaults.DEFAULT_HOST, **settings: Any
+) -> Any:
+    """Start a dashboard (``DashboardConfig`` ``settings``) in ``nursery`` on ``host:port``;
+    ``port`` ``None``: 8846, or the first free one of 8870-8889 (logged at INFO, §6).
+    Returns the running ``Dashboard``; ``OSError`` if the port cannot be bound."""
+    from libp2p_introspection.dashboard import Dashboard, DashboardConfig
+    from libp2p_introspection.protocol.discovery import DASHBOARD_PORTS
+    from libp2p_introspection.server.registry import bind_first_free
+
+    async def bind(candidate: int) -> Dashboard:
+        dashboard = Dashboard(DashboardConfig(host=host, port=candidate, **settings))
+        try:
+            await nursery.start(dashboard.run)
+        except BaseExceptionGroup as group:  # its nursery's error, grouped
+            found = group.subgroup(OSError)
+            if found is None:
+                raise
+            raise first_leaf(found) from group
+        return dashboard
+
+    if port is not None:
+        return await bind(port)
+    dashboard, _ = await bind_first_free(DASHBOARD_PORTS, host, bind)
+    return dashboard

@@ -50,10 +50,8 @@ from libp2p_introspection.protocol.framing import (
     decode_frame,
     decode_header,
 )
-from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits, measure_in_slices
+from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits, measure_paced
 
-#: Fields walked between two yields to the event loop while checking a message.
-_WALK_SLICE = 50_000
 #: Close code for a text frame that is not a binary string (RFC 6455: inconsistent data).
 CLOSE_INVALID_DATA = 1007
 #: Seconds to wait for the server's side of a closing handshake we start.
@@ -199,14 +197,7 @@ class IntrospectionClient:
             raise ProtocolError(f"bad {frame_kind} from server: {exc}") from exc
         checksum = decode_header(data, self.max_message_size).checksum  # verified above
         if self.limits is not None:
-            walk = measure_in_slices(payload, self.limits, _WALK_SLICE)
-            while True:
-                try:
-                    next(walk)
-                except StopIteration as done:
-                    counts = done.value
-                    break
-                await trio.sleep(0)
+            counts = await measure_paced(payload, self.limits, trio.lowlevel.checkpoint)
             if counts.malformed:
                 raise ProtocolError(f"server message does not parse: {counts.malformed}")
             if counts.over_limit:

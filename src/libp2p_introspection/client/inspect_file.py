@@ -32,17 +32,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.ids import message_to_json
-from libp2p_introspection.protocol.recording import Record, RecordingReader
-from libp2p_introspection.protocol.wire import (
-    DEFAULT_LIMITS,
+from libp2p_introspection.protocol.protowire import (
     LENGTH_DELIMITED,
-    RecordLimits,
     WireError,
     last_string,
     last_varint,
     values,
 )
+from libp2p_introspection.protocol.recording import Record, RecordingReader
+from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 
 KINDS = ("runtime", "state", "event", "response", "notice")
 
@@ -57,6 +57,39 @@ _EVENT_TYPE_NAME = (4, 1, 1)  # ServerMessage.event.type.name
 _RUNTIME = 3
 _RUNTIME_STRINGS = {"implementation": 1, "version": 2, "platform": 3, "peer_id": 4}
 _RUNTIME_EVENT_TYPES = (3, 7)
+# PROTOCOL.md §3.1, under ServerMessage.state (2).
+_NODE = (2, 100)
+_REACHABILITY = (2, 100, 3)
+_PROTOCOLS = (2, 101)
+_PEER_INFOS = (2, 1, 1, 100)  # Subsystems.connections[].peer
+_PUBSUB = (2, 1, 100)
+_PUBSUB_TOPICS = (2, 1, 100, 2)
+_RESOURCES = (2, 1, 101)
+_RESOURCE_SCOPES = (2, 1, 101, 1)
+_RESOURCES_BLOCKED = (2, 1, 101, 2)
+_REACHABILITY_NAMES = dict(pb.NodeInfo.Reachability.items())
+
+
+def _count(data: bytes | memoryview, path: tuple[int, ...]) -> int:
+    return sum(1 for _ in values(data, path))
+
+
+def _extensions(data: bytes | memoryview) -> dict[str, Any]:
+    """The §3.1 counts of one snapshot, read on the wire: ``None`` for a subsystem the
+    snapshot lacks (a node without it, or recorded before it)."""
+    has_node = _count(data, _NODE) > 0
+    has_pubsub = _count(data, _PUBSUB) > 0
+    has_resources = _count(data, _RESOURCES) > 0
+    reachability = last_varint(data, _REACHABILITY)
+    names = {v: k for k, v in _REACHABILITY_NAMES.items()}
+    return {
+        "reachability": names.get(reachability, str(reachability)) if has_node else None,
+        "protocols": _count(data, _PROTOCOLS),
+        "identified": _count(data, _PEER_INFOS),
+        "pubsub_topics": _count(data, _PUBSUB_TOPICS) if has_pubsub else None,
+        "resource_scopes": _count(data, _RESOURCE_SCOPES) if has_resources else None,
+        "resources_blocked": last_varint(data, _RESOURCES_BLOCKED) if has_resources else None,
+    }
 
 
 def summarize(
@@ -73,7 +106,12 @@ def summarize(
     ``platform``, ``peer_id``, ``event_types`` as names; ``None`` if absent),
     ``states`` (``first_instant_ts``/``last_instant_ts`` in ms since epoch,
     ``last_connections``, ``last_streams``: ``Connection`` and ``Stream``
-    messages in the last snapshot), ``events`` (count per type name).
+    messages in the last snapshot; ``last_extensions``: its PROTOCOL.md §3.1
+    counts, ``reachability`` (name), ``protocols`` (``ProtocolStats``),
+    ``identified`` (``PeerInfo`` messages), ``pubsub_topics``,
+    ``resource_scopes``, ``resources_blocked``, each of the last three and
+    ``reachability`` ``None`` when the snapshot lacks that subsystem),
+    ``events`` (count per type name).
     Raises the ``RecordingError`` subclasses for a file that is not a
     recording, of an unsupported version, or with an over-limit length field.
     """
@@ -85,6 +123,7 @@ def summarize(
         "last_instant_ts": None,
         "last_connections": None,
         "last_streams": None,
+        "last_extensions": None,
     }
     unparsable = 0
     with RecordingReader(path, limits=limits) as reader:
@@ -103,6 +142,7 @@ def summarize(
                     states["last_instant_ts"] = instant
                     states["last_connections"] = counts.connections
                     states["last_streams"] = counts.streams
+                    states["last_extensions"] = _extensions(record.data)
                 elif kind == "event":
                     events[last_string(record.data, _EVENT_TYPE_NAME)] += 1
                 elif kind == "runtime" and runtime is None:
@@ -269,8 +309,32 @@ def render(summary: dict[str, Any]) -> str:
             f"({span:.1f} s); last: {states['last_connections']} connections, "
             f"{states['last_streams']} streams"
         )
+        extra = _extensions_text(states.get("last_extensions"))
+        if extra:
+            lines.append(f"  last snapshot's node: {extra}")
     if summary["events"]:
         lines.append(
             "  events: " + ", ".join(f"{name} {n}" for name, n in summary["events"].items())
         )
     return "\n".join(lines)
+
+
+def _extensions_text(ext: dict[str, Any] | None) -> str:
+    """The §3.1 counts of the last snapshot in words (``""`` when it has none)."""
+    if not ext:
+        return ""
+    parts = []
+    if ext["reachability"] is not None:
+        parts.append(f"reachability {ext['reachability']}")
+    if ext["protocols"]:
+        parts.append(_plural(ext["protocols"], "protocol") + " with traffic")
+    if ext["identified"]:
+        parts.append(f"{ext['identified']} identified")
+    if ext["pubsub_topics"] is not None:
+        parts.append(f"pubsub: {_plural(ext['pubsub_topics'], 'topic')}")
+    if ext["resource_scopes"] is not None:
+        parts.append(
+            f"resource manager: {_plural(ext['resource_scopes'], 'scope')}, "
+            f"{ext['resources_blocked']} refused"
+        )
+    return "; ".join(parts)

@@ -20,14 +20,30 @@ from trio_websocket import ConnectionClosed
 from libp2p_introspection.client.connection import Command, Received, Source, connect
 from libp2p_introspection.config import printable
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.event_text import describe
 
 Emit = Callable[[dict[str, Any]], None]
 
 
+_REACHABILITY = pb.NodeInfo.Reachability
+
+#: Longest event content parsed for its sentence, characters (longer is printed raw).
+MAX_DESCRIBED_CONTENT = 16 * 1024
+
+
 def summarize_state(state: pb.State) -> dict[str, Any]:
-    """One snapshot as a flat dict: counts, node traffic (bytes, bytes per second), DHT peers."""
+    """One snapshot as a flat dict: counts, node traffic (bytes, bytes per second), DHT
+    peers; and from PROTOCOL.md §3.1, each ``None`` when the snapshot lacks that
+    subsystem: ``reachability`` (the enum's name), ``listen_addrs`` (count),
+    ``protocols`` (protocols with traffic), ``identified`` (connections whose peer was
+    identified), ``pubsub_topics`` / ``pubsub_subscribed`` / ``pubsub_peers`` (counts),
+    ``resource_scopes`` / ``resources_blocked`` (counts)."""
     connections = state.subsystems.connections
     traffic = state.traffic
+    subsystems = state.subsystems
+    node = state.node if state.HasField("node") else None
+    pubsub = subsystems.pubsub if subsystems.HasField("pubsub") else None
+    resources = subsystems.resources if subsystems.HasField("resources") else None
     return {
         "kind": "state",
         "instant_ts": state.instant_ts,
@@ -39,7 +55,54 @@ def summarize_state(state: pb.State) -> dict[str, Any]:
         "bw_in": traffic.traffic_in.inst_bw,
         "bw_out": traffic.traffic_out.inst_bw,
         "dht_peers": sum(len(b.peers) for b in state.subsystems.dht.buckets),
+        "reachability": _name(node.reachability) if node else None,
+        "listen_addrs": len(node.listen_addrs) if node else None,
+        "protocols": len(state.protocols),
+        "identified": sum(1 for c in connections if c.HasField("peer")),
+        "pubsub_topics": len(pubsub.topics) if pubsub else None,
+        "pubsub_subscribed": sum(1 for t in pubsub.topics if t.subscribed) if pubsub else None,
+        "pubsub_peers": len(pubsub.peers) if pubsub else None,
+        "resource_scopes": len(resources.scopes) if resources else None,
+        "resources_blocked": resources.blocked if resources else None,
     }
+
+
+def _name(reachability: int) -> str:
+    try:
+        return _REACHABILITY.Name(reachability)
+    except ValueError:  # a value this schema does not know
+        return str(reachability)
+
+
+def extension_text(line: dict[str, Any]) -> str:
+    """The compact text of a state line's §3.1 counts (``""`` for a snapshot with none)."""
+    parts = []
+    if line.get("reachability") is not None:
+        parts.append(f"reach={line['reachability']} listen={line['listen_addrs']}")
+    if line.get("protocols"):
+        parts.append(f"protocols={line['protocols']}")
+    if line.get("identified"):
+        parts.append(f"identified={line['identified']}")
+    if line.get("pubsub_topics") is not None:
+        parts.append(
+            f"pubsub_topics={line['pubsub_topics']} (subscribed {line['pubsub_subscribed']}) "
+            f"pubsub_peers={line['pubsub_peers']}"
+        )
+    if line.get("resource_scopes") is not None:
+        parts.append(f"rm_scopes={line['resource_scopes']} rm_blocked={line['resources_blocked']}")
+    return " ".join(parts)
+
+
+def event_text(type_name: str, content: str) -> str | None:
+    """The sentence of a §3.1 event (:func:`~libp2p_introspection.protocol.event_text.describe`),
+    or ``None`` for another type or a content that is not of its shape."""
+    if len(content) > MAX_DESCRIBED_CONTENT:
+        return None
+    try:
+        parsed = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    return describe(type_name, parsed)
 
 
 def _skipped(received: Received) -> dict[str, Any]:
@@ -117,9 +180,12 @@ def printer(as_json: bool, out: TextIO | None = None) -> Emit:
                 f"in={line['bytes_in']}B out={line['bytes_out']}B "
                 f"bw_in={line['bw_in']}B/s bw_out={line['bw_out']}B/s "
                 f"dht_peers={line['dht_peers']}"
+                + (f" {extra}" if (extra := extension_text(line)) else "")
             )
         elif line["kind"] == "event":
-            write(printable(f"event  {line['ts']}  {line['type']}  {line['content']}"))
+            said = event_text(line["type"], line["content"])
+            shown = said if said is not None else line["content"]
+            write(printable(f"event  {line['ts']}  {line['type']}  {shown}"))
         else:
             write(f"{line['kind']:6} {json.dumps(line)}")
 

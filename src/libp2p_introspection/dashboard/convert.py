@@ -10,7 +10,13 @@ Snapshot (:meth:`SnapshotConverter.convert`)::
     {"ts": instant_ts, "start": start_ts, "dur": snapshot_duration_ms,
      "traffic": TRAFFIC,
      "conns": [CONNECTION, ...],
-     "dht": DHT or null}
+     "dht": DHT or null,
+     "node": NODE or null, "protocols": [PROTOCOL, ...],
+     "pubsub": PUBSUB or null, "resources": RESOURCES or null}
+
+    (NODE, PROTOCOL, PUBSUB, RESOURCES and PEERINFO, the §3.1 extensions: see
+    :mod:`~libp2p_introspection.dashboard.convert_ext`; null when the snapshot
+    lacks that subsystem, as every recording made before them does.)
 
     TRAFFIC    = {"in": bytes, "out": bytes, "inPkts": n, "outPkts": n,
                   "bwIn": B/s, "bwOut": B/s}
@@ -20,7 +26,7 @@ Snapshot (:meth:`SnapshotConverter.convert`)::
                   "sec": str, "open": ms, "upgraded": ms, "close": ms,
                   "lat": ns, "relayedOver": hex or "", "tags": [str],
                   "gone": bool (no longer in the server's snapshot; kept here
-                  as CLOSED until it ages out),
+                  as CLOSED until it ages out), "peerInfo": PEERINFO or null,
                   ...TRAFFIC fields, "streams": [STREAM, ...]}
     STREAM     = {"id": hex, "proto": protocol id, "role": ..., "status": ...,
                   "open": ms, "close": ms, "lat": ns, ...TRAFFIC fields}
@@ -34,7 +40,8 @@ Snapshot (:meth:`SnapshotConverter.convert`)::
 Summary (:func:`summarize`, one point of the charts' time series)::
 
     {"ts", "bwIn", "bwOut", "in", "out", "conns", "active", "streams",
-     "dhtPeers", "qin": QUERIES, "qout": QUERIES}
+     "dhtPeers", "qin": QUERIES, "qout": QUERIES,
+     "protos": {protocol: [bwIn, bwOut]} (the busiest protocols, B/s)}
 
 Runtime (:func:`runtime_to_json`)::
 
@@ -46,7 +53,9 @@ Event (:func:`event_to_json`)::
     {"seq": n (assigned by the store), "ts": ms, "type": name,
      "content": the event's JSON object (or its text, if it is not JSON,
                 nests too deep, or is over MAX_PARSED_CONTENT characters),
-     "query": QUERY (only for an InboundDHTQuery / OutboundDHTQuery)}
+     "query": QUERY (only for an InboundDHTQuery / OutboundDHTQuery),
+     "says": a sentence (only for a §3.1 event type whose content has its
+             shape: :func:`~libp2p_introspection.protocol.event_text.describe`)}
 
     QUERY      = {"dir": "INBOUND"|"OUTBOUND", "peers": [peer id, ...],
                   "message": str, "result": str (upper case), "ms": number or null}
@@ -62,7 +71,10 @@ snapshot whose JSON text would take more than the converter's budget
 (:data:`DEFAULT_MAX_SNAPSHOT_BYTES`, carried connections included) is not
 converted at all: :meth:`SnapshotConverter.convert` raises
 :class:`SnapshotTooLarge` before building its text, and the caller skips it
-with a notice. So one string cannot cost more than its cap, however long it
+with a notice. The §3.1 extensions' strings are capped the same way (peer ids
+at :data:`MAX_PEER_ID`, the rest at :data:`MAX_TEXT`), their lists of strings at
+:data:`~libp2p_introspection.dashboard.caps.MAX_LIST` items, and their text counts
+against the budget. So one string cannot cost more than its cap, however long it
 was on the wire, and no page is sent a snapshot larger than the budget.
 
 A DHT query event is read in either shape (:func:`dht_query`): the one of
@@ -78,10 +90,19 @@ import contextlib
 import itertools
 import json
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
+from libp2p_introspection.dashboard import convert_ext as ext
+from libp2p_introspection.dashboard.caps import (
+    MAX_PEER_ID,
+    MAX_TEXT,
+    capped,
+    json_len,
+    json_size,
+)
+from libp2p_introspection.dashboard.convert_ext import traffic_fields as _traffic
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.event_text import describe
 from libp2p_introspection.protocol.ids import transport_text
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS
 
@@ -101,9 +122,7 @@ DEFAULT_CLOSED_TTL_SNAPSHOTS = 600
 MAX_PARSED_CONTENT = 16 * 1024
 
 #: Caps on the strings the converter emits (module doc), characters; ids in bytes.
-MAX_PEER_ID = 256
 MAX_ID_BYTES = 64
-MAX_TEXT = 1024
 MAX_NAME = 256
 MAX_EVENT_CONTENT = 64 * 1024
 #: Event types and property types kept from a ``Runtime`` (an honest node declares
@@ -132,14 +151,6 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def capped(text: str, cap: int) -> str:
-    """``text`` if it has at most ``cap`` characters, else its first ``cap``
-    followed by ``…(+N chars)``, ``N`` the characters cut."""
-    if len(text) <= cap:
-        return text
-    return f"{text[:cap]}…(+{len(text) - cap} chars)"
-
-
 def capped_id(value: bytes, cap: int = MAX_ID_BYTES) -> str:
     """An id's lowercase hex, of at most its first ``cap`` bytes, then ``…(+N bytes)``."""
     if len(value) <= cap:
@@ -153,23 +164,6 @@ def capped_transport(value: bytes) -> str:
     if len(value) <= MAX_TEXT:
         return transport_text(value)
     return f"{transport_text(value[:MAX_TEXT])}…(+{len(value) - MAX_TEXT} bytes)"
-
-
-def json_len(text: str) -> int:
-    """Characters ``text`` takes as a JSON string in :func:`dumps`, quotes included."""
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return len(text) + 2
-    return len(encode_basestring(text))
-
-
-def _traffic(traffic: pb.Traffic, into: JSON) -> JSON:
-    into["in"] = traffic.traffic_in.cum_bytes
-    into["out"] = traffic.traffic_out.cum_bytes
-    into["inPkts"] = traffic.traffic_in.cum_packets
-    into["outPkts"] = traffic.traffic_out.cum_packets
-    into["bwIn"] = traffic.traffic_in.inst_bw
-    into["bwOut"] = traffic.traffic_out.inst_bw
-    return into
 
 
 def _queries(gauge: pb.DHT.QueryGauge) -> JSON:
@@ -227,6 +221,7 @@ def _connection(conn: pb.Connection) -> tuple[JSON, int, int]:
     )
     tags = [capped(tag, MAX_TEXT) for tag in conn.user_provided_tags]
     conn_id = capped_id(conn.id)
+    peer_info = ext.peer_info_to_json(conn)
     data = {
         "id": conn_id,
         "peer": texts[0],
@@ -244,6 +239,7 @@ def _connection(conn: pb.Connection) -> tuple[JSON, int, int]:
         "relayedOver": relayed_over,
         "tags": tags,
         "gone": False,
+        "peerInfo": peer_info,
     }
     _traffic(conn.traffic, data)
     streams = [_stream(s) for s in conn.streams.streams]
@@ -254,6 +250,7 @@ def _connection(conn: pb.Connection) -> tuple[JSON, int, int]:
         + len(relayed_over)
         + sum(json_len(text) for text in texts)
         + sum(json_len(tag) + 1 for tag in tags)
+        + (json_size(peer_info, DEFAULT_MAX_SNAPSHOT_BYTES) if peer_info is not None else 0)
     )
     return data, size, sum(stream_size for _, stream_size in streams)
 
@@ -437,6 +434,9 @@ def event_to_json(event: pb.Event) -> JSON:
             content = json.loads(text, parse_constant=_not_json)
     type_name = capped(event.type.name, MAX_NAME)
     out = {"seq": 0, "ts": event.ts, "type": type_name, "content": content}
+    says = describe(type_name, content)
+    if says is not None:
+        out["says"] = says
     query = dht_query(type_name, content)
     if query is not None:
         out["query"] = query
@@ -460,6 +460,7 @@ def summarize(snapshot: JSON) -> JSON:
         "dhtPeers": sum(len(b["peers"]) for b in dht["buckets"]) if dht else 0,
         "qin": dht["qin"] if dht else empty,
         "qout": dht["qout"] if dht else empty,
+        "protos": ext.summarize_protocols(snapshot.get("protocols", [])),
     }
 
 
@@ -548,6 +549,8 @@ class SnapshotConverter:
     _carried: dict[str, _Carried] = field(default_factory=dict)
     #: Snapshots converted so far (the clock the data cannot stop).
     _count: int = 0
+    #: Pubsub topics' message counts of the previous snapshot, for their rates.
+    _topic_rates: ext.TopicRates = field(default_factory=ext.TopicRates)
 
     def reset(self) -> None:
         """Forget carried connections (a new source)."""
@@ -555,6 +558,7 @@ class SnapshotConverter:
         self._previous_ts = 0
         self._carried = {}
         self._count = 0
+        self._topic_rates.reset()
 
     def convert(self, state: pb.State) -> JSON:
         """The snapshot's compact JSON form (a new dict; the caller owns it).
@@ -593,6 +597,14 @@ class SnapshotConverter:
         for conn_id in list(itertools.islice(carried, max(excess, 0))):  # longest gone first
             del carried[conn_id]
         size += sum(c.size for c in carried.values())
+        extensions = {
+            "node": ext.node_to_json(state),
+            "protocols": ext.protocols_to_json(state),
+            "pubsub": ext.pubsub_to_json(state.subsystems, ts, self._topic_rates),
+            "resources": ext.resources_to_json(state.subsystems),
+        }
+        # Their entries in the snapshot's object: the text without braces, and a comma.
+        size += json_size(extensions, self.max_snapshot_bytes) - 1
         dht = None
         if state.subsystems.HasField("dht"):
             dht, dht_size = _dht(state.subsystems.dht)
@@ -600,6 +612,7 @@ class SnapshotConverter:
         if size > self.max_snapshot_bytes:  # the reckoning is an upper bound: count exactly
             carried_data = [c.data for c in carried.values()]
             size = _text_size(state, conns, carried_data, dht, self.max_snapshot_bytes)
+            size += json_size(extensions, self.max_snapshot_bytes) - 1
         if size > self.max_snapshot_bytes:
             raise SnapshotTooLarge(
                 f"a snapshot of {len(conns)} connections "
@@ -612,6 +625,7 @@ class SnapshotConverter:
         self._count = count
         self._previous = present
         self._previous_ts = ts
+        self._topic_rates.commit()
         return {
             "ts": ts,
             "start": state.start_ts,
@@ -619,4 +633,5 @@ class SnapshotConverter:
             "traffic": _traffic(state.traffic, {}),
             "conns": conns,
             "dht": dht,
+            **extensions,
         }

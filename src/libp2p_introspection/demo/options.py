@@ -13,6 +13,11 @@ if TYPE_CHECKING:
 #: before any other node exists (so before any connection or stream). It may be
 #: a plain function or a coroutine function; the network waits for it.
 ObservedReadyHook = Callable[["DemoNode"], Awaitable[None] | None]
+#: Hook called with a non-observed node each time it (re)starts, once its host
+#: listens and its DHT runs, before it connects to anyone; plain or coroutine
+#: function, waited for. A churned node comes back with a new host: the hook is
+#: called again with it.
+NodeReadyHook = Callable[["DemoNode"], Awaitable[None] | None]
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,8 @@ class DemoOptions:
 
     #: See :data:`ObservedReadyHook`.
     on_observed_ready: ObservedReadyHook | None = None
+    #: See :data:`NodeReadyHook`.
+    on_node_ready: NodeReadyHook | None = None
     #: Demote py-libp2p's known-benign warnings caused by demo traffic and churn
     #: (e.g. a peer closing a DHT stream, a dial to a node that just left) to
     #: DEBUG while the network runs. Other warnings are untouched.

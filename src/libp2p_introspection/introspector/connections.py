@@ -113,6 +113,8 @@ class ConnectionRegistry:
         self.retired = TrafficCounter()
         #: Called with each newly registered stream, in the registering task's context.
         self.stream_listeners: list[StreamListener] = []
+        #: Called with each stream record the registry drops, before it lets go of it.
+        self.stream_released: list[StreamListener] = []
 
     # ---------------------------------------------------------------- lookups
 
@@ -389,6 +391,11 @@ class ConnectionRegistry:
                 record.raw = None
 
     def _release_stream(self, stream_record: StreamRecord) -> None:
+        for listener in self.stream_released:
+            try:
+                listener(stream_record)
+            except Exception:
+                logger.exception("introspector: stream release listener failed")
         self._unhook(stream_record.stream)
         self._unhook(stream_record.muxed)
         stream_record.stream = None

@@ -21,6 +21,8 @@ What it installs (all undone by :meth:`HostIntrospector.detach`):
   only), the muxer's stream bookkeeping (yamux ``_finalize_stream_locked``;
   mplex ``_handle_close``/``_handle_reset``/``read_message``) and each muxed
   stream's ``reset`` (how streams and connections end);
+* on the swarm's ``ResourceManager``, if any, ``_record_blocked_resource``
+  (refused reservations; see :mod:`libp2p_introspection.introspector.resources`);
 * when a DHT is given, instance-level wrappers on the ``KadDHT`` and its
   routing table / peer routing / value and provider stores (see
   :mod:`libp2p_introspection.introspector.dht`);
@@ -44,10 +46,13 @@ from multiaddr import Multiaddr
 from libp2p_introspection.abc import EventSink, SampledSource
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
 from libp2p_introspection.introspector import touchpoints as tp
+from libp2p_introspection.introspector.application import ApplicationData
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
 from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.introspector.protocols import ProtocolTracker
 from libp2p_introspection.introspector.pubsub import PubsubTracker
+from libp2p_introspection.introspector.resources import ResourceTracker
 from libp2p_introspection.introspector.traffic import TrafficCounter
 from libp2p_introspection.introspector.upgrades import UpgradeTracker
 from libp2p_introspection.protocol import events, pb
@@ -170,6 +175,9 @@ class HostIntrospector(SampledSource):
             peerstore=peerstore,
             use_created_at=clock_ms is None,
         )
+        self._protocols = ProtocolTracker()
+        self._registry.stream_released.append(self._protocols.on_stream_released)
+        self._resources = ResourceTracker(self._swarm, self._patcher)
         self._dht: DhtTracker | None = None
         if dht is not None:
             self._dht = DhtTracker(
@@ -185,6 +193,10 @@ class HostIntrospector(SampledSource):
             self._pubsub = PubsubTracker(
                 pubsub, patcher=self._patcher, emitter=self._events, local_peer=self.peer_id
             )
+        #: The application's own event types, events and tags (:class:`ApplicationData`).
+        self.application = ApplicationData(
+            self._swarm, self._registry, self._events, self._clock_ms, self.runtime_changed
+        )
         self._notifee = _Notifee(self)
         self._attached = False
         self._attach()
@@ -196,6 +208,7 @@ class HostIntrospector(SampledSource):
         self._guard(self._upgrades.attach, tp.SWARM_UPGRADER.get(self._swarm))
         self._swarm.register_notifee(self._notifee)
         self._guard(self._registry.adopt_existing, self._swarm)
+        self._guard(self._resources.attach)
         if self._dht is not None:
             self._guard(self._dht.attach)
         if self._pubsub is not None:
@@ -263,12 +276,14 @@ class HostIntrospector(SampledSource):
     # ------------------------------------------------------ IntrospectionSource
 
     def runtime(self) -> pb.Runtime:
-        """Static node metadata and every event type this introspector emits.
+        """Static node metadata and every event type this introspector emits (the
+        application's declared ones last).
 
         ``implementation`` "py-libp2p"; ``version`` the installed libp2p
         package version; ``platform`` OS and Python; ``peer_id`` base58.
         """
-        return build_runtime(IMPLEMENTATION, self.peer_id, self._events.specs)
+        specs = self._events.specs + self.application.specs
+        return build_runtime(IMPLEMENTATION, self.peer_id, specs)
 
     def set_event_sink(self, sink: EventSink | None) -> None:
         """Register the synchronous event sink (``None`` removes it).
@@ -279,7 +294,10 @@ class HostIntrospector(SampledSource):
         self._events.set_sink(sink)
 
     def state(self) -> pb.State:
-        """One snapshot: every retained connection with its streams, node traffic, DHT, pubsub.
+        """One snapshot: every retained connection with its streams, node traffic,
+        per-protocol traffic (:mod:`~libp2p_introspection.introspector.protocols`), the
+        resource manager (:mod:`~libp2p_introspection.introspector.resources`), DHT, pubsub
+        (:mod:`~libp2p_introspection.introspector.pubsub`).
 
         ``instant_ts`` = now; ``start_ts`` = the previous call's ``instant_ts``
         (the attach time for the first call); ``snapshot_duration_ms`` =
@@ -300,6 +318,10 @@ class HostIntrospector(SampledSource):
             logger.exception("introspector: purge failed")
         self._registry.fill(state.subsystems.connections, window)
         try:
+            self._protocols.fill(state.protocols, self._registry.connections(), window)
+        except Exception:
+            logger.exception("introspector: per-protocol traffic failed")
+        try:
             total = self._registry.node_traffic()
             node = self._node
             node.in_bytes = max(node.in_bytes, total.in_bytes)
@@ -311,6 +333,10 @@ class HostIntrospector(SampledSource):
             logger.exception("introspector: node traffic failed")
             state.traffic.traffic_in.SetInParent()
             state.traffic.traffic_out.SetInParent()
+        try:
+            self._resources.fill(state.subsystems, hook=self._attached)
+        except Exception:
+            logger.exception("introspector: resource manager snapshot failed")
         if self._dht is not None:
             try:
                 self._dht.fill(state.subsystems.dht, now)

@@ -54,6 +54,10 @@ class StreamRecord:
     reset_locally: bool = False
     #: Whether py-libp2p's state says the stream is over (``endings.ended_probe``).
     wire_ended: Callable[[], bool] = never
+    #: Folded into its protocol's lifetime totals (``protocols.ProtocolTracker``).
+    summed: bool = False
+    #: The application's tags (``Stream.user_provided_tags``), in the order first given.
+    tags: list[str] = field(default_factory=list)
 
     def current_protocol(self) -> str:
         """The negotiated protocol id, read lazily from ``NetStream.protocol_id`` and cached."""
@@ -97,6 +101,8 @@ class ConnectionRecord:
     closed_by: str = ""
     #: Objects carrying this connection's ending hooks (unhooked when it closes).
     hooked: list[Any] = field(default_factory=list)
+    #: The application's tags (``Connection.user_provided_tags``), in the order first given.
+    tags: list[str] = field(default_factory=list)
 
 
 StreamListener = Callable[[StreamRecord], None]

@@ -60,6 +60,8 @@ def fill_connection(
     if record.conn is not None:
         record.latency_ns = conninfo.latency_ns(record.conn, peerstore)
     msg.latency_ns = record.latency_ns
+    if record.tags:
+        msg.user_provided_tags.extend(record.tags)
     streams = msg.streams
     streams.SetInParent()
     stream_ids = streams.stream_ids
@@ -77,5 +79,7 @@ def fill_connection(
             timeline={"open_ts": stream_record.open_ts, "close_ts": stream_record.close_ts},
             status=stream_record.status,
         )
+        if stream_record.tags:
+            streams.streams[-1].user_provided_tags.extend(stream_record.tags)
         if stream_record.status in ENDED:
             stream_record.reported_closed = True

@@ -49,6 +49,10 @@ from libp2p.network.swarm import Swarm
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.score import PeerScorer
+from libp2p.rcmgr.connection_limits import ConnectionLimits
+from libp2p.rcmgr.connection_tracker import ConnectionTracker
+from libp2p.rcmgr.manager import ResourceManager
+from libp2p.rcmgr.metrics import Metrics
 from libp2p.security.noise.io import NoiseTransportReadWriter
 from libp2p.security.secure_session import SecureSession
 from libp2p.stream_muxer.mplex.mplex import Mplex
@@ -378,6 +382,40 @@ KAD_ALPHA = _tp(kad_common, "ALPHA", CONSTANT, "params.alpha", "10")
 KAD_BETA = _tp(kad_common, "BETA", CONSTANT, "params.beta", "0")
 KAD_STALE = _tp(kad_common, "STALE_PEER_THRESHOLD", CONSTANT,
                 "a peer unseen for longer is MISSING, seconds", "3600 s")
+
+# -------------------------------------------------------- resource manager
+
+SWARM_RESOURCE_MANAGER = _tp(Swarm, "_resource_manager", READ,
+                             "the ResourceManager set_resource_manager() installed",
+                             "no Subsystems.resources")
+RM_STATS = _tp(ResourceManager, "get_stats", CALL,
+               "system scope: connections, streams, memory bytes and their limits",
+               "system scope usage and limits 0")
+RM_METRICS = _tp(ResourceManager, "metrics", READ, "its Metrics (streams per direction)",
+                 "streams_inbound/outbound 0")
+METRICS_SUMMARY = _tp(Metrics, "get_summary", CALL, "streams per direction (current)",
+                      "streams_inbound/outbound 0")
+RM_TRACKER = _tp(ResourceManager, "connection_tracker", READ,
+                 "established connections per direction", "conns_inbound/outbound 0")
+TRACKER_COUNT = _tp(ConnectionTracker, "get_connection_count", CALL,
+                    "established_inbound/outbound counts", "conns_inbound/outbound 0")
+RM_CONNECTION_LIMITS = _tp(ResourceManager, "connection_limits", READ,
+                           "per-direction established-connection limits",
+                           "limit conns_inbound/outbound 0")
+CONNECTION_LIMITS_SUMMARY = _tp(ConnectionLimits, "get_limits_summary", CALL,
+                                "max_established_inbound/outbound",
+                                "limit conns_inbound/outbound 0")
+RM_PROTOCOL_LIMITS = _tp(ResourceManager, "_protocol_stream_limits", READ,
+                         "protocol:<id> scopes' stream limits", "no protocol scopes")
+RM_PROTOCOL_COUNTS = _tp(ResourceManager, "_protocol_stream_counts", READ,
+                         "protocol:<id> scopes' stream counts", "no protocol scopes")
+RM_SERVICE_LIMITS = _tp(ResourceManager, "_service_stream_limits", READ,
+                        "service:<name> scopes' stream limits", "no service scopes")
+RM_SERVICE_COUNTS = _tp(ResourceManager, "_service_stream_counts", READ,
+                        "service:<name> scopes' stream counts", "no service scopes")
+RM_RECORD_BLOCKED = _tp(ResourceManager, "_record_blocked_resource", HOOK,
+                        "ResourceManager.blocked: every refused reservation passes here",
+                        "blocked stays 0")
 
 # ----------------------------------------------------------------- pubsub
 

@@ -5,7 +5,7 @@ from :class:`DataError` (a ``ValueError``: the value is malformed), by kind:
 
 * :class:`~libp2p_introspection.protocol.framing.FrameError`: one server
   frame (§2: header, version, length, checksum);
-* :class:`~libp2p_introspection.protocol.wire.WireError`: protobuf wire bytes
+* :class:`~libp2p_introspection.protocol.protowire.WireError`: protobuf wire bytes
   that are not a well-formed message;
 * :class:`~libp2p_introspection.protocol.recording.RecordingError`: a
   recording file (its header, a record's length, checksum or size).

@@ -179,6 +179,26 @@ INBOUND_DHT_QUERY = EventSpec("InboundDHTQuery", DHT_QUERY_PROPERTIES)
 #: One Kademlia RPC we sent to a peer finished (SUCCESS, ERROR or TIMEOUT).
 OUTBOUND_DHT_QUERY = EventSpec("OutboundDHTQuery", DHT_QUERY_PROPERTIES)
 
+#: A peer was identified (identify): what it told us of itself (PROTOCOL.md §3.1).
+PEER_IDENTIFIED = EventSpec(
+    "PeerIdentified",
+    (
+        ("peerId", PEERID),
+        ("agentVersion", STRING),
+        ("protocolVersion", STRING),
+        ("protocols", STRING, True),
+    ),
+)
+
+#: The addresses the node's transports are bound to changed (``NodeInfo.listen_addrs``).
+LISTEN_ADDRS_CHANGED = EventSpec(
+    "ListenAddrsChanged", (("added", MULTIADDR, True), ("removed", MULTIADDR, True))
+)
+
+#: AutoNAT's verdict on the node changed: ``reachability`` is the ``NodeInfo.Reachability``
+#: name ("UNKNOWN" | "PUBLIC" | "PRIVATE" | "NOT_RUNNING").
+REACHABILITY_CHANGED = EventSpec("ReachabilityChanged", (("reachability", STRING),))
+
 #: The content of both mesh events: ``peerId`` the peer that joined (graft) or left
 #: (prune) our mesh of ``topic``; ``direction`` who asked for it.
 PUBSUB_MESH_PROPERTIES: tuple[Property, ...] = (
@@ -213,6 +233,7 @@ CONNECTION_EVENTS: tuple[EventSpec, ...] = (
     STREAM_CLOSED,
 )
 DHT_EVENTS: tuple[EventSpec, ...] = (INBOUND_DHT_QUERY, OUTBOUND_DHT_QUERY)
+NODE_EVENTS: tuple[EventSpec, ...] = (PEER_IDENTIFIED, LISTEN_ADDRS_CHANGED, REACHABILITY_CHANGED)
 PUBSUB_EVENTS: tuple[EventSpec, ...] = (PUBSUB_SUBSCRIPTION_CHANGED, PUBSUB_GRAFT, PUBSUB_PRUNE)
 
 #: The statuses an ended connection or stream has, as the closing events write them.

@@ -22,7 +22,7 @@ from fnv_hash_fast import fnv1a_32 as _fnv1a_32
 
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.errors import DataError
-from libp2p_introspection.protocol.wire import (
+from libp2p_introspection.protocol.protowire import (
     LENGTH_DELIMITED,
     PAYLOAD_KINDS,
     WireError,
@@ -228,7 +228,7 @@ def payload_kind(data: bytes | memoryview) -> str:
     """Which payload serialized ``ServerMessage`` bytes carry: ``state``, ``runtime``,
     ``event``, ``response``, ``notice``, or ``""`` if none can be read.
 
-    Reads only the leading fields (with :func:`~.wire.iter_fields`, which jumps over
+    Reads only the leading fields (with :func:`~.protowire.iter_fields`, which jumps over
     a field's bytes), so counting multi-megabyte snapshots costs nothing: fields
     2..6 are the payload oneof; field 1 (the version) is skipped.
     (:func:`~.wire.measure` tells the kind as a parser decides it, the last

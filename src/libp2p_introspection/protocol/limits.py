@@ -53,8 +53,9 @@ class OptionError(ValueError):
 class Option:
     """One server option: what a user may set, and what values it takes.
 
-    ``kind`` is ``int``, ``float``, ``bool``, ``str`` (``default`` ``None``:
-    unset) or ``tuple`` (of ``str``, repeatable on the CLI). ``unit`` names the
+    ``kind`` is ``int``, ``float``, ``bool``, ``str`` (for a ``str`` or a number,
+    ``default`` ``None`` means unset, and ``None`` is accepted) or ``tuple`` (of
+    ``str``, repeatable on the CLI). ``unit`` names the
     unit of a number (``ms``, ``s``, ``bytes``, ...; ``""`` for none); ``help``
     is the sentence ``--help`` shows. A number must be at least ``minimum``
     (above it if ``above``) and at most ``maximum``; ``check`` returns why a
@@ -89,7 +90,11 @@ class Option:
         return "--" + name.replace("_", "-")
 
     def refusal(self, value: Any) -> str | None:
-        """Why ``value`` is refused, with ``{0}`` for the option's name; ``None`` if accepted."""
+        """Why ``value`` is refused, with ``{0}`` for the option's name; ``None`` if accepted.
+
+        ``None`` is accepted for an option whose default is ``None`` (unset)."""
+        if value is None and self.default is None and self.kind is not bool:
+            return None
         if self.kind is int or self.kind is float:
             number = self.kind is float and isinstance(value, int | float)
             if isinstance(value, bool) or not (isinstance(value, int) or number):

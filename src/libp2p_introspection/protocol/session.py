@@ -41,6 +41,8 @@ tests/server/test_server_e2e.py). Functions are this module's unless named.
 4.3    ready with none newer: waiting, then the next   Session._request, snapshot_produced            test_ready_without_newer_snapshot_waits_for_the_next
 4.3    ready while waiting changes nothing             Session._request                               test_ready_while_waiting_changes_nothing
 4.3    REQUEST RUNTIME at once, never an OK            Session._request                               test_request_runtime_sends_runtime_at_once
+4.3    a Runtime that grew: sent from then on          Session.runtime_changed,                       test_a_runtime_that_grew_is_sent_on_request_and_new_types_still_come_with_their_properties
+                                                       server.hub.Hub.publish_runtime
 4.3    REQUEST EVENTS is an ERR                        Session._request                               test_request_events_is_an_error
 4.3    pull works with push on or paused               Session._request, _enqueue_snapshot            test_pull_works_while_push_is_paused
 4.4    PUSH_ENABLE/DISABLE idempotent, OK              Session._push_enable, _push_disable            test_push_enable_and_disable_are_idempotent_and_ok
@@ -109,7 +111,7 @@ from libp2p_introspection.protocol.framing import (
     encode_server_message,
 )
 from libp2p_introspection.protocol.limits import SessionLimits
-from libp2p_introspection.protocol.wire import VARINT, WireError, iter_fields
+from libp2p_introspection.protocol.protowire import VARINT, WireError, iter_fields
 
 Command = pb.ClientCommand.Command
 Source = pb.ClientCommand.Source
@@ -544,6 +546,14 @@ class Session:
                 CLOSE_POLICY_VIOLATION,
                 f"client read nothing for {self.limits.write_timeout_s:g} s",
             )
+
+    def runtime_changed(self, runtime_frame: bytes, known_event_types: frozenset[str]) -> None:
+        """The source's ``Runtime`` grew (new event types): a later ``REQUEST RUNTIME``
+        sends ``runtime_frame``, which declares ``known_event_types``. Nothing is sent
+        now; what the client was told stands, so a type new to it still comes with
+        its property types in its first event (§3 ``Event.type``)."""
+        self._runtime_frame = runtime_frame
+        self._runtime_types = known_event_types
 
     def snapshot_produced(self, snapshot: Snapshot, now: float) -> None:
         """The server-wide clock produced ``snapshot`` (§4.1, §4.3, §4.4)."""
@@ -1109,7 +1119,7 @@ _HANDLERS: dict[int, Callable[[Session, pb.ClientCommand], None]] = {
 def _salvage_id(data: bytes) -> int:
     """Read ``ClientCommand.id`` (field 2, varint) from bytes that failed to parse.
 
-    Walks the wire format (:func:`~libp2p_introspection.protocol.wire.iter_fields`) up
+    Walks the wire format (:func:`~libp2p_introspection.protocol.protowire.iter_fields`) up
     to the first fault; returns 0 if the id cannot be read.
     """
     try:

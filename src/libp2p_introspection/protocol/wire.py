@@ -33,23 +33,33 @@ It stops as soon as a count passes its limit. Its cost, measured on the
 snapshot takes four times as long again. The 2 MB record of a million empty
 connections stops after 10,001 of them, in 2.3 ms. The worst a record can
 make it walk is :attr:`RecordLimits.max_fields` fields (3.1 million at the
-default limits: 0.3 to 0.5 s); :func:`measure_in_slices` lets an event loop
+default limits: 0.3 to 0.5 s); :func:`measure_paced` lets an event loop
 run between slices of that.
 
-The field helpers (:func:`read_varint`, :func:`iter_fields`,
-:func:`values`) read single fields the same way, for readers that need a
-timestamp or a name and not the whole message.
+Single fields (a timestamp, a name) are read the same way by
+:mod:`libp2p_introspection.protocol.protowire`, whose varint reader and
+:class:`~libp2p_introspection.protocol.protowire.WireError` the walk shares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.errors import DataError
+from libp2p_introspection.protocol.protowire import (
+    END_GROUP,
+    FIXED32,
+    FIXED64,
+    LENGTH_DELIMITED,
+    PAYLOAD_KINDS,
+    START_GROUP,
+    VARINT,
+    WireError,
+    read_varint,
+)
 
 #: Default cap on ``Connection`` messages in one message or record.
 MAX_CONNECTIONS = 10_000
@@ -59,11 +69,8 @@ MAX_STREAMS = 100_000
 MAX_ENTRIES = 100_000
 #: Deepest nesting walked (protobuf's own parser stops at 100 levels).
 MAX_DEPTH = 128
-
-VARINT, FIXED64, LENGTH_DELIMITED, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
-
-#: Payload fields of ``ServerMessage`` (its ``payload`` oneof), by number.
-PAYLOAD_KINDS = {2: "state", 3: "runtime", 4: "event", 5: "response", 6: "notice"}
+#: Fields :func:`measure_paced` walks between two pauses (a few ms of work).
+SLICE_FIELDS = 50_000
 
 _CONNECTIONS, _STREAMS, _STREAM_IDS, _ENTRIES = range(4)
 _COUNTED = (
@@ -72,10 +79,6 @@ _COUNTED = (
     "stream ids (the max_streams cap)",
     "DHT buckets and peers, event types and properties (the max_entries cap)",
 )
-
-
-class WireError(DataError):
-    """The bytes are not a well-formed protobuf message (the message says where)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,25 +215,6 @@ _EMPTY: _Table = {}
 # ----------------------------------------------------------------- the walk
 
 
-def read_varint(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
-    """The base-128 varint at ``data[pos:end]``: ``(value, position after it)``.
-
-    Raises :class:`WireError` if it is cut short or longer than 10 bytes.
-    """
-    value = shift = 0
-    stop = min(end, pos + 10)
-    while pos < stop:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-    if pos >= end:
-        raise WireError(f"varint cut short at byte {pos}")
-    raise WireError(f"varint longer than 10 bytes at byte {pos - 10}")
-
-
 def measure(data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS) -> WireCounts:
     """Walk serialized ``ServerMessage`` bytes and count what parsing them would build.
 
@@ -249,15 +233,26 @@ def measure(data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS) -> 
     raise AssertionError("an unsliced walk does not pause")  # pragma: no cover
 
 
-def measure_in_slices(
-    data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS, slice_fields: int = 50_000
-) -> Generator[None, None, WireCounts]:
-    """:func:`measure` as a generator that pauses (yields ``None``) every
-    ``slice_fields`` fields and returns the :class:`WireCounts`: an event
-    loop drives it and runs other work at each pause (a few ms apart)."""
+async def measure_paced(
+    data: bytes | memoryview,
+    limits: RecordLimits,
+    pause: Callable[[], Awaitable[object]],
+    slice_fields: int = SLICE_FIELDS,
+) -> WireCounts:
+    """:func:`measure`, awaiting ``pause()`` every ``slice_fields`` fields: the caller's
+    event loop runs other work at each pause (a checkpoint such as ``trio.sleep(0)``;
+    slices of :data:`SLICE_FIELDS` are a few ms apart). Raises ``ValueError`` for a
+    ``slice_fields`` below 1, and whatever ``pause`` raises (a cancellation)."""
     if slice_fields < 1:
         raise ValueError(f"slice_fields must be positive, got {slice_fields}")
-    return _walk(data, limits, slice_fields)
+    walk = _walk(data, limits, slice_fields)
+    while True:
+        try:
+            next(walk)
+        except StopIteration as done:
+            result: WireCounts = done.value
+            return result
+        await pause()
 
 
 def _walk(
@@ -369,89 +364,3 @@ def _walk(
         over,
         malformed,
     )
-
-
-# ------------------------------------------------------------ single fields
-
-
-def iter_fields(
-    data: bytes | memoryview, start: int = 0, end: int | None = None
-) -> Iterator[tuple[int, int, int, int, int]]:
-    """The fields of the message at ``data[start:end]``, one level deep.
-
-    Yields ``(field number, wire type, value, value start, value end)``:
-    ``value`` is the integer of a varint or fixed field, the length of a
-    length-delimited one (whose bytes are ``data[value start:value end]``).
-    Raises :class:`WireError` at the first fault (groups are one).
-    """
-    pos = start
-    end = len(data) if end is None else end
-    while pos < end:
-        tag, pos = read_varint(data, pos, end)
-        number, wire_type = tag >> 3, tag & 7
-        if number == 0:
-            raise WireError(f"field number 0 at byte {pos}")
-        begin = pos
-        if wire_type == VARINT:
-            value, pos = read_varint(data, pos, end)
-        elif wire_type == LENGTH_DELIMITED:
-            value, begin = read_varint(data, pos, end)
-            pos = begin + value
-        elif wire_type == FIXED32:
-            pos += 4
-            value = int.from_bytes(data[begin:pos], "little")
-        elif wire_type == FIXED64:
-            pos += 8
-            value = int.from_bytes(data[begin:pos], "little")
-        else:
-            raise WireError(f"wire type {wire_type} at byte {pos}")
-        if pos > end:
-            raise WireError(f"field {number} at byte {begin} runs past its message")
-        yield number, wire_type, value, begin, pos
-
-
-def values(
-    data: bytes | memoryview, path: tuple[int, ...], start: int = 0, end: int | None = None
-) -> Iterator[tuple[int, int, int, int]]:
-    """Every occurrence of the field at ``path`` (field numbers, outermost first).
-
-    Yields ``(wire type, value, value start, value end)`` as
-    :func:`iter_fields` does, in wire order, through every occurrence of each
-    enclosing field (protobuf merges repeated occurrences of a singular
-    message, so the last value yielded is the one a parser keeps). Raises
-    :class:`WireError` for malformed bytes on the way.
-    """
-    first, rest = path[0], path[1:]
-    for number, wire_type, value, begin, stop in iter_fields(data, start, end):
-        if number != first:
-            continue
-        if not rest:
-            yield wire_type, value, begin, stop
-        elif wire_type == LENGTH_DELIMITED:
-            yield from values(data, rest, begin, stop)
-
-
-def last_varint(data: bytes | memoryview, path: tuple[int, ...], default: int = 0) -> int:
-    """The value a parser keeps for the varint field at ``path`` (``default`` if absent)."""
-    found = default
-    for wire_type, value, _, _ in values(data, path):
-        if wire_type == VARINT:
-            found = value & 0xFFFFFFFFFFFFFFFF
-    return found
-
-
-def last_string(data: bytes | memoryview, path: tuple[int, ...], default: str = "") -> str:
-    """The string a parser keeps for the field at ``path`` (``default`` if absent).
-
-    Raises :class:`WireError` if it is not valid UTF-8 (as a parser would refuse it).
-    """
-    found: tuple[int, int] | None = None
-    for wire_type, _, begin, stop in values(data, path):
-        if wire_type == LENGTH_DELIMITED:
-            found = (begin, stop)
-    if found is None:
-        return default
-    try:
-        return bytes(data[found[0] : found[1]]).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise WireError(f"field {path} is not valid UTF-8") from exc

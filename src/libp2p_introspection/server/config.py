@@ -17,6 +17,7 @@ from typing import Any
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.protocol.admission import is_loopback, parse_origin
+from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS, SERVICE_TYPE
 from libp2p_introspection.protocol.limits import (
     SESSION_OPTIONS,
     SESSION_RELATIONS,
@@ -66,7 +67,9 @@ _SESSION = {option.name: option for option in SESSION_OPTIONS}
 #: Every server option, in ``--help`` order.
 SERVER_OPTIONS: tuple[Option, ...] = (
     Option("host", str, defaults.DEFAULT_HOST, "", "Address to bind (loopback by default)."),
-    Option("port", int, defaults.DEFAULT_PORT, "", "Port to bind (0 picks a free one).",
+    Option("port", int, None, "",
+           f"Port to bind (default: {INTROSPECTION_PORTS.describe()}, the first free one; "
+           "0 picks any free one). A port given and taken is an error.",
            minimum=0, maximum=65535),
     _SESSION["interval_ms"],
     Option("closed_connection_lifetime_ms", int, defaults.DEFAULT_CLOSED_CONNECTION_LIFETIME_MS,
@@ -81,6 +84,12 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            "take before the TCP connection is closed, seconds.", minimum=0, above=True),
     Option("allow_remote", bool, False, "",
            "Allow --host to be a non-loopback address (see SECURITY.md)."),
+    Option("announce", bool, False, "",
+           "Also announce the server on the local network over mDNS "
+           f"({SERVICE_TYPE.removesuffix('.local.')}); needs a non-loopback --host."),
+    Option("register", bool, True, "",
+           "Write an entry in the user's registry of local servers, for clients without "
+           "a URL (PROTOCOL.md §6).", flag=""),
     Option("allowed_origins", tuple, (), "",
            "Also accept browsers from this origin (scheme://host[:port]); repeatable. "
            "Loopback origins are always accepted.",
@@ -104,10 +113,31 @@ SERVER_OPTIONS: tuple[Option, ...] = (
            "Drop a connection that has not completed its handshake, seconds.", minimum=0,
            above=True),
     _SESSION["max_command_size"],
+    Option("metrics_port", int, None, "",
+           "Serve Prometheus metrics on http://HOST:PORT/metrics (off by default; 0 picks a "
+           "free port); same bind address, token and origins as the introspection port.",
+           minimum=0, maximum=65535, metavar="PORT"),
+    Option("metrics_per_peer", bool, False, "",
+           "Metrics: also export per-peer families (a series per peer id: for small "
+           "deployments only)."),
 )  # fmt: skip
 
+def _announce_needs_reach(values: Mapping[str, Any]) -> None:
+    """``announce`` tells the local network where the server is: it must listen beyond
+    loopback (§6)."""
+    if values["announce"] and is_loopback(values["host"]):
+        raise OptionError(
+            f"{{0}} announces the server to the local network, but {{1}} {values['host']} "
+            "is a loopback address that no other machine can reach; bind an address of "
+            "this machine on the network with {1} (and {2})",
+            "announce", "host", "allow_remote",
+        )  # fmt: skip
+
+
 #: Rules between server options.
-SERVER_RELATIONS: tuple[Relation, ...] = (*SESSION_RELATIONS, _remote_needs_consent)
+SERVER_RELATIONS: tuple[Relation, ...] = (
+    *SESSION_RELATIONS, _remote_needs_consent, _announce_needs_reach,
+)
 
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in SERVER_OPTIONS}
 
@@ -131,8 +161,11 @@ def _default(name: str) -> Any:
 class ServerConfig:
     """Options of the introspection server (one field per entry of :data:`SERVER_OPTIONS`).
 
-    ``host``/``port``: where to listen (127.0.0.1 and
-    :data:`~libp2p_introspection.config.DEFAULT_PORT` by default; port 0 picks a free one).
+    ``host``/``port``: where to listen (127.0.0.1 by default; ``port`` ``None``, the
+    default: 8845, or the first free one of 8850-8869 when it is taken (PROTOCOL.md
+    §6); 0 picks any free one; a port given and taken is an ``OSError``).
+    ``register``: write an entry in the user's registry while serving (§6);
+    ``announce``: also announce the server over mDNS (needs a non-loopback ``host``).
     ``interval_ms``: the base snapshot interval, ms (a source that declares its
     own, a replay, replaces it: :meth:`for_source`); ``max_retention_ms``, ms,
     must be at least it (§4.7). The rest are the session limits of PROTOCOL.md
@@ -148,7 +181,9 @@ class ServerConfig:
     ``close_grace_s``, how long the frame in flight and the close frame may take to
     go out once a session is closed before the TCP connection is closed under them
     (§4.6). ``closed_connection_lifetime_ms`` is applied by sources that track
-    connections (the host introspector).
+    connections (the host introspector). ``metrics_port``: serve Prometheus metrics
+    on ``http://HOST:PORT/metrics`` (``None``: off; 0: a free port), under the same
+    admission rules; ``metrics_per_peer``: with per-peer families.
 
     Raises :class:`~libp2p_introspection.protocol.limits.OptionError` (a
     ``ValueError``) for a value its option refuses (its help says which), a max
@@ -156,7 +191,7 @@ class ServerConfig:
     """
 
     host: str = _default("host")
-    port: int = _default("port")
+    port: int | None = _default("port")
     interval_ms: int = _default("interval_ms")
     closed_connection_lifetime_ms: int = _default("closed_connection_lifetime_ms")
     max_retention_ms: int = _default("max_retention_ms")
@@ -174,8 +209,12 @@ class ServerConfig:
     handshake_timeout_s: float = _default("handshake_timeout_s")
     close_grace_s: float = _default("close_grace_s")
     allow_remote: bool = _default("allow_remote")
+    announce: bool = _default("announce")
+    register: bool = _default("register")
     allowed_origins: tuple[str, ...] = _default("allowed_origins")
     token: str | None = field(default=_default("token"), repr=False)
+    metrics_port: int | None = _default("metrics_port")
+    metrics_per_peer: bool = _default("metrics_per_peer")
     limits: SessionLimits = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

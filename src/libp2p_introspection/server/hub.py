@@ -49,6 +49,19 @@ class Member(Protocol):
         """Cancel the session's I/O (the server stops)."""
 
 
+class Observer(Protocol):
+    """Sees every snapshot and event the hub publishes, as the sessions get them (the
+    Prometheus export's :class:`~libp2p_introspection.server.metrics.view.MetricsView`).
+    Both calls are synchronous and must not block; what they raise is logged and
+    goes no further."""
+
+    def snapshot_published(self, number: int, frame: bytes) -> None:
+        """Snapshot ``number`` of the sequence, its framed ``ServerMessage{state}``."""
+
+    def event_published(self, event: pb.Event) -> None:
+        """One event, as the source published it."""
+
+
 class Hub:
     """The server-wide snapshot sequence, the runtime, and the set of live sessions.
 
@@ -65,8 +78,13 @@ class Hub:
         self.limits = limits
         self.clock = clock
         self.sessions: set[Member] = set()
+        #: Observers of every snapshot and event besides the sessions (the metrics view).
+        self.observers: list[Observer] = []
         self.latest: Snapshot | None = None
         self.events_published = 0
+        self._set_runtime(runtime)
+
+    def _set_runtime(self, runtime: pb.Runtime) -> None:
         # The Runtime, encoded once, and the event types it declares (sessions were
         # told their property types on connect).
         message = pb.ServerMessage()
@@ -88,6 +106,11 @@ class Hub:
         number = 1 if self.latest is None else self.latest.number + 1
         snapshot = Snapshot(number, frame)
         self.latest = snapshot
+        for observer in self.observers:
+            try:
+                observer.snapshot_published(number, frame)
+            except Exception:
+                log.exception("an observer of the hub failed on snapshot %d", number)
         now = self.clock()
         for member in self.sessions:
             member.session.snapshot_produced(snapshot, now)
@@ -103,6 +126,11 @@ class Hub:
         on the trio loop; never blocks, never raises for a session's sake.
         """
         self.events_published += 1
+        for observer in self.observers:
+            try:
+                observer.event_published(event)
+            except Exception:
+                log.exception("an observer of the hub failed on an event")
         if not self.sessions:
             return  # nobody to tell: skip the encoding
         if frame is None:
@@ -113,6 +141,16 @@ class Hub:
         for member in self.sessions:
             member.session.event_produced(item, now)
             member.notify()
+
+    @enable_ki_protection
+    def publish_runtime(self, runtime: pb.Runtime) -> None:
+        """Make ``runtime`` the one sent on connect and on ``REQUEST RUNTIME`` from now
+        on, by every session (encoded once). Sessions already open keep what they
+        were told: a type new to them comes with its property types in its first
+        event (:meth:`Session.runtime_changed`)."""
+        self._set_runtime(runtime)
+        for member in self.sessions:
+            member.session.runtime_changed(self.runtime_frame, self.event_types)
 
     # ------------------------------------------------------------------ sessions
 

@@ -18,8 +18,10 @@ again, and a client read a corrupt stream instead of the server's 1001.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,28 +32,27 @@ from trio.lowlevel import enable_ki_protection
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.abc import IntrospectionSource
-from libp2p_introspection.protocol.admission import Refusal, admit
 from libp2p_introspection.protocol.closecodes import CLOSE_GOING_AWAY
+from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS, ServerEntry
 from libp2p_introspection.protocol.session import (
     Close,
     SessionStats,
 )
+from libp2p_introspection.server.background import background
 from libp2p_introspection.server.config import ServerConfig
+from libp2p_introspection.server.door import Door
+from libp2p_introspection.server.handshake import PlainRequest, UpgradeRequested
 from libp2p_introspection.server.hub import Hub
+from libp2p_introspection.server.metrics import MetricsEndpoint, MetricsView, ServerHealth
+from libp2p_introspection.server.metrics.families import ViewCollector, registry
+from libp2p_introspection.server.registry import Registration, bind_first_free, register
 from libp2p_introspection.server.session_io import SessionHandle, serve_session
 from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
-from libp2p_introspection.server.wire import (
-    PlainRequest,
-    UpgradeRequested,
-)
 
 log = logging.getLogger(__name__)
 
 #: Seconds to wait for a client's side of the closing handshake.
 CLOSE_TIMEOUT_S = 2.0
-#: Connections evicted for the handshake limit are summarized in one log line at
-#: most this often, seconds (each is logged at DEBUG).
-SHED_LOG_INTERVAL_S = 10.0
 
 
 @enable_ki_protection
@@ -84,23 +85,26 @@ class IntrospectionServer:
     ours on its input) end that connection only: the server and the node go on.
     """
 
-    def __init__(self, source: IntrospectionSource, config: ServerConfig | None = None) -> None:
+    def __init__(
+        self,
+        source: IntrospectionSource,
+        config: ServerConfig | None = None,
+        *,
+        metrics_url: str | None = None,
+        registry_dir: str | None = None,
+        metrics_fallback: Sequence[int] = (),
+    ) -> None:
         self.source = source
         #: The options in force: ``config`` with the source's own base interval, if it
         #: declares one (a replay, §4.10), in place of ``interval_ms``.
         self.config = (config or ServerConfig()).for_source(source.base_interval_ms)
-        self.hub = Hub(self.config.limits, source.runtime())
+        #: The node's ``Runtime`` (sent to every client on connect).
+        self.runtime = runtime = source.runtime()
+        self.hub = Hub(self.config.limits, runtime)
         self.sessions_served = 0
-        self.refused = 0
-        self._admitted = 0  # sessions accepted or being accepted (the limit counts these)
+        #: The handshake limit and the session count (who waits, who is turned away).
+        self.door = Door(self.config)
         self._connections: set[WebSocketTransport] = set()
-        #: Of those, the ones not (yet) in a session, oldest first, with the cancel scope
-        #: of each one's handshake: max_handshakes counts these.
-        self._handshaking: dict[WebSocketTransport, trio.CancelScope] = {}
-        #: Connections evicted in their handshake (the oldest), for the handshake limit.
-        self.shed = 0
-        self._shed_unlogged = 0
-        self._shed_logged_at = float("-inf")
         #: What the most recent closed sessions did (for logs and tests); their
         #: buffers are gone with them.
         self.closed_sessions: deque[ClosedSession] = deque(maxlen=64)
@@ -112,12 +116,93 @@ class IntrospectionServer:
         #: program runs one (``libp2p-introspect demo`` does): a plain HTTP request
         #: to the endpoint is pointed there.
         self.dashboard_url: str | None = None
+        #: The ``http://`` address of a Prometheus endpoint the caller runs beside the
+        #: server (registered with it, §6); the server's own endpoint wins when it has one.
+        self._given_metrics_url = metrics_url
+        #: Where the registry entry goes (``None``: the user's registry, §6).
+        self.registry_dir = registry_dir
+        #: The registry entry while serving (``None`` if not registered).
+        self.registration: Registration | None = None
+        #: When the server started serving, ms since epoch.
+        self.started_ms = 0
+
+        # Totals of the sessions and connections that ended (the health metrics).
+        self._ended_dropped = 0
+        self._ended_notices = 0
+        self._ended_bytes_sent = 0
+        #: The Prometheus export (``config.metrics_port`` set): the view the hub feeds,
+        #: and its HTTP endpoint, on that port or else the first free one of
+        #: ``metrics_fallback`` (the demo's default port and its range, PROTOCOL.md §6).
+        self.metrics_view: MetricsView | None = None
+        self.metrics: MetricsEndpoint | None = None
+        if self.config.metrics_port is not None:
+            self.metrics_view = MetricsView(per_peer=self.config.metrics_per_peer)
+            self.hub.observers.append(self.metrics_view)
+            collector = ViewCollector(self.metrics_view, runtime, self.health)
+            self.metrics = MetricsEndpoint(
+                registry(collector), host=self.config.host,
+                ports=[self.config.metrics_port, *metrics_fallback], token=self.config.token,
+                allowed_origins=self.config.allowed_origins,
+            )  # fmt: skip
 
     async def bind(self) -> list[trio.SocketListener]:
-        """Open the listening sockets now (``OSError`` if the address is taken or not
-        ours); :meth:`run` then serves on them."""
-        self._bound = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        """Open the listening sockets now; :meth:`run` then serves on them.
+
+        Without a port (``config.port`` ``None``) the first free one of 8845, then
+        8850-8869 (§6; a fallback is logged at INFO). Raises ``OSError`` if the
+        address is taken (every one of those ports, without a port) or not ours.
+        """
+        host = self.config.host
+
+        async def listen(port: int) -> list[trio.SocketListener]:
+            return await trio.open_tcp_listeners(port, host=host)
+
+        if self.config.port is None:
+            self._bound, _ = await bind_first_free(INTROSPECTION_PORTS, host, listen)
+        else:
+            self._bound = await listen(self.config.port)
+        if self.metrics is not None and not self.metrics.bound:
+            try:
+                await self.metrics.bind()
+            except BaseException:
+                for listener in self._bound:
+                    await listener.aclose()
+                self._bound = None
+                raise
         return self._bound
+
+    async def bind_metrics(self) -> int | None:
+        """Open the metrics endpoint's socket now (before :meth:`bind`, to tell its
+        failure apart); returns its port, ``None`` when metrics are off. ``OSError`` if
+        the port (or every port of the fallback range) is taken."""
+        if self.metrics is None:
+            return None
+        return await self.metrics.bind()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://HOST:PORT/metrics`` of the Prometheus export, or ``None`` when off."""
+        return self._given_metrics_url if self.metrics is None else self.metrics.url
+
+    def health(self) -> ServerHealth:
+        """The server's own counters now (the ``libp2p_introspection_*`` metrics)."""
+        live = [member.session.stats for member in self.hub.sessions]
+        source = self.source
+        return ServerHealth(
+            sessions=len(live),
+            sessions_total=self.sessions_served,
+            refused_total=self.refused + (self.metrics.refused if self.metrics else 0),
+            shed_total=self.shed,
+            dropped_total=self._ended_dropped + sum(stats.dropped for stats in live),
+            notices_total=self._ended_notices + sum(stats.notices for stats in live),
+            bytes_sent_total=self._ended_bytes_sent
+            + sum(transport.wire.bytes_sent for transport in self._connections),
+            snapshot_builds=getattr(source, "snapshot_builds", 0),
+            snapshot_build_seconds=getattr(source, "snapshot_build_seconds", 0.0),
+            snapshot_errors_total=getattr(source, "snapshot_errors", 0),
+            snapshots_total=0 if self.hub.latest is None else self.hub.latest.number,
+            events_total=self.hub.events_published,
+        )
 
     @property
     def connections(self) -> frozenset[WebSocketTransport]:
@@ -127,7 +212,17 @@ class IntrospectionServer:
     @property
     def handshakes(self) -> int:
         """Connections open now that are not (yet) in a session."""
-        return len(self._handshaking)
+        return self.door.handshakes
+
+    @property
+    def shed(self) -> int:
+        """Connections evicted in their handshake (the oldest), for the handshake limit."""
+        return self.door.shed
+
+    @property
+    def refused(self) -> int:
+        """Upgrade requests refused by admission (token, origin, session limit)."""
+        return self.door.refused
 
     @property
     def port(self) -> int:
@@ -141,6 +236,32 @@ class IntrospectionServer:
     def url(self) -> str:
         """``ws://HOST:PORT/introspect`` of the running server."""
         return defaults.default_url(self.config.host, self.port)
+
+    @property
+    def local_url(self) -> str:
+        """The URL a client on this machine connects to: :attr:`url`, with a wildcard
+        bind address (``0.0.0.0``, ``::``) replaced by loopback."""
+        host = self.config.host
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return defaults.default_url(host, self.port)
+
+    def entry(self) -> ServerEntry:
+        """This server's discovery entry (§6): its :attr:`local_url`, the node's peer id
+        and implementation (from the source's ``Runtime``), this process's pid, when it
+        started, whether it requires a token, and :attr:`metrics_url`."""
+        runtime = self.runtime
+        return ServerEntry(
+            url=self.local_url,
+            peer_id=runtime.peer_id,
+            implementation=runtime.implementation,
+            pid=os.getpid(),
+            started_ms=self.started_ms,
+            token_required=bool(self.config.token),
+            metrics_url=self.metrics_url,
+        )
 
     @enable_ki_protection
     async def run(
@@ -161,10 +282,22 @@ class IntrospectionServer:
                 # never lets an exception of one connection out into it.
                 await nursery.start(trio.serve_listeners, self._connection, listeners)
                 self._listeners = listeners
+                if self.metrics is not None:
+                    await nursery.start(self.metrics.run)
                 nursery.start_soon(self._timer)
+                self.started_ms = int(time.time() * 1000)
+                if self.config.register:
+                    self.registration = register(self.entry(), self.port, self.registry_dir)
+                if self.config.announce:
+                    from libp2p_introspection.server.announce import announce
+
+                    nursery.start_soon(announce, self.entry(), self.port, self.config.host)
                 task_status.started(self)
                 await trio.sleep_forever()
         finally:
+            if self.registration is not None:
+                self.registration.remove()
+                self.registration = None
             self.hub.close_all()
             for socket_listener in listeners:
                 with trio.CancelScope(shield=True):
@@ -195,40 +328,7 @@ class IntrospectionServer:
         while True:
             await trio.sleep(period)
             self.hub.tick()
-            self._log_shed()
-
-    def _log_shed(self, *, now: float | None = None) -> None:
-        """Summarize connections evicted since the last summary (at most once per
-        :data:`SHED_LOG_INTERVAL_S`)."""
-        now = trio.current_time() if now is None else now
-        if not self._shed_unlogged or now - self._shed_logged_at < SHED_LOG_INTERVAL_S:
-            return
-        log.warning(
-            "closed %d connection%s still in the handshake, the oldest, to make room for "
-            "newer ones: %d connections were in their handshake (the limit, --max-handshakes)",
-            self._shed_unlogged, "" if self._shed_unlogged == 1 else "s",
-            self.config.max_handshakes,
-        )  # fmt: skip
-        self._shed_unlogged = 0
-        self._shed_logged_at = now
-
-    def _evict_oldest_handshake(self) -> None:
-        # At the handshake limit the oldest connection still in its handshake goes (its
-        # descriptor back at once), not the newest: an honest client finishes in
-        # milliseconds, and idle sockets held open cannot lock it out.
-        oldest = next(iter(self._handshaking))
-        scope = self._handshaking.pop(oldest)
-        self.shed += 1
-        self._shed_unlogged += 1
-        log.debug(
-            "%s: closed in its handshake for a newer connection: %d connections in their "
-            "handshake (limit %d)",
-            oldest.peer, len(self._handshaking) + 1, self.config.max_handshakes,
-        )  # fmt: skip
-        oldest.ended = oldest.ended or "closed in the handshake for a newer connection"
-        scope.cancel()
-        oldest.abort()
-        self._log_shed()
+            self.door.log_shed()
 
     # ---------------------------------------------------------- one connection
 
@@ -242,8 +342,6 @@ class IntrospectionServer:
         logged with its traceback and counted in :attr:`connection_faults`. Only
         cancellation (the server stopping) goes through.
         """
-        while len(self._handshaking) >= self.config.max_handshakes:
-            self._evict_oldest_handshake()
         peer = describe_peer(stream)  # now: a client that resets takes its address along
         transport = WebSocketTransport(
             # The transport stops buffering a command past the session's limit; the
@@ -252,9 +350,9 @@ class IntrospectionServer:
             peer=peer,
             max_message_size=self.config.limits.max_command_size,
         )
-        self._connections.add(transport)
         handshake = trio.CancelScope()
-        self._handshaking[transport] = handshake
+        self.door.enter(transport, handshake)  # at the limit, the oldest handshake goes
+        self._connections.add(transport)
         try:
             with handshake:  # cancelled only while in the handshake (evicted for a newer one)
                 await self._serve_connection(transport)
@@ -266,7 +364,9 @@ class IntrospectionServer:
                 "internal error on the connection of %s; the server goes on", peer, exc_info=group
             )
         finally:
-            self._handshaking.pop(transport, None)
+            self.door.leave_handshake(transport)
+            if transport in self._connections:
+                self._ended_bytes_sent += transport.wire.bytes_sent
             self._connections.discard(transport)
             transport.abort()
 
@@ -288,43 +388,22 @@ class IntrospectionServer:
             with trio.move_on_after(CLOSE_TIMEOUT_S):
                 await transport.reject(status, text)
             return
-        refusal = self._admission(upgrade, transport.peer)
+        refusal = self.door.admission(upgrade, transport.peer)
         if refusal is not None:
             with trio.move_on_after(CLOSE_TIMEOUT_S):
                 await transport.reject(refusal.status, refusal.reason)
             return
         # Counted from here, not from the session's start: concurrent handshakes
         # must not all pass the limit while each is still being accepted.
-        self._admitted += 1
-        try:
+        with self.door.admitting():
             accepted = False
             with trio.move_on_at(deadline):
                 accepted = await transport.accept()
             if not accepted:
                 log.debug("%s: gone before the 101 was out", transport.peer)
                 return
-            self._handshaking.pop(transport, None)  # a session now: max_sessions counts it
+            self.door.leave_handshake(transport)  # a session now: max_sessions counts it
             await self._session(transport)
-        finally:
-            self._admitted -= 1
-
-    def _admission(self, upgrade: UpgradeRequested, peer: str) -> Refusal | None:
-        """The refusal to answer ``upgrade`` with (logged), or ``None`` to accept it."""
-        path = urlsplit(upgrade.target).path
-        if path != defaults.PATH:
-            return Refusal(404, f"no endpoint at {path}; use {defaults.PATH}")
-        refusal = admit(
-            upgrade.target,
-            upgrade.headers,
-            token=self.config.token,
-            allowed_origins=self.config.allowed_origins,
-            sessions=self._admitted,
-            max_sessions=self.config.max_sessions,
-        )
-        if refusal is not None:
-            self.refused += 1
-            log.warning("refused %s: %s (HTTP %d)", peer, refusal.reason, refusal.status)
-        return refusal
 
     # ------------------------------------------------------------- one session
 
@@ -349,6 +428,8 @@ class IntrospectionServer:
             # Cancelled from outside this session: the server (or the node) stops.
             stopping = trio.current_effective_deadline() == float("-inf")
             self.hub.leave(handle)
+            self._ended_dropped += session.stats.dropped
+            self._ended_notices += session.stats.notices
             session_close = session.close
             # §4.6: the frame in flight is finished, then the close frame goes out,
             # within the close grace; a stopping server gives every session less.
@@ -379,61 +460,20 @@ class IntrospectionServer:
 
 @asynccontextmanager
 async def open_introspection_server(
-    source: IntrospectionSource, config: ServerConfig | None = None
+    source: IntrospectionSource,
+    config: ServerConfig | None = None,
+    *,
+    metrics_url: str | None = None,
 ) -> AsyncIterator[IntrospectionServer]:
     """Serve ``source`` in the background for the duration of the ``async with`` block.
 
     Yields the running :class:`IntrospectionServer` (its :attr:`~IntrospectionServer.url`
-    is ready). Raises ``OSError`` if the port cannot be bound. What the block raises
+    is ready, its registry entry written, with ``metrics_url``). Raises ``OSError``
+    if the port cannot be bound. What the block raises
     comes out as itself, not inside an exception group: Ctrl-C in the block is one
     ``KeyboardInterrupt``, a ``ValueError`` is a ``ValueError``.
     """
-    server = IntrospectionServer(source, config)
+    server = IntrospectionServer(source, config, metrics_url=metrics_url)
     await server.bind()  # here, so that a taken port is a plain OSError
     async with background(server.run) as _:
         yield server
-
-
-@asynccontextmanager
-async def background(
-    task: Callable[..., Awaitable[object]],
-) -> AsyncIterator[object]:
-    """Run ``task`` (started as by ``nursery.start``) for the duration of the block,
-    then cancel it; yields what it passed to ``task_status.started``.
-
-    Unlike a bare nursery around the block, what the block raises is not wrapped:
-    it comes out as itself once the task has stopped (a nursery would turn one
-    Ctrl-C into a ``BaseExceptionGroup`` at every level it crosses). A task that
-    fails while stopping is raised grouped with the block's error, so neither is
-    lost; a group of nothing but ``KeyboardInterrupt`` (Ctrl-C that landed inside
-    the task) is one ``KeyboardInterrupt``.
-    """
-    raised: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            started = await nursery.start(task)
-            try:
-                yield started
-            except BaseException as exc:  # re-raised below, unwrapped
-                raised = exc
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        interrupts, rest = group.split(KeyboardInterrupt)
-        only_interrupts = rest is None and interrupts is not None
-        if only_interrupts and (raised is None or isinstance(raised, KeyboardInterrupt)):
-            raise (raised or _first(group)) from None
-        if raised is not None:
-            raise BaseExceptionGroup("the block and its background task failed",
-                                     [raised, *group.exceptions]) from None  # fmt: skip
-        raise
-    if raised is not None:
-        raise raised
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first leaf of ``group``."""
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    return leaf

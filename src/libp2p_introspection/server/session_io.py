@@ -21,7 +21,7 @@ from libp2p_introspection.protocol.closecodes import CLOSE_INTERNAL_ERROR, CLOSE
 from libp2p_introspection.protocol.framing import HEADER_SIZE, payload_kind
 from libp2p_introspection.protocol.session import Session
 from libp2p_introspection.server.websocket import WebSocketTransport
-from libp2p_introspection.server.wire import (
+from libp2p_introspection.server.wire_events import (
     ClosedByPeer,
     MessageReceived,
     MessageTooBig,

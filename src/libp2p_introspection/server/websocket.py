@@ -26,16 +26,13 @@ from collections.abc import Callable
 
 import trio
 
-from libp2p_introspection.server.wire import (
-    ClosedByPeer,
+from libp2p_introspection.server.handshake import (
     HandshakeRefused,
     PlainRequest,
-    ProtocolViolation,
-    ServerWire,
     UpgradeRequested,
-    WireEvent,
-    WireState,
 )
+from libp2p_introspection.server.wire import ServerWire, WireState
+from libp2p_introspection.server.wire_events import ClosedByPeer, ProtocolViolation, WireEvent
 
 log = logging.getLogger(__name__)
 

@@ -15,128 +15,44 @@ between two frames of the queue. Whatever a client sends, the pongs it causes
 take at most two frames (:data:`MAX_PONG_FRAME` bytes each: one being written,
 one owed), never a queue.
 
-The upgrade request is parsed with h11 and checked here (RFC 6455 §4.2.1);
-frames are parsed by wsproto's frame layer. No extension and no subprotocol is
+The upgrade request is read and answered by
+:mod:`libp2p_introspection.server.handshake` (h11, RFC 6455 §4.2.1); frames
+are parsed by wsproto's frame layer. No extension and no subprotocol is
 ever negotiated, so a frame with an RSV bit set is a protocol violation.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import struct
 from collections import deque
-from dataclasses import dataclass
 from enum import Enum
-from http import HTTPStatus
 
-import h11
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-#: Largest upgrade request (request line and headers) accepted, bytes.
-MAX_REQUEST_SIZE = 16 * 1024
+from libp2p_introspection.server.handshake import (
+    MAX_REQUEST_SIZE,
+    UpgradeReader,
+    UpgradeRequested,
+    accept_response,
+    refusal_response,
+)
+from libp2p_introspection.server.wire_events import (
+    ClosedByPeer,
+    MessageReceived,
+    MessageTooBig,
+    PongReceived,
+    ProtocolViolation,
+    WireEvent,
+)
+
 #: Largest pong frame, bytes: a 2-byte header and at most 125 bytes of payload (§5.5).
 MAX_PONG_FRAME = 127
 #: Most frames one message may take (its first frame and its continuations). Our
 #: clients and browsers send a command in one frame; a byte limit alone lets empty
 #: continuation frames (6 bytes each on the wire, 0 counted) go on for ever.
 MAX_MESSAGE_FRAMES = 64
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_CLOSE_REASON = 123  # bytes: a close frame's payload is at most 125
-
-
-class HandshakeRefused(Exception):
-    """The upgrade request is not one we can accept: answer ``status`` (HTTP) and close.
-
-    ``reason`` names the fault in words (never echoing more than a few bytes of input).
-    """
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status}: {reason}")
-        self.status = status
-        self.reason = reason
-
-
-# ------------------------------------------------------------------ events
-
-
-@dataclass(frozen=True, slots=True)
-class UpgradeRequested:
-    """A well-formed WebSocket upgrade request arrived: accept or reject it.
-
-    ``target`` is the request target (path and query), ``headers`` the request's
-    headers with lowercased names, as sent (the admission rules read them).
-    """
-
-    target: str
-    headers: tuple[tuple[bytes, bytes], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PlainRequest:
-    """A plain HTTP ``GET`` without ``Upgrade: websocket`` (a browser, ``curl``) for
-    ``target`` (path and query): answer it with :meth:`ServerWire.reject` (426 and a
-    text saying what this endpoint is), then close."""
-
-    target: str
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    """A whole message: ``bytes`` for a binary message, ``str`` for a text one."""
-
-    data: bytes | str
-
-
-@dataclass(frozen=True, slots=True)
-class PongReceived:
-    """A pong frame with ``payload`` (the answer to a ping, or unsolicited)."""
-
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedByPeer:
-    """The client sent a close frame (``code``, ``reason``; 1005 if it gave none), or
-    answered ours. Whatever the reply needs is queued: flush it, then close the socket."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolViolation:
-    """The client broke RFC 6455 (``code`` 1002, 1007 for bad UTF-8). Nothing more is
-    read: close with ``code``."""
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class MessageTooBig:
-    """The client's message grew past ``max_message_size`` (``size`` bytes of it were
-    received, more than the limit), or took more than ``max_frames`` frames (then
-    ``frames`` is that count plus one, and ``size`` may be under the limit). It was not
-    buffered and nothing more is read; the session decides the close (PROTOCOL.md
-    §4.8: 1009)."""
-
-    size: int
-    frames: int = 1
-    max_frames: int | None = None
-
-
-WireEvent = (
-    UpgradeRequested
-    | PlainRequest
-    | MessageReceived
-    | PongReceived
-    | ClosedByPeer
-    | ProtocolViolation
-    | MessageTooBig
-)
 
 
 class WireState(Enum):
@@ -171,11 +87,7 @@ class ServerWire:
         self.state = WireState.HANDSHAKE
         self.max_message_size = max_message_size
         self.max_frames = max_frames
-        self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=max_request_size)
-        self._max_request_size = max_request_size
-        self._received = 0  # bytes fed during the handshake
-        self._request: UpgradeRequested | PlainRequest | None = None
-        self._key = b""
+        self._handshake = UpgradeReader(max_request_size)
         self._ws: Connection | None = None
         self._parts: list[bytes | str] = []  # the message's non-empty parts so far
         self._size = 0  # its bytes so far
@@ -209,9 +121,10 @@ class ServerWire:
     def receive_data(self, data: bytes) -> list[WireEvent]:
         """Feed bytes the client sent (``b""``: it closed its side) and return the events.
 
-        Raises :class:`HandshakeRefused` for a request that is not a valid upgrade
-        (answer it with :meth:`reject`). Never raises for bytes after the handshake:
-        a fault there is a :class:`ProtocolViolation`. Bytes after ``DONE`` are ignored.
+        Raises :class:`~libp2p_introspection.server.handshake.HandshakeRefused` for a
+        request that is not a valid upgrade (answer it with :meth:`reject`). Never raises
+        for bytes after the handshake: a fault there is a :class:`ProtocolViolation`.
+        Bytes after ``DONE`` are ignored.
         """
         if self.state is WireState.HANDSHAKE:
             return self._receive_request(data)
@@ -225,65 +138,11 @@ class ServerWire:
         return self._frame_events()
 
     def _receive_request(self, data: bytes) -> list[WireEvent]:
-        self._received += len(data)
-        try:
-            self._http.receive_data(data)
-            while True:
-                event = self._http.next_event()
-                if event is h11.NEED_DATA:
-                    if self._received > self._max_request_size:
-                        raise HandshakeRefused(431, "request too large")
-                    return []
-                if isinstance(event, h11.Request):
-                    self._request = self._check_request(event)
-                    if isinstance(self._request, PlainRequest):  # answered, never upgraded
-                        return [self._request]
-                elif isinstance(event, h11.Data):
-                    raise HandshakeRefused(400, "an upgrade request has no body")
-                elif isinstance(event, h11.ConnectionClosed):
-                    self._done()  # the client left before its request was whole
-                    return [ClosedByPeer(1006, "the client closed the TCP connection")]
-                elif event is h11.PAUSED and self._request is not None:
-                    # h11 bounds an incomplete request only; bound a whole one too.
-                    if self._received - len(self._http.trailing_data[0]) > self._max_request_size:
-                        raise HandshakeRefused(431, "request too large")
-                    return [self._request]
-                elif event is h11.PAUSED:  # pragma: no cover - h11 pauses only after a request
-                    raise HandshakeRefused(400, "no request")
-        except (h11.RemoteProtocolError, RuntimeError) as exc:  # RuntimeError: data after EOF
-            if not isinstance(exc, h11.RemoteProtocolError):
-                raise HandshakeRefused(400, "malformed HTTP request") from None
-            status = exc.error_status_hint
-            raise HandshakeRefused(
-                status, "request too large" if status == 431 else "malformed HTTP request"
-            ) from None
-
-    def _check_request(self, request: h11.Request) -> UpgradeRequested | PlainRequest:
-        # RFC 6455 §4.2.1, in the order a client most likely gets wrong.
-        if request.method != b"GET":
-            raise HandshakeRefused(405, "the WebSocket upgrade must be a GET")
-        headers = tuple((bytes(name), bytes(value)) for name, value in request.headers)
-        values: dict[bytes, list[bytes]] = {}
-        for name, value in headers:
-            values.setdefault(name, []).append(value)
-        has_body = b"content-length" in values or b"transfer-encoding" in values
-        if has_body and values.get(b"content-length") != [b"0"]:
-            raise HandshakeRefused(400, "an upgrade request has no body")
-        # h11 accepts only ASCII request targets; decode defensively all the same.
-        target = bytes(request.target).decode("ascii", "replace")
-        if b"websocket" not in _tokens(values.get(b"upgrade", [])):
-            return PlainRequest(target)  # someone opened the URL in a browser, say
-        if request.http_version != b"1.1":
-            raise HandshakeRefused(400, "the WebSocket upgrade needs HTTP/1.1")
-        if b"upgrade" not in _tokens(values.get(b"connection", [])):
-            raise HandshakeRefused(400, "missing 'Connection: Upgrade'")
-        if values.get(b"sec-websocket-version") != [b"13"]:
-            raise HandshakeRefused(426, "unsupported WebSocket version (this server speaks 13)")
-        keys = values.get(b"sec-websocket-key", [])
-        if len(keys) != 1 or not _valid_key(keys[0]):
-            raise HandshakeRefused(400, "missing or malformed Sec-WebSocket-Key")
-        self._key = keys[0].strip()
-        return UpgradeRequested(target, headers)
+        request = self._handshake.receive_data(data)
+        if self._handshake.client_left:
+            self._done()  # the client left before its request was whole
+            return [ClosedByPeer(1006, "the client closed the TCP connection")]
+        return [] if request is None else [request]
 
     def _frame_events(self) -> list[WireEvent]:
         assert self._ws is not None
@@ -352,18 +211,17 @@ class ServerWire:
 
     def accept(self) -> None:
         """Queue the 101 response (no extension, no subprotocol); frames may follow."""
-        if self.state is not WireState.HANDSHAKE or not isinstance(self._request, UpgradeRequested):
+        handshake = self._handshake
+        if self.state is not WireState.HANDSHAKE or not isinstance(
+            handshake.request, UpgradeRequested
+        ):
             raise RuntimeError("accept() needs a pending upgrade request")
-        digest = hashlib.sha1(self._key + _GUID).digest()  # RFC 6455 §4.2.2
-        self._queue(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + base64.b64encode(digest) + b"\r\n\r\n"
-        )
-        trailing, _ = self._http.trailing_data  # frames the client sent before our 101
+        self._queue(accept_response(handshake.key))
+        trailing = handshake.trailing_data()  # frames the client sent before our 101
         self._ws = Connection(ConnectionType.SERVER)
         self.state = WireState.OPEN
         if trailing:
-            self._ws.receive_data(bytes(trailing))
+            self._ws.receive_data(trailing)
 
     def pending_events(self) -> list[WireEvent]:
         """Events from bytes that arrived with the upgrade request (call after :meth:`accept`)."""
@@ -375,21 +233,7 @@ class ServerWire:
         """Queue an HTTP refusal (``status``, a plain-text ``body``); then close the socket."""
         if self.state is not WireState.HANDSHAKE:
             raise RuntimeError("reject() is for the handshake only")
-        payload = body.encode("utf-8", "replace")
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
-        extra = b"Sec-WebSocket-Version: 13\r\n" if status == 426 else b""
-        self._queue(
-            f"HTTP/1.1 {status} {phrase}\r\n".encode("ascii")
-            + b"Content-Type: text/plain; charset=utf-8\r\n"
-            + b"X-Content-Type-Options: nosniff\r\n"
-            + f"Content-Length: {len(payload)}\r\n".encode("ascii")
-            + extra
-            + b"Connection: close\r\n\r\n"
-            + payload
-        )
+        self._queue(refusal_response(status, body))
         self._done()
 
     def send_binary(self, data: bytes) -> bool:
@@ -549,16 +393,3 @@ class ServerWire:
 def _pong_frame(payload: bytes) -> bytes:
     """An unmasked pong frame echoing ``payload`` (a ping's, at most 125 bytes)."""
     return struct.pack("!BB", 0x8A, len(payload)) + payload
-
-
-def _tokens(values: list[bytes]) -> set[bytes]:
-    """The comma-separated tokens of header ``values``, lowercased."""
-    return {token.strip().lower() for value in values for token in value.split(b",")}
-
-
-def _valid_key(key: bytes) -> bool:
-    """A Sec-WebSocket-Key is 16 random bytes in base64 (RFC 6455 §4.1)."""
-    try:
-        return len(base64.b64decode(key.strip(), validate=True)) == 16
-    except (binascii.Error, ValueError):
-        return False

@@ -10,6 +10,8 @@ import { api, getJson, openFeed } from "./feed.js";
 import * as tables from "./tables.js";
 import { lineChart } from "./charts.js";
 import * as dom from "./dom.js";
+import { peerInfoBlock, renderNodeInfo } from "./node.js";
+import * as ext from "./views_ext.js";
 
 const MAX_EVENTS = 10000; // events this page keeps (the dashboard keeps more)
 const WAITING = "waiting for the first snapshot…";
@@ -110,6 +112,8 @@ function registerTypes(types) {
 function addEvent(e) {
   let text;
   try { text = typeof e.content === "string" ? e.content : JSON.stringify(e.content); } catch { text = String(e.content); }
+  // A §3.1 event reads as the sentence the dashboard made of it (convert.py's "says").
+  if (typeof e.says === "string") text = e.says;
   const row = { seq: e.seq, ts: e.ts, type: e.type, content: e.content, summary: text.length > 240 ? `${text.slice(0, 240)}…` : text };
   // A DHT query, as the dashboard read it (either shape of the event: convert.py's QUERY).
   if (e.query && Array.isArray(e.query.peers)) row.query = e.query;
@@ -179,6 +183,7 @@ function render() {
   else if (S.tab === "streams") renderStreams();
   else if (S.tab === "traffic") renderTraffic();
   else if (S.tab === "dht") renderDht();
+  else if (S.tab in extViews) renderExt(S.tab);
   else if (S.tab === "events") renderEvents();
   $("events-total").textContent = S.events.length;
 }
@@ -248,6 +253,10 @@ function renderNode() {
   $("num-bw-in").textContent = fmt.rate(v.traffic.bwIn);
   $("num-bw-out").textContent = fmt.rate(v.traffic.bwOut);
   $("num-dht").textContent = v.dht ? v.dht.buckets.reduce((n, b) => n + b.peers.length, 0) : "—";
+  renderNodeInfo(v);
+  // Pubsub and Resources have a tab only for a node that runs them (or while shown).
+  ext.showTab("pubsub", Boolean(v.pubsub) || S.tab === "pubsub");
+  ext.showTab("resources", Boolean(v.resources) || S.tab === "resources");
 }
 
 function renderTimebar() {
@@ -303,6 +312,7 @@ function connectionRows(v) {
     age: c.open ? (c.status === "CLOSED" && c.close ? c.close : v.ts) - c.open : 0,
     lat: c.lat, in: c.in, out: c.out, bwIn: c.bwIn, bwOut: c.bwOut,
     nstreams: c.streams.length, protos: c.streams.map((s) => s.proto).join(" "),
+    peerInfo: c.peerInfo || null, agent: c.peerInfo ? c.peerInfo.agent || "(no agent version)" : "",
   }));
 }
 
@@ -334,6 +344,7 @@ function renderConnections() {
   if (S.selectedConn) {
     const c = v.conns.find((x) => x.id === S.selectedConn);
     $("detail-peer").textContent = c ? `${c.peer} (${c.status})` : "a connection not in this snapshot";
+    $("detail-peerinfo").replaceChildren(c ? peerInfoBlock(c.peerInfo) : "");
     connStreamsT.set(c ? streamRows(v, [c]) : []);
   }
 }
@@ -441,6 +452,20 @@ function renderTraffic() {
     select.replaceChildren(...options.map(([value, text]) => new Option(text, value)));
   }
   select.value = S.trafficConn;
+}
+
+// --- protocols, pubsub, resources (views_ext.js)
+
+const extViews = {
+  protocols: ext.protocolsView(),
+  pubsub: ext.pubsubView({ onCopied }),
+  resources: ext.resourcesView(),
+};
+function renderExt(name) {
+  extViews[name].render({
+    v: S.view, points: visibleSeries(), chartKey: chartKey(), waiting: WAITING,
+    events: S.events, eventsVersion: S.eventsVersion, until: isLive() ? null : S.viewTs,
+  });
 }
 
 // --- DHT
@@ -632,7 +657,7 @@ function setupControls() {
       for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("active", b === button);
       for (const section of document.querySelectorAll(".tab")) section.classList.toggle("active", section.id === `tab-${S.tab}`);
       render();
-      for (const t of [connT, connStreamsT, streamsT, dhtT, eventsT]) if (t) t.redraw();
+      for (const t of [connT, connStreamsT, streamsT, dhtT, eventsT, ...Object.values(extViews)]) if (t) t.redraw();
     });
   }
   $("pause-btn").addEventListener("click", async () => {

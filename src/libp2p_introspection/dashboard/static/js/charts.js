@@ -39,7 +39,7 @@ function tickSpace(u, axisIdx, min, max) {
 
 /**
  * A line chart in el. series: [{label, color, dash?}]; yFormat formats axis and
- * legend values. Returns {plot, set(xs, ...ys), resize()}.
+ * legend values. Returns {plot, set(xs, ...ys), resize(), destroy()}.
  */
 export function lineChart(el, series, yFormat) {
   const width = () => Math.max(300, el.clientWidth - 14);
@@ -75,6 +75,9 @@ export function lineChart(el, series, yFormat) {
     plot,
     set(xs, ...ys) {
       plot.setData([xs, ...ys]);
+    },
+    destroy() {
+      plot.destroy();
     },
     resize() {
       const w = width();

@@ -8,10 +8,11 @@
 
 import * as fmt from "./format.js";
 import * as dom from "./dom.js";
+import { peerInfoLines } from "./node.js";
 
 /* global Tabulator */
 
-function build(el, options) {
+export function build(el, options) {
   const table = new Tabulator(el, options);
   let built = false;
   const ready = new Promise((resolve) => table.on("tableBuilt", () => { built = true; resolve(); }));
@@ -41,17 +42,17 @@ const statusFormatter = (cell) => {
   return dom.el("span", { className: `status-${v}` }, v);
 };
 
-const peerFormatter = (cell) => {
+export const peerFormatter = (cell) => {
   const id = String(cell.getValue() || "");
   return dom.el("span", { className: "peer-cell", title: id }, dom.el("code", {}, fmt.shortPeer(id)),
     dom.el("button", { className: "copy", type: "button", title: `copy ${id}`, dataset: { copy: id } }, dom.copyIcon()));
 };
 
 // Values shown as they are (the default "plaintext" formatter escapes, but builds HTML).
-const textFormatter = (cell) => dom.text(cell.getValue());
-const codeFormatter = (cell) => dom.el("code", {}, cell.getValue());
+export const textFormatter = (cell) => dom.text(cell.getValue());
+export const codeFormatter = (cell) => dom.el("code", {}, cell.getValue());
 
-function copyOnClick(onCopied) {
+export function copyOnClick(onCopied) {
   return (e) => {
     const button = e.target.closest?.(".copy");
     if (!button) return false;
@@ -63,7 +64,7 @@ function copyOnClick(onCopied) {
 
 // Widths are set here rather than measured from the first data (which may be another node's).
 // A traffic cell: cumulative bytes, and the current rate below it; sorts by bytes.
-const trafficCol = (title, field, rateField) => ({
+export const trafficCol = (title, field, rateField) => ({
   title, field, hozAlign: "right", sorter: "number", minWidth: 100, variableHeight: true,
   formatter: (c) => {
     const r = c.getRow().getData();
@@ -72,7 +73,7 @@ const trafficCol = (title, field, rateField) => ({
   tooltip: (e, c) => dom.tip(`${c.getValue()} bytes; now ${c.getRow().getData()[rateField]} bytes per second`),
 });
 // A text column whose tooltip is the whole value (the cell may cut it).
-const textCol = (title, field, minWidth) => ({
+export const textCol = (title, field, minWidth) => ({
   title, field, minWidth, formatter: textFormatter, tooltip: (e, c) => dom.tip(c.getValue()),
 });
 
@@ -96,6 +97,9 @@ export function connectionsTable(el, { onSelect, onCopied, placeholder }) {
         return dom.el("span", {}, dom.el("code", {}, r.src), dom.el("br"), dom.el("code", {}, `→ ${r.dst}`));
       }, tooltip: (e, c) => dom.tip(`${c.getRow().getData().src} → ${c.getRow().getData().dst}`),
       variableHeight: true, minWidth: 200, widthGrow: 2, headerSort: false },
+      { title: "Agent", field: "agent", minWidth: 120, formatter: (c) => (c.getValue() ? dom.text(c.getValue())
+        : dom.el("span", { className: "muted" }, "not identified")),
+      tooltip: (e, c) => dom.el("div", { className: "tip-lines" }, peerInfoLines(c.getRow().getData().peerInfo)) },
       textCol("Transport", "transport", 112),
       textCol("Muxer", "mux", 100),
       textCol("Security", "sec", 108),

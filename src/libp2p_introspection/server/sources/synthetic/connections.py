@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from libp2p_introspection.protocol import events, pb
@@ -23,9 +23,10 @@ from libp2p_introspection.protocol.events import EventEmitter, EventSpec
 from libp2p_introspection.server.sources.synthetic.ids import IdCounter, random_peer_id, remote_ip
 from libp2p_introspection.server.sources.synthetic.model import (
     LISTEN_PORT,
-    PROFILE_WEIGHTS,
     PROFILES,
     NodeTotals,
+    Profile,
+    ProtoStats,
     SimConnection,
     SimStream,
     advance_traffic,
@@ -33,7 +34,11 @@ from libp2p_introspection.server.sources.synthetic.model import (
     handshake,
     past_traffic,
 )
+from libp2p_introspection.server.sources.synthetic.node import AGENT_WEIGHTS, AGENTS, SimNode
 from libp2p_introspection.server.sources.synthetic.options import SyntheticOptions
+from libp2p_introspection.server.sources.synthetic.pubsub import SimPubsub
+
+_PROFILE_OF = {profile.protocol: profile for profile in PROFILES}
 
 #: Fraction of ACTIVE streams replaced per snapshot, and its bounds.
 STREAM_CHURN_FRACTION = 0.01
@@ -65,11 +70,15 @@ class ConnectionSimulation:
         connections it has then are opened up to hours before, with the traffic of
         their lives so far.
     :param emitter: where the connection and stream events go.
+    :param make_node: builds the node (``State.node``) on the simulation's local address.
+    :param pubsub: the gossipsub router, if the node runs one: peers whose agent speaks
+        gossipsub join it while their connection is ACTIVE.
     """
 
     def __init__(
         self, options: SyntheticOptions, *, rng: random.Random, start_ts: int,
-        emitter: EventEmitter,
+        emitter: EventEmitter, make_node: Callable[[str], SimNode],
+        pubsub: SimPubsub | None = None,
     ) -> None:  # fmt: skip
         self.options = options
         self._rng = rng
@@ -77,6 +86,12 @@ class ConnectionSimulation:
         self._ids = IdCounter()
         self.start_ts = start_ts
         self._local_ip = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(2, 255)}"
+        self.node = make_node(self._local_ip)
+        self.pubsub = pubsub
+        #: Per-protocol totals over every stream ever opened (``State.protocols``).
+        self.protocols: dict[str, ProtoStats] = {}
+        #: ACTIVE streams (every protocol).
+        self.active_streams = 0
         #: Retained connections (ACTIVE and CLOSED), oldest first.
         self.retained: dict[bytes, SimConnection] = {}
         #: ACTIVE connections, oldest first.
@@ -87,9 +102,11 @@ class ConnectionSimulation:
         self._just_closed: list[SimConnection] = []
         #: ACTIVE connections with a stream closed in the previous snapshot.
         self._stream_closed_on: list[SimConnection] = []
-        self.node = NodeTotals()
-        per_call = 2 * self._churned_per_call() * options.streams + 2 * stream_churn_count(
-            options.connections * options.streams
+        self.totals = NodeTotals()
+        per_call = (
+            2 * self._churned_per_call() * options.streams
+            + 2 * stream_churn_count(options.connections * options.streams)
+            + self._churned_per_call()  # PeerIdentified
         )
         limit = options.max_stream_events_per_snapshot
         fraction = min(1.0, limit / per_call) if per_call else 1.0
@@ -99,19 +116,35 @@ class ConnectionSimulation:
         self.suppressed_stream_events = 0
         for _ in range(options.connections):
             self._adopt_connection()
+        if pubsub is not None:
+            pubsub.settle()
         # The node's bandwidth, like its connections', counts from now.
-        self.node.mark()
+        self.totals.mark()
+        for proto in self.protocols.values():
+            proto.prev_in, proto.prev_out = proto.in_bytes, proto.out_bytes
 
     def _churned_per_call(self) -> int:
         """Connections replaced per step: ``churn * connections``, rounded half up."""
         return _round_half_up(self.options.churn * self.options.connections)
 
+    def proto(self, protocol: str) -> ProtoStats:
+        """The totals of ``protocol`` (created at its first stream)."""
+        stats = self.protocols.get(protocol)
+        if stats is None:
+            stats = self.protocols[protocol] = ProtoStats(protocol)
+        return stats
+
     def _emit_stream_event(
         self, stream: SimStream, spec: EventSpec, ts: int, content: Mapping[str, Any]
     ) -> None:
+        self._emit_sampled(stream.id, spec, ts, content)
+
+    def _emit_sampled(
+        self, element_id: bytes, spec: EventSpec, ts: int, content: Mapping[str, Any]
+    ) -> None:
         # Multiplicative (Fibonacci) hashing of the sequential id: a fixed, well-spread
         # sample of streams, the same one at open and at close.
-        if (int.from_bytes(stream.id, "big") * 0x9E3779B97F4A7C15) % 2**64 >= (
+        if (int.from_bytes(element_id, "big") * 0x9E3779B97F4A7C15) % 2**64 >= (
             self._stream_sample_below
         ):
             self.suppressed_stream_events += 1
@@ -136,6 +169,8 @@ class ConnectionSimulation:
             conn.local_addr = f"/{family}/{local_ip}/tcp/{LISTEN_PORT}"
             conn.remote_addr = f"/{family}/{remote}/tcp/{ephemeral}"
         conn.muxer = "/yamux/1.0.0" if rng.random() < 0.8 else "/mplex/6.7.0"
+        agent = conn.agent = rng.choices(AGENTS, AGENT_WEIGHTS)[0]
+        conn.observed = self.node.observed_addr(family, conn.role, ephemeral)
         rtt_ns = int(rng.lognormvariate(math.log(40e6), 0.8))
         conn.base_latency_ns = min(max(rtt_ns, 200_000), 900_000_000)
         conn.open_ts = open_ts
@@ -158,15 +193,34 @@ class ConnectionSimulation:
         msg.attribs.encryption = ENCRYPTION
         msg.latency_ns = conn.base_latency_ns
         msg.streams.SetInParent()
+        # Identified as it opens (identify runs first on every connection).
+        peer = msg.peer
+        peer.agent_version = agent.agent_version
+        peer.protocol_version = agent.protocol_version
+        peer.protocols.extend(agent.protocols)
+        peer.listen_addrs.append(f"/{family}/{remote}/tcp/{LISTEN_PORT}")
+        peer.observed_addr = conn.observed
+        self.node.observe(conn.observed)
         self.retained[conn.id] = conn
         self.active.append(conn)
         return conn
 
-    def _add_stream(self, conn: SimConnection, open_ts: int) -> SimStream:
+    def _add_stream(
+        self, conn: SimConnection, open_ts: int, profile: Profile | None = None
+    ) -> SimStream:
+        """A new ACTIVE stream of ``profile`` (default: one its peer's agent speaks)."""
         rng = self._rng
-        profile = rng.choices(PROFILES, PROFILE_WEIGHTS)[0]
+        if profile is None:
+            agent = conn.agent
+            profile = rng.choices(agent.profiles, agent.profile_weights)[0]
         role = pb.INITIATOR if rng.random() < 0.5 else pb.RESPONDER
-        stream = SimStream(self._ids.new(), profile, role, open_ts, rng.lognormvariate(0.0, 0.75))
+        proto = self.proto(profile.protocol)
+        proto.opened += 1
+        proto.active += 1
+        self.active_streams += 1
+        stream = SimStream(
+            self._ids.new(), profile, role, open_ts, rng.lognormvariate(0.0, 0.75), proto
+        )
         conn.msg.streams.stream_ids.append(stream.id)
         msg = conn.msg.streams.streams.add()
         msg.id = stream.id
@@ -195,10 +249,12 @@ class ConnectionSimulation:
         upgraded_ts = min(start, open_ts + rng.randrange(10, 200))
         conn = self._make_connection(open_ts, upgraded_ts)
         handshake(rng, conn)
-        for _ in range(self.options.streams):
-            stream = self._add_stream(conn, rng.randint(upgraded_ts, start))
+        pubsub_profile = self._join_pubsub(conn, start, announce=False)
+        for index in range(self.options.streams):
+            profile = pubsub_profile if index == 0 else None
+            stream = self._add_stream(conn, rng.randint(upgraded_ts, start), profile)
             past_traffic(rng, conn, stream, (start - stream.open_ts) / 1000.0)
-        self.node.add(conn)
+        self.totals.add(conn)
         # Bandwidth counts from now: the first window holds only what it adds.
         conn.prev_in, conn.prev_out = conn.in_bytes, conn.out_bytes
         fill_connection_gauges(conn, 0)
@@ -209,17 +265,34 @@ class ConnectionSimulation:
         open_ts = max(not_before, upgraded_ts - rng.randrange(8, 300))
         conn = self._make_connection(open_ts, upgraded_ts)
         handshake(rng, conn)
-        self.node.add(conn)
+        self.totals.add(conn)
         content = events.connection_opened(
             peer_id=conn.peer_id, conn_id=conn.id, role=conn.role, local_addr=conn.local_addr,
             remote_addr=conn.remote_addr, transport=TRANSPORT, multiplexer=conn.muxer,
             encryption=ENCRYPTION, open_ts=open_ts,
         )  # fmt: skip
         self._emitter.emit(events.CONNECTION_OPENED, content, ts=now)
-        for _ in range(self.options.streams):
-            stream = self._add_stream(conn, min(now, upgraded_ts + rng.randrange(0, 40)))
+        agent = conn.agent
+        identified = {
+            "peerId": conn.peer_id, "agentVersion": agent.agent_version,
+            "protocolVersion": agent.protocol_version, "protocols": list(agent.protocols),
+        }  # fmt: skip
+        self._emit_sampled(conn.id, events.PEER_IDENTIFIED, now, identified)
+        pubsub_profile = self._join_pubsub(conn, now, announce=True)
+        for index in range(self.options.streams):
+            profile = pubsub_profile if index == 0 else None
+            stream = self._add_stream(conn, min(now, upgraded_ts + rng.randrange(0, 40)), profile)
             self._announce_stream(conn, stream, now)
         return conn
+
+    def _join_pubsub(self, conn: SimConnection, now: int, *, announce: bool) -> Profile | None:
+        """Make ``conn``'s peer a pubsub peer if its agent speaks gossipsub (and it has
+        streams to run it on); returns the profile of its first stream then."""
+        protocol = conn.agent.gossipsub
+        if self.pubsub is None or not protocol or not self.options.streams:
+            return None
+        conn.pubsub = self.pubsub.join(conn.peer_id, protocol, now, announce=announce)
+        return _PROFILE_OF[protocol]
 
     def _announce_stream(self, conn: SimConnection, stream: SimStream, now: int) -> None:
         content = events.stream_opened(
@@ -229,6 +302,8 @@ class ConnectionSimulation:
         self._emit_stream_event(stream, events.STREAM_OPENED, now, content)
 
     def _close_stream(self, conn: SimConnection, stream: SimStream, now: int) -> None:
+        stream.proto.active -= 1
+        self.active_streams -= 1
         stream.status = _CLOSED
         stream.close_ts = now
         stream.msg.status = _CLOSED
@@ -243,6 +318,9 @@ class ConnectionSimulation:
     def _close_connection(self, conn: SimConnection, now: int) -> None:
         for stream in conn.streams:
             self._close_stream(conn, stream, now)
+        if conn.pubsub is not None and self.pubsub is not None:
+            self.pubsub.leave(conn.pubsub)
+            conn.pubsub = None
         conn.status = _CLOSED
         conn.close_ts = now
         conn.msg.status = _CLOSED
@@ -269,7 +347,7 @@ class ConnectionSimulation:
 
     def advance_traffic(self, window_ms: int) -> None:
         """Add ``window_ms`` of traffic to every ACTIVE connection (``model.advance_traffic``)."""
-        advance_traffic(self._rng, self.active, self.node, window_ms)
+        advance_traffic(self._rng, self.active, self.totals, window_ms)
 
     def _purge(self, now: int, window_ms: int) -> None:
         """Drop streams reported CLOSED last time and connections CLOSED for the lifetime."""
@@ -297,7 +375,9 @@ class ConnectionSimulation:
         lifetime = self.options.closed_connection_lifetime_ms
         closed = self._closed
         while closed and now - closed[0].close_ts >= lifetime:
-            del self.retained[closed.popleft().id]
+            gone = closed.popleft()
+            del self.retained[gone.id]
+            self.node.forget(gone.observed)
 
     def _churn(self, now: int, not_before: int, window_ms: int) -> list[SimConnection]:
         """Replace ``round(churn * connections)`` ACTIVE connections by new ones.
@@ -336,7 +416,9 @@ class ConnectionSimulation:
             conn = self.active[index]
             stream = conn.streams[rng.randrange(len(conn.streams))]
             self._close_stream(conn, stream, now)
-            replacement = self._add_stream(conn, now)
+            # A pubsub peer's gossipsub stream is renewed as one: it keeps a stream for it.
+            keep = conn.pubsub is not None and stream.profile.protocol == conn.agent.gossipsub
+            replacement = self._add_stream(conn, now, stream.profile if keep else None)
             self._announce_stream(conn, replacement, now)
             self._stream_closed_on.append(conn)
 

@@ -55,11 +55,16 @@ class SimStream:
 
     __slots__ = ("busy", "close_ts", "gin", "gout", "id", "in_bytes", "in_packets",
                  "msg", "open_ts", "out_bytes", "out_packets", "pps_in", "pps_out", "profile",
-                 "role", "size_in", "size_out", "status")  # fmt: skip
+                 "proto", "role", "size_in", "size_out", "status")  # fmt: skip
 
-    def __init__(self, sid: bytes, profile: Profile, role: int, open_ts: int, scale: float):
+    def __init__(
+        self, sid: bytes, profile: Profile, role: int, open_ts: int, scale: float,
+        proto: ProtoStats,
+    ) -> None:  # fmt: skip
         self.id = sid
         self.profile = profile
+        #: The totals of its protocol (``State.protocols``), which its traffic adds to.
+        self.proto = proto
         self.role = role
         self.open_ts = open_ts
         self.close_ts = 0
@@ -76,13 +81,42 @@ class SimStream:
         self.gout: Any = None
 
 
+class ProtoStats:
+    """One protocol's totals over every stream that carried it, closed ones included
+    (``State.protocols``): bytes and packets each way, ACTIVE streams, streams opened."""
+
+    __slots__ = ("active", "in_bytes", "in_packets", "opened", "out_bytes", "out_packets",
+                 "prev_in", "prev_out", "protocol")  # fmt: skip
+
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        self.in_bytes = self.in_packets = self.out_bytes = self.out_packets = 0
+        self.prev_in = self.prev_out = 0
+        self.active = self.opened = 0
+
+    def fill(self, msg: Any, window_ms: int) -> None:
+        """Write one ``pb.ProtocolStats``: totals, and ``inst_bw`` over ``window_ms``."""
+        msg.protocol = self.protocol
+        traffic_in, traffic_out = msg.traffic.traffic_in, msg.traffic.traffic_out
+        traffic_in.cum_bytes, traffic_in.cum_packets = self.in_bytes, self.in_packets
+        traffic_out.cum_bytes, traffic_out.cum_packets = self.out_bytes, self.out_packets
+        if window_ms:
+            traffic_in.inst_bw = (self.in_bytes - self.prev_in) * 1000 // window_ms
+            traffic_out.inst_bw = (self.out_bytes - self.prev_out) * 1000 // window_ms
+            self.prev_in, self.prev_out = self.in_bytes, self.out_bytes
+        traffic_in.SetInParent()
+        traffic_out.SetInParent()
+        msg.active_streams = self.active
+        msg.streams_opened = self.opened
+
+
 class SimConnection:
     """One simulated connection and its persistent ``pb.Connection``."""
 
-    __slots__ = ("base_latency_ns", "close_ts", "gin", "gout", "id", "in_bytes",
-                 "in_packets", "local_addr", "msg", "muxer", "open_ts", "out_bytes",
-                 "out_packets", "peer_id", "prev_in", "prev_out", "remote_addr", "role",
-                 "status", "streams", "upgraded_ts")  # fmt: skip
+    __slots__ = ("agent", "base_latency_ns", "close_ts", "gin", "gout", "id", "in_bytes",
+                 "in_packets", "local_addr", "msg", "muxer", "observed", "open_ts", "out_bytes",
+                 "out_packets", "peer_id", "prev_in", "prev_out", "pubsub", "remote_addr",
+                 "role", "status", "streams", "upgraded_ts")  # fmt: skip
 
     def __init__(self) -> None:
         self.id = b""
@@ -97,6 +131,13 @@ class SimConnection:
         self.in_bytes = self.in_packets = self.out_bytes = self.out_packets = 0
         self.prev_in = self.prev_out = 0
         self.streams: list[SimStream] = []
+        #: The peer's software (``Connection.peer``, from identify), set when it opens.
+        self.agent: Any = None
+        #: How the peer sees us (``PeerInfo.observed_addr``).
+        self.observed = ""
+        #: Its peer in the pubsub router, if it speaks gossipsub (its first stream then
+        #: runs its meshsub protocol, for its whole life).
+        self.pubsub: Any = None
         self.msg = pb.Connection()
         self.gin: Any = None
         self.gout: Any = None
@@ -155,6 +196,11 @@ def past_traffic(
     n_out = int(stream.pps_out * seconds * (0.5 + rng.random()) + rng.random())
     stream.in_packets, stream.in_bytes = n_in, n_in * stream.size_in
     stream.out_packets, stream.out_bytes = n_out, n_out * stream.size_out
+    proto = stream.proto
+    proto.in_bytes += stream.in_bytes
+    proto.in_packets += n_in
+    proto.out_bytes += stream.out_bytes
+    proto.out_packets += n_out
     gin, gout = stream.gin, stream.gout
     gin.cum_bytes, gin.cum_packets = stream.in_bytes, stream.in_packets
     gout.cum_bytes, gout.cum_packets = stream.out_bytes, stream.out_packets
@@ -214,6 +260,11 @@ def advance_traffic(
                     c_in_p += n_in
                     c_out_b += b_out
                     c_out_p += n_out
+                    proto = s.proto
+                    proto.in_bytes += b_in
+                    proto.in_packets += n_in
+                    proto.out_bytes += b_out
+                    proto.out_packets += n_out
                     gin = s.gin
                     gin.cum_bytes = s.in_bytes
                     gin.cum_packets = s.in_packets

@@ -13,6 +13,9 @@ from libp2p_introspection.server.sources.synthetic.dht import (
     dht_bucket_sizes,
 )
 
+#: Topics a simulated router may know.
+MAX_TOPICS = 1_000
+
 
 def _check_int(name: str, value: object, *, minimum: int = 0) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -37,6 +40,13 @@ class SyntheticOptions:
         in snapshots, ms.
     :param clock_ms: wall clock, ms since the Unix epoch (default: the real
         clock); every timestamp and bandwidth window uses it.
+    :param pubsub_topics: topics of the node's gossipsub router (0: the node runs no
+        pubsub: no ``Subsystems.pubsub`` and no pubsub event types).
+    :param resource_manager: whether the node runs py-libp2p's resource manager
+        (``Subsystems.resources``).
+    :param max_subscription_events_per_snapshot: ``PubsubSubscriptionChanged`` events
+        per ``state()`` call at most (peers that connect subscribe to topics; the
+        rest are counted, not emitted).
     :param max_stream_events_per_snapshot: above this many expected
         ``StreamOpened``/``StreamClosed`` events per ``state()`` call, only a
         sample of streams get events, so that about this many are emitted.
@@ -55,6 +65,9 @@ class SyntheticOptions:
     closed_connection_lifetime_ms: int = DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
     clock_ms: Callable[[], int] | None = None
     max_stream_events_per_snapshot: int = 100
+    pubsub_topics: int = 8
+    resource_manager: bool = True
+    max_subscription_events_per_snapshot: int = 20
 
     def __post_init__(self) -> None:
         _check_int("connections", self.connections)
@@ -63,6 +76,18 @@ class SyntheticOptions:
         _check_int("seed", self.seed, minimum=-(2**63))
         _check_int("closed_connection_lifetime_ms", self.closed_connection_lifetime_ms)
         _check_int("max_stream_events_per_snapshot", self.max_stream_events_per_snapshot)
+        _check_int("pubsub_topics", self.pubsub_topics)
+        if self.pubsub_topics > MAX_TOPICS:
+            raise ValueError(
+                f"SyntheticOptions.pubsub_topics must be <= {MAX_TOPICS}, got {self.pubsub_topics}"
+            )
+        _check_int(
+            "max_subscription_events_per_snapshot", self.max_subscription_events_per_snapshot
+        )
+        if not isinstance(self.resource_manager, bool):
+            raise TypeError(
+                f"SyntheticOptions.resource_manager must be a bool, got {self.resource_manager!r}"
+            )
         for name in ("events_per_second", "churn"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):

@@ -15,17 +15,28 @@ from libp2p_introspection.abc import EventSink, SampledSource, SourceOutlet
 from libp2p_introspection.protocol import events, pb
 from libp2p_introspection.protocol.clock import ClockMs, wall_clock_ms
 from libp2p_introspection.protocol.events import EventEmitter
-from libp2p_introspection.protocol.framing import assemble_state
+from libp2p_introspection.protocol.framing import assemble_state, encode_varint
 from libp2p_introspection.protocol.runtime import build_runtime
 from libp2p_introspection.server.sources.synthetic.connections import ConnectionSimulation
 from libp2p_introspection.server.sources.synthetic.dht import SimulatedDht
 from libp2p_introspection.server.sources.synthetic.ids import random_peer_id
+from libp2p_introspection.server.sources.synthetic.node import SimNode
 from libp2p_introspection.server.sources.synthetic.options import SyntheticOptions
+from libp2p_introspection.server.sources.synthetic.pubsub import SimPubsub
+from libp2p_introspection.server.sources.synthetic.resources import SimResources
 
 #: ``Runtime.implementation`` of a synthetic node.
 IMPLEMENTATION = "py-libp2p (synthetic)"
 
 _UINT32_MAX = 0xFFFFFFFF
+#: Tags of the §3.1 fields: ``State.node`` (100) and ``protocols`` (101);
+#: ``Subsystems.pubsub`` (100) and ``resources`` (101); all length-delimited.
+_TAG_100 = encode_varint(100 << 3 | 2)
+_TAG_101 = encode_varint(101 << 3 | 2)
+
+
+def _field(tag: bytes, data: bytes) -> bytes:
+    return tag + encode_varint(len(data)) + data
 
 
 class SyntheticSource(SampledSource):
@@ -41,15 +52,44 @@ class SyntheticSource(SampledSource):
         self._clock_ms: ClockMs = opts.clock_ms or wall_clock_ms
         rng = random.Random(f"libp2p-introspection/synthetic/{opts.seed}/node")
         query_rng = random.Random(f"libp2p-introspection/synthetic/{opts.seed}/queries")
-        specs = events.CONNECTION_EVENTS + (events.DHT_EVENTS if opts.dht_peers else ())
+        specs = (
+            events.CONNECTION_EVENTS
+            + (events.DHT_EVENTS if opts.dht_peers else ())
+            + events.NODE_EVENTS
+            + (events.PUBSUB_EVENTS if opts.pubsub_topics else ())
+        )
         self._events = EventEmitter(self._clock_ms, specs)
         self.start_ts = max(0, self._clock_ms())
         self._last_instant = self.start_ts
         self.peer_id = random_peer_id(rng)
-        #: The connection simulation: its ``retained`` and ``active`` connections, totals.
+        #: The gossipsub router, if the node runs one.
+        self.pubsub: SimPubsub | None = None
+        if opts.pubsub_topics:
+            self.pubsub = SimPubsub(
+                opts.pubsub_topics, emitter=self._events,
+                rng=random.Random(f"libp2p-introspection/synthetic/{opts.seed}/pubsub"),
+                max_subscription_events=opts.max_subscription_events_per_snapshot,
+            )  # fmt: skip
+
+        def make_node(local_ip: str) -> SimNode:
+            return SimNode(
+                rng, local_ip, dht=bool(opts.dht_peers), pubsub=self.pubsub is not None,
+                emitter=self._events,
+            )  # fmt: skip
+
+        #: The connection simulation: its ``retained`` and ``active`` connections, totals,
+        #: per-protocol totals, and the node (``State.node``).
         self.connections = ConnectionSimulation(
-            opts, rng=rng, start_ts=self.start_ts, emitter=self._events
-        )
+            opts, rng=rng, start_ts=self.start_ts, emitter=self._events, make_node=make_node,
+            pubsub=self.pubsub,
+        )  # fmt: skip
+        #: The resource manager, if the node runs one.
+        self.resources: SimResources | None = None
+        if opts.resource_manager:
+            self.resources = SimResources(
+                random.Random(f"libp2p-introspection/synthetic/{opts.seed}/resources"),
+                connections=opts.connections, streams=opts.streams, proto=self.connections.proto,
+            )  # fmt: skip
         self._dht = SimulatedDht(
             opts.dht_peers, rng=rng, query_rng=query_rng, start_ts=self.start_ts,
             clock_ms=self._clock_ms, emitter=self._events,
@@ -100,7 +140,14 @@ class SyntheticSource(SampledSource):
         now = max(0, self._clock_ms())
         start = self._last_instant
         window_ms = max(0, now - start)
-        self.connections.step(now, start, window_ms)
+        sim = self.connections
+        pubsub = self.pubsub
+        if pubsub is not None:
+            pubsub.start_step()
+        sim.step(now, start, window_ms)
+        sim.node.step(now)
+        if pubsub is not None:
+            pubsub.step(now, window_ms)
         dht = self._dht
         if dht.enabled:
             dht.evolve(now)
@@ -110,13 +157,22 @@ class SyntheticSource(SampledSource):
         subsystems = pb.Subsystems()
         if dht.enabled:
             dht.fill(subsystems.dht, now)
-        self.connections.node.fill(state.traffic, window_ms)
+        sim.totals.fill(state.traffic, window_ms)
+        # The §3.1 fields are numbered above every upstream one: appended in order.
+        head = [state.SerializeToString(), _field(_TAG_100, sim.node.encoded())]
+        stats = pb.ProtocolStats()
+        for protocol in sorted(sim.protocols):
+            sim.protocols[protocol].fill(stats, window_ms)
+            head.append(_field(_TAG_101, stats.SerializeToString()))
+        rest = [subsystems.SerializeToString()]
+        if pubsub is not None:
+            rest.append(_field(_TAG_100, pubsub.encoded(window_ms)))
+        if self.resources is not None:
+            self.resources.step()
+            encoded = self.resources.encoded(len(sim.active), sim.active_streams)
+            rest.append(_field(_TAG_101, encoded))
         self._last_instant = now
-        return assemble_state(
-            state.SerializeToString(),
-            self.connections.encoded_connections(),
-            subsystems.SerializeToString(),
-        )
+        return assemble_state(b"".join(head), sim.encoded_connections(), b"".join(rest))
 
     async def run(
         self, outlet: SourceOutlet, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
