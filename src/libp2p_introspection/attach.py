@@ -2,7 +2,7 @@
 
 Example::
 
-    async with attach_introspection(host, dht=dht, port=0) as server:
+    async with attach_introspection(host, dht=dht, autonat=autonat, port=0) as server:
         print(server.url)          # ws://127.0.0.1:PORT/introspect
         server.declare_event_type("Trade", {"peerId": "PEERID", "amount": "NUMBER"})
         server.publish_event("Trade", {"peerId": peer_id, "amount": 12.5})
@@ -93,6 +93,7 @@ async def attach_introspection(
     *,
     dht: Any = None,
     pubsub: Any = None,
+    autonat: Any = None,
     config: ServerConfig | None = None,
     metrics_url: str | None = None,
     **options: Any,
@@ -102,7 +103,9 @@ async def attach_introspection(
     ``dht`` is the host's ``KadDHT``, if it runs one; ``pubsub`` its
     ``libp2p.pubsub.pubsub.Pubsub`` (FloodSub or GossipSub), if it runs one: py-libp2p's
     pubsub cannot be found from the host, so without it snapshots carry no
-    ``Subsystems.pubsub``. ``config`` or keyword
+    ``Subsystems.pubsub``; ``autonat`` its ``libp2p.host.autonat.AutoNATService``, if it
+    runs one (the snapshots' ``node.reachability`` is then AutoNAT's verdict, else
+    ``NOT_RUNNING``). ``config`` or keyword
     ``options`` (the fields of :class:`~libp2p_introspection.server.ServerConfig`:
     ``host`` (the bind address; the libp2p host is the positional argument),
     ``port``, ``interval_ms``, ...) set the server; the default is
@@ -124,6 +127,7 @@ async def attach_introspection(
         host,
         dht=dht,
         pubsub=pubsub,
+        autonat=autonat,
         closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
     )
     try:
@@ -161,6 +165,7 @@ async def introspected_demo(
             node.host,
             dht=node.dht,
             pubsub=node.pubsub,
+            autonat=node.autonat,
             closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
         )
         introspectors.append(introspector)
@@ -184,7 +189,7 @@ async def introspected_demo(
             peer_id = network.observed.host.get_id()
             description = (
                 f"py-libp2p node {peer_id}\n(1 of {nodes} nodes on 127.0.0.1: ping, echo "
-                f"and bulk streams, a Kademlia DHT, gossipsub{', churn' if churn else ''})"
+                f"and bulk streams, a Kademlia DHT, gossipsub, AutoNAT{', churn' if churn else ''})"
             )
             if every:
                 urls = []

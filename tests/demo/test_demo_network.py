@@ -307,3 +307,27 @@ async def test_demo_runs_gossipsub_and_the_observed_node_shows_it() -> None:
         muxers = {c.attribs.multiplexer for c in intros[0].state().subsystems.connections}
         assert muxers == {"/yamux/1.0.0"}  # the observed node stays on yamux
         intros[0].detach()
+
+
+async def test_observed_node_learns_its_reachability_from_its_peers() -> None:
+    """Every node answers AutoNAT; the observed node asks its peers, which dial it back on
+    loopback: the introspector handed its AutoNAT service reports PUBLIC, with the event."""
+    introspectors: list[HostIntrospector] = []
+    events: list[pb.Event] = []
+
+    def attach(node: DemoNode) -> None:
+        intro = HostIntrospector(node.host, dht=node.dht, autonat=node.autonat)
+        intro.set_event_sink(events.append)
+        introspectors.append(intro)
+
+    opts = replace(QUIET, nodes=3, work_rate=0.0, dht_rate=0.0, on_observed_ready=attach)
+    async with running(opts) as net:
+        (intro,) = introspectors
+        assert net.observed.autonat.confirmations == 2  # all the peers a 3-node network has
+        with trio.fail_after(20):
+            while intro.state().node.reachability != pb.NodeInfo.PUBLIC:
+                await trio.sleep(0.05)
+        changes = [json.loads(e.content) for e in events if e.type.name == "ReachabilityChanged"]
+        assert changes == [{"reachability": "PUBLIC"}]
+        assert "/libp2p/autonat/1.0.0" in intro.state().node.protocols
+        intro.detach()

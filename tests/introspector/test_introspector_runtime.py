@@ -14,6 +14,8 @@ from libp2p_introspection.protocol import pb
 
 CONNECTION_EVENTS = {"ConnectionOpened", "ConnectionClosed", "StreamOpened", "StreamClosed"}
 DHT_EVENTS = {"InboundDHTQuery", "OutboundDHTQuery"}
+#: Every live node's own events (PROTOCOL.md §3.1): identify and its listen addresses.
+NODE_EVENTS = {"PeerIdentified", "ListenAddrsChanged"}
 
 
 async def test_runtime_fields() -> None:
@@ -26,7 +28,7 @@ async def test_runtime_fields() -> None:
             assert "Python" in runtime.platform or "CPython" in runtime.platform
             assert runtime.peer_id == host.get_id().to_base58()
             names = {t.name for t in runtime.event_types}
-            assert names == CONNECTION_EVENTS
+            assert names == CONNECTION_EVENTS | NODE_EVENTS
             valid = set(pb.EventType.EventProperty.PropertyType.values())
             for etype in runtime.event_types:
                 assert etype.property_types
@@ -37,6 +39,21 @@ async def test_runtime_fields() -> None:
             for name in ("StreamClosed", "ConnectionClosed"):
                 assert types[name]["status"] == pb.EventType.EventProperty.STRING
                 assert types[name]["reason"] == pb.EventType.EventProperty.STRING
+            P = pb.EventType.EventProperty
+            declared = {
+                t.name: [(p.name, p.type, p.has_multiple) for p in t.property_types]
+                for t in runtime.event_types
+            }
+            assert declared["PeerIdentified"] == [
+                ("peerId", P.PEERID, False),
+                ("agentVersion", P.STRING, False),
+                ("protocolVersion", P.STRING, False),
+                ("protocols", P.STRING, True),
+            ]
+            assert declared["ListenAddrsChanged"] == [
+                ("added", P.MULTIADDR, True),
+                ("removed", P.MULTIADDR, True),
+            ]
             # Serializes as a ServerMessage payload.
             msg = pb.ServerMessage(version=pb.Version(version=1), runtime=runtime)
             assert pb.ServerMessage.FromString(msg.SerializeToString()).runtime == runtime
@@ -48,7 +65,7 @@ async def test_runtime_declares_dht_events_when_dht_given() -> None:
         async with running_hosts(1) as (host,):
             intro = HostIntrospector(host, dht=KadDHT(host, DHTMode.SERVER))
             names = {t.name for t in intro.runtime().event_types}
-            assert names == CONNECTION_EVENTS | DHT_EVENTS
+            assert names == CONNECTION_EVENTS | NODE_EVENTS | DHT_EVENTS
             types = {t.name: t for t in intro.runtime().event_types}
             P = pb.EventType.EventProperty
             for name in DHT_EVENTS:

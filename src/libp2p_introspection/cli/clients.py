@@ -239,12 +239,14 @@ def watch(url: str | None, count: int | None, events: bool, as_json: bool,
 @click.option(
     "--events/--no-events", default=True, show_default=True, help="Subscribe to the node's events."
 )
+@click.option("--lan", is_flag=True,
+              help="The Nodes view also lists servers announced on the local network (mDNS).")
 @client_token_option
 @verbose_option
 @limit_options("Live node and --file")
 @default_url_in_help
-def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: int,
-              events: bool, token: str | None, verbose: int, **kw: Any) -> None:  # fmt: skip
+def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: int, events: bool,
+              lan: bool, token: str | None, verbose: int, **kw: Any) -> None:  # fmt: skip
     """Serve the live dashboard page for the introspection server at URL.
 
     Prints the page's http:// address on stdout as soon as it is served.
@@ -259,7 +261,7 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
         url = normalize_url(url)
     except BadRequest as exc:
         raise click.BadParameter(defaults.redact(str(exc), secrets), param_hint="URL") from None
-    settings = dict(url=url, file=file, retention_ms=retention_ms, events=events,
+    settings = dict(url=url, file=file, retention_ms=retention_ms, events=events, lan=lan,
                     token=token or None, limits=record_limits(kw))  # fmt: skip
     if not is_loopback(host):
         log.warning("the dashboard page at %s shows the node to anyone who can reach it "

@@ -28,6 +28,13 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
   :mod:`.feed`), never to another URL given here. The body is read up to
   :data:`MAX_COMMAND_BODY_BYTES` (4 KiB) and no further: 413 beyond, 400 for
   anything but a JSON object (nesting included: never a 500).
+- ``GET /api/nodes``: the Nodes view's rows (``NODES`` of :mod:`.nodes`, with
+  ``"focus"``); 404 when the dashboard keeps no Nodes view.
+- ``POST /api/nodes/add`` with ``{"url": ...}``: follow that server in the Nodes
+  view (409 when it follows its most already); ``POST /api/nodes/remove`` and
+  ``POST /api/nodes/focus`` with ``{"id": "n3"}``: stop following a node added
+  by URL, or show that node in every other view (as ``/api/connect`` its URL
+  would); 404 for an id not listed. Bodies as ``/api/connect``'s.
 - ``POST /api/recording``: the body is a recording file (raw bytes; its name
   in the ``X-File-Name`` header), at most ``max_upload_bytes``; shows it. The
   body is read as it comes, into a spooled temporary file (memory up to
@@ -88,6 +95,7 @@ from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 from libp2p_introspection import config as defaults
 from libp2p_introspection.dashboard.browsers import TooManyPages
 from libp2p_introspection.dashboard.model import DashboardModel
+from libp2p_introspection.dashboard.nodes import FleetFull
 from libp2p_introspection.dashboard.recording import (
     DEFAULT_MAX_UPLOAD_BYTES,
     RecordingLoadError,
@@ -369,22 +377,75 @@ def create_app(
         model.resume()
         return ok()
 
-    async def connect(request: Request) -> Response:
+    async def command_body(request: Request, shape: str) -> dict[str, Any] | Response:
+        """The JSON object a command sends, or the answer refusing it."""
         media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media_type != "application/json":
-            return refuse('send {"url": "ws://HOST:PORT/introspect"} as application/json', 415)
+            return refuse(f"send {shape} as application/json", 415)
         try:
             body: Any = json.loads(await read_small_body(request, MAX_COMMAND_BODY_BYTES))
         except BodyTooLarge:
             return too_large(f"a command is at most {MAX_COMMAND_BODY_BYTES} bytes")
         except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested too deep
-            return refuse('send {"url": "ws://HOST:PORT/introspect"}')
+            return refuse(f"send {shape}")
+        return body if isinstance(body, dict) else refuse(f"send {shape}")
+
+    async def command_url(request: Request) -> str | Response:
+        body = await command_body(request, '{"url": "ws://HOST:PORT/introspect"}')
+        if isinstance(body, Response):
+            return body
         try:
-            url = normalize_url(str(body.get("url", "")) if isinstance(body, dict) else "")
+            return normalize_url(str(body.get("url", "")))
         except BadRequest as exc:
             return refuse(str(exc))
+
+    async def connect(request: Request) -> Response:
+        url = await command_url(request)
+        if isinstance(url, Response):
+            return url
         model.connect(url)
         return ok()
+
+    def nodes_answer() -> JSONResponse:
+        return JSONResponse({"ok": True, "nodes": model.nodes_json()})
+
+    async def nodes(request: Request) -> Response:
+        if model.nodes is None:
+            return refuse("this dashboard keeps no Nodes view", 404)
+        return JSONResponse(model.nodes_json())
+
+    async def nodes_add(request: Request) -> Response:
+        if model.nodes is None:
+            return refuse("this dashboard keeps no Nodes view", 404)
+        url = await command_url(request)
+        if isinstance(url, Response):
+            return url
+        try:
+            model.nodes.add(url)
+        except FleetFull as exc:
+            return refuse(str(exc), 409)
+        return nodes_answer()
+
+    async def node_command(request: Request, verb: str) -> Response:
+        if model.nodes is None:
+            return refuse("this dashboard keeps no Nodes view", 404)
+        body = await command_body(request, '{"id": "n1"}')
+        if isinstance(body, Response):
+            return body
+        node = model.nodes.by_id(str(body.get("id", "")))
+        if node is None:
+            return refuse("no such node (it may have gone from the list)", 404)
+        if verb == "remove":
+            model.nodes.remove(node.id)
+            return nodes_answer()
+        model.connect(node.url)
+        return ok()
+
+    async def nodes_remove(request: Request) -> Response:
+        return await node_command(request, "remove")
+
+    async def nodes_focus(request: Request) -> Response:
+        return await node_command(request, "focus")
 
     async def recording(request: Request) -> Response:
         name = unquote(request.headers.get("x-file-name", "uploaded.mock"))[:200]
@@ -513,6 +574,10 @@ def create_app(
         Route("/api/resume", resume, methods=["POST"]),
         Route("/api/connect", connect, methods=["POST"]),
         Route("/api/recording", recording, methods=["POST"]),
+        Route("/api/nodes", nodes),
+        Route("/api/nodes/add", nodes_add, methods=["POST"]),
+        Route("/api/nodes/remove", nodes_remove, methods=["POST"]),
+        Route("/api/nodes/focus", nodes_focus, methods=["POST"]),
         WebSocketRoute("/feed", feed),
         WebSocketRoute("/{path:path}", not_an_endpoint),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

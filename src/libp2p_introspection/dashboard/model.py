@@ -19,6 +19,10 @@ Browser messages (JSON objects, sent in arrays; shapes of the parts in
     {"t": "event", "e": EVENT}
     {"t": "runtime", "runtime": RUNTIME}
     {"t": "status", "status": STATUS}
+    {"t": "nodes", "nodes": NODES (:mod:`.nodes`) and "focus": the id of the
+     node the other views show, or null}
+
+The ``hello`` carries ``"nodes"`` too (the same object, ``null`` without a fleet).
 
     STATUS = {"mode": "live"|"recording", "url": str, "connection":
               "connecting"|"connected"|"reconnecting"|"disconnected",
@@ -49,7 +53,8 @@ from libp2p_introspection.dashboard.convert import (
     event_type_to_json,
     runtime_to_json,
 )
-from libp2p_introspection.dashboard.feed import ConnectionState, LiveFeed
+from libp2p_introspection.dashboard.feed import ConnectionState, LiveFeed, endpoint_key
+from libp2p_introspection.dashboard.nodes import NodeFleet
 from libp2p_introspection.dashboard.recording import RecordingInfo, over_limit_text
 from libp2p_introspection.dashboard.store import Store
 from libp2p_introspection.protocol import pb
@@ -86,6 +91,8 @@ class DashboardModel:
             max_snapshot_bytes=max_snapshot_bytes,
         )
         self.feed: LiveFeed | None = None
+        #: The Nodes view's nodes (:meth:`attach_nodes`), if any.
+        self.nodes: NodeFleet | None = None
         self.mode = "live"
         self.recording: RecordingInfo | None = None
         self._live_store_bounds = store.bounds()
@@ -97,6 +104,10 @@ class DashboardModel:
         """Use ``feed`` as the live source."""
         self.feed = feed
 
+    def attach_nodes(self, fleet: NodeFleet) -> None:
+        """Show ``fleet`` in the Nodes view."""
+        self.nodes = fleet
+
     # ------------------------------------------------------------- FeedSink
 
     def feed_switched(self, url: str) -> None:
@@ -105,6 +116,7 @@ class DashboardModel:
         self.store = Store(**self._live_store_bounds)
         self.converter.reset()
         self._resync_all()
+        self.broadcast_nodes()  # the focus moved
 
     def feed_runtime(self, runtime: pb.Runtime) -> None:
         data = runtime_to_json(runtime)
@@ -212,6 +224,23 @@ class DashboardModel:
         self._hello = None
         self.hub.resync_all()
 
+    def nodes_json(self) -> JSON | None:
+        """``NODES`` with ``"focus"``: the node the live feed shows (``None`` without a fleet)."""
+        if self.nodes is None:
+            return None
+        data = self.nodes.to_json()
+        focus = None
+        if self.mode == "live" and self.feed is not None:
+            node = self.nodes.nodes.get(endpoint_key(self.feed.url))
+            focus = node.id if node is not None else None
+        data["focus"] = focus
+        return data
+
+    def broadcast_nodes(self) -> None:
+        """Tell every page the Nodes view's rows (nothing without a fleet)."""
+        if self.nodes is not None:
+            self._broadcast(dumps({"t": "nodes", "nodes": self.nodes_json()}))
+
     def broadcast_status(self) -> None:
         """Tell every page the current status."""
         self._broadcast(dumps({"t": "status", "status": self.status()}))
@@ -242,6 +271,7 @@ class DashboardModel:
             "series": store.series(),
             "eventCounts": store.event_counts(),
             "eventTypes": list(store.event_types.values()),
+            "nodes": self.nodes_json(),
         }
         # Splice in the prebuilt texts of the latest snapshot and the events.
         self._hello = "".join(

@@ -20,6 +20,7 @@ from libp2p_introspection.dashboard.browsers import (
 from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS, DEFAULT_MAX_SNAPSHOT_BYTES
 from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
+from libp2p_introspection.dashboard.nodes import MAX_NODES, PULL_INTERVAL_S, NodeFleet
 from libp2p_introspection.dashboard.recording import (
     DEFAULT_MAX_UPLOAD_BYTES,
     load_recording,
@@ -38,6 +39,8 @@ from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 
 log = logging.getLogger(__name__)
 
+#: Rows of the Nodes view are sent to pages at most this often, seconds.
+NODES_BROADCAST_S = 1.0
 #: The dashboard's documented default port (the introspection server's is 8845).
 DEFAULT_DASHBOARD_PORT = defaults.DEFAULT_DASHBOARD_PORT
 
@@ -67,6 +70,10 @@ class DashboardConfig:
     before it is skipped with a notice on the page; ``max_snapshot_bytes``:
     the most characters of JSON one converted snapshot may take (carried
     connections included), likewise.
+    ``nodes``: keep the Nodes view (:mod:`.nodes`): follow the registry's
+    servers (``registry_dir``, ``None``: the user's), those added by URL and
+    ``url``, with ``lan`` those announced over mDNS too; at most ``max_nodes``,
+    each pulled every ``node_pull_s`` seconds.
     """
 
     host: str = defaults.DEFAULT_HOST
@@ -89,6 +96,11 @@ class DashboardConfig:
     send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
     limits: RecordLimits = DEFAULT_LIMITS
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
+    nodes: bool = True
+    lan: bool = False
+    max_nodes: int = MAX_NODES
+    node_pull_s: float = PULL_INTERVAL_S
+    registry_dir: str | None = None
 
 
 class Dashboard:
@@ -128,6 +140,21 @@ class Dashboard:
             limits=config.limits,
         )
         self.model.attach_feed(self.feed)
+        self._nodes_dirty = trio.Event()
+        self.fleet: NodeFleet | None = None
+        if config.nodes:
+            self.fleet = NodeFleet(
+                token_for=self.feed.token_for,
+                on_change=lambda: self._nodes_dirty.set(),
+                registry_dir=config.registry_dir,
+                lan=config.lan,
+                max_nodes=config.max_nodes,
+                pull_interval_s=config.node_pull_s,
+                limits=config.limits,
+            )
+            self.model.attach_nodes(self.fleet)
+            if config.file is None:
+                self.fleet.add(config.url)
         self.app = create_app(
             self.model,
             max_upload_bytes=config.max_upload_bytes,
@@ -169,6 +196,9 @@ class Dashboard:
             self.model.show_recording(store, info)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.feed.run)
+            if self.fleet is not None:
+                await nursery.start(self.fleet.run)
+                nursery.start_soon(self._broadcast_nodes)
             self.port = await nursery.start(
                 functools.partial(
                     serve_asgi,
@@ -181,3 +211,11 @@ class Dashboard:
             log.info("dashboard at %s following %s", self.url, self.feed.display_url)
             task_status.started(self)
             await trio.sleep_forever()
+
+    async def _broadcast_nodes(self) -> None:
+        """Send the Nodes view's rows when they changed, at most every NODES_BROADCAST_S."""
+        while True:
+            await self._nodes_dirty.wait()
+            self._nodes_dirty = trio.Event()
+            self.model.broadcast_nodes()
+            await trio.sleep(NODES_BROADCAST_S)

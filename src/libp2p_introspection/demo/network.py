@@ -20,7 +20,10 @@ Lifecycle of :meth:`DemoNetwork.run`:
      its host (all its connections close), stays offline
      ~``churn_downtime_s``, then rejoins with the same identity and port;
    * *maintenance* (every few seconds): restarts nodes whose incarnation
-     crashed and refreshes every node's address book.
+     crashed and refreshes every node's address book;
+   * *reachability* (every ``reachability_interval_s``): the observed node's
+     AutoNAT asks its online peers to dial it back (on loopback they can:
+     PUBLIC once enough of them agree).
 
 Every task lives in the caller's nursery; cancelling it shuts every node down
 (each host is closed, shielded and bounded). Errors from demo work (resets
@@ -37,6 +40,8 @@ from collections.abc import Callable
 
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.host.autonat.autonat import CONFIRMATIONS_REQUIRED
+from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo
 
 from libp2p_introspection.demo._quiet import quiet_libp2p_warnings
@@ -49,6 +54,8 @@ logger = logging.getLogger(__name__)
 #: Bounds (seconds) on one connection attempt and one bootstrap lookup.
 CONNECT_TIMEOUT_S = 10.0
 BOOTSTRAP_TIMEOUT_S = 15.0
+#: Bound on one AutoNAT check of the observed node (it asks its peers one by one).
+REACHABILITY_TIMEOUT_S = 60.0
 #: Seconds between maintenance passes (crash restarts, address-book refresh).
 MAINTENANCE_INTERVAL_S = 5.0
 #: Permanent TTL in py-libp2p's peerstore.
@@ -73,6 +80,8 @@ class DemoNetwork:
         )
         self._rng = random.Random(self.seed)
         use_mplex = opts.mplex_node and opts.nodes >= 3
+        # The observed node's AutoNAT verdict: as many peers as the spec asks, or all it has.
+        confirmations = min(CONFIRMATIONS_REQUIRED, opts.nodes - 1)
         self.nodes: list[DemoNode] = [
             DemoNode(
                 i,
@@ -81,6 +90,7 @@ class DemoNetwork:
                 listen_ip=opts.listen_ip,
                 bulk_rate_bytes_per_s=opts.bulk_rate_bytes_per_s,
                 topics=node_topics(opts.pubsub_topics, i),
+                autonat_confirmations=confirmations if i == 0 else None,
             )
             for i in range(opts.nodes)
         ]
@@ -132,6 +142,7 @@ class DemoNetwork:
                     nursery.start_soon(self.workload.dht_loop)
                     nursery.start_soon(self.workload.pubsub_loop)
                     nursery.start_soon(self._maintenance_loop)
+                    nursery.start_soon(self._reachability_loop)
                     if self.options.churn:
                         nursery.start_soon(self._churn_loop)
                     logger.info(
@@ -292,6 +303,24 @@ class DemoNetwork:
                     await self._start_node(node)
             for node in self.online_nodes():
                 self._learn_addresses(node)
+
+
+    async def _reachability_loop(self) -> None:
+        observed = self.observed
+        while True:
+            servers = [n.peer_id for n in self.online_nodes() if not n.is_observed]
+            if servers and observed.online:
+                observed.spawn(self._check_reachability, observed, servers)
+            await trio.sleep(self.options.reachability_interval_s)
+
+    @staticmethod
+    async def _check_reachability(node: DemoNode, servers: list[PeerID]) -> None:
+        try:
+            with trio.fail_after(REACHABILITY_TIMEOUT_S):
+                status = await node.autonat.check_reachability(servers)
+            logger.debug("%s: AutoNAT status %s", node.name, status)
+        except Exception as exc:
+            logger.debug("%s: AutoNAT check failed: %r", node.name, exc)
 
 
 def node_topics(topics: tuple[str, ...], index: int) -> tuple[str, ...]:

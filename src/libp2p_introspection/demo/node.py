@@ -19,6 +19,7 @@ import trio
 from libp2p import new_host
 from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import TMuxerOptions, TProtocol
+from libp2p.host.autonat import AutoNATService
 from libp2p.host.basic_host import BasicHost
 from libp2p.host.ping import PingService
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
@@ -96,7 +97,10 @@ class DemoNode:
 
     Every node runs: py-libp2p's default protocols (identify, identify-push,
     ping), a :class:`~libp2p.kad_dht.kad_dht.KadDHT` in server mode
-    (``/ipfs/kad/1.0.0``, accepting ``/demo/...`` records), gossipsub
+    (``/ipfs/kad/1.0.0``, accepting ``/demo/...`` records), an
+    :class:`~libp2p.host.autonat.AutoNATService` answering dial-back requests
+    (``/libp2p/autonat/1.0.0``; its verdicts need ``autonat_confirmations``
+    agreeing peers, py-libp2p's default when ``None``), gossipsub
     (``/meshsub/1.2.0``, a :class:`~libp2p.pubsub.pubsub.Pubsub` with a
     :class:`~libp2p.pubsub.gossipsub.GossipSub` router, heartbeat every
     :data:`GOSSIPSUB_HEARTBEAT_S` s; the network subscribes it to ``topics``),
@@ -114,6 +118,7 @@ class DemoNode:
         listen_ip: str = "127.0.0.1",
         bulk_rate_bytes_per_s: int = 0,
         topics: tuple[str, ...] = (),
+        autonat_confirmations: int | None = None,
     ) -> None:
         self.index = index
         self.name = "observed" if index == 0 else f"node-{index}"
@@ -130,6 +135,8 @@ class DemoNode:
         self._pubsub: Pubsub | None = None
         self._host: BasicHost | None = None
         self._dht: KadDHT | None = None
+        self._autonat_confirmations = autonat_confirmations
+        self._autonat: AutoNATService | None = None
         self._work: trio.Nursery | None = None
         self._leave: trio.Event | None = None
         self._stopped = trio.Event()
@@ -171,6 +178,13 @@ class DemoNode:
         """Publish ``data`` on ``topic`` (subscribed or not: gossipsub's fanout)."""
         await self.pubsub.publish(topic, data)
         self.stats.pubsub_published[topic] += 1
+
+    @property
+    def autonat(self) -> AutoNATService:
+        """The current (or last) incarnation's AutoNAT service."""
+        if self._autonat is None:
+            raise RuntimeError(f"{self.name} has not been started yet")
+        return self._autonat
 
     @property
     def listen_addr(self) -> multiaddr.Multiaddr:
@@ -278,6 +292,7 @@ class DemoNode:
         )
         pubsub = Pubsub(host, router)
         self._host, self._dht, self._pubsub = host, dht, pubsub
+        self._autonat = AutoNATService(host, confirmations=self._autonat_confirmations)
         self.stats.starts += 1
         try:
             async with (

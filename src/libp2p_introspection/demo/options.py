@@ -94,6 +94,10 @@ class DemoOptions:
     #: Mean seconds a churned node stays offline (uniform in ``[1/2, 3/2]``).
     churn_downtime_s: float = 2.0
 
+    #: Seconds between the observed node's AutoNAT checks (it asks its online
+    #: peers to dial it back; the first check runs once the network is up).
+    reachability_interval_s: float = 30.0
+
     #: See :data:`ObservedReadyHook`.
     on_observed_ready: ObservedReadyHook | None = None
     #: See :data:`NodeReadyHook`.
@@ -126,5 +130,7 @@ class DemoOptions:
             raise ValueError("bulk_rate_bytes_per_s must be >= 0")
         if self.max_sessions < 1:
             raise ValueError("max_sessions must be >= 1")
+        if self.reachability_interval_s <= 0:
+            raise ValueError("reachability_interval_s must be > 0")
         if self.churn_interval_s <= 0 or self.churn_downtime_s < 0:
             raise ValueError("churn_interval_s must be > 0 and churn_downtime_s >= 0")

@@ -26,6 +26,10 @@ What it installs (all undone by :meth:`HostIntrospector.detach`):
 * when a DHT is given, instance-level wrappers on the ``KadDHT`` and its
   routing table / peer routing / value and provider stores (see
   :mod:`libp2p_introspection.introspector.dht`);
+* a reader of the identify messages peers send on the streams it counts
+  (:mod:`~libp2p_introspection.introspector.identify`) and, when an AutoNAT
+  service is given, a wrapper on its ``update_status``
+  (:mod:`~libp2p_introspection.introspector.node`);
 * when a ``Pubsub`` is given, instance-level wrappers on it and its router
   (see :mod:`libp2p_introspection.introspector.pubsub`).
 
@@ -37,6 +41,7 @@ events are emitted for them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +54,8 @@ from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.application import ApplicationData
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
+from libp2p_introspection.introspector.identify import IdentifyTracker
+from libp2p_introspection.introspector.node import NodeTracker
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.protocols import ProtocolTracker
 from libp2p_introspection.introspector.pubsub import PubsubTracker
@@ -61,6 +68,7 @@ from libp2p_introspection.protocol.events import EventEmitter
 from libp2p_introspection.protocol.runtime import build_runtime
 
 if TYPE_CHECKING:
+    from libp2p.host.autonat import AutoNATService
     from libp2p.kad_dht.kad_dht import KadDHT
     from libp2p.pubsub.pubsub import Pubsub
 
@@ -88,10 +96,10 @@ class _Notifee(INotifee):
         self._owner._guard(self._owner._registry.on_stream_closed, stream)
 
     async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
+        self._owner._guard(self._owner._node_info.check_listen_addrs)
 
     async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
+        self._owner._guard(self._owner._node_info.check_listen_addrs)
 
 
 class HostIntrospector(SampledSource):
@@ -106,6 +114,9 @@ class HostIntrospector(SampledSource):
     :param pubsub: optional ``libp2p.pubsub.pubsub.Pubsub`` of this host (FloodSub
         or GossipSub router); adds ``State.subsystems.pubsub`` and the pubsub
         events. Without it ``Subsystems.pubsub`` is absent.
+    :param autonat: optional ``libp2p.host.autonat.AutoNATService`` of this host:
+        ``State.node.reachability`` is its status (``NOT_RUNNING`` without one)
+        and ``ReachabilityChanged`` is declared and emitted.
     :param closed_connection_lifetime_ms: how long a closed connection stays
         in snapshots as CLOSED, ms.
     :param clock_ms: wall clock returning ms since the Unix epoch (default:
@@ -147,6 +158,7 @@ class HostIntrospector(SampledSource):
         *,
         dht: KadDHT | None = None,
         pubsub: Pubsub | None = None,
+        autonat: AutoNATService | None = None,
         closed_connection_lifetime_ms: int = DEFAULT_CLOSED_CONNECTION_LIFETIME_MS,
         clock_ms: ClockMs | None = None,
     ) -> None:
@@ -156,6 +168,11 @@ class HostIntrospector(SampledSource):
         self._patcher = InstancePatcher()
         specs = events.CONNECTION_EVENTS + (events.DHT_EVENTS if dht is not None else ())
         specs += events.PUBSUB_EVENTS if pubsub is not None else ()
+        specs += tuple(
+            spec
+            for spec in events.NODE_EVENTS
+            if autonat is not None or spec is not events.REACHABILITY_CHANGED
+        )
         self._events = EventEmitter(self._clock_ms, specs)
         self._attach_ts = self._clock_ms()
         self._last_instant = self._attach_ts
@@ -193,6 +210,11 @@ class HostIntrospector(SampledSource):
             self._pubsub = PubsubTracker(
                 pubsub, patcher=self._patcher, emitter=self._events, local_peer=self.peer_id
             )
+        self._identify = IdentifyTracker(self._events, peerstore)
+        self._node_info = NodeTracker(
+            host, emitter=self._events, patcher=self._patcher, identify=self._identify,
+            autonat=autonat,
+        )  # fmt: skip
         #: The application's own event types, events and tags (:class:`ApplicationData`).
         self.application = ApplicationData(
             self._swarm, self._registry, self._events, self._clock_ms, self.runtime_changed
@@ -208,6 +230,8 @@ class HostIntrospector(SampledSource):
         self._guard(self._upgrades.attach, tp.SWARM_UPGRADER.get(self._swarm))
         self._swarm.register_notifee(self._notifee)
         self._guard(self._registry.adopt_existing, self._swarm)
+        self._guard(self._identify.attach, self._registry.stream_listeners)
+        self._guard(self._node_info.attach)
         self._guard(self._resources.attach)
         if self._dht is not None:
             self._guard(self._dht.attach)
@@ -242,10 +266,20 @@ class HostIntrospector(SampledSource):
                 notifees.remove(self._notifee)
         except Exception:
             logger.exception("introspector: could not remove notifee")
+        # Not _guard: it runs nothing once detached (the DHT tracker's detach never ran).
+        parts: list[tuple[str, Callable[[], None]]] = [
+            ("identify", lambda: self._identify.detach(self._registry.stream_listeners)),
+            ("node", self._node_info.detach),
+        ]
         if self._dht is not None:
-            self._guard(self._dht.detach)
+            parts.insert(0, ("DHT", self._dht.detach))
         if self._pubsub is not None:
-            self._guard(self._pubsub.detach)
+            parts.append(("pubsub", self._pubsub.detach))
+        for name, detach in parts:
+            try:
+                detach()
+            except Exception:
+                logger.exception("introspector: could not detach the %s tracker", name)
         self._patcher.restore_all()
         self._events.set_sink(None)
 
@@ -317,6 +351,14 @@ class HostIntrospector(SampledSource):
         except Exception:
             logger.exception("introspector: purge failed")
         self._registry.fill(state.subsystems.connections, window)
+        try:
+            self._identify.fill(state.subsystems.connections, self._registry.connections())
+        except Exception:
+            logger.exception("introspector: identify snapshot failed")
+        try:
+            self._node_info.fill(state.node)
+        except Exception:
+            logger.exception("introspector: node snapshot failed")
         try:
             self._protocols.fill(state.protocols, self._registry.connections(), window)
         except Exception:

@@ -34,6 +34,9 @@ from types import ModuleType
 from typing import Any
 
 from libp2p.discovery.random_walk.rt_refresh_manager import RTRefreshManager
+from libp2p.host.autonat import AutoNATService, AutoNATStatus
+from libp2p.identity.identify import identify as identify_module
+from libp2p.identity.identify_push import identify_push as identify_push_module
 from libp2p.io.exceptions import IncompleteReadError
 from libp2p.io.trio import TrioTCPStream
 from libp2p.kad_dht import common as kad_common
@@ -383,6 +386,29 @@ KAD_BETA = _tp(kad_common, "BETA", CONSTANT, "params.beta", "0")
 KAD_STALE = _tp(kad_common, "STALE_PEER_THRESHOLD", CONSTANT,
                 "a peer unseen for longer is MISSING, seconds", "3600 s")
 
+# --------------------------------------------------------------- identify
+
+IDENTIFY_PROTOCOL = _tp(identify_module, "ID", CONSTANT,
+                        "the identify protocol: the peer's answer on our streams is its PeerInfo",
+                        "/ipfs/id/1.0.0")
+IDENTIFY_PUSH_PROTOCOL = _tp(identify_push_module, "ID_PUSH", CONSTANT,
+                             "identify/push: what a peer pushes us updates its PeerInfo",
+                             "/ipfs/id/push/1.0.0")
+
+# ---------------------------------------------------------------- AutoNAT
+
+AUTONAT_GET_STATUS = _tp(AutoNATService, "get_status", CALL,
+                         "NodeInfo.reachability (an AutoNATStatus value)",
+                         "reachability UNKNOWN")
+AUTONAT_UPDATE_STATUS = _tp(AutoNATService, "update_status", HOOK,
+                            "ReachabilityChanged as soon as the verdicts change the status",
+                            "ReachabilityChanged at the next snapshot")
+AUTONAT_STATUSES = tuple(
+    _tp(AutoNATStatus, name, CONSTANT, f"the AutoNAT status read as {name}",
+        f"the value {value} read as {name}")
+    for name, value in (("UNKNOWN", 0), ("PUBLIC", 1), ("PRIVATE", 2))
+)
+
 # -------------------------------------------------------- resource manager
 
 SWARM_RESOURCE_MANAGER = _tp(Swarm, "_resource_manager", READ,
@@ -455,7 +481,7 @@ SCORER_SCORE = _tp(PeerScorer, "score", CALL, "a peer's score over a list of top
 #: The whole table, in the order above.
 TOUCHPOINTS: tuple[Touchpoint, ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Touchpoint)
-) + EVENT_FLAGS
+) + EVENT_FLAGS + AUTONAT_STATUSES
 
 
 def constant(touchpoint: Touchpoint, default: Any) -> Any:

@@ -179,14 +179,15 @@ INBOUND_DHT_QUERY = EventSpec("InboundDHTQuery", DHT_QUERY_PROPERTIES)
 #: One Kademlia RPC we sent to a peer finished (SUCCESS, ERROR or TIMEOUT).
 OUTBOUND_DHT_QUERY = EventSpec("OutboundDHTQuery", DHT_QUERY_PROPERTIES)
 
-#: A peer was identified (identify): what it told us of itself (PROTOCOL.md §3.1).
+#: A peer told us who it is: one event per identify message received from it (its answer
+#: to our ``/ipfs/id/1.0.0`` request, or an ``/ipfs/id/push/1.0.0`` it sent), PROTOCOL.md §3.1.
 PEER_IDENTIFIED = EventSpec(
     "PeerIdentified",
     (
         ("peerId", PEERID),
         ("agentVersion", STRING),
         ("protocolVersion", STRING),
-        ("protocols", STRING, True),
+        ("protocols", STRING, True),  # the protocol ids the peer says it speaks
     ),
 )
 
@@ -233,6 +234,8 @@ CONNECTION_EVENTS: tuple[EventSpec, ...] = (
     STREAM_CLOSED,
 )
 DHT_EVENTS: tuple[EventSpec, ...] = (INBOUND_DHT_QUERY, OUTBOUND_DHT_QUERY)
+#: What a node says about itself and its peers (identify, listen addresses, AutoNAT).
+#: A live host declares ``ReachabilityChanged`` only when it was given an AutoNAT service.
 NODE_EVENTS: tuple[EventSpec, ...] = (PEER_IDENTIFIED, LISTEN_ADDRS_CHANGED, REACHABILITY_CHANGED)
 PUBSUB_EVENTS: tuple[EventSpec, ...] = (PUBSUB_SUBSCRIPTION_CHANGED, PUBSUB_GRAFT, PUBSUB_PRUNE)
 
@@ -363,6 +366,31 @@ def pubsub_mesh_change(*, peer_id: str, topic: str, direction: str) -> dict[str,
     if direction not in (MESH_INBOUND, MESH_OUTBOUND):
         raise ValueError(f"mesh change direction must be INBOUND or OUTBOUND, not {direction!r}")
     return {"peerId": peer_id, "topic": topic, "direction": direction}
+
+
+def peer_identified(
+    *, peer_id: str, agent_version: str, protocol_version: str, protocols: Sequence[str]
+) -> dict[str, Any]:
+    """The content of :data:`PEER_IDENTIFIED` (``peer_id`` base58; the rest as the peer sent it)."""
+    return {
+        "peerId": peer_id,
+        "agentVersion": agent_version,
+        "protocolVersion": protocol_version,
+        "protocols": list(protocols),
+    }
+
+
+def listen_addrs_changed(*, added: Sequence[str], removed: Sequence[str]) -> dict[str, Any]:
+    """The content of :data:`LISTEN_ADDRS_CHANGED` (multiaddr strings, no ``/p2p/`` suffix)."""
+    return {"added": list(added), "removed": list(removed)}
+
+
+def reachability_changed(reachability: int) -> dict[str, Any]:
+    """The content of :data:`REACHABILITY_CHANGED` for a ``pb.NodeInfo.Reachability`` value.
+
+    :raises ValueError: if ``reachability`` is not a value of the enum.
+    """
+    return {"reachability": pb.NodeInfo.Reachability.Name(reachability)}
 
 
 def build_event(spec: EventSpec, ts: int, properties: Mapping[str, Any]) -> pb.Event:

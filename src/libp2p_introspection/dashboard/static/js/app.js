@@ -10,6 +10,7 @@ import { api, getJson, openFeed } from "./feed.js";
 import * as tables from "./tables.js";
 import { lineChart } from "./charts.js";
 import * as dom from "./dom.js";
+import * as nodes from "./nodes.js";
 import { peerInfoBlock, renderNodeInfo } from "./node.js";
 import * as ext from "./views_ext.js";
 
@@ -48,6 +49,7 @@ function onMessage(m) {
     case "event": addEvent(m.e); S.eventsVersion += 1; break;
     case "runtime": S.runtime = m.runtime; registerTypes(m.runtime.eventTypes); break;
     case "status": S.status = m.status; break;
+    case "nodes": nodes.setNodes(m.nodes); break;
     default: console.warn("unknown feed message", m.t);
   }
   schedule();
@@ -55,6 +57,7 @@ function onMessage(m) {
 
 function onHello(m) {
   S.hellos += 1;
+  nodes.setNodes(m.nodes);
   const samePeer = S.runtime && m.runtime && S.runtime.peerId === m.runtime.peerId;
   S.status = m.status;
   S.runtime = m.runtime;
@@ -179,6 +182,7 @@ function render() {
   renderStatus();
   renderNode();
   renderTimebar();
+  nodes.renderNodes(S.tab === "nodes");
   if (S.tab === "connections") renderConnections();
   else if (S.tab === "streams") renderStreams();
   else if (S.tab === "traffic") renderTraffic();
@@ -716,6 +720,7 @@ function setupControls() {
 }
 
 setupControls();
+nodes.initNodes({ showMessage, adoptStatus: adoptAnswerStatus, schedule });
 openFeed(onMessage, (up) => {
   S.linkUp = up;
   if (!up) showMessage("lost the link to the dashboard; retrying…", "error", 0, "dash");
@@ -725,3 +730,4 @@ schedule();
 
 // For debugging from the console (and nothing else).
 window.dashboardState = S;
+window.dashboardNodes = { timings: nodes.timings, redraw: nodes.redraw };
