@@ -92,6 +92,7 @@ async def attach_introspection(
     /,
     *,
     dht: Any = None,
+    pubsub: Any = None,
     autonat: Any = None,
     config: ServerConfig | None = None,
     metrics_url: str | None = None,
@@ -99,9 +100,12 @@ async def attach_introspection(
 ) -> AsyncIterator[AttachedIntrospection]:
     """Introspect ``host`` (a py-libp2p ``BasicHost``) and serve it while the block runs.
 
-    ``dht`` is the host's ``KadDHT``, if it runs one; ``autonat`` its
-    ``libp2p.host.autonat.AutoNATService``, if it runs one (the snapshots'
-    ``node.reachability`` is then AutoNAT's verdict, else ``NOT_RUNNING``). ``config`` or keyword
+    ``dht`` is the host's ``KadDHT``, if it runs one; ``pubsub`` its
+    ``libp2p.pubsub.pubsub.Pubsub`` (FloodSub or GossipSub), if it runs one: py-libp2p's
+    pubsub cannot be found from the host, so without it snapshots carry no
+    ``Subsystems.pubsub``; ``autonat`` its ``libp2p.host.autonat.AutoNATService``, if it
+    runs one (the snapshots' ``node.reachability`` is then AutoNAT's verdict, else
+    ``NOT_RUNNING``). ``config`` or keyword
     ``options`` (the fields of :class:`~libp2p_introspection.server.ServerConfig`:
     ``host`` (the bind address; the libp2p host is the positional argument),
     ``port``, ``interval_ms``, ...) set the server; the default is
@@ -122,6 +126,7 @@ async def attach_introspection(
     introspector = HostIntrospector(
         host,
         dht=dht,
+        pubsub=pubsub,
         autonat=autonat,
         closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
     )
@@ -159,6 +164,7 @@ async def introspected_demo(
         introspector = HostIntrospector(
             node.host,
             dht=node.dht,
+            pubsub=node.pubsub,
             autonat=node.autonat,
             closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
         )
@@ -183,7 +189,7 @@ async def introspected_demo(
             peer_id = network.observed.host.get_id()
             description = (
                 f"py-libp2p node {peer_id}\n(1 of {nodes} nodes on 127.0.0.1: ping, echo "
-                f"and bulk streams, a Kademlia DHT, AutoNAT{', churn' if churn else ''})"
+                f"and bulk streams, a Kademlia DHT, gossipsub, AutoNAT{', churn' if churn else ''})"
             )
             if every:
                 urls = []

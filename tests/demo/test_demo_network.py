@@ -264,6 +264,51 @@ def _dht(log: list[pb.Event]) -> list[pb.Event]:
     return [e for e in log if e.type.name in ("InboundDHTQuery", "OutboundDHTQuery")]
 
 
+async def test_demo_runs_gossipsub_and_the_observed_node_shows_it() -> None:
+    """Every node runs gossipsub on the demo's topics, subscribed to all but one; the
+    observed node's introspector (given its Pubsub, as ``demo`` does) shows the topics
+    with their mesh, messages both ways and the grafts that formed the mesh."""
+    log: list[pb.Event] = []
+    intros: list[HostIntrospector] = []
+
+    def attach(node: DemoNode) -> None:
+        intro = HostIntrospector(node.host, dht=node.dht, pubsub=node.pubsub)
+        intro.set_event_sink(log.append)
+        intros.append(intro)
+
+    opts = replace(QUIET, nodes=3, pubsub_rate=20.0, work_rate=0.5, dht_rate=0.5,
+                   on_observed_ready=attach)  # fmt: skip
+    topics = set(opts.pubsub_topics)
+    async with running(opts) as net:
+        observed = net.observed
+        assert observed.topics == tuple(t for t in opts.pubsub_topics if t != "demo/blocks")
+        for node in net.nodes:
+            assert len(node.topics) == len(topics) - 1
+        with trio.fail_after(20):
+            while True:
+                ps = intros[0].state().subsystems.pubsub
+                by_name = {t.name: t for t in ps.topics}
+                ours = [by_name[name] for name in observed.topics if name in by_name]
+                if len(ours) == 2 and all(
+                    t.mesh_peers and t.messages_in.cum_packets and t.messages_out.cum_packets
+                    for t in ours
+                ):
+                    break
+                await trio.sleep(0.1)
+        assert ps.router == "/meshsub/1.2.0"
+        assert set(by_name) == topics  # the one it is not subscribed to too
+        assert not by_name["demo/blocks"].subscribed and by_name["demo/blocks"].peers
+        others = {n.peer_id.to_base58() for n in net.others}
+        assert {p.peer_id for p in ps.peers} == others
+        grafts = [json.loads(e.content) for e in log if e.type.name == "PubsubGraft"]
+        assert {(g["peerId"], g["topic"]) for g in grafts} >= {
+            (peer, t.name) for t in ours for peer in t.mesh_peers
+        }
+        muxers = {c.attribs.multiplexer for c in intros[0].state().subsystems.connections}
+        assert muxers == {"/yamux/1.0.0"}  # the observed node stays on yamux
+        intros[0].detach()
+
+
 async def test_observed_node_learns_its_reachability_from_its_peers() -> None:
     """Every node answers AutoNAT; the observed node asks its peers, which dial it back on
     loopback: the introspector handed its AutoNAT service reports PUBLIC, with the event."""

@@ -38,6 +38,7 @@ NOT_INTERNAL = {
     "socket": "trio.SocketStream.socket, found by the walk",
     "is_running": "async_service ManagerAPI.is_running, of the manager get_manager() returns",
     "digest": "hashlib's",
+    "data": "a pubsub message's payload (rpc_pb2.Message.data, a protobuf field)",
 }
 
 

@@ -13,7 +13,9 @@ Lifecycle of :meth:`DemoNetwork.run`:
 4. ``task_status.started()``: every node is up, connected and bootstrapped.
 5. Until cancelled, background loops generate work:
 
-   * *sessions* and *DHT operations* (:mod:`libp2p_introspection.demo.workload`);
+   * *sessions*, *DHT operations* and *pubsub* messages
+     (:mod:`libp2p_introspection.demo.workload`); every node is subscribed to
+     all of ``pubsub_topics`` but one;
    * *churn* (every ~``churn_interval_s``): a random non-observed node closes
      its host (all its connections close), stays offline
      ~``churn_downtime_s``, then rejoins with the same identity and port;
@@ -87,6 +89,7 @@ class DemoNetwork:
                 muxer="mplex" if use_mplex and i == opts.nodes - 1 else "yamux",
                 listen_ip=opts.listen_ip,
                 bulk_rate_bytes_per_s=opts.bulk_rate_bytes_per_s,
+                topics=node_topics(opts.pubsub_topics, i),
                 autonat_confirmations=confirmations if i == 0 else None,
             )
             for i in range(opts.nodes)
@@ -132,10 +135,12 @@ class DemoNetwork:
                 try:
                     await nursery.start(self.observed.run)
                     await self._call_hook()
+                    await self.observed.join_topics()
                     for node in self.others:
                         await nursery.start(self._run_node, node)
                     nursery.start_soon(self.workload.session_loop)
                     nursery.start_soon(self.workload.dht_loop)
+                    nursery.start_soon(self.workload.pubsub_loop)
                     nursery.start_soon(self._maintenance_loop)
                     nursery.start_soon(self._reachability_loop)
                     if self.options.churn:
@@ -198,6 +203,7 @@ class DemoNetwork:
             if inspect.isawaitable(result):
                 await result
         host = node.host
+        await node.join_topics()  # before any connection: the hello packets carry them
         peers = [n for n in self.online_nodes() if n is not node]
         self._learn_addresses(node)
         targets = [n for n in peers if n.is_observed]
@@ -315,6 +321,15 @@ class DemoNetwork:
             logger.debug("%s: AutoNAT status %s", node.name, status)
         except Exception as exc:
             logger.debug("%s: AutoNAT check failed: %r", node.name, exc)
+
+
+def node_topics(topics: tuple[str, ...], index: int) -> tuple[str, ...]:
+    """The topics node ``index`` subscribes to: all but the one at ``index % len(topics)``
+    (all of them when there are fewer than two)."""
+    if len(topics) < 2:
+        return topics
+    skip = index % len(topics)
+    return tuple(t for i, t in enumerate(topics) if i != skip)
 
 
 class _StartedHook:

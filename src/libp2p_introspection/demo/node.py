@@ -25,6 +25,8 @@ from libp2p.host.ping import PingService
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL_ID
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID as PeerID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
 from libp2p.records.validator import Validator
 from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
 from libp2p.tools.anyio_service import background_trio_service
@@ -48,6 +50,11 @@ logger = logging.getLogger(__name__)
 DHT_NAMESPACE = "demo"
 #: Seconds allowed for closing a host's connections and listeners on shutdown.
 CLOSE_TIMEOUT_S = 3.0
+#: The gossipsub protocols every node speaks, preferred first.
+GOSSIPSUB_PROTOCOLS = (PROTOCOL_ID_V12, PROTOCOL_ID_V11)
+#: Seconds between gossipsub heartbeats (mesh maintenance, gossip): go-libp2p's 1 s,
+#: so grafts and prunes show up while the demo runs (py-libp2p's default is 120 s).
+GOSSIPSUB_HEARTBEAT_S = 1
 
 Muxer = Literal["yamux", "mplex"]
 
@@ -93,8 +100,12 @@ class DemoNode:
     (``/ipfs/kad/1.0.0``, accepting ``/demo/...`` records), an
     :class:`~libp2p.host.autonat.AutoNATService` answering dial-back requests
     (``/libp2p/autonat/1.0.0``; its verdicts need ``autonat_confirmations``
-    agreeing peers, py-libp2p's default when ``None``), and the demo echo
-    and bulk responders (see :mod:`libp2p_introspection.demo.protocols`).
+    agreeing peers, py-libp2p's default when ``None``), gossipsub
+    (``/meshsub/1.2.0``, a :class:`~libp2p.pubsub.pubsub.Pubsub` with a
+    :class:`~libp2p.pubsub.gossipsub.GossipSub` router, heartbeat every
+    :data:`GOSSIPSUB_HEARTBEAT_S` s; the network subscribes it to ``topics``),
+    and the demo echo and bulk responders (see
+    :mod:`libp2p_introspection.demo.protocols`).
     The observed node (index 0) is started first and never churned.
     """
 
@@ -106,6 +117,7 @@ class DemoNode:
         muxer: Muxer = "yamux",
         listen_ip: str = "127.0.0.1",
         bulk_rate_bytes_per_s: int = 0,
+        topics: tuple[str, ...] = (),
         autonat_confirmations: int | None = None,
     ) -> None:
         self.index = index
@@ -118,6 +130,9 @@ class DemoNode:
         self.port = 0
         self.stats = NodeStats()
         self._bulk_rate = bulk_rate_bytes_per_s
+        #: The pubsub topics the network subscribes this node to.
+        self.topics = topics
+        self._pubsub: Pubsub | None = None
         self._host: BasicHost | None = None
         self._dht: KadDHT | None = None
         self._autonat_confirmations = autonat_confirmations
@@ -146,6 +161,23 @@ class DemoNode:
         if self._dht is None:
             raise RuntimeError(f"{self.name} has not been started yet")
         return self._dht
+
+    @property
+    def pubsub(self) -> Pubsub:
+        """The current (or last) incarnation's gossipsub ``Pubsub``."""
+        if self._pubsub is None:
+            raise RuntimeError(f"{self.name} has not been started yet")
+        return self._pubsub
+
+    async def join_topics(self) -> None:
+        """Subscribe this incarnation to :attr:`topics` (announced to every pubsub peer)."""
+        for topic in self.topics:
+            await self.pubsub.subscribe(topic)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish ``data`` on ``topic`` (subscribed or not: gossipsub's fanout)."""
+        await self.pubsub.publish(topic, data)
+        self.stats.pubsub_published[topic] += 1
 
     @property
     def autonat(self) -> AutoNATService:
@@ -251,11 +283,25 @@ class DemoNode:
         dht = KadDHT(host, DHTMode.SERVER)
         dht.register_validator(DHT_NAMESPACE, DemoRecordValidator())
         self._install_handlers(host, dht)
+        router = GossipSub(
+            list(GOSSIPSUB_PROTOCOLS),
+            degree=3,
+            degree_low=2,
+            degree_high=4,
+            heartbeat_interval=GOSSIPSUB_HEARTBEAT_S,
+        )
+        pubsub = Pubsub(host, router)
+        self._host, self._dht, self._pubsub = host, dht, pubsub
         self._autonat = AutoNATService(host, confirmations=self._autonat_confirmations)
-        self._host, self._dht = host, dht
         self.stats.starts += 1
         try:
-            async with background_trio_service(dht), trio.open_nursery() as work:
+            async with (
+                background_trio_service(dht),
+                background_trio_service(pubsub),
+                background_trio_service(router),
+                trio.open_nursery() as work,
+            ):
+                await pubsub.wait_until_ready()
                 self._work = work
                 self.online = True
                 if on_up is not None:

@@ -75,6 +75,17 @@ class DemoOptions:
     #: issued by other nodes and reach the observed node as inbound queries.
     observed_dht_share: float = 0.35
 
+    #: Gossipsub topics. Node ``i`` subscribes to every topic but the one at index
+    #: ``i % len(pubsub_topics)`` (the observed node: all but the first), so each
+    #: node also sees a topic it is not subscribed to.
+    pubsub_topics: tuple[str, ...] = ("demo/blocks", "demo/transactions", "demo/chat")
+    #: Gossipsub messages published per second, network-wide, by a random online
+    #: node on a random topic (one of its own, or any: fanout).
+    pubsub_rate: float = 2.0
+    #: Size range of one pubsub message, bytes.
+    pubsub_min_bytes: int = 32
+    pubsub_max_bytes: int = 2048
+
     #: Whether non-observed nodes now and then leave and rejoin.
     churn: bool = True
     #: Mean seconds between churn events; each interval is drawn uniformly from
@@ -101,7 +112,7 @@ class DemoOptions:
             raise ValueError(f"nodes must be >= {self.MIN_NODES}, got {self.nodes}")
         if self.extra_links < 0:
             raise ValueError("extra_links must be >= 0")
-        for name in ("work_rate", "dht_rate"):
+        for name in ("work_rate", "dht_rate", "pubsub_rate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         for name in ("observed_share", "observed_dht_share"):
@@ -111,6 +122,10 @@ class DemoOptions:
             raise ValueError("session_weights must be three non-negative numbers")
         if not 0 < self.bulk_min_bytes <= self.bulk_max_bytes:
             raise ValueError("need 0 < bulk_min_bytes <= bulk_max_bytes")
+        if not 0 < self.pubsub_min_bytes <= self.pubsub_max_bytes:
+            raise ValueError("need 0 < pubsub_min_bytes <= pubsub_max_bytes")
+        if len(set(self.pubsub_topics)) != len(self.pubsub_topics):
+            raise ValueError("pubsub_topics must be distinct")
         if self.bulk_rate_bytes_per_s < 0:
             raise ValueError("bulk_rate_bytes_per_s must be >= 0")
         if self.max_sessions < 1:

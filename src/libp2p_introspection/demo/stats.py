@@ -34,6 +34,10 @@ class NodeStats:
     starts: int = 0
     #: How many times the node left the network through churn.
     churned: int = 0
+    #: Pubsub messages this node published, by topic.
+    pubsub_published: Counter[str] = field(default_factory=Counter)
+    #: Pubsub publications that raised.
+    pubsub_failed: int = 0
 
     def protocols(self) -> set[str]:
         """Every protocol id this node opened or accepted a stream on."""

@@ -1,13 +1,16 @@
-"""The demo network's work (:class:`Workload`): stream sessions and DHT operations.
+"""The demo network's work (:class:`Workload`): stream sessions, DHT operations, pubsub.
 
-Two loops, run in the network's nursery until cancelled:
+Three loops, run in the network's nursery until cancelled:
 
 * *sessions* (``work_rate``/s): ping, echo or bulk streams between two online
   nodes, ``observed_share`` of them involving the observed node;
 * *DHT operations* (``dht_rate``/s): ``find_peer``, ``put_value``,
   ``get_value``, ``provide``, ``find_providers`` and routing-table refreshes,
   ``observed_dht_share`` of them issued by the observed node (the rest reach it
-  as inbound ``/ipfs/kad/1.0.0`` streams).
+  as inbound ``/ipfs/kad/1.0.0`` streams);
+* *pubsub* (``pubsub_rate``/s): a random online node publishes a message
+  (``pubsub_min_bytes``..``pubsub_max_bytes``) on a gossipsub topic, mostly one it
+  is subscribed to, one time in five any of ``pubsub_topics`` (gossipsub's fanout).
 
 Each piece of work runs in its node's own nursery, bounded in time; a failure
 (a reset during churn, a dial failure, a timeout) is logged at DEBUG and
@@ -163,3 +166,28 @@ class Workload:
         except Exception as exc:
             node.stats.dht_ops_failed += 1
             logger.debug("%s: dht %s failed: %r", node.name, op, exc)
+
+    async def pubsub_loop(self) -> None:
+        """Publish gossipsub messages at ``pubsub_rate``/s, network-wide."""
+        opts = self.options
+        if opts.pubsub_rate <= 0 or not opts.pubsub_topics:
+            return
+        while True:
+            await trio.sleep(self._rng.expovariate(opts.pubsub_rate))
+            online = self._online()
+            if not online:
+                continue
+            node = self._rng.choice(online)
+            own = node.topics or opts.pubsub_topics
+            topic = self._rng.choice(own if self._rng.random() < 0.8 else opts.pubsub_topics)
+            size = self._rng.randint(opts.pubsub_min_bytes, opts.pubsub_max_bytes)
+            data = f"{node.name} {time.time_ns()} ".encode().ljust(size, b".")[:size]
+            node.spawn(self._publish, node, topic, data)
+
+    async def _publish(self, node: DemoNode, topic: str, data: bytes) -> None:
+        try:
+            with trio.fail_after(SESSION_TIMEOUT_S):
+                await node.publish(topic, data)
+        except Exception as exc:
+            node.stats.pubsub_failed += 1
+            logger.debug("%s: publish on %s failed: %r", node.name, topic, exc)

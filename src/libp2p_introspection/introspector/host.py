@@ -29,7 +29,9 @@ What it installs (all undone by :meth:`HostIntrospector.detach`):
 * a reader of the identify messages peers send on the streams it counts
   (:mod:`~libp2p_introspection.introspector.identify`) and, when an AutoNAT
   service is given, a wrapper on its ``update_status``
-  (:mod:`~libp2p_introspection.introspector.node`).
+  (:mod:`~libp2p_introspection.introspector.node`);
+* when a ``Pubsub`` is given, instance-level wrappers on it and its router
+  (see :mod:`libp2p_introspection.introspector.pubsub`).
 
 Connections and streams that already exist when it is attached are adopted:
 they appear in snapshots with traffic counted from the attach time, and no
@@ -56,6 +58,7 @@ from libp2p_introspection.introspector.identify import IdentifyTracker
 from libp2p_introspection.introspector.node import NodeTracker
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.protocols import ProtocolTracker
+from libp2p_introspection.introspector.pubsub import PubsubTracker
 from libp2p_introspection.introspector.resources import ResourceTracker
 from libp2p_introspection.introspector.traffic import TrafficCounter
 from libp2p_introspection.introspector.upgrades import UpgradeTracker
@@ -67,6 +70,7 @@ from libp2p_introspection.protocol.runtime import build_runtime
 if TYPE_CHECKING:
     from libp2p.host.autonat import AutoNATService
     from libp2p.kad_dht.kad_dht import KadDHT
+    from libp2p.pubsub.pubsub import Pubsub
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +111,9 @@ class HostIntrospector(SampledSource):
         be the py-libp2p ``Swarm``.
     :param dht: optional ``libp2p.kad_dht.kad_dht.KadDHT`` of this host; adds
         ``State.subsystems.dht`` and the DHT query events.
+    :param pubsub: optional ``libp2p.pubsub.pubsub.Pubsub`` of this host (FloodSub
+        or GossipSub router); adds ``State.subsystems.pubsub`` and the pubsub
+        events. Without it ``Subsystems.pubsub`` is absent.
     :param autonat: optional ``libp2p.host.autonat.AutoNATService`` of this host:
         ``State.node.reachability`` is its status (``NOT_RUNNING`` without one)
         and ``ReachabilityChanged`` is declared and emitted.
@@ -150,6 +157,7 @@ class HostIntrospector(SampledSource):
         host: IHost,
         *,
         dht: KadDHT | None = None,
+        pubsub: Pubsub | None = None,
         autonat: AutoNATService | None = None,
         closed_connection_lifetime_ms: int = DEFAULT_CLOSED_CONNECTION_LIFETIME_MS,
         clock_ms: ClockMs | None = None,
@@ -159,6 +167,7 @@ class HostIntrospector(SampledSource):
         self._clock_ms: ClockMs = clock_ms or wall_clock_ms
         self._patcher = InstancePatcher()
         specs = events.CONNECTION_EVENTS + (events.DHT_EVENTS if dht is not None else ())
+        specs += events.PUBSUB_EVENTS if pubsub is not None else ()
         specs += tuple(
             spec
             for spec in events.NODE_EVENTS
@@ -196,6 +205,11 @@ class HostIntrospector(SampledSource):
                 registry=self._registry,
                 start_ts=self._attach_ts,
             )
+        self._pubsub: PubsubTracker | None = None
+        if pubsub is not None:
+            self._pubsub = PubsubTracker(
+                pubsub, patcher=self._patcher, emitter=self._events, local_peer=self.peer_id
+            )
         self._identify = IdentifyTracker(self._events, peerstore)
         self._node_info = NodeTracker(
             host, emitter=self._events, patcher=self._patcher, identify=self._identify,
@@ -221,6 +235,8 @@ class HostIntrospector(SampledSource):
         self._guard(self._resources.attach)
         if self._dht is not None:
             self._guard(self._dht.attach)
+        if self._pubsub is not None:
+            self._guard(self._pubsub.attach)
 
     @property
     def attached(self) -> bool:
@@ -257,6 +273,8 @@ class HostIntrospector(SampledSource):
         ]
         if self._dht is not None:
             parts.insert(0, ("DHT", self._dht.detach))
+        if self._pubsub is not None:
+            parts.append(("pubsub", self._pubsub.detach))
         for name, detach in parts:
             try:
                 detach()
@@ -312,7 +330,8 @@ class HostIntrospector(SampledSource):
     def state(self) -> pb.State:
         """One snapshot: every retained connection with its streams, node traffic,
         per-protocol traffic (:mod:`~libp2p_introspection.introspector.protocols`), the
-        resource manager (:mod:`~libp2p_introspection.introspector.resources`), DHT.
+        resource manager (:mod:`~libp2p_introspection.introspector.resources`), DHT, pubsub
+        (:mod:`~libp2p_introspection.introspector.pubsub`).
 
         ``instant_ts`` = now; ``start_ts`` = the previous call's ``instant_ts``
         (the attach time for the first call); ``snapshot_duration_ms`` =
@@ -365,5 +384,10 @@ class HostIntrospector(SampledSource):
                 self._dht.fill(state.subsystems.dht, now)
             except Exception:
                 logger.exception("introspector: DHT snapshot failed")
+        if self._pubsub is not None:
+            try:
+                self._pubsub.fill(state.subsystems.pubsub, window)
+            except Exception:
+                logger.exception("introspector: pubsub snapshot failed")
         self._last_instant = now
         return state

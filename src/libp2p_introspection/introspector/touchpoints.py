@@ -49,6 +49,9 @@ from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.network.stream.net_stream import NetStream
 from libp2p.network.swarm import Swarm
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import PeerScorer
 from libp2p.rcmgr.connection_limits import ConnectionLimits
 from libp2p.rcmgr.connection_tracker import ConnectionTracker
 from libp2p.rcmgr.manager import ResourceManager
@@ -439,6 +442,41 @@ RM_SERVICE_COUNTS = _tp(ResourceManager, "_service_stream_counts", READ,
 RM_RECORD_BLOCKED = _tp(ResourceManager, "_record_blocked_resource", HOOK,
                         "ResourceManager.blocked: every refused reservation passes here",
                         "blocked stays 0")
+
+# ----------------------------------------------------------------- pubsub
+
+PUBSUB_ROUTER = _tp(Pubsub, "router", READ, "the router (FloodSub/GossipSub): mesh, fanout, peers",
+                    "no Subsystems.pubsub")
+PUBSUB_PEER_TOPICS = _tp(Pubsub, "peer_topics", READ, "topic -> peers known to be subscribed",
+                         "topics list no known subscribers; peers have no topics")
+PUBSUB_IS_SUBSCRIBED_TO_MSG = _tp(Pubsub, "_is_subscribed_to_msg", HOOK,
+                                  "called once per message received, duplicates included",
+                                  "messages_in stays 0")
+PUBSUB_WRITE_MSG = _tp(Pubsub, "write_msg", HOOK,
+                       "writes one RPC to a peer; True when written: its messages are copies sent",
+                       "messages_out stays 0")
+PUBSUB_HANDLE_SUBSCRIPTION = _tp(Pubsub, "handle_subscription", HOOK,
+                                 "one subscription change a peer announced",
+                                 "no PubsubSubscriptionChanged for peers")
+PUBSUB_SUBSCRIBE = _tp(Pubsub, "subscribe", HOOK, "we subscribed (event at once)",
+                       "our subscription events come at the next snapshot")
+PUBSUB_UNSUBSCRIBE = _tp(Pubsub, "unsubscribe", HOOK, "we unsubscribed (event at once)",
+                         "our unsubscription events come at the next snapshot")
+GOSSIPSUB_EMIT_CONTROL = _tp(GossipSub, "emit_control_message", HOOK,
+                             "every GRAFT/PRUNE we send: our mesh changes (OUTBOUND)",
+                             "no OUTBOUND PubsubGraft/PubsubPrune")
+GOSSIPSUB_HANDLE_GRAFT = _tp(GossipSub, "handle_graft", HOOK, "a GRAFT a peer sent (INBOUND)",
+                             "no INBOUND PubsubGraft")
+GOSSIPSUB_HANDLE_PRUNE = _tp(GossipSub, "handle_prune", HOOK, "a PRUNE a peer sent (INBOUND)",
+                             "no INBOUND PubsubPrune")
+GOSSIPSUB_LEAVE = _tp(GossipSub, "leave", HOOK,
+                      "we left a topic: its mesh is dropped after the PRUNEs went out",
+                      "no PubsubPrune when we leave a topic")
+GOSSIPSUB_REMOVE_PEER = _tp(GossipSub, "remove_peer", HOOK,
+                            "a peer's pubsub stream died: out of every mesh, no PRUNE",
+                            "such a peer, grafted again before the next snapshot, has no event")
+GOSSIPSUB_SCORER = _tp(GossipSub, "scorer", READ, "the PeerScorer (PubSubPeer.score)", "score 0")
+SCORER_SCORE = _tp(PeerScorer, "score", CALL, "a peer's score over a list of topics", "score 0")
 
 #: The whole table, in the order above.
 TOUCHPOINTS: tuple[Touchpoint, ...] = tuple(

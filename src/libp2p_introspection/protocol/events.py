@@ -200,20 +200,32 @@ LISTEN_ADDRS_CHANGED = EventSpec(
 #: name ("UNKNOWN" | "PUBLIC" | "PRIVATE" | "NOT_RUNNING").
 REACHABILITY_CHANGED = EventSpec("ReachabilityChanged", (("reachability", STRING),))
 
-#: A peer subscribed to (``subscribed`` true) or unsubscribed from a pubsub topic.
+#: The content of both mesh events: ``peerId`` the peer that joined (graft) or left
+#: (prune) our mesh of ``topic``; ``direction`` who asked for it.
+PUBSUB_MESH_PROPERTIES: tuple[Property, ...] = (
+    ("peerId", PEERID),
+    ("topic", STRING),
+    # "INBOUND": the peer sent the GRAFT/PRUNE; "OUTBOUND": we did
+    ("direction", STRING),
+)
+
+#: A peer (or this node itself: its own peer id) subscribed to or unsubscribed from a
+#: pubsub topic; ``subscribed`` is a JSON boolean, the state after the change.
 PUBSUB_SUBSCRIPTION_CHANGED = EventSpec(
     "PubsubSubscriptionChanged", (("peerId", PEERID), ("topic", STRING), ("subscribed", JSON))
 )
 
-#: A change of *our* mesh: ``direction`` "INBOUND" when the peer asked, "OUTBOUND" when we did.
-PUBSUB_GRAFT = EventSpec(
-    "PubsubGraft", (("peerId", PEERID), ("topic", STRING), ("direction", STRING))
-)
+#: A peer joined our gossipsub mesh of a topic (a GRAFT it sent that we accepted, or
+#: one we sent).
+PUBSUB_GRAFT = EventSpec("PubsubGraft", PUBSUB_MESH_PROPERTIES)
 
-#: A peer left our mesh of a topic (keys as :data:`PUBSUB_GRAFT`).
-PUBSUB_PRUNE = EventSpec(
-    "PubsubPrune", (("peerId", PEERID), ("topic", STRING), ("direction", STRING))
-)
+#: A peer left our gossipsub mesh of a topic (a PRUNE it sent, or one we sent).
+PUBSUB_PRUNE = EventSpec("PubsubPrune", PUBSUB_MESH_PROPERTIES)
+
+#: ``direction`` of :data:`PUBSUB_GRAFT` / :data:`PUBSUB_PRUNE`: the peer asked ...
+MESH_INBOUND = "INBOUND"
+#: ... or we did.
+MESH_OUTBOUND = "OUTBOUND"
 
 CONNECTION_EVENTS: tuple[EventSpec, ...] = (
     CONNECTION_OPENED,
@@ -338,6 +350,22 @@ def stream_closed(
         ),
         **ending.content(),
     }  # fmt: skip
+
+
+def pubsub_subscription_changed(*, peer_id: str, topic: str, subscribed: bool) -> dict[str, Any]:
+    """The content of :data:`PUBSUB_SUBSCRIPTION_CHANGED` (``peer_id`` base58)."""
+    return {"peerId": peer_id, "topic": topic, "subscribed": bool(subscribed)}
+
+
+def pubsub_mesh_change(*, peer_id: str, topic: str, direction: str) -> dict[str, Any]:
+    """The content of :data:`PUBSUB_GRAFT` and :data:`PUBSUB_PRUNE` (``peer_id`` base58).
+
+    :param direction: :data:`MESH_INBOUND` | :data:`MESH_OUTBOUND`.
+    :raises ValueError: for any other ``direction``.
+    """
+    if direction not in (MESH_INBOUND, MESH_OUTBOUND):
+        raise ValueError(f"mesh change direction must be INBOUND or OUTBOUND, not {direction!r}")
+    return {"peerId": peer_id, "topic": topic, "direction": direction}
 
 
 def peer_identified(
