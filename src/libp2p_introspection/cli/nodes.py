@@ -10,7 +10,7 @@ import time
 import click
 
 from libp2p_introspection import config as defaults
-from libp2p_introspection.client import discovery
+from libp2p_introspection.client import discovery, prometheus_sd
 from libp2p_introspection.protocol.discovery import ServerEntry
 
 
@@ -65,6 +65,41 @@ def _as_json(entry: ServerEntry, now_ms: int) -> dict[str, object]:
     }
 
 
+#: How often ``nodes --prometheus-sd`` re-reads the registry, seconds.
+SD_POLL_S = 2.0
+
+
+def _follow_for_prometheus(path: str, once: bool) -> None:
+    """Write the Prometheus SD file of the registry's metrics endpoints to ``path``;
+    unless ``once``, re-read the registry every :data:`SD_POLL_S` s and rewrite the
+    file whenever its content would change, until Ctrl-C (the file stays)."""
+    written: bytes | None = None
+    warned: list[str] = []
+    try:
+        while True:
+            found = discovery.read_registry()
+            if found.problems != warned:
+                _warn(found.problems)
+                warned = found.problems
+            content = prometheus_sd.render(found.entries)
+            if content != written:
+                try:
+                    prometheus_sd.write_atomically(path, content)
+                except OSError as exc:
+                    raise click.ClickException(
+                        defaults.printable(f"cannot write {path}: {exc.strerror or exc}")
+                    ) from None
+                written = content
+                count = sum(1 for e in found.entries if prometheus_sd.target_group(e))
+                click.echo(defaults.printable(f"wrote {count} metrics targets to {path}"),
+                           err=True)  # fmt: skip
+            if once:
+                return
+            time.sleep(SD_POLL_S)
+    except KeyboardInterrupt:
+        return
+
+
 @click.command(short_help="The introspection servers running here (and on the LAN).")
 @click.option("--json", "as_json", is_flag=True,
               help="A JSON array of the servers instead of a table.")
@@ -74,14 +109,37 @@ def _as_json(entry: ServerEntry, now_ms: int) -> dict[str, object]:
 @click.option("--lan-timeout", default=3.0, show_default=True,
               type=click.FloatRange(min=0.1, max=60),
               help="How long --lan listens for announcements, seconds.")  # fmt: skip
-def nodes(as_json: bool, lan: bool, lan_timeout: float) -> None:
+@click.option("--prometheus-sd", "sd_file", metavar="FILE",
+              type=click.Path(dir_okay=False, writable=True),
+              help="Write a Prometheus file_sd_configs JSON file of the registered "
+                   "servers' metrics endpoints (labels peer_id, implementation, "
+                   "token_required) and rewrite it, atomically, whenever they change "
+                   "(registry re-read every 2 s, until Ctrl-C). No token is ever "
+                   "written: for servers with token_required=\"true\" give the scrape "
+                   "job Prometheus's `authorization` setting.")
+@click.option("--once", is_flag=True,
+              help="With --prometheus-sd: write the file once and exit.")  # fmt: skip
+def nodes(
+    as_json: bool, lan: bool, lan_timeout: float, sd_file: str | None, once: bool
+) -> None:
     """List the introspection servers of this user's registry on this machine (and,
     with --lan, those announced on the local network): URL, peer id,
     implementation, pid, age, whether a token is required, metrics URL.
 
     Entries of processes that are gone are removed as they are found; a
     registry directory that is not yours with mode 0700 is refused, with why.
+
+    With --prometheus-sd FILE it keeps FILE, a Prometheus file-based service
+    discovery file of this machine's metrics endpoints, current instead.
     """
+    if sd_file is not None:
+        if lan or as_json:
+            raise click.UsageError("--prometheus-sd follows this machine's registry: "
+                                   "it does not combine with --lan or --json")  # fmt: skip
+        _follow_for_prometheus(sd_file, once)
+        return
+    if once:
+        raise click.UsageError("--once goes with --prometheus-sd FILE")
     found = discovery.read_registry()
     if lan:
         seen = discovery.browse_lan(lan_timeout)
