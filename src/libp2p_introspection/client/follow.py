@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -216,7 +216,7 @@ class FollowedNode:
         if self._failure is not None:
             raise self._failure
 
-    async def _read(self) -> None:
+    async def _read(self, _nursery: trio.Nursery | None = None) -> None:
         """The session's one reader: routes every message until the session ends."""
         try:
             while True:
@@ -316,12 +316,8 @@ async def follow(
         runtime = (await client.receive_kind("runtime", limit=16)).message.runtime
         first = (await client.receive_kind("state", limit=16)).message.state
         node = FollowedNode(client, url, runtime, first, entry)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(node._read)
-            try:
-                yield node
-            finally:
-                nursery.cancel_scope.cancel()
+        async with _in_background(node._read):
+            yield node
 
 
 @dataclass
@@ -405,10 +401,24 @@ async def follow_all(
                     nursery.start_soon(one, entry, running[key])
             await trio.sleep(rescan_s)
 
+    async with _in_background(scan):
+        async with receive:
+            yield following
+
+
+@asynccontextmanager
+async def _in_background(task: Callable[[trio.Nursery], Awaitable[object]]) -> AsyncIterator[None]:
+    """Run ``task(nursery)`` for the block, then cancel it. What the block raises comes
+    out as itself, not in a nursery's exception group (the tasks run here catch what
+    a server can cause, so a group left is a bug and comes out whole)."""
+    raised: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(scan, nursery)
+        nursery.start_soon(task, nursery)
         try:
-            async with receive:
-                yield following
+            yield
+        except BaseException as exc:  # re-raised below, unwrapped
+            raised = exc
         finally:
             nursery.cancel_scope.cancel()
+    if raised is not None:
+        raise raised
