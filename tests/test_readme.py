@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
 
 import pytest
 import trio
@@ -120,3 +122,23 @@ def test_every_readme_command_runs_where_the_two_commands_leave_things():
         # A placeholder host ("ws://host:9000") fails as written.
         assert not re.search(r"://host\b", command), command
     assert ". .venv/bin/activate" in text  # said once, for those who prefer it
+
+
+def test_readme_follow_example_follows_a_running_server(tmp_path):
+    """The "From a script" example, against a real `serve --source mock` it finds in the
+    registry (the test's own, tests/conftest.py)."""
+    script = tmp_path / "follow_example.py"
+    script.write_text(_example("readme-example-follow"))
+    mock = ["-m", "libp2p_introspection", "serve", "--source", "mock", "--connections", "3",
+            "--interval-ms", "100", "--events-per-second", "50", "--port", "0"]  # fmt: skip
+    with running(mock) as (_, line):
+        url = line.split()[-1]
+        assert url.startswith("ws://127.0.0.1:")
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                                timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("following ") and len(lines) == 4, result.stdout
+    assert lines[1].endswith(" 3 connections") and int(lines[1].split()[0]) > 0
+    assert lines[2].startswith("event ")
+    assert lines[3].startswith(url + " ")
