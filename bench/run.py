@@ -10,7 +10,8 @@ Usage (from the repository root)::
 
 Each benchmark is a module of this package with ``run(mode) -> list[Result]``.
 The exit status is 0 when every benchmark ran, whatever its figures (a slow
-machine never fails a run); 1 when a benchmark raised (it is broken).
+machine never fails a run); 1 when a benchmark raised or the code it measured
+logged an error (it is broken).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 import time
 import traceback
@@ -54,6 +56,17 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "")
 
 
+class _ErrorCount(logging.Handler):
+    """Counts the records of ERROR and above that the code under test logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     size = parser.add_mutually_exclusive_group()
@@ -81,11 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: list[Result] = []
     broken: list[str] = []
+    errors = _ErrorCount()
+    logging.getLogger("libp2p_introspection").addHandler(errors)
     began = time.monotonic()
     for name in names:
         module = importlib.import_module(f"bench.{name}")
         t0 = time.monotonic()
         print(f"running {name} ...", file=sys.stderr, flush=True)
+        errors_before = errors.count
         try:
             rows = module.run(mode)
         except Exception:
@@ -93,8 +109,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: BROKEN (raised, see above)", file=sys.stderr, flush=True)
             broken.append(name)
             continue
+        if errors.count > errors_before:
+            # It ran, but what it measured logged errors (e.g. a stand-in the code
+            # under test no longer fits): its figures measure the failure.
+            print(f"  {name}: BROKEN (logged {errors.count - errors_before} errors, see above)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            broken.append(name)
         print(f"  {name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
         results += rows
+    logging.getLogger("libp2p_introspection").removeHandler(errors)
     if mode.smoke:
         # Tiny sizes make the figures noise: a smoke run judges that the benchmarks run.
         for r in results:

@@ -172,6 +172,19 @@ class _Host:
     def get_id(self) -> _PeerId:
         return _PeerId()
 
+    # What the node tracker reads (State.node): a real host's two listen addresses and
+    # its handlers, so that the benchmark pays for them as a real node does.
+    def get_transport_addrs(self) -> list[str]:
+        return ["/ip4/127.0.0.1/tcp/4001", "/ip6/::1/tcp/4001"]
+
+    def get_mux(self) -> _Mux:
+        return _Mux()
+
+
+class _Mux:
+    def get_protocols(self) -> list[str]:
+        return list(_PROTOCOLS)
+
 
 _PROTOCOLS = ("/meshsub/1.1.0", "/ipfs/kad/1.0.0", "/ipfs/ping/1.0.0", "/ipfs/bitswap/1.2.0")
 

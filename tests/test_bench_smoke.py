@@ -29,3 +29,22 @@ def test_the_smoke_run_judges_nothing_but_that_it_ran(name, capsys):
     out = capsys.readouterr().out
     assert "mode: smoke" in out
     assert "FAIL" not in out and "PASS" not in out
+
+
+def test_a_benchmark_whose_code_logs_errors_is_broken(monkeypatch, capsys):
+    import logging
+
+    class Noisy:
+        @staticmethod
+        def run(mode):
+            logging.getLogger("libp2p_introspection.introspector.host").error("attach failed")
+            return []
+
+    real_import = bench_run.importlib.import_module
+    monkeypatch.setattr(
+        bench_run.importlib,
+        "import_module",
+        lambda name: Noisy if name == "bench.snapshot" else real_import(name),
+    )
+    assert bench_run.main(["--smoke", "--only", "snapshot"]) == 1
+    assert "snapshot: BROKEN (logged 1 errors" in capsys.readouterr().err
