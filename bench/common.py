@@ -35,10 +35,6 @@ class Mode:
     name: str = "full"
 
     @property
-    def quick(self) -> bool:
-        return self.name != "full"
-
-    @property
     def smoke(self) -> bool:
         return self.name == "smoke"
 

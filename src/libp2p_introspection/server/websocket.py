@@ -180,17 +180,9 @@ class WebSocketTransport:
             else:
                 await self.flush()  # nobody is writing: the owed pong goes out from here
 
-    async def send_binary(self, data: bytes) -> bool:
-        """Write one binary message; ``False`` if the connection is no longer open."""
-        mark = self.queue_binary(data)
-        if mark is None:
-            return False
-        await self.flush(mark)
-        return not self._lost
-
     def queue_binary(self, data: bytes) -> int | None:
-        """Queue one binary message without writing it; the byte mark past which it is
-        written (see :meth:`flush`), or ``None`` if the connection is no longer open."""
+        """Queue one binary message; the byte mark past which it is written (``await
+        flush(mark)`` writes it), or ``None`` if the connection is no longer open."""
         if not self.wire.send_binary(data):
             return None
         self._report_pending()
