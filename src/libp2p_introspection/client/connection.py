@@ -156,6 +156,11 @@ class IntrospectionClient:
         self.limits = limits
         self._ids = itertools.count(1)
 
+    def next_command_id(self) -> int:
+        """A fresh command id (for a caller that must know it before the command goes
+        out, e.g. to wait for its response): never one :meth:`send` also picks."""
+        return next(self._ids)
+
     async def send(
         self,
         command: int,
@@ -165,7 +170,7 @@ class IntrospectionClient:
         command_id: int | None = None,
     ) -> int:
         """Send one ``ClientCommand``; returns its id (chosen here unless given)."""
-        cid = next(self._ids) if command_id is None else command_id
+        cid = self.next_command_id() if command_id is None else command_id
         message = pb.ClientCommand(id=cid, command=command, source=source)  # type: ignore[arg-type]
         message.version.version = PROTOCOL_VERSION
         if config is not None:

@@ -188,7 +188,7 @@ class FollowedNode:
         if self.closed:
             raise ConnectionClosed(self.close_reason)
         send, receive = trio.open_memory_channel[pb.CommandResponse](1)
-        command_id = next(self.client._ids)
+        command_id = self.client.next_command_id()
         self._waiting[command_id] = send
         try:
             await self.client.send(command, source, config=config, command_id=command_id)
