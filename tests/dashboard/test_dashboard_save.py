@@ -156,7 +156,9 @@ def test_the_raw_bytes_count_against_the_stores_bounds():
         state.subsystems.connections[0].peer_id = "x" * (1024 * 1024)
         model.feed_state(state)
     assert len(store) == 2
-    assert store.describe()["bytes"] <= 3 * 1024 * 1024
+    described = store.describe()
+    assert described["rawBytes"] == sum(len(s.raw) for s in store.snapshots())
+    assert described["bytes"] + described["rawBytes"] <= 3 * 1024 * 1024
     assert all(len(s.raw) > 1024 * 1024 for s in store.snapshots())
 
 

@@ -159,8 +159,12 @@ class Store:
     _events: deque[StoredEvent] = field(default_factory=deque)
     _event_counts: Counter[str] = field(default_factory=Counter)
     _next_seq: int = 1
+    #: What the stored snapshots and events count against their bounds (text and raw).
     _bytes: int = 0
     _event_bytes: int = 0
+    #: Of which their raw bytes.
+    _raw_bytes: int = 0
+    _event_raw_bytes: int = 0
     #: Per connection id: its points ``(ts, bwIn, bwOut, in, out, status)``, by ``ts``.
     _conn_series: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     #: Events dropped by the bounds so far (for the status line).
@@ -206,11 +210,13 @@ class Store:
         index = bisect.bisect_left(self._ts, stored.ts)
         if index < len(self._ts) and self._ts[index] == stored.ts:
             self._bytes -= self._snapshots[index].size
+            self._raw_bytes -= len(self._snapshots[index].raw)
             self._snapshots[index] = stored
         else:
             self._ts.insert(index, stored.ts)
             self._snapshots.insert(index, stored)
         self._bytes += stored.size
+        self._raw_bytes += len(stored.raw)
         self._now = stored.ts
         self._add_series_points(stored.ts, data)
         self.prune()
@@ -252,6 +258,7 @@ class Store:
             return stored
         self._events.append(stored)
         self._event_bytes += stored.size
+        self._event_raw_bytes += len(stored.raw)
         self._event_counts[stored.type] += 1
         self.prune_events()
         return stored
@@ -279,6 +286,8 @@ class Store:
             low += 1
         if low > 0 or high < count:
             self._bytes = kept
+            self._raw_bytes -= sum(len(s.raw) for s in self._snapshots[:low])
+            self._raw_bytes -= sum(len(s.raw) for s in self._snapshots[high:])
             del self._ts[high:], self._snapshots[high:]
             del self._ts[:low], self._snapshots[:low]
             first, last = self._ts[0], self._ts[-1]
@@ -303,6 +312,7 @@ class Store:
         ):
             dropped = events.popleft()
             self._event_bytes -= dropped.size
+            self._event_raw_bytes -= len(dropped.raw)
             self.events_dropped += 1
             self._event_counts[dropped.type] -= 1
             if self._event_counts[dropped.type] <= 0:
@@ -317,10 +327,10 @@ class Store:
         self._ts.clear()
         self._snapshots.clear()
         self._now = None
-        self._bytes = 0
+        self._bytes = self._raw_bytes = 0
         self._conn_series.clear()
         self._events.clear()
-        self._event_bytes = 0
+        self._event_bytes = self._event_raw_bytes = 0
         self._event_counts.clear()
         self.events_dropped = 0
 
@@ -445,13 +455,17 @@ class Store:
 
     def describe(self) -> dict[str, Any]:
         """Sizes and bounds, for the status line and logs (``bytes``, ``eventBytes``:
-        the stored snapshots' and events' JSON text, characters, and raw bytes)."""
+        the stored snapshots' and events' JSON text, characters; ``rawBytes``,
+        ``eventRawBytes``: their original bytes; ``max_bytes`` bounds ``bytes`` plus
+        ``rawBytes``, ``max_event_bytes`` the events' two)."""
         return {
             "snapshots": len(self._ts),
             "events": len(self._events),
             "eventsDropped": self.events_dropped,
-            "bytes": self._bytes,
-            "eventBytes": self._event_bytes,
+            "bytes": self._bytes - self._raw_bytes,
+            "eventBytes": self._event_bytes - self._event_raw_bytes,
+            "rawBytes": self._raw_bytes,
+            "eventRawBytes": self._event_raw_bytes,
             "oldest": self.oldest_ts,
             "latest": self._ts[-1] if self._ts else None,
             "retentionMs": self.retention_ms,
