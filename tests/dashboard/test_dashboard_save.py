@@ -242,13 +242,13 @@ async def test_the_route_answers_the_dashboards_own_page_only(dashboard):
 
 
 async def test_one_download_at_a_time_and_a_client_that_leaves_frees_it(tmp_path: Path, nursery):
-    # 8 snapshots of 1 MB each: more than the sockets buffer, so a client that reads
-    # nothing holds its download open.
+    # 32 snapshots of 1 MB each: far more than loopback's socket buffers take (a few MB
+    # each way at most), so a client that reads nothing holds its download open.
     path = tmp_path / "big.mock"
-    with RecordingWriter(path) as writer:
-        for i in range(8):
+    with RecordingWriter(path, flush=False) as writer:
+        for i in range(32):
             state = _state(i)
-            state.subsystems.connections[0].peer_id = chr(ord("a") + i) * (1024 * 1024)
+            state.subsystems.connections[0].peer_id = chr(ord("A") + i) * (1024 * 1024)
             writer.write_message(pb.ServerMessage(state=state))
     shown = await nursery.start(Dashboard(DashboardConfig(file=str(path), port=0)).run)
     port = int(shown.url.rstrip("/").rsplit(":", 1)[1])
@@ -261,7 +261,7 @@ async def test_one_download_at_a_time_and_a_client_that_leaves_frees_it(tmp_path
             head += await stream.receive_some(4096)
         assert head.startswith(b"HTTP/1.1 200")
         # (The file has no runtime: the name says "node".)
-        assert b'content-disposition: attachment; filename="node_20231114T221320Z_7s.mock"' in head
+        assert b'content-disposition: attachment; filename="node_20231114T221320Z_31s.mock"' in head
         status, body = await http(shown.url + "api/recording/save")
         assert status == 409 and "being saved" in body["error"]
         # The client leaves without reading the rest (a reset, as a closed tab's):
