@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import trio
 
 from libp2p_introspection import config as defaults
-from libp2p_introspection.dashboard.app import UPLOAD_TIMEOUT_S, create_app
+from libp2p_introspection.dashboard.app import create_app
+from libp2p_introspection.dashboard.bodies import UPLOAD_TIMEOUT_S
 from libp2p_introspection.dashboard.browsers import (
     DEFAULT_MAX_PAGES,
     DEFAULT_MAX_PENDING,
