@@ -18,7 +18,10 @@ from libp2p_introspection.dashboard.browsers import (
     DEFAULT_MAX_PENDING_BYTES,
     BrowserHub,
 )
-from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS, DEFAULT_MAX_SNAPSHOT_BYTES
+from libp2p_introspection.dashboard.convert import (
+    DEFAULT_CLOSED_TTL_MS,
+    DEFAULT_MAX_SNAPSHOT_BYTES,
+)
 from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.nodes import MAX_NODES, PULL_INTERVAL_S, NodeFleet
