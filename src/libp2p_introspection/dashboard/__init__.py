@@ -34,6 +34,7 @@ Use from Python::
         print(dashboard.url)
 """
 
-from libp2p_introspection.dashboard.server import DEFAULT_DASHBOARD_PORT, Dashboard, DashboardConfig
+from libp2p_introspection.config import DEFAULT_DASHBOARD_PORT
+from libp2p_introspection.dashboard.server import Dashboard, DashboardConfig
 
 __all__ = ["DEFAULT_DASHBOARD_PORT", "Dashboard", "DashboardConfig"]

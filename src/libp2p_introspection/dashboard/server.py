@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 
 #: Rows of the Nodes view are sent to pages at most this often, seconds.
 NODES_BROADCAST_S = 1.0
-#: The dashboard's documented default port (the introspection server's is 8845).
-DEFAULT_DASHBOARD_PORT = defaults.DEFAULT_DASHBOARD_PORT
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ class DashboardConfig:
     """
 
     host: str = defaults.DEFAULT_HOST
-    port: int = DEFAULT_DASHBOARD_PORT
+    port: int = defaults.DEFAULT_DASHBOARD_PORT
     url: str = defaults.default_url()
     file: str | None = None
     retention_ms: int = DEFAULT_RETENTION_MS
