@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from libp2p_introspection.attach import attach_introspection
 from libp2p_introspection.cli import main
+from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.limits import SESSION_OPTIONS, OptionError, SessionLimits
 from libp2p_introspection.server import ServerConfig
 from libp2p_introspection.server.config import OPTIONS_BY_NAME, SERVER_OPTIONS
@@ -160,9 +161,50 @@ def test_the_cli_loads_without_py_libp2p():
 
 
 def test_the_mock_flags_take_the_synthetic_nodes_defaults():
-    from libp2p_introspection.cli.serving import MOCK_FLAGS
+    from libp2p_introspection.cli.serving import MOCK_FLAGS, mock_flag_name
     from libp2p_introspection.server.sources.synthetic import SyntheticOptions
 
     for flag, default, _, _ in MOCK_FLAGS:
-        name = flag.removeprefix("--").replace("-", "_")
+        name = mock_flag_name(flag)
         assert getattr(SyntheticOptions, name) == default == _param("serve", name).default
+
+
+def test_every_synthetic_option_is_a_mock_flag_or_set_elsewhere():
+    """A shape of the synthetic node a user can ask for has its ``serve --source mock``
+    flag (issue 12: ``--pubsub-topics`` was missing, so the node "at scale, pubsub on 50
+    topics" could not be served from the CLI)."""
+    from libp2p_introspection.cli.serving import MOCK_FLAGS, mock_flag_name
+    from libp2p_introspection.server.sources.synthetic import SyntheticOptions
+
+    elsewhere = {
+        "seed",  # --seed, shared with the demo
+        "closed_connection_lifetime_ms",  # the server option of that name
+        "clock_ms",  # the API's (a fake clock in tests)
+        "max_stream_events_per_snapshot",  # the API's: sampling bounds
+        "max_subscription_events_per_snapshot",
+    }
+    flagged = {mock_flag_name(flag) for flag, _, _, _ in MOCK_FLAGS}
+    assert flagged.isdisjoint(elsewhere)
+    assert flagged | elsewhere == {f.name for f in dataclasses.fields(SyntheticOptions)}
+
+
+def test_the_mock_flags_shape_the_node_served():
+    from libp2p_introspection.server.sources import factory
+
+    def opened(*flags: str):
+        context = main.commands["serve"].make_context("serve", ["--source", "mock", *flags])
+        return factory.open_mock(ServerConfig(), context.params)
+
+    source, what = opened("--connections", "30", "--pubsub-topics", "50", "--no-resource-manager")
+    state = source.state()
+    assert sum(c.status == pb.ACTIVE for c in state.subsystems.connections) == 30
+    assert len(state.subsystems.pubsub.topics) == 50
+    assert not state.subsystems.HasField("resources")
+    assert what == "a synthetic node (30 connections x 4 streams, gossipsub on 50 topics)"
+    source, what = opened("--connections", "5", "--pubsub-topics", "0")
+    state = source.state()
+    assert not state.subsystems.HasField("pubsub") and state.subsystems.HasField("resources")
+    assert what == "a synthetic node (5 connections x 4 streams)"
+    with pytest.raises(factory.BadSourceOptions, match=r"pubsub_topics must be <= 1000"):
+        opened("--pubsub-topics", "1001")
+    assert invoke("serve", "--source", "mock", "--pubsub-topics", "-1").exit_code == 2

@@ -1,5 +1,6 @@
-"""The layers hold (issue 11): protocol/ at the bottom (pure: no trio, no py-libp2p),
-server/ and introspector/ above it and blind to each other, client/ above protocol,
+"""The layers hold (issue 11): config.py (defaults, text helpers) a leaf, protocol/ at
+the bottom (pure: no trio, no py-libp2p), server/ and introspector/ above it and blind
+to each other, client/ above protocol,
 attach.py and the CLI on top, and nothing but the CLI imports the dashboard.
 
 Read from the source: every import statement of every module, lazy ones in
@@ -18,6 +19,8 @@ ROOT = "libp2p_introspection"
 
 #: layer -> what its modules must not import (module name prefixes).
 FORBIDDEN: dict[str, tuple[str, ...]] = {
+    # The shared defaults and text helpers: a leaf, so that protocol/ may use them.
+    "config": (ROOT, "trio", "libp2p", "multiaddr"),
     "protocol": ("trio", "libp2p", "multiaddr", f"{ROOT}.abc", f"{ROOT}.server",
                  f"{ROOT}.introspector", f"{ROOT}.client", f"{ROOT}.dashboard",
                  f"{ROOT}.demo", f"{ROOT}.attach", f"{ROOT}.cli"),

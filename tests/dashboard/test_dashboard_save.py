@@ -20,7 +20,7 @@ import trio
 from test_dashboard_app import http, wait_for
 
 from libp2p_introspection.dashboard import Dashboard, DashboardConfig
-from libp2p_introspection.dashboard.convert import event_to_json, runtime_to_json
+from libp2p_introspection.dashboard.convert_events import event_to_json, runtime_to_json
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.recording import load_recording
 from libp2p_introspection.dashboard.save import (

@@ -6,13 +6,9 @@ import json
 
 import pytest
 
-from libp2p_introspection.dashboard.convert import (
-    SnapshotConverter,
-    dumps,
-    event_to_json,
-    runtime_to_json,
-    summarize,
-)
+from libp2p_introspection.dashboard.caps import dumps
+from libp2p_introspection.dashboard.convert import SnapshotConverter, summarize
+from libp2p_introspection.dashboard.convert_events import event_to_json, runtime_to_json
 from libp2p_introspection.dashboard.store import Store
 from libp2p_introspection.protocol import pb
 

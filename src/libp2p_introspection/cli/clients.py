@@ -254,7 +254,7 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
     secrets = defaults.token_secrets(url, token)
     setup_logging(verbose, secrets)
     from libp2p_introspection.cli.serving import start_dashboard
-    from libp2p_introspection.dashboard.app import BadRequest, normalize_url
+    from libp2p_introspection.dashboard.bodies import BadRequest, normalize_url
     from libp2p_introspection.dashboard.recording import RecordingLoadError
 
     try:

@@ -49,7 +49,17 @@ MOCK_FLAGS: tuple[tuple[str, Any, click.ParamType, str], ...] = (
     ("--events-per-second", 20.0, click.FloatRange(min=0), "Mock: rate of DHT query events."),
     ("--churn", 0.02, click.FloatRange(0, 1),
      "Mock: fraction of connections replaced per snapshot."),
+    ("--pubsub-topics", 8, click.IntRange(min=0),
+     "Mock: topics of the gossipsub router (0: no pubsub)."),
+    ("--resource-manager/--no-resource-manager", True, click.BOOL,
+     "Mock: run a resource manager (its scopes' usage and limits)."),
 )  # fmt: skip
+
+
+def mock_flag_name(flag: str) -> str:
+    """The ``SyntheticOptions`` field (and click parameter) a :data:`MOCK_FLAGS` flag sets:
+    ``--dht-peers`` -> ``dht_peers``, ``--resource-manager/--no-...`` -> ``resource_manager``."""
+    return flag.partition("/")[0].removeprefix("--").replace("-", "_")
 
 
 def _mock_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -8,7 +8,8 @@ stores it, and queues one prebuilt message for every open page
 fill a store the same way, so the page does not care which.
 
 Browser messages (JSON objects, sent in arrays; shapes of the parts in
-:mod:`.convert`)::
+:mod:`.convert`, :mod:`.convert_swarm`, :mod:`.convert_ext` and
+:mod:`.convert_events`)::
 
     {"t": "hello", "status": STATUS, "runtime": RUNTIME|null,
      "timeline": [ts, ...], "series": [SUMMARY, ...], "latest": SNAPSHOT|null,
@@ -42,13 +43,15 @@ import logging
 from typing import Any
 
 from libp2p_introspection.dashboard.browsers import BrowserHub
+from libp2p_introspection.dashboard.caps import dumps
 from libp2p_introspection.dashboard.convert import (
     DEFAULT_CLOSED_TTL_MS,
     DEFAULT_MAX_SNAPSHOT_BYTES,
     JSON,
     SnapshotConverter,
     SnapshotTooLarge,
-    dumps,
+)
+from libp2p_introspection.dashboard.convert_events import (
     event_to_json,
     event_type_to_json,
     runtime_to_json,

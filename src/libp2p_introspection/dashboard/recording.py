@@ -46,6 +46,8 @@ from libp2p_introspection.dashboard.convert import (
     DEFAULT_MAX_SNAPSHOT_BYTES,
     SnapshotConverter,
     SnapshotTooLarge,
+)
+from libp2p_introspection.dashboard.convert_events import (
     event_to_json,
     event_type_to_json,
     runtime_to_json,

@@ -26,12 +26,12 @@ ends, so one download can pin at most one store's worth, ``max_bytes`` +
 another is answered 409 until it ends.
 
 The route is a read, and a read of everything the node showed, so besides
-the dashboard's Host and Origin guard (``app.LocalOnly``) it is answered to
+the dashboard's Host and Origin guard (:class:`.guards.LocalOnly`) it is answered to
 the dashboard's own page only: a browser request that another site, or
 another local page, made (``Sec-Fetch-Site`` other than ``same-origin`` or
 ``none``, or an ``Origin`` not the dashboard's) is refused with 403, and the
 answer carries ``Cross-Origin-Resource-Policy: same-origin`` and no CORS
-header (:data:`.app.SECURITY_HEADERS`), so no other page can read it.
+header (:data:`.guards.SECURITY_HEADERS`), so no other page can read it.
 Tools that send neither header (``curl``) are answered.
 """
 
@@ -48,6 +48,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from libp2p_introspection.dashboard.convert import JSON
+from libp2p_introspection.dashboard.guards import LocalOnly
 from libp2p_introspection.dashboard.store import Store, StoredEvent, StoredSnapshot
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import PROTOCOL_VERSION, encode_varint
@@ -77,7 +78,8 @@ def server_message(kind: str, payload: bytes) -> bytes:
 
 
 def _event_type(data: JSON) -> pb.EventType:
-    """An event type the store knows (:func:`.convert.event_type_to_json`'s shape) as protobuf."""
+    """An event type the store knows (shape of :func:`.convert_events.event_type_to_json`),
+    as protobuf."""
     event_type = pb.EventType(name=data["name"])
     for prop in data["properties"]:
         kind = prop["type"]
@@ -203,16 +205,13 @@ def write_window(store: Store, target: RecordingWriter) -> int:
 
 
 def _own_page(request: Request) -> bool:
-    """Whether a browser request comes from the dashboard's own page (or no browser)."""
+    """Whether a browser request comes from the dashboard's own page (or from no browser):
+    the rule of the dashboard's commands (:meth:`.guards.LocalOnly.command_ok`), for a read."""
     site = request.headers.get("sec-fetch-site")
     if site is not None and site.strip().lower() not in ("same-origin", "none"):
         return False
     origin = request.headers.get("origin")
-    host = request.headers.get("host")
-    return origin is None or (
-        host is not None
-        and origin.rstrip("/").lower() in (f"http://{host}".lower(), f"https://{host}".lower())
-    )
+    return origin is None or LocalOnly.same_origin(origin, request.headers.get("host"))
 
 
 class SaveGate:

@@ -10,14 +10,18 @@ from dataclasses import dataclass
 import trio
 
 from libp2p_introspection import config as defaults
-from libp2p_introspection.dashboard.app import UPLOAD_TIMEOUT_S, create_app
+from libp2p_introspection.dashboard.app import create_app
+from libp2p_introspection.dashboard.bodies import UPLOAD_TIMEOUT_S
 from libp2p_introspection.dashboard.browsers import (
     DEFAULT_MAX_PAGES,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PENDING_BYTES,
     BrowserHub,
 )
-from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS, DEFAULT_MAX_SNAPSHOT_BYTES
+from libp2p_introspection.dashboard.convert import (
+    DEFAULT_CLOSED_TTL_MS,
+    DEFAULT_MAX_SNAPSHOT_BYTES,
+)
 from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.nodes import MAX_NODES, PULL_INTERVAL_S, NodeFleet
@@ -41,8 +45,6 @@ log = logging.getLogger(__name__)
 
 #: Rows of the Nodes view are sent to pages at most this often, seconds.
 NODES_BROADCAST_S = 1.0
-#: The dashboard's documented default port (the introspection server's is 8845).
-DEFAULT_DASHBOARD_PORT = defaults.DEFAULT_DASHBOARD_PORT
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class DashboardConfig:
     """
 
     host: str = defaults.DEFAULT_HOST
-    port: int = DEFAULT_DASHBOARD_PORT
+    port: int = defaults.DEFAULT_DASHBOARD_PORT
     url: str = defaults.default_url()
     file: str | None = None
     retention_ms: int = DEFAULT_RETENTION_MS

@@ -52,13 +52,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from libp2p_introspection.dashboard.convert import (
-    JSON,
-    MAX_EVENT_TYPES,
-    MAX_PROPERTY_TYPES,
-    dumps,
-    summarize,
-)
+from libp2p_introspection.dashboard.caps import dumps
+from libp2p_introspection.dashboard.convert import JSON, summarize
+from libp2p_introspection.dashboard.convert_events import MAX_EVENT_TYPES, MAX_PROPERTY_TYPES
 
 #: Default retention window, ms (the server's default maximum retention).
 DEFAULT_RETENTION_MS = 120_000
@@ -110,7 +106,7 @@ class StoredEvent:
 
     ``key``: ``ts``, or the store's time when it arrived if that is earlier
     (module doc). ``text``: the event's JSON (shape of
-    :func:`.convert.event_to_json`, ``seq`` set), as sent to pages.
+    :func:`.convert_events.event_to_json`, ``seq`` set), as sent to pages.
     """
 
     seq: int
@@ -181,8 +177,8 @@ class Store:
             self._add_event_type(event_type, replace=True)
 
     def _add_event_type(self, event_type: JSON, *, replace: bool = False) -> None:
-        """Know ``event_type``, within :data:`.convert.MAX_EVENT_TYPES` types of
-        :data:`.convert.MAX_PROPERTY_TYPES` properties in all (more are not kept:
+        """Know ``event_type``, within :data:`.convert_events.MAX_EVENT_TYPES` types of
+        :data:`.convert_events.MAX_PROPERTY_TYPES` properties in all (more are not kept:
         events of a type not kept are still stored and shown)."""
         name = event_type["name"]
         old = self.event_types.get(name)
@@ -238,7 +234,7 @@ class Store:
     def add_event(
         self, event: JSON, type_info: JSON | None = None, raw: bytes = b""
     ) -> StoredEvent:
-        """Store an event (shape of :func:`.convert.event_to_json`; ``raw``: its
+        """Store an event (shape of :func:`.convert_events.event_to_json`; ``raw``: its
         ``ServerMessage`` bytes); numbers it; returns it.
 
         ``event["seq"]`` is set. ``type_info``: the event's full type, when the

@@ -51,7 +51,8 @@ def check_source_name(name: str) -> None:
 
 def open_mock(config: ServerConfig, settings: Mapping[str, Any]) -> Opened:
     """The synthetic node of ``settings`` (``connections``, ``streams``, ``dht_peers``,
-    ``events_per_second``, ``churn``, ``seed``). Raises :class:`BadSourceOptions`."""
+    ``events_per_second``, ``churn``, ``pubsub_topics``, ``resource_manager``, ``seed``).
+    Raises :class:`BadSourceOptions`."""
     from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
     try:
@@ -61,14 +62,18 @@ def open_mock(config: ServerConfig, settings: Mapping[str, Any]) -> Opened:
             dht_peers=settings["dht_peers"],
             events_per_second=settings["events_per_second"],
             churn=settings["churn"],
+            pubsub_topics=settings["pubsub_topics"],
+            resource_manager=settings["resource_manager"],
             seed=settings["seed"] or 0,
             closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
         )
     except (ValueError, TypeError) as exc:
         raise BadSourceOptions(str(exc)) from exc
+    pubsub = f", gossipsub on {options.pubsub_topics} topics" if options.pubsub_topics else ""
     return (
         SyntheticSource(options),
-        f"a synthetic node ({options.connections} connections x {options.streams} streams)",
+        f"a synthetic node ({options.connections} connections x {options.streams} streams"
+        f"{pubsub})",
     )
 
 

@@ -117,10 +117,10 @@ function registerTypes(types) {
 function addEvent(e) {
   let text;
   try { text = typeof e.content === "string" ? e.content : JSON.stringify(e.content); } catch { text = String(e.content); }
-  // A §3.1 event reads as the sentence the dashboard made of it (convert.py's "says").
+  // A §3.1 event reads as the sentence the dashboard made of it (convert_events.py's "says").
   if (typeof e.says === "string") text = e.says;
   const row = { seq: e.seq, ts: e.ts, type: e.type, content: e.content, summary: text.length > 240 ? `${text.slice(0, 240)}…` : text };
-  // A DHT query, as the dashboard read it (either shape of the event: convert.py's QUERY).
+  // A DHT query, as the dashboard read it (either shape of the event: convert_events.py's QUERY).
   if (e.query && Array.isArray(e.query.peers)) row.query = e.query;
   S.events.push(row);
   S.eventTypes.add(e.type);
