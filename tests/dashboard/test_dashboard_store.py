@@ -222,7 +222,7 @@ def test_describe_reports_sizes(retention):
     assert described.pop("bytes") == len(store.latest.text)
     assert described == {
         "snapshots": 1, "events": 0, "eventsDropped": 0, "eventBytes": 0, "oldest": 5, "latest": 5,
-        "retentionMs": retention,
+        "retentionMs": retention, "rawBytes": 0, "eventRawBytes": 0,
     }
 
 

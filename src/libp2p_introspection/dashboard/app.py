@@ -45,6 +45,8 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
   its body is read and dropped (the same limit and deadline; past them, at
   once, and the connection closed). The whole body must arrive within ``upload_timeout_s``
   (120 s by default: 256 MiB takes a few seconds on loopback), else 408.
+- ``GET /api/recording/save``: what the dashboard keeps, as a recording file
+  (streamed; the dashboard's own page only): see :mod:`.save`.
 - ``POST /api/pause`` and ``/api/resume`` read no body; the ``GET`` routes
   read only their query string (bounded, with the request's headers, by
   the HTTP server: 16 KiB).
@@ -102,6 +104,7 @@ from libp2p_introspection.dashboard.recording import (
     RecordingLoadError,
     load_recording,
 )
+from libp2p_introspection.dashboard.save import save_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +367,7 @@ def create_app(
         Route("/api/resume", resume, methods=["POST"]),
         Route("/api/connect", connect, methods=["POST"]),
         Route("/api/recording", recording, methods=["POST"]),
+        Route("/api/recording/save", save_endpoint(lambda: model.store)),  # see .save
         Route("/api/nodes", nodes),
         Route("/api/nodes/add", nodes_add, methods=["POST"]),
         Route("/api/nodes/remove", nodes_remove, methods=["POST"]),

@@ -59,6 +59,7 @@ from libp2p_introspection.dashboard.convert_events import (
 from libp2p_introspection.dashboard.feed import ConnectionState, LiveFeed, endpoint_key
 from libp2p_introspection.dashboard.nodes import NodeFleet
 from libp2p_introspection.dashboard.recording import RecordingInfo, over_limit_text
+from libp2p_introspection.dashboard.save import server_message
 from libp2p_introspection.dashboard.store import Store
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
@@ -123,6 +124,7 @@ class DashboardModel:
 
     def feed_runtime(self, runtime: pb.Runtime) -> None:
         data = runtime_to_json(runtime)
+        raw = server_message("runtime", runtime.SerializeToString())  # kept for Save recording
         previous = self.store.runtime
         if previous is not None and previous.get("peerId") != data["peerId"]:
             # Another node answers at this URL now: its data must not mix with the old one's.
@@ -130,10 +132,10 @@ class DashboardModel:
             log.info("node at %s changed: %s", where, data["peerId"])
             self.store.clear()
             self.converter.reset()
-            self.store.set_runtime(data)
+            self.store.set_runtime(data, raw)
             self._resync_all()
             return
-        self.store.set_runtime(data)
+        self.store.set_runtime(data, raw)
         self._broadcast(dumps({"t": "runtime", "runtime": data}))
 
     def feed_state(self, state: pb.State) -> None:
@@ -145,7 +147,7 @@ class DashboardModel:
             else:
                 log.warning("skipped a snapshot: %s", exc)
             return
-        stored = self.store.add_snapshot(data)
+        stored = self.store.add_snapshot(data, server_message("state", state.SerializeToString()))
         self._broadcast(
             f'{{"t":"snapshot","oldest":{self.store.oldest_ts},'
             f'"summary":{stored.summary_text},"data":{stored.text}}}'
@@ -153,7 +155,8 @@ class DashboardModel:
 
     def feed_event(self, event: pb.Event) -> None:
         type_info = event_type_to_json(event.type) if event.type.property_types else None
-        stored = self.store.add_event(event_to_json(event), type_info)
+        raw = server_message("event", event.SerializeToString())
+        stored = self.store.add_event(event_to_json(event), type_info, raw)
         self._broadcast(f'{{"t":"event","e":{stored.text}}}')
 
     def feed_notice(self) -> None:

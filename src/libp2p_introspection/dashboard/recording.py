@@ -140,7 +140,7 @@ def load_recording(
                     continue
                 kind = message.WhichOneof("payload")
                 if kind == "runtime":
-                    store.set_runtime(runtime_to_json(message.runtime))
+                    store.set_runtime(runtime_to_json(message.runtime), record.data)
                 elif kind == "state":
                     try:
                         data = converter.convert(message.state)
@@ -148,14 +148,14 @@ def load_recording(
                         too_large += 1
                         too_large_reason = too_large_reason or f"record {reader.records}: {exc}"
                         continue
-                    store.add_snapshot(data)
+                    store.add_snapshot(data, record.data)
                     states += 1
                 elif kind == "event":
                     event = message.event
                     type_info = (
                         event_type_to_json(event.type) if event.type.property_types else None
                     )
-                    store.add_event(event_to_json(event), type_info)
+                    store.add_event(event_to_json(event), type_info, record.data)
                     events += 1
             info = RecordingInfo(
                 name=os.path.basename(label),

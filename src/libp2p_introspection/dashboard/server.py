@@ -57,7 +57,7 @@ class DashboardConfig:
     ``retention_ms``: how far back the live store keeps snapshots and events,
     ms. ``max_snapshots``/``max_events``: count bounds of the store, and
     ``max_bytes``/``max_event_bytes`` the bounds on its snapshots' and events'
-    JSON text, bytes (a recording is bound by these only).
+    JSON text and original bytes, bytes (a recording is bound by these only).
     ``max_upload_bytes``: largest recording accepted from the page;
     ``upload_timeout_s``: how long its whole body may take to arrive, seconds.
     ``events``: subscribe to the node's events.

@@ -13,6 +13,8 @@ import * as dom from "./dom.js";
 import * as nodes from "./nodes.js";
 import { peerInfoBlock, renderNodeInfo } from "./node.js";
 import * as ext from "./views_ext.js";
+import { peersView } from "./peers.js";
+import { renderSave } from "./save.js";
 
 const MAX_EVENTS = 10000; // events this page keeps (the dashboard keeps more)
 const WAITING = "waiting for the first snapshot…";
@@ -266,6 +268,7 @@ function renderNode() {
 function renderTimebar() {
   const slider = $("timeline");
   const n = S.timeline.length;
+  renderSave(S.status, n);
   slider.max = Math.max(0, n - 1);
   slider.disabled = n < 2;
   if (isLive()) slider.value = slider.max;
@@ -461,6 +464,7 @@ function renderTraffic() {
 // --- protocols, pubsub, resources (views_ext.js)
 
 const extViews = {
+  peers: peersView({ onCopied }),
   protocols: ext.protocolsView(),
   pubsub: ext.pubsubView({ onCopied }),
   resources: ext.resourcesView(),
