@@ -53,6 +53,7 @@ START_S = 120
 WAIT_S = 120
 #: Snapshots kept per node (4 a second): the last minute, covering every scrape compared.
 KEPT = 240
+IDENTIFY = "/ipfs/id/1.0.0"
 #: A connection's statuses while go's swarm counts it open (opened, not yet closed).
 OPEN = (pb.ACTIVE, pb.CLOSING)
 #: go-libp2p's swarm queries a node that has only TCP connections cannot answer.
@@ -165,6 +166,10 @@ def _protocol_bytes(state: pb.State) -> Counter:
         found[(stats.protocol, "inbound")] += stats.traffic.traffic_in.cum_bytes
         found[(stats.protocol, "outbound")] += stats.traffic.traffic_out.cum_bytes
     return found
+
+
+def _streams_opened(state: pb.State, protocol: str) -> int:
+    return sum(s.streams_opened for s in state.protocols if s.protocol == protocol)
 
 
 def _dht_peers(state: pb.State) -> int:
@@ -296,12 +301,15 @@ async def _check_node(
     closed = await samples(f"libp2p_swarm_connections_closed_total{{{where}}}")
     traffic = await samples(f"libp2p_protocol_bytes_total{{{where}}}", "protocol", "dir")
     dht = await samples(f"libp2p_dht_routing_table_peers{{{where}}}")
+    identify = await samples(f"libp2p_identify_identify_total{{{where}}}")
     for t, state in sorted(matched.items()):
         what = f"{instance} at instant_ts {state.instant_ts}"
         assert connections[t][()] == _count(state, (pb.ACTIVE,)) > 0, what
         assert opened[t][()] - closed[t][()] == _count(state, OPEN), what
         assert +traffic[t] == +_protocol_bytes(state) and traffic[t], what
         assert dht[t][()] == _dht_peers(state) > 0, what
+        # go's identify exchanges, both ways, are the node's identify streams.
+        assert identify[t][()] == _streams_opened(state, IDENTIFY) > 0, what
     # Every series of the instance carries the SD file's labels of its own node.
     info = await _query(api, f"libp2p_host_info{{{where}}}", **at)
     assert [row["metric"]["peer_id"] for row in info] == [entry.peer_id]
