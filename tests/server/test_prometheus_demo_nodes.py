@@ -91,6 +91,19 @@ async def _query(api: str, expr: str, **params: str) -> list[dict]:
     return data["result"]
 
 
+async def _printed_urls(demo: subprocess.Popen, first: str) -> set[str]:
+    """The ``ws://`` words of what ``demo`` prints up to its "What to do next" block."""
+    assert demo.stdout is not None
+    lines = [first]
+    with trio.fail_after(START_S):
+        for _ in range(100):  # a bound: the demo prints a dozen lines
+            line = await trio.to_thread.run_sync(demo.stdout.readline, abandon_on_cancel=True)
+            if not line or line.startswith("What to do next"):
+                break
+            lines.append(line)
+    return {word for line in lines for word in line.split() if word.startswith("ws://")}
+
+
 def _instance(entry: ServerEntry) -> str:
     """The ``instance`` label Prometheus gives the entry's metrics endpoint."""
     assert entry.metrics_url is not None, entry
@@ -211,7 +224,8 @@ async def test_one_prometheus_scrapes_every_demo_node_and_agrees_with_its_snapsh
                  "--no-dashboard", "--port", "0", "--metrics-port", "0",
                  "--interval-ms", "250", "--token", TOKEN]  # fmt: skip
     sd_file = tmp_path / "py-libp2p.json"
-    with running(demo_args, first_line_timeout=START_S):
+    with running(demo_args, first_line_timeout=START_S) as (demo, first):
+        printed = await _printed_urls(demo, first)
         writer = subprocess.Popen(
             [sys.executable, "-m", "libp2p_introspection", "nodes", "--prometheus-sd",
              str(sd_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -222,6 +236,8 @@ async def test_one_prometheus_scrapes_every_demo_node_and_agrees_with_its_snapsh
             entries = [e for e in read_registry().entries if e.metrics_url]
             assert len(entries) == NODES and len(groups) == NODES, (entries, groups)
             by_instance = {_instance(entry): entry for entry in entries}
+            # What the demo printed a user can copy: every node's URL, as registered.
+            assert printed == {entry.url for entry in entries}, printed
             # The file names every node's endpoint, labelled with that node's peer id.
             assert {target: group["labels"]["peer_id"] for group in groups
                     for target in group["targets"]} == {
