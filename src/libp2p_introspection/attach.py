@@ -196,10 +196,12 @@ async def introspected_demo(
                 for node, introspector in others:
                     server = await nursery.start(_serve_other, introspector, config)
                     urls.append(f"  {node.name} {node.peer_id}: {server.url}")
+                # The URLs are not last: the caller ends the description with a period,
+                # and a URL copied with it does not connect.
                 description += (
-                    "\nEvery other node has its own introspection server (churn is off "
-                    "with --all):\n" + "\n".join(urls)
-                )
+                    "\nEvery other node has its own introspection server:\n"
+                    + "\n".join(urls) + "\n(churn is off with --all)"
+                )  # fmt: skip
             yield introspectors[0], description
             nursery.cancel_scope.cancel()
     finally:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -409,12 +410,24 @@ def build_event(spec: EventSpec, ts: int, properties: Mapping[str, Any]) -> pb.E
     return event
 
 
+#: Events an emitter keeps until its first sink is registered, the newest ones.
+FIRST_SINK_BACKLOG = 1024
+
+
 class EventEmitter:
     """Delivers events to the registered sink, synchronously and never raising.
 
     The sink is called inline from the source's own code (for a live host:
     py-libp2p callbacks, notifees and hooks); an exception from it or from
     building the event is logged and swallowed so it never reaches the caller.
+
+    Until the first sink is registered, events are kept (the last
+    :data:`FIRST_SINK_BACKLOG`) and that sink receives them first: a host
+    introspected from its start whose server starts later (``demo --all``'s
+    nodes connect, identify and bootstrap before their servers run) loses none
+    of its first moments, and the metrics counted from events (identify
+    exchanges, connections) agree with the snapshots' totals since attach. Once
+    a sink was removed, events without one are dropped.
 
     :param clock_ms: stamps events emitted without a ``ts`` (ms since epoch).
     :param specs: every type this source may emit (its ``Runtime.event_types``).
@@ -423,6 +436,7 @@ class EventEmitter:
     def __init__(self, clock_ms: ClockMs, specs: Sequence[EventSpec]) -> None:
         self._clock_ms = clock_ms
         self._sink: EventSink | None = None
+        self._backlog: deque[pb.Event] | None = deque(maxlen=FIRST_SINK_BACKLOG)
         self.specs: tuple[EventSpec, ...] = tuple(specs)
 
     @property
@@ -431,23 +445,37 @@ class EventEmitter:
         return self._sink
 
     def set_sink(self, sink: EventSink | None) -> None:
-        """Register (or with ``None`` remove) the sink."""
+        """Register (or with ``None`` remove) the sink; the first one registered gets
+        the events emitted before it first, in order."""
         self._sink = sink
+        backlog = self._backlog
+        if sink is None or backlog is None:
+            return
+        self._backlog = None
+        for event in backlog:
+            try:
+                sink(event)
+            except Exception:
+                logger.exception("introspection event sink failed for %s", event.type.name)
 
     def emit(
         self, spec: EventSpec, properties: Mapping[str, Any], *, ts: int | None = None
     ) -> None:
-        """Send one event of type ``spec``, if a sink is set.
+        """Send one event of type ``spec`` to the sink (before the first one: keep it
+        for that one; after a sink was removed: drop it).
 
         :param ts: its ``Event.ts`` (ms since epoch), for an event about something
             that started earlier (a DHT RPC is stamped when it was sent);
             default: the clock's now.
         """
-        sink = self._sink
-        if sink is None:
+        sink, backlog = self._sink, self._backlog
+        if sink is None and backlog is None:
             return
         try:
             event = build_event(spec, self._clock_ms() if ts is None else ts, properties)
-            sink(event)
+            if sink is not None:
+                sink(event)
+            elif backlog is not None:
+                backlog.append(event)
         except Exception:
             logger.exception("introspection event sink failed for %s", spec.name)
