@@ -430,3 +430,40 @@ async def test_demo_routers_keep_their_one_second_heartbeat() -> None:
                 router._adapt_gossip_parameters()
         assert router.heartbeat_interval == 1
         node.leave()
+
+
+def test_a_repeated_libp2p_warning_cannot_bury_the_demo_text() -> None:
+    """While the demo runs, a py-libp2p WARNING logged 5,000 times shows 4 lines (1st,
+    10th, 100th, 1000th, each with its count); another message still shows; every ERROR
+    shows; the lines go to the root handlers (the CLI's format), not to lastResort."""
+    from libp2p_introspection.demo._quiet import quiet_libp2p_warnings
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+
+    root = logging.getLogger()
+    keep = Keep()
+    root.addHandler(keep)
+    chatty = logging.getLogger("libp2p.pubsub.pubsub")
+    try:
+        with quiet_libp2p_warnings():
+            for i in range(5000):
+                chatty.warning("fail to deliver message to subscription for topic %s", f"t{i % 3}")
+            chatty.warning("something else")
+            for _ in range(3):
+                chatty.error("a real error")
+        chatty.warning("after the demo")  # the collapsing is gone with the demo
+    finally:
+        root.removeHandler(keep)
+    delivered = [line for line in lines if "fail to deliver" in line]
+    assert len(delivered) == 4
+    assert delivered[0].endswith("topic t0")
+    assert [line.split("[logged ")[1].split(" ")[0] for line in delivered[1:]] == [
+        "10", "100", "1000",
+    ]  # fmt: skip
+    assert "WARNING libp2p.pubsub.pubsub: something else" in lines
+    assert lines.count("ERROR libp2p.pubsub.pubsub: a real error") == 3
+    assert not [line for line in lines if "after the demo" in line]

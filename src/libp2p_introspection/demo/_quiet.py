@@ -17,9 +17,11 @@ py-libp2p's records (the ``libp2p`` logger and its children, which py-libp2p
 0.8.1 keeps off the root logger: ``propagate`` is false, so they fall to
 :data:`logging.lastResort`) go through :class:`CollapseRepeats`: a WARNING is
 shown the first time, then only at its 10th, 100th, 1000th... repeat, with the
-count. ERROR and CRITICAL records are always shown. They are then handed to the
-root logger's handlers (the CLI's format, its token redaction and printable
-text), or to :data:`logging.lastResort` when there are none.
+count. ERROR and CRITICAL records are always shown; records below the ``libp2p``
+logger's level when the demo starts (WARNING unless lowered, as ``-vv`` does) are
+not, as before. They are then handed to the root logger's handlers (the CLI's
+format, its token redaction and printable text), or to :data:`logging.lastResort`
+when there are none.
 """
 
 from __future__ import annotations
@@ -141,9 +143,11 @@ def quiet_libp2p_warnings(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    collapsing = _ToRootHandlers()
-    collapsing.addFilter(CollapseRepeats())
     libp2p_logger = logging.getLogger("libp2p")
+    # What reached lastResort before (WARNING, unless the application lowered the
+    # ``libp2p`` level, e.g. ``-vv``): some py-libp2p loggers set INFO on themselves.
+    collapsing = _ToRootHandlers(level=libp2p_logger.getEffectiveLevel())
+    collapsing.addFilter(CollapseRepeats())
     libp2p_logger.addHandler(collapsing)
     installed: list[tuple[logging.Logger, logging.Filter]] = []
     for name, prefixes in BENIGN.items():
