@@ -467,3 +467,28 @@ def test_a_repeated_libp2p_warning_cannot_bury_the_demo_text() -> None:
     assert "WARNING libp2p.pubsub.pubsub: something else" in lines
     assert lines.count("ERROR libp2p.pubsub.pubsub: a real error") == 3
     assert not [line for line in lines if "after the demo" in line]
+
+
+def test_a_churned_peers_reset_is_quiet_and_other_muxer_errors_are_not() -> None:
+    """yamux's ERROR for a TCP reset (a node that left: churn) is demoted like the other
+    benign churn messages; the same logger's other errors stay visible."""
+    from libp2p_introspection.demo._quiet import quiet_libp2p_warnings
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    root = logging.getLogger()
+    keep = Keep()
+    root.addHandler(keep)
+    yamux = logging.getLogger("libp2p.stream_muxer.yamux.yamux")
+    try:
+        with quiet_libp2p_warnings():
+            yamux.error("Error in handle_incoming for peer 12D3KooWX: ConnectionClosedError: "
+                        "TCP connection reset by remote peer: socket connection broken")  # fmt: skip
+            yamux.error("Error in handle_incoming for peer 12D3KooWX: ValueError: bad frame")
+    finally:
+        root.removeHandler(keep)
+    assert lines == ["Error in handle_incoming for peer 12D3KooWX: ValueError: bad frame"]

@@ -142,10 +142,7 @@ def line_text(line: dict[str, Any]) -> str:
         types = line.get("event_types") or []
         return (
             f"runtime  {line['implementation']} {line['version']} on {line['platform']}, "
-            f"peer {line['peer_id']}, {len(types)} event type"
-            f"{'' if len(types) == 1 else 's'}"
-            + (f": {', '.join(types[:MAX_PAIRS])}" if types else "")
-            + (" …" if len(types) > MAX_PAIRS else "")
+            f"peer {line['peer_id']}, {len(types)} event type{'' if len(types) == 1 else 's'}"
         )
     if kind == "notice":
         return f"notice  {line['note']}"

@@ -64,10 +64,21 @@ BENIGN: dict[str, tuple[str, ...]] = {
     "libp2p.network.swarm": ("failed to upgrade security for peer",),
     "libp2p.protocol_muxer.multiselect_client": ("MultiselectClient handshake",),
     "libp2p.host.basic_host": ("Failed to open stream to peer",),
+    # A node that left (churn) resets its TCP connections: yamux logs an ERROR for the
+    # reset (the same message for any other error is left alone, see _Demote).
+    "libp2p.stream_muxer.yamux.yamux": ("Error in handle_incoming for peer",),
     "libp2p.stream_muxer.mplex.mplex": (
         "message channel of stream",
         "Received message for non-existent stream",
         "Received data from remote after stream was closed",
+    ),
+}
+
+
+#: A BENIGN prefix whose message is benign only when it also holds one of these.
+ONLY_WITH: dict[str, tuple[str, ...]] = {
+    "Error in handle_incoming for peer": (
+        "ConnectionClosedError: TCP connection reset by remote peer",
     ),
 }
 
@@ -77,10 +88,17 @@ class _Demote(logging.Filter):
         super().__init__()
         self._prefixes = prefixes
 
+    def _benign(self, message: str) -> bool:
+        for prefix in self._prefixes:
+            if message.startswith(prefix):
+                needed = ONLY_WITH.get(prefix)
+                return needed is None or any(part in message for part in needed)
+        return False
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno in (logging.WARNING, logging.ERROR):
             message = record.getMessage()
-            if message.startswith(self._prefixes):
+            if self._benign(message):
                 record.levelno = logging.DEBUG
                 record.levelname = "DEBUG"
                 return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
