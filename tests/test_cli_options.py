@@ -195,16 +195,39 @@ def test_the_mock_flags_shape_the_node_served():
         context = main.commands["serve"].make_context("serve", ["--source", "mock", *flags])
         return factory.open_mock(ServerConfig(), context.params)
 
-    source, what = opened("--connections", "30", "--pubsub-topics", "50", "--no-resource-manager")
+    source, what = opened(
+        "--connections", "30", "--pubsub-topics", "50", "--no-resource-manager", "--seed", "3"
+    )
     state = source.state()
     assert sum(c.status == pb.ACTIVE for c in state.subsystems.connections) == 30
     assert len(state.subsystems.pubsub.topics) == 50
     assert not state.subsystems.HasField("resources")
-    assert what == "a synthetic node (30 connections x 4 streams, gossipsub on 50 topics)"
-    source, what = opened("--connections", "5", "--pubsub-topics", "0")
+    assert what == "a synthetic node (30 connections x 4 streams, gossipsub on 50 topics; seed 3)"
+    source, what = opened("--connections", "5", "--pubsub-topics", "0", "--seed", "0")
     state = source.state()
     assert not state.subsystems.HasField("pubsub") and state.subsystems.HasField("resources")
-    assert what == "a synthetic node (5 connections x 4 streams)"
+    assert what == "a synthetic node (5 connections x 4 streams; seed 0)"
     with pytest.raises(factory.BadSourceOptions, match=r"pubsub_topics must be <= 1000"):
         opened("--pubsub-topics", "1001")
     assert invoke("serve", "--source", "mock", "--pubsub-topics", "-1").exit_code == 2
+
+
+def test_two_mocks_without_a_seed_are_two_nodes_and_say_their_seed():
+    """``serve --source mock &`` twice (README, "Many nodes"): two different peer ids, each
+    run's log naming its seed; ``--seed N`` gives that node again, byte for byte."""
+    import re
+
+    from libp2p_introspection.server.sources import factory
+
+    def opened(*flags: str):
+        context = main.commands["serve"].make_context("serve", ["--source", "mock", *flags])
+        source, what = factory.open_mock(ServerConfig(), context.params)
+        return source.runtime().peer_id, what
+
+    (first, first_what), (second, second_what) = opened(), opened()
+    assert first != second
+    seed = re.fullmatch(r"a synthetic node \(.*; seed (\d+)\)", first_what)
+    assert seed is not None and re.search(r"; seed \d+\)$", second_what)
+    again, again_what = opened("--seed", seed.group(1))
+    assert again == first and again_what == first_what
+    assert opened("--seed", "5")[0] == opened("--seed", "5")[0]

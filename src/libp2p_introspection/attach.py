@@ -21,7 +21,7 @@ import trio
 
 from libp2p_introspection.introspector import HostIntrospector
 from libp2p_introspection.introspector.application import ApplicationData
-from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS, METRICS_PORTS
+from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS, METRICS_PORTS, PortPlan
 from libp2p_introspection.protocol.events import EventSpec, Property
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.background import background
@@ -217,6 +217,13 @@ OTHER_DEMO_PORTS = replace(
 )  # fmt: skip
 
 
+def other_ports(observed_port: int | None) -> PortPlan:
+    """Where the other nodes' servers of ``demo --all`` bind: 8850-8869, never 8845 (the
+    observed node's default, taken after them) nor ``observed_port`` (its ``--port``)."""
+    skip = {INTROSPECTION_PORTS.first} | ({observed_port} if observed_port else set())
+    return replace(OTHER_DEMO_PORTS, skip=frozenset(skip))
+
+
 async def _serve_other(
     introspector: HostIntrospector,
     config: ServerConfig,
@@ -250,8 +257,7 @@ async def _serve_other(
     if config.port == 0:
         server = await serve(0)
     else:
-        plan = replace(OTHER_DEMO_PORTS, skip=frozenset({config.port}))
-        server, _ = await bind_first_free(plan, config.host, serve)
+        server, _ = await bind_first_free(other_ports(config.port), config.host, serve)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         task_status.started(server)

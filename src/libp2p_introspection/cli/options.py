@@ -115,7 +115,8 @@ def demo_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--no-churn", is_flag=True,
                      help="Demo source: nodes never leave and rejoin (they do by default)."),
         click.option("--seed", default=DemoOptions.seed, type=int,
-                     help="Demo and mock sources: seed for their random choices."),
+                     help="Demo and mock sources: seed for their random choices "
+                     "(default: a fresh one each run, logged at start)."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)

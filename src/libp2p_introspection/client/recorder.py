@@ -105,11 +105,17 @@ class RecordResult:
         """One line for humans."""
         s = self.stats
         text = (
-            f"{self.path}: {s.records} records ({s.snapshots} snapshots, {s.events} events, "
-            f"{s.responses} responses, {s.notices} notices), {s.bytes} bytes in "
+            f"{self.path}: {_count(s.records, 'record')} ({_count(s.snapshots, 'snapshot')}, "
+            f"{_count(s.events, 'event')}, {_count(s.responses, 'response')}, "
+            f"{_count(s.notices, 'notice')}), {_count(s.bytes, 'byte')} in "
             f"{s.elapsed:.1f} s; {self.outcome.value}"
         )
         return f"{text}: {self.detail}" if self.detail else text
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 response"``, ``"2 responses"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 _KIND_FIELD = {

@@ -29,8 +29,8 @@ The ``hello`` carries ``"nodes"`` too (the same object, ``null`` without a fleet
               "connecting"|"connected"|"reconnecting"|"disconnected",
               "since": ms, "error": str, "paused": bool, "notices": n,
               "recording": {"name", "records", "states", "events",
-                            "checksumFailures", "truncated", "overLimit",
-                            "overLimitReason"}|null,
+                            "checksumFailures", "truncated", "truncatedAt",
+                            "overLimit", "overLimitReason"}|null,
               "overLimit": {"count": n, "reason": str} (messages or records
                   of the current source skipped for holding more than the
                   limits allow, and why the last one was),

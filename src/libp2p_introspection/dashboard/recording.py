@@ -74,7 +74,8 @@ class RecordingLoadError(Exception):
 class RecordingInfo:
     """What was loaded: file name and counts (``checksumFailures``: damaged records
     skipped; ``over_limit``: records skipped for holding more than the limits allow,
-    ``over_limit_reason``: why the first one was, or ``""``)."""
+    ``over_limit_reason``: why the first one was, or ``""``; ``truncated_at``: the byte
+    offset where a truncated tail starts)."""
 
     name: str
     records: int
@@ -84,6 +85,8 @@ class RecordingInfo:
     truncated: bool
     over_limit: int = 0
     over_limit_reason: str = ""
+    #: Where the truncated tail starts (byte offset in the file), ``None`` if not truncated.
+    truncated_at: int | None = None
 
     def to_json(self) -> dict[str, object]:
         """camelCase form for the page."""
@@ -91,6 +94,7 @@ class RecordingInfo:
         data["checksumFailures"] = data.pop("checksum_failures")
         data["overLimit"] = data.pop("over_limit")
         data["overLimitReason"] = data.pop("over_limit_reason")
+        data["truncatedAt"] = data.pop("truncated_at")
         return data
 
 
@@ -164,6 +168,7 @@ def load_recording(
                 events=events,
                 checksum_failures=reader.checksum_failures,
                 truncated=reader.truncated,
+                truncated_at=reader.truncated_at,
                 over_limit=reader.over_limit + too_large,
                 over_limit_reason=reader.over_limit_reason or too_large_reason,
             )

@@ -195,6 +195,14 @@ class Dashboard:
             if info.over_limit:
                 log.warning("%s: %s", path, over_limit_text(info.over_limit,
                                                            info.over_limit_reason))  # fmt: skip
+            if info.checksum_failures:
+                log.warning("%s: %d records failed their checksum and were skipped", path,
+                            info.checksum_failures)  # fmt: skip
+            if info.truncated:
+                log.warning(
+                    "%s: truncated at offset %s (the tail was cut off); showing the %d "
+                    "records before it", path, info.truncated_at, info.records,
+                )  # fmt: skip
             self.model.show_recording(store, info)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.feed.run)

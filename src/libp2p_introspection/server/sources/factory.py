@@ -9,6 +9,7 @@ opener in, so that this module imports no introspector.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -52,6 +53,10 @@ def check_source_name(name: str) -> None:
 def open_mock(config: ServerConfig, settings: Mapping[str, Any]) -> Opened:
     """The synthetic node of ``settings`` (``connections``, ``streams``, ``dht_peers``,
     ``events_per_second``, ``churn``, ``pubsub_topics``, ``resource_manager``, ``seed``).
+
+    ``seed`` ``None`` picks a fresh one (:func:`fresh_seed`), so two mocks started on one
+    machine are two different nodes (peer ids, addresses); the description names the
+    seed used, so a run can be reproduced with ``--seed N``.
     Raises :class:`BadSourceOptions`."""
     from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
@@ -64,7 +69,7 @@ def open_mock(config: ServerConfig, settings: Mapping[str, Any]) -> Opened:
             churn=settings["churn"],
             pubsub_topics=settings["pubsub_topics"],
             resource_manager=settings["resource_manager"],
-            seed=settings["seed"] or 0,
+            seed=fresh_seed() if settings["seed"] is None else settings["seed"],
             closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
         )
     except (ValueError, TypeError) as exc:
@@ -73,8 +78,13 @@ def open_mock(config: ServerConfig, settings: Mapping[str, Any]) -> Opened:
     return (
         SyntheticSource(options),
         f"a synthetic node ({options.connections} connections x {options.streams} streams"
-        f"{pubsub})",
+        f"{pubsub}; seed {options.seed})",
     )
+
+
+def fresh_seed() -> int:
+    """A seed for a mock given none: 32 random bits from the OS (``random.SystemRandom``)."""
+    return random.SystemRandom().getrandbits(32)
 
 
 def open_replay(path: str, config: ServerConfig, settings: Mapping[str, Any]) -> Opened:
