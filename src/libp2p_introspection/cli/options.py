@@ -55,6 +55,8 @@ def cli_option(option: Option) -> Decorator:
     settings: dict[str, Any] = {"help": option.help, "callback": _checked_by(option)}
     if option.kind is bool:
         settings["is_flag"] = True
+        if "/" in option.cli_flag:  # --x/--no-x: either way, the default shown
+            settings.update(default=option.default, show_default=True)
     elif option.kind is tuple:
         settings.update(multiple=True, metavar=option.metavar or None)
     else:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from libp2p_introspection.config import DEFAULT_MAX_RETENTION_MS
 from libp2p_introspection.protocol.framing import MAX_COMMAND_SIZE
 
 
@@ -170,7 +171,7 @@ def _session_option(*args: Any, limit: str = "", **kw: Any) -> Option:
 SESSION_OPTIONS: tuple[Option, ...] = (
     _session_option("interval_ms", int, 1_000, "ms",
            "Base snapshot interval, ms (PROTOCOL.md §4.1).", minimum=1, limit="base_interval_ms"),
-    _session_option("max_retention_ms", int, 120_000, "ms",
+    _session_option("max_retention_ms", int, DEFAULT_MAX_RETENTION_MS, "ms",
            "Upper clamp of a client's retention_period_ms, ms.", minimum=1),
     _session_option("push_byte_budget", int, 32 * 1024 * 1024, "bytes",
            "Per-session pause buffer budget, bytes.", minimum=1),

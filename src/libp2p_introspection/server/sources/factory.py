@@ -50,20 +50,15 @@ def check_source_name(name: str) -> None:
 
 
 def open_mock(config: ServerConfig, settings: Mapping[str, Any]) -> Opened:
-    """The synthetic node of ``settings`` (``connections``, ``streams``, ``dht_peers``,
-    ``events_per_second``, ``churn``, ``pubsub_topics``, ``resource_manager``, ``seed``).
-    Raises :class:`BadSourceOptions`."""
+    """The synthetic node of ``settings`` (a value for each of the synthetic node's
+    ``SHAPE_OPTIONS``: ``connections``, ``streams``, ... ``resource_manager``; and
+    ``seed``). Raises :class:`BadSourceOptions`."""
     from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
+    from libp2p_introspection.server.sources.synthetic.options import SHAPE_OPTIONS
 
     try:
         options = SyntheticOptions(
-            connections=settings["connections"],
-            streams=settings["streams"],
-            dht_peers=settings["dht_peers"],
-            events_per_second=settings["events_per_second"],
-            churn=settings["churn"],
-            pubsub_topics=settings["pubsub_topics"],
-            resource_manager=settings["resource_manager"],
+            **{option.name: settings[option.name] for option in SHAPE_OPTIONS},
             seed=settings["seed"] or 0,
             closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
         )
