@@ -39,6 +39,7 @@ from libp2p_introspection.client.connection import (
     connect,
 )
 from libp2p_introspection.config import DEFAULT_IDLE_TIMEOUT_S
+from libp2p_introspection.protocol.closecodes import CLOSE_MESSAGE_TOO_BIG
 from libp2p_introspection.protocol.framing import MAX_MESSAGE_SIZE, payload_kind
 from libp2p_introspection.protocol.recording import RecordingWriter
 
@@ -265,7 +266,7 @@ class Recorder:
                 await self._enqueue(received.data, received.checksum)
         except ConnectionClosed as exc:
             reason = exc.reason
-            if reason is not None and reason.code == 1009:
+            if reason is not None and reason.code == CLOSE_MESSAGE_TOO_BIG:
                 self.outcome = Outcome.PROTOCOL_ERROR
                 self.detail = f"a message exceeded the {self.max_message_size}-byte limit"
                 if (reason.reason or "").startswith(TOO_MANY_FRAMES):
