@@ -23,6 +23,7 @@ from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.touchpoints import Touchpoint
 from libp2p_introspection.protocol import protowire
+from libp2p_introspection.protocol.clock import MonotonicS
 from libp2p_introspection.protocol.dht import UNKNOWN
 from libp2p_introspection.protocol.prefixed import PrefixedMessage, PrefixedReader
 
@@ -44,7 +45,7 @@ class InboundRequest:
     """One Kademlia request read from an inbound stream.
 
     ``received_ts``: ms since epoch when its first byte was read; ``started``:
-    ``time.monotonic()`` then; ``message_type``: the message name (``UNKNOWN``
+    the reader's monotonic clock then, seconds; ``message_type``: the message name (``UNKNOWN``
     until the whole request was read); ``key``: its ``key`` field, if read.
     """
 
@@ -65,8 +66,11 @@ class RequestReader:
     py-libp2p refuses too) stops the reading, leaving that request partial.
     """
 
-    def __init__(self, clock_ms: Callable[[], int], max_size: int) -> None:
+    def __init__(
+        self, clock_ms: Callable[[], int], max_size: int, monotonic: MonotonicS = time.monotonic
+    ) -> None:
         self._clock_ms = clock_ms
+        self._monotonic = monotonic
         self.complete: deque[InboundRequest] = deque()
         self.partial: InboundRequest | None = None
         self._reader = PrefixedReader(max_size, keep=_KEPT_REQUEST_BYTES)
@@ -77,7 +81,7 @@ class RequestReader:
             if isinstance(found, PrefixedMessage):
                 self._finish(found)
             else:
-                self.partial = InboundRequest(self._clock_ms(), time.monotonic())
+                self.partial = InboundRequest(self._clock_ms(), self._monotonic())
 
     def _finish(self, read: PrefixedMessage) -> None:
         request = self.partial
