@@ -217,15 +217,23 @@ class _Out:
 
 class _Outbox:
     """The outgoing queue (§4.6): frames in order, with how many are push data, events and
-    notices kept here and nowhere else (every change goes through these methods)."""
+    notices kept here and nowhere else (every change goes through these methods).
 
-    __slots__ = ("_entries", "events", "notices", "push")
+    It also keeps the session's ``stats`` of what was queued and not evicted since
+    (``snapshots_sent``, ``events_sent``, ``notices``): an entry counts there when it
+    enters the queue and stops counting when it is evicted (:meth:`replace`,
+    :meth:`remove`); one taken to be sent (:meth:`popleft`) or cleared by a close stays
+    counted.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_entries", "events", "notices", "push", "stats")
+
+    def __init__(self, stats: SessionStats) -> None:
         self._entries: deque[_Out] = deque()
         self.push = 0  # events and pushed snapshots
         self.events = 0
         self.notices = 0
+        self.stats = stats
 
     def _count(self, entry: _Out, sign: int) -> None:
         kind = entry.kind
@@ -236,9 +244,19 @@ class _Outbox:
             if kind == _EVENT:
                 self.events += sign
 
+    def _tally(self, entry: _Out, sign: int) -> None:
+        kind, stats = entry.kind, self.stats
+        if kind == _NOTICE:
+            stats.notices += sign
+        elif kind == _EVENT:
+            stats.events_sent += sign
+        elif kind == _SNAPSHOT or isinstance(entry.item, Snapshot):  # pushed or pulled
+            stats.snapshots_sent += sign
+
     def append(self, entry: _Out) -> None:
         self._entries.append(entry)
         self._count(entry, 1)
+        self._tally(entry, 1)
 
     def popleft(self) -> _Out:
         entry = self._entries.popleft()
@@ -246,12 +264,19 @@ class _Outbox:
         return entry
 
     def replace(self, index: int, entry: _Out) -> None:
-        self._count(self._entries[index], -1)
+        """Put ``entry`` in the place of the one at ``index``, which is evicted."""
+        old = self._entries[index]
+        self._count(old, -1)
+        self._tally(old, -1)
         self._entries[index] = entry
         self._count(entry, 1)
+        self._tally(entry, 1)
 
     def remove(self, index: int) -> None:
-        self._count(self._entries[index], -1)
+        """Evict the entry at ``index``."""
+        old = self._entries[index]
+        self._count(old, -1)
+        self._tally(old, -1)
         del self._entries[index]
 
     def clear(self) -> None:
@@ -479,7 +504,7 @@ class Session:
         # The pause buffer (§4.5, §4.9: no command costs in its size).
         self._buffer = _PauseBuffer()
         # Outgoing queue (§4.6): frames in order; how many are push data, how many events.
-        self._outbox = _Outbox()
+        self._outbox = _Outbox(self.stats)
         self._in_flight = False
         # Whether the adapter has bytes of its own (pings, pongs) waiting for the socket.
         self._adapter_pending = False
@@ -829,7 +854,6 @@ class Session:
         if not self._unsent(snapshot):
             return
         self._cursor = snapshot.number
-        self.stats.snapshots_sent += 1
         self._append(_Out(snapshot.frame, _SNAPSHOT if push else _OTHER, snapshot))
 
     def _respond(self, command_id: int, error: str | None = None) -> None:
@@ -870,7 +894,6 @@ class Session:
             self.stats.dropped += 1
             self._mark_gap_at_tail()
             return
-        self.stats.events_sent += 1
         full = item.type_name not in self._told_types
         if full:
             self._told_types.add(item.type_name)
@@ -896,12 +919,8 @@ class Session:
         entry = outbox[index]
         assert entry.kind in (_EVENT, _SNAPSHOT)
         self.stats.dropped += 1
-        if entry.kind == _EVENT:
-            self.stats.events_sent -= 1
-            if entry.full:
-                self._pass_on_property_types(index, entry)
-        else:
-            self.stats.snapshots_sent -= 1
+        if entry.kind == _EVENT and entry.full:
+            self._pass_on_property_types(index, entry)
         after = self._next_marked(index)
         gap_after = after is not None and outbox[after].kind == _NOTICE
         if self._gap_before(index):
@@ -911,7 +930,6 @@ class Session:
                 self._remove_notice(after - 1)
         else:
             outbox.replace(index, _Out(_NOTICE_FRAME, _NOTICE))
-            self.stats.notices += 1
             if gap_after:
                 assert after is not None
                 self._remove_notice(after)  # the run now starts here
@@ -934,7 +952,6 @@ class Session:
     def _remove_notice(self, index: int) -> None:
         assert self._outbox[index].kind == _NOTICE
         self._outbox.remove(index)
-        self.stats.notices -= 1
 
     def _gap_before(self, index: int) -> bool:
         """Whether the push item or notice nearest before queue position ``index`` is a
@@ -958,7 +975,6 @@ class Session:
         # §4.6: one DISCARDING_EVENTS notice per run of consecutive drops, in the
         # place of the first dropped item; the notice is outside the push budget.
         if not self._gap_before(len(self._outbox)):
-            self.stats.notices += 1
             self._append(_Out(_NOTICE_FRAME, _NOTICE))
 
     # ------------------------------------------------------- pause buffer (§4.5)
