@@ -87,7 +87,7 @@ class RequestReader:
         request = self.partial
         assert request is not None
         body = read.body
-        if read.length <= _KEPT_REQUEST_BYTES:
+        if read.declared_length <= _KEPT_REQUEST_BYTES:
             # The whole request: parse it as py-libp2p does (malformed stays UNKNOWN).
             try:
                 message = Message.FromString(body)

@@ -51,10 +51,10 @@ class Started:
 
 @dataclass(frozen=True, slots=True)
 class PrefixedMessage:
-    """A whole message was read: its declared ``length`` (bytes) and its body's first
+    """A whole message was read: its ``declared_length`` (bytes) and its body's first
     ``keep`` bytes (``body``; the whole body if it is not longer)."""
 
-    length: int
+    declared_length: int
     body: bytes
 
 
