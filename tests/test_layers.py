@@ -97,3 +97,16 @@ def test_the_checker_sees_imports_inside_functions() -> None:
     }
     assert not any(_crosses(name, f"{ROOT}.dashboard") for name in top_level)
     assert any(_crosses(name, f"{ROOT}.dashboard") for name in _imports(serving))
+
+
+def test_the_event_vocabulary_is_split_along_its_seams():
+    """protocol/events.py (specs, payload builders, emitter: 453 lines) is three modules:
+    the types, their content builders and the emitter, each importable on its own and
+    all re-exported by events.py for the modules that use the vocabulary whole."""
+    from libp2p_introspection.protocol import event_payloads, event_specs, events
+
+    assert event_specs.CONNECTION_OPENED is events.CONNECTION_OPENED
+    assert event_payloads.connection_opened is events.connection_opened
+    assert not hasattr(event_specs, "EventEmitter") and not hasattr(event_payloads, "build_event")
+    for module in ("event_specs.py", "event_payloads.py", "events.py"):
+        assert len((PACKAGE / "protocol" / module).read_text().splitlines()) <= 400, module

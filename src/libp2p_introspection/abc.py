@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -30,7 +31,7 @@ from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.events import EventSink
 from libp2p_introspection.protocol.framing import encode_state_frame
 
-__all__ = ["EventSink", "IntrospectionSource", "SampledSource", "SourceOutlet"]
+__all__ = ["BuildStats", "EventSink", "IntrospectionSource", "SampledSource", "SourceOutlet"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,20 @@ class SourceOutlet(Protocol):
         """
 
 
+@dataclass(frozen=True, slots=True)
+class BuildStats:
+    """What building a source's snapshots cost so far (the metrics'
+    ``libp2p_introspection_snapshot_build_seconds`` and ``..._snapshot_errors_total``).
+
+    ``builds``: snapshots built; ``seconds``: the time building them took, seconds
+    (``time.perf_counter``); ``errors``: snapshots that failed to build.
+    """
+
+    builds: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+
+
 class IntrospectionSource(ABC):
     """Something the introspection server can serve.
 
@@ -88,6 +103,13 @@ class IntrospectionSource(ABC):
     @abstractmethod
     def runtime(self) -> pb.Runtime:
         """The node's static metadata, with every event type it may emit."""
+
+    @property
+    def build_stats(self) -> BuildStats:
+        """What building this source's snapshots cost so far (the server's health and
+        metrics read it). The default, all zeros, is for a source that builds none (a
+        replay publishes the file's bytes); a :class:`SampledSource` counts its own."""
+        return BuildStats()
 
     @abstractmethod
     async def run(
@@ -113,6 +135,11 @@ class SampledSource(IntrospectionSource):
     snapshot_build_seconds: float = 0.0
     #: The outlet while :meth:`run` runs (where :meth:`runtime_changed` goes).
     _live_outlet: SourceOutlet | None = None
+
+    @property
+    def build_stats(self) -> BuildStats:
+        """The snapshots :meth:`take_snapshot` built, their cost and its failures."""
+        return BuildStats(self.snapshot_builds, self.snapshot_build_seconds, self.snapshot_errors)
 
     @abstractmethod
     def state(self) -> pb.State:

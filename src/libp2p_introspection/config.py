@@ -30,6 +30,11 @@ DEFAULT_DASHBOARD_PORT = 8846
 DEFAULT_METRICS_PORT = 8847
 #: How long a closed connection stays in snapshots as CLOSED (§3), ms.
 DEFAULT_CLOSED_CONNECTION_LIFETIME_MS = 120_000
+#: The server's default upper clamp of ``retention_period_ms`` (§4.7), ms; also how far
+#: back a dashboard keeps live data by default.
+DEFAULT_MAX_RETENTION_MS = 120_000
+#: A client (the recorder) gives up on a server that sends nothing this long, seconds.
+DEFAULT_IDLE_TIMEOUT_S = 60.0
 
 
 #: A host name (RFC 1123 labels; ``_`` tolerated) or an IPv4 address, as a URL may carry it.

@@ -76,7 +76,7 @@ log = logging.getLogger("libp2p_introspection")
     default=None,
     help="Progress display (default: on when stderr is a terminal).",
 )
-@click.option("--idle-timeout", default=60.0, show_default=True,
+@click.option("--idle-timeout", default=defaults.DEFAULT_IDLE_TIMEOUT_S, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Give up on a server that sends nothing this long, seconds.")  # fmt: skip
 @client_token_option
@@ -231,7 +231,7 @@ def watch(url: str | None, count: int | None, events: bool, as_json: bool,
 )
 @click.option(
     "--retention-ms",
-    default=120_000,
+    default=defaults.DEFAULT_MAX_RETENTION_MS,
     show_default=True,
     type=click.IntRange(min=1_000),
     help="How far back the dashboard keeps live snapshots and events, ms.",

@@ -38,6 +38,8 @@ from libp2p_introspection.client.connection import (
     Source,
     connect,
 )
+from libp2p_introspection.config import DEFAULT_IDLE_TIMEOUT_S
+from libp2p_introspection.protocol.closecodes import CLOSE_MESSAGE_TOO_BIG
 from libp2p_introspection.protocol.framing import MAX_MESSAGE_SIZE, payload_kind
 from libp2p_introspection.protocol.recording import RecordingWriter
 
@@ -52,7 +54,7 @@ QUEUE_CAPACITY = 8_192
 #: Hard bound of the write queue in bytes (a flooding server cannot exhaust memory).
 QUEUE_BYTES = 128 * 1024 * 1024
 #: A server that sends nothing for this long is given up on, seconds.
-IDLE_TIMEOUT_S = 60.0
+IDLE_TIMEOUT_S = DEFAULT_IDLE_TIMEOUT_S
 
 
 class Outcome(enum.Enum):
@@ -270,7 +272,7 @@ class Recorder:
                 await self._enqueue(received.data, received.checksum)
         except ConnectionClosed as exc:
             reason = exc.reason
-            if reason is not None and reason.code == 1009:
+            if reason is not None and reason.code == CLOSE_MESSAGE_TOO_BIG:
                 self.outcome = Outcome.PROTOCOL_ERROR
                 self.detail = f"a message exceeded the {self.max_message_size}-byte limit"
                 if (reason.reason or "").startswith(TOO_MANY_FRAMES):

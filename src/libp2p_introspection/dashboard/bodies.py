@@ -19,6 +19,7 @@ import trio
 from starlette.requests import Request
 
 from libp2p_introspection import config as defaults
+from libp2p_introspection.dashboard.errors import DashboardError
 
 #: Largest body of a JSON command (``/api/connect``), bytes.
 MAX_COMMAND_BODY_BYTES = 4 * 1024
@@ -40,15 +41,15 @@ class UploadGate:
         self.refused = 0
 
 
-class BadRequest(Exception):
+class BadRequest(DashboardError):
     """A command the dashboard refuses (message shown to the user)."""
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(DashboardError):
     """A request body over its route's limit (answered with 413)."""
 
 
-class UploadTimedOut(Exception):
+class UploadTimedOut(DashboardError):
     """An upload whose body did not all arrive within its deadline (answered with 408).
 
     ``received``: bytes read before the deadline; ``timeout_s``: the deadline, seconds.

@@ -50,6 +50,7 @@ from libp2p_introspection.dashboard import convert_ext as ext
 from libp2p_introspection.dashboard.caps import dumps, json_size
 from libp2p_introspection.dashboard.convert_ext import traffic_fields as _traffic
 from libp2p_introspection.dashboard.convert_swarm import connection_sized, dht_sized, widest
+from libp2p_introspection.dashboard.errors import DashboardError
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS
 
@@ -70,7 +71,7 @@ DEFAULT_CLOSED_TTL_SNAPSHOTS = 600
 DEFAULT_MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
-class SnapshotTooLarge(ValueError):
+class SnapshotTooLarge(DashboardError, ValueError):
     """A snapshot whose JSON text would be larger than the converter's budget
     (the message says how large, and what it held)."""
 

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
 from libp2p_introspection.protocol.admission import is_loopback, origin_allowed
+from libp2p_introspection.protocol.closecodes import CLOSE_POLICY_VIOLATION
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class LocalOnly:
                     or not self.command_ok(scope, origin, host)):  # fmt: skip
                 log.warning("refused a request from origin %r for host %r", origin, host)
                 if scope["type"] == "websocket":
-                    close = WebSocketClose(code=1008, reason="origin not allowed")
+                    close = WebSocketClose(code=CLOSE_POLICY_VIOLATION, reason="origin not allowed")
                     await close(scope, receive, send)
                 else:
                     response = PlainTextResponse("this dashboard serves local pages only\n", 403)

@@ -52,6 +52,7 @@ from libp2p_introspection.dashboard.convert_events import (
     event_type_to_json,
     runtime_to_json,
 )
+from libp2p_introspection.dashboard.errors import DashboardError
 from libp2p_introspection.dashboard.store import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
@@ -66,7 +67,7 @@ from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 DEFAULT_MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 
 
-class RecordingLoadError(Exception):
+class RecordingLoadError(DashboardError):
     """The file is not a recording this dashboard can show (the message says why)."""
 
 

@@ -52,12 +52,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from libp2p_introspection.config import DEFAULT_MAX_RETENTION_MS
 from libp2p_introspection.dashboard.caps import dumps
 from libp2p_introspection.dashboard.convert import JSON, summarize
 from libp2p_introspection.dashboard.convert_events import MAX_EVENT_TYPES, MAX_PROPERTY_TYPES
 
 #: Default retention window, ms (the server's default maximum retention).
-DEFAULT_RETENTION_MS = 120_000
+DEFAULT_RETENTION_MS = DEFAULT_MAX_RETENTION_MS
 #: Default bound on stored snapshots (2 hours at the default 1 s interval).
 DEFAULT_MAX_SNAPSHOTS = 7_200
 #: Default bound on stored events.

@@ -40,6 +40,7 @@ from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID as PeerID
 
+from libp2p_introspection.demo.errors import DemoError
 from libp2p_introspection.demo.stats import NodeStats
 
 __all__ = [
@@ -75,7 +76,7 @@ _U32 = struct.Struct(">I")
 StreamHandler = Callable[[INetStream], Awaitable[None]]
 
 
-class DemoProtocolError(Exception):
+class DemoProtocolError(DemoError):
     """The peer did not follow a demo protocol (short read, bad request...)."""
 
 

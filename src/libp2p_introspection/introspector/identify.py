@@ -44,6 +44,7 @@ from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.records import ConnectionRecord, StreamRecord
 from libp2p_introspection.protocol import events, pb
 from libp2p_introspection.protocol.events import EventEmitter
+from libp2p_introspection.protocol.prefixed import PrefixError, read_length_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_ENTRIES = 1000
 #: Agent/protocol version strings longer than this (characters) are cut to it.
 MAX_TEXT = 1024
-_MAX_VARINT_BYTES = 10
 
 
 class MessageReader:
@@ -92,19 +92,14 @@ class MessageReader:
         return body
 
     def _read_prefix(self) -> bool:
-        value = shift = 0
-        for index, byte in enumerate(self._buffer[:_MAX_VARINT_BYTES]):
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                if value > self.max_bytes:
-                    self._give_up(f"declares {value} bytes")
-                    return False
-                self._length, self._offset = value, index + 1
-                return True
-        if len(self._buffer) >= _MAX_VARINT_BYTES:
-            self._give_up("has no varint length prefix")
-        return False
+        try:
+            prefix = read_length_prefix(self._buffer, self.max_bytes)
+        except PrefixError as exc:
+            self._give_up(str(exc))
+            return False
+        if prefix is not None:
+            self._length, self._offset = prefix
+        return prefix is not None
 
     def _give_up(self, why: str) -> None:
         logger.debug("introspector: identify message %s; not read", why)

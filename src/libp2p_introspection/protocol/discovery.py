@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from libp2p_introspection.config import DEFAULT_DASHBOARD_PORT, DEFAULT_METRICS_PORT, DEFAULT_PORT
+from libp2p_introspection.protocol.errors import DataError
 
 #: The registry directory's name under ``$XDG_RUNTIME_DIR``.
 REGISTRY_NAME = "libp2p-introspection"
@@ -28,7 +29,7 @@ SERVICE_TYPE = "_p2p-introspect._tcp.local."
 TXT_KEYS = ("path", "peer_id", "impl", "started_ms", "token", "metrics")
 
 
-class EntryError(ValueError):
+class EntryError(DataError):
     """A registry file or an announcement that is not an entry; the message says why."""
 
 

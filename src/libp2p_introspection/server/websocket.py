@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import trio
 
+from libp2p_introspection.protocol.closecodes import CLOSE_ABNORMAL
 from libp2p_introspection.server.handshake import (
     HandshakeRefused,
     PlainRequest,
@@ -149,7 +150,7 @@ class WebSocketTransport:
             await trio.lowlevel.checkpoint()
         while not self._events:
             if self._lost or self.wire.state is WireState.DONE:
-                return ClosedByPeer(1006, self.ended or "the connection is closed")
+                return ClosedByPeer(CLOSE_ABNORMAL, self.ended or "the connection is closed")
             await self._room_to_read()
             if self._lost:
                 continue

@@ -30,6 +30,7 @@ from enum import Enum
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
+from libp2p_introspection.protocol.closecodes import CLOSE_ABNORMAL
 from libp2p_introspection.server.handshake import (
     MAX_REQUEST_SIZE,
     UpgradeReader,
@@ -133,7 +134,7 @@ class ServerWire:
         if not data:
             # The client's side is gone without a close frame (RFC 6455 §7.1.5: 1006).
             self._done()
-            return [ClosedByPeer(1006, "the client closed the TCP connection")]
+            return [ClosedByPeer(CLOSE_ABNORMAL, "the client closed the TCP connection")]
         self._ws.receive_data(data)
         return self._frame_events()
 
@@ -141,7 +142,7 @@ class ServerWire:
         request = self._handshake.receive_data(data)
         if self._handshake.client_left:
             self._done()  # the client left before its request was whole
-            return [ClosedByPeer(1006, "the client closed the TCP connection")]
+            return [ClosedByPeer(CLOSE_ABNORMAL, "the client closed the TCP connection")]
         return [] if request is None else [request]
 
     def _frame_events(self) -> list[WireEvent]:

@@ -51,24 +51,20 @@ def check_source_name(name: str) -> None:
 
 
 def open_mock(config: ServerConfig, settings: Mapping[str, Any]) -> Opened:
-    """The synthetic node of ``settings`` (``connections``, ``streams``, ``dht_peers``,
-    ``events_per_second``, ``churn``, ``pubsub_topics``, ``resource_manager``, ``seed``).
+    """The synthetic node of ``settings`` (a value for each of the synthetic node's
+    ``SHAPE_OPTIONS``: ``connections``, ``streams``, ... ``resource_manager``; and
+    ``seed``).
 
     ``seed`` ``None`` picks a fresh one (:func:`fresh_seed`), so two mocks started on one
     machine are two different nodes (peer ids, addresses); the description names the
     seed used, so a run can be reproduced with ``--seed N``.
     Raises :class:`BadSourceOptions`."""
     from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
+    from libp2p_introspection.server.sources.synthetic.options import SHAPE_OPTIONS
 
     try:
         options = SyntheticOptions(
-            connections=settings["connections"],
-            streams=settings["streams"],
-            dht_peers=settings["dht_peers"],
-            events_per_second=settings["events_per_second"],
-            churn=settings["churn"],
-            pubsub_topics=settings["pubsub_topics"],
-            resource_manager=settings["resource_manager"],
+            **{option.name: settings[option.name] for option in SHAPE_OPTIONS},
             seed=fresh_seed() if settings["seed"] is None else settings["seed"],
             closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
         )
