@@ -215,6 +215,84 @@ _EMPTY: _Table = {}
 # ----------------------------------------------------------------- the walk
 
 
+def _flatten(root: _Table) -> tuple[tuple[tuple[int, int, int], ...], ...]:
+    """The tables reachable from ``root`` as the C walk takes them: table 0 is ``root``,
+    each entry ``(tag, counted kind or -1, child table index or -1)``."""
+    order: list[_Table] = []
+    index: dict[int, int] = {}
+
+    def number(table: _Table) -> int:
+        if id(table) not in index:
+            index[id(table)] = len(order)
+            order.append(table)
+        return index[id(table)]
+
+    number(root)
+    flat = []
+    i = 0
+    while i < len(order):
+        flat.append(
+            tuple(
+                (tag, counted, -1 if child is None else number(child))
+                for tag, (counted, child) in order[i].items()
+            )
+        )
+        i += 1
+    return tuple(flat)
+
+
+try:  # the C walk (setup.py builds it where a compiler is found)
+    from libp2p_introspection.protocol import _wirewalk
+except ImportError:  # pragma: no cover - no compiler at install time
+    _wirewalk = None  # type: ignore[assignment]
+else:
+    _wirewalk.configure_walk(_flatten(_ROOT))
+
+#: Whether :func:`measure` runs the C walk first (``False``: only the Python walk).
+ACCELERATED = _wirewalk is not None
+
+#: A tree of fields, by number (``{2: {1: {}}}``: field 2's content, and field 1's inside it).
+LevelTree = dict[int, "LevelTree"]
+
+
+def occurrences(data: bytes | memoryview, path: tuple[int, ...]) -> tuple[int, int | None] | None:
+    """What :func:`~libp2p_introspection.protocol.protowire.values` finds at ``path``,
+    in C: ``(occurrences, the value last_varint would keep or None if no occurrence is
+    a varint)``; ``None`` when that is not known (no C walk, or bytes on the way that
+    are odd in any way: read them with ``protowire``, which says where)."""
+    if _wirewalk is None:
+        return None
+    found: tuple[int, int | None] | None = _wirewalk.occurrences(data, path)
+    return found
+
+
+class LevelCheck:
+    """Whether :func:`~libp2p_introspection.protocol.protowire.iter_fields` reads the
+    top level of some bytes, and the content of every length-delimited occurrence of
+    the fields of ``tree`` (at any depth it names), without a :class:`WireError`.
+
+    Calling it answers ``True`` only when that is certain (in C, where it is built);
+    ``False`` means "not known": read the bytes with ``protowire`` itself, which says
+    where they are faulty.
+    """
+
+    def __init__(self, tree: LevelTree) -> None:
+        nodes: list[tuple[tuple[int, int], ...]] = []
+
+        def add(node: LevelTree) -> int:
+            index = len(nodes)
+            nodes.append(())
+            nodes[index] = tuple((number, add(child)) for number, child in node.items())
+            return index
+
+        add(tree)
+        self._nodes = tuple(nodes)
+
+    def __call__(self, data: bytes | memoryview) -> bool:
+        """``True``: those levels read without a fault; ``False``: not known."""
+        return _wirewalk is not None and bool(_wirewalk.levels_ok(data, self._nodes))
+
+
 def measure(data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS) -> WireCounts:
     """Walk serialized ``ServerMessage`` bytes and count what parsing them would build.
 
@@ -223,7 +301,31 @@ def measure(data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS) -> 
     :attr:`WireCounts.over_limit`. Constant memory (a stack of at most
     :data:`MAX_DEPTH` frames); time linear in the fields walked, at most
     :attr:`RecordLimits.max_fields`.
+
+    Where the C walk is built (:data:`ACCELERATED`) it runs first, about 30
+    times as fast; it answers only for bytes it finds sound and within the
+    limits, and hands everything else (a fault, a count over its cap, a
+    group, a non-canonical varint) to the Python walk, which words the
+    result as it always has: the counts are the same either way.
     """
+    if _wirewalk is not None:
+        found = _wirewalk.walk(data, limits.caps(), limits.max_fields)
+        if found is not None:
+            kind_number, connections, streams, stream_ids, entries, fields = found
+            return WireCounts(
+                PAYLOAD_KINDS.get(kind_number, ""),
+                connections,
+                streams,
+                stream_ids,
+                entries,
+                fields,
+            )
+    return measure_python(data, limits)
+
+
+def measure_python(data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS) -> WireCounts:
+    """:func:`measure` by the Python walk alone (the reference the C walk is tested
+    against)."""
     walk = _walk(data, limits, 0)
     try:
         next(walk)
