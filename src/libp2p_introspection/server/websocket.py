@@ -220,7 +220,10 @@ class WebSocketTransport:
     # delivers it to the main task at a checkpoint instead.
     @trio.lowlevel.enable_ki_protection
     async def _write_one_frame(self, target: int) -> None:
-        await self._lock.acquire()
+        try:
+            self._lock.acquire_nowait()  # the usual case: the socket's send checkpoints
+        except trio.WouldBlock:
+            await self._lock.acquire()
         try:
             wire = self.wire
             while not self._lost:
