@@ -252,8 +252,10 @@ class WebSocketTransport:
             self._wake()
 
     def _wake(self) -> None:
-        released, self._released = self._released, trio.Event()
-        released.set()
+        released = self._released
+        if released.statistics().tasks_waiting:  # else nobody is told: keep the event
+            self._released = trio.Event()
+            released.set()
 
     def _report_pending(self) -> None:
         pending = self.wire.has_data_to_send and not self._lost
