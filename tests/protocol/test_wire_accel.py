@@ -202,7 +202,10 @@ def test_levels_protowire_refuses_are_not_called_sound(data):
 
 @needs_c
 @settings(max_examples=800, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=200), st.sampled_from([(2, 3), (2, 1, 1, 100), (2, 100, 3), (1,)]))
+@given(
+    st.binary(max_size=200),
+    st.sampled_from([(2, 3), (2, 1, 1, 100), (2, 100, 3), (1,), (4, 1, 1), (2, 1)]),
+)
 def test_occurrences_are_what_protowire_finds(data, path):
     for candidate in (data, state([data]), normal_state(1_700_000_000_000) + data):
         found = occurrences(candidate, path)
@@ -212,6 +215,17 @@ def test_occurrences_are_what_protowire_finds(data, path):
         assert found[0] == len(python)
         varints = [v for wire_type, v, _, _ in python if wire_type == 0]
         assert found[1] == (varints[-1] if varints else None)
+        spans = [(begin, stop) for wire_type, _, begin, stop in python if wire_type == 2]
+        assert found[2] == (spans[-1] if spans else None)
+
+
+@needs_c
+def test_a_buffer_c_cannot_read_is_walked_in_python():
+    data = normal_state(1_700_000_000_000)
+    strided = memoryview(data * 2)[::2]  # not contiguous: C refuses the buffer
+    assert measure(strided) == measure_python(strided)
+    assert occurrences(strided, (2, 3)) is None
+    assert not inspect_file._SNAPSHOT_LEVELS(strided)
 
 
 def test_without_the_c_walk_everything_runs_in_python(monkeypatch):

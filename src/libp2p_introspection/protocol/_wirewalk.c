@@ -21,10 +21,11 @@
  *     reads): a tuple of nodes, each a tuple of (field number, child node
  *     index); node 0 is the message's top level. False also means "odd":
  *     the caller then reads the bytes with protowire itself.
- * occurrences(data, path) -> (count, last varint value or None) or None
- *     What protowire.values(data, path) yields: how many, and the value
- *     last_varint would keep (None: no varint among them); None if the
- *     levels on the way are odd in any way (ask protowire).
+ * occurrences(data, path) -> (count, last varint or None, (begin, end) or None)
+ *     What protowire.values(data, path) yields: how many, the value
+ *     last_varint would keep (None: no varint among them), and where the
+ *     bytes last_string would keep are (None: no length-delimited one);
+ *     None if the levels on the way are odd in any way (ask protowire).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -370,10 +371,17 @@ levels_ok(PyObject *self, PyObject *args)
 
 /* protowire.values(data, path) in C: how many occurrences, and the last varint's
  * value (as last_varint keeps it). 0 on success, -1 for anything odd. */
+typedef struct {
+    uint64_t count;
+    int has_varint;
+    uint64_t last_varint;
+    Py_ssize_t ld_begin; /* the last length-delimited occurrence's bytes, -1 if none */
+    Py_ssize_t ld_end;
+} found_t;
+
 static int
 occurrences_in(const unsigned char *data, Py_ssize_t pos, Py_ssize_t end,
-               const uint64_t *path, int depth, int length, uint64_t *count, int *has_varint,
-               uint64_t *last)
+               const uint64_t *path, int depth, int length, found_t *found)
 {
     while (pos < end) {
         uint64_t tag, value = 0;
@@ -410,14 +418,16 @@ occurrences_in(const unsigned char *data, Py_ssize_t pos, Py_ssize_t end,
         if (number != path[depth])
             continue;
         if (depth + 1 == length) {
-            (*count)++;
+            found->count++;
             if ((tag & 7) == 0) {
-                *has_varint = 1;
-                *last = value;
+                found->has_varint = 1;
+                found->last_varint = value;
+            } else if ((tag & 7) == 2) {
+                found->ld_begin = begin;
+                found->ld_end = pos;
             }
         } else if ((tag & 7) == 2) {
-            if (occurrences_in(data, begin, pos, path, depth + 1, length, count, has_varint,
-                               last) < 0)
+            if (occurrences_in(data, begin, pos, path, depth + 1, length, found) < 0)
                 return -1;
         }
     }
@@ -445,25 +455,37 @@ occurrences(PyObject *self, PyObject *args)
             return NULL;
         }
     }
-    uint64_t count = 0, last = 0;
-    int has_varint = 0, rc;
+    found_t found = {0, 0, 0, -1, -1};
+    int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = occurrences_in((const unsigned char *)view.buf, 0, view.len, path, 0, (int)length,
-                        &count, &has_varint, &last);
+                        &found);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     if (rc < 0)
         Py_RETURN_NONE;
-    if (!has_varint)
-        return Py_BuildValue("(KO)", (unsigned long long)count, Py_None);
-    return Py_BuildValue("(KK)", (unsigned long long)count, (unsigned long long)last);
+    PyObject *varint = found.has_varint
+                           ? PyLong_FromUnsignedLongLong((unsigned long long)found.last_varint)
+                           : Py_NewRef(Py_None);
+    if (varint == NULL)
+        return NULL;
+    PyObject *span;
+    if (found.ld_begin < 0)
+        span = Py_NewRef(Py_None);
+    else
+        span = Py_BuildValue("(nn)", found.ld_begin, found.ld_end);
+    if (span == NULL) {
+        Py_DECREF(varint);
+        return NULL;
+    }
+    return Py_BuildValue("(KNN)", (unsigned long long)found.count, varint, span);
 }
 
 static PyMethodDef methods[] = {
     {"configure_walk", configure_walk, METH_O, "Set the walk's tables."},
     {"walk", walk, METH_VARARGS, "The wire walk's counts, or None: ask the Python walk."},
     {"occurrences", occurrences, METH_VARARGS,
-     "(count, last varint or None) of the field at a path, or None: ask protowire."},
+     "(count, last varint, last bytes' span) of the field at a path, or None."},
     {"levels_ok", levels_ok, METH_VARARGS, "Whether iter_fields reads the levels given."},
     {NULL, NULL, 0, NULL},
 };
