@@ -172,3 +172,19 @@ def test_without_the_compiled_walk_inspect_gives_the_same_summary(fixtures_dir):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert json.loads(done.stdout) == json.loads(json.dumps(summarize(path)))
+
+
+@needs_c
+def test_the_summary_reads_the_section_3_1_counts_of_one_snapshot(fixtures_dir, monkeypatch):
+    # Only the last snapshot's are shown: reading every snapshot's cost inspect 20 times
+    # what checking the file's checksums does.
+    from libp2p_introspection.client import inspect_file
+
+    read = []
+    real = inspect_file._extensions
+    monkeypatch.setattr(
+        inspect_file, "_extensions", lambda data, *args: read.append(1) or real(data, *args)
+    )
+    summary = summarize(fixtures_dir / "sample-2min.mock")
+    assert summary["kinds"]["state"] == 60 and summary["states"]["last_extensions"] is not None
+    assert len(read) == 1
