@@ -19,7 +19,7 @@ names) are read from the bytes. A snapshot's §3.1 counts are read from the
 last snapshot only, once the C side has found every level they read sound
 in each snapshot (where it has not, that snapshot is read with
 ``protowire`` as it comes, which finds the fault): the summary is the same
-as when every snapshot's were read, for about 1.3 times what checking the
+as when every snapshot's were read, for 1.3 to 1.6 times what checking the
 file's checksums costs. Its memory is therefore the reader's buffer of the largest
 record (at most 64 MiB) plus a constant, whatever a record holds: a 2 MB
 record of a million empty connections costs what a 2 MB record of anything
