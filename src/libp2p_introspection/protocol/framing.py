@@ -27,6 +27,7 @@ from libp2p_introspection.protocol.protowire import (
     PAYLOAD_KINDS,
     WireError,
     iter_fields,
+    read_varint,
 )
 
 #: The protocol version this implementation speaks (frame header, ``Version``).
@@ -234,6 +235,19 @@ def payload_kind(data: bytes | memoryview) -> str:
     (:func:`~.wire.measure` tells the kind as a parser decides it, the last
     payload field, at the cost of a walk.)
     """
+    end = len(data)
+    # What encode_server_message writes: a short version field, then the payload's tag;
+    # read here directly (every frame a session writes is counted), the same answer.
+    if end > 2 and data[0] == 0x0A and data[1] < 0x80:
+        pos = 2 + data[1]
+        if pos < end:
+            tag = data[pos]
+            if tag < 0x80 and tag & 7 == LENGTH_DELIMITED and tag >> 3 > 1:
+                try:
+                    length, begin = read_varint(data, pos + 1, end)
+                except WireError:
+                    return ""
+                return PAYLOAD_KINDS.get(tag >> 3, "") if begin + length <= end else ""
     try:
         for number, wire_type, _, _, _ in iter_fields(data):
             if wire_type != LENGTH_DELIMITED:
