@@ -58,6 +58,12 @@ class StreamRecord:
     summed: bool = False
     #: The application's tags (``Stream.user_provided_tags``), in the order first given.
     tags: list[str] = field(default_factory=list)
+    #: Its bytes in the last snapshot (:mod:`~libp2p_introspection.introspector.encoder`).
+    code: Any = None
+    #: The protocol whose live sums hold its counters, and the counters they hold
+    #: (in bytes, in packets, out bytes, out packets; ``protocols.ProtocolTracker``).
+    live_protocol: str | None = None
+    live: list[int] | None = None
 
     def current_protocol(self) -> str:
         """The negotiated protocol id, read lazily from ``NetStream.protocol_id`` and cached."""
@@ -103,6 +109,8 @@ class ConnectionRecord:
     hooked: list[Any] = field(default_factory=list)
     #: The application's tags (``Connection.user_provided_tags``), in the order first given.
     tags: list[str] = field(default_factory=list)
+    #: Its bytes in the last snapshot (:mod:`~libp2p_introspection.introspector.encoder`).
+    code: Any = None
 
 
 StreamListener = Callable[[StreamRecord], None]
