@@ -117,10 +117,12 @@ class ConnectionRegistry:
         self.stream_released: list[StreamListener] = []
         #: Called with each connection record the registry drops (purged).
         self.connection_released: list[Callable[[ConnectionRecord], None]] = []
-        #: Connections whose streams changed since the last snapshot (a stream counted
-        #: payload, opened, ended, negotiated, was tagged or dropped): the incremental
-        #: snapshot looks into their streams (:mod:`~libp2p_introspection.introspector.encoder`).
+        #: Connections whose stream list changed since the last snapshot (a stream
+        #: registered or dropped), and streams that changed (counted payload, ended,
+        #: negotiated, were tagged): what the incremental snapshot encodes again
+        #: (:mod:`~libp2p_introspection.introspector.encoder`).
         self.touched: set[ConnectionRecord] = set()
+        self.moved: set[StreamRecord] = set()
         #: Ended streams a snapshot reported: :meth:`purge` drops them.
         self.reported: list[StreamRecord] = []
         #: Ended connections, in the order they ended (:meth:`purge` looks at these only).
@@ -143,9 +145,9 @@ class ConnectionRegistry:
         """The ACTIVE record for a ``NetStream``, if registered."""
         return self._by_stream.get(stream)
 
-    def touch(self, record: ConnectionRecord) -> None:
-        """Say that one of ``record``'s streams changed (see :attr:`touched`)."""
-        self.touched.add(record)
+    def touch_stream(self, record: StreamRecord) -> None:
+        """Say that ``record`` changed (its tags, say; see :attr:`moved`)."""
+        self.moved.add(record)
 
     def retire(self, counter: TrafficCounter) -> None:
         """Fold ``counter`` into the node-wide totals of traffic no longer tracked."""
@@ -303,11 +305,11 @@ class ConnectionRegistry:
 
     def count_stream(self, stream_record: StreamRecord, stream: Any) -> bool:
         """Install the counting wrappers on ``stream`` (a ``NetStream``) for
-        ``stream_record``: payload bytes once negotiated, each counted call touching
-        its connection (:attr:`touched`). False if it was already wrapped."""
+        ``stream_record``: payload bytes once negotiated, each counted call marking
+        it moved (:attr:`moved`). False if it was already wrapped."""
         return install_counters(
             self._patcher, stream, stream_record.traffic, negotiated=stream,
-            touch=self.touched.add, key=stream_record.conn,
+            touch=self.moved.add, key=stream_record,
         )  # fmt: skip
 
     def _is_ended(self, stream: Any) -> bool:
@@ -327,7 +329,7 @@ class ConnectionRegistry:
                 original(protocol_id)
                 try:
                     stream_record.protocol = str(protocol_id)
-                    self.touched.add(stream_record.conn)
+                    self.moved.add(stream_record)
                     if not stream_record.announced:
                         stream_record.announced = True
                         self._announce_stream(stream_record)
@@ -362,7 +364,7 @@ class ConnectionRegistry:
             logger.debug("introspector: stream not weak-referenceable")
         self._endings.forget(stream_record)
         stream_record.current_protocol()
-        self.touched.add(stream_record.conn)
+        self.moved.add(stream_record)
         stream_record.status = status
         stream_record.reason = reason
         stream_record.close_ts = now

@@ -80,6 +80,8 @@ logger = logging.getLogger(__name__)
 IMPLEMENTATION = "py-libp2p"
 #: Connections encoded between two looks at the clock (``encoded_state_async``).
 SLICE_CONNECTIONS = 64
+#: Moved streams encoded between two looks at the clock.
+SLICE_STREAMS = 256
 #: How long :meth:`HostIntrospector.encoded_state_async` works before it yields to the
 #: node's other tasks, seconds.
 SLICE_SECONDS = 0.002
@@ -211,9 +213,14 @@ class HostIntrospector(SampledSource):
         self._registry.stream_released.append(self._protocols.on_stream_released)
         self._peerstore = peerstore
         self._encoder = IncrementalEncoder(
-            self._registry.touched, self._registry.reported, self._protocols, peerstore
+            self._registry.touched,
+            self._registry.moved,
+            self._registry.reported,
+            self._protocols,
+            peerstore,
         )
         self._registry.connection_released.append(self._encoder.forget)
+        self._registry.stream_released.append(self._encoder.release_stream)
         self._resources = ResourceTracker(self._swarm, self._patcher)
         self._dht: DhtTracker | None = None
         if dht is not None:
@@ -406,14 +413,17 @@ class HostIntrospector(SampledSource):
         except Exception:
             logger.exception("introspector: identify snapshot failed")
         yield
-        connections: list[bytes] = []
         encoder = self._encoder
+        streams = encoder.begin()
+        for first in range(0, len(streams), SLICE_STREAMS):
+            encoder.encode_streams(streams[first : first + SLICE_STREAMS], window)
+            yield
+        connections: list[bytes] = []
         encode = encoder.encode
         peer_field = self._identify.peer_field
-        batch = encoder.begin()
         for first in range(0, len(records), SLICE_CONNECTIONS):
             connections += encode(
-                records[first : first + SLICE_CONNECTIONS], window, peer_field, batch,
+                records[first : first + SLICE_CONNECTIONS], window, peer_field,
                 self._describe_failed,
             )  # fmt: skip
             yield

@@ -92,56 +92,28 @@ class ProtocolTracker:
     def on_stream_released(self, stream: StreamRecord) -> None:
         """Fold a stream the registry drops (if no snapshot folded it yet)."""
         if not stream.summed:
-            self._unlive(stream)
             self._fold(stream)
 
     # ------------------------------------------------------------ incremental
 
-    def _unlive(self, stream: StreamRecord) -> None:
-        live = stream.live
-        protocol = stream.live_protocol
-        if live is None or protocol is None:
-            return
-        sums = self._live[protocol]
-        sums[0] -= live[0]
-        sums[1] -= live[1]
-        sums[2] -= live[2]
-        sums[3] -= live[3]
-        sums[4] -= 1
-        stream.live = stream.live_protocol = None
+    def live_sums(self, protocol: str) -> list[int]:
+        """The incremental path's sums over ``protocol``'s live streams of the counters
+        last reported, ``[in bytes, in packets, out bytes, out packets, streams]``: the
+        encoder keeps them (:mod:`~libp2p_introspection.introspector.encoder`)."""
+        self._of(protocol)
+        sums = self._live.get(protocol)
+        if sums is None:
+            sums = self._live[protocol] = [0, 0, 0, 0, 0]
+        return sums
 
-    def report(self, stream: StreamRecord, protocol: str) -> None:
-        """The incremental path reported ``stream`` (not folded yet) with its current
-        counters under ``protocol``: fold it if it ended, else keep its protocol's
-        live sums at the values reported (a stream still negotiating counts nowhere)."""
-        if stream.status in ENDED:
-            self._unlive(stream)
-            self._fold(stream)
-            return
-        if stream.live_protocol != protocol:
-            self._unlive(stream)
-            if not protocol:
-                return
-            self._of(protocol)
-            sums = self._live.get(protocol)
-            if sums is None:
-                sums = self._live[protocol] = [0, 0, 0, 0, 0]
-            sums[4] += 1
-            stream.live_protocol = protocol
-            stream.live = [0, 0, 0, 0]
-        live = stream.live
-        if live is None:
-            return
-        sums = self._live[protocol]
-        traffic = stream.traffic
-        values = (traffic.in_bytes, traffic.in_packets, traffic.out_bytes, traffic.out_packets)
-        for i in range(4):
-            sums[i] += values[i] - live[i]
-            live[i] = values[i]
+    def fold(self, stream: StreamRecord) -> None:
+        """Fold an ended stream the incremental path just reported into its protocol's
+        lifetime totals (its live share was taken out first)."""
+        self._fold(stream)
 
     def fill_live(self, out: Any, window_ms: int) -> None:
-        """:meth:`fill` from the live sums kept by :meth:`report` (the incremental path,
-        where the snapshot's moved streams were reported): the same ``ProtocolStats``."""
+        """:meth:`fill` from the live sums (:meth:`live_sums`) the incremental path keeps
+        at the values it reported: the same ``ProtocolStats``."""
         add = out.add
         empty = (0, 0, 0, 0, 0)
         for protocol in sorted(self._totals):

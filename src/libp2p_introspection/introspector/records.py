@@ -28,7 +28,7 @@ def never() -> bool:
     return False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class StreamRecord:
     """What the introspector knows about one stream (a py-libp2p ``NetStream``).
 
@@ -60,9 +60,8 @@ class StreamRecord:
     tags: list[str] = field(default_factory=list)
     #: Its bytes in the last snapshot (:mod:`~libp2p_introspection.introspector.encoder`).
     code: Any = None
-    #: The protocol whose live sums hold its counters, and the counters they hold
-    #: (in bytes, in packets, out bytes, out packets; ``protocols.ProtocolTracker``).
-    live_protocol: str | None = None
+    #: The live sums of its protocol that hold its counters (incremental path,
+    #: ``ProtocolTracker.live_sums``), ``None`` while it counts nowhere.
     live: list[int] | None = None
 
     def current_protocol(self) -> str:
@@ -74,7 +73,7 @@ class StreamRecord:
         return self.protocol
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class ConnectionRecord:
     """What the introspector knows about one connection (a py-libp2p ``SwarmConn``).
 
