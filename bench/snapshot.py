@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.common import Mode, Result, median, timed
@@ -229,11 +230,13 @@ _FRAMED = [bytes(560 + i) for i in range(7)]  # the same on the wire: yamux + No
 
 
 def _introspector(
-    connections: int, streams: int, clock: _Clock
+    connections: int, streams: int, clock: Callable[[], int]
 ) -> tuple[HostIntrospector, Any]:
     """A ``HostIntrospector`` over ``connections`` x ``streams`` stand-in records, and
     ``step(fraction)``: one window of traffic on ``fraction`` of the streams (picked at
-    random, anew each window) and on their connections, through the counting wrappers."""
+    random, anew each window) and on their connections, through the counting wrappers.
+    ``step.wires``: every (connection wire, stream wire) pair, for benchmarks that drive
+    the traffic themselves."""
     intro = HostIntrospector(_Host(), clock_ms=clock)  # type: ignore[arg-type]
     registry = intro._registry
     wires: list[tuple[_StandInStream, _StandInStream]] = []
@@ -282,6 +285,7 @@ def _introspector(
             _drive(raw.read(65536))
             _drive(raw.write(raw.chunk))
 
+    step.wires = wires  # type: ignore[attr-defined]
     return intro, step
 
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -79,12 +79,21 @@ logger = logging.getLogger(__name__)
 
 IMPLEMENTATION = "py-libp2p"
 #: Connections encoded between two looks at the clock (``encoded_state_async``).
-SLICE_CONNECTIONS = 64
+SLICE_CONNECTIONS = 32
 #: Moved streams encoded between two looks at the clock.
-SLICE_STREAMS = 256
+SLICE_STREAMS = 64
 #: How long :meth:`HostIntrospector.encoded_state_async` works before it yields to the
 #: node's other tasks, seconds.
-SLICE_SECONDS = 0.002
+SLICE_SECONDS = 0.001
+
+
+def _run(steps: Generator[None, None, bytes]) -> bytes:
+    """Run a sliced build to its end, without yielding; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return bytes(done.value)
 
 
 class _Notifee(INotifee):
@@ -180,6 +189,10 @@ class HostIntrospector(SampledSource):
     ) -> None:
         self._host = host
         self._incremental = incremental
+        #: A sliced build paused half-way (:meth:`encoded_state_async`), and the bytes of
+        #: the last one a synchronous call had to finish.
+        self._pending: Generator[None, None, bytes] | None = None
+        self._pending_result = b""
         self._swarm = host.get_network()
         self._clock_ms: ClockMs = clock_ms or wall_clock_ms
         self._patcher = InstancePatcher()
@@ -367,33 +380,53 @@ class HostIntrospector(SampledSource):
         Incremental (unless constructed with ``incremental=False``): each retained
         connection's bytes are kept from the last snapshot and only what moved is
         encoded again (:mod:`~libp2p_introspection.introspector.encoder`), then the
-        ``State`` is assembled (:func:`~libp2p_introspection.protocol.framing.assemble_state`).
+        ``State`` is assembled. A sliced build (:meth:`encoded_state_async`) paused
+        half-way is finished first.
         """
         if not self._incremental:
             return self._state_from_scratch().SerializeToString()
-        steps = self._incremental_steps()
-        for _ in steps:
-            pass
-        return self._assembled
+        self._finish_pending()
+        return _run(self._incremental_steps())
 
     async def encoded_state_async(self) -> bytes:
         """:meth:`encoded_state` on the node's trio loop, in slices: it yields to the
         node's other tasks (``trio.sleep(0)``) whenever it has worked for
-        :data:`SLICE_SECONDS` (2 ms), so that a snapshot of thousands of connections
+        :data:`SLICE_SECONDS` (1 ms), so that a snapshot of thousands of connections
         never blocks the node for longer. The registry may change between slices: each
-        connection is described whole, from its values when its turn comes."""
+        connection is described whole, from its values when its turn comes.
+
+        Cancelled (or failing) half-way, it finishes the snapshot before it lets go (at
+        once, without yielding: what it keeps between snapshots stays whole) and drops it.
+        """
         if not self._incremental:
             return self.encoded_state()
+        self._finish_pending()
+        steps = self._incremental_steps()
+        self._pending = steps
         began = time.perf_counter()
-        for _ in self._incremental_steps():
-            now = time.perf_counter()
-            if now - began >= SLICE_SECONDS:
-                await trio.sleep(0)
-                began = time.perf_counter()
-        return self._assembled
+        try:
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    self._pending = None
+                    return bytes(done.value)
+                if time.perf_counter() - began >= SLICE_SECONDS:
+                    await trio.sleep(0)
+                    if self._pending is not steps:  # a synchronous call finished it
+                        return self._pending_result
+                    began = time.perf_counter()
+        finally:
+            if self._pending is steps:
+                self._finish_pending()
 
-    def _incremental_steps(self) -> Iterator[None]:
-        """Build one snapshot into ``self._assembled``, yielding between slices of work."""
+    def _finish_pending(self) -> None:
+        steps, self._pending = self._pending, None
+        if steps is not None:
+            self._pending_result = _run(steps)
+
+    def _incremental_steps(self) -> Generator[None, None, bytes]:
+        """Build one snapshot (the generator's return value), yielding between slices."""
         now = self._clock_ms()
         start = self._last_instant
         window = max(0, now - start)
@@ -448,10 +481,11 @@ class HostIntrospector(SampledSource):
             logger.exception("introspector: node traffic failed")
             state.traffic.traffic_in.SetInParent()
             state.traffic.traffic_out.SetInParent()
+        yield
         self._fill_subsystems(subsystems, now, window)
         self._last_instant = now
         yield
-        self._assembled = assemble_tagged(
+        return assemble_tagged(
             state.SerializeToString(), connections, subsystems.SerializeToString()
         )
 
