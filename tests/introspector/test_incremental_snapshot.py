@@ -308,3 +308,54 @@ async def test_sliced_snapshot_gives_the_same_bytes_and_yields(monkeypatch: Any)
     assert got == scratch.snapshot()
     # 600 streams in slices of 64, 300 connections in slices of 32, and the rest.
     assert yielded >= 10 + 10
+
+
+def _busy_worlds() -> tuple[World, World]:
+    incremental, scratch = World(incremental=True), World(incremental=False)
+    ops: list[tuple[Any, ...]] = [("connect", i % 4) for i in range(100)]
+    ops += [("open", i) for i in range(300)] + [("negotiate", i, i) for i in range(300)]
+    ops += [("traffic", i, 1, 100, 1) for i in range(0, 300, 2)] + [("tick", 1_000)]
+    for op in ops:
+        incremental.apply(op)
+        scratch.apply(op)
+    return incremental, scratch
+
+
+async def test_a_snapshot_asked_for_while_a_sliced_one_is_paused_finishes_that_one_first(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(host_module, "SLICE_SECONDS", 0.0)
+    incremental, scratch = _busy_worlds()
+    results: list[bytes] = []
+
+    async def sliced() -> None:
+        results.append(await incremental.intro.encoded_state_async())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sliced)
+        for _ in range(5):
+            await trio.sleep(0)  # the sliced build is paused half-way
+        assert not results
+        first_sync = incremental.snapshot()  # a test, a script: state() meanwhile
+    assert results == [scratch.snapshot()]
+    assert first_sync == scratch.snapshot()
+    for op in [("traffic", 3, 2, 10, 2), ("tick", 1_000)]:
+        incremental.apply(op)
+        scratch.apply(op)
+    assert_same(incremental, scratch)
+
+
+async def test_a_sliced_snapshot_cancelled_half_way_leaves_the_next_one_right(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(host_module, "SLICE_SECONDS", 0.0)
+    incremental, scratch = _busy_worlds()
+    with trio.move_on_after(0) as scope:
+        scope.deadline = trio.current_time()  # cancelled at its first yield
+        await incremental.intro.encoded_state_async()
+    assert scope.cancelled_caught
+    scratch.snapshot()  # the cancelled one was taken (and dropped)
+    for op in [("traffic", 5, 1, 10, 1), ("tick", 1_000)]:
+        incremental.apply(op)
+        scratch.apply(op)
+    assert_same(incremental, scratch)

@@ -45,7 +45,7 @@ from __future__ import annotations
 import itertools
 import logging
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from libp2p_introspection.introspector import conninfo, endings, records, render
@@ -382,10 +382,21 @@ class ConnectionRegistry:
     def reconcile(self, swarm: Any) -> None:
         """Catch up with the swarm: new/closed connections, new/removed streams,
         and streams that py-libp2p's muxer state says are over."""
+        for _ in self.reconcile_steps(swarm):
+            pass
+
+    def reconcile_steps(self, swarm: Any, every: int = 32) -> Iterator[None]:
+        """:meth:`reconcile` in steps of ``every`` connections (a generator: the caller
+        may let other tasks run between them; a connection that changed meanwhile is
+        looked at as it is then)."""
         for conn in conninfo.swarm_connections(swarm):
             if conn not in self._by_conn and not getattr(conn, "is_closed", False):
                 self.on_connected(conn)
-        for conn, record in list(self._by_conn.items()):
+        for n, (conn, record) in enumerate(list(self._by_conn.items())):
+            if n % every == every - 1:
+                yield
+            if self._by_conn.get(conn) is not record:
+                continue
             if getattr(conn, "is_closed", False):
                 self.on_disconnected(conn)
                 continue

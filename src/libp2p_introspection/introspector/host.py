@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -87,13 +87,20 @@ SLICE_STREAMS = 64
 SLICE_SECONDS = 0.001
 
 
-def _run(steps: Generator[None, None, bytes]) -> bytes:
-    """Run a sliced build to its end, without yielding; its result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return bytes(done.value)
+class _Build:
+    """One sliced snapshot build: its steps (a generator) and, once they ran, its bytes."""
+
+    __slots__ = ("result", "steps")
+
+    def __init__(self) -> None:
+        self.result = b""
+        self.steps: Iterator[None] = iter(())
+
+    def finish(self) -> bytes:
+        """Run the remaining steps at once, without yielding; the snapshot's bytes."""
+        for _ in self.steps:
+            pass
+        return self.result
 
 
 class _Notifee(INotifee):
@@ -191,8 +198,7 @@ class HostIntrospector(SampledSource):
         self._incremental = incremental
         #: A sliced build paused half-way (:meth:`encoded_state_async`), and the bytes of
         #: the last one a synchronous call had to finish.
-        self._pending: Generator[None, None, bytes] | None = None
-        self._pending_result = b""
+        self._pending: _Build | None = None
         self._swarm = host.get_network()
         self._clock_ms: ClockMs = clock_ms or wall_clock_ms
         self._patcher = InstancePatcher()
@@ -386,7 +392,7 @@ class HostIntrospector(SampledSource):
         if not self._incremental:
             return self._state_from_scratch().SerializeToString()
         self._finish_pending()
-        return _run(self._incremental_steps())
+        return self._build().finish()
 
     async def encoded_state_async(self) -> bytes:
         """:meth:`encoded_state` on the node's trio loop, in slices: it yields to the
@@ -401,32 +407,33 @@ class HostIntrospector(SampledSource):
         if not self._incremental:
             return self.encoded_state()
         self._finish_pending()
-        steps = self._incremental_steps()
-        self._pending = steps
+        build = self._pending = self._build()
         began = time.perf_counter()
         try:
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    self._pending = None
-                    return bytes(done.value)
+            for _ in build.steps:
                 if time.perf_counter() - began >= SLICE_SECONDS:
                     await trio.sleep(0)
-                    if self._pending is not steps:  # a synchronous call finished it
-                        return self._pending_result
+                    if self._pending is not build:  # a synchronous call finished it
+                        return build.result
                     began = time.perf_counter()
+            self._pending = None
+            return build.result
         finally:
-            if self._pending is steps:
+            if self._pending is build:
                 self._finish_pending()
 
     def _finish_pending(self) -> None:
-        steps, self._pending = self._pending, None
-        if steps is not None:
-            self._pending_result = _run(steps)
+        build, self._pending = self._pending, None
+        if build is not None:
+            build.finish()
 
-    def _incremental_steps(self) -> Generator[None, None, bytes]:
-        """Build one snapshot (the generator's return value), yielding between slices."""
+    def _build(self) -> _Build:
+        build = _Build()
+        build.steps = self._incremental_steps(build)
+        return build
+
+    def _incremental_steps(self, build: _Build) -> Iterator[None]:
+        """Build one snapshot into ``build.result``, yielding between slices of work."""
         now = self._clock_ms()
         start = self._last_instant
         window = max(0, now - start)
@@ -435,7 +442,10 @@ class HostIntrospector(SampledSource):
         )
         subsystems = pb.Subsystems()
         if self._attached:
-            self._guard(self._registry.reconcile, self._swarm)
+            try:
+                yield from self._registry.reconcile_steps(self._swarm)
+            except Exception:
+                logger.exception("introspector: reconcile failed")
         try:
             self._registry.purge(now)
         except Exception:
@@ -485,7 +495,7 @@ class HostIntrospector(SampledSource):
         self._fill_subsystems(subsystems, now, window)
         self._last_instant = now
         yield
-        return assemble_tagged(
+        build.result = assemble_tagged(
             state.SerializeToString(), connections, subsystems.SerializeToString()
         )
 
