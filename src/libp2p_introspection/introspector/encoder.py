@@ -205,6 +205,8 @@ class IncrementalEncoder:
         """A stream left the registry: take its counters out of its protocol's live sums."""
         self._detach(stream)
         self._hot.discard(stream)
+        if stream.code is not None:
+            stream.code.slot = -1  # no longer in its connection's list
 
     @staticmethod
     def _detach(stream: StreamRecord) -> None:
@@ -243,8 +245,6 @@ class IncrementalEncoder:
             sc = stream.code
             if code is None or sc is None or sc.slot < 0 or record in rebuild:
                 continue  # new, dropped, or its connection is rebuilt whole anyway
-            if record.streams.get(stream.id) is not stream:
-                continue
             old = sc.tagged
             if self._stream(stream, sc, record.id, window_ms):
                 code.parts[sc.slot] = sc.tagged
@@ -259,7 +259,8 @@ class IncrementalEncoder:
         on_error: Callable[[], None],
     ) -> list[bytes]:
         """Each record's ``Subsystems.connections`` field (tag, length, ``Connection``),
-        in order, encoding again only what moved (after :meth:`encode_streams`).
+        in order, as pieces to join, encoding again only what moved (after
+        :meth:`encode_streams`).
 
         :param window_ms: the snapshot window, ms (``inst_bw``).
         :param peer_field: a peer id's ``Connection.peer`` field bytes (``b""`` if none).
@@ -270,7 +271,7 @@ class IncrementalEncoder:
         the registry may change between them.
         """
         out: list[bytes] = []
-        append = out.append
+        append, extend = out.append, out.extend
         peerstore = self._peerstore
         rebuild, dirty = self._rebuild, self._dirty
         for record in records:
@@ -280,7 +281,7 @@ class IncrementalEncoder:
                     record.latency_ns = conninfo.latency_ns(record.conn, peerstore)
                 peer = peer_field(record.peer_id)
                 if code is None or record in rebuild:
-                    append(self._whole(record, window_ms, peer))
+                    extend(self._whole(record, window_ms, peer))
                     continue
                 traffic = record.traffic
                 if (
@@ -293,8 +294,11 @@ class IncrementalEncoder:
                     or peer is not code.peer
                     or record.tags != code.tags
                 ):
-                    append(self._join(record, code, window_ms, peer))
-                else:
+                    extend(self._join(record, code, window_ms, peer))
+                elif code.tagged:
+                    append(code.tagged)
+                else:  # idle after a busy spell: its parts joined once, then kept
+                    code.tagged = b"".join(code.parts)
                     append(code.tagged)
             except Exception:
                 on_error()
@@ -382,7 +386,7 @@ class IncrementalEncoder:
         )
         return True
 
-    def _whole(self, record: ConnectionRecord, window_ms: int, peer: bytes) -> bytes:
+    def _whole(self, record: ConnectionRecord, window_ms: int, peer: bytes) -> list[bytes]:
         """Encode a new connection, or one whose stream list changed, with every stream."""
         code = record.code
         if code is None:
@@ -416,8 +420,9 @@ class IncrementalEncoder:
 
     def _join(
         self, record: ConnectionRecord, code: _ConnectionCode, window_ms: int, peer: bytes
-    ) -> bytes:
-        """Bring the connection's own fields up to date and join its parts."""
+    ) -> list[bytes]:
+        """Bring the connection's own fields up to date; its parts (the caller joins them
+        with the others: a busy connection is never joined on its own)."""
         parts = code.parts
         if record.status != code.status or record.close_ts != code.close_ts:
             parts[_HEAD] = pb.Connection(
@@ -471,8 +476,18 @@ class IncrementalEncoder:
             code.tags = list(record.tags)
             parts[-2] = pb.Connection(user_provided_tags=record.tags).SerializeToString()
         code.peer = parts[-1] = peer
-        parts[_STREAMS_AT] = _prefix(_STREAMS_PREFIX, b"\x5a", code.streams_len)
-        parts[_TAG] = b""
-        parts[_TAG] = _prefix(_CONNECTION_PREFIX, b"\x0a", sum(map(len, parts)))
-        code.tagged = tagged = b"".join(parts)
-        return tagged
+        streams_len = code.streams_len
+        header = parts[_STREAMS_AT] = _prefix(_STREAMS_PREFIX, b"\x5a", streams_len)
+        body_len = (
+            len(parts[_HEAD])
+            + len(parts[_TRAFFIC])
+            + len(parts[_ATTRIBS])
+            + len(parts[_LATENCY_AT])
+            + len(header)
+            + streams_len
+            + len(parts[-2])
+            + len(peer)
+        )
+        parts[_TAG] = _prefix(_CONNECTION_PREFIX, b"\x0a", body_len)
+        code.tagged = b""
+        return parts
