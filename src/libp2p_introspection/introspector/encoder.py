@@ -73,7 +73,7 @@ def assemble_tagged(head: bytes, connections: list[bytes], subsystems_rest: byte
     :func:`~libp2p_introspection.protocol.framing.assemble_state`, whose connections
     come without their tag and length, and in one copy of the bytes."""
     size = sum(map(len, connections)) + len(subsystems_rest)
-    return b"".join((b"\x0a", encode_varint(size), *connections, subsystems_rest, head))
+    return b"".join([b"\x0a", encode_varint(size), *connections, subsystems_rest, head])
 
 
 class _StreamCode:
@@ -259,8 +259,7 @@ class IncrementalEncoder:
         on_error: Callable[[], None],
     ) -> list[bytes]:
         """Each record's ``Subsystems.connections`` field (tag, length, ``Connection``),
-        in order, as pieces to join, encoding again only what moved (after
-        :meth:`encode_streams`).
+        in order, encoding again only what moved (after :meth:`encode_streams`).
 
         :param window_ms: the snapshot window, ms (``inst_bw``).
         :param peer_field: a peer id's ``Connection.peer`` field bytes (``b""`` if none).
@@ -271,7 +270,7 @@ class IncrementalEncoder:
         the registry may change between them.
         """
         out: list[bytes] = []
-        append, extend = out.append, out.extend
+        append = out.append
         peerstore = self._peerstore
         rebuild, dirty = self._rebuild, self._dirty
         for record in records:
@@ -281,7 +280,7 @@ class IncrementalEncoder:
                     record.latency_ns = conninfo.latency_ns(record.conn, peerstore)
                 peer = peer_field(record.peer_id)
                 if code is None or record in rebuild:
-                    extend(self._whole(record, window_ms, peer))
+                    append(self._whole(record, window_ms, peer))
                     continue
                 traffic = record.traffic
                 if (
@@ -294,11 +293,8 @@ class IncrementalEncoder:
                     or peer is not code.peer
                     or record.tags != code.tags
                 ):
-                    extend(self._join(record, code, window_ms, peer))
-                elif code.tagged:
-                    append(code.tagged)
-                else:  # idle after a busy spell: its parts joined once, then kept
-                    code.tagged = b"".join(code.parts)
+                    append(self._join(record, code, window_ms, peer))
+                else:
                     append(code.tagged)
             except Exception:
                 on_error()
@@ -386,7 +382,7 @@ class IncrementalEncoder:
         )
         return True
 
-    def _whole(self, record: ConnectionRecord, window_ms: int, peer: bytes) -> list[bytes]:
+    def _whole(self, record: ConnectionRecord, window_ms: int, peer: bytes) -> bytes:
         """Encode a new connection, or one whose stream list changed, with every stream."""
         code = record.code
         if code is None:
@@ -420,9 +416,8 @@ class IncrementalEncoder:
 
     def _join(
         self, record: ConnectionRecord, code: _ConnectionCode, window_ms: int, peer: bytes
-    ) -> list[bytes]:
-        """Bring the connection's own fields up to date; its parts (the caller joins them
-        with the others: a busy connection is never joined on its own)."""
+    ) -> bytes:
+        """Bring the connection's own fields up to date and join its parts."""
         parts = code.parts
         if record.status != code.status or record.close_ts != code.close_ts:
             parts[_HEAD] = pb.Connection(
@@ -489,5 +484,5 @@ class IncrementalEncoder:
             + len(peer)
         )
         parts[_TAG] = _prefix(_CONNECTION_PREFIX, b"\x0a", body_len)
-        code.tagged = b""
-        return parts
+        code.tagged = tagged = b"".join(parts)
+        return tagged
