@@ -185,8 +185,9 @@ class IdentifyTracker:
         self._identify = str(tp.constant(tp.IDENTIFY_PROTOCOL, "/ipfs/id/1.0.0"))
         self._push = str(tp.constant(tp.IDENTIFY_PUSH_PROTOCOL, "/ipfs/id/push/1.0.0"))
         self._active = False
-        #: peer id (base58) -> what it said, and the same as a ``pb.PeerInfo``.
-        self._peers: dict[str, tuple[PeerIdentity, pb.PeerInfo]] = {}
+        #: peer id (base58) -> what it said, the same as a ``pb.PeerInfo``, and as the
+        #: serialized ``Connection.peer`` field (field 100: tag, length, ``PeerInfo``).
+        self._peers: dict[str, tuple[PeerIdentity, pb.PeerInfo, bytes]] = {}
         #: The address each connection's peer reported seeing us at (the node's observed_addrs).
         self._observed: dict[ConnectionRecord, str] = {}
 
@@ -261,7 +262,9 @@ class IdentifyTracker:
             return
         previous = self._peers.get(conn.peer_id)
         identity = apply_message(previous[0] if previous else EMPTY, message)
-        self._peers[conn.peer_id] = (identity, identity.to_pb())
+        info = identity.to_pb()
+        field = pb.Connection(peer=info).SerializeToString()
+        self._peers[conn.peer_id] = (identity, info, field)
         if message.HasField("observed_addr") and identity.observed_addr:
             self._observed[conn] = identity.observed_addr
         content = events.peer_identified(
@@ -285,12 +288,7 @@ class IdentifyTracker:
     ) -> None:
         """Set ``peer`` on each connection whose peer was identified; forget peers and
         connections no longer in snapshots (``records``: the registry's retained ones)."""
-        retained = set(records)
-        for conn in [c for c in self._observed if c not in retained]:
-            del self._observed[conn]
-        live = {record.peer_id for record in retained}
-        for peer in [p for p in self._peers if p not in live and not self._stored(p)]:
-            del self._peers[peer]
+        self.prune(records)
         if not self._peers:
             return
         peers = self._peers
@@ -298,3 +296,20 @@ class IdentifyTracker:
             entry = peers.get(msg.peer_id)
             if entry is not None:
                 msg.peer.CopyFrom(entry[1])
+
+    def peer_field(self, peer_id: str) -> bytes:
+        """The serialized ``Connection.peer`` field (field 100) of ``peer_id`` (base58),
+        ``b""`` if it was not identified. The same bytes object until the peer says
+        something new (the incremental snapshot compares it by identity)."""
+        entry = self._peers.get(peer_id)
+        return entry[2] if entry is not None else b""
+
+    def prune(self, records: Iterable[ConnectionRecord]) -> None:
+        """Forget peers and connections no longer in snapshots (``records``: the
+        registry's retained ones), as :meth:`fill` does first."""
+        retained = set(records)
+        for conn in [c for c in self._observed if c not in retained]:
+            del self._observed[conn]
+        live = {record.peer_id for record in retained}
+        for peer in [p for p in self._peers if p not in live and not self._stored(p)]:
+            del self._peers[peer]

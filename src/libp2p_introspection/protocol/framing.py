@@ -122,8 +122,24 @@ def encode_state_frame(state: bytes) -> bytes:
     (fields in number order: the version, then the state), without building
     the ``ServerMessage`` or copying the ``State`` into it.
     """
-    message = b"".join((_VERSION_FIELD, _STATE_TAG, encode_varint(len(state)), state))
-    return encode_frame(message)
+    return encode_frame(state_message(state))
+
+
+def state_message(state: bytes) -> bytes:
+    """The serialized ``ServerMessage{version: 1, state: S}`` for the serialized ``State`` ``S``
+    (what :func:`encode_state_frame` frames)."""
+    return b"".join((_VERSION_FIELD, _STATE_TAG, encode_varint(len(state)), state))
+
+
+def frame_with_checksum(message: bytes, checksum: int) -> bytes:
+    """:func:`encode_frame` of ``message`` whose FNV-1a 32 (``checksum``) was computed
+    already (:func:`fnv1a32`): the three steps can then run apart (a caller on an event
+    loop yields between them). Raises :class:`FrameTooLargeError` as :func:`encode_frame`."""
+    if len(message) > MAX_MESSAGE_SIZE:
+        raise FrameTooLargeError(
+            f"message of {len(message)} bytes exceeds the {MAX_MESSAGE_SIZE}-byte limit"
+        )
+    return _HEADER.pack(PROTOCOL_VERSION, checksum, len(message)) + message
 
 
 #: Tags of ``State.subsystems`` and ``Subsystems.connections`` (field 1, length-delimited).
