@@ -312,9 +312,9 @@ class _Download(Response):
                 log.info("a download of %s ended: the client left", self.name)
                 return
             if self.clock() > deadline:
-                log.warning("cut the download of %s short at %d of %d bytes: it took longer "
-                            "than its %.0f s (slower than %d bytes/s on average)", self.name,
-                            sent, self.size, self.deadline_s, MIN_RATE_BPS)  # fmt: skip
+                log.warning("cut the download of %s short at %d of %d bytes: the client took "
+                            "longer than the %.0f s its size allows", self.name, sent, self.size,
+                            self.deadline_s)  # fmt: skip
                 return  # hypercorn then closes the connection: the body is short
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             sent += len(chunk)
