@@ -184,8 +184,7 @@ export function peersView({ onCopied }) {
       groupsKey = key;
       t.ready.then(() => t.table.setGroupValues([values]));
     }
-    t.set(rows);
-    t.ready.then(() => t.table.refreshFilter());
+    t.set(rows); // replaceData filters (by chip and query) and groups them again: one pass
   }
   function drawChips(top, more) {
     const chips = top.map(([key, n]) => {
