@@ -648,7 +648,7 @@ def walk_every_view(page: Any, fields: dict[str, str]) -> None:
     expect(page.locator("#peers-table .tabulator-row:not(.tabulator-group)")).to_have_count(1)
     expect(page.locator("#peers-table .tabulator-group").first).to_have_text(f"{f['peer.agent']}1 peer")
     expect(page.locator("#peers-agents .chip")).to_have_text(f"{f['peer.agent']}1")
-    expect(page.locator("#peers-agents .chip")).to_have_attribute("data-agent", f["peer.agent"])
+    expect(page.locator("#peers-agents .chip")).to_have_attribute("data-group", "=" + f["peer.agent"])
     peer_row = page.locator("#peers-table .tabulator-row:not(.tabulator-group)").first
     expect(peer_row.locator(".peer-cell")).to_have_attribute("title", f["conn.peer_id"])
     expect(peer_row.locator("[tabulator-field=listen]")).to_have_text(f["peer.listen"])

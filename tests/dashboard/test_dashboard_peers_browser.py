@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cli_process import running
-from full_node import write_full_recording
-from peers_recording import GO, PEERS, PY, write_peers_recording
+from full_node import runtime, write_full_recording
+from peers_recording import GO, PEERS, PY, START_MS, write_peers_recording
 from test_dashboard_browser import (  # noqa: F401 - the fixtures
     assert_nothing_ran,
     browser,
@@ -22,7 +22,8 @@ from test_dashboard_browser import (  # noqa: F401 - the fixtures
     shot,
 )
 
-from libp2p_introspection.protocol.recording import RecordingReader
+from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.recording import RecordingReader, RecordingWriter
 
 GROUPS = "#peers-table .tabulator-group"
 ROWS = "#peers-table .tabulator-row:not(.tabulator-group)"
@@ -49,10 +50,10 @@ def test_the_peers_view_groups_the_peers_by_agent_along_the_timeline(page: Any, 
         # The most common agent first; the peers without an agent version, then those not
         # identified, last. A peer on two connections is one peer.
         expect(page.locator(GROUPS)).to_have_text([
-            f"{GO}3 peers", f"{PY}1 peer", "(no agent version)1 peer", "(not identified)1 peer",
+            f"{GO}3 peers", f"{PY}1 peer", "no agent version1 peer", "not identified1 peer",
         ])  # fmt: skip
         expect(page.locator("#peers-agents .chip")).to_have_text(
-            [f"{GO}3", f"{PY}1", "(no agent version)1", "(not identified)1"]
+            [f"{GO}3", f"{PY}1", "no agent version1", "not identified1"]
         )
         expect(page.locator(ROWS)).to_have_count(len(PEERS))
         py = page.locator(ROWS).filter(has=page.locator(f'[title="{_peer(PY)}"]'))
@@ -151,7 +152,89 @@ def test_save_recording_of_a_live_node_while_paused_reads_back_in_the_page(
             f"saved.mock · {kept['snapshots']} snapshots · {kept['events']} events"
         )
         open_tab(page, "peers")
-        expect(page.locator(GROUPS)).to_have_text(["py-libp2p/0.8.11 peer", "(not identified)1 peer"])
+        expect(page.locator(GROUPS)).to_have_text(["py-libp2p/0.8.11 peer", "not identified1 peer"])
+
+
+def _agents_recording(path: Path, agents: list[str], extra: int = 0) -> Path:
+    """One snapshot: a peer (one connection) per agent of ``agents``, then ``extra`` more
+    peers, each with its own agent ``agent-NNNNN``."""
+    state = pb.State(instant_ts=START_MS, start_ts=START_MS - 1000, snapshot_duration_ms=1000)
+    for n, agent in enumerate([*agents, *(f"agent-{i:05d}" for i in range(extra))]):
+        conn = state.subsystems.connections.add(id=n.to_bytes(8, "big"), peer_id=f"12D3KooWPeer{n:06d}",
+                                                status=pb.ACTIVE)  # fmt: skip
+        conn.peer.agent_version = agent
+    with RecordingWriter(path, close_stream=True) as writer:
+        writer.write_message(pb.ServerMessage(runtime=runtime()))
+        writer.write_message(pb.ServerMessage(state=state))
+    return path
+
+
+CHIPS = "#peers-agents .chip"
+
+
+def test_ten_thousand_agents_draw_a_bounded_view_and_the_rest_are_found(page: Any, tmp_path: Path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    # The view's cap: 10,000 connections, each peer its own agent (three share "common").
+    path = _agents_recording(tmp_path / "many.mock", ["common"] * 3, extra=9_997)
+    with _dashboard("--file", str(path)) as (_, url):
+        page.goto(url)
+        open_tab(page, "peers")
+        expect(page.locator("#peers-summary")).to_have_text(
+            "10000 peers (10000 identified) · 9998 agents", timeout=60_000
+        )
+        # The most common agents only, then how many more, which the box finds.
+        chips = page.locator(CHIPS)
+        expect(chips).to_have_count(41)
+        expect(chips.first).to_have_text("common3")
+        expect(chips.last).to_have_text("+9958 more")
+        # The table is right below the chips, and its groups are bounded too.
+        box = page.locator("#peers-table").bounding_box()
+        assert box is not None and box["y"] < 1000, box
+        assert page.locator(GROUPS).count() <= 41
+        # An agent past the chips: typed, found, chosen; its peer alone in the table.
+        page.fill("#peers-find", "agent-09996")
+        expect(chips).to_have_text(["agent-099961"])
+        chips.first.click()
+        expect(page.locator(GROUPS)).to_have_text(["agent-099961 peer"])
+        expect(page.locator(ROWS)).to_have_count(1)
+        chips.first.click()
+        page.fill("#peers-find", "")
+        expect(chips).to_have_count(41)
+
+
+def test_hostile_agents_are_clipped_kept_apart_and_shown_visibly(page: Any, tmp_path: Path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    long = "A" * 1024  # no space to wrap at
+    agents = [long, "(not identified)", "(no agent version)", "go-libp2p", "go-libp2p ",
+              "go\u200blibp2p", "\u202eelgoog", "   ", "back\\slash"]  # fmt: skip
+    path = _agents_recording(tmp_path / "tricky.mock", agents)
+    with _dashboard("--file", str(path)) as (_, url):
+        page.goto(url)
+        open_tab(page, "peers")
+        expect(page.locator("#peers-summary")).to_have_text("9 peers (9 identified) · 9 agents")
+        chips = page.locator(CHIPS)
+        expect(chips).to_have_count(9)
+        shown = page.locator(f"{CHIPS} code").all_text_contents()
+        # Every look-alike reads differently; invisible characters as their escapes.
+        for want in ("(not identified)", "(no agent version)", "go-libp2p", "go-libp2p\\u0020",
+                     "go\\u200Blibp2p", "\\u202Eelgoog", "\\u0020\\u0020\\u0020",
+                     "back\\\\slash"):  # fmt: skip
+            assert want in shown, (want, shown)
+        assert len(set(shown)) == 9
+        # The agents that spell a built-in group's name are agents (code), not that group.
+        expect(page.locator(".builtin")).to_have_count(0)
+        # The 1024-character agent: clipped, whole in its title; the page does not scroll sideways.
+        chip = page.locator(f'{CHIPS} code[title="{long}"]')
+        expect(chip).to_have_count(1)
+        assert chip.bounding_box()["width"] < 600
+        header = page.locator(f'{GROUPS} code[title="{long}"]')
+        expect(header).to_have_count(1)
+        assert header.bounding_box()["width"] < 1400
+        widths = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert widths[0] <= widths[1], widths
+        assert_nothing_ran(page)
 
 
 class _OtherSite:

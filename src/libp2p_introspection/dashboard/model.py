@@ -156,7 +156,8 @@ class DashboardModel:
     def feed_event(self, event: pb.Event) -> None:
         type_info = event_type_to_json(event.type) if event.type.property_types else None
         raw = server_message("event", event.SerializeToString())
-        stored = self.store.add_event(event_to_json(event), type_info, raw)
+        type_raw = event.type.SerializeToString() if type_info is not None else b""
+        stored = self.store.add_event(event_to_json(event), type_info, raw, type_raw)
         self._broadcast(f'{{"t":"event","e":{stored.text}}}')
 
     def feed_notice(self) -> None:

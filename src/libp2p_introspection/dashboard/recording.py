@@ -160,7 +160,8 @@ def load_recording(
                     type_info = (
                         event_type_to_json(event.type) if event.type.property_types else None
                     )
-                    store.add_event(event_to_json(event), type_info, record.data)
+                    type_raw = event.type.SerializeToString() if type_info is not None else b""
+                    store.add_event(event_to_json(event), type_info, record.data, type_raw)
                     events += 1
             info = RecordingInfo(
                 name=os.path.basename(label),

@@ -22,8 +22,18 @@ The file is never built whole: the answer is streamed, a chunk of about
 from the list of what the store held when the request came (new lists of
 references: what the store drops meanwhile stays alive until the answer
 ends, so one download can pin at most one store's worth, ``max_bytes`` +
-``max_event_bytes``, 320 MiB by default). One download runs at a time;
-another is answered 409 until it ends.
+``max_event_bytes``, 320 MiB by default). Its size is known in advance and
+sent as ``Content-Length``. One download runs at a time; another is
+answered 409 until it ends. ``HEAD`` answers the same headers without
+writing anything or taking the slot.
+
+A download has a deadline: :data:`GRACE_S` plus its size at
+:data:`MIN_RATE_BPS` (1 MiB/s on average: 130 s for 100 MiB), so a client
+reading slowly cannot hold the one slot for long. Past it, the answer stops
+at the next chunk (a chunk whose write makes no progress is cut by the
+server's send timeout, 15 s) and the connection is closed: the body is
+shorter than its ``Content-Length``, which browsers, ``curl`` and Python's
+``http.client`` report as a failed, incomplete transfer, never as a file.
 
 The route is a read, and a read of everything the node showed, so besides
 the dashboard's Host and Origin guard (:class:`.guards.LocalOnly`) it is answered to
@@ -39,20 +49,22 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from libp2p_introspection.dashboard.caps import capped
 from libp2p_introspection.dashboard.convert import JSON
+from libp2p_introspection.dashboard.convert_events import MAX_NAME
 from libp2p_introspection.dashboard.guards import LocalOnly
 from libp2p_introspection.dashboard.store import Store, StoredEvent, StoredSnapshot
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import PROTOCOL_VERSION, encode_varint
-from libp2p_introspection.protocol.recording import RecordingWriter
+from libp2p_introspection.protocol.recording import RECORD_HEADER_SIZE, RecordingWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +74,10 @@ CHUNK_BYTES = 1024 * 1024
 MEDIA_TYPE = "application/octet-stream"
 #: File name extension of recordings (the observer-toolkit's).
 EXTENSION = ".mock"
+#: The slowest a download may go on average, bytes/s (with :data:`GRACE_S`: module doc).
+MIN_RATE_BPS = 1024 * 1024
+#: What a download may take on top of its size at :data:`MIN_RATE_BPS`, seconds.
+GRACE_S = 30.0
 
 #: ``ServerMessage.version`` = ``Version{version: 1}`` (field 1), serialized.
 _VERSION = b"\x0a\x02\x08" + bytes((PROTOCOL_VERSION,))
@@ -101,7 +117,10 @@ def _runtime_from_json(data: JSON) -> pb.Runtime:
 def runtime_record(store: Store) -> bytes | None:
     """The ``Runtime`` record of a saved window (``ServerMessage`` bytes; ``None`` when the
     source sent none): as received, plus the event types the store learned from events
-    (an event that declared one may no longer be kept)."""
+    (an event that declared one may no longer be kept), each as the source sent it
+    (:attr:`.store.Store.event_types_raw`; never rebuilt from the page's JSON, whose
+    names are shortened). Only a store that keeps no original bytes at all (tests,
+    tools) has its runtime and types built from what it shows."""
     if store.runtime is None:
         return None
     if store.runtime_raw:
@@ -112,11 +131,20 @@ def runtime_record(store: Store) -> bytes | None:
         message.version.version = PROTOCOL_VERSION
         runtime = message.runtime
         runtime.CopyFrom(_runtime_from_json(store.runtime))
-    declared = {t.name for t in runtime.event_types}
-    missing = [t for name, t in store.event_types.items() if name not in declared]
+    # The store knows types by their display name (capped): compare in those terms.
+    declared = {capped(t.name, MAX_NAME) for t in runtime.event_types}
+    missing: list[pb.EventType] = []
+    for name, data in store.event_types.items():
+        if name in declared:
+            continue
+        raw = store.event_types_raw.get(name)
+        if raw:
+            missing.append(pb.EventType.FromString(raw))
+        elif not store.runtime_raw:
+            missing.append(_event_type(data))
     if not missing and store.runtime_raw:
         return store.runtime_raw
-    runtime.event_types.extend(_event_type(t) for t in missing)
+    runtime.event_types.extend(missing)
     return message.SerializeToString()
 
 
@@ -221,29 +249,93 @@ class SaveGate:
         self.busy = False
 
 
-class _Download(StreamingResponse):
-    """The streamed file; frees the gate however the answer ends (sent, or the client
-    gone before or while it was sent)."""
+def recording_size(runtime: bytes | None, records: list[bytes]) -> int:
+    """The size of the file :func:`recording_chunks` writes for ``runtime`` and
+    ``records``, bytes (the file header, then each record's header and bytes)."""
+    header = RecordingWriter(_Chunks(), flush=False).bytes_written  # type: ignore[arg-type]
+    count = len(records) + (runtime is not None)
+    return header + count * RECORD_HEADER_SIZE + sum(map(len, records)) + len(runtime or b"")
 
-    def __init__(self, gate: SaveGate, chunks: AsyncIterator[bytes], name: str) -> None:
-        super().__init__(chunks, media_type=MEDIA_TYPE, headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "Cache-Control": "no-store",
-        })  # fmt: skip
-        self.gate = gate
+
+def download_deadline_s(
+    size: int, min_rate_bps: float = MIN_RATE_BPS, grace_s: float = GRACE_S
+) -> float:
+    """How long a download of ``size`` bytes may take at most, seconds: ``grace_s`` plus
+    ``size`` at ``min_rate_bps`` (bytes/s)."""
+    return grace_s + size / min_rate_bps
+
+
+class _Download(Response):
+    """The streamed file (``Content-Length`` known in advance: a download cut short is a
+    short body, which every client reports as an incomplete transfer).
+
+    Sent with ASGI ``send`` directly, one chunk at a time; a second task only
+    notes the client's disconnect, which the sender reads between chunks
+    (nothing ever cancels a ``send`` halfway: see :class:`.serving.CompleteSends`).
+    The download stops, short, when the client is gone or at its deadline
+    (``deadline_s`` after it started, by ``clock``, seconds). Frees the gate
+    however the answer ends."""
+
+    def __init__(self, gate: SaveGate, runtime: bytes | None, records: list[bytes],
+                 name: str, headers: dict[str, str], *, deadline_s: float,
+                 clock: Callable[[], float]) -> None:  # fmt: skip
+        super().__init__(media_type=MEDIA_TYPE, headers=headers)
+        self.size = int(headers["Content-Length"])
+        self.gate, self.runtime, self.records, self.name = gate, runtime, records, name
+        self.deadline_s, self.clock = deadline_s, clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            gone = trio.Event()
+
+            async def note_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                gone.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(note_disconnect)
+                try:
+                    await self._stream(send, gone)
+                finally:
+                    nursery.cancel_scope.cancel()
         finally:
             self.gate.busy = False
 
+    async def _stream(self, send: Send, gone: trio.Event) -> None:
+        deadline = self.clock() + self.deadline_s
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # fmt: skip
+        sent = 0
+        for chunk in recording_chunks(self.runtime, iter(self.records)):
+            if gone.is_set():
+                log.info("a download of %s ended: the client left", self.name)
+                return
+            if self.clock() > deadline:
+                log.warning("cut the download of %s short at %d of %d bytes: the client took "
+                            "longer than the %.0f s its size allows", self.name, sent, self.size,
+                            self.deadline_s)  # fmt: skip
+                return  # hypercorn then closes the connection: the body is short
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sent += len(chunk)
+            await trio.lowlevel.checkpoint()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-def save_endpoint(get_store: Callable[[], Store]) -> Callable[[Request], Awaitable[Response]]:
+
+def save_endpoint(
+    get_store: Callable[[], Store],
+    *,
+    min_rate_bps: float = MIN_RATE_BPS,
+    grace_s: float = GRACE_S,
+    clock: Callable[[], float] = trio.current_time,
+) -> Callable[[Request], Awaitable[Response]]:
     """The Starlette endpoint of ``GET /api/recording/save``; ``get_store()`` returns the
     store shown now (the model swaps it when the source changes). 404 when it holds no
-    snapshot, 409 while another download runs, 403 for another page (module doc). The
-    endpoint's ``gate`` attribute is its :class:`SaveGate`."""
+    snapshot, 409 while another download runs, 403 for another page (module doc);
+    ``HEAD`` answers a download's headers without writing the file or taking the slot.
+    A download is cut short after :func:`download_deadline_s` of its size
+    (``min_rate_bps``, bytes/s; ``grace_s``, seconds; by ``clock``, seconds).
+    The endpoint's ``gate`` attribute is its :class:`SaveGate`."""
     gate = SaveGate()
 
     def refuse(message: str, code: int) -> JSONResponse:
@@ -258,19 +350,22 @@ def save_endpoint(get_store: Callable[[], Store]) -> Callable[[Request], Awaitab
         snapshots, events = store.window()
         if not snapshots:
             return refuse("nothing to save yet: no snapshot is kept", 404)
+        runtime = runtime_record(store)
+        records = list(ordered(snapshots, events))
+        name = file_name(store, snapshots)
+        size = recording_size(runtime, records)
+        deadline_s = download_deadline_s(size, min_rate_bps, grace_s)
+        headers = {"Content-Disposition": f'attachment; filename="{name}"',
+                   "Content-Length": str(size), "Cache-Control": "no-store"}  # fmt: skip
+        if request.method == "HEAD":  # the headers only: no file is written
+            return Response(media_type=MEDIA_TYPE, headers=headers)
         if gate.busy:
             return refuse("a recording is being saved; try again when it is done", 409)
-        runtime = runtime_record(store)
-        name = file_name(store, snapshots)
-        log.info("saving %s: %d snapshots, %d events", name, len(snapshots), len(events))
-
-        async def chunks() -> AsyncIterator[bytes]:
-            for chunk in recording_chunks(runtime, ordered(snapshots, events)):
-                yield chunk
-                await trio.lowlevel.checkpoint()
-
+        log.info("saving %s: %d snapshots, %d events, %d bytes (at most %.0f s)",
+                 name, len(snapshots), len(events), size, deadline_s)  # fmt: skip
         gate.busy = True
-        return _Download(gate, chunks(), name)
+        return _Download(gate, runtime, records, name, headers, deadline_s=deadline_s,
+                         clock=clock)  # fmt: skip
 
     save.gate = gate  # type: ignore[attr-defined]
     return save

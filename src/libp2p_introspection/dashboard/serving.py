@@ -36,6 +36,20 @@ it did. The feed runs on loopback and the page sends nothing, so
 declines every offer; a peer that compresses anyway (RSV1 set) is closed
 with 1002 by wsproto before any inflating.
 
+An HTTP answer's ``send`` runs to its end even when the app cancels it
+(:class:`CompleteSends`). Hypercorn (0.18 reports ASGI ``spec_version``
+2.1) does a connection's end-of-answer bookkeeping inside the app's last
+``send``: it posts ``http.disconnect`` to the app, then starts the
+keep-alive idle timer (or, after ``Connection: close``, closes the
+connection). Below spec 2.4 Starlette's ``StreamingResponse`` and
+``FileResponse`` run a second task waiting for that ``http.disconnect``,
+which cancels the sender at once, inside that bookkeeping: the timer was
+never started and the close never done, so every finished download, page
+or script load left its connection (and file descriptor) open for ever.
+Claiming spec 2.4 instead would be false: 2.4 promises that ``send``
+raises once the client is gone, and hypercorn 0.18's does not (Starlette
+would then stream a whole file to nobody).
+
 Depends on hypercorn's ``TCPServer``/``WorkerContext`` and
 ``protocol.ws_stream`` (``WebsocketBuffer``, ``WSStream.handle``, its use of
 ``PerMessageDeflate`` in the handshake; pinned ``<0.19``).
@@ -194,6 +208,42 @@ class BoundedSendStream(trio.abc.HalfCloseableStream):
         await self._stream.aclose()
 
 
+class CompleteSends:
+    """ASGI wrapper: an HTTP ``send`` is never cancelled halfway by the app (module doc).
+
+    Each ``send`` of an HTTP answer runs in a shielded cancel scope, so a
+    cancellation from the app (Starlette's disconnect listener) lands at the
+    app's next checkpoint, after hypercorn has finished the message and its
+    bookkeeping. The send stays bounded: its writes by
+    :class:`BoundedSendStream`, and stopping cancels it like a pending write
+    (``sends``, :meth:`PendingSends.stop`).
+    """
+
+    def __init__(self, app: Any, sends: PendingSends) -> None:
+        self.app = app
+        self.sends = sends
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sends = self.sends
+
+        async def complete_send(message: Any) -> None:
+            with trio.CancelScope(shield=True) as cancel_scope:
+                if sends.stopping:
+                    cancel_scope.deadline = trio.current_time() + STOPPING_SEND_TIMEOUT_S
+                sends.scopes.add(cancel_scope)
+                try:
+                    await send(message)
+                finally:
+                    sends.scopes.discard(cancel_scope)
+            # The cancellation held off (the app's own, or stopping) takes effect now.
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+        await self.app(scope, receive, complete_send)
+
+
 def hypercorn_config() -> Config:
     """Hypercorn's settings for the dashboard: quiet logs, small WebSocket messages in."""
     config = Config()
@@ -218,9 +268,9 @@ async def serve_asgi(
     pending write is abandoned at once, so stopping never waits on a peer.
     """
     config = config or hypercorn_config()
-    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
-    context = WorkerContext(None)
     sends = PendingSends()
+    wrapped = wrap_app(CompleteSends(app, sends), config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
     listeners = await trio.open_tcp_listeners(port, host=host)
 
     async def handle(stream: trio.SocketStream) -> None:

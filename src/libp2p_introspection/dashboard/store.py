@@ -57,6 +57,9 @@ from libp2p_introspection.dashboard.caps import dumps
 from libp2p_introspection.dashboard.convert import JSON, summarize
 from libp2p_introspection.dashboard.convert_events import MAX_EVENT_TYPES, MAX_PROPERTY_TYPES
 
+#: What the event types' original bytes (:attr:`Store.event_types_raw`) may take, bytes.
+MAX_EVENT_TYPE_RAW_BYTES = 4 * 1024 * 1024
+
 #: Default retention window, ms (the server's default maximum retention).
 DEFAULT_RETENTION_MS = DEFAULT_MAX_RETENTION_MS
 #: Default bound on stored snapshots (2 hours at the default 1 s interval).
@@ -148,6 +151,11 @@ class Store:
     #: Event types by name, as declared by the runtime and by first events (bounded:
     #: :meth:`_add_event_type`).
     event_types: dict[str, JSON] = field(default_factory=dict)
+    #: Of the types first declared by an event: the ``EventType`` bytes as the source
+    #: sent them, by the same (display) name, for Save recording (at most
+    #: :data:`MAX_EVENT_TYPE_RAW_BYTES` in all; a type over that keeps none).
+    event_types_raw: dict[str, bytes] = field(default_factory=dict)
+    _event_types_raw_bytes: int = 0
     _event_type_properties: int = 0
     _ts: list[int] = field(default_factory=list)
     _snapshots: list[StoredSnapshot] = field(default_factory=list)
@@ -177,7 +185,7 @@ class Store:
         for event_type in runtime.get("eventTypes", []):
             self._add_event_type(event_type, replace=True)
 
-    def _add_event_type(self, event_type: JSON, *, replace: bool = False) -> None:
+    def _add_event_type(self, event_type: JSON, *, replace: bool = False, raw: bytes = b"") -> None:
         """Know ``event_type``, within :data:`.convert_events.MAX_EVENT_TYPES` types of
         :data:`.convert_events.MAX_PROPERTY_TYPES` properties in all (more are not kept:
         events of a type not kept are still stored and shown)."""
@@ -192,6 +200,10 @@ class Store:
             return
         self.event_types[name] = event_type
         self._event_type_properties = properties + len(event_type["properties"])
+        self._event_types_raw_bytes -= len(self.event_types_raw.pop(name, b""))
+        if raw and self._event_types_raw_bytes + len(raw) <= MAX_EVENT_TYPE_RAW_BYTES:
+            self.event_types_raw[name] = raw
+            self._event_types_raw_bytes += len(raw)
 
     def add_snapshot(self, data: JSON, raw: bytes = b"") -> StoredSnapshot:
         """Store a converted snapshot (``raw``: its ``ServerMessage`` bytes); returns the
@@ -233,18 +245,23 @@ class Store:
                 series.append(point)
 
     def add_event(
-        self, event: JSON, type_info: JSON | None = None, raw: bytes = b""
+        self,
+        event: JSON,
+        type_info: JSON | None = None,
+        raw: bytes = b"",
+        type_raw: bytes = b"",
     ) -> StoredEvent:
         """Store an event (shape of :func:`.convert_events.event_to_json`; ``raw``: its
         ``ServerMessage`` bytes); numbers it; returns it.
 
         ``event["seq"]`` is set. ``type_info``: the event's full type, when the
         server declared it with the event (first event of a type the runtime
-        did not list). The event may be dropped at once by the bounds (it is
-        still returned, for the pages).
+        did not list); ``type_raw``: that type's ``EventType`` bytes as the
+        source sent them (what Save recording declares it with). The event may
+        be dropped at once by the bounds (it is still returned, for the pages).
         """
         if type_info is not None and type_info.get("properties"):
-            self._add_event_type(type_info)
+            self._add_event_type(type_info, raw=type_raw)
         event["seq"] = self._next_seq
         self._next_seq += 1
         ts = event["ts"]
@@ -320,6 +337,8 @@ class Store:
         self.runtime = None
         self.runtime_raw = b""
         self.event_types.clear()
+        self.event_types_raw.clear()
+        self._event_types_raw_bytes = 0
         self._event_type_properties = 0
         self._ts.clear()
         self._snapshots.clear()

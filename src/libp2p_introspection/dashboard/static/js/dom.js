@@ -53,3 +53,26 @@ export function copyIcon(size = 12) {
   svg.append(rect, path);
   return svg;
 }
+
+// Characters that show as nothing, look like a space, or change how the text around them
+// reads (controls, format characters such as zero-width and bidi overrides, private use,
+// unassigned, lone surrogates, line/paragraph separators, the other spaces) and the
+// backslash (so an escape below never looks like one a string spelled itself).
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}\p{Zl}\p{Zp}\u00a0\u115f\u1160\u2000-\u200a\u202f\u205f\u3000\u3164\uffa0\\]/gu;
+const escaped = (ch) => {
+  if (ch === "\\") return "\\\\";
+  const cp = ch.codePointAt(0);
+  const hex = cp.toString(16).toUpperCase();
+  return cp > 0xffff ? `\\u{${hex}}` : `\\u${hex.padStart(4, "0")}`;
+};
+
+/**
+ * `value` as text whose every character shows: each invisible, control, bidi or
+ * look-alike space character as its escape (U+202E as "\u202E"), a backslash as "\\",
+ * and the spaces that begin or end it (or make it up) as "\u0020". Two strings that
+ * differ show differently. ("" for null/undefined.)
+ */
+export function visible(value) {
+  const s = value === null || value === undefined ? "" : String(value);
+  return s.replace(HIDDEN, escaped).replace(/^ +| +$/g, (spaces) => "\\u0020".repeat(spaces.length));
+}
