@@ -72,13 +72,15 @@ export function build(el, options) {
   return { table, ready, set, setFilter, refilter, redraw };
 }
 
-// Values compared as the "number" and "string" sorters would (close is enough: the
-// table's own sort puts right whatever this leaves out of order).
+// Values compared as the "number" and "string" sorters do (numbers; text in lower case,
+// in the browser's collation). Close is enough: the table's own sort puts right whatever
+// this leaves out of order, it only costs it more comparisons.
+const collator = new Intl.Collator();
 function compareValues(a, b) {
   if (typeof a === "number" && typeof b === "number") return a - b;
-  const x = a === null || a === undefined ? "" : String(a);
-  const y = b === null || b === undefined ? "" : String(b);
-  return x < y ? -1 : x > y ? 1 : 0;
+  const x = a === null || a === undefined ? "" : String(a).toLowerCase();
+  const y = b === null || b === undefined ? "" : String(b).toLowerCase();
+  return collator.compare(x, y);
 }
 
 /** rows, sorted in place by the table's sorters (its last one first, as the table does). */
@@ -147,7 +149,9 @@ export function connectionsTable(el, { onSelect, onCopied, placeholder }) {
   const copy = copyOnClick(onCopied);
   const t = build(el, {
     index: "id",
-    maxHeight: "56vh",
+    // A fixed height, not maxHeight: with thousands of rows, a table sized to its content
+    // loses its scroll position at every new snapshot (the view jumps to the top).
+    height: "56vh",
     layout: "fitColumns",
     placeholder: () => dom.el("div", { className: "tabulator-placeholder-contents" }, placeholder()),
     initialSort: [{ column: "age", dir: "asc" }],
@@ -201,9 +205,11 @@ export function streamsTable(el, { withPeer, onCopied, height }) {
   if (withPeer) {
     columns.unshift({ title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150, cellClick: (e) => copy(e) });
   }
+  // The Streams view may hold tens of thousands of rows: a fixed height (see connectionsTable);
+  // a connection's few streams (height given) take the room they need, up to it.
   return build(el, {
     index: "key",
-    maxHeight: height || "60vh",
+    ...(height ? { maxHeight: height } : { height: "60vh" }),
     layout: "fitColumns",
     placeholder: "no streams",
     initialSort: [{ column: "age", dir: "asc" }],
@@ -250,7 +256,7 @@ export function eventsTable(el) {
   const expanded = new Set();
   const t = build(el, {
     index: "seq",
-    maxHeight: "62vh",
+    height: "62vh", // fixed: thousands of events (see connectionsTable)
     layout: "fitColumns",
     placeholder: "no events",
     initialSort: [{ column: "seq", dir: "desc" }],
