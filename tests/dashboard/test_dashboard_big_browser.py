@@ -37,35 +37,45 @@ def big_node() -> Iterator[str]:
         assert ws.startswith("ws://"), ws
         dashboard = ["-m", "libp2p_introspection", "dashboard", ws, "--port", "0", "--no-events"]
         with running(dashboard, first_line_timeout=60) as (process, first):
-            lines = [first] if first.startswith("http://") else read_lines_until(
-                process, lambda line: line.startswith("http://"), 30
+            lines = (
+                [first]
+                if first.startswith("http://")
+                else read_lines_until(process, lambda line: line.startswith("http://"), 30)
             )
             yield lines[-1].split()[0]
 
 
-def _open(page: Any, url: str) -> None:
-    page.goto(url)
-    page.wait_for_function(
+def _open(pg: Any, url: str) -> None:
+    pg.goto(url)
+    pg.wait_for_function(
         "(n) => document.querySelector('#conn-count').textContent === `${n} of ${n} connections`",
         arg=CONNECTIONS, timeout=90_000,
     )  # fmt: skip
 
 
-def _rows(page: Any) -> Any:
-    return page.locator("#connections-table .tabulator-row")
+def _rows(pg: Any) -> Any:
+    return pg.locator("#connections-table .tabulator-row")
 
 
-def _scroll(page: Any, fraction: float) -> None:
-    page.eval_on_selector(
+def _scroll(pg: Any, fraction: float) -> None:
+    pg.eval_on_selector(
         "#connections-table .tabulator-tableholder",
         "(el, f) => { el.scrollTop = (el.scrollHeight - el.clientHeight) * f; }", fraction,
     )  # fmt: skip
-    page.wait_for_timeout(200)  # the table draws the rows of the new position on scroll
+    # The table draws the rows of the new position once it sees the scroll.
+    pg.wait_for_function(
+        """() => {
+          const holder = document.querySelector('#connections-table .tabulator-tableholder');
+          const box = holder.getBoundingClientRect();
+          return [...holder.querySelectorAll('.tabulator-row')].some((r) => {
+            const b = r.getBoundingClientRect(); return b.top >= box.top && b.bottom <= box.bottom; });
+        }"""
+    )
 
 
-def _visible_peers(page: Any) -> list[str]:
+def _visible_peers(pg: Any) -> list[str]:
     """Peer ids of the rows inside the table's viewport, top to bottom."""
-    return page.eval_on_selector(
+    return pg.eval_on_selector(
         "#connections-table .tabulator-tableholder",
         """(holder) => {
           const box = holder.getBoundingClientRect();
@@ -78,7 +88,8 @@ def _visible_peers(page: Any) -> list[str]:
 
 
 def test_a_row_deep_in_a_big_table_can_be_selected_and_stays_selected(
-    page: Any, big_node: str  # noqa: F811
+    page: Any,  # noqa: F811
+    big_node: str,
 ):
     from playwright.sync_api import expect
 
@@ -100,10 +111,13 @@ def test_a_row_deep_in_a_big_table_can_be_selected_and_stays_selected(
     expect(page.locator("#conn-streams-table .tabulator-row")).to_have_count(2)
     assert "selected-row" in (row.get_attribute("class") or "")
     # The streams shown are that connection's, as the snapshot has them (values unpacked).
-    protos = page.locator("#conn-streams-table .tabulator-row [tabulator-field=proto]").all_inner_texts()
+    protos = page.locator(
+        "#conn-streams-table .tabulator-row [tabulator-field=proto]"
+    ).all_inner_texts()
     want = page.evaluate(
         "(p) => { const c = window.dashboardState.view.conns.find((x) => x.peer === p);"
-        " return c.protoList || c.streams.map((st) => st.proto); }", peer
+        " return c.protoList || c.streams.map((st) => st.proto); }",
+        peer,
     )
     assert set(protos) <= set(want) and protos
     # A new snapshot redraws the table: the selection, the detail and the scroll stay.
@@ -154,9 +168,9 @@ def test_filters_find_rows_anywhere_in_a_big_table(page: Any, big_node: str):  #
 
     _open(page, big_node)
     conns = page.evaluate(
-        "() => window.dashboardState.view.conns.map((c) => [c.peer, c.protoList || c.streams.map((st) => st.proto)])"
+        "() => window.dashboardState.view.conns.map((c) => c.peer)"
     )
-    peer = conns[4_100][0]
+    peer = conns[4_100]
     page.fill("#filter-peer", peer[-12:])
     expect(_rows(page)).to_have_count(1)
     expect(page.locator("#conn-count")).to_have_text(f"1 of {CONNECTIONS} connections")
@@ -166,11 +180,19 @@ def test_filters_find_rows_anywhere_in_a_big_table(page: Any, big_node: str):  #
     expect(page.locator("#conn-count")).to_have_text(f"1 of {CONNECTIONS} connections")
     page.fill("#filter-peer", "")
     expect(page.locator("#conn-count")).to_have_text(f"{CONNECTIONS} of {CONNECTIONS} connections")
-    # A stream protocol: every connection with a stream of it, however deep in the table.
+    # A stream protocol: every connection with a stream of it, however deep in the table
+    # (streams come and go: counted in the snapshot the table shows).
     proto = "/ipfs/ping/1.0.0"
-    want = sum(1 for _, protos in conns if any(proto in p for p in protos))
-    assert 0 < want < CONNECTIONS
     page.fill("#filter-proto", proto)
-    expect(page.locator("#conn-count")).to_have_text(f"{want} of {CONNECTIONS} connections")
+    page.wait_for_function(
+        """(proto) => {
+          const v = window.dashboardState.view;
+          const n = v.conns.filter((c) => (c.protoList || c.streams.map((st) => st.proto))
+            .some((p) => p.includes(proto))).length;
+          return n > 0 && n < v.conns.length &&
+            document.querySelector('#conn-count').textContent === `${n} of ${v.conns.length} connections`;
+        }""",
+        arg=proto,
+    )
     page.select_option("#filter-status", "CLOSED")
     expect(page.locator("#conn-count")).to_have_text(f"0 of {CONNECTIONS} connections")

@@ -80,7 +80,7 @@ def test_the_packed_snapshot_keeps_everything_the_views_show():
 
 
 def test_a_snapshot_without_streams_or_peers_packs_too():
-    messages, store = _messages(3, 0)
+    messages, _ = _messages(3, 0)
     data = messages[-1]["data"]
     assert data["streams"] == "[[],[],[]]" and data["strs"] == []
     assert all(c["ns"] == 0 and data["lists"][c["sp"]] == [] for c in data["conns"])

@@ -20,8 +20,14 @@ export function allSet() {
   return Promise.all(busy);
 }
 
+// Rows from which a table's height is fixed (at its maxHeight): sized to its content, a
+// table of thousands of rows loses its scroll position at every replaceData (a new
+// snapshot), and may show no row at all; a small one keeps the room it needs.
+const FIXED_HEIGHT_ROWS = 200;
+
 export function build(el, options) {
   const table = new Tabulator(el, options);
+  let fixed = !options.maxHeight;
   let built = false;
   const ready = new Promise((resolve) => table.on("tableBuilt", () => { built = true; resolve(); }));
   let pending = null;
@@ -59,6 +65,10 @@ export function build(el, options) {
       const want = filterFor();
       if ((want === null) !== (test === null)) applyFilter();
       else test = want;
+      if (!fixed && next.length >= FIXED_HEIGHT_ROWS) {
+        fixed = true; // for good: a table that held that many may again
+        table.setHeight(options.maxHeight);
+      }
       await table.replaceData(presort(table, next));
     }
     running = false;
@@ -149,9 +159,7 @@ export function connectionsTable(el, { onSelect, onCopied, placeholder }) {
   const copy = copyOnClick(onCopied);
   const t = build(el, {
     index: "id",
-    // A fixed height, not maxHeight: with thousands of rows, a table sized to its content
-    // loses its scroll position at every new snapshot (the view jumps to the top).
-    height: "56vh",
+    maxHeight: "56vh",
     layout: "fitColumns",
     placeholder: () => dom.el("div", { className: "tabulator-placeholder-contents" }, placeholder()),
     initialSort: [{ column: "age", dir: "asc" }],
@@ -205,11 +213,9 @@ export function streamsTable(el, { withPeer, onCopied, height }) {
   if (withPeer) {
     columns.unshift({ title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150, cellClick: (e) => copy(e) });
   }
-  // The Streams view may hold tens of thousands of rows: a fixed height (see connectionsTable);
-  // a connection's few streams (height given) take the room they need, up to it.
   return build(el, {
     index: "key",
-    ...(height ? { maxHeight: height } : { height: "60vh" }),
+    maxHeight: height || "60vh",
     layout: "fitColumns",
     placeholder: "no streams",
     initialSort: [{ column: "age", dir: "asc" }],
@@ -256,7 +262,7 @@ export function eventsTable(el) {
   const expanded = new Set();
   const t = build(el, {
     index: "seq",
-    height: "62vh", // fixed: thousands of events (see connectionsTable)
+    maxHeight: "62vh",
     layout: "fitColumns",
     placeholder: "no events",
     initialSort: [{ column: "seq", dir: "desc" }],
