@@ -28,8 +28,16 @@ from dataclasses import asdict
 from bench.common import Mode, Result, fmt, machine
 
 #: Benchmark modules, in the order of the issue.
-BENCHMARKS = ("snapshot", "events", "node", "pull", "recording", "memory", "nodes_view",
-              "dashboard_view")
+BENCHMARKS = (
+    "snapshot",
+    "events",
+    "node",
+    "pull",
+    "recording",
+    "memory",
+    "nodes_view",
+    "dashboard_view",
+)
 
 
 def table(results: list[Result]) -> str:
