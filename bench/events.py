@@ -10,10 +10,15 @@ so that nothing is dropped (dropping is tested elsewhere; here we want the
 cost of delivering).
 
 Baseline: a bare trio-websocket server that sends the same number of
-frames of the same size (one encoded event frame) to each of the N clients.
+frames, each the same encoded event frame, to each of the N clients. The
+clients (one process) do the same work per frame for both: read it and tell
+its payload kind.
 
 Reported: events per second delivered to every client (K / elapsed);
-ratio = subject / baseline, target >= 0.5.
+ratio = subject / baseline, target >= 0.9 for 20 clients (>= 0.5 for one).
+Also kept (``extra``, and in the note): the sending process's CPU time per
+event delivered to one client, in µs, for both: on a loaded machine the
+wall-clock rates swing with what else runs, the CPU each side spends much less.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ async def _clients(url: str, kind: str, n: int, k: int) -> LineProcess:
     return proc
 
 
-async def _subject(n: int, k: int) -> float:
+async def _subject(n: int, k: int) -> tuple[float, float]:
     source = SyntheticSource(
         SyntheticOptions(connections=50, streams=4, dht_peers=0, events_per_second=0)
     )
@@ -68,24 +73,31 @@ async def _subject(n: int, k: int) -> float:
         await nursery.start(server.run)
         proc = await _clients(server.url, "intro", n, k)
         try:
-            began = time.monotonic()
+            began, cpu = time.monotonic(), time.process_time()
             for i, event in enumerate(events):
                 server.hub.publish_event(event)
                 if i % BATCH == BATCH - 1:
                     await trio.sleep(0)
             done = float(await proc.expect("done", timeout=120))
+            cpu = time.process_time() - cpu
         finally:
             await proc.stop()
         nursery.cancel_scope.cancel()
-    return k / (done - began)
+    return k / (done - began), cpu / (n * k) * 1e6
+
+
+def _frame() -> bytes:
+    """One encoded event frame, what the subject sends (the raw server sends it too)."""
+    return EventItem.encode(_event(0)).frame
 
 
 def _frame_size() -> int:
-    return len(EventItem.encode(_event(0)).frame)
+    return len(_frame())
 
 
-async def _baseline(n: int, k: int, size: int) -> float:
-    frame = b"\x01" * size
+async def _baseline(n: int, k: int, size: int) -> tuple[float, float]:
+    frame = _frame()
+    assert len(frame) == size
     go = trio.Event()
 
     async def handler(request: WebSocketRequest) -> None:
@@ -105,23 +117,25 @@ async def _baseline(n: int, k: int, size: int) -> float:
         )
         proc = await _clients(f"ws://127.0.0.1:{listener.port}/", "raw", n, k)
         try:
-            began = time.monotonic()
+            began, cpu = time.monotonic(), time.process_time()
             go.set()
             done = float(await proc.expect("done", timeout=120))
+            cpu = time.process_time() - cpu
         finally:
             await proc.stop()
         nursery.cancel_scope.cancel()
-    return k / (done - began)
+    return k / (done - began), cpu / (n * k) * 1e6
 
 
 def run(mode: Mode) -> list[Result]:
     repeats = mode.pick(7, 3, 1)
     size = _frame_size()
     results = []
-    for n, k in ((1, 20_000), (20, 4_000)):
+    # The fan-out (20 clients) is the target (issue 14: 0.9x); one client keeps 0.5x.
+    for n, k, target in ((1, 20_000, 0.5), (20, 4_000, 0.9)):
         k = mode.pick(k, k // 2, k // 100)
-        subject: list[float] = []
-        baseline: list[float] = []
+        subject: list[tuple[float, float]] = []
+        baseline: list[tuple[float, float]] = []
         for i in range(repeats):
             order = (_subject, _baseline) if i % 2 else (_baseline, _subject)
             for fn in order:
@@ -129,7 +143,8 @@ def run(mode: Mode) -> list[Result]:
                     subject.append(trio.run(_subject, n, k))
                 else:
                     baseline.append(trio.run(_baseline, n, k, size))
-        value, base = median(subject), median(baseline)
+        value, base = median([r for r, _ in subject]), median([r for r, _ in baseline])
+        cpu, cpu_base = median([c for _, c in subject]), median([c for _, c in baseline])
         ratio = value / base
         results.append(
             Result(
@@ -138,10 +153,19 @@ def run(mode: Mode) -> list[Result]:
                 "events/s",
                 base,
                 ratio,
-                ">= 0.5x raw sends",
-                ratio >= 0.5,
-                note=f"{k:,} events of {size} B per client; the rate every client got them at",
-                extra={"subject": subject, "baseline": baseline},
+                f">= {target}x raw sends",
+                ratio >= target,
+                note=(
+                    f"{k:,} events of {size} B per client; the rate every client got them at; "
+                    f"sender CPU per event and client {cpu:.1f} us, raw {cpu_base:.1f} us "
+                    f"({cpu_base / cpu:.2f}x)"
+                ),
+                extra={
+                    "subject": [r for r, _ in subject],
+                    "baseline": [r for r, _ in baseline],
+                    "subject_cpu_us": [c for _, c in subject],
+                    "baseline_cpu_us": [c for _, c in baseline],
+                },
             )
         )
     return results

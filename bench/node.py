@@ -17,7 +17,8 @@ snapshot every 500 ms and one subscribed to events (another process).
 Baseline: the same transfer without introspection. Runs alternate, each on
 fresh hosts.
 
-Reported: MB/s; ratio = subject / baseline, target >= 0.95.
+Reported: the medians of at least 9 interleaved pairs (single runs here spread from
+0.83 to 0.96 of each other), in MB/s; ratio = subject / baseline, target >= 0.98.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ async def _transfer(introspect: bool, size: int) -> float:
 def run(mode: Mode) -> list[Result]:
     # Long enough (about 2 s here) for several pulls and snapshots to land in each transfer.
     size = mode.pick(256, 64, 2) * 1024 * 1024
-    repeats = mode.pick(7, 3, 1)
+    repeats = mode.pick(9, 3, 1)
     subject: list[float] = []
     baseline: list[float] = []
     for i in range(repeats):
@@ -132,9 +133,9 @@ def run(mode: Mode) -> list[Result]:
             "MB/s",
             base,
             value / base,
-            ">= 0.95x without",
-            value / base >= 0.95,
-            note=f"{size // 2**20} MiB per transfer, {repeats} runs each, interleaved",
+            ">= 0.98x without",
+            value / base >= 0.98,
+            note=f"{size // 2**20} MiB per transfer, {repeats} pairs, interleaved",
             extra={"subject": subject, "baseline": baseline},
         )
     ]

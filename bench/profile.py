@@ -1,9 +1,9 @@
 """Profile one snapshot path with pyinstrument: ``python -m bench.profile WHAT``.
 
-WHAT is ``synthetic`` (1,000 x 10, or ``synthetic5000``) or ``introspector``
-(1,000 x 10 records): ten snapshots after two warm-up ones, the same path as
-``bench/snapshot.py`` times. For the node-overhead benchmark use py-spy on a
-whole run instead (see bench/README.md).
+WHAT is ``synthetic`` (1,000 x 10, or ``synthetic5000``), ``introspector`` (1,000 x 10
+records, every stream active) or ``introspector10`` (10% of the streams active): ten
+snapshots after two warm-up ones, the same path as ``bench/snapshot.py`` times. For the
+node-overhead benchmark use py-spy on a whole run instead (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -31,8 +31,13 @@ def main(what: str) -> None:
             )
         )
         server = _server(source)
-    elif what == "introspector":
-        intro, step = _introspector(1_000, 10, clock)
+    elif what in ("introspector", "introspector10"):
+        intro, stepper = _introspector(1_000, 10, clock)
+        fraction = 0.1 if what == "introspector10" else 1.0
+
+        def step() -> None:
+            stepper(fraction)
+
         server = _server(intro)
     else:
         raise SystemExit(f"unknown profile target {what!r}")

@@ -5,7 +5,7 @@ Usage (from the repository root)::
     python -m bench                 # everything (about 6 minutes here)
     python -m bench --quick         # fewer repeats, smaller transfers (under 2 minutes)
     python -m bench --smoke         # every benchmark at a tiny size: do they still run? (CI)
-    python -m bench --only snapshot --only pull
+    python -m bench --only snapshot --only stall
     python -m bench --json results.json
 
 Each benchmark is a module of this package with ``run(mode) -> list[Result]``.
@@ -30,6 +30,7 @@ from bench.common import Mode, Result, fmt, machine
 #: Benchmark modules, in the order of the issue.
 BENCHMARKS = (
     "snapshot",
+    "stall",
     "events",
     "node",
     "pull",

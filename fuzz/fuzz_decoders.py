@@ -30,7 +30,7 @@ with atheris.instrument_imports(include=["libp2p_introspection"]):
         RecordingWriter,
     )
     from libp2p_introspection.protocol.session import Session, SessionLimits, Snapshot
-    from libp2p_introspection.protocol.wire import RecordLimits, measure
+    from libp2p_introspection.protocol.wire import RecordLimits, measure, measure_python
     from libp2p_introspection.server.handshake import (
         HandshakeRefused,
         PlainRequest,
@@ -52,6 +52,8 @@ _RECORD_LIMITS = RecordLimits(max_connections=40, max_streams=200, max_entries=2
 def _check_walk(data: bytes) -> None:
     """The walker against protobuf's parser, on the same bytes."""
     counts = measure(data, _RECORD_LIMITS)
+    if counts != measure_python(data, _RECORD_LIMITS):  # the C walk against the reference
+        raise AssertionError(f"C walk {counts} but Python {measure_python(data, _RECORD_LIMITS)}")
     try:
         message = pb.ServerMessage.FromString(data)
     except (DecodeError, RecursionError):

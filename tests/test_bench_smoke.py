@@ -23,7 +23,7 @@ def test_a_benchmark_that_raises_makes_the_smoke_run_fail(monkeypatch, capsys):
     assert "recording: BROKEN" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["recording", "snapshot"])
+@pytest.mark.parametrize("name", ["recording", "snapshot", "stall"])
 def test_the_smoke_run_judges_nothing_but_that_it_ran(name, capsys):
     assert bench_run.main(["--smoke", "--only", name]) == 0
     out = capsys.readouterr().out

@@ -126,3 +126,20 @@ def test_an_allowed_origin_must_be_exactly_scheme_host_port():
         )  # fmt: skip
         assert result.returncode == 2, (bad, result.stderr)
         assert "is not an origin" in result.stderr
+
+
+def test_an_unknown_host_is_said_in_words():
+    """A name that does not resolve: "cannot resolve host X", not "[Errno -2] Name or
+    service not known" (the newcomer's report); the exception as trio-websocket raises it
+    (an OSError from getaddrinfo, inside a group)."""
+    import socket
+
+    from libp2p_introspection.cli.running import unreachable
+
+    lookup = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    wrapped = OSError()
+    wrapped.__cause__ = lookup
+    for error in (lookup, wrapped, BaseExceptionGroup("g", [wrapped])):
+        text = unreachable("ws://nohost.example:8845/introspect", error)
+        assert text.startswith("cannot resolve host nohost.example ("), text
+        assert "Errno" not in text

@@ -1,16 +1,21 @@
 """One error root per layer: protocol (DataError), client (ClientError), server
-(ServerError); a fault of one kind is not dressed as another (a recording without
+(ServerError), dashboard (DashboardError), demo (DemoError); a fault of one kind is not dressed as another (a recording without
 a Runtime is a source that cannot be served, not a framing fault)."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
 
 import pytest
 
+import libp2p_introspection
 from libp2p_introspection.client.connection import ProtocolError
 from libp2p_introspection.client.errors import ClientError
+from libp2p_introspection.dashboard.errors import DashboardError
+from libp2p_introspection.demo.errors import DemoError
 from libp2p_introspection.protocol import framing, pb, protowire, recording
 from libp2p_introspection.protocol.errors import DataError
 from libp2p_introspection.protocol.recording import RecordingWriter
@@ -85,3 +90,47 @@ def test_serve_refuses_a_recording_without_content_as_before(tmp_path, payload, 
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert f"Error: cannot replay {path}: {path}: the recording {said}" in result.stderr
+
+
+#: Each layer (the package's first-level module) and the root its errors derive from.
+ROOTS: dict[str, type[Exception]] = {
+    "protocol": DataError,
+    "client": ClientError,
+    "server": ServerError,
+    "dashboard": DashboardError,
+    "demo": DemoError,
+}
+#: Errors that are a caller's bad argument, not bad data: plain ``ValueError`` by the
+#: rule of protocol/errors.py ("Bad arguments ... are plain ValueError/TypeError").
+CALLERS_ARGUMENTS = {
+    "libp2p_introspection.protocol.limits.OptionError",  # an option value refused
+    "libp2p_introspection.protocol.application.ApplicationDataError",  # an API argument
+}
+
+
+def _every_error_class() -> list[type[BaseException]]:
+    found: list[type[BaseException]] = []
+    prefix = libp2p_introspection.__name__ + "."
+    for info in pkgutil.walk_packages(libp2p_introspection.__path__, prefix):
+        if info.name.endswith(("__main__", "_pb2")):
+            continue
+        found += _errors(importlib.import_module(info.name))
+    return found
+
+
+def test_every_exception_class_of_the_package_has_its_layers_root() -> None:
+    """Walk every module: an exception class defined in layer L derives from L's root
+    (a layer without a root gets one with its first error)."""
+    errors = _every_error_class()
+    assert len(errors) > 30
+    strays = []
+    for kind in errors:
+        name = f"{kind.__module__}.{kind.__qualname__}"
+        layer = kind.__module__.split(".")[1]
+        if name in CALLERS_ARGUMENTS:
+            assert issubclass(kind, ValueError) and not issubclass(kind, DataError), name
+            continue
+        root = ROOTS.get(layer)
+        if root is None or not issubclass(kind, root):
+            strays.append(f"{name} ({root.__name__ if root else 'no root'})")
+    assert strays == []

@@ -223,14 +223,38 @@ def test_each_client_command_states_its_default_url(command):
 
 def test_default_ports_live_in_config():
     from libp2p_introspection.dashboard import DEFAULT_DASHBOARD_PORT, DashboardConfig
-    from libp2p_introspection.protocol.discovery import DASHBOARD_PORTS, INTROSPECTION_PORTS
+    from libp2p_introspection.protocol.discovery import (
+        DASHBOARD_PORTS,
+        INTROSPECTION_PORTS,
+        METRICS_PORTS,
+    )
 
     assert DEFAULT_DASHBOARD_PORT == config.DEFAULT_DASHBOARD_PORT == DashboardConfig().port
     # A port not given is the first free one of the plan (PROTOCOL.md §6), which
     # starts at the documented default.
     assert DASHBOARD_PORTS.first == config.DEFAULT_DASHBOARD_PORT
     assert INTROSPECTION_PORTS.first == config.DEFAULT_PORT
+    assert METRICS_PORTS.first == config.DEFAULT_METRICS_PORT
     for name in ("demo", "dashboard"):
         option = "dashboard_port" if name == "demo" else "port"
         param = next(p for p in main.commands[name].params if p.name == option)
         assert param.default is None
+
+
+def test_each_default_port_is_written_once():
+    """The default ports (8845, 8846, 8847) are numbers in config.py only: the port plans
+    of protocol/discovery.py and every other module take them from there, so changing
+    one changes it everywhere (issue 11: they were written twice)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(config.__file__).resolve().parent
+    defaults = {config.DEFAULT_PORT, config.DEFAULT_DASHBOARD_PORT, config.DEFAULT_METRICS_PORT}
+    written = sorted(
+        (str(path.relative_to(package)), node.value)
+        for path in package.rglob("*.py")
+        if "_pb2" not in path.name
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and type(node.value) is int and node.value in defaults
+    )
+    assert written == [("config.py", port) for port in sorted(defaults)], written

@@ -1,5 +1,6 @@
-"""The layers hold (issue 11): protocol/ at the bottom (pure: no trio, no py-libp2p),
-server/ and introspector/ above it and blind to each other, client/ above protocol,
+"""The layers hold (issue 11): config.py (defaults, text helpers) a leaf, protocol/ at
+the bottom (pure: no trio, no py-libp2p), server/ and introspector/ above it and blind
+to each other, client/ above protocol,
 attach.py and the CLI on top, and nothing but the CLI imports the dashboard.
 
 Read from the source: every import statement of every module, lazy ones in
@@ -18,6 +19,8 @@ ROOT = "libp2p_introspection"
 
 #: layer -> what its modules must not import (module name prefixes).
 FORBIDDEN: dict[str, tuple[str, ...]] = {
+    # The shared defaults and text helpers: a leaf, so that protocol/ may use them.
+    "config": (ROOT, "trio", "libp2p", "multiaddr"),
     "protocol": ("trio", "libp2p", "multiaddr", f"{ROOT}.abc", f"{ROOT}.server",
                  f"{ROOT}.introspector", f"{ROOT}.client", f"{ROOT}.dashboard",
                  f"{ROOT}.demo", f"{ROOT}.attach", f"{ROOT}.cli"),
@@ -94,3 +97,16 @@ def test_the_checker_sees_imports_inside_functions() -> None:
     }
     assert not any(_crosses(name, f"{ROOT}.dashboard") for name in top_level)
     assert any(_crosses(name, f"{ROOT}.dashboard") for name in _imports(serving))
+
+
+def test_the_event_vocabulary_is_split_along_its_seams():
+    """protocol/events.py (specs, payload builders, emitter: 453 lines) is three modules:
+    the types, their content builders and the emitter, each importable on its own and
+    all re-exported by events.py for the modules that use the vocabulary whole."""
+    from libp2p_introspection.protocol import event_payloads, event_specs, events
+
+    assert event_specs.CONNECTION_OPENED is events.CONNECTION_OPENED
+    assert event_payloads.connection_opened is events.connection_opened
+    assert not hasattr(event_specs, "EventEmitter") and not hasattr(event_payloads, "build_event")
+    for module in ("event_specs.py", "event_payloads.py", "events.py"):
+        assert len((PACKAGE / "protocol" / module).read_text().splitlines()) <= 400, module

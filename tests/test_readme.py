@@ -142,3 +142,34 @@ def test_readme_follow_example_follows_a_running_server(tmp_path):
     assert lines[1].endswith(" 3 connections") and int(lines[1].split()[0]) > 0
     assert lines[2].startswith("event ")
     assert lines[3].startswith(url + " ")
+
+
+def test_readme_server_options_table_is_rendered_from_the_option_table():
+    """The README's table of server options is what their one definition renders (flag,
+    default, help), so it cannot drift from ``--help`` (it once said ``--port`` 8845 and
+    that ``--max-handshakes`` closes the new connection, where the oldest is closed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "readme_options", REPO / "scripts" / "readme_options.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = (REPO / "README.md").read_text()
+    assert script.rewritten(text) == text, "run scripts/readme_options.py"
+    table = text.partition(script.BEGIN)[2].partition(script.END)[0]
+    assert "| `--max-handshakes` | `128` |" in table and "oldest" in table
+
+
+def test_max_handshakes_help_says_the_oldest_handshake_is_closed():
+    from libp2p_introspection.server.config import OPTIONS_BY_NAME
+
+    text = OPTIONS_BY_NAME["max_handshakes"].help
+    assert "oldest" in text and "as soon as it is accepted" not in text
+
+
+def test_queue_bound_help_says_it_also_bounds_replies():
+    from libp2p_introspection.server.config import OPTIONS_BY_NAME
+
+    assert "repl" in OPTIONS_BY_NAME["queue_bound"].help

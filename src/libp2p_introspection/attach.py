@@ -21,7 +21,7 @@ import trio
 
 from libp2p_introspection.introspector import HostIntrospector
 from libp2p_introspection.introspector.application import ApplicationData
-from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS, METRICS_PORTS
+from libp2p_introspection.protocol.discovery import INTROSPECTION_PORTS, METRICS_PORTS, PortPlan
 from libp2p_introspection.protocol.events import EventSpec, Property
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.background import background
@@ -196,10 +196,12 @@ async def introspected_demo(
                 for node, introspector in others:
                     server = await nursery.start(_serve_other, introspector, config)
                     urls.append(f"  {node.name} {node.peer_id}: {server.url}")
+                # The URLs are not last: the caller ends the description with a period,
+                # and a URL copied with it does not connect.
                 description += (
-                    "\nEvery other node has its own introspection server (churn is off "
-                    "with --all):\n" + "\n".join(urls)
-                )
+                    "\nEvery other node has its own introspection server:\n"
+                    + "\n".join(urls) + "\n(churn is off with --all)"
+                )  # fmt: skip
             yield introspectors[0], description
             nursery.cancel_scope.cancel()
     finally:
@@ -213,6 +215,13 @@ OTHER_DEMO_PORTS = replace(
     INTROSPECTION_PORTS, what="a demo node's introspection endpoint",
     skip=frozenset({INTROSPECTION_PORTS.first}),
 )  # fmt: skip
+
+
+def other_ports(observed_port: int | None) -> PortPlan:
+    """Where the other nodes' servers of ``demo --all`` bind: 8850-8869, never 8845 (the
+    observed node's default, taken after them) nor ``observed_port`` (its ``--port``)."""
+    skip = {INTROSPECTION_PORTS.first} | ({observed_port} if observed_port else set())
+    return replace(OTHER_DEMO_PORTS, skip=frozenset(skip))
 
 
 async def _serve_other(
@@ -248,8 +257,7 @@ async def _serve_other(
     if config.port == 0:
         server = await serve(0)
     else:
-        plan = replace(OTHER_DEMO_PORTS, skip=frozenset({config.port}))
-        server, _ = await bind_first_free(plan, config.host, serve)
+        server, _ = await bind_first_free(other_ports(config.port), config.host, serve)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         task_status.started(server)

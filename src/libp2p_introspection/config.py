@@ -5,6 +5,11 @@ The server's options (their defaults, units, help and checks) are defined once,
 in :data:`libp2p_introspection.server.config.SERVER_OPTIONS`; the defaults here
 are the ones clients need too (where a server listens by default, the
 dashboard's port) and the closed-connection lifetime every source applies.
+
+The default ports are written here and nowhere else: the port plans of
+:mod:`libp2p_introspection.protocol.discovery` (the first port, then the
+fallback range, §6) start from them. This module imports nothing of the
+package, so every layer may use it (``protocol`` included).
 """
 
 from __future__ import annotations
@@ -21,8 +26,15 @@ DEFAULT_PORT = 8845
 PATH = "/introspect"
 #: The port of the dashboard page (``libp2p-introspect dashboard``, and ``demo``'s).
 DEFAULT_DASHBOARD_PORT = 8846
+#: The port of a metrics endpoint opened without one (the demo's).
+DEFAULT_METRICS_PORT = 8847
 #: How long a closed connection stays in snapshots as CLOSED (§3), ms.
 DEFAULT_CLOSED_CONNECTION_LIFETIME_MS = 120_000
+#: The server's default upper clamp of ``retention_period_ms`` (§4.7), ms; also how far
+#: back a dashboard keeps live data by default.
+DEFAULT_MAX_RETENTION_MS = 120_000
+#: A client (the recorder) gives up on a server that sends nothing this long, seconds.
+DEFAULT_IDLE_TIMEOUT_S = 60.0
 
 
 #: A host name (RFC 1123 labels; ``_`` tolerated) or an IPv4 address, as a URL may carry it.

@@ -46,7 +46,7 @@ def test_watch_prints_a_snapshot_without_extensions_as_before():
     assert text.endswith("bw_in=10000B/s bw_out=8000B/s dht_peers=0"), text
 
 
-def test_watch_prints_each_new_event_as_a_sentence_and_other_content_raw():
+def test_watch_prints_each_new_event_as_a_sentence_and_other_content_as_pairs():
     lines = [{"kind": "event", "ts": e.ts, "type": e.type.name, "content": e.content}
              for e in events()]  # fmt: skip
     lines.append({"kind": "event", "ts": 1, "type": "PubsubGraft", "content": '{"peerId": 1}'})
@@ -58,8 +58,8 @@ def test_watch_prints_each_new_event_as_a_sentence_and_other_content_raw():
         "(ipfs/0.1.0), 1 protocol"
     )
     assert text[4].endswith('PubsubGraft  12D3KooW…AAAAAA joined our mesh of "blocks" (the peer asked)')
-    assert text[-2].endswith('PubsubGraft  {"peerId": 1}')
-    assert text[-1].endswith("PubsubGraft  not json")
+    assert text[-2].endswith("PubsubGraft  peerId=1")
+    assert text[-1].endswith("PubsubGraft  content=not json")
 
 
 def test_watch_shows_a_hostile_sentence_as_escapes():

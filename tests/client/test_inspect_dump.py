@@ -115,7 +115,7 @@ def test_a_transport_id_is_text_only_when_it_is_printable_ascii(value, text):
 
 
 def test_the_dashboard_writes_a_transport_id_the_same_way():
-    from libp2p_introspection.dashboard.convert import connection_to_json
+    from libp2p_introspection.dashboard.convert_swarm import connection_to_json
     from libp2p_introspection.protocol.ids import transport_text
 
     for value in (b"tcp", b"\xc3\xa9t\xc3\xa9", b"\x02\x00"):

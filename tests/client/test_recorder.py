@@ -182,3 +182,16 @@ async def test_count_is_exact_when_snapshots_arrive_faster_than_they_are_written
     with RecordingReader(path) as reader:
         kinds = [record.message().WhichOneof("payload") for record in reader]
     assert kinds.count("state") == 5 and kinds[-1] == "state"
+
+
+def test_the_summary_counts_in_words():
+    """"1 response", not "1 responses" (the newcomer's report)."""
+    from libp2p_introspection.client.recorder import RecordResult, RecordStats
+
+    stats = RecordStats(records=3, snapshots=1, events=0, responses=1, notices=1, runtimes=1,
+                        bytes=1, started=time.monotonic())  # fmt: skip
+    text = RecordResult(Outcome.COMPLETED, stats, "x.mock").summary()
+    assert text.startswith(
+        "x.mock: 3 records (1 snapshot, 0 events, 1 response, 1 notice), 1 byte in "
+    ), text
+    assert text.endswith("; completed")

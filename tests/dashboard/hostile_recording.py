@@ -32,7 +32,8 @@ FIELDS = {
         "conn.peer_id", "conn.src", "conn.dst", "conn.transport_id", "conn.muxer",
         "conn.security", "conn.tag", "stream.protocol", "stream.protocol.2", "stream.tag",
         "dht.protocol", "dht.peer", "event.type", "event.property", "event.key",
-        "event.value", "event.item", "event.text",
+        "event.value", "event.item", "event.text", "peer.agent", "peer.protocol_version",
+        "peer.protocol", "peer.listen", "peer.observed",
     )
 }  # fmt: skip
 
@@ -67,6 +68,12 @@ def _state(i: int) -> pb.State:
     conn.traffic.traffic_in.cum_bytes = 500 * (i + 1)
     conn.traffic.traffic_in.inst_bw = 500
     conn.user_provided_tags.append(FIELDS["conn.tag"])
+    # What identify said of the peer (PeerInfo, PROTOCOL.md §3.1): the Peers view's strings.
+    conn.peer.agent_version = FIELDS["peer.agent"]
+    conn.peer.protocol_version = FIELDS["peer.protocol_version"]
+    conn.peer.protocols.append(FIELDS["peer.protocol"])
+    conn.peer.listen_addrs.append(FIELDS["peer.listen"])
+    conn.peer.observed_addr = FIELDS["peer.observed"]
     for j, name in enumerate(("stream.protocol", "stream.protocol.2")):
         stream = conn.streams.streams.add(
             id=bytes([j + 1]), protocol=FIELDS[name], status=pb.ACTIVE, role=pb.RESPONDER

@@ -17,9 +17,9 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from libp2p_introspection.dashboard import Dashboard, DashboardConfig
-from libp2p_introspection.dashboard.app import BadRequest, normalize_url
+from libp2p_introspection.dashboard.bodies import BadRequest, normalize_url
 from libp2p_introspection.dashboard.browsers import BrowserHub, Mailbox
-from libp2p_introspection.dashboard.convert import dumps
+from libp2p_introspection.dashboard.caps import dumps
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.replay import ReplaySource

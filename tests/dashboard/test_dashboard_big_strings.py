@@ -22,20 +22,17 @@ import trio
 from hostile_records import START_MS, normal_state, runtime, write
 
 from libp2p_introspection.dashboard import Dashboard, DashboardConfig
-from libp2p_introspection.dashboard.convert import (
+from libp2p_introspection.dashboard.caps import MAX_PEER_ID, MAX_TEXT, dumps
+from libp2p_introspection.dashboard.convert import SnapshotConverter, SnapshotTooLarge
+from libp2p_introspection.dashboard.convert_events import (
     MAX_EVENT_CONTENT,
     MAX_EVENT_TYPES,
-    MAX_ID_BYTES,
     MAX_NAME,
-    MAX_PEER_ID,
     MAX_PROPERTY_TYPES,
-    MAX_TEXT,
-    SnapshotConverter,
-    SnapshotTooLarge,
-    dumps,
     event_to_json,
     runtime_to_json,
 )
+from libp2p_introspection.dashboard.convert_swarm import MAX_ID_BYTES
 from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.recording import load_recording

@@ -643,6 +643,21 @@ def walk_every_view(page: Any, fields: dict[str, str]) -> None:
     page.click("#detail-close")
     expect(page.locator("#conn-detail")).to_be_hidden()
 
+    # Peers: the agent's group header and chip, every cell and its tooltip.
+    open_tab(page, "peers")
+    expect(page.locator("#peers-table .tabulator-row:not(.tabulator-group)")).to_have_count(1)
+    expect(page.locator("#peers-table .tabulator-group").first).to_have_text(f"{f['peer.agent']}1 peer")
+    expect(page.locator("#peers-agents .chip")).to_have_text(f"{f['peer.agent']}1")
+    expect(page.locator("#peers-agents .chip")).to_have_attribute("data-agent", f["peer.agent"])
+    peer_row = page.locator("#peers-table .tabulator-row:not(.tabulator-group)").first
+    expect(peer_row.locator(".peer-cell")).to_have_attribute("title", f["conn.peer_id"])
+    expect(peer_row.locator("[tabulator-field=listen]")).to_have_text(f["peer.listen"])
+    hover_every_cell(page, "#peers-table", {
+        "protoVersion": f["peer.protocol_version"], "nprotocols": f["peer.protocol"],
+        "listen": f["peer.listen"], "observed": f["peer.observed"],
+        "conns": "1 active connection of 1 shown",
+    })  # fmt: skip
+
     # Streams of every connection.
     open_tab(page, "streams")
     expect(page.locator("#streams-table .tabulator-row")).to_have_count(2)

@@ -10,13 +10,9 @@ from typing import Any
 import pytest
 from full_node import PEER_A, PEER_B, events, state, write_full_recording
 
-from libp2p_introspection.dashboard.caps import MAX_LIST, MAX_TEXT
-from libp2p_introspection.dashboard.convert import (
-    SnapshotConverter,
-    dumps,
-    event_to_json,
-    summarize,
-)
+from libp2p_introspection.dashboard.caps import MAX_LIST, MAX_TEXT, dumps
+from libp2p_introspection.dashboard.convert import SnapshotConverter, summarize
+from libp2p_introspection.dashboard.convert_events import event_to_json
 from libp2p_introspection.dashboard.recording import load_recording
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.event_text import EVENT_TYPES, describe

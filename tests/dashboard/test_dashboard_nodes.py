@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from libp2p_introspection.dashboard import Dashboard, DashboardConfig
-from libp2p_introspection.dashboard.convert import capped
+from libp2p_introspection.dashboard.caps import capped
 from libp2p_introspection.dashboard.nodes import MAX_SHOWN, FleetFull, NodeFleet, NodeStatus
 from libp2p_introspection.protocol.discovery import ServerEntry
 from libp2p_introspection.server import IntrospectionServer, ServerConfig

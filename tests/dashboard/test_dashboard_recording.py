@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from libp2p_introspection.dashboard.convert import dht_query, dumps, event_to_json
+from libp2p_introspection.dashboard.caps import dumps
+from libp2p_introspection.dashboard.convert_events import dht_query, event_to_json
 from libp2p_introspection.dashboard.recording import RecordingLoadError, load_recording
 from libp2p_introspection.protocol import pb
 

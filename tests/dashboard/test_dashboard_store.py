@@ -6,13 +6,9 @@ import json
 
 import pytest
 
-from libp2p_introspection.dashboard.convert import (
-    SnapshotConverter,
-    dumps,
-    event_to_json,
-    runtime_to_json,
-    summarize,
-)
+from libp2p_introspection.dashboard.caps import dumps
+from libp2p_introspection.dashboard.convert import SnapshotConverter, summarize
+from libp2p_introspection.dashboard.convert_events import event_to_json, runtime_to_json
 from libp2p_introspection.dashboard.store import Store
 from libp2p_introspection.protocol import pb
 
@@ -226,7 +222,7 @@ def test_describe_reports_sizes(retention):
     assert described.pop("bytes") == len(store.latest.text)
     assert described == {
         "snapshots": 1, "events": 0, "eventsDropped": 0, "eventBytes": 0, "oldest": 5, "latest": 5,
-        "retentionMs": retention,
+        "retentionMs": retention, "rawBytes": 0, "eventRawBytes": 0,
     }
 
 

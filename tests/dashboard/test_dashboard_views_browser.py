@@ -177,7 +177,7 @@ def test_hostile_strings_in_every_new_field_show_as_text(unprotected_page: Any, 
         expect(pg.locator("#node-protocols-list li").first).to_be_visible()
         # What each view shows, read while it is shown (a hidden table drops its rows).
         seen.append(pg.evaluate("() => document.body.textContent"))
-        for tab in ("protocols", "pubsub", "resources", "events"):
+        for tab in ("peers", "protocols", "pubsub", "resources", "events"):
             open_tab(pg, tab)
             expect(pg.locator(f"#tab-{tab} .tabulator-row").first).to_be_visible()
             seen.append(pg.locator(f"#tab-{tab}").text_content() or "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -331,3 +332,163 @@ async def test_observed_node_learns_its_reachability_from_its_peers() -> None:
         assert changes == [{"reachability": "PUBLIC"}]
         assert "/libp2p/autonat/1.0.0" in intro.state().node.protocols
         intro.detach()
+
+
+async def test_a_node_that_rejoins_is_identified_again_on_its_new_connection() -> None:
+    """Issue 12 deliverable 4, "identify everywhere": a churned node comes back as a new
+    host, and the observed node identifies it on the new connection (py-libp2p would
+    take what it said on the previous one as still true: PeerIdentified never came)."""
+    log: list[pb.Event] = []
+    intros: list[HostIntrospector] = []
+
+    def attach(node: DemoNode) -> None:
+        intro = HostIntrospector(node.host, dht=node.dht)
+        intro.set_event_sink(log.append)
+        intros.append(intro)
+
+    def identified(peer: PeerID) -> list[dict]:
+        found = [json.loads(e.content) for e in log if e.type.name == "PeerIdentified"]
+        return [c for c in found if c["peerId"] == peer.to_base58()]
+
+    def outbound_identify_streams() -> int:
+        opened = [json.loads(e.content) for e in log if e.type.name == "StreamOpened"]
+        return sum(
+            1 for c in opened
+            if c["protocol"] == "/ipfs/id/1.0.0" and c["direction"] == "outbound"
+        )  # fmt: skip
+
+    opts = replace(QUIET, nodes=2, work_rate=0, dht_rate=0, pubsub_rate=0,
+                   on_observed_ready=attach)  # fmt: skip
+    async with running(opts) as net:
+        victim = net.nodes[1]
+        with trio.fail_after(20):
+            while not identified(victim.peer_id):
+                await trio.sleep(0.05)
+        asked = outbound_identify_streams()
+        assert asked >= 1
+        await net.churn(victim, downtime_s=0.2)
+        with trio.fail_after(20):
+            while len(identified(victim.peer_id)) < 2:
+                await trio.sleep(0.05)
+        assert outbound_identify_streams() > asked  # the observed node asked, itself
+        content = identified(victim.peer_id)[-1]
+        assert content["agentVersion"] and "/ipfs/id/1.0.0" in content["protocols"]
+        intros[0].detach()
+
+
+async def test_subscriptions_are_read_so_no_message_is_dropped() -> None:
+    """py-libp2p queues at most 32 messages per subscription and drops the rest with a
+    WARNING each ("fail to deliver message to subscription"): the demo reads its
+    subscriptions as an application does, so none is dropped however long it runs."""
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    pubsub_logger = logging.getLogger("libp2p.pubsub.pubsub")
+    keep = Keep(level=logging.WARNING)
+    pubsub_logger.addHandler(keep)
+    node = DemoNode(0, create_new_key_pair(b"\x07" * 32), topics=("demo/chat",))
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(START_TIMEOUT_S):
+                await nursery.start(node.run)
+            await node.join_topics()
+            for _ in range(80):  # well past py-libp2p's 32-message queue
+                await node.pubsub.publish("demo/chat", b"hello")
+                await trio.sleep(0)
+            with trio.fail_after(10):
+                while node.stats.pubsub_received["demo/chat"] < 80:
+                    await trio.sleep(0.01)
+            node.leave()
+    finally:
+        pubsub_logger.removeHandler(keep)
+    assert not [r for r in records if "fail to deliver" in r.getMessage()]
+    assert node.stats.pubsub_received["demo/chat"] == 80
+
+
+async def test_demo_routers_keep_their_one_second_heartbeat() -> None:
+    """A demo router's heartbeat step (what ``GossipSub.heartbeat`` runs each beat) keeps
+    its 1 s interval: with py-libp2p's adaptive gossip it went to 30-60 s, the message
+    cache then held minutes of messages, and a node that rejoined was sent them in one
+    burst, above gossipsub's 10 per topic per second ("Rate limit exceeded for peer")."""
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    node = DemoNode(0, create_new_key_pair(b"\x08" * 32), topics=("demo/chat",))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(START_TIMEOUT_S):
+            await nursery.start(node.run)
+        await node.join_topics()  # a mesh below its degree: py-libp2p's health score 0.1
+        router = node.pubsub.router
+        for _ in range(5):  # as GossipSub.heartbeat does after each beat
+            router.last_health_update = 0  # py-libp2p re-scores every 30 s of wall time
+            if router.adaptive_gossip_enabled:
+                router._update_network_health()
+                router._adapt_gossip_parameters()
+        assert router.heartbeat_interval == 1
+        node.leave()
+
+
+def test_a_repeated_libp2p_warning_cannot_bury_the_demo_text() -> None:
+    """While the demo runs, a py-libp2p WARNING logged 5,000 times shows 4 lines (1st,
+    10th, 100th, 1000th, each with its count); another message still shows; every ERROR
+    shows; the lines go to the root handlers (the CLI's format), not to lastResort."""
+    from libp2p_introspection.demo._quiet import quiet_libp2p_warnings
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+
+    root = logging.getLogger()
+    keep = Keep()
+    root.addHandler(keep)
+    chatty = logging.getLogger("libp2p.pubsub.pubsub")
+    try:
+        with quiet_libp2p_warnings():
+            for i in range(5000):
+                chatty.warning("fail to deliver message to subscription for topic %s", f"t{i % 3}")
+            chatty.warning("something else")
+            for _ in range(3):
+                chatty.error("a real error")
+        chatty.warning("after the demo")  # the collapsing is gone with the demo
+    finally:
+        root.removeHandler(keep)
+    delivered = [line for line in lines if "fail to deliver" in line]
+    assert len(delivered) == 4
+    assert delivered[0].endswith("topic t0")
+    assert [line.split("[logged ")[1].split(" ")[0] for line in delivered[1:]] == [
+        "10", "100", "1000",
+    ]  # fmt: skip
+    assert "WARNING libp2p.pubsub.pubsub: something else" in lines
+    assert lines.count("ERROR libp2p.pubsub.pubsub: a real error") == 3
+    assert not [line for line in lines if "after the demo" in line]
+
+
+def test_a_churned_peers_reset_is_quiet_and_other_muxer_errors_are_not() -> None:
+    """yamux's ERROR for a TCP reset (a node that left: churn) is demoted like the other
+    benign churn messages; the same logger's other errors stay visible."""
+    from libp2p_introspection.demo._quiet import quiet_libp2p_warnings
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    root = logging.getLogger()
+    keep = Keep()
+    root.addHandler(keep)
+    yamux = logging.getLogger("libp2p.stream_muxer.yamux.yamux")
+    try:
+        with quiet_libp2p_warnings():
+            yamux.error("Error in handle_incoming for peer 12D3KooWX: ConnectionClosedError: "
+                        "TCP connection reset by remote peer: socket connection broken")  # fmt: skip
+            yamux.error("Error in handle_incoming for peer 12D3KooWX: ValueError: bad frame")
+    finally:
+        root.removeHandler(keep)
+    assert lines == ["Error in handle_incoming for peer 12D3KooWX: ValueError: bad frame"]

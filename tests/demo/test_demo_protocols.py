@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pytest
 import trio
@@ -103,3 +104,31 @@ def test_quiet_filter_demotes_only_known_benign_warnings() -> None:
         ("WARNING", "something else"),
         ("WARNING", "Failed to read DHT message from stream: after"),
     ]
+
+
+async def test_the_latency_shown_is_the_demo_pings() -> None:
+    """The observed node's connection latency is what its pings measure (recorded in the
+    peerstore, as py-libp2p's health monitor records its own), not the yamux muxer's one
+    sample taken 0.5 s after the connection started, which then held for 30 s at a time."""
+    from libp2p_introspection.introspector import HostIntrospector
+
+    intros: list[HostIntrospector] = []
+    opts = replace(IDLE, on_observed_ready=lambda node: intros.append(HostIntrospector(node.host)))
+    net = DemoNetwork(opts)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(15):
+            await nursery.start(net.run)
+            a, b = net.nodes
+            store = a.host.get_peerstore()
+            await ping_session(a.host, b.peer_id, 3, 0.01, a.stats)
+            measured = store.latency_EWMA(b.peer_id)
+            assert measured > 0
+            (conn,) = [c for c in intros[0].state().subsystems.connections
+                       if c.peer_id == b.peer_id.to_base58()]  # fmt: skip
+            assert conn.latency_ns == int(measured * 1e9)
+            store.record_latency(b.peer_id, 10.0)  # a slow ping: the next snapshot shows it
+            (conn,) = [c for c in intros[0].state().subsystems.connections
+                       if c.peer_id == b.peer_id.to_base58()]  # fmt: skip
+            assert conn.latency_ns == int(store.latency_EWMA(b.peer_id) * 1e9) > measured * 1e9
+        intros[0].detach()
+        nursery.cancel_scope.cancel()

@@ -419,3 +419,72 @@ async def test_peer_staleness_follows_the_injected_clock() -> None:
             clock.advance((STALE_PEER_THRESHOLD + 60) * 1_000)
             assert statuses() == {pb.DHT.PeerInDHT.MISSING}
             intro.detach()
+
+
+# ------------------------------------------- query durations on the injected clock
+
+
+class _FakeMonotonic:
+    """Seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_query_durations_and_timeouts_follow_the_injected_monotonic_clock() -> None:
+    """TIMEOUT vs CANCELLED and ``totalTimeMs`` come from the tracker's clock, not
+    ``time.monotonic()``: a fake clock decides them, whatever the machine's speed."""
+    from libp2p_introspection.introspector.dht import DhtTracker
+    from libp2p_introspection.introspector.dht_inbound import RequestReader
+    from libp2p_introspection.introspector.patching import InstancePatcher
+
+    fake = _FakeMonotonic()
+    with trio.fail_after(30):
+        async with running_hosts(1) as (node,):
+            dht = KadDHT(node, DHTMode.SERVER)
+            intro = HostIntrospector(node)  # its registry and emitter, no DHT tracker
+            log = EventLog()
+            intro.set_event_sink(log)
+            patcher = InstancePatcher()
+            tracker = DhtTracker(dht, patcher=patcher, clock_ms=lambda: 1_700_000_000_000,
+                                 emitter=intro._events, registry=intro._registry, start_ts=0,
+                                 monotonic=fake)  # fmt: skip
+            tracker.attach()
+            try:
+
+                def query(advance_s: float, answer: object = None):
+                    async def original(*args: object) -> object:
+                        fake.now += advance_s
+                        if answer is None:
+                            await trio.sleep_forever()
+                        return answer
+
+                    return tracker._wrap_outbound(original, "FIND_NODE")
+
+                peer = "QmSomePeer"
+                assert await query(0.25, True)(peer, b"k") is True
+                with trio.move_on_after(0):  # cancelled 9.6 s into a 10 s query: TIMEOUT
+                    await query(9.6)(peer, b"k")
+                with trio.move_on_after(0):  # cancelled after 1 s: CANCELLED, not reported
+                    await query(1.0)(peer, b"k")
+                outbound = log.named("OutboundDHTQuery")
+                assert [(e["result"], e["totalTimeMs"]) for e in outbound] == [
+                    ("SUCCESS", 250), ("TIMEOUT", 9600),
+                ]  # fmt: skip
+
+                reader = RequestReader(lambda: 1_700_000_000_000, 1 << 20, fake)
+                reader.feed(b"\x02")  # a request's first byte: it started now
+                started = fake.now
+                fake.now += 0.125
+                reader.feed(b"\x08\x04")
+                (request,) = reader.complete
+                assert request.started == started
+                tracker._inbound_done("QmOther", request, "SUCCESS")
+                (inbound,) = log.named("InboundDHTQuery")
+                assert inbound["totalTimeMs"] == 125
+            finally:
+                tracker.detach()
+                patcher.restore_all()

@@ -73,6 +73,32 @@ def test_emitter_swallows_sink_errors() -> None:
     assert [(e.type.name, e.ts) for e in seen] == [("ConnectionClosed", 7)]
 
 
+def test_events_before_the_first_sink_reach_it_first_and_none_after_one_is_removed() -> None:
+    # A demo node is introspected from its start, but its server (the first sink) runs
+    # once the network is up: its connections and identify exchanges happened by then,
+    # and the metrics counted from events said 0 identify exchanges where the
+    # snapshots' per-protocol totals said 4.
+    now = [1]
+    emitter = events.EventEmitter(lambda: now[0], events.CONNECTION_EVENTS)
+    closed = {name: "x" for name in events.CONNECTION_CLOSED.property_names}
+    for ts in range(1, events.FIRST_SINK_BACKLOG + 3):
+        now[0] = ts
+        emitter.emit(events.CONNECTION_CLOSED, closed)
+    seen: list[int] = []
+    emitter.set_sink(lambda event: seen.append(event.ts))
+    # the newest FIRST_SINK_BACKLOG, in order, before anything emitted after
+    assert seen == list(range(3, events.FIRST_SINK_BACKLOG + 3))
+    emitter.emit(events.CONNECTION_CLOSED, closed, ts=10_000)
+    assert seen[-1] == 10_000 and len(seen) == events.FIRST_SINK_BACKLOG + 1
+    # the next sink gets only what comes after it; without one, events are dropped
+    emitter.set_sink(None)
+    emitter.emit(events.CONNECTION_CLOSED, closed, ts=20_000)
+    later: list[int] = []
+    emitter.set_sink(lambda event: later.append(event.ts))
+    emitter.emit(events.CONNECTION_CLOSED, closed, ts=30_000)
+    assert later == [30_000] and 20_000 not in seen
+
+
 def _content(spec: events.EventSpec, content: dict[str, object]) -> dict[str, object]:
     """``content`` as a client decodes it, after build_event accepted it for ``spec``."""
     return json.loads(events.build_event(spec, 1, content).content)

@@ -175,3 +175,36 @@ def test_payload_kind_reads_only_the_leading_tags(data, kind):
 
     assert payload_kind(data) == kind
     assert payload_kind(memoryview(data)) == kind
+
+
+def _payload_kind_by_fields(data: bytes) -> str:
+    """payload_kind as its docstring defines it, field by field (the reference)."""
+    from libp2p_introspection.protocol.protowire import PAYLOAD_KINDS, WireError, iter_fields
+
+    try:
+        for number, wire_type, _, _, _ in iter_fields(data):
+            if wire_type != 2:
+                return ""
+            if number != 1:
+                return PAYLOAD_KINDS.get(number, "")
+    except WireError:
+        return ""
+    return ""
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        # What encode_server_message writes, and damage close to it.
+        st.tuples(
+            st.binary(max_size=4),
+            st.integers(0, 255),
+            st.integers(0, 300),
+            st.binary(max_size=300),
+        ).map(lambda t: b"\x0a\x02\x08\x01" + t[0] + bytes([t[1]]) + encode_varint(t[2]) + t[3]),
+    )
+)
+def test_payload_kind_is_the_leading_fields_reading_on_any_bytes(data):
+    from libp2p_introspection.protocol.framing import payload_kind
+
+    assert payload_kind(data) == _payload_kind_by_fields(data)

@@ -694,6 +694,25 @@ def test_config_is_rounded_and_clamped(requested, expected):
     assert (effective.retention_period_ms, effective.state_snapshot_interval_ms) == expected
 
 
+def test_a_config_field_of_0_or_absent_leaves_it_unchanged():
+    """§4.7: "A field that is 0 or absent means unchanged"."""
+    h = connected()
+    h.send(Command.HELLO, cid=1, config=pb.Configuration(
+        retention_period_ms=30_000, state_snapshot_interval_ms=3_000))  # fmt: skip
+    h.read()
+    for cid, config in enumerate([
+        pb.Configuration(retention_period_ms=0, state_snapshot_interval_ms=0),
+        pb.Configuration(),  # both absent
+        pb.Configuration(state_snapshot_interval_ms=5_000),  # retention absent
+    ], start=2):  # fmt: skip
+        h.send(Command.UPDATE_CONFIG, cid=cid, config=config)
+        (message,) = h.read()
+        assert (message.response.id, message.response.result) == (cid, OK)
+        effective = message.response.effective_config
+        assert effective.retention_period_ms == 30_000
+    assert effective.state_snapshot_interval_ms == 5_000
+
+
 def test_update_config_without_config_is_an_error():
     h = connected()
     h.send(Command.UPDATE_CONFIG, cid=4)

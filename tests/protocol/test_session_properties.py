@@ -290,6 +290,11 @@ class PushModel:
         self.command(Command.PUSH_RESUME, Source.STATE)  # what is still held comes out
         self.read(100_000)
         assert self.session.queued == 0 and self.session.held_count == 0
+        # The stats count what was queued and not evicted: here, everything sent.
+        stats = self.session.stats
+        assert stats.snapshots_sent == sum(kind == "s" for kind, _ in self.sent)
+        assert stats.events_sent == sum(kind == "e" for kind, _ in self.sent)
+        assert stats.notices == sum(kind == "notice" for kind, _ in self.sent)
         position = {item: index for index, item in enumerate(self.produced)}
         sent_items = [item for item in self.sent if item[0] != "notice"]
         sent_items = sent_items[1:]  # the connect snapshot, not a push

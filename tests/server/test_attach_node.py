@@ -85,3 +85,14 @@ async def test_attach_without_autonat_says_not_running() -> None:
             state = (await client.receive_kind("state")).message.state
             assert state.HasField("node")
             assert state.node.reachability == pb.NodeInfo.NOT_RUNNING
+
+
+def test_demo_all_leaves_8845_to_the_observed_node():
+    """``demo --all`` binds the other nodes' servers first: without ``--port`` they took
+    8845 when it was free, and the main node then got what was left (the newcomer saw it
+    on 8854, unlabelled in ``nodes``). They use 8850-8869, never 8845 nor ``--port``."""
+    from libp2p_introspection.attach import other_ports
+
+    assert other_ports(None).candidates() == list(range(8850, 8870))
+    assert other_ports(8845).candidates() == list(range(8850, 8870))
+    assert other_ports(8851).candidates() == [p for p in range(8850, 8870) if p != 8851]

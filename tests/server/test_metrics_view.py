@@ -116,6 +116,44 @@ def test_a_connection_missing_from_the_next_snapshot_is_closed_and_go_queries_su
     assert opened == closed and len(opened) == 4
 
 
+def test_a_node_that_only_accepted_connections_says_0_outbound_ones_not_nothing():
+    # go's "Active Connections: Outgoing" subtracts closed from opened {dir="outbound"}:
+    # for a node no outbound connection was ever counted on (the demo's observed node)
+    # both must exist, at 0, with the label sets the node's connections have.
+    hub, view = hub_with_view()
+    publish(hub, state(connection(1, role=pb.RESPONDER), connection(2, role=pb.RESPONDER)))
+    text = exposition(view)
+    for name in (OPENED, CLOSED):
+        outbound = [
+            (labels, got)
+            for labels, got in samples(text)[name]
+            if labels["dir"] == "outbound" and labels["early_muxer"] == "false"
+        ]
+        assert outbound == [({"dir": "outbound", "transport": "tcp", "security": "/noise",
+                              "muxer": "/yamux/1.0.0", "early_muxer": "false",
+                              "ip_version": "ip4"}, 0.0)]  # fmt: skip
+    assert value(text, OPENED, dir="inbound") == 2
+
+
+def test_connection_duration_is_0_from_the_first_connection_so_its_first_close_counts():
+    # rate() over a series that appears with its first observation sees no increase:
+    # go's "Connection Duration" panel stayed empty for a node whose first connection of
+    # a label set closed. The histogram exists (0) from that set's first connection on.
+    hub, view = hub_with_view()
+    publish(hub, state(connection(1, role=pb.RESPONDER)))
+    duration = "libp2p_swarm_connection_duration_seconds_count"
+    before = exposition(view)
+    assert {labels["dir"]: got for labels, got in samples(before)[duration]} == {
+        "inbound": 0.0, "outbound": 0.0}  # fmt: skip
+    assert value(before, "libp2p_swarm_connection_duration_seconds_bucket", le="+Inf") == 0
+    publish(hub, state(connection(1, role=pb.RESPONDER, status=pb.CLOSED, close_ts=T0 + 900)))
+    after = exposition(view)
+    assert value(after, duration, dir="inbound") == 1 and value(after, duration) == 1
+    assert value(after, "libp2p_swarm_connection_duration_seconds_bucket", dir="inbound",
+                 le="1") == 1  # fmt: skip
+    assert value(after, "libp2p_swarm_connection_duration_seconds_sum") == 0.9
+
+
 def test_handshake_latency_key_types_and_identify_come_from_the_snapshot():
     hub, view = hub_with_view()
     push = ["/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0"]

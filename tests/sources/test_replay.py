@@ -414,3 +414,92 @@ async def test_a_loop_shifts_past_events_after_the_last_snapshot(tmp_path, autoj
     shift = source.pass_length_ms
     assert instants[:4] == [5_000, 4_000, 5_000 + shift, 4_000 + shift]
     assert min(instants[2:4]) > 9_000  # above the first pass's event too
+
+
+def _typed(name: str) -> pb.EventType:
+    event_type = pb.EventType(name=name)
+    event_type.property_types.add(name="n", type=pb.EventType.EventProperty.NUMBER)
+    return event_type
+
+
+def _declaring_later(path):
+    """A recording whose first Runtime declares "Known"; a later Runtime declares
+    "Later"; "Carried" is declared only by its first event (as a recorder that joined
+    before the type existed got it, §3)."""
+    with RecordingWriter(path) as writer:
+        first = pb.ServerMessage()
+        first.runtime.implementation = "rec"
+        first.runtime.event_types.append(_typed("Known"))
+        writer.write_message(first)
+        for stamp, item in [(1_000, "state"), (1_100, "Carried+"), (1_200, "Runtime"),
+                            (2_000, "state"), (2_100, "Carried"), (2_200, "Later"),
+                            (3_000, "state"), (3_100, "Carried"), (3_200, "Later")]:  # fmt: skip
+            message = pb.ServerMessage()
+            if item == "state":
+                message.state.instant_ts = stamp
+            elif item == "Runtime":
+                message.runtime.CopyFrom(first.runtime)
+                message.runtime.event_types.append(_typed("Later"))
+            elif item == "Carried+":
+                message.event.ts, message.event.content = stamp, '{"n": 1}'
+                message.event.type.CopyFrom(_typed("Carried"))
+            else:
+                message.event.ts, message.event.content = stamp, '{"n": 2}'
+                message.event.type.name = item
+            writer.write_message(message)
+    return path
+
+
+def test_the_served_runtime_declares_every_type_the_recording_declares(tmp_path):
+    """§3 vs §4.10: a replayed event is the file's bytes, so it names its type only; the
+    served Runtime declares every type declared anywhere in the recording (first wins)."""
+    source = ReplaySource(_declaring_later(tmp_path / "r.mock"))
+    declared = {t.name: t for t in source.runtime().event_types}
+    assert list(declared) == ["Known", "Carried", "Later"]
+    assert all(t.property_types[0].name == "n" for t in declared.values())
+
+
+async def test_a_client_joining_mid_replay_is_told_every_types_properties(
+    tmp_path, autojump_clock
+):
+    """A session opened after the recorded first "Carried" event (the one with its
+    property types) gets name-only "Carried" and "Later" events: its Runtime told it
+    their property types; the events stay byte-identical to the file."""
+    from libp2p_introspection.protocol.framing import parse_server_message
+    from libp2p_introspection.protocol.session import Session
+    from libp2p_introspection.server.hub import Hub
+
+    path = _declaring_later(tmp_path / "r.mock")
+    source = ReplaySource(path)
+    hub = Hub(ServerConfig().for_source(source.base_interval_ms).limits, source.runtime(),
+              clock=trio.current_time)  # fmt: skip
+
+    class Member:
+        def __init__(self, session: Session) -> None:
+            self.session, self.peer = session, "late"
+
+        def notify(self) -> None: ...
+
+        def cancel(self) -> None: ...
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(source.run, hub)
+        await trio.sleep(0.5)  # past the recorded first "Carried" and the later Runtime
+        member = Member(hub.open_session())
+        hub.join(member)
+        enable = pb.ClientCommand(id=1, command=pb.ClientCommand.PUSH_ENABLE,
+                                  source=pb.ClientCommand.EVENTS)  # fmt: skip
+        enable.version.version = 1
+        member.session.receive_command(enable.SerializeToString(), trio.current_time())
+        await trio.sleep(3)
+        nursery.cancel_scope.cancel()
+    messages = []
+    while (frame := member.session.next_frame()) is not None:
+        messages.append(parse_server_message(frame))
+        member.session.frame_sent(trio.current_time())
+    told = {t.name: t for t in messages[0].runtime.event_types}
+    events = [m.event for m in messages if m.WhichOneof("payload") == "event"]
+    assert [e.type.name for e in events] == ["Carried", "Later", "Carried", "Later"]
+    for received in events:
+        assert not received.type.property_types  # the file's name-only bytes
+        assert told[received.type.name].property_types[0].name == "n"

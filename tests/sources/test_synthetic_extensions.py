@@ -12,6 +12,7 @@ from event_checks import FakeClock, check_events
 from libp2p.peer.id import ID
 
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.wire import measure
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
 
@@ -221,3 +222,51 @@ def test_peer_ids_in_pubsub_and_events_are_real_peer_ids() -> None:
     for peer in state.subsystems.pubsub.peers:
         assert ID.from_base58(peer.peer_id).to_base58() == peer.peer_id
     check_events(h.source.runtime(), h.events)
+
+
+def test_five_thousand_connections_with_pubsub_on_fifty_topics() -> None:
+    """Issue 12 deliverable 5: the synthetic node at scale, as ``serve --source mock
+    --connections 5000 --pubsub-topics 50`` serves it; two snapshots, the server's path."""
+
+    def snapshots(seed: int) -> tuple[list[bytes], list[bytes]]:
+        h = Harness(connections=5_000, pubsub_topics=50, seed=seed)
+        states = []
+        for _ in range(2):
+            h.clock.advance(1_000)
+            states.append(h.source.encoded_state())
+        return states, [e.SerializeToString() for e in h.events]
+
+    encoded, events = snapshots(seed=11)
+    assert (encoded, events) == snapshots(seed=11)  # the same seed, the same bytes
+    previous: dict[str, tuple[int, int, int, int]] = {}
+    for data in encoded:
+        message = pb.ServerMessage(state=pb.State.FromString(data))
+        counts = measure(message.SerializeToString())
+        assert counts.ok, counts  # within the record caps every reader applies
+        state = message.state
+        active = {c.peer_id for c in state.subsystems.connections if c.status == pb.ACTIVE}
+        assert len(active) == 5_000
+        system = next(s for s in state.subsystems.resources.scopes if s.name == "system")
+        assert system.usage.conns_total == 5_000
+        pubsub = state.subsystems.pubsub
+        assert len(pubsub.topics) == len({t.name for t in pubsub.topics}) == 50
+        assert len(pubsub.peers) > 1_000 and {p.peer_id for p in pubsub.peers} <= active
+        for topic in pubsub.topics:
+            assert set(topic.peers) <= active
+            assert set(topic.mesh_peers) | set(topic.fanout_peers) <= set(topic.peers)
+        assert sum(len(t.mesh_peers) for t in pubsub.topics) > 100
+        counters = {
+            t.name: (t.messages_in.cum_packets, t.messages_in.cum_bytes,
+                     t.messages_out.cum_packets, t.messages_out.cum_bytes)
+            for t in pubsub.topics
+        }  # fmt: skip
+        if previous:
+            for name, now in counters.items():
+                assert all(a >= b for a, b in zip(now, previous[name], strict=True)), name
+            assert all(
+                sum(c[i] for c in counters.values()) > sum(c[i] for c in previous.values())
+                for i in range(4)
+            )  # messages flow both ways on the node's topics
+        previous = counters
+    names = {pb.Event.FromString(e).type.name for e in events}
+    assert {"PubsubSubscriptionChanged", "PubsubGraft"} <= names

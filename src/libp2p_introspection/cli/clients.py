@@ -76,7 +76,7 @@ log = logging.getLogger("libp2p_introspection")
     default=None,
     help="Progress display (default: on when stderr is a terminal).",
 )
-@click.option("--idle-timeout", default=60.0, show_default=True,
+@click.option("--idle-timeout", default=defaults.DEFAULT_IDLE_TIMEOUT_S, show_default=True,
               type=click.FloatRange(min=0, min_open=True),
               help="Give up on a server that sends nothing this long, seconds.")  # fmt: skip
 @client_token_option
@@ -231,7 +231,7 @@ def watch(url: str | None, count: int | None, events: bool, as_json: bool,
 )
 @click.option(
     "--retention-ms",
-    default=120_000,
+    default=defaults.DEFAULT_MAX_RETENTION_MS,
     show_default=True,
     type=click.IntRange(min=1_000),
     help="How far back the dashboard keeps live snapshots and events, ms.",
@@ -254,7 +254,7 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
     secrets = defaults.token_secrets(url, token)
     setup_logging(verbose, secrets)
     from libp2p_introspection.cli.serving import start_dashboard
-    from libp2p_introspection.dashboard.app import BadRequest, normalize_url
+    from libp2p_introspection.dashboard.bodies import BadRequest, normalize_url
     from libp2p_introspection.dashboard.recording import RecordingLoadError
 
     try:

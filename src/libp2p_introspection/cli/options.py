@@ -55,6 +55,8 @@ def cli_option(option: Option) -> Decorator:
     settings: dict[str, Any] = {"help": option.help, "callback": _checked_by(option)}
     if option.kind is bool:
         settings["is_flag"] = True
+        if "/" in option.cli_flag:  # --x/--no-x: either way, the default shown
+            settings.update(default=option.default, show_default=True)
     elif option.kind is tuple:
         settings.update(multiple=True, metavar=option.metavar or None)
     else:
@@ -115,7 +117,8 @@ def demo_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--no-churn", is_flag=True,
                      help="Demo source: nodes never leave and rejoin (they do by default)."),
         click.option("--seed", default=DemoOptions.seed, type=int,
-                     help="Demo and mock sources: seed for their random choices."),
+                     help="Demo and mock sources: seed for their random choices "
+                     "(default: a fresh one each run, logged at start)."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
@@ -218,3 +221,33 @@ def discovered_url_in_help(func: Callable[..., Any]) -> Callable[..., Any]:
         "that one server only."
     )
     return func
+
+
+def _shown_default(option: Option) -> str:
+    """An option's default as the README's table shows it."""
+    value = option.default
+    if option.kind is bool:
+        return "on" if value else "off"
+    if value is None or value == ():
+        return "unset"
+    if option.kind is float:
+        return f"`{value:g}`"
+    return f"`{value}`"
+
+
+def options_table(options: tuple[Option, ...] = SERVER_OPTIONS) -> str:
+    """The Markdown table (flag, default, help) of the ``options`` that have a flag:
+    what the README shows for ``demo`` and ``serve``, rendered from their definition
+    (``scripts/readme_options.py`` writes it there; a test checks it is up to date)."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for option in options:
+        if not option.cli_flag:
+            continue
+        flag = f"`{option.cli_flag}`"
+        if option.metavar:
+            flag = f"`{option.cli_flag} {option.metavar}`"
+        if option.envvar:
+            flag += f" / `{option.envvar}`"
+        text = option.help.replace("|", "\\|")
+        rows.append(f"| {flag} | {_shown_default(option)} | {text} |")
+    return "\n".join(rows) + "\n"

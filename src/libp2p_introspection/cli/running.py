@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,6 +66,20 @@ def connection_error(error: BaseException) -> str | None:
     return None
 
 
+def _cause_of(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` in ``error``, its causes and contexts, or the leaves of a group."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, BaseExceptionGroup):
+            found = [_cause_of(inner, kind) for inner in error.exceptions]
+            return next((f for f in found if f is not None), None)
+        if isinstance(error, kind):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def refused(error: BaseException | None) -> bool:
     """Whether ``error`` is, or was caused by, a refused TCP connection (nothing listens)."""
     seen: set[int] = set()
@@ -84,10 +99,17 @@ def unreachable(url: str, error: BaseException) -> str:
     from urllib.parse import urlsplit
 
     reason = connection_error(error) or str(error)
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname or defaults.DEFAULT_HOST, parts.port or defaults.DEFAULT_PORT
+    except ValueError:  # a port out of range: say what the error said
+        return reason
+    unresolved = _cause_of(error, socket.gaierror)
+    if unresolved is not None:
+        why = getattr(unresolved, "strerror", None) or str(unresolved)
+        return f"cannot resolve host {host} ({why}); check the name, or give an IP address"
     if not refused(error):
         return reason
-    parts = urlsplit(url)
-    host, port = parts.hostname or defaults.DEFAULT_HOST, parts.port or defaults.DEFAULT_PORT
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     text = f"nothing is listening on {where} (connection refused)"
     if not is_loopback(host) and host != "localhost":

@@ -15,6 +15,7 @@ import trio
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.cli.options import (
+    cli_option,
     dashboard_port_option,
     demo_options,
     limit_options,
@@ -39,22 +40,14 @@ from libp2p_introspection.server.sources import factory
 status_log = logging.getLogger("libp2p_introspection.cli")
 
 
-#: The mock source's flags: flag, default, type, help (the synthetic node's shape,
-#: :class:`~libp2p_introspection.server.sources.synthetic.SyntheticOptions`; a test
-#: checks these defaults are its own).
-MOCK_FLAGS: tuple[tuple[str, Any, click.ParamType, str], ...] = (
-    ("--connections", 50, click.IntRange(min=0), "Mock: connections of the synthetic node."),
-    ("--streams", 4, click.IntRange(min=0), "Mock: streams per connection."),
-    ("--dht-peers", 40, click.IntRange(min=0), "Mock: peers in the DHT routing table."),
-    ("--events-per-second", 20.0, click.FloatRange(min=0), "Mock: rate of DHT query events."),
-    ("--churn", 0.02, click.FloatRange(0, 1),
-     "Mock: fraction of connections replaced per snapshot."),
-)  # fmt: skip
-
-
 def _mock_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for flag, default, kind, text in reversed(MOCK_FLAGS):
-        func = click.option(flag, default=default, show_default=True, type=kind, help=text)(func)
+    """``serve``'s mock flags: one per shape of the synthetic node, derived from its
+    definition (:data:`~libp2p_introspection.server.sources.synthetic.options.SHAPE_OPTIONS`:
+    default, help and range; click refuses a value out of range naming the flag)."""
+    from libp2p_introspection.server.sources.synthetic.options import SHAPE_OPTIONS
+
+    for option in reversed(SHAPE_OPTIONS):
+        func = cli_option(replace(option, help=f"Mock: {option.help}"))(func)
     return func
 
 

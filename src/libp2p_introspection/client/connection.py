@@ -43,6 +43,7 @@ from wsproto.events import BytesMessage, CloseConnection, TextMessage
 from libp2p_introspection.client.errors import ProtocolError
 from libp2p_introspection.config import TOKEN_ENV, TOKEN_HEADER, RedactTokens, check_token
 from libp2p_introspection.protocol import pb
+from libp2p_introspection.protocol.closecodes import CLOSE_INVALID_DATA, CLOSE_MESSAGE_TOO_BIG
 from libp2p_introspection.protocol.framing import (
     MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
@@ -52,8 +53,6 @@ from libp2p_introspection.protocol.framing import (
 )
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits, measure_paced
 
-#: Close code for a text frame that is not a binary string (RFC 6455: inconsistent data).
-CLOSE_INVALID_DATA = 1007
 #: Seconds to wait for the server's side of a closing handshake we start.
 _CLOSE_TIMEOUT_S = 5.0
 
@@ -100,8 +99,8 @@ async def _counted_message_event(
         reason = f"{TOO_MANY_FRAMES} {limit} frames"
         self._message_size = 0
         self._message_parts = []
-        self._close_reason = CloseReason(1009, reason)
-        await self._send(CloseConnection(code=1009, reason=reason))
+        self._close_reason = CloseReason(CLOSE_MESSAGE_TOO_BIG, reason)
+        await self._send(CloseConnection(code=CLOSE_MESSAGE_TOO_BIG, reason=reason))
         await self._recv_channel.aclose()
         self._reader_running = False
         return

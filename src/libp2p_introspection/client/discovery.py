@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from libp2p_introspection import config as defaults
+from libp2p_introspection.client.errors import ClientError
 from libp2p_introspection.protocol.discovery import (
     MAX_ENTRY_SIZE,
     SERVICE_TYPE,
@@ -200,7 +201,7 @@ def format_age(seconds: float) -> str:
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
-class NoChoice(Exception):
+class NoChoice(ClientError):
     """Several servers and no way to ask which: the message lists them."""
 
 

@@ -42,6 +42,7 @@ from libp2p_introspection.client.connection import (
     connect,
 )
 from libp2p_introspection.client.discovery import choose, read_registry
+from libp2p_introspection.client.errors import ClientError
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.discovery import ServerEntry
 
@@ -57,7 +58,7 @@ EVENT_BUFFER = 4096
 T = TypeVar("T")
 
 
-class CommandError(Exception):
+class CommandError(ClientError):
     """The server answered a command with ``ERR`` (its ``error`` text is the message)."""
 
 

@@ -38,6 +38,8 @@ from libp2p_introspection.client.connection import (
     Source,
     connect,
 )
+from libp2p_introspection.config import DEFAULT_IDLE_TIMEOUT_S
+from libp2p_introspection.protocol.closecodes import CLOSE_MESSAGE_TOO_BIG
 from libp2p_introspection.protocol.framing import MAX_MESSAGE_SIZE, payload_kind
 from libp2p_introspection.protocol.recording import RecordingWriter
 
@@ -52,7 +54,7 @@ QUEUE_CAPACITY = 8_192
 #: Hard bound of the write queue in bytes (a flooding server cannot exhaust memory).
 QUEUE_BYTES = 128 * 1024 * 1024
 #: A server that sends nothing for this long is given up on, seconds.
-IDLE_TIMEOUT_S = 60.0
+IDLE_TIMEOUT_S = DEFAULT_IDLE_TIMEOUT_S
 
 
 class Outcome(enum.Enum):
@@ -105,11 +107,17 @@ class RecordResult:
         """One line for humans."""
         s = self.stats
         text = (
-            f"{self.path}: {s.records} records ({s.snapshots} snapshots, {s.events} events, "
-            f"{s.responses} responses, {s.notices} notices), {s.bytes} bytes in "
+            f"{self.path}: {_count(s.records, 'record')} ({_count(s.snapshots, 'snapshot')}, "
+            f"{_count(s.events, 'event')}, {_count(s.responses, 'response')}, "
+            f"{_count(s.notices, 'notice')}), {_count(s.bytes, 'byte')} in "
             f"{s.elapsed:.1f} s; {self.outcome.value}"
         )
         return f"{text}: {self.detail}" if self.detail else text
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 response"``, ``"2 responses"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 _KIND_FIELD = {
@@ -264,7 +272,7 @@ class Recorder:
                 await self._enqueue(received.data, received.checksum)
         except ConnectionClosed as exc:
             reason = exc.reason
-            if reason is not None and reason.code == 1009:
+            if reason is not None and reason.code == CLOSE_MESSAGE_TOO_BIG:
                 self.outcome = Outcome.PROTOCOL_ERROR
                 self.detail = f"a message exceeded the {self.max_message_size}-byte limit"
                 if (reason.reason or "").startswith(TOO_MANY_FRAMES):

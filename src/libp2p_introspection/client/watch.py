@@ -20,7 +20,7 @@ from trio_websocket import ConnectionClosed
 from libp2p_introspection.client.connection import Command, Received, Source, connect
 from libp2p_introspection.config import printable
 from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.event_text import describe
+from libp2p_introspection.protocol.event_text import describe_any
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -93,16 +93,64 @@ def extension_text(line: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def event_text(type_name: str, content: str) -> str | None:
-    """The sentence of a §3.1 event (:func:`~libp2p_introspection.protocol.event_text.describe`),
-    or ``None`` for another type or a content that is not of its shape."""
+#: Most ``key=value`` pairs printed for an event of a type without a sentence.
+MAX_PAIRS = 12
+#: Longest value printed in a ``key=value`` pair, characters (longer is cut, ``…``).
+MAX_VALUE = 120
+
+
+def _parsed(content: str) -> Any:
     if len(content) > MAX_DESCRIBED_CONTENT:
         return None
     try:
-        parsed = json.loads(content)
+        return json.loads(content)
     except (ValueError, RecursionError):
         return None
-    return describe(type_name, parsed)
+
+
+def event_text(type_name: str, content: str) -> str | None:
+    """The sentence of an event of a type PROTOCOL.md lists
+    (:func:`~libp2p_introspection.protocol.event_text.describe_any`), or ``None`` for
+    another type or a content that is not of its shape."""
+    parsed = _parsed(content)
+    return None if parsed is None else describe_any(type_name, parsed)
+
+
+def _value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= MAX_VALUE else f"{text[:MAX_VALUE]}…"
+
+
+def pairs_text(content: str) -> str:
+    """An event content without a sentence, as ``key=value`` pairs (a JSON object: at
+    most :data:`MAX_PAIRS`, each value cut at :data:`MAX_VALUE` characters), else
+    ``content=`` and the text cut likewise. Not yet made printable (the caller does)."""
+    parsed = _parsed(content)
+    if not isinstance(parsed, dict):
+        return f"content={_value(content)}"
+    items = list(parsed.items())
+    shown = " ".join(f"{_value(str(key))}={_value(value)}" for key, value in items[:MAX_PAIRS])
+    more = len(items) - MAX_PAIRS
+    return f"{shown} (and {more} more)" if more > 0 else shown or "(no content)"
+
+
+def line_text(line: dict[str, Any]) -> str:
+    """A ``runtime``, ``notice``, ``skipped`` or ``closed`` line as words (made printable
+    by the caller)."""
+    kind = line["kind"]
+    if kind == "runtime":
+        types = line.get("event_types") or []
+        return (
+            f"runtime  {line['implementation']} {line['version']} on {line['platform']}, "
+            f"peer {line['peer_id']}, {len(types)} event type{'' if len(types) == 1 else 's'}"
+        )
+    if kind == "notice":
+        return f"notice  {line['note']}"
+    if kind == "skipped":
+        return f"skipped  a {line['what']} message: {line['reason']}"
+    if kind == "closed":
+        return f"closed  the server closed the session: code {line['code']} {line['reason'] or ''}"
+    return f"{kind}  " + " ".join(f"{k}={_value(v)}" for k, v in line.items() if k != "kind")
 
 
 def _skipped(received: Received) -> dict[str, Any]:
@@ -161,8 +209,11 @@ async def watch(
 
 def printer(as_json: bool, out: TextIO | None = None) -> Emit:
     """An :data:`Emit` that writes each line to ``out`` (stdout by default) and flushes:
-    one JSON object per line with ``as_json``, else text. An event's type and content
-    come from the server: they are made :func:`~libp2p_introspection.config.printable`.
+    one JSON object per line with ``as_json``, else text: a sentence per event of a type
+    PROTOCOL.md lists (:func:`event_text`), ``key=value`` pairs for another
+    (:func:`pairs_text`). What comes from the server (event types and contents, the
+    runtime's strings, a close reason) is made
+    :func:`~libp2p_introspection.config.printable`.
     """
 
     def write(text: str) -> None:
@@ -184,9 +235,9 @@ def printer(as_json: bool, out: TextIO | None = None) -> Emit:
             )
         elif line["kind"] == "event":
             said = event_text(line["type"], line["content"])
-            shown = said if said is not None else line["content"]
+            shown = said if said is not None else pairs_text(line["content"])
             write(printable(f"event  {line['ts']}  {line['type']}  {shown}"))
         else:
-            write(f"{line['kind']:6} {json.dumps(line)}")
+            write(printable(line_text(line).rstrip()))
 
     return emit

@@ -26,7 +26,7 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
   ``"HOST:PORT"``), as ``application/json``: show the live node there. The introspection token, if
   any, is sent only to the server the dashboard was started for (see
   :mod:`.feed`), never to another URL given here. The body is read up to
-  :data:`MAX_COMMAND_BODY_BYTES` (4 KiB) and no further: 413 beyond, 400 for
+  :data:`~.bodies.MAX_COMMAND_BODY_BYTES` (4 KiB) and no further: 413 beyond, 400 for
   anything but a JSON object (nesting included: never a 500).
 - ``GET /api/nodes``: the Nodes view's rows (``NODES`` of :mod:`.nodes`, with
   ``"focus"``); 404 when the dashboard keeps no Nodes view.
@@ -45,6 +45,8 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
   its body is read and dropped (the same limit and deadline; past them, at
   once, and the connection closed). The whole body must arrive within ``upload_timeout_s``
   (120 s by default: 256 MiB takes a few seconds on loopback), else 408.
+- ``GET /api/recording/save``: what the dashboard keeps, as a recording file
+  (streamed; the dashboard's own page only): see :mod:`.save`.
 - ``POST /api/pause`` and ``/api/resume`` read no body; the ``GET`` routes
   read only their query string (bounded, with the request's headers, by
   the HTTP server: 16 KiB).
@@ -52,48 +54,49 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
 Commands answer ``{"ok": true, "status": STATUS}`` or ``{"ok": false,
 "error": "..."}`` with a 4xx code.
 
-The page shows what the introspection endpoint shows (see SECURITY.md), so
-the dashboard guards it the same way: a request whose ``Host`` is not a
-loopback name or the bound address (DNS rebinding), or whose ``Origin`` is
-another site (a page you visit opening ``ws://127.0.0.1:8846/feed``), is
-refused with 403. Commands (every ``POST``) are taken from the dashboard's
-own page only: a browser request from any other origin, loopback ones
-included (``Origin`` not the dashboard's, or ``Sec-Fetch-Site`` other than
-``same-origin``), is refused with 403, and ``/api/connect`` wants an
+Every request passes the guards of :mod:`.guards` first: a ``Host`` that is
+not a loopback name or the bound address, or an ``Origin`` of another site, is
+refused with 403, and so is a command (every ``POST``) that a browser sends
+from any page but the dashboard's own; ``/api/connect`` wants an
 ``application/json`` body (415 otherwise: an HTML form cannot send one).
-Tools that send no ``Origin`` are allowed.
-
-Every HTTP answer carries :data:`SECURITY_HEADERS` and a
-``Content-Security-Policy`` (:func:`content_security_policy`): the page runs
-its own scripts only, loads nothing from elsewhere and talks to its own
-address only, so even text that slipped into the page as markup could not
-run script or send what it read away. (The page never treats what servers
-and files send as markup in the first place: see ``static/js/dom.js``.)
+Every HTTP answer carries the security headers and the Content-Security-Policy
+that :mod:`.guards` defines. Bodies are read as :mod:`.bodies` says: bounded
+in size and time.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import anyio
 import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from libp2p_introspection import config as defaults
+from libp2p_introspection.dashboard.bodies import (
+    MAX_COMMAND_BODY_BYTES,
+    UPLOAD_TIMEOUT_S,
+    BadRequest,
+    BodyTooLarge,
+    UploadGate,
+    UploadTimedOut,
+    discard_body,
+    normalize_url,
+    read_small_body,
+    spool_body,
+)
 from libp2p_introspection.dashboard.browsers import TooManyPages
+from libp2p_introspection.dashboard.guards import LocalOnly, QuietDisconnects, SecurityHeaders
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.nodes import FleetFull
 from libp2p_introspection.dashboard.recording import (
@@ -101,7 +104,7 @@ from libp2p_introspection.dashboard.recording import (
     RecordingLoadError,
     load_recording,
 )
-from libp2p_introspection.protocol.admission import is_loopback, origin_allowed
+from libp2p_introspection.dashboard.save import save_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -109,202 +112,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: A browser that takes longer than this to accept one feed message is dropped, seconds.
 BROWSER_SEND_TIMEOUT_S = 30.0
-#: Largest body of a JSON command (``/api/connect``), bytes.
-MAX_COMMAND_BODY_BYTES = 4 * 1024
-#: Recordings up to this size stay in memory while uploaded; larger ones spool to disk.
-SPOOL_IN_MEMORY = 1024 * 1024
-#: The whole body of an upload must arrive within this, seconds.
-UPLOAD_TIMEOUT_S = 120.0
-#: Headers on every HTTP answer: no MIME sniffing (JSON and text stay data), no
-#: framing, no referrer, and no reading of any answer from another origin's page.
-SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-)
 #: Headers of the text that answers a WebSocket upgrade to a path other than /feed.
 _TEXT_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
-#: A ``Host`` header that may be named in the policy as it is (the guard checked it already).
-_PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
-
-
-class UploadGate:
-    """Lets one recording upload in at a time (see ``POST /api/recording``).
-
-    ``busy``: an upload is being read or loaded; ``refused``: uploads refused
-    so far because one was. Trio thread only.
-    """
-
-    def __init__(self) -> None:
-        self.busy = False
-        self.refused = 0
-
-
-class BadRequest(Exception):
-    """A command the dashboard refuses (message shown to the user)."""
-
-
-class BodyTooLarge(Exception):
-    """A request body over its route's limit (answered with 413)."""
-
-
-async def read_small_body(request: Request, limit: int) -> bytes:
-    """The request's body, at most ``limit`` bytes; never holds more than that.
-
-    Raises :class:`BodyTooLarge` as soon as the body (or its declared
-    ``Content-Length``) passes ``limit``; what the client sends after is not
-    read (the connection is closed after the answer).
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge()
-    body = bytearray()
-    async for chunk in request.stream():
-        if len(body) + len(chunk) > limit:
-            raise BodyTooLarge()
-        body += chunk
-    return bytes(body)
-
-
-def normalize_url(text: str) -> str:
-    """:func:`libp2p_introspection.config.normalize_url`, with :class:`BadRequest`
-    for what it refuses (the page shows the reason)."""
-    try:
-        return defaults.normalize_url(text)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
-
-
-def content_security_policy(host_header: str | None) -> str:
-    """The page's Content-Security-Policy: its own scripts, styles and data only.
-
-    No inline script or ``eval`` (``script-src 'self'``), no inline style
-    markup (Tabulator and uPlot set styles through the DOM, which CSP
-    allows), images from the page or ``data:`` only (its empty favicon), and
-    ``connect-src`` its own origin plus, spelled out for browsers whose
-    ``'self'`` does not cover WebSockets, ``ws://HOST`` for its ``/feed``.
-    ``host_header``: the request's ``Host`` (omitted from the policy unless
-    it is a plain ``name[:port]`` or ``[v6][:port]``).
-    """
-    connect = "'self'"
-    if host_header and _PLAIN_HOST.fullmatch(host_header):
-        connect += f" ws://{host_header} wss://{host_header}"
-    return (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        f"connect-src {connect}; object-src 'none'; base-uri 'none'; form-action 'self'; "
-        "frame-ancestors 'none'"
-    )
-
-
-class SecurityHeaders:
-    """ASGI middleware: :data:`SECURITY_HEADERS` and the CSP on every HTTP answer."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        extra = [*SECURITY_HEADERS, (b"content-security-policy",
-                 content_security_policy(_header(scope, b"host")).encode("latin-1"))]  # fmt: skip
-        names = {name for name, _ in extra}
-
-        async def send_with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in names]
-                message = {**message, "headers": headers + extra}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-class QuietDisconnects:
-    """ASGI middleware: a client that leaves while its request body is read is no error.
-
-    Starlette raises ``ClientDisconnect`` out of the route (hypercorn then
-    logs "Error in ASGI Framework" with a traceback, for every such client);
-    here it is logged at debug level and the request simply ends.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        except ClientDisconnect:
-            log.debug("a client left during its request to %s", scope.get("path"))
-
-
-class LocalOnly:
-    """ASGI guard: refuse foreign ``Host`` and ``Origin`` headers with 403 (module doc).
-
-    Reads (``GET``, the feed) are allowed from loopback origins, as the
-    introspection endpoint allows them; commands (any other method) only
-    from the dashboard's own origin.
-
-    ``bind_host``: the address the dashboard listens on; a wildcard
-    (``0.0.0.0``, ``::``) accepts any ``Host``.
-    """
-
-    def __init__(self, app: ASGIApp, bind_host: str) -> None:
-        self.app = app
-        host = bind_host.strip("[]").lower()
-        self.any_host = host in ("", "0.0.0.0", "::")
-        self.bind_host = host
-
-    def host_ok(self, host_header: str | None) -> bool:
-        if self.any_host or host_header is None:
-            return True
-        hostname = urlsplit(f"//{host_header}").hostname or ""
-        return hostname == self.bind_host or hostname == "localhost" or is_loopback(hostname)
-
-    def origin_ok(self, origin: str | None, host_header: str | None) -> bool:
-        if origin is None or origin_allowed(origin):
-            return True
-        return self.same_origin(origin, host_header)
-
-    @staticmethod
-    def same_origin(origin: str, host_header: str | None) -> bool:
-        """Whether ``origin`` is the dashboard's own (the address the browser asked)."""
-        return host_header is not None and origin.rstrip("/").lower() in (
-            f"http://{host_header}".lower(),
-            f"https://{host_header}".lower(),
-        )
-
-    def command_ok(self, scope: Scope, origin: str | None, host_header: str | None) -> bool:
-        """A command (not ``GET``/``HEAD``) from a browser must come from the dashboard's page."""
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD"):
-            return True
-        fetch_site = _header(scope, b"sec-fetch-site")
-        if fetch_site is not None and fetch_site.strip().lower() not in ("same-origin", "none"):
-            return False
-        return origin is None or self.same_origin(origin, host_header)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            host = _header(scope, b"host")
-            origin = _header(scope, b"origin")
-            if (not self.host_ok(host) or not self.origin_ok(origin, host)
-                    or not self.command_ok(scope, origin, host)):  # fmt: skip
-                log.warning("refused a request from origin %r for host %r", origin, host)
-                if scope["type"] == "websocket":
-                    close = WebSocketClose(code=1008, reason="origin not allowed")
-                    await close(scope, receive, send)
-                else:
-                    response = PlainTextResponse("this dashboard serves local pages only\n", 403)
-                    await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -457,36 +266,19 @@ def create_app(
             busy = "another recording is being uploaded; try again when it is shown"
             # Read the body and let it go (within the limit and the deadline), so that a
             # client that sends it before reading the answer gets this answer, not EPIPE.
-            with trio.move_on_after(upload_timeout_s):
-                size = 0
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > max_upload_bytes:
-                        break
-                else:
-                    return refuse(busy, 409)
+            if await discard_body(request, max_upload_bytes, upload_timeout_s):
+                return refuse(busy, 409)
             return close_with(busy, 409)
         uploads.busy = True
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
         try:
-            size = 0
-            with trio.move_on_after(upload_timeout_s) as deadline:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > max_upload_bytes:
-                        return too_large(
-                            f"the file is larger than the {max_upload_bytes}-byte limit"
-                        )
-                    spool.write(chunk)
-            if deadline.cancelled_caught:
+            try:
+                spool = await spool_body(request, max_upload_bytes, upload_timeout_s)
+            except BodyTooLarge:
+                return too_large(f"the file is larger than the {max_upload_bytes}-byte limit")
+            except UploadTimedOut as exc:
                 log.warning("an upload sent %d bytes in %g s and did not finish: refused",
-                            size, upload_timeout_s)  # fmt: skip
-                return close_with(
-                    f"the upload did not finish within {upload_timeout_s:g} s "
-                    f"({size} bytes received)",
-                    408,
-                )
-            spool.seek(0)
+                            exc.received, upload_timeout_s)  # fmt: skip
+                return close_with(str(exc), 408)
             try:
                 store, info = await anyio.to_thread.run_sync(
                     lambda: load_recording(
@@ -503,8 +295,9 @@ def create_app(
                 )
             except RecordingLoadError as exc:
                 return refuse(str(exc), 422)
+            finally:
+                spool.close()
         finally:
-            spool.close()
             uploads.busy = False
         log.info("showing uploaded recording %s (%d snapshots)", info.name, info.states)
         model.show_recording(store, info)
@@ -574,6 +367,7 @@ def create_app(
         Route("/api/resume", resume, methods=["POST"]),
         Route("/api/connect", connect, methods=["POST"]),
         Route("/api/recording", recording, methods=["POST"]),
+        Route("/api/recording/save", save_endpoint(lambda: model.store)),  # see .save
         Route("/api/nodes", nodes),
         Route("/api/nodes/add", nodes_add, methods=["POST"]),
         Route("/api/nodes/remove", nodes_remove, methods=["POST"]),

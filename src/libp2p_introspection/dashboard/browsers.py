@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import trio
 
+from libp2p_introspection.dashboard.errors import DashboardError
+
 #: Default bound on messages pending for one browser.
 DEFAULT_MAX_PENDING = 256
 #: Default bound on the size of the messages pending for one browser, bytes
@@ -35,7 +37,7 @@ DEFAULT_MAX_PENDING_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_PAGES = 16
 
 
-class TooManyPages(Exception):
+class TooManyPages(DashboardError):
     """:meth:`BrowserHub.open` with ``max_pages`` pages open already."""
 
 

@@ -4,10 +4,15 @@ A real node never comes near them; a hostile server or file cannot make one
 string, or one list of strings, cost the page more than its cap, however long
 it was on the wire. A cut is shown: ``…(+N chars)`` ends a cut string, and a
 cut list ends with the item ``…(+N more)``.
+
+And the compact JSON text pages are sent (:func:`dumps`), with what a string or
+a value takes in it, counted without building it (:func:`json_len`,
+:func:`json_size`), so that a budget is checked before the text is made.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
@@ -18,6 +23,11 @@ MAX_PEER_ID = 256
 MAX_TEXT = 1024
 #: Most items of a list of strings emitted (addresses, protocols, mesh peers, topics).
 MAX_LIST = 64
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text (no spaces), as sent to browsers."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def capped(text: str, cap: int) -> str:

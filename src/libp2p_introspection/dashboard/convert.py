@@ -1,9 +1,12 @@
-"""Protobuf to the compact JSON the dashboard's page reads.
+"""Protobuf to the compact JSON the dashboard's page reads: whole snapshots.
 
 Each snapshot is converted **once**, when it enters the store; every browser
-gets the same text. Shapes (all timestamps ms since the Unix epoch, byte
-counts in bytes, rates in bytes per second, latency in ns; absent timestamps
-are ``0``; ids are lowercase hex of the schema's ``bytes`` ids):
+gets the same text. The parts are converted by :mod:`.convert_swarm` (traffic,
+connections, streams, the DHT), :mod:`.convert_ext` (the §3.1 extensions) and,
+for a node's runtime and events, :mod:`.convert_events`; here they are put
+together, with the connections that vanished carried on, and held to a budget.
+Shapes (timestamps ms since the Unix epoch, byte counts in bytes, rates in bytes
+per second):
 
 Snapshot (:meth:`SnapshotConverter.convert`)::
 
@@ -14,28 +17,10 @@ Snapshot (:meth:`SnapshotConverter.convert`)::
      "node": NODE or null, "protocols": [PROTOCOL, ...],
      "pubsub": PUBSUB or null, "resources": RESOURCES or null}
 
-    (NODE, PROTOCOL, PUBSUB, RESOURCES and PEERINFO, the §3.1 extensions: see
-    :mod:`~libp2p_introspection.dashboard.convert_ext`; null when the snapshot
-    lacks that subsystem, as every recording made before them does.)
-
-    TRAFFIC    = {"in": bytes, "out": bytes, "inPkts": n, "outPkts": n,
-                  "bwIn": B/s, "bwOut": B/s}
-    CONNECTION = {"id": hex, "peer": peer id, "status": "ACTIVE"|"CLOSED"|...,
-                  "role": "INITIATOR"|"RESPONDER", "src": multiaddr,
-                  "dst": multiaddr, "transport": text (or hex), "mux": str,
-                  "sec": str, "open": ms, "upgraded": ms, "close": ms,
-                  "lat": ns, "relayedOver": hex or "", "tags": [str],
-                  "gone": bool (no longer in the server's snapshot; kept here
-                  as CLOSED until it ages out), "peerInfo": PEERINFO or null,
-                  ...TRAFFIC fields, "streams": [STREAM, ...]}
-    STREAM     = {"id": hex, "proto": protocol id, "role": ..., "status": ...,
-                  "open": ms, "close": ms, "lat": ns, ...TRAFFIC fields}
-    DHT        = {"protocol": str, "enabled": bool, "start": ms,
-                  "params": {"k", "alpha", "disjointPaths", "beta"},
-                  "buckets": [{"cpl": n, "peers": [{"peer": id,
-                              "status": "ACTIVE"|"MISSING"|..., "age": ms}]}],
-                  "qin": QUERIES, "qout": QUERIES}
-    QUERIES    = {"success": n, "error": n, "timeout": n}
+    (TRAFFIC, CONNECTION and DHT: see :mod:`.convert_swarm`; NODE, PROTOCOL,
+    PUBSUB, RESOURCES and PEERINFO, the §3.1 extensions: see :mod:`.convert_ext`;
+    null when the snapshot lacks that subsystem, as every recording made before
+    them does.)
 
 Summary (:func:`summarize`, one point of the charts' time series)::
 
@@ -43,67 +28,30 @@ Summary (:func:`summarize`, one point of the charts' time series)::
      "dhtPeers", "qin": QUERIES, "qout": QUERIES,
      "protos": {protocol: [bwIn, bwOut]} (the busiest protocols, B/s)}
 
-Runtime (:func:`runtime_to_json`)::
-
-    {"implementation", "version", "platform", "peerId",
-     "eventTypes": [{"name", "properties": [{"name", "type", "multiple"}]}]}
-
-Event (:func:`event_to_json`)::
-
-    {"seq": n (assigned by the store), "ts": ms, "type": name,
-     "content": the event's JSON object (or its text, if it is not JSON,
-                nests too deep, or is over MAX_PARSED_CONTENT characters),
-     "query": QUERY (only for an InboundDHTQuery / OutboundDHTQuery),
-     "says": a sentence (only for a §3.1 event type whose content has its
-             shape: :func:`~libp2p_introspection.protocol.event_text.describe`)}
-
-    QUERY      = {"dir": "INBOUND"|"OUTBOUND", "peers": [peer id, ...],
-                  "message": str, "result": str (upper case), "ms": number or null}
-
-Every string the converter emits is capped (a real node never comes near the
-caps): peer ids at :data:`MAX_PEER_ID` characters, connection and stream ids
-at :data:`MAX_ID_BYTES` bytes (before hex), multiaddrs, protocol ids,
-transport, muxer, security, tags and runtime fields at :data:`MAX_TEXT`,
-event type and property names at :data:`MAX_NAME`, event content at
-:data:`MAX_EVENT_CONTENT`. A longer value is cut, and the cut is shown:
-``…(+N chars)`` (``…(+N bytes)`` for an id) ends it (:func:`capped`). A
-snapshot whose JSON text would take more than the converter's budget
-(:data:`DEFAULT_MAX_SNAPSHOT_BYTES`, carried connections included) is not
-converted at all: :meth:`SnapshotConverter.convert` raises
+Every string the converters emit is capped (a real node never comes near the
+caps; each part's module says its caps, :mod:`.caps` defines the shared ones).
+A longer value is cut, and the cut is shown: ``…(+N chars)`` (``…(+N bytes)``
+for an id) ends it. A snapshot whose JSON text would take more than the
+converter's budget (:data:`DEFAULT_MAX_SNAPSHOT_BYTES`, carried connections
+included) is not converted at all: :meth:`SnapshotConverter.convert` raises
 :class:`SnapshotTooLarge` before building its text, and the caller skips it
-with a notice. The §3.1 extensions' strings are capped the same way (peer ids
-at :data:`MAX_PEER_ID`, the rest at :data:`MAX_TEXT`), their lists of strings at
-:data:`~libp2p_introspection.dashboard.caps.MAX_LIST` items, and their text counts
-against the budget. So one string cannot cost more than its cap, however long it
-was on the wire, and no page is sent a snapshot larger than the budget.
-
-A DHT query event is read in either shape (:func:`dht_query`): the one of
-PROTOCOL.md §3 (``peerIds``, ``messageType``, ``totalTimeMs``, upper-case
-``result``; the observer-toolkit's, with ``type`` where it has no
-``messageType``), and this project's older one, in recordings made before
-(``peerId``, ``queryType``, ``durationMs``, lower-case ``result``).
+with a notice. The §3.1 extensions' text counts against the budget too. So one
+string cannot cost more than its cap, however long it was on the wire, and no
+page is sent a snapshot larger than the budget.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from libp2p_introspection.dashboard import convert_ext as ext
-from libp2p_introspection.dashboard.caps import (
-    MAX_PEER_ID,
-    MAX_TEXT,
-    capped,
-    json_len,
-    json_size,
-)
+from libp2p_introspection.dashboard.caps import dumps, json_size
 from libp2p_introspection.dashboard.convert_ext import traffic_fields as _traffic
+from libp2p_introspection.dashboard.convert_swarm import connection_sized, dht_sized, widest
+from libp2p_introspection.dashboard.errors import DashboardError
 from libp2p_introspection.protocol import pb
-from libp2p_introspection.protocol.event_text import describe
-from libp2p_introspection.protocol.ids import transport_text
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS
 
 JSON = dict[str, Any]
@@ -117,330 +65,22 @@ DEFAULT_CLOSED_TTL_MS = 120_000
 #: honest source, one per second by default, ages them by time first).
 DEFAULT_CLOSED_TTL_SNAPSHOTS = 600
 
-#: Longest event content parsed as JSON, characters; longer stays text (parsed,
-#: ``[{},{},...]`` costs 25 times its text; honest events are well under 1 KiB).
-MAX_PARSED_CONTENT = 16 * 1024
-
-#: Caps on the strings the converter emits (module doc), characters; ids in bytes.
-MAX_ID_BYTES = 64
-MAX_NAME = 256
-MAX_EVENT_CONTENT = 64 * 1024
-#: Event types and property types kept from a ``Runtime`` (an honest node declares
-#: a dozen types of a few properties each); the rest are left out.
-MAX_EVENT_TYPES = 1024
-MAX_PROPERTY_TYPES = 4096
 #: Largest JSON text of one converted snapshot, characters (carried connections
 #: included): 2.5 times the 24 MB of an honest snapshot of 10,000 connections of
 #: 10 streams each, the default expansion limits.
 DEFAULT_MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
-class SnapshotTooLarge(ValueError):
+class SnapshotTooLarge(DashboardError, ValueError):
     """A snapshot whose JSON text would be larger than the converter's budget
     (the message says how large, and what it held)."""
 
 
-_STATUS = {v: k for k, v in pb.Status.items()}
-_ROLE = {v: k for k, v in pb.Role.items()}
-_PEER_STATUS = {v: k for k, v in pb.DHT.PeerInDHT.Status.items()}
-_PROPERTY_TYPE = {v: k for k, v in pb.EventType.EventProperty.PropertyType.items()}
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON text (no spaces), as sent to browsers."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def capped_id(value: bytes, cap: int = MAX_ID_BYTES) -> str:
-    """An id's lowercase hex, of at most its first ``cap`` bytes, then ``…(+N bytes)``."""
-    if len(value) <= cap:
-        return value.hex()
-    return f"{value[:cap].hex()}…(+{len(value) - cap} bytes)"
-
-
-def capped_transport(value: bytes) -> str:
-    """``Connection.transport_id`` as :func:`~libp2p_introspection.protocol.ids.transport_text`
-    writes it, of at most its first :data:`MAX_TEXT` bytes, then ``…(+N bytes)``."""
-    if len(value) <= MAX_TEXT:
-        return transport_text(value)
-    return f"{transport_text(value[:MAX_TEXT])}…(+{len(value) - MAX_TEXT} bytes)"
-
-
-def _queries(gauge: pb.DHT.QueryGauge) -> JSON:
-    return {"success": gauge.success, "error": gauge.error, "timeout": gauge.timeout}
-
-
-def stream_to_json(stream: pb.Stream) -> JSON:
-    """One ``Stream`` (shape ``STREAM`` in the module doc), its strings capped."""
-    return _stream(stream)[0]
-
-
-def _stream(stream: pb.Stream) -> tuple[JSON, int]:
-    """The stream's JSON form and at most how many characters its text takes."""
-    stream_id = capped_id(stream.id)
-    proto = capped(stream.protocol, MAX_TEXT)
-    data = _traffic(
-        stream.traffic,
-        {
-            "id": stream_id,
-            "proto": proto,
-            "role": _ROLE.get(stream.role, str(stream.role)),
-            "status": _STATUS.get(stream.status, str(stream.status)),
-            "open": stream.timeline.open_ts,
-            "close": stream.timeline.close_ts,
-            "lat": stream.latency_ns,
-        },
-    )
-    return data, _STREAM_FIXED + len(stream_id) + json_len(proto)
-
-
-def connection_to_json(conn: pb.Connection) -> JSON:
-    """One ``Connection`` with its streams (shape ``CONNECTION`` in the module doc),
-    its strings capped."""
-    data, _, _ = _connection(conn)
-    return data
-
-
-def _connection(conn: pb.Connection) -> tuple[JSON, int, int]:
-    """The connection's JSON form, at most how many characters its text takes
-    without its streams (as when carried: ``"streams":[]``), and its streams'."""
-    relayed = conn.WhichOneof("relayed_over")
-    if relayed == "conn_id":
-        relayed_over = capped_id(conn.conn_id)
-    elif relayed == "conn":
-        relayed_over = capped_id(conn.conn.id)
-    else:
-        relayed_over = ""
-    texts = (
-        capped(conn.peer_id, MAX_PEER_ID),
-        capped(conn.endpoints.src_multiaddr, MAX_TEXT),
-        capped(conn.endpoints.dst_multiaddr, MAX_TEXT),
-        capped_transport(conn.transport_id),
-        capped(conn.attribs.multiplexer, MAX_TEXT),
-        capped(conn.attribs.encryption, MAX_TEXT),
-    )
-    tags = [capped(tag, MAX_TEXT) for tag in conn.user_provided_tags]
-    conn_id = capped_id(conn.id)
-    peer_info = ext.peer_info_to_json(conn)
-    data = {
-        "id": conn_id,
-        "peer": texts[0],
-        "status": _STATUS.get(conn.status, str(conn.status)),
-        "role": _ROLE.get(conn.role, str(conn.role)),
-        "src": texts[1],
-        "dst": texts[2],
-        "transport": texts[3],
-        "mux": texts[4],
-        "sec": texts[5],
-        "open": conn.timeline.open_ts,
-        "upgraded": conn.timeline.upgraded_ts,
-        "close": conn.timeline.close_ts,
-        "lat": conn.latency_ns,
-        "relayedOver": relayed_over,
-        "tags": tags,
-        "gone": False,
-        "peerInfo": peer_info,
-    }
-    _traffic(conn.traffic, data)
-    streams = [_stream(s) for s in conn.streams.streams]
-    data["streams"] = [stream for stream, _ in streams]
-    size = (
-        _CONNECTION_FIXED
-        + len(conn_id)
-        + len(relayed_over)
-        + sum(json_len(text) for text in texts)
-        + sum(json_len(tag) + 1 for tag in tags)
-        + (json_size(peer_info, DEFAULT_MAX_SNAPSHOT_BYTES) if peer_info is not None else 0)
-    )
-    return data, size, sum(stream_size for _, stream_size in streams)
-
-
-def dht_to_json(dht: pb.DHT) -> JSON:
-    """The DHT subsystem (shape ``DHT`` in the module doc), its strings capped."""
-    return _dht(dht)[0]
-
-
-def _dht(dht: pb.DHT) -> tuple[JSON, int]:
-    """The DHT's JSON form and at most how many characters its text takes."""
-    protocol = capped(dht.protocol, MAX_TEXT)
-    size = _DHT_FIXED + json_len(protocol)
-    buckets = []
-    for bucket in dht.buckets:
-        peers = []
-        for peer in bucket.peers:
-            peer_id = capped(peer.peer_id, MAX_PEER_ID)
-            size += _PEER_FIXED + json_len(peer_id)
-            peers.append(
-                {
-                    "peer": peer_id,
-                    "status": _PEER_STATUS.get(peer.status, str(peer.status)),
-                    "age": peer.age_in_bucket,
-                }
-            )
-        size += _BUCKET_FIXED
-        buckets.append({"cpl": bucket.cpl, "peers": peers})
-    data = {
-        "protocol": protocol,
-        "enabled": dht.enabled,
-        "start": dht.start_ts,
-        "params": {
-            "k": dht.params.k,
-            "alpha": dht.params.alpha,
-            "disjointPaths": dht.params.disjoint_paths,
-            "beta": dht.params.beta,
-        },
-        "buckets": buckets,
-        "qin": _queries(dht.incoming_queries),
-        "qout": _queries(dht.outgoing_queries),
-    }
-    return data, size
-
-
-def runtime_to_json(runtime: pb.Runtime) -> JSON:
-    """The node's ``Runtime`` (shape in the module doc), its strings capped; at most
-    :data:`MAX_EVENT_TYPES` event types of :data:`MAX_PROPERTY_TYPES` properties in all."""
-    event_types = []
-    properties = 0
-    for event_type in itertools.islice(runtime.event_types, MAX_EVENT_TYPES):
-        room = max(MAX_PROPERTY_TYPES - properties, 0)
-        converted = event_type_to_json(event_type, max_properties=room)
-        properties += len(converted["properties"])
-        event_types.append(converted)
-    return {
-        "implementation": capped(runtime.implementation, MAX_TEXT),
-        "version": capped(runtime.version, MAX_TEXT),
-        "platform": capped(runtime.platform, MAX_TEXT),
-        "peerId": capped(runtime.peer_id, MAX_PEER_ID),
-        "eventTypes": event_types,
-    }
-
-
-def event_type_to_json(
-    event_type: pb.EventType, *, max_properties: int = MAX_PROPERTY_TYPES
-) -> JSON:
-    """An ``EventType`` with its property types (names capped at :data:`MAX_NAME`;
-    the first ``max_properties`` of them)."""
-    props = event_type.property_types[:max_properties]
-    return {
-        "name": capped(event_type.name, MAX_NAME),
-        "properties": [
-            {
-                "name": capped(p.name, MAX_NAME),
-                "type": _PROPERTY_TYPE.get(p.type, str(p.type)),
-                "multiple": p.has_multiple,
-            }
-            for p in props
-        ],
-    }
-
-
-def _widest(message: Any) -> Any:
-    """``message`` with every singular number, enum and bool set to the value whose
-    JSON text is longest (the strings stay empty); for the fixed costs below."""
-    for f in message.DESCRIPTOR.fields:
-        if f.is_repeated or f.containing_oneof is not None:
-            continue
-        if f.type == f.TYPE_MESSAGE:
-            _widest(getattr(message, f.name))
-        elif f.type in (f.TYPE_UINT64, f.TYPE_FIXED64):
-            setattr(message, f.name, 2**64 - 1)
-        elif f.type in (f.TYPE_UINT32, f.TYPE_FIXED32):
-            setattr(message, f.name, 2**32 - 1)
-        elif f.type in (f.TYPE_INT32, f.TYPE_ENUM, f.TYPE_SINT32, f.TYPE_SFIXED32):
-            setattr(message, f.name, -(2**31))
-        elif f.type in (f.TYPE_INT64, f.TYPE_SINT64, f.TYPE_SFIXED64):
-            setattr(message, f.name, -(2**63))
-        elif f.type == f.TYPE_BOOL:
-            setattr(message, f.name, False)
-    return message
-
-
-#: The most characters each shape's text takes besides its counted strings (ids
-#: are counted without quotes, other strings with), plus one for a separating comma;
-#: measured on the widest values (0 while measuring).
-_STREAM_FIXED = _CONNECTION_FIXED = _PEER_FIXED = _BUCKET_FIXED = _DHT_FIXED = 0
-_STREAM_FIXED = len(dumps(_stream(_widest(pb.Stream()))[0])) - 2 + 1
-_CONNECTION_FIXED = len(dumps(_connection(_widest(pb.Connection()))[0])) - 2 * 6 + 1
-_PEER_FIXED = len(dumps(_dht(_widest(pb.DHT(buckets=[pb.DHT.Bucket(peers=[
-    _widest(pb.DHT.PeerInDHT())])])))[0]["buckets"][0]["peers"][0])) - 2 + 1  # fmt: skip
-_BUCKET_FIXED = len(dumps({"cpl": 2**32 - 1, "peers": []})) + 1
-_DHT_FIXED = len(dumps(_dht(_widest(pb.DHT()))[0])) - 2
+#: The most characters a snapshot's text takes besides its connections, DHT and
+#: extensions (measured on the widest values).
 _STATE_FIXED = len(dumps({"ts": 2**64 - 1, "start": 2**64 - 1, "dur": 2**32 - 1,
-                          "traffic": _traffic(_widest(pb.Traffic()), {}),
+                          "traffic": _traffic(widest(pb.Traffic()), {}),
                           "conns": [], "dht": None}))  # fmt: skip
-
-
-#: The DHT query event types (one event per Kademlia RPC).
-DHT_QUERY_EVENTS = ("InboundDHTQuery", "OutboundDHTQuery")
-
-
-def dht_query(type_name: str, content: Any) -> JSON | None:
-    """What a DHT query event says, from its content in either shape (module doc).
-
-    ``None`` for another event type or a content that is not a JSON object.
-    ``peers`` holds only the non-empty strings of ``peerIds`` (the toolkit's own
-    recordings hold ``null`` entries) or the old ``peerId``; a value of the wrong
-    kind reads as absent. The direction comes from the type name, as the toolkit
-    reads it.
-    """
-    if type_name not in DHT_QUERY_EVENTS or not isinstance(content, dict):
-        return None
-    raw = content.get("peerIds")
-    if isinstance(raw, list):
-        peers = [p for p in raw if isinstance(p, str) and p]
-    else:
-        old = content.get("peerId")
-        peers = [old] if isinstance(old, str) and old else []
-    message = ""
-    for key in ("messageType", "queryType", "type"):
-        value = content.get(key)
-        if isinstance(value, str) and value:
-            message = value
-            break
-    result = content.get("result")
-    ms: Any = None
-    for key in ("totalTimeMs", "durationMs"):
-        value = content.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-            ms = value if abs(value) < 1e15 else None
-            break
-    return {
-        "dir": "INBOUND" if type_name == "InboundDHTQuery" else "OUTBOUND",
-        "peers": peers,
-        "message": message,
-        "result": result.upper() if isinstance(result, str) else "",
-        "ms": ms,
-    }
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")  # NaN, Infinity: a browser's JSON.parse refuses
-
-
-def event_to_json(event: pb.Event) -> JSON:
-    """An ``Event``; ``content`` parsed from its JSON text (kept as text if it is not
-    JSON (``NaN`` and ``Infinity`` are not), nests too deeply to parse, or is longer
-    than :data:`MAX_PARSED_CONTENT`, and then cut at :data:`MAX_EVENT_CONTENT`);
-    ``query`` added for a DHT query event; the type name capped at :data:`MAX_NAME`.
-
-    ``seq`` is 0 here; the store numbers events as they arrive.
-    """
-    text = event.content
-    content: Any = capped(text, MAX_EVENT_CONTENT)
-    if not text:
-        content = {}
-    elif len(text) <= MAX_PARSED_CONTENT:
-        with contextlib.suppress(ValueError, RecursionError):  # not JSON, or nested too deep
-            content = json.loads(text, parse_constant=_not_json)
-    type_name = capped(event.type.name, MAX_NAME)
-    out = {"seq": 0, "ts": event.ts, "type": type_name, "content": content}
-    says = describe(type_name, content)
-    if says is not None:
-        out["says"] = says
-    query = dht_query(type_name, content)
-    if query is not None:
-        out["query"] = query
-    return out
 
 
 def summarize(snapshot: JSON) -> JSON:
@@ -541,7 +181,7 @@ class SnapshotConverter:
     max_connections: int = DEFAULT_LIMITS.max_connections
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
     #: The server's own connections in the previous snapshot, by id, with their
-    #: text's size without streams (see :func:`_connection`).
+    #: text's size without streams (see :func:`.convert_swarm.connection_sized`).
     _previous: dict[str, tuple[JSON, int]] = field(default_factory=dict)
     #: ``instant_ts`` of the previous snapshot, ms.
     _previous_ts: int = 0
@@ -569,7 +209,7 @@ class SnapshotConverter:
         """
         ts = state.instant_ts
         count = self._count + 1
-        converted = [_connection(c) for c in state.subsystems.connections]
+        converted = [connection_sized(c) for c in state.subsystems.connections]
         conns = [data for data, _, _ in converted]
         size = _STATE_FIXED + sum(own + streams for _, own, streams in converted)
         present = {data["id"]: (data, own) for data, own, _ in converted}
@@ -607,7 +247,7 @@ class SnapshotConverter:
         size += json_size(extensions, self.max_snapshot_bytes) - 1
         dht = None
         if state.subsystems.HasField("dht"):
-            dht, dht_size = _dht(state.subsystems.dht)
+            dht, dht_size = dht_sized(state.subsystems.dht)
             size += dht_size
         if size > self.max_snapshot_bytes:  # the reckoning is an upper bound: count exactly
             carried_data = [c.data for c in carried.values()]

@@ -49,7 +49,7 @@ MAX_SUMMARY_PROTOCOLS = 12
 
 
 def traffic_fields(traffic: pb.Traffic, into: JSON) -> JSON:
-    """``into`` with a ``Traffic``'s TRAFFIC fields (convert's module doc) set."""
+    """``into`` with a ``Traffic``'s TRAFFIC fields (:mod:`.convert_swarm`'s module doc) set."""
     into["in"] = traffic.traffic_in.cum_bytes
     into["out"] = traffic.traffic_out.cum_bytes
     into["inPkts"] = traffic.traffic_in.cum_packets

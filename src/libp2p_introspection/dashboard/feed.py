@@ -131,6 +131,8 @@ class LiveFeed:
         #: The endpoint the token belongs to (the URL the feed was created for).
         self.token_endpoint = endpoint_key(url)
         self._home_url = url
+        #: URLs whose refusal was logged at WARNING (once each; the retries at INFO).
+        self._told: set[str] = set()
         self.sink = sink
         self.retention_ms = retention_ms
         self.events = events
@@ -237,6 +239,12 @@ class LiveFeed:
                     error = "the server ended the session"
                 except Exception as exc:
                     described = describe_failure(exc)
+                    if described is not None and _rejected(exc) and url not in self._told:
+                        # Not a server that is down (retried quietly) but one that said no:
+                        # a dashboard's port given as the endpoint, a wrong path or token.
+                        self._told.add(url)
+                        log.warning("cannot follow %s: %s", self._redact(url),
+                                    self._redact(described))  # fmt: skip
                     if described is None:
                         # A bug of ours on this session's data must not stop the
                         # dashboard: log it whole and reconnect like any failure.
@@ -357,6 +365,13 @@ class LiveFeed:
         level = logging.WARNING if self.over_limit == 1 else logging.DEBUG
         log.log(level, "live feed from %s: %s", self.url, self.over_limit_reason)
         self.sink.feed_status()
+
+
+def _rejected(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every leaf of a group) is the server refusing the WebSocket."""
+    if isinstance(exc, BaseExceptionGroup):
+        return bool(exc.exceptions) and all(_rejected(leaf) for leaf in exc.exceptions)
+    return isinstance(exc, ConnectionRejected)
 
 
 def describe_failure(exc: BaseException) -> str | None:

@@ -8,7 +8,8 @@ stores it, and queues one prebuilt message for every open page
 fill a store the same way, so the page does not care which.
 
 Browser messages (JSON objects, sent in arrays; shapes of the parts in
-:mod:`.convert`)::
+:mod:`.convert`, :mod:`.convert_swarm`, :mod:`.convert_ext` and
+:mod:`.convert_events`)::
 
     {"t": "hello", "status": STATUS, "runtime": RUNTIME|null,
      "timeline": [ts, ...], "series": [SUMMARY, ...], "latest": SNAPSHOT|null,
@@ -29,8 +30,8 @@ The ``hello`` carries ``"nodes"`` too (the same object, ``null`` without a fleet
               "connecting"|"connected"|"reconnecting"|"disconnected",
               "since": ms, "error": str, "paused": bool, "notices": n,
               "recording": {"name", "records", "states", "events",
-                            "checksumFailures", "truncated", "overLimit",
-                            "overLimitReason"}|null,
+                            "checksumFailures", "truncated", "truncatedAt",
+                            "overLimit", "overLimitReason"}|null,
               "overLimit": {"count": n, "reason": str} (messages or records
                   of the current source skipped for holding more than the
                   limits allow, and why the last one was),
@@ -43,13 +44,15 @@ import logging
 from typing import Any
 
 from libp2p_introspection.dashboard.browsers import BrowserHub
+from libp2p_introspection.dashboard.caps import dumps
 from libp2p_introspection.dashboard.convert import (
     DEFAULT_CLOSED_TTL_MS,
     DEFAULT_MAX_SNAPSHOT_BYTES,
     JSON,
     SnapshotConverter,
     SnapshotTooLarge,
-    dumps,
+)
+from libp2p_introspection.dashboard.convert_events import (
     event_to_json,
     event_type_to_json,
     runtime_to_json,
@@ -58,6 +61,7 @@ from libp2p_introspection.dashboard.feed import ConnectionState, LiveFeed, endpo
 from libp2p_introspection.dashboard.nodes import NodeFleet
 from libp2p_introspection.dashboard.page_json import page_text
 from libp2p_introspection.dashboard.recording import RecordingInfo, over_limit_text
+from libp2p_introspection.dashboard.save import server_message
 from libp2p_introspection.dashboard.store import Store
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
@@ -122,6 +126,7 @@ class DashboardModel:
 
     def feed_runtime(self, runtime: pb.Runtime) -> None:
         data = runtime_to_json(runtime)
+        raw = server_message("runtime", runtime.SerializeToString())  # kept for Save recording
         previous = self.store.runtime
         if previous is not None and previous.get("peerId") != data["peerId"]:
             # Another node answers at this URL now: its data must not mix with the old one's.
@@ -129,10 +134,10 @@ class DashboardModel:
             log.info("node at %s changed: %s", where, data["peerId"])
             self.store.clear()
             self.converter.reset()
-            self.store.set_runtime(data)
+            self.store.set_runtime(data, raw)
             self._resync_all()
             return
-        self.store.set_runtime(data)
+        self.store.set_runtime(data, raw)
         self._broadcast(dumps({"t": "runtime", "runtime": data}))
 
     def feed_state(self, state: pb.State) -> None:
@@ -144,7 +149,7 @@ class DashboardModel:
             else:
                 log.warning("skipped a snapshot: %s", exc)
             return
-        stored = self.store.add_snapshot(data)
+        stored = self.store.add_snapshot(data, server_message("state", state.SerializeToString()))
         self._broadcast(
             f'{{"t":"snapshot","oldest":{self.store.oldest_ts},'
             f'"summary":{stored.summary_text},"data":{page_text(data)}}}'
@@ -152,7 +157,8 @@ class DashboardModel:
 
     def feed_event(self, event: pb.Event) -> None:
         type_info = event_type_to_json(event.type) if event.type.property_types else None
-        stored = self.store.add_event(event_to_json(event), type_info)
+        raw = server_message("event", event.SerializeToString())
+        stored = self.store.add_event(event_to_json(event), type_info, raw)
         self._broadcast(f'{{"t":"event","e":{stored.text}}}')
 
     def feed_notice(self) -> None:

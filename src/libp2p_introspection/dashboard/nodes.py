@@ -54,7 +54,8 @@ from trio_websocket import ConnectionRejected
 from libp2p_introspection import config as defaults
 from libp2p_introspection.client import discovery
 from libp2p_introspection.client.connection import IntrospectionClient, connect
-from libp2p_introspection.dashboard.convert import capped
+from libp2p_introspection.dashboard.caps import capped
+from libp2p_introspection.dashboard.errors import DashboardError
 from libp2p_introspection.dashboard.feed import (
     BACKOFF_MAX_S,
     BACKOFF_MIN_S,
@@ -95,7 +96,7 @@ class NodeStatus(StrEnum):
     REFUSED = "refused"
 
 
-class FleetFull(Exception):
+class FleetFull(DashboardError):
     """Already ``max_nodes`` nodes are followed; the message says so."""
 
 

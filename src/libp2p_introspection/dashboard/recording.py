@@ -46,10 +46,13 @@ from libp2p_introspection.dashboard.convert import (
     DEFAULT_MAX_SNAPSHOT_BYTES,
     SnapshotConverter,
     SnapshotTooLarge,
+)
+from libp2p_introspection.dashboard.convert_events import (
     event_to_json,
     event_type_to_json,
     runtime_to_json,
 )
+from libp2p_introspection.dashboard.errors import DashboardError
 from libp2p_introspection.dashboard.store import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_EVENT_BYTES,
@@ -64,7 +67,7 @@ from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 DEFAULT_MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 
 
-class RecordingLoadError(Exception):
+class RecordingLoadError(DashboardError):
     """The file is not a recording this dashboard can show (the message says why)."""
 
 
@@ -72,7 +75,8 @@ class RecordingLoadError(Exception):
 class RecordingInfo:
     """What was loaded: file name and counts (``checksumFailures``: damaged records
     skipped; ``over_limit``: records skipped for holding more than the limits allow,
-    ``over_limit_reason``: why the first one was, or ``""``)."""
+    ``over_limit_reason``: why the first one was, or ``""``; ``truncated_at``: the byte
+    offset where a truncated tail starts)."""
 
     name: str
     records: int
@@ -82,6 +86,8 @@ class RecordingInfo:
     truncated: bool
     over_limit: int = 0
     over_limit_reason: str = ""
+    #: Where the truncated tail starts (byte offset in the file), ``None`` if not truncated.
+    truncated_at: int | None = None
 
     def to_json(self) -> dict[str, object]:
         """camelCase form for the page."""
@@ -89,6 +95,7 @@ class RecordingInfo:
         data["checksumFailures"] = data.pop("checksum_failures")
         data["overLimit"] = data.pop("over_limit")
         data["overLimitReason"] = data.pop("over_limit_reason")
+        data["truncatedAt"] = data.pop("truncated_at")
         return data
 
 
@@ -138,7 +145,7 @@ def load_recording(
                     continue
                 kind = message.WhichOneof("payload")
                 if kind == "runtime":
-                    store.set_runtime(runtime_to_json(message.runtime))
+                    store.set_runtime(runtime_to_json(message.runtime), record.data)
                 elif kind == "state":
                     try:
                         data = converter.convert(message.state)
@@ -146,14 +153,14 @@ def load_recording(
                         too_large += 1
                         too_large_reason = too_large_reason or f"record {reader.records}: {exc}"
                         continue
-                    store.add_snapshot(data)
+                    store.add_snapshot(data, record.data)
                     states += 1
                 elif kind == "event":
                     event = message.event
                     type_info = (
                         event_type_to_json(event.type) if event.type.property_types else None
                     )
-                    store.add_event(event_to_json(event), type_info)
+                    store.add_event(event_to_json(event), type_info, record.data)
                     events += 1
             info = RecordingInfo(
                 name=os.path.basename(label),
@@ -162,6 +169,7 @@ def load_recording(
                 events=events,
                 checksum_failures=reader.checksum_failures,
                 truncated=reader.truncated,
+                truncated_at=reader.truncated_at,
                 over_limit=reader.over_limit + too_large,
                 over_limit_reason=reader.over_limit_reason or too_large_reason,
             )

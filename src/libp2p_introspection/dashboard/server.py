@@ -10,14 +10,18 @@ from dataclasses import dataclass
 import trio
 
 from libp2p_introspection import config as defaults
-from libp2p_introspection.dashboard.app import UPLOAD_TIMEOUT_S, create_app
+from libp2p_introspection.dashboard.app import create_app
+from libp2p_introspection.dashboard.bodies import UPLOAD_TIMEOUT_S
 from libp2p_introspection.dashboard.browsers import (
     DEFAULT_MAX_PAGES,
     DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PENDING_BYTES,
     BrowserHub,
 )
-from libp2p_introspection.dashboard.convert import DEFAULT_CLOSED_TTL_MS, DEFAULT_MAX_SNAPSHOT_BYTES
+from libp2p_introspection.dashboard.convert import (
+    DEFAULT_CLOSED_TTL_MS,
+    DEFAULT_MAX_SNAPSHOT_BYTES,
+)
 from libp2p_introspection.dashboard.feed import LiveFeed
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.nodes import MAX_NODES, PULL_INTERVAL_S, NodeFleet
@@ -41,8 +45,6 @@ log = logging.getLogger(__name__)
 
 #: Rows of the Nodes view are sent to pages at most this often, seconds.
 NODES_BROADCAST_S = 1.0
-#: The dashboard's documented default port (the introspection server's is 8845).
-DEFAULT_DASHBOARD_PORT = defaults.DEFAULT_DASHBOARD_PORT
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class DashboardConfig:
     ``retention_ms``: how far back the live store keeps snapshots and events,
     ms. ``max_snapshots``/``max_events``: count bounds of the store, and
     ``max_bytes``/``max_event_bytes`` the bounds on its snapshots' and events'
-    JSON text, bytes (a recording is bound by these only).
+    JSON text and original bytes, bytes (a recording is bound by these only).
     ``max_upload_bytes``: largest recording accepted from the page;
     ``upload_timeout_s``: how long its whole body may take to arrive, seconds.
     ``events``: subscribe to the node's events.
@@ -77,7 +79,7 @@ class DashboardConfig:
     """
 
     host: str = defaults.DEFAULT_HOST
-    port: int = DEFAULT_DASHBOARD_PORT
+    port: int = defaults.DEFAULT_DASHBOARD_PORT
     url: str = defaults.default_url()
     file: str | None = None
     retention_ms: int = DEFAULT_RETENTION_MS
@@ -193,6 +195,14 @@ class Dashboard:
             if info.over_limit:
                 log.warning("%s: %s", path, over_limit_text(info.over_limit,
                                                            info.over_limit_reason))  # fmt: skip
+            if info.checksum_failures:
+                log.warning("%s: %d records failed their checksum and were skipped", path,
+                            info.checksum_failures)  # fmt: skip
+            if info.truncated:
+                log.warning(
+                    "%s: truncated at offset %s (the tail was cut off); showing the %d "
+                    "records before it", path, info.truncated_at, info.records,
+                )  # fmt: skip
             self.model.show_recording(store, info)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.feed.run)

@@ -14,22 +14,31 @@ Pure (no I/O, no clock of its own): time is the source's time, the
   honest one, so no timestamp keeps anything for ever. ``None``: no time
   bound (a recording is kept whole, within the other bounds);
 - ``max_snapshots`` and ``max_events``: counts, oldest first;
-- ``max_bytes``: the total size of the stored snapshots' JSON text, oldest
-  first (a node with thousands of connections makes snapshots of
-  megabytes); the newest snapshot stays whatever its size, which the
-  converter bounds (:data:`.convert.DEFAULT_MAX_SNAPSHOT_BYTES`: a larger
-  one never reaches the store);
+- ``max_bytes``: the total size of the stored snapshots' JSON text and
+  their original bytes (below), oldest first (a node with thousands of
+  connections makes snapshots of megabytes); the newest snapshot stays
+  whatever its size, which the converter bounds
+  (:data:`.convert.DEFAULT_MAX_SNAPSHOT_BYTES`: a larger one never reaches
+  the store);
 - ``max_event_bytes``: the total size of the stored events' JSON text
-  (characters; their content is most of it), oldest first; an event larger
-  than the whole bound is not stored.
+  (characters; their content is most of it) and their original bytes,
+  oldest first; an event larger than the whole bound is not stored.
+
+Each snapshot and event can also keep its original ``ServerMessage`` bytes
+(``raw``, as a recording record holds them: what "Save recording" writes,
+:mod:`.save`), and each snapshot the number of the events that had arrived
+before it (``events_before``), so that a saved window keeps the order in
+which they came. The raw bytes count against the same bounds as the text
+(a hostile node's 1 MB string costs its 1 MB there, not the 1 KiB the
+converter cuts it to).
 
 Snapshots and events are stored as their JSON text (see :mod:`.convert`),
 computed once, and the snapshots' chart summary; the parsed form is not
 kept. Each connection's traffic over the stored snapshots is kept on the
 side, small (a tuple per connection per snapshot), so that a
 per-connection chart does not reparse every snapshot. So the store holds
-about ``max_bytes`` plus ``max_event_bytes`` of text (up to 4 bytes per
-character of non-ASCII text), plus about 250 bytes per connection per
+about ``max_bytes`` plus ``max_event_bytes`` of text and raw bytes (up to 4
+bytes per character of non-ASCII text), plus about 250 bytes per connection per
 stored snapshot (measured: 155 when the same connections recur, 235 when
 every snapshot brings new ones) and 200 per stored event.
 """
@@ -43,16 +52,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from libp2p_introspection.dashboard.convert import (
-    JSON,
-    MAX_EVENT_TYPES,
-    MAX_PROPERTY_TYPES,
-    dumps,
-    summarize,
-)
+from libp2p_introspection.config import DEFAULT_MAX_RETENTION_MS
+from libp2p_introspection.dashboard.caps import dumps
+from libp2p_introspection.dashboard.convert import JSON, summarize
+from libp2p_introspection.dashboard.convert_events import MAX_EVENT_TYPES, MAX_PROPERTY_TYPES
 
 #: Default retention window, ms (the server's default maximum retention).
-DEFAULT_RETENTION_MS = 120_000
+DEFAULT_RETENTION_MS = DEFAULT_MAX_RETENTION_MS
 #: Default bound on stored snapshots (2 hours at the default 1 s interval).
 DEFAULT_MAX_SNAPSHOTS = 7_200
 #: Default bound on stored events.
@@ -72,12 +78,21 @@ def _point_ts(point: tuple[Any, ...]) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class StoredSnapshot:
-    """One snapshot: its ``instant_ts``, JSON text and chart summary (and its text)."""
+    """One snapshot: its ``instant_ts``, JSON text and chart summary (and its text);
+    ``raw``: its ``ServerMessage`` bytes (``b""`` if not kept); ``events_before``:
+    the ``seq`` the next event stored after it gets (events below arrived before it)."""
 
     ts: int
     text: str
     summary: JSON
     summary_text: str
+    raw: bytes = b""
+    events_before: int = 0
+
+    @property
+    def size(self) -> int:
+        """What it counts against ``max_bytes``: its text's characters and raw bytes."""
+        return len(self.text) + len(self.raw)
 
     @property
     def data(self) -> JSON:
@@ -92,7 +107,7 @@ class StoredEvent:
 
     ``key``: ``ts``, or the store's time when it arrived if that is earlier
     (module doc). ``text``: the event's JSON (shape of
-    :func:`.convert.event_to_json`, ``seq`` set), as sent to pages.
+    :func:`.convert_events.event_to_json`, ``seq`` set), as sent to pages.
     """
 
     seq: int
@@ -100,6 +115,12 @@ class StoredEvent:
     type: str
     key: int
     text: str
+    raw: bytes = b""
+
+    @property
+    def size(self) -> int:
+        """What it counts against ``max_event_bytes``: its text's characters and raw bytes."""
+        return len(self.text) + len(self.raw)
 
     @property
     def data(self) -> JSON:
@@ -122,6 +143,8 @@ class Store:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     runtime: JSON | None = None
+    #: The runtime's ``ServerMessage`` bytes, as received (``b""``: not kept).
+    runtime_raw: bytes = b""
     #: Event types by name, as declared by the runtime and by first events (bounded:
     #: :meth:`_add_event_type`).
     event_types: dict[str, JSON] = field(default_factory=dict)
@@ -133,8 +156,12 @@ class Store:
     _events: deque[StoredEvent] = field(default_factory=deque)
     _event_counts: Counter[str] = field(default_factory=Counter)
     _next_seq: int = 1
+    #: What the stored snapshots and events count against their bounds (text and raw).
     _bytes: int = 0
     _event_bytes: int = 0
+    #: Of which their raw bytes.
+    _raw_bytes: int = 0
+    _event_raw_bytes: int = 0
     #: Per connection id: its points ``(ts, bwIn, bwOut, in, out, status)``, by ``ts``.
     _conn_series: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     #: Events dropped by the bounds so far (for the status line).
@@ -142,15 +169,17 @@ class Store:
 
     # ----------------------------------------------------------------- writing
 
-    def set_runtime(self, runtime: JSON) -> None:
-        """Record the node's runtime (and the event types it declares)."""
+    def set_runtime(self, runtime: JSON, raw: bytes = b"") -> None:
+        """Record the node's runtime (and the event types it declares); ``raw``: its
+        ``ServerMessage`` bytes."""
         self.runtime = runtime
+        self.runtime_raw = raw
         for event_type in runtime.get("eventTypes", []):
             self._add_event_type(event_type, replace=True)
 
     def _add_event_type(self, event_type: JSON, *, replace: bool = False) -> None:
-        """Know ``event_type``, within :data:`.convert.MAX_EVENT_TYPES` types of
-        :data:`.convert.MAX_PROPERTY_TYPES` properties in all (more are not kept:
+        """Know ``event_type``, within :data:`.convert_events.MAX_EVENT_TYPES` types of
+        :data:`.convert_events.MAX_PROPERTY_TYPES` properties in all (more are not kept:
         events of a type not kept are still stored and shown)."""
         name = event_type["name"]
         old = self.event_types.get(name)
@@ -164,23 +193,27 @@ class Store:
         self.event_types[name] = event_type
         self._event_type_properties = properties + len(event_type["properties"])
 
-    def add_snapshot(self, data: JSON) -> StoredSnapshot:
-        """Store a converted snapshot; returns the stored form.
+    def add_snapshot(self, data: JSON, raw: bytes = b"") -> StoredSnapshot:
+        """Store a converted snapshot (``raw``: its ``ServerMessage`` bytes); returns the
+        stored form.
 
         Its ``ts`` becomes the store's time. A snapshot with the ``ts`` of a
         stored one replaces it; one older than the newest is inserted in place
         (never expected from a server, §4.1, but harmless). Prunes afterwards.
         """
         summary = summarize(data)
-        stored = StoredSnapshot(data["ts"], dumps(data), summary, dumps(summary))
+        stored = StoredSnapshot(data["ts"], dumps(data), summary, dumps(summary), raw,
+                                self._next_seq)  # fmt: skip
         index = bisect.bisect_left(self._ts, stored.ts)
         if index < len(self._ts) and self._ts[index] == stored.ts:
-            self._bytes -= len(self._snapshots[index].text)
+            self._bytes -= self._snapshots[index].size
+            self._raw_bytes -= len(self._snapshots[index].raw)
             self._snapshots[index] = stored
         else:
             self._ts.insert(index, stored.ts)
             self._snapshots.insert(index, stored)
-        self._bytes += len(stored.text)
+        self._bytes += stored.size
+        self._raw_bytes += len(stored.raw)
         self._now = stored.ts
         self._add_series_points(stored.ts, data)
         self.prune()
@@ -199,8 +232,11 @@ class Store:
             else:
                 series.append(point)
 
-    def add_event(self, event: JSON, type_info: JSON | None = None) -> StoredEvent:
-        """Store an event (shape of :func:`.convert.event_to_json`); numbers it; returns it.
+    def add_event(
+        self, event: JSON, type_info: JSON | None = None, raw: bytes = b""
+    ) -> StoredEvent:
+        """Store an event (shape of :func:`.convert_events.event_to_json`; ``raw``: its
+        ``ServerMessage`` bytes); numbers it; returns it.
 
         ``event["seq"]`` is set. ``type_info``: the event's full type, when the
         server declared it with the event (first event of a type the runtime
@@ -213,12 +249,13 @@ class Store:
         self._next_seq += 1
         ts = event["ts"]
         key = ts if self._now is None else min(ts, self._now)
-        stored = StoredEvent(event["seq"], ts, event["type"], key, dumps(event))
-        if len(stored.text) > self.max_event_bytes:  # larger than the whole bound: not kept
+        stored = StoredEvent(event["seq"], ts, event["type"], key, dumps(event), raw)
+        if stored.size > self.max_event_bytes:  # larger than the whole bound: not kept
             self.events_dropped += 1
             return stored
         self._events.append(stored)
-        self._event_bytes += len(stored.text)
+        self._event_bytes += stored.size
+        self._event_raw_bytes += len(stored.raw)
         self._event_counts[stored.type] += 1
         self.prune_events()
         return stored
@@ -239,13 +276,15 @@ class Store:
             high = bisect.bisect_right(self._ts, window[1])
         low = max(low, high - self.max_snapshots)
         kept = self._bytes
-        kept -= sum(len(s.text) for s in self._snapshots[:low])
-        kept -= sum(len(s.text) for s in self._snapshots[high:])
+        kept -= sum(s.size for s in self._snapshots[:low])
+        kept -= sum(s.size for s in self._snapshots[high:])
         while low < high - 1 and kept > self.max_bytes:
-            kept -= len(self._snapshots[low].text)
+            kept -= self._snapshots[low].size
             low += 1
         if low > 0 or high < count:
             self._bytes = kept
+            self._raw_bytes -= sum(len(s.raw) for s in self._snapshots[:low])
+            self._raw_bytes -= sum(len(s.raw) for s in self._snapshots[high:])
             del self._ts[high:], self._snapshots[high:]
             del self._ts[:low], self._snapshots[:low]
             first, last = self._ts[0], self._ts[-1]
@@ -269,7 +308,8 @@ class Store:
             or (window is not None and not window[0] <= events[0].key <= window[1])
         ):
             dropped = events.popleft()
-            self._event_bytes -= len(dropped.text)
+            self._event_bytes -= dropped.size
+            self._event_raw_bytes -= len(dropped.raw)
             self.events_dropped += 1
             self._event_counts[dropped.type] -= 1
             if self._event_counts[dropped.type] <= 0:
@@ -278,15 +318,16 @@ class Store:
     def clear(self) -> None:
         """Forget everything (the dashboard switched to another node or file)."""
         self.runtime = None
+        self.runtime_raw = b""
         self.event_types.clear()
         self._event_type_properties = 0
         self._ts.clear()
         self._snapshots.clear()
         self._now = None
-        self._bytes = 0
+        self._bytes = self._raw_bytes = 0
         self._conn_series.clear()
         self._events.clear()
-        self._event_bytes = 0
+        self._event_bytes = self._event_raw_bytes = 0
         self._event_counts.clear()
         self.events_dropped = 0
 
@@ -338,6 +379,11 @@ class Store:
     def snapshots(self) -> Iterator[StoredSnapshot]:
         """Stored snapshots, oldest first."""
         return iter(self._snapshots)
+
+    def window(self) -> tuple[list[StoredSnapshot], list[StoredEvent]]:
+        """The stored snapshots (oldest first) and events (in arrival order), as new
+        lists: what the store holds now, whatever it stores or drops afterwards."""
+        return list(self._snapshots), list(self._events)
 
     def series(self) -> list[JSON]:
         """The chart summary of every stored snapshot, oldest first."""
@@ -406,13 +452,17 @@ class Store:
 
     def describe(self) -> dict[str, Any]:
         """Sizes and bounds, for the status line and logs (``bytes``, ``eventBytes``:
-        the stored snapshots' and events' JSON text, characters)."""
+        the stored snapshots' and events' JSON text, characters; ``rawBytes``,
+        ``eventRawBytes``: their original bytes; ``max_bytes`` bounds ``bytes`` plus
+        ``rawBytes``, ``max_event_bytes`` the events' two)."""
         return {
             "snapshots": len(self._ts),
             "events": len(self._events),
             "eventsDropped": self.events_dropped,
-            "bytes": self._bytes,
-            "eventBytes": self._event_bytes,
+            "bytes": self._bytes - self._raw_bytes,
+            "eventBytes": self._event_bytes - self._event_raw_bytes,
+            "rawBytes": self._raw_bytes,
+            "eventRawBytes": self._event_raw_bytes,
             "oldest": self.oldest_ts,
             "latest": self._ts[-1] if self._ts else None,
             "retentionMs": self.retention_ms,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import multiaddr
 import trio
 from libp2p import new_host
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee, ISubscriptionAPI
 from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import TMuxerOptions, TProtocol
 from libp2p.host.autonat import AutoNATService
@@ -54,6 +55,14 @@ CLOSE_TIMEOUT_S = 3.0
 GOSSIPSUB_PROTOCOLS = (PROTOCOL_ID_V12, PROTOCOL_ID_V11)
 #: Seconds between gossipsub heartbeats (mesh maintenance, gossip): go-libp2p's 1 s,
 #: so grafts and prunes show up while the demo runs (py-libp2p's default is 120 s).
+#: py-libp2p's "adaptive gossip" (on by default) would replace it after the first
+#: heartbeats by 30-60 s whenever its network-health score is below 0.7 (it scales
+#: from a 120 s base; a four-node network never scores higher). The message cache
+#: only moves on at a heartbeat, so each IHAVE then announces up to minutes of
+#: messages, and a node that (re)joins asks for all of them at once: its peer sends
+#: it a burst above gossipsub's own limit of 10 messages per topic per second from
+#: one peer, logged as "Rate limit exceeded for peer ... on topic ..." and dropped.
+#: The demo's routers run with adaptive gossip off, so the heartbeat stays 1 s.
 GOSSIPSUB_HEARTBEAT_S = 1
 
 Muxer = Literal["yamux", "mplex"]
@@ -90,6 +99,67 @@ class DemoRecordValidator(Validator):
             if seq > best_seq:
                 best, best_seq = i, seq
         return best
+
+
+def demo_router() -> GossipSub:
+    """A demo node's gossipsub router: :data:`GOSSIPSUB_PROTOCOLS`, a mesh of 2-4 peers
+    per topic (3 wanted), a heartbeat every :data:`GOSSIPSUB_HEARTBEAT_S` s that stays
+    so (adaptive gossip off, see there)."""
+    return GossipSub(
+        list(GOSSIPSUB_PROTOCOLS),
+        degree=3,
+        degree_low=2,
+        degree_high=4,
+        heartbeat_interval=GOSSIPSUB_HEARTBEAT_S,
+        adaptive_gossip_enabled=False,
+    )
+
+
+class ForgetProtocolsOnLeave(INotifee):
+    """Lets py-libp2p identify a peer again each time it comes back.
+
+    py-libp2p 0.8.1's ``BasicHost`` identifies a peer when a connection to it opens
+    (``/ipfs/id/1.0.0``, whichever side dialed), unless its peerstore already lists
+    ping or identify among the peer's protocols (``BasicHost._has_cached_protocols``):
+    then it takes what the peer said on an earlier connection as still true. A demo
+    node that churned comes back as a new incarnation (a new host, as a restarted
+    process is), so its peers would never ask it again: no ``PeerIdentified`` event,
+    no identify stream, what it said last time shown as current. When the last
+    connection to a peer closes, this notifee clears the protocols the peerstore
+    learnt from it (``clear_protocol_data``; its addresses and keys stay), so the
+    next connection is identified by py-libp2p's own identify, as a first one is.
+    """
+
+    def __init__(self, host: BasicHost) -> None:
+        self._host = host
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        """Forget the peer's protocols if ``conn`` was its last open connection."""
+        peer_id = getattr(conn.muxed_conn, "peer_id", None)
+        if peer_id is None:
+            return
+        others = [c for c in network.get_connections(peer_id) if c is not conn]
+        if any(not getattr(c, "is_closed", False) for c in others):
+            return
+        try:
+            self._host.get_peerstore().clear_protocol_data(peer_id)
+        except Exception as exc:  # a peer py-libp2p already dropped
+            logger.debug("forgetting the protocols of %s failed: %r", peer_id, exc)
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        """Nothing: py-libp2p's own notifee identifies the peer."""
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        """Nothing."""
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        """Nothing."""
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        """Nothing."""
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        """Nothing."""
 
 
 class DemoNode:
@@ -170,9 +240,25 @@ class DemoNode:
         return self._pubsub
 
     async def join_topics(self) -> None:
-        """Subscribe this incarnation to :attr:`topics` (announced to every pubsub peer)."""
+        """Subscribe this incarnation to :attr:`topics` (announced to every pubsub peer) and
+        read each subscription, as an application does (:meth:`_read_subscription`).
+
+        Call it while the node is online (its task group reads the subscriptions).
+        """
         for topic in self.topics:
-            await self.pubsub.subscribe(topic)
+            subscription = await self.pubsub.subscribe(topic)
+            self.spawn(self._read_subscription, topic, subscription)
+
+    async def _read_subscription(self, topic: str, subscription: ISubscriptionAPI) -> None:
+        """Take every message py-libp2p delivers on ``topic`` (counted in
+        ``stats.pubsub_received``) until the node leaves or unsubscribes.
+
+        py-libp2p hands a subscriber's messages to a bounded queue
+        (``SUBSCRIPTION_CHANNEL_SIZE``, 32) and drops, with a WARNING each, what
+        arrives once it is full: a subscription nobody reads fills in seconds.
+        """
+        async for _message in subscription:
+            self.stats.pubsub_received[topic] += 1
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish ``data`` on ``topic`` (subscribed or not: gossipsub's fanout)."""
@@ -283,13 +369,8 @@ class DemoNode:
         dht = KadDHT(host, DHTMode.SERVER)
         dht.register_validator(DHT_NAMESPACE, DemoRecordValidator())
         self._install_handlers(host, dht)
-        router = GossipSub(
-            list(GOSSIPSUB_PROTOCOLS),
-            degree=3,
-            degree_low=2,
-            degree_high=4,
-            heartbeat_interval=GOSSIPSUB_HEARTBEAT_S,
-        )
+        host.get_network().register_notifee(ForgetProtocolsOnLeave(host))
+        router = demo_router()
         pubsub = Pubsub(host, router)
         self._host, self._dht, self._pubsub = host, dht, pubsub
         self._autonat = AutoNATService(host, confirmations=self._autonat_confirmations)

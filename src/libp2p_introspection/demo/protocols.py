@@ -40,6 +40,7 @@ from libp2p.host.ping import perform_ping_roundtrip
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID as PeerID
 
+from libp2p_introspection.demo.errors import DemoError
 from libp2p_introspection.demo.stats import NodeStats
 
 __all__ = [
@@ -75,7 +76,7 @@ _U32 = struct.Struct(">I")
 StreamHandler = Callable[[INetStream], Awaitable[None]]
 
 
-class DemoProtocolError(Exception):
+class DemoProtocolError(DemoError):
     """The peer did not follow a demo protocol (short read, bad request...)."""
 
 
@@ -198,9 +199,13 @@ async def ping_session(
 ) -> list[int]:
     """Open a ping stream to ``peer``, do ``rounds`` round trips ``gap_s`` apart.
 
-    Returns the RTTs in milliseconds. Uses a fresh stream per session rather
-    than :meth:`PingService.ping` (which shares one cached stream per peer, so
-    two concurrent sessions to one peer would interleave their reads).
+    Returns the RTTs in milliseconds. Each RTT is also recorded in the host's
+    peerstore (``record_latency``, seconds, measured here on trio's clock:
+    py-libp2p rounds its own to whole ms), where py-libp2p's health monitor
+    records its pings: the latency the introspector shows comes from there.
+    Uses a fresh stream per session rather than :meth:`PingService.ping` (which
+    shares one cached stream per peer, so two concurrent sessions to one peer
+    would interleave their reads).
     """
     stream = await host.new_stream(peer, [PING_PROTOCOL_ID])
     stats.streams_out[PING_PROTOCOL_ID] += 1
@@ -209,7 +214,9 @@ async def ping_session(
         for i in range(rounds):
             if i:
                 await trio.sleep(gap_s)
+            started = trio.current_time()
             rtts.append(await perform_ping_roundtrip(stream))
+            host.get_peerstore().record_latency(peer, trio.current_time() - started)
         await _finish(stream)
         return rtts
     except BaseException:

@@ -38,6 +38,8 @@ class NodeStats:
     pubsub_published: Counter[str] = field(default_factory=Counter)
     #: Pubsub publications that raised.
     pubsub_failed: int = 0
+    #: Pubsub messages of other nodes this node's subscriptions delivered, by topic.
+    pubsub_received: Counter[str] = field(default_factory=Counter)
 
     def protocols(self) -> set[str]:
         """Every protocol id this node opened or accepted a stream on."""

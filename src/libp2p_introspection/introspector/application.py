@@ -185,7 +185,9 @@ class ApplicationData:
             that is not an open stream of this host. The tags go with the stream.
         """
         checked = application.check_tags(tags)
-        self._add(self._stream_record(stream).tags, checked, "stream")
+        record = self._stream_record(stream)
+        self._add(record.tags, checked, "stream")
+        self._registry.touch_stream(record)
 
     def untag_stream(self, stream: INetStream, *tags: str) -> None:
         """Remove ``tags`` from a stream; tags it does not have are ignored.
@@ -195,6 +197,7 @@ class ApplicationData:
         checked = application.check_tags(tags)
         record = self._stream_record(stream)
         record.tags[:] = [tag for tag in record.tags if tag not in checked]
+        self._registry.touch_stream(record)
 
     @staticmethod
     def _add(current: list[str], tags: list[str], what: str) -> None:

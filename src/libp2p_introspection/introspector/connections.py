@@ -45,7 +45,7 @@ from __future__ import annotations
 import itertools
 import logging
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from libp2p_introspection.introspector import conninfo, endings, records, render
@@ -115,6 +115,18 @@ class ConnectionRegistry:
         self.stream_listeners: list[StreamListener] = []
         #: Called with each stream record the registry drops, before it lets go of it.
         self.stream_released: list[StreamListener] = []
+        #: Called with each connection record the registry drops (purged).
+        self.connection_released: list[Callable[[ConnectionRecord], None]] = []
+        #: Connections whose stream list changed since the last snapshot (a stream
+        #: registered or dropped), and streams that changed (counted payload, ended,
+        #: negotiated, were tagged): what the incremental snapshot encodes again
+        #: (:mod:`~libp2p_introspection.introspector.encoder`).
+        self.touched: set[ConnectionRecord] = set()
+        self.moved: set[StreamRecord] = set()
+        #: Ended streams a snapshot reported: :meth:`purge` drops them.
+        self.reported: list[StreamRecord] = []
+        #: Ended connections, in the order they ended (:meth:`purge` looks at these only).
+        self._ended: dict[bytes, ConnectionRecord] = {}
 
     # ---------------------------------------------------------------- lookups
 
@@ -132,6 +144,10 @@ class ConnectionRegistry:
     def stream_record(self, stream: Any) -> StreamRecord | None:
         """The ACTIVE record for a ``NetStream``, if registered."""
         return self._by_stream.get(stream)
+
+    def touch_stream(self, record: StreamRecord) -> None:
+        """Say that ``record`` changed (its tags, say; see :attr:`moved`)."""
+        self.moved.add(record)
 
     def retire(self, counter: TrafficCounter) -> None:
         """Fold ``counter`` into the node-wide totals of traffic no longer tracked."""
@@ -213,6 +229,7 @@ class ConnectionRegistry:
         record.reason = record.failure or record.closed_by or endings.CLOSED
         record.close_ts = now
         record.conn = None
+        self._ended[record.id] = record
         for obj in record.hooked:
             self._unhook(obj)
         record.hooked.clear()
@@ -261,8 +278,9 @@ class ConnectionRegistry:
         )
         record.streams[stream_record.id] = stream_record
         self._by_stream[stream] = stream_record
+        self.touched.add(record)
         try:
-            install_counters(self._patcher, stream, stream_record.traffic, negotiated=stream)
+            self.count_stream(stream_record, stream)
             self._hook_set_protocol(stream, stream_record)
         except Exception:
             logger.exception("introspector: could not hook stream")
@@ -285,6 +303,15 @@ class ConnectionRegistry:
             self._finish_stream(stream_record, self._clock_ms())
         return stream_record
 
+    def count_stream(self, stream_record: StreamRecord, stream: Any) -> bool:
+        """Install the counting wrappers on ``stream`` (a ``NetStream``) for
+        ``stream_record``: payload bytes once negotiated, each counted call marking
+        it moved (:attr:`moved`). False if it was already wrapped."""
+        return install_counters(
+            self._patcher, stream, stream_record.traffic, negotiated=stream,
+            touch=self.moved.add, key=stream_record,
+        )  # fmt: skip
+
     def _is_ended(self, stream: Any) -> bool:
         try:
             return stream in self._ended_streams
@@ -302,6 +329,7 @@ class ConnectionRegistry:
                 original(protocol_id)
                 try:
                     stream_record.protocol = str(protocol_id)
+                    self.moved.add(stream_record)
                     if not stream_record.announced:
                         stream_record.announced = True
                         self._announce_stream(stream_record)
@@ -336,6 +364,7 @@ class ConnectionRegistry:
             logger.debug("introspector: stream not weak-referenceable")
         self._endings.forget(stream_record)
         stream_record.current_protocol()
+        self.moved.add(stream_record)
         stream_record.status = status
         stream_record.reason = reason
         stream_record.close_ts = now
@@ -353,10 +382,21 @@ class ConnectionRegistry:
     def reconcile(self, swarm: Any) -> None:
         """Catch up with the swarm: new/closed connections, new/removed streams,
         and streams that py-libp2p's muxer state says are over."""
+        for _ in self.reconcile_steps(swarm):
+            pass
+
+    def reconcile_steps(self, swarm: Any, every: int = 32) -> Iterator[None]:
+        """:meth:`reconcile` in steps of ``every`` connections (a generator: the caller
+        may let other tasks run between them; a connection that changed meanwhile is
+        looked at as it is then)."""
         for conn in conninfo.swarm_connections(swarm):
             if conn not in self._by_conn and not getattr(conn, "is_closed", False):
                 self.on_connected(conn)
-        for conn, record in list(self._by_conn.items()):
+        for n, (conn, record) in enumerate(list(self._by_conn.items())):
+            if n % every == every - 1:
+                yield
+            if self._by_conn.get(conn) is not record:
+                continue
             if getattr(conn, "is_closed", False):
                 self.on_disconnected(conn)
                 continue
@@ -375,13 +415,26 @@ class ConnectionRegistry:
                     self._finish_stream(stream_record, now)
 
     def purge(self, now: int) -> None:
-        """Drop ended streams already reported and connections ended for ``lifetime_ms``."""
-        for record_id, record in list(self._connections.items()):
-            for stream_id, stream_record in list(record.streams.items()):
-                if stream_record.reported_closed:
-                    del record.streams[stream_id]
-                    self._release_stream(stream_record)
-            if record.status in ENDED and now - record.close_ts >= self._lifetime_ms:
+        """Drop ended streams already reported and connections ended for ``lifetime_ms``.
+
+        Looks only at the streams a snapshot reported ended (:attr:`reported`) and the
+        connections that ended, never at every stream.
+        """
+        reported = list(self.reported)
+        self.reported.clear()  # in place: the encoder holds this list
+        for stream_record in reported:
+            record = stream_record.conn
+            if record.streams.get(stream_record.id) is stream_record:
+                del record.streams[stream_record.id]
+                self.touched.add(record)
+                self._release_stream(stream_record)
+        for record_id, record in list(self._ended.items()):
+            if record.status not in ENDED:
+                del self._ended[record_id]
+            elif now - record.close_ts >= self._lifetime_ms:
+                del self._ended[record_id]
+                if self._connections.get(record_id) is not record:
+                    continue
                 del self._connections[record_id]
                 self.retired.add(record.traffic)
                 for stream_record in record.streams.values():
@@ -389,6 +442,11 @@ class ConnectionRegistry:
                 record.streams.clear()
                 self._unhook(record.raw)
                 record.raw = None
+                for listener in self.connection_released:
+                    try:
+                        listener(record)
+                    except Exception:
+                        logger.exception("introspector: connection release listener failed")
 
     def _release_stream(self, stream_record: StreamRecord) -> None:
         for listener in self.stream_released:
@@ -409,7 +467,9 @@ class ConnectionRegistry:
     def fill(self, out: Any, window_ms: int) -> None:
         """Append one ``pb.Connection`` per retained record to ``out`` (a repeated field);
         see :func:`~libp2p_introspection.introspector.render.fill_connections`."""
-        render.fill_connections(self._connections.values(), out, window_ms, self._peerstore)
+        render.fill_connections(
+            self._connections.values(), out, window_ms, self._peerstore, self.reported
+        )
 
     def node_traffic(self) -> TrafficCounter:
         """A fresh counter: retired totals plus every retained connection's totals."""

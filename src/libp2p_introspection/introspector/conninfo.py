@@ -15,11 +15,17 @@ Everything here is read from py-libp2p objects, never guessed:
 
 Every py-libp2p attribute read here that no ``libp2p.abc`` interface
 declares goes through :mod:`~libp2p_introspection.introspector.touchpoints`.
-* Latency: the yamux muxer's smoothed ping RTT (``Yamux.rtt()``, seconds,
-  measured by py-libp2p's yamux ping loop every 30 s); when the muxer has no
-  RTT (mplex, or before the first yamux pong) the peerstore's latency EWMA
-  (``peerstore.latency_EWMA(peer)``, seconds, fed by py-libp2p's connection
-  health monitor when enabled); else 0.
+* Latency: the peerstore's latency EWMA of the peer
+  (``peerstore.latency_EWMA(peer)``, seconds), when anything measured it: the
+  pings of py-libp2p's connection health monitor (when enabled) or of the
+  application (the demo records each ping's RTT there); else the yamux muxer's
+  smoothed ping RTT (``Yamux.rtt()``, seconds); else 0 (unknown: mplex, or
+  before the first yamux pong). Yamux pings once 0.5 s after the connection
+  starts, while identify, the DHT and pubsub all begin their work on it, then
+  every 30 s, and halves the distance to each new sample: on a busy process
+  the first sample is the event loop's delay of that moment (hundreds of ms on
+  loopback) and it takes minutes to fade, which is why pings measured since
+  come first.
 """
 
 from __future__ import annotations
@@ -156,19 +162,21 @@ def security_protocol(conn: Any) -> str:
 
 
 def latency_ns(conn: Any, peerstore: Any) -> int:
-    """Round-trip latency to the peer in ns (yamux RTT, else peerstore EWMA, else 0)."""
+    """Round-trip latency to the peer in ns: the peerstore's EWMA of measured pings,
+    else the yamux RTT, else 0 (unknown); see the module doc."""
     seconds = 0.0
-    rtt = tp.YAMUX_RTT.get(getattr(conn, "muxed_conn", None))
-    if callable(rtt):
-        try:
-            seconds = float(rtt())
-        except Exception:
-            seconds = 0.0
-    if seconds <= 0 and peerstore is not None:
+    if peerstore is not None:
         try:
             seconds = float(peerstore.latency_EWMA(conn.muxed_conn.peer_id))
         except Exception:
             seconds = 0.0
+    if seconds <= 0:
+        rtt = tp.YAMUX_RTT.get(getattr(conn, "muxed_conn", None))
+        if callable(rtt):
+            try:
+                seconds = float(rtt())
+            except Exception:
+                seconds = 0.0
     return max(0, int(seconds * 1e9))
 
 

@@ -74,6 +74,7 @@ from libp2p_introspection.introspector.dht_table import RoutingTableView, peer_s
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.introspector.touchpoints import Touchpoint
 from libp2p_introspection.protocol import events, pb
+from libp2p_introspection.protocol.clock import MonotonicS
 from libp2p_introspection.protocol.dht import (
     API,
     CANCELLED,
@@ -144,6 +145,9 @@ class DhtTracker:
 
     :param dht: a ``libp2p.kad_dht.kad_dht.KadDHT``.
     :param start_ts: reported as ``DHT.start_ts`` (ms since epoch): the attach time.
+    :param monotonic: the clock query durations are measured on (seconds; a query's
+        ``totalTimeMs``, and whether a cancelled one timed out): ``time.monotonic``
+        unless a test fakes it.
     """
 
     def __init__(
@@ -155,8 +159,10 @@ class DhtTracker:
         emitter: EventEmitter,
         registry: ConnectionRegistry,
         start_ts: int,
+        monotonic: MonotonicS = time.monotonic,
     ) -> None:
         self._dht = dht
+        self._monotonic = monotonic
         self._patcher = patcher
         self._clock_ms = clock_ms
         self._emitter = emitter
@@ -226,19 +232,20 @@ class DhtTracker:
             trigger = _TRIGGER.get()
             probe = _Probe()
             token = _CURRENT_QUERY.set(probe)
-            started = time.monotonic()
+            clock = self._monotonic
+            started = clock()
             result: str = ERROR
             try:
                 value = await original(*args, **kwargs)
             except trio.Cancelled:
-                elapsed = time.monotonic() - started
+                elapsed = clock() - started
                 result = TIMEOUT if elapsed >= timeout_s * 0.95 else CANCELLED
                 raise
             except BaseException:
                 result = ERROR
                 raise
             else:
-                elapsed = time.monotonic() - started
+                elapsed = clock() - started
                 if value is False:
                     result = ERROR
                 elif value is True or probe.responded():
@@ -251,7 +258,7 @@ class DhtTracker:
             finally:
                 _CURRENT_QUERY.reset(token)
                 self._outbound_done(
-                    peer, message_type, key, trigger, result, sent_ts, time.monotonic() - started
+                    peer, message_type, key, trigger, result, sent_ts, clock() - started
                 )
 
         return outbound_query
@@ -293,8 +300,8 @@ class DhtTracker:
             if not self._active:
                 return await original(stream, *args, **kwargs)
             peer = conninfo.peer_id_str(stream)
-            entered = (self._clock_ms(), time.monotonic())
-            reader = RequestReader(self._clock_ms, max_size)
+            entered = (self._clock_ms(), self._monotonic())
+            reader = RequestReader(self._clock_ms, max_size, self._monotonic)
             record: StreamRecord | None = None
             tap: MetricTap | None = None
             inner: Any = None
@@ -355,7 +362,7 @@ class DhtTracker:
             peer=peer,
             message_type=request.message_type,
             target=target_string(request.message_type, request.key),
-            total_time_ms=round((time.monotonic() - request.started) * 1000),
+            total_time_ms=round((self._monotonic() - request.started) * 1000),
             trigger=API,
             result=result,
             query_id=new_query_id(),

@@ -23,7 +23,9 @@ from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.touchpoints import Touchpoint
 from libp2p_introspection.protocol import protowire
+from libp2p_introspection.protocol.clock import MonotonicS
 from libp2p_introspection.protocol.dht import UNKNOWN
+from libp2p_introspection.protocol.prefixed import PrefixedMessage, PrefixedReader
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class InboundRequest:
     """One Kademlia request read from an inbound stream.
 
     ``received_ts``: ms since epoch when its first byte was read; ``started``:
-    ``time.monotonic()`` then; ``message_type``: the message name (``UNKNOWN``
+    the reader's monotonic clock then, seconds; ``message_type``: the message name (``UNKNOWN``
     until the whole request was read); ``key``: its ``key`` field, if read.
     """
 
@@ -64,51 +66,28 @@ class RequestReader:
     py-libp2p refuses too) stops the reading, leaving that request partial.
     """
 
-    def __init__(self, clock_ms: Callable[[], int], max_size: int) -> None:
+    def __init__(
+        self, clock_ms: Callable[[], int], max_size: int, monotonic: MonotonicS = time.monotonic
+    ) -> None:
         self._clock_ms = clock_ms
-        self._max_size = max_size
+        self._monotonic = monotonic
         self.complete: deque[InboundRequest] = deque()
         self.partial: InboundRequest | None = None
-        self._prefix = bytearray()
-        self._length: int | None = None
-        self._body = bytearray()
-        self._read = 0
-        self._broken = False
+        self._reader = PrefixedReader(max_size, keep=_KEPT_REQUEST_BYTES)
 
     def feed(self, data: bytes) -> None:
         """Account for one chunk read from the stream."""
-        view = memoryview(data)
-        pos = 0
-        while pos < len(view) and not self._broken:
-            if self.partial is None:
-                self.partial = InboundRequest(self._clock_ms(), time.monotonic())
-            if self._length is None:
-                byte = view[pos]
-                pos += 1
-                self._prefix.append(byte)
-                if byte & 0x80:
-                    if len(self._prefix) >= 10:
-                        self._broken = True
-                    continue
-                self._length, _ = protowire.read_varint(bytes(self._prefix), 0, len(self._prefix))
-                if self._length > self._max_size:
-                    self._broken = True
-                    continue
+        for found in self._reader.feed(data):
+            if isinstance(found, PrefixedMessage):
+                self._finish(found)
             else:
-                take = min(len(view) - pos, self._length - self._read)
-                room = _KEPT_REQUEST_BYTES - len(self._body)
-                if room > 0:
-                    self._body += view[pos : pos + min(take, room)]
-                self._read += take
-                pos += take
-            if self._length is not None and self._read == self._length:
-                self._finish()
+                self.partial = InboundRequest(self._clock_ms(), self._monotonic())
 
-    def _finish(self) -> None:
+    def _finish(self, read: PrefixedMessage) -> None:
         request = self.partial
         assert request is not None
-        body = bytes(self._body)
-        if self._read <= _KEPT_REQUEST_BYTES:
+        body = read.body
+        if read.declared_length <= _KEPT_REQUEST_BYTES:
             # The whole request: parse it as py-libp2p does (malformed stays UNKNOWN).
             try:
                 message = Message.FromString(body)
@@ -131,10 +110,6 @@ class RequestReader:
             request.message_type = _message_name(message_type)
         self.complete.append(request)
         self.partial = None
-        self._prefix.clear()
-        self._length = None
-        self._body.clear()
-        self._read = 0
 
 
 class MetricTap:

@@ -41,10 +41,12 @@ events are emitted for them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from multiaddr import Multiaddr
 
@@ -54,6 +56,7 @@ from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.application import ApplicationData
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
+from libp2p_introspection.introspector.encoder import IncrementalEncoder, assemble_tagged
 from libp2p_introspection.introspector.identify import IdentifyTracker
 from libp2p_introspection.introspector.node import NodeTracker
 from libp2p_introspection.introspector.patching import InstancePatcher
@@ -75,6 +78,29 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IMPLEMENTATION = "py-libp2p"
+#: Connections encoded between two looks at the clock (``encoded_state_async``).
+SLICE_CONNECTIONS = 32
+#: Moved streams encoded between two looks at the clock.
+SLICE_STREAMS = 64
+#: How long :meth:`HostIntrospector.encoded_state_async` works before it yields to the
+#: node's other tasks, seconds.
+SLICE_SECONDS = 0.001
+
+
+class _Build:
+    """One sliced snapshot build: its steps (a generator) and, once they ran, its bytes."""
+
+    __slots__ = ("result", "steps")
+
+    def __init__(self) -> None:
+        self.result = b""
+        self.steps: Iterator[None] = iter(())
+
+    def finish(self) -> bytes:
+        """Run the remaining steps at once, without yielding; the snapshot's bytes."""
+        for _ in self.steps:
+            pass
+        return self.result
 
 
 class _Notifee(INotifee):
@@ -121,6 +147,11 @@ class HostIntrospector(SampledSource):
         in snapshots as CLOSED, ms.
     :param clock_ms: wall clock returning ms since the Unix epoch (default:
         the real clock); every timestamp and bandwidth window uses it.
+    :param incremental: build snapshots incrementally (the default: each connection's
+        and stream's bytes are kept and only what moved is encoded again, see
+        :mod:`~libp2p_introspection.introspector.encoder`); ``False`` builds every
+        snapshot from scratch (the reference the tests compare it with). Both give
+        the same bytes.
 
     Data shapes and units (PROTOCOL.md §3): timestamps ms since epoch; traffic
     in bytes and packets, ``inst_bw`` bytes per second over the window
@@ -161,8 +192,13 @@ class HostIntrospector(SampledSource):
         autonat: AutoNATService | None = None,
         closed_connection_lifetime_ms: int = DEFAULT_CLOSED_CONNECTION_LIFETIME_MS,
         clock_ms: ClockMs | None = None,
+        incremental: bool = True,
     ) -> None:
         self._host = host
+        self._incremental = incremental
+        #: A sliced build paused half-way (:meth:`encoded_state_async`), and the bytes of
+        #: the last one a synchronous call had to finish.
+        self._pending: _Build | None = None
         self._swarm = host.get_network()
         self._clock_ms: ClockMs = clock_ms or wall_clock_ms
         self._patcher = InstancePatcher()
@@ -194,6 +230,16 @@ class HostIntrospector(SampledSource):
         )
         self._protocols = ProtocolTracker()
         self._registry.stream_released.append(self._protocols.on_stream_released)
+        self._peerstore = peerstore
+        self._encoder = IncrementalEncoder(
+            self._registry.touched,
+            self._registry.moved,
+            self._registry.reported,
+            self._protocols,
+            peerstore,
+        )
+        self._registry.connection_released.append(self._encoder.forget)
+        self._registry.stream_released.append(self._encoder.release_stream)
         self._resources = ResourceTracker(self._swarm, self._patcher)
         self._dht: DhtTracker | None = None
         if dht is not None:
@@ -328,6 +374,153 @@ class HostIntrospector(SampledSource):
         self._events.set_sink(sink)
 
     def state(self) -> pb.State:
+        """One snapshot (:meth:`encoded_state`, parsed; see :meth:`_state_from_scratch`
+        for what it holds)."""
+        if not self._incremental:
+            return self._state_from_scratch()
+        return pb.State.FromString(self.encoded_state())
+
+    def encoded_state(self) -> bytes:
+        """One snapshot, serialized (the server's path): the bytes of :meth:`state`.
+
+        Incremental (unless constructed with ``incremental=False``): each retained
+        connection's bytes are kept from the last snapshot and only what moved is
+        encoded again (:mod:`~libp2p_introspection.introspector.encoder`), then the
+        ``State`` is assembled. A sliced build (:meth:`encoded_state_async`) paused
+        half-way is finished first.
+        """
+        if not self._incremental:
+            return self._state_from_scratch().SerializeToString()
+        self._finish_pending()
+        return self._build().finish()
+
+    async def encoded_state_async(self) -> bytes:
+        """:meth:`encoded_state` on the node's trio loop, in slices: it yields to the
+        node's other tasks (``trio.sleep(0)``) whenever it has worked for
+        :data:`SLICE_SECONDS` (1 ms), so that a snapshot of thousands of connections
+        never blocks the node for longer. The registry may change between slices: each
+        connection is described whole, from its values when its turn comes.
+
+        Cancelled (or failing) half-way, it finishes the snapshot before it lets go (at
+        once, without yielding: what it keeps between snapshots stays whole) and drops it.
+        """
+        if not self._incremental:
+            return self.encoded_state()
+        self._finish_pending()
+        build = self._pending = self._build()
+        began = time.perf_counter()
+        try:
+            for _ in build.steps:
+                if time.perf_counter() - began >= SLICE_SECONDS:
+                    await trio.sleep(0)
+                    if self._pending is not build:  # a synchronous call finished it
+                        return build.result
+                    began = time.perf_counter()
+            self._pending = None
+            return build.result
+        finally:
+            if self._pending is build:
+                self._finish_pending()
+
+    def _finish_pending(self) -> None:
+        build, self._pending = self._pending, None
+        if build is not None:
+            build.finish()
+
+    def _build(self) -> _Build:
+        build = _Build()
+        build.steps = self._incremental_steps(build)
+        return build
+
+    def _incremental_steps(self, build: _Build) -> Iterator[None]:
+        """Build one snapshot into ``build.result``, yielding between slices of work."""
+        now = self._clock_ms()
+        start = self._last_instant
+        window = max(0, now - start)
+        state = pb.State(
+            instant_ts=now, start_ts=start, snapshot_duration_ms=min(window, 2**32 - 1)
+        )
+        subsystems = pb.Subsystems()
+        if self._attached:
+            try:
+                yield from self._registry.reconcile_steps(self._swarm)
+            except Exception:
+                logger.exception("introspector: reconcile failed")
+        try:
+            self._registry.purge(now)
+        except Exception:
+            logger.exception("introspector: purge failed")
+        records = list(self._registry.connections())
+        try:
+            self._identify.prune(records)
+        except Exception:
+            logger.exception("introspector: identify snapshot failed")
+        yield
+        encoder = self._encoder
+        streams = encoder.begin()
+        for first in range(0, len(streams), SLICE_STREAMS):
+            encoder.encode_streams(streams[first : first + SLICE_STREAMS], window)
+            yield
+        connections: list[bytes] = []
+        encode = encoder.encode
+        peer_field = self._identify.peer_field
+        for first in range(0, len(records), SLICE_CONNECTIONS):
+            connections += encode(
+                records[first : first + SLICE_CONNECTIONS], window, peer_field,
+                self._describe_failed,
+            )  # fmt: skip
+            yield
+        try:
+            self._node_info.fill(state.node)
+        except Exception:
+            logger.exception("introspector: node snapshot failed")
+        try:
+            self._protocols.fill_live(state.protocols, window)
+        except Exception:
+            logger.exception("introspector: per-protocol traffic failed")
+        try:
+            in_b, in_p, out_b, out_p = encoder.connection_totals()
+            retired = self._registry.retired
+            node = self._node
+            node.in_bytes = max(node.in_bytes, retired.in_bytes + in_b)
+            node.in_packets = max(node.in_packets, retired.in_packets + in_p)
+            node.out_bytes = max(node.out_bytes, retired.out_bytes + out_b)
+            node.out_packets = max(node.out_packets, retired.out_packets + out_p)
+            node.to_pb(state.traffic, window)
+        except Exception:
+            logger.exception("introspector: node traffic failed")
+            state.traffic.traffic_in.SetInParent()
+            state.traffic.traffic_out.SetInParent()
+        yield
+        self._fill_subsystems(subsystems, now, window)
+        self._last_instant = now
+        yield
+        build.result = assemble_tagged(
+            state.SerializeToString(), connections, subsystems.SerializeToString()
+        )
+
+    @staticmethod
+    def _describe_failed() -> None:
+        logger.exception("introspector: could not describe a connection")
+
+    def _fill_subsystems(self, subsystems: pb.Subsystems, now: int, window: int) -> None:
+        """The resource manager, DHT and pubsub parts of ``State.subsystems``."""
+        try:
+            self._resources.fill(subsystems, hook=self._attached)
+        except Exception:
+            logger.exception("introspector: resource manager snapshot failed")
+        if self._dht is not None:
+            try:
+                self._dht.fill(subsystems.dht, now)
+            except Exception:
+                logger.exception("introspector: DHT snapshot failed")
+        if self._pubsub is not None:
+            try:
+                self._pubsub.fill(subsystems.pubsub, window)
+            except Exception:
+                logger.exception("introspector: pubsub snapshot failed")
+
+    def _state_from_scratch(self) -> pb.State:
         """One snapshot: every retained connection with its streams, node traffic,
         per-protocol traffic (:mod:`~libp2p_introspection.introspector.protocols`), the
         resource manager (:mod:`~libp2p_introspection.introspector.resources`), DHT, pubsub
@@ -375,19 +568,6 @@ class HostIntrospector(SampledSource):
             logger.exception("introspector: node traffic failed")
             state.traffic.traffic_in.SetInParent()
             state.traffic.traffic_out.SetInParent()
-        try:
-            self._resources.fill(state.subsystems, hook=self._attached)
-        except Exception:
-            logger.exception("introspector: resource manager snapshot failed")
-        if self._dht is not None:
-            try:
-                self._dht.fill(state.subsystems.dht, now)
-            except Exception:
-                logger.exception("introspector: DHT snapshot failed")
-        if self._pubsub is not None:
-            try:
-                self._pubsub.fill(state.subsystems.pubsub, window)
-            except Exception:
-                logger.exception("introspector: pubsub snapshot failed")
+        self._fill_subsystems(state.subsystems, now, window)
         self._last_instant = now
         return state

@@ -44,6 +44,7 @@ from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.records import ConnectionRecord, StreamRecord
 from libp2p_introspection.protocol import events, pb
 from libp2p_introspection.protocol.events import EventEmitter
+from libp2p_introspection.protocol.prefixed import PrefixError, read_length_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_ENTRIES = 1000
 #: Agent/protocol version strings longer than this (characters) are cut to it.
 MAX_TEXT = 1024
-_MAX_VARINT_BYTES = 10
 
 
 class MessageReader:
@@ -92,19 +92,14 @@ class MessageReader:
         return body
 
     def _read_prefix(self) -> bool:
-        value = shift = 0
-        for index, byte in enumerate(self._buffer[:_MAX_VARINT_BYTES]):
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                if value > self.max_bytes:
-                    self._give_up(f"declares {value} bytes")
-                    return False
-                self._length, self._offset = value, index + 1
-                return True
-        if len(self._buffer) >= _MAX_VARINT_BYTES:
-            self._give_up("has no varint length prefix")
-        return False
+        try:
+            prefix = read_length_prefix(self._buffer, self.max_bytes)
+        except PrefixError as exc:
+            self._give_up(str(exc))
+            return False
+        if prefix is not None:
+            self._length, self._offset = prefix
+        return prefix is not None
 
     def _give_up(self, why: str) -> None:
         logger.debug("introspector: identify message %s; not read", why)
@@ -190,8 +185,9 @@ class IdentifyTracker:
         self._identify = str(tp.constant(tp.IDENTIFY_PROTOCOL, "/ipfs/id/1.0.0"))
         self._push = str(tp.constant(tp.IDENTIFY_PUSH_PROTOCOL, "/ipfs/id/push/1.0.0"))
         self._active = False
-        #: peer id (base58) -> what it said, and the same as a ``pb.PeerInfo``.
-        self._peers: dict[str, tuple[PeerIdentity, pb.PeerInfo]] = {}
+        #: peer id (base58) -> what it said, the same as a ``pb.PeerInfo``, and as the
+        #: serialized ``Connection.peer`` field (field 100: tag, length, ``PeerInfo``).
+        self._peers: dict[str, tuple[PeerIdentity, pb.PeerInfo, bytes]] = {}
         #: The address each connection's peer reported seeing us at (the node's observed_addrs).
         self._observed: dict[ConnectionRecord, str] = {}
 
@@ -266,7 +262,9 @@ class IdentifyTracker:
             return
         previous = self._peers.get(conn.peer_id)
         identity = apply_message(previous[0] if previous else EMPTY, message)
-        self._peers[conn.peer_id] = (identity, identity.to_pb())
+        info = identity.to_pb()
+        field = pb.Connection(peer=info).SerializeToString()
+        self._peers[conn.peer_id] = (identity, info, field)
         if message.HasField("observed_addr") and identity.observed_addr:
             self._observed[conn] = identity.observed_addr
         content = events.peer_identified(
@@ -290,12 +288,7 @@ class IdentifyTracker:
     ) -> None:
         """Set ``peer`` on each connection whose peer was identified; forget peers and
         connections no longer in snapshots (``records``: the registry's retained ones)."""
-        retained = set(records)
-        for conn in [c for c in self._observed if c not in retained]:
-            del self._observed[conn]
-        live = {record.peer_id for record in retained}
-        for peer in [p for p in self._peers if p not in live and not self._stored(p)]:
-            del self._peers[peer]
+        self.prune(records)
         if not self._peers:
             return
         peers = self._peers
@@ -303,3 +296,20 @@ class IdentifyTracker:
             entry = peers.get(msg.peer_id)
             if entry is not None:
                 msg.peer.CopyFrom(entry[1])
+
+    def peer_field(self, peer_id: str) -> bytes:
+        """The serialized ``Connection.peer`` field (field 100) of ``peer_id`` (base58),
+        ``b""`` if it was not identified. The same bytes object until the peer says
+        something new (the incremental snapshot compares it by identity)."""
+        entry = self._peers.get(peer_id)
+        return entry[2] if entry is not None else b""
+
+    def prune(self, records: Iterable[ConnectionRecord]) -> None:
+        """Forget peers and connections no longer in snapshots (``records``: the
+        registry's retained ones), as :meth:`fill` does first."""
+        retained = set(records)
+        for conn in [c for c in self._observed if c not in retained]:
+            del self._observed[conn]
+        live = {record.peer_id for record in retained}
+        for peer in [p for p in self._peers if p not in live and not self._stored(p)]:
+            del self._peers[peer]

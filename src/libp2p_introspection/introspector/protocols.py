@@ -73,6 +73,9 @@ class ProtocolTracker:
 
     def __init__(self) -> None:
         self._totals: dict[str, ProtocolTotals] = {}
+        #: Incremental path: per protocol, the sums over its live streams of the
+        #: counters last reported (in bytes, in packets, out bytes, out packets, streams).
+        self._live: dict[str, list[int]] = {}
 
     def _of(self, protocol: str) -> ProtocolTotals:
         totals = self._totals.get(protocol)
@@ -90,6 +93,44 @@ class ProtocolTracker:
         """Fold a stream the registry drops (if no snapshot folded it yet)."""
         if not stream.summed:
             self._fold(stream)
+
+    # ------------------------------------------------------------ incremental
+
+    def live_sums(self, protocol: str) -> list[int]:
+        """The incremental path's sums over ``protocol``'s live streams of the counters
+        last reported, ``[in bytes, in packets, out bytes, out packets, streams]``: the
+        encoder keeps them (:mod:`~libp2p_introspection.introspector.encoder`)."""
+        self._of(protocol)
+        sums = self._live.get(protocol)
+        if sums is None:
+            sums = self._live[protocol] = [0, 0, 0, 0, 0]
+        return sums
+
+    def fold(self, stream: StreamRecord) -> None:
+        """Fold an ended stream the incremental path just reported into its protocol's
+        lifetime totals (its live share was taken out first)."""
+        self._fold(stream)
+
+    def fill_live(self, out: Any, window_ms: int) -> None:
+        """:meth:`fill` from the live sums (:meth:`live_sums`) the incremental path keeps
+        at the values it reported: the same ``ProtocolStats``."""
+        add = out.add
+        empty = (0, 0, 0, 0, 0)
+        for protocol in sorted(self._totals):
+            totals = self._totals[protocol]
+            retired, traffic = totals.retired, totals.traffic
+            in_b, in_p, out_b, out_p, active = self._live.get(protocol, empty)
+            traffic.in_bytes = retired.in_bytes + in_b
+            traffic.in_packets = retired.in_packets + in_p
+            traffic.out_bytes = retired.out_bytes + out_b
+            traffic.out_packets = retired.out_packets + out_p
+            totals.active = active
+            add(
+                protocol=protocol,
+                traffic=traffic.to_dict(window_ms),
+                active_streams=active,
+                streams_opened=totals.opened + active,
+            )
 
     def fill(self, out: Any, connections: Iterable[ConnectionRecord], window_ms: int) -> None:
         """Append one ``pb.ProtocolStats`` per protocol ever seen to ``out`` (a

@@ -28,7 +28,7 @@ def never() -> bool:
     return False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class StreamRecord:
     """What the introspector knows about one stream (a py-libp2p ``NetStream``).
 
@@ -58,6 +58,11 @@ class StreamRecord:
     summed: bool = False
     #: The application's tags (``Stream.user_provided_tags``), in the order first given.
     tags: list[str] = field(default_factory=list)
+    #: Its bytes in the last snapshot (:mod:`~libp2p_introspection.introspector.encoder`).
+    code: Any = None
+    #: The live sums of its protocol that hold its counters (incremental path,
+    #: ``ProtocolTracker.live_sums``), ``None`` while it counts nowhere.
+    live: list[int] | None = None
 
     def current_protocol(self) -> str:
         """The negotiated protocol id, read lazily from ``NetStream.protocol_id`` and cached."""
@@ -68,7 +73,7 @@ class StreamRecord:
         return self.protocol
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class ConnectionRecord:
     """What the introspector knows about one connection (a py-libp2p ``SwarmConn``).
 
@@ -103,6 +108,8 @@ class ConnectionRecord:
     hooked: list[Any] = field(default_factory=list)
     #: The application's tags (``Connection.user_provided_tags``), in the order first given.
     tags: list[str] = field(default_factory=list)
+    #: Its bytes in the last snapshot (:mod:`~libp2p_introspection.introspector.encoder`).
+    code: Any = None
 
 
 StreamListener = Callable[[StreamRecord], None]

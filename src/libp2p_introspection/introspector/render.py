@@ -14,31 +14,41 @@ from collections.abc import Iterable
 from typing import Any
 
 from libp2p_introspection.introspector import conninfo
-from libp2p_introspection.introspector.records import ENDED, ConnectionRecord
+from libp2p_introspection.introspector.records import ENDED, ConnectionRecord, StreamRecord
 from libp2p_introspection.protocol import pb
 
 logger = logging.getLogger(__name__)
 
 
 def fill_connections(
-    records: Iterable[ConnectionRecord], out: Any, window_ms: int, peerstore: Any = None
+    records: Iterable[ConnectionRecord],
+    out: Any,
+    window_ms: int,
+    peerstore: Any = None,
+    reported: list[StreamRecord] | None = None,
 ) -> None:
     """Append one ``pb.Connection`` per record to ``out`` (a repeated field).
 
     :param window_ms: the snapshot window, ms (the ``inst_bw`` of every gauge).
     :param peerstore: the host's peerstore (latency fallback), may be ``None``.
+    :param reported: where each ended stream goes once reported (the registry's
+        ``reported``, which its ``purge`` drops).
 
     A record that cannot be described is logged and skipped.
     """
     for record in records:
         try:
-            fill_connection(out.add(), record, window_ms, peerstore)
+            fill_connection(out.add(), record, window_ms, peerstore, reported)
         except Exception:
             logger.exception("introspector: could not describe a connection")
 
 
 def fill_connection(
-    msg: pb.Connection, record: ConnectionRecord, window_ms: int, peerstore: Any = None
+    msg: pb.Connection,
+    record: ConnectionRecord,
+    window_ms: int,
+    peerstore: Any = None,
+    reported: list[StreamRecord] | None = None,
 ) -> None:
     """Fill one ``pb.Connection`` (every sub-message present) with its streams."""
     msg.id = record.id
@@ -81,5 +91,7 @@ def fill_connection(
         )
         if stream_record.tags:
             streams.streams[-1].user_provided_tags.extend(stream_record.tags)
-        if stream_record.status in ENDED:
+        if stream_record.status in ENDED and not stream_record.reported_closed:
             stream_record.reported_closed = True
+            if reported is not None:
+                reported.append(stream_record)

@@ -149,12 +149,17 @@ def counting_reader(
     original: Callable[..., Awaitable[bytes]],
     counter: TrafficCounter,
     negotiated: Any = None,
+    touch: Callable[[Any], None] | None = None,
+    key: Any = None,
 ) -> Callable[..., Awaitable[bytes]]:
     """Wrap a bound ``read(n)`` so every non-empty result is counted as one inbound packet.
 
     :param negotiated: optional object with a ``protocol_id`` attribute (a
         ``NetStream``); when given, bytes are counted only once its
         ``protocol_id`` is set, i.e. after multistream-select negotiation.
+    :param touch: with ``negotiated``: called with ``key`` after each counted call (the
+        registry's ``touched.add`` and the stream's connection record: which
+        connections the next snapshot must look into).
     """
     default_n = _default_of(original, "n", None)
     protocol = tp.STREAM_PROTOCOL.name  # NetStream.protocol_id, read on every call
@@ -173,6 +178,7 @@ def counting_reader(
             return data
 
     else:
+        mark = touch if touch is not None else _ignore
 
         async def read(n: Any = default_n) -> bytes:
             data = await original(n)
@@ -181,6 +187,7 @@ def counting_reader(
                 if size and getattr(negotiated, protocol) is not None:
                     counter.in_bytes += size
                     counter.in_packets += 1
+                    mark(key)
                     observer = counter.observer
                     if observer is not None:
                         observer(data)
@@ -195,10 +202,13 @@ def counting_writer(
     original: Callable[[bytes], Awaitable[None]],
     counter: TrafficCounter,
     negotiated: Any = None,
+    touch: Callable[[Any], None] | None = None,
+    key: Any = None,
 ) -> Callable[[bytes], Awaitable[None]]:
     """Wrap a bound ``write(data)``; each completed call is one outbound packet of ``len(data)``.
 
     :param negotiated: as for :func:`counting_reader`.
+    :param touch: as for :func:`counting_reader`.
     """
     protocol = tp.STREAM_PROTOCOL.name
     if negotiated is None:
@@ -212,6 +222,7 @@ def counting_writer(
                 pass
 
     else:
+        mark = touch if touch is not None else _ignore
 
         async def write(data: bytes) -> None:
             await original(data)
@@ -219,10 +230,15 @@ def counting_writer(
                 if getattr(negotiated, protocol) is not None:
                     counter.out_bytes += len(data)
                     counter.out_packets += 1
+                    mark(key)
             except Exception:
                 pass
 
     return write
+
+
+def _ignore(key: Any) -> None:
+    """The ``touch`` of a stream nobody tracks."""
 
 
 def install_counters(
@@ -230,12 +246,15 @@ def install_counters(
     obj: Any,
     counter: TrafficCounter,
     negotiated: Any = None,
+    touch: Callable[[Any], None] | None = None,
+    key: Any = None,
 ) -> bool:
     """Replace ``obj.read``/``obj.write`` with counting wrappers (instance level).
 
     ``obj`` is a transport connection (``RawConnection``, or the security
     session when none is reachable), or a ``NetStream`` given as
-    ``negotiated`` too. Returns False (and changes nothing) when ``obj`` is
+    ``negotiated`` too (then ``touch(key)`` runs after each counted call, see
+    :func:`counting_reader`). Returns False (and changes nothing) when ``obj`` is
     already wrapped by ``patcher`` or has no ``read``/``write``.
     """
     reader, writer = (
@@ -245,6 +264,6 @@ def install_counters(
         return False
     if not callable(reader.get(obj)) or not callable(writer.get(obj)):
         return False
-    reader.hook(patcher, obj, lambda read: counting_reader(read, counter, negotiated))
-    writer.hook(patcher, obj, lambda write: counting_writer(write, counter, negotiated))
+    reader.hook(patcher, obj, lambda read: counting_reader(read, counter, negotiated, touch, key))
+    writer.hook(patcher, obj, lambda write: counting_writer(write, counter, negotiated, touch, key))
     return True

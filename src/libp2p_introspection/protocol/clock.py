@@ -2,8 +2,9 @@
 
 All introspection timestamps are integers in **milliseconds since the Unix
 epoch** (PROTOCOL.md §3). The clock is injectable so tests can fake time;
-durations that must not jump with a fake or adjusted wall clock (DHT query
-durations) use :func:`time.monotonic` instead.
+durations that must not jump with an adjusted wall clock (DHT query durations)
+are measured on a monotonic clock (:data:`MonotonicS`, :func:`time.monotonic`
+by default), injectable too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from collections.abc import Callable
 
 #: A wall clock: returns the current time in ms since the Unix epoch.
 ClockMs = Callable[[], int]
+#: A monotonic clock: seconds from an arbitrary origin, never going back
+#: (:func:`time.monotonic`); only differences of two readings mean anything.
+MonotonicS = Callable[[], float]
 
 
 def wall_clock_ms() -> int:

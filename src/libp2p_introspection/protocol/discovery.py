@@ -16,6 +16,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from libp2p_introspection.config import DEFAULT_DASHBOARD_PORT, DEFAULT_METRICS_PORT, DEFAULT_PORT
+from libp2p_introspection.protocol.errors import DataError
+
 #: The registry directory's name under ``$XDG_RUNTIME_DIR``.
 REGISTRY_NAME = "libp2p-introspection"
 #: The largest registry file a reader reads, bytes (an entry is a few hundred).
@@ -26,7 +29,7 @@ SERVICE_TYPE = "_p2p-introspect._tcp.local."
 TXT_KEYS = ("path", "peer_id", "impl", "started_ms", "token", "metrics")
 
 
-class EntryError(ValueError):
+class EntryError(DataError):
     """A registry file or an announcement that is not an entry; the message says why."""
 
 
@@ -250,9 +253,9 @@ class PortPlan:
         return f"{self.first}, then {self.fallback_first}-{self.fallback_last}"
 
 
-#: Introspection servers (§6).
-INTROSPECTION_PORTS = PortPlan("the introspection endpoint", 8845, 8850, 8869)
-#: Dashboards.
-DASHBOARD_PORTS = PortPlan("the dashboard", 8846, 8870, 8889)
-#: Metrics endpoints opened without an explicit port (the demo's).
-METRICS_PORTS = PortPlan("the metrics endpoint", 8847, 8890, 8909)
+#: Introspection servers (§6): 8845, then 8850-8869.
+INTROSPECTION_PORTS = PortPlan("the introspection endpoint", DEFAULT_PORT, 8850, 8869)
+#: Dashboards: 8846, then 8870-8889.
+DASHBOARD_PORTS = PortPlan("the dashboard", DEFAULT_DASHBOARD_PORT, 8870, 8889)
+#: Metrics endpoints opened without an explicit port (the demo's): 8847, then 8890-8909.
+METRICS_PORTS = PortPlan("the metrics endpoint", DEFAULT_METRICS_PORT, 8890, 8909)

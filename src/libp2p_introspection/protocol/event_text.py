@@ -130,3 +130,143 @@ def describe(type_name: str, content: Any) -> str | None:
     if worder is None or not isinstance(content, dict):
         return None
     return worder(content)
+
+
+# ------------------------------------------- the upstream types (PROTOCOL.md §3)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _numbers(content: dict[str, Any], *keys: str) -> list[float] | None:
+    values = [content.get(k) for k in keys]
+    return values if all(_number(v) for v in values) else None  # type: ignore[return-value]
+
+
+def _duration(open_ts: float, close_ts: float) -> str:
+    ms = close_ts - open_ts
+    if ms < 0:
+        return "an unknown time"
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+def _bytes(bytes_in: float, bytes_out: float) -> str:
+    return f"{bytes_in:.0f} B in, {bytes_out:.0f} B out"
+
+
+_DIALED = {"outbound": "we dialed", "inbound": "it dialed us"}
+_OPENER = {"outbound": "we opened it", "inbound": "the peer opened it"}
+
+
+def _connection_opened(content: dict[str, Any]) -> str | None:
+    texts = _texts(content, "peerId", "direction", "remoteAddr", "multiplexer", "encryption")
+    if texts is None:
+        return None
+    peer, direction, remote, muxer, security = texts
+    how = ", ".join(_part(t) for t in (muxer, security) if t) or "no muxer or security named"
+    return (
+        f"{_peer(peer)} connected ({_DIALED.get(direction, _part(direction))}) "
+        f"at {_part(remote) or 'an unknown address'}, {how}"
+    )
+
+
+def _ended(content: dict[str, Any]) -> str | None:
+    """", closed (CLOSED: closed by remote) after 1.2 s, 10 B in, 5 B out" or None."""
+    texts = _texts(content, "status", "reason")
+    numbers = _numbers(content, "openTs", "closeTs", "bytesIn", "bytesOut")
+    if texts is None or numbers is None:
+        return None
+    status, reason = texts
+    open_ts, close_ts, bytes_in, bytes_out = numbers
+    why = f"{_part(status)}: {_part(reason)}" if reason else _part(status)
+    return f"({why}) after {_duration(open_ts, close_ts)}, {_bytes(bytes_in, bytes_out)}"
+
+
+def _connection_closed(content: dict[str, Any]) -> str | None:
+    texts = _texts(content, "peerId", "direction")
+    ended = _ended(content)
+    if texts is None or ended is None:
+        return None
+    peer, direction = texts
+    return f"{_peer(peer)} disconnected ({_DIALED.get(direction, _part(direction))}) {ended}"
+
+
+def _stream_opened(content: dict[str, Any]) -> str | None:
+    texts = _texts(content, "peerId", "protocol", "direction")
+    if texts is None:
+        return None
+    peer, protocol, direction = texts
+    return (
+        f"{_part(protocol) or 'a stream with no protocol'} with {_peer(peer)} "
+        f"opened ({_OPENER.get(direction, _part(direction))})"
+    )
+
+
+def _stream_closed(content: dict[str, Any]) -> str | None:
+    texts = _texts(content, "peerId", "protocol", "direction")
+    ended = _ended(content)
+    if texts is None or ended is None:
+        return None
+    peer, protocol, direction = texts
+    return (
+        f"{_part(protocol) or 'a stream with no protocol'} with {_peer(peer)} "
+        f"closed, {_OPENER.get(direction, _part(direction))} {ended}"
+    )
+
+
+def _query_peer(content: dict[str, Any]) -> str | None:
+    """The remote peer of a DHT query event: ``peerIds[0]`` (``peerId`` in our older
+    recordings); "an unknown peer" for a null entry; None when neither has a shape."""
+    peers = content.get("peerIds")
+    if isinstance(peers, list) and all(p is None or isinstance(p, str) for p in peers):
+        named = [p for p in peers if p]
+        return _peer(named[0]) if named else "an unknown peer"
+    peer = content.get("peerId")
+    return _peer(peer) if isinstance(peer, str) else None
+
+
+def _dht_query(inbound: bool) -> Callable[[dict[str, Any]], str | None]:
+    def word(content: dict[str, Any]) -> str | None:
+        peer = _query_peer(content)
+        message = content.get("messageType", content.get("queryType"))
+        result = content.get("result")
+        ms = content.get("totalTimeMs", content.get("durationMs"))
+        if peer is None or not isinstance(message, str) or not isinstance(result, str):
+            return None
+        said = f"{peer} asked us {_part(message)}" if inbound else (
+            f"we asked {peer} {_part(message)}"
+        )  # fmt: skip
+        took = f" in {ms:.0f} ms" if _number(ms) else ""
+        target = content.get("targetPeerId")
+        about = f" about {_part(_peer(target))}" if isinstance(target, str) and target else ""
+        return f"{said}{about}: {_part(result)}{took}"
+
+    return word
+
+
+_UPSTREAM_WORDERS: dict[str, Callable[[dict[str, Any]], str | None]] = {
+    "ConnectionOpened": _connection_opened,
+    "ConnectionClosed": _connection_closed,
+    "StreamOpened": _stream_opened,
+    "StreamClosed": _stream_closed,
+    "InboundDHTQuery": _dht_query(inbound=True),
+    "OutboundDHTQuery": _dht_query(inbound=False),
+}
+
+#: Every event type PROTOCOL.md lists, the upstream ones (§3) and ours (§3.1).
+ALL_EVENT_TYPES = (*_UPSTREAM_WORDERS, *EVENT_TYPES)
+
+
+def describe_any(type_name: str, content: Any) -> str | None:
+    """As :func:`describe`, for every type of :data:`ALL_EVENT_TYPES`: the connection,
+    stream and DHT query events too (their content as ``protocol/events.py`` builds it;
+    the DHT events also in our older recordings' keys). ``None`` for another type or a
+    content not of that shape; never raises. Used by ``watch``; the dashboard has views
+    of its own for those, and keeps :func:`describe`."""
+    worder = _UPSTREAM_WORDERS.get(type_name)
+    if worder is None:
+        return describe(type_name, content)
+    if not isinstance(content, dict):
+        return None
+    return worder(content)

@@ -27,6 +27,7 @@ from libp2p_introspection.protocol.protowire import (
     PAYLOAD_KINDS,
     WireError,
     iter_fields,
+    read_varint,
 )
 
 #: The protocol version this implementation speaks (frame header, ``Version``).
@@ -121,8 +122,24 @@ def encode_state_frame(state: bytes) -> bytes:
     (fields in number order: the version, then the state), without building
     the ``ServerMessage`` or copying the ``State`` into it.
     """
-    message = b"".join((_VERSION_FIELD, _STATE_TAG, encode_varint(len(state)), state))
-    return encode_frame(message)
+    return encode_frame(state_message(state))
+
+
+def state_message(state: bytes) -> bytes:
+    """The serialized ``ServerMessage{version: 1, state: S}`` for the serialized ``State`` ``S``
+    (what :func:`encode_state_frame` frames)."""
+    return b"".join((_VERSION_FIELD, _STATE_TAG, encode_varint(len(state)), state))
+
+
+def frame_with_checksum(message: bytes, checksum: int) -> bytes:
+    """:func:`encode_frame` of ``message`` whose FNV-1a 32 (``checksum``) was computed
+    already (:func:`fnv1a32`): the three steps can then run apart (a caller on an event
+    loop yields between them). Raises :class:`FrameTooLargeError` as :func:`encode_frame`."""
+    if len(message) > MAX_MESSAGE_SIZE:
+        raise FrameTooLargeError(
+            f"message of {len(message)} bytes exceeds the {MAX_MESSAGE_SIZE}-byte limit"
+        )
+    return _HEADER.pack(PROTOCOL_VERSION, checksum, len(message)) + message
 
 
 #: Tags of ``State.subsystems`` and ``Subsystems.connections`` (field 1, length-delimited).
@@ -234,6 +251,19 @@ def payload_kind(data: bytes | memoryview) -> str:
     (:func:`~.wire.measure` tells the kind as a parser decides it, the last
     payload field, at the cost of a walk.)
     """
+    end = len(data)
+    # What encode_server_message writes: a short version field, then the payload's tag;
+    # read here directly (every frame a session writes is counted), the same answer.
+    if end > 2 and data[0] == 0x0A and data[1] < 0x80:
+        pos = 2 + data[1]
+        if pos < end:
+            tag = data[pos]
+            if tag < 0x80 and tag & 7 == LENGTH_DELIMITED and tag >> 3 > 1:
+                try:
+                    length, begin = read_varint(data, pos + 1, end)
+                except WireError:
+                    return ""
+                return PAYLOAD_KINDS.get(tag >> 3, "") if begin + length <= end else ""
     try:
         for number, wire_type, _, _, _ in iter_fields(data):
             if wire_type != LENGTH_DELIMITED:

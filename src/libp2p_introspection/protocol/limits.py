@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from libp2p_introspection.config import DEFAULT_MAX_RETENTION_MS
 from libp2p_introspection.protocol.framing import MAX_COMMAND_SIZE
 
 
@@ -170,14 +171,15 @@ def _session_option(*args: Any, limit: str = "", **kw: Any) -> Option:
 SESSION_OPTIONS: tuple[Option, ...] = (
     _session_option("interval_ms", int, 1_000, "ms",
            "Base snapshot interval, ms (PROTOCOL.md §4.1).", minimum=1, limit="base_interval_ms"),
-    _session_option("max_retention_ms", int, 120_000, "ms",
+    _session_option("max_retention_ms", int, DEFAULT_MAX_RETENTION_MS, "ms",
            "Upper clamp of a client's retention_period_ms, ms.", minimum=1),
     _session_option("push_byte_budget", int, 32 * 1024 * 1024, "bytes",
            "Per-session pause buffer budget, bytes.", minimum=1),
     _session_option("push_item_budget", int, 262_144, "items",
            "Per-session pause buffer limit, events and snapshots.", minimum=1),
     _session_option("queue_bound", int, 256, "messages",
-           "Per-session outgoing queue bound for push data, messages.", minimum=1),
+           "Per-session outgoing queue bound, messages: push data past it is dropped, and "
+           "a client's commands wait while its replies exceed it.", minimum=1),
     _session_option("write_timeout_s", float, 10.0, "s",
            "Disconnect (1008) a client that reads nothing this long, seconds.", minimum=0.1),
     _session_option("commands_per_second", float, 50.0, "commands/s",
@@ -208,7 +210,8 @@ class SessionLimits:
     ``retention_period_ms``, ms, at least the base interval;
     ``push_byte_budget`` the pause buffer's size limit, bytes;
     ``push_item_budget`` its limit in items (events and snapshots), however small;
-    ``queue_bound`` the outgoing queue's bound for push data, messages;
+    ``queue_bound`` the outgoing queue's bound, messages (push data past it is
+    dropped; commands are not read while replies exceed it);
     ``write_timeout_s`` how long a client may read nothing, seconds;
     ``max_command_size`` the largest command accepted, bytes;
     ``commands_per_second`` and ``command_burst`` the token bucket that limits

@@ -1,7 +1,13 @@
 """The server side of one client session, as a pure state machine (PROTOCOL.md §4).
 
-Every session rule of the protocol lives in this module, and nothing else
-does: no sockets, no clocks, no tasks. The I/O adapter
+Every rule of PROTOCOL.md §4 that governs one session (what it is sent, held,
+dropped, answered or closed for) lives in this module, and no other module
+decides one; the module holds no sockets, no clocks, no tasks. The rules of §4
+that are not one session's live where the rule map below names them: the
+server-wide snapshot sequence and its encoding (§4.1, §4.3: the hub and the
+sampled source's clock), how the transport carries out a close (§4.6: the
+WebSocket adapter and wire), isolation between sessions (§4.9: the session
+tasks) and the replay source (§4.10). The I/O adapter
 (:mod:`libp2p_introspection.server.websocket`) feeds a :class:`Session`
 with what happened and carries out what it asks:
 
@@ -25,7 +31,10 @@ drive it with a fake clock.
 
 Rule map: every rule of PROTOCOL.md §4, one line each, as rule → function →
 test (``test_session.py`` in tests/protocol unless a path is given; ``e2e`` is
-tests/server/test_server_e2e.py). Functions are this module's unless named.
+tests/server/test_server_e2e.py). Functions are this module's unless named
+(``server.…``, ``abc.…``: another module's). tests/protocol/test_session_rule_map.py
+checks that every function and test named exists and that every sentence of §4
+is claimed by a row of its subsection.
 
 =====  ==============================================  =============================================  ==============================================================================================================
 §      rule                                            function                                       test
@@ -73,8 +82,9 @@ tests/server/test_server_e2e.py). Functions are this module's unless named.
 4.6    reads nothing for the write timeout: 1008       Session.tick, write_pending                    test_client_that_reads_nothing_is_closed_after_write_timeout
 4.6    bytes the socket accepts are progress           Session.write_progress                         test_a_slow_but_reading_client_is_not_closed
 4.6    frame in flight, then 1008; close grace         server.websocket.WebSocketTransport.close      tests/server/test_close_grace.py::test_a_stuck_client_that_resumes_reads_whole_frames_then_1008_and_the_reason
-4.6    protocol violation: close frame, then TCP       server.wire.ServerWire._close_event            tests/server/test_websocket_protocol.py::test_a_protocol_violation_gets_its_close_frame_then_the_tcp_close
+4.6    protocol violation: close frame, then TCP       server.wire.ServerWire.close                   tests/server/test_websocket_protocol.py::test_a_protocol_violation_gets_its_close_frame_then_the_tcp_close
 4.7    HELLO without config: OK, effective config      Session._hello                                 test_hello_without_config_is_ok_with_effective_config
+4.7    a field that is 0 or absent: unchanged          Session._apply_config                          test_a_config_field_of_0_or_absent_leaves_it_unchanged
 4.7    interval rounded up, retention clamped          Session._apply_config                          test_config_is_rounded_and_clamped
 4.7    UPDATE_CONFIG without config is an ERR          Session._update_config                         test_update_config_without_config_is_an_error
 4.8    second HELLO: ERR, the session goes on          Session._hello                                 test_second_hello_is_an_error_and_session_goes_on
@@ -92,6 +102,10 @@ tests/server/test_server_e2e.py). Functions are this module's unless named.
 4.10   replay: pacing, file order, byte-identical      server.sources.replay.ReplaySource.run         tests/sources/test_replay.py::test_pacing_order_and_bytes
 4.10   replay: the base interval from the recording    server.sources.replay.ReplaySource             tests/sources/test_replay.py::test_the_base_interval_comes_from_the_recording
 4.10   replay: loops shift time so it keeps rising     server.sources.replay.ReplaySource.run         tests/sources/test_replay.py::test_loop_shifts_time_so_it_keeps_rising
+4.10   replay: a pass lasts max(span, base interval)   server.sources.replay.ReplaySource             tests/sources/test_replay.py::test_a_loop_pass_of_one_instant_lasts_the_base_interval_at_any_speed
+4.10   replay: max retention raised to the interval    server.config.ServerConfig.for_source          tests/sources/test_replay.py::test_max_retention_is_raised_to_the_base_interval_and_logged
+4.10   replay: past 2^64 - 1 the loop ends, logged     server.sources.replay.ReplaySource.run,        tests/sources/test_replay.py::test_timestamps_near_2_64_end_the_loop_with_a_reason;
+                                                       _stop_looping                                  tests/sources/test_replay.py::test_a_nested_timestamp_that_would_overflow_ends_the_loop
 =====  ==============================================  =============================================  ==============================================================================================================
 """  # noqa: E501 (the rule table: one line per rule)
 
@@ -203,15 +217,23 @@ class _Out:
 
 class _Outbox:
     """The outgoing queue (§4.6): frames in order, with how many are push data, events and
-    notices kept here and nowhere else (every change goes through these methods)."""
+    notices kept here and nowhere else (every change goes through these methods).
 
-    __slots__ = ("_entries", "events", "notices", "push")
+    It also keeps the session's ``stats`` of what was queued and not evicted since
+    (``snapshots_sent``, ``events_sent``, ``notices``): an entry counts there when it
+    enters the queue and stops counting when it is evicted (:meth:`replace`,
+    :meth:`remove`); one taken to be sent (:meth:`popleft`) or cleared by a close stays
+    counted.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_entries", "events", "notices", "push", "stats")
+
+    def __init__(self, stats: SessionStats) -> None:
         self._entries: deque[_Out] = deque()
         self.push = 0  # events and pushed snapshots
         self.events = 0
         self.notices = 0
+        self.stats = stats
 
     def _count(self, entry: _Out, sign: int) -> None:
         kind = entry.kind
@@ -222,9 +244,19 @@ class _Outbox:
             if kind == _EVENT:
                 self.events += sign
 
+    def _tally(self, entry: _Out, sign: int) -> None:
+        kind, stats = entry.kind, self.stats
+        if kind == _NOTICE:
+            stats.notices += sign
+        elif kind == _EVENT:
+            stats.events_sent += sign
+        elif kind == _SNAPSHOT or isinstance(entry.item, Snapshot):  # pushed or pulled
+            stats.snapshots_sent += sign
+
     def append(self, entry: _Out) -> None:
         self._entries.append(entry)
         self._count(entry, 1)
+        self._tally(entry, 1)
 
     def popleft(self) -> _Out:
         entry = self._entries.popleft()
@@ -232,12 +264,19 @@ class _Outbox:
         return entry
 
     def replace(self, index: int, entry: _Out) -> None:
-        self._count(self._entries[index], -1)
+        """Put ``entry`` in the place of the one at ``index``, which is evicted."""
+        old = self._entries[index]
+        self._count(old, -1)
+        self._tally(old, -1)
         self._entries[index] = entry
         self._count(entry, 1)
+        self._tally(entry, 1)
 
     def remove(self, index: int) -> None:
-        self._count(self._entries[index], -1)
+        """Evict the entry at ``index``."""
+        old = self._entries[index]
+        self._count(old, -1)
+        self._tally(old, -1)
         del self._entries[index]
 
     def clear(self) -> None:
@@ -465,7 +504,7 @@ class Session:
         # The pause buffer (§4.5, §4.9: no command costs in its size).
         self._buffer = _PauseBuffer()
         # Outgoing queue (§4.6): frames in order; how many are push data, how many events.
-        self._outbox = _Outbox()
+        self._outbox = _Outbox(self.stats)
         self._in_flight = False
         # Whether the adapter has bytes of its own (pings, pongs) waiting for the socket.
         self._adapter_pending = False
@@ -815,7 +854,6 @@ class Session:
         if not self._unsent(snapshot):
             return
         self._cursor = snapshot.number
-        self.stats.snapshots_sent += 1
         self._append(_Out(snapshot.frame, _SNAPSHOT if push else _OTHER, snapshot))
 
     def _respond(self, command_id: int, error: str | None = None) -> None:
@@ -856,7 +894,6 @@ class Session:
             self.stats.dropped += 1
             self._mark_gap_at_tail()
             return
-        self.stats.events_sent += 1
         full = item.type_name not in self._told_types
         if full:
             self._told_types.add(item.type_name)
@@ -882,12 +919,8 @@ class Session:
         entry = outbox[index]
         assert entry.kind in (_EVENT, _SNAPSHOT)
         self.stats.dropped += 1
-        if entry.kind == _EVENT:
-            self.stats.events_sent -= 1
-            if entry.full:
-                self._pass_on_property_types(index, entry)
-        else:
-            self.stats.snapshots_sent -= 1
+        if entry.kind == _EVENT and entry.full:
+            self._pass_on_property_types(index, entry)
         after = self._next_marked(index)
         gap_after = after is not None and outbox[after].kind == _NOTICE
         if self._gap_before(index):
@@ -897,7 +930,6 @@ class Session:
                 self._remove_notice(after - 1)
         else:
             outbox.replace(index, _Out(_NOTICE_FRAME, _NOTICE))
-            self.stats.notices += 1
             if gap_after:
                 assert after is not None
                 self._remove_notice(after)  # the run now starts here
@@ -920,7 +952,6 @@ class Session:
     def _remove_notice(self, index: int) -> None:
         assert self._outbox[index].kind == _NOTICE
         self._outbox.remove(index)
-        self.stats.notices -= 1
 
     def _gap_before(self, index: int) -> bool:
         """Whether the push item or notice nearest before queue position ``index`` is a
@@ -944,7 +975,6 @@ class Session:
         # §4.6: one DISCARDING_EVENTS notice per run of consecutive drops, in the
         # place of the first dropped item; the notice is outside the push budget.
         if not self._gap_before(len(self._outbox)):
-            self.stats.notices += 1
             self._append(_Out(_NOTICE_FRAME, _NOTICE))
 
     # ------------------------------------------------------- pause buffer (§4.5)

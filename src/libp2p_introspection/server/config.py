@@ -101,8 +101,8 @@ SERVER_OPTIONS: tuple[Option, ...] = (
     Option("max_sessions", int, 64, "sessions", "Concurrent sessions (then HTTP 503).",
            minimum=1),
     Option("max_handshakes", int, 128, "connections",
-           "Connections still in their handshake at once; past it a new connection is "
-           "closed as soon as it is accepted.", minimum=1),
+           "Connections still in their handshake (or being refused) at once; at the limit "
+           "a new connection closes the oldest of them.", minimum=1),
     _SESSION["commands_per_second"],
     _SESSION["command_burst"],
     Option("ping_interval_s", float, 15.0, "s", "Seconds between pings to each session.",
@@ -159,35 +159,16 @@ def _default(name: str) -> Any:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Options of the introspection server (one field per entry of :data:`SERVER_OPTIONS`).
+    """Options of the introspection server: one field per entry of :data:`SERVER_OPTIONS`.
 
-    ``host``/``port``: where to listen (127.0.0.1 by default; ``port`` ``None``, the
-    default: 8845, or the first free one of 8850-8869 when it is taken (PROTOCOL.md
-    §6); 0 picks any free one; a port given and taken is an ``OSError``).
-    ``register``: write an entry in the user's registry while serving (§6);
-    ``announce``: also announce the server over mDNS (needs a non-loopback ``host``).
-    ``interval_ms``: the base snapshot interval, ms (a source that declares its
-    own, a replay, replaces it: :meth:`for_source`); ``max_retention_ms``, ms,
-    must be at least it (§4.7). The rest are the session limits of PROTOCOL.md
-    §4 (see ``SessionLimits``, built from them as :attr:`limits`), and admission:
-    ``max_sessions``, ``max_handshakes`` (TCP connections still in their
-    handshake or being refused; at the limit a new connection closes the oldest
-    of them, so a local process can neither take the node's file descriptors
-    through this port nor, by holding idle sockets, lock out a client that
-    finishes its handshake in milliseconds), ``allowed_origins`` (besides loopback
-    ones, each exactly ``scheme://host[:port]``), ``token`` (required from every client when set),
-    ``allow_remote`` (needed to bind a non-loopback address); liveness:
-    ``ping_interval_s``/``pong_timeout_s`` and ``handshake_timeout_s``; closing:
-    ``close_grace_s``, how long the frame in flight and the close frame may take to
-    go out once a session is closed before the TCP connection is closed under them
-    (§4.6). ``closed_connection_lifetime_ms`` is applied by sources that track
-    connections (the host introspector). ``metrics_port``: serve Prometheus metrics
-    on ``http://HOST:PORT/metrics`` (``None``: off; 0: a free port), under the same
-    admission rules; ``metrics_per_peer``: with per-peer families.
+    Each option's meaning, unit, default and accepted values are its entry there (its
+    help text: what ``--help`` and the README's table show); the fields here only
+    hold the values. ``limits`` is the ``SessionLimits`` built from the session
+    options; :meth:`for_source` replaces the base interval by a source's own (§4.10).
 
     Raises :class:`~libp2p_introspection.protocol.limits.OptionError` (a
-    ``ValueError``) for a value its option refuses (its help says which), a max
-    retention below the interval, or a non-loopback host without ``allow_remote``.
+    ``ValueError``) for a value its option refuses, a max retention below the
+    interval, or a non-loopback host without ``allow_remote``.
     """
 
     host: str = _default("host")

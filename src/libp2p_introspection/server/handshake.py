@@ -20,12 +20,14 @@ from http import HTTPStatus
 
 import h11
 
+from libp2p_introspection.server.errors import ServerError
+
 #: Largest upgrade request (request line and headers) accepted, bytes.
 MAX_REQUEST_SIZE = 16 * 1024
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-class HandshakeRefused(Exception):
+class HandshakeRefused(ServerError):
     """The upgrade request is not one we can accept: answer ``status`` (HTTP) and close.
 
     ``reason`` names the fault in words (never echoing more than a few bytes of input).

@@ -27,13 +27,14 @@ from libp2p_introspection.protocol.discovery import (
     entry_file_name,
     registry_dir,
 )
+from libp2p_introspection.server.errors import ServerError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class RegistryRefused(OSError):
+class RegistryRefused(ServerError, OSError):
     """The registry directory is not trusted; the message says why and what to do."""
 
 

@@ -187,7 +187,7 @@ class IntrospectionServer:
     def health(self) -> ServerHealth:
         """The server's own counters now (the ``libp2p_introspection_*`` metrics)."""
         live = [member.session.stats for member in self.hub.sessions]
-        source = self.source
+        built = self.source.build_stats
         return ServerHealth(
             sessions=len(live),
             sessions_total=self.sessions_served,
@@ -197,9 +197,9 @@ class IntrospectionServer:
             notices_total=self._ended_notices + sum(stats.notices for stats in live),
             bytes_sent_total=self._ended_bytes_sent
             + sum(transport.wire.bytes_sent for transport in self._connections),
-            snapshot_builds=getattr(source, "snapshot_builds", 0),
-            snapshot_build_seconds=getattr(source, "snapshot_build_seconds", 0.0),
-            snapshot_errors_total=getattr(source, "snapshot_errors", 0),
+            snapshot_builds=built.builds,
+            snapshot_build_seconds=built.seconds,
+            snapshot_errors_total=built.errors,
             snapshots_total=0 if self.hub.latest is None else self.hub.latest.number,
             events_total=self.hub.events_published,
         )

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import trio
 
+from libp2p_introspection.protocol.closecodes import CLOSE_ABNORMAL
 from libp2p_introspection.server.handshake import (
     HandshakeRefused,
     PlainRequest,
@@ -149,7 +150,7 @@ class WebSocketTransport:
             await trio.lowlevel.checkpoint()
         while not self._events:
             if self._lost or self.wire.state is WireState.DONE:
-                return ClosedByPeer(1006, self.ended or "the connection is closed")
+                return ClosedByPeer(CLOSE_ABNORMAL, self.ended or "the connection is closed")
             await self._room_to_read()
             if self._lost:
                 continue
@@ -220,7 +221,10 @@ class WebSocketTransport:
     # delivers it to the main task at a checkpoint instead.
     @trio.lowlevel.enable_ki_protection
     async def _write_one_frame(self, target: int) -> None:
-        await self._lock.acquire()
+        try:
+            self._lock.acquire_nowait()  # the usual case: the socket's send checkpoints
+        except trio.WouldBlock:
+            await self._lock.acquire()
         try:
             wire = self.wire
             while not self._lost:
@@ -249,8 +253,10 @@ class WebSocketTransport:
             self._wake()
 
     def _wake(self) -> None:
-        released, self._released = self._released, trio.Event()
-        released.set()
+        released = self._released
+        if released.statistics().tasks_waiting:  # else nobody is told: keep the event
+            self._released = trio.Event()
+            released.set()
 
     def _report_pending(self) -> None:
         pending = self.wire.has_data_to_send and not self._lost

@@ -30,6 +30,7 @@ from enum import Enum
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
+from libp2p_introspection.protocol.closecodes import CLOSE_ABNORMAL
 from libp2p_introspection.server.handshake import (
     MAX_REQUEST_SIZE,
     UpgradeReader,
@@ -53,6 +54,9 @@ MAX_PONG_FRAME = 127
 #: continuation frames (6 bytes each on the wire, 0 counted) go on for ever.
 MAX_MESSAGE_FRAMES = 64
 _MAX_CLOSE_REASON = 123  # bytes: a close frame's payload is at most 125
+#: Binary payloads below this size (bytes) are copied into one buffer with their
+#: header, so the socket takes the frame in one write; larger ones are not copied.
+COALESCE_BELOW = 16 * 1024
 
 
 class WireState(Enum):
@@ -133,7 +137,7 @@ class ServerWire:
         if not data:
             # The client's side is gone without a close frame (RFC 6455 §7.1.5: 1006).
             self._done()
-            return [ClosedByPeer(1006, "the client closed the TCP connection")]
+            return [ClosedByPeer(CLOSE_ABNORMAL, "the client closed the TCP connection")]
         self._ws.receive_data(data)
         return self._frame_events()
 
@@ -141,7 +145,7 @@ class ServerWire:
         request = self._handshake.receive_data(data)
         if self._handshake.client_left:
             self._done()  # the client left before its request was whole
-            return [ClosedByPeer(1006, "the client closed the TCP connection")]
+            return [ClosedByPeer(CLOSE_ABNORMAL, "the client closed the TCP connection")]
         return [] if request is None else [request]
 
     def _frame_events(self) -> list[WireEvent]:
@@ -240,19 +244,19 @@ class ServerWire:
         """Queue one binary message (a single unmasked frame, RFC 6455 §5.2); ``False``
         (nothing queued) unless the connection is ``OPEN``.
 
-        The payload is queued as is, not copied: the same snapshot bytes serve every
-        session.
+        A payload of :data:`COALESCE_BELOW` bytes or more is queued as is, not copied
+        (the same snapshot bytes serve every session), behind its header; a smaller one
+        is queued as one buffer with its header, so that the socket takes the frame in
+        one write (the buffer is built once for every session that sends the same
+        payload object in a row: an event fanned out).
         """
         if self.state is not WireState.OPEN:
             return False
         size = len(data)
-        if size < 126:
-            header = struct.pack("!BB", 0x82, size)
-        elif size < 1 << 16:
-            header = struct.pack("!BBH", 0x82, 126, size)
-        else:
-            header = struct.pack("!BBQ", 0x82, 127, size)
-        self._queue(header, frame_end=not data)
+        if size < COALESCE_BELOW:
+            self._queue(_small_frame(data))
+            return True
+        self._queue(_binary_header(size), frame_end=False)
         self._queue(data)
         return True
 
@@ -388,6 +392,31 @@ class ServerWire:
         self.state = WireState.DONE
         self._parts, self._size, self._frames = [], 0, 0
         self._pong = None  # owed, not queued: nothing more is answered
+
+
+def _binary_header(size: int) -> bytes:
+    """The header of an unmasked, final binary frame of ``size`` bytes (RFC 6455 §5.2)."""
+    if size < 126:
+        return struct.pack("!BB", 0x82, size)
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x82, 126, size)
+    return struct.pack("!BBQ", 0x82, 127, size)
+
+
+# The last small frame built, and the payload object it frames: a fan-out hands the
+# same payload to every session in turn, and each gets the same frame bytes.
+_last_small: tuple[bytes, bytes] = (b"", _binary_header(0))
+
+
+def _small_frame(data: bytes) -> bytes:
+    """``data`` framed as one binary message (header and payload in one buffer)."""
+    global _last_small
+    payload, frame = _last_small
+    if payload is data:
+        return frame
+    frame = _binary_header(len(data)) + data
+    _last_small = (data, frame)
+    return frame
 
 
 def _pong_frame(payload: bytes) -> bytes:

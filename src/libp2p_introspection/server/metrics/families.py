@@ -17,7 +17,7 @@ own metrics use).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import (
@@ -62,11 +62,18 @@ class ServerHealth:
 
 
 def _histogram(
-    name: str, doc: str, names: Sequence[str], histogram: Histogram
+    name: str,
+    doc: str,
+    names: Sequence[str],
+    histogram: Histogram,
+    zero: Iterable[tuple[str, ...]] = (),
 ) -> HistogramMetricFamily:
+    """``histogram`` as a family; ``zero``: label values shown with no observation yet
+    (every bucket 0), so that the first one is an increase ``rate()`` sees."""
     family = HistogramMetricFamily(name, doc, labels=list(names))
     edges = [*(f"{bound:.6g}" for bound in histogram.bounds), "+Inf"]
-    for values, (counts, total) in sorted(histogram.series.items()):
+    series = dict.fromkeys(zero, ([0] * len(edges), [0.0])) | histogram.series
+    for values, (counts, total) in sorted(series.items()):
         cumulative, buckets = 0, []
         for edge, count in zip(edges, counts, strict=True):
             cumulative += count
@@ -87,6 +94,10 @@ def _gauge(name: str, doc: str, names: Sequence[str], values: dict) -> GaugeMetr
     for key, value in sorted(values.items()):
         family.add_metric(list(key) if isinstance(key, tuple) else [key], float(value))
     return family
+
+
+#: The ``dir`` values of a connection whose direction is known.
+_DIRECTIONS = ("inbound", "outbound")
 
 
 def _dir(role: int) -> str:
@@ -173,8 +184,13 @@ class ViewCollector(Collector):
         # early_muxer="true" beside each "false" one (py-libp2p never negotiates the muxer
         # early: 0 is the truth): go's dashboards subtract one from the other, and a
         # series missing on one side would hide the other's.
-        keys = set(view.opened) | set(view.closed)
-        keys |= {(*key[:4], "true", key[5]) for key in keys}
+        # Likewise each label set in both directions (a node that only accepted
+        # connections has opened 0 outbound ones: go's "Outgoing" panels say 0, not "no
+        # data"), and a duration histogram for each from its first connection on.
+        real = set(view.opened) | set(view.closed)
+        real |= {(other, *key[1:]) for key in real if key[0] in _DIRECTIONS
+                 for other in _DIRECTIONS}  # fmt: skip
+        keys = real | {(*key[:4], "true", key[5]) for key in real}
         yield _counter(
             "libp2p_swarm_connections_opened",
             "Connections opened (go-libp2p's name and labels), from ConnectionOpened events "
@@ -191,7 +207,7 @@ class ViewCollector(Collector):
             "libp2p_swarm_connection_duration_seconds",
             "How long closed connections lasted, seconds (Connection.timeline close_ts - "
             "open_ts).",
-            CONN_LABEL_NAMES, view.duration,
+            CONN_LABEL_NAMES, view.duration, zero=real,
         )  # fmt: skip
         yield _histogram(
             "libp2p_swarm_handshake_latency_seconds",

@@ -9,6 +9,7 @@ opener in, so that this module imports no introspector.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -50,26 +51,36 @@ def check_source_name(name: str) -> None:
 
 
 def open_mock(config: ServerConfig, settings: Mapping[str, Any]) -> Opened:
-    """The synthetic node of ``settings`` (``connections``, ``streams``, ``dht_peers``,
-    ``events_per_second``, ``churn``, ``seed``). Raises :class:`BadSourceOptions`."""
+    """The synthetic node of ``settings`` (a value for each of the synthetic node's
+    ``SHAPE_OPTIONS``: ``connections``, ``streams``, ... ``resource_manager``; and
+    ``seed``).
+
+    ``seed`` ``None`` picks a fresh one (:func:`fresh_seed`), so two mocks started on one
+    machine are two different nodes (peer ids, addresses); the description names the
+    seed used, so a run can be reproduced with ``--seed N``.
+    Raises :class:`BadSourceOptions`."""
     from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
+    from libp2p_introspection.server.sources.synthetic.options import SHAPE_OPTIONS
 
     try:
         options = SyntheticOptions(
-            connections=settings["connections"],
-            streams=settings["streams"],
-            dht_peers=settings["dht_peers"],
-            events_per_second=settings["events_per_second"],
-            churn=settings["churn"],
-            seed=settings["seed"] or 0,
+            **{option.name: settings[option.name] for option in SHAPE_OPTIONS},
+            seed=fresh_seed() if settings["seed"] is None else settings["seed"],
             closed_connection_lifetime_ms=config.closed_connection_lifetime_ms,
         )
     except (ValueError, TypeError) as exc:
         raise BadSourceOptions(str(exc)) from exc
+    pubsub = f", gossipsub on {options.pubsub_topics} topics" if options.pubsub_topics else ""
     return (
         SyntheticSource(options),
-        f"a synthetic node ({options.connections} connections x {options.streams} streams)",
+        f"a synthetic node ({options.connections} connections x {options.streams} streams"
+        f"{pubsub}; seed {options.seed})",
     )
+
+
+def fresh_seed() -> int:
+    """A seed for a mock given none: 32 random bits from the OS (``random.SystemRandom``)."""
+    return random.SystemRandom().getrandbits(32)
 
 
 def open_replay(path: str, config: ServerConfig, settings: Mapping[str, Any]) -> Opened:

@@ -56,6 +56,7 @@ from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import encode_frame, encode_server_message
 from libp2p_introspection.protocol.recording import Record, RecordingReader
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits, measure_paced
+from libp2p_introspection.server.errors import ServerError
 from libp2p_introspection.server.sources.replay_scan import (
     DEFAULT_INTERVAL_MS,
     MAX_GAP_MS,
@@ -71,7 +72,7 @@ MAX_TIMESTAMP = 2**64 - 1
 _SHIFT_SLICE = 2_000
 
 
-class _TimeOverflow(Exception):
+class _TimeOverflow(ServerError):
     """Shifting a timestamp would push it past 2^64 - 1."""
 
 

@@ -147,6 +147,7 @@ def scan(
     distinct: set[int] = set()  # at most two instants: enough to tell "one time" from many
     gaps = GapSample()
     untimed_states = untimed_events = unparsable = 0
+    declared: dict[str, pb.EventType] = {}  # every type the file declares, first wins
     with RecordingReader(path, limits=limits) as reader:
         for record in reader:
             try:
@@ -155,8 +156,11 @@ def scan(
                 unparsable += 1
                 continue
             kind = message.WhichOneof("payload")
-            if kind == "runtime" and runtime is None:
-                runtime = message.runtime
+            if kind == "runtime":
+                if runtime is None:
+                    runtime = message.runtime
+                for event_type in message.runtime.event_types:
+                    _declare(declared, event_type, path)
             elif kind == "state":
                 state = message.state
                 instant = state.instant_ts
@@ -180,6 +184,8 @@ def scan(
                     untimed_states += 1
             elif kind == "event":
                 events += 1
+                if message.event.type.property_types:  # told with its first event (§3)
+                    _declare(declared, message.event.type, path)
                 stamp = message.event.ts
                 max_stamp = max(max_stamp, stamp)
                 if stamp:
@@ -211,6 +217,7 @@ def scan(
         raise ReplayError(
             f"{path}: the recording holds no State, so it cannot be served{skipped_note}"
         )
+    runtime = _declaring_every_type(runtime, declared, path)
     loopable = timed_states > 0
     if untimed_states or untimed_events:
         log.warning(
@@ -253,3 +260,48 @@ def scan(
         loopable=loopable,
         skipped=reader.over_limit,
     )
+
+
+#: Event types a replay's ``Runtime`` may declare at most (bounded memory, whatever
+#: the file declares).
+MAX_DECLARED_TYPES = 10_000
+
+
+def _declare(declared: dict[str, pb.EventType], event_type: pb.EventType, path: object) -> None:
+    """Note ``event_type`` as declared, unless a type of its name was (first wins)."""
+    if event_type.name in declared:
+        return
+    if len(declared) >= MAX_DECLARED_TYPES:
+        if len(declared) == MAX_DECLARED_TYPES:
+            log.warning("%s: more than %d event types declared; the rest are not served "
+                        "with their property types", path, MAX_DECLARED_TYPES)  # fmt: skip
+            declared[""] = pb.EventType()  # the marker: warned once
+        return
+    copy = pb.EventType()
+    copy.CopyFrom(event_type)
+    declared[event_type.name] = copy
+
+
+def _declaring_every_type(
+    runtime: pb.Runtime, declared: dict[str, pb.EventType], path: object
+) -> pb.Runtime:
+    """The recording's first ``Runtime`` declaring, besides its own, every event type the
+    recording declares anywhere else (a later ``Runtime``, an event carrying its
+    property types), in the order first seen.
+
+    Why (§3 vs §4.10): a replayed event is sent byte-identical to the file, so it names
+    its type only unless it was the recorded first of its type; a client joining
+    mid-replay would then get events of a type it was never told the property types
+    of. Declaring them in the ``Runtime`` every session gets on connect tells each
+    client every type, and keeps every payload byte-identical."""
+    own = {event_type.name for event_type in runtime.event_types}
+    extra = [t for name, t in declared.items() if name and name not in own]
+    if not extra:
+        return runtime
+    merged = pb.Runtime()
+    merged.CopyFrom(runtime)
+    merged.event_types.extend(extra)
+    names = ", ".join(t.name for t in extra[:5]) + (", ..." if len(extra) > 5 else "")
+    log.info("%s: the served Runtime also declares %d event types declared later in the "
+             "recording (%s)", path, len(extra), names)  # fmt: skip
+    return merged

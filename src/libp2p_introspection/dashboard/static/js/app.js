@@ -13,6 +13,8 @@ import * as dom from "./dom.js";
 import * as nodes from "./nodes.js";
 import { peerInfoBlock, renderNodeInfo } from "./node.js";
 import * as ext from "./views_ext.js";
+import { peersView } from "./peers.js";
+import { renderSave } from "./save.js";
 
 const MAX_EVENTS = 10000; // events this page keeps (the dashboard keeps more)
 const WAITING = "waiting for the first snapshot…";
@@ -173,10 +175,10 @@ function registerTypes(types) {
 function addEvent(e) {
   let text;
   try { text = typeof e.content === "string" ? e.content : JSON.stringify(e.content); } catch { text = String(e.content); }
-  // A §3.1 event reads as the sentence the dashboard made of it (convert.py's "says").
+  // A §3.1 event reads as the sentence the dashboard made of it (convert_events.py's "says").
   if (typeof e.says === "string") text = e.says;
   const row = { seq: e.seq, ts: e.ts, type: e.type, content: e.content, summary: text.length > 240 ? `${text.slice(0, 240)}…` : text };
-  // A DHT query, as the dashboard read it (either shape of the event: convert.py's QUERY).
+  // A DHT query, as the dashboard read it (either shape of the event: convert_events.py's QUERY).
   if (e.query && Array.isArray(e.query.peers)) row.query = e.query;
   S.events.push(row);
   S.eventTypes.add(e.type);
@@ -338,6 +340,7 @@ function renderNode() {
 function renderTimebar() {
   const slider = $("timeline");
   const n = S.timeline.length;
+  renderSave(S.status, n);
   slider.max = Math.max(0, n - 1);
   slider.disabled = n < 2;
   if (isLive()) slider.value = slider.max;
@@ -549,6 +552,7 @@ function renderTraffic() {
 // --- protocols, pubsub, resources (views_ext.js)
 
 const extViews = {
+  peers: peersView({ onCopied }),
   protocols: ext.protocolsView(),
   pubsub: ext.pubsubView({ onCopied }),
   resources: ext.resourcesView(),

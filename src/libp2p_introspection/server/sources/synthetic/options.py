@@ -1,12 +1,19 @@
-"""The shape of the simulated node (:class:`SyntheticOptions`) and its validation."""
+"""The shape of the simulated node (:class:`SyntheticOptions`) and its validation.
+
+:data:`SHAPE_OPTIONS` defines, once, each shape a user may ask for (default, help,
+accepted range): ``SyntheticOptions``' defaults and checks and the flags of
+``serve --source mock`` (``libp2p_introspection.cli.serving``) are derived from it.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
+from libp2p_introspection.protocol.limits import Option
 from libp2p_introspection.server.sources.synthetic.dht import (
     DHT_K,
     DHT_MAX_BUCKETS,
@@ -15,6 +22,67 @@ from libp2p_introspection.server.sources.synthetic.dht import (
 
 #: Topics a simulated router may know.
 MAX_TOPICS = 1_000
+
+
+def _most_dht_peers() -> int:
+    """The most peers a routing table of ``DHT_MAX_BUCKETS`` buckets holds."""
+    low, high = 0, DHT_K * DHT_MAX_BUCKETS
+    while low < high:  # bucket count never falls as peers grow
+        middle = (low + high + 1) // 2
+        if len(dht_bucket_sizes(middle)) <= DHT_MAX_BUCKETS:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+#: Peers a simulated routing table may hold (5,051 with k = 20 and 256 buckets).
+MAX_DHT_PEERS = _most_dht_peers()
+
+
+def _finite(value: Any) -> str | None:
+    return None if math.isfinite(value) else f"must be a finite number, got {value!r}"
+
+
+#: The node's shapes a user may ask for (``serve --source mock``'s flags), in ``--help``
+#: order: name (the ``SyntheticOptions`` field), kind, default, unit, help, range.
+SHAPE_OPTIONS: tuple[Option, ...] = (
+    Option("connections", int, 50, "connections", "Connections of the synthetic node.",
+           minimum=0),
+    Option("streams", int, 4, "streams", "Streams per connection.", minimum=0),
+    Option("dht_peers", int, 40, "peers",
+           "Peers in the DHT routing table (0: no DHT).", minimum=0, maximum=MAX_DHT_PEERS),
+    Option("events_per_second", float, 20.0, "events/s", "Rate of DHT query events.",
+           minimum=0, check=_finite),
+    Option("churn", float, 0.02, "", "Fraction of connections replaced per snapshot.",
+           minimum=0, maximum=1),
+    Option("pubsub_topics", int, 8, "topics",
+           "Topics of the gossipsub router (0: no pubsub).", minimum=0, maximum=MAX_TOPICS),
+    Option("resource_manager", bool, True, "",
+           "Run a resource manager (its scopes' usage and limits).",
+           flag="--resource-manager/--no-resource-manager"),
+)  # fmt: skip
+
+_SHAPES = {option.name: option for option in SHAPE_OPTIONS}
+
+
+def _shape(name: str) -> Any:
+    return _SHAPES[name].default
+
+
+def _check_shape(option: Option, value: object) -> None:
+    """``TypeError`` for a value of the wrong type, ``ValueError`` for one out of range,
+    naming the field."""
+    reason = option.refusal(value)
+    if reason is None:
+        return
+    message = reason.format(f"SyntheticOptions.{option.name}")
+    if option.kind is bool:
+        wrong_type = not isinstance(value, bool)
+    else:
+        numbers = int if option.kind is int else int | float
+        wrong_type = isinstance(value, bool) or not isinstance(value, numbers)
+    raise (TypeError if wrong_type else ValueError)(message)
 
 
 def _check_int(name: str, value: object, *, minimum: int = 0) -> None:
@@ -56,55 +124,27 @@ class SyntheticOptions:
         (never sampled) fit in it up to about 3,000 connections at 2% churn.
     """
 
-    connections: int = 50
-    streams: int = 4
-    dht_peers: int = 40
-    events_per_second: float = 20.0
-    churn: float = 0.02
+    connections: int = _shape("connections")
+    streams: int = _shape("streams")
+    dht_peers: int = _shape("dht_peers")
+    events_per_second: float = _shape("events_per_second")
+    churn: float = _shape("churn")
     seed: int = 0
     closed_connection_lifetime_ms: int = DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
     clock_ms: Callable[[], int] | None = None
     max_stream_events_per_snapshot: int = 100
-    pubsub_topics: int = 8
-    resource_manager: bool = True
+    pubsub_topics: int = _shape("pubsub_topics")
+    resource_manager: bool = _shape("resource_manager")
     max_subscription_events_per_snapshot: int = 20
 
     def __post_init__(self) -> None:
-        _check_int("connections", self.connections)
-        _check_int("streams", self.streams)
-        _check_int("dht_peers", self.dht_peers)
+        for option in SHAPE_OPTIONS:
+            _check_shape(option, getattr(self, option.name))
         _check_int("seed", self.seed, minimum=-(2**63))
         _check_int("closed_connection_lifetime_ms", self.closed_connection_lifetime_ms)
         _check_int("max_stream_events_per_snapshot", self.max_stream_events_per_snapshot)
-        _check_int("pubsub_topics", self.pubsub_topics)
-        if self.pubsub_topics > MAX_TOPICS:
-            raise ValueError(
-                f"SyntheticOptions.pubsub_topics must be <= {MAX_TOPICS}, got {self.pubsub_topics}"
-            )
         _check_int(
             "max_subscription_events_per_snapshot", self.max_subscription_events_per_snapshot
         )
-        if not isinstance(self.resource_manager, bool):
-            raise TypeError(
-                f"SyntheticOptions.resource_manager must be a bool, got {self.resource_manager!r}"
-            )
-        for name in ("events_per_second", "churn"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"SyntheticOptions.{name} must be a number, got {value!r}")
-        if not (math.isfinite(self.events_per_second) and self.events_per_second >= 0):
-            raise ValueError(
-                "SyntheticOptions.events_per_second must be a finite number >= 0, "
-                f"got {self.events_per_second}"
-            )
-        if not 0.0 <= self.churn <= 1.0:  # also rejects NaN
-            raise ValueError(f"SyntheticOptions.churn must be in [0, 1], got {self.churn}")
-        buckets = len(dht_bucket_sizes(self.dht_peers))
-        if buckets > DHT_MAX_BUCKETS:
-            raise ValueError(
-                f"SyntheticOptions.dht_peers={self.dht_peers} needs {buckets} buckets of at most "
-                f"{DHT_K} peers; a routing table has {DHT_MAX_BUCKETS}"
-            )
         if self.clock_ms is not None and not callable(self.clock_ms):
             raise TypeError("SyntheticOptions.clock_ms must be callable or None")
-
