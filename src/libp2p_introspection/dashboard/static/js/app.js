@@ -370,7 +370,7 @@ function ensureConnectionTables() {
     onCopied,
     placeholder: () => (S.view ? "no connections in this snapshot" : WAITING),
   });
-  connT.setFilter(connectionFilter);
+  connT.filterBy(connectionFilter);
   connStreamsT = tables.streamsTable($("conn-streams-table"), { withPeer: false, onCopied, height: "32vh" });
 }
 
@@ -464,7 +464,7 @@ let streamsT = null;
 function renderStreams() {
   if (!streamsT) {
     streamsT = tables.streamsTable($("streams-table"), { withPeer: true, onCopied });
-    streamsT.setFilter(() => {
+    streamsT.filterBy(() => {
       const proto = $("filter-stream-proto").value.trim().toLowerCase();
       const status = $("filter-stream-status").value;
       if (!proto && !status) return null;
@@ -673,7 +673,7 @@ function eventFilter() {
 function renderEvents() {
   if (!eventsT) {
     eventsT = tables.eventsTable($("events-table"));
-    eventsT.setFilter(eventFilter);
+    eventsT.filterBy(eventFilter);
   }
   renderChips();
   const windowMs = $("filter-event-time").value;

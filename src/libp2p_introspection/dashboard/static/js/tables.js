@@ -74,12 +74,15 @@ export function build(el, options) {
     running = false;
   }
   // Filters and redraws only once the table exists (Tabulator warns, or fails, before).
-  /** make(): the row test of the moment (d) => bool, or null for no filter. */
-  const setFilter = (make) => { filterFor = make; return ready.then(applyFilter); };
+  /** make(): the row test of the moment, (d) => bool, or null for no filter (asked again
+   *  at every set() and refilter()). */
+  const filterBy = (make) => { filterFor = make; return ready.then(applyFilter); };
+  /** fn(d) => bool: the row test, always on. */
+  const setFilter = (fn) => filterBy(() => fn);
   /** Filter again (an input changed). */
   const refilter = () => ready.then(applyFilter);
   const redraw = () => { if (built && el.offsetParent !== null) table.redraw(true); };
-  return { table, ready, set, setFilter, refilter, redraw };
+  return { table, ready, set, setFilter, filterBy, refilter, redraw };
 }
 
 // Values compared as the "number" and "string" sorters do (numbers; text in lower case,
