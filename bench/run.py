@@ -28,7 +28,17 @@ from dataclasses import asdict
 from bench.common import Mode, Result, fmt, machine
 
 #: Benchmark modules, in the order of the issue.
-BENCHMARKS = ("snapshot", "stall", "events", "node", "pull", "recording", "memory", "nodes_view")
+BENCHMARKS = (
+    "snapshot",
+    "stall",
+    "events",
+    "node",
+    "pull",
+    "recording",
+    "memory",
+    "nodes_view",
+    "dashboard_view",
+)
 
 
 def table(results: list[Result]) -> str:

@@ -16,7 +16,8 @@ Browser messages (JSON objects, sent in arrays; shapes of the parts in
      "events": [EVENT, ...] (the newest HELLO_EVENTS, at most HELLO_EVENT_BYTES),
      "eventCounts": {type: n}, "eventTypes": [EVENT_TYPE, ...]}
     {"t": "snapshot", "oldest": ts of the oldest stored snapshot,
-     "summary": SUMMARY, "data": SNAPSHOT}
+     "summary": SUMMARY, "data": PAGE_SNAPSHOT (SNAPSHOT, its streams packed:
+     :mod:`.page_json`)}
     {"t": "event", "e": EVENT}
     {"t": "runtime", "runtime": RUNTIME}
     {"t": "status", "status": STATUS}
@@ -58,6 +59,7 @@ from libp2p_introspection.dashboard.convert_events import (
 )
 from libp2p_introspection.dashboard.feed import ConnectionState, LiveFeed, endpoint_key
 from libp2p_introspection.dashboard.nodes import NodeFleet
+from libp2p_introspection.dashboard.page_json import page_text
 from libp2p_introspection.dashboard.recording import RecordingInfo, over_limit_text
 from libp2p_introspection.dashboard.save import server_message
 from libp2p_introspection.dashboard.store import Store
@@ -150,7 +152,7 @@ class DashboardModel:
         stored = self.store.add_snapshot(data, server_message("state", state.SerializeToString()))
         self._broadcast(
             f'{{"t":"snapshot","oldest":{self.store.oldest_ts},'
-            f'"summary":{stored.summary_text},"data":{stored.text}}}'
+            f'"summary":{stored.summary_text},"data":{page_text(data)}}}'
         )
 
     def feed_event(self, event: pb.Event) -> None:

@@ -44,10 +44,20 @@ const S = {
 
 // ------------------------------------------------------------------ messages
 
-function onMessage(m) {
+// How long the page takes to show a snapshot: from its message's arrival to the
+// view shown redrawn (script, style and layout), for the benchmark
+// (bench/dashboard_view.py) and the curious: {view, ms, parse, wait, header, draw}.
+const KEEP_TIMINGS = 1000;
+const drawTimings = [];
+let snapshotArrived = null; // {arrived, handled}: the first snapshot not drawn yet
+
+function onMessage(m, arrived = performance.now()) {
   switch (m.t) {
     case "hello": onHello(m); break;
-    case "snapshot": onSnapshot(m); break;
+    case "snapshot":
+      onSnapshot(m);
+      snapshotArrived ??= { arrived, handled: performance.now() };
+      break;
     case "event": addEvent(m.e); S.eventsVersion += 1; break;
     case "runtime": S.runtime = m.runtime; registerTypes(m.runtime.eventTypes); break;
     case "status": S.status = m.status; break;
@@ -65,7 +75,7 @@ function onHello(m) {
   S.runtime = m.runtime;
   S.timeline = m.timeline;
   S.series = m.series;
-  S.latest = m.latest;
+  S.latest = adoptSnapshot(m.latest);
   S.viewTs = null;
   S.view = m.latest;
   S.events = [];
@@ -85,8 +95,56 @@ function onHello(m) {
   }
 }
 
+// A snapshot message's data (page_json.py's PAGE_SNAPSHOT) has each connection's
+// stream count (ns) and protocols (sp), and every stream packed in one text, parsed
+// only when a view shows streams (connStreams); a hello's or /api/snapshot's (the
+// stored shape) has the streams themselves. adoptSnapshot gives both shapes the same
+// fields: c.ns, c.protoList (the distinct protocols of its streams); connStreams(v, c)
+// its streams.
+const STREAM_FIELDS = 9;
+const packs = new WeakMap(); // PAGE_SNAPSHOT -> {text, strs, parsed: [[...], ...] | null}
+function adoptSnapshot(data) {
+  if (!data || !Array.isArray(data.conns)) return data;
+  if (typeof data.streams === "string" && Array.isArray(data.strs) && Array.isArray(data.lists)) {
+    const lists = data.lists;
+    data.conns.forEach((c, i) => {
+      c.ix = i;
+      c.protoList = lists[c.sp] || [];
+      if (c.peerInfo) c.peerInfo.protocols = lists[c.peerInfo.protocols] || [];
+    });
+    packs.set(data, { text: data.streams, strs: data.strs, parsed: null });
+    delete data.streams; // its last three properties, newest first: it keeps its fast shape
+    delete data.strs;
+    delete data.lists;
+  } else {
+    for (const c of data.conns) {
+      c.ns = c.streams.length;
+      c.protoList = [...new Set(c.streams.map((st) => st.proto))];
+    }
+  }
+  return data;
+}
+
+/** The streams (STREAM objects, without ids) of connection c of snapshot v. */
+function connStreams(v, c) {
+  const pack = packs.get(v);
+  if (!pack) return c.streams || [];
+  if (c.streams) return c.streams;
+  pack.parsed ??= JSON.parse(pack.text);
+  const st = pack.parsed[c.ix] || [];
+  const strs = pack.strs;
+  const streams = new Array(Math.floor(st.length / STREAM_FIELDS));
+  for (let i = 0, k = 0; k < streams.length; i += STREAM_FIELDS, k += 1) {
+    streams[k] = { proto: strs[st[i]], role: strs[st[i + 1]], status: strs[st[i + 2]],
+      open: st[i + 3] === null ? 0 : v.ts - st[i + 3], close: st[i + 4], in: st[i + 5], out: st[i + 6],
+      bwIn: st[i + 7], bwOut: st[i + 8] };
+  }
+  c.streams = streams;
+  return streams;
+}
+
 function onSnapshot(m) {
-  const data = m.data;
+  const data = adoptSnapshot(m.data);
   const ts = data.ts;
   const n = S.timeline.length;
   if (n === 0 || ts > S.timeline[n - 1]) {
@@ -154,7 +212,7 @@ async function showMoment(ts) {
   schedule();
   try {
     const data = await getJson(`/api/snapshot?ts=${ts}`);
-    if (S.viewTs === ts) { S.view = data; schedule(); }
+    if (S.viewTs === ts) { S.view = adoptSnapshot(data); schedule(); }
   } catch (err) {
     showMessage(`cannot show that moment: ${err.message}`);
   }
@@ -181,9 +239,13 @@ function schedule() {
 }
 
 function render() {
+  const shown = snapshotArrived;
+  snapshotArrived = null;
+  const began = performance.now();
   renderStatus();
   renderNode();
   renderTimebar();
+  const headerDone = performance.now();
   nodes.renderNodes(S.tab === "nodes");
   if (S.tab === "connections") renderConnections();
   else if (S.tab === "streams") renderStreams();
@@ -192,6 +254,16 @@ function render() {
   else if (S.tab in extViews) renderExt(S.tab);
   else if (S.tab === "events") renderEvents();
   $("events-total").textContent = S.events.length;
+  if (shown) {
+    const tab = S.tab;
+    tables.allSet().then(() => {
+      void $(`tab-${tab}`).offsetHeight; // the layout, inside the measurement
+      const now = performance.now();
+      drawTimings.push({ view: tab, ms: now - shown.arrived, parse: shown.handled - shown.arrived,
+        wait: began - shown.handled, header: headerDone - began, draw: now - headerDone });
+      if (drawTimings.length > KEEP_TIMINGS) drawTimings.splice(0, drawTimings.length - KEEP_TIMINGS);
+    });
+  }
 }
 
 // A command's HTTP answer carries the status as it was when the server answered;
@@ -255,7 +327,7 @@ function renderNode() {
   const active = v.conns.filter((c) => c.status === "ACTIVE").length;
   $("num-conns").textContent = v.conns.length === active ? `${active}` : `${active} / ${v.conns.length}`;
   $("num-conns").title = `${active} active of ${v.conns.length} shown`;
-  $("num-streams").textContent = v.conns.reduce((n, c) => n + c.streams.length, 0);
+  $("num-streams").textContent = v.conns.reduce((n, c) => n + c.ns, 0);
   $("num-bw-in").textContent = fmt.rate(v.traffic.bwIn);
   $("num-bw-out").textContent = fmt.rate(v.traffic.bwOut);
   $("num-dht").textContent = v.dht ? v.dht.buckets.reduce((n, b) => n + b.peers.length, 0) : "—";
@@ -298,18 +370,18 @@ function ensureConnectionTables() {
     onCopied,
     placeholder: () => (S.view ? "no connections in this snapshot" : WAITING),
   });
-  connT.setFilter(connectionFilter);
+  connT.filterBy(connectionFilter);
   connStreamsT = tables.streamsTable($("conn-streams-table"), { withPeer: false, onCopied, height: "32vh" });
 }
 
-function connectionFilter(d) {
+/** The connections' row test for the filter inputs as they are now (null: no filter). */
+function connectionFilter() {
   const status = $("filter-status").value;
   const peer = $("filter-peer").value.trim().toLowerCase();
   const proto = $("filter-proto").value.trim().toLowerCase();
-  if (status && d.status !== status) return false;
-  if (peer && !d.peer.toLowerCase().includes(peer)) return false;
-  if (proto && !d.protos.toLowerCase().includes(proto)) return false;
-  return true;
+  if (!status && !peer && !proto) return null;
+  return (d) => (!status || d.status === status) && (!peer || d.peer.toLowerCase().includes(peer)) &&
+    (!proto || d.protos.toLowerCase().includes(proto));
 }
 
 function connectionRows(v) {
@@ -318,21 +390,29 @@ function connectionRows(v) {
     transport: c.transport || "—", mux: c.mux || "—", sec: c.sec || "—", role: c.role,
     age: c.open ? (c.status === "CLOSED" && c.close ? c.close : v.ts) - c.open : 0,
     lat: c.lat, in: c.in, out: c.out, bwIn: c.bwIn, bwOut: c.bwOut,
-    nstreams: c.streams.length, protos: c.streams.map((s) => s.proto).join(" "),
+    nstreams: c.ns, protos: joined(c.protoList),
     peerInfo: c.peerInfo || null, agent: c.peerInfo ? c.peerInfo.agent || "(no agent version)" : "",
   }));
+}
+
+// A list of protocols as one text (the protocol filter's), made once per list.
+const joinedLists = new WeakMap();
+function joined(list) {
+  let text = joinedLists.get(list);
+  if (text === undefined) { text = list.join(" "); joinedLists.set(list, text); }
+  return text;
 }
 
 function streamRows(v, conns) {
   const rows = [];
   for (const c of conns) {
-    for (const s of c.streams) {
+    connStreams(v, c).forEach((s, k) => {
       rows.push({
-        key: `${c.id}:${s.id}`, peer: c.peer, proto: s.proto, role: s.role, status: s.status,
+        key: `${c.id}:${k}`, peer: c.peer, proto: s.proto, role: s.role, status: s.status,
         age: s.open ? (s.status === "CLOSED" && s.close ? s.close : v.ts) - s.open : 0,
         in: s.in, out: s.out, bwIn: s.bwIn, bwOut: s.bwOut,
       });
-    }
+    });
   }
   return rows;
 }
@@ -342,13 +422,20 @@ function renderConnections() {
   const v = S.view;
   if (!v) return;
   const key = [v, S.selectedConn];
-  if (connT.lastKey && connT.lastKey[0] === key[0] && connT.lastKey[1] === key[1]) return;
+  if (connT.lastKey && connT.lastKey[0] === key[0] && connT.lastKey[1] === key[1]) { renderConnDetail(); return; }
   connT.lastKey = key;
   connT.selected = S.selectedConn;
   connT.set(connectionRows(v)).then(updateConnCount);
+  renderConnDetail();
+}
+
+function renderConnDetail() {
+  const v = S.view;
   const detail = $("conn-detail");
   detail.hidden = !S.selectedConn;
   if (S.selectedConn) {
+    if (connStreamsT.lastKey && connStreamsT.lastKey[0] === v && connStreamsT.lastKey[1] === S.selectedConn) return;
+    connStreamsT.lastKey = [v, S.selectedConn];
     const c = v.conns.find((x) => x.id === S.selectedConn);
     $("detail-peer").textContent = c ? `${c.peer} (${c.status})` : "a connection not in this snapshot";
     $("detail-peerinfo").replaceChildren(c ? peerInfoBlock(c.peerInfo) : "");
@@ -377,10 +464,11 @@ let streamsT = null;
 function renderStreams() {
   if (!streamsT) {
     streamsT = tables.streamsTable($("streams-table"), { withPeer: true, onCopied });
-    streamsT.setFilter((d) => {
+    streamsT.filterBy(() => {
       const proto = $("filter-stream-proto").value.trim().toLowerCase();
       const status = $("filter-stream-status").value;
-      return (!proto || d.proto.toLowerCase().includes(proto)) && (!status || d.status === status);
+      if (!proto && !status) return null;
+      return (d) => (!proto || d.proto.toLowerCase().includes(proto)) && (!status || d.status === status);
     });
   }
   const v = S.view;
@@ -571,22 +659,21 @@ const EVENTS_EVERY_MS = 400;
 let eventsSetAt = 0;
 let eventsTimer = null;
 let eventsFilterKey = "";
-function eventFilter(d) {
-  if (S.typeFilter.size && !S.typeFilter.has(d.type)) return false;
+/** The events' row test for the type chips, the moment and the time window now (null: none). */
+function eventFilter() {
+  const types = S.typeFilter.size ? new Set(S.typeFilter) : null;
   const moment = isLive() ? null : S.viewTs;
-  if (moment !== null && d.ts > moment) return false;
   const windowMs = Number($("filter-event-time").value);
-  if (windowMs) {
-    const end = moment ?? Math.max(S.latest?.ts || 0, S.events.length ? S.events[S.events.length - 1].ts : 0);
-    if (d.ts < end - windowMs) return false;
-  }
-  return true;
+  const end = moment ?? Math.max(S.latest?.ts || 0, S.events.length ? S.events[S.events.length - 1].ts : 0);
+  const from = windowMs ? end - windowMs : null;
+  if (!types && moment === null && from === null) return null;
+  return (d) => (!types || types.has(d.type)) && (moment === null || d.ts <= moment) && (from === null || d.ts >= from);
 }
 
 function renderEvents() {
   if (!eventsT) {
     eventsT = tables.eventsTable($("events-table"));
-    eventsT.setFilter(eventFilter);
+    eventsT.filterBy(eventFilter);
   }
   renderChips();
   const windowMs = $("filter-event-time").value;
@@ -604,7 +691,7 @@ function renderEvents() {
     eventsT.set(S.events.slice()).then(updateEventCount);
   } else if (filterKey !== eventsFilterKey) {
     eventsFilterKey = filterKey;
-    eventsT.ready.then(() => { eventsT.table.refreshFilter(); updateEventCount(); });
+    eventsT.refilter().then(updateEventCount);
   }
 }
 
@@ -714,10 +801,10 @@ function setupControls() {
     loadConnSeries(S.trafficConn);
   });
   for (const id of ["filter-status", "filter-peer", "filter-proto"]) {
-    $(id).addEventListener("input", () => connT && connT.ready.then(() => { connT.table.refreshFilter(); updateConnCount(); }));
+    $(id).addEventListener("input", () => connT && connT.refilter().then(updateConnCount));
   }
   for (const id of ["filter-stream-proto", "filter-stream-status"]) {
-    $(id).addEventListener("input", () => streamsT && streamsT.ready.then(() => { streamsT.table.refreshFilter(); updateStreamCount(); }));
+    $(id).addEventListener("input", () => streamsT && streamsT.refilter().then(updateStreamCount));
   }
   $("filter-event-time").addEventListener("input", () => schedule());
   window.addEventListener("resize", () => schedule());
@@ -735,3 +822,24 @@ schedule();
 // For debugging from the console (and nothing else).
 window.dashboardState = S;
 window.dashboardNodes = { timings: nodes.timings, redraw: nodes.redraw };
+window.dashboardTimings = drawTimings;
+// For the benchmark: the view shown drawn again as if the snapshot shown had just come
+// (a copy of it, so that no view keeps what it drew); resolves to the time taken, ms.
+window.dashboardRedraw = () => {
+  const v = S.view;
+  if (!v) return Promise.resolve(null);
+  const copy = { ...v };
+  const pack = packs.get(v);
+  if (pack) {
+    copy.conns = v.conns.map((c) => { const { streams, ...rest } = c; return rest; });
+    packs.set(copy, { ...pack, parsed: null });
+  }
+  const began = performance.now();
+  if (S.latest === v) S.latest = copy;
+  S.view = copy;
+  render();
+  return tables.allSet().then(() => {
+    void $(`tab-${S.tab}`).offsetHeight;
+    return performance.now() - began;
+  });
+};

@@ -7,7 +7,8 @@
 const RETRY_MS = 1000;
 
 /**
- * Open the feed; onMessage(message) is called for every message, in order;
+ * Open the feed; onMessage(message, arrived) is called for every message, in order
+ * (arrived: performance.now() when its WebSocket message arrived, before parsing);
  * onLink(up) when the link to the dashboard goes up or down.
  */
 export function openFeed(onMessage, onLink) {
@@ -18,10 +19,11 @@ export function openFeed(onMessage, onLink) {
     socket = new WebSocket(url);
     socket.onopen = () => onLink(true);
     socket.onmessage = (ev) => {
+      const arrived = performance.now();
       let batch;
       try { batch = JSON.parse(ev.data); } catch (err) { console.error("bad feed message", err); return; }
       for (const message of batch) {
-        try { onMessage(message); } catch (err) { console.error("while handling", message.t, err); }
+        try { onMessage(message, arrived); } catch (err) { console.error("while handling", message.t, err); }
       }
     };
     socket.onclose = () => {

@@ -12,14 +12,49 @@ import { peerInfoLines } from "./node.js";
 
 /* global Tabulator */
 
+// The set() calls not yet drawn, of every table (allSet() waits for them).
+const busy = new Set();
+
+/** Resolves once every table's set() so far is drawn (the redraw timings wait for it). */
+export function allSet() {
+  return Promise.all(busy);
+}
+
+// Rows from which a table's height is fixed (at its maxHeight): sized to its content, a
+// table of thousands of rows loses its scroll position at every replaceData (a new
+// snapshot), and may show no row at all; a small one keeps the room it needs.
+const FIXED_HEIGHT_ROWS = 200;
+
 export function build(el, options) {
   const table = new Tabulator(el, options);
+  let fixed = !options.maxHeight;
   let built = false;
   const ready = new Promise((resolve) => table.on("tableBuilt", () => { built = true; resolve(); }));
   let pending = null;
   let running = false;
-  // replaceData keeps sort, filters and scroll; calls are coalesced (latest wins).
-  async function set(rows) {
+  // The filter: filterFor() makes the row test of the moment (the inputs read once per
+  // pass, not once per row), or null: no filter, and Tabulator skips filtering.
+  let filterFor = () => null;
+  let test = null;
+  const rowTest = (d) => test(d);
+  function applyFilter() {
+    const next = filterFor();
+    const had = test !== null;
+    test = next;
+    if (next) table.setFilter(rowTest);
+    else if (had) table.clearFilter();
+  }
+  // replaceData keeps sort, filters and scroll; calls are coalesced (latest wins). The
+  // rows are sorted here first as the table will sort them (its own sort, which calls
+  // back into every row's component for each comparison, then finds them in order:
+  // one comparison a row instead of log2(rows)), so the order stays the table's own.
+  function set(rows) {
+    const drawn = setRows(rows);
+    busy.add(drawn);
+    drawn.finally(() => busy.delete(drawn));
+    return drawn;
+  }
+  async function setRows(rows) {
     pending = rows;
     if (running) return;
     running = true;
@@ -27,14 +62,56 @@ export function build(el, options) {
     while (pending !== null) {
       const next = pending;
       pending = null;
-      await table.replaceData(next);
+      const want = filterFor();
+      if ((want === null) !== (test === null)) applyFilter();
+      else test = want;
+      if (!fixed && next.length >= FIXED_HEIGHT_ROWS) {
+        fixed = true; // for good: a table that held that many may again
+        table.setHeight(options.maxHeight);
+      }
+      await table.replaceData(presort(table, next));
     }
     running = false;
   }
   // Filters and redraws only once the table exists (Tabulator warns, or fails, before).
-  const setFilter = (fn) => ready.then(() => table.setFilter(fn));
+  /** make(): the row test of the moment, (d) => bool, or null for no filter (asked again
+   *  at every set() and refilter()). */
+  const filterBy = (make) => { filterFor = make; return ready.then(applyFilter); };
+  /** fn(d) => bool: the row test, always on. */
+  const setFilter = (fn) => filterBy(() => fn);
+  /** Filter again (an input changed). */
+  const refilter = () => ready.then(applyFilter);
   const redraw = () => { if (built && el.offsetParent !== null) table.redraw(true); };
-  return { table, ready, set, setFilter, redraw };
+  return { table, ready, set, setFilter, filterBy, refilter, redraw };
+}
+
+// Values compared as the "number" and "string" sorters do (numbers; text in lower case,
+// in the browser's collation). Close is enough: the table's own sort puts right whatever
+// this leaves out of order, it only costs it more comparisons.
+const collator = new Intl.Collator();
+function compareValues(a, b) {
+  if (typeof a === "number" && typeof b === "number") return a - b;
+  const x = a === null || a === undefined ? "" : String(a).toLowerCase();
+  const y = b === null || b === undefined ? "" : String(b).toLowerCase();
+  return collator.compare(x, y);
+}
+
+/** rows, sorted in place by the table's sorters (its last one first, as the table does). */
+export function presort(table, rows) {
+  const sorters = table.getSorters();
+  if (!sorters.length || rows.length < 2) return rows;
+  const keys = sorters.map((s) => [s.field, s.dir === "desc" ? -1 : 1]).reverse();
+  if (keys.length === 1) {
+    const [[field, dir]] = keys;
+    return rows.sort((a, b) => dir * compareValues(a[field], b[field]));
+  }
+  return rows.sort((a, b) => {
+    for (const [field, dir] of keys) {
+      const c = compareValues(a[field], b[field]);
+      if (c !== 0) return c * dir;
+    }
+    return 0;
+  });
 }
 
 const statusFormatter = (cell) => {

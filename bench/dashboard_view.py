@@ -1,0 +1,302 @@
+"""A dashboard following a node of 5,000 connections x 10 streams, in Chromium.
+
+Subject: ``libp2p-introspect serve --source mock`` (5,000 connections of 10
+streams, the mock's default 2% churn per snapshot, DHT events at 20/s, one
+snapshot per second) and ``libp2p-introspect dashboard`` following it, each in
+its own process, on loopback; headless Chromium (Debian's ``/usr/bin/chromium``,
+through Playwright) opens the page. For each view in turn (the tab clicked,
+then a few snapshots waited for):
+
+- **redraw**: the time from a snapshot's WebSocket message arriving in the
+  page to the view shown drawn again with it: the message parsed, the page's
+  state updated, the next animation frame, the header (node, timeline) and the
+  view's tables and charts rebuilt, and the layout (the page reads the view's
+  height at the end, which forces style and layout inside the measurement),
+  from ``performance.now()`` (the page's ``window.dashboardTimings``). Its
+  parts are in the note: *parse* (JSON.parse and the page's state), *wait*
+  (until the frame), *draw* (header, view, layout). Reported: p50 and p95 per
+  view (ms); target: p95 at most 100 ms (the issue's bound).
+- **memory**: the page's JS heap (``Runtime.getHeapUsage`` over CDP, after a
+  forced GC) and the dashboard process's RSS (``/proc``), sampled every
+  second from start to end. The dashboard keeps ``RETENTION_S`` of
+  snapshots; once that window is full, neither should grow: reported is
+  each one's growth from the moment the window filled (plus 5 s) to the end.
+  Target: at most 10% of the value at that moment, plus 16 MiB (bounded by the
+  retention, not by the run's length).
+- **conversion**: what the dashboard process spends per snapshot before any
+  page sees it (the protobuf converted to JSON, summarized and stored, its
+  text built), measured in this process on the mock's own snapshot (median,
+  ms), and the size of the text every page is sent per snapshot (MiB).
+
+No baseline: the bounds are absolute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, Mode, Result, child_env, percentile, python_command, rss_kib
+
+CHROMIUM = Path(os.environ.get("LIBP2P_INTROSPECTION_CHROMIUM", "/usr/bin/chromium"))
+TARGET_MS = 100.0
+#: The views measured: tab name, label. (Nodes has its own benchmark, nodes_view.)
+VIEWS = (
+    ("connections", "connections"),
+    ("streams", "streams"),
+    ("traffic", "traffic"),
+    ("protocols", "protocols"),
+    ("pubsub", "pubsub"),
+    ("resources", "resources"),
+    ("dht", "DHT"),
+    ("events", "events"),
+)
+
+
+@dataclass
+class Processes:
+    """The node's server and the dashboard, child processes of ours."""
+
+    server: subprocess.Popen[str]
+    dashboard: subprocess.Popen[str]
+    dashboard_url: str
+    rss: list[tuple[float, int]] = field(default_factory=list)  # (s since start, KiB)
+
+
+def _start(
+    command: list[str], prefix: str, timeout: float = 120.0
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``command``; wait for its first stdout line starting with ``prefix``."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, cwd=str(ROOT), env=child_env())  # fmt: skip
+    found: list[str] = []
+    reader_done = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if not found and line.startswith(prefix):
+                found.append(line.strip())
+                reader_done.set()
+        reader_done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not reader_done.wait(timeout) or not found:
+        _stop(process)
+        raise RuntimeError(f"{command[:4]} printed no {prefix!r} line within {timeout:.0f} s")
+    return process, found[0]
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def conversion(connections: int, streams: int, repeats: int) -> tuple[list[float], int]:
+    """ms per snapshot the dashboard process spends on the mock's snapshot before any
+    page sees it (convert, store, build the message text), and that text's size (chars)."""
+    from libp2p_introspection.dashboard.browsers import BrowserHub
+    from libp2p_introspection.dashboard.model import DashboardModel
+    from libp2p_introspection.dashboard.store import Store
+    from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
+
+    source = SyntheticSource(SyntheticOptions(connections=connections, streams=streams, seed=1))
+    hub = BrowserHub()
+    model = DashboardModel(Store(), hub)
+    sent: list[int] = []
+    hub.broadcast = lambda text: sent.append(len(text))  # type: ignore[method-assign]
+    states = [source.state() for _ in range(repeats + 1)]
+    model.feed_state(states[0])  # the first builds what later ones compare with
+    times = []
+    for state in states[1:]:
+        began = time.perf_counter()
+        model.feed_state(state)
+        times.append((time.perf_counter() - began) * 1000)
+    return times, sent[-1]
+
+
+def views(page: Any, samples: dict[str, Any], per_view: int, redraws: int,
+          heap: Callable[[], None]) -> None:  # fmt: skip
+    """Each view in turn: its redraws after snapshots, and from the same snapshot."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for tab, _ in VIEWS:
+        samples["view"] = tab
+        page.click(f"button[data-tab={tab}]", timeout=60_000)
+        page.evaluate("() => window.dashboardTimings.splice(0)")
+        try:
+            page.wait_for_function(
+                "([tab, n]) => window.dashboardTimings"
+                ".filter((t) => t.view === tab).length >= n",
+                arg=[tab, per_view + 1], timeout=60_000 + per_view * 10_000,
+            )  # fmt: skip
+        except PlaywrightTimeout:  # a loaded machine: what came in time
+            samples.setdefault("short", []).append(tab)
+        got = page.evaluate("() => window.dashboardTimings.splice(0)")
+        # The first may have waited for the first build: the rest are redraws.
+        samples["views"][tab] = [t for t in got if t["view"] == tab][1:]
+        samples["redraws"][tab] = [
+            page.evaluate("() => window.dashboardRedraw()") for _ in range(redraws)
+        ]
+        heap()
+
+
+def measure(mode: Mode) -> dict[str, Any]:
+    """Run the subject (module doc); returns every sample."""
+    if not CHROMIUM.exists():
+        raise RuntimeError(f"{CHROMIUM} not found: apt-get install chromium")
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    connections = mode.pick(5000, 5000, 40)
+    streams = mode.pick(10, 10, 3)
+    interval_ms = mode.pick(1000, 1000, 250)
+    retention_s = mode.pick(20, 15, 2)
+    per_view = mode.pick(8, 4, 2)
+    redraws = mode.pick(10, 5, 2)
+    server, line = _start(python_command(
+        "libp2p_introspection", "serve", "--source", "mock", "--port", "0", "--seed", "1",
+        "--connections", str(connections), "--streams", str(streams),
+        "--interval-ms", str(interval_ms),
+    ), "ws://")  # fmt: skip
+    began = time.monotonic()
+    samples: dict[str, Any] = {"views": {}, "redraws": {}, "heap": [], "rss": [],
+                               "connections": connections,
+                               "streams": streams, "retention_s": retention_s}  # fmt: skip
+    stop_sampling = threading.Event()
+    try:
+        dashboard, page_url = _start(python_command(
+            "libp2p_introspection", "dashboard", line.split()[0], "--port", "0",
+            "--retention-ms", str(retention_s * 1000),
+        ), "http://")  # fmt: skip
+        try:
+
+            def sample_rss() -> None:
+                while not stop_sampling.wait(1.0):
+                    try:
+                        rss = rss_kib(dashboard.pid)[0]
+                        samples["rss"].append((time.monotonic() - began, rss))
+                    except OSError:
+                        return
+
+            threading.Thread(target=sample_rss, daemon=True).start()
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=str(CHROMIUM), headless=True,
+                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
+                )  # fmt: skip
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    cdp = page.context.new_cdp_session(page)
+
+                    def heap() -> None:
+                        cdp.send("HeapProfiler.collectGarbage")
+                        used = cdp.send("Runtime.getHeapUsage")["usedSize"]
+                        samples["heap"].append((time.monotonic() - began, used // 1024))
+
+                    page.goto(page_url.split()[0])
+                    page.wait_for_function(
+                        "(n) => (window.dashboardState?.latest?.conns.length || 0) >= n",
+                        arg=connections, timeout=180_000,
+                    )  # fmt: skip
+                    samples["first_at"] = time.monotonic() - began
+                    try:
+                        views(page, samples, per_view, redraws, heap)
+                    except PlaywrightError as exc:  # the page died (it has, out of memory)
+                        samples["crashed"] = f"{samples.get('view', '?')}: {exc}".splitlines()[0]
+                    # Memory once the retention window is full, and on to the end.
+                    # (Every view was shown by now: the heap holds what each keeps.)
+                    samples["memory_from"] = time.monotonic() - began
+                    until = time.monotonic() + mode.pick(60, 20, 2)
+                    if "crashed" not in samples:
+                        page.click("button[data-tab=connections]")
+                        heap()
+                    while "crashed" not in samples and time.monotonic() < until:
+                        time.sleep(mode.pick(3.0, 3.0, 0.5))
+                        heap()
+                finally:
+                    with contextlib.suppress(PlaywrightError):
+                        browser.close()
+        finally:
+            stop_sampling.set()
+            _stop(dashboard)
+    finally:
+        _stop(server)
+    times, size = conversion(connections, streams, mode.pick(5, 3, 2))
+    samples["conversion_ms"] = times
+    samples["message_chars"] = size
+    return samples
+
+
+def _growth(points: list[tuple[float, int]], full_at: float) -> tuple[int, int] | None:
+    """(value once the window is full, growth from then to the last point), KiB."""
+    after = [v for t, v in points if t >= full_at]
+    if len(after) < 2:
+        return None
+    start = statistics.median(after[: max(1, min(3, len(after) // 3))])
+    return int(start), int(max(after[-3:]) - start)
+
+
+def run(mode: Mode) -> list[Result]:
+    s = measure(mode)
+    n = f"{s['connections']:,}x{s['streams']}"
+    results = []
+    for tab, label in VIEWS:
+        rows = s["views"].get(tab, [])
+        if not rows:
+            continue
+        ms = [r["ms"] for r in rows]
+        parts = {k: statistics.median(r[k] for r in rows) for k in ("parse", "wait", "draw")}
+        p95 = percentile(ms, 95)
+        again = s["redraws"].get(tab) or [math.nan]
+        results.append(Result(
+            name=f"dashboard redraw, {n} ({label}) p95", value=p95, unit="ms",
+            target=f"<= {TARGET_MS:g} ms", ok=p95 <= TARGET_MS,
+            note=(("(fewer snapshots came in time) " if tab in s.get("short", []) else "")
+                  + f"p50 {percentile(ms, 50):.0f} ms, max {max(ms):.0f} ms over {len(ms)} "
+                  f"snapshots; median parse {parts['parse']:.0f}, wait {parts['wait']:.0f}, "
+                  f"draw {parts['draw']:.0f} ms; the same snapshot drawn again: median "
+                  f"{statistics.median(again):.0f} ms"),
+            extra={"samples": rows, "redraws_ms": again},
+        ))  # fmt: skip
+    # The retention window is full RETENTION_S after the first snapshot (and a margin), and
+    # each view has built what it keeps once all were shown.
+    full_at = max(s["first_at"] + s["retention_s"] + 5.0, s.get("memory_from", 0.0))
+    for key, label in (("heap", "page JS heap"), ("rss", "dashboard RSS")):
+        grown = _growth(s[key], full_at)
+        if grown is None:
+            continue
+        start, growth = grown
+        bound = start * 0.10 + 16 * 1024
+        results.append(Result(
+            name=f"dashboard {label} growth once the {s['retention_s']} s window is full, {n}",
+            value=growth / 1024, unit="MiB", target="<= 10% + 16 MiB", ok=growth <= bound,
+            note=f"{start / 1024:.0f} MiB when full; samples (s, KiB): {s[key][::5]}",
+            extra={"samples": s[key]},
+        ))  # fmt: skip
+    if "crashed" in s:
+        results.append(Result(
+            name=f"dashboard page, {n}: died", value=math.nan, unit="ms", target="never",
+            ok=False, note=f"the page (Chromium's renderer) died in the view {s['crashed']}",
+        ))  # fmt: skip
+    conv = s["conversion_ms"]
+    results.append(Result(
+        name=f"dashboard conversion per snapshot, {n}", value=statistics.median(conv), unit="ms",
+        note=f"sent to every page: {s['message_chars'] / 2**20:.1f} MiB of JSON per snapshot",
+        extra={"samples_ms": conv},
+    ))  # fmt: skip
+    return results
