@@ -64,11 +64,11 @@ static const char *sc_names[SC_N] = {"protocol", "status", "close_ts", "tags", "
                                      "out_b", "out_p", "hot", "slot"};
 enum {
     CC_STATUS, CC_CLOSE_TS, CC_LATENCY, CC_IN_B, CC_IN_P, CC_OUT_B, CC_OUT_P, CC_HOT,
-    CC_TAGS, CC_PEER, CC_PARTS, CC_STREAMS_LEN, CC_TAGGED, CC_N
+    CC_TAGS, CC_PEER, CC_PARTS, CC_TAGGED, CC_N
 };
 static const char *cc_names[CC_N] = {"status", "close_ts", "latency", "in_b", "in_p",
                                      "out_b", "out_p", "hot", "tags", "peer", "parts",
-                                     "streams_len", "tagged"};
+                                     "tagged"};
 
 static layout_t L_s, L_r, L_t, L_sc, L_cc;
 static int configured = 0;
@@ -416,12 +416,11 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
                       PyObject *hot_set, pass_t *pass)
 {
     PyObject *record, *code, *sc, *protocol, *scp, *tv[T_N], *sctraffic, *prefix, *suffix;
-    PyObject *parts, *old, *live, *traffic;
+    PyObject *parts, *live, *traffic;
     PyObject *traffic_b = NULL, *tagged = NULL;
-    PyObject *streams_len_o = NULL;
     int64_t slot, status, sc_status, close_ts, sc_close_ts, t[T_N], s[4], live_v[4];
     int sums_at = -1;
-    int64_t bw_in, bw_out, prev_in, prev_out, streams_len, new_len;
+    int64_t bw_in, bw_out, prev_in, prev_out;
     int hot, new_hot, in_rebuild, k, tags_same;
     unsigned char buf[TRAFFIC_MAX];
     Py_ssize_t traffic_len, lp, ls, body, total, vlen;
@@ -502,13 +501,9 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     }
     prefix = get(sc, &L_sc, SC_PREFIX);
     suffix = get(sc, &L_sc, SC_SUFFIX);
-    old = get(sc, &L_sc, SC_TAGGED);
     parts = get(code, &L_cc, CC_PARTS);
-    if (prefix == NULL || suffix == NULL || old == NULL || parts == NULL ||
-        !PyBytes_CheckExact(prefix) || !PyBytes_CheckExact(suffix) || !PyBytes_CheckExact(old) ||
-        !PyList_CheckExact(parts) || slot >= PyList_GET_SIZE(parts))
-        return 1;
-    if (i64(get(code, &L_cc, CC_STREAMS_LEN), &streams_len) < 0)
+    if (prefix == NULL || suffix == NULL || parts == NULL || !PyBytes_CheckExact(prefix) ||
+        !PyBytes_CheckExact(suffix) || !PyList_CheckExact(parts) || slot >= PyList_GET_SIZE(parts))
         return 1;
     traffic_len = put_traffic(buf, 0x22, t, bw_in, bw_out);
     lp = PyBytes_GET_SIZE(prefix);
@@ -518,14 +513,11 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     body = lp + traffic_len + ls;
     vlen = varint_len((uint64_t)body);
     total = 1 + vlen + body;
-    if (__builtin_add_overflow(streams_len, (int64_t)total - (int64_t)PyBytes_GET_SIZE(old), &new_len))
-        return 1;
 
     /* Everything is known: make the new objects, then change the state. */
     traffic_b = PyBytes_FromStringAndSize((const char *)buf, traffic_len);
     tagged = PyBytes_FromStringAndSize(NULL, total);
-    streams_len_o = PyLong_FromLongLong(new_len);
-    if (traffic_b == NULL || tagged == NULL || streams_len_o == NULL)
+    if (traffic_b == NULL || tagged == NULL)
         goto error;
     w = PyBytes_AS_STRING(tagged);
     *w++ = 0x12;
@@ -552,13 +544,11 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     put_ref(sc, &L_sc, SC_OUT_P, tv[T_OUT_P]);
     put_ref(sc, &L_sc, SC_TAGGED, tagged);
     PyList_SetItem(parts, slot, tagged); /* steals: tagged now held by sc and parts */
-    put(code, &L_cc, CC_STREAMS_LEN, streams_len_o);
     return 0;
 
 error:
     Py_XDECREF(traffic_b);
     Py_XDECREF(tagged);
-    Py_XDECREF(streams_len_o);
     return -1;
 }
 
@@ -630,10 +620,10 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
     PyObject *traffic_b = NULL, *latency_b = NULL, *header_b = NULL, *tag_b = NULL;
     PyObject *tagged = NULL, *sums[4] = {NULL, NULL, NULL, NULL};
     int64_t t[T_N], c[4], status, c_status, close_ts, c_close_ts, latency, c_latency;
-    int64_t bw_in = 0, bw_out = 0, prev_in, prev_out, streams_len, total_v[4];
+    int64_t bw_in = 0, bw_out = 0, prev_in, prev_out, total_v[4];
     int hot, new_hot = 0, in_dirty, tags_same, moved, need_traffic, k;
     unsigned char buf[TRAFFIC_MAX];
-    Py_ssize_t n, i, traffic_len = 0, body, total;
+    Py_ssize_t n, i, traffic_len = 0, body, total, streams_len = 0;
     char *w;
 
     in_dirty = PySet_Contains(dirty, record);
@@ -678,10 +668,9 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
         PyObject *part = PyList_GET_ITEM(parts, i);
         if (!PyBytes_CheckExact(part) || PyBytes_GET_SIZE(part) > PY_SSIZE_T_MAX / 4 / n)
             return 1;
+        if (i >= P_IDS && i < n - 2) /* the stream ids, then the streams */
+            streams_len += PyBytes_GET_SIZE(part);
     }
-    if (i64(get(code, &L_cc, CC_STREAMS_LEN), &streams_len) < 0 || streams_len < 0 ||
-        streams_len > PY_SSIZE_T_MAX / 4)
-        return 1;
     need_traffic = hot || moved || PyBytes_GET_SIZE(PyList_GET_ITEM(parts, P_TRAFFIC)) == 0;
     if (need_traffic) {
         if (bandwidths(t, window, &bw_in, &bw_out, &prev_in, &prev_out) < 0)
@@ -712,7 +701,7 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
 #define PART_LEN(i) PyBytes_GET_SIZE(PyList_GET_ITEM(parts, (i)))
     body = PART_LEN(P_HEAD) + (traffic_b ? PyBytes_GET_SIZE(traffic_b) : PART_LEN(P_TRAFFIC)) +
            PART_LEN(P_ATTRIBS) + (latency_b ? PyBytes_GET_SIZE(latency_b) : PART_LEN(P_LATENCY)) +
-           PyBytes_GET_SIZE(header_b) + (Py_ssize_t)streams_len + PART_LEN(n - 2) +
+           PyBytes_GET_SIZE(header_b) + streams_len + PART_LEN(n - 2) +
            PyBytes_GET_SIZE(peer);
     if ((tag_b = tagged_varint(0x0a, (uint64_t)body)) == NULL)
         goto error;
@@ -774,6 +763,53 @@ error:
     return -1;
 }
 
+/* Load what connection_one will read of a record ahead of time, as prefetch_stream. */
+static inline void prefetch_record(PyObject *record, int depth)
+{
+    PyObject *code, *parts;
+    Py_ssize_t i, n;
+    if (depth == 0) {
+        __builtin_prefetch(record);
+        __builtin_prefetch((char *)record + 64);
+        __builtin_prefetch((char *)record + 128);
+        return;
+    }
+    if (Py_TYPE(record) != L_r.type)
+        return;
+    code = get(record, &L_r, R_CODE);
+    if (code == NULL)
+        return;
+    if (depth == 1) {
+        __builtin_prefetch(code);
+        __builtin_prefetch((char *)code + 64);
+        __builtin_prefetch(get(record, &L_r, R_TRAFFIC));
+        __builtin_prefetch(get(record, &L_r, R_TAGS));
+        return;
+    }
+    if (Py_TYPE(code) != L_cc.type)
+        return;
+    parts = get(code, &L_cc, CC_PARTS);
+    if (parts == NULL || !PyList_CheckExact(parts))
+        return;
+    n = PyList_GET_SIZE(parts);
+    if (depth == 2) {
+        PyObject *traffic = get(record, &L_r, R_TRAFFIC);
+        int k;
+        __builtin_prefetch(((PyListObject *)parts)->ob_item);
+        if (n > 8)
+            __builtin_prefetch(((PyListObject *)parts)->ob_item + 8);
+        if (n > 16)
+            __builtin_prefetch(((PyListObject *)parts)->ob_item + 16);
+        __builtin_prefetch(get(code, &L_cc, CC_TAGS));
+        if (traffic != NULL && Py_TYPE(traffic) == L_t.type)
+            for (k = 0; k < T_N; k++)
+                __builtin_prefetch(get(traffic, &L_t, k));
+        return;
+    }
+    for (i = 0; i < n && i < 64; i++)
+        __builtin_prefetch(PyList_GET_ITEM(parts, i));
+}
+
 /* The Python code's answer for ``record``; 0 ok, -1 error. */
 static int ask_python(PyObject *slow, PyObject *record, PyObject *peer, PyObject *out)
 {
@@ -829,6 +865,14 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
     for (i = 0; i < n; i++) {
         PyObject *record = PyTuple_GET_ITEM(items, i), *conn, *peer, *code, *got = NULL;
         int r;
+        if (i + 6 < n)
+            prefetch_record(PyTuple_GET_ITEM(items, i + 6), 0);
+        if (i + 4 < n)
+            prefetch_record(PyTuple_GET_ITEM(items, i + 4), 1);
+        if (i + 2 < n)
+            prefetch_record(PyTuple_GET_ITEM(items, i + 2), 2);
+        if (i + 1 < n)
+            prefetch_record(PyTuple_GET_ITEM(items, i + 1), 3);
         if (Py_TYPE(record) != L_r.type || (conn = get(record, &L_r, R_CONN)) == NULL ||
             get(record, &L_r, R_PEER_ID) == NULL) {
             if (ask_python(slow, record, NULL, out) < 0)

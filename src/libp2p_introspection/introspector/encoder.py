@@ -132,7 +132,6 @@ class _ConnectionCode:
         "parts",
         "peer",
         "status",
-        "streams_len",
         "tagged",
         "tags",
     )
@@ -144,7 +143,6 @@ class _ConnectionCode:
         self.tags: list[str] = []
         self.peer = b""
         self.parts: list[bytes] = []
-        self.streams_len = 0
         self.tagged = b""
 
 
@@ -260,9 +258,9 @@ class IncrementalEncoder:
         self._rebuild = set(self._touched)
         self._touched.clear()
         self._dirty = set()
-        streams = self._moved | self._hot
+        streams, self._hot = self._hot, set()
+        streams |= self._moved  # in place: on a busy node both hold nearly every stream
         self._moved.clear()
-        self._hot = set()
         return list(streams)
 
     def encode_streams(self, streams: Iterable[StreamRecord], window_ms: int) -> None:
@@ -280,10 +278,8 @@ class IncrementalEncoder:
             sc = stream.code
             if code is None or sc is None or sc.slot < 0 or record in rebuild:
                 continue  # new, dropped, or its connection is rebuilt whole anyway
-            old = sc.tagged
             if self._stream(stream, sc, record.id, window_ms):
                 code.parts[sc.slot] = sc.tagged
-                code.streams_len += len(sc.tagged) - len(old)
                 dirty.add(record)
 
     def encode(
@@ -450,7 +446,6 @@ class IncrementalEncoder:
             code = record.code = _ConnectionCode()
         ids: list[bytes] = []
         parts = [b"", b"", b"", b"", b"", b"", b""]
-        streams_len = 0
         slot = _FIRST_STREAM
         for stream in record.streams.values():
             sc = stream.code
@@ -460,10 +455,8 @@ class IncrementalEncoder:
             sc.slot = slot
             slot += 1
             parts.append(sc.tagged)
-            streams_len += len(sc.tagged)
             ids.append(_STREAM_ID + encode_varint(len(stream.id)) + stream.id)
         parts[_IDS] = b"".join(ids)
-        code.streams_len = streams_len + len(parts[_IDS])
         parts[_ATTRIBS] = pb.Connection(
             attribs={"multiplexer": record.muxer, "encryption": record.security}
         ).SerializeToString()
@@ -532,7 +525,7 @@ class IncrementalEncoder:
             code.tags = list(record.tags)
             parts[-2] = pb.Connection(user_provided_tags=record.tags).SerializeToString()
         code.peer = parts[-1] = peer
-        streams_len = code.streams_len
+        streams_len = sum(map(len, parts[_IDS:-2]))  # the stream ids, then the streams
         header = parts[_STREAMS_AT] = _prefix(_STREAMS_PREFIX, b"\x5a", streams_len)
         body_len = (
             len(parts[_HEAD])
