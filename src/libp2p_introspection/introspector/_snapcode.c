@@ -254,8 +254,9 @@ static int read_counters(PyObject *traffic, PyObject **tv, int64_t *t)
 
 /* ----------------------------------------------------------------- configure */
 
-static int take_layout(layout_t *l, PyObject *type, const char **names, int n)
+static int take_layout(layout_t *into, PyObject *type, const char **names, int n)
 {
+    layout_t l[1];
     int i;
     if (!PyType_Check(type)) {
         PyErr_SetString(PyExc_TypeError, "configure() expects types");
@@ -282,7 +283,9 @@ static int take_layout(layout_t *l, PyObject *type, const char **names, int n)
         Py_DECREF(d);
     }
     Py_INCREF(type);
-    Py_XSETREF(l->type, (PyTypeObject *)type);
+    l->type = (PyTypeObject *)type;
+    Py_XDECREF(into->type);
+    *into = *l; /* whole, or not at all */
     return 0;
 }
 
@@ -505,6 +508,10 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     if (prefix == NULL || suffix == NULL || parts == NULL || !PyBytes_CheckExact(prefix) ||
         !PyBytes_CheckExact(suffix) || !PyList_CheckExact(parts) || slot >= PyList_GET_SIZE(parts))
         return 1;
+    /* What the new bytes replace is bytes too: dropping it runs no Python code. */
+    if (get(sc, &L_sc, SC_TAGGED) == NULL || !PyBytes_CheckExact(get(sc, &L_sc, SC_TAGGED)) ||
+        !PyBytes_CheckExact(PyList_GET_ITEM(parts, slot)))
+        return 1;
     traffic_len = put_traffic(buf, 0x22, t, bw_in, bw_out);
     lp = PyBytes_GET_SIZE(prefix);
     ls = PyBytes_GET_SIZE(suffix);
@@ -530,6 +537,9 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     if (PySet_Add(dirty, record) < 0 || (new_hot && PySet_Add(hot_set, stream) < 0))
         goto error; /* a connection joined again, a stream looked at again: harmless */
 
+    Py_INCREF(sc); /* held while their slots change */
+    Py_INCREF(parts);
+    Py_INCREF(traffic);
     if (window > 0) {
         put_ref(traffic, &L_t, T_PREV_IN, tv[T_IN_B]);
         put_ref(traffic, &L_t, T_PREV_OUT, tv[T_OUT_B]);
@@ -544,6 +554,9 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     put_ref(sc, &L_sc, SC_OUT_P, tv[T_OUT_P]);
     put_ref(sc, &L_sc, SC_TAGGED, tagged);
     PyList_SetItem(parts, slot, tagged); /* steals: tagged now held by sc and parts */
+    Py_DECREF(traffic);
+    Py_DECREF(parts);
+    Py_DECREF(sc);
     return 0;
 
 error:
@@ -660,6 +673,10 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
     if (status != c_status || close_ts != c_close_ts || !tags_same || latency < 0 ||
         !PyBytes_CheckExact(peer) || PyBytes_GET_SIZE(peer) > PY_SSIZE_T_MAX / 4)
         return 1; /* the Python code encodes those fields */
+    /* What the new values replace is bytes too: dropping it runs no Python code. */
+    if (get(code, &L_cc, CC_PEER) == NULL || !PyBytes_CheckExact(get(code, &L_cc, CC_PEER)) ||
+        get(code, &L_cc, CC_TAGGED) == NULL || !PyBytes_CheckExact(get(code, &L_cc, CC_TAGGED)))
+        return 1;
     parts = get(code, &L_cc, CC_PARTS);
     if (parts == NULL || !PyList_CheckExact(parts) || PyList_GET_SIZE(parts) < P_MIN)
         return 1;
@@ -719,6 +736,7 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
         goto error;
 
     /* Change the state (nothing fails from here on). */
+    Py_INCREF(parts);
     if (traffic_b != NULL) {
         if (window > 0) {
             put_ref(traffic, &L_t, T_PREV_IN, tv[T_IN_B]);
@@ -748,6 +766,7 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
         w += len;
     }
     put_ref(code, &L_cc, CC_TAGGED, tagged);
+    Py_DECREF(parts);
     *out = tagged;
     return 0;
 #undef PART_LEN
@@ -889,6 +908,11 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
                     goto error;
                 continue;
             }
+            if (!configured || Py_TYPE(record) != L_r.type) { /* the callback reconfigured */
+                Py_DECREF(ns);
+                PyErr_SetString(PyExc_RuntimeError, "reconfigured during a pass");
+                goto error;
+            }
             put(record, &L_r, R_LATENCY, ns);
         }
         peer = get(record, &L_r, R_PEER_ID);
@@ -908,12 +932,20 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
                 goto error;
             continue;
         }
+        if (!configured || Py_TYPE(record) != L_r.type) { /* the callback reconfigured */
+            Py_DECREF(peer);
+            PyErr_SetString(PyExc_RuntimeError, "reconfigured during a pass");
+            goto error;
+        }
         code = get(record, &L_r, R_CODE);
         r = 1;
         if (code != NULL && code != Py_None && Py_TYPE(code) == L_cc.type) {
             r = PySet_Contains(rebuild, record);
-            if (r == 0)
+            if (r == 0) {
+                Py_INCREF(code); /* held while its slots change */
                 r = connection_one(record, code, (int64_t)window, dirty, totals, peer, &got);
+                Py_DECREF(code);
+            }
         }
         if (r < 0 || (r == 1 && ask_python(slow, record, peer, out) < 0) ||
             (r == 0 && PyList_Append(out, got) < 0)) {
