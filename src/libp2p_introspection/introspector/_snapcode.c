@@ -190,26 +190,28 @@ static PyObject *tagged_varint(unsigned char tag, uint64_t v)
     return PyBytes_FromStringAndSize((const char *)buf, 1 + put_varint(buf + 1, v));
 }
 
-/* Whether two lists of plain str are equal: 1, 0, or -1 "not plain" (ask Python). */
+/* Whether a record's tags (a list) and the tags it was encoded with (a tuple) hold the
+ * same plain str: 1, 0, or -1 "not plain" (ask Python). */
 static int same_tags(PyObject *a, PyObject *b)
 {
     Py_ssize_t n, i;
-    if (a == NULL || b == NULL || !PyList_CheckExact(a) || !PyList_CheckExact(b))
+    PyObject **x, **y;
+    if (a == NULL || b == NULL || !PyList_CheckExact(a) || !PyTuple_CheckExact(b))
         return -1;
     n = PyList_GET_SIZE(a);
+    x = ((PyListObject *)a)->ob_item;
+    y = ((PyTupleObject *)b)->ob_item;
     for (i = 0; i < n; i++)
-        if (!PyUnicode_CheckExact(PyList_GET_ITEM(a, i)))
+        if (!PyUnicode_CheckExact(x[i]))
             return -1;
-    for (i = 0; i < PyList_GET_SIZE(b); i++)
-        if (!PyUnicode_CheckExact(PyList_GET_ITEM(b, i)))
+    for (i = 0; i < PyTuple_GET_SIZE(b); i++)
+        if (!PyUnicode_CheckExact(y[i]))
             return -1;
-    if (PyList_GET_SIZE(b) != n)
+    if (PyTuple_GET_SIZE(b) != n)
         return 0;
-    for (i = 0; i < n; i++) {
-        PyObject *x = PyList_GET_ITEM(a, i), *y = PyList_GET_ITEM(b, i);
-        if (x != y && PyUnicode_Compare(x, y) != 0)
+    for (i = 0; i < n; i++)
+        if (x[i] != y[i] && PyUnicode_Compare(x[i], y[i]) != 0)
             return 0;
-    }
     return 1;
 }
 

@@ -109,7 +109,8 @@ class _StreamCode:
         self.protocol: str | None = None
         self.status = -1
         self.close_ts = -1
-        self.tags: list[str] = []
+        #: The tags it was encoded with, as a tuple (no tags: the one empty tuple).
+        self.tags: tuple[str, ...] = ()
         self.prefix = self.suffix = self.traffic = self.tagged = b""
         self.in_b = self.in_p = self.out_b = self.out_p = 0
         self.hot = True
@@ -140,7 +141,7 @@ class _ConnectionCode:
         self.status = self.close_ts = self.latency = -1
         self.in_b = self.in_p = self.out_b = self.out_p = 0
         self.hot = True
-        self.tags: list[str] = []
+        self.tags: tuple[str, ...] = ()
         self.peer = b""
         self.parts: list[bytes] = []
         self.tagged = b""
@@ -349,7 +350,7 @@ class IncrementalEncoder:
                 or record.close_ts != code.close_ts
                 or record.latency_ns != code.latency
                 or peer is not code.peer
-                or record.tags != code.tags
+                or tuple(record.tags) != code.tags
             ):
                 return self._join(record, code, window_ms, peer)
             return code.tagged
@@ -374,7 +375,7 @@ class IncrementalEncoder:
             protocol != sc.protocol
             or status != sc.status
             or stream.close_ts != sc.close_ts
-            or stream.tags != sc.tags
+            or tuple(stream.tags) != sc.tags
         )
         if fields:
             self._detach(stream)
@@ -388,7 +389,7 @@ class IncrementalEncoder:
                 user_provided_tags=stream.tags,
             ).SerializeToString()
             sc.protocol, sc.status, sc.close_ts = protocol, status, stream.close_ts
-            sc.tags = list(stream.tags)
+            sc.tags = tuple(stream.tags)
         moved = sc.hot or in_p + out_p != sc.in_p + sc.out_p or not sc.traffic
         if moved:
             # Exactly TrafficCounter.to_dict: floor(bytes * 1000 / window), baseline kept
@@ -464,7 +465,7 @@ class IncrementalEncoder:
         parts.append(b"")  # peer
         code.parts = parts
         code.status = code.close_ts = code.latency = -1
-        code.tags = [""]  # never equal: encoded below
+        code.tags = ("",)  # never equal: encoded below
         code.hot = True
         return self._join(record, code, window_ms, peer)
 
@@ -521,8 +522,8 @@ class IncrementalEncoder:
         if record.latency_ns != code.latency:
             latency = code.latency = record.latency_ns
             parts[_LATENCY_AT] = _LATENCY + encode_varint(latency) if latency else b""
-        if record.tags != code.tags:
-            code.tags = list(record.tags)
+        if tuple(record.tags) != code.tags:
+            code.tags = tuple(record.tags)
             parts[-2] = pb.Connection(user_provided_tags=record.tags).SerializeToString()
         code.peer = parts[-1] = peer
         streams_len = sum(map(len, parts[_IDS:-2]))  # the stream ids, then the streams
