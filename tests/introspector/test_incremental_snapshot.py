@@ -7,17 +7,22 @@ purged; clocks moving by whole windows, by odd amounts and not at all. After eac
 step the incremental introspector's ``encoded_state()`` must be, byte for byte, the
 serialization of what the other one builds from scratch (``incremental=False``, the
 message-building path) and parse to the same ``State``.
+
+Every test runs twice: with the encoder's loops in C (``_snapcode.c``, where it is
+built) and in Python (the fallback), which must give the same bytes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from libp2p.identity.identify.pb.identify_pb2 import Identify
 
+from libp2p_introspection.introspector import encoder as encoder_module
 from libp2p_introspection.introspector import host as host_module
 from libp2p_introspection.introspector.host import HostIntrospector
 from libp2p_introspection.introspector.traffic import TrafficCounter, install_counters
@@ -25,6 +30,16 @@ from libp2p_introspection.protocol import pb
 
 START_MS = 1_700_000_000_000
 PROTOCOLS = ("/meshsub/1.1.0", "/ipfs/kad/1.0.0", "/ipfs/ping/1.0.0")
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The encoder's loops in C or in Python, for every test of this module."""
+    if request.param == "python":
+        monkeypatch.setattr(encoder_module, "_snapcode", None)
+    elif not encoder_module.ACCELERATED:
+        pytest.skip("the C encoder loops are not built here")
+    return str(request.param)
 
 
 class Clock:
@@ -242,13 +257,45 @@ def assert_same(incremental: World, scratch: World) -> None:
     assert got == want
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(STEPS)
 def test_incremental_snapshot_is_the_from_scratch_snapshot(
     steps: list[tuple[list[Any], int]],
 ) -> None:
     incremental, scratch = World(incremental=True), World(incremental=False)
     for ops, window in steps:
+        for op in [*ops, ("tick", window)]:
+            incremental.apply(op)
+            scratch.apply(op)
+        assert_same(incremental, scratch)
+
+
+#: A node already carrying a few negotiated streams, then mostly traffic on them: the
+#: common case the incremental path (and its C loops) takes, every window.
+PRELUDE: list[tuple[Any, ...]] = [("connect", i) for i in range(3)]
+PRELUDE += [("open", i) for i in range(8)] + [("negotiate", i, i) for i in range(8)]
+BUSY_STEPS = st.lists(
+    st.tuples(st.lists(st.one_of(TRAFFIC, TRAFFIC, TRAFFIC, OPS), max_size=6), WINDOW),
+    min_size=2,
+    max_size=20,
+)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(BUSY_STEPS)
+def test_incremental_snapshot_of_a_busy_node_is_the_from_scratch_snapshot(
+    steps: list[tuple[list[Any], int]],
+) -> None:
+    incremental, scratch = World(incremental=True), World(incremental=False)
+    for ops, window in [(PRELUDE, 1_000), *steps]:
         for op in [*ops, ("tick", window)]:
             incremental.apply(op)
             scratch.apply(op)

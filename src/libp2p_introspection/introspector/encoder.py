@@ -25,6 +25,14 @@ It also keeps, from the values it reported, the sums the snapshot needs beside t
 connections: the node-wide totals (:meth:`IncrementalEncoder.connection_totals`) and
 each protocol's live sums (``ProtocolTracker.live_sums``),
 so that nothing walks every stream of the node once per snapshot.
+
+Where the C accelerator (``_snapcode.c``, built by ``setup.py`` when a compiler is
+found: :data:`ACCELERATED`) is present, the two loops (:meth:`IncrementalEncoder.
+encode_streams`, :meth:`IncrementalEncoder.encode`) run in it for the common case: a
+stream whose counters moved, a connection whose own fields did not change. It works on
+the same objects and hands everything else (a stream that ended or was tagged, a
+connection whose status changed, any odd value) back to the Python code, which is the
+reference: the bytes are the same either way (the tests compare both paths).
 """
 
 from __future__ import annotations
@@ -35,10 +43,11 @@ from typing import Any
 from libp2p_introspection.introspector import conninfo
 from libp2p_introspection.introspector.protocols import ProtocolTracker
 from libp2p_introspection.introspector.records import ENDED, ConnectionRecord, StreamRecord
+from libp2p_introspection.introspector.traffic import TrafficCounter
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import encode_varint
 
-__all__ = ["IncrementalEncoder", "assemble_tagged"]
+__all__ = ["ACCELERATED", "IncrementalEncoder", "assemble_tagged"]
 
 _ACTIVE = pb.ACTIVE
 
@@ -100,7 +109,8 @@ class _StreamCode:
         self.protocol: str | None = None
         self.status = -1
         self.close_ts = -1
-        self.tags: list[str] = []
+        #: The tags it was encoded with, as a tuple (no tags: the one empty tuple).
+        self.tags: tuple[str, ...] = ()
         self.prefix = self.suffix = self.traffic = self.tagged = b""
         self.in_b = self.in_p = self.out_b = self.out_p = 0
         self.hot = True
@@ -123,7 +133,6 @@ class _ConnectionCode:
         "parts",
         "peer",
         "status",
-        "streams_len",
         "tagged",
         "tags",
     )
@@ -132,11 +141,32 @@ class _ConnectionCode:
         self.status = self.close_ts = self.latency = -1
         self.in_b = self.in_p = self.out_b = self.out_p = 0
         self.hot = True
-        self.tags: list[str] = []
+        self.tags: tuple[str, ...] = ()
         self.peer = b""
         self.parts: list[bytes] = []
-        self.streams_len = 0
         self.tagged = b""
+
+
+def _load_accelerator() -> Any:
+    try:
+        from libp2p_introspection.introspector import _snapcode  # type: ignore[attr-defined]
+    except ImportError:  # built without a C compiler: the Python loops
+        return None
+    try:
+        _snapcode.configure(
+            StreamRecord, ConnectionRecord, TrafficCounter, _StreamCode, _ConnectionCode, _ACTIVE
+        )
+    except (TypeError, AttributeError):  # a layout it does not know: the Python loops
+        return None
+    return _snapcode
+
+
+#: The C loops (``None``: the Python ones); the tests set it to ``None`` to check both.
+_snapcode: Any = _load_accelerator()
+#: Whether the C accelerator of the encoder's loops was built and loaded.
+ACCELERATED = _snapcode is not None
+#: Windows the C loops take (ms); a longer one (never, in practice) runs in Python.
+_MAX_WINDOW = 1 << 62
 
 
 class IncrementalEncoder:
@@ -229,9 +259,9 @@ class IncrementalEncoder:
         self._rebuild = set(self._touched)
         self._touched.clear()
         self._dirty = set()
-        streams = self._moved | self._hot
+        streams, self._hot = self._hot, set()
+        streams |= self._moved  # in place: on a busy node both hold nearly every stream
         self._moved.clear()
-        self._hot = set()
         return list(streams)
 
     def encode_streams(self, streams: Iterable[StreamRecord], window_ms: int) -> None:
@@ -239,16 +269,18 @@ class IncrementalEncoder:
         connections that are not rebuilt whole; their connections are then re-joined
         by :meth:`encode`."""
         rebuild, dirty = self._rebuild, self._dirty
+        accelerator = _snapcode
+        if accelerator is not None and 0 <= window_ms < _MAX_WINDOW:
+            # The C loop does the common case; it returns the streams it left to us.
+            streams = accelerator.stream_pass(streams, window_ms, rebuild, dirty, self._hot)
         for stream in streams:
             record = stream.conn
             code = record.code
             sc = stream.code
             if code is None or sc is None or sc.slot < 0 or record in rebuild:
                 continue  # new, dropped, or its connection is rebuilt whole anyway
-            old = sc.tagged
             if self._stream(stream, sc, record.id, window_ms):
                 code.parts[sc.slot] = sc.tagged
-                code.streams_len += len(sc.tagged) - len(old)
                 dirty.add(record)
 
     def encode(
@@ -269,36 +301,62 @@ class IncrementalEncoder:
         A snapshot may be encoded in several calls (slices of the records, in order);
         the registry may change between them.
         """
+        accelerator = _snapcode
+        if accelerator is not None and 0 <= window_ms < _MAX_WINDOW:
+
+            def slow(record: ConnectionRecord, peer: bytes | None) -> bytes | None:
+                return self._encode_one(record, window_ms, peer_field, on_error, peer)
+
+            connections: list[bytes] = accelerator.connection_pass(
+                records, window_ms, self._rebuild, self._dirty, self._totals,
+                peer_field, self._latency, slow,
+            )  # fmt: skip
+            return connections
         out: list[bytes] = []
         append = out.append
-        peerstore = self._peerstore
-        rebuild, dirty = self._rebuild, self._dirty
         for record in records:
-            try:
-                code = record.code
-                if record.conn is not None:
-                    record.latency_ns = conninfo.latency_ns(record.conn, peerstore)
-                peer = peer_field(record.peer_id)
-                if code is None or record in rebuild:
-                    append(self._whole(record, window_ms, peer))
-                    continue
-                traffic = record.traffic
-                if (
-                    record in dirty
-                    or code.hot
-                    or traffic.in_packets + traffic.out_packets != code.in_p + code.out_p
-                    or record.status != code.status
-                    or record.close_ts != code.close_ts
-                    or record.latency_ns != code.latency
-                    or peer is not code.peer
-                    or record.tags != code.tags
-                ):
-                    append(self._join(record, code, window_ms, peer))
-                else:
-                    append(code.tagged)
-            except Exception:
-                on_error()
+            tagged = self._encode_one(record, window_ms, peer_field, on_error)
+            if tagged is not None:
+                append(tagged)
         return out
+
+    def _latency(self, conn: Any) -> int:
+        return conninfo.latency_ns(conn, self._peerstore)
+
+    def _encode_one(
+        self,
+        record: ConnectionRecord,
+        window_ms: int,
+        peer_field: Callable[[str], bytes],
+        on_error: Callable[[], None],
+        peer: bytes | None = None,
+    ) -> bytes | None:
+        """One record of :meth:`encode` (``None``: it could not be described). ``peer``:
+        its peer field and latency already taken (by the C loop), else ``None``."""
+        try:
+            code = record.code
+            if peer is None:
+                if record.conn is not None:
+                    record.latency_ns = conninfo.latency_ns(record.conn, self._peerstore)
+                peer = peer_field(record.peer_id)
+            if code is None or record in self._rebuild:
+                return self._whole(record, window_ms, peer)
+            traffic = record.traffic
+            if (
+                record in self._dirty
+                or code.hot
+                or traffic.in_packets + traffic.out_packets != code.in_p + code.out_p
+                or record.status != code.status
+                or record.close_ts != code.close_ts
+                or record.latency_ns != code.latency
+                or peer is not code.peer
+                or tuple(record.tags) != code.tags
+            ):
+                return self._join(record, code, window_ms, peer)
+            return code.tagged
+        except Exception:
+            on_error()
+            return None
 
     # ---------------------------------------------------------------- encoding
 
@@ -317,7 +375,7 @@ class IncrementalEncoder:
             protocol != sc.protocol
             or status != sc.status
             or stream.close_ts != sc.close_ts
-            or stream.tags != sc.tags
+            or tuple(stream.tags) != sc.tags
         )
         if fields:
             self._detach(stream)
@@ -331,7 +389,7 @@ class IncrementalEncoder:
                 user_provided_tags=stream.tags,
             ).SerializeToString()
             sc.protocol, sc.status, sc.close_ts = protocol, status, stream.close_ts
-            sc.tags = list(stream.tags)
+            sc.tags = tuple(stream.tags)
         moved = sc.hot or in_p + out_p != sc.in_p + sc.out_p or not sc.traffic
         if moved:
             # Exactly TrafficCounter.to_dict: floor(bytes * 1000 / window), baseline kept
@@ -389,7 +447,6 @@ class IncrementalEncoder:
             code = record.code = _ConnectionCode()
         ids: list[bytes] = []
         parts = [b"", b"", b"", b"", b"", b"", b""]
-        streams_len = 0
         slot = _FIRST_STREAM
         for stream in record.streams.values():
             sc = stream.code
@@ -399,10 +456,8 @@ class IncrementalEncoder:
             sc.slot = slot
             slot += 1
             parts.append(sc.tagged)
-            streams_len += len(sc.tagged)
             ids.append(_STREAM_ID + encode_varint(len(stream.id)) + stream.id)
         parts[_IDS] = b"".join(ids)
-        code.streams_len = streams_len + len(parts[_IDS])
         parts[_ATTRIBS] = pb.Connection(
             attribs={"multiplexer": record.muxer, "encryption": record.security}
         ).SerializeToString()
@@ -410,7 +465,7 @@ class IncrementalEncoder:
         parts.append(b"")  # peer
         code.parts = parts
         code.status = code.close_ts = code.latency = -1
-        code.tags = [""]  # never equal: encoded below
+        code.tags = ("",)  # never equal: encoded below
         code.hot = True
         return self._join(record, code, window_ms, peer)
 
@@ -467,11 +522,11 @@ class IncrementalEncoder:
         if record.latency_ns != code.latency:
             latency = code.latency = record.latency_ns
             parts[_LATENCY_AT] = _LATENCY + encode_varint(latency) if latency else b""
-        if record.tags != code.tags:
-            code.tags = list(record.tags)
+        if tuple(record.tags) != code.tags:
+            code.tags = tuple(record.tags)
             parts[-2] = pb.Connection(user_provided_tags=record.tags).SerializeToString()
         code.peer = parts[-1] = peer
-        streams_len = code.streams_len
+        streams_len = sum(map(len, parts[_IDS:-2]))  # the stream ids, then the streams
         header = parts[_STREAMS_AT] = _prefix(_STREAMS_PREFIX, b"\x5a", streams_len)
         body_len = (
             len(parts[_HEAD])

@@ -1,0 +1,985 @@
+/*
+ * The incremental snapshot encoder's two hot loops
+ * (libp2p_introspection.introspector.encoder), in C: an optional accelerator.
+ * The Python encoder stays the reference and the fallback; both work on the
+ * same objects (the registry's records, the encoder's _StreamCode and
+ * _ConnectionCode), so either may encode any snapshot.
+ *
+ * Each loop only handles the common case (a stream whose counters moved and
+ * nothing else; a connection whose own fields did not change) and gives
+ * every other object back to the Python code, before changing anything of
+ * it: a value of an unexpected type, a number that does not fit 63 bits, a
+ * negative counter, a tag that is not a plain str, a stream that ended or is
+ * negotiating, a connection whose status, close time or tags changed.
+ *
+ * Objects are read through their __slots__ (the member descriptors' offsets,
+ * taken once by configure() and used only on objects of exactly the
+ * configured types). No Python code runs inside the loops except the
+ * callbacks connection_pass() is given, and every value read is read again
+ * after them. Every buffer is sized before it is written: a varint takes at
+ * most 10 bytes, a gauge at most 2 + 3 * 11, a Traffic field at most 72.
+ *
+ * configure(StreamRecord, ConnectionRecord, TrafficCounter, _StreamCode,
+ *           _ConnectionCode, active_status) -> None
+ * stream_pass(streams, window_ms, rebuild, dirty, hot) -> list
+ *     encode_streams' loop; returns the streams the Python code must do.
+ * connection_pass(records, window_ms, rebuild, dirty, totals, peer_field,
+ *                 latency, slow) -> list of bytes
+ *     encode's loop: each record's Subsystems.connections field. For a record
+ *     it does not handle it calls slow(record, peer), peer being None when
+ *     latency(conn) or peer_field(peer_id) raised; slow returns the bytes,
+ *     or None to skip the record.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_SLOTS 16
+#define VARINT_MAX 10
+#define GAUGE_MAX (2 + 3 * (1 + VARINT_MAX))
+#define TRAFFIC_MAX (2 + 2 * GAUGE_MAX)
+
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t off[MAX_SLOTS];
+} layout_t;
+
+enum { S_CONN, S_CODE, S_TRAFFIC, S_PROTOCOL, S_STATUS, S_CLOSE_TS, S_TAGS, S_LIVE, S_N };
+static const char *s_names[S_N] = {"conn",     "code", "traffic", "protocol",
+                                   "status",   "close_ts", "tags", "live"};
+enum { R_CODE, R_CONN, R_PEER_ID, R_TRAFFIC, R_STATUS, R_CLOSE_TS, R_LATENCY, R_TAGS, R_N };
+static const char *r_names[R_N] = {"code",   "conn",     "peer_id",    "traffic",
+                                   "status", "close_ts", "latency_ns", "tags"};
+enum { T_IN_B, T_IN_P, T_OUT_B, T_OUT_P, T_PREV_IN, T_PREV_OUT, T_N };
+static const char *t_names[T_N] = {"in_bytes",  "in_packets",    "out_bytes",
+                                   "out_packets", "prev_in_bytes", "prev_out_bytes"};
+enum {
+    SC_PROTOCOL, SC_STATUS, SC_CLOSE_TS, SC_TAGS, SC_PREFIX, SC_SUFFIX, SC_TRAFFIC,
+    SC_TAGGED, SC_IN_B, SC_IN_P, SC_OUT_B, SC_OUT_P, SC_HOT, SC_SLOT, SC_N
+};
+static const char *sc_names[SC_N] = {"protocol", "status", "close_ts", "tags", "prefix",
+                                     "suffix", "traffic", "tagged", "in_b", "in_p",
+                                     "out_b", "out_p", "hot", "slot"};
+enum {
+    CC_STATUS, CC_CLOSE_TS, CC_LATENCY, CC_IN_B, CC_IN_P, CC_OUT_B, CC_OUT_P, CC_HOT,
+    CC_TAGS, CC_PEER, CC_PARTS, CC_TAGGED, CC_N
+};
+static const char *cc_names[CC_N] = {"status", "close_ts", "latency", "in_b", "in_p",
+                                     "out_b", "out_p", "hot", "tags", "peer", "parts",
+                                     "tagged"};
+
+static layout_t L_s, L_r, L_t, L_sc, L_cc;
+static int configured = 0;
+static long long active_status = 0;
+
+/* Where each field sits in a connection's list of encodings (encoder._ConnectionCode). */
+enum { P_TAG, P_HEAD, P_TRAFFIC, P_ATTRIBS, P_LATENCY, P_STREAMS, P_IDS, P_FIRST_STREAM };
+#define P_MIN (P_FIRST_STREAM + 2) /* then the tags and the peer */
+
+static inline PyObject *get(PyObject *obj, const layout_t *l, int i)
+{
+    return *(PyObject **)((char *)obj + l->off[i]); /* borrowed, NULL when unset */
+}
+
+/* Store a new reference (stolen) in a slot. */
+static inline void put(PyObject *obj, const layout_t *l, int i, PyObject *value)
+{
+    PyObject **at = (PyObject **)((char *)obj + l->off[i]);
+    PyObject *old = *at;
+    *at = value;
+    Py_XDECREF(old);
+}
+
+static inline void put_ref(PyObject *obj, const layout_t *l, int i, PyObject *value)
+{
+    Py_INCREF(value);
+    put(obj, l, i, value);
+}
+
+/* 0 and the value when ``v`` is an exact int that fits int64, else -1 (no error set). */
+static int i64(PyObject *v, int64_t *out)
+{
+    int overflow = 0;
+    long long x;
+    if (v == NULL || !PyLong_CheckExact(v))
+        return -1;
+    x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow)
+        return -1;
+    if (x == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    *out = (int64_t)x;
+    return 0;
+}
+
+static int counter(PyObject *v, int64_t *out)
+{
+    return i64(v, out) < 0 || *out < 0 ? -1 : 0;
+}
+
+/* 1 true, 0 false, -1 neither True nor False. */
+static int flag(PyObject *v)
+{
+    return v == Py_True ? 1 : v == Py_False ? 0 : -1;
+}
+
+static Py_ssize_t put_varint(unsigned char *p, uint64_t v)
+{
+    Py_ssize_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (unsigned char)((v & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (unsigned char)v;
+    return n; /* at most 10 */
+}
+
+static Py_ssize_t varint_len(uint64_t v)
+{
+    Py_ssize_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* A DataGauge field (tag, length, body); at most GAUGE_MAX bytes. */
+static Py_ssize_t put_gauge(unsigned char *p, unsigned char tag, uint64_t cum_bytes,
+                            uint64_t cum_packets, uint64_t bw)
+{
+    Py_ssize_t n = 2;
+    if (cum_bytes) {
+        p[n++] = 0x08;
+        n += put_varint(p + n, cum_bytes);
+    }
+    if (cum_packets) {
+        p[n++] = 0x10;
+        n += put_varint(p + n, cum_packets);
+    }
+    if (bw) {
+        p[n++] = 0x18;
+        n += put_varint(p + n, bw);
+    }
+    p[0] = tag;
+    p[1] = (unsigned char)(n - 2); /* at most 33: one byte */
+    return n;
+}
+
+/* A Traffic field (``field_tag``, length, both gauges); at most TRAFFIC_MAX bytes. */
+static Py_ssize_t put_traffic(unsigned char *p, unsigned char field_tag, const int64_t *t,
+                              int64_t bw_in, int64_t bw_out)
+{
+    Py_ssize_t n = 2;
+    n += put_gauge(p + n, 0x0a, (uint64_t)t[T_IN_B], (uint64_t)t[T_IN_P], (uint64_t)bw_in);
+    n += put_gauge(p + n, 0x12, (uint64_t)t[T_OUT_B], (uint64_t)t[T_OUT_P], (uint64_t)bw_out);
+    p[0] = field_tag;
+    p[1] = (unsigned char)(n - 2); /* at most 70: one byte */
+    return n;
+}
+
+/* A tag byte and a varint, as a new bytes object. */
+static PyObject *tagged_varint(unsigned char tag, uint64_t v)
+{
+    unsigned char buf[1 + VARINT_MAX];
+    buf[0] = tag;
+    return PyBytes_FromStringAndSize((const char *)buf, 1 + put_varint(buf + 1, v));
+}
+
+/* Whether a record's tags (a list) and the tags it was encoded with (a tuple) hold the
+ * same plain str: 1, 0, or -1 "not plain" (ask Python). */
+static int same_tags(PyObject *a, PyObject *b)
+{
+    Py_ssize_t n, i;
+    PyObject **x, **y;
+    if (a == NULL || b == NULL || !PyList_CheckExact(a) || !PyTuple_CheckExact(b))
+        return -1;
+    n = PyList_GET_SIZE(a);
+    x = ((PyListObject *)a)->ob_item;
+    y = ((PyTupleObject *)b)->ob_item;
+    for (i = 0; i < n; i++)
+        if (!PyUnicode_CheckExact(x[i]))
+            return -1;
+    for (i = 0; i < PyTuple_GET_SIZE(b); i++)
+        if (!PyUnicode_CheckExact(y[i]))
+            return -1;
+    if (PyTuple_GET_SIZE(b) != n)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (x[i] != y[i] && PyUnicode_Compare(x[i], y[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* The bandwidths of a window (TrafficCounter.to_pb); -1 if a product would overflow. */
+static int bandwidths(const int64_t *t, int64_t window, int64_t *bw_in, int64_t *bw_out,
+                      int64_t *prev_in, int64_t *prev_out)
+{
+    *bw_in = *bw_out = 0;
+    *prev_in = t[T_PREV_IN];
+    *prev_out = t[T_PREV_OUT];
+    if (window > 0) {
+        if (t[T_IN_B] > *prev_in) {
+            int64_t d = t[T_IN_B] - *prev_in; /* both >= 0: no overflow */
+            if (d > INT64_MAX / 1000)
+                return -1;
+            *bw_in = d * 1000 / window;
+        }
+        if (t[T_OUT_B] > *prev_out) {
+            int64_t d = t[T_OUT_B] - *prev_out;
+            if (d > INT64_MAX / 1000)
+                return -1;
+            *bw_out = d * 1000 / window;
+        }
+        *prev_in = t[T_IN_B];
+        *prev_out = t[T_OUT_B];
+    }
+    return 0;
+}
+
+static int read_counters(PyObject *traffic, PyObject **tv, int64_t *t)
+{
+    int k;
+    if (traffic == NULL || Py_TYPE(traffic) != L_t.type)
+        return -1;
+    for (k = 0; k < T_N; k++) {
+        tv[k] = get(traffic, &L_t, k);
+        if (counter(tv[k], &t[k]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------------------- configure */
+
+static int take_layout(layout_t *into, PyObject *type, const char **names, int n)
+{
+    layout_t l[1];
+    int i;
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "configure() expects types");
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttrString(type, names[i]);
+        PyMemberDef *m;
+        if (d == NULL)
+            return -1;
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            Py_DECREF(d);
+            PyErr_Format(PyExc_TypeError, "%s is not a __slots__ member", names[i]);
+            return -1;
+        }
+        m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY) || m->offset <= 0 ||
+            (size_t)m->offset + sizeof(PyObject *) > (size_t)((PyTypeObject *)type)->tp_basicsize) {
+            Py_DECREF(d);
+            PyErr_Format(PyExc_TypeError, "%s is not a writable object slot", names[i]);
+            return -1;
+        }
+        l->off[i] = m->offset;
+        Py_DECREF(d);
+    }
+    Py_INCREF(type);
+    l->type = (PyTypeObject *)type;
+    Py_XDECREF(into->type);
+    *into = *l; /* whole, or not at all */
+    return 0;
+}
+
+static PyObject *configure(PyObject *self, PyObject *args)
+{
+    PyObject *s, *r, *t, *sc, *cc;
+    long long active;
+    if (!PyArg_ParseTuple(args, "OOOOOL", &s, &r, &t, &sc, &cc, &active))
+        return NULL;
+    configured = 0;
+    if (take_layout(&L_s, s, s_names, S_N) < 0 || take_layout(&L_r, r, r_names, R_N) < 0 ||
+        take_layout(&L_t, t, t_names, T_N) < 0 || take_layout(&L_sc, sc, sc_names, SC_N) < 0 ||
+        take_layout(&L_cc, cc, cc_names, CC_N) < 0)
+        return NULL;
+    active_status = active;
+    configured = 1;
+    Py_RETURN_NONE;
+}
+
+/* --------------------------------------------------------------- stream pass */
+
+/* The protocols' live sums (ProtocolTracker.live_sums: lists shared by the streams of
+ * one protocol) a pass moved: the deltas are added once, at the end of the pass. */
+#define MAX_SUMS 16
+typedef struct {
+    PyObject *list; /* a strong reference */
+    int64_t delta[4];
+} sums_t;
+
+typedef struct {
+    sums_t sums[MAX_SUMS];
+    int n;
+} pass_t;
+
+/* The slot of ``list`` in the pass's table, or -1 when the table is full. */
+static int sums_slot(pass_t *pass, PyObject *list)
+{
+    int i;
+    for (i = 0; i < pass->n; i++)
+        if (pass->sums[i].list == list)
+            return i;
+    if (pass->n == MAX_SUMS)
+        return -1;
+    Py_INCREF(list);
+    pass->sums[pass->n].list = list;
+    memset(pass->sums[pass->n].delta, 0, sizeof pass->sums[pass->n].delta);
+    return pass->n++;
+}
+
+/* Add the deltas to the lists (Python ints: no overflow); -1 on a memory error. */
+static int sums_flush(pass_t *pass)
+{
+    int i, k, r = 0;
+    for (i = 0; i < pass->n; i++) {
+        PyObject *list = pass->sums[i].list;
+        for (k = 0; k < 4 && r == 0; k++) {
+            PyObject *delta, *sum;
+            if (pass->sums[i].delta[k] == 0)
+                continue;
+            if (PyList_GET_SIZE(list) <= k) /* never: the lists keep their five sums */
+                break;
+            delta = PyLong_FromLongLong(pass->sums[i].delta[k]);
+            sum = delta ? PyNumber_Add(PyList_GET_ITEM(list, k), delta) : NULL;
+            Py_XDECREF(delta);
+            if (sum == NULL)
+                r = -1;
+            else
+                PyList_SetItem(list, k, sum);
+        }
+        Py_DECREF(list);
+    }
+    pass->n = 0;
+    return r;
+}
+
+/* Load what stream_one will read of a stream ahead of time (the loop is bound by
+ * memory): ``depth`` 0 the record, 1 the objects its slots hold, 2 theirs. Only
+ * objects of the configured types are looked into. */
+static inline void prefetch_stream(PyObject *stream, int depth)
+{
+    PyObject *sc, *traffic, *record;
+    int k;
+    if (depth == 0) {
+        __builtin_prefetch(stream);
+        __builtin_prefetch((char *)stream + 64);
+        __builtin_prefetch((char *)stream + 128);
+        return;
+    }
+    if (Py_TYPE(stream) != L_s.type)
+        return;
+    sc = get(stream, &L_s, S_CODE);
+    traffic = get(stream, &L_s, S_TRAFFIC);
+    record = get(stream, &L_s, S_CONN);
+    if (depth == 1) {
+        if (sc != NULL) {
+            __builtin_prefetch(sc);
+            __builtin_prefetch((char *)sc + 64);
+        }
+        if (traffic != NULL) {
+            __builtin_prefetch(traffic);
+            __builtin_prefetch((char *)traffic + 64);
+        }
+        if (record != NULL)
+            __builtin_prefetch((char *)record + L_r.off[R_CODE]);
+        __builtin_prefetch(get(stream, &L_s, S_TAGS));
+        return;
+    }
+    if (sc != NULL && Py_TYPE(sc) == L_sc.type) {
+        __builtin_prefetch(get(sc, &L_sc, SC_TAGS));
+        __builtin_prefetch(get(sc, &L_sc, SC_PREFIX));
+        __builtin_prefetch(get(sc, &L_sc, SC_SUFFIX));
+        __builtin_prefetch(get(sc, &L_sc, SC_TRAFFIC));
+        __builtin_prefetch(get(sc, &L_sc, SC_TAGGED));
+        for (k = SC_IN_B; k <= SC_OUT_P; k++)
+            __builtin_prefetch(get(sc, &L_sc, k));
+    }
+    if (traffic != NULL && Py_TYPE(traffic) == L_t.type)
+        for (k = 0; k < T_N; k++)
+            __builtin_prefetch(get(traffic, &L_t, k));
+    if (record != NULL && Py_TYPE(record) == L_r.type) {
+        PyObject *code = get(record, &L_r, R_CODE);
+        if (code != NULL && Py_TYPE(code) == L_cc.type) {
+            __builtin_prefetch((char *)code + L_cc.off[CC_PARTS]);
+            __builtin_prefetch(get(code, &L_cc, CC_PARTS));
+        }
+    }
+}
+
+/* 0 done (or nothing to do), 1 ask Python, -1 error (nothing changed). */
+static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObject *dirty,
+                      PyObject *hot_set, pass_t *pass)
+{
+    PyObject *record, *code, *sc, *protocol, *scp, *tv[T_N], *sctraffic, *prefix, *suffix;
+    PyObject *parts, *live, *traffic;
+    PyObject *traffic_b = NULL, *tagged = NULL;
+    int64_t slot, status, sc_status, close_ts, sc_close_ts, t[T_N], s[4], live_v[4];
+    int sums_at = -1;
+    int64_t bw_in, bw_out, prev_in, prev_out;
+    int hot, new_hot, in_rebuild, k, tags_same;
+    unsigned char buf[TRAFFIC_MAX];
+    Py_ssize_t traffic_len, lp, ls, body, total, vlen;
+    char *w;
+
+    if (Py_TYPE(stream) != L_s.type)
+        return 1;
+    record = get(stream, &L_s, S_CONN);
+    sc = get(stream, &L_s, S_CODE);
+    if (record == NULL || sc == NULL || Py_TYPE(record) != L_r.type)
+        return 1;
+    code = get(record, &L_r, R_CODE);
+    if (code == NULL)
+        return 1;
+    if (code == Py_None || sc == Py_None)
+        return 0; /* new, or dropped: its connection is encoded whole */
+    if (Py_TYPE(code) != L_cc.type || Py_TYPE(sc) != L_sc.type)
+        return 1;
+    if (i64(get(sc, &L_sc, SC_SLOT), &slot) < 0)
+        return 1;
+    if (slot < 0)
+        return 0;
+    in_rebuild = PySet_Contains(rebuild, record);
+    if (in_rebuild < 0)
+        return -1;
+    if (in_rebuild)
+        return 0;
+
+    /* Its own fields: any change, and the Python code does it. */
+    protocol = get(stream, &L_s, S_PROTOCOL);
+    scp = get(sc, &L_sc, SC_PROTOCOL);
+    if (protocol == NULL || !PyUnicode_CheckExact(protocol) || PyUnicode_GET_LENGTH(protocol) == 0)
+        return 1;
+    if (scp == NULL || !PyUnicode_CheckExact(scp))
+        return 1;
+    if (protocol != scp && PyUnicode_Compare(protocol, scp) != 0)
+        return 1;
+    if (i64(get(stream, &L_s, S_STATUS), &status) < 0 ||
+        i64(get(sc, &L_sc, SC_STATUS), &sc_status) < 0 || status != sc_status ||
+        status != active_status)
+        return 1;
+    if (i64(get(stream, &L_s, S_CLOSE_TS), &close_ts) < 0 ||
+        i64(get(sc, &L_sc, SC_CLOSE_TS), &sc_close_ts) < 0 || close_ts != sc_close_ts)
+        return 1;
+    tags_same = same_tags(get(stream, &L_s, S_TAGS), get(sc, &L_sc, SC_TAGS));
+    if (tags_same != 1)
+        return 1;
+
+    traffic = get(stream, &L_s, S_TRAFFIC);
+    if (read_counters(traffic, tv, t) < 0)
+        return 1;
+    if (counter(get(sc, &L_sc, SC_IN_B), &s[0]) < 0 || counter(get(sc, &L_sc, SC_IN_P), &s[1]) < 0 ||
+        counter(get(sc, &L_sc, SC_OUT_B), &s[2]) < 0 || counter(get(sc, &L_sc, SC_OUT_P), &s[3]) < 0)
+        return 1;
+    hot = flag(get(sc, &L_sc, SC_HOT));
+    sctraffic = get(sc, &L_sc, SC_TRAFFIC);
+    if (hot < 0 || sctraffic == NULL || !PyBytes_CheckExact(sctraffic))
+        return 1;
+    if (!hot && (uint64_t)t[T_IN_P] + (uint64_t)t[T_OUT_P] == (uint64_t)s[1] + (uint64_t)s[3] &&
+        PyBytes_GET_SIZE(sctraffic) > 0)
+        return 0; /* not moved, not hot: its bytes stand */
+
+    if (bandwidths(t, window, &bw_in, &bw_out, &prev_in, &prev_out) < 0)
+        return 1;
+    new_hot = bw_in || bw_out || t[T_IN_B] != prev_in || t[T_OUT_B] != prev_out;
+    live = get(stream, &L_s, S_LIVE);
+    if (live == NULL)
+        return 1;
+    if (live != Py_None) {
+        if (!PyList_CheckExact(live) || PyList_GET_SIZE(live) < 4)
+            return 1;
+        sums_at = sums_slot(pass, live);
+        if (sums_at < 0)
+            return 1;
+        for (k = 0; k < 4; k++)
+            if (__builtin_add_overflow(pass->sums[sums_at].delta[k], t[k] - s[k], &live_v[k]))
+                return 1;
+    }
+    prefix = get(sc, &L_sc, SC_PREFIX);
+    suffix = get(sc, &L_sc, SC_SUFFIX);
+    parts = get(code, &L_cc, CC_PARTS);
+    if (prefix == NULL || suffix == NULL || parts == NULL || !PyBytes_CheckExact(prefix) ||
+        !PyBytes_CheckExact(suffix) || !PyList_CheckExact(parts) || slot >= PyList_GET_SIZE(parts))
+        return 1;
+    /* What the new bytes replace is bytes too: dropping it runs no Python code. */
+    if (get(sc, &L_sc, SC_TAGGED) == NULL || !PyBytes_CheckExact(get(sc, &L_sc, SC_TAGGED)) ||
+        !PyBytes_CheckExact(PyList_GET_ITEM(parts, slot)))
+        return 1;
+    traffic_len = put_traffic(buf, 0x22, t, bw_in, bw_out);
+    lp = PyBytes_GET_SIZE(prefix);
+    ls = PyBytes_GET_SIZE(suffix);
+    if (lp > PY_SSIZE_T_MAX / 4 || ls > PY_SSIZE_T_MAX / 4)
+        return 1;
+    body = lp + traffic_len + ls;
+    vlen = varint_len((uint64_t)body);
+    total = 1 + vlen + body;
+
+    /* Everything is known: make the new objects, then change the state. */
+    traffic_b = PyBytes_FromStringAndSize((const char *)buf, traffic_len);
+    tagged = PyBytes_FromStringAndSize(NULL, total);
+    if (traffic_b == NULL || tagged == NULL)
+        goto error;
+    w = PyBytes_AS_STRING(tagged);
+    *w++ = 0x12;
+    w += put_varint((unsigned char *)w, (uint64_t)body);
+    memcpy(w, PyBytes_AS_STRING(prefix), lp);
+    w += lp;
+    memcpy(w, buf, traffic_len);
+    w += traffic_len;
+    memcpy(w, PyBytes_AS_STRING(suffix), ls);
+    if (PySet_Add(dirty, record) < 0 || (new_hot && PySet_Add(hot_set, stream) < 0))
+        goto error; /* a connection joined again, a stream looked at again: harmless */
+
+    Py_INCREF(sc); /* held while their slots change */
+    Py_INCREF(parts);
+    Py_INCREF(traffic);
+    if (window > 0) {
+        put_ref(traffic, &L_t, T_PREV_IN, tv[T_IN_B]);
+        put_ref(traffic, &L_t, T_PREV_OUT, tv[T_OUT_B]);
+    }
+    put(sc, &L_sc, SC_TRAFFIC, traffic_b);
+    put_ref(sc, &L_sc, SC_HOT, new_hot ? Py_True : Py_False);
+    if (sums_at >= 0)
+        memcpy(pass->sums[sums_at].delta, live_v, sizeof live_v);
+    put_ref(sc, &L_sc, SC_IN_B, tv[T_IN_B]);
+    put_ref(sc, &L_sc, SC_IN_P, tv[T_IN_P]);
+    put_ref(sc, &L_sc, SC_OUT_B, tv[T_OUT_B]);
+    put_ref(sc, &L_sc, SC_OUT_P, tv[T_OUT_P]);
+    put_ref(sc, &L_sc, SC_TAGGED, tagged);
+    PyList_SetItem(parts, slot, tagged); /* steals: tagged now held by sc and parts */
+    Py_DECREF(traffic);
+    Py_DECREF(parts);
+    Py_DECREF(sc);
+    return 0;
+
+error:
+    Py_XDECREF(traffic_b);
+    Py_XDECREF(tagged);
+    return -1;
+}
+
+static PyObject *stream_pass(PyObject *self, PyObject *args)
+{
+    PyObject *streams, *rebuild, *dirty, *hot, *items, *slow;
+    long long window;
+    Py_ssize_t i, n;
+    pass_t pass;
+    pass.n = 0;
+    if (!PyArg_ParseTuple(args, "OLO!O!O!", &streams, &window, &PySet_Type, &rebuild,
+                          &PySet_Type, &dirty, &PySet_Type, &hot))
+        return NULL;
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() first");
+        return NULL;
+    }
+    if (window < 0) {
+        PyErr_SetString(PyExc_ValueError, "window_ms < 0");
+        return NULL;
+    }
+    items = PySequence_Tuple(streams);
+    if (items == NULL)
+        return NULL;
+    slow = PyList_New(0);
+    if (slow == NULL)
+        goto error;
+    n = PyTuple_GET_SIZE(items);
+    for (i = 0; i < n; i++) {
+        PyObject *stream = PyTuple_GET_ITEM(items, i);
+        int r;
+        if (i + 6 < n)
+            prefetch_stream(PyTuple_GET_ITEM(items, i + 6), 0);
+        if (i + 4 < n)
+            prefetch_stream(PyTuple_GET_ITEM(items, i + 4), 1);
+        if (i + 2 < n)
+            prefetch_stream(PyTuple_GET_ITEM(items, i + 2), 2);
+        r = stream_one(stream, (int64_t)window, rebuild, dirty, hot, &pass);
+        if (r < 0 || (r == 1 && PyList_Append(slow, stream) < 0))
+            goto error;
+    }
+    Py_DECREF(items);
+    if (sums_flush(&pass) < 0) {
+        Py_DECREF(slow);
+        return NULL;
+    }
+    return slow;
+error:
+    Py_DECREF(items);
+    Py_XDECREF(slow);
+    {
+        /* Add what the streams done so far moved, keeping the error being raised. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (sums_flush(&pass) < 0)
+            PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+    }
+    return NULL;
+}
+
+/* ----------------------------------------------------------- connection pass */
+
+/* 0 and *out (a new reference), 1 ask Python, -1 error (nothing changed). */
+static int connection_one(PyObject *record, PyObject *code, int64_t window, PyObject *dirty,
+                          PyObject *totals, PyObject *peer, PyObject **out)
+{
+    PyObject *tv[T_N], *parts, *traffic, *latency_o, *old_tagged;
+    PyObject *traffic_b = NULL, *latency_b = NULL, *header_b = NULL, *tag_b = NULL;
+    PyObject *tagged = NULL, *sums[4] = {NULL, NULL, NULL, NULL};
+    int64_t t[T_N], c[4], status, c_status, close_ts, c_close_ts, latency, c_latency;
+    int64_t bw_in = 0, bw_out = 0, prev_in, prev_out, total_v[4];
+    int hot, new_hot = 0, in_dirty, tags_same, moved, need_traffic, k;
+    unsigned char buf[TRAFFIC_MAX];
+    Py_ssize_t n, i, traffic_len = 0, body, total, streams_len = 0;
+    char *w;
+
+    in_dirty = PySet_Contains(dirty, record);
+    if (in_dirty < 0)
+        return -1;
+    hot = flag(get(code, &L_cc, CC_HOT));
+    traffic = get(record, &L_r, R_TRAFFIC);
+    if (hot < 0 || read_counters(traffic, tv, t) < 0)
+        return 1;
+    for (k = 0; k < 4; k++)
+        if (counter(get(code, &L_cc, CC_IN_B + k), &c[k]) < 0)
+            return 1;
+    if (i64(get(record, &L_r, R_STATUS), &status) < 0 ||
+        i64(get(code, &L_cc, CC_STATUS), &c_status) < 0 ||
+        i64(get(record, &L_r, R_CLOSE_TS), &close_ts) < 0 ||
+        i64(get(code, &L_cc, CC_CLOSE_TS), &c_close_ts) < 0)
+        return 1;
+    latency_o = get(record, &L_r, R_LATENCY);
+    if (i64(latency_o, &latency) < 0 || i64(get(code, &L_cc, CC_LATENCY), &c_latency) < 0)
+        return 1;
+    tags_same = same_tags(get(record, &L_r, R_TAGS), get(code, &L_cc, CC_TAGS));
+    if (tags_same < 0)
+        return 1;
+    moved = (uint64_t)t[T_IN_P] + (uint64_t)t[T_OUT_P] != (uint64_t)c[1] + (uint64_t)c[3];
+    if (!(in_dirty || hot || moved || status != c_status || close_ts != c_close_ts ||
+          latency != c_latency || peer != get(code, &L_cc, CC_PEER) || !tags_same)) {
+        old_tagged = get(code, &L_cc, CC_TAGGED);
+        if (old_tagged == NULL || !PyBytes_CheckExact(old_tagged))
+            return 1;
+        Py_INCREF(old_tagged);
+        *out = old_tagged;
+        return 0;
+    }
+    if (status != c_status || close_ts != c_close_ts || !tags_same || latency < 0 ||
+        !PyBytes_CheckExact(peer) || PyBytes_GET_SIZE(peer) > PY_SSIZE_T_MAX / 4)
+        return 1; /* the Python code encodes those fields */
+    /* What the new values replace is bytes too: dropping it runs no Python code. */
+    if (get(code, &L_cc, CC_PEER) == NULL || !PyBytes_CheckExact(get(code, &L_cc, CC_PEER)) ||
+        get(code, &L_cc, CC_TAGGED) == NULL || !PyBytes_CheckExact(get(code, &L_cc, CC_TAGGED)))
+        return 1;
+    parts = get(code, &L_cc, CC_PARTS);
+    if (parts == NULL || !PyList_CheckExact(parts) || PyList_GET_SIZE(parts) < P_MIN)
+        return 1;
+    n = PyList_GET_SIZE(parts);
+    for (i = 0; i < n; i++) {
+        PyObject *part = PyList_GET_ITEM(parts, i);
+        if (!PyBytes_CheckExact(part) || PyBytes_GET_SIZE(part) > PY_SSIZE_T_MAX / 4 / n)
+            return 1;
+        if (i >= P_IDS && i < n - 2) /* the stream ids, then the streams */
+            streams_len += PyBytes_GET_SIZE(part);
+    }
+    need_traffic = hot || moved || PyBytes_GET_SIZE(PyList_GET_ITEM(parts, P_TRAFFIC)) == 0;
+    if (need_traffic) {
+        if (bandwidths(t, window, &bw_in, &bw_out, &prev_in, &prev_out) < 0)
+            return 1;
+        new_hot = bw_in || bw_out || t[T_IN_B] != prev_in || t[T_OUT_B] != prev_out;
+        if (!PyList_CheckExact(totals) || PyList_GET_SIZE(totals) < 4)
+            return 1;
+        for (k = 0; k < 4; k++) {
+            int64_t v;
+            if (i64(PyList_GET_ITEM(totals, k), &v) < 0 ||
+                __builtin_add_overflow(v, t[k] - c[k], &total_v[k]))
+                return 1;
+        }
+        traffic_len = put_traffic(buf, 0x42, t, bw_in, bw_out);
+        if ((traffic_b = PyBytes_FromStringAndSize((const char *)buf, traffic_len)) == NULL)
+            goto error;
+        for (k = 0; k < 4; k++)
+            if ((sums[k] = PyLong_FromLongLong(total_v[k])) == NULL)
+                goto error;
+    }
+    if (latency != c_latency) {
+        latency_b = latency ? tagged_varint(0x50, (uint64_t)latency) : PyBytes_FromStringAndSize("", 0);
+        if (latency_b == NULL)
+            goto error;
+    }
+    if ((header_b = tagged_varint(0x5a, (uint64_t)streams_len)) == NULL)
+        goto error;
+#define PART_LEN(i) PyBytes_GET_SIZE(PyList_GET_ITEM(parts, (i)))
+    body = PART_LEN(P_HEAD) + (traffic_b ? PyBytes_GET_SIZE(traffic_b) : PART_LEN(P_TRAFFIC)) +
+           PART_LEN(P_ATTRIBS) + (latency_b ? PyBytes_GET_SIZE(latency_b) : PART_LEN(P_LATENCY)) +
+           PyBytes_GET_SIZE(header_b) + streams_len + PART_LEN(n - 2) +
+           PyBytes_GET_SIZE(peer);
+    if ((tag_b = tagged_varint(0x0a, (uint64_t)body)) == NULL)
+        goto error;
+    total = 0;
+    for (i = 0; i < n; i++) {
+        PyObject *part = i == P_TAG ? tag_b
+                         : i == P_TRAFFIC && traffic_b ? traffic_b
+                         : i == P_LATENCY && latency_b ? latency_b
+                         : i == P_STREAMS ? header_b
+                         : i == n - 1 ? peer
+                                      : PyList_GET_ITEM(parts, i);
+        total += PyBytes_GET_SIZE(part); /* each part < PY_SSIZE_T_MAX / 4 / n */
+    }
+    if ((tagged = PyBytes_FromStringAndSize(NULL, total)) == NULL)
+        goto error;
+
+    /* Change the state (nothing fails from here on). */
+    Py_INCREF(parts);
+    if (traffic_b != NULL) {
+        if (window > 0) {
+            put_ref(traffic, &L_t, T_PREV_IN, tv[T_IN_B]);
+            put_ref(traffic, &L_t, T_PREV_OUT, tv[T_OUT_B]);
+        }
+        PyList_SetItem(parts, P_TRAFFIC, traffic_b);
+        put_ref(code, &L_cc, CC_HOT, new_hot ? Py_True : Py_False);
+        for (k = 0; k < 4; k++) {
+            PyList_SetItem(totals, k, sums[k]);
+            put_ref(code, &L_cc, CC_IN_B + k, tv[k]);
+        }
+    }
+    if (latency_b != NULL) {
+        put_ref(code, &L_cc, CC_LATENCY, latency_o);
+        PyList_SetItem(parts, P_LATENCY, latency_b);
+    }
+    put_ref(code, &L_cc, CC_PEER, peer);
+    Py_INCREF(peer);
+    PyList_SetItem(parts, n - 1, peer);
+    PyList_SetItem(parts, P_STREAMS, header_b);
+    PyList_SetItem(parts, P_TAG, tag_b);
+    w = PyBytes_AS_STRING(tagged);
+    for (i = 0; i < n; i++) {
+        PyObject *part = PyList_GET_ITEM(parts, i);
+        Py_ssize_t len = PyBytes_GET_SIZE(part);
+        memcpy(w, PyBytes_AS_STRING(part), len);
+        w += len;
+    }
+    put_ref(code, &L_cc, CC_TAGGED, tagged);
+    Py_DECREF(parts);
+    *out = tagged;
+    return 0;
+#undef PART_LEN
+
+error:
+    Py_XDECREF(traffic_b);
+    Py_XDECREF(latency_b);
+    Py_XDECREF(header_b);
+    Py_XDECREF(tag_b);
+    Py_XDECREF(tagged);
+    for (k = 0; k < 4; k++)
+        Py_XDECREF(sums[k]);
+    return -1;
+}
+
+/* Load what connection_one will read of a record ahead of time, as prefetch_stream. */
+static inline void prefetch_record(PyObject *record, int depth)
+{
+    PyObject *code, *parts;
+    Py_ssize_t i, n;
+    if (depth == 0) {
+        __builtin_prefetch(record);
+        __builtin_prefetch((char *)record + 64);
+        __builtin_prefetch((char *)record + 128);
+        return;
+    }
+    if (Py_TYPE(record) != L_r.type)
+        return;
+    code = get(record, &L_r, R_CODE);
+    if (code == NULL)
+        return;
+    if (depth == 1) {
+        __builtin_prefetch(code);
+        __builtin_prefetch((char *)code + 64);
+        __builtin_prefetch(get(record, &L_r, R_TRAFFIC));
+        __builtin_prefetch(get(record, &L_r, R_TAGS));
+        return;
+    }
+    if (Py_TYPE(code) != L_cc.type)
+        return;
+    parts = get(code, &L_cc, CC_PARTS);
+    if (parts == NULL || !PyList_CheckExact(parts))
+        return;
+    n = PyList_GET_SIZE(parts);
+    if (depth == 2) {
+        PyObject *traffic = get(record, &L_r, R_TRAFFIC);
+        int k;
+        __builtin_prefetch(((PyListObject *)parts)->ob_item);
+        if (n > 8)
+            __builtin_prefetch(((PyListObject *)parts)->ob_item + 8);
+        if (n > 16)
+            __builtin_prefetch(((PyListObject *)parts)->ob_item + 16);
+        __builtin_prefetch(get(code, &L_cc, CC_TAGS));
+        if (traffic != NULL && Py_TYPE(traffic) == L_t.type)
+            for (k = 0; k < T_N; k++)
+                __builtin_prefetch(get(traffic, &L_t, k));
+        return;
+    }
+    for (i = 0; i < n && i < 64; i++)
+        __builtin_prefetch(PyList_GET_ITEM(parts, i));
+}
+
+/* The Python code's answer for ``record``; 0 ok, -1 error. */
+static int ask_python(PyObject *slow, PyObject *record, PyObject *peer, PyObject *out)
+{
+    PyObject *got = PyObject_CallFunctionObjArgs(slow, record, peer ? peer : Py_None, NULL);
+    int r = 0;
+    if (got == NULL)
+        return -1;
+    if (got != Py_None) {
+        if (!PyBytes_Check(got)) {
+            PyErr_SetString(PyExc_TypeError, "slow() must return bytes or None");
+            r = -1;
+        } else {
+            r = PyList_Append(out, got);
+        }
+    }
+    Py_DECREF(got);
+    return r;
+}
+
+/* Only an Exception is the record's fault (the Python code catches those). */
+static int swallow(void)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+static PyObject *connection_pass(PyObject *self, PyObject *args)
+{
+    PyObject *records, *rebuild, *dirty, *totals, *peer_field, *latency, *slow, *items, *out;
+    long long window;
+    Py_ssize_t i, n;
+    if (!PyArg_ParseTuple(args, "OLO!O!O!OOO", &records, &window, &PySet_Type, &rebuild,
+                          &PySet_Type, &dirty, &PyList_Type, &totals, &peer_field, &latency,
+                          &slow))
+        return NULL;
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() first");
+        return NULL;
+    }
+    if (window < 0) {
+        PyErr_SetString(PyExc_ValueError, "window_ms < 0");
+        return NULL;
+    }
+    items = PySequence_Tuple(records);
+    if (items == NULL)
+        return NULL;
+    out = PyList_New(0);
+    if (out == NULL)
+        goto error;
+    n = PyTuple_GET_SIZE(items);
+    for (i = 0; i < n; i++) {
+        PyObject *record = PyTuple_GET_ITEM(items, i), *conn, *peer, *code, *got = NULL;
+        int r;
+        if (i + 6 < n)
+            prefetch_record(PyTuple_GET_ITEM(items, i + 6), 0);
+        if (i + 4 < n)
+            prefetch_record(PyTuple_GET_ITEM(items, i + 4), 1);
+        if (i + 2 < n)
+            prefetch_record(PyTuple_GET_ITEM(items, i + 2), 2);
+        if (i + 1 < n)
+            prefetch_record(PyTuple_GET_ITEM(items, i + 1), 3);
+        if (Py_TYPE(record) != L_r.type || (conn = get(record, &L_r, R_CONN)) == NULL ||
+            get(record, &L_r, R_PEER_ID) == NULL) {
+            if (ask_python(slow, record, NULL, out) < 0)
+                goto error;
+            continue;
+        }
+        if (conn != Py_None) {
+            PyObject *ns;
+            Py_INCREF(conn);
+            ns = PyObject_CallOneArg(latency, conn);
+            Py_DECREF(conn);
+            if (ns == NULL) {
+                if (swallow() < 0 || ask_python(slow, record, NULL, out) < 0)
+                    goto error;
+                continue;
+            }
+            if (!configured || Py_TYPE(record) != L_r.type) { /* the callback reconfigured */
+                Py_DECREF(ns);
+                PyErr_SetString(PyExc_RuntimeError, "reconfigured during a pass");
+                goto error;
+            }
+            put(record, &L_r, R_LATENCY, ns);
+        }
+        peer = get(record, &L_r, R_PEER_ID);
+        if (peer == NULL) {
+            if (ask_python(slow, record, NULL, out) < 0)
+                goto error;
+            continue;
+        }
+        Py_INCREF(peer);
+        {
+            PyObject *peer_id = peer;
+            peer = PyObject_CallOneArg(peer_field, peer_id);
+            Py_DECREF(peer_id);
+        }
+        if (peer == NULL) {
+            if (swallow() < 0 || ask_python(slow, record, NULL, out) < 0)
+                goto error;
+            continue;
+        }
+        if (!configured || Py_TYPE(record) != L_r.type) { /* the callback reconfigured */
+            Py_DECREF(peer);
+            PyErr_SetString(PyExc_RuntimeError, "reconfigured during a pass");
+            goto error;
+        }
+        code = get(record, &L_r, R_CODE);
+        r = 1;
+        if (code != NULL && code != Py_None && Py_TYPE(code) == L_cc.type) {
+            r = PySet_Contains(rebuild, record);
+            if (r == 0) {
+                Py_INCREF(code); /* held while its slots change */
+                r = connection_one(record, code, (int64_t)window, dirty, totals, peer, &got);
+                Py_DECREF(code);
+            }
+        }
+        if (r < 0 || (r == 1 && ask_python(slow, record, peer, out) < 0) ||
+            (r == 0 && PyList_Append(out, got) < 0)) {
+            Py_XDECREF(got);
+            Py_DECREF(peer);
+            goto error;
+        }
+        Py_XDECREF(got);
+        Py_DECREF(peer);
+    }
+    Py_DECREF(items);
+    return out;
+error:
+    Py_DECREF(items);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS, "Take the record and code types' slot layout."},
+    {"stream_pass", stream_pass, METH_VARARGS, "encode_streams' loop (see the module doc)."},
+    {"connection_pass", connection_pass, METH_VARARGS, "encode's loop (see the module doc)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_snapcode",
+    "The incremental snapshot encoder's hot loops in C (optional; see encoder.py).", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__snapcode(void)
+{
+    return PyModule_Create(&module);
+}
