@@ -181,3 +181,22 @@ async def test_ending_hooks_raise_only_what_the_original_raised() -> None:
     assert scope.cancelled_caught and seen == [original]
     patcher.restore_all()
     assert "read" not in vars(conn) and "reset" not in vars(conn)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(0.0015, 1_500_000), (float("inf"), 0), (float("nan"), 0), (-1.0, 0), (1e30, (1 << 64) - 1)],
+)
+def test_a_latency_that_is_not_a_sane_number_never_breaks_the_snapshot(seconds, expected):
+    """The peerstore's EWMA is py-libp2p's float: an inf or nan (``int()`` raised) or a
+    value past uint64 (``latency_ns`` no longer encoded) must give a snapshot that parses."""
+    from types import SimpleNamespace
+
+    from libp2p_introspection.introspector.conninfo import latency_ns
+    from libp2p_introspection.protocol import pb
+
+    peerstore = SimpleNamespace(latency_EWMA=lambda peer_id: seconds)
+    conn = SimpleNamespace(muxed_conn=SimpleNamespace(peer_id="p"))
+    got = latency_ns(conn, peerstore)
+    assert got == expected
+    assert pb.Connection.FromString(pb.Connection(latency_ns=got).SerializeToString()).latency_ns == got

@@ -31,6 +31,7 @@ declares goes through :mod:`~libp2p_introspection.introspector.touchpoints`.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import trio
@@ -161,9 +162,15 @@ def security_protocol(conn: Any) -> str:
         return ""
 
 
+#: The largest latency reported, ns (``latency_ns`` is a uint64; a larger value would not
+#: encode): anything above it is shown as this.
+MAX_LATENCY_NS = (1 << 64) - 1
+
+
 def latency_ns(conn: Any, peerstore: Any) -> int:
     """Round-trip latency to the peer in ns: the peerstore's EWMA of measured pings,
-    else the yamux RTT, else 0 (unknown); see the module doc."""
+    else the yamux RTT, else 0 (unknown; also for a value that is not a finite positive
+    number), at most :data:`MAX_LATENCY_NS`; see the module doc."""
     seconds = 0.0
     if peerstore is not None:
         try:
@@ -177,7 +184,9 @@ def latency_ns(conn: Any, peerstore: Any) -> int:
                 seconds = float(rtt())
             except Exception:
                 seconds = 0.0
-    return max(0, int(seconds * 1e9))
+    if not math.isfinite(seconds) or seconds <= 0:
+        return 0  # unknown: an inf or nan from the peerstore must not break the snapshot
+    return min(MAX_LATENCY_NS, int(seconds * 1e9))
 
 
 def created_at_ms(conn: Any) -> int | None:
