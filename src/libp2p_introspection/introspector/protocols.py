@@ -35,7 +35,7 @@ handlers for (inbound) or asked for itself (outbound); a remote cannot add one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from libp2p_introspection.introspector.records import ENDED, ConnectionRecord, StreamRecord
@@ -114,12 +114,18 @@ class ProtocolTracker:
     def fill_live(self, out: Any, window_ms: int) -> None:
         """:meth:`fill` from the live sums (:meth:`live_sums`) the incremental path keeps
         at the values it reported: the same ``ProtocolStats``."""
+        self._emit(out, self._live, window_ms)
+
+    def _emit(self, out: Any, live: Mapping[str, Sequence[int]], window_ms: int) -> None:
+        """Append one ``pb.ProtocolStats`` per protocol ever seen to ``out``, sorted by
+        protocol id: its retired totals plus ``live`` (protocol -> in bytes, in packets,
+        out bytes, out packets, active streams, over the streams still open)."""
         add = out.add
-        empty = (0, 0, 0, 0, 0)
+        idle = (0, 0, 0, 0, 0)
         for protocol in sorted(self._totals):
             totals = self._totals[protocol]
             retired, traffic = totals.retired, totals.traffic
-            in_b, in_p, out_b, out_p, active = self._live.get(protocol, empty)
+            in_b, in_p, out_b, out_p, active = live.get(protocol, idle)
             traffic.in_bytes = retired.in_bytes + in_b
             traffic.in_packets = retired.in_packets + in_p
             traffic.out_bytes = retired.out_bytes + out_b
@@ -162,19 +168,4 @@ class ProtocolTracker:
                 sums[4] += 1
         for protocol in live:
             self._of(protocol)
-        add = out.add
-        for protocol in sorted(self._totals):
-            totals = self._totals[protocol]
-            retired, traffic = totals.retired, totals.traffic
-            in_b, in_p, out_b, out_p, active = live.get(protocol, (0, 0, 0, 0, 0))
-            traffic.in_bytes = retired.in_bytes + in_b
-            traffic.in_packets = retired.in_packets + in_p
-            traffic.out_bytes = retired.out_bytes + out_b
-            traffic.out_packets = retired.out_packets + out_p
-            totals.active = active
-            add(
-                protocol=protocol,
-                traffic=traffic.to_dict(window_ms),
-                active_streams=active,
-                streams_opened=totals.opened + active,
-            )
+        self._emit(out, live, window_ms)
