@@ -187,26 +187,23 @@ def summarize(
             kind = counts.kind
             try:
                 if kind == "state":
+                    # Everything this record gives is read before any of it is kept: a
+                    # snapshot that turns out faulty changes nothing but `unparsable`.
                     if _SNAPSHOT_LEVELS(record.data):
                         # Every level _extensions() reads is sound: defer it.
                         instant = _last_varint(record.data, _STATE_INSTANT)
-                        last_sound = record.data
+                        extensions, sound = None, record.data
                     else:  # not known in C: read it here, where a fault is found
                         instant = last_varint(record.data, _STATE_INSTANT)
-                        if states["first_instant_ts"] is None:
-                            states["first_instant_ts"] = instant
-                        states["last_instant_ts"] = instant
-                        states["last_connections"] = counts.connections
-                        states["last_streams"] = counts.streams
-                        states["last_extensions"] = _extensions(record.data)
-                        last_sound = None
-                        kinds[kind] += 1
-                        continue
+                        extensions, sound = _extensions(record.data), None
                     if states["first_instant_ts"] is None:
                         states["first_instant_ts"] = instant
                     states["last_instant_ts"] = instant
                     states["last_connections"] = counts.connections
                     states["last_streams"] = counts.streams
+                    if sound is None:
+                        states["last_extensions"] = extensions
+                    last_sound = sound
                 elif kind == "event":
                     events[_last_string(record.data, _EVENT_TYPE_NAME)] += 1
                 elif kind == "runtime" and runtime is None:
