@@ -4,10 +4,19 @@ no string from the file can forge a line of the text summary."""
 
 from __future__ import annotations
 
-import pytest
-from hostile_records import field, normal_state, runtime, varint_field, write
+import json
+import subprocess
+import sys
 
-from libp2p_introspection.client.inspect_file import summarize
+import pytest
+from hostile_records import event, field, normal_state, runtime, varint_field, write
+
+from libp2p_introspection.client.inspect_file import (
+    MAX_EVENT_TYPES,
+    MAX_TYPE_NAME,
+    render,
+    summarize,
+)
 from libp2p_introspection.protocol import wire
 
 START = 1_700_000_000_000
@@ -64,3 +73,59 @@ def test_only_faulty_snapshots_leave_no_states(tmp_path, walk):
     summary = summarize(path)
     assert summary["unparsable"] == 2 and summary["kinds"]["state"] == 0
     assert set(summary["states"].values()) == {None}
+
+
+# ------------------------------------------------------ many distinct type names
+
+NAMES = MAX_EVENT_TYPES + 20_000  # distinct 2,000-character names: 64 MB of file
+LONG = "x" * 2_000
+
+
+@pytest.fixture(scope="module")
+def many_names(tmp_path_factory):
+    path = tmp_path_factory.mktemp("names") / "many-names.mock"
+    return write(path, (event(START + n, name=f"E{n:07d}{LONG}") for n in range(NAMES)))
+
+
+def test_distinct_type_names_past_the_cap_are_counted_together(many_names):
+    summary = summarize(many_names)
+    events = summary["events"]
+    assert len(events) == MAX_EVENT_TYPES
+    assert summary["events_other_types"] == NAMES - MAX_EVENT_TYPES
+    assert sum(events.values()) + summary["events_other_types"] == summary["kinds"]["event"]
+    # Each name kept is cut as `watch` cuts a value, and still says which type it is.
+    assert {len(name) for name in events} == {MAX_TYPE_NAME + 1}
+    assert all(name.endswith("…") for name in events)
+    assert f"E{0:07d}{LONG[: MAX_TYPE_NAME - 8]}…" in events
+    text = render(summary)
+    assert f"{NAMES - MAX_EVENT_TYPES} events of further types counted together" in text
+    assert json.loads(json.dumps(summary))["events_other_types"] == NAMES - MAX_EVENT_TYPES
+
+
+# The process's own peak (VmHWM, KiB): ru_maxrss would carry pytest's over the exec.
+_PEAK = """
+import sys
+from libp2p_introspection.client.inspect_file import summarize
+def peak():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+before = peak()
+summarize(sys.argv[1])
+print(peak() - before)
+"""
+
+
+def test_memory_does_not_follow_the_number_of_type_names(many_names):
+    # Every name counted kept 30,000 x 2 KB of keys: 65 MB more at the peak (4 MB now).
+    result = subprocess.run([sys.executable, "-c", _PEAK, str(many_names)], capture_output=True,
+                            text=True, timeout=120, check=True)  # fmt: skip
+    assert int(result.stdout) / 1024 < 16  # MB
+
+
+def test_a_normal_files_events_are_all_counted_by_name(tmp_path):
+    names = [f"Type{n % 7}" for n in range(70)]
+    path = write(tmp_path / "normal.mock", [runtime(), *(event(START, name=n) for n in names)])
+    summary = summarize(path)
+    assert summary["events"] == {f"Type{k}": 10 for k in range(7)}
+    assert summary["events_other_types"] == 0
+    assert "further types" not in render(summary)

@@ -56,6 +56,14 @@ from libp2p_introspection.protocol.wire import (
 
 KINDS = ("runtime", "state", "event", "response", "notice")
 
+#: Most distinct event type names the summary counts one by one; events of any further
+#: name are counted together (``events_other_types``), so that a file of ever new names
+#: costs constant memory (a real node has a few dozen types).
+MAX_EVENT_TYPES = 10_000
+#: Longest event type name kept, characters: a longer one is cut and ends in ``…``, as
+#: ``watch`` cuts a value (a name cut so counts with the names that share its start).
+MAX_TYPE_NAME = 120
+
 #: Exit status of ``inspect`` (and ``inspect --dump``) for a file that was read to
 #: its end but is damaged: records failed their checksum or did not parse, or the
 #: tail is truncated. (1: the file cannot be read as a recording; 2: a usage error.)
@@ -159,12 +167,16 @@ def summarize(
     ``identified`` (``PeerInfo`` messages), ``pubsub_topics``,
     ``resource_scopes``, ``resources_blocked``, each of the last three and
     ``reachability`` ``None`` when the snapshot lacks that subsystem),
-    ``events`` (count per type name).
+    ``events`` (count per type name, a name longer than :data:`MAX_TYPE_NAME`
+    characters cut and ending in ``…``; only the first :data:`MAX_EVENT_TYPES` distinct
+    names met in the file), ``events_other_types`` (the events of every further name,
+    counted together; 0 for any real node's file).
     Raises the ``RecordingError`` subclasses for a file that is not a
     recording, of an unsupported version, or with an over-limit length field.
     """
     kinds: Counter[str] = Counter({kind: 0 for kind in KINDS})
     events: Counter[str] = Counter()
+    other_types = 0
     runtime: dict[str, Any] | None = None
     states: dict[str, Any] = {
         "first_instant_ts": None,
@@ -205,7 +217,11 @@ def summarize(
                         states["last_extensions"] = extensions
                     last_sound = sound
                 elif kind == "event":
-                    events[_last_string(record.data, _EVENT_TYPE_NAME)] += 1
+                    name = _type_name(_last_string(record.data, _EVENT_TYPE_NAME))
+                    if name in events or len(events) < MAX_EVENT_TYPES:
+                        events[name] += 1
+                    else:
+                        other_types += 1
                 elif kind == "runtime" and runtime is None:
                     runtime = _runtime(record)
             except WireError:  # a string that is not UTF-8: a parser would refuse the record
@@ -229,7 +245,13 @@ def summarize(
             "runtime": runtime,
             "states": states,
             "events": dict(sorted(events.items())),
+            "events_other_types": other_types,
         }
+
+
+def _type_name(name: str) -> str:
+    """An event type name as the summary keeps it: cut to :data:`MAX_TYPE_NAME`."""
+    return name if len(name) <= MAX_TYPE_NAME else f"{name[:MAX_TYPE_NAME]}…"
 
 
 def _runtime(record: Record) -> dict[str, Any]:
@@ -378,6 +400,12 @@ def render(summary: dict[str, Any]) -> str:
     if summary["events"]:
         lines.append(
             "  events: " + ", ".join(f"{name} {n}" for name, n in summary["events"].items())
+        )
+    other = summary.get("events_other_types", 0)
+    if other:
+        lines.append(
+            f"  {_plural(other, 'event')} of further types counted together (only the "
+            f"first {MAX_EVENT_TYPES:,} distinct type names are counted one by one)"
         )
     return "\n".join(lines)
 
