@@ -17,7 +17,7 @@ from libp2p_introspection.client.inspect_file import (
     render,
     summarize,
 )
-from libp2p_introspection.protocol import wire
+from libp2p_introspection.protocol import pb, wire
 
 START = 1_700_000_000_000
 
@@ -129,3 +129,56 @@ def test_a_normal_files_events_are_all_counted_by_name(tmp_path):
     assert summary["events"] == {f"Type{k}": 10 for k in range(7)}
     assert summary["events_other_types"] == 0
     assert "further types" not in render(summary)
+
+
+# ------------------------------------------------------------- forged lines
+
+FORGED = "QmReal\n  no damaged records\r\n  runtime: go-libp2p v0.40 on linux, peer QmTrusted"
+
+
+def _forging_file(path):
+    message = pb.ServerMessage()
+    message.version.version = 1
+    message.runtime.implementation = "go-libp2p\n  FORGED implementation"
+    message.runtime.version = "v1\r  FORGED version"
+    message.runtime.platform = "linux\t\u2028FORGED platform"
+    message.runtime.peer_id = FORGED
+    message.runtime.event_types.add(name="T\n  FORGED event types")
+    records = [message.SerializeToString(), event(START, name="E\x0bFORGED events"), event(1)]
+    write(path, records)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # the last record now fails its checksum: the file is damaged
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _assert_no_forged_line(text):
+    lines = text.splitlines()
+    assert "  no damaged records" not in lines
+    assert not any(line.startswith("  runtime: go-libp2p v0.40") for line in lines)
+    assert not any(line.lstrip().startswith("FORGED") for line in lines)
+    assert "\r" not in text and "\t" not in text
+
+
+def test_no_string_from_the_file_starts_a_line_of_the_text_summary(tmp_path):
+    summary = summarize(_forging_file(tmp_path / "forged.mock"))
+    assert summary["checksum_failures"] == 1
+    assert summary["runtime"]["peer_id"] == FORGED  # the data itself is kept as it was
+    text = render(summary)
+    _assert_no_forged_line(text)
+    # file, kinds, damage, runtime, event types, events
+    assert len(text.splitlines()) == 6
+    assert "events: E\\x0bFORGED events 1" in text
+    # Still there, as escapes a person can read.
+    assert "peer QmReal\\n  no damaged records\\r\\n  runtime: go-libp2p" in text
+    assert "event types: T\\n  FORGED event types" in text
+
+
+def test_the_cli_prints_the_files_strings_escaped_once(tmp_path):
+    path = _forging_file(tmp_path / "forged.mock")
+    result = subprocess.run([sys.executable, "-m", "libp2p_introspection.cli", "inspect",
+                             str(path)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 3, result.stderr  # damaged
+    _assert_no_forged_line(result.stdout)
+    assert "peer QmReal\\n  no damaged records\\r\\n" in result.stdout  # not \\\\n
+    assert "1 record failed its checksum" in result.stdout

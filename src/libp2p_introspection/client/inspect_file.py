@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from libp2p_introspection.config import printable
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.ids import message_to_json
 from libp2p_introspection.protocol.protowire import (
@@ -367,10 +368,19 @@ def is_damaged(counts: dict[str, Any]) -> bool:
     return bool(counts["checksum_failures"] or counts["unparsable"] or counts["truncated"])
 
 
+def _text(value: str) -> str:
+    """A string from the file (or its path) as one line of text: made
+    :func:`~libp2p_introspection.config.printable`, and its newlines and tabs shown as
+    ``\\n`` and ``\\t`` too, so that it cannot start a line of the summary's own."""
+    return printable(value).replace("\n", "\\n").replace("\t", "\\t")
+
+
 def render(summary: dict[str, Any]) -> str:
-    """The human-readable form of :func:`summarize`'s result."""
+    """The human-readable form of :func:`summarize`'s result, safe to write to a
+    terminal as it is: every string from the file (the runtime's names, event type
+    names) and the path are escaped (:func:`_text`), so each line is the summary's."""
     lines = [
-        f"{summary['file']}: {_plural(summary['records'], 'record')}, "
+        f"{_text(summary['file'])}: {_plural(summary['records'], 'record')}, "
         f"{_plural(summary['bytes'], 'byte')}"
     ]
     kinds = summary["kinds"]
@@ -380,10 +390,11 @@ def render(summary: dict[str, Any]) -> str:
     runtime = summary["runtime"]
     if runtime:
         lines.append(
-            f"  runtime: {runtime['implementation']} {runtime['version']} on "
-            f"{runtime['platform']}, peer {runtime['peer_id']}"
+            f"  runtime: {_text(runtime['implementation'])} {_text(runtime['version'])} on "
+            f"{_text(runtime['platform'])}, peer {_text(runtime['peer_id'])}"
         )
-        lines.append(f"  event types: {', '.join(runtime['event_types']) or '(none)'}")
+        names = ", ".join(_text(name) for name in runtime["event_types"])
+        lines.append(f"  event types: {names or '(none)'}")
     else:
         lines.append("  runtime: (none recorded)")
     states = summary["states"]
@@ -399,7 +410,8 @@ def render(summary: dict[str, Any]) -> str:
             lines.append(f"  last snapshot's node: {extra}")
     if summary["events"]:
         lines.append(
-            "  events: " + ", ".join(f"{name} {n}" for name, n in summary["events"].items())
+            "  events: "
+            + ", ".join(f"{_text(name)} {n}" for name, n in summary["events"].items())
         )
     other = summary.get("events_other_types", 0)
     if other:
