@@ -145,7 +145,8 @@ def test_damaged_file_summaries_are_the_same(fixtures_dir, monkeypatch, tmp_path
     }
     faulty_last = summarize(tmp_path / "whole-node, faulty last.mock")["states"]
     assert faulty_last["last_extensions"]["protocols"] == 4  # from the last that read cleanly
-    assert faulty_last["last_connections"] == 1  # the faulty one's walk counts
+    # A faulty snapshot counts for nothing: the last counts are the last sound one's.
+    assert faulty_last["last_connections"] == 5 and faulty_last["last_instant_ts"] == START + 1_000
 
 
 @needs_c

@@ -159,7 +159,7 @@ def inspect(file: str, as_json: bool, dump: bool, **kw: Any) -> None:  # fmt: sk
             click.echo(
                 json.dumps(summary, sort_keys=True)
                 if as_json
-                else defaults.printable(inspect_file.render(summary))
+                else inspect_file.render(summary)  # escapes the file's strings itself
             )
             found, damaged = inspect_file.problems(summary), inspect_file.is_damaged(summary)
     except RecordingError as exc:

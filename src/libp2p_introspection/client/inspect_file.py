@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from libp2p_introspection.config import printable
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.ids import message_to_json
 from libp2p_introspection.protocol.protowire import (
@@ -55,6 +56,14 @@ from libp2p_introspection.protocol.wire import (
 )
 
 KINDS = ("runtime", "state", "event", "response", "notice")
+
+#: Most distinct event type names the summary counts one by one; events of any further
+#: name are counted together (``events_other_types``), so that a file of ever new names
+#: costs constant memory (a real node has a few dozen types).
+MAX_EVENT_TYPES = 10_000
+#: Longest event type name kept, characters: a longer one is cut and ends in ``…``, as
+#: ``watch`` cuts a value (a name cut so counts with the names that share its start).
+MAX_TYPE_NAME = 120
 
 #: Exit status of ``inspect`` (and ``inspect --dump``) for a file that was read to
 #: its end but is damaged: records failed their checksum or did not parse, or the
@@ -159,12 +168,16 @@ def summarize(
     ``identified`` (``PeerInfo`` messages), ``pubsub_topics``,
     ``resource_scopes``, ``resources_blocked``, each of the last three and
     ``reachability`` ``None`` when the snapshot lacks that subsystem),
-    ``events`` (count per type name).
+    ``events`` (count per type name, a name longer than :data:`MAX_TYPE_NAME`
+    characters cut and ending in ``…``; only the first :data:`MAX_EVENT_TYPES` distinct
+    names met in the file), ``events_other_types`` (the events of every further name,
+    counted together; 0 for any real node's file).
     Raises the ``RecordingError`` subclasses for a file that is not a
     recording, of an unsupported version, or with an over-limit length field.
     """
     kinds: Counter[str] = Counter({kind: 0 for kind in KINDS})
     events: Counter[str] = Counter()
+    other_types = 0
     runtime: dict[str, Any] | None = None
     states: dict[str, Any] = {
         "first_instant_ts": None,
@@ -187,28 +200,29 @@ def summarize(
             kind = counts.kind
             try:
                 if kind == "state":
+                    # Everything this record gives is read before any of it is kept: a
+                    # snapshot that turns out faulty changes nothing but `unparsable`.
                     if _SNAPSHOT_LEVELS(record.data):
                         # Every level _extensions() reads is sound: defer it.
                         instant = _last_varint(record.data, _STATE_INSTANT)
-                        last_sound = record.data
+                        extensions, sound = None, record.data
                     else:  # not known in C: read it here, where a fault is found
                         instant = last_varint(record.data, _STATE_INSTANT)
-                        if states["first_instant_ts"] is None:
-                            states["first_instant_ts"] = instant
-                        states["last_instant_ts"] = instant
-                        states["last_connections"] = counts.connections
-                        states["last_streams"] = counts.streams
-                        states["last_extensions"] = _extensions(record.data)
-                        last_sound = None
-                        kinds[kind] += 1
-                        continue
+                        extensions, sound = _extensions(record.data), None
                     if states["first_instant_ts"] is None:
                         states["first_instant_ts"] = instant
                     states["last_instant_ts"] = instant
                     states["last_connections"] = counts.connections
                     states["last_streams"] = counts.streams
+                    if sound is None:
+                        states["last_extensions"] = extensions
+                    last_sound = sound
                 elif kind == "event":
-                    events[_last_string(record.data, _EVENT_TYPE_NAME)] += 1
+                    name = _type_name(_last_string(record.data, _EVENT_TYPE_NAME))
+                    if name in events or len(events) < MAX_EVENT_TYPES:
+                        events[name] += 1
+                    else:
+                        other_types += 1
                 elif kind == "runtime" and runtime is None:
                     runtime = _runtime(record)
             except WireError:  # a string that is not UTF-8: a parser would refuse the record
@@ -232,7 +246,13 @@ def summarize(
             "runtime": runtime,
             "states": states,
             "events": dict(sorted(events.items())),
+            "events_other_types": other_types,
         }
+
+
+def _type_name(name: str) -> str:
+    """An event type name as the summary keeps it: cut to :data:`MAX_TYPE_NAME`."""
+    return name if len(name) <= MAX_TYPE_NAME else f"{name[:MAX_TYPE_NAME]}…"
 
 
 def _runtime(record: Record) -> dict[str, Any]:
@@ -348,10 +368,19 @@ def is_damaged(counts: dict[str, Any]) -> bool:
     return bool(counts["checksum_failures"] or counts["unparsable"] or counts["truncated"])
 
 
+def _text(value: str) -> str:
+    """A string from the file (or its path) as one line of text: made
+    :func:`~libp2p_introspection.config.printable`, and its newlines and tabs shown as
+    ``\\n`` and ``\\t`` too, so that it cannot start a line of the summary's own."""
+    return printable(value).replace("\n", "\\n").replace("\t", "\\t")
+
+
 def render(summary: dict[str, Any]) -> str:
-    """The human-readable form of :func:`summarize`'s result."""
+    """The human-readable form of :func:`summarize`'s result, safe to write to a
+    terminal as it is: every string from the file (the runtime's names, event type
+    names) and the path are escaped (:func:`_text`), so each line is the summary's."""
     lines = [
-        f"{summary['file']}: {_plural(summary['records'], 'record')}, "
+        f"{_text(summary['file'])}: {_plural(summary['records'], 'record')}, "
         f"{_plural(summary['bytes'], 'byte')}"
     ]
     kinds = summary["kinds"]
@@ -361,10 +390,11 @@ def render(summary: dict[str, Any]) -> str:
     runtime = summary["runtime"]
     if runtime:
         lines.append(
-            f"  runtime: {runtime['implementation']} {runtime['version']} on "
-            f"{runtime['platform']}, peer {runtime['peer_id']}"
+            f"  runtime: {_text(runtime['implementation'])} {_text(runtime['version'])} on "
+            f"{_text(runtime['platform'])}, peer {_text(runtime['peer_id'])}"
         )
-        lines.append(f"  event types: {', '.join(runtime['event_types']) or '(none)'}")
+        names = ", ".join(_text(name) for name in runtime["event_types"])
+        lines.append(f"  event types: {names or '(none)'}")
     else:
         lines.append("  runtime: (none recorded)")
     states = summary["states"]
@@ -380,7 +410,14 @@ def render(summary: dict[str, Any]) -> str:
             lines.append(f"  last snapshot's node: {extra}")
     if summary["events"]:
         lines.append(
-            "  events: " + ", ".join(f"{name} {n}" for name, n in summary["events"].items())
+            "  events: "
+            + ", ".join(f"{_text(name)} {n}" for name, n in summary["events"].items())
+        )
+    other = summary.get("events_other_types", 0)
+    if other:
+        lines.append(
+            f"  {_plural(other, 'event')} of further types counted together (only the "
+            f"first {MAX_EVENT_TYPES:,} distinct type names are counted one by one)"
         )
     return "\n".join(lines)
 

@@ -47,6 +47,21 @@ def read_varint(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int]
     raise WireError(f"varint longer than 10 bytes at byte {pos - 10}")
 
 
+def octets(data: bytes | memoryview) -> bytes | memoryview:
+    """``data`` as a sequence of single bytes, which every reader here (and the C walk
+    of :mod:`~libp2p_introspection.protocol.wire`) reads alike: a ``memoryview`` whose
+    items are not unsigned bytes (``cast("I")``, ``"b"``, ``"c"``) or that has more than
+    one dimension is recast to format ``"B"`` (no copy) when it is C-contiguous, else
+    copied with ``tobytes()``; anything else is returned as it is. (Indexing a view of
+    4-byte items gives 4-byte integers, where a C reader of its buffer sees bytes.)"""
+    if not isinstance(data, memoryview) or (data.format == "B" and data.ndim == 1):
+        return data
+    try:
+        return data.cast("B") if data.c_contiguous else data.tobytes()
+    except (TypeError, ValueError):  # a released or 0-d view: read as it is, as before
+        return data
+
+
 def iter_fields(
     data: bytes | memoryview, start: int = 0, end: int | None = None
 ) -> Iterator[tuple[int, int, int, int, int]]:
@@ -55,8 +70,10 @@ def iter_fields(
     Yields ``(field number, wire type, value, value start, value end)``:
     ``value`` is the integer of a varint or fixed field, the length of a
     length-delimited one (whose bytes are ``data[value start:value end]``).
+    Positions are in bytes, a ``memoryview`` read as its bytes (:func:`octets`).
     Raises :class:`WireError` at the first fault (groups are one).
     """
+    data = octets(data)
     pos = start
     end = len(data) if end is None else end
     while pos < end:
@@ -94,6 +111,12 @@ def values(
     message, so the last value yielded is the one a parser keeps). Raises
     :class:`WireError` for malformed bytes on the way.
     """
+    return _values(octets(data), path, start, end)
+
+
+def _values(
+    data: bytes | memoryview, path: tuple[int, ...], start: int, end: int | None
+) -> Iterator[tuple[int, int, int, int]]:
     first, rest = path[0], path[1:]
     for number, wire_type, value, begin, stop in iter_fields(data, start, end):
         if number != first:
@@ -101,7 +124,7 @@ def values(
         if not rest:
             yield wire_type, value, begin, stop
         elif wire_type == LENGTH_DELIMITED:
-            yield from values(data, rest, begin, stop)
+            yield from _values(data, rest, begin, stop)
 
 
 def last_varint(data: bytes | memoryview, path: tuple[int, ...], default: int = 0) -> int:
@@ -118,6 +141,7 @@ def last_string(data: bytes | memoryview, path: tuple[int, ...], default: str = 
 
     Raises :class:`WireError` if it is not valid UTF-8 (as a parser would refuse it).
     """
+    data = octets(data)
     found: tuple[int, int] | None = None
     for wire_type, _, begin, stop in values(data, path):
         if wire_type == LENGTH_DELIMITED:

@@ -65,6 +65,7 @@ from libp2p_introspection.protocol.protowire import (
     START_GROUP,
     VARINT,
     WireError,
+    octets,
     read_varint,
 )
 
@@ -275,7 +276,7 @@ def occurrences(data: bytes | memoryview, path: tuple[int, ...]) -> Occurrences 
     if _wirewalk is None:
         return None
     try:
-        found: Occurrences | None = _wirewalk.occurrences(data, path)
+        found: Occurrences | None = _wirewalk.occurrences(octets(data), path)
     except (TypeError, ValueError, BufferError, OverflowError):
         return None  # a buffer C cannot read, a field number above 64 bits
     return found
@@ -308,7 +309,7 @@ class LevelCheck:
         if _wirewalk is None:
             return False
         try:
-            return bool(_wirewalk.levels_ok(data, self._nodes))
+            return bool(_wirewalk.levels_ok(octets(data), self._nodes))
         except (TypeError, ValueError, BufferError):  # a buffer C cannot read (strided)
             return False
 
@@ -326,8 +327,11 @@ def measure(data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS) -> 
     times as fast; it answers only for bytes it finds sound and within the
     limits, and hands everything else (a fault, a count over its cap, a
     group, a non-canonical varint) to the Python walk, which words the
-    result as it always has: the counts are the same either way.
+    result as it always has: the counts are the same either way. A ``memoryview``
+    of wider items or of several dimensions is read as its bytes (recast, or copied
+    when it is not contiguous).
     """
+    data = octets(data)
     if _wirewalk is not None:
         try:
             found = _wirewalk.walk(data, limits.caps(), limits.max_fields)
@@ -349,7 +353,7 @@ def measure(data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS) -> 
 def measure_python(data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS) -> WireCounts:
     """:func:`measure` by the Python walk alone (the reference the C walk is tested
     against)."""
-    walk = _walk(data, limits, 0)
+    walk = _walk(octets(data), limits, 0)
     try:
         next(walk)
     except StopIteration as done:
@@ -370,7 +374,7 @@ async def measure_paced(
     ``slice_fields`` below 1, and whatever ``pause`` raises (a cancellation)."""
     if slice_fields < 1:
         raise ValueError(f"slice_fields must be positive, got {slice_fields}")
-    walk = _walk(data, limits, slice_fields)
+    walk = _walk(octets(data), limits, slice_fields)
     while True:
         try:
             next(walk)
