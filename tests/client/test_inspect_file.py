@@ -56,13 +56,19 @@ def test_dump_skips_what_it_cannot_parse_safely_and_says_so(hostile_file):
     assert len(notes) == 1 and "10,000 connections" in notes[0]
 
 
+# VmHWM (this process's own peak RSS, KiB), not ru_maxrss: on Linux ru_maxrss carries
+# the parent's peak across fork and exec, so in a large pytest process "before" could
+# already be above anything summarize() reaches and the test would check nothing.
 _PEAK = """
-import resource, sys
+import sys
 from libp2p_introspection.client.inspect_file import summarize
 {imports}
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+before = peak()
 summary = summarize(sys.argv[1]{limits})
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+print(peak() - before)
 """
 
 
@@ -73,7 +79,7 @@ def _peak_growth_mb(path: Path, raised: bool = False) -> float:
     )
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                             text=True, timeout=120, check=True)  # fmt: skip
-    return int(result.stdout) / 1024  # ru_maxrss is in KiB on Linux
+    return int(result.stdout) / 1024  # VmHWM is in KiB
 
 
 def test_memory_does_not_follow_what_a_record_holds(hostile_file, benign_file):
