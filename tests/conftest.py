@@ -1,4 +1,5 @@
-"""Shared test configuration: where the recordings of ../shared/fixtures are."""
+"""Shared test configuration: where the recordings of ../shared/fixtures and the
+specification ../shared/spec/PROTOCOL.md are."""
 
 from __future__ import annotations
 
@@ -11,6 +12,22 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(
     os.environ.get("LIBP2P_INTROSPECTION_FIXTURES", REPO.parent / "shared" / "fixtures")
 )
+
+SPEC = Path(
+    os.environ.get(
+        "LIBP2P_INTROSPECTION_SPEC", REPO.parent / "shared" / "spec" / "PROTOCOL.md"
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def spec_path() -> Path:
+    """The specification, PROTOCOL.md; skips locally if absent, fails in CI."""
+    if not SPEC.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"the specification is not at {SPEC}")
+        pytest.skip(f"the specification is not at {SPEC}")
+    return SPEC
 
 
 @pytest.fixture(scope="session")

@@ -100,9 +100,7 @@ def test_every_test_named_exists_in_its_file():
 # So a rule added to §4 fails this test until a row (with its function and test)
 # claims it, and a row with no sentence behind it fails too.
 
-SPEC = ROOT.parent / "shared" / "spec" / "PROTOCOL.md"
-if not SPEC.exists():  # a worktree: /work/wt/<name>, the spec under /work/shared
-    SPEC = ROOT.parents[1] / "shared" / "spec" / "PROTOCOL.md"
+# The specification is found by the ``spec_path`` fixture (tests/conftest.py).
 
 #: (section, the row's rule, as its first line reads) -> the sentences it claims.
 CLAIMS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -192,9 +190,9 @@ CLAIMS: dict[tuple[str, str], tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def _spec_sentences() -> dict[str, list[str]]:
+def _spec_sentences(spec: Path) -> dict[str, list[str]]:
     """Each subsection of PROTOCOL.md §4 -> its sentences, markup dropped."""
-    text = SPEC.read_text(encoding="utf-8")
+    text = spec.read_text(encoding="utf-8")
     part = text[text.index("## 4. ") : text.index("\n## 5. ")]
     pieces = re.split(r"^### (4\.\d+)[^\n]*\n", part, flags=re.M)
     found: dict[str, list[str]] = {}
@@ -218,9 +216,9 @@ def _rules() -> list[tuple[str, str]]:
     return rules
 
 
-def test_every_row_claims_a_sentence_of_its_subsection():
+def test_every_row_claims_a_sentence_of_its_subsection(spec_path: Path):
     assert sorted(CLAIMS) == sorted(_rules()), "a row without claims, or a claim without row"
-    sentences = _spec_sentences()
+    sentences = _spec_sentences(spec_path)
     for (section, rule), claims in CLAIMS.items():
         assert claims, (section, rule)
         for claim in claims:
@@ -228,9 +226,9 @@ def test_every_row_claims_a_sentence_of_its_subsection():
             assert len(starting) == 1, (section, rule, claim, starting)
 
 
-def test_every_sentence_of_section_4_is_claimed_by_a_row():
+def test_every_sentence_of_section_4_is_claimed_by_a_row(spec_path: Path):
     """The map is complete: no sentence of §4 is without a row (function and test)."""
-    sentences = _spec_sentences()
+    sentences = _spec_sentences(spec_path)
     assert set(sentences) == {f"4.{n}" for n in range(1, 11)}
     claimed = {
         (section, sentence)
