@@ -3,8 +3,11 @@ parsed back, and snapshots built field by field (PROTOCOL.md §3.1)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterable
 
+import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -96,3 +99,17 @@ def state(*connections: pb.Connection, instant_ts: int = T0 + 1_000) -> pb.State
     snapshot = pb.State(instant_ts=instant_ts, start_ts=instant_ts - 1_000)
     snapshot.subsystems.connections.extend(connections)
     return snapshot
+
+
+def prometheus_binary() -> str:
+    """Debian's ``prometheus`` (on PATH or /usr/bin): the tests that run a real one skip
+    without it, except under CI (env ``CI``), where it must be installed."""
+    found = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None
+    )
+    if found is None:
+        reason = "prometheus is not installed (Debian package prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (required under CI)")
+        pytest.skip(reason)
+    return found

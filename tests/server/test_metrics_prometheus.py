@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import socket
 import subprocess
 import urllib.parse
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 from go_dashboards import QUERIES, promql
+from metrics_helpers import prometheus_binary
 
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.server import ServerConfig, open_introspection_server
@@ -28,18 +27,6 @@ TOKEN = "prometheus-test-token"
 CONNECTIONS = 8
 #: Scrapes waited for at most (one a second), then the test fails: a bound, not a timing.
 MAX_WAIT_S = 120
-
-
-def _prometheus() -> str:
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None
-    )
-    if found is None:
-        reason = "prometheus is not installed (Debian package prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (required under CI)")
-        pytest.skip(reason)
-    return found
 
 
 class FullNode(SyntheticSource):
@@ -124,7 +111,7 @@ async def _wait_for_scrapes(api: str, process: subprocess.Popen, scrapes: int) -
 
 
 async def test_go_libp2p_dashboard_queries_return_data_through_a_real_prometheus(tmp_path: Path):
-    binary = _prometheus()
+    binary = prometheus_binary()
     config = ServerConfig(port=0, metrics_port=0, token=TOKEN, interval_ms=250)
     async with open_introspection_server(FullNode(), config) as server:
         web = _free_port()

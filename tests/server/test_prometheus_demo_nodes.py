@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +36,7 @@ from go_dashboards import QUERIES, promql
 from libp2p import new_host
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo
+from metrics_helpers import prometheus_binary
 
 from libp2p_introspection.client import FollowedNode, follow
 from libp2p_introspection.client.discovery import read_registry
@@ -58,18 +57,6 @@ IDENTIFY = "/ipfs/id/1.0.0"
 OPEN = (pb.ACTIVE, pb.CLOSING)
 #: go-libp2p's swarm queries a node that has only TCP connections cannot answer.
 NOT_FOR_TCP_ONLY = "QUIC"
-
-
-def _prometheus() -> str:
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None
-    )
-    if found is None:
-        reason = "prometheus is not installed (Debian package prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (required under CI)")
-        pytest.skip(reason)
-    return found
 
 
 def _free_port() -> int:
@@ -219,7 +206,7 @@ async def _visit(nodes: dict[str, tuple[ServerEntry, FollowedNode, dict[int, pb.
 async def test_one_prometheus_scrapes_every_demo_node_and_agrees_with_its_snapshots(
     tmp_path: Path,
 ):
-    binary = _prometheus()
+    binary = prometheus_binary()
     demo_args = ["-m", "libp2p_introspection", "demo", "--all", "--nodes", str(NODES),
                  "--no-dashboard", "--port", "0", "--metrics-port", "0",
                  "--interval-ms", "250", "--token", TOKEN]  # fmt: skip
