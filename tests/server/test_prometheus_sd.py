@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_metrics_prometheus import MAX_WAIT_S, _free_port, _prometheus, _query
+from metrics_helpers import prometheus_binary
+from test_metrics_prometheus import MAX_WAIT_S, _free_port, _query
 
 from libp2p_introspection.client.prometheus_sd import render, write_atomically
 from libp2p_introspection.protocol.discovery import ServerEntry
@@ -147,7 +148,7 @@ def test_the_file_is_replaced_by_a_rename_and_a_failed_write_leaves_nothing(tmp_
 
 
 async def test_a_real_prometheus_scrapes_three_nodes_found_through_the_sd_file(tmp_path: Path):
-    binary = _prometheus()
+    binary = prometheus_binary()
     sd = tmp_path / "libp2p.json"
     async with AsyncExitStack() as stack:
         servers = [
