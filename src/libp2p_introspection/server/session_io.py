@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 
 #: Bytes a session's writer writes without letting the loop's other tasks run (while
 #: the socket takes them at once): a bound on how long one client's burst delays the
-#: node and the other sessions.
-WRITER_TURN_BYTES = 64 * 1024
+#: node and the other sessions. 16 KiB is about 64 event frames, a turn under 1 ms here
+#: (bench/events.py at 20 clients: the longest turn 0.75-0.85 ms; 3-3.6 ms at 64 KiB,
+#: for no less CPU per event).
+WRITER_TURN_BYTES = 16 * 1024
 
 
 class SessionHandle:
