@@ -80,3 +80,27 @@ async def test_one_writer_turn_is_bounded_so_a_burst_cannot_hold_the_loop():
                     assert json.loads(received.message.event.content)["n"] == got
                     got += 1
                 assert handle.sent["event"] == 200
+
+
+async def test_a_burst_larger_than_the_socket_takes_arrives_whole_and_in_order():
+    # The writer's quick path stops where the socket is full (a write cut short, or
+    # none): the rest of that frame goes out through flush, and no frame is split by
+    # another. 800 events of 20 KB (16 MB) is more than loopback buffers hold (Linux's
+    # largest autotuned ones: 4 MB to send, 6 MB to receive) while the client reads nothing.
+    source = StubSource()
+    config = ServerConfig(port=0, interval_ms=60_000, queue_bound=1024, write_timeout_s=60)
+    padding = 20_000
+    with trio.fail_after(LIMIT):
+        async with open_introspection_server(source, config) as server:
+            async with connect(server.url) as client:
+                handle = await _subscribed(server, client)
+                for n in range(800):
+                    source.emit(n, padding=padding)
+                await trio.testing.wait_all_tasks_blocked()
+                assert handle.sent["event"] < 800  # the socket pushed back: the writer waits
+                for n in range(800):
+                    received = await client.receive()
+                    assert received.kind == "event"
+                    content = json.loads(received.message.event.content)
+                    assert (content["n"], len(content["pad"])) == (n, padding)
+                assert handle.session.stats.dropped == 0
