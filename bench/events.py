@@ -18,12 +18,15 @@ Reported: events per second delivered to every client (K / elapsed);
 ratio = subject / baseline, target >= 0.9 for 20 clients (>= 0.5 for one).
 Also kept (``extra``, and in the note): the sending process's CPU time per
 event delivered to one client, in µs, for both: on a loaded machine the
-wall-clock rates swing with what else runs, the CPU each side spends much less.
+wall-clock rates swing with what else runs, the CPU each side spends much less;
+and the clients' process's CPU per event and client (from ``/proc``, µs; the
+same reading code for both), which shares the machine's cores with the sender.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import trio
@@ -37,6 +40,18 @@ from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
 BATCH = 64
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far, from ``/proc/PID/stat``;
+    NaN where there is no ``/proc``."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _event(i: int):
@@ -62,7 +77,7 @@ async def _clients(url: str, kind: str, n: int, k: int) -> LineProcess:
     return proc
 
 
-async def _subject(n: int, k: int) -> tuple[float, float]:
+async def _subject(n: int, k: int) -> tuple[float, float, float]:
     source = SyntheticSource(
         SyntheticOptions(connections=50, streams=4, dht_peers=0, events_per_second=0)
     )
@@ -73,6 +88,7 @@ async def _subject(n: int, k: int) -> tuple[float, float]:
         await nursery.start(server.run)
         proc = await _clients(server.url, "intro", n, k)
         try:
+            client_cpu = _cpu_s(proc.process.pid)
             began, cpu = time.monotonic(), time.process_time()
             for i, event in enumerate(events):
                 server.hub.publish_event(event)
@@ -80,10 +96,11 @@ async def _subject(n: int, k: int) -> tuple[float, float]:
                     await trio.sleep(0)
             done = float(await proc.expect("done", timeout=120))
             cpu = time.process_time() - cpu
+            client_cpu = _cpu_s(proc.process.pid) - client_cpu
         finally:
             await proc.stop()
         nursery.cancel_scope.cancel()
-    return k / (done - began), cpu / (n * k) * 1e6
+    return k / (done - began), cpu / (n * k) * 1e6, client_cpu / (n * k) * 1e6
 
 
 def _frame() -> bytes:
@@ -95,7 +112,7 @@ def _frame_size() -> int:
     return len(_frame())
 
 
-async def _baseline(n: int, k: int, size: int) -> tuple[float, float]:
+async def _baseline(n: int, k: int, size: int) -> tuple[float, float, float]:
     frame = _frame()
     assert len(frame) == size
     go = trio.Event()
@@ -117,14 +134,16 @@ async def _baseline(n: int, k: int, size: int) -> tuple[float, float]:
         )
         proc = await _clients(f"ws://127.0.0.1:{listener.port}/", "raw", n, k)
         try:
+            client_cpu = _cpu_s(proc.process.pid)
             began, cpu = time.monotonic(), time.process_time()
             go.set()
             done = float(await proc.expect("done", timeout=120))
             cpu = time.process_time() - cpu
+            client_cpu = _cpu_s(proc.process.pid) - client_cpu
         finally:
             await proc.stop()
         nursery.cancel_scope.cancel()
-    return k / (done - began), cpu / (n * k) * 1e6
+    return k / (done - began), cpu / (n * k) * 1e6, client_cpu / (n * k) * 1e6
 
 
 def run(mode: Mode) -> list[Result]:
@@ -134,8 +153,8 @@ def run(mode: Mode) -> list[Result]:
     # The fan-out (20 clients) is the target (issue 14: 0.9x); one client keeps 0.5x.
     for n, k, target in ((1, 20_000, 0.5), (20, 4_000, 0.9)):
         k = mode.pick(k, k // 2, k // 100)
-        subject: list[tuple[float, float]] = []
-        baseline: list[tuple[float, float]] = []
+        subject: list[tuple[float, float, float]] = []
+        baseline: list[tuple[float, float, float]] = []
         for i in range(repeats):
             order = (_subject, _baseline) if i % 2 else (_baseline, _subject)
             for fn in order:
@@ -143,8 +162,9 @@ def run(mode: Mode) -> list[Result]:
                     subject.append(trio.run(_subject, n, k))
                 else:
                     baseline.append(trio.run(_baseline, n, k, size))
-        value, base = median([r for r, _ in subject]), median([r for r, _ in baseline])
-        cpu, cpu_base = median([c for _, c in subject]), median([c for _, c in baseline])
+        value, base = median([r[0] for r in subject]), median([r[0] for r in baseline])
+        cpu, cpu_base = median([r[1] for r in subject]), median([r[1] for r in baseline])
+        client, client_base = median([r[2] for r in subject]), median([r[2] for r in baseline])
         ratio = value / base
         results.append(
             Result(
@@ -158,13 +178,16 @@ def run(mode: Mode) -> list[Result]:
                 note=(
                     f"{k:,} events of {size} B per client; the rate every client got them at; "
                     f"sender CPU per event and client {cpu:.1f} us, raw {cpu_base:.1f} us "
-                    f"({cpu_base / cpu:.2f}x)"
+                    f"({cpu_base / cpu:.2f}x); clients' CPU {client:.1f} us, "
+                    f"raw {client_base:.1f} us"
                 ),
                 extra={
-                    "subject": [r for r, _ in subject],
-                    "baseline": [r for r, _ in baseline],
-                    "subject_cpu_us": [c for _, c in subject],
-                    "baseline_cpu_us": [c for _, c in baseline],
+                    "subject": [r[0] for r in subject],
+                    "baseline": [r[0] for r in baseline],
+                    "subject_cpu_us": [r[1] for r in subject],
+                    "baseline_cpu_us": [r[1] for r in baseline],
+                    "subject_client_cpu_us": [r[2] for r in subject],
+                    "baseline_client_cpu_us": [r[2] for r in baseline],
                 },
             )
         )

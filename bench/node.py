@@ -19,6 +19,10 @@ fresh hosts.
 
 Reported: the medians of at least 9 interleaved pairs (single runs here spread from
 0.83 to 0.96 of each other), in MB/s; ratio = subject / baseline, target >= 0.98.
+Also kept (``extra``, and in the note): the CPU time of the nodes' trio loop (the
+thread's, so what other processes take of the cores does not count) per MiB
+transferred, ms, for both, and the clients' process CPU during the transfer (from
+``/proc``, s; it runs on the same cores).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from bench.common import LineProcess, Mode, Result, median, python_command
+from bench.events import _cpu_s
 from libp2p_introspection.attach import attach_introspection
 
 SINK = TProtocol("/libp2p-introspection/bench/sink/1.0.0")
@@ -89,7 +94,7 @@ async def _hosts() -> AsyncIterator[tuple[object, object]]:
         yield sender, receiver
 
 
-async def _transfer(introspect: bool, size: int) -> float:
+async def _transfer(introspect: bool, size: int) -> tuple[float, float, float]:
     with trio.fail_after(300):
         async with _hosts() as (sender, receiver), contextlib.AsyncExitStack() as stack:
             proc = None
@@ -105,13 +110,17 @@ async def _transfer(introspect: bool, size: int) -> float:
             await sender.connect(info_from_p2p_addr(receiver.get_addrs()[0]))
             peer = receiver.get_id()
             await _send(sender, peer, 1024 * 1024)  # warm-up
+            client_cpu = _cpu_s(proc.process.pid) if proc is not None else 0.0
+            cpu = time.thread_time()
             elapsed = await _send(sender, peer, size)
+            cpu = time.thread_time() - cpu
             if proc is not None:
+                client_cpu = _cpu_s(proc.process.pid) - client_cpu
                 await proc.send("")  # still alive: pulls and events went on during the transfer
                 counted = server.source.state().traffic.traffic_out.cum_bytes
                 if counted < size:
                     raise RuntimeError(f"introspection counted {counted} of {size} bytes sent")
-            return size / elapsed / 1e6
+            return size / elapsed / 1e6, cpu / (size / 2**20) * 1e3, client_cpu
 
 
 def run(mode: Mode) -> list[Result]:
@@ -120,12 +129,18 @@ def run(mode: Mode) -> list[Result]:
     repeats = mode.pick(9, 3, 1)
     subject: list[float] = []
     baseline: list[float] = []
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    client_cpu: list[float] = []
     for i in range(repeats):
         order = (True, False) if i % 2 else (False, True)
         for introspect in order:
-            rate = trio.run(_transfer, introspect, size)
+            rate, loop_cpu, clients = trio.run(_transfer, introspect, size)
             (subject if introspect else baseline).append(rate)
+            cpu[introspect].append(loop_cpu)
+            if introspect:
+                client_cpu.append(clients)
     value, base = median(subject), median(baseline)
+    cpu_subject, cpu_base = median(cpu[True]), median(cpu[False])
     return [
         Result(
             "node bulk throughput",
@@ -135,7 +150,18 @@ def run(mode: Mode) -> list[Result]:
             value / base,
             ">= 0.98x without",
             value / base >= 0.98,
-            note=f"{size // 2**20} MiB per transfer, {repeats} pairs, interleaved",
-            extra={"subject": subject, "baseline": baseline},
+            note=(
+                f"{size // 2**20} MiB per transfer, {repeats} pairs, interleaved; the loop's "
+                f"CPU per MiB {cpu_subject:.2f} ms, without {cpu_base:.2f} ms "
+                f"({cpu_base / cpu_subject:.3f}x); clients' process CPU "
+                f"{median(client_cpu):.2f} s per transfer"
+            ),
+            extra={
+                "subject": subject,
+                "baseline": baseline,
+                "subject_cpu_ms_per_mib": cpu[True],
+                "baseline_cpu_ms_per_mib": cpu[False],
+                "clients_cpu_s": client_cpu,
+            },
         )
     ]

@@ -200,7 +200,17 @@ async def test_a_ctrl_c_cannot_land_between_a_write_and_its_accounting(monkeypat
             self._socket.send = send
 
     monkeypatch.setattr(websocket.WebSocketTransport, "_write_one_frame", watched)
+    # The writer's other path: frames the socket takes at once (write_now).
+    written_now: list[bool] = []
+    write_fd = websocket._write_fd
+
+    def write_and_look(fd, view):
+        written_now.append(trio.lowlevel.currently_ki_protected())
+        return write_fd(fd, view)
+
+    monkeypatch.setattr(websocket, "_write_fd", write_and_look)
     with trio.fail_after(LIMIT):
         async with open_introspection_server(StubSource(), ServerConfig(port=0)) as server:
             await _still_serving(server)
     assert protected and all(protected)
+    assert written_now and all(written_now)

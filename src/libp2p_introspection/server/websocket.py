@@ -13,6 +13,11 @@ while more than :data:`MAX_READ_BACKLOG` bytes wait for the socket or a pong
 is owed, so a client that does not read what it asked for is pushed back by
 TCP. Writers take the lock one frame at a time, so the session's ping and the
 close frame get their turn between frames.
+
+:meth:`WebSocketTransport.write_now` writes what the socket takes at once without
+waiting or yielding to the loop (one ``write`` call per frame, as ``flush`` does), so
+that a session's writer can send a run of small queued frames in one turn (an event
+fan-out) instead of one frame per pass of the scheduler.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import socket as stdlib_socket
 from collections import deque
 from collections.abc import Callable
@@ -44,6 +50,14 @@ LINGER_BYTES = 1024 * 1024
 #: While more than this many bytes wait for the socket, nothing more is read from the
 #: client (nor while a pong is owed): bytes.
 MAX_READ_BACKLOG = 64 * 1024
+
+
+#: Whether :meth:`WebSocketTransport.write_now` can write a socket with ``os.write``
+#: (POSIX: a socket is a file descriptor; not on Windows, where it always says no).
+_WRITE_NOW = os.name == "posix"
+#: The write(2) of :meth:`WebSocketTransport.write_now` (a name of its own, so that a
+#: test can watch it).
+_write_fd = os.write
 
 
 class WebSocketTransport:
@@ -200,6 +214,45 @@ class WebSocketTransport:
         await self.flush(mark)
         return not self._lost
 
+    @trio.lowlevel.enable_ki_protection
+    def write_now(self, mark: int) -> bool:
+        """Write the queue up to ``mark`` (a count of :attr:`ServerWire.bytes_queued`),
+        then the owed pong if it is due, as far as the socket takes it at once: never
+        waits and never yields to the loop. ``True`` if all of it is out; ``False`` if
+        the socket would block, another task is writing (it holds the lock between two
+        of its awaits), the connection is lost, or the platform has no such write (then
+        nothing is written): :meth:`flush` writes the rest, where this stopped.
+        """
+        if not _WRITE_NOW or self._lost or self._lock.locked():
+            return False
+        wire = self.wire
+        while not self._lost:
+            if wire.bytes_sent >= mark and not (wire.writing_pong or wire.pong_due):
+                return True
+            view = wire.data_to_send()
+            if not view:
+                return wire.bytes_sent >= mark
+            try:
+                # The trio socket is non-blocking: write(2) takes what fits, or raises
+                # BlockingIOError. fileno() is -1 once the socket is closed (EBADF).
+                count = _write_fd(self._socket.fileno(), view)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                self._fail(exc)
+                return False
+            self._accepted(count)
+        return False
+
+    def _accepted(self, count: int) -> None:
+        # The socket took ``count`` bytes of what data_to_send() returned.
+        wire = self.wire
+        before = wire.bytes_sent
+        wire.sent(count)
+        self._report_pending()
+        if wire.bytes_sent > before and self.on_progress is not None:
+            self.on_progress()
+
     async def flush(self, mark: int | None = None) -> None:
         """Write the queue up to ``mark`` (a count of :attr:`ServerWire.bytes_queued`;
         by default, all that is queued now), then the owed pong if it is due.
@@ -241,11 +294,7 @@ class WebSocketTransport:
                     return
                 if self._lost:
                     return  # another task saw the socket fail while this send returned
-                before = wire.bytes_sent
-                wire.sent(count)
-                self._report_pending()
-                if wire.bytes_sent > before and self.on_progress is not None:
-                    self.on_progress()
+                self._accepted(count)
                 if (not wire.writing_pong) if pong else wire.at_boundary:
                     return  # a whole frame is out: the next writer's turn
         finally:
