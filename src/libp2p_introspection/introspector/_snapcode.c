@@ -28,7 +28,11 @@
  *     encode's loop: each record's Subsystems.connections field. For a record
  *     it does not handle it calls slow(record, peer), peer being None when
  *     latency(conn) or peer_field(peer_id) raised; slow returns the bytes,
- *     or None to skip the record.
+ *     or None to skip the record. peer_field may instead be a dict (exactly)
+ *     of peer id -> field bytes, looked up without a call (a peer id missing
+ *     from it: b""; a peer id that is not a plain str, or a value that is not
+ *     bytes: slow(record, None)). The totals' deltas are added once, at the
+ *     end of the pass (also when it fails half-way).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -190,6 +194,22 @@ static PyObject *tagged_varint(unsigned char tag, uint64_t v)
     return PyBytes_FromStringAndSize((const char *)buf, 1 + put_varint(buf + 1, v));
 }
 
+/* tagged_varint(), or ``old`` itself (a new reference) when it holds those bytes already:
+ * most connections' stream-list header and own tag do not change between snapshots. */
+static PyObject *tagged_varint_as(unsigned char tag, uint64_t v, PyObject *old)
+{
+    unsigned char buf[1 + VARINT_MAX];
+    Py_ssize_t n;
+    buf[0] = tag;
+    n = 1 + put_varint(buf + 1, v);
+    if (old != NULL && PyBytes_CheckExact(old) && PyBytes_GET_SIZE(old) == n &&
+        memcmp(PyBytes_AS_STRING(old), buf, (size_t)n) == 0) {
+        Py_INCREF(old);
+        return old;
+    }
+    return PyBytes_FromStringAndSize((const char *)buf, n);
+}
+
 /* Whether a record's tags (a list) and the tags it was encoded with (a tuple) hold the
  * same plain str: 1, 0, or -1 "not plain" (ask Python). */
 static int same_tags(PyObject *a, PyObject *b)
@@ -320,6 +340,9 @@ typedef struct {
 typedef struct {
     sums_t sums[MAX_SUMS];
     int n;
+    /* The record last added to ``dirty`` (borrowed: the set holds it): the streams of
+     * one connection often come one after the other, and adding it again is a no-op. */
+    PyObject *last_dirty;
 } pass_t;
 
 /* The slot of ``list`` in the pass's table, or -1 when the table is full. */
@@ -448,7 +471,7 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
         return 1;
     if (slot < 0)
         return 0;
-    in_rebuild = PySet_Contains(rebuild, record);
+    in_rebuild = PySet_GET_SIZE(rebuild) ? PySet_Contains(rebuild, record) : 0;
     if (in_rebuild < 0)
         return -1;
     if (in_rebuild)
@@ -536,8 +559,13 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     memcpy(w, buf, traffic_len);
     w += traffic_len;
     memcpy(w, PyBytes_AS_STRING(suffix), ls);
-    if (PySet_Add(dirty, record) < 0 || (new_hot && PySet_Add(hot_set, stream) < 0))
-        goto error; /* a connection joined again, a stream looked at again: harmless */
+    if (record != pass->last_dirty) {
+        if (PySet_Add(dirty, record) < 0)
+            goto error; /* a connection joined again: harmless */
+        pass->last_dirty = record;
+    }
+    if (new_hot && PySet_Add(hot_set, stream) < 0)
+        goto error; /* a stream looked at again: harmless */
 
     Py_INCREF(sc); /* held while their slots change */
     Py_INCREF(parts);
@@ -574,6 +602,7 @@ static PyObject *stream_pass(PyObject *self, PyObject *args)
     Py_ssize_t i, n;
     pass_t pass;
     pass.n = 0;
+    pass.last_dirty = NULL;
     if (!PyArg_ParseTuple(args, "OLO!O!O!", &streams, &window, &PySet_Type, &rebuild,
                           &PySet_Type, &dirty, &PySet_Type, &hot))
         return NULL;
@@ -629,11 +658,11 @@ error:
 
 /* 0 and *out (a new reference), 1 ask Python, -1 error (nothing changed). */
 static int connection_one(PyObject *record, PyObject *code, int64_t window, PyObject *dirty,
-                          PyObject *totals, PyObject *peer, PyObject **out)
+                          int64_t *deltas, PyObject *peer, PyObject **out)
 {
     PyObject *tv[T_N], *parts, *traffic, *latency_o, *old_tagged;
     PyObject *traffic_b = NULL, *latency_b = NULL, *header_b = NULL, *tag_b = NULL;
-    PyObject *tagged = NULL, *sums[4] = {NULL, NULL, NULL, NULL};
+    PyObject *tagged = NULL;
     int64_t t[T_N], c[4], status, c_status, close_ts, c_close_ts, latency, c_latency;
     int64_t bw_in = 0, bw_out = 0, prev_in, prev_out, total_v[4];
     int hot, new_hot = 0, in_dirty, tags_same, moved, need_traffic, k;
@@ -641,7 +670,7 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
     Py_ssize_t n, i, traffic_len = 0, body, total, streams_len = 0;
     char *w;
 
-    in_dirty = PySet_Contains(dirty, record);
+    in_dirty = PySet_GET_SIZE(dirty) ? PySet_Contains(dirty, record) : 0;
     if (in_dirty < 0)
         return -1;
     hot = flag(get(code, &L_cc, CC_HOT));
@@ -695,34 +724,27 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
         if (bandwidths(t, window, &bw_in, &bw_out, &prev_in, &prev_out) < 0)
             return 1;
         new_hot = bw_in || bw_out || t[T_IN_B] != prev_in || t[T_OUT_B] != prev_out;
-        if (!PyList_CheckExact(totals) || PyList_GET_SIZE(totals) < 4)
-            return 1;
-        for (k = 0; k < 4; k++) {
-            int64_t v;
-            if (i64(PyList_GET_ITEM(totals, k), &v) < 0 ||
-                __builtin_add_overflow(v, t[k] - c[k], &total_v[k]))
+        for (k = 0; k < 4; k++) /* both >= 0: the difference does not overflow */
+            if (__builtin_add_overflow(deltas[k], t[k] - c[k], &total_v[k]))
                 return 1;
-        }
         traffic_len = put_traffic(buf, 0x42, t, bw_in, bw_out);
         if ((traffic_b = PyBytes_FromStringAndSize((const char *)buf, traffic_len)) == NULL)
             goto error;
-        for (k = 0; k < 4; k++)
-            if ((sums[k] = PyLong_FromLongLong(total_v[k])) == NULL)
-                goto error;
     }
     if (latency != c_latency) {
         latency_b = latency ? tagged_varint(0x50, (uint64_t)latency) : PyBytes_FromStringAndSize("", 0);
         if (latency_b == NULL)
             goto error;
     }
-    if ((header_b = tagged_varint(0x5a, (uint64_t)streams_len)) == NULL)
+    if ((header_b = tagged_varint_as(0x5a, (uint64_t)streams_len,
+                                     PyList_GET_ITEM(parts, P_STREAMS))) == NULL)
         goto error;
 #define PART_LEN(i) PyBytes_GET_SIZE(PyList_GET_ITEM(parts, (i)))
     body = PART_LEN(P_HEAD) + (traffic_b ? PyBytes_GET_SIZE(traffic_b) : PART_LEN(P_TRAFFIC)) +
            PART_LEN(P_ATTRIBS) + (latency_b ? PyBytes_GET_SIZE(latency_b) : PART_LEN(P_LATENCY)) +
            PyBytes_GET_SIZE(header_b) + streams_len + PART_LEN(n - 2) +
            PyBytes_GET_SIZE(peer);
-    if ((tag_b = tagged_varint(0x0a, (uint64_t)body)) == NULL)
+    if ((tag_b = tagged_varint_as(0x0a, (uint64_t)body, PyList_GET_ITEM(parts, P_TAG))) == NULL)
         goto error;
     total = 0;
     for (i = 0; i < n; i++) {
@@ -747,7 +769,7 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
         PyList_SetItem(parts, P_TRAFFIC, traffic_b);
         put_ref(code, &L_cc, CC_HOT, new_hot ? Py_True : Py_False);
         for (k = 0; k < 4; k++) {
-            PyList_SetItem(totals, k, sums[k]);
+            deltas[k] = total_v[k];
             put_ref(code, &L_cc, CC_IN_B + k, tv[k]);
         }
     }
@@ -779,8 +801,6 @@ error:
     Py_XDECREF(header_b);
     Py_XDECREF(tag_b);
     Py_XDECREF(tagged);
-    for (k = 0; k < 4; k++)
-        Py_XDECREF(sums[k]);
     return -1;
 }
 
@@ -850,6 +870,46 @@ static int ask_python(PyObject *slow, PyObject *record, PyObject *peer, PyObject
     return r;
 }
 
+/* Add a pass's deltas to the node-wide totals (a list of four Python ints: no overflow);
+ * -1 on an error (a memory error, or totals not such a list). */
+static int totals_flush(PyObject *totals, int64_t *deltas)
+{
+    int k;
+    for (k = 0; k < 4; k++) {
+        PyObject *delta, *sum;
+        if (deltas[k] == 0)
+            continue;
+        if (PyList_GET_SIZE(totals) <= k) {
+            PyErr_SetString(PyExc_ValueError, "totals must hold four counters");
+            return -1;
+        }
+        delta = PyLong_FromLongLong(deltas[k]);
+        sum = delta ? PyNumber_Add(PyList_GET_ITEM(totals, k), delta) : NULL;
+        Py_XDECREF(delta);
+        if (sum == NULL)
+            return -1;
+        PyList_SetItem(totals, k, sum);
+        deltas[k] = 0;
+    }
+    return 0;
+}
+
+/* The field of ``peer_id`` in the dict ``fields`` (a new reference; b"" when missing),
+ * NULL without an error set when the Python code must do it, NULL with one on an error. */
+static PyObject *peer_lookup(PyObject *fields, PyObject *peer_id)
+{
+    PyObject *got;
+    if (!PyUnicode_CheckExact(peer_id))
+        return NULL;
+    got = PyDict_GetItemWithError(fields, peer_id); /* borrowed */
+    if (got == NULL)
+        return PyErr_Occurred() ? NULL : PyBytes_FromStringAndSize(NULL, 0);
+    if (!PyBytes_CheckExact(got))
+        return NULL;
+    Py_INCREF(got);
+    return got;
+}
+
 /* Only an Exception is the record's fault (the Python code catches those). */
 static int swallow(void)
 {
@@ -864,6 +924,7 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
     PyObject *records, *rebuild, *dirty, *totals, *peer_field, *latency, *slow, *items, *out;
     long long window;
     Py_ssize_t i, n;
+    int64_t deltas[4] = {0, 0, 0, 0};
     if (!PyArg_ParseTuple(args, "OLO!O!O!OOO", &records, &window, &PySet_Type, &rebuild,
                           &PySet_Type, &dirty, &PyList_Type, &totals, &peer_field, &latency,
                           &slow))
@@ -926,11 +987,12 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
         Py_INCREF(peer);
         {
             PyObject *peer_id = peer;
-            peer = PyObject_CallOneArg(peer_field, peer_id);
+            peer = PyDict_CheckExact(peer_field) ? peer_lookup(peer_field, peer_id)
+                                                 : PyObject_CallOneArg(peer_field, peer_id);
             Py_DECREF(peer_id);
         }
         if (peer == NULL) {
-            if (swallow() < 0 || ask_python(slow, record, NULL, out) < 0)
+            if ((PyErr_Occurred() && swallow() < 0) || ask_python(slow, record, NULL, out) < 0)
                 goto error;
             continue;
         }
@@ -945,7 +1007,7 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
             r = PySet_Contains(rebuild, record);
             if (r == 0) {
                 Py_INCREF(code); /* held while its slots change */
-                r = connection_one(record, code, (int64_t)window, dirty, totals, peer, &got);
+                r = connection_one(record, code, (int64_t)window, dirty, deltas, peer, &got);
                 Py_DECREF(code);
             }
         }
@@ -959,10 +1021,22 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
         Py_DECREF(peer);
     }
     Py_DECREF(items);
+    if (totals_flush(totals, deltas) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
     return out;
 error:
     Py_DECREF(items);
     Py_XDECREF(out);
+    {
+        /* Add what the connections done so far moved, keeping the error being raised. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (totals_flush(totals, deltas) < 0)
+            PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+    }
     return NULL;
 }
 

@@ -289,6 +289,7 @@ class IncrementalEncoder:
         window_ms: int,
         peer_field: Callable[[str], bytes],
         on_error: Callable[[], None],
+        peer_fields: dict[str, bytes] | None = None,
     ) -> list[bytes]:
         """Each record's ``Subsystems.connections`` field (tag, length, ``Connection``),
         in order, encoding again only what moved (after :meth:`encode_streams`).
@@ -297,6 +298,10 @@ class IncrementalEncoder:
         :param peer_field: a peer id's ``Connection.peer`` field bytes (``b""`` if none).
         :param on_error: called (inside ``except``) for a record that cannot be
             described; it is skipped.
+        :param peer_fields: optionally, what ``peer_field`` answers, as a dict of peer
+            id -> field bytes (a missing peer: ``b""``): the C loop then looks each
+            connection's peer up without calling ``peer_field``
+            (``IdentifyTracker.peer_fields``).
 
         A snapshot may be encoded in several calls (slices of the records, in order);
         the registry may change between them.
@@ -307,9 +312,10 @@ class IncrementalEncoder:
             def slow(record: ConnectionRecord, peer: bytes | None) -> bytes | None:
                 return self._encode_one(record, window_ms, peer_field, on_error, peer)
 
+            lookup = peer_fields if type(peer_fields) is dict else peer_field
             connections: list[bytes] = accelerator.connection_pass(
                 records, window_ms, self._rebuild, self._dirty, self._totals,
-                peer_field, self._latency, slow,
+                lookup, self._latency, slow,
             )  # fmt: skip
             return connections
         out: list[bytes] = []

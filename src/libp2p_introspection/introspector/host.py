@@ -464,10 +464,11 @@ class HostIntrospector(SampledSource):
         connections: list[bytes] = []
         encode = encoder.encode
         peer_field = self._identify.peer_field
+        peer_fields = self._identify.peer_fields
         for first in range(0, len(records), SLICE_CONNECTIONS):
             connections += encode(
                 records[first : first + SLICE_CONNECTIONS], window, peer_field,
-                self._describe_failed,
+                self._describe_failed, peer_fields,
             )  # fmt: skip
             yield
         try:
