@@ -12,15 +12,25 @@
  * negative counter, a tag that is not a plain str, a stream that ended or is
  * negotiating, a connection whose status, close time or tags changed.
  *
- * Objects are read through their __slots__ (the member descriptors' offsets,
- * taken once by configure() and used only on objects of exactly the
- * configured types). No Python code runs inside the loops except the
+ * The counters live in C, inline: a TrafficCounter is a Counter (the six
+ * int64 counts, which the counting wrappers bump), and the encoder's
+ * _StreamCode/_ConnectionCode are Codes (the counts they were encoded with,
+ * the slot, whether hot): both loops read and write them without a Python
+ * int in between, so a stream's pass touches a few objects instead of about
+ * twenty. The other fields are read through their __slots__ (the member
+ * descriptors' offsets, taken once by configure() and used only on objects
+ * of exactly the configured types). No Python code runs inside the loops except the
  * callbacks connection_pass() is given, and every value read is read again
  * after them. Every buffer is sized before it is written: a varint takes at
  * most 10 bytes, a gauge at most 2 + 3 * 11, a Traffic field at most 72.
  *
+ * Counter, Code: the base types (see above; their fields are int64 members:
+ *     a value that does not fit is refused with OverflowError, a value that is
+ *     not an int with TypeError).
  * configure(StreamRecord, ConnectionRecord, TrafficCounter, _StreamCode,
  *           _ConnectionCode, active_status) -> None
+ *     TrafficCounter must be a subclass of Counter adding no field, the codes
+ *     subclasses of Code.
  * stream_pass(streams, window_ms, rebuild, dirty, hot) -> list
  *     encode_streams' loop; returns the streams the Python code must do.
  * connection_pass(records, window_ms, rebuild, dirty, totals, peer_field,
@@ -57,22 +67,36 @@ enum { R_CODE, R_CONN, R_PEER_ID, R_TRAFFIC, R_STATUS, R_CLOSE_TS, R_LATENCY, R_
 static const char *r_names[R_N] = {"code",   "conn",     "peer_id",    "traffic",
                                    "status", "close_ts", "latency_ns", "tags"};
 enum { T_IN_B, T_IN_P, T_OUT_B, T_OUT_P, T_PREV_IN, T_PREV_OUT, T_N };
-static const char *t_names[T_N] = {"in_bytes",  "in_packets",    "out_bytes",
-                                   "out_packets", "prev_in_bytes", "prev_out_bytes"};
 enum {
     SC_PROTOCOL, SC_STATUS, SC_CLOSE_TS, SC_TAGS, SC_PREFIX, SC_SUFFIX, SC_TRAFFIC,
-    SC_TAGGED, SC_IN_B, SC_IN_P, SC_OUT_B, SC_OUT_P, SC_HOT, SC_SLOT, SC_N
+    SC_TAGGED, SC_N
 };
 static const char *sc_names[SC_N] = {"protocol", "status", "close_ts", "tags", "prefix",
-                                     "suffix", "traffic", "tagged", "in_b", "in_p",
-                                     "out_b", "out_p", "hot", "slot"};
+                                     "suffix", "traffic", "tagged"};
 enum {
-    CC_STATUS, CC_CLOSE_TS, CC_LATENCY, CC_IN_B, CC_IN_P, CC_OUT_B, CC_OUT_P, CC_HOT,
-    CC_TAGS, CC_PEER, CC_PARTS, CC_TAGGED, CC_N
+    CC_STATUS, CC_CLOSE_TS, CC_LATENCY, CC_TAGS, CC_PEER, CC_PARTS, CC_TAGGED, CC_N
 };
-static const char *cc_names[CC_N] = {"status", "close_ts", "latency", "in_b", "in_p",
-                                     "out_b", "out_p", "hot", "tags", "peer", "parts",
+static const char *cc_names[CC_N] = {"status", "close_ts", "latency", "tags", "peer", "parts",
                                      "tagged"};
+
+/* A TrafficCounter's counts (traffic.py: in, then out; prev_*: the bytes at the last
+ * snapshot), in the order of T_*, and the chunk observer of a stream's reader. */
+typedef struct {
+    PyObject_HEAD
+    int64_t t[T_N];
+    PyObject *observer;
+} CounterObject;
+
+/* The counts a stream or connection was last encoded with (in/out bytes/packets), its
+ * place in its connection's list of encodings (streams) and whether it is hot. */
+typedef struct {
+    PyObject_HEAD
+    int64_t c[4];
+    int64_t slot;
+    char hot;
+} CodeObject;
+
+static PyTypeObject Counter_Type, Code_Type;
 
 static layout_t L_s, L_r, L_t, L_sc, L_cc;
 static int configured = 0;
@@ -261,16 +285,16 @@ static int bandwidths(const int64_t *t, int64_t window, int64_t *bw_in, int64_t 
     return 0;
 }
 
-static int read_counters(PyObject *traffic, PyObject **tv, int64_t *t)
+/* A counter's counts, when it is a configured counter holding no negative count. */
+static int read_counters(PyObject *traffic, int64_t *t)
 {
     int k;
     if (traffic == NULL || Py_TYPE(traffic) != L_t.type)
         return -1;
-    for (k = 0; k < T_N; k++) {
-        tv[k] = get(traffic, &L_t, k);
-        if (counter(tv[k], &t[k]) < 0)
+    memcpy(t, ((CounterObject *)traffic)->t, sizeof ((CounterObject *)traffic)->t);
+    for (k = 0; k < T_N; k++)
+        if (t[k] < 0)
             return -1;
-    }
     return 0;
 }
 
@@ -311,6 +335,15 @@ static int take_layout(layout_t *into, PyObject *type, const char **names, int n
     return 0;
 }
 
+static int subtype_of(PyObject *type, PyTypeObject *base)
+{
+    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, base)) {
+        PyErr_Format(PyExc_TypeError, "configure() expects a subclass of %s", base->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *configure(PyObject *self, PyObject *args)
 {
     PyObject *s, *r, *t, *sc, *cc;
@@ -318,8 +351,11 @@ static PyObject *configure(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOL", &s, &r, &t, &sc, &cc, &active))
         return NULL;
     configured = 0;
+    if (subtype_of(t, &Counter_Type) < 0 || subtype_of(sc, &Code_Type) < 0 ||
+        subtype_of(cc, &Code_Type) < 0)
+        return NULL;
     if (take_layout(&L_s, s, s_names, S_N) < 0 || take_layout(&L_r, r, r_names, R_N) < 0 ||
-        take_layout(&L_t, t, t_names, T_N) < 0 || take_layout(&L_sc, sc, sc_names, SC_N) < 0 ||
+        take_layout(&L_t, t, NULL, 0) < 0 || take_layout(&L_sc, sc, sc_names, SC_N) < 0 ||
         take_layout(&L_cc, cc, cc_names, CC_N) < 0)
         return NULL;
     active_status = active;
@@ -392,7 +428,6 @@ static int sums_flush(pass_t *pass)
 static inline void prefetch_stream(PyObject *stream, int depth)
 {
     PyObject *sc, *traffic, *record;
-    int k;
     if (depth == 0) {
         __builtin_prefetch(stream);
         __builtin_prefetch((char *)stream + 64);
@@ -409,27 +444,19 @@ static inline void prefetch_stream(PyObject *stream, int depth)
             __builtin_prefetch(sc);
             __builtin_prefetch((char *)sc + 64);
         }
-        if (traffic != NULL) {
+        if (traffic != NULL)
             __builtin_prefetch(traffic);
-            __builtin_prefetch((char *)traffic + 64);
-        }
         if (record != NULL)
             __builtin_prefetch((char *)record + L_r.off[R_CODE]);
         __builtin_prefetch(get(stream, &L_s, S_TAGS));
         return;
     }
     if (sc != NULL && Py_TYPE(sc) == L_sc.type) {
-        __builtin_prefetch(get(sc, &L_sc, SC_TAGS));
         __builtin_prefetch(get(sc, &L_sc, SC_PREFIX));
         __builtin_prefetch(get(sc, &L_sc, SC_SUFFIX));
         __builtin_prefetch(get(sc, &L_sc, SC_TRAFFIC));
         __builtin_prefetch(get(sc, &L_sc, SC_TAGGED));
-        for (k = SC_IN_B; k <= SC_OUT_P; k++)
-            __builtin_prefetch(get(sc, &L_sc, k));
     }
-    if (traffic != NULL && Py_TYPE(traffic) == L_t.type)
-        for (k = 0; k < T_N; k++)
-            __builtin_prefetch(get(traffic, &L_t, k));
     if (record != NULL && Py_TYPE(record) == L_r.type) {
         PyObject *code = get(record, &L_r, R_CODE);
         if (code != NULL && Py_TYPE(code) == L_cc.type) {
@@ -443,13 +470,15 @@ static inline void prefetch_stream(PyObject *stream, int depth)
 static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObject *dirty,
                       PyObject *hot_set, pass_t *pass)
 {
-    PyObject *record, *code, *sc, *protocol, *scp, *tv[T_N], *sctraffic, *prefix, *suffix;
+    PyObject *record, *code, *sc, *protocol, *scp, *sctraffic, *prefix, *suffix;
     PyObject *parts, *live, *traffic;
     PyObject *traffic_b = NULL, *tagged = NULL;
-    int64_t slot, status, sc_status, close_ts, sc_close_ts, t[T_N], s[4], live_v[4];
+    CodeObject *scc;
+    CounterObject *tr;
+    int64_t slot, status, sc_status, close_ts, sc_close_ts, t[T_N], live_v[4];
     int sums_at = -1;
     int64_t bw_in, bw_out, prev_in, prev_out;
-    int hot, new_hot, in_rebuild, k, tags_same;
+    int new_hot, in_rebuild, k, tags_same;
     unsigned char buf[TRAFFIC_MAX];
     Py_ssize_t traffic_len, lp, ls, body, total, vlen;
     char *w;
@@ -467,8 +496,8 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
         return 0; /* new, or dropped: its connection is encoded whole */
     if (Py_TYPE(code) != L_cc.type || Py_TYPE(sc) != L_sc.type)
         return 1;
-    if (i64(get(sc, &L_sc, SC_SLOT), &slot) < 0)
-        return 1;
+    scc = (CodeObject *)sc;
+    slot = scc->slot;
     if (slot < 0)
         return 0;
     in_rebuild = PySet_GET_SIZE(rebuild) ? PySet_Contains(rebuild, record) : 0;
@@ -498,16 +527,17 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
         return 1;
 
     traffic = get(stream, &L_s, S_TRAFFIC);
-    if (read_counters(traffic, tv, t) < 0)
+    if (read_counters(traffic, t) < 0)
         return 1;
-    if (counter(get(sc, &L_sc, SC_IN_B), &s[0]) < 0 || counter(get(sc, &L_sc, SC_IN_P), &s[1]) < 0 ||
-        counter(get(sc, &L_sc, SC_OUT_B), &s[2]) < 0 || counter(get(sc, &L_sc, SC_OUT_P), &s[3]) < 0)
-        return 1;
-    hot = flag(get(sc, &L_sc, SC_HOT));
+    tr = (CounterObject *)traffic;
+    for (k = 0; k < 4; k++)
+        if (scc->c[k] < 0)
+            return 1;
     sctraffic = get(sc, &L_sc, SC_TRAFFIC);
-    if (hot < 0 || sctraffic == NULL || !PyBytes_CheckExact(sctraffic))
+    if (sctraffic == NULL || !PyBytes_CheckExact(sctraffic))
         return 1;
-    if (!hot && (uint64_t)t[T_IN_P] + (uint64_t)t[T_OUT_P] == (uint64_t)s[1] + (uint64_t)s[3] &&
+    if (!scc->hot && (uint64_t)t[T_IN_P] + (uint64_t)t[T_OUT_P] ==
+                         (uint64_t)scc->c[1] + (uint64_t)scc->c[3] &&
         PyBytes_GET_SIZE(sctraffic) > 0)
         return 0; /* not moved, not hot: its bytes stand */
 
@@ -523,8 +553,9 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
         sums_at = sums_slot(pass, live);
         if (sums_at < 0)
             return 1;
-        for (k = 0; k < 4; k++)
-            if (__builtin_add_overflow(pass->sums[sums_at].delta[k], t[k] - s[k], &live_v[k]))
+        for (k = 0; k < 4; k++) /* both >= 0: the difference does not overflow */
+            if (__builtin_add_overflow(pass->sums[sums_at].delta[k], t[k] - scc->c[k],
+                                       &live_v[k]))
                 return 1;
     }
     prefix = get(sc, &L_sc, SC_PREFIX);
@@ -569,22 +600,17 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
 
     Py_INCREF(sc); /* held while their slots change */
     Py_INCREF(parts);
-    Py_INCREF(traffic);
     if (window > 0) {
-        put_ref(traffic, &L_t, T_PREV_IN, tv[T_IN_B]);
-        put_ref(traffic, &L_t, T_PREV_OUT, tv[T_OUT_B]);
+        tr->t[T_PREV_IN] = t[T_IN_B];
+        tr->t[T_PREV_OUT] = t[T_OUT_B];
     }
     put(sc, &L_sc, SC_TRAFFIC, traffic_b);
-    put_ref(sc, &L_sc, SC_HOT, new_hot ? Py_True : Py_False);
+    scc->hot = (char)new_hot;
     if (sums_at >= 0)
         memcpy(pass->sums[sums_at].delta, live_v, sizeof live_v);
-    put_ref(sc, &L_sc, SC_IN_B, tv[T_IN_B]);
-    put_ref(sc, &L_sc, SC_IN_P, tv[T_IN_P]);
-    put_ref(sc, &L_sc, SC_OUT_B, tv[T_OUT_B]);
-    put_ref(sc, &L_sc, SC_OUT_P, tv[T_OUT_P]);
+    memcpy(scc->c, t, sizeof scc->c); /* in/out bytes/packets: T_IN_B..T_OUT_P */
     put_ref(sc, &L_sc, SC_TAGGED, tagged);
     PyList_SetItem(parts, slot, tagged); /* steals: tagged now held by sc and parts */
-    Py_DECREF(traffic);
     Py_DECREF(parts);
     Py_DECREF(sc);
     return 0;
@@ -660,7 +686,8 @@ error:
 static int connection_one(PyObject *record, PyObject *code, int64_t window, PyObject *dirty,
                           int64_t *deltas, PyObject *peer, PyObject **out)
 {
-    PyObject *tv[T_N], *parts, *traffic, *latency_o, *old_tagged;
+    PyObject *parts, *traffic, *latency_o, *old_tagged;
+    CodeObject *cc = (CodeObject *)code;
     PyObject *traffic_b = NULL, *latency_b = NULL, *header_b = NULL, *tag_b = NULL;
     PyObject *tagged = NULL;
     int64_t t[T_N], c[4], status, c_status, close_ts, c_close_ts, latency, c_latency;
@@ -673,12 +700,12 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
     in_dirty = PySet_GET_SIZE(dirty) ? PySet_Contains(dirty, record) : 0;
     if (in_dirty < 0)
         return -1;
-    hot = flag(get(code, &L_cc, CC_HOT));
+    hot = cc->hot;
     traffic = get(record, &L_r, R_TRAFFIC);
-    if (hot < 0 || read_counters(traffic, tv, t) < 0)
+    if (read_counters(traffic, t) < 0)
         return 1;
     for (k = 0; k < 4; k++)
-        if (counter(get(code, &L_cc, CC_IN_B + k), &c[k]) < 0)
+        if ((c[k] = cc->c[k]) < 0)
             return 1;
     if (i64(get(record, &L_r, R_STATUS), &status) < 0 ||
         i64(get(code, &L_cc, CC_STATUS), &c_status) < 0 ||
@@ -763,14 +790,14 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
     Py_INCREF(parts);
     if (traffic_b != NULL) {
         if (window > 0) {
-            put_ref(traffic, &L_t, T_PREV_IN, tv[T_IN_B]);
-            put_ref(traffic, &L_t, T_PREV_OUT, tv[T_OUT_B]);
+            ((CounterObject *)traffic)->t[T_PREV_IN] = t[T_IN_B];
+            ((CounterObject *)traffic)->t[T_PREV_OUT] = t[T_OUT_B];
         }
         PyList_SetItem(parts, P_TRAFFIC, traffic_b);
-        put_ref(code, &L_cc, CC_HOT, new_hot ? Py_True : Py_False);
+        cc->hot = (char)new_hot;
         for (k = 0; k < 4; k++) {
             deltas[k] = total_v[k];
-            put_ref(code, &L_cc, CC_IN_B + k, tv[k]);
+            cc->c[k] = t[k];
         }
     }
     if (latency_b != NULL) {
@@ -834,17 +861,12 @@ static inline void prefetch_record(PyObject *record, int depth)
         return;
     n = PyList_GET_SIZE(parts);
     if (depth == 2) {
-        PyObject *traffic = get(record, &L_r, R_TRAFFIC);
-        int k;
         __builtin_prefetch(((PyListObject *)parts)->ob_item);
         if (n > 8)
             __builtin_prefetch(((PyListObject *)parts)->ob_item + 8);
         if (n > 16)
             __builtin_prefetch(((PyListObject *)parts)->ob_item + 16);
         __builtin_prefetch(get(code, &L_cc, CC_TAGS));
-        if (traffic != NULL && Py_TYPE(traffic) == L_t.type)
-            for (k = 0; k < T_N; k++)
-                __builtin_prefetch(get(traffic, &L_t, k));
         return;
     }
     for (i = 0; i < n && i < 64; i++)
@@ -1047,6 +1069,146 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* ------------------------------------------------------------------- types */
+
+static int counter_traverse(CounterObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->observer);
+    return 0;
+}
+
+static int counter_clear(CounterObject *self)
+{
+    Py_CLEAR(self->observer);
+    return 0;
+}
+
+static void counter_dealloc(CounterObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    counter_clear(self);
+    type->tp_free((PyObject *)self);
+}
+
+/* A count as an int64, or -1 with an error set (TypeError: not an int; OverflowError: it
+ * does not fit), before anything is stored: a refused value leaves the field as it was. */
+static int int64_value(PyObject *value, int64_t *out)
+{
+    int overflow = 0;
+    long long x;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a count cannot be deleted");
+        return -1;
+    }
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "a count must be an int, not %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    x = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow) {
+        PyErr_SetString(PyExc_OverflowError, "a count must fit in 64 bits (signed)");
+        return -1;
+    }
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    *out = (int64_t)x;
+    return 0;
+}
+
+static PyObject *counter_get(CounterObject *self, void *k)
+{
+    return PyLong_FromLongLong(self->t[(intptr_t)k]);
+}
+
+static int counter_set(CounterObject *self, PyObject *value, void *k)
+{
+    return int64_value(value, &self->t[(intptr_t)k]);
+}
+
+#define COUNT(name, k, doc) \
+    {name, (getter)counter_get, (setter)counter_set, doc, (void *)(intptr_t)(k)}
+static PyGetSetDef counter_getset[] = {
+    COUNT("in_bytes", T_IN_B, "bytes received (read), cumulative"),
+    COUNT("in_packets", T_IN_P, "reads that returned bytes, cumulative"),
+    COUNT("out_bytes", T_OUT_B, "bytes sent (written), cumulative"),
+    COUNT("out_packets", T_OUT_P, "completed writes, cumulative"),
+    COUNT("prev_in_bytes", T_PREV_IN, "in_bytes at the previous snapshot"),
+    COUNT("prev_out_bytes", T_PREV_OUT, "out_bytes at the previous snapshot"),
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef counter_members[] = {
+    {"observer", T_OBJECT, offsetof(CounterObject, observer), 0,
+     "called with each counted chunk a negotiated stream read, or None"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject Counter_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "libp2p_introspection.introspector._snapcode.Counter",
+    .tp_doc = "TrafficCounter's fields, inline (int64 counts; see traffic.py).",
+    .tp_basicsize = sizeof(CounterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)counter_dealloc,
+    .tp_traverse = (traverseproc)counter_traverse,
+    .tp_clear = (inquiry)counter_clear,
+    .tp_members = counter_members,
+    .tp_getset = counter_getset,
+};
+
+static PyObject *code_get(CodeObject *self, void *k)
+{
+    intptr_t i = (intptr_t)k;
+    return PyLong_FromLongLong(i < 4 ? self->c[i] : self->slot);
+}
+
+static int code_set(CodeObject *self, PyObject *value, void *k)
+{
+    intptr_t i = (intptr_t)k;
+    return int64_value(value, i < 4 ? &self->c[i] : &self->slot);
+}
+
+static PyObject *code_get_hot(CodeObject *self, void *unused)
+{
+    return PyBool_FromLong(self->hot);
+}
+
+static int code_set_hot(CodeObject *self, PyObject *value, void *unused)
+{
+    if (value == NULL || !PyBool_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "hot must be a bool");
+        return -1;
+    }
+    self->hot = value == Py_True;
+    return 0;
+}
+
+#define CODE_COUNT(name, k, doc) \
+    {name, (getter)code_get, (setter)code_set, doc, (void *)(intptr_t)(k)}
+static PyGetSetDef code_getset[] = {
+    CODE_COUNT("in_b", 0, "in bytes it was encoded with"),
+    CODE_COUNT("in_p", 1, "in packets it was encoded with"),
+    CODE_COUNT("out_b", 2, "out bytes it was encoded with"),
+    CODE_COUNT("out_p", 3, "out packets it was encoded with"),
+    CODE_COUNT("slot", 4, "a stream's index in its connection's list of encodings, -1 if none"),
+    {"hot", (getter)code_get_hot, (setter)code_set_hot,
+     "whether to look at it again next snapshot", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Code_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "libp2p_introspection.introspector._snapcode.Code",
+    .tp_doc = "The counts a stream or connection was encoded with, inline (see encoder.py).",
+    .tp_basicsize = sizeof(CodeObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = PyType_GenericNew,
+    .tp_getset = code_getset,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_snapcode",
     "The incremental snapshot encoder's hot loops in C (optional; see encoder.py).", -1,
@@ -1055,5 +1217,16 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__snapcode(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m;
+    if (PyType_Ready(&Counter_Type) < 0 || PyType_Ready(&Code_Type) < 0)
+        return NULL;
+    m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Counter", (PyObject *)&Counter_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Code", (PyObject *)&Code_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from libp2p_introspection.introspector import conninfo
+from libp2p_introspection.introspector import _accel, conninfo
 from libp2p_introspection.introspector.protocols import ProtocolTracker
 from libp2p_introspection.introspector.records import ENDED, ConnectionRecord, StreamRecord
 from libp2p_introspection.introspector.traffic import TrafficCounter
@@ -85,19 +85,25 @@ def assemble_tagged(head: bytes, connections: list[bytes], subsystems_rest: byte
     return b"".join([b"\x0a", encode_varint(size), *connections, subsystems_rest, head])
 
 
-class _StreamCode:
+class _CodeFields:
+    """The counts a stream or connection was encoded with (in/out bytes/packets), a
+    stream's index in its connection's parts (``slot``, -1: none) and whether to look
+    at it again next snapshot (``hot``): in Python, the fallback of ``_snapcode.Code``
+    (the same fields, inline in C, where the accelerator is built)."""
+
+    __slots__ = ("hot", "in_b", "in_p", "out_b", "out_p", "slot")
+
+
+_CodeBase: Any = _accel.snapcode.Code if _accel.snapcode is not None else _CodeFields
+
+
+class _StreamCode(_CodeBase):  # type: ignore[misc]
     """A stream's bytes (``tagged``: its ``StreamList.streams`` field) and the values they hold."""
 
     __slots__ = (
         "close_ts",
-        "hot",
-        "in_b",
-        "in_p",
-        "out_b",
-        "out_p",
         "prefix",
         "protocol",
-        "slot",
         "status",
         "suffix",
         "tagged",
@@ -117,19 +123,14 @@ class _StreamCode:
         self.slot = -1
 
 
-class _ConnectionCode:
+class _ConnectionCode(_CodeBase):  # type: ignore[misc]
     """A connection's field encodings (``parts``, joined into ``tagged``: its
     ``Subsystems.connections`` field), the values they hold, and its share of the
     node-wide totals (the counters it was last reported with)."""
 
     __slots__ = (
         "close_ts",
-        "hot",
-        "in_b",
-        "in_p",
         "latency",
-        "out_b",
-        "out_p",
         "parts",
         "peer",
         "status",
@@ -141,6 +142,7 @@ class _ConnectionCode:
         self.status = self.close_ts = self.latency = -1
         self.in_b = self.in_p = self.out_b = self.out_p = 0
         self.hot = True
+        self.slot = -1
         self.tags: tuple[str, ...] = ()
         self.peer = b""
         self.parts: list[bytes] = []
@@ -148,9 +150,8 @@ class _ConnectionCode:
 
 
 def _load_accelerator() -> Any:
-    try:
-        from libp2p_introspection.introspector import _snapcode  # type: ignore[attr-defined]
-    except ImportError:  # built without a C compiler: the Python loops
+    _snapcode = _accel.snapcode
+    if _snapcode is None:  # built without a C compiler (or turned off): the Python loops
         return None
     try:
         _snapcode.configure(

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from libp2p_introspection.introspector import _accel
 from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.protocol import pb
@@ -41,15 +42,8 @@ from libp2p_introspection.protocol import pb
 logger = logging.getLogger(__name__)
 
 
-class TrafficCounter:
-    """Cumulative bytes and packets in both directions for one object.
-
-    ``in_*`` count data received (read), ``out_*`` data sent (written). The
-    ``prev_*`` fields hold the byte counts seen at the previous snapshot and
-    are only touched by :meth:`to_pb`. ``observer``, when set, is called with
-    each chunk a negotiated stream's ``read()`` returned, after it is counted
-    (its exceptions are swallowed).
-    """
+class _CounterFields:
+    """The counter's fields in Python (the fallback of ``_snapcode.Counter``)."""
 
     __slots__ = (
         "in_bytes",
@@ -69,6 +63,26 @@ class TrafficCounter:
         self.out_packets = 0
         self.prev_in_bytes = 0
         self.prev_out_bytes = 0
+
+
+#: Where the C accelerator is built, the fields live in C, inline (``_snapcode.Counter``:
+#: 64-bit counts the snapshot encoder reads without a Python int per value; a value
+#: that does not fit is refused with ``OverflowError``); otherwise in Python.
+_CounterBase: Any = _accel.snapcode.Counter if _accel.snapcode is not None else _CounterFields
+
+
+class TrafficCounter(_CounterBase):  # type: ignore[misc]
+    """Cumulative bytes and packets in both directions for one object.
+
+    ``in_*`` count data received (read), ``out_*`` data sent (written). The
+    ``prev_*`` fields hold the byte counts seen at the previous snapshot and
+    are only touched by :meth:`to_pb` (and the snapshot encoder). ``observer``,
+    when set, is called with each chunk a negotiated stream's ``read()``
+    returned, after it is counted (its exceptions are swallowed). A new counter
+    holds 0 everywhere and no observer.
+    """
+
+    __slots__ = ()
 
     def add(self, other: TrafficCounter) -> None:
         """Add ``other``'s cumulative counts to this counter."""
