@@ -33,6 +33,10 @@
  *     subclasses of Code.
  * stream_pass(streams, window_ms, rebuild, dirty, hot) -> list
  *     encode_streams' loop; returns the streams the Python code must do.
+ * fnv1a32(pieces, h=0x811c9dc5) -> int
+ *     FNV-1a 32 of the concatenation of ``pieces`` (a list of bytes), from the
+ *     state ``h`` (the offset basis, or what an earlier call returned: a long
+ *     input can be hashed a few pieces at a time), without joining them.
  * connection_pass(records, window_ms, rebuild, dirty, totals, peer_field,
  *                 latency, slow) -> list of bytes
  *     encode's loop: each record's Subsystems.connections field. For a record
@@ -466,13 +470,65 @@ static inline void prefetch_stream(PyObject *stream, int depth)
     }
 }
 
+/* Where a stream's Traffic field (field 4) sits in its kept bytes (``tagged``: tag 0x12,
+ * the body's length, then the body: the fields before it (id, protocol, role), the
+ * traffic, the fields after it): 0 and the body's start, the field's start and end, or -1
+ * when the bytes are not laid out so (the Python code does the stream). */
+static int find_traffic(PyObject *tagged, Py_ssize_t *body_at, Py_ssize_t *at, Py_ssize_t *end)
+{
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(tagged);
+    Py_ssize_t n = PyBytes_GET_SIZE(tagged), i = 1, shift;
+    uint64_t len = 0;
+    if (n < 2 || p[0] != 0x12)
+        return -1;
+    for (shift = 0; i < n && shift < 63; shift += 7) { /* the body's length */
+        len |= (uint64_t)(p[i] & 0x7F) << shift;
+        if (!(p[i++] & 0x80))
+            break;
+    }
+    if (i >= n || p[i - 1] & 0x80 || len != (uint64_t)(n - i))
+        return -1;
+    *body_at = i;
+    while (i < n) {
+        unsigned char tag = p[i];
+        if (tag == 0x22) { /* the Traffic: two gauges, at most 70 bytes (one length byte) */
+            if (i + 1 >= n || p[i + 1] & 0x80 || i + 2 + p[i + 1] > n)
+                return -1;
+            *at = i;
+            *end = i + 2 + p[i + 1];
+            return 0;
+        }
+        if (tag >> 3 < 1 || tag >> 3 > 3 || tag & 0x80) /* only id, protocol, role before it */
+            return -1;
+        i++;
+        if ((tag & 7) == 0) { /* a varint */
+            while (i < n && p[i] & 0x80)
+                i++;
+            i++;
+        } else if ((tag & 7) == 2) { /* length-delimited */
+            uint64_t l = 0;
+            for (shift = 0; i < n && shift < 63; shift += 7) {
+                l |= (uint64_t)(p[i] & 0x7F) << shift;
+                if (!(p[i++] & 0x80))
+                    break;
+            }
+            if (i > n || p[i - 1] & 0x80 || l > (uint64_t)(n - i))
+                return -1;
+            i += (Py_ssize_t)l;
+        } else {
+            return -1;
+        }
+    }
+    return -1;
+}
+
 /* 0 done (or nothing to do), 1 ask Python, -1 error (nothing changed). */
 static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObject *dirty,
                       PyObject *hot_set, pass_t *pass)
 {
-    PyObject *record, *code, *sc, *protocol, *scp, *sctraffic, *prefix, *suffix;
+    PyObject *record, *code, *sc, *protocol, *scp, *old, *empty;
     PyObject *parts, *live, *traffic;
-    PyObject *traffic_b = NULL, *tagged = NULL;
+    PyObject *tagged = NULL;
     CodeObject *scc;
     CounterObject *tr;
     int64_t slot, status, sc_status, close_ts, sc_close_ts, t[T_N], live_v[4];
@@ -480,7 +536,8 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     int64_t bw_in, bw_out, prev_in, prev_out;
     int new_hot, in_rebuild, k, tags_same;
     unsigned char buf[TRAFFIC_MAX];
-    Py_ssize_t traffic_len, lp, ls, body, total, vlen;
+    Py_ssize_t traffic_len, lp, ls, body, total, vlen, body_at, at, end;
+    const char *o;
     char *w;
 
     if (Py_TYPE(stream) != L_s.type)
@@ -533,13 +590,10 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     for (k = 0; k < 4; k++)
         if (scc->c[k] < 0)
             return 1;
-    sctraffic = get(sc, &L_sc, SC_TRAFFIC);
-    if (sctraffic == NULL || !PyBytes_CheckExact(sctraffic))
-        return 1;
+    /* An encoded stream (slot >= 0) has its bytes: not moved, not hot, they stand. */
     if (!scc->hot && (uint64_t)t[T_IN_P] + (uint64_t)t[T_OUT_P] ==
-                         (uint64_t)scc->c[1] + (uint64_t)scc->c[3] &&
-        PyBytes_GET_SIZE(sctraffic) > 0)
-        return 0; /* not moved, not hot: its bytes stand */
+                         (uint64_t)scc->c[1] + (uint64_t)scc->c[3])
+        return 0;
 
     if (bandwidths(t, window, &bw_in, &bw_out, &prev_in, &prev_out) < 0)
         return 1;
@@ -558,38 +612,42 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
                                        &live_v[k]))
                 return 1;
     }
-    prefix = get(sc, &L_sc, SC_PREFIX);
-    suffix = get(sc, &L_sc, SC_SUFFIX);
     parts = get(code, &L_cc, CC_PARTS);
-    if (prefix == NULL || suffix == NULL || parts == NULL || !PyBytes_CheckExact(prefix) ||
-        !PyBytes_CheckExact(suffix) || !PyList_CheckExact(parts) || slot >= PyList_GET_SIZE(parts))
+    if (parts == NULL || !PyList_CheckExact(parts) || slot >= PyList_GET_SIZE(parts))
         return 1;
-    /* What the new bytes replace is bytes too: dropping it runs no Python code. */
-    if (get(sc, &L_sc, SC_TAGGED) == NULL || !PyBytes_CheckExact(get(sc, &L_sc, SC_TAGGED)) ||
-        !PyBytes_CheckExact(PyList_GET_ITEM(parts, slot)))
+    /* The new bytes are the kept ones with the Traffic field replaced (the fields around
+     * it are sc.prefix and sc.suffix, which made them). What they replace is bytes too:
+     * dropping it runs no Python code. */
+    old = get(sc, &L_sc, SC_TAGGED);
+    if (old == NULL || !PyBytes_CheckExact(old) || !PyBytes_CheckExact(PyList_GET_ITEM(parts, slot)) ||
+        PyBytes_GET_SIZE(old) > PY_SSIZE_T_MAX / 4 || find_traffic(old, &body_at, &at, &end) < 0)
         return 1;
+    {
+        PyObject *kept = get(sc, &L_sc, SC_TRAFFIC);
+        if (kept == NULL || !PyBytes_CheckExact(kept))
+            return 1;
+    }
     traffic_len = put_traffic(buf, 0x22, t, bw_in, bw_out);
-    lp = PyBytes_GET_SIZE(prefix);
-    ls = PyBytes_GET_SIZE(suffix);
-    if (lp > PY_SSIZE_T_MAX / 4 || ls > PY_SSIZE_T_MAX / 4)
-        return 1;
+    lp = at - body_at;
+    ls = PyBytes_GET_SIZE(old) - end;
     body = lp + traffic_len + ls;
     vlen = varint_len((uint64_t)body);
     total = 1 + vlen + body;
 
-    /* Everything is known: make the new objects, then change the state. */
-    traffic_b = PyBytes_FromStringAndSize((const char *)buf, traffic_len);
-    tagged = PyBytes_FromStringAndSize(NULL, total);
-    if (traffic_b == NULL || tagged == NULL)
+    /* Everything is known: make the new bytes, then change the state. */
+    empty = PyBytes_FromStringAndSize(NULL, 0);
+    tagged = empty == NULL ? NULL : PyBytes_FromStringAndSize(NULL, total);
+    if (tagged == NULL)
         goto error;
+    o = PyBytes_AS_STRING(old);
     w = PyBytes_AS_STRING(tagged);
     *w++ = 0x12;
     w += put_varint((unsigned char *)w, (uint64_t)body);
-    memcpy(w, PyBytes_AS_STRING(prefix), lp);
+    memcpy(w, o + body_at, lp);
     w += lp;
     memcpy(w, buf, traffic_len);
     w += traffic_len;
-    memcpy(w, PyBytes_AS_STRING(suffix), ls);
+    memcpy(w, o + end, ls);
     if (record != pass->last_dirty) {
         if (PySet_Add(dirty, record) < 0)
             goto error; /* a connection joined again: harmless */
@@ -604,7 +662,9 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
         tr->t[T_PREV_IN] = t[T_IN_B];
         tr->t[T_PREV_OUT] = t[T_OUT_B];
     }
-    put(sc, &L_sc, SC_TRAFFIC, traffic_b);
+    /* Its Traffic is now only in its bytes: b"" tells the Python code to encode it again
+     * (the same bytes: not hot, with the same counts, the bandwidth is 0 either way). */
+    put(sc, &L_sc, SC_TRAFFIC, empty);
     scc->hot = (char)new_hot;
     if (sums_at >= 0)
         memcpy(pass->sums[sums_at].delta, live_v, sizeof live_v);
@@ -616,7 +676,7 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     return 0;
 
 error:
-    Py_XDECREF(traffic_b);
+    Py_XDECREF(empty);
     Py_XDECREF(tagged);
     return -1;
 }
@@ -1062,7 +1122,44 @@ error:
     return NULL;
 }
 
+/* ----------------------------------------------------------------- FNV-1a */
+
+static PyObject *fnv1a32(PyObject *self, PyObject *args)
+{
+    PyObject *pieces;
+    unsigned long seed = 0x811c9dc5UL;
+    uint32_t h;
+    Py_ssize_t i, n;
+    if (!PyArg_ParseTuple(args, "O!|k", &PyList_Type, &pieces, &seed))
+        return NULL;
+    if (seed > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_ValueError, "the FNV-1a 32 state is 32 bits");
+        return NULL;
+    }
+    n = PyList_GET_SIZE(pieces);
+    for (i = 0; i < n; i++)
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(pieces, i))) {
+            PyErr_SetString(PyExc_TypeError, "fnv1a32() hashes a list of bytes");
+            return NULL;
+        }
+    h = (uint32_t)seed;
+    /* No Python code runs from here: the list and its items stay as they are. */
+    for (i = 0; i < n; i++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, i);
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(piece);
+        const unsigned char *end = p + PyBytes_GET_SIZE(piece);
+        if (i + 1 < n)
+            __builtin_prefetch(PyBytes_AS_STRING(PyList_GET_ITEM(pieces, i + 1)));
+        for (; p < end; p++) {
+            h ^= *p;
+            h *= 0x01000193u;
+        }
+    }
+    return PyLong_FromUnsignedLong(h);
+}
+
 static PyMethodDef methods[] = {
+    {"fnv1a32", fnv1a32, METH_VARARGS, "FNV-1a 32 of a list of bytes, from a state."},
     {"configure", configure, METH_VARARGS, "Take the record and code types' slot layout."},
     {"stream_pass", stream_pass, METH_VARARGS, "encode_streams' loop (see the module doc)."},
     {"connection_pass", connection_pass, METH_VARARGS, "encode's loop (see the module doc)."},

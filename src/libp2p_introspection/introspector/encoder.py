@@ -47,7 +47,7 @@ from libp2p_introspection.introspector.traffic import TrafficCounter
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import encode_varint
 
-__all__ = ["ACCELERATED", "IncrementalEncoder", "assemble_tagged"]
+__all__ = ["ACCELERATED", "IncrementalEncoder", "assemble_tagged", "state_pieces"]
 
 _ACTIVE = pb.ACTIVE
 
@@ -77,12 +77,19 @@ def _prefix(table: list[bytes], tag: bytes, n: int) -> bytes:
     return table[n] if n < _SMALL else tag + encode_varint(n)
 
 
+def state_pieces(head: bytes, connections: list[bytes], subsystems_rest: bytes) -> list[bytes]:
+    """A serialized ``State`` from :meth:`IncrementalEncoder.encode`'s fields, as the
+    pieces whose concatenation it is (see :func:`assemble_tagged`): a frame can then
+    be made of them in one copy."""
+    size = sum(map(len, connections)) + len(subsystems_rest)
+    return [b"\x0a", encode_varint(size), *connections, subsystems_rest, head]
+
+
 def assemble_tagged(head: bytes, connections: list[bytes], subsystems_rest: bytes) -> bytes:
     """A serialized ``State`` from :meth:`IncrementalEncoder.encode`'s fields: as
     :func:`~libp2p_introspection.protocol.framing.assemble_state`, whose connections
     come without their tag and length, and in one copy of the bytes."""
-    size = sum(map(len, connections)) + len(subsystems_rest)
-    return b"".join([b"\x0a", encode_varint(size), *connections, subsystems_rest, head])
+    return b"".join(state_pieces(head, connections, subsystems_rest))
 
 
 class _CodeFields:
