@@ -42,7 +42,10 @@
  *     encode's loop: each record's Subsystems.connections field. For a record
  *     it does not handle it calls slow(record, peer), peer being None when
  *     latency(conn) or peer_field(peer_id) raised; slow returns the bytes,
- *     or None to skip the record. peer_field may instead be a dict (exactly)
+ *     or None to skip the record. With ``start`` and ``budget_ns`` (both
+ *     optional): from records[start], and, when budget_ns > 0, it stops once it
+ *     has worked that long (looking at the clock every 4 records) and returns
+ *     (the fields, the index of the first record it did not do). peer_field may instead be a dict (exactly)
  *     of peer id -> field bytes, looked up without a call (a peer id missing
  *     from it: b""; a peer id that is not a plain str, or a value that is not
  *     bytes: slow(record, None)). The totals' deltas are added once, at the
@@ -53,6 +56,7 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_SLOTS 16
 #define VARINT_MAX 10
@@ -1001,16 +1005,29 @@ static int swallow(void)
     return 0;
 }
 
+static int64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static PyObject *connection_pass(PyObject *self, PyObject *args)
 {
     PyObject *records, *rebuild, *dirty, *totals, *peer_field, *latency, *slow, *items, *out;
-    long long window;
-    Py_ssize_t i, n;
-    int64_t deltas[4] = {0, 0, 0, 0};
-    if (!PyArg_ParseTuple(args, "OLO!O!O!OOO", &records, &window, &PySet_Type, &rebuild,
+    long long window, budget = 0;
+    Py_ssize_t i, n, start = 0;
+    int64_t deltas[4] = {0, 0, 0, 0}, began = 0;
+    if (!PyArg_ParseTuple(args, "OLO!O!O!OOO|nL", &records, &window, &PySet_Type, &rebuild,
                           &PySet_Type, &dirty, &PyList_Type, &totals, &peer_field, &latency,
-                          &slow))
+                          &slow, &start, &budget))
         return NULL;
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "start < 0");
+        return NULL;
+    }
+    if (budget > 0)
+        began = monotonic_ns();
     if (!configured) {
         PyErr_SetString(PyExc_RuntimeError, "configure() first");
         return NULL;
@@ -1026,9 +1043,12 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
     if (out == NULL)
         goto error;
     n = PyTuple_GET_SIZE(items);
-    for (i = 0; i < n; i++) {
+    for (i = start; i < n; i++) {
         PyObject *record = PyTuple_GET_ITEM(items, i), *conn, *peer, *code, *got = NULL;
         int r;
+        if (budget > 0 && i > start && ((i - start) & 3) == 0 &&
+            monotonic_ns() - began >= budget)
+            break;
         if (i + 6 < n)
             prefetch_record(PyTuple_GET_ITEM(items, i + 6), 0);
         if (i + 4 < n)
@@ -1106,6 +1126,10 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
     if (totals_flush(totals, deltas) < 0) {
         Py_DECREF(out);
         return NULL;
+    }
+    if (budget > 0) {
+        PyObject *pair = Py_BuildValue("(Nn)", out, i < start ? start : i);
+        return pair; /* steals out (N) */
     }
     return out;
 error:

@@ -175,6 +175,8 @@ _snapcode: Any = _load_accelerator()
 ACCELERATED = _snapcode is not None
 #: Windows the C loops take (ms); a longer one (never, in practice) runs in Python.
 _MAX_WINDOW = 1 << 62
+#: Connections :meth:`IncrementalEncoder.encode_for` encodes at a time in Python.
+SLICE_CONNECTIONS = 32
 
 
 class IncrementalEncoder:
@@ -272,13 +274,30 @@ class IncrementalEncoder:
         self._moved.clear()
         return list(streams)
 
-    def encode_streams(self, streams: Iterable[StreamRecord], window_ms: int) -> None:
+    def encode_streams_in_c(
+        self, streams: list[StreamRecord], window_ms: int
+    ) -> list[StreamRecord]:
+        """The C loop of :meth:`encode_streams` alone (a few hundred ns a stream, no
+        Python code): the streams it left to the Python loop
+        (``encode_streams(..., in_c=False)``); all of them without the C loop."""
+        accelerator = _snapcode
+        if accelerator is None or not 0 <= window_ms < _MAX_WINDOW:
+            return list(streams)
+        left: list[StreamRecord] = accelerator.stream_pass(
+            streams, window_ms, self._rebuild, self._dirty, self._hot
+        )
+        return left
+
+    def encode_streams(
+        self, streams: Iterable[StreamRecord], window_ms: int, *, in_c: bool = True
+    ) -> None:
         """Encode again the given streams (a slice of what :meth:`begin` returned) of
         connections that are not rebuilt whole; their connections are then re-joined
-        by :meth:`encode`."""
+        by :meth:`encode`. ``in_c=False``: in Python only (what
+        :meth:`encode_streams_in_c` left)."""
         rebuild, dirty = self._rebuild, self._dirty
         accelerator = _snapcode
-        if accelerator is not None and 0 <= window_ms < _MAX_WINDOW:
+        if in_c and accelerator is not None and 0 <= window_ms < _MAX_WINDOW:
             # The C loop does the common case; it returns the streams it left to us.
             streams = accelerator.stream_pass(streams, window_ms, rebuild, dirty, self._hot)
         for stream in streams:
@@ -333,6 +352,35 @@ class IncrementalEncoder:
             if tagged is not None:
                 append(tagged)
         return out
+
+    def encode_for(
+        self,
+        records: list[ConnectionRecord],
+        start: int,
+        budget_ns: int,
+        window_ms: int,
+        peer_field: Callable[[str], bytes],
+        on_error: Callable[[], None],
+        peer_fields: dict[str, bytes] | None = None,
+    ) -> tuple[list[bytes], int]:
+        """:meth:`encode` of ``records[start:]`` for about ``budget_ns`` ns (CPU work
+        between two looks at the clock, at least one record): the fields, and the index
+        of the first record not done yet (``len(records)``: all done). Without the C
+        loop, :data:`SLICE_CONNECTIONS` records at a time."""
+        accelerator = _snapcode
+        if accelerator is not None and 0 <= window_ms < _MAX_WINDOW and budget_ns > 0:
+
+            def slow(record: ConnectionRecord, peer: bytes | None) -> bytes | None:
+                return self._encode_one(record, window_ms, peer_field, on_error, peer)
+
+            lookup = peer_fields if type(peer_fields) is dict else peer_field
+            connections, done = accelerator.connection_pass(
+                records, window_ms, self._rebuild, self._dirty, self._totals,
+                lookup, self._latency, slow, start, budget_ns,
+            )  # fmt: skip
+            return connections, max(done, start + 1)
+        end = start + SLICE_CONNECTIONS
+        return self.encode(records[start:end], window_ms, peer_field, on_error, peer_fields), end
 
     def _latency(self, conn: Any) -> int:
         return conninfo.latency_ns(conn, self._peerstore)

@@ -88,10 +88,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IMPLEMENTATION = "py-libp2p"
-#: Connections encoded between two looks at the clock (``encoded_state_async``).
-SLICE_CONNECTIONS = 32
-#: Moved streams encoded between two looks at the clock.
+#: How long the C connection loop works between two yields (``encoded_state_async``), ns.
+#: (Without it, ``encoder.SLICE_CONNECTIONS`` connections at a time.)
+SLICE_BUDGET_NS = 250_000
+#: Moved streams encoded in Python between two looks at the clock.
 SLICE_STREAMS = 64
+#: Moved streams the C loop looks at between two looks at the clock (under 0.5 µs each;
+#: those it leaves to Python go :data:`SLICE_STREAMS` at a time).
+SLICE_STREAMS_C = 512
 #: How long :meth:`HostIntrospector.encoded_state_async` works before it yields to the
 #: node's other tasks, seconds.
 SLICE_SECONDS = 0.001
@@ -569,18 +573,23 @@ class HostIntrospector(SampledSource):
         yield
         encoder = self._encoder
         streams = encoder.begin()
-        for first in range(0, len(streams), SLICE_STREAMS):
-            encoder.encode_streams(streams[first : first + SLICE_STREAMS], window)
+        for first in range(0, len(streams), SLICE_STREAMS_C):
+            left = encoder.encode_streams_in_c(streams[first : first + SLICE_STREAMS_C], window)
+            for at in range(0, len(left), SLICE_STREAMS):
+                encoder.encode_streams(left[at : at + SLICE_STREAMS], window, in_c=False)
+                yield
             yield
         connections: list[bytes] = []
-        encode = encoder.encode
+        encode_for = encoder.encode_for
         peer_field = self._identify.peer_field
         peer_fields = self._identify.peer_fields
-        for first in range(0, len(records), SLICE_CONNECTIONS):
-            connections += encode(
-                records[first : first + SLICE_CONNECTIONS], window, peer_field,
+        first = 0
+        while first < len(records):
+            done, first = encode_for(
+                records, first, SLICE_BUDGET_NS, window, peer_field,
                 self._describe_failed, peer_fields,
             )  # fmt: skip
+            connections += done
             yield
         try:
             self._node_info.fill(state.node)
