@@ -152,17 +152,6 @@ static int i64(PyObject *v, int64_t *out)
     return 0;
 }
 
-static int counter(PyObject *v, int64_t *out)
-{
-    return i64(v, out) < 0 || *out < 0 ? -1 : 0;
-}
-
-/* 1 true, 0 false, -1 neither True nor False. */
-static int flag(PyObject *v)
-{
-    return v == Py_True ? 1 : v == Py_False ? 0 : -1;
-}
-
 static Py_ssize_t put_varint(unsigned char *p, uint64_t v)
 {
     Py_ssize_t n = 0;

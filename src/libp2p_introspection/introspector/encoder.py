@@ -30,7 +30,9 @@ Where the C accelerator (``_snapcode.c``, built by ``setup.py`` when a compiler 
 found: :data:`ACCELERATED`) is present, the two loops (:meth:`IncrementalEncoder.
 encode_streams`, :meth:`IncrementalEncoder.encode`) run in it for the common case: a
 stream whose counters moved, a connection whose own fields did not change. It works on
-the same objects and hands everything else (a stream that ended or was tagged, a
+the same objects (the counters, and the counts, slot and hotness kept here, are C
+structs then: ``_snapcode.Counter``/``Code``, whose fields Python reads and writes as
+ints) and hands everything else (a stream that ended or was tagged, a
 connection whose status changed, any odd value) back to the Python code, which is the
 reference: the bytes are the same either way (the tests compare both paths).
 """

@@ -4,9 +4,13 @@ Counting happens in wrappers installed on individual objects (see
 :func:`install_counters`): after each successful ``read()`` the wrapper adds
 the number of bytes returned, after each successful ``write(data)`` it adds
 ``len(data)``. One call is one **packet**. A read that returns no bytes (EOF)
-is not a packet. The hot path is two integer additions on a ``__slots__``
-object; nothing is allocated per call beyond the coroutine frame the wrapper
-itself needs.
+is not a packet. The hot path is two integer additions on the counter. Where
+the C accelerator is built (``_snapcode.c``), a :class:`TrafficCounter` keeps
+its counts inline in C as 64-bit integers (the snapshot encoder reads them
+without a Python int per value); a count beyond 2**63 - 1 bytes is refused
+(``OverflowError``, which the wrappers swallow: the node's call is never
+affected). Without it (or with ``LIBP2P_INTROSPECTION_PURE_PYTHON=1``) the
+counts are Python ints in ``__slots__``.
 
 Which objects are wrapped decides what is measured; the introspector uses:
 
