@@ -1249,6 +1249,58 @@ static PyGetSetDef counter_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* The length of what a read returned or a write was given (bytes: at once), or -1. */
+static Py_ssize_t chunk_size(PyObject *data)
+{
+    return PyBytes_CheckExact(data) ? PyBytes_GET_SIZE(data) : PyObject_Size(data);
+}
+
+/* took(data): a read returned ``data``; a non-empty one is one inbound packet of its
+ * length. Whether it was counted. A count that would pass 2**63 - 1 is refused
+ * (OverflowError) and nothing changes. */
+static PyObject *counter_took(CounterObject *self, PyObject *data)
+{
+    Py_ssize_t size = chunk_size(data);
+    int64_t bytes, packets;
+    if (size < 0)
+        return NULL;
+    if (size == 0)
+        Py_RETURN_FALSE;
+    if (__builtin_add_overflow(self->t[T_IN_B], (int64_t)size, &bytes) ||
+        __builtin_add_overflow(self->t[T_IN_P], (int64_t)1, &packets)) {
+        PyErr_SetString(PyExc_OverflowError, "a count must fit in 64 bits (signed)");
+        return NULL;
+    }
+    self->t[T_IN_B] = bytes;
+    self->t[T_IN_P] = packets;
+    Py_RETURN_TRUE;
+}
+
+/* gave(data): a write of ``data`` completed: one outbound packet of its length. */
+static PyObject *counter_gave(CounterObject *self, PyObject *data)
+{
+    Py_ssize_t size = chunk_size(data);
+    int64_t bytes, packets;
+    if (size < 0)
+        return NULL;
+    if (__builtin_add_overflow(self->t[T_OUT_B], (int64_t)size, &bytes) ||
+        __builtin_add_overflow(self->t[T_OUT_P], (int64_t)1, &packets)) {
+        PyErr_SetString(PyExc_OverflowError, "a count must fit in 64 bits (signed)");
+        return NULL;
+    }
+    self->t[T_OUT_B] = bytes;
+    self->t[T_OUT_P] = packets;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef counter_methods[] = {
+    {"took", (PyCFunction)counter_took, METH_O,
+     "took(data) -> bool: count what a read returned (a non-empty chunk is a packet)."},
+    {"gave", (PyCFunction)counter_gave, METH_O,
+     "gave(data) -> None: count a completed write of data (one packet)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMemberDef counter_members[] = {
     {"observer", T_OBJECT, offsetof(CounterObject, observer), 0,
      "called with each counted chunk a negotiated stream read, or None"},
@@ -1267,6 +1319,7 @@ static PyTypeObject Counter_Type = {
     .tp_clear = (inquiry)counter_clear,
     .tp_members = counter_members,
     .tp_getset = counter_getset,
+    .tp_methods = counter_methods,
 };
 
 static PyObject *code_get(CodeObject *self, void *k)
