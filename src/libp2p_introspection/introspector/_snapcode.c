@@ -12,29 +12,51 @@
  * negative counter, a tag that is not a plain str, a stream that ended or is
  * negotiating, a connection whose status, close time or tags changed.
  *
- * Objects are read through their __slots__ (the member descriptors' offsets,
- * taken once by configure() and used only on objects of exactly the
- * configured types). No Python code runs inside the loops except the
+ * The counters live in C, inline: a TrafficCounter is a Counter (the six
+ * int64 counts, which the counting wrappers bump), and the encoder's
+ * _StreamCode/_ConnectionCode are Codes (the counts they were encoded with,
+ * the slot, whether hot): both loops read and write them without a Python
+ * int in between, so a stream's pass touches a few objects instead of about
+ * twenty. The other fields are read through their __slots__ (the member
+ * descriptors' offsets, taken once by configure() and used only on objects
+ * of exactly the configured types). No Python code runs inside the loops except the
  * callbacks connection_pass() is given, and every value read is read again
  * after them. Every buffer is sized before it is written: a varint takes at
  * most 10 bytes, a gauge at most 2 + 3 * 11, a Traffic field at most 72.
  *
+ * Counter, Code: the base types (see above; their fields are int64 members:
+ *     a value that does not fit is refused with OverflowError, a value that is
+ *     not an int with TypeError).
  * configure(StreamRecord, ConnectionRecord, TrafficCounter, _StreamCode,
  *           _ConnectionCode, active_status) -> None
+ *     TrafficCounter must be a subclass of Counter adding no field, the codes
+ *     subclasses of Code.
  * stream_pass(streams, window_ms, rebuild, dirty, hot) -> list
  *     encode_streams' loop; returns the streams the Python code must do.
+ * fnv1a32(pieces, h=0x811c9dc5) -> int
+ *     FNV-1a 32 of the concatenation of ``pieces`` (a list of bytes), from the
+ *     state ``h`` (the offset basis, or what an earlier call returned: a long
+ *     input can be hashed a few pieces at a time), without joining them.
  * connection_pass(records, window_ms, rebuild, dirty, totals, peer_field,
  *                 latency, slow) -> list of bytes
  *     encode's loop: each record's Subsystems.connections field. For a record
  *     it does not handle it calls slow(record, peer), peer being None when
  *     latency(conn) or peer_field(peer_id) raised; slow returns the bytes,
- *     or None to skip the record.
+ *     or None to skip the record. With ``start`` and ``budget_ns`` (both
+ *     optional): from records[start], and, when budget_ns > 0, it stops once it
+ *     has worked that long (looking at the clock every 4 records) and returns
+ *     (the fields, the index of the first record it did not do). peer_field may instead be a dict (exactly)
+ *     of peer id -> field bytes, looked up without a call (a peer id missing
+ *     from it: b""; a peer id that is not a plain str, or a value that is not
+ *     bytes: slow(record, None)). The totals' deltas are added once, at the
+ *     end of the pass (also when it fails half-way).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_SLOTS 16
 #define VARINT_MAX 10
@@ -53,22 +75,36 @@ enum { R_CODE, R_CONN, R_PEER_ID, R_TRAFFIC, R_STATUS, R_CLOSE_TS, R_LATENCY, R_
 static const char *r_names[R_N] = {"code",   "conn",     "peer_id",    "traffic",
                                    "status", "close_ts", "latency_ns", "tags"};
 enum { T_IN_B, T_IN_P, T_OUT_B, T_OUT_P, T_PREV_IN, T_PREV_OUT, T_N };
-static const char *t_names[T_N] = {"in_bytes",  "in_packets",    "out_bytes",
-                                   "out_packets", "prev_in_bytes", "prev_out_bytes"};
 enum {
     SC_PROTOCOL, SC_STATUS, SC_CLOSE_TS, SC_TAGS, SC_PREFIX, SC_SUFFIX, SC_TRAFFIC,
-    SC_TAGGED, SC_IN_B, SC_IN_P, SC_OUT_B, SC_OUT_P, SC_HOT, SC_SLOT, SC_N
+    SC_TAGGED, SC_N
 };
 static const char *sc_names[SC_N] = {"protocol", "status", "close_ts", "tags", "prefix",
-                                     "suffix", "traffic", "tagged", "in_b", "in_p",
-                                     "out_b", "out_p", "hot", "slot"};
+                                     "suffix", "traffic", "tagged"};
 enum {
-    CC_STATUS, CC_CLOSE_TS, CC_LATENCY, CC_IN_B, CC_IN_P, CC_OUT_B, CC_OUT_P, CC_HOT,
-    CC_TAGS, CC_PEER, CC_PARTS, CC_TAGGED, CC_N
+    CC_STATUS, CC_CLOSE_TS, CC_LATENCY, CC_TAGS, CC_PEER, CC_PARTS, CC_TAGGED, CC_N
 };
-static const char *cc_names[CC_N] = {"status", "close_ts", "latency", "in_b", "in_p",
-                                     "out_b", "out_p", "hot", "tags", "peer", "parts",
+static const char *cc_names[CC_N] = {"status", "close_ts", "latency", "tags", "peer", "parts",
                                      "tagged"};
+
+/* A TrafficCounter's counts (traffic.py: in, then out; prev_*: the bytes at the last
+ * snapshot), in the order of T_*, and the chunk observer of a stream's reader. */
+typedef struct {
+    PyObject_HEAD
+    int64_t t[T_N];
+    PyObject *observer;
+} CounterObject;
+
+/* The counts a stream or connection was last encoded with (in/out bytes/packets), its
+ * place in its connection's list of encodings (streams) and whether it is hot. */
+typedef struct {
+    PyObject_HEAD
+    int64_t c[4];
+    int64_t slot;
+    char hot;
+} CodeObject;
+
+static PyTypeObject Counter_Type, Code_Type;
 
 static layout_t L_s, L_r, L_t, L_sc, L_cc;
 static int configured = 0;
@@ -114,17 +150,6 @@ static int i64(PyObject *v, int64_t *out)
     }
     *out = (int64_t)x;
     return 0;
-}
-
-static int counter(PyObject *v, int64_t *out)
-{
-    return i64(v, out) < 0 || *out < 0 ? -1 : 0;
-}
-
-/* 1 true, 0 false, -1 neither True nor False. */
-static int flag(PyObject *v)
-{
-    return v == Py_True ? 1 : v == Py_False ? 0 : -1;
 }
 
 static Py_ssize_t put_varint(unsigned char *p, uint64_t v)
@@ -190,6 +215,22 @@ static PyObject *tagged_varint(unsigned char tag, uint64_t v)
     return PyBytes_FromStringAndSize((const char *)buf, 1 + put_varint(buf + 1, v));
 }
 
+/* tagged_varint(), or ``old`` itself (a new reference) when it holds those bytes already:
+ * most connections' stream-list header and own tag do not change between snapshots. */
+static PyObject *tagged_varint_as(unsigned char tag, uint64_t v, PyObject *old)
+{
+    unsigned char buf[1 + VARINT_MAX];
+    Py_ssize_t n;
+    buf[0] = tag;
+    n = 1 + put_varint(buf + 1, v);
+    if (old != NULL && PyBytes_CheckExact(old) && PyBytes_GET_SIZE(old) == n &&
+        memcmp(PyBytes_AS_STRING(old), buf, (size_t)n) == 0) {
+        Py_INCREF(old);
+        return old;
+    }
+    return PyBytes_FromStringAndSize((const char *)buf, n);
+}
+
 /* Whether a record's tags (a list) and the tags it was encoded with (a tuple) hold the
  * same plain str: 1, 0, or -1 "not plain" (ask Python). */
 static int same_tags(PyObject *a, PyObject *b)
@@ -241,16 +282,16 @@ static int bandwidths(const int64_t *t, int64_t window, int64_t *bw_in, int64_t 
     return 0;
 }
 
-static int read_counters(PyObject *traffic, PyObject **tv, int64_t *t)
+/* A counter's counts, when it is a configured counter holding no negative count. */
+static int read_counters(PyObject *traffic, int64_t *t)
 {
     int k;
     if (traffic == NULL || Py_TYPE(traffic) != L_t.type)
         return -1;
-    for (k = 0; k < T_N; k++) {
-        tv[k] = get(traffic, &L_t, k);
-        if (counter(tv[k], &t[k]) < 0)
+    memcpy(t, ((CounterObject *)traffic)->t, sizeof ((CounterObject *)traffic)->t);
+    for (k = 0; k < T_N; k++)
+        if (t[k] < 0)
             return -1;
-    }
     return 0;
 }
 
@@ -291,6 +332,15 @@ static int take_layout(layout_t *into, PyObject *type, const char **names, int n
     return 0;
 }
 
+static int subtype_of(PyObject *type, PyTypeObject *base)
+{
+    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, base)) {
+        PyErr_Format(PyExc_TypeError, "configure() expects a subclass of %s", base->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *configure(PyObject *self, PyObject *args)
 {
     PyObject *s, *r, *t, *sc, *cc;
@@ -298,8 +348,11 @@ static PyObject *configure(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOL", &s, &r, &t, &sc, &cc, &active))
         return NULL;
     configured = 0;
+    if (subtype_of(t, &Counter_Type) < 0 || subtype_of(sc, &Code_Type) < 0 ||
+        subtype_of(cc, &Code_Type) < 0)
+        return NULL;
     if (take_layout(&L_s, s, s_names, S_N) < 0 || take_layout(&L_r, r, r_names, R_N) < 0 ||
-        take_layout(&L_t, t, t_names, T_N) < 0 || take_layout(&L_sc, sc, sc_names, SC_N) < 0 ||
+        take_layout(&L_t, t, NULL, 0) < 0 || take_layout(&L_sc, sc, sc_names, SC_N) < 0 ||
         take_layout(&L_cc, cc, cc_names, CC_N) < 0)
         return NULL;
     active_status = active;
@@ -320,6 +373,9 @@ typedef struct {
 typedef struct {
     sums_t sums[MAX_SUMS];
     int n;
+    /* The record last added to ``dirty`` (borrowed: the set holds it): the streams of
+     * one connection often come one after the other, and adding it again is a no-op. */
+    PyObject *last_dirty;
 } pass_t;
 
 /* The slot of ``list`` in the pass's table, or -1 when the table is full. */
@@ -369,7 +425,6 @@ static int sums_flush(pass_t *pass)
 static inline void prefetch_stream(PyObject *stream, int depth)
 {
     PyObject *sc, *traffic, *record;
-    int k;
     if (depth == 0) {
         __builtin_prefetch(stream);
         __builtin_prefetch((char *)stream + 64);
@@ -386,27 +441,19 @@ static inline void prefetch_stream(PyObject *stream, int depth)
             __builtin_prefetch(sc);
             __builtin_prefetch((char *)sc + 64);
         }
-        if (traffic != NULL) {
+        if (traffic != NULL)
             __builtin_prefetch(traffic);
-            __builtin_prefetch((char *)traffic + 64);
-        }
         if (record != NULL)
             __builtin_prefetch((char *)record + L_r.off[R_CODE]);
         __builtin_prefetch(get(stream, &L_s, S_TAGS));
         return;
     }
     if (sc != NULL && Py_TYPE(sc) == L_sc.type) {
-        __builtin_prefetch(get(sc, &L_sc, SC_TAGS));
         __builtin_prefetch(get(sc, &L_sc, SC_PREFIX));
         __builtin_prefetch(get(sc, &L_sc, SC_SUFFIX));
         __builtin_prefetch(get(sc, &L_sc, SC_TRAFFIC));
         __builtin_prefetch(get(sc, &L_sc, SC_TAGGED));
-        for (k = SC_IN_B; k <= SC_OUT_P; k++)
-            __builtin_prefetch(get(sc, &L_sc, k));
     }
-    if (traffic != NULL && Py_TYPE(traffic) == L_t.type)
-        for (k = 0; k < T_N; k++)
-            __builtin_prefetch(get(traffic, &L_t, k));
     if (record != NULL && Py_TYPE(record) == L_r.type) {
         PyObject *code = get(record, &L_r, R_CODE);
         if (code != NULL && Py_TYPE(code) == L_cc.type) {
@@ -416,19 +463,74 @@ static inline void prefetch_stream(PyObject *stream, int depth)
     }
 }
 
+/* Where a stream's Traffic field (field 4) sits in its kept bytes (``tagged``: tag 0x12,
+ * the body's length, then the body: the fields before it (id, protocol, role), the
+ * traffic, the fields after it): 0 and the body's start, the field's start and end, or -1
+ * when the bytes are not laid out so (the Python code does the stream). */
+static int find_traffic(PyObject *tagged, Py_ssize_t *body_at, Py_ssize_t *at, Py_ssize_t *end)
+{
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(tagged);
+    Py_ssize_t n = PyBytes_GET_SIZE(tagged), i = 1, shift;
+    uint64_t len = 0;
+    if (n < 2 || p[0] != 0x12)
+        return -1;
+    for (shift = 0; i < n && shift < 63; shift += 7) { /* the body's length */
+        len |= (uint64_t)(p[i] & 0x7F) << shift;
+        if (!(p[i++] & 0x80))
+            break;
+    }
+    if (i >= n || p[i - 1] & 0x80 || len != (uint64_t)(n - i))
+        return -1;
+    *body_at = i;
+    while (i < n) {
+        unsigned char tag = p[i];
+        if (tag == 0x22) { /* the Traffic: two gauges, at most 70 bytes (one length byte) */
+            if (i + 1 >= n || p[i + 1] & 0x80 || i + 2 + p[i + 1] > n)
+                return -1;
+            *at = i;
+            *end = i + 2 + p[i + 1];
+            return 0;
+        }
+        if (tag >> 3 < 1 || tag >> 3 > 3 || tag & 0x80) /* only id, protocol, role before it */
+            return -1;
+        i++;
+        if ((tag & 7) == 0) { /* a varint */
+            while (i < n && p[i] & 0x80)
+                i++;
+            i++;
+        } else if ((tag & 7) == 2) { /* length-delimited */
+            uint64_t l = 0;
+            for (shift = 0; i < n && shift < 63; shift += 7) {
+                l |= (uint64_t)(p[i] & 0x7F) << shift;
+                if (!(p[i++] & 0x80))
+                    break;
+            }
+            if (i > n || p[i - 1] & 0x80 || l > (uint64_t)(n - i))
+                return -1;
+            i += (Py_ssize_t)l;
+        } else {
+            return -1;
+        }
+    }
+    return -1;
+}
+
 /* 0 done (or nothing to do), 1 ask Python, -1 error (nothing changed). */
 static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObject *dirty,
                       PyObject *hot_set, pass_t *pass)
 {
-    PyObject *record, *code, *sc, *protocol, *scp, *tv[T_N], *sctraffic, *prefix, *suffix;
+    PyObject *record, *code, *sc, *protocol, *scp, *old, *empty;
     PyObject *parts, *live, *traffic;
-    PyObject *traffic_b = NULL, *tagged = NULL;
-    int64_t slot, status, sc_status, close_ts, sc_close_ts, t[T_N], s[4], live_v[4];
+    PyObject *tagged = NULL;
+    CodeObject *scc;
+    CounterObject *tr;
+    int64_t slot, status, sc_status, close_ts, sc_close_ts, t[T_N], live_v[4];
     int sums_at = -1;
     int64_t bw_in, bw_out, prev_in, prev_out;
-    int hot, new_hot, in_rebuild, k, tags_same;
+    int new_hot, in_rebuild, k, tags_same;
     unsigned char buf[TRAFFIC_MAX];
-    Py_ssize_t traffic_len, lp, ls, body, total, vlen;
+    Py_ssize_t traffic_len, lp, ls, body, total, vlen, body_at, at, end;
+    const char *o;
     char *w;
 
     if (Py_TYPE(stream) != L_s.type)
@@ -444,11 +546,11 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
         return 0; /* new, or dropped: its connection is encoded whole */
     if (Py_TYPE(code) != L_cc.type || Py_TYPE(sc) != L_sc.type)
         return 1;
-    if (i64(get(sc, &L_sc, SC_SLOT), &slot) < 0)
-        return 1;
+    scc = (CodeObject *)sc;
+    slot = scc->slot;
     if (slot < 0)
         return 0;
-    in_rebuild = PySet_Contains(rebuild, record);
+    in_rebuild = PySet_GET_SIZE(rebuild) ? PySet_Contains(rebuild, record) : 0;
     if (in_rebuild < 0)
         return -1;
     if (in_rebuild)
@@ -475,18 +577,16 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
         return 1;
 
     traffic = get(stream, &L_s, S_TRAFFIC);
-    if (read_counters(traffic, tv, t) < 0)
+    if (read_counters(traffic, t) < 0)
         return 1;
-    if (counter(get(sc, &L_sc, SC_IN_B), &s[0]) < 0 || counter(get(sc, &L_sc, SC_IN_P), &s[1]) < 0 ||
-        counter(get(sc, &L_sc, SC_OUT_B), &s[2]) < 0 || counter(get(sc, &L_sc, SC_OUT_P), &s[3]) < 0)
-        return 1;
-    hot = flag(get(sc, &L_sc, SC_HOT));
-    sctraffic = get(sc, &L_sc, SC_TRAFFIC);
-    if (hot < 0 || sctraffic == NULL || !PyBytes_CheckExact(sctraffic))
-        return 1;
-    if (!hot && (uint64_t)t[T_IN_P] + (uint64_t)t[T_OUT_P] == (uint64_t)s[1] + (uint64_t)s[3] &&
-        PyBytes_GET_SIZE(sctraffic) > 0)
-        return 0; /* not moved, not hot: its bytes stand */
+    tr = (CounterObject *)traffic;
+    for (k = 0; k < 4; k++)
+        if (scc->c[k] < 0)
+            return 1;
+    /* An encoded stream (slot >= 0) has its bytes: not moved, not hot, they stand. */
+    if (!scc->hot && (uint64_t)t[T_IN_P] + (uint64_t)t[T_OUT_P] ==
+                         (uint64_t)scc->c[1] + (uint64_t)scc->c[3])
+        return 0;
 
     if (bandwidths(t, window, &bw_in, &bw_out, &prev_in, &prev_out) < 0)
         return 1;
@@ -500,69 +600,76 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
         sums_at = sums_slot(pass, live);
         if (sums_at < 0)
             return 1;
-        for (k = 0; k < 4; k++)
-            if (__builtin_add_overflow(pass->sums[sums_at].delta[k], t[k] - s[k], &live_v[k]))
+        for (k = 0; k < 4; k++) /* both >= 0: the difference does not overflow */
+            if (__builtin_add_overflow(pass->sums[sums_at].delta[k], t[k] - scc->c[k],
+                                       &live_v[k]))
                 return 1;
     }
-    prefix = get(sc, &L_sc, SC_PREFIX);
-    suffix = get(sc, &L_sc, SC_SUFFIX);
     parts = get(code, &L_cc, CC_PARTS);
-    if (prefix == NULL || suffix == NULL || parts == NULL || !PyBytes_CheckExact(prefix) ||
-        !PyBytes_CheckExact(suffix) || !PyList_CheckExact(parts) || slot >= PyList_GET_SIZE(parts))
+    if (parts == NULL || !PyList_CheckExact(parts) || slot >= PyList_GET_SIZE(parts))
         return 1;
-    /* What the new bytes replace is bytes too: dropping it runs no Python code. */
-    if (get(sc, &L_sc, SC_TAGGED) == NULL || !PyBytes_CheckExact(get(sc, &L_sc, SC_TAGGED)) ||
-        !PyBytes_CheckExact(PyList_GET_ITEM(parts, slot)))
+    /* The new bytes are the kept ones with the Traffic field replaced (the fields around
+     * it are sc.prefix and sc.suffix, which made them). What they replace is bytes too:
+     * dropping it runs no Python code. */
+    old = get(sc, &L_sc, SC_TAGGED);
+    if (old == NULL || !PyBytes_CheckExact(old) || !PyBytes_CheckExact(PyList_GET_ITEM(parts, slot)) ||
+        PyBytes_GET_SIZE(old) > PY_SSIZE_T_MAX / 4 || find_traffic(old, &body_at, &at, &end) < 0)
         return 1;
+    {
+        PyObject *kept = get(sc, &L_sc, SC_TRAFFIC);
+        if (kept == NULL || !PyBytes_CheckExact(kept))
+            return 1;
+    }
     traffic_len = put_traffic(buf, 0x22, t, bw_in, bw_out);
-    lp = PyBytes_GET_SIZE(prefix);
-    ls = PyBytes_GET_SIZE(suffix);
-    if (lp > PY_SSIZE_T_MAX / 4 || ls > PY_SSIZE_T_MAX / 4)
-        return 1;
+    lp = at - body_at;
+    ls = PyBytes_GET_SIZE(old) - end;
     body = lp + traffic_len + ls;
     vlen = varint_len((uint64_t)body);
     total = 1 + vlen + body;
 
-    /* Everything is known: make the new objects, then change the state. */
-    traffic_b = PyBytes_FromStringAndSize((const char *)buf, traffic_len);
-    tagged = PyBytes_FromStringAndSize(NULL, total);
-    if (traffic_b == NULL || tagged == NULL)
+    /* Everything is known: make the new bytes, then change the state. */
+    empty = PyBytes_FromStringAndSize(NULL, 0);
+    tagged = empty == NULL ? NULL : PyBytes_FromStringAndSize(NULL, total);
+    if (tagged == NULL)
         goto error;
+    o = PyBytes_AS_STRING(old);
     w = PyBytes_AS_STRING(tagged);
     *w++ = 0x12;
     w += put_varint((unsigned char *)w, (uint64_t)body);
-    memcpy(w, PyBytes_AS_STRING(prefix), lp);
+    memcpy(w, o + body_at, lp);
     w += lp;
     memcpy(w, buf, traffic_len);
     w += traffic_len;
-    memcpy(w, PyBytes_AS_STRING(suffix), ls);
-    if (PySet_Add(dirty, record) < 0 || (new_hot && PySet_Add(hot_set, stream) < 0))
-        goto error; /* a connection joined again, a stream looked at again: harmless */
+    memcpy(w, o + end, ls);
+    if (record != pass->last_dirty) {
+        if (PySet_Add(dirty, record) < 0)
+            goto error; /* a connection joined again: harmless */
+        pass->last_dirty = record;
+    }
+    if (new_hot && PySet_Add(hot_set, stream) < 0)
+        goto error; /* a stream looked at again: harmless */
 
     Py_INCREF(sc); /* held while their slots change */
     Py_INCREF(parts);
-    Py_INCREF(traffic);
     if (window > 0) {
-        put_ref(traffic, &L_t, T_PREV_IN, tv[T_IN_B]);
-        put_ref(traffic, &L_t, T_PREV_OUT, tv[T_OUT_B]);
+        tr->t[T_PREV_IN] = t[T_IN_B];
+        tr->t[T_PREV_OUT] = t[T_OUT_B];
     }
-    put(sc, &L_sc, SC_TRAFFIC, traffic_b);
-    put_ref(sc, &L_sc, SC_HOT, new_hot ? Py_True : Py_False);
+    /* Its Traffic is now only in its bytes: b"" tells the Python code to encode it again
+     * (the same bytes: not hot, with the same counts, the bandwidth is 0 either way). */
+    put(sc, &L_sc, SC_TRAFFIC, empty);
+    scc->hot = (char)new_hot;
     if (sums_at >= 0)
         memcpy(pass->sums[sums_at].delta, live_v, sizeof live_v);
-    put_ref(sc, &L_sc, SC_IN_B, tv[T_IN_B]);
-    put_ref(sc, &L_sc, SC_IN_P, tv[T_IN_P]);
-    put_ref(sc, &L_sc, SC_OUT_B, tv[T_OUT_B]);
-    put_ref(sc, &L_sc, SC_OUT_P, tv[T_OUT_P]);
+    memcpy(scc->c, t, sizeof scc->c); /* in/out bytes/packets: T_IN_B..T_OUT_P */
     put_ref(sc, &L_sc, SC_TAGGED, tagged);
     PyList_SetItem(parts, slot, tagged); /* steals: tagged now held by sc and parts */
-    Py_DECREF(traffic);
     Py_DECREF(parts);
     Py_DECREF(sc);
     return 0;
 
 error:
-    Py_XDECREF(traffic_b);
+    Py_XDECREF(empty);
     Py_XDECREF(tagged);
     return -1;
 }
@@ -574,6 +681,7 @@ static PyObject *stream_pass(PyObject *self, PyObject *args)
     Py_ssize_t i, n;
     pass_t pass;
     pass.n = 0;
+    pass.last_dirty = NULL;
     if (!PyArg_ParseTuple(args, "OLO!O!O!", &streams, &window, &PySet_Type, &rebuild,
                           &PySet_Type, &dirty, &PySet_Type, &hot))
         return NULL;
@@ -629,11 +737,12 @@ error:
 
 /* 0 and *out (a new reference), 1 ask Python, -1 error (nothing changed). */
 static int connection_one(PyObject *record, PyObject *code, int64_t window, PyObject *dirty,
-                          PyObject *totals, PyObject *peer, PyObject **out)
+                          int64_t *deltas, PyObject *peer, PyObject **out)
 {
-    PyObject *tv[T_N], *parts, *traffic, *latency_o, *old_tagged;
+    PyObject *parts, *traffic, *latency_o, *old_tagged;
+    CodeObject *cc = (CodeObject *)code;
     PyObject *traffic_b = NULL, *latency_b = NULL, *header_b = NULL, *tag_b = NULL;
-    PyObject *tagged = NULL, *sums[4] = {NULL, NULL, NULL, NULL};
+    PyObject *tagged = NULL;
     int64_t t[T_N], c[4], status, c_status, close_ts, c_close_ts, latency, c_latency;
     int64_t bw_in = 0, bw_out = 0, prev_in, prev_out, total_v[4];
     int hot, new_hot = 0, in_dirty, tags_same, moved, need_traffic, k;
@@ -641,15 +750,15 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
     Py_ssize_t n, i, traffic_len = 0, body, total, streams_len = 0;
     char *w;
 
-    in_dirty = PySet_Contains(dirty, record);
+    in_dirty = PySet_GET_SIZE(dirty) ? PySet_Contains(dirty, record) : 0;
     if (in_dirty < 0)
         return -1;
-    hot = flag(get(code, &L_cc, CC_HOT));
+    hot = cc->hot;
     traffic = get(record, &L_r, R_TRAFFIC);
-    if (hot < 0 || read_counters(traffic, tv, t) < 0)
+    if (read_counters(traffic, t) < 0)
         return 1;
     for (k = 0; k < 4; k++)
-        if (counter(get(code, &L_cc, CC_IN_B + k), &c[k]) < 0)
+        if ((c[k] = cc->c[k]) < 0)
             return 1;
     if (i64(get(record, &L_r, R_STATUS), &status) < 0 ||
         i64(get(code, &L_cc, CC_STATUS), &c_status) < 0 ||
@@ -695,34 +804,27 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
         if (bandwidths(t, window, &bw_in, &bw_out, &prev_in, &prev_out) < 0)
             return 1;
         new_hot = bw_in || bw_out || t[T_IN_B] != prev_in || t[T_OUT_B] != prev_out;
-        if (!PyList_CheckExact(totals) || PyList_GET_SIZE(totals) < 4)
-            return 1;
-        for (k = 0; k < 4; k++) {
-            int64_t v;
-            if (i64(PyList_GET_ITEM(totals, k), &v) < 0 ||
-                __builtin_add_overflow(v, t[k] - c[k], &total_v[k]))
+        for (k = 0; k < 4; k++) /* both >= 0: the difference does not overflow */
+            if (__builtin_add_overflow(deltas[k], t[k] - c[k], &total_v[k]))
                 return 1;
-        }
         traffic_len = put_traffic(buf, 0x42, t, bw_in, bw_out);
         if ((traffic_b = PyBytes_FromStringAndSize((const char *)buf, traffic_len)) == NULL)
             goto error;
-        for (k = 0; k < 4; k++)
-            if ((sums[k] = PyLong_FromLongLong(total_v[k])) == NULL)
-                goto error;
     }
     if (latency != c_latency) {
         latency_b = latency ? tagged_varint(0x50, (uint64_t)latency) : PyBytes_FromStringAndSize("", 0);
         if (latency_b == NULL)
             goto error;
     }
-    if ((header_b = tagged_varint(0x5a, (uint64_t)streams_len)) == NULL)
+    if ((header_b = tagged_varint_as(0x5a, (uint64_t)streams_len,
+                                     PyList_GET_ITEM(parts, P_STREAMS))) == NULL)
         goto error;
 #define PART_LEN(i) PyBytes_GET_SIZE(PyList_GET_ITEM(parts, (i)))
     body = PART_LEN(P_HEAD) + (traffic_b ? PyBytes_GET_SIZE(traffic_b) : PART_LEN(P_TRAFFIC)) +
            PART_LEN(P_ATTRIBS) + (latency_b ? PyBytes_GET_SIZE(latency_b) : PART_LEN(P_LATENCY)) +
            PyBytes_GET_SIZE(header_b) + streams_len + PART_LEN(n - 2) +
            PyBytes_GET_SIZE(peer);
-    if ((tag_b = tagged_varint(0x0a, (uint64_t)body)) == NULL)
+    if ((tag_b = tagged_varint_as(0x0a, (uint64_t)body, PyList_GET_ITEM(parts, P_TAG))) == NULL)
         goto error;
     total = 0;
     for (i = 0; i < n; i++) {
@@ -741,14 +843,14 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
     Py_INCREF(parts);
     if (traffic_b != NULL) {
         if (window > 0) {
-            put_ref(traffic, &L_t, T_PREV_IN, tv[T_IN_B]);
-            put_ref(traffic, &L_t, T_PREV_OUT, tv[T_OUT_B]);
+            ((CounterObject *)traffic)->t[T_PREV_IN] = t[T_IN_B];
+            ((CounterObject *)traffic)->t[T_PREV_OUT] = t[T_OUT_B];
         }
         PyList_SetItem(parts, P_TRAFFIC, traffic_b);
-        put_ref(code, &L_cc, CC_HOT, new_hot ? Py_True : Py_False);
+        cc->hot = (char)new_hot;
         for (k = 0; k < 4; k++) {
-            PyList_SetItem(totals, k, sums[k]);
-            put_ref(code, &L_cc, CC_IN_B + k, tv[k]);
+            deltas[k] = total_v[k];
+            cc->c[k] = t[k];
         }
     }
     if (latency_b != NULL) {
@@ -779,8 +881,6 @@ error:
     Py_XDECREF(header_b);
     Py_XDECREF(tag_b);
     Py_XDECREF(tagged);
-    for (k = 0; k < 4; k++)
-        Py_XDECREF(sums[k]);
     return -1;
 }
 
@@ -814,17 +914,12 @@ static inline void prefetch_record(PyObject *record, int depth)
         return;
     n = PyList_GET_SIZE(parts);
     if (depth == 2) {
-        PyObject *traffic = get(record, &L_r, R_TRAFFIC);
-        int k;
         __builtin_prefetch(((PyListObject *)parts)->ob_item);
         if (n > 8)
             __builtin_prefetch(((PyListObject *)parts)->ob_item + 8);
         if (n > 16)
             __builtin_prefetch(((PyListObject *)parts)->ob_item + 16);
         __builtin_prefetch(get(code, &L_cc, CC_TAGS));
-        if (traffic != NULL && Py_TYPE(traffic) == L_t.type)
-            for (k = 0; k < T_N; k++)
-                __builtin_prefetch(get(traffic, &L_t, k));
         return;
     }
     for (i = 0; i < n && i < 64; i++)
@@ -850,6 +945,46 @@ static int ask_python(PyObject *slow, PyObject *record, PyObject *peer, PyObject
     return r;
 }
 
+/* Add a pass's deltas to the node-wide totals (a list of four Python ints: no overflow);
+ * -1 on an error (a memory error, or totals not such a list). */
+static int totals_flush(PyObject *totals, int64_t *deltas)
+{
+    int k;
+    for (k = 0; k < 4; k++) {
+        PyObject *delta, *sum;
+        if (deltas[k] == 0)
+            continue;
+        if (PyList_GET_SIZE(totals) <= k) {
+            PyErr_SetString(PyExc_ValueError, "totals must hold four counters");
+            return -1;
+        }
+        delta = PyLong_FromLongLong(deltas[k]);
+        sum = delta ? PyNumber_Add(PyList_GET_ITEM(totals, k), delta) : NULL;
+        Py_XDECREF(delta);
+        if (sum == NULL)
+            return -1;
+        PyList_SetItem(totals, k, sum);
+        deltas[k] = 0;
+    }
+    return 0;
+}
+
+/* The field of ``peer_id`` in the dict ``fields`` (a new reference; b"" when missing),
+ * NULL without an error set when the Python code must do it, NULL with one on an error. */
+static PyObject *peer_lookup(PyObject *fields, PyObject *peer_id)
+{
+    PyObject *got;
+    if (!PyUnicode_CheckExact(peer_id))
+        return NULL;
+    got = PyDict_GetItemWithError(fields, peer_id); /* borrowed */
+    if (got == NULL)
+        return PyErr_Occurred() ? NULL : PyBytes_FromStringAndSize(NULL, 0);
+    if (!PyBytes_CheckExact(got))
+        return NULL;
+    Py_INCREF(got);
+    return got;
+}
+
 /* Only an Exception is the record's fault (the Python code catches those). */
 static int swallow(void)
 {
@@ -859,15 +994,29 @@ static int swallow(void)
     return 0;
 }
 
+static int64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static PyObject *connection_pass(PyObject *self, PyObject *args)
 {
     PyObject *records, *rebuild, *dirty, *totals, *peer_field, *latency, *slow, *items, *out;
-    long long window;
-    Py_ssize_t i, n;
-    if (!PyArg_ParseTuple(args, "OLO!O!O!OOO", &records, &window, &PySet_Type, &rebuild,
+    long long window, budget = 0;
+    Py_ssize_t i, n, start = 0;
+    int64_t deltas[4] = {0, 0, 0, 0}, began = 0;
+    if (!PyArg_ParseTuple(args, "OLO!O!O!OOO|nL", &records, &window, &PySet_Type, &rebuild,
                           &PySet_Type, &dirty, &PyList_Type, &totals, &peer_field, &latency,
-                          &slow))
+                          &slow, &start, &budget))
         return NULL;
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "start < 0");
+        return NULL;
+    }
+    if (budget > 0)
+        began = monotonic_ns();
     if (!configured) {
         PyErr_SetString(PyExc_RuntimeError, "configure() first");
         return NULL;
@@ -883,9 +1032,12 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
     if (out == NULL)
         goto error;
     n = PyTuple_GET_SIZE(items);
-    for (i = 0; i < n; i++) {
+    for (i = start; i < n; i++) {
         PyObject *record = PyTuple_GET_ITEM(items, i), *conn, *peer, *code, *got = NULL;
         int r;
+        if (budget > 0 && i > start && ((i - start) & 3) == 0 &&
+            monotonic_ns() - began >= budget)
+            break;
         if (i + 6 < n)
             prefetch_record(PyTuple_GET_ITEM(items, i + 6), 0);
         if (i + 4 < n)
@@ -926,11 +1078,12 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
         Py_INCREF(peer);
         {
             PyObject *peer_id = peer;
-            peer = PyObject_CallOneArg(peer_field, peer_id);
+            peer = PyDict_CheckExact(peer_field) ? peer_lookup(peer_field, peer_id)
+                                                 : PyObject_CallOneArg(peer_field, peer_id);
             Py_DECREF(peer_id);
         }
         if (peer == NULL) {
-            if (swallow() < 0 || ask_python(slow, record, NULL, out) < 0)
+            if ((PyErr_Occurred() && swallow() < 0) || ask_python(slow, record, NULL, out) < 0)
                 goto error;
             continue;
         }
@@ -945,7 +1098,7 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
             r = PySet_Contains(rebuild, record);
             if (r == 0) {
                 Py_INCREF(code); /* held while its slots change */
-                r = connection_one(record, code, (int64_t)window, dirty, totals, peer, &got);
+                r = connection_one(record, code, (int64_t)window, dirty, deltas, peer, &got);
                 Py_DECREF(code);
             }
         }
@@ -959,18 +1112,264 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
         Py_DECREF(peer);
     }
     Py_DECREF(items);
+    if (totals_flush(totals, deltas) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    if (budget > 0) {
+        PyObject *pair = Py_BuildValue("(Nn)", out, i < start ? start : i);
+        return pair; /* steals out (N) */
+    }
     return out;
 error:
     Py_DECREF(items);
     Py_XDECREF(out);
+    {
+        /* Add what the connections done so far moved, keeping the error being raised. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (totals_flush(totals, deltas) < 0)
+            PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+    }
     return NULL;
 }
 
+/* ----------------------------------------------------------------- FNV-1a */
+
+static PyObject *fnv1a32(PyObject *self, PyObject *args)
+{
+    PyObject *pieces;
+    unsigned long seed = 0x811c9dc5UL;
+    uint32_t h;
+    Py_ssize_t i, n;
+    if (!PyArg_ParseTuple(args, "O!|k", &PyList_Type, &pieces, &seed))
+        return NULL;
+    if (seed > 0xFFFFFFFFUL) {
+        PyErr_SetString(PyExc_ValueError, "the FNV-1a 32 state is 32 bits");
+        return NULL;
+    }
+    n = PyList_GET_SIZE(pieces);
+    for (i = 0; i < n; i++)
+        if (!PyBytes_CheckExact(PyList_GET_ITEM(pieces, i))) {
+            PyErr_SetString(PyExc_TypeError, "fnv1a32() hashes a list of bytes");
+            return NULL;
+        }
+    h = (uint32_t)seed;
+    /* No Python code runs from here: the list and its items stay as they are. */
+    for (i = 0; i < n; i++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, i);
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(piece);
+        const unsigned char *end = p + PyBytes_GET_SIZE(piece);
+        if (i + 1 < n)
+            __builtin_prefetch(PyBytes_AS_STRING(PyList_GET_ITEM(pieces, i + 1)));
+        for (; p < end; p++) {
+            h ^= *p;
+            h *= 0x01000193u;
+        }
+    }
+    return PyLong_FromUnsignedLong(h);
+}
+
 static PyMethodDef methods[] = {
+    {"fnv1a32", fnv1a32, METH_VARARGS, "FNV-1a 32 of a list of bytes, from a state."},
     {"configure", configure, METH_VARARGS, "Take the record and code types' slot layout."},
     {"stream_pass", stream_pass, METH_VARARGS, "encode_streams' loop (see the module doc)."},
     {"connection_pass", connection_pass, METH_VARARGS, "encode's loop (see the module doc)."},
     {NULL, NULL, 0, NULL},
+};
+
+/* ------------------------------------------------------------------- types */
+
+static int counter_traverse(CounterObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->observer);
+    return 0;
+}
+
+static int counter_clear(CounterObject *self)
+{
+    Py_CLEAR(self->observer);
+    return 0;
+}
+
+static void counter_dealloc(CounterObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    counter_clear(self);
+    type->tp_free((PyObject *)self);
+}
+
+/* A count as an int64, or -1 with an error set (TypeError: not an int; OverflowError: it
+ * does not fit), before anything is stored: a refused value leaves the field as it was. */
+static int int64_value(PyObject *value, int64_t *out)
+{
+    int overflow = 0;
+    long long x;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a count cannot be deleted");
+        return -1;
+    }
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "a count must be an int, not %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    x = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow) {
+        PyErr_SetString(PyExc_OverflowError, "a count must fit in 64 bits (signed)");
+        return -1;
+    }
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    *out = (int64_t)x;
+    return 0;
+}
+
+static PyObject *counter_get(CounterObject *self, void *k)
+{
+    return PyLong_FromLongLong(self->t[(intptr_t)k]);
+}
+
+static int counter_set(CounterObject *self, PyObject *value, void *k)
+{
+    return int64_value(value, &self->t[(intptr_t)k]);
+}
+
+#define COUNT(name, k, doc) \
+    {name, (getter)counter_get, (setter)counter_set, doc, (void *)(intptr_t)(k)}
+static PyGetSetDef counter_getset[] = {
+    COUNT("in_bytes", T_IN_B, "bytes received (read), cumulative"),
+    COUNT("in_packets", T_IN_P, "reads that returned bytes, cumulative"),
+    COUNT("out_bytes", T_OUT_B, "bytes sent (written), cumulative"),
+    COUNT("out_packets", T_OUT_P, "completed writes, cumulative"),
+    COUNT("prev_in_bytes", T_PREV_IN, "in_bytes at the previous snapshot"),
+    COUNT("prev_out_bytes", T_PREV_OUT, "out_bytes at the previous snapshot"),
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+/* The length of what a read returned or a write was given (bytes: at once), or -1. */
+static Py_ssize_t chunk_size(PyObject *data)
+{
+    return PyBytes_CheckExact(data) ? PyBytes_GET_SIZE(data) : PyObject_Size(data);
+}
+
+/* took(data): a read returned ``data``; a non-empty one is one inbound packet of its
+ * length. Whether it was counted. A count that would pass 2**63 - 1 is refused
+ * (OverflowError) and nothing changes. */
+static PyObject *counter_took(CounterObject *self, PyObject *data)
+{
+    Py_ssize_t size = chunk_size(data);
+    int64_t bytes, packets;
+    if (size < 0)
+        return NULL;
+    if (size == 0)
+        Py_RETURN_FALSE;
+    if (__builtin_add_overflow(self->t[T_IN_B], (int64_t)size, &bytes) ||
+        __builtin_add_overflow(self->t[T_IN_P], (int64_t)1, &packets)) {
+        PyErr_SetString(PyExc_OverflowError, "a count must fit in 64 bits (signed)");
+        return NULL;
+    }
+    self->t[T_IN_B] = bytes;
+    self->t[T_IN_P] = packets;
+    Py_RETURN_TRUE;
+}
+
+/* gave(data): a write of ``data`` completed: one outbound packet of its length. */
+static PyObject *counter_gave(CounterObject *self, PyObject *data)
+{
+    Py_ssize_t size = chunk_size(data);
+    int64_t bytes, packets;
+    if (size < 0)
+        return NULL;
+    if (__builtin_add_overflow(self->t[T_OUT_B], (int64_t)size, &bytes) ||
+        __builtin_add_overflow(self->t[T_OUT_P], (int64_t)1, &packets)) {
+        PyErr_SetString(PyExc_OverflowError, "a count must fit in 64 bits (signed)");
+        return NULL;
+    }
+    self->t[T_OUT_B] = bytes;
+    self->t[T_OUT_P] = packets;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef counter_methods[] = {
+    {"took", (PyCFunction)counter_took, METH_O,
+     "took(data) -> bool: count what a read returned (a non-empty chunk is a packet)."},
+    {"gave", (PyCFunction)counter_gave, METH_O,
+     "gave(data) -> None: count a completed write of data (one packet)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef counter_members[] = {
+    {"observer", T_OBJECT, offsetof(CounterObject, observer), 0,
+     "called with each counted chunk a negotiated stream read, or None"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject Counter_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "libp2p_introspection.introspector._snapcode.Counter",
+    .tp_doc = "TrafficCounter's fields, inline (int64 counts; see traffic.py).",
+    .tp_basicsize = sizeof(CounterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)counter_dealloc,
+    .tp_traverse = (traverseproc)counter_traverse,
+    .tp_clear = (inquiry)counter_clear,
+    .tp_members = counter_members,
+    .tp_getset = counter_getset,
+    .tp_methods = counter_methods,
+};
+
+static PyObject *code_get(CodeObject *self, void *k)
+{
+    intptr_t i = (intptr_t)k;
+    return PyLong_FromLongLong(i < 4 ? self->c[i] : self->slot);
+}
+
+static int code_set(CodeObject *self, PyObject *value, void *k)
+{
+    intptr_t i = (intptr_t)k;
+    return int64_value(value, i < 4 ? &self->c[i] : &self->slot);
+}
+
+static PyObject *code_get_hot(CodeObject *self, void *unused)
+{
+    return PyBool_FromLong(self->hot);
+}
+
+static int code_set_hot(CodeObject *self, PyObject *value, void *unused)
+{
+    if (value == NULL || !PyBool_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "hot must be a bool");
+        return -1;
+    }
+    self->hot = value == Py_True;
+    return 0;
+}
+
+#define CODE_COUNT(name, k, doc) \
+    {name, (getter)code_get, (setter)code_set, doc, (void *)(intptr_t)(k)}
+static PyGetSetDef code_getset[] = {
+    CODE_COUNT("in_b", 0, "in bytes it was encoded with"),
+    CODE_COUNT("in_p", 1, "in packets it was encoded with"),
+    CODE_COUNT("out_b", 2, "out bytes it was encoded with"),
+    CODE_COUNT("out_p", 3, "out packets it was encoded with"),
+    CODE_COUNT("slot", 4, "a stream's index in its connection's list of encodings, -1 if none"),
+    {"hot", (getter)code_get_hot, (setter)code_set_hot,
+     "whether to look at it again next snapshot", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Code_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "libp2p_introspection.introspector._snapcode.Code",
+    .tp_doc = "The counts a stream or connection was encoded with, inline (see encoder.py).",
+    .tp_basicsize = sizeof(CodeObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = PyType_GenericNew,
+    .tp_getset = code_getset,
 };
 
 static struct PyModuleDef module = {
@@ -981,5 +1380,16 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__snapcode(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m;
+    if (PyType_Ready(&Counter_Type) < 0 || PyType_Ready(&Code_Type) < 0)
+        return NULL;
+    m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Counter", (PyObject *)&Counter_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Code", (PyObject *)&Code_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -30,7 +30,9 @@ Where the C accelerator (``_snapcode.c``, built by ``setup.py`` when a compiler 
 found: :data:`ACCELERATED`) is present, the two loops (:meth:`IncrementalEncoder.
 encode_streams`, :meth:`IncrementalEncoder.encode`) run in it for the common case: a
 stream whose counters moved, a connection whose own fields did not change. It works on
-the same objects and hands everything else (a stream that ended or was tagged, a
+the same objects (the counters, and the counts, slot and hotness kept here, are C
+structs then: ``_snapcode.Counter``/``Code``, whose fields Python reads and writes as
+ints) and hands everything else (a stream that ended or was tagged, a
 connection whose status changed, any odd value) back to the Python code, which is the
 reference: the bytes are the same either way (the tests compare both paths).
 """
@@ -40,14 +42,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from libp2p_introspection.introspector import conninfo
+from libp2p_introspection.introspector import _accel, conninfo
 from libp2p_introspection.introspector.protocols import ProtocolTracker
 from libp2p_introspection.introspector.records import ENDED, ConnectionRecord, StreamRecord
 from libp2p_introspection.introspector.traffic import TrafficCounter
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import encode_varint
 
-__all__ = ["ACCELERATED", "IncrementalEncoder", "assemble_tagged"]
+__all__ = ["ACCELERATED", "IncrementalEncoder", "assemble_tagged", "state_pieces"]
 
 _ACTIVE = pb.ACTIVE
 
@@ -77,27 +79,40 @@ def _prefix(table: list[bytes], tag: bytes, n: int) -> bytes:
     return table[n] if n < _SMALL else tag + encode_varint(n)
 
 
+def state_pieces(head: bytes, connections: list[bytes], subsystems_rest: bytes) -> list[bytes]:
+    """A serialized ``State`` from :meth:`IncrementalEncoder.encode`'s fields, as the
+    pieces whose concatenation it is (see :func:`assemble_tagged`): a frame can then
+    be made of them in one copy."""
+    size = sum(map(len, connections)) + len(subsystems_rest)
+    return [b"\x0a", encode_varint(size), *connections, subsystems_rest, head]
+
+
 def assemble_tagged(head: bytes, connections: list[bytes], subsystems_rest: bytes) -> bytes:
     """A serialized ``State`` from :meth:`IncrementalEncoder.encode`'s fields: as
     :func:`~libp2p_introspection.protocol.framing.assemble_state`, whose connections
     come without their tag and length, and in one copy of the bytes."""
-    size = sum(map(len, connections)) + len(subsystems_rest)
-    return b"".join([b"\x0a", encode_varint(size), *connections, subsystems_rest, head])
+    return b"".join(state_pieces(head, connections, subsystems_rest))
 
 
-class _StreamCode:
+class _CodeFields:
+    """The counts a stream or connection was encoded with (in/out bytes/packets), a
+    stream's index in its connection's parts (``slot``, -1: none) and whether to look
+    at it again next snapshot (``hot``): in Python, the fallback of ``_snapcode.Code``
+    (the same fields, inline in C, where the accelerator is built)."""
+
+    __slots__ = ("hot", "in_b", "in_p", "out_b", "out_p", "slot")
+
+
+_CodeBase: Any = _accel.snapcode.Code if _accel.snapcode is not None else _CodeFields
+
+
+class _StreamCode(_CodeBase):  # type: ignore[misc]
     """A stream's bytes (``tagged``: its ``StreamList.streams`` field) and the values they hold."""
 
     __slots__ = (
         "close_ts",
-        "hot",
-        "in_b",
-        "in_p",
-        "out_b",
-        "out_p",
         "prefix",
         "protocol",
-        "slot",
         "status",
         "suffix",
         "tagged",
@@ -117,19 +132,14 @@ class _StreamCode:
         self.slot = -1
 
 
-class _ConnectionCode:
+class _ConnectionCode(_CodeBase):  # type: ignore[misc]
     """A connection's field encodings (``parts``, joined into ``tagged``: its
     ``Subsystems.connections`` field), the values they hold, and its share of the
     node-wide totals (the counters it was last reported with)."""
 
     __slots__ = (
         "close_ts",
-        "hot",
-        "in_b",
-        "in_p",
         "latency",
-        "out_b",
-        "out_p",
         "parts",
         "peer",
         "status",
@@ -141,6 +151,7 @@ class _ConnectionCode:
         self.status = self.close_ts = self.latency = -1
         self.in_b = self.in_p = self.out_b = self.out_p = 0
         self.hot = True
+        self.slot = -1
         self.tags: tuple[str, ...] = ()
         self.peer = b""
         self.parts: list[bytes] = []
@@ -148,9 +159,8 @@ class _ConnectionCode:
 
 
 def _load_accelerator() -> Any:
-    try:
-        from libp2p_introspection.introspector import _snapcode  # type: ignore[attr-defined]
-    except ImportError:  # built without a C compiler: the Python loops
+    _snapcode = _accel.snapcode
+    if _snapcode is None:  # built without a C compiler (or turned off): the Python loops
         return None
     try:
         _snapcode.configure(
@@ -167,6 +177,8 @@ _snapcode: Any = _load_accelerator()
 ACCELERATED = _snapcode is not None
 #: Windows the C loops take (ms); a longer one (never, in practice) runs in Python.
 _MAX_WINDOW = 1 << 62
+#: Connections :meth:`IncrementalEncoder.encode_for` encodes at a time in Python.
+SLICE_CONNECTIONS = 32
 
 
 class IncrementalEncoder:
@@ -264,13 +276,30 @@ class IncrementalEncoder:
         self._moved.clear()
         return list(streams)
 
-    def encode_streams(self, streams: Iterable[StreamRecord], window_ms: int) -> None:
+    def encode_streams_in_c(
+        self, streams: list[StreamRecord], window_ms: int
+    ) -> list[StreamRecord]:
+        """The C loop of :meth:`encode_streams` alone (a few hundred ns a stream, no
+        Python code): the streams it left to the Python loop
+        (``encode_streams(..., in_c=False)``); all of them without the C loop."""
+        accelerator = _snapcode
+        if accelerator is None or not 0 <= window_ms < _MAX_WINDOW:
+            return list(streams)
+        left: list[StreamRecord] = accelerator.stream_pass(
+            streams, window_ms, self._rebuild, self._dirty, self._hot
+        )
+        return left
+
+    def encode_streams(
+        self, streams: Iterable[StreamRecord], window_ms: int, *, in_c: bool = True
+    ) -> None:
         """Encode again the given streams (a slice of what :meth:`begin` returned) of
         connections that are not rebuilt whole; their connections are then re-joined
-        by :meth:`encode`."""
+        by :meth:`encode`. ``in_c=False``: in Python only (what
+        :meth:`encode_streams_in_c` left)."""
         rebuild, dirty = self._rebuild, self._dirty
         accelerator = _snapcode
-        if accelerator is not None and 0 <= window_ms < _MAX_WINDOW:
+        if in_c and accelerator is not None and 0 <= window_ms < _MAX_WINDOW:
             # The C loop does the common case; it returns the streams it left to us.
             streams = accelerator.stream_pass(streams, window_ms, rebuild, dirty, self._hot)
         for stream in streams:
@@ -289,6 +318,7 @@ class IncrementalEncoder:
         window_ms: int,
         peer_field: Callable[[str], bytes],
         on_error: Callable[[], None],
+        peer_fields: dict[str, bytes] | None = None,
     ) -> list[bytes]:
         """Each record's ``Subsystems.connections`` field (tag, length, ``Connection``),
         in order, encoding again only what moved (after :meth:`encode_streams`).
@@ -297,6 +327,10 @@ class IncrementalEncoder:
         :param peer_field: a peer id's ``Connection.peer`` field bytes (``b""`` if none).
         :param on_error: called (inside ``except``) for a record that cannot be
             described; it is skipped.
+        :param peer_fields: optionally, what ``peer_field`` answers, as a dict of peer
+            id -> field bytes (a missing peer: ``b""``): the C loop then looks each
+            connection's peer up without calling ``peer_field``
+            (``IdentifyTracker.peer_fields``).
 
         A snapshot may be encoded in several calls (slices of the records, in order);
         the registry may change between them.
@@ -307,9 +341,10 @@ class IncrementalEncoder:
             def slow(record: ConnectionRecord, peer: bytes | None) -> bytes | None:
                 return self._encode_one(record, window_ms, peer_field, on_error, peer)
 
+            lookup = peer_fields if type(peer_fields) is dict else peer_field
             connections: list[bytes] = accelerator.connection_pass(
                 records, window_ms, self._rebuild, self._dirty, self._totals,
-                peer_field, self._latency, slow,
+                lookup, self._latency, slow,
             )  # fmt: skip
             return connections
         out: list[bytes] = []
@@ -319,6 +354,35 @@ class IncrementalEncoder:
             if tagged is not None:
                 append(tagged)
         return out
+
+    def encode_for(
+        self,
+        records: list[ConnectionRecord],
+        start: int,
+        budget_ns: int,
+        window_ms: int,
+        peer_field: Callable[[str], bytes],
+        on_error: Callable[[], None],
+        peer_fields: dict[str, bytes] | None = None,
+    ) -> tuple[list[bytes], int]:
+        """:meth:`encode` of ``records[start:]`` for about ``budget_ns`` ns (CPU work
+        between two looks at the clock, at least one record): the fields, and the index
+        of the first record not done yet (``len(records)``: all done). Without the C
+        loop, :data:`SLICE_CONNECTIONS` records at a time."""
+        accelerator = _snapcode
+        if accelerator is not None and 0 <= window_ms < _MAX_WINDOW and budget_ns > 0:
+
+            def slow(record: ConnectionRecord, peer: bytes | None) -> bytes | None:
+                return self._encode_one(record, window_ms, peer_field, on_error, peer)
+
+            lookup = peer_fields if type(peer_fields) is dict else peer_field
+            connections, done = accelerator.connection_pass(
+                records, window_ms, self._rebuild, self._dirty, self._totals,
+                lookup, self._latency, slow, start, budget_ns,
+            )  # fmt: skip
+            return connections, max(done, start + 1)
+        end = start + SLICE_CONNECTIONS
+        return self.encode(records[start:end], window_ms, peer_field, on_error, peer_fields), end
 
     def _latency(self, conn: Any) -> int:
         return conninfo.latency_ns(conn, self._peerstore)

@@ -41,6 +41,7 @@ events are emitted for them.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -50,13 +51,15 @@ import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from multiaddr import Multiaddr
 
-from libp2p_introspection.abc import EventSink, SampledSource
+from libp2p_introspection.abc import EventSink, SampledSource, SourceOutlet
+from libp2p_introspection.abc import log as source_log
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
+from libp2p_introspection.introspector import _accel
 from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.application import ApplicationData
 from libp2p_introspection.introspector.connections import ConnectionRegistry
 from libp2p_introspection.introspector.dht import DhtTracker
-from libp2p_introspection.introspector.encoder import IncrementalEncoder, assemble_tagged
+from libp2p_introspection.introspector.encoder import IncrementalEncoder, state_pieces
 from libp2p_introspection.introspector.identify import IdentifyTracker
 from libp2p_introspection.introspector.node import NodeTracker
 from libp2p_introspection.introspector.patching import InstancePatcher
@@ -68,6 +71,13 @@ from libp2p_introspection.introspector.upgrades import UpgradeTracker
 from libp2p_introspection.protocol import events, pb
 from libp2p_introspection.protocol.clock import ClockMs, wall_clock_ms
 from libp2p_introspection.protocol.events import EventEmitter
+from libp2p_introspection.protocol.framing import (
+    MAX_MESSAGE_SIZE,
+    PROTOCOL_VERSION,
+    FrameTooLargeError,
+    encode_varint,
+    state_message,
+)
 from libp2p_introspection.protocol.runtime import build_runtime
 
 if TYPE_CHECKING:
@@ -78,29 +88,71 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IMPLEMENTATION = "py-libp2p"
-#: Connections encoded between two looks at the clock (``encoded_state_async``).
-SLICE_CONNECTIONS = 32
-#: Moved streams encoded between two looks at the clock.
+#: How long the C connection loop works between two yields (``encoded_state_async``), ns.
+#: (Without it, ``encoder.SLICE_CONNECTIONS`` connections at a time.)
+SLICE_BUDGET_NS = 250_000
+#: Moved streams encoded in Python between two looks at the clock.
 SLICE_STREAMS = 64
+#: Moved streams the C loop looks at between two looks at the clock (under 0.5 µs each;
+#: those it leaves to Python go :data:`SLICE_STREAMS` at a time).
+SLICE_STREAMS_C = 512
 #: How long :meth:`HostIntrospector.encoded_state_async` works before it yields to the
 #: node's other tasks, seconds.
 SLICE_SECONDS = 0.001
 
 
 class _Build:
-    """One sliced snapshot build: its steps (a generator) and, once they ran, its bytes."""
+    """One sliced snapshot build: its steps (a generator) and, once they ran, its bytes
+    (``pieces``: the serialized ``State`` is their concatenation, :attr:`result`)."""
 
-    __slots__ = ("result", "steps")
+    __slots__ = ("pieces", "steps")
 
     def __init__(self) -> None:
-        self.result = b""
+        self.pieces: list[bytes] = []
         self.steps: Iterator[None] = iter(())
+
+    @property
+    def result(self) -> bytes:
+        """The serialized ``State`` (the pieces joined; ``b""`` before the steps ran)."""
+        return b"".join(self.pieces)
 
     def finish(self) -> bytes:
         """Run the remaining steps at once, without yielding; the snapshot's bytes."""
+        return b"".join(self.finish_pieces())
+
+    def finish_pieces(self) -> list[bytes]:
+        """:meth:`finish`, as the pieces of the bytes."""
         for _ in self.steps:
             pass
-        return self.result
+        return self.pieces
+
+
+#: ``ServerMessage.version``, then the tag of ``ServerMessage.state`` (its length follows).
+_MESSAGE_HEAD = state_message(b"")[:-1]
+#: The live frame's header (framing.encode_frame): version, FNV-1a 32 of the message, size.
+_FRAME_HEADER = struct.Struct("<III")
+#: Bytes of a frame hashed between two yields to the node (``take_snapshot_async``): about
+#: 0.25 ms of FNV-1a.
+HASH_SLICE_BYTES = 1 << 18
+
+
+def _frame_pieces(pieces: list[bytes]) -> tuple[list[bytes], int]:
+    """The pieces of ``ServerMessage{version, state}`` for a ``State`` given as pieces,
+    and its size. Raises ``FrameTooLargeError`` as ``framing.encode_frame``."""
+    state_size = sum(map(len, pieces))
+    message = [_MESSAGE_HEAD + encode_varint(state_size), *pieces]
+    size = len(message[0]) + state_size
+    if size > MAX_MESSAGE_SIZE:
+        raise FrameTooLargeError(
+            f"message of {size} bytes exceeds the {MAX_MESSAGE_SIZE}-byte limit"
+        )
+    return message, size
+
+
+def _joined_frame(message: list[bytes], size: int, checksum: int) -> bytes:
+    """The frame (``framing.frame_with_checksum``) of a message given as pieces, in one copy."""
+    message[0] = _FRAME_HEADER.pack(PROTOCOL_VERSION, checksum, size) + message[0]
+    return b"".join(message)
 
 
 class _Notifee(INotifee):
@@ -406,6 +458,69 @@ class HostIntrospector(SampledSource):
         """
         if not self._incremental:
             return self.encoded_state()
+        return b"".join(await self._build_pieces_async())
+
+    def take_snapshot(self, outlet: SourceOutlet) -> bool:
+        """:meth:`SampledSource.take_snapshot`, the same frame, made in one copy: the
+        ``State``'s pieces are hashed where they lie (FNV-1a in C) and joined once,
+        header and ``ServerMessage`` around them. Without the C accelerator, or
+        built from scratch (``incremental=False``), the base class's path."""
+        snapcode = _accel.snapcode
+        if snapcode is None or not self._incremental:
+            return super().take_snapshot(outlet)
+        started = time.perf_counter()
+        try:
+            self._finish_pending()
+            pieces = self._build().finish_pieces()
+        except Exception:
+            self.snapshot_errors += 1
+            source_log.exception("the source failed to build a snapshot")
+            return False
+        self.snapshot_builds += 1
+        self.snapshot_build_seconds += time.perf_counter() - started
+        message, size = _frame_pieces(pieces)
+        del pieces
+        checksum = snapcode.fnv1a32(message)
+        outlet.publish_snapshot(_joined_frame(message, size, checksum))
+        return True
+
+    async def take_snapshot_async(self, outlet: SourceOutlet) -> bool:
+        """:meth:`SampledSource.take_snapshot_async`, the same frame: the build in
+        slices (:meth:`encoded_state_async`), then the FNV-1a over the ``State``'s
+        pieces where they lie, :data:`HASH_SLICE_BYTES` at a time with the node's
+        other tasks let in between (so no step is long, whatever the frame's size),
+        then one copy into the frame. Without the C accelerator, or built from
+        scratch, the base class's path."""
+        snapcode = _accel.snapcode
+        if snapcode is None or not self._incremental:
+            return await super().take_snapshot_async(outlet)
+        started = time.perf_counter()
+        try:
+            pieces = await self._build_pieces_async()
+        except Exception:
+            self.snapshot_errors += 1
+            source_log.exception("the source failed to build a snapshot")
+            return False
+        self.snapshot_builds += 1
+        self.snapshot_build_seconds += time.perf_counter() - started
+        await trio.sleep(0)
+        message, size = _frame_pieces(pieces)
+        del pieces
+        checksum = 0x811C9DC5
+        first = 0
+        while first < len(message):
+            last, taken = first, 0
+            while last < len(message) and (taken < HASH_SLICE_BYTES or last == first):
+                taken += len(message[last])
+                last += 1
+            checksum = snapcode.fnv1a32(message[first:last], checksum)
+            first = last
+            await trio.sleep(0)
+        outlet.publish_snapshot(_joined_frame(message, size, checksum))
+        return True
+
+    async def _build_pieces_async(self) -> list[bytes]:
+        """:meth:`encoded_state_async`, as the pieces of the bytes."""
         self._finish_pending()
         build = self._pending = self._build()
         began = time.perf_counter()
@@ -414,10 +529,10 @@ class HostIntrospector(SampledSource):
                 if time.perf_counter() - began >= SLICE_SECONDS:
                     await trio.sleep(0)
                     if self._pending is not build:  # a synchronous call finished it
-                        return build.result
+                        return build.pieces
                     began = time.perf_counter()
             self._pending = None
-            return build.result
+            return build.pieces
         finally:
             if self._pending is build:
                 self._finish_pending()
@@ -458,17 +573,23 @@ class HostIntrospector(SampledSource):
         yield
         encoder = self._encoder
         streams = encoder.begin()
-        for first in range(0, len(streams), SLICE_STREAMS):
-            encoder.encode_streams(streams[first : first + SLICE_STREAMS], window)
+        for first in range(0, len(streams), SLICE_STREAMS_C):
+            left = encoder.encode_streams_in_c(streams[first : first + SLICE_STREAMS_C], window)
+            for at in range(0, len(left), SLICE_STREAMS):
+                encoder.encode_streams(left[at : at + SLICE_STREAMS], window, in_c=False)
+                yield
             yield
         connections: list[bytes] = []
-        encode = encoder.encode
+        encode_for = encoder.encode_for
         peer_field = self._identify.peer_field
-        for first in range(0, len(records), SLICE_CONNECTIONS):
-            connections += encode(
-                records[first : first + SLICE_CONNECTIONS], window, peer_field,
-                self._describe_failed,
+        peer_fields = self._identify.peer_fields
+        first = 0
+        while first < len(records):
+            done, first = encode_for(
+                records, first, SLICE_BUDGET_NS, window, peer_field,
+                self._describe_failed, peer_fields,
             )  # fmt: skip
+            connections += done
             yield
         try:
             self._node_info.fill(state.node)
@@ -495,7 +616,7 @@ class HostIntrospector(SampledSource):
         self._fill_subsystems(subsystems, now, window)
         self._last_instant = now
         yield
-        build.result = assemble_tagged(
+        build.pieces = state_pieces(
             state.SerializeToString(), connections, subsystems.SerializeToString()
         )
 

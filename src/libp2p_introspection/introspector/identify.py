@@ -188,6 +188,10 @@ class IdentifyTracker:
         #: peer id (base58) -> what it said, the same as a ``pb.PeerInfo``, and as the
         #: serialized ``Connection.peer`` field (field 100: tag, length, ``PeerInfo``).
         self._peers: dict[str, tuple[PeerIdentity, pb.PeerInfo, bytes]] = {}
+        #: peer id (base58) -> its serialized ``Connection.peer`` field (the third item
+        #: of its entry above), for the snapshot encoder to look up without a call per
+        #: connection (:meth:`peer_field` reads it; kept in step with ``_peers``).
+        self.peer_fields: dict[str, bytes] = {}
         #: The address each connection's peer reported seeing us at (the node's observed_addrs).
         self._observed: dict[ConnectionRecord, str] = {}
 
@@ -265,6 +269,7 @@ class IdentifyTracker:
         info = identity.to_pb()
         field = pb.Connection(peer=info).SerializeToString()
         self._peers[conn.peer_id] = (identity, info, field)
+        self.peer_fields[conn.peer_id] = field
         if message.HasField("observed_addr") and identity.observed_addr:
             self._observed[conn] = identity.observed_addr
         content = events.peer_identified(
@@ -301,8 +306,7 @@ class IdentifyTracker:
         """The serialized ``Connection.peer`` field (field 100) of ``peer_id`` (base58),
         ``b""`` if it was not identified. The same bytes object until the peer says
         something new (the incremental snapshot compares it by identity)."""
-        entry = self._peers.get(peer_id)
-        return entry[2] if entry is not None else b""
+        return self.peer_fields.get(peer_id, b"")
 
     def prune(self, records: Iterable[ConnectionRecord]) -> None:
         """Forget peers and connections no longer in snapshots (``records``: the
@@ -313,3 +317,4 @@ class IdentifyTracker:
         live = {record.peer_id for record in retained}
         for peer in [p for p in self._peers if p not in live and not self._stored(p)]:
             del self._peers[peer]
+            self.peer_fields.pop(peer, None)

@@ -4,9 +4,13 @@ Counting happens in wrappers installed on individual objects (see
 :func:`install_counters`): after each successful ``read()`` the wrapper adds
 the number of bytes returned, after each successful ``write(data)`` it adds
 ``len(data)``. One call is one **packet**. A read that returns no bytes (EOF)
-is not a packet. The hot path is two integer additions on a ``__slots__``
-object; nothing is allocated per call beyond the coroutine frame the wrapper
-itself needs.
+is not a packet. The hot path is two integer additions on the counter. Where
+the C accelerator is built (``_snapcode.c``), a :class:`TrafficCounter` keeps
+its counts inline in C as 64-bit integers (the snapshot encoder reads them
+without a Python int per value); a count beyond 2**63 - 1 bytes is refused
+(``OverflowError``, which the wrappers swallow: the node's call is never
+affected). Without it (or with ``LIBP2P_INTROSPECTION_PURE_PYTHON=1``) the
+counts are Python ints in ``__slots__``.
 
 Which objects are wrapped decides what is measured; the introspector uses:
 
@@ -34,6 +38,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from libp2p_introspection.introspector import _accel
 from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.patching import InstancePatcher
 from libp2p_introspection.protocol import pb
@@ -41,15 +46,8 @@ from libp2p_introspection.protocol import pb
 logger = logging.getLogger(__name__)
 
 
-class TrafficCounter:
-    """Cumulative bytes and packets in both directions for one object.
-
-    ``in_*`` count data received (read), ``out_*`` data sent (written). The
-    ``prev_*`` fields hold the byte counts seen at the previous snapshot and
-    are only touched by :meth:`to_pb`. ``observer``, when set, is called with
-    each chunk a negotiated stream's ``read()`` returned, after it is counted
-    (its exceptions are swallowed).
-    """
+class _CounterFields:
+    """The counter's fields in Python (the fallback of ``_snapcode.Counter``)."""
 
     __slots__ = (
         "in_bytes",
@@ -69,6 +67,41 @@ class TrafficCounter:
         self.out_packets = 0
         self.prev_in_bytes = 0
         self.prev_out_bytes = 0
+
+    def took(self, data: bytes) -> bool:
+        """A read returned ``data``: a non-empty chunk is one inbound packet of its
+        length. Whether it was counted."""
+        size = len(data)
+        if not size:
+            return False
+        self.in_bytes += size
+        self.in_packets += 1
+        return True
+
+    def gave(self, data: bytes) -> None:
+        """A write of ``data`` completed: one outbound packet of its length."""
+        self.out_bytes += len(data)
+        self.out_packets += 1
+
+
+#: Where the C accelerator is built, the fields live in C, inline (``_snapcode.Counter``:
+#: 64-bit counts the snapshot encoder reads without a Python int per value; a value
+#: that does not fit is refused with ``OverflowError``); otherwise in Python.
+_CounterBase: Any = _accel.snapcode.Counter if _accel.snapcode is not None else _CounterFields
+
+
+class TrafficCounter(_CounterBase):  # type: ignore[misc]
+    """Cumulative bytes and packets in both directions for one object.
+
+    ``in_*`` count data received (read), ``out_*`` data sent (written). The
+    ``prev_*`` fields hold the byte counts seen at the previous snapshot and
+    are only touched by :meth:`to_pb` (and the snapshot encoder). ``observer``,
+    when set, is called with each chunk a negotiated stream's ``read()``
+    returned, after it is counted (its exceptions are swallowed). A new counter
+    holds 0 everywhere and no observer.
+    """
+
+    __slots__ = ()
 
     def add(self, other: TrafficCounter) -> None:
         """Add ``other``'s cumulative counts to this counter."""
@@ -163,16 +196,14 @@ def counting_reader(
     """
     default_n = _default_of(original, "n", None)
     protocol = tp.STREAM_PROTOCOL.name  # NetStream.protocol_id, read on every call
+    took = counter.took  # one call (in C where built) per read
 
     if negotiated is None:
 
         async def read(n: Any = default_n) -> bytes:
             data = await original(n)
-            try:
-                size = len(data)
-                if size:
-                    counter.in_bytes += size
-                    counter.in_packets += 1
+            try:  # noqa: SIM105 (the hot path: try is free, a context manager is not)
+                took(data)
             except Exception:  # never let counting break the node
                 pass
             return data
@@ -183,10 +214,7 @@ def counting_reader(
         async def read(n: Any = default_n) -> bytes:
             data = await original(n)
             try:
-                size = len(data)
-                if size and getattr(negotiated, protocol) is not None:
-                    counter.in_bytes += size
-                    counter.in_packets += 1
+                if getattr(negotiated, protocol) is not None and took(data):
                     mark(key)
                     observer = counter.observer
                     if observer is not None:
@@ -211,13 +239,13 @@ def counting_writer(
     :param touch: as for :func:`counting_reader`.
     """
     protocol = tp.STREAM_PROTOCOL.name
+    gave = counter.gave
     if negotiated is None:
 
         async def write(data: bytes) -> None:
             await original(data)
-            try:
-                counter.out_bytes += len(data)
-                counter.out_packets += 1
+            try:  # noqa: SIM105 (as in counting_reader)
+                gave(data)
             except Exception:
                 pass
 
@@ -228,8 +256,7 @@ def counting_writer(
             await original(data)
             try:
                 if getattr(negotiated, protocol) is not None:
-                    counter.out_bytes += len(data)
-                    counter.out_packets += 1
+                    gave(data)
                     mark(key)
             except Exception:
                 pass
