@@ -14,14 +14,18 @@ seconds, on one trio loop that also runs
   (framed once: build, ``ServerMessage``, FNV-1a, header);
 * without: the same loop and traffic, no snapshot clock.
 
-Runs alternate. Reported: the maximum lag with introspection, leaving out the lag
-samples that overlap the frame's FNV-1a (one C call over the whole frame, exempt from
-the target; its duration is reported on its own row), against the maximum lag without;
-target: at most 5 ms. This machine is shared: a process descheduled by the OS lags too,
-with or without introspection, which is what the baseline shows. So a second row gives
+Runs alternate. Reported: the maximum lag with introspection against the maximum lag
+without; target: at most 5 ms. The issue exempts the frame's FNV-1a when it is one
+call over the whole frame (``abc.fnv1a32``, not resumable): a source that frames that
+way has the lag samples overlapping such a call left out, and the call's duration on a
+row of its own. ``HostIntrospector`` no longer does: it hashes the frame with its own
+resumable FNV-1a (``introspector/_snapcode.c``) a slice of ``HASH_SLICE_BYTES`` at a
+time between yields, so nothing is left out and the row says so. This machine is
+shared: a process descheduled by the OS lags too, with or without introspection, which
+is what the baseline shows. So a second row gives
 the longest step of the snapshot clock's task (a trio instrument around each task step)
 in CPU time (``time.thread_time``: what the step computed, not how long the OS kept the
-process waiting), again leaving out the step that ran the FNV-1a.
+process waiting), again leaving out a step that ran a whole-frame FNV-1a, if any.
 """
 
 from __future__ import annotations
@@ -181,19 +185,25 @@ def run(mode: Mode) -> list[Result]:
     frame_mb = max(s["frame_bytes"] for s in subject) / 1e6
     name = f"loop stall {connections:,}x10, max lag"
     longest = max(s["longest_step_cpu_ms"] for s in subject)
-    return [
+    exempt = bool(fnv)
+    target = "<= 5 ms (FNV-1a exempt)" if exempt else "<= 5 ms"
+    left_out = (
+        f"lag samples overlapping the frame's FNV-1a left out (all samples: {with_all:.1f} ms)"
+        if exempt
+        else "no sample left out (the frame is hashed in slices between yields)"
+    )
+    results = [
         Result(
             name,
             with_max,
             "ms",
             without_max,
             with_max / without_max if without_max else None,
-            "<= 5 ms (FNV-1a exempt)",
+            target,
             with_max <= 5.0,
             note=(
                 f"lag sampled every 1 ms for {seconds:g} s x {pairs} runs each, interleaved; "
-                f"with introspection, lag samples overlapping the frame's FNV-1a left out "
-                f"(all samples: {with_all:.1f} ms); baseline: the same loop and traffic "
+                f"with introspection, {left_out}; baseline: the same loop and traffic "
                 "without the snapshot clock"
             ),
             extra={"subject": subject, "baseline": baseline},
@@ -202,18 +212,25 @@ def run(mode: Mode) -> list[Result]:
             f"loop stall {connections:,}x10, longest step (CPU)",
             longest,
             "ms",
-            target="<= 5 ms (FNV-1a exempt)",
+            target=target,
             ok=longest <= 5.0,
             note=(
                 "the snapshot clock task's longest step in CPU time (trio instrument, "
+                "thread_time), every step counted, the frame's hashing slices too"
+                if not exempt
+                else "the snapshot clock task's longest step in CPU time (trio instrument, "
                 "thread_time), the step that ran the FNV-1a left out (it took "
                 f"{max(s['hash_step_cpu_ms'] for s in subject):.1f} ms CPU)"
             ),
         ),
-        Result(
-            f"  FNV-1a of the {frame_mb:.1f} MB frame",
-            median(fnv) if fnv else 0.0,
-            "ms",
-            note="one C call (fnv-hash-fast), not resumable: exempt from the stall target",
-        ),
     ]
+    if exempt:
+        results.append(
+            Result(
+                f"  FNV-1a of the {frame_mb:.1f} MB frame",
+                median(fnv),
+                "ms",
+                note="one C call (fnv-hash-fast), not resumable: exempt from the stall target",
+            )
+        )
+    return results
