@@ -541,12 +541,33 @@ function renderTraffic() {
     if (c.id === S.trafficConn) found = true;
   }
   if (S.trafficConn && !found) options.push([S.trafficConn, "(chosen connection, not in this snapshot)"]);
-  const key = options.map((o) => o.join("|")).join("\n");
-  if (select.dataset.key !== key) {
-    select.dataset.key = key;
-    select.replaceChildren(...options.map(([value, text]) => new Option(text, value)));
-  }
+  setOptions(select, options);
   select.value = S.trafficConn;
+}
+
+// The chooser's options by value. Rebuilding 5,000 options at every snapshot (and the
+// browser measuring each again to size the list) took most of the Traffic view's redraw:
+// an option whose connection is still there is kept, its text set only when it changed.
+const chooserOptions = new Map();
+/** Make select's options [value, text] of `options`, in that order, keeping those it has. */
+function setOptions(select, options) {
+  const wanted = new Set(options.map(([value]) => value));
+  for (const [value, option] of chooserOptions) {
+    if (!wanted.has(value)) { option.remove(); chooserOptions.delete(value); }
+  }
+  let at = select.firstElementChild;
+  for (const [value, text] of options) {
+    let option = chooserOptions.get(value);
+    if (!option || option.parentNode !== select) {
+      option = new Option(text, value);
+      chooserOptions.set(value, option);
+    } else if (option.text !== text) {
+      option.text = text;
+    }
+    if (option !== at) select.insertBefore(option, at);
+    else at = at.nextElementSibling;
+  }
+  while (at) { const next = at.nextElementSibling; at.remove(); at = next; } // none wanted from here
 }
 
 // --- protocols, pubsub, resources (views_ext.js)
