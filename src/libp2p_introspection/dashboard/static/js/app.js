@@ -259,7 +259,7 @@ function render() {
     tables.allSet().then(() => {
       void $(`tab-${tab}`).offsetHeight; // the layout, inside the measurement
       const now = performance.now();
-      drawTimings.push({ view: tab, ms: now - shown.arrived, parse: shown.handled - shown.arrived,
+      drawTimings.push({ view: tab, at: shown.arrived, ms: now - shown.arrived, parse: shown.handled - shown.arrived,
         wait: began - shown.handled, header: headerDone - began, draw: now - headerDone });
       if (drawTimings.length > KEEP_TIMINGS) drawTimings.splice(0, drawTimings.length - KEEP_TIMINGS);
     });
@@ -545,27 +545,38 @@ function renderTraffic() {
   select.value = S.trafficConn;
 }
 
-// The chooser's options by value. Rebuilding 5,000 options at every snapshot (and the
-// browser measuring each again to size the list) took most of the Traffic view's redraw:
-// an option whose connection is still there is kept, its text set only when it changed.
+// The chooser's options by value: {option, text}. Rebuilding 5,000 options at every
+// snapshot (and the browser measuring each again to size the list) took most of the
+// Traffic view's redraw: an option whose connection is still there is kept, its text set
+// only when it changed, and moved only when its place changed (a connection that
+// vanished from the node moves from its place to the end, with the closed ones).
 const chooserOptions = new Map();
 /** Make select's options [value, text] of `options`, in that order, keeping those it has. */
 function setOptions(select, options) {
   const wanted = new Set(options.map(([value]) => value));
-  for (const [value, option] of chooserOptions) {
-    if (!wanted.has(value)) { option.remove(); chooserOptions.delete(value); }
+  for (const [value, kept] of chooserOptions) {
+    if (!wanted.has(value)) { kept.option.remove(); chooserOptions.delete(value); }
   }
   let at = select.firstElementChild;
   for (const [value, text] of options) {
-    let option = chooserOptions.get(value);
-    if (!option || option.parentNode !== select) {
-      option = new Option(text, value);
-      chooserOptions.set(value, option);
-    } else if (option.text !== text) {
-      option.text = text;
+    let kept = chooserOptions.get(value);
+    if (!kept) {
+      kept = { option: new Option(text, value), text };
+      chooserOptions.set(value, kept);
+    } else if (kept.text !== text) {
+      kept.option.text = text;
+      kept.text = text;
     }
-    if (option !== at) select.insertBefore(option, at);
-    else at = at.nextElementSibling;
+    const option = kept.option;
+    // An option in the way that is wanted further on, just before this one: it moved
+    // later; take it out (it goes back in at its turn) rather than move all after it.
+    while (at && at !== option && at.nextElementSibling === option && wanted.has(at.value)) {
+      const next = at.nextElementSibling;
+      at.remove();
+      at = next;
+    }
+    if (option === at) at = at.nextElementSibling;
+    else select.insertBefore(option, at);
   }
   while (at) { const next = at.nextElementSibling; at.remove(); at = next; } // none wanted from here
 }

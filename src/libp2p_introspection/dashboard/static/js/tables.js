@@ -90,6 +90,11 @@ export function build(el, tableOptions) {
   return { table, ready, set, setFilter, filterBy, refilter, redraw };
 }
 
+// Per table: {rows, length: the row manager's rows array it was made for and its length
+// then, byIndex: index -> row}.
+const rowIndexes = new WeakMap();
+let updateStamp = 0;
+
 /**
  * Give table the rows `rows` (plain objects, in order), keeping the table's row of every
  * index it holds already: its data replaced, and, when it is drawn, only its cells whose
@@ -111,15 +116,27 @@ export function updateInPlace(table, rows, index, deps = {}) {
   const current = manager?.rows;
   if (!Array.isArray(current) || !current.length || !rows.length) return false;
   const Row = current[0].constructor;
-  const byIndex = new Map();
-  for (const row of current) byIndex.set(row.data[index], row);
+  let known = rowIndexes.get(table);
+  if (!known || known.rows !== current || known.length !== current.length) { // replaced since: index them
+    known = { rows: current, length: current.length, byIndex: new Map() };
+    for (const row of current) known.byIndex.set(row.data[index], row);
+    rowIndexes.set(table, known);
+  }
+  const byIndex = known.byIndex;
+  const stamp = ++updateStamp;
   const formatRow = table.options.rowFormatter;
   const next = new Array(rows.length);
   for (let i = 0; i < rows.length; i += 1) {
     const d = rows[i];
-    const row = byIndex.get(d[index]);
-    if (row === undefined) { next[i] = new Row(d, manager); continue; }
-    byIndex.delete(d[index]);
+    let row = byIndex.get(d[index]);
+    if (row === undefined || row.updateStamp === stamp) { // new, or an index given twice
+      row = new Row(d, manager);
+      row.updateStamp = stamp;
+      next[i] = row;
+      if (!byIndex.has(d[index])) byIndex.set(d[index], row);
+      continue;
+    }
+    row.updateStamp = stamp;
     next[i] = row;
     const old = row.data;
     row.data = d;
@@ -133,8 +150,14 @@ export function updateInPlace(table, rows, index, deps = {}) {
     }
     if (formatRow) formatRow(row.getComponent());
   }
-  for (const gone of byIndex.values()) gone.wipe();
+  for (const row of current) {
+    if (row.updateStamp === stamp) continue;
+    if (byIndex.get(row.data[index]) === row) byIndex.delete(row.data[index]);
+    row.wipe();
+  }
   manager.rows = next;
+  known.rows = next;
+  known.length = next.length;
   manager.refreshActiveData(false, false, true);
   return true;
 }
