@@ -4,7 +4,8 @@ test_dashboard_browser.py, whose fixtures and helpers this reuses).
 A new snapshot no longer rebuilds every row of the Connections and Streams tables, nor
 every option of the Traffic view's chooser (static/js/tables.js ``updateInPlace``,
 app.js ``setOptions``): a row or option whose connection is still there keeps its
-element, and shows the snapshot's new values. What a user relies on must still hold: new
+element, and shows the snapshot's new values (the chooser of a big node's connections
+when the user is about to use it). What a user relies on must still hold: new
 values shown, vanished connections shown closed, the column sort and the filter boxes
 applied to the updated rows. A mock node of 400 connections of 3 streams, 5% of them
 replaced at every snapshot (two a second).
@@ -238,18 +239,24 @@ def test_the_connection_chooser_keeps_its_options_and_the_choice(page: Any, chur
         chosen,
     )  # fmt: skip
     _two_more_snapshots(page)
-    # One option per connection of the snapshot shown (and the prompt), in its order; the
-    # chosen one is the same element, still chosen; new connections are there.
-    page.wait_for_function(
+    # The chosen option is the same element, still chosen. Once the user is about to use
+    # the chooser (focus), it has one option per connection of the snapshot shown (and
+    # the prompt), in its order: new connections are there.
+    state = page.evaluate(
         """(id) => {
+          const select = document.querySelector('#traffic-conn');
+          select.blur();
+          select.focus();
           const v = window.dashboardState.view;
-          const options = [...document.querySelectorAll('#traffic-conn option')];
-          const values = options.slice(1).map((o) => o.value);
+          const values = [...select.options].slice(1).map((o) => o.value);
           const ids = v.conns.map((c) => c.id);
-          const inOrder = values.length === ids.length && values.every((x, i) => x === ids[i])
-            || (values.length === ids.length + 1 && values[ids.length] === id);
-          return inOrder && window.__option.isConnected && document.querySelector('#traffic-conn').value === id;
+          const kept = values.length === ids.length + 1 && values[ids.length] === id; // it vanished
+          return { inOrder: (values.length === ids.length || kept) && ids.every((x, i) => x === values[i]),
+                   same: window.__option.isConnected, value: select.value,
+                   ids: ids.length, values: values.length };
         }""",
-        arg=chosen,
+        chosen,
     )
+    assert state["inOrder"], state
+    assert state["same"] and state["value"] == chosen, state
     assert page.evaluate("() => window.__option.selected")
