@@ -73,7 +73,7 @@ export function build(el, tableOptions) {
         fixed = true; // for good: a table that held that many may again
         table.setHeight(options.maxHeight);
       }
-      const rows = presort(table, next);
+      const rows = presort(table, inPlace ? inPreviousOrder(table, next, options.index) : next);
       if (!inPlace || !updateInPlace(table, rows, options.index, deps)) await table.replaceData(rows);
     }
     running = false;
@@ -132,11 +132,13 @@ export function updateInPlace(table, rows, index, deps = {}) {
     if (row === undefined || row.updateStamp === stamp) { // new, or an index given twice
       row = new Row(d, manager);
       row.updateStamp = stamp;
+      row.order = i;
       next[i] = row;
       if (!byIndex.has(d[index])) byIndex.set(d[index], row);
       continue;
     }
     row.updateStamp = stamp;
+    row.order = i;
     next[i] = row;
     const old = row.data;
     row.data = d;
@@ -160,6 +162,29 @@ export function updateInPlace(table, rows, index, deps = {}) {
   known.length = next.length;
   manager.refreshActiveData(false, false, true);
   return true;
+}
+
+/**
+ * rows (plain objects) in the order the table's rows of their indexes were given last
+ * (updateInPlace's row.order), those of new indexes after them; rows as they are when the
+ * table is not sorted or was not updated in place. Sorted by the same column again, they
+ * are then nearly in order already (a snapshot later, most rows keep their places), and
+ * sorting them (presort) takes about one comparison a row instead of log2(rows).
+ */
+export function inPreviousOrder(table, rows, index) {
+  const known = rowIndexes.get(table);
+  if (!known || known.rows !== table.rowManager?.rows || !table.getSorters().length) return rows;
+  const slots = new Array(known.rows.length);
+  const added = [];
+  for (const d of rows) {
+    const at = known.byIndex.get(d[index])?.order;
+    if (at !== undefined && at < slots.length && slots[at] === undefined) slots[at] = d;
+    else added.push(d);
+  }
+  const out = [];
+  for (let i = 0; i < slots.length; i += 1) if (slots[i] !== undefined) out.push(slots[i]);
+  for (const d of added) out.push(d);
+  return out;
 }
 
 // Values compared as the "number" and "string" sorters do (numbers; text in lower case,
