@@ -259,7 +259,7 @@ function render() {
     tables.allSet().then(() => {
       void $(`tab-${tab}`).offsetHeight; // the layout, inside the measurement
       const now = performance.now();
-      drawTimings.push({ view: tab, ms: now - shown.arrived, parse: shown.handled - shown.arrived,
+      drawTimings.push({ view: tab, at: shown.arrived, ms: now - shown.arrived, parse: shown.handled - shown.arrived,
         wait: began - shown.handled, header: headerDone - began, draw: now - headerDone });
       if (drawTimings.length > KEEP_TIMINGS) drawTimings.splice(0, drawTimings.length - KEEP_TIMINGS);
     });
@@ -315,6 +315,27 @@ function renderStatus() {
   }
 }
 
+// The header's counts of a snapshot, counted once (the page draws again at every event,
+// 20 a second, and counting 5,000 connections each time kept the page busy).
+const counted = new WeakMap();
+function headerCounts(v) {
+  let counts = counted.get(v);
+  if (!counts) {
+    let active = 0;
+    let streams = 0;
+    for (const c of v.conns) { if (c.status === "ACTIVE") active += 1; streams += c.ns; }
+    const dht = v.dht ? v.dht.buckets.reduce((n, b) => n + b.peers.length, 0) : null;
+    counts = { active, streams, dht };
+    counted.set(v, counts);
+  }
+  return counts;
+}
+
+/** Set el's text, only if it changed (the same text set again still costs a layout). */
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
 function renderNode() {
   const rt = S.runtime;
   $("peer-id").textContent = rt?.peerId || "—";
@@ -324,13 +345,13 @@ function renderNode() {
   $("runtime-platform").textContent = rt?.platform || "—";
   const v = S.view;
   if (!v) return;
-  const active = v.conns.filter((c) => c.status === "ACTIVE").length;
-  $("num-conns").textContent = v.conns.length === active ? `${active}` : `${active} / ${v.conns.length}`;
+  const { active, streams, dht } = headerCounts(v);
+  setText($("num-conns"), v.conns.length === active ? `${active}` : `${active} / ${v.conns.length}`);
   $("num-conns").title = `${active} active of ${v.conns.length} shown`;
-  $("num-streams").textContent = v.conns.reduce((n, c) => n + c.ns, 0);
-  $("num-bw-in").textContent = fmt.rate(v.traffic.bwIn);
-  $("num-bw-out").textContent = fmt.rate(v.traffic.bwOut);
-  $("num-dht").textContent = v.dht ? v.dht.buckets.reduce((n, b) => n + b.peers.length, 0) : "—";
+  setText($("num-streams"), String(streams));
+  setText($("num-bw-in"), fmt.rate(v.traffic.bwIn));
+  setText($("num-bw-out"), fmt.rate(v.traffic.bwOut));
+  setText($("num-dht"), dht === null ? "—" : String(dht));
   renderNodeInfo(v);
   // Pubsub and Resources have a tab only for a node that runs them (or while shown).
   ext.showTab("pubsub", Boolean(v.pubsub) || S.tab === "pubsub");
@@ -531,7 +552,24 @@ function renderTraffic() {
   // a line says what will come there.
   showChart(nodeChart, "node", S.series.length > 0);
   showChart(connChart, "conn", Boolean(S.trafficConn));
-  // The connection chooser: connections of the moment shown, plus the chosen one.
+  // The connection chooser. A select of thousands of options costs the browser a layout
+  // of every one of them at any change (an option added or removed, the value set: 120 to
+  // 280 ms at 5,000 connections, each snapshot, measured): a big list is brought up to date
+  // when the user is about to use it (focus, pointer or key on it: chooserInUse), when the
+  // moment shown changes by hand, or when it lacks the chosen connection; a small one
+  // (CHOOSER_LIVE_OPTIONS) at every snapshot.
+  const select = $("traffic-conn");
+  const v = S.view;
+  const big = (v ? v.conns.length : 0) > CHOOSER_LIVE_OPTIONS;
+  if (!big || chooserOptions.size <= 1 || chooserMoment !== S.viewTs
+      || (S.trafficConn && !chooserOptions.has(S.trafficConn))) fillChooser();
+  if (select.value !== S.trafficConn) select.value = S.trafficConn;
+}
+
+const CHOOSER_LIVE_OPTIONS = 500;
+let chooserMoment = null; // S.viewTs when the chooser was last filled
+/** The chooser's options: connections of the moment shown, plus the chosen one. */
+function fillChooser() {
   const select = $("traffic-conn");
   const v = S.view;
   const options = [["", "choose a connection"]];
@@ -541,12 +579,49 @@ function renderTraffic() {
     if (c.id === S.trafficConn) found = true;
   }
   if (S.trafficConn && !found) options.push([S.trafficConn, "(chosen connection, not in this snapshot)"]);
-  const key = options.map((o) => o.join("|")).join("\n");
-  if (select.dataset.key !== key) {
-    select.dataset.key = key;
-    select.replaceChildren(...options.map(([value, text]) => new Option(text, value)));
+  setOptions(select, options);
+  chooserMoment = S.viewTs;
+  if (select.value !== S.trafficConn) select.value = S.trafficConn;
+}
+/** The user is about to choose: show the connections of the moment shown. */
+function chooserInUse() {
+  fillChooser();
+}
+
+// The chooser's options by value: {option, text}. Rebuilding 5,000 options at every
+// snapshot (and the browser measuring each again to size the list) took most of the
+// Traffic view's redraw: an option whose connection is still there is kept, its text set
+// only when it changed, and moved only when its place changed (a connection that
+// vanished from the node moves from its place to the end, with the closed ones).
+const chooserOptions = new Map();
+/** Make select's options [value, text] of `options`, in that order, keeping those it has. */
+function setOptions(select, options) {
+  const wanted = new Set(options.map(([value]) => value));
+  for (const [value, kept] of chooserOptions) {
+    if (!wanted.has(value)) { kept.option.remove(); chooserOptions.delete(value); }
   }
-  select.value = S.trafficConn;
+  let at = select.firstElementChild;
+  for (const [value, text] of options) {
+    let kept = chooserOptions.get(value);
+    if (!kept) {
+      kept = { option: new Option(text, value), text };
+      chooserOptions.set(value, kept);
+    } else if (kept.text !== text) {
+      kept.option.text = text;
+      kept.text = text;
+    }
+    const option = kept.option;
+    // An option in the way that is wanted further on, just before this one: it moved
+    // later; take it out (it goes back in at its turn) rather than move all after it.
+    while (at && at !== option && at.nextElementSibling === option && wanted.has(at.value)) {
+      const next = at.nextElementSibling;
+      at.remove();
+      at = next;
+    }
+    if (option === at) at = at.nextElementSibling;
+    else select.insertBefore(option, at);
+  }
+  while (at) { const next = at.nextElementSibling; at.remove(); at = next; } // none wanted from here
 }
 
 // --- protocols, pubsub, resources (views_ext.js)
@@ -796,6 +871,7 @@ function setupControls() {
     if (S.runtime?.peerId) fmt.copyText(S.runtime.peerId).then((ok) => onCopied(ok, S.runtime.peerId));
   });
   $("detail-close").addEventListener("click", () => { S.selectedConn = null; schedule(); });
+  for (const type of ["focus", "pointerdown", "keydown"]) $("traffic-conn").addEventListener(type, chooserInUse);
   $("traffic-conn").addEventListener("change", (e) => {
     S.trafficConn = e.target.value;
     loadConnSeries(S.trafficConn);

@@ -1,0 +1,262 @@
+"""Tables and the connection chooser updated in place, in headless Chromium (as
+test_dashboard_browser.py, whose fixtures and helpers this reuses).
+
+A new snapshot no longer rebuilds every row of the Connections and Streams tables, nor
+every option of the Traffic view's chooser (static/js/tables.js ``updateInPlace``,
+app.js ``setOptions``): a row or option whose connection is still there keeps its
+element, and shows the snapshot's new values (the chooser of a big node's connections
+when the user is about to use it). What a user relies on must still hold: new
+values shown, vanished connections shown closed, the column sort and the filter boxes
+applied to the updated rows. A mock node of 400 connections of 3 streams, 5% of them
+replaced at every snapshot (two a second).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cli_process import running
+from dashboard_process import read_lines_until
+from test_dashboard_browser import (  # noqa: F401 - the fixtures
+    browser,
+    open_tab,
+    page,
+    shown_ts,
+    wait_shown_ts_above,
+)
+
+CONNECTIONS = 400
+
+
+@pytest.fixture(scope="module")
+def churning_node() -> Iterator[str]:
+    """The dashboard's URL, following a mock node whose connections come and go."""
+    serve = ["-m", "libp2p_introspection", "serve", "--source", "mock", "--port", "0",
+             "--connections", str(CONNECTIONS), "--streams", "3", "--churn", "0.05",
+             "--events-per-second", "0", "--interval-ms", "500", "--seed", "7"]  # fmt: skip
+    with running(serve, first_line_timeout=90) as (_, ws):
+        assert ws.startswith("ws://"), ws
+        dashboard = ["-m", "libp2p_introspection", "dashboard", ws, "--port", "0", "--no-events"]
+        with running(dashboard, first_line_timeout=60) as (process, first):
+            lines = (
+                [first]
+                if first.startswith("http://")
+                else read_lines_until(process, lambda line: line.startswith("http://"), 30)
+            )
+            yield lines[-1].split()[0]
+
+
+def _open(pg: Any, url: str) -> None:
+    pg.goto(url)
+    # The page's own formatter, for the values a cell should show.
+    pg.evaluate("async () => { window.__fmt = await import('/static/js/format.js'); }")
+    pg.wait_for_function(
+        "(n) => (window.dashboardState?.view?.conns.length || 0) >= n"
+        " && document.querySelectorAll('#connections-table .tabulator-row').length > 5",
+        arg=CONNECTIONS,
+    )  # fmt: skip
+
+
+def _sort_by_peer(pg: Any, table: str) -> None:
+    """Sort `table` by peer id: rows stay where they are as connections come and go
+    around them (by age, the default, every new one comes on top)."""
+    header = f"#{table}-table .tabulator-col[tabulator-field=peer]"
+    pg.click(f"{header} .tabulator-col-title")
+    pg.wait_for_function(
+        f"() => document.querySelector('{header}').getAttribute('aria-sort') === 'ascending'"
+    )
+
+
+def _two_more_snapshots(pg: Any) -> None:
+    wait_shown_ts_above(pg, shown_ts(pg))
+    wait_shown_ts_above(pg, shown_ts(pg))
+
+
+# The text the Age cell of the row element `rowEl` of table `table` should show for the
+# snapshot the page shows (the page's own formatter), or null while its connection or
+# stream is not in that snapshot. Its index (a connection's id, a stream's "id:k") is
+# what the table holds for that element.
+EXPECTED_AGE = """(table, rowEl) => {
+  const fmt = window.__fmt;
+  const v = window.dashboardState.view;
+  const row = Tabulator.findTable(`#${table}-table`)[0].getRow(rowEl);
+  if (!row) return null;
+  const [id, k] = String(row.getData().key ?? row.getData().id).split(':');
+  const c = v.conns.find((x) => x.id === id);
+  if (!c) return null;
+  const item = k === undefined ? c : (c.streams || [])[Number(k)];
+  if (!item || !item.open) return null;
+  const end = item.status === 'CLOSED' && item.close ? item.close : v.ts;
+  return fmt.duration(end - item.open);
+}"""
+
+
+def test_a_new_snapshot_updates_connection_rows_in_place(page: Any, churning_node: str):  # noqa: F811
+    _open(page, churning_node)
+    _sort_by_peer(page, "connections")
+    # An active connection's row in view: its peer cell (a value that never changes).
+    handle = page.evaluate_handle(
+        """() => {
+          const v = window.dashboardState.view;
+          const active = new Set(v.conns.filter((c) => c.status === 'ACTIVE').map((c) => c.peer));
+          for (const row of [...document.querySelectorAll('#connections-table .tabulator-row')].slice(8)) {
+            const cell = row.querySelector('[tabulator-field=peer]');
+            const peer = cell.querySelector('.peer-cell').title;
+            if (!active.has(peer)) continue;
+            window.__probe = { row, cell, age: row.querySelector('[tabulator-field=age]').textContent };
+            return row;
+          }
+          return null;
+        }"""
+    )
+    assert page.evaluate("() => Boolean(window.__probe)"), "no active connection in view"
+    _two_more_snapshots(page)
+    # The same cell element is still in the table (not rebuilt: a hovered or selected
+    # peer id, a focused copy button stay), and its row shows the new snapshot's age.
+    page.wait_for_function(
+        """() => {
+          const p = window.__probe;
+          if (!p.cell.isConnected || !p.row.isConnected) return false;
+          const want = ({expected})('connections', p.row);
+          return want !== null && p.row.querySelector('[tabulator-field=age]').textContent === want;
+        }""".replace("{expected}", EXPECTED_AGE)
+    )  # fmt: skip
+    assert page.evaluate("() => window.__probe.cell.isConnected")
+    age = page.evaluate(
+        "() => window.__probe.row.querySelector('[tabulator-field=age]').textContent"
+    )
+    assert age != page.evaluate("() => window.__probe.age"), "the age shown did not change"
+    handle.dispose()
+
+
+def test_closed_connections_show_closed_and_the_status_filter_holds(
+    page: Any,  # noqa: F811
+    churning_node: str,
+):
+    _open(page, churning_node)
+    page.wait_for_function(
+        "() => window.dashboardState.view.conns.some((c) => c.status === 'CLOSED')"
+    )
+    page.select_option("#filter-status", "CLOSED")
+    # Across snapshots (rows updated in place, new ones added), only closed rows show,
+    # as many as the snapshot shown has, and each of them is greyed.
+    for _ in range(2):
+        page.wait_for_function(
+            """() => {
+              const v = window.dashboardState.view;
+              const closed = v.conns.filter((c) => c.status === 'CLOSED').length;
+              const text = document.querySelector('#conn-count').textContent;
+              if (text !== `${closed} of ${v.conns.length} connections`) return false;
+              const rows = [...document.querySelectorAll('#connections-table .tabulator-row')];
+              return rows.length > 0 && rows.every((r) => r.classList.contains('closed-row')
+                && r.querySelector('[tabulator-field=status]').textContent === 'CLOSED');
+            }"""
+        )
+        wait_shown_ts_above(page, shown_ts(page))
+    page.select_option("#filter-status", "")
+    page.wait_for_function(
+        "() => document.querySelector('#conn-count').textContent"
+        " === `${window.dashboardState.view.conns.length} of ${window.dashboardState.view.conns.length} connections`"
+    )  # fmt: skip
+
+
+def test_a_column_sort_holds_for_rows_updated_in_place(page: Any, churning_node: str):  # noqa: F811
+    _open(page, churning_node)
+    header = "#connections-table .tabulator-col[tabulator-field=in]"
+    page.click(f"{header} .tabulator-col-title")
+    page.wait_for_function(
+        f"() => document.querySelector('{header}').getAttribute('aria-sort') === 'ascending'"
+    )
+    _two_more_snapshots(page)
+    # The rows at the top are the snapshot's connections of least traffic in, in order
+    # (their tooltips: the exact bytes), after rows were updated and others added.
+    page.wait_for_function(
+        """() => {
+          const v = window.dashboardState.view;
+          const want = v.conns.map((c) => c.in).sort((a, b) => a - b).slice(0, 5);
+          const rows = [...document.querySelectorAll('#connections-table .tabulator-row')].slice(0, 5);
+          const peers = rows.map((r) => r.querySelector('.peer-cell').title);
+          const got = peers.map((p) => v.conns.find((c) => c.peer === p)?.in);
+          return got.length === 5 && got.every((x, i) => x === want[i]);
+        }"""
+    )
+
+
+def test_a_new_snapshot_updates_stream_rows_in_place(page: Any, churning_node: str):  # noqa: F811
+    _open(page, churning_node)
+    open_tab(page, "streams")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#streams-table .tabulator-row').length > 5"
+    )
+    _sort_by_peer(page, "streams")
+    found = page.evaluate(
+        """() => {
+          const table = Tabulator.findTable('#streams-table')[0];
+          for (const row of [...document.querySelectorAll('#streams-table .tabulator-row')].slice(8)) {
+            const d = table.getRow(row).getData();
+            if (d.status !== 'ACTIVE') continue;
+            const cell = row.querySelector('[tabulator-field=proto]');
+            window.__probe = { row, cell, age: row.querySelector('[tabulator-field=age]').textContent };
+            return true;
+          }
+          return false;
+        }"""
+    )
+    assert found, "no active stream of an active connection in view"
+    _two_more_snapshots(page)
+    page.wait_for_function(
+        """() => {
+          const p = window.__probe;
+          if (!p.cell.isConnected) return false;
+          const want = ({expected})('streams', p.row);
+          return want !== null && p.row.querySelector('[tabulator-field=age]').textContent === want;
+        }""".replace("{expected}", EXPECTED_AGE)
+    )  # fmt: skip
+    assert page.evaluate(
+        "() => window.__probe.row.querySelector('[tabulator-field=age]').textContent"
+    ) != (page.evaluate("() => window.__probe.age"))
+
+
+def test_the_connection_chooser_keeps_its_options_and_the_choice(page: Any, churning_node: str):  # noqa: F811
+    _open(page, churning_node)
+    open_tab(page, "traffic")
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('#traffic-conn option').length > n", arg=CONNECTIONS
+    )
+    chosen = page.evaluate(
+        """() => {
+          const v = window.dashboardState.view;
+          const c = v.conns.find((x) => x.status === 'ACTIVE');
+          return c.id;
+        }"""
+    )
+    page.select_option("#traffic-conn", chosen)
+    page.evaluate(
+        "(id) => { window.__option = [...document.querySelectorAll('#traffic-conn option')]"
+        ".find((o) => o.value === id); }",
+        chosen,
+    )  # fmt: skip
+    _two_more_snapshots(page)
+    # The chosen option is the same element, still chosen. Once the user is about to use
+    # the chooser (focus), it has one option per connection of the snapshot shown (and
+    # the prompt), in its order: new connections are there.
+    state = page.evaluate(
+        """(id) => {
+          const select = document.querySelector('#traffic-conn');
+          select.blur();
+          select.focus();
+          const v = window.dashboardState.view;
+          const values = [...select.options].slice(1).map((o) => o.value);
+          const ids = v.conns.map((c) => c.id);
+          const kept = values.length === ids.length + 1 && values[ids.length] === id; // it vanished
+          return { inOrder: (values.length === ids.length || kept) && ids.every((x, i) => x === values[i]),
+                   same: window.__option.isConnected, value: select.value,
+                   ids: ids.length, values: values.length };
+        }""",
+        chosen,
+    )
+    assert state["inOrder"], state
+    assert state["same"] and state["value"] == chosen, state
+    assert page.evaluate("() => window.__option.selected")
