@@ -189,9 +189,9 @@ async def test_a_ctrl_c_cannot_land_between_a_write_and_its_accounting(monkeypat
     async def watched(self, target):
         send = self._socket.send
 
-        async def send_and_look(view):
+        async def send_and_look(view, flags=0):
             protected.append(trio.lowlevel.currently_ki_protected())
-            return await send(view)
+            return await send(view, flags)
 
         self._socket.send = send_and_look
         try:
@@ -202,13 +202,13 @@ async def test_a_ctrl_c_cannot_land_between_a_write_and_its_accounting(monkeypat
     monkeypatch.setattr(websocket.WebSocketTransport, "_write_one_frame", watched)
     # The writer's other path: frames the socket takes at once (write_now).
     written_now: list[bool] = []
-    write_fd = websocket._write_fd
+    send_now = websocket._send_now
 
-    def write_and_look(fd, view):
+    def write_and_look(sock, view):
         written_now.append(trio.lowlevel.currently_ki_protected())
-        return write_fd(fd, view)
+        return send_now(sock, view)
 
-    monkeypatch.setattr(websocket, "_write_fd", write_and_look)
+    monkeypatch.setattr(websocket, "_send_now", write_and_look)
     with trio.fail_after(LIMIT):
         async with open_introspection_server(StubSource(), ServerConfig(port=0)) as server:
             await _still_serving(server)

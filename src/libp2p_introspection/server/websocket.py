@@ -15,7 +15,7 @@ TCP. Writers take the lock one frame at a time, so the session's ping and the
 close frame get their turn between frames.
 
 :meth:`WebSocketTransport.write_now` writes what the socket takes at once without
-waiting or yielding to the loop (one ``write`` call per frame, as ``flush`` does), so
+waiting or yielding to the loop (one ``send`` call per frame, as ``flush`` does), so
 that a session's writer can send a run of small queued frames in one turn (an event
 fan-out) instead of one frame per pass of the scheduler.
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import socket as stdlib_socket
 from collections import deque
 from collections.abc import Callable
@@ -52,12 +51,18 @@ LINGER_BYTES = 1024 * 1024
 MAX_READ_BACKLOG = 64 * 1024
 
 
-#: Whether :meth:`WebSocketTransport.write_now` can write a socket with ``os.write``
-#: (POSIX: a socket is a file descriptor; not on Windows, where it always says no).
-_WRITE_NOW = os.name == "posix"
-#: The write(2) of :meth:`WebSocketTransport.write_now` (a name of its own, so that a
-#: test can watch it).
-_write_fd = os.write
+#: Flags of every send(2): never raise SIGPIPE. CPython ignores it, but an application
+#: that embeds the server may keep its default, and then a write to a connection the
+#: peer reset after its FIN (EPIPE) kills the process, node included; with
+#: MSG_NOSIGNAL it is only EPIPE, a lost connection. (Linux; 0 where there is none.)
+SEND_FLAGS: int = getattr(stdlib_socket, "MSG_NOSIGNAL", 0)
+
+
+def _send_now(sock: stdlib_socket.socket, view: memoryview) -> int:
+    """The send(2) of :meth:`WebSocketTransport.write_now` on the non-blocking socket
+    (a name of its own, so that a test can watch it): bytes taken, or
+    ``BlockingIOError``."""
+    return sock.send(view, SEND_FLAGS)
 
 
 class WebSocketTransport:
@@ -89,6 +94,12 @@ class WebSocketTransport:
         self.ended: str | None = None
         self._stream = stream
         self._socket = stream.socket
+        # The stdlib socket under trio's, for write_now's synchronous send (trio keeps
+        # it as ``_sock``; without it, write_now always says no and flush writes).
+        sync = getattr(stream.socket, "_sock", None)
+        self._sync: stdlib_socket.socket | None = (
+            sync if isinstance(sync, stdlib_socket.socket) else None
+        )
         self._lock = trio.Lock()
         self._events: deque[WireEvent] = deque()
         self._released = trio.Event()  # set when the write lock is released, or on loss
@@ -220,10 +231,11 @@ class WebSocketTransport:
         then the owed pong if it is due, as far as the socket takes it at once: never
         waits and never yields to the loop. ``True`` if all of it is out; ``False`` if
         the socket would block, another task is writing (it holds the lock between two
-        of its awaits), the connection is lost, or the platform has no such write (then
-        nothing is written): :meth:`flush` writes the rest, where this stopped.
+        of its awaits), the connection is lost, or there is no stdlib socket to send on
+        (then nothing is written): :meth:`flush` writes the rest, where this stopped.
         """
-        if not _WRITE_NOW or self._lost or self._lock.locked():
+        sync = self._sync
+        if sync is None or self._lost or self._lock.locked():
             return False
         wire = self.wire
         while not self._lost:
@@ -233,9 +245,9 @@ class WebSocketTransport:
             if not view:
                 return wire.bytes_sent >= mark
             try:
-                # The trio socket is non-blocking: write(2) takes what fits, or raises
-                # BlockingIOError. fileno() is -1 once the socket is closed (EBADF).
-                count = _write_fd(self._socket.fileno(), view)
+                # The trio socket is non-blocking: send(2) takes what fits, or raises
+                # BlockingIOError; a closed socket raises EBADF.
+                count = _send_now(sync, view)
             except BlockingIOError:
                 return False
             except OSError as exc:
@@ -288,7 +300,7 @@ class WebSocketTransport:
                 if not view:
                     return
                 try:
-                    count = await self._socket.send(view)
+                    count = await self._socket.send(view, SEND_FLAGS)
                 except (OSError, trio.ClosedResourceError) as exc:
                     self._fail(exc)
                     return
