@@ -177,6 +177,8 @@ CLAIMS: dict[tuple[str, str], tuple[str, ...]] = {
         "Sessions share nothing but the snapshot bytes",),
     ("4.9", "a stuck session never delays another"): (
         "Sessions share nothing but the snapshot bytes",),
+    ("4.9", "the node waits a bounded fan-out per pass"): (
+        "Sessions share nothing but the snapshot bytes",),
     ("4.10", "replay: pacing, file order, byte-identical"): (
         "A server whose source is a recording", "Events are released in file order",
         "The first recorded snapshot is the latest"),

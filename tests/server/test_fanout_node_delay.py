@@ -12,7 +12,6 @@ time.
 
 from __future__ import annotations
 
-import pytest
 import trio
 import trio.testing
 from raw_ws import command, handshake, open_raw
@@ -56,11 +55,6 @@ async def _frames_in_one_pass(subscribers: int) -> int:
         return written
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="write_now's turn is per session: the node's delay per pass grows with the "
-    "subscribers (a shared per-pass budget is the fix; remove this marker with it)",
-)
 async def test_the_node_waits_for_a_bounded_fan_out_per_pass_however_many_subscribe():
     with trio.fail_after(LIMIT):
         few = await _frames_in_one_pass(2)

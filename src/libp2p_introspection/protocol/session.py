@@ -99,6 +99,7 @@ is claimed by a row of its subsection.
 4.8    one response per command but a good REQUEST     Session._respond                               test_every_command_but_successful_request_gets_exactly_one_response
 4.9    no command costs in the pause buffer's size     _PauseBuffer, Session._discard_held            test_session_cost.py::test_toggling_one_push_stream_costs_the_same_whatever_the_buffer_holds
 4.9    a stuck session never delays another            server.session_io.serve_session                e2e::test_client_that_stops_reading_does_not_starve_another
+4.9    the node waits a bounded fan-out per pass       server.session_io.PassBudget                   tests/server/test_fanout_node_delay.py::test_the_node_waits_for_a_bounded_fan_out_per_pass_however_many_subscribe
 4.10   replay: pacing, file order, byte-identical      server.sources.replay.ReplaySource.run         tests/sources/test_replay.py::test_pacing_order_and_bytes
 4.10   replay: the base interval from the recording    server.sources.replay.ReplaySource             tests/sources/test_replay.py::test_the_base_interval_comes_from_the_recording
 4.10   replay: loops shift time so it keeps rising     server.sources.replay.ReplaySource.run         tests/sources/test_replay.py::test_loop_shifts_time_so_it_keeps_rising

@@ -46,7 +46,7 @@ from libp2p_introspection.server.hub import Hub
 from libp2p_introspection.server.metrics import MetricsEndpoint, MetricsView, ServerHealth
 from libp2p_introspection.server.metrics.families import ViewCollector, registry
 from libp2p_introspection.server.registry import Registration, bind_first_free, register
-from libp2p_introspection.server.session_io import SessionHandle, serve_session
+from libp2p_introspection.server.session_io import PassBudget, SessionHandle, serve_session
 from libp2p_introspection.server.websocket import WebSocketTransport, describe_peer
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,8 @@ class IntrospectionServer:
         self.registration: Registration | None = None
         #: When the server started serving, ms since epoch.
         self.started_ms = 0
+        #: What all the session writers may still write in this pass without yielding.
+        self._write_budget = PassBudget()
 
         # Totals of the sessions and connections that ended (the health metrics).
         self._ended_dropped = 0
@@ -285,6 +287,7 @@ class IntrospectionServer:
                 if self.metrics is not None:
                     await nursery.start(self.metrics.run)
                 nursery.start_soon(self._timer)
+                nursery.start_soon(self._write_budget.run)
                 self.started_ms = int(time.time() * 1000)
                 if self.config.register:
                     self.registration = register(self.entry(), self.port, self.registry_dir)
@@ -423,6 +426,7 @@ class IntrospectionServer:
                 handle,
                 ping_interval_s=self.config.ping_interval_s,
                 pong_timeout_s=self.config.pong_timeout_s,
+                budget=self._write_budget,
             )
         finally:
             # Cancelled from outside this session: the server (or the node) stops.

@@ -37,6 +37,47 @@ log = logging.getLogger(__name__)
 #: (bench/events.py at 20 clients: the longest turn 0.75-0.85 ms; 3-3.6 ms at 64 KiB,
 #: for no less CPU per event).
 WRITER_TURN_BYTES = 16 * 1024
+#: Bytes the writers of all sessions together write in one pass of the scheduler
+#: without yielding (:class:`PassBudget`): the bound on the node's wait for the
+#: fan-out that does not grow with the subscribers (§4.9). Past it each writer sends
+#: its next frame with an awaited flush, one frame per pass, as a writer always may.
+PASS_BYTES = 2 * WRITER_TURN_BYTES
+
+
+class PassBudget:
+    """What the session writers of one server may still write in this pass of the
+    scheduler without yielding, shared by all of them (bytes).
+
+    A writer :meth:`take` s a frame's size before it writes it at once
+    (``WebSocketTransport.write_now``); once the budget is spent it is refused and the
+    writer awaits its flush instead, and :meth:`run` (a task of the server) refills it
+    in the next pass: a task woken in one pass runs in the next, so the budget is
+    refilled at most once a pass, and only in passes after one that spent it.
+    ``per_pass``: bytes, at least 1.
+    """
+
+    def __init__(self, per_pass: int = PASS_BYTES) -> None:
+        if per_pass < 1:
+            raise ValueError(f"per_pass must be at least 1 byte, not {per_pass}")
+        self.per_pass = per_pass
+        self.left = per_pass
+        self._spent = trio.Event()
+
+    def take(self, size: int) -> bool:
+        """``True`` if a frame of ``size`` bytes may be written now (then counted);
+        ``False`` once the pass's budget is spent (a refill is asked for)."""
+        if self.left <= 0:
+            self._spent.set()
+            return False
+        self.left -= size
+        return True
+
+    async def run(self) -> None:
+        """Refill the budget in the pass after one that spent it, until cancelled."""
+        while True:
+            await self._spent.wait()
+            self._spent = trio.Event()
+            self.left = self.per_pass
 
 
 class SessionHandle:
@@ -120,12 +161,15 @@ async def serve_session(
     *,
     ping_interval_s: float,
     pong_timeout_s: float,
+    budget: PassBudget,
 ) -> None:
     """Run the session's reader, writer and pinger until one of them ends the session
     (the client left, the session closed, the pongs stopped) or the caller is cancelled.
 
     ``ping_interval_s``: seconds between pings; ``pong_timeout_s``: how long a pong
-    may take, seconds, from when the socket took the ping (past it: 1008).
+    may take, seconds, from when the socket took the ping (past it: 1008);
+    ``budget``: the server's :class:`PassBudget`, shared by every session's writer
+    (its :meth:`PassBudget.run` must be running).
     """
     pings = _Pings()
     with trio.CancelScope() as scope:
@@ -133,7 +177,7 @@ async def serve_session(
         async with trio.open_nursery() as nursery:
             cancel = nursery.cancel_scope
             nursery.start_soon(_reader, transport, handle, pings, cancel)
-            nursery.start_soon(_writer, transport, handle, cancel)
+            nursery.start_soon(_writer, transport, handle, budget, cancel)
             nursery.start_soon(_pinger, transport, handle, pings, ping_interval_s, pong_timeout_s)
 
 
@@ -204,7 +248,10 @@ async def _reader(
 
 @enable_ki_protection
 async def _writer(
-    transport: WebSocketTransport, handle: SessionHandle, scope: trio.CancelScope
+    transport: WebSocketTransport,
+    handle: SessionHandle,
+    budget: PassBudget,
+    scope: trio.CancelScope,
 ) -> None:
     session = handle.session
     turn = 0  # bytes written since the writer last let the other tasks run
@@ -224,9 +271,10 @@ async def _writer(
         # A run of frames the socket takes at once goes out in this turn, one write
         # each (an event fan-out: else each session sends one frame per pass of the
         # scheduler, and a node that emits a burst of events outruns its clients);
-        # past WRITER_TURN_BYTES, or when the socket is full, the writer waits its turn.
+        # past WRITER_TURN_BYTES, once all the writers spent the pass's budget
+        # (PASS_BYTES), or when the socket is full, the writer waits its turn.
         turn += len(frame)
-        if turn > WRITER_TURN_BYTES or not transport.write_now(mark):
+        if turn > WRITER_TURN_BYTES or not budget.take(len(frame)) or not transport.write_now(mark):
             turn = 0
             await transport.flush(mark)
         if transport.lost:
