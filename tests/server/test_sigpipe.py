@@ -98,7 +98,35 @@ async def write_now_after_reset() -> None:
     listener.close()
 
 
+async def metrics_after_reset() -> None:
+    # The metrics endpoint's answer (MetricsEndpoint._send) to a scraper that sent its
+    # FIN and then reset: the write is a lost connection (OSError, which the endpoint's
+    # connection handler logs), not a signal.
+    from prometheus_client import CollectorRegistry
+    from libp2p_introspection.server.metrics.endpoint import MetricsEndpoint
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = await raw_ws.open_raw(listener.getsockname()[1])
+    accepted, _ = await listener.accept()
+    client.socket.shutdown(socket.SHUT_WR)
+    await until(lambda: tcp_state(accepted) == CLOSE_WAIT)
+    raw_ws.reset(client)
+    await until(lambda: tcp_state(accepted) == 7)  # TCP_CLOSE: the reset arrived
+    endpoint = MetricsEndpoint(CollectorRegistry(), host="127.0.0.1", ports=[0])
+    try:
+        await endpoint._send(trio.SocketStream(accepted), 200, "x" * 100)
+    except OSError as exc:
+        print("round metrics", exc.errno, flush=True)
+    listener.close()
+
+
 async def main() -> None:
+    if sys.argv[2] == "metrics":
+        await metrics_after_reset()
+        print("alive", flush=True)
+        return
     if sys.argv[2] == "write_now":
         await write_now_after_reset()
         print("alive", flush=True)
@@ -136,3 +164,10 @@ def test_write_now_to_a_peer_reset_after_its_fin_is_a_lost_connection_not_a_sign
     assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])
     assert done.stdout.splitlines()[-1] == "alive"
     assert "connection lost (EPIPE)" in done.stdout
+
+
+def test_a_scraper_reset_after_its_fin_does_not_kill_a_process_with_default_sigpipe():
+    done = _run_child("metrics")
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert done.stdout.splitlines()[-1] == "alive"
+    assert "round metrics" in done.stdout  # the write failed, as a lost connection

@@ -22,6 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from libp2p_introspection.protocol.admission import is_loopback
 from libp2p_introspection.server.metrics.http import METRICS_PATH, metrics_refusal
+from libp2p_introspection.server.websocket import SEND_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -189,4 +190,8 @@ class MetricsEndpoint:
         head_text = f"HTTP/1.1 {status} {phrase}\r\n" + "".join(
             f"{name}: {value}\r\n" for name, value in headers
         )
-        await stream.send_all(head_text.encode("latin-1") + b"\r\n" + (b"" if head else data))
+        # Not stream.send_all: every send says MSG_NOSIGNAL (SEND_FLAGS), or a scraper
+        # that resets after its FIN kills a host whose SIGPIPE is at its default.
+        view = memoryview(head_text.encode("latin-1") + b"\r\n" + (b"" if head else data))
+        while view:
+            view = view[await stream.socket.send(view, SEND_FLAGS) :]
