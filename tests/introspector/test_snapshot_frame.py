@@ -158,6 +158,13 @@ def test_the_c_fnv1a32_is_fnv1a32_from_any_state() -> None:
         fnv1a32((b"a tuple",))
     with pytest.raises((ValueError, OverflowError)):
         fnv1a32([b""], 2**32)
+    # A state is taken as it is, never modulo 2**64 (2**64 + 5 is not the state 5).
+    for state in (2**64 + 5, 2**64, -1, -(2**64) + 5):
+        with pytest.raises((ValueError, OverflowError)):
+            fnv1a32([b"x"], state)
+    with pytest.raises(TypeError):
+        fnv1a32([b"x"], 5.0)
+    assert fnv1a32([b"x"], 0xFFFFFFFF) == fnv1a32([b"x"], 2**32 - 1)
 
 
 def test_the_pure_python_switch_turns_the_c_accelerator_off() -> None:

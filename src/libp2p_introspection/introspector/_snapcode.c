@@ -1195,15 +1195,23 @@ error:
 
 static PyObject *fnv1a32(PyObject *self, PyObject *args)
 {
-    PyObject *pieces;
-    unsigned long seed = 0x811c9dc5UL;
+    PyObject *pieces, *state = NULL;
+    unsigned long long seed = 0x811c9dc5ULL;
     uint32_t h;
     Py_ssize_t i, n;
-    if (!PyArg_ParseTuple(args, "O!|k", &PyList_Type, &pieces, &seed))
+    if (!PyArg_ParseTuple(args, "O!|O!", &PyList_Type, &pieces, &PyLong_Type, &state))
         return NULL;
-    if (seed > 0xFFFFFFFFUL) {
-        PyErr_SetString(PyExc_ValueError, "the FNV-1a 32 state is 32 bits");
-        return NULL;
+    if (state != NULL) {
+        /* Not "k", which takes any int modulo 2**64 (2**64 + 5 would be the state 5). */
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(state, &overflow);
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        if (overflow || v < 0 || v > 0xFFFFFFFFLL) {
+            PyErr_SetString(PyExc_ValueError, "the FNV-1a 32 state is 32 bits");
+            return NULL;
+        }
+        seed = (unsigned long long)v;
     }
     n = PyList_GET_SIZE(pieces);
     for (i = 0; i < n; i++)
