@@ -25,7 +25,12 @@ from libp2p_introspection import abc as source_abc
 from libp2p_introspection.abc import SampledSource
 from libp2p_introspection.introspector import encoder as encoder_module
 from libp2p_introspection.introspector import host as host_module
-from libp2p_introspection.introspector.traffic import TrafficCounter, counting_reader
+from libp2p_introspection.introspector import traffic as traffic_module
+from libp2p_introspection.introspector.traffic import (
+    TrafficCounter,
+    counting_reader,
+    counting_writer,
+)
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.framing import (
     HEADER_SIZE,
@@ -158,6 +163,13 @@ def test_the_c_fnv1a32_is_fnv1a32_from_any_state() -> None:
         fnv1a32((b"a tuple",))
     with pytest.raises((ValueError, OverflowError)):
         fnv1a32([b""], 2**32)
+    # A state is taken as it is, never modulo 2**64 (2**64 + 5 is not the state 5).
+    for state in (2**64 + 5, 2**64, -1, -(2**64) + 5):
+        with pytest.raises((ValueError, OverflowError)):
+            fnv1a32([b"x"], state)
+    with pytest.raises(TypeError):
+        fnv1a32([b"x"], 5.0)
+    assert fnv1a32([b"x"], 0xFFFFFFFF) == fnv1a32([b"x"], 2**32 - 1)
 
 
 def test_the_pure_python_switch_turns_the_c_accelerator_off() -> None:
@@ -207,21 +219,35 @@ def test_a_c_counter_refuses_what_64_bits_cannot_hold_and_keeps_its_count(value:
     assert counter.in_bytes == 41
 
 
-def test_a_read_whose_count_would_overflow_still_returns_its_data() -> None:
-    # The counting wrapper never breaks the node's read, even at the end of 64 bits.
-    counter = TrafficCounter()
+@pytest.mark.parametrize("build", ["c", "python"])
+def test_a_read_whose_count_would_overflow_still_returns_its_data(build: str) -> None:
+    # The counting wrapper never breaks the node's read, even at the end of 64 bits,
+    # and the count is refused alike in both builds (the same snapshots after it).
+    if build == "c" and SNAPCODE is None:
+        pytest.skip("the C accelerator is not built")
+
+    class Counter(traffic_module._CounterFields if build == "python" else TrafficCounter):
+        __slots__ = ()
+
+    counter = Counter()
     counter.in_bytes = 2**63 - 10
 
     async def read(n: Any = None) -> bytes:
         return b"x" * 100
 
-    wrapped = counting_reader(read, counter)
+    async def write(data: bytes) -> None:
+        return None
+
+    wrapped = counting_reader(read, counter)  # type: ignore[arg-type]
     assert drive(wrapped(100)) == b"x" * 100
-    assert counter.in_bytes in (2**63 - 10, 2**63 + 90)  # C: refused; Python: any int
-    packets = counter.in_packets
+    assert (counter.in_bytes, counter.in_packets) == (2**63 - 10, 0)  # refused
+    counter.out_packets = 2**63 - 1
+    writer = counting_writer(write, counter)  # type: ignore[arg-type]
+    assert drive(writer(b"y")) is None
+    assert (counter.out_bytes, counter.out_packets) == (0, 2**63 - 1)  # refused
     counter.in_bytes = 5
     assert drive(wrapped(100)) == b"x" * 100
-    assert (counter.in_bytes, counter.in_packets) == (105, packets + 1)
+    assert (counter.in_bytes, counter.in_packets) == (105, 1)
 
 
 def test_a_snapshot_state_parses_after_the_frame_is_taken() -> None:

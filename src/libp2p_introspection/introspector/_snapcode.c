@@ -373,8 +373,9 @@ typedef struct {
 typedef struct {
     sums_t sums[MAX_SUMS];
     int n;
-    /* The record last added to ``dirty`` (borrowed: the set holds it): the streams of
-     * one connection often come one after the other, and adding it again is a no-op. */
+    /* The record last added to ``dirty`` (a strong reference, so that its address is not
+     * taken by another record if a probe's Python code removed it): the streams of one
+     * connection often come one after the other, and adding it again is a no-op. */
     PyObject *last_dirty;
 } pass_t;
 
@@ -515,23 +516,20 @@ static int find_traffic(PyObject *tagged, Py_ssize_t *body_at, Py_ssize_t *at, P
     return -1;
 }
 
-/* 0 done (or nothing to do), 1 ask Python, -1 error (nothing changed). */
+static int stream_encode(PyObject *stream, PyObject *record, PyObject *code, PyObject *sc,
+                         int64_t window, PyObject *dirty, PyObject *hot_set, pass_t *pass);
+
+/* 0 done (or nothing to do), 1 ask Python, -1 error (nothing changed).
+ *
+ * A set probe (rebuild, dirty, hot) runs Python code when the set holds a key whose hash
+ * collides with the record's or the stream's and whose __eq__ is Python: anything the
+ * probe's caller borrowed may be gone after it. So the record and the codes are held
+ * across it, and what the Python code could have changed is read again after it. */
 static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObject *dirty,
                       PyObject *hot_set, pass_t *pass)
 {
-    PyObject *record, *code, *sc, *protocol, *scp, *old, *empty;
-    PyObject *parts, *live, *traffic;
-    PyObject *tagged = NULL;
-    CodeObject *scc;
-    CounterObject *tr;
-    int64_t slot, status, sc_status, close_ts, sc_close_ts, t[T_N], live_v[4];
-    int sums_at = -1;
-    int64_t bw_in, bw_out, prev_in, prev_out;
-    int new_hot, in_rebuild, k, tags_same;
-    unsigned char buf[TRAFFIC_MAX];
-    Py_ssize_t traffic_len, lp, ls, body, total, vlen, body_at, at, end;
-    const char *o;
-    char *w;
+    PyObject *record, *code, *sc;
+    int in_rebuild, r;
 
     if (Py_TYPE(stream) != L_s.type)
         return 1;
@@ -546,14 +544,49 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
         return 0; /* new, or dropped: its connection is encoded whole */
     if (Py_TYPE(code) != L_cc.type || Py_TYPE(sc) != L_sc.type)
         return 1;
-    scc = (CodeObject *)sc;
-    slot = scc->slot;
-    if (slot < 0)
+    if (((CodeObject *)sc)->slot < 0)
         return 0;
+    Py_INCREF(record);
+    Py_INCREF(code);
+    Py_INCREF(sc);
     in_rebuild = PySet_GET_SIZE(rebuild) ? PySet_Contains(rebuild, record) : 0;
     if (in_rebuild < 0)
-        return -1;
-    if (in_rebuild)
+        r = -1;
+    else if (in_rebuild)
+        r = 0;
+    else if (get(stream, &L_s, S_CONN) != record || get(stream, &L_s, S_CODE) != sc ||
+             get(record, &L_r, R_CODE) != code)
+        r = 1; /* the probe's Python code moved them: the Python code does the stream */
+    else
+        r = stream_encode(stream, record, code, sc, window, dirty, hot_set, pass);
+    Py_DECREF(sc);
+    Py_DECREF(code);
+    Py_DECREF(record);
+    return r;
+}
+
+/* stream_one's work once the record is known not to be rebuilt (``record``, ``code`` and
+ * ``sc`` held by the caller). */
+static int stream_encode(PyObject *stream, PyObject *record, PyObject *code, PyObject *sc,
+                         int64_t window, PyObject *dirty, PyObject *hot_set, pass_t *pass)
+{
+    PyObject *protocol, *scp, *old, *empty;
+    PyObject *parts, *live, *traffic;
+    PyObject *tagged = NULL;
+    CodeObject *scc;
+    CounterObject *tr;
+    int64_t slot, status, sc_status, close_ts, sc_close_ts, t[T_N], live_v[4];
+    int sums_at = -1;
+    int64_t bw_in, bw_out, prev_in, prev_out;
+    int new_hot, k, tags_same;
+    unsigned char buf[TRAFFIC_MAX];
+    Py_ssize_t traffic_len, lp, ls, body, total, vlen, body_at, at, end;
+    const char *o;
+    char *w;
+
+    scc = (CodeObject *)sc;
+    slot = scc->slot; /* read again: the probe may have run Python code */
+    if (slot < 0)
         return 0;
 
     /* Its own fields: any change, and the Python code does it. */
@@ -641,16 +674,30 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     memcpy(w, buf, traffic_len);
     w += traffic_len;
     memcpy(w, o + end, ls);
+    /* The probes may run Python code (see stream_one): what the state change touches is
+     * held across them and must still be what was read. */
+    Py_INCREF(traffic);
+    Py_INCREF(parts);
     if (record != pass->last_dirty) {
         if (PySet_Add(dirty, record) < 0)
-            goto error; /* a connection joined again: harmless */
-        pass->last_dirty = record;
+            goto error_held; /* a connection joined again: harmless */
+        Py_INCREF(record);
+        Py_XSETREF(pass->last_dirty, record);
     }
     if (new_hot && PySet_Add(hot_set, stream) < 0)
-        goto error; /* a stream looked at again: harmless */
+        goto error_held; /* a stream looked at again: harmless */
+    if (get(stream, &L_s, S_TRAFFIC) != traffic || get(sc, &L_sc, SC_TAGGED) != old ||
+        get(code, &L_cc, CC_PARTS) != parts || scc->slot != slot ||
+        slot >= PyList_GET_SIZE(parts) || !PyBytes_CheckExact(PyList_GET_ITEM(parts, slot)) ||
+        get(sc, &L_sc, SC_TRAFFIC) == NULL || !PyBytes_CheckExact(get(sc, &L_sc, SC_TRAFFIC)) ||
+        get(stream, &L_s, S_LIVE) != live) {
+        Py_DECREF(parts);
+        Py_DECREF(traffic);
+        Py_DECREF(empty);
+        Py_DECREF(tagged);
+        return 1; /* changed under us: the Python code does the stream (joined again) */
+    }
 
-    Py_INCREF(sc); /* held while their slots change */
-    Py_INCREF(parts);
     if (window > 0) {
         tr->t[T_PREV_IN] = t[T_IN_B];
         tr->t[T_PREV_OUT] = t[T_OUT_B];
@@ -665,9 +712,12 @@ static int stream_one(PyObject *stream, int64_t window, PyObject *rebuild, PyObj
     put_ref(sc, &L_sc, SC_TAGGED, tagged);
     PyList_SetItem(parts, slot, tagged); /* steals: tagged now held by sc and parts */
     Py_DECREF(parts);
-    Py_DECREF(sc);
+    Py_DECREF(traffic);
     return 0;
 
+error_held:
+    Py_DECREF(parts);
+    Py_DECREF(traffic);
 error:
     Py_XDECREF(empty);
     Py_XDECREF(tagged);
@@ -714,6 +764,7 @@ static PyObject *stream_pass(PyObject *self, PyObject *args)
             goto error;
     }
     Py_DECREF(items);
+    Py_CLEAR(pass.last_dirty);
     if (sums_flush(&pass) < 0) {
         Py_DECREF(slow);
         return NULL;
@@ -722,6 +773,7 @@ static PyObject *stream_pass(PyObject *self, PyObject *args)
 error:
     Py_DECREF(items);
     Py_XDECREF(slow);
+    Py_CLEAR(pass.last_dirty);
     {
         /* Add what the streams done so far moved, keeping the error being raised. */
         PyObject *type, *value, *tb;
@@ -753,6 +805,8 @@ static int connection_one(PyObject *record, PyObject *code, int64_t window, PyOb
     in_dirty = PySet_GET_SIZE(dirty) ? PySet_Contains(dirty, record) : 0;
     if (in_dirty < 0)
         return -1;
+    if (get(record, &L_r, R_CODE) != code)
+        return 1; /* the probe's Python code replaced it (see stream_one) */
     hot = cc->hot;
     traffic = get(record, &L_r, R_TRAFFIC);
     if (read_counters(traffic, t) < 0)
@@ -1095,12 +1149,14 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
         code = get(record, &L_r, R_CODE);
         r = 1;
         if (code != NULL && code != Py_None && Py_TYPE(code) == L_cc.type) {
+            Py_INCREF(code); /* held across the probe (Python code may run: see stream_one)
+                                and while its slots change */
             r = PySet_Contains(rebuild, record);
-            if (r == 0) {
-                Py_INCREF(code); /* held while its slots change */
+            if (r == 0 && get(record, &L_r, R_CODE) != code)
+                r = 1; /* the probe's Python code replaced it: the Python code does it */
+            if (r == 0)
                 r = connection_one(record, code, (int64_t)window, dirty, deltas, peer, &got);
-                Py_DECREF(code);
-            }
+            Py_DECREF(code);
         }
         if (r < 0 || (r == 1 && ask_python(slow, record, peer, out) < 0) ||
             (r == 0 && PyList_Append(out, got) < 0)) {
@@ -1139,15 +1195,23 @@ error:
 
 static PyObject *fnv1a32(PyObject *self, PyObject *args)
 {
-    PyObject *pieces;
-    unsigned long seed = 0x811c9dc5UL;
+    PyObject *pieces, *state = NULL;
+    unsigned long long seed = 0x811c9dc5ULL;
     uint32_t h;
     Py_ssize_t i, n;
-    if (!PyArg_ParseTuple(args, "O!|k", &PyList_Type, &pieces, &seed))
+    if (!PyArg_ParseTuple(args, "O!|O!", &PyList_Type, &pieces, &PyLong_Type, &state))
         return NULL;
-    if (seed > 0xFFFFFFFFUL) {
-        PyErr_SetString(PyExc_ValueError, "the FNV-1a 32 state is 32 bits");
-        return NULL;
+    if (state != NULL) {
+        /* Not "k", which takes any int modulo 2**64 (2**64 + 5 would be the state 5). */
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(state, &overflow);
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        if (overflow || v < 0 || v > 0xFFFFFFFFLL) {
+            PyErr_SetString(PyExc_ValueError, "the FNV-1a 32 state is 32 bits");
+            return NULL;
+        }
+        seed = (unsigned long long)v;
     }
     n = PyList_GET_SIZE(pieces);
     for (i = 0; i < n; i++)

@@ -10,7 +10,8 @@ its counts inline in C as 64-bit integers (the snapshot encoder reads them
 without a Python int per value); a count beyond 2**63 - 1 bytes is refused
 (``OverflowError``, which the wrappers swallow: the node's call is never
 affected). Without it (or with ``LIBP2P_INTROSPECTION_PURE_PYTHON=1``) the
-counts are Python ints in ``__slots__``.
+counts are Python ints in ``__slots__``, and counting refuses a count beyond
+2**63 - 1 alike (the same snapshots either way).
 
 Which objects are wrapped decides what is measured; the introspector uses:
 
@@ -46,6 +47,10 @@ from libp2p_introspection.protocol import pb
 logger = logging.getLogger(__name__)
 
 
+#: The largest count (the C counter's int64); counting past it is refused in both builds.
+_COUNT_MAX = 2**63 - 1
+
+
 class _CounterFields:
     """The counter's fields in Python (the fallback of ``_snapcode.Counter``)."""
 
@@ -70,17 +75,25 @@ class _CounterFields:
 
     def took(self, data: bytes) -> bool:
         """A read returned ``data``: a non-empty chunk is one inbound packet of its
-        length. Whether it was counted."""
+        length. Whether it was counted. As the C counter's: a count that would pass
+        2**63 - 1 is refused (``OverflowError``) and nothing changes."""
         size = len(data)
         if not size:
             return False
-        self.in_bytes += size
+        in_bytes = self.in_bytes + size
+        if in_bytes > _COUNT_MAX or self.in_packets >= _COUNT_MAX:
+            raise OverflowError("a count must fit in 64 bits (signed)")
+        self.in_bytes = in_bytes
         self.in_packets += 1
         return True
 
     def gave(self, data: bytes) -> None:
-        """A write of ``data`` completed: one outbound packet of its length."""
-        self.out_bytes += len(data)
+        """A write of ``data`` completed: one outbound packet of its length (refused
+        as :meth:`took`'s)."""
+        out_bytes = self.out_bytes + len(data)
+        if out_bytes > _COUNT_MAX or self.out_packets >= _COUNT_MAX:
+            raise OverflowError("a count must fit in 64 bits (signed)")
+        self.out_bytes = out_bytes
         self.out_packets += 1
 
 
