@@ -309,6 +309,7 @@ class HostIntrospector(SampledSource):
                 pubsub, patcher=self._patcher, emitter=self._events, local_peer=self.peer_id
             )
         self._identify = IdentifyTracker(self._events, peerstore)
+        self._identify.follow_releases(self._registry.connection_released)
         self._node_info = NodeTracker(
             host, emitter=self._events, patcher=self._patcher, identify=self._identify,
             autonat=autonat,

@@ -194,6 +194,22 @@ class IdentifyTracker:
         self.peer_fields: dict[str, bytes] = {}
         #: The address each connection's peer reported seeing us at (the node's observed_addrs).
         self._observed: dict[ConnectionRecord, str] = {}
+        #: Whether :meth:`prune` may find something to forget: set when a peer or an
+        #: address is learnt, when a connection leaves the registry
+        #: (:meth:`follow_releases`), and after a prune that kept a peer only because the
+        #: peerstore still knows it. ``None``: releases are not followed, every prune
+        #: walks the records.
+        self._stale: bool | None = None
+
+    def follow_releases(self, connection_released: list[Any]) -> None:
+        """Be told when a connection leaves the registry (``connection_released``: the
+        registry's listeners, called with the record): :meth:`prune` then walks the
+        records only when something it could forget changed, not on every snapshot."""
+        connection_released.append(self._released)
+        self._stale = True
+
+    def _released(self, record: ConnectionRecord) -> None:
+        self._stale = True
 
     def attach(self, listeners: list[Any]) -> None:
         """Start reading identify streams registered from now on (``listeners`` is the
@@ -272,6 +288,8 @@ class IdentifyTracker:
         self.peer_fields[conn.peer_id] = field
         if message.HasField("observed_addr") and identity.observed_addr:
             self._observed[conn] = identity.observed_addr
+        if self._stale is not None:
+            self._stale = True  # the connection may have left the registry already
         content = events.peer_identified(
             peer_id=conn.peer_id, agent_version=identity.agent_version,
             protocol_version=identity.protocol_version, protocols=identity.protocols,
@@ -310,7 +328,12 @@ class IdentifyTracker:
 
     def prune(self, records: Iterable[ConnectionRecord]) -> None:
         """Forget peers and connections no longer in snapshots (``records``: the
-        registry's retained ones), as :meth:`fill` does first."""
+        registry's retained ones), as :meth:`fill` does first. Following releases
+        (:meth:`follow_releases`), nothing to do (and ``records`` is not read) unless
+        a connection left, a peer or address was learnt, or the last prune kept a peer
+        for the peerstore's sake: the records only gain members otherwise."""
+        if self._stale is False:
+            return
         retained = set(records)
         for conn in [c for c in self._observed if c not in retained]:
             del self._observed[conn]
@@ -318,3 +341,5 @@ class IdentifyTracker:
         for peer in [p for p in self._peers if p not in live and not self._stored(p)]:
             del self._peers[peer]
             self.peer_fields.pop(peer, None)
+        if self._stale is not None:  # a peer kept for the peerstore: look again next time
+            self._stale = any(p not in live for p in self._peers)
