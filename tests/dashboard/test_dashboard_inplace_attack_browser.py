@@ -78,7 +78,11 @@ def test_the_chosen_connection_shows_its_status_of_the_moment(page: Any, big_chu
     from playwright.sync_api import Error
 
     try:
-        page.wait_for_function(f"(id) => {{ const s = ({CHOSEN_TEXT})(id); return s.value === id"
-                               " && s.shown === s.want; }", arg=chosen, timeout=10_000)
+        page.wait_for_function(
+            f"(id) => {{ const s = ({CHOSEN_TEXT})(id); return s.value === id"
+            " && s.shown === s.want; }",
+            arg=chosen,
+            timeout=10_000,
+        )
     except Error:
         pytest.fail(f"the chooser shows {page.evaluate(CHOSEN_TEXT, chosen)}")
