@@ -583,8 +583,13 @@ function fillChooser() {
   const select = $("traffic-conn");
   const v = S.view;
   const options = [["", "choose a connection"]];
+  // One option a value: setOptions keeps one element a value, and a connection of id ""
+  // (the prompt's) or an id given twice would take another's (the prompt read as a peer).
+  const given = new Set([""]);
   let found = false;
   for (const c of v ? v.conns : []) {
+    if (given.has(c.id)) continue;
+    given.add(c.id);
     options.push([c.id, chooserText(c)]);
     if (c.id === S.trafficConn) found = true;
   }
