@@ -86,3 +86,68 @@ def test_the_chosen_connection_shows_its_status_of_the_moment(page: Any, big_chu
         )
     except Error:
         pytest.fail(f"the chooser shows {page.evaluate(CHOSEN_TEXT, chosen)}")
+
+
+# The connections table's drawn rows against the snapshot shown: [problems]. Each drawn
+# row is of a connection of the snapshot, shows its values (peer, status, in, out, age),
+# and the drawn rows are in the order of traffic in, most first.
+LIVE_CHECK = """() => {
+  const fmt = window.__fmt;
+  const v = window.dashboardState.view;
+  const byId = new Map(v.conns.map((c) => [c.id, c]));
+  const table = Tabulator.findTable('#connections-table')[0];
+  const problems = [];
+  const els = [...document.querySelectorAll('#connections-table .tabulator-row')]
+    .sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top);
+  if (!els.length) problems.push('no row drawn');
+  let last = Infinity;
+  for (const el of els) {
+    const d = table.getRow(el)?.getData();
+    const c = d && byId.get(d.id);
+    if (!c) { problems.push(`a row of no connection of the snapshot: ${d?.id}`); continue; }
+    const text = (f) => el.querySelector(`[tabulator-field=${f}]`).textContent;
+    if (el.querySelector('.peer-cell').title !== c.peer) problems.push(`${c.id} peer`);
+    if (text('status') !== c.status) problems.push(`${c.id} status ${text('status')} for ${c.status}`);
+    if (text('in') !== fmt.bytes(c.in) + fmt.rate(c.bwIn)) problems.push(`${c.id} in`);
+    if (text('out') !== fmt.bytes(c.out) + fmt.rate(c.bwOut)) problems.push(`${c.id} out`);
+    if (c.in > last) problems.push(`${c.id} out of order`);
+    last = c.in;
+  }
+  return problems;
+}"""
+
+
+def test_rows_are_right_after_another_view_was_shown(page: Any, big_churning_node: str):  # noqa: F811
+    from playwright.sync_api import Error
+
+    page.goto(big_churning_node)
+    page.evaluate("async () => { window.__fmt = await import('/static/js/format.js'); }")
+    page.wait_for_function(
+        "(n) => (window.dashboardState?.view?.conns.length || 0) >= n", arg=CONNECTIONS
+    )
+    header = "#connections-table .tabulator-col[tabulator-field=in]"
+    while page.get_attribute(header, "aria-sort") != "descending":
+        page.click(f"{header} .tabulator-col-title")
+    for view in ("streams", "traffic", "events", "streams"):
+        open_tab(page, view)
+        ts = page.evaluate("() => window.dashboardState.view.ts")
+        page.wait_for_function("(ts) => window.dashboardState.view.ts > ts", arg=ts)
+        open_tab(page, "connections")
+        try:  # drawn a moment after the snapshot arrives (they come every 300 ms)
+            page.wait_for_function(f"() => ({LIVE_CHECK})().length === 0", timeout=10_000)
+        except Error:
+            pytest.fail(f"after {view}: {page.evaluate(LIVE_CHECK)}")
+    # Rows drawn again from far down the table (rows left out of the page while others
+    # were updated in place, drawn when scrolled to), across snapshots.
+    for top in (4_000, 12_000, 0):
+        page.evaluate(
+            "(top) => { document.querySelector('#connections-table .tabulator-tableholder')"
+            ".scrollTop = top; }",
+            top,
+        )  # fmt: skip
+        ts = page.evaluate("() => window.dashboardState.view.ts")
+        page.wait_for_function("(ts) => window.dashboardState.view.ts > ts", arg=ts)
+        try:
+            page.wait_for_function(f"() => ({LIVE_CHECK})().length === 0", timeout=10_000)
+        except Error:
+            pytest.fail(f"scrolled to {top}: {page.evaluate(LIVE_CHECK)}")

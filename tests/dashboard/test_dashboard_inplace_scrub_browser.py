@@ -143,7 +143,12 @@ CHECK = """([field, dir, find]) => {
     }
     if (el.querySelector('[tabulator-field=peer] .peer-cell').title !== d.peer) problems.push(`${d.peer} title`);
     if (el.classList.contains('closed-row') !== (d.status === 'CLOSED')) problems.push(`${d.peer} grey`);
+    const chosen = window.dashboardState.selectedConn;
+    if (el.classList.contains('selected-row') !== (d.id === chosen)) problems.push(`${d.peer} selected`);
   }
+  const chosenConn = v.conns.find((c) => c.id === window.dashboardState.selectedConn);
+  const detail = chosenConn ? `${chosenConn.peer} (${chosenConn.status})` : 'a connection not in this snapshot';
+  if (document.querySelector('#detail-peer').textContent !== detail) problems.push(`detail: ${detail}`);
   // Rows in DOM order, by their top: the sort's order.
   const top = (el) => el.getBoundingClientRect().top;
   const order = els.slice().sort((a, b) => top(a) - top(b)).map((el) => rows.find((r) => r.getElement() === el)?.getData());
@@ -172,6 +177,13 @@ def test_scrubbed_rows_show_the_moment_shown_under_every_sort(
         page.goto(url)
         page.evaluate("async () => { window.__fmt = await import('/static/js/format.js'); }")
         page.wait_for_function("() => window.dashboardState?.view?.conns.length > 0")
+        # A connection chosen (its row marked, its detail shown) whose id is then another
+        # peer's, then gone (kept a while as closed).
+        page.locator("#timeline").fill("0")
+        page.wait_for_function("(ts) => window.dashboardState.view?.ts === ts", arg=START_MS)
+        row = page.locator("#connections-table .tabulator-row", has_text="QmAlpha")
+        row.locator("[tabulator-field=status]").click()
+        page.wait_for_function("() => window.dashboardState.selectedConn === '01'")
         page.fill("#filter-peer", find)
         header = f"#connections-table .tabulator-col[tabulator-field={field}]"
         for dir_ in ("ascending", "descending"):
