@@ -563,7 +563,17 @@ function renderTraffic() {
   const big = (v ? v.conns.length : 0) > CHOOSER_LIVE_OPTIONS;
   if (!big || chooserOptions.size <= 1 || chooserMoment !== S.viewTs
       || (S.trafficConn && !chooserOptions.has(S.trafficConn))) fillChooser();
+  else if (S.trafficConn) { // the one option shown while the list is closed: of this snapshot
+    const kept = chooserOptions.get(S.trafficConn);
+    const text = chooserText(v.conns.find((c) => c.id === S.trafficConn));
+    if (kept.text !== text) { kept.option.text = text; kept.text = text; }
+  }
   if (select.value !== S.trafficConn) select.value = S.trafficConn;
+}
+
+/** The chooser's text for connection c (undefined: the chosen one, not in the snapshot). */
+function chooserText(c) {
+  return c ? `${fmt.shortPeer(c.peer)} · ${c.status} · ${c.mux || "?"}` : "(chosen connection, not in this snapshot)";
 }
 
 const CHOOSER_LIVE_OPTIONS = 500;
@@ -573,12 +583,17 @@ function fillChooser() {
   const select = $("traffic-conn");
   const v = S.view;
   const options = [["", "choose a connection"]];
+  // One option a value: setOptions keeps one element a value, and a connection of id ""
+  // (the prompt's) or an id given twice would take another's (the prompt read as a peer).
+  const given = new Set([""]);
   let found = false;
   for (const c of v ? v.conns : []) {
-    options.push([c.id, `${fmt.shortPeer(c.peer)} · ${c.status} · ${c.mux || "?"}`]);
+    if (given.has(c.id)) continue;
+    given.add(c.id);
+    options.push([c.id, chooserText(c)]);
     if (c.id === S.trafficConn) found = true;
   }
-  if (S.trafficConn && !found) options.push([S.trafficConn, "(chosen connection, not in this snapshot)"]);
+  if (S.trafficConn && !found) options.push([S.trafficConn, chooserText(undefined)]);
   setOptions(select, options);
   chooserMoment = S.viewTs;
   if (select.value !== S.trafficConn) select.value = S.trafficConn;
