@@ -62,6 +62,28 @@ def stream_churn_count(active_streams: int) -> int:
     return min(STREAM_CHURN_MAX, max(1, _round_half_up(STREAM_CHURN_FRACTION * active_streams)))
 
 
+
+#: A connection's ``pb.Connection`` is copied into a new message once this many times
+#: its live streams were deleted from it (see ``SimConnection.dropped_streams``): the
+#: memory of a long-lived connection whose streams churn stays bounded, at the cost of
+#: one copy of it per that many stream replacements.
+REBUILD_AFTER_DROPPED = 4
+
+
+def _rebuild_message(conn: SimConnection) -> None:
+    """Copy ``conn.msg`` into a new ``pb.Connection`` (the same bytes) and point the
+    connection's and its streams' references at the copy's parts."""
+    fresh = pb.Connection()
+    fresh.CopyFrom(conn.msg)
+    conn.msg = fresh
+    conn.gin = fresh.traffic.traffic_in
+    conn.gout = fresh.traffic.traffic_out
+    for stream, msg in zip(conn.streams, fresh.streams.streams, strict=True):
+        stream.msg = msg
+        stream.gin = msg.traffic.traffic_in
+        stream.gout = msg.traffic.traffic_out
+    conn.dropped_streams = 0
+
 class ConnectionSimulation:
     """Every connection the node has (ACTIVE, and CLOSED ones still retained) and its totals.
 
@@ -360,6 +382,9 @@ class ConnectionSimulation:
                     del streams[index]
                     del conn.msg.streams.streams[index]
                     del conn.msg.streams.stream_ids[index]
+                    conn.dropped_streams += 1
+            if conn.dropped_streams >= REBUILD_AFTER_DROPPED * max(1, len(streams)):
+                _rebuild_message(conn)
         self._stream_closed_on = []
         still_dirty: list[SimConnection] = []
         for conn in self._just_closed:

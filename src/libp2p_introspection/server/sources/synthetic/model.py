@@ -113,10 +113,10 @@ class ProtoStats:
 class SimConnection:
     """One simulated connection and its persistent ``pb.Connection``."""
 
-    __slots__ = ("agent", "base_latency_ns", "close_ts", "gin", "gout", "id", "in_bytes",
-                 "in_packets", "local_addr", "msg", "muxer", "observed", "open_ts", "out_bytes",
-                 "out_packets", "peer_id", "prev_in", "prev_out", "pubsub", "remote_addr",
-                 "role", "status", "streams", "upgraded_ts")  # fmt: skip
+    __slots__ = ("agent", "base_latency_ns", "close_ts", "dropped_streams", "gin", "gout",
+                 "id", "in_bytes", "in_packets", "local_addr", "msg", "muxer", "observed",
+                 "open_ts", "out_bytes", "out_packets", "peer_id", "prev_in", "prev_out",
+                 "pubsub", "remote_addr", "role", "status", "streams", "upgraded_ts")  # fmt: skip
 
     def __init__(self) -> None:
         self.id = b""
@@ -141,6 +141,11 @@ class SimConnection:
         self.msg = pb.Connection()
         self.gin: Any = None
         self.gout: Any = None
+        #: Streams deleted from ``msg`` since it was last built afresh: a protobuf (upb)
+        #: message never gives back the memory of what is deleted from it, so
+        #: ``ConnectionSimulation`` copies it into a new one once this passes
+        #: ``REBUILD_AFTER_DROPPED``.
+        self.dropped_streams = 0
 
 
 class NodeTotals:

@@ -91,6 +91,14 @@ class SimPubsubPeer:
         return self._bytes
 
 
+
+def _topic_message(name: str, subscribed: bool) -> Any:
+    """A topic's ``pb.PubSub.Topic`` with its message gauges present (counts 0)."""
+    msg = pb.PubSub.Topic(name=name, subscribed=subscribed)
+    msg.messages_in.SetInParent()
+    msg.messages_out.SetInParent()
+    return msg
+
 class SimTopic:
     """One topic: who is subscribed, our mesh or fanout, its message counters."""
 
@@ -110,9 +118,7 @@ class SimTopic:
         self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
         self.prev_in = self.prev_out = 0
         self.dirty = True
-        self.msg = pb.PubSub.Topic(name=name, subscribed=subscribed)
-        self.msg.messages_in.SetInParent()
-        self.msg.messages_out.SetInParent()
+        self.msg = _topic_message(name, subscribed)
 
 
 class SimPubsub:
@@ -324,12 +330,13 @@ class SimPubsub:
         for topic in self.topics:
             msg = topic.msg
             if topic.dirty:
-                for field, members in (
-                    (msg.mesh_peers, topic.mesh), (msg.fanout_peers, topic.fanout),
-                    (msg.peers, topic.peers),
-                ):  # fmt: skip
-                    del field[:]
-                    field.extend(members)
+                # A new message, not its lists cleared and refilled: a protobuf (upb)
+                # message never gives back the memory of what is deleted from it, so
+                # the topic's message grew by its peer ids at every change.
+                msg = topic.msg = _topic_message(topic.name, topic.subscribed)
+                msg.mesh_peers.extend(topic.mesh)
+                msg.fanout_peers.extend(topic.fanout)
+                msg.peers.extend(topic.peers)
                 topic.dirty = False
             gin, gout = msg.messages_in, msg.messages_out
             gin.cum_packets, gin.cum_bytes = topic.in_msgs, topic.in_bytes
