@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def read_lines_until(
@@ -30,3 +31,27 @@ def read_lines_until(
         except queue.Empty:
             raise AssertionError(f"no matching line within {timeout}s; got {got}") from None
     return got
+
+
+@contextlib.contextmanager
+def dashboard_of_mock(
+    *, connections: int, streams: int, churn: float, interval_ms: int, seed: int
+) -> Iterator[str]:
+    """The URL of a dashboard (``--no-events``) following ``serve --source mock`` of
+    that shape (no DHT events), both in their own processes, stopped on exit."""
+    from cli_process import running
+
+    serve = ["-m", "libp2p_introspection", "serve", "--source", "mock", "--port", "0",
+             "--connections", str(connections), "--streams", str(streams),
+             "--churn", str(churn), "--events-per-second", "0",
+             "--interval-ms", str(interval_ms), "--seed", str(seed)]  # fmt: skip
+    with running(serve, first_line_timeout=90) as (_, ws):
+        assert ws.startswith("ws://"), ws
+        dashboard = ["-m", "libp2p_introspection", "dashboard", ws, "--port", "0", "--no-events"]
+        with running(dashboard, first_line_timeout=60) as (process, first):
+            lines = (
+                [first]
+                if first.startswith("http://")
+                else read_lines_until(process, lambda line: line.startswith("http://"), 30)
+            )
+            yield lines[-1].split()[0]

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cli_process import running
-from dashboard_process import read_lines_until
+from dashboard_process import dashboard_of_mock
 from test_dashboard_browser import (  # noqa: F401 - the fixtures
     _open_page,
     browser,
@@ -30,19 +29,10 @@ CONNECTIONS = 4_200
 @pytest.fixture(scope="module")
 def big_node() -> Iterator[str]:
     """The dashboard's URL, following a mock node of CONNECTIONS connections."""
-    serve = ["-m", "libp2p_introspection", "serve", "--source", "mock", "--port", "0",
-             "--connections", str(CONNECTIONS), "--streams", "2", "--churn", "0",
-             "--events-per-second", "0", "--interval-ms", "1000", "--seed", "5"]  # fmt: skip
-    with running(serve, first_line_timeout=90) as (_, ws):
-        assert ws.startswith("ws://"), ws
-        dashboard = ["-m", "libp2p_introspection", "dashboard", ws, "--port", "0", "--no-events"]
-        with running(dashboard, first_line_timeout=60) as (process, first):
-            lines = (
-                [first]
-                if first.startswith("http://")
-                else read_lines_until(process, lambda line: line.startswith("http://"), 30)
-            )
-            yield lines[-1].split()[0]
+    with dashboard_of_mock(
+        connections=CONNECTIONS, streams=2, churn=0, interval_ms=1000, seed=5
+    ) as url:
+        yield url
 
 
 def _open(pg: Any, url: str) -> None:
@@ -167,9 +157,7 @@ def test_filters_find_rows_anywhere_in_a_big_table(page: Any, big_node: str):  #
     from playwright.sync_api import expect
 
     _open(page, big_node)
-    conns = page.evaluate(
-        "() => window.dashboardState.view.conns.map((c) => c.peer)"
-    )
+    conns = page.evaluate("() => window.dashboardState.view.conns.map((c) => c.peer)")
     peer = conns[4_100]
     page.fill("#filter-peer", peer[-12:])
     expect(_rows(page)).to_have_count(1)

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cli_process import running
-from dashboard_process import read_lines_until
+from dashboard_process import dashboard_of_mock
 from test_dashboard_browser import browser, open_tab, page  # noqa: F401 - the fixtures
 
 CONNECTIONS = 600  # over the chooser's CHOOSER_LIVE_OPTIONS
@@ -23,19 +22,10 @@ CONNECTIONS = 600  # over the chooser's CHOOSER_LIVE_OPTIONS
 @pytest.fixture(scope="module")
 def big_churning_node() -> Iterator[str]:
     """The dashboard's URL, following a mock node of 600 connections that come and go."""
-    serve = ["-m", "libp2p_introspection", "serve", "--source", "mock", "--port", "0",
-             "--connections", str(CONNECTIONS), "--streams", "1", "--churn", "0.1",
-             "--events-per-second", "0", "--interval-ms", "300", "--seed", "11"]  # fmt: skip
-    with running(serve, first_line_timeout=90) as (_, ws):
-        assert ws.startswith("ws://"), ws
-        dashboard = ["-m", "libp2p_introspection", "dashboard", ws, "--port", "0", "--no-events"]
-        with running(dashboard, first_line_timeout=60) as (process, first):
-            lines = (
-                [first]
-                if first.startswith("http://")
-                else read_lines_until(process, lambda line: line.startswith("http://"), 30)
-            )
-            yield lines[-1].split()[0]
+    with dashboard_of_mock(
+        connections=CONNECTIONS, streams=1, churn=0.1, interval_ms=300, seed=11
+    ) as url:
+        yield url
 
 
 # The text the chooser should show for connection `id` in the snapshot shown (app.js

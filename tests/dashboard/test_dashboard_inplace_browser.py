@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cli_process import running
-from dashboard_process import read_lines_until
+from dashboard_process import dashboard_of_mock
 from test_dashboard_browser import (  # noqa: F401 - the fixtures
     browser,
     open_tab,
@@ -33,19 +32,10 @@ CONNECTIONS = 400
 @pytest.fixture(scope="module")
 def churning_node() -> Iterator[str]:
     """The dashboard's URL, following a mock node whose connections come and go."""
-    serve = ["-m", "libp2p_introspection", "serve", "--source", "mock", "--port", "0",
-             "--connections", str(CONNECTIONS), "--streams", "3", "--churn", "0.05",
-             "--events-per-second", "0", "--interval-ms", "500", "--seed", "7"]  # fmt: skip
-    with running(serve, first_line_timeout=90) as (_, ws):
-        assert ws.startswith("ws://"), ws
-        dashboard = ["-m", "libp2p_introspection", "dashboard", ws, "--port", "0", "--no-events"]
-        with running(dashboard, first_line_timeout=60) as (process, first):
-            lines = (
-                [first]
-                if first.startswith("http://")
-                else read_lines_until(process, lambda line: line.startswith("http://"), 30)
-            )
-            yield lines[-1].split()[0]
+    with dashboard_of_mock(
+        connections=CONNECTIONS, streams=3, churn=0.05, interval_ms=500, seed=7
+    ) as url:
+        yield url
 
 
 def _open(pg: Any, url: str) -> None:
