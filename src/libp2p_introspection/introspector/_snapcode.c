@@ -1319,24 +1319,33 @@ static Py_ssize_t chunk_size(PyObject *data)
     return PyBytes_CheckExact(data) ? PyBytes_GET_SIZE(data) : PyObject_Size(data);
 }
 
+/* One packet of ``size`` bytes added to the counts at ``bytes_at`` and ``packets_at``:
+ * 0, or -1 with OverflowError set (the counts kept) if either would pass 2**63 - 1. */
+static int counter_add_packet(CounterObject *self, int bytes_at, int packets_at, Py_ssize_t size)
+{
+    int64_t bytes, packets;
+    if (__builtin_add_overflow(self->t[bytes_at], (int64_t)size, &bytes) ||
+        __builtin_add_overflow(self->t[packets_at], (int64_t)1, &packets)) {
+        PyErr_SetString(PyExc_OverflowError, "a count must fit in 64 bits (signed)");
+        return -1;
+    }
+    self->t[bytes_at] = bytes;
+    self->t[packets_at] = packets;
+    return 0;
+}
+
 /* took(data): a read returned ``data``; a non-empty one is one inbound packet of its
  * length. Whether it was counted. A count that would pass 2**63 - 1 is refused
  * (OverflowError) and nothing changes. */
 static PyObject *counter_took(CounterObject *self, PyObject *data)
 {
     Py_ssize_t size = chunk_size(data);
-    int64_t bytes, packets;
     if (size < 0)
         return NULL;
     if (size == 0)
         Py_RETURN_FALSE;
-    if (__builtin_add_overflow(self->t[T_IN_B], (int64_t)size, &bytes) ||
-        __builtin_add_overflow(self->t[T_IN_P], (int64_t)1, &packets)) {
-        PyErr_SetString(PyExc_OverflowError, "a count must fit in 64 bits (signed)");
+    if (counter_add_packet(self, T_IN_B, T_IN_P, size) < 0)
         return NULL;
-    }
-    self->t[T_IN_B] = bytes;
-    self->t[T_IN_P] = packets;
     Py_RETURN_TRUE;
 }
 
@@ -1344,16 +1353,10 @@ static PyObject *counter_took(CounterObject *self, PyObject *data)
 static PyObject *counter_gave(CounterObject *self, PyObject *data)
 {
     Py_ssize_t size = chunk_size(data);
-    int64_t bytes, packets;
     if (size < 0)
         return NULL;
-    if (__builtin_add_overflow(self->t[T_OUT_B], (int64_t)size, &bytes) ||
-        __builtin_add_overflow(self->t[T_OUT_P], (int64_t)1, &packets)) {
-        PyErr_SetString(PyExc_OverflowError, "a count must fit in 64 bits (signed)");
+    if (counter_add_packet(self, T_OUT_B, T_OUT_P, size) < 0)
         return NULL;
-    }
-    self->t[T_OUT_B] = bytes;
-    self->t[T_OUT_P] = packets;
     Py_RETURN_NONE;
 }
 
