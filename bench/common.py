@@ -220,3 +220,23 @@ def machine() -> dict[str, str]:
         "os": platform.platform(),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
+
+
+#: Debian's Chromium, for the browser benchmarks (never a downloaded browser).
+CHROMIUM = Path(os.environ.get("LIBP2P_INTROSPECTION_CHROMIUM", "/usr/bin/chromium"))
+
+
+def require_chromium() -> None:
+    """Raise ``RuntimeError`` naming the package when :data:`CHROMIUM` is not installed
+    (before a browser benchmark starts anything)."""
+    if not CHROMIUM.exists():
+        raise RuntimeError(f"{CHROMIUM} not found: apt-get install chromium")
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Headless :data:`CHROMIUM` through ``playwright`` (a started ``sync_playwright()``)."""
+    require_chromium()
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
+    )  # fmt: skip

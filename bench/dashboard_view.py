@@ -35,19 +35,26 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import statistics
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, Mode, Result, child_env, percentile, python_command, rss_kib
+from bench.common import (
+    ROOT,
+    Mode,
+    Result,
+    child_env,
+    launch_chromium,
+    percentile,
+    python_command,
+    require_chromium,
+    rss_kib,
+)
 
-CHROMIUM = Path(os.environ.get("LIBP2P_INTROSPECTION_CHROMIUM", "/usr/bin/chromium"))
 TARGET_MS = 100.0
 #: The views measured: tab name, label. (Nodes has its own benchmark, nodes_view.)
 VIEWS = (
@@ -157,8 +164,7 @@ def views(page: Any, samples: dict[str, Any], per_view: int, redraws: int,
 
 def measure(mode: Mode) -> dict[str, Any]:
     """Run the subject (module doc); returns every sample."""
-    if not CHROMIUM.exists():
-        raise RuntimeError(f"{CHROMIUM} not found: apt-get install chromium")
+    require_chromium()
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
@@ -195,10 +201,7 @@ def measure(mode: Mode) -> dict[str, Any]:
 
             threading.Thread(target=sample_rss, daemon=True).start()
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=str(CHROMIUM), headless=True,
-                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
-                )  # fmt: skip
+                browser = launch_chromium(playwright)
                 try:
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
                     cdp = page.context.new_cdp_session(page)

@@ -29,18 +29,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import trio
 
-from bench.common import Mode, Result, median, percentile
+from bench.common import Mode, Result, launch_chromium, median, percentile, require_chromium
 from libp2p_introspection.dashboard import Dashboard, DashboardConfig
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.server import IntrospectionServer, ServerConfig
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
-CHROMIUM = Path(os.environ.get("LIBP2P_INTROSPECTION_CHROMIUM", "/usr/bin/chromium"))
 TARGET_MS = 100.0
 
 
@@ -152,15 +150,11 @@ class NodesInThread:
 def measure(n: int, redraws: int, wait_feed_s: float) -> dict[str, list[float]]:
     """The redraw times (ms) of the Nodes view with ``n`` live nodes: ``update``,
     ``rebuild`` and ``feed`` (module doc)."""
-    if not CHROMIUM.exists():
-        raise RuntimeError(f"{CHROMIUM} not found: apt-get install chromium")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with NodesInThread(n) as nodes, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
-        )  # fmt: skip
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(nodes.dashboard_url)

@@ -41,12 +41,18 @@ CHOSEN_TEXT = """(id) => {
 }"""
 
 
-def test_the_chosen_connection_shows_its_status_of_the_moment(page: Any, big_churning_node: str):  # noqa: F811
-    page.goto(big_churning_node)
-    page.evaluate("async () => { window.__fmt = await import('/static/js/format.js'); }")
-    page.wait_for_function(
+def _open(pg: Any, url: str) -> None:
+    """The page at ``url``, with the page's own formatter loaded as ``window.__fmt``,
+    once the snapshot shown holds every connection."""
+    pg.goto(url)
+    pg.evaluate("async () => { window.__fmt = await import('/static/js/format.js'); }")
+    pg.wait_for_function(
         "(n) => (window.dashboardState?.view?.conns.length || 0) >= n", arg=CONNECTIONS
     )
+
+
+def test_the_chosen_connection_shows_its_status_of_the_moment(page: Any, big_churning_node: str):  # noqa: F811
+    _open(page, big_churning_node)
     open_tab(page, "traffic")
     page.wait_for_function(
         "(n) => document.querySelectorAll('#traffic-conn option').length > n", arg=CONNECTIONS
@@ -110,11 +116,7 @@ LIVE_CHECK = """() => {
 def test_rows_are_right_after_another_view_was_shown(page: Any, big_churning_node: str):  # noqa: F811
     from playwright.sync_api import Error
 
-    page.goto(big_churning_node)
-    page.evaluate("async () => { window.__fmt = await import('/static/js/format.js'); }")
-    page.wait_for_function(
-        "(n) => (window.dashboardState?.view?.conns.length || 0) >= n", arg=CONNECTIONS
-    )
+    _open(page, big_churning_node)
     header = "#connections-table .tabulator-col[tabulator-field=in]"
     while page.get_attribute(header, "aria-sort") != "descending":
         page.click(f"{header} .tabulator-col-title")
