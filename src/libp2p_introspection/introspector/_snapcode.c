@@ -1193,11 +1193,215 @@ error:
 
 /* ----------------------------------------------------------------- FNV-1a */
 
+/* FNV-1a 32 is serial: h = (h ^ byte) * p, one multiply per byte, each waiting for the
+ * last (about 4 cycles a byte). Where the CPU has AVX-512BW and PCLMUL it is computed
+ * another way, to the same value, about three times faster; elsewhere byte by byte.
+ *
+ * The other way. Only the low byte of h decides what the xor does: h ^ b = h + e, with
+ * e = (s ^ b) - s for s = h & 0xff, so over bytes b_1..b_n
+ *     h_n = h_0 p^n + sum_j e_j p^(n-j+1)   (mod 2^32),
+ * and the low bytes s_j follow an 8-bit automaton of their own,
+ *     s_j = ((s_(j-1) ^ b_j) * 0x93) & 0xff   (0x93: p's low byte).
+ * Given the automaton's states, the sum is a polynomial in p, computed 64 bytes at a
+ * time in 16 lanes (e_j = b_j - 2 (b_j & s_(j-1)); lane weights p^(64-i), each lane's
+ * sum times p^64 per block). The automaton itself is computed bit-sliced: for a block
+ * of 64 bytes, plane k holds bit k of every byte. Writing x = s_(j-1) ^ b_j and
+ * x * 0x93 = x + 2x + 16x + 128x as three ripple-carry additions, bit k of s_j is
+ * x_k ^ c_k, where c_k depends on the bits below k only (x_(k-1), x_(k-4), x_(k-7) and
+ * the carries into bit k); so, plane by plane from bit 0 up, s_k(j) = s_k(j-1) ^ b_k(j)
+ * ^ c_k(j) is a prefix xor along the block (a carry-less multiply by all ones), started
+ * from bit k of the state entering the block. Blocks are taken a batch at a time, plane
+ * by plane across the batch, so that only that one bit per plane links a block to the
+ * next and the CPU overlaps the blocks' work. tests/introspector/test_snapshot_frame.py
+ * checks it against the byte-by-byte definition. */
+
+#define FNV_PRIME 0x01000193u
+#define FNV_STAGED 256 /* blocks handed to fnv_blocks at a time */
+
+static uint32_t fnv_serial(uint32_t h, const unsigned char *p, Py_ssize_t n)
+{
+    const unsigned char *end = p + n;
+    for (; p < end; p++) {
+        h ^= *p;
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+/* The block path's state between two batches: the lanes' sums, h_0 p^(64 m), the low
+ * byte of h. The value is hp + the sum of the lanes. */
+typedef struct {
+    uint32_t acc[64];
+    uint32_t hp;
+    unsigned s;
+} fnv_blocks_t;
+
+static uint32_t fnv_weights[64]; /* p^(64 - i) */
+static uint32_t fnv_p64;         /* p^64 */
+static int fnv_blocked = 0;      /* whether fnv_blocks runs (the CPU has what it needs) */
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define FNV_BLOCKS_BUILT 1
+#define FNV_BATCH 32
+#define FNV_TARGET __attribute__((target("avx512f,avx512bw,pclmul")))
+
+FNV_TARGET static inline uint64_t prefix_xor(uint64_t d)
+{
+    __m128i r = _mm_clmulepi64_si128(_mm_cvtsi64_si128((long long)d), _mm_set1_epi64x(-1), 0);
+    return (uint64_t)_mm_cvtsi128_si64(r);
+}
+
+/* Hash ``n`` blocks of 64 bytes (``blocks``: their addresses, in order) into ``f``. */
+FNV_TARGET static void fnv_blocks(fnv_blocks_t *f, const unsigned char *const *blocks,
+                                  Py_ssize_t n)
+{
+    __m512i acc[4], w[4], p64 = _mm512_set1_epi32((int)fnv_p64);
+    uint64_t b[FNV_BATCH][8], x[FNV_BATCH][8], q[FNV_BATCH][8], ca[FNV_BATCH], cb[FNV_BATCH];
+    uint32_t hp = f->hp;
+    unsigned s = f->s;
+    Py_ssize_t m, nb, j;
+    int l, k;
+    for (l = 0; l < 4; l++) {
+        acc[l] = _mm512_loadu_si512((const void *)(f->acc + 16 * l));
+        w[l] = _mm512_loadu_si512((const void *)(fnv_weights + 16 * l));
+    }
+    for (m = 0; m < n; m += nb) {
+        nb = n - m < FNV_BATCH ? n - m : FNV_BATCH;
+        for (j = 0; j < nb; j++) { /* the planes */
+            __m512i v = _mm512_loadu_si512((const void *)blocks[m + j]);
+            for (k = 0; k < 8; k++)
+                b[j][k] = (uint64_t)_mm512_test_epi8_mask(v, _mm512_set1_epi8((char)(1 << k)));
+            ca[j] = cb[j] = 0;
+        }
+#pragma GCC unroll 8
+        for (k = 0; k < 8; k++) { /* the automaton, a plane at a time */
+            uint64_t in = (s >> k) & 1;
+            for (j = 0; j < nb; j++) {
+                uint64_t xm = k ? x[j][k - 1] : 0, t = xm ^ ca[j], y = k >= 4 ? x[j][k - 4] : 0;
+                uint64_t c = t ^ (k >= 4 ? y ^ cb[j] : 0) ^ (k == 7 ? x[j][0] : 0);
+                uint64_t sk = prefix_xor(b[j][k] ^ c) ^ (0 - in), xk = sk ^ c;
+                x[j][k] = xk;
+                q[j][k] = b[j][k] & ((sk << 1) | in); /* bit k of b_j & s_(j-1) */
+                in = sk >> 63;
+                if (k < 7) { /* the carries into bit k + 1 of x + 2x, then of + 16x */
+                    uint64_t a = xk ^ t;
+                    ca[j] = (xk & xm) | (ca[j] & (xk ^ xm));
+                    cb[j] = (a & y) | (cb[j] & (a ^ y));
+                }
+            }
+            s = (s & ~(1u << k)) | (unsigned)in << k;
+        }
+        for (j = 0; j < nb; j++) { /* the polynomial */
+            __m512i v = _mm512_loadu_si512((const void *)blocks[m + j]);
+            __m512i qv = _mm512_maskz_mov_epi8(q[j][0], _mm512_set1_epi8(1));
+            for (k = 1; k < 8; k++)
+                qv = _mm512_or_si512(
+                    qv, _mm512_maskz_mov_epi8(q[j][k], _mm512_set1_epi8((char)(1 << k))));
+#define FNV_LANE(l)                                                                        \
+    do {                                                                                   \
+        __m512i bb = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, l));                \
+        __m512i qq = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(qv, l));               \
+        __m512i e = _mm512_sub_epi32(bb, _mm512_add_epi32(qq, qq));                        \
+        acc[l] = _mm512_add_epi32(_mm512_mullo_epi32(acc[l], p64), _mm512_mullo_epi32(e, w[l])); \
+    } while (0)
+            FNV_LANE(0);
+            FNV_LANE(1);
+            FNV_LANE(2);
+            FNV_LANE(3);
+#undef FNV_LANE
+            hp *= fnv_p64;
+        }
+    }
+    for (l = 0; l < 4; l++)
+        _mm512_storeu_si512((void *)(f->acc + 16 * l), acc[l]);
+    f->hp = hp;
+    f->s = s;
+}
+#endif
+
+static void fnv_init(void)
+{
+    uint32_t x = 1;
+    int i;
+    for (i = 63; i >= 0; i--) {
+        x *= FNV_PRIME;
+        fnv_weights[i] = x;
+    }
+    fnv_p64 = x;
+#ifdef FNV_BLOCKS_BUILT
+    __builtin_cpu_init();
+    fnv_blocked = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("pclmul");
+#endif
+}
+
+/* FNV-1a 32 of the concatenation of ``n`` pieces (bytes objects) from ``h``. No Python
+ * code runs here: the pieces stay as they are. */
+static uint32_t fnv_pieces(uint32_t h, PyObject *const *pieces, Py_ssize_t n)
+{
+    Py_ssize_t i;
+#ifdef FNV_BLOCKS_BUILT
+    if (fnv_blocked) {
+        /* Whole blocks are hashed where they lie; a block across two pieces is copied
+         * into ``staged`` first; the last partial block byte by byte. */
+        const unsigned char *blocks[FNV_STAGED];
+        unsigned char staged[FNV_STAGED][64], tail[64];
+        Py_ssize_t nblocks = 0, nstaged = 0, fill = 0, k;
+        fnv_blocks_t f;
+        uint32_t sum = 0;
+        memset(f.acc, 0, sizeof f.acc);
+        f.hp = h;
+        f.s = h & 0xff;
+        for (i = 0; i < n; i++) {
+            const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(pieces[i]);
+            Py_ssize_t len = PyBytes_GET_SIZE(pieces[i]);
+            if (fill) {
+                Py_ssize_t take = len < 64 - fill ? len : 64 - fill;
+                memcpy(tail + fill, p, (size_t)take);
+                fill += take;
+                p += take;
+                len -= take;
+                if (fill < 64)
+                    continue;
+                memcpy(staged[nstaged], tail, 64);
+                blocks[nblocks++] = staged[nstaged++];
+                fill = 0;
+            }
+            for (;;) {
+                if (nblocks == FNV_STAGED) {
+                    fnv_blocks(&f, blocks, nblocks);
+                    nblocks = nstaged = 0;
+                }
+                if (len < 64)
+                    break;
+                blocks[nblocks++] = p;
+                p += 64;
+                len -= 64;
+            }
+            memcpy(tail, p, (size_t)len);
+            fill = len;
+        }
+        if (nblocks)
+            fnv_blocks(&f, blocks, nblocks);
+        for (k = 0; k < 64; k++)
+            sum += f.acc[k];
+        return fnv_serial(f.hp + sum, tail, fill);
+    }
+#endif
+    for (i = 0; i < n; i++) {
+        if (i + 1 < n)
+            __builtin_prefetch(PyBytes_AS_STRING(pieces[i + 1]));
+        h = fnv_serial(h, (const unsigned char *)PyBytes_AS_STRING(pieces[i]),
+                       PyBytes_GET_SIZE(pieces[i]));
+    }
+    return h;
+}
+
 static PyObject *fnv1a32(PyObject *self, PyObject *args)
 {
     PyObject *pieces, *state = NULL;
     unsigned long long seed = 0x811c9dc5ULL;
-    uint32_t h;
     Py_ssize_t i, n;
     if (!PyArg_ParseTuple(args, "O!|O!", &PyList_Type, &pieces, &PyLong_Type, &state))
         return NULL;
@@ -1219,20 +1423,9 @@ static PyObject *fnv1a32(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_TypeError, "fnv1a32() hashes a list of bytes");
             return NULL;
         }
-    h = (uint32_t)seed;
     /* No Python code runs from here: the list and its items stay as they are. */
-    for (i = 0; i < n; i++) {
-        PyObject *piece = PyList_GET_ITEM(pieces, i);
-        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(piece);
-        const unsigned char *end = p + PyBytes_GET_SIZE(piece);
-        if (i + 1 < n)
-            __builtin_prefetch(PyBytes_AS_STRING(PyList_GET_ITEM(pieces, i + 1)));
-        for (; p < end; p++) {
-            h ^= *p;
-            h *= 0x01000193u;
-        }
-    }
-    return PyLong_FromUnsignedLong(h);
+    return PyLong_FromUnsignedLong(
+        fnv_pieces((uint32_t)seed, ((PyListObject *)pieces)->ob_item, n));
 }
 
 static PyMethodDef methods[] = {
@@ -1450,11 +1643,13 @@ PyMODINIT_FUNC PyInit__snapcode(void)
     PyObject *m;
     if (PyType_Ready(&Counter_Type) < 0 || PyType_Ready(&Code_Type) < 0)
         return NULL;
+    fnv_init();
     m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Counter", (PyObject *)&Counter_Type) < 0 ||
-        PyModule_AddObjectRef(m, "Code", (PyObject *)&Code_Type) < 0) {
+        PyModule_AddObjectRef(m, "Code", (PyObject *)&Code_Type) < 0 ||
+        PyModule_AddIntConstant(m, "FNV1A32_BLOCKED", fnv_blocked) < 0) {
         Py_DECREF(m);
         return NULL;
     }
