@@ -223,6 +223,36 @@ def test_the_c_fnv1a32_is_fnv1a32_over_any_split_of_any_bytes() -> None:
 
 
 @needs_c
+def test_the_c_frame_is_the_framed_message_of_its_pieces() -> None:
+    # take_snapshot's one copy: header (version, FNV-1a of the message, size) and the
+    # pieces, hashed from the copy; it must be encode_frame of the joined message for
+    # any cut of any bytes (blocks across pieces, runs of one byte, long messages).
+    import random
+
+    from libp2p_introspection.protocol.framing import PROTOCOL_VERSION, encode_frame
+
+    rng = random.Random(11)
+    frame = SNAPCODE.frame
+    for case in range(150):
+        pieces = [
+            rng.randbytes(size) if rng.random() < 0.6 else bytes([rng.choice((0, 255))]) * size
+            for size in (rng.choice((0, 1, 63, 64, 65, 700, 5000)) for _ in range(rng.randrange(7)))
+        ]
+        assert frame(pieces, PROTOCOL_VERSION) == encode_frame(b"".join(pieces)), case
+    # Longer than one hashing stretch (32 KiB) and one staging of blocks (16 KiB).
+    pieces = [rng.randbytes(rng.randrange(1, 900)) for _ in range(120)]
+    assert frame(pieces, PROTOCOL_VERSION) == encode_frame(b"".join(pieces))
+    assert frame([], 7)[:4] == b"\x07\x00\x00\x00"
+    with pytest.raises(TypeError):
+        frame([b"ok", bytearray(b"no")], PROTOCOL_VERSION)
+    with pytest.raises(TypeError):
+        frame((b"a tuple",), PROTOCOL_VERSION)
+    for version in (-1, 2**32, 2**64 + 1):
+        with pytest.raises((ValueError, OverflowError)):
+            frame([b"x"], version)
+
+
+@needs_c
 @pytest.mark.skipif(
     not {"avx512f", "avx512bw", "pclmulqdq"} <= _cpu_flags(),
     reason="the CPU lacks what the block path needs",

@@ -37,6 +37,11 @@
  *     FNV-1a 32 of the concatenation of ``pieces`` (a list of bytes), from the
  *     state ``h`` (the offset basis, or what an earlier call returned: a long
  *     input can be hashed a few pieces at a time), without joining them.
+ * frame(pieces, version) -> bytes
+ *     The live frame (framing.encode_frame) of the message the pieces (a list of bytes)
+ *     make: the 12-byte header (version, FNV-1a 32 of the message, its size, little
+ *     endian) then the pieces, in one copy, hashed from the copy. ValueError when the
+ *     message passes 2**32 - 1 bytes or the version 32 bits.
  * connection_pass(records, window_ms, rebuild, dirty, totals, peer_field,
  *                 latency, slow) -> list of bytes
  *     encode's loop: each record's Subsystems.connections field. For a record
@@ -1428,8 +1433,99 @@ static PyObject *fnv1a32(PyObject *self, PyObject *args)
         fnv_pieces((uint32_t)seed, ((PyListObject *)pieces)->ob_item, n));
 }
 
+/* frame(pieces, version): the live frame of the message the pieces make: the header
+ * (version, FNV-1a 32 of the message, its size: three little-endian uint32) and the
+ * pieces, in one copy; the hash is taken from the copy, a stretch at a time while it is
+ * still in the cache (contiguous: no block straddles two pieces). */
+#define FRAME_HASH_STRETCH (1 << 15)
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+static PyObject *frame(PyObject *self, PyObject *args)
+{
+    PyObject *pieces, *out;
+    Py_ssize_t version, i, n, size = 0, copied = 0;
+    unsigned char *body;
+    uint32_t h = 0x811c9dc5u;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &pieces, &version))
+        return NULL;
+    if (version < 0 || version > 0xFFFFFFFFLL) {
+        PyErr_SetString(PyExc_ValueError, "the version is 32 bits");
+        return NULL;
+    }
+    n = PyList_GET_SIZE(pieces);
+    for (i = 0; i < n; i++) {
+        PyObject *piece = PyList_GET_ITEM(pieces, i);
+        if (!PyBytes_CheckExact(piece)) {
+            PyErr_SetString(PyExc_TypeError, "frame() joins a list of bytes");
+            return NULL;
+        }
+        size += PyBytes_GET_SIZE(piece);
+        if (size > 0xFFFFFFFFLL) {
+            PyErr_SetString(PyExc_ValueError, "a frame's message is at most 2**32 - 1 bytes");
+            return NULL;
+        }
+    }
+    out = PyBytes_FromStringAndSize(NULL, 12 + size);
+    if (out == NULL)
+        return NULL;
+    body = (unsigned char *)PyBytes_AS_STRING(out) + 12;
+    /* No Python code runs from here: the list and its items stay as they are. */
+#ifdef FNV_BLOCKS_BUILT
+    if (fnv_blocked) {
+        const unsigned char *blocks[FNV_STAGED];
+        Py_ssize_t hashed = 0, k;
+        fnv_blocks_t f;
+        uint32_t sum = 0;
+        memset(f.acc, 0, sizeof f.acc);
+        f.hp = h;
+        f.s = h & 0xff;
+        for (i = 0; i <= n; i++) {
+            if (i < n) {
+                PyObject *piece = PyList_GET_ITEM(pieces, i);
+                memcpy(body + copied, PyBytes_AS_STRING(piece), (size_t)PyBytes_GET_SIZE(piece));
+                copied += PyBytes_GET_SIZE(piece);
+                if (copied - hashed < FRAME_HASH_STRETCH)
+                    continue;
+            }
+            while (copied - hashed >= 64) {
+                Py_ssize_t nb = 0;
+                while (nb < FNV_STAGED && copied - hashed >= 64) {
+                    blocks[nb++] = body + hashed;
+                    hashed += 64;
+                }
+                fnv_blocks(&f, blocks, nb);
+            }
+        }
+        for (k = 0; k < 64; k++)
+            sum += f.acc[k];
+        h = fnv_serial(f.hp + sum, body + hashed, copied - hashed);
+    } else
+#endif
+    {
+        for (i = 0; i < n; i++) {
+            PyObject *piece = PyList_GET_ITEM(pieces, i);
+            Py_ssize_t len = PyBytes_GET_SIZE(piece);
+            memcpy(body + copied, PyBytes_AS_STRING(piece), (size_t)len);
+            h = fnv_serial(h, body + copied, len);
+            copied += len;
+        }
+    }
+    put_le32(body - 12, (uint32_t)version);
+    put_le32(body - 8, h);
+    put_le32(body - 4, (uint32_t)size);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"fnv1a32", fnv1a32, METH_VARARGS, "FNV-1a 32 of a list of bytes, from a state."},
+    {"frame", frame, METH_VARARGS, "The live frame (header, then the pieces) in one copy."},
     {"configure", configure, METH_VARARGS, "Take the record and code types' slot layout."},
     {"stream_pass", stream_pass, METH_VARARGS, "encode_streams' loop (see the module doc)."},
     {"connection_pass", connection_pass, METH_VARARGS, "encode's loop (see the module doc)."},
