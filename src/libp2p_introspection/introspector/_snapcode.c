@@ -729,6 +729,21 @@ error:
     return -1;
 }
 
+/* The records or streams a pass walks: the list itself (walked by index, its length read
+ * again at every step, since Python code run by a callback or a set probe may change it;
+ * each item held while it is worked on), or any other iterable copied into a tuple. */
+#define SEQ_SIZE(s) (PyList_CheckExact(s) ? PyList_GET_SIZE(s) : PyTuple_GET_SIZE(s))
+#define SEQ_ITEM(s, i) (PyList_CheckExact(s) ? PyList_GET_ITEM(s, i) : PyTuple_GET_ITEM(s, i))
+
+static PyObject *as_sequence(PyObject *items)
+{
+    if (PyList_CheckExact(items)) {
+        Py_INCREF(items);
+        return items;
+    }
+    return PySequence_Tuple(items);
+}
+
 static PyObject *stream_pass(PyObject *self, PyObject *args)
 {
     PyObject *streams, *rebuild, *dirty, *hot, *items, *slow;
@@ -748,25 +763,29 @@ static PyObject *stream_pass(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "window_ms < 0");
         return NULL;
     }
-    items = PySequence_Tuple(streams);
+    items = as_sequence(streams);
     if (items == NULL)
         return NULL;
     slow = PyList_New(0);
     if (slow == NULL)
         goto error;
-    n = PyTuple_GET_SIZE(items);
-    for (i = 0; i < n; i++) {
-        PyObject *stream = PyTuple_GET_ITEM(items, i);
+    for (i = 0; i < (n = SEQ_SIZE(items)); i++) {
+        PyObject *stream;
         int r;
         if (i + 6 < n)
-            prefetch_stream(PyTuple_GET_ITEM(items, i + 6), 0);
+            prefetch_stream(SEQ_ITEM(items, i + 6), 0);
         if (i + 4 < n)
-            prefetch_stream(PyTuple_GET_ITEM(items, i + 4), 1);
+            prefetch_stream(SEQ_ITEM(items, i + 4), 1);
         if (i + 2 < n)
-            prefetch_stream(PyTuple_GET_ITEM(items, i + 2), 2);
+            prefetch_stream(SEQ_ITEM(items, i + 2), 2);
+        stream = SEQ_ITEM(items, i);
+        Py_INCREF(stream); /* a set probe's Python code may drop it from the list */
         r = stream_one(stream, (int64_t)window, rebuild, dirty, hot, &pass);
-        if (r < 0 || (r == 1 && PyList_Append(slow, stream) < 0))
+        if (r < 0 || (r == 1 && PyList_Append(slow, stream) < 0)) {
+            Py_DECREF(stream);
             goto error;
+        }
+        Py_DECREF(stream);
     }
     Py_DECREF(items);
     Py_CLEAR(pass.last_dirty);
@@ -1060,6 +1079,83 @@ static int64_t monotonic_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* connection_pass's work for one record (held by the caller): its field appended to
+ * ``out`` (or the Python code's answer); 0, or -1 on an error. */
+static int connection_record(PyObject *record, int64_t window, PyObject *rebuild,
+                             PyObject *dirty, int64_t *deltas, PyObject *peer_field,
+                             PyObject *latency, PyObject *slow, PyObject *out)
+{
+    PyObject *conn, *peer, *code, *got = NULL;
+    int r;
+    if (Py_TYPE(record) != L_r.type || (conn = get(record, &L_r, R_CONN)) == NULL ||
+        get(record, &L_r, R_PEER_ID) == NULL) {
+        if (ask_python(slow, record, NULL, out) < 0)
+            return -1;
+        return 0;
+    }
+    if (conn != Py_None) {
+        PyObject *ns;
+        Py_INCREF(conn);
+        ns = PyObject_CallOneArg(latency, conn);
+        Py_DECREF(conn);
+        if (ns == NULL) {
+            if (swallow() < 0 || ask_python(slow, record, NULL, out) < 0)
+                return -1;
+            return 0;
+        }
+        if (!configured || Py_TYPE(record) != L_r.type) { /* the callback reconfigured */
+            Py_DECREF(ns);
+            PyErr_SetString(PyExc_RuntimeError, "reconfigured during a pass");
+            return -1;
+        }
+        put(record, &L_r, R_LATENCY, ns);
+    }
+    peer = get(record, &L_r, R_PEER_ID);
+    if (peer == NULL) {
+        if (ask_python(slow, record, NULL, out) < 0)
+            return -1;
+        return 0;
+    }
+    Py_INCREF(peer);
+    {
+        PyObject *peer_id = peer;
+        peer = PyDict_CheckExact(peer_field) ? peer_lookup(peer_field, peer_id)
+                                             : PyObject_CallOneArg(peer_field, peer_id);
+        Py_DECREF(peer_id);
+    }
+    if (peer == NULL) {
+        if ((PyErr_Occurred() && swallow() < 0) || ask_python(slow, record, NULL, out) < 0)
+            return -1;
+        return 0;
+    }
+    if (!configured || Py_TYPE(record) != L_r.type) { /* the callback reconfigured */
+        Py_DECREF(peer);
+        PyErr_SetString(PyExc_RuntimeError, "reconfigured during a pass");
+        return -1;
+    }
+    code = get(record, &L_r, R_CODE);
+    r = 1;
+    if (code != NULL && code != Py_None && Py_TYPE(code) == L_cc.type) {
+        Py_INCREF(code); /* held across the probe (Python code may run: see stream_one)
+                            and while its slots change */
+        r = PySet_Contains(rebuild, record);
+        if (r == 0 && get(record, &L_r, R_CODE) != code)
+            r = 1; /* the probe's Python code replaced it: the Python code does it */
+        if (r == 0)
+            r = connection_one(record, code, (int64_t)window, dirty, deltas, peer, &got);
+        Py_DECREF(code);
+    }
+    if (r < 0 || (r == 1 && ask_python(slow, record, peer, out) < 0) ||
+        (r == 0 && PyList_Append(out, got) < 0)) {
+        Py_XDECREF(got);
+        Py_DECREF(peer);
+        return -1;
+    }
+    Py_XDECREF(got);
+    Py_DECREF(peer);
+    return 0;
+}
+
 static PyObject *connection_pass(PyObject *self, PyObject *args)
 {
     PyObject *records, *rebuild, *dirty, *totals, *peer_field, *latency, *slow, *items, *out;
@@ -1084,93 +1180,33 @@ static PyObject *connection_pass(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "window_ms < 0");
         return NULL;
     }
-    items = PySequence_Tuple(records);
+    items = as_sequence(records);
     if (items == NULL)
         return NULL;
     out = PyList_New(0);
     if (out == NULL)
         goto error;
-    n = PyTuple_GET_SIZE(items);
-    for (i = start; i < n; i++) {
-        PyObject *record = PyTuple_GET_ITEM(items, i), *conn, *peer, *code, *got = NULL;
+    for (i = start; i < (n = SEQ_SIZE(items)); i++) {
+        PyObject *record;
         int r;
         if (budget > 0 && i > start && ((i - start) & 3) == 0 &&
             monotonic_ns() - began >= budget)
             break;
         if (i + 6 < n)
-            prefetch_record(PyTuple_GET_ITEM(items, i + 6), 0);
+            prefetch_record(SEQ_ITEM(items, i + 6), 0);
         if (i + 4 < n)
-            prefetch_record(PyTuple_GET_ITEM(items, i + 4), 1);
+            prefetch_record(SEQ_ITEM(items, i + 4), 1);
         if (i + 2 < n)
-            prefetch_record(PyTuple_GET_ITEM(items, i + 2), 2);
+            prefetch_record(SEQ_ITEM(items, i + 2), 2);
         if (i + 1 < n)
-            prefetch_record(PyTuple_GET_ITEM(items, i + 1), 3);
-        if (Py_TYPE(record) != L_r.type || (conn = get(record, &L_r, R_CONN)) == NULL ||
-            get(record, &L_r, R_PEER_ID) == NULL) {
-            if (ask_python(slow, record, NULL, out) < 0)
-                goto error;
-            continue;
-        }
-        if (conn != Py_None) {
-            PyObject *ns;
-            Py_INCREF(conn);
-            ns = PyObject_CallOneArg(latency, conn);
-            Py_DECREF(conn);
-            if (ns == NULL) {
-                if (swallow() < 0 || ask_python(slow, record, NULL, out) < 0)
-                    goto error;
-                continue;
-            }
-            if (!configured || Py_TYPE(record) != L_r.type) { /* the callback reconfigured */
-                Py_DECREF(ns);
-                PyErr_SetString(PyExc_RuntimeError, "reconfigured during a pass");
-                goto error;
-            }
-            put(record, &L_r, R_LATENCY, ns);
-        }
-        peer = get(record, &L_r, R_PEER_ID);
-        if (peer == NULL) {
-            if (ask_python(slow, record, NULL, out) < 0)
-                goto error;
-            continue;
-        }
-        Py_INCREF(peer);
-        {
-            PyObject *peer_id = peer;
-            peer = PyDict_CheckExact(peer_field) ? peer_lookup(peer_field, peer_id)
-                                                 : PyObject_CallOneArg(peer_field, peer_id);
-            Py_DECREF(peer_id);
-        }
-        if (peer == NULL) {
-            if ((PyErr_Occurred() && swallow() < 0) || ask_python(slow, record, NULL, out) < 0)
-                goto error;
-            continue;
-        }
-        if (!configured || Py_TYPE(record) != L_r.type) { /* the callback reconfigured */
-            Py_DECREF(peer);
-            PyErr_SetString(PyExc_RuntimeError, "reconfigured during a pass");
+            prefetch_record(SEQ_ITEM(items, i + 1), 3);
+        record = SEQ_ITEM(items, i);
+        Py_INCREF(record); /* the callbacks' Python code may drop it from the list */
+        r = connection_record(record, (int64_t)window, rebuild, dirty, deltas, peer_field,
+                              latency, slow, out);
+        Py_DECREF(record);
+        if (r < 0)
             goto error;
-        }
-        code = get(record, &L_r, R_CODE);
-        r = 1;
-        if (code != NULL && code != Py_None && Py_TYPE(code) == L_cc.type) {
-            Py_INCREF(code); /* held across the probe (Python code may run: see stream_one)
-                                and while its slots change */
-            r = PySet_Contains(rebuild, record);
-            if (r == 0 && get(record, &L_r, R_CODE) != code)
-                r = 1; /* the probe's Python code replaced it: the Python code does it */
-            if (r == 0)
-                r = connection_one(record, code, (int64_t)window, dirty, deltas, peer, &got);
-            Py_DECREF(code);
-        }
-        if (r < 0 || (r == 1 && ask_python(slow, record, peer, out) < 0) ||
-            (r == 0 && PyList_Append(out, got) < 0)) {
-            Py_XDECREF(got);
-            Py_DECREF(peer);
-            goto error;
-        }
-        Py_XDECREF(got);
-        Py_DECREF(peer);
     }
     Py_DECREF(items);
     if (totals_flush(totals, deltas) < 0) {
