@@ -132,7 +132,7 @@ _MESSAGE_HEAD = state_message(b"")[:-1]
 #: The live frame's header (framing.encode_frame): version, FNV-1a 32 of the message, size.
 _FRAME_HEADER = struct.Struct("<III")
 #: Bytes of a frame hashed between two yields to the node (``take_snapshot_async``): about
-#: 0.25 ms of FNV-1a.
+#: 0.25 ms of FNV-1a byte by byte, 0.1 ms on the C block path (``_snapcode.FNV1A32_BLOCKED``).
 HASH_SLICE_BYTES = 1 << 18
 
 
