@@ -75,7 +75,24 @@ SCRIPT = textwrap.dedent(
         conn.code = enc._ConnectionCode()
         gc.collect()
 
-    if which == "connection":
+    if which in ("records-cleared", "streams-cleared"):
+        # The loops walk the list they are given by index (no copy): a probe's Python
+        # code that empties it must stop the walk, not send it past the list's end.
+        others = [r for r in records if r is not None and r is not victim]
+        rebuild, hot = set(), set()
+        if which == "records-cleared":
+            walked = [conn] + [r.conn for r in others if r.conn is not conn]
+            rebuild = {Collider(conn, lambda: (walked.clear(), gc.collect()))}
+            out = snap.connection_pass(walked, 1000, rebuild, set(), [0, 0, 0, 0],
+                                       lambda peer: b"", lambda c: 0, lambda r, p: b"slow")
+        else:
+            walked = [victim] + others
+            hot = {Collider(victim, lambda: (walked.clear(), gc.collect()))}
+            out = snap.stream_pass(walked, 1000, set(), set(), hot)
+        probe = next(x for x in (*rebuild, *hot) if isinstance(x, Collider))
+        assert probe.fired and walked == [], (probe.fired, walked)
+        assert all(isinstance(x, (bytes, type(victim))) for x in out), out
+    elif which == "connection":
         rebuild = {Collider(conn, drop_connection_code)}
         out = snap.connection_pass([conn], 1000, rebuild, set(), [0, 0, 0, 0],
                                    lambda peer: b"", lambda c: 0, lambda r, p: b"slow")
@@ -93,7 +110,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("probe", ["rebuild", "dirty", "hot", "connection"])
+@pytest.mark.parametrize(
+    "probe", ["rebuild", "dirty", "hot", "connection", "records-cleared", "streams-cleared"]
+)
 def test_a_set_probe_that_runs_python_code_does_not_break_the_c_loops(probe: str) -> None:
     env = dict(os.environ, PYTHONMALLOC="debug")
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), *sys.path])
