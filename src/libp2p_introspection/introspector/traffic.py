@@ -13,6 +13,13 @@ affected). Without it (or with ``LIBP2P_INTROSPECTION_PURE_PYTHON=1``) the
 counts are Python ints in ``__slots__``, and counting refuses a count beyond
 2**63 - 1 alike (the same snapshots either way).
 
+A py-libp2p ``RawConnection`` whose class still has the ``read``/``write`` bodies
+the introspector was checked against (:data:`touchpoints.RAW_READ`'s ``body``) is
+not wrapped: its ``read``/``write`` are replaced by the same bodies with the count
+added (:func:`inline_raw_counters`), so counting adds no coroutine frame to the
+connection's every read and write. Any other class (another py-libp2p version, a
+subclass, a security session counted for want of a raw connection) is wrapped.
+
 Which objects are wrapped decides what is measured; the introspector uses:
 
 * connections: the raw transport connection under the security layer
@@ -277,6 +284,54 @@ def counting_writer(
     return write
 
 
+def inline_raw_counters(
+    obj: Any, counter: TrafficCounter
+) -> tuple[Callable[..., Awaitable[bytes]], Callable[[bytes], Awaitable[None]]] | None:
+    """``read``/``write`` for a py-libp2p ``RawConnection`` that do its own methods'
+    work (one call to ``obj.stream``'s, IOException and ConnectionResetError raised as
+    RawConnError, ConnectionClosedError passed through) and count as the wrappers of
+    :func:`counting_reader`/:func:`counting_writer` do (after a call that returned,
+    never on an exception), in one coroutine frame instead of two.
+
+    None (wrap instead) unless both methods of ``obj``'s class are the bodies
+    :data:`touchpoints.RAW_READ`/:data:`touchpoints.RAW_WRITE` were checked against
+    and neither is replaced on ``obj``.
+    """
+    if not (tp.RAW_READ.runs_checked_body(obj) and tp.RAW_WRITE.runs_checked_body(obj)):
+        return None
+    default_n = _default_of(tp.RAW_READ.get(obj), "n", None)
+    stream = tp.RAW_STREAM.name  # RawConnection.stream, read on every call as its methods do
+    closed, failures, raw_error = tp.RAW_ERRORS
+    took, gave = counter.took, counter.gave
+
+    async def read(n: Any = default_n) -> bytes:
+        try:
+            data = await getattr(obj, stream).read(n)
+        except closed:
+            raise
+        except failures as error:
+            raise raw_error from error
+        try:  # noqa: SIM105 (as in counting_reader)
+            took(data)
+        except Exception:  # never let counting break the node
+            pass
+        return data
+
+    async def write(data: bytes) -> None:
+        try:
+            await getattr(obj, stream).write(data)
+        except closed:
+            raise
+        except failures as error:
+            raise raw_error from error
+        try:  # noqa: SIM105 (as in counting_reader)
+            gave(data)
+        except Exception:
+            pass
+
+    return read, write
+
+
 def _ignore(key: Any) -> None:
     """The ``touch`` of a stream nobody tracks."""
 
@@ -289,7 +344,9 @@ def install_counters(
     touch: Callable[[Any], None] | None = None,
     key: Any = None,
 ) -> bool:
-    """Replace ``obj.read``/``obj.write`` with counting wrappers (instance level).
+    """Replace ``obj.read``/``obj.write`` with counting wrappers (instance level), or
+    for a py-libp2p ``RawConnection`` with its own bodies counting inline
+    (:func:`inline_raw_counters`).
 
     ``obj`` is a transport connection (``RawConnection``, or the security
     session when none is reachable), or a ``NetStream`` given as
@@ -304,6 +361,12 @@ def install_counters(
         return False
     if not callable(reader.get(obj)) or not callable(writer.get(obj)):
         return False
+    inline = inline_raw_counters(obj, counter) if negotiated is None else None
+    if inline is not None:
+        read, write = inline
+        reader.hook(patcher, obj, lambda _read: read)
+        writer.hook(patcher, obj, lambda _write: write)
+        return True
     reader.hook(patcher, obj, lambda read: counting_reader(read, counter, negotiated, touch, key))
     writer.hook(patcher, obj, lambda write: counting_writer(write, counter, negotiated, touch, key))
     return True
