@@ -1,5 +1,6 @@
-"""Counting a raw connection in its own frame: exact counts, py-libp2p's behaviour, no
-extra coroutine frame, and the wrappers wherever the checked bodies are not there.
+"""Counting a raw connection, and watching a security session's writes for failures, in
+py-libp2p's own frames: exact counts and failures, py-libp2p's behaviour, no extra
+coroutine frame, and the wrappers wherever the checked bodies are not there.
 
 A py-libp2p ``RawConnection``'s ``read``/``write`` run on every read and write of every
 connection (py-libp2p's Noise reads the length and the body of each message through
@@ -17,11 +18,14 @@ from typing import Any
 import pytest
 import trio
 from introspector_harness import connect, connections_to, running_hosts
+from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.io.exceptions import ConnectionClosedError, IOException
 from libp2p.network.connection.exceptions import RawConnError
 from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.peer.id import ID
+from libp2p.security.secure_session import SecureSession
 
-from libp2p_introspection.introspector import HostIntrospector, traffic
+from libp2p_introspection.introspector import HostIntrospector, endings, traffic
 from libp2p_introspection.introspector import touchpoints as tp
 from libp2p_introspection.introspector.patching import InstancePatcher
 
@@ -289,3 +293,70 @@ async def test_a_live_connection_counts_exactly_the_bytes_that_crossed_its_socke
             upgrader.upgrade_security = secure
             intro.detach()
             assert "read" not in vars(raw) and "write" not in vars(raw)
+
+
+class Messages:
+    """The Noise reader/writer under a SecureSession, in memory: keeps what is written
+    (or raises ``fail``), recording the frames between each write and :func:`_drive`."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.fail: BaseException | None = None
+        self.depths: list[int] = []
+
+    async def write_msg(self, msg: bytes) -> None:
+        self.depths.append(_depth())
+        await trio.lowlevel.checkpoint()
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append(bytes(msg))
+
+    async def read_msg(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return b""
+
+    async def close(self) -> None:
+        pass
+
+
+class OtherSecureSession(SecureSession):
+    """A session whose write is not the checked body: it is wrapped, and still runs."""
+
+    async def write(self, data: bytes) -> None:
+        await super().write(data + b"!")
+
+
+def _session(conn: Messages, cls: type = SecureSession) -> Any:
+    ours, theirs = create_new_key_pair(), create_new_key_pair()
+    return cls(
+        local_peer=ID.from_pubkey(ours.public_key),
+        local_private_key=ours.private_key,
+        remote_peer=ID.from_pubkey(theirs.public_key),
+        remote_permanent_pubkey=theirs.public_key,
+        is_initiator=True,
+        conn=conn,
+    )
+
+
+@pytest.mark.parametrize("cls", [SecureSession, OtherSecureSession])
+async def test_a_secure_session_write_failure_is_seen_and_raised(cls: type) -> None:
+    # The failure hook on a security session's write sees what py-libp2p raises and
+    # raises it on unchanged; on py-libp2p's own SecureSession it adds no frame.
+    conn = Messages()
+    session = _session(conn, cls)
+    await _drive(lambda: session.write(b"a"))
+    (plain,) = conn.depths
+    seen: list[BaseException] = []
+    patcher = InstancePatcher()
+    endings.hook_failures(patcher, session, seen.append)
+    await _drive(lambda: session.write(b"b"))
+    assert conn.depths[-1] == (plain if cls is SecureSession else plain + 1)
+    failure = ConnectionClosedError("broken pipe")
+    conn.fail = failure
+    with pytest.raises(ConnectionClosedError) as raised:
+        await session.write(b"c")
+    assert raised.value is failure and seen == [failure]
+    suffix = b"" if cls is SecureSession else b"!"
+    assert conn.sent == [b"a" + suffix, b"b" + suffix]
+    patcher.restore_all()
+    assert "write" not in vars(session) and "read" not in vars(session)

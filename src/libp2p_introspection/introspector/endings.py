@@ -327,12 +327,40 @@ def hook_failures(
     ``Exception`` and passes untouched)."""
     for touchpoint in touchpoints:
         name = touchpoint.name
+        inline = _inline_failures(touchpoint, obj, failed)
         touchpoint.hook(
             patcher,
             obj,
-            lambda original, name=name: _failure_wrapper(original, failed, name),
+            (lambda original, name=name: _failure_wrapper(original, failed, name))
+            if inline is None
+            else (lambda _original, inline=inline: inline),
             once=False,
         )
+
+
+def _inline_failures(
+    touchpoint: Touchpoint, obj: Any, failed: ErrorCallback
+) -> Callable[..., Any] | None:
+    """For a security session whose class still has the ``write`` body checked against
+    py-libp2p 0.8.1 (``SecureSession.write``: one ``await self.conn.write_msg(data)``):
+    that body run here, its exceptions seen as :func:`_failure_wrapper` sees them, in
+    one coroutine frame instead of two (it runs on every frame a connection sends).
+    None (wrap instead) for anything else."""
+    if touchpoint is not tp.SECURED_WRITE or not touchpoint.runs_checked_body(obj):
+        return None
+    conn = tp.SESSION_CONN.name
+
+    async def write(data: bytes) -> None:
+        try:
+            await getattr(obj, conn).write_msg(data)
+        except Exception as exc:
+            try:
+                failed(exc)
+            except Exception:
+                _log_failure("write")
+            raise
+
+    return write
 
 
 def _failure_wrapper(

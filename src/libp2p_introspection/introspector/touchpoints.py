@@ -315,8 +315,10 @@ YAMUX_RTT = _tp(Yamux, "rtt", CALL, "latency_ns (yamux ping RTT, seconds)",
                 "latency from the peerstore's EWMA, else 0")
 SECURED_READ = _tp(SecureSession, "read", HOOK, "transport/security failures (TCP reset, MAC)",
                    "a failed connection reads as CLOSED")
+# SecureSession.write is one ``await self.conn.write_msg(data)``: where a session's
+# class still has that body, the failure hook runs it itself (endings.hook_failures).
 SECURED_WRITE = _tp(SecureSession, "write", HOOK, "transport/security failures (broken pipe)",
-                    "a failed connection reads as CLOSED")
+                    "a failed connection reads as CLOSED", body="5313f151195cfd8e")
 # RawConnection's read and write (py-libp2p 0.8.1, network/connection/raw_connection.py)
 # are one call to its stream's read/write and a mapping of IOException and
 # ConnectionResetError to RawConnError; where a connection's class still has those
