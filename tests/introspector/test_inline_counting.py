@@ -22,8 +22,16 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.io.exceptions import ConnectionClosedError, IOException
 from libp2p.network.connection.exceptions import RawConnError
 from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.network.stream.net_stream import NetStream, StreamState
 from libp2p.peer.id import ID
 from libp2p.security.secure_session import SecureSession
+from libp2p.stream_muxer.exceptions import (
+    MuxedStreamClosed,
+    MuxedStreamEOF,
+    MuxedStreamError,
+    MuxedStreamReset,
+)
+from libp2p.transport.quic.exceptions import QUICStreamClosedError, QUICStreamResetError
 
 from libp2p_introspection.introspector import HostIntrospector, endings, traffic
 from libp2p_introspection.introspector import touchpoints as tp
@@ -413,3 +421,121 @@ async def test_a_secure_session_reads_as_py_libp2p_reads_and_its_failures_are_se
     assert type(seen[-1]) is IOException
     patcher.restore_all()
     assert "read" not in vars(session) and "read" not in vars(broken)
+
+
+class Muxed(Transport):
+    """The muxed stream under a NetStream, in memory (a :class:`Transport` with the
+    ``muxed_conn`` NetStream reads at construction)."""
+
+    muxed_conn = None
+
+
+class OtherNetStream(NetStream):
+    """A stream whose write is not the checked body: both methods are wrapped."""
+
+    async def write(self, data: bytes) -> None:
+        await super().write(data)
+
+
+def _net_stream(muxed: Muxed, cls: type = NetStream, protocol: str | None = "/p/1") -> Any:
+    stream = cls(muxed, None, None)
+    stream.protocol_id = protocol
+    stream._state = StreamState.OPEN
+    return stream
+
+
+@pytest.mark.parametrize("make_counter", COUNTERS)
+@pytest.mark.parametrize("cls", [NetStream, OtherNetStream])
+async def test_counting_a_stream_adds_no_coroutine_frame(make_counter: Any, cls: type) -> None:
+    muxed = Muxed([b"abc", b"defg", b"hi"])
+    stream = _net_stream(muxed, cls)
+    await _drive(lambda: stream.read(3))
+    await _drive(lambda: stream.write(b"xy"))
+    plain = list(muxed.depths)
+
+    counter, touched = make_counter(), []
+    assert traffic.install_counters(
+        InstancePatcher(), stream, counter, negotiated=stream, touch=touched.append, key="k"
+    )
+    muxed.depths.clear()
+    assert await _drive(lambda: stream.read(10)) == b"defg"
+    await _drive(lambda: stream.write(b"hello"))
+    extra = 0 if cls is NetStream else 1  # another body: wrapped, one frame more
+    assert muxed.depths == [depth + extra for depth in plain]
+    assert (counter.in_bytes, counter.in_packets, counter.out_bytes, counter.out_packets) == (
+        4, 1, 5, 1,
+    )  # fmt: skip
+    assert touched == ["k", "k"]
+    stream.protocol_id = None  # not negotiated (yet): nothing counted, nothing marked
+    assert await stream.read(2) == b"hi"
+    await stream.write(b"zz")
+    assert (counter.in_bytes, counter.out_bytes, touched) == (4, 5, ["k", "k"])
+
+
+MUXED_FAILURES = [
+    MuxedStreamEOF(), MuxedStreamReset(), MuxedStreamClosed(), MuxedStreamError("x"),
+    QUICStreamClosedError("q"), QUICStreamResetError("q"), ValueError("v"), RuntimeError("r"),
+]  # fmt: skip
+
+
+async def _stream_outcome(stream: Any, call: Any) -> tuple[Any, ...]:
+    kind, cause = await _outcome(call)
+    return kind, cause, stream._state
+
+
+@pytest.mark.parametrize("state", list(StreamState))
+@pytest.mark.parametrize("failure", MUXED_FAILURES, ids=lambda e: type(e).__name__)
+async def test_a_stream_fails_and_changes_state_as_py_libp2p_makes_it(
+    state: StreamState, failure: BaseException
+) -> None:
+    def make() -> Any:
+        muxed = Muxed([failure])
+        muxed.fail_write = failure
+        stream = _net_stream(muxed)
+        stream._state = state
+        return stream
+
+    results = []
+    for counted in (False, True):
+        reader, writer = make(), make()
+        counter = traffic.TrafficCounter()
+        if counted:
+            for stream in (reader, writer):
+                assert traffic.install_counters(
+                    InstancePatcher(), stream, counter, negotiated=stream
+                )
+        results.append(
+            (
+                await _stream_outcome(reader, lambda r=reader: r.read(5)),
+                await _stream_outcome(writer, lambda w=writer: w.write(b"z")),
+                str(await _exception_of(make(), counted)),
+            )
+        )
+        assert (counter.in_packets, counter.out_packets) == (0, 0)
+    assert results[1] == results[0]
+
+
+async def _exception_of(stream: Any, counted: bool) -> BaseException | None:
+    """The message of a write's exception (StreamError's names the failure)."""
+    if counted:
+        traffic.install_counters(
+            InstancePatcher(), stream, traffic.TrafficCounter(), negotiated=stream
+        )
+    try:
+        await stream.write(b"m")
+    except Exception as exc:
+        return exc
+    return None
+
+
+def test_the_checked_stream_bodies_are_the_installed_ones() -> None:
+    assert tp.STREAM_READ.present() == [] and tp.STREAM_WRITE.present() == []
+    stream = _net_stream(Muxed())
+    assert tp.STREAM_READ.runs_checked_body(stream) and tp.STREAM_WRITE.runs_checked_body(stream)
+    assert traffic.inline_stream_counters(stream, traffic.TrafficCounter()) is not None
+    assert (
+        traffic.inline_stream_counters(
+            _net_stream(Muxed(), OtherNetStream), traffic.TrafficCounter()
+        )
+        is None
+    )
