@@ -24,6 +24,7 @@ Checked against py-libp2p 0.8.1.
 from __future__ import annotations
 
 import ast
+import hashlib
 import inspect
 import logging
 import textwrap
@@ -37,7 +38,7 @@ from libp2p.discovery.random_walk.rt_refresh_manager import RTRefreshManager
 from libp2p.host.autonat import AutoNATService, AutoNATStatus
 from libp2p.identity.identify import identify as identify_module
 from libp2p.identity.identify_push import identify_push as identify_push_module
-from libp2p.io.exceptions import IncompleteReadError
+from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError, IOException
 from libp2p.io.trio import TrioTCPStream
 from libp2p.kad_dht import common as kad_common
 from libp2p.kad_dht.kad_dht import KadDHT, KadDhtEvent
@@ -45,6 +46,7 @@ from libp2p.kad_dht.peer_routing import PeerRouting
 from libp2p.kad_dht.provider_store import ProviderStore
 from libp2p.kad_dht.routing_table import KBucket, RoutingTable
 from libp2p.kad_dht.value_store import ValueStore
+from libp2p.network.connection.exceptions import RawConnError
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.connection.swarm_connection import SwarmConn
 from libp2p.network.stream.net_stream import NetStream
@@ -88,6 +90,12 @@ class Touchpoint:
         :data:`WALK` or :data:`CONSTANT`.
     :param use: what the introspector uses it for.
     :param without: what the introspector does when it is missing.
+    :param body: for a :data:`HOOK` whose method body the introspector runs itself
+        (to count inside the method's own frame instead of wrapping it in one more
+        coroutine frame): the :func:`body_digest` of the method it was checked
+        against; ``""`` for every other entry. Where a class's method has another
+        body (another py-libp2p version, a subclass), the introspector wraps it
+        instead (:meth:`runs_checked_body`).
     """
 
     owners: tuple[type | ModuleType, ...]
@@ -95,6 +103,7 @@ class Touchpoint:
     kind: str
     use: str
     without: str
+    body: str = ""
 
     @property
     def owner(self) -> str:
@@ -147,6 +156,33 @@ class Touchpoint:
         patcher.patch(obj, self.name, wrap(original))
         return True
 
+    def runs_checked_body(self, obj: object) -> bool:
+        """Whether ``obj.<name>`` is the very body :attr:`body` was checked against:
+        the method of ``obj``'s class (not replaced on the instance) has that digest.
+        False for an entry without a body, an object without ``__dict__``, a class
+        whose method differs (a subclass, another py-libp2p version); never raises.
+        """
+        if not self.body or obj is None:
+            return False
+        try:
+            if self.name in vars(obj):
+                return False  # replaced on this instance: wrap what is there
+            function = getattr(type(obj), self.name, None)
+            return function is not None and body_digest(function) == self.body
+        except Exception:
+            return False
+
+    def body_names(self, obj: object, names: tuple[str, ...]) -> tuple[Any, ...] | None:
+        """The objects the names ``names`` stand for in the module of ``obj``'s class's
+        method (the exceptions and enums its checked body uses, so that the
+        introspector's run of that body uses the very same ones); None if one is not
+        there. Only for an object :meth:`runs_checked_body` accepts."""
+        try:
+            namespace = getattr(type(obj), self.name).__globals__
+            return tuple(namespace[name] for name in names)
+        except Exception:
+            return None
+
     def missing(self) -> None:
         """Log, once per touchpoint, that py-libp2p no longer has this attribute."""
         if self not in _warned:
@@ -174,6 +210,8 @@ class Touchpoint:
                 found = callable(getattr(owner, self.name, None))
             else:
                 found = hasattr(owner, self.name) or self.name in instance_attributes(owner)
+            if found and self.body:
+                found = body_digest(getattr(owner, self.name)) == self.body
             if not found:
                 lacking.append(owner.__name__)
         return lacking
@@ -183,6 +221,41 @@ class Touchpoint:
 
 
 _warned: set[Touchpoint] = set()
+
+#: function -> its :func:`body_digest` (None: no source), computed once per function.
+_digests: dict[Any, str | None] = {}
+
+
+def body_digest(function: Any) -> str | None:
+    """A short digest (16 hex digits of SHA-256) of a function's source, independent
+    of its formatting, comments and docstring (``ast.unparse`` of its definition);
+    None when the source cannot be read (a builtin, a function made by ``exec``).
+    Cached per function object."""
+    try:
+        return _digests[function]
+    except KeyError:
+        pass
+    except TypeError:  # not hashable
+        return None
+    digest: str | None = None
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+        definition = tree.body[0]
+        if isinstance(definition, ast.FunctionDef | ast.AsyncFunctionDef):
+            body = definition.body
+            if (
+                len(body) > 1
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                definition.body = body[1:]
+            text = ast.unparse(definition).encode()
+            digest = hashlib.sha256(text).hexdigest()[:16]
+    except Exception:  # no source, or not a function's: never the checked body
+        digest = None
+    _digests[function] = digest
+    return digest
 
 
 def instance_attributes(cls: type) -> set[str]:
@@ -207,8 +280,11 @@ def instance_attributes(cls: type) -> set[str]:
     return names
 
 
-def _tp(owners: Any, name: str, kind: str, use: str, without: str) -> Touchpoint:
-    return Touchpoint(owners if isinstance(owners, tuple) else (owners,), name, kind, use, without)
+def _tp(
+    owners: Any, name: str, kind: str, use: str, without: str, body: str = ""
+) -> Touchpoint:
+    owners = owners if isinstance(owners, tuple) else (owners,)
+    return Touchpoint(owners, name, kind, use, without, body)
 
 
 _MUXERS = (Yamux, Mplex)
@@ -248,12 +324,34 @@ MUXER_SECURED_CONN = _tp(_MUXERS, "secured_conn", READ,
                          "no traffic counted, transport/security failures read as a clean end")
 YAMUX_RTT = _tp(Yamux, "rtt", CALL, "latency_ns (yamux ping RTT, seconds)",
                 "latency from the peerstore's EWMA, else 0")
+# SecureSession.read (its buffer of a message's rest, read_msg when it is empty) and
+# write (one ``await self.conn.write_msg(data)``): where a session's class still has
+# these bodies, the failure hook runs them itself (endings.hook_failures), one frame.
 SECURED_READ = _tp(SecureSession, "read", HOOK, "transport/security failures (TCP reset, MAC)",
-                   "a failed connection reads as CLOSED")
+                   "a failed connection reads as CLOSED", body="bbe3e4a44554709b")
+SESSION_DRAIN = _tp(SecureSession, "_drain", CALL,
+                    "up to n buffered bytes of the last message, in SecureSession.read's body",
+                    "the failure hook wraps SecureSession.read instead of running its body")
+NOISE_READ_MSG = _tp(NoiseTransportReadWriter, "read_msg", CALL,
+                     "the next decrypted message, in SecureSession.read's body",
+                     "the failure hook wraps SecureSession.read instead of running its body")
+SESSION_FILL = _tp(SecureSession, "_fill", CALL,
+                   "keeps a message's unread rest, in SecureSession.read's body",
+                   "the failure hook wraps SecureSession.read instead of running its body")
 SECURED_WRITE = _tp(SecureSession, "write", HOOK, "transport/security failures (broken pipe)",
-                    "a failed connection reads as CLOSED")
-RAW_READ = _tp(RawConnection, "read", HOOK, "connection bytes in", "connection traffic is 0")
-RAW_WRITE = _tp(RawConnection, "write", HOOK, "connection bytes out", "connection traffic is 0")
+                    "a failed connection reads as CLOSED", body="5313f151195cfd8e")
+# RawConnection's read and write (py-libp2p 0.8.1, network/connection/raw_connection.py)
+# are one call to its stream's read/write and a mapping of IOException and
+# ConnectionResetError to RawConnError; where a connection's class still has those
+# bodies, the introspector runs them itself and counts in the same frame (one
+# coroutine frame per read and write of every connection, not two). RAW_ERRORS are
+# the exceptions they name.
+RAW_READ = _tp(RawConnection, "read", HOOK, "connection bytes in", "connection traffic is 0",
+               body="bef198e59a121687")
+RAW_WRITE = _tp(RawConnection, "write", HOOK, "connection bytes out", "connection traffic is 0",
+                body="e3f40e27c516e188")
+#: RawConnection.read/write's exceptions: passed through, mapped, raised instead.
+RAW_ERRORS = (ConnectionClosedError, (IOException, ConnectionResetError), RawConnError)
 
 # The vars() walk from a security session to its transport connection and
 # socket: the route py-libp2p 0.8.1 takes with Noise over TCP.
@@ -282,9 +380,17 @@ NETSTREAM_STATE = _tp(NetStream, "_state", READ,
                       "such a stream ends CLOSED, not 'stream error'")
 STREAM_SET_PROTOCOL = _tp(NetStream, "set_protocol", HOOK, "StreamOpened when negotiated",
                           "StreamOpened only for streams negotiated before they were seen")
+# NetStream.read/write (py-libp2p 0.8.1, network/stream/net_stream.py): a state check
+# under its lock, one call to the muxed stream's read/write, and errors mapped to the
+# stream's state; where a stream's class still has these bodies, the introspector runs
+# them itself and counts in the same frame (traffic.inline_stream_counters).
 STREAM_READ = _tp(NetStream, "read", HOOK, "stream payload in; the DHT's request reader",
-                  "stream traffic is 0; inbound DHT requests unnamed")
-STREAM_WRITE = _tp(NetStream, "write", HOOK, "stream payload out", "stream traffic is 0")
+                  "stream traffic is 0; inbound DHT requests unnamed", body="7c9b6306f7ce0723")
+STREAM_WRITE = _tp(NetStream, "write", HOOK, "stream payload out", "stream traffic is 0",
+                   body="a7083c638de0d25e")
+NETSTREAM_STATE_LOCK = _tp(NetStream, "_state_lock", READ,
+                           "the lock NetStream.read/write's bodies take to check the state",
+                           "stream reads and writes are counted by a wrapper around them")
 STREAM_METRIC_CHANNEL = _tp(NetStream, "metric_send_channel", SWAP,
                             "KadDHT reports each handled request on it (inbound SUCCESS)",
                             "inbound DHT requests count as ERROR")
