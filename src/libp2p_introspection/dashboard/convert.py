@@ -179,6 +179,11 @@ class SnapshotConverter:
         self._topic_rates.reset()
         self._connections.clear()
 
+    @property
+    def kept_connections(self) -> int:
+        """How many connections' conversions are kept (those of the last snapshot)."""
+        return len(self._connections)
+
     def convert(self, state: pb.State) -> JSON:
         """The snapshot's compact JSON form (:meth:`convert_text`'s first result)."""
         return self.convert_text(state)[0]
