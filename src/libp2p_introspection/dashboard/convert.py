@@ -1,14 +1,15 @@
 """Protobuf to the compact JSON the dashboard's page reads: whole snapshots.
 
 Each snapshot is converted **once**, when it enters the store; every browser
-gets the same text. And each is converted **incrementally**: what a connection
-and its streams were converted to (their JSON forms and text) is kept from one
-snapshot to the next and reused where the data it was made from did not change
+gets the same text. And **incrementally**: what a connection and its streams
+were converted to (their JSON forms and text) is kept from one snapshot to the
+next and reused where the data it was made from did not change
 (:class:`.convert_swarm.ConnectionCache`), so that the snapshot's text is built
-from kept pieces, not encoded again whole. The parts are converted by :mod:`.convert_swarm` (traffic,
-connections, streams, the DHT), :mod:`.convert_ext` (the §3.1 extensions) and,
-for a node's runtime and events, :mod:`.convert_events`; here they are put
-together, with the connections that vanished carried on, and held to a budget.
+from kept pieces, not encoded again whole. The parts are converted by
+:mod:`.convert_swarm` (traffic, connections, streams, the DHT),
+:mod:`.convert_ext` (the §3.1 extensions) and, for a node's runtime and events,
+:mod:`.convert_events`; here they are put together, with the connections that
+vanished carried on, and held to a budget.
 Shapes (timestamps ms since the Unix epoch, byte counts in bytes, rates in bytes
 per second):
 
@@ -39,7 +40,8 @@ for an id) ends it. A snapshot whose JSON text would take more than the
 converter's budget (:data:`DEFAULT_MAX_SNAPSHOT_BYTES`, carried connections
 included) is not converted at all: :meth:`SnapshotConverter.convert` raises
 :class:`SnapshotTooLarge` before joining its text (its size is the exact sum of
-its connections' texts and the rest), and the caller skips it with a notice. The §3.1 extensions' text counts against the budget too. So one
+its connections' texts and the rest), and the caller skips it with a notice.
+The §3.1 extensions' text counts against the budget too. So one
 string cannot cost more than its cap, however long it was on the wire, and no
 page is sent a snapshot larger than the budget.
 """

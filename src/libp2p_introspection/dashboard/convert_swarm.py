@@ -79,55 +79,32 @@ def _queries(gauge: pb.DHT.QueryGauge) -> JSON:
 
 def stream_to_json(stream: pb.Stream) -> JSON:
     """One ``Stream`` (shape ``STREAM`` in the module doc), its strings capped."""
-    return _stream_piece(stream, None)[0]
+    return _stream_piece(stream)[0]
 
 
-#: What a stream's JSON takes from its fields that do not move: ``(id, raw, head,
-#: mid, tail, shown_id, proto, role)``: the raw id, the fields it was made from
-#: ``(protocol, role, open_ts, latency_ns)``, the pieces of its text around the
-#: moving fields, and its id, protocol and role as shown. A tuple of strings, bytes
-#: and ints only, so that the garbage collector stops tracking it (kept for every
-#: stream, it costs its full collections nothing).
-_StreamStatic = tuple[bytes, tuple[str, int, int, int], str, str, str, str, str, str]
-
-
-def _stream_static(stream_id: bytes, raw: tuple[str, int, int, int]) -> _StreamStatic:
-    protocol, role_number, opened, lat = raw
-    shown_id = capped_id(stream_id)
-    proto = capped(protocol, MAX_TEXT)
-    role = _ROLE.get(role_number, str(role_number))
-    head = f'{{"id":{_enc(shown_id)},"proto":{_enc(proto)},"role":{_enc(role)},"status":'
-    return (stream_id, raw, head, f',"open":{opened},"close":', f',"lat":{lat},"in":',
-            shown_id, proto, role)  # fmt: skip
-
-
-def _stream_piece(
-    stream: pb.Stream, static: _StreamStatic | None
-) -> tuple[JSON, str, _StreamStatic]:
-    """The stream's JSON form, its text (``dumps`` of it, built directly) and static
-    part, with ``static`` (the same stream's static part in the previous snapshot, if
-    any) reused if it was made from the same fields."""
+def _stream_piece(stream: pb.Stream) -> tuple[JSON, str]:
+    """The stream's JSON form and its text (``dumps`` of it, built directly)."""
+    stream_id = capped_id(stream.id)
+    proto = capped(stream.protocol, MAX_TEXT)
+    role = _ROLE.get(stream.role, str(stream.role))
+    status = _STATUS.get(stream.status, str(stream.status))
     timeline = stream.timeline
-    stream_id = stream.id
-    raw = (stream.protocol, stream.role, timeline.open_ts, stream.latency_ns)
-    if static is None or static[1] != raw or static[0] != stream_id:
-        static = _stream_static(stream_id, raw)
-    status_number = stream.status
-    status = _STATUS.get(status_number, str(status_number))
-    closed = timeline.close_ts
+    opened, closed, lat = timeline.open_ts, timeline.close_ts, stream.latency_ns
     traffic = stream.traffic
     t_in, t_out = traffic.traffic_in, traffic.traffic_out
     got, sent = t_in.cum_bytes, t_out.cum_bytes
     pkts_in, pkts_out = t_in.cum_packets, t_out.cum_packets
     bw_in, bw_out = t_in.inst_bw, t_out.inst_bw
-    data = {"id": static[5], "proto": static[6], "role": static[7], "status": status,
-            "open": raw[2], "close": closed, "lat": raw[3], "in": got, "out": sent,
-            "inPkts": pkts_in, "outPkts": pkts_out, "bwIn": bw_in, "bwOut": bw_out}  # fmt: skip
+    data = {"id": stream_id, "proto": proto, "role": role, "status": status, "open": opened,
+            "close": closed, "lat": lat, "in": got, "out": sent, "inPkts": pkts_in,
+            "outPkts": pkts_out, "bwIn": bw_in, "bwOut": bw_out}  # fmt: skip
     text = (
-        f'{static[2]}{_enc(status)}{static[3]}{closed}{static[4]}{got},"out":{sent},'
-        f'"inPkts":{pkts_in},"outPkts":{pkts_out},"bwIn":{bw_in},"bwOut":{bw_out}}}'
+        f'{{"id":{_enc(stream_id)},"proto":{_enc(proto)},"role":{_enc(role)},'
+        f'"status":{_enc(status)},"open":{opened},"close":{closed},"lat":{lat},'
+        f'"in":{got},"out":{sent},"inPkts":{pkts_in},"outPkts":{pkts_out},'
+        f'"bwIn":{bw_in},"bwOut":{bw_out}}}'
     )
-    return data, text, static
+    return data, text
 
 
 def connection_to_json(conn: pb.Connection) -> JSON:
@@ -184,30 +161,28 @@ class _Static:
 
 
 class ConvertedConnection:
-    """One connection as converted: its JSON form and text, and what they were made from
-    (its streams' parts in tuples, which the garbage collector stops tracking)."""
+    """One connection as converted: its JSON form and text, and what they were made from."""
 
-    __slots__ = ("data", "moving", "static", "stream_keys", "stream_statics", "stream_texts",
-                 "text")  # fmt: skip
+    __slots__ = ("data", "moving", "static", "stream_at", "stream_keys", "text")
 
     def __init__(
         self,
         static: _Static,
         moving: tuple[Any, ...],
         stream_keys: tuple[bytes, ...],
-        stream_texts: tuple[str, ...],
-        stream_statics: tuple[_StreamStatic, ...],
+        stream_at: tuple[int, ...],
         data: JSON,
         text: str,
     ) -> None:
         self.static = static
         #: Status, close_ts, latency_ns and the six traffic numbers.
         self.moving = moving
-        #: Each stream's serialized bytes, text and static part, in order (its JSON
-        #: form is ``data["streams"]``).
+        #: Each stream's serialized bytes, in order, and where its text starts in
+        #: ``text`` (then where the next would: its text ends one before, at the comma).
+        #: Tuples of atoms, which the garbage collector stops tracking; the streams'
+        #: JSON forms are ``data["streams"]``.
         self.stream_keys = stream_keys
-        self.stream_texts = stream_texts
-        self.stream_statics = stream_statics
+        self.stream_at = stream_at
         #: The CONNECTION form (shared: never modified) and its text.
         self.data = data
         self.text = text
@@ -249,45 +224,39 @@ def _convert_connection(
     messages = conn.streams.streams
     stream_keys = tuple([s.SerializeToString() for s in messages])
     old_datas: list[JSON] = []
-    old_texts: tuple[str, ...] = ()
-    old_statics: tuple[_StreamStatic, ...] = ()
+    old_text, old_at = "", ()
     at: dict[bytes, int] = {}
     if old is not None:
         if static is old.static and moving == old.moving and stream_keys == old.stream_keys:
             return old
-        old_datas, old_texts = old.data["streams"], old.stream_texts
-        old_statics = old.stream_statics
+        old_datas, old_text, old_at = old.data["streams"], old.text, old.stream_at
         at = {k: n for n, k in enumerate(old.stream_keys)}
     datas: list[JSON] = []
     texts: list[str] = []
-    statics: list[_StreamStatic] = []
-    by_id: dict[bytes, _StreamStatic] | None = None
     for stream_key, message in zip(stream_keys, messages, strict=True):
         n = at.get(stream_key)
         if n is not None:
             datas.append(old_datas[n])
-            texts.append(old_texts[n])
-            statics.append(old_statics[n])
+            texts.append(old_text[old_at[n] : old_at[n + 1] - 1])
             continue
-        if by_id is None:  # the old streams' static parts by id, once a stream changed
-            by_id = {st[0]: st for st in old_statics}
-        stream_data, stream_text, stream_static = _stream_piece(message, by_id.get(message.id))
+        stream_data, stream_text = _stream_piece(message)
         datas.append(stream_data)
         texts.append(stream_text)
-        statics.append(stream_static)
     status = _STATUS.get(moving[0], str(moving[0]))
     data = static.template.copy()
     data.update(status=status, close=moving[1], lat=moving[2], streams=datas)
     (data["in"], data["out"], data["inPkts"], data["outPkts"],
      data["bwIn"], data["bwOut"]) = moving[3:]  # fmt: skip
-    text = (
+    head = (
         f'{static.head}{_enc(status)}{static.mid}{moving[1]},"lat":{moving[2]}{static.tail}'
         f'{moving[3]},"out":{moving[4]},"inPkts":{moving[5]},"outPkts":{moving[6]},'
-        f'"bwIn":{moving[7]},"bwOut":{moving[8]},"streams":[{",".join(texts)}]}}'
+        f'"bwIn":{moving[7]},"bwOut":{moving[8]},"streams":['
     )
-    return ConvertedConnection(
-        static, moving, stream_keys, tuple(texts), tuple(statics), data, text
-    )
+    stream_at = [len(head)]
+    for stream_text in texts:
+        stream_at.append(stream_at[-1] + len(stream_text) + 1)
+    text = f"{head}{','.join(texts)}]}}"
+    return ConvertedConnection(static, moving, stream_keys, tuple(stream_at), data, text)
 
 
 class ConnectionCache:
