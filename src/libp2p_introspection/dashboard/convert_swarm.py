@@ -84,10 +84,17 @@ def stream_to_json(stream: pb.Stream) -> JSON:
 
 def _stream_piece(stream: pb.Stream) -> tuple[JSON, str]:
     """The stream's JSON form and its text (``dumps`` of it, built directly)."""
-    stream_id = capped_id(stream.id)
-    proto = capped(stream.protocol, MAX_TEXT)
-    role = _ROLE.get(stream.role, str(stream.role))
-    status = _STATUS.get(stream.status, str(stream.status))
+    raw_id, proto, role_number, status_number = (
+        stream.id,
+        stream.protocol,
+        stream.role,
+        stream.status,
+    )
+    stream_id = raw_id.hex() if len(raw_id) <= MAX_ID_BYTES else capped_id(raw_id)
+    if len(proto) > MAX_TEXT:
+        proto = capped(proto, MAX_TEXT)
+    role = _ROLE.get(role_number) or str(role_number)  # (the names are never empty)
+    status = _STATUS.get(status_number) or str(status_number)
     timeline = stream.timeline
     opened, closed, lat = timeline.open_ts, timeline.close_ts, stream.latency_ns
     traffic = stream.traffic
@@ -242,7 +249,7 @@ def _convert_connection(
         stream_data, stream_text = _stream_piece(message)
         datas.append(stream_data)
         texts.append(stream_text)
-    status = _STATUS.get(moving[0], str(moving[0]))
+    status = _STATUS.get(moving[0]) or str(moving[0])
     data = static.template.copy()
     data.update(status=status, close=moving[1], lat=moving[2], streams=datas)
     (data["in"], data["out"], data["inPkts"], data["outPkts"],
