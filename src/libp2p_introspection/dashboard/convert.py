@@ -1,10 +1,15 @@
 """Protobuf to the compact JSON the dashboard's page reads: whole snapshots.
 
 Each snapshot is converted **once**, when it enters the store; every browser
-gets the same text. The parts are converted by :mod:`.convert_swarm` (traffic,
-connections, streams, the DHT), :mod:`.convert_ext` (the §3.1 extensions) and,
-for a node's runtime and events, :mod:`.convert_events`; here they are put
-together, with the connections that vanished carried on, and held to a budget.
+gets the same text. And **incrementally**: what a connection and its streams
+were converted to (their JSON forms and text) is kept from one snapshot to the
+next and reused where the data it was made from did not change
+(:class:`.convert_swarm.ConnectionCache`), so that the snapshot's text is built
+from kept pieces, not encoded again whole. The parts are converted by
+:mod:`.convert_swarm` (traffic, connections, streams, the DHT),
+:mod:`.convert_ext` (the §3.1 extensions) and, for a node's runtime and events,
+:mod:`.convert_events`; here they are put together, with the connections that
+vanished carried on, and held to a budget.
 Shapes (timestamps ms since the Unix epoch, byte counts in bytes, rates in bytes
 per second):
 
@@ -34,8 +39,9 @@ A longer value is cut, and the cut is shown: ``…(+N chars)`` (``…(+N bytes)`
 for an id) ends it. A snapshot whose JSON text would take more than the
 converter's budget (:data:`DEFAULT_MAX_SNAPSHOT_BYTES`, carried connections
 included) is not converted at all: :meth:`SnapshotConverter.convert` raises
-:class:`SnapshotTooLarge` before building its text, and the caller skips it
-with a notice. The §3.1 extensions' text counts against the budget too. So one
+:class:`SnapshotTooLarge` before joining its text (its size is the exact sum of
+its connections' texts and the rest), and the caller skips it with a notice.
+The §3.1 extensions' text counts against the budget too. So one
 string cannot cost more than its cap, however long it was on the wire, and no
 page is sent a snapshot larger than the budget.
 """
@@ -47,9 +53,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libp2p_introspection.dashboard import convert_ext as ext
-from libp2p_introspection.dashboard.caps import dumps, json_size
+from libp2p_introspection.dashboard.caps import dumps
 from libp2p_introspection.dashboard.convert_ext import traffic_fields as _traffic
-from libp2p_introspection.dashboard.convert_swarm import connection_sized, dht_sized, widest
+from libp2p_introspection.dashboard.convert_swarm import ConnectionCache, dht_to_json
 from libp2p_introspection.dashboard.errors import DashboardError
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS
@@ -76,13 +82,6 @@ class SnapshotTooLarge(DashboardError, ValueError):
     (the message says how large, and what it held)."""
 
 
-#: The most characters a snapshot's text takes besides its connections, DHT and
-#: extensions (measured on the widest values).
-_STATE_FIXED = len(dumps({"ts": 2**64 - 1, "start": 2**64 - 1, "dur": 2**32 - 1,
-                          "traffic": _traffic(widest(pb.Traffic()), {}),
-                          "conns": [], "dht": None}))  # fmt: skip
-
-
 def summarize(snapshot: JSON) -> JSON:
     """One chart point from a converted snapshot (shape ``Summary`` in the module doc)."""
     conns = snapshot["conns"]
@@ -104,29 +103,6 @@ def summarize(snapshot: JSON) -> JSON:
     }
 
 
-def _text_size(
-    state: pb.State, conns: list[JSON], carried: list[JSON], dht: JSON | None, stop: int
-) -> int:
-    """How many characters :func:`dumps` of the converted snapshot takes, counted a
-    connection and a stream at a time (never the whole text at once); the count so
-    far, over ``stop``, as soon as it passes ``stop``."""
-    head = {"ts": 0, "start": state.start_ts, "dur": state.snapshot_duration_ms,
-            "traffic": _traffic(state.traffic, {}), "conns": [], "dht": None}  # fmt: skip
-    size = len(dumps(head)) - 1 + len(str(state.instant_ts)) - len("null")
-    size += len(dumps(dht)) if dht is not None else len("null")
-    size += max(len(conns) + len(carried) - 1, 0)  # the commas between connections
-    for conn in itertools.chain(conns, carried):
-        streams = conn["streams"]
-        size += len(dumps({**conn, "streams": []})) + max(len(streams) - 1, 0)
-        for stream in streams:
-            size += len(dumps(stream))
-            if size > stop:
-                return size
-        if size > stop:
-            return size
-    return size
-
-
 @dataclass(slots=True)
 class _Carried:
     """A connection carried on after it vanished (see :class:`SnapshotConverter`)."""
@@ -134,7 +110,7 @@ class _Carried:
     data: JSON  # its CONNECTION form as last carried (status CLOSED, gone)
     closed_at: int  # when it closed, ms, never after it was last seen
     last_seen: int  # number of the last converted snapshot that held it
-    size: int  # at most how many characters its text takes, comma included
+    text: str  # dumps(data)
 
 
 @dataclass
@@ -170,19 +146,21 @@ class SnapshotConverter:
     And bounded by size: every string is capped (module doc), and a snapshot
     whose JSON text, carried connections included, would take more than
     ``max_snapshot_bytes`` characters raises :class:`SnapshotTooLarge` (the
-    size is reckoned from the capped strings' escaped lengths and the widest
-    numbers, before any text is built: an upper bound, within a few percent
-    for honest data, measured: 24.4 MB of text, reckoned 25.7 MB for 10,000
-    connections of 10 streams).
+    exact size, counted from each connection's text before the whole is
+    joined).
+
+    And incremental (module doc): it keeps the previous snapshot's connections
+    as converted, no more (a connection that is not in a snapshot is dropped
+    from them; :meth:`reset` drops them all), and a connection's JSON form that
+    did not change is the same dict in both snapshots.
     """
 
     closed_ttl_ms: int = DEFAULT_CLOSED_TTL_MS
     closed_ttl_snapshots: int = DEFAULT_CLOSED_TTL_SNAPSHOTS
     max_connections: int = DEFAULT_LIMITS.max_connections
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
-    #: The server's own connections in the previous snapshot, by id, with their
-    #: text's size without streams (see :func:`.convert_swarm.connection_sized`).
-    _previous: dict[str, tuple[JSON, int]] = field(default_factory=dict)
+    #: The server's own connections in the previous snapshot, by (capped hex) id.
+    _previous: dict[str, JSON] = field(default_factory=dict)
     #: ``instant_ts`` of the previous snapshot, ms.
     _previous_ts: int = 0
     #: Carried connections by id, the one that vanished longest ago first.
@@ -191,17 +169,35 @@ class SnapshotConverter:
     _count: int = 0
     #: Pubsub topics' message counts of the previous snapshot, for their rates.
     _topic_rates: ext.TopicRates = field(default_factory=ext.TopicRates)
+    #: The previous snapshot's connections as converted (what the next one reuses).
+    _connections: ConnectionCache = field(default_factory=ConnectionCache)
 
     def reset(self) -> None:
-        """Forget carried connections (a new source)."""
+        """Forget carried connections and every kept conversion (a new source)."""
         self._previous = {}
         self._previous_ts = 0
         self._carried = {}
         self._count = 0
         self._topic_rates.reset()
+        self._connections.clear()
+
+    @property
+    def kept_connections(self) -> int:
+        """How many connections' conversions are kept (those of the last snapshot)."""
+        return len(self._connections)
 
     def convert(self, state: pb.State) -> JSON:
-        """The snapshot's compact JSON form (a new dict; the caller owns it).
+        """The snapshot's compact JSON form (:meth:`convert_text`'s first result)."""
+        return self.convert_text(state)[0]
+
+    def convert_text(self, state: pb.State) -> tuple[JSON, str]:
+        """The snapshot's compact JSON form and its text (what :func:`.caps.dumps`
+        makes of it, built from the connections' kept texts).
+
+        The form is a new dict, but its connections' dicts (and what they hold) are
+        shared with the next snapshots' conversions while they do not change: the
+        caller must not modify them (a dict that is the same object in two
+        snapshots is the same connection, unchanged).
 
         Raises :class:`SnapshotTooLarge` when its text would take more than
         ``max_snapshot_bytes`` characters; the converter is then as it was
@@ -209,22 +205,22 @@ class SnapshotConverter:
         """
         ts = state.instant_ts
         count = self._count + 1
-        converted = [connection_sized(c) for c in state.subsystems.connections]
-        conns = [data for data, _, _ in converted]
-        size = _STATE_FIXED + sum(own + streams for _, own, streams in converted)
-        present = {data["id"]: (data, own) for data, own, _ in converted}
+        converted, by_id = self._connections.convert(state.subsystems.connections)
+        conns = [c.data for c in converted]
+        texts = [c.text for c in converted]
+        present = {data["id"]: data for data in conns}
         carried = dict(self._carried)  # changed on a copy: kept only if the snapshot is
         for conn_id in present.keys() & carried.keys():  # back again (an id is never reused)
             del carried[conn_id]
         seen_at = self._previous_ts
-        for conn_id, (old, own) in self._previous.items():
+        for conn_id, old in self._previous.items():
             if conn_id in present:
                 continue
             closed_at = old["close"] if 0 < old["close"] <= seen_at else seen_at
             data = dict(old)
             data.update(status="CLOSED", gone=True, close=closed_at, bwIn=0, bwOut=0, streams=[])
             carried.pop(conn_id, None)
-            carried[conn_id] = _Carried(data, closed_at, count - 1, own)
+            carried[conn_id] = _Carried(data, closed_at, count - 1, dumps(data))
         oldest_count = count - self.closed_ttl_snapshots
         oldest_close = ts - self.closed_ttl_ms
         for conn_id in [
@@ -236,23 +232,21 @@ class SnapshotConverter:
         excess = len(carried) - max(self.max_connections - len(conns), 0)
         for conn_id in list(itertools.islice(carried, max(excess, 0))):  # longest gone first
             del carried[conn_id]
-        size += sum(c.size for c in carried.values())
+        texts.extend(c.text for c in carried.values())
         extensions = {
             "node": ext.node_to_json(state),
             "protocols": ext.protocols_to_json(state),
             "pubsub": ext.pubsub_to_json(state.subsystems, ts, self._topic_rates),
             "resources": ext.resources_to_json(state.subsystems),
         }
-        # Their entries in the snapshot's object: the text without braces, and a comma.
-        size += json_size(extensions, self.max_snapshot_bytes) - 1
-        dht = None
-        if state.subsystems.HasField("dht"):
-            dht, dht_size = dht_sized(state.subsystems.dht)
-            size += dht_size
-        if size > self.max_snapshot_bytes:  # the reckoning is an upper bound: count exactly
-            carried_data = [c.data for c in carried.values()]
-            size = _text_size(state, conns, carried_data, dht, self.max_snapshot_bytes)
-            size += json_size(extensions, self.max_snapshot_bytes) - 1
+        dht = dht_to_json(state.subsystems.dht) if state.subsystems.HasField("dht") else None
+        traffic = _traffic(state.traffic, {})
+        head = (
+            f'{{"ts":{ts},"start":{state.start_ts},"dur":{state.snapshot_duration_ms},'
+            f'"traffic":{dumps(traffic)},"conns":['
+        )
+        tail = f'],"dht":{dumps(dht)},{dumps(extensions)[1:]}'
+        size = len(head) + sum(map(len, texts)) + max(len(texts) - 1, 0) + len(tail)
         if size > self.max_snapshot_bytes:
             raise SnapshotTooLarge(
                 f"a snapshot of {len(conns)} connections "
@@ -260,18 +254,20 @@ class SnapshotConverter:
                 f"closed ones carried would take more than {self.max_snapshot_bytes:,} "
                 "characters of JSON, the most one snapshot may take"
             )
-        conns.extend(dict(c.data) for c in carried.values())
+        conns.extend(c.data for c in carried.values())
         self._carried = carried
         self._count = count
         self._previous = present
         self._previous_ts = ts
         self._topic_rates.commit()
-        return {
+        self._connections.keep(by_id)
+        data = {
             "ts": ts,
             "start": state.start_ts,
             "dur": state.snapshot_duration_ms,
-            "traffic": _traffic(state.traffic, {}),
+            "traffic": traffic,
             "conns": conns,
             "dht": dht,
             **extensions,
         }
+        return data, "".join((head, ",".join(texts), tail))

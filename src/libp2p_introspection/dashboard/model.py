@@ -142,14 +142,15 @@ class DashboardModel:
 
     def feed_state(self, state: pb.State) -> None:
         try:
-            data = self.converter.convert(state)
+            data, text = self.converter.convert_text(state)
         except SnapshotTooLarge as exc:  # skipped, and said on the page (status overLimit)
             if self.feed is not None:
                 self.feed.note_skipped(str(exc))
             else:
                 log.warning("skipped a snapshot: %s", exc)
             return
-        stored = self.store.add_snapshot(data, server_message("state", state.SerializeToString()))
+        raw = server_message("state", state.SerializeToString())
+        stored = self.store.add_snapshot(data, raw, text)
         self._broadcast(
             f'{{"t":"snapshot","oldest":{self.store.oldest_ts},'
             f'"summary":{stored.summary_text},"data":{page_text(data)}}}'

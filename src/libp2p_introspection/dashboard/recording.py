@@ -148,12 +148,12 @@ def load_recording(
                     store.set_runtime(runtime_to_json(message.runtime), record.data)
                 elif kind == "state":
                     try:
-                        data = converter.convert(message.state)
+                        data, text = converter.convert_text(message.state)
                     except SnapshotTooLarge as exc:
                         too_large += 1
                         too_large_reason = too_large_reason or f"record {reader.records}: {exc}"
                         continue
-                    store.add_snapshot(data, record.data)
+                    store.add_snapshot(data, record.data, text)
                     states += 1
                 elif kind == "event":
                     event = message.event

@@ -205,8 +205,10 @@ class Store:
             self.event_types_raw[name] = raw
             self._event_types_raw_bytes += len(raw)
 
-    def add_snapshot(self, data: JSON, raw: bytes = b"") -> StoredSnapshot:
-        """Store a converted snapshot (``raw``: its ``ServerMessage`` bytes); returns the
+    def add_snapshot(self, data: JSON, raw: bytes = b"", text: str | None = None) -> StoredSnapshot:
+        """Store a converted snapshot (``raw``: its ``ServerMessage`` bytes; ``text``: its
+        JSON text, ``dumps(data)``, if the caller has it:
+        :meth:`.convert.SnapshotConverter.convert_text` builds it for less); returns the
         stored form.
 
         Its ``ts`` becomes the store's time. A snapshot with the ``ts`` of a
@@ -214,8 +216,9 @@ class Store:
         (never expected from a server, §4.1, but harmless). Prunes afterwards.
         """
         summary = summarize(data)
-        stored = StoredSnapshot(data["ts"], dumps(data), summary, dumps(summary), raw,
-                                self._next_seq)  # fmt: skip
+        if text is None:
+            text = dumps(data)
+        stored = StoredSnapshot(data["ts"], text, summary, dumps(summary), raw, self._next_seq)
         index = bisect.bisect_left(self._ts, stored.ts)
         if index < len(self._ts) and self._ts[index] == stored.ts:
             self._bytes -= self._snapshots[index].size
