@@ -172,17 +172,6 @@ class Touchpoint:
         except Exception:
             return False
 
-    def body_names(self, obj: object, names: tuple[str, ...]) -> tuple[Any, ...] | None:
-        """The objects the names ``names`` stand for in the module of ``obj``'s class's
-        method (the exceptions and enums its checked body uses, so that the
-        introspector's run of that body uses the very same ones); None if one is not
-        there. Only for an object :meth:`runs_checked_body` accepts."""
-        try:
-            namespace = getattr(type(obj), self.name).__globals__
-            return tuple(namespace[name] for name in names)
-        except Exception:
-            return None
-
     def missing(self) -> None:
         """Log, once per touchpoint, that py-libp2p no longer has this attribute."""
         if self not in _warned:
@@ -380,17 +369,9 @@ NETSTREAM_STATE = _tp(NetStream, "_state", READ,
                       "such a stream ends CLOSED, not 'stream error'")
 STREAM_SET_PROTOCOL = _tp(NetStream, "set_protocol", HOOK, "StreamOpened when negotiated",
                           "StreamOpened only for streams negotiated before they were seen")
-# NetStream.read/write (py-libp2p 0.8.1, network/stream/net_stream.py): a state check
-# under its lock, one call to the muxed stream's read/write, and errors mapped to the
-# stream's state; where a stream's class still has these bodies, the introspector runs
-# them itself and counts in the same frame (traffic.inline_stream_counters).
 STREAM_READ = _tp(NetStream, "read", HOOK, "stream payload in; the DHT's request reader",
-                  "stream traffic is 0; inbound DHT requests unnamed", body="7c9b6306f7ce0723")
-STREAM_WRITE = _tp(NetStream, "write", HOOK, "stream payload out", "stream traffic is 0",
-                   body="a7083c638de0d25e")
-NETSTREAM_STATE_LOCK = _tp(NetStream, "_state_lock", READ,
-                           "the lock NetStream.read/write's bodies take to check the state",
-                           "stream reads and writes are counted by a wrapper around them")
+                  "stream traffic is 0; inbound DHT requests unnamed")
+STREAM_WRITE = _tp(NetStream, "write", HOOK, "stream payload out", "stream traffic is 0")
 STREAM_METRIC_CHANNEL = _tp(NetStream, "metric_send_channel", SWAP,
                             "KadDHT reports each handled request on it (inbound SUCCESS)",
                             "inbound DHT requests count as ERROR")

@@ -13,12 +13,11 @@ affected). Without it (or with ``LIBP2P_INTROSPECTION_PURE_PYTHON=1``) the
 counts are Python ints in ``__slots__``, and counting refuses a count beyond
 2**63 - 1 alike (the same snapshots either way).
 
-A py-libp2p ``RawConnection`` or ``NetStream`` whose class still has the
-``read``/``write`` bodies the introspector was checked against
-(:data:`touchpoints.RAW_READ`'s ``body``, ...) is not wrapped: its ``read``/``write``
-are replaced by the same bodies with the count added (:func:`inline_raw_counters`,
-:func:`inline_stream_counters`), so counting adds no coroutine frame to every read
-and write of a connection or a stream. Any other class (another py-libp2p version, a
+A py-libp2p ``RawConnection`` whose class still has the ``read``/``write`` bodies
+the introspector was checked against (:data:`touchpoints.RAW_READ`'s ``body``) is
+not wrapped: its ``read``/``write`` are replaced by the same bodies with the count
+added (:func:`inline_raw_counters`), so counting adds no coroutine frame to the
+connection's every read and write. Any other class (another py-libp2p version, a
 subclass, a security session counted for want of a raw connection) is wrapped.
 
 Which objects are wrapped decides what is measured; the introspector uses:
@@ -333,144 +332,6 @@ def inline_raw_counters(
     return read, write
 
 
-#: The names NetStream.read/write's bodies use, from their module (Touchpoint.body_names).
-_STREAM_NAMES = (
-    "StreamState",
-    "StreamError",
-    "StreamReset",
-    "StreamEOF",
-    "StreamClosed",
-    "MuxedStreamEOF",
-    "MuxedStreamReset",
-    "MuxedStreamClosed",
-    "MuxedStreamError",
-    "QUICStreamClosedError",
-    "QUICStreamResetError",
-)
-
-
-def inline_stream_counters(
-    stream: Any,
-    counter: TrafficCounter,
-    touch: Callable[[Any], None] | None = None,
-    key: Any = None,
-) -> tuple[Callable[..., Awaitable[bytes]], Callable[[bytes], Awaitable[None]]] | None:
-    """``read``/``write`` for a py-libp2p ``NetStream`` that do its own methods' work
-    (the state check under its lock, the muxed stream's read/write, its errors mapped
-    to the stream's state and raised as py-libp2p raises them, with the very classes
-    of its module) and count as :func:`counting_reader`/:func:`counting_writer` with
-    ``negotiated=stream`` do, in one coroutine frame instead of two.
-
-    None (wrap instead) unless both methods of ``stream``'s class are the bodies
-    :data:`touchpoints.STREAM_READ`/:data:`touchpoints.STREAM_WRITE` were checked
-    against and neither is replaced on ``stream``.
-    """
-    if not (tp.STREAM_READ.runs_checked_body(stream) and tp.STREAM_WRITE.runs_checked_body(stream)):
-        return None
-    names = tp.STREAM_READ.body_names(stream, _STREAM_NAMES)
-    if names is None or tp.STREAM_WRITE.body_names(stream, _STREAM_NAMES) != names:
-        return None
-    (
-        state_enum, stream_error, stream_reset, stream_eof, stream_closed, muxed_eof,
-        muxed_reset, muxed_closed, muxed_error, quic_closed, quic_reset,
-    ) = names  # fmt: skip
-    try:  # the StreamState members the bodies compare and set
-        error_state, reset_state, open_state, close_read, close_write, close_both = (
-            state_enum[member]
-            for member in ("ERROR", "RESET", "OPEN", "CLOSE_READ", "CLOSE_WRITE", "CLOSE_BOTH")
-        )
-    except (KeyError, TypeError):
-        return None
-    read_known = (
-        muxed_eof, muxed_reset, quic_closed, quic_reset, stream_eof, stream_reset, stream_closed,
-        ValueError,
-    )  # fmt: skip
-    write_known = (
-        muxed_closed, muxed_reset, muxed_error, quic_closed, quic_reset, stream_closed,
-        stream_reset, ValueError,
-    )  # fmt: skip
-    lock, state, muxed = tp.NETSTREAM_STATE_LOCK.name, tp.NETSTREAM_STATE.name, tp.STREAM_MUXED.name
-    protocol = tp.STREAM_PROTOCOL.name
-    default_n = _default_of(tp.STREAM_READ.get(stream), "n", None)
-    took, gave = counter.took, counter.gave
-    mark = touch if touch is not None else _ignore
-
-    async def read(n: Any = default_n) -> bytes:
-        async with getattr(stream, lock):
-            now = getattr(stream, state)
-            if now == error_state:
-                raise stream_error("Cannot read from stream; stream is in error state")
-            elif now == reset_state:
-                raise stream_reset("Cannot read from stream; stream is reset")
-        try:
-            data = await getattr(stream, muxed).read(n)
-        except muxed_eof as error:
-            async with getattr(stream, lock):
-                now = getattr(stream, state)
-                if now == close_write:
-                    setattr(stream, state, close_both)
-                elif now == open_state:
-                    setattr(stream, state, close_read)
-            raise stream_eof() from error
-        except (muxed_reset, quic_closed, quic_reset) as error:
-            async with getattr(stream, lock):
-                setattr(stream, state, reset_state)
-            raise stream_reset() from error
-        except Exception as error:
-            if not isinstance(error, read_known):
-                async with getattr(stream, lock):
-                    setattr(stream, state, error_state)
-                raise stream_error(f"Read operation failed: {error}") from error
-            raise
-        try:
-            if getattr(stream, protocol) is not None and took(data):
-                mark(key)
-                observer = counter.observer
-                if observer is not None:
-                    observer(data)
-        except Exception:  # never let counting break the node
-            pass
-        return data
-
-    async def write(data: bytes) -> None:
-        async with getattr(stream, lock):
-            now = getattr(stream, state)
-            if now == error_state:
-                raise stream_error("Cannot write to stream; stream is in error state")
-            elif now == reset_state:
-                raise stream_reset("Cannot write to stream; stream is reset")
-            elif now in [close_write, close_both]:
-                raise stream_closed("Cannot write to stream; closed for writing")
-        try:
-            await getattr(stream, muxed).write(data)
-        except (muxed_closed, quic_closed, quic_reset) as error:
-            async with getattr(stream, lock):
-                now = getattr(stream, state)
-                if now == close_read:
-                    setattr(stream, state, close_both)
-                elif now == open_state:
-                    setattr(stream, state, close_write)
-            raise stream_closed() from error
-        except (muxed_reset, muxed_error) as error:
-            async with getattr(stream, lock):
-                setattr(stream, state, reset_state)
-            raise stream_reset() from error
-        except Exception as error:
-            if not isinstance(error, write_known):
-                async with getattr(stream, lock):
-                    setattr(stream, state, error_state)
-                raise stream_error(f"Write operation failed: {error}") from error
-            raise
-        try:
-            if getattr(stream, protocol) is not None:
-                gave(data)
-                mark(key)
-        except Exception:
-            pass
-
-    return read, write
-
-
 def _ignore(key: Any) -> None:
     """The ``touch`` of a stream nobody tracks."""
 
@@ -484,8 +345,8 @@ def install_counters(
     key: Any = None,
 ) -> bool:
     """Replace ``obj.read``/``obj.write`` with counting wrappers (instance level), or
-    for a py-libp2p ``RawConnection`` or ``NetStream`` with its own bodies counting
-    inline (:func:`inline_raw_counters`, :func:`inline_stream_counters`).
+    for a py-libp2p ``RawConnection`` with its own bodies counting inline
+    (:func:`inline_raw_counters`).
 
     ``obj`` is a transport connection (``RawConnection``, or the security
     session when none is reachable), or a ``NetStream`` given as
@@ -500,12 +361,7 @@ def install_counters(
         return False
     if not callable(reader.get(obj)) or not callable(writer.get(obj)):
         return False
-    if negotiated is None:
-        inline = inline_raw_counters(obj, counter)
-    elif negotiated is obj:
-        inline = inline_stream_counters(obj, counter, touch, key)
-    else:
-        inline = None
+    inline = inline_raw_counters(obj, counter) if negotiated is None else None
     if inline is not None:
         read, write = inline
         reader.hook(patcher, obj, lambda _read: read)
