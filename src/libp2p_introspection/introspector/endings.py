@@ -57,7 +57,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
-from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
+from libp2p.io.exceptions import IncompleteReadError
 from libp2p.network.stream.net_stream import NetStream, StreamState
 from libp2p.stream_muxer.mplex.mplex import Mplex
 from libp2p.stream_muxer.mplex.mplex_stream import MplexStream
@@ -341,13 +341,11 @@ def hook_failures(
 def _inline_failures(
     touchpoint: Touchpoint, obj: Any, failed: ErrorCallback
 ) -> Callable[..., Any] | None:
-    """For a security session whose class still has the ``read``/``write`` bodies checked
-    against py-libp2p 0.8.1 (``SecureSession``'s): that body run here, its exceptions
-    seen as :func:`_failure_wrapper` sees them, in one coroutine frame instead of two
-    (they run on every frame a connection sends or receives). None (wrap instead) for
-    anything else."""
-    if touchpoint is tp.SECURED_READ and touchpoint.runs_checked_body(obj):
-        return _inline_secure_read(obj, failed)
+    """For a security session whose class still has the ``write`` body checked against
+    py-libp2p 0.8.1 (``SecureSession.write``: one ``await self.conn.write_msg(data)``):
+    that body run here, its exceptions seen as :func:`_failure_wrapper` sees them, in
+    one coroutine frame instead of two (it runs on every frame a connection sends).
+    None (wrap instead) for anything else."""
     if touchpoint is not tp.SECURED_WRITE or not touchpoint.runs_checked_body(obj):
         return None
     conn = tp.SESSION_CONN.name
@@ -363,57 +361,6 @@ def _inline_failures(
             raise
 
     return write
-
-
-def _inline_secure_read(session: Any, failed: ErrorCallback) -> Callable[..., Any] | None:
-    """``SecureSession.read``'s body (py-libp2p 0.8.1, checked by its digest), with every
-    ``Exception`` it raises seen by ``failed`` first; None without its helpers."""
-    drain = tp.SESSION_DRAIN.get(session)
-    fill = tp.SESSION_FILL.get(session)
-    if not callable(drain) or not callable(fill):
-        return None
-    conn, read_msg = tp.SESSION_CONN.name, tp.NOISE_READ_MSG.name
-
-    async def read(n: int | None = None) -> bytes:
-        try:
-            if n == 0:
-                return b""
-            data_from_buffer = drain(n)
-            if n is None and len(data_from_buffer) > 0:
-                return data_from_buffer
-            if n is None:
-                msg = await getattr(getattr(session, conn), read_msg)()
-                if msg == b"":
-                    raise ConnectionClosedError("Connection closed")
-                return msg
-            if len(data_from_buffer) == n:
-                return data_from_buffer
-            result = bytearray(data_from_buffer)
-            while len(result) < n:
-                needed = n - len(result)
-                drained = drain(needed)
-                if drained:
-                    result.extend(drained)
-                    continue
-                msg = await getattr(getattr(session, conn), read_msg)()
-                if msg == b"":
-                    if result:
-                        return bytes(result)
-                    raise ConnectionClosedError("Connection closed")
-                if len(msg) <= needed:
-                    result.extend(msg)
-                else:
-                    result.extend(msg[:needed])
-                    fill(msg[needed:])
-            return bytes(result)
-        except Exception as exc:
-            try:
-                failed(exc)
-            except Exception:
-                _log_failure("read")
-            raise
-
-    return read
 
 
 def _failure_wrapper(

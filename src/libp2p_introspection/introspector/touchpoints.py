@@ -313,20 +313,10 @@ MUXER_SECURED_CONN = _tp(_MUXERS, "secured_conn", READ,
                          "no traffic counted, transport/security failures read as a clean end")
 YAMUX_RTT = _tp(Yamux, "rtt", CALL, "latency_ns (yamux ping RTT, seconds)",
                 "latency from the peerstore's EWMA, else 0")
-# SecureSession.read (its buffer of a message's rest, read_msg when it is empty) and
-# write (one ``await self.conn.write_msg(data)``): where a session's class still has
-# these bodies, the failure hook runs them itself (endings.hook_failures), one frame.
 SECURED_READ = _tp(SecureSession, "read", HOOK, "transport/security failures (TCP reset, MAC)",
-                   "a failed connection reads as CLOSED", body="bbe3e4a44554709b")
-SESSION_DRAIN = _tp(SecureSession, "_drain", CALL,
-                    "up to n buffered bytes of the last message, in SecureSession.read's body",
-                    "the failure hook wraps SecureSession.read instead of running its body")
-NOISE_READ_MSG = _tp(NoiseTransportReadWriter, "read_msg", CALL,
-                     "the next decrypted message, in SecureSession.read's body",
-                     "the failure hook wraps SecureSession.read instead of running its body")
-SESSION_FILL = _tp(SecureSession, "_fill", CALL,
-                   "keeps a message's unread rest, in SecureSession.read's body",
-                   "the failure hook wraps SecureSession.read instead of running its body")
+                   "a failed connection reads as CLOSED")
+# SecureSession.write is one ``await self.conn.write_msg(data)``: where a session's
+# class still has that body, the failure hook runs it itself (endings.hook_failures).
 SECURED_WRITE = _tp(SecureSession, "write", HOOK, "transport/security failures (broken pipe)",
                     "a failed connection reads as CLOSED", body="5313f151195cfd8e")
 # RawConnection's read and write (py-libp2p 0.8.1, network/connection/raw_connection.py)
