@@ -76,7 +76,7 @@ EXPECTED_AGE = """(table, rowEl) => {
   const [id, k] = String(row.getData().key ?? row.getData().id).split(':');
   const c = v.conns.find((x) => x.id === id);
   if (!c) return null;
-  const item = k === undefined ? c : (c.streams || [])[Number(k)];
+  const item = k === undefined ? c : window.dashboardStreams(v, c)[Number(k)];
   if (!item || !item.open) return null;
   const end = item.status === 'CLOSED' && item.close ? item.close : v.ts;
   return fmt.duration(end - item.open);

@@ -487,6 +487,8 @@ function joined(list) {
 }
 
 function streamRows(v, conns) {
+  const pack = packs.get(v);
+  if (pack && conns === v.conns) return packedStreamRows(v, pack);
   const rows = [];
   for (const c of conns) {
     connStreams(v, c).forEach((s, k) => {
@@ -496,6 +498,31 @@ function streamRows(v, conns) {
         in: s.in, out: s.out, bwIn: s.bwIn, bwOut: s.bwOut,
       });
     });
+  }
+  return rows;
+}
+
+// Every stream's row, read from the snapshot's packed streams without making a stream
+// object of each first (the Streams view: 50,000 of them at every snapshot, and as many
+// to collect); a connection whose streams were read already (connStreams) from those.
+function packedStreamRows(v, pack) {
+  pack.parsed ??= JSON.parse(pack.text);
+  const strs = pack.strs;
+  const ts = v.ts;
+  const rows = [];
+  for (const c of v.conns) {
+    if (c.streams) { rows.push(...streamRows(v, [c])); continue; }
+    const st = pack.parsed[c.ix] || [];
+    for (let i = 0, k = 0; i + STREAM_FIELDS <= st.length; i += STREAM_FIELDS, k += 1) {
+      const status = strs[st[i + 2]];
+      const open = st[i + 3] === null ? 0 : ts - st[i + 3];
+      const close = st[i + 4];
+      rows.push({
+        key: `${c.id}:${k}`, peer: c.peer, proto: strs[st[i]], role: strs[st[i + 1]], status,
+        age: open ? (status === "CLOSED" && close ? close : ts) - open : 0,
+        in: st[i + 5], out: st[i + 6], bwIn: st[i + 7], bwOut: st[i + 8],
+      });
+    }
   }
   return rows;
 }
@@ -976,6 +1003,8 @@ schedule();
 window.dashboardState = S;
 window.dashboardNodes = { timings: nodes.timings, redraw: nodes.redraw };
 window.dashboardTimings = drawTimings;
+// The streams of connection c of snapshot v (STREAM objects), as the views read them.
+window.dashboardStreams = (v, c) => connStreams(v, c);
 // For the benchmark: the view shown drawn again as if the snapshot shown had just come
 // (a copy of it, so that no view keeps what it drew); resolves to the time taken, ms.
 window.dashboardRedraw = () => {
