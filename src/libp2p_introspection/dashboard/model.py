@@ -241,11 +241,11 @@ class DashboardModel:
         out_of_order = stored is not self.store.latest  # a hello's latest is not it: whole
         if out_of_order:
             pages.reset()
-        kind, page = pages.next(data)
+        kind, page = pages.next_text(data)
         base = f'"base":{pages.seq - 1},' if kind == "delta" else ""
         self._broadcast(
             f'{{"t":"{kind}","seq":{pages.seq},{base}"oldest":{self.store.oldest_ts},'
-            f'"summary":{stored.summary_text},"data":{dumps(page)}}}'
+            f'"summary":{stored.summary_text},"data":{page}}}'
         )
         self._page_stored = stored
         if out_of_order:

@@ -159,6 +159,9 @@ class PageFeed:
         """``("snapshot", PAGE_SNAPSHOT)`` or ``("delta", PAGE_DELTA)`` of ``snapshot``
         (a converted snapshot, not changed), which becomes the base of the next;
         :attr:`seq` is then its number (a delta's base is ``seq - 1``)."""
+        return self._next(snapshot, spliced=False)
+
+    def _next(self, snapshot: JSON, *, spliced: bool) -> tuple[str, JSON]:
         conns, streams, strs = _resolve(snapshot)
         parts = {k: dumps(v) for k, v in snapshot.items() if k != "conns"}
         base, base_parts = self._conns, self._parts
@@ -189,7 +192,24 @@ class PageFeed:
         delta: JSON = {"ts": snapshot["ts"]}
         for key, text in parts.items():
             if key != "ts" and base_parts[key] != text:
-                delta[key] = snapshot[key]
+                delta[key] = _Text(text) if spliced else snapshot[key]
         delta.update(conns=entries, lists=[list(x) for x in lists], strs=strs,
                      streams=dumps(streams))  # fmt: skip
         return "delta", delta
+
+    def next_text(self, snapshot: JSON) -> tuple[str, str]:
+        """:meth:`next`, its ``PAGE_SNAPSHOT`` or ``PAGE_DELTA`` as JSON text (the
+        parts' texts made for the comparison spliced in, not made again)."""
+        kind, page = self._next(snapshot, spliced=True)
+        return kind, "{" + ",".join(
+            f"{dumps(k)}:{v.text if isinstance(v, _Text) else dumps(v)}" for k, v in page.items()
+        ) + "}"
+
+
+class _Text:
+    """A part's JSON text, already made (:meth:`PageFeed.next_text` splices it in)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
