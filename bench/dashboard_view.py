@@ -30,12 +30,16 @@ then a few snapshots waited for):
   size of the text every page is sent per snapshot (MiB).
 
 No baseline: the bounds are absolute.
+
+``BENCH_DASHBOARD_VIEWS=connections,streams`` measures only those views (their tab
+names, comma-separated; all by default): all eight take about 16 minutes here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import statistics
 import subprocess
 import threading
@@ -141,12 +145,24 @@ def conversion(
     return times, cpu, sent[-1]
 
 
+def _views() -> tuple[tuple[str, str], ...]:
+    """:data:`VIEWS`, or those named in ``BENCH_DASHBOARD_VIEWS`` (module doc)."""
+    named = os.environ.get("BENCH_DASHBOARD_VIEWS", "")
+    wanted = [v.strip() for v in named.split(",") if v.strip()]
+    if not wanted:
+        return VIEWS
+    unknown = set(wanted) - {tab for tab, _ in VIEWS}
+    if unknown:
+        raise ValueError(f"BENCH_DASHBOARD_VIEWS: no such view {sorted(unknown)}")
+    return tuple(v for v in VIEWS if v[0] in wanted)
+
+
 def views(page: Any, samples: dict[str, Any], per_view: int, redraws: int,
           heap: Callable[[], None]) -> None:  # fmt: skip
     """Each view in turn: its redraws after snapshots, and from the same snapshot."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    for tab, _ in VIEWS:
+    for tab, _ in _views():
         samples["view"] = tab
         page.click(f"button[data-tab={tab}]", timeout=60_000)
         page.evaluate("() => window.dashboardTimings.splice(0)")

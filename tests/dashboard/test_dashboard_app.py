@@ -191,13 +191,36 @@ async def test_browser_feed_sends_hello_then_snapshots_and_events(live):
             assert len(hello["timeline"]) == len(hello["series"])
             kinds: set[str] = set()
             snapshots = []
-            while not ({"snapshot", "event"} <= kinds and len(snapshots) >= 3):
+            while not ({"delta", "event"} <= kinds and len(snapshots) >= 3):
                 for message in json.loads(await ws.get_message()):
                     kinds.add(message["t"])
-                    if message["t"] == "snapshot":
+                    if message["t"] in ("snapshot", "delta"):
                         snapshots.append(message)
             assert [s["data"]["ts"] for s in snapshots] == sorted(s["data"]["ts"] for s in snapshots)
             assert snapshots[-1]["summary"]["ts"] == snapshots[-1]["data"]["ts"]
+            # Numbered, each delta of the one before it (the first of the hello's latest).
+            seqs = [s["seq"] for s in snapshots]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+            assert all(s["base"] == s["seq"] - 1 for s in snapshots if s["t"] == "delta")
+
+
+async def test_a_page_that_asks_for_a_resync_is_sent_a_fresh_hello(live):
+    _, dashboard = live
+    ws_url = dashboard.url.replace("http://", "ws://") + "feed"
+    with trio.fail_after(15):
+        async with open_websocket_url(ws_url, max_message_size=64 * 1024 * 1024) as ws:
+            assert json.loads(await ws.get_message())[0]["t"] == "hello"
+            await ws.send_message("something else")  # ignored
+            await ws.send_message("resync")
+            while True:  # until the hello (snapshots and events may come first)
+                batch = json.loads(await ws.get_message())
+                if batch[0]["t"] == "hello":
+                    break
+            hello = batch[0]
+            assert hello["latest"] is None or hello["seq"] is None or hello["seq"] >= 1
+            # The feed goes on after it.
+            while not any(m["t"] in ("snapshot", "delta") for m in json.loads(await ws.get_message())):
+                pass
 
 
 def test_mailbox_merges_a_slow_browser_into_one_resync():

@@ -4,11 +4,13 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
 
 - ``GET /``: the page; ``GET /static/...``: its scripts, styles and vendored libraries.
 - ``WS /feed``: the browser feed. The server sends JSON arrays of messages
-  (shapes in :mod:`.model`): first a ``hello``, then ``snapshot``, ``event``,
-  ``runtime`` and ``status`` messages as they happen (a page that falls
-  behind gets a fresh ``hello`` instead, see :mod:`.browsers`). The page
-  sends nothing on it; a message over 64 KiB closes it with 1009 (see
-  :mod:`.serving`). At most the hub's ``max_pages`` feeds are open at once
+  (shapes in :mod:`.model`): first a ``hello``, then ``snapshot``, ``delta``,
+  ``event``, ``runtime`` and ``status`` messages as they happen (a page that
+  falls behind gets a fresh ``hello`` instead, see :mod:`.browsers`). The
+  page sends one thing on it: the text ``resync`` when it was sent a delta
+  of a snapshot it has not (it gets a fresh ``hello``, as if it had fallen
+  behind); anything else it sends is ignored; a message over 64 KiB closes it
+  with 1009 (see :mod:`.serving`). At most the hub's ``max_pages`` feeds are open at once
   (16 by default); beyond that the upgrade is answered with HTTP 503 and
   the reason.
 - ``WS`` any other path: refused with 404 and a line of text saying that this is
@@ -330,10 +332,12 @@ def create_app(
                             await websocket.send_text(text)
 
                 group.start_soon(writer)
-                while True:  # the page sends nothing; this notices it leaving
+                while True:  # notices the page leaving, and its asking for a hello
                     message = await websocket.receive()
                     if message["type"] == "websocket.disconnect":
                         break
+                    if message.get("text") == "resync":
+                        mailbox.resync()
                 group.cancel_scope.cancel()
         except (WebSocketDisconnect, trio.TooSlowError, OSError):
             pass

@@ -15,8 +15,11 @@ Browser messages (JSON objects, sent in arrays; shapes of the parts in
      "timeline": [ts, ...], "series": [SUMMARY, ...], "latest": SNAPSHOT|null,
      "events": [EVENT, ...] (the newest HELLO_EVENTS, at most HELLO_EVENT_BYTES),
      "eventCounts": {type: n}, "eventTypes": [EVENT_TYPE, ...]}
-    {"t": "snapshot", "oldest": ts of the oldest stored snapshot,
+    {"t": "snapshot", "seq": n, "oldest": ts of the oldest stored snapshot,
      "summary": SUMMARY, "data": PAGE_SNAPSHOT (SNAPSHOT, its streams packed:
+     :mod:`.page_json`)}
+    {"t": "delta", "seq": n, "base": n - 1, "oldest": ..., "summary": SUMMARY,
+     "data": PAGE_DELTA (what changed since the snapshot numbered "base":
      :mod:`.page_json`)}
     {"t": "event", "e": EVENT}
     {"t": "runtime", "runtime": RUNTIME}
@@ -24,7 +27,9 @@ Browser messages (JSON objects, sent in arrays; shapes of the parts in
     {"t": "nodes", "nodes": NODES (:mod:`.nodes`) and "focus": the id of the
      node the other views show, or null}
 
-The ``hello`` carries ``"nodes"`` too (the same object, ``null`` without a fleet).
+The ``hello`` carries ``"nodes"`` too (the same object, ``null`` without a fleet),
+and ``"seq"``: the number of the snapshot its ``latest`` is, the base of the next
+``delta`` (``null``: the next is a whole ``snapshot``).
 
     STATUS = {"mode": "live"|"recording", "url": str, "connection":
               "connecting"|"connected"|"reconnecting"|"disconnected",
@@ -59,7 +64,7 @@ from libp2p_introspection.dashboard.convert_events import (
 )
 from libp2p_introspection.dashboard.feed import ConnectionState, LiveFeed, endpoint_key
 from libp2p_introspection.dashboard.nodes import NodeFleet
-from libp2p_introspection.dashboard.page_json import page_text
+from libp2p_introspection.dashboard.page_json import PageFeed
 from libp2p_introspection.dashboard.recording import RecordingInfo, over_limit_text
 from libp2p_introspection.dashboard.save import server_message
 from libp2p_introspection.dashboard.store import Store
@@ -105,6 +110,10 @@ class DashboardModel:
         #: The last ``hello`` built (a whole feed message) and what it was built from.
         self._hello: str | None = None
         self._hello_key: tuple[int, str] | None = None
+        #: The page's form of the snapshots sent (deltas after the first), and the
+        #: stored form of the last one sent.
+        self.pages = PageFeed()
+        self._page_stored: object = None
 
     def attach_feed(self, feed: LiveFeed) -> None:
         """Use ``feed`` as the live source."""
@@ -151,10 +160,7 @@ class DashboardModel:
             return
         raw = server_message("state", state.SerializeToString())
         stored = self.store.add_snapshot(data, raw, text)
-        self._broadcast(
-            f'{{"t":"snapshot","oldest":{self.store.oldest_ts},'
-            f'"summary":{stored.summary_text},"data":{page_text(data)}}}'
-        )
+        self._broadcast_snapshot(stored, data)
 
     def feed_event(self, event: pb.Event) -> None:
         type_info = event_type_to_json(event.type) if event.type.property_types else None
@@ -230,8 +236,25 @@ class DashboardModel:
         self._hello = None  # out of date now: let it go (rebuilt when a page needs one)
         self.hub.broadcast(text)
 
+    def _broadcast_snapshot(self, stored: Any, data: JSON) -> None:
+        """The ``snapshot`` or ``delta`` message of ``data`` (just stored as ``stored``)."""
+        pages = self.pages
+        out_of_order = stored is not self.store.latest  # a hello's latest is not it: whole
+        if out_of_order:
+            pages.reset()
+        kind, page = pages.next_text(data)
+        base = f'"base":{pages.seq - 1},' if kind == "delta" else ""
+        self._broadcast(
+            f'{{"t":"{kind}","seq":{pages.seq},{base}"oldest":{self.store.oldest_ts},'
+            f'"summary":{stored.summary_text},"data":{page}}}'
+        )
+        self._page_stored = stored
+        if out_of_order:
+            pages.reset()
+
     def _resync_all(self) -> None:
         self._hello = None
+        self.pages.reset()
         self.hub.resync_all()
 
     def nodes_json(self) -> JSON | None:
@@ -282,6 +305,10 @@ class DashboardModel:
             "eventCounts": store.event_counts(),
             "eventTypes": list(store.event_types.values()),
             "nodes": self.nodes_json(),
+            # The base of the next delta: the snapshot sent last, if it is the latest.
+            "seq": self.pages.seq
+            if self.pages.has_base and latest is not None and latest is self._page_stored
+            else None,
         }
         # Splice in the prebuilt texts of the latest snapshot and the events.
         self._hello = "".join(

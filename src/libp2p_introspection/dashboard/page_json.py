@@ -28,8 +28,34 @@ tens of milliseconds, and as much again to collect them::
     STREAM_FIELDS = proto, role, status, age (the snapshot's ts minus open,
                     ms; null when open is 0), close, in, out, bwIn, bwOut
 
-A stream's id, latency and packet counts, which no view shows, are left out
-(``GET /api/snapshot`` has them). ``hello`` carries the stored text as it is.
+A stream's id, latency and packet counts, and a connection's packet counts
+(``inPkts``, ``outPkts``), which no view shows, are left out (``GET
+/api/snapshot`` has them). ``hello`` carries the stored text as it is.
+
+Deltas. Every connection's counters move at every snapshot, but little else
+does: after the first, a page is sent what changed since the snapshot it was
+sent before (:class:`PageFeed`; 5,000 connections of 10 streams: about
+half the text of ``PAGE_SNAPSHOT``, the connections' part a tenth of it)::
+
+    PAGE_DELTA = {"ts": ms, every other part of PAGE_SNAPSHOT but "conns"
+                  ("start", "traffic", "dht", "pubsub", ...) only when its
+                  JSON differs from the base's (absent: the base's, as it is),
+      "conns": [ENTRY, ...]  (the new snapshot's connections, in order)
+      "lists", "strs", "streams": as PAGE_SNAPSHOT, for ENTRY's "sp" and
+          "peerInfo" and for every stream of the new snapshot}
+    ENTRY = i  (int: the base's connection i, unchanged)
+          | [i, {field: value, ...}]  (the base's connection i, these
+                fields replaced: a CONNECTION's fields, as in PAGE_SNAPSHOT)
+          | CONNECTION  (an object: a connection the base has not, whole)
+
+The base is the snapshot sent before it: the ``snapshot`` and ``delta``
+messages (:mod:`.model`) are numbered (``"seq"``) and a delta names its base
+(``"base"``); a page that has not that base (it missed a message) asks for a
+fresh ``hello`` (:mod:`.app`'s ``/feed``) and never applies a delta to
+another. A connection's fields are compared by Python equality of the
+converted values (their types are fixed per field by :mod:`.convert`);
+stored snapshots are never changed in place (the store keeps them), so a
+base is what was sent.
 """
 
 from __future__ import annotations
@@ -40,14 +66,17 @@ from libp2p_introspection.dashboard.convert import JSON, dumps
 
 #: The fields of one packed stream, in order (module doc).
 STREAM_FIELDS = ("proto", "role", "status", "age", "close", "in", "out", "bwIn", "bwOut")
+#: A connection's fields a page is not sent (module doc).
+UNSHOWN = frozenset(("streams", "inPkts", "outPkts"))
 
 
-def pack(snapshot: JSON) -> JSON:
-    """``PAGE_SNAPSHOT`` (module doc) of a converted snapshot (which is not changed)."""
+def _resolve(snapshot: JSON) -> tuple[list[JSON], list[list[Any]], list[str]]:
+    """The page's form of every connection of ``snapshot`` (its "sp" and its peer's
+    "protocols" as tuples of protocols, not yet indexes into "lists"), every
+    connection's packed streams, and "strs"."""
     ts = snapshot["ts"]
     strings: dict[str, int] = {}
     index = strings.setdefault
-    lists: dict[tuple[str, ...], int] = {}
     conns: list[JSON] = []
     streams: list[list[Any]] = []
     for conn in snapshot["conns"]:
@@ -62,18 +91,125 @@ def pack(snapshot: JSON) -> JSON:
                 s["close"], s["in"], s["out"], s["bwIn"], s["bwOut"],
             ))  # fmt: skip
         streams.append(packed)
-        out = {k: v for k, v in conn.items() if k != "streams"}
+        out = {k: v for k, v in conn.items() if k not in UNSHOWN}
         out["ns"] = len(conn["streams"])
-        out["sp"] = lists.setdefault(tuple(protocols), len(lists))
+        out["sp"] = tuple(protocols)
         info = conn.get("peerInfo")
         if info is not None:
-            protocols_of_peer = tuple(info["protocols"])
-            out["peerInfo"] = {**info, "protocols": lists.setdefault(protocols_of_peer, len(lists))}
+            out["peerInfo"] = {**info, "protocols": tuple(info["protocols"])}
         conns.append(out)
-    return {**snapshot, "conns": conns, "lists": list(lists), "strs": list(strings),
+    return conns, streams, list(strings)
+
+
+def _listed(fields: JSON, lists: dict[tuple[str, ...], int]) -> JSON:
+    """``fields`` (of a resolved connection) with its lists of protocols as indexes."""
+    out = dict(fields)
+    if "sp" in out:
+        out["sp"] = lists.setdefault(out["sp"], len(lists))
+    info = out.get("peerInfo")
+    if info is not None:
+        out["peerInfo"] = {**info, "protocols": lists.setdefault(info["protocols"], len(lists))}
+    return out
+
+
+def _full(snapshot: JSON, conns: list[JSON], streams: list[list[Any]], strs: list[str]) -> JSON:
+    lists: dict[tuple[str, ...], int] = {}
+    page_conns = [_listed(c, lists) for c in conns]
+    return {**{k: v for k, v in snapshot.items() if k != "conns"}, "conns": page_conns,
+            "lists": [list(x) for x in lists], "strs": strs,
             "streams": dumps(streams)}  # fmt: skip
+
+
+def pack(snapshot: JSON) -> JSON:
+    """``PAGE_SNAPSHOT`` (module doc) of a converted snapshot (which is not changed)."""
+    return _full(snapshot, *_resolve(snapshot))
 
 
 def page_text(snapshot: JSON) -> str:
     """The JSON text of :func:`pack` of ``snapshot``."""
     return dumps(pack(snapshot))
+
+
+class PageFeed:
+    """The page's form of successive snapshots: the first whole, then deltas (module doc).
+
+    Holds the page's form of the last snapshot given (its connections, and the
+    JSON text of each other part): one snapshot's worth, whatever the run's
+    length. :meth:`reset` when what comes next is not a continuation (another
+    source, a cleared store): the next is whole again.
+    """
+
+    def __init__(self) -> None:
+        #: The number of the last snapshot given (0: none yet).
+        self.seq = 0
+        self._conns: list[JSON] | None = None
+        self._parts: dict[str, str] = {}
+
+    @property
+    def has_base(self) -> bool:
+        """Whether the next :meth:`next` may be a delta."""
+        return self._conns is not None
+
+    def reset(self) -> None:
+        """Forget the base: the next snapshot is sent whole."""
+        self._conns = None
+        self._parts = {}
+
+    def next(self, snapshot: JSON) -> tuple[str, JSON]:
+        """``("snapshot", PAGE_SNAPSHOT)`` or ``("delta", PAGE_DELTA)`` of ``snapshot``
+        (a converted snapshot, not changed), which becomes the base of the next;
+        :attr:`seq` is then its number (a delta's base is ``seq - 1``)."""
+        return self._next(snapshot, spliced=False)
+
+    def _next(self, snapshot: JSON, *, spliced: bool) -> tuple[str, JSON]:
+        conns, streams, strs = _resolve(snapshot)
+        parts = {k: dumps(v) for k, v in snapshot.items() if k != "conns"}
+        base, base_parts = self._conns, self._parts
+        self._conns, self._parts = conns, parts
+        self.seq += 1
+        if base is None or base_parts.keys() != parts.keys():
+            return "snapshot", _full(snapshot, conns, streams, strs)
+        lists: dict[tuple[str, ...], int] = {}
+        where: dict[str, int] = {}
+        for i, conn in enumerate(base):
+            where.setdefault(conn["id"], i)
+        used: set[int] = set()
+        entries: list[Any] = []
+        for conn in conns:
+            i = where.get(conn["id"])
+            if i is None or i in used:  # new, or an id given twice: whole
+                entries.append(_listed(conn, lists))
+                continue
+            used.add(i)
+            old = base[i]
+            if conn == old:
+                entries.append(i)
+            elif conn.keys() != old.keys():
+                entries.append(_listed(conn, lists))
+            else:
+                changed = {k: v for k, v in conn.items() if v != old[k]}
+                entries.append([i, _listed(changed, lists)])
+        delta: JSON = {"ts": snapshot["ts"]}
+        for key, text in parts.items():
+            if key != "ts" and base_parts[key] != text:
+                delta[key] = _Text(text) if spliced else snapshot[key]
+        delta.update(conns=entries, lists=[list(x) for x in lists], strs=strs,
+                     streams=dumps(streams))  # fmt: skip
+        return "delta", delta
+
+    def next_text(self, snapshot: JSON) -> tuple[str, str]:
+        """:meth:`next`, its ``PAGE_SNAPSHOT`` or ``PAGE_DELTA`` as JSON text (the
+        parts' texts made for the comparison spliced in, not made again)."""
+        kind, page = self._next(snapshot, spliced=True)
+        return kind, "{" + ",".join(
+            f"{dumps(k)}:{v.text if isinstance(v, _Text) else dumps(v)}" for k, v in page.items()
+        ) + "}"
+
+
+class _Text:
+    """A part's JSON text, already made (:meth:`PageFeed.next_text` splices it in)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text

@@ -40,6 +40,11 @@ const S = {
   tab: "connections",
   linkUp: false,
   hellos: 0, // hello messages received (each replaces the whole picture)
+  // The snapshot a delta is of: {seq, data}, the last snapshot message (or hello's latest)
+  // received; null: none, the next delta cannot be read (a fresh hello is asked for).
+  pageBase: null,
+  deltas: 0, // delta messages applied
+  resyncs: 0, // fresh hellos asked for (a delta of a snapshot this page has not)
 };
 
 // ------------------------------------------------------------------ messages
@@ -55,9 +60,14 @@ function onMessage(m, arrived = performance.now()) {
   switch (m.t) {
     case "hello": onHello(m); break;
     case "snapshot":
-      onSnapshot(m);
+    case "delta": {
+      const data = m.t === "delta" ? applyDelta(m) : adoptSnapshot(m.data);
+      if (!data) break;
+      S.pageBase = { seq: m.seq, data };
+      onSnapshot(m, data);
       snapshotArrived ??= { arrived, handled: performance.now() };
       break;
+    }
     case "event": addEvent(m.e); S.eventsVersion += 1; break;
     case "runtime": S.runtime = m.runtime; registerTypes(m.runtime.eventTypes); break;
     case "status": S.status = m.status; break;
@@ -76,6 +86,8 @@ function onHello(m) {
   S.timeline = m.timeline;
   S.series = m.series;
   S.latest = adoptSnapshot(m.latest);
+  S.pageBase = typeof m.seq === "number" && S.latest ? { seq: m.seq, data: S.latest } : null;
+  resyncAsked = false;
   S.viewTs = null;
   S.view = m.latest;
   S.events = [];
@@ -143,8 +155,58 @@ function connStreams(v, c) {
   return streams;
 }
 
-function onSnapshot(m) {
-  const data = adoptSnapshot(m.data);
+// A delta (page_json.py's PAGE_DELTA) gives the snapshot as what changed since the one
+// numbered m.base: applied to that one (S.pageBase), it is a new snapshot of the same
+// shape as adoptSnapshot makes (the base is not changed: a view may still show it). A
+// delta of another base (a message this page missed) or that does not fit its base is
+// not applied: the page asks for a fresh hello (once until it comes) and shows what it
+// showed until then.
+let resyncAsked = false;
+function askResync() {
+  if (!resyncAsked) { resyncAsked = true; S.resyncs += 1; feed.resync(); }
+  return null;
+}
+const DELTA_OWN = new Set(["conns", "lists", "strs", "streams"]);
+function applyDelta(m) {
+  const base = S.pageBase;
+  const d = m.data;
+  if (!base || base.seq !== m.base || !d || !Array.isArray(d.conns) || typeof d.streams !== "string"
+      || !Array.isArray(d.strs) || !Array.isArray(d.lists)) return askResync();
+  const was = base.data.conns;
+  const lists = d.lists;
+  const conns = new Array(d.conns.length);
+  for (let i = 0; i < conns.length; i += 1) {
+    const e = d.conns[i];
+    let c;
+    if (typeof e === "number" || Array.isArray(e)) {
+      const old = was[Array.isArray(e) ? e[0] : e];
+      if (!old || typeof old !== "object") return askResync();
+      const { streams, ix, ...rest } = old; // the streams are this snapshot's (its pack)
+      c = rest;
+      if (Array.isArray(e)) {
+        const fields = e[1] || {};
+        Object.assign(c, fields);
+        if ("sp" in fields) c.protoList = lists[fields.sp] || [];
+        if (fields.peerInfo) c.peerInfo.protocols = lists[fields.peerInfo.protocols] || [];
+      }
+    } else if (e && typeof e === "object") {
+      c = e;
+      c.protoList = lists[c.sp] || [];
+      if (c.peerInfo) c.peerInfo.protocols = lists[c.peerInfo.protocols] || [];
+    } else return askResync();
+    c.ix = i;
+    conns[i] = c;
+  }
+  const data = {};
+  for (const k of Object.keys(base.data)) if (k !== "conns") data[k] = base.data[k];
+  for (const k of Object.keys(d)) if (!DELTA_OWN.has(k)) data[k] = d[k];
+  data.conns = conns;
+  packs.set(data, { text: d.streams, strs: d.strs, parsed: null });
+  S.deltas += 1;
+  return data;
+}
+
+function onSnapshot(m, data) {
   const ts = data.ts;
   const n = S.timeline.length;
   if (n === 0 || ts > S.timeline[n - 1]) {
@@ -425,6 +487,8 @@ function joined(list) {
 }
 
 function streamRows(v, conns) {
+  const pack = packs.get(v);
+  if (pack && conns === v.conns) return packedStreamRows(v, pack);
   const rows = [];
   for (const c of conns) {
     connStreams(v, c).forEach((s, k) => {
@@ -434,6 +498,31 @@ function streamRows(v, conns) {
         in: s.in, out: s.out, bwIn: s.bwIn, bwOut: s.bwOut,
       });
     });
+  }
+  return rows;
+}
+
+// Every stream's row, read from the snapshot's packed streams without making a stream
+// object of each first (the Streams view: 50,000 of them at every snapshot, and as many
+// to collect); a connection whose streams were read already (connStreams) from those.
+function packedStreamRows(v, pack) {
+  pack.parsed ??= JSON.parse(pack.text);
+  const strs = pack.strs;
+  const ts = v.ts;
+  const rows = [];
+  for (const c of v.conns) {
+    if (c.streams) { rows.push(...streamRows(v, [c])); continue; }
+    const st = pack.parsed[c.ix] || [];
+    for (let i = 0, k = 0; i + STREAM_FIELDS <= st.length; i += STREAM_FIELDS, k += 1) {
+      const status = strs[st[i + 2]];
+      const open = st[i + 3] === null ? 0 : ts - st[i + 3];
+      const close = st[i + 4];
+      rows.push({
+        key: `${c.id}:${k}`, peer: c.peer, proto: strs[st[i]], role: strs[st[i + 1]], status,
+        age: open ? (status === "CLOSED" && close ? close : ts) - open : 0,
+        in: st[i + 5], out: st[i + 6], bwIn: st[i + 7], bwOut: st[i + 8],
+      });
+    }
   }
   return rows;
 }
@@ -903,7 +992,7 @@ function setupControls() {
 
 setupControls();
 nodes.initNodes({ showMessage, adoptStatus: adoptAnswerStatus, schedule });
-openFeed(onMessage, (up) => {
+const feed = openFeed(onMessage, (up) => {
   S.linkUp = up;
   if (!up) showMessage("lost the link to the dashboard; retrying…", "error", 0, "dash");
   else if (currentMessageKey === "dash") hideMessage();
@@ -914,6 +1003,8 @@ schedule();
 window.dashboardState = S;
 window.dashboardNodes = { timings: nodes.timings, redraw: nodes.redraw };
 window.dashboardTimings = drawTimings;
+// The streams of connection c of snapshot v (STREAM objects), as the views read them.
+window.dashboardStreams = (v, c) => connStreams(v, c);
 // For the benchmark: the view shown drawn again as if the snapshot shown had just come
 // (a copy of it, so that no view keeps what it drew); resolves to the time taken, ms.
 window.dashboardRedraw = () => {

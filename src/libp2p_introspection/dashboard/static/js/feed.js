@@ -1,15 +1,18 @@
 // The browser side of the dashboard feed: a WebSocket to /feed that stays open.
 //
-// The server sends JSON arrays of messages ({"t": "hello"|"snapshot"|"event"|
+// The server sends JSON arrays of messages ({"t": "hello"|"snapshot"|"delta"|"event"|
 // "runtime"|"status", ...}); the first message after (re)connecting is a hello
-// with the whole current picture. Commands go over plain HTTP (see api()).
+// with the whole current picture. The page sends one thing on it: "resync", to be
+// sent a fresh hello (it was sent a delta of a snapshot it has not). Commands go
+// over plain HTTP (see api()).
 
 const RETRY_MS = 1000;
 
 /**
  * Open the feed; onMessage(message, arrived) is called for every message, in order
  * (arrived: performance.now() when its WebSocket message arrived, before parsing);
- * onLink(up) when the link to the dashboard goes up or down.
+ * onLink(up) when the link to the dashboard goes up or down. Returns {resync()}: ask
+ * for a fresh hello (nothing while the link is down: the next one starts with a hello).
  */
 export function openFeed(onMessage, onLink) {
   let socket = null;
@@ -32,6 +35,9 @@ export function openFeed(onMessage, onLink) {
     };
   }
   start();
+  return {
+    resync() { if (socket && socket.readyState === WebSocket.OPEN) socket.send("resync"); },
+  };
 }
 
 /** POST a command; resolves to the JSON answer, rejects with the server's error text. */

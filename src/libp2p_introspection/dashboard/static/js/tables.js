@@ -25,11 +25,25 @@ export function allSet() {
 // snapshot), and may show no row at all; a small one keeps the room it needs.
 const FIXED_HEIGHT_ROWS = 200;
 
+// Rows of two lines (a traffic cell: bytes, and the rate below; endpoints: two addresses),
+// all of one height (app.css: .two-line-rows, 16 px lines and 4 px padding).
+// Told the table, it sizes a row without measuring each of its cells: at every snapshot
+// the virtual renderer draws the rows in view again, and measuring 14 cells of each of
+// them (a layout each) took most of it. Few rows beyond those in view (BUFFER_PX above
+// and below): they are drawn as the user scrolls to them.
+const TWO_LINE_ROW_PX = 40;
+const BUFFER_PX = 160;
+
 export function build(el, tableOptions) {
   // inPlace: rows keep their table row (and its cells' elements) from one set() to the next
   // when their index is the same (updateInPlace); deps: {field: another field its cell
   // shows too}, so that the cell is drawn again when either changes.
-  const { inPlace = false, deps = {}, ...options } = tableOptions;
+  const { inPlace = false, deps = {}, twoLineRows = false, ...options } = tableOptions;
+  if (twoLineRows) {
+    el.classList.add("two-line-rows");
+    options.rowHeight = TWO_LINE_ROW_PX;
+    options.renderVerticalBuffer = BUFFER_PX;
+  }
   const table = new Tabulator(el, options);
   let fixed = !options.maxHeight;
   let built = false;
@@ -265,6 +279,7 @@ export function connectionsTable(el, { onSelect, onCopied, placeholder }) {
   const t = build(el, {
     index: "id",
     inPlace: true,
+    twoLineRows: true,
     deps: { src: "dst", in: "bwIn", out: "bwOut" },
     maxHeight: "56vh",
     layout: "fitColumns",
@@ -323,6 +338,7 @@ export function streamsTable(el, { withPeer, onCopied, height }) {
   return build(el, {
     index: "key",
     inPlace: true,
+    twoLineRows: true,
     deps: { in: "bwIn", out: "bwOut" },
     maxHeight: height || "60vh",
     layout: "fitColumns",
