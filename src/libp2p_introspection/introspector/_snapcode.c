@@ -1286,6 +1286,7 @@ typedef struct {
 static uint32_t fnv_weights[64]; /* p^(64 - i) */
 static uint32_t fnv_p64;         /* p^64 */
 static int fnv_blocked = 0;      /* whether fnv_blocks runs (the CPU has what it needs) */
+static int fnv_vector = 0;       /* whether fnv_blocks_v runs (0 where it is not built) */
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
@@ -1464,8 +1465,6 @@ FNV_VTARGET static void fnv_blocks_v(fnv_blocks_t *f, const unsigned char *const
     f->hp = hp;
     f->s = s;
 }
-
-static int fnv_vector = 0; /* whether fnv_blocks_v runs */
 
 /* Hash ``n`` blocks of 64 bytes (``blocks``: their addresses, in order) into ``f``. */
 static void fnv_blocks(fnv_blocks_t *f, const unsigned char *const *blocks, Py_ssize_t n)
