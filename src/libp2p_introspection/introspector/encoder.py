@@ -276,6 +276,16 @@ class IncrementalEncoder:
         self._moved.clear()
         return list(streams)
 
+    def abandon(self, records: Iterable[ConnectionRecord], streams: Iterable[StreamRecord]) -> None:
+        """A build failed (raised) after :meth:`begin`: ``records`` (every retained
+        connection of that build) are rebuilt whole next snapshot and ``streams`` (what
+        :meth:`begin` returned) looked at again, so the failure leaves nothing stale
+        behind (the failed snapshot is dropped; the passes may have kept some of its
+        encodings)."""
+        self._touched.update(records)
+        self._touched.update(self._rebuild)
+        self._moved.update(streams)
+
     def encode_streams_in_c(
         self, streams: list[StreamRecord], window_ms: int
     ) -> list[StreamRecord]:

@@ -574,24 +574,31 @@ class HostIntrospector(SampledSource):
         yield
         encoder = self._encoder
         streams = encoder.begin()
-        for first in range(0, len(streams), SLICE_STREAMS_C):
-            left = encoder.encode_streams_in_c(streams[first : first + SLICE_STREAMS_C], window)
-            for at in range(0, len(left), SLICE_STREAMS):
-                encoder.encode_streams(left[at : at + SLICE_STREAMS], window, in_c=False)
-                yield
-            yield
         connections: list[bytes] = []
-        encode_for = encoder.encode_for
-        peer_field = self._identify.peer_field
-        peer_fields = self._identify.peer_fields
-        first = 0
-        while first < len(records):
-            done, first = encode_for(
-                records, first, SLICE_BUDGET_NS, window, peer_field,
-                self._describe_failed, peer_fields,
-            )  # fmt: skip
-            connections += done
-            yield
+        try:
+            for first in range(0, len(streams), SLICE_STREAMS_C):
+                left = encoder.encode_streams_in_c(
+                    streams[first : first + SLICE_STREAMS_C], window
+                )
+                for at in range(0, len(left), SLICE_STREAMS):
+                    encoder.encode_streams(left[at : at + SLICE_STREAMS], window, in_c=False)
+                    yield
+                yield
+            encode_for = encoder.encode_for
+            peer_field = self._identify.peer_field
+            peer_fields = self._identify.peer_fields
+            first = 0
+            while first < len(records):
+                done, first = encode_for(
+                    records, first, SLICE_BUDGET_NS, window, peer_field,
+                    self._describe_failed, peer_fields,
+                )  # fmt: skip
+                connections += done
+                yield
+        except BaseException:
+            # What begin() took would otherwise never be looked at again until it moves.
+            encoder.abandon(records, streams)
+            raise
         try:
             self._node_info.fill(state.node)
         except Exception:
