@@ -30,6 +30,7 @@ import trio
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.events import EventSink
 from libp2p_introspection.protocol.framing import (
+    FrameTooLargeError,
     encode_state_frame,
     fnv1a32,
     frame_with_checksum,
@@ -194,7 +195,8 @@ class SampledSource(IntrospectionSource):
 
         A fault of the source does not reach the caller (nor stop the clock): it is
         logged and counted in :attr:`snapshot_errors`, and the previous snapshot stays
-        the latest.
+        the latest. So is a snapshot above the message limit (PROTOCOL.md §2: 64 MiB),
+        which is not sent (:meth:`snapshot_too_large`).
         """
         started = time.perf_counter()
         try:
@@ -205,8 +207,20 @@ class SampledSource(IntrospectionSource):
             return False
         self.snapshot_builds += 1
         self.snapshot_build_seconds += time.perf_counter() - started
-        outlet.publish_snapshot(encode_state_frame(state))
+        try:
+            frame = encode_state_frame(state)
+        except FrameTooLargeError as exc:
+            return self.snapshot_too_large(exc)
+        outlet.publish_snapshot(frame)
         return True
+
+    def snapshot_too_large(self, exc: FrameTooLargeError) -> bool:
+        """A snapshot built but too large to frame: logged, counted in
+        :attr:`snapshot_errors`, not sent (the previous one stays the latest). Returns
+        False, what :meth:`take_snapshot` then returns."""
+        self.snapshot_errors += 1
+        log.error("a snapshot was not sent: %s", exc)
+        return False
 
     async def take_snapshot_async(self, outlet: SourceOutlet) -> bool:
         """:meth:`take_snapshot` as the snapshot clock runs it on the trio loop: the build
@@ -229,12 +243,16 @@ class SampledSource(IntrospectionSource):
         self.snapshot_builds += 1
         self.snapshot_build_seconds += time.perf_counter() - started
         await trio.sleep(0)
-        message = state_message(state)
-        del state
-        await trio.sleep(0)
-        checksum = fnv1a32(message)
-        await trio.sleep(0)
-        outlet.publish_snapshot(frame_with_checksum(message, checksum))
+        try:
+            message = state_message(state)
+            del state
+            await trio.sleep(0)
+            checksum = fnv1a32(message)
+            await trio.sleep(0)
+            frame = frame_with_checksum(message, checksum)
+        except FrameTooLargeError as exc:
+            return self.snapshot_too_large(exc)
+        outlet.publish_snapshot(frame)
         return True
 
     async def run(

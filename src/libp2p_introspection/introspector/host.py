@@ -480,7 +480,10 @@ class HostIntrospector(SampledSource):
             return False
         self.snapshot_builds += 1
         self.snapshot_build_seconds += time.perf_counter() - started
-        message, _ = _frame_pieces(pieces)
+        try:
+            message, _ = _frame_pieces(pieces)
+        except FrameTooLargeError as exc:
+            return self.snapshot_too_large(exc)
         del pieces
         outlet.publish_snapshot(snapcode.frame(message, PROTOCOL_VERSION))
         return True
@@ -505,7 +508,10 @@ class HostIntrospector(SampledSource):
         self.snapshot_builds += 1
         self.snapshot_build_seconds += time.perf_counter() - started
         await trio.sleep(0)
-        message, size = _frame_pieces(pieces)
+        try:
+            message, size = _frame_pieces(pieces)
+        except FrameTooLargeError as exc:
+            return self.snapshot_too_large(exc)
         del pieces
         checksum = 0x811C9DC5
         first = 0
