@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -155,6 +156,11 @@ def _joined_frame(message: list[bytes], size: int, checksum: int) -> bytes:
     return b"".join(message)
 
 
+#: Each host's network (``Swarm``) -> the introspector attached to it, if any: at most
+#: one at a time (:class:`HostIntrospector` raises ``RuntimeError`` for a second).
+_ATTACHED: weakref.WeakKeyDictionary[Any, HostIntrospector] = weakref.WeakKeyDictionary()
+
+
 class _Notifee(INotifee):
     """Forwards ``Swarm`` notifications to the introspector; never raises."""
 
@@ -183,7 +189,9 @@ class _Notifee(INotifee):
 class HostIntrospector(SampledSource):
     """Introspection source reading a live py-libp2p ``BasicHost``.
 
-    Attaches on construction. Counting starts at that moment.
+    Attaches on construction. Counting starts at that moment. At most one introspector
+    is attached to a host at a time: constructing a second raises ``RuntimeError``
+    until the first is detached.
 
     :param host: a py-libp2p host (``libp2p.new_host(...)``); its network must
         be the py-libp2p ``Swarm``.
@@ -246,12 +254,19 @@ class HostIntrospector(SampledSource):
         clock_ms: ClockMs | None = None,
         incremental: bool = True,
     ) -> None:
+        swarm = host.get_network()
+        other = _ATTACHED.get(swarm)
+        if other is not None and other.attached:
+            raise RuntimeError(
+                "this host already has an introspector attached: detach it first "
+                "(two would wrap each other's hooks, and neither could restore py-libp2p's)"
+            )
         self._host = host
         self._incremental = incremental
         #: A sliced build paused half-way (:meth:`encoded_state_async`), and the bytes of
         #: the last one a synchronous call had to finish.
         self._pending: _Build | None = None
-        self._swarm = host.get_network()
+        self._swarm = swarm
         self._clock_ms: ClockMs = clock_ms or wall_clock_ms
         self._patcher = InstancePatcher()
         specs = events.CONNECTION_EVENTS + (events.DHT_EVENTS if dht is not None else ())
@@ -326,6 +341,7 @@ class HostIntrospector(SampledSource):
 
     def _attach(self) -> None:
         self._attached = True
+        _ATTACHED[self._swarm] = self
         self._guard(self._upgrades.attach, tp.SWARM_UPGRADER.get(self._swarm))
         self._swarm.register_notifee(self._notifee)
         self._guard(self._registry.adopt_existing, self._swarm)
@@ -356,6 +372,8 @@ class HostIntrospector(SampledSource):
         if not self._attached:
             return
         self._attached = False
+        if _ATTACHED.get(self._swarm) is self:
+            del _ATTACHED[self._swarm]
         try:
             remove = getattr(self._swarm, "remove_notifee", None)
             notifees = tp.SWARM_NOTIFEES.get(self._swarm, []) if not callable(remove) else []

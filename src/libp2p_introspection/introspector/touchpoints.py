@@ -31,7 +31,7 @@ import textwrap
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
+from types import FunctionType, ModuleType
 from typing import Any
 
 from libp2p.discovery.random_walk.rt_refresh_manager import RTRefreshManager
@@ -158,9 +158,13 @@ class Touchpoint:
 
     def runs_checked_body(self, obj: object) -> bool:
         """Whether ``obj.<name>`` is the very body :attr:`body` was checked against:
-        the method of ``obj``'s class (not replaced on the instance) has that digest.
-        False for an entry without a body, an object without ``__dict__``, a class
-        whose method differs (a subclass, another py-libp2p version); never raises.
+        the method of ``obj``'s class (not replaced on the instance) is a plain
+        function, not a wrapper of one, with that digest. False for an entry without a
+        body, an object without ``__dict__``, a class whose method differs (a subclass,
+        another py-libp2p version), a method wrapped by the application (a
+        ``functools.wraps`` decorator, a wrapt proxy: ``inspect.getsource`` reads the
+        wrapped function's source, and running our body would skip the wrapper);
+        never raises.
         """
         if not self.body or obj is None:
             return False
@@ -168,7 +172,9 @@ class Touchpoint:
             if self.name in vars(obj):
                 return False  # replaced on this instance: wrap what is there
             function = getattr(type(obj), self.name, None)
-            return function is not None and body_digest(function) == self.body
+            if type(function) is not FunctionType or "__wrapped__" in vars(function):
+                return False  # a wrapper (or not a function): wrap it, so that it runs
+            return body_digest(function) == self.body
         except Exception:
             return False
 
