@@ -511,7 +511,10 @@ function packedStreamRows(v, pack) {
   const ts = v.ts;
   const rows = [];
   for (const c of v.conns) {
-    if (c.streams) { rows.push(...streamRows(v, [c])); continue; }
+    if (c.streams) { // one by one: a spread of a connection's streams overflows the stack above ~125k
+      for (const row of streamRows(v, [c])) rows.push(row);
+      continue;
+    }
     const st = pack.parsed[c.ix] || [];
     for (let i = 0, k = 0; i + STREAM_FIELDS <= st.length; i += STREAM_FIELDS, k += 1) {
       const status = strs[st[i + 2]];
