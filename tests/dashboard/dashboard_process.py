@@ -35,16 +35,20 @@ def read_lines_until(
 
 @contextlib.contextmanager
 def dashboard_of_mock(
-    *, connections: int, streams: int, churn: float, interval_ms: int, seed: int
+    *, connections: int, streams: int, churn: float, interval_ms: int, seed: int,
+    closed_connection_lifetime_ms: int | None = None,
 ) -> Iterator[str]:
     """The URL of a dashboard (``--no-events``) following ``serve --source mock`` of
-    that shape (no DHT events), both in their own processes, stopped on exit."""
+    that shape (no DHT events; closed connections kept for the mock's default, or
+    ``closed_connection_lifetime_ms``), both in their own processes, stopped on exit."""
     from cli_process import running
 
     serve = ["-m", "libp2p_introspection", "serve", "--source", "mock", "--port", "0",
              "--connections", str(connections), "--streams", str(streams),
              "--churn", str(churn), "--events-per-second", "0",
              "--interval-ms", str(interval_ms), "--seed", str(seed)]  # fmt: skip
+    if closed_connection_lifetime_ms is not None:
+        serve += ["--closed-connection-lifetime-ms", str(closed_connection_lifetime_ms)]
     with running(serve, first_line_timeout=90) as (_, ws):
         assert ws.startswith("ws://"), ws
         dashboard = ["-m", "libp2p_introspection", "dashboard", ws, "--port", "0", "--no-events"]

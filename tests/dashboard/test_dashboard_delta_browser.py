@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dashboard_process import read_lines_until
+from dashboard_process import dashboard_of_mock
 from test_dashboard_browser import (  # noqa: F401 - the fixtures
     browser,
     open_tab,
@@ -29,22 +29,11 @@ CONNECTIONS = 300
 @pytest.fixture(scope="module")
 def churning_node() -> Iterator[str]:
     """The dashboard's URL, following a mock node whose connections come and go."""
-    from cli_process import running
-
-    serve = ["-m", "libp2p_introspection", "serve", "--source", "mock", "--port", "0",
-             "--connections", str(CONNECTIONS), "--streams", "3", "--churn", "0.05",
-             "--events-per-second", "0", "--interval-ms", "500", "--seed", "13",
-             "--closed-connection-lifetime-ms", "2000"]  # fmt: skip
-    with running(serve, first_line_timeout=90) as (_, ws):
-        assert ws.startswith("ws://"), ws
-        dashboard = ["-m", "libp2p_introspection", "dashboard", ws, "--port", "0", "--no-events"]
-        with running(dashboard, first_line_timeout=60) as (process, first):
-            lines = (
-                [first]
-                if first.startswith("http://")
-                else read_lines_until(process, lambda line: line.startswith("http://"), 30)
-            )
-            yield lines[-1].split()[0]
+    with dashboard_of_mock(
+        connections=CONNECTIONS, streams=3, churn=0.05, interval_ms=500, seed=13,
+        closed_connection_lifetime_ms=2000,
+    ) as url:  # fmt: skip
+        yield url
 
 
 def _wait_deltas(pg: Any, n: int) -> None:
