@@ -1293,6 +1293,15 @@ static int fnv_vector = 0;       /* whether fnv_blocks_v runs (0 where it is not
 #define FNV_BLOCKS_BUILT 1
 #define FNV_BATCH 32
 #define FNV_TARGET __attribute__((target("avx512f,avx512bw,pclmul")))
+/* The polynomial step of lane group ``l`` (16 of a block's 64 bytes) in both block
+ * paths: acc = acc * p^64 + e * w, with e = b - 2q (q: the low-byte automaton's bits). */
+#define FNV_LANE(l)                                                                        \
+    do {                                                                                   \
+        __m512i bb = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, l));                \
+        __m512i qq = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(qv, l));               \
+        __m512i e = _mm512_sub_epi32(bb, _mm512_add_epi32(qq, qq));                        \
+        acc[l] = _mm512_add_epi32(_mm512_mullo_epi32(acc[l], p64), _mm512_mullo_epi32(e, w[l])); \
+    } while (0)
 
 FNV_TARGET static inline uint64_t prefix_xor(uint64_t d)
 {
@@ -1347,18 +1356,10 @@ FNV_TARGET static void fnv_blocks_s(fnv_blocks_t *f, const unsigned char *const 
             for (k = 1; k < 8; k++)
                 qv = _mm512_or_si512(
                     qv, _mm512_maskz_mov_epi8(q[j][k], _mm512_set1_epi8((char)(1 << k))));
-#define FNV_LANE(l)                                                                        \
-    do {                                                                                   \
-        __m512i bb = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, l));                \
-        __m512i qq = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(qv, l));               \
-        __m512i e = _mm512_sub_epi32(bb, _mm512_add_epi32(qq, qq));                        \
-        acc[l] = _mm512_add_epi32(_mm512_mullo_epi32(acc[l], p64), _mm512_mullo_epi32(e, w[l])); \
-    } while (0)
             FNV_LANE(0);
             FNV_LANE(1);
             FNV_LANE(2);
             FNV_LANE(3);
-#undef FNV_LANE
             hp *= fnv_p64;
         }
     }
@@ -1445,18 +1446,10 @@ FNV_VTARGET static void fnv_blocks_v(fnv_blocks_t *f, const unsigned char *const
             for (k = 1; k < 8; k++)
                 qv = _mm512_or_si512(
                     qv, _mm512_maskz_mov_epi8(q[k][j], _mm512_set1_epi8((char)(1 << k))));
-#define FNV_LANE(l)                                                                        \
-    do {                                                                                   \
-        __m512i bb = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, l));                \
-        __m512i qq = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(qv, l));               \
-        __m512i e = _mm512_sub_epi32(bb, _mm512_add_epi32(qq, qq));                        \
-        acc[l] = _mm512_add_epi32(_mm512_mullo_epi32(acc[l], p64), _mm512_mullo_epi32(e, w[l])); \
-    } while (0)
             FNV_LANE(0);
             FNV_LANE(1);
             FNV_LANE(2);
             FNV_LANE(3);
-#undef FNV_LANE
             hp *= fnv_p64;
         }
     }
@@ -1477,6 +1470,7 @@ static void fnv_blocks(fnv_blocks_t *f, const unsigned char *const *blocks, Py_s
     if (n)
         fnv_blocks_s(f, blocks, n);
 }
+#undef FNV_LANE
 #endif
 
 static void fnv_init(void)
