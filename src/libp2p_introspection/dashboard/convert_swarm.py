@@ -77,11 +77,6 @@ def _queries(gauge: pb.DHT.QueryGauge) -> JSON:
     return {"success": gauge.success, "error": gauge.error, "timeout": gauge.timeout}
 
 
-def stream_to_json(stream: pb.Stream) -> JSON:
-    """One ``Stream`` (shape ``STREAM`` in the module doc), its strings capped."""
-    return _stream_piece(stream)[0]
-
-
 def _stream_piece(stream: pb.Stream) -> tuple[JSON, str]:
     """The stream's JSON form and its text (``dumps`` of it, built directly)."""
     raw_id, proto, role_number, status_number = (

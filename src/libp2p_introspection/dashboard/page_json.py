@@ -125,11 +125,6 @@ def pack(snapshot: JSON) -> JSON:
     return _full(snapshot, *_resolve(snapshot))
 
 
-def page_text(snapshot: JSON) -> str:
-    """The JSON text of :func:`pack` of ``snapshot``."""
-    return dumps(pack(snapshot))
-
-
 class PageFeed:
     """The page's form of successive snapshots: the first whole, then deltas (module doc).
 
