@@ -334,7 +334,8 @@ def measure(data: bytes | memoryview, limits: RecordLimits = DEFAULT_LIMITS) -> 
     when it is not contiguous).
     """
     data = octets(data)
-    return _measure_c(data, limits) or measure_python(data, limits)
+    found = _measure_c(data, limits)
+    return found if found is not None else measure_python(data, limits)
 
 
 def _measure_c(data: bytes | memoryview, limits: RecordLimits) -> WireCounts | None:
