@@ -471,7 +471,7 @@ function connectionRows(v) {
   return v.conns.map((c) => ({
     id: c.id, peer: c.peer, status: c.status, src: c.src, dst: c.dst,
     transport: c.transport || "—", mux: c.mux || "—", sec: c.sec || "—", role: c.role,
-    age: c.open ? (c.status === "CLOSED" && c.close ? c.close : v.ts) - c.open : 0,
+    age: ageAt(c.status, c.open, c.close, v.ts),
     lat: c.lat, in: c.in, out: c.out, bwIn: c.bwIn, bwOut: c.bwOut,
     nstreams: c.ns, protos: joined(c.protoList),
     peerInfo: c.peerInfo || null, agent: c.peerInfo ? c.peerInfo.agent || "(no agent version)" : "",
@@ -486,6 +486,12 @@ function joined(list) {
   return text;
 }
 
+// How long a connection or stream has lived at snapshot time ts (ms): until it closed,
+// if CLOSED with a close time; 0 when its open time is unknown (0).
+function ageAt(status, open, close, ts) {
+  return open ? (status === "CLOSED" && close ? close : ts) - open : 0;
+}
+
 function streamRows(v, conns) {
   const pack = packs.get(v);
   if (pack && conns === v.conns) return packedStreamRows(v, pack);
@@ -494,7 +500,7 @@ function streamRows(v, conns) {
     connStreams(v, c).forEach((s, k) => {
       rows.push({
         key: `${c.id}:${k}`, peer: c.peer, proto: s.proto, role: s.role, status: s.status,
-        age: s.open ? (s.status === "CLOSED" && s.close ? s.close : v.ts) - s.open : 0,
+        age: ageAt(s.status, s.open, s.close, v.ts),
         in: s.in, out: s.out, bwIn: s.bwIn, bwOut: s.bwOut,
       });
     });
@@ -522,7 +528,7 @@ function packedStreamRows(v, pack) {
       const close = st[i + 4];
       rows.push({
         key: `${c.id}:${k}`, peer: c.peer, proto: strs[st[i]], role: strs[st[i + 1]], status,
-        age: open ? (status === "CLOSED" && close ? close : ts) - open : 0,
+        age: ageAt(status, open, close, ts),
         in: st[i + 5], out: st[i + 6], bwIn: st[i + 7], bwOut: st[i + 8],
       });
     }
