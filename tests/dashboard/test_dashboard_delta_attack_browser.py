@@ -311,8 +311,13 @@ def test_scrubbing_back_while_deltas_flow_then_returning_to_live_shows_the_lates
         step(state)
     page.wait_for_function("(ts) => window.dashboardState?.view?.ts === ts",
                            arg=states[4].instant_ts)  # fmt: skip
+    # The slider is drawn on the next frame after a message: wait until it spans the timeline
+    # (a value past its old max would be clamped), then move it as a user would.
+    drawn = """() => { const n = window.dashboardState?.timeline?.length;
+                       return n > 1 && document.getElementById('timeline').max === String(n - 1); }"""
     scrub = """(i) => { const s = document.getElementById('timeline'); s.value = String(i);
                         s.dispatchEvent(new Event('input')); }"""
+    page.wait_for_function(drawn)
     page.evaluate(scrub, 1)
     page.wait_for_function("(ts) => window.dashboardState.view.ts === ts", arg=states[1].instant_ts)
     fresh = browser.new_page()
@@ -321,6 +326,7 @@ def test_scrubbing_back_while_deltas_flow_then_returning_to_live_shows_the_lates
         _feed(fresh, [model.hello()])
         fresh.goto(dashboard_page_url)
         fresh.wait_for_function("() => window.dashboardState?.view")
+        fresh.wait_for_function(drawn)
         fresh.evaluate(scrub, 1)
         fresh.wait_for_function("(ts) => window.dashboardState.view.ts === ts",
                                 arg=states[1].instant_ts)  # fmt: skip
