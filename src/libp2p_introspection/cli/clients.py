@@ -277,6 +277,9 @@ def dashboard(url: str, host: str, port: int, file: str | None, retention_ms: in
             click.echo(f"Dashboard of {what}; Ctrl-C stops it.")
             sys.stdout.flush()
 
+    from libp2p_introspection.dashboard.convert import tune_collector
+
+    tune_collector()  # a process of its own: its collector suits what it follows
     try:
         run(main_task)
     except RecordingLoadError as exc:
