@@ -16,8 +16,8 @@ Browser messages (JSON objects, sent in arrays; shapes of the parts in
      "events": [EVENT, ...] (the newest HELLO_EVENTS, at most HELLO_EVENT_BYTES),
      "eventCounts": {type: n}, "eventTypes": [EVENT_TYPE, ...]}
     {"t": "snapshot", "seq": n, "oldest": ts of the oldest stored snapshot,
-     "summary": SUMMARY, "data": PAGE_SNAPSHOT (SNAPSHOT, its streams packed:
-     :mod:`.page_json`)}
+     "summary": SUMMARY, "data": PAGE_SNAPSHOT (SNAPSHOT without its streams, which
+     pages ask for a page at a time, GET /api/streams: :mod:`.page_json`)}
     {"t": "delta", "seq": n, "base": n - 1, "oldest": ..., "summary": SUMMARY,
      "data": PAGE_DELTA (what changed since the snapshot numbered "base":
      :mod:`.page_json`)}
@@ -68,6 +68,7 @@ from libp2p_introspection.dashboard.page_json import PageFeed
 from libp2p_introspection.dashboard.recording import RecordingInfo, over_limit_text
 from libp2p_introspection.dashboard.save import server_message
 from libp2p_introspection.dashboard.store import Store
+from libp2p_introspection.dashboard.streams_api import StreamPages
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 
@@ -113,6 +114,8 @@ class DashboardModel:
         #: The page's form of the snapshots sent (deltas after the first), and the
         #: stored form of the last one sent.
         self.pages = PageFeed()
+        #: The Streams tables' pages (``GET /api/streams``), from :attr:`store`'s snapshots.
+        self.streams = StreamPages()
         self._page_stored: object = None
 
     def attach_feed(self, feed: LiveFeed) -> None:
@@ -130,6 +133,7 @@ class DashboardModel:
         self.recording = None
         self.store = Store(**self._live_store_bounds)
         self.converter.reset()
+        self.streams.clear()
         self._resync_all()
         self.broadcast_nodes()  # the focus moved
 
@@ -160,6 +164,7 @@ class DashboardModel:
             return
         raw = server_message("state", state.SerializeToString())
         stored = self.store.add_snapshot(data, raw, text)
+        self.streams.prime(stored, data)  # before pages hear of it: they ask for its streams
         self._broadcast_snapshot(stored, data)
 
     def feed_event(self, event: pb.Event) -> None:
@@ -185,6 +190,7 @@ class DashboardModel:
         self.recording = info
         self.store = store
         self.converter.reset()
+        self.streams.clear()
         self._resync_all()
 
     def connect(self, url: str) -> None:
