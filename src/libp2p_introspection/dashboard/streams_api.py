@@ -24,7 +24,8 @@ shows (:class:`~.store.Store`)::
                   its open time is unknown), "in", "out" (bytes), "bwIn", "bwOut" (bytes/s)}
 
 Order: numbers by value, text (peer, proto, role, status) case-insensitively
-(then by its exact text); ties keep the snapshot's order (its connections in
+(Unicode case folding, then by code point); ties (texts equal but for case
+included) keep the snapshot's order (its connections in
 order, each one's streams in order) in either direction. Bad parameters raise
 :class:`~.guards.BadQuery` (the route answers 400 with the reason); strings
 from the node are data here too, never parsed or formatted.
@@ -196,8 +197,7 @@ class StreamPages:
             ]  # fmt: skip
         at = _AT[query.sort]
         if query.sort in _TEXT_FIELDS:
-            order = sorted(chosen, key=lambda i: (rows[i][at].casefold(), rows[i][at]),
-                           reverse=query.desc)  # fmt: skip
+            order = sorted(chosen, key=lambda i: rows[i][at].casefold(), reverse=query.desc)
         else:
             order = sorted(chosen, key=lambda i: rows[i][at], reverse=query.desc)
         entry.orders[key] = order

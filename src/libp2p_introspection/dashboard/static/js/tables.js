@@ -344,7 +344,7 @@ export const STREAMS_PAGE_SIZE = 100;
  * page shown again, same page, sort and filter, and updates its rows in place
  * (updateInPlace: the scroll, hovered and selected cells kept); it counts in allSet().
  * Latest wins: an answer to a request older than the last made, or for a moment no
- * longer asked (query().ts), is dropped.
+ * longer asked (query().ts), is dropped. t.table.shownTs: the moment of the rows shown.
  */
 export function streamsTable(el, { withPeer, onCopied, height, query, onPage = () => {} }) {
   const copy = copyOnClick(onCopied);
@@ -405,6 +405,7 @@ export function streamsTable(el, { withPeer, onCopied, height, query, onPage = (
     ajaxRequestFunc: async (url, config, params) => {
       const answer = await fetchPage(params);
       if (!answer) return { last_page: t.table.getPageMax() || 1, data: t.table.getData() };
+      t.table.shownTs = answer.ts;
       onPage(answer);
       return answer;
     },
@@ -420,6 +421,7 @@ export function streamsTable(el, { withPeer, onCopied, height, query, onPage = (
     if (!answer) return;
     if (answer.last_page !== table.getPageMax()) table.setMaxPage(answer.last_page);
     if (!updateInPlace(table, answer.data, "key", deps)) await table.replaceData(answer.data);
+    table.shownTs = answer.ts;
     onPage(answer);
   }
   /** Fetch the page shown again, for the moment query() says now (counted in allSet()). */
