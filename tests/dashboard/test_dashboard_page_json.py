@@ -271,3 +271,18 @@ def test_a_delta_says_what_went_came_moved_and_changed_and_nothing_else():
     # Another set of parts (one went): whole.
     assert feed.next({k: v for k, v in _snap(5000, [_conn("c")]).items() if k != "pubsub"})[
         0] == "snapshot"
+
+
+def test_a_hello_carries_the_latest_snapshot_without_its_streams():
+    source = SyntheticSource(SyntheticOptions(connections=300, streams=10, seed=3, churn=0.05))
+    model = DashboardModel(Store(), BrowserHub())
+    for _ in range(3):
+        model.feed_state(source.state())
+        latest = json.loads(model.hello())[0]["latest"]
+        assert all("streams" not in c for c in latest["conns"])
+        assert _resolved(latest) == _resolved(pack(model.store.latest.data))  # type: ignore[union-attr]
+    # A store the page feed has not sent from (a recording shown): from the stored one.
+    model.show_recording(model.store, None)  # type: ignore[arg-type]
+    assert not model.pages.has_base
+    latest = json.loads(model.hello())[0]["latest"]
+    assert _resolved(latest) == _resolved(pack(model.store.latest.data))  # type: ignore[union-attr]

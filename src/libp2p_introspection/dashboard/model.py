@@ -12,7 +12,8 @@ Browser messages (JSON objects, sent in arrays; shapes of the parts in
 :mod:`.convert_events`)::
 
     {"t": "hello", "status": STATUS, "runtime": RUNTIME|null,
-     "timeline": [ts, ...], "series": [SUMMARY, ...], "latest": SNAPSHOT|null,
+     "timeline": [ts, ...], "series": [SUMMARY, ...],
+     "latest": PAGE_SNAPSHOT|null (:mod:`.page_json`: without its streams),
      "events": [EVENT, ...] (the newest HELLO_EVENTS, at most HELLO_EVENT_BYTES),
      "eventCounts": {type: n}, "eventTypes": [EVENT_TYPE, ...]}
     {"t": "snapshot", "seq": n, "oldest": ts of the oldest stored snapshot,
@@ -64,7 +65,7 @@ from libp2p_introspection.dashboard.convert_events import (
 )
 from libp2p_introspection.dashboard.feed import ConnectionState, LiveFeed, endpoint_key
 from libp2p_introspection.dashboard.nodes import NodeFleet
-from libp2p_introspection.dashboard.page_json import PageFeed
+from libp2p_introspection.dashboard.page_json import PageFeed, pack
 from libp2p_introspection.dashboard.recording import RecordingInfo, over_limit_text
 from libp2p_introspection.dashboard.save import server_message
 from libp2p_introspection.dashboard.store import Store
@@ -263,6 +264,18 @@ class DashboardModel:
         self.pages.reset()
         self.hub.resync_all()
 
+    def _hello_latest(self, latest: Any) -> str:
+        """The hello's latest snapshot: its ``PAGE_SNAPSHOT`` text (without its streams,
+        which pages ask for a page at a time), made from what the page feed keeps when
+        it is the snapshot sent last, else from the stored one (a recording shown)."""
+        if latest is None:
+            return "null"
+        if self.pages.has_base and latest is self._page_stored:
+            text = self.pages.whole_text()
+            if text is not None:
+                return text
+        return dumps(pack(latest.data))
+
     def nodes_json(self) -> JSON | None:
         """``NODES`` with ``"focus"``: the node the live feed shows (``None`` without a fleet)."""
         if self.nodes is None:
@@ -324,7 +337,7 @@ class DashboardModel:
                 ',"events":[',
                 ",".join(e.text for e in events),
                 '],"latest":',
-                latest.text if latest else "null",
+                self._hello_latest(latest),
                 "}]",
             )
         )

@@ -18,8 +18,8 @@ connection with its stream count and protocols instead of its streams::
           "lists"); its PEERINFO's "protocols" an index into "lists"
 
 A connection's packet counts (``inPkts``, ``outPkts``), which no view shows,
-are left out too (``GET /api/snapshot`` has them). ``hello`` carries the
-stored text as it is.
+are left out too (``GET /api/snapshot`` has them). A ``hello`` carries its
+latest snapshot as ``PAGE_SNAPSHOT`` too (:meth:`PageFeed.whole_text`).
 
 Deltas. Every connection's counters move at every snapshot, but little else
 does: after the first, a page is sent what changed since the snapshot it was
@@ -119,6 +119,16 @@ class PageFeed:
         """Forget the base: the next snapshot is sent whole."""
         self._conns = None
         self._parts = {}
+
+    def whole_text(self) -> str | None:
+        """``PAGE_SNAPSHOT`` of the last snapshot given, as JSON text (``None`` without
+        one): what a ``hello`` carries of it, made from what is kept, nothing parsed."""
+        if self._conns is None:
+            return None
+        lists: dict[tuple[str, ...], int] = {}
+        conns = [_listed(c, lists) for c in self._conns]
+        head = ",".join(f"{dumps(k)}:{text}" for k, text in self._parts.items())
+        return "{" + head + f',"conns":{dumps(conns)},"lists":{dumps([list(x) for x in lists])}}}'
 
     def next(self, snapshot: JSON) -> tuple[str, JSON]:
         """``("snapshot", PAGE_SNAPSHOT)`` or ``("delta", PAGE_DELTA)`` of ``snapshot``
