@@ -31,10 +31,10 @@ order, each one's streams in order) in either direction. Bad parameters raise
 from the node are data here too, never parsed or formatted.
 
 The rows of a snapshot are built once (from the converted snapshot the model
-has just made, :meth:`StreamPages.prime`, or by parsing the stored text of a
-moment scrubbed to) and kept for the last :data:`KEEP_SNAPSHOTS` snapshots
-asked, with the orders asked of them: the memory of a few snapshots' streams,
-whatever the retention.
+has just made, :meth:`StreamPages.prime`, while pages show streams; else by
+parsing the stored text when a page first asks, or scrubs to a moment) and
+kept for the last :data:`KEEP_SNAPSHOTS` snapshots asked, with the orders
+asked of them: the memory of a few snapshots' streams, whatever the retention.
 """
 
 from __future__ import annotations
@@ -156,17 +156,19 @@ class StreamPages:
         self._entries.clear()
 
     def prime(self, stored: StoredSnapshot, snapshot: JSON) -> None:
-        """Build the rows of ``stored`` from its converted form ``snapshot`` (not
+        """When pages asked for the streams of the snapshot before (a Streams table is
+        shown), build the rows of ``stored`` from its converted form ``snapshot`` (not
         changed), and the last :data:`WARM_ORDERS` orders pages asked of the snapshot
         before it (their sort and filters: they ask the same of this one as soon as
         they hear of it; about 15 ms each at 50,000 streams), so
         that the first page asked of a new snapshot is a slice, nothing parsed or
         sorted then."""
         previous = next(reversed(self._entries.values()), None)
+        if previous is None or not previous.orders:
+            return  # no page asked for the streams of the last: built if one asks (parsed)
         entry = self._keep(_Entry(stored, snapshot))
-        if previous is not None:  # the last WARM_ORDERS asked (the loop is not held longer)
-            for key in list(previous.orders)[-WARM_ORDERS:]:
-                self._order_of(entry, key)
+        for key in list(previous.orders)[-WARM_ORDERS:]:  # the loop is not held longer
+            self._order_of(entry, key)
 
     def _keep(self, entry: _Entry) -> _Entry:
         self._entries[id(entry.stored)] = entry
