@@ -40,6 +40,7 @@ def many_streams() -> Iterator[str]:
 
 def _open_streams(pg: Any, url: str) -> None:
     pg.goto(url)
+    _resume(pg)  # a test before that failed while paused left the dashboard paused
     pg.wait_for_function(
         "(n) => (window.dashboardState?.view?.conns.length || 0) >= n", arg=CONNECTIONS,
         timeout=60_000,

@@ -35,13 +35,14 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
+from libp2p_introspection.dashboard.errors import DashboardError
 from libp2p_introspection.protocol.admission import is_loopback, origin_allowed
 from libp2p_introspection.protocol.closecodes import CLOSE_POLICY_VIOLATION
 
 log = logging.getLogger(__name__)
 
 
-class BadQuery(ValueError):
+class BadQuery(DashboardError):
     """A ``GET`` route's query string is not what it takes: its text says why (answered 400)."""
 
 
