@@ -79,16 +79,24 @@ MATCHES_STORE = """async (streams) => {
       if (d && el.classList.contains('closed-row') !== (d.status === 'CLOSED')) bad.push(`greyed ${d.id}`);
     }
   } else {
+    // The Streams table holds the page it shows (GET /api/streams): each of its rows is
+    // the stored stream of its key, and it holds a whole page of them.
     const st = new Map(Tabulator.findTable('#streams-table')[0].getData().map((d) => [d.key, d]));
+    let all = 0;
     for (const c of stored.conns) {
       c.streams.forEach((s, k) => {
+        all += 1;
         const d = st.get(`${c.id}:${k}`);
+        if (!d) return;
         streamRows += 1;
-        if (!d || d.proto !== s.proto || d.status !== s.status || d.in !== s.in || d.out !== s.out
-            || d.bwOut !== s.bwOut) bad.push(`stream ${c.id}:${k}`);
+        if (d.proto !== s.proto || d.status !== s.status || d.in !== s.in || d.out !== s.out
+            || d.bwOut !== s.bwOut || d.peer !== c.peer) bad.push(`stream ${c.id}:${k}`);
       });
     }
-    if (st.size !== streamRows) bad.push(`stream rows ${st.size} ${streamRows}`);
+    if (st.size !== streamRows) bad.push(`rows of no stored stream ${st.size} ${streamRows}`);
+    if (streamRows !== Math.min(all, tables.STREAMS_PAGE_SIZE)) bad.push(`stream rows ${streamRows} of ${all}`);
+    const count = document.querySelector('#stream-count').textContent;
+    if (count !== `${all} of ${all} streams`) bad.push(`count ${count}`);
   }
   const closed = stored.conns.filter((c) => c.status === 'CLOSED').length;
   return { bad: bad.slice(0, 20), conns: stored.conns.length, closed, streamRows,

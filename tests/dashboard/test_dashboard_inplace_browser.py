@@ -59,6 +59,22 @@ def _sort_by_peer(pg: Any, table: str) -> None:
     )
 
 
+def _keep_stored_snapshots(pg: Any) -> None:
+    """Keep fetching the stored snapshot of the moment shown (GET /api/snapshot), into
+    window.__stored (ts -> snapshot), for EXPECTED_AGE's streams."""
+    pg.evaluate(
+        """() => {
+          window.__stored = new Map();
+          setInterval(async () => {
+            const ts = window.dashboardState.view?.ts;
+            if (ts === undefined || window.__stored.has(ts)) return;
+            window.__stored.set(ts, null);
+            window.__stored.set(ts, await (await fetch(`/api/snapshot?ts=${ts}`)).json());
+          }, 50);
+        }"""
+    )
+
+
 def _two_more_snapshots(pg: Any) -> None:
     wait_shown_ts_above(pg, shown_ts(pg))
     wait_shown_ts_above(pg, shown_ts(pg))
@@ -76,7 +92,10 @@ EXPECTED_AGE = """(table, rowEl) => {
   const [id, k] = String(row.getData().key ?? row.getData().id).split(':');
   const c = v.conns.find((x) => x.id === id);
   if (!c) return null;
-  const item = k === undefined ? c : window.dashboardStreams(v, c)[Number(k)];
+  // A stream: as the dashboard stored it for that moment (the page holds no streams:
+  // fetched by _keep_stored_snapshots), null until fetched.
+  const stored = k === undefined ? null : window.__stored?.get(v.ts)?.conns.find((x) => x.id === id);
+  const item = k === undefined ? c : stored?.streams[Number(k)];
   if (!item || !item.open) return null;
   const end = item.status === 'CLOSED' && item.close ? item.close : v.ts;
   return fmt.duration(end - item.open);
@@ -198,6 +217,7 @@ def test_a_new_snapshot_updates_stream_rows_in_place(page: Any, churning_node: s
         }"""
     )
     assert found, "no active stream of an active connection in view"
+    _keep_stored_snapshots(page)
     _two_more_snapshots(page)
     page.wait_for_function(
         """() => {

@@ -10,6 +10,7 @@ from libp2p_introspection.dashboard.browsers import BrowserHub
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.page_json import PageFeed, pack
 from libp2p_introspection.dashboard.store import Store
+from libp2p_introspection.dashboard.streams_api import MAX_PAGE_SIZE, StreamQuery
 from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
 
 #: What a view shows of a stream (app.js's streamRows), all of it kept.
@@ -52,13 +53,14 @@ def apply_delta(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
             conns.append(conn)
         else:
             conns.append(rebased(entry, lists))
-    rest = {k: v for k, v in base.items() if k not in ("conns", "lists", "strs", "streams")}
-    rest.update({k: v for k, v in delta.items() if k not in ("conns", "lists", "strs", "streams")})
-    return {**rest, "conns": conns, "lists": out_lists, "strs": delta["strs"],
-            "streams": delta["streams"]}  # fmt: skip
+    rest = {k: v for k, v in base.items() if k not in ("conns", "lists")}
+    rest.update({k: v for k, v in delta.items() if k not in ("conns", "lists")})
+    return {**rest, "conns": conns, "lists": out_lists}
 
 
-def _messages(connections: int, streams: int, snapshots: int = 2) -> tuple[list[Any], Store]:
+def _messages(
+    connections: int, streams: int, snapshots: int = 2
+) -> tuple[list[Any], Store, DashboardModel]:
     """Every snapshot message a page is sent, each delta applied to the one before it
     (as ``{"t": "snapshot", "data": PAGE_SNAPSHOT, "was": "delta"|"snapshot"}``)."""
     source = SyntheticSource(SyntheticOptions(connections=connections, streams=streams, seed=3))
@@ -77,45 +79,41 @@ def _messages(connections: int, streams: int, snapshots: int = 2) -> tuple[list[
             assert out and message["base"] == out[-1]["seq"] == message["seq"] - 1
             data = apply_delta(out[-1]["data"], message["data"])
             out.append({**message, "t": "snapshot", "data": data, "was": "delta"})
-    return out, model.store
+    return out, model.store, model
 
 
-def _unpack(data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Each connection's streams, read from PAGE_SNAPSHOT as its module doc says."""
-    strs = data["strs"]
-    packed = json.loads(data["streams"])
+def _page_streams(model: DashboardModel, data: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each connection's streams as the page reads them: GET /api/streams?conn= of the
+    snapshot's moment (streams_api), in their order."""
     out = {}
-    for conn, st in zip(data["conns"], packed, strict=True):
-        rows = []
-        for i in range(0, len(st), 9):
-            proto, role, status, age, close, bytes_in, bytes_out, bw_in, bw_out = st[i : i + 9]
-            rows.append({
-                "proto": strs[proto], "role": strs[role], "status": strs[status],
-                "open": 0 if age is None else data["ts"] - age, "close": close,
-                "in": bytes_in, "out": bytes_out, "bwIn": bw_in, "bwOut": bw_out,
-            })  # fmt: skip
-        assert len(rows) == conn["ns"]
+    for conn in data["conns"]:
+        query = StreamQuery(ts=data["ts"], conn=conn["id"], sort="age", size=MAX_PAGE_SIZE)
+        answer = model.streams.answer(model.store, query)
+        assert answer is not None and answer["ts"] == data["ts"]
+        rows = sorted(answer["data"], key=lambda r: int(r["key"].rsplit(":", 1)[1]))
+        assert len(rows) == conn["ns"] == answer["total"]
         out[conn["id"]] = rows
     return out
 
 
-def test_a_big_snapshot_reaches_the_page_in_under_half_its_stored_text():
-    messages, store = _messages(1_000, 10, snapshots=1)
+def test_a_big_snapshot_reaches_the_page_without_its_streams_in_a_third_of_its_text():
+    messages, store, _ = _messages(1_000, 10, snapshots=1)
     latest = store.latest
     assert latest is not None
     page_text = json.dumps(messages[-1]["data"], separators=(",", ":"))
-    assert len(page_text) < 0.5 * len(latest.text), (len(page_text), len(latest.text))
-    # No connection carries its streams as objects.
+    # Its streams are not sent at all (the Streams tables page them: GET /api/streams).
+    assert len(page_text) < 0.35 * len(latest.text), (len(page_text), len(latest.text))
+    assert "streams" not in messages[-1]["data"] and "strs" not in messages[-1]["data"]
     assert all("streams" not in c for c in messages[-1]["data"]["conns"])
 
 
 def test_the_packed_snapshot_keeps_everything_the_views_show():
-    messages, store = _messages(300, 4, snapshots=3)
+    messages, store, model = _messages(300, 4, snapshots=3)
     data = messages[-1]["data"]
     stored = store.latest.data  # type: ignore[union-attr]
     assert data["ts"] == stored["ts"]
     lists = data["lists"]
-    streams = _unpack(data)
+    streams = _page_streams(model, data)
     assert len(data["conns"]) == len(stored["conns"])
     for page_conn, conn in zip(data["conns"], stored["conns"], strict=True):
         # The connection's own fields, as stored (its peer's protocols by reference).
@@ -127,16 +125,23 @@ def test_the_packed_snapshot_keeps_everything_the_views_show():
         }
         assert info == conn["peerInfo"]
         assert lists[page_conn["sp"]] == list(dict.fromkeys(s["proto"] for s in conn["streams"]))
-        assert streams[conn["id"]] == [{k: s[k] for k in SHOWN} for s in conn["streams"]]
+        ts = stored["ts"]
+        assert streams[conn["id"]] == [
+            {"key": f"{conn['id']}:{k}", "conn": conn["id"], "peer": conn["peer"],
+             **{f: s[f] for f in SHOWN if f not in ("open", "close")},
+             "age": ((s["close"] if s["status"] == "CLOSED" and s["close"] else ts) - s["open"])
+             if s["open"] else 0}
+            for k, s in enumerate(conn["streams"])
+        ]  # fmt: skip
     # Everything but the connections is as stored.
-    rest = {k: v for k, v in data.items() if k not in ("conns", "lists", "strs", "streams")}
+    rest = {k: v for k, v in data.items() if k not in ("conns", "lists")}
     assert rest == {k: v for k, v in stored.items() if k != "conns"}
 
 
 def test_a_snapshot_without_streams_or_peers_packs_too():
-    messages, _ = _messages(3, 0)
+    messages, _, _ = _messages(3, 0)
     data = messages[-1]["data"]
-    assert data["streams"] == "[[],[],[]]" and data["strs"] == []
+    assert "streams" not in data
     assert all(c["ns"] == 0 and data["lists"][c["sp"]] == [] for c in data["conns"])
 
 
@@ -266,3 +271,18 @@ def test_a_delta_says_what_went_came_moved_and_changed_and_nothing_else():
     # Another set of parts (one went): whole.
     assert feed.next({k: v for k, v in _snap(5000, [_conn("c")]).items() if k != "pubsub"})[
         0] == "snapshot"
+
+
+def test_a_hello_carries_the_latest_snapshot_without_its_streams():
+    source = SyntheticSource(SyntheticOptions(connections=300, streams=10, seed=3, churn=0.05))
+    model = DashboardModel(Store(), BrowserHub())
+    for _ in range(3):
+        model.feed_state(source.state())
+        latest = json.loads(model.hello())[0]["latest"]
+        assert all("streams" not in c for c in latest["conns"])
+        assert _resolved(latest) == _resolved(pack(model.store.latest.data))  # type: ignore[union-attr]
+    # A store the page feed has not sent from (a recording shown): from the stored one.
+    model.show_recording(model.store, None)  # type: ignore[arg-type]
+    assert not model.pages.has_base
+    latest = json.loads(model.hello())[0]["latest"]
+    assert _resolved(latest) == _resolved(pack(model.store.latest.data))  # type: ignore[union-attr]

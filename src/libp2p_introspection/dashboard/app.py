@@ -19,7 +19,12 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
 - ``GET /api/status``: the ``STATUS`` object.
 - ``GET /api/snapshot?ts=MS``: the stored snapshot the page shows for the
   moment ``MS`` (the newest at or before it); the latest without ``ts``; 404
-  when the store is empty.
+  when the store is empty. With ``&form=page``: its ``PAGE_SNAPSHOT``
+  (:mod:`.page_json`: without its streams, which ``/api/streams`` pages).
+- ``GET /api/streams?ts=MS&page=P&size=N&sort=FIELD&dir=asc|desc&find=TEXT&status=S&conn=ID``:
+  one page of the streams of the moment ``MS`` (the latest without it), sorted
+  and filtered (:mod:`.streams_api`, which gives the shapes); 400 with the
+  reason for a bad parameter, 404 when the store is empty.
 - ``GET /api/connection-series?id=HEX``: one connection's traffic over the
   stored snapshots (``[{"ts", "bwIn", "bwOut", "in", "out", "status"}]``).
 - ``GET /api/events?until=MS&type=A&type=B&limit=N``: stored events.
@@ -98,15 +103,23 @@ from libp2p_introspection.dashboard.bodies import (
     spool_body,
 )
 from libp2p_introspection.dashboard.browsers import TooManyPages
-from libp2p_introspection.dashboard.guards import LocalOnly, QuietDisconnects, SecurityHeaders
+from libp2p_introspection.dashboard.convert import dumps
+from libp2p_introspection.dashboard.guards import (
+    BadQuery,
+    LocalOnly,
+    QuietDisconnects,
+    SecurityHeaders,
+)
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.nodes import FleetFull
+from libp2p_introspection.dashboard.page_json import pack
 from libp2p_introspection.dashboard.recording import (
     DEFAULT_MAX_UPLOAD_BYTES,
     RecordingLoadError,
     load_recording,
 )
 from libp2p_introspection.dashboard.save import save_endpoint
+from libp2p_introspection.dashboard.streams_api import StreamQuery
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +172,22 @@ def create_app(
             return refuse("ts must be an integer (ms since the epoch)")
         if stored is None:
             return refuse("no snapshot yet", 404)
+        form = request.query_params.get("form", "")
+        if form == "page":
+            return Response(dumps(pack(stored.data)), media_type="application/json")
+        if form:
+            return refuse("form must be page, or absent")
         return Response(stored.text, media_type="application/json")
+
+    async def streams(request: Request) -> Response:
+        try:
+            query = StreamQuery.parse(request.query_params)
+        except BadQuery as exc:
+            return refuse(str(exc))
+        answer = model.streams.answer(model.store, query)
+        if answer is None:
+            return refuse("no snapshot yet", 404)
+        return Response(dumps(answer), media_type="application/json")
 
     async def connection_series(request: Request) -> Response:
         conn_id = request.query_params.get("id", "")
@@ -365,6 +393,7 @@ def create_app(
         Route("/", index),
         Route("/api/status", status),
         Route("/api/snapshot", snapshot),
+        Route("/api/streams", streams),
         Route("/api/connection-series", connection_series),
         Route("/api/events", events),
         Route("/api/pause", pause, methods=["POST"]),

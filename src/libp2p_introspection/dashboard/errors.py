@@ -1,7 +1,8 @@
 """The dashboard layer's error root.
 
 Every fault the dashboard finds itself derives from :class:`DashboardError`: a
-request it refuses (``bodies.BadRequest``, ``BodyTooLarge``, ``UploadTimedOut``),
+request it refuses (``bodies.BadRequest``, ``BodyTooLarge``, ``UploadTimedOut``,
+``guards.BadQuery``),
 a bound reached (``browsers.TooManyPages``, ``nodes.FleetFull``,
 ``convert.SnapshotTooLarge``), a recording it cannot load
 (``recording.RecordingLoadError``). What the protocol layer raises about bytes

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,10 +35,44 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
+from libp2p_introspection.dashboard.errors import DashboardError
 from libp2p_introspection.protocol.admission import is_loopback, origin_allowed
 from libp2p_introspection.protocol.closecodes import CLOSE_POLICY_VIOLATION
 
 log = logging.getLogger(__name__)
+
+
+class BadQuery(DashboardError):
+    """A ``GET`` route's query string is not what it takes: its text says why (answered 400)."""
+
+
+def bounded_int(params: Mapping[str, str], name: str, low: int, high: int,
+                default: int | None = None) -> int:  # fmt: skip
+    """The decimal integer ``params[name]``, ``low <= it <= high`` (``default`` when absent).
+
+    Raises :class:`BadQuery` naming the parameter and its bounds otherwise (a
+    huge or malformed value is never parsed further than its first 20 characters)."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise BadQuery(f"{name} is required")
+        return default
+    if len(raw) > 20 or not raw.isascii() or not raw.isdigit():
+        raise BadQuery(f"{name} must be an integer from {low} to {high}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise BadQuery(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def bounded_text(params: Mapping[str, str], name: str, most: int) -> str:
+    """``params[name]`` (``""`` when absent), at most ``most`` characters.
+
+    Raises :class:`BadQuery` when longer."""
+    raw = params.get(name, "")
+    if len(raw) > most:
+        raise BadQuery(f"{name} is longer than {most} characters")
+    return raw
 
 #: Headers on every HTTP answer: no MIME sniffing (JSON and text stay data), no
 #: framing, no referrer, and no reading of any answer from another origin's page.

@@ -12,12 +12,13 @@ Browser messages (JSON objects, sent in arrays; shapes of the parts in
 :mod:`.convert_events`)::
 
     {"t": "hello", "status": STATUS, "runtime": RUNTIME|null,
-     "timeline": [ts, ...], "series": [SUMMARY, ...], "latest": SNAPSHOT|null,
+     "timeline": [ts, ...], "series": [SUMMARY, ...],
+     "latest": PAGE_SNAPSHOT|null (:mod:`.page_json`: without its streams),
      "events": [EVENT, ...] (the newest HELLO_EVENTS, at most HELLO_EVENT_BYTES),
      "eventCounts": {type: n}, "eventTypes": [EVENT_TYPE, ...]}
     {"t": "snapshot", "seq": n, "oldest": ts of the oldest stored snapshot,
-     "summary": SUMMARY, "data": PAGE_SNAPSHOT (SNAPSHOT, its streams packed:
-     :mod:`.page_json`)}
+     "summary": SUMMARY, "data": PAGE_SNAPSHOT (SNAPSHOT without its streams, which
+     pages ask for a page at a time, GET /api/streams: :mod:`.page_json`)}
     {"t": "delta", "seq": n, "base": n - 1, "oldest": ..., "summary": SUMMARY,
      "data": PAGE_DELTA (what changed since the snapshot numbered "base":
      :mod:`.page_json`)}
@@ -64,10 +65,11 @@ from libp2p_introspection.dashboard.convert_events import (
 )
 from libp2p_introspection.dashboard.feed import ConnectionState, LiveFeed, endpoint_key
 from libp2p_introspection.dashboard.nodes import NodeFleet
-from libp2p_introspection.dashboard.page_json import PageFeed
+from libp2p_introspection.dashboard.page_json import PageFeed, pack
 from libp2p_introspection.dashboard.recording import RecordingInfo, over_limit_text
 from libp2p_introspection.dashboard.save import server_message
 from libp2p_introspection.dashboard.store import Store
+from libp2p_introspection.dashboard.streams_api import StreamPages
 from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.wire import DEFAULT_LIMITS, RecordLimits
 
@@ -113,6 +115,8 @@ class DashboardModel:
         #: The page's form of the snapshots sent (deltas after the first), and the
         #: stored form of the last one sent.
         self.pages = PageFeed()
+        #: The Streams tables' pages (``GET /api/streams``), from :attr:`store`'s snapshots.
+        self.streams = StreamPages()
         self._page_stored: object = None
 
     def attach_feed(self, feed: LiveFeed) -> None:
@@ -130,6 +134,7 @@ class DashboardModel:
         self.recording = None
         self.store = Store(**self._live_store_bounds)
         self.converter.reset()
+        self.streams.clear()
         self._resync_all()
         self.broadcast_nodes()  # the focus moved
 
@@ -160,6 +165,7 @@ class DashboardModel:
             return
         raw = server_message("state", state.SerializeToString())
         stored = self.store.add_snapshot(data, raw, text)
+        self.streams.prime(stored, data)  # before pages hear of it: they ask for its streams
         self._broadcast_snapshot(stored, data)
 
     def feed_event(self, event: pb.Event) -> None:
@@ -185,6 +191,7 @@ class DashboardModel:
         self.recording = info
         self.store = store
         self.converter.reset()
+        self.streams.clear()
         self._resync_all()
 
     def connect(self, url: str) -> None:
@@ -257,6 +264,18 @@ class DashboardModel:
         self.pages.reset()
         self.hub.resync_all()
 
+    def _hello_latest(self, latest: Any) -> str:
+        """The hello's latest snapshot: its ``PAGE_SNAPSHOT`` text (without its streams,
+        which pages ask for a page at a time), made from what the page feed keeps when
+        it is the snapshot sent last, else from the stored one (a recording shown)."""
+        if latest is None:
+            return "null"
+        if self.pages.has_base and latest is self._page_stored:
+            text = self.pages.whole_text()
+            if text is not None:
+                return text
+        return dumps(pack(latest.data))
+
     def nodes_json(self) -> JSON | None:
         """``NODES`` with ``"focus"``: the node the live feed shows (``None`` without a fleet)."""
         if self.nodes is None:
@@ -318,7 +337,7 @@ class DashboardModel:
                 ',"events":[',
                 ",".join(e.text for e in events),
                 '],"latest":',
-                latest.text if latest else "null",
+                self._hello_latest(latest),
                 "}]",
             )
         )

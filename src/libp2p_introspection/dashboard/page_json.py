@@ -1,36 +1,25 @@
-"""What a page is sent of each new snapshot: the stored snapshot, its streams packed.
+"""What a page is sent of each new snapshot: the stored snapshot, without its streams.
 
 The stored JSON of a snapshot (:mod:`.convert`'s ``SNAPSHOT``) spells every
-stream as an object, its keys repeated 50,000 times in a snapshot of 5,000
-connections of 10 streams: 16 MB of text, which a page takes about 90 ms to
-parse (and longer to receive, and to collect), every snapshot, whatever view it
-shows. So the ``snapshot`` message a page is sent
-(:meth:`.model.DashboardModel.feed_state`) carries ``PAGE_SNAPSHOT`` instead,
-under half the text: each connection's stream count and protocols, and all the
-streams packed into one string, which the page parses only when it shows
-streams (the Streams view, a connection's streams: ``static/js/app.js``'s
-``connStreams``). Parsing a string is a scan; parsing 50,000 objects costs
-tens of milliseconds, and as much again to collect them::
+stream as an object: 50,000 of them in a snapshot of 5,000 connections of 10
+streams, 16 MB of text, which a page would take about 90 ms to parse every
+snapshot, whatever view it shows. No view needs them all: the Streams tables
+ask for the page of streams they show (``GET /api/streams``,
+:mod:`.streams_api`). So the ``snapshot`` message a page is sent
+(:meth:`.model.DashboardModel.feed_state`) carries ``PAGE_SNAPSHOT``: each
+connection with its stream count and protocols instead of its streams::
 
     PAGE_SNAPSHOT = SNAPSHOT, except:
       "lists": [[str, ...], ...]  (the distinct lists of protocols, in order
                            of first use: of a connection's streams, of a
                            PEERINFO)
-      "strs": [str, ...]  (the distinct protocol ids, roles and statuses of
-                           the streams, in order of first use)
-      "streams": the JSON text of [[STREAM_FIELDS of the first connection's
-          first stream, of its second, ...] (a flat array of numbers), [the
-          second connection's], ...], its string fields indexes into "strs"
       every CONNECTION: no "streams", but "ns": how many streams it has, and
           "sp": the distinct protocols of its streams (an index into
           "lists"); its PEERINFO's "protocols" an index into "lists"
 
-    STREAM_FIELDS = proto, role, status, age (the snapshot's ts minus open,
-                    ms; null when open is 0), close, in, out, bwIn, bwOut
-
-A stream's id, latency and packet counts, and a connection's packet counts
-(``inPkts``, ``outPkts``), which no view shows, are left out (``GET
-/api/snapshot`` has them). ``hello`` carries the stored text as it is.
+A connection's packet counts (``inPkts``, ``outPkts``), which no view shows,
+are left out too (``GET /api/snapshot`` has them). A ``hello`` carries its
+latest snapshot as ``PAGE_SNAPSHOT`` too (:meth:`PageFeed.whole_text`).
 
 Deltas. Every connection's counters move at every snapshot, but little else
 does: after the first, a page is sent what changed since the snapshot it was
@@ -41,8 +30,7 @@ half the text of ``PAGE_SNAPSHOT``, the connections' part a tenth of it)::
                   ("start", "traffic", "dht", "pubsub", ...) only when its
                   JSON differs from the base's (absent: the base's, as it is),
       "conns": [ENTRY, ...]  (the new snapshot's connections, in order)
-      "lists", "strs", "streams": as PAGE_SNAPSHOT, for ENTRY's "sp" and
-          "peerInfo" and for every stream of the new snapshot}
+      "lists": as PAGE_SNAPSHOT, for ENTRY's "sp" and "peerInfo"}
     ENTRY = i  (int: the base's connection i, unchanged)
           | [i, {field: value, ...}]  (the base's connection i, these
                 fields replaced: a CONNECTION's fields, as in PAGE_SNAPSHOT)
@@ -64,41 +52,24 @@ from typing import Any
 
 from libp2p_introspection.dashboard.convert import JSON, dumps
 
-#: The fields of one packed stream, in order (module doc).
-STREAM_FIELDS = ("proto", "role", "status", "age", "close", "in", "out", "bwIn", "bwOut")
 #: A connection's fields a page is not sent (module doc).
 UNSHOWN = frozenset(("streams", "inPkts", "outPkts"))
 
 
-def _resolve(snapshot: JSON) -> tuple[list[JSON], list[list[Any]], list[str]]:
+def _resolve(snapshot: JSON) -> list[JSON]:
     """The page's form of every connection of ``snapshot`` (its "sp" and its peer's
-    "protocols" as tuples of protocols, not yet indexes into "lists"), every
-    connection's packed streams, and "strs"."""
-    ts = snapshot["ts"]
-    strings: dict[str, int] = {}
-    index = strings.setdefault
+    "protocols" as tuples of protocols, not yet indexes into "lists")."""
     conns: list[JSON] = []
-    streams: list[list[Any]] = []
     for conn in snapshot["conns"]:
-        packed: list[Any] = []
-        add = packed.extend
-        protocols: dict[str, None] = {}
-        for s in conn["streams"]:
-            protocols[s["proto"]] = None
-            add((
-                index(s["proto"], len(strings)), index(s["role"], len(strings)),
-                index(s["status"], len(strings)), ts - s["open"] if s["open"] else None,
-                s["close"], s["in"], s["out"], s["bwIn"], s["bwOut"],
-            ))  # fmt: skip
-        streams.append(packed)
+        streams = conn["streams"]
         out = {k: v for k, v in conn.items() if k not in UNSHOWN}
-        out["ns"] = len(conn["streams"])
-        out["sp"] = tuple(protocols)
+        out["ns"] = len(streams)
+        out["sp"] = tuple(dict.fromkeys(s["proto"] for s in streams))
         info = conn.get("peerInfo")
         if info is not None:
             out["peerInfo"] = {**info, "protocols": tuple(info["protocols"])}
         conns.append(out)
-    return conns, streams, list(strings)
+    return conns
 
 
 def _listed(fields: JSON, lists: dict[tuple[str, ...], int]) -> JSON:
@@ -112,17 +83,16 @@ def _listed(fields: JSON, lists: dict[tuple[str, ...], int]) -> JSON:
     return out
 
 
-def _full(snapshot: JSON, conns: list[JSON], streams: list[list[Any]], strs: list[str]) -> JSON:
+def _full(snapshot: JSON, conns: list[JSON]) -> JSON:
     lists: dict[tuple[str, ...], int] = {}
     page_conns = [_listed(c, lists) for c in conns]
     return {**{k: v for k, v in snapshot.items() if k != "conns"}, "conns": page_conns,
-            "lists": [list(x) for x in lists], "strs": strs,
-            "streams": dumps(streams)}  # fmt: skip
+            "lists": [list(x) for x in lists]}  # fmt: skip
 
 
 def pack(snapshot: JSON) -> JSON:
     """``PAGE_SNAPSHOT`` (module doc) of a converted snapshot (which is not changed)."""
-    return _full(snapshot, *_resolve(snapshot))
+    return _full(snapshot, _resolve(snapshot))
 
 
 class PageFeed:
@@ -150,6 +120,16 @@ class PageFeed:
         self._conns = None
         self._parts = {}
 
+    def whole_text(self) -> str | None:
+        """``PAGE_SNAPSHOT`` of the last snapshot given, as JSON text (``None`` without
+        one): what a ``hello`` carries of it, made from what is kept, nothing parsed."""
+        if self._conns is None:
+            return None
+        lists: dict[tuple[str, ...], int] = {}
+        conns = [_listed(c, lists) for c in self._conns]
+        head = ",".join(f"{dumps(k)}:{text}" for k, text in self._parts.items())
+        return "{" + head + f',"conns":{dumps(conns)},"lists":{dumps([list(x) for x in lists])}}}'
+
     def next(self, snapshot: JSON) -> tuple[str, JSON]:
         """``("snapshot", PAGE_SNAPSHOT)`` or ``("delta", PAGE_DELTA)`` of ``snapshot``
         (a converted snapshot, not changed), which becomes the base of the next;
@@ -157,13 +137,13 @@ class PageFeed:
         return self._next(snapshot, spliced=False)
 
     def _next(self, snapshot: JSON, *, spliced: bool) -> tuple[str, JSON]:
-        conns, streams, strs = _resolve(snapshot)
+        conns = _resolve(snapshot)
         parts = {k: dumps(v) for k, v in snapshot.items() if k != "conns"}
         base, base_parts = self._conns, self._parts
         self._conns, self._parts = conns, parts
         self.seq += 1
         if base is None or base_parts.keys() != parts.keys():
-            return "snapshot", _full(snapshot, conns, streams, strs)
+            return "snapshot", _full(snapshot, conns)
         lists: dict[tuple[str, ...], int] = {}
         where: dict[str, int] = {}
         for i, conn in enumerate(base):
@@ -188,8 +168,7 @@ class PageFeed:
         for key, text in parts.items():
             if key != "ts" and base_parts[key] != text:
                 delta[key] = _Text(text) if spliced else snapshot[key]
-        delta.update(conns=entries, lists=[list(x) for x in lists], strs=strs,
-                     streams=dumps(streams))  # fmt: skip
+        delta.update(conns=entries, lists=[list(x) for x in lists])
         return "delta", delta
 
     def next_text(self, snapshot: JSON) -> tuple[str, str]:

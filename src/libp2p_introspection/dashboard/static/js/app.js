@@ -108,51 +108,29 @@ function onHello(m) {
 }
 
 // A snapshot message's data (page_json.py's PAGE_SNAPSHOT) has each connection's
-// stream count (ns) and protocols (sp), and every stream packed in one text, parsed
-// only when a view shows streams (connStreams); a hello's or /api/snapshot's (the
-// stored shape) has the streams themselves. adoptSnapshot gives both shapes the same
-// fields: c.ns, c.protoList (the distinct protocols of its streams); connStreams(v, c)
-// its streams.
-const STREAM_FIELDS = 9;
-const packs = new WeakMap(); // PAGE_SNAPSHOT -> {text, strs, parsed: [[...], ...] | null}
+// stream count (ns) and protocols (sp, an index into its lists), not its streams: the
+// Streams tables ask the dashboard for the page of streams they show (tables.js
+// streamsTable, GET /api/streams). A hello's (the stored shape) has the streams
+// themselves: adoptSnapshot counts them and lets them go, so that both shapes have the
+// same fields, c.ns and c.protoList (the distinct protocols of its streams).
 function adoptSnapshot(data) {
   if (!data || !Array.isArray(data.conns)) return data;
-  if (typeof data.streams === "string" && Array.isArray(data.strs) && Array.isArray(data.lists)) {
+  if (Array.isArray(data.lists)) {
     const lists = data.lists;
-    data.conns.forEach((c, i) => {
-      c.ix = i;
+    for (const c of data.conns) {
       c.protoList = lists[c.sp] || [];
       if (c.peerInfo) c.peerInfo.protocols = lists[c.peerInfo.protocols] || [];
-    });
-    packs.set(data, { text: data.streams, strs: data.strs, parsed: null });
-    delete data.streams; // its last three properties, newest first: it keeps its fast shape
-    delete data.strs;
-    delete data.lists;
+    }
+    delete data.lists; // its last property: it keeps its fast shape
   } else {
     for (const c of data.conns) {
-      c.ns = c.streams.length;
-      c.protoList = [...new Set(c.streams.map((st) => st.proto))];
+      const streams = Array.isArray(c.streams) ? c.streams : [];
+      c.ns = streams.length;
+      c.protoList = [...new Set(streams.map((st) => st.proto))];
+      delete c.streams;
     }
   }
   return data;
-}
-
-/** The streams (STREAM objects, without ids) of connection c of snapshot v. */
-function connStreams(v, c) {
-  const pack = packs.get(v);
-  if (!pack) return c.streams || [];
-  if (c.streams) return c.streams;
-  pack.parsed ??= JSON.parse(pack.text);
-  const st = pack.parsed[c.ix] || [];
-  const strs = pack.strs;
-  const streams = new Array(Math.floor(st.length / STREAM_FIELDS));
-  for (let i = 0, k = 0; k < streams.length; i += STREAM_FIELDS, k += 1) {
-    streams[k] = { proto: strs[st[i]], role: strs[st[i + 1]], status: strs[st[i + 2]],
-      open: st[i + 3] === null ? 0 : v.ts - st[i + 3], close: st[i + 4], in: st[i + 5], out: st[i + 6],
-      bwIn: st[i + 7], bwOut: st[i + 8] };
-  }
-  c.streams = streams;
-  return streams;
 }
 
 // A delta (page_json.py's PAGE_DELTA) gives the snapshot as what changed since the one
@@ -166,12 +144,11 @@ function askResync() {
   if (!resyncAsked) { resyncAsked = true; S.resyncs += 1; feed.resync(); }
   return null;
 }
-const DELTA_OWN = new Set(["conns", "lists", "strs", "streams"]);
+const DELTA_OWN = new Set(["conns", "lists"]);
 function applyDelta(m) {
   const base = S.pageBase;
   const d = m.data;
-  if (!base || base.seq !== m.base || !d || !Array.isArray(d.conns) || typeof d.streams !== "string"
-      || !Array.isArray(d.strs) || !Array.isArray(d.lists)) return askResync();
+  if (!base || base.seq !== m.base || !d || !Array.isArray(d.conns) || !Array.isArray(d.lists)) return askResync();
   const was = base.data.conns;
   const lists = d.lists;
   const conns = new Array(d.conns.length);
@@ -181,8 +158,7 @@ function applyDelta(m) {
     if (typeof e === "number" || Array.isArray(e)) {
       const old = was[Array.isArray(e) ? e[0] : e];
       if (!old || typeof old !== "object") return askResync();
-      const { streams, ix, ...rest } = old; // the streams are this snapshot's (its pack)
-      c = rest;
+      c = { ...old };
       if (Array.isArray(e)) {
         const fields = e[1] || {};
         Object.assign(c, fields);
@@ -194,14 +170,12 @@ function applyDelta(m) {
       c.protoList = lists[c.sp] || [];
       if (c.peerInfo) c.peerInfo.protocols = lists[c.peerInfo.protocols] || [];
     } else return askResync();
-    c.ix = i;
     conns[i] = c;
   }
   const data = {};
   for (const k of Object.keys(base.data)) if (k !== "conns") data[k] = base.data[k];
   for (const k of Object.keys(d)) if (!DELTA_OWN.has(k)) data[k] = d[k];
   data.conns = conns;
-  packs.set(data, { text: d.streams, strs: d.strs, parsed: null });
   S.deltas += 1;
   return data;
 }
@@ -273,7 +247,7 @@ async function showMoment(ts) {
   S.viewTs = ts;
   schedule();
   try {
-    const data = await getJson(`/api/snapshot?ts=${ts}`);
+    const data = await getJson(`/api/snapshot?ts=${ts}&form=page`); // without its streams
     if (S.viewTs === ts) { S.view = adoptSnapshot(data); schedule(); }
   } catch (err) {
     showMessage(`cannot show that moment: ${err.message}`);
@@ -454,7 +428,10 @@ function ensureConnectionTables() {
     placeholder: () => (S.view ? "no connections in this snapshot" : WAITING),
   });
   connT.filterBy(connectionFilter);
-  connStreamsT = tables.streamsTable($("conn-streams-table"), { withPeer: false, onCopied, height: "32vh" });
+  connStreamsT = tables.streamsTable($("conn-streams-table"), {
+    withPeer: false, onCopied, height: "32vh",
+    query: () => (S.view && S.selectedConn ? { ts: S.view.ts, conn: S.selectedConn } : null),
+  });
 }
 
 /** The connections' row test for the filter inputs as they are now (null: no filter). */
@@ -492,50 +469,6 @@ function ageAt(status, open, close, ts) {
   return open ? (status === "CLOSED" && close ? close : ts) - open : 0;
 }
 
-function streamRows(v, conns) {
-  const pack = packs.get(v);
-  if (pack && conns === v.conns) return packedStreamRows(v, pack);
-  const rows = [];
-  for (const c of conns) {
-    connStreams(v, c).forEach((s, k) => {
-      rows.push({
-        key: `${c.id}:${k}`, peer: c.peer, proto: s.proto, role: s.role, status: s.status,
-        age: ageAt(s.status, s.open, s.close, v.ts),
-        in: s.in, out: s.out, bwIn: s.bwIn, bwOut: s.bwOut,
-      });
-    });
-  }
-  return rows;
-}
-
-// Every stream's row, read from the snapshot's packed streams without making a stream
-// object of each first (the Streams view: 50,000 of them at every snapshot, and as many
-// to collect); a connection whose streams were read already (connStreams) from those.
-function packedStreamRows(v, pack) {
-  pack.parsed ??= JSON.parse(pack.text);
-  const strs = pack.strs;
-  const ts = v.ts;
-  const rows = [];
-  for (const c of v.conns) {
-    if (c.streams) { // one by one: a spread of a connection's streams overflows the stack above ~125k
-      for (const row of streamRows(v, [c])) rows.push(row);
-      continue;
-    }
-    const st = pack.parsed[c.ix] || [];
-    for (let i = 0, k = 0; i + STREAM_FIELDS <= st.length; i += STREAM_FIELDS, k += 1) {
-      const status = strs[st[i + 2]];
-      const open = st[i + 3] === null ? 0 : ts - st[i + 3];
-      const close = st[i + 4];
-      rows.push({
-        key: `${c.id}:${k}`, peer: c.peer, proto: strs[st[i]], role: strs[st[i + 1]], status,
-        age: ageAt(status, open, close, ts),
-        in: st[i + 5], out: st[i + 6], bwIn: st[i + 7], bwOut: st[i + 8],
-      });
-    }
-  }
-  return rows;
-}
-
 function renderConnections() {
   ensureConnectionTables();
   const v = S.view;
@@ -553,12 +486,14 @@ function renderConnDetail() {
   const detail = $("conn-detail");
   detail.hidden = !S.selectedConn;
   if (S.selectedConn) {
-    if (connStreamsT.lastKey && connStreamsT.lastKey[0] === v && connStreamsT.lastKey[1] === S.selectedConn) return;
+    const last = connStreamsT.lastKey;
+    if (last && last[0] === v && last[1] === S.selectedConn) return;
     connStreamsT.lastKey = [v, S.selectedConn];
     const c = v.conns.find((x) => x.id === S.selectedConn);
     $("detail-peer").textContent = c ? `${c.peer} (${c.status})` : "a connection not in this snapshot";
     $("detail-peerinfo").replaceChildren(c ? peerInfoBlock(c.peerInfo) : "");
-    connStreamsT.set(c ? streamRows(v, [c]) : []);
+    if (last && last[1] === S.selectedConn) connStreamsT.refresh(); // a new moment: the page shown
+    else connStreamsT.reload(); // another connection: its first page
   }
 }
 
@@ -580,26 +515,24 @@ function selectConnection(id) {
 // --- streams
 
 let streamsT = null;
+let streamCounts = null; // the last page's {last_row, total}
 function renderStreams() {
   if (!streamsT) {
-    streamsT = tables.streamsTable($("streams-table"), { withPeer: true, onCopied });
-    streamsT.filterBy(() => {
-      const proto = $("filter-stream-proto").value.trim().toLowerCase();
-      const status = $("filter-stream-status").value;
-      if (!proto && !status) return null;
-      return (d) => (!proto || d.proto.toLowerCase().includes(proto)) && (!status || d.status === status);
+    streamsT = tables.streamsTable($("streams-table"), {
+      withPeer: true, onCopied,
+      query: () => (S.view ? { ts: S.view.ts, find: $("filter-stream-proto").value.trim(),
+        status: $("filter-stream-status").value } : null),
+      onPage: (answer) => { streamCounts = answer; updateStreamCount(); },
     });
   }
   const v = S.view;
   if (!v || streamsT.lastView === v) return;
   streamsT.lastView = v;
-  const rows = streamRows(v, v.conns);
-  streamsT.total = rows.length;
-  streamsT.set(rows).then(updateStreamCount);
+  streamsT.refresh();
 }
 
 function updateStreamCount() {
-  if (streamsT) $("stream-count").textContent = `${streamsT.table.getDataCount("active")} of ${streamsT.total || 0} streams`;
+  if (streamsT && streamCounts) $("stream-count").textContent = `${streamCounts.last_row} of ${streamCounts.total} streams`;
 }
 
 // --- traffic
@@ -993,7 +926,7 @@ function setupControls() {
     $(id).addEventListener("input", () => connT && connT.refilter().then(updateConnCount));
   }
   for (const id of ["filter-stream-proto", "filter-stream-status"]) {
-    $(id).addEventListener("input", () => streamsT && streamsT.refilter().then(updateStreamCount));
+    $(id).addEventListener("input", () => streamsT && streamsT.reload());
   }
   $("filter-event-time").addEventListener("input", () => schedule());
   window.addEventListener("resize", () => schedule());
@@ -1012,19 +945,12 @@ schedule();
 window.dashboardState = S;
 window.dashboardNodes = { timings: nodes.timings, redraw: nodes.redraw };
 window.dashboardTimings = drawTimings;
-// The streams of connection c of snapshot v (STREAM objects), as the views read them.
-window.dashboardStreams = (v, c) => connStreams(v, c);
 // For the benchmark: the view shown drawn again as if the snapshot shown had just come
 // (a copy of it, so that no view keeps what it drew); resolves to the time taken, ms.
 window.dashboardRedraw = () => {
   const v = S.view;
   if (!v) return Promise.resolve(null);
   const copy = { ...v };
-  const pack = packs.get(v);
-  if (pack) {
-    copy.conns = v.conns.map((c) => { const { streams, ...rest } = c; return rest; });
-    packs.set(copy, { ...pack, parsed: null });
-  }
   const began = performance.now();
   if (S.latest === v) S.latest = copy;
   S.view = copy;

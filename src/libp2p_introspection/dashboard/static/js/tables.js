@@ -9,6 +9,7 @@
 import * as fmt from "./format.js";
 import * as dom from "./dom.js";
 import { peerInfoLines } from "./node.js";
+import { getJson } from "./feed.js";
 
 /* global Tabulator */
 
@@ -18,6 +19,13 @@ const busy = new Set();
 /** Resolves once every table's set() so far is drawn (the redraw timings wait for it). */
 export function allSet() {
   return Promise.all(busy);
+}
+
+/** Counts `drawn` (a promise) among what allSet() waits for, until it settles. */
+function track(drawn) {
+  busy.add(drawn);
+  drawn.finally(() => busy.delete(drawn));
+  return drawn;
 }
 
 // Rows from which a table's height is fixed (at its maxHeight): sized to its content, a
@@ -320,8 +328,25 @@ export function connectionsTable(el, { onSelect, onCopied, placeholder }) {
   return t;
 }
 
-/** Streams: of one connection, or of all (withPeer adds the connection's peer). */
-export function streamsTable(el, { withPeer, onCopied, height }) {
+// Rows of the Streams tables per page (the server's page: streams_api.py).
+export const STREAMS_PAGE_SIZE = 100;
+
+/**
+ * Streams: of one connection, or of all (withPeer adds the connection's peer), a page at
+ * a time from the dashboard (GET /api/streams, streams_api.py: sorted, filtered and paged
+ * there; the page never holds a snapshot's 50,000 streams). query() says what to show:
+ * {ts, conn?, find?, status?} (the moment shown; a connection's streams only; the
+ * protocol contains find; the status is status), or null for nothing. onPage(answer) is
+ * told each page shown (its last_row, total).
+ *
+ * A click on a column's title, a page button or reload() (a filter changed: page 1) is
+ * Tabulator's remote load. refresh() (a new snapshot, a moment scrubbed to) fetches the
+ * page shown again, same page, sort and filter, and updates its rows in place
+ * (updateInPlace: the scroll, hovered and selected cells kept); it counts in allSet().
+ * Latest wins: an answer to a request older than the last made, or for a moment no
+ * longer asked (query().ts), is dropped. t.table.shownTs: the moment of the rows shown.
+ */
+export function streamsTable(el, { withPeer, onCopied, height, query, onPage = () => {} }) {
   const copy = copyOnClick(onCopied);
   const columns = [
     { title: "Protocol", field: "proto", minWidth: 220, widthGrow: 3, tooltip: (e, c) => dom.tip(c.getValue()),
@@ -335,18 +360,75 @@ export function streamsTable(el, { withPeer, onCopied, height }) {
   if (withPeer) {
     columns.unshift({ title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150, cellClick: (e) => copy(e) });
   }
-  return build(el, {
+  let asked = 0; // the number of the last request made (Tabulator's loads and refreshes)
+  const empty = { ts: null, page: 1, last_page: 1, last_row: 0, total: 0, data: [] };
+  // The answer to `params` ({page, size, sort: [{field, dir}]}) for the moment query()
+  // says, or null when a later request was made or the moment is no longer asked.
+  async function fetchPage(params) {
+    const number = ++asked;
+    const q = query();
+    if (!q) return empty;
+    const sorter = (params.sort || [])[0];
+    const search = new URLSearchParams({ ts: String(q.ts), page: String(params.page || 1),
+      size: String(params.size || STREAMS_PAGE_SIZE), sort: sorter ? sorter.field : "age",
+      dir: sorter && sorter.dir === "desc" ? "desc" : "asc" });
+    if (q.find) search.set("find", q.find);
+    if (q.status) search.set("status", q.status);
+    if (q.conn !== undefined && q.conn !== null) search.set("conn", q.conn);
+    let answer;
+    try {
+      answer = await getJson(`/api/streams?${search}`);
+    } catch (err) {
+      if (number !== asked) return null;
+      throw err;
+    }
+    const now = query();
+    if (number !== asked || !now || now.ts !== q.ts || now.conn !== q.conn) return null;
+    return answer;
+  }
+  const t = build(el, {
     index: "key",
-    inPlace: true,
     twoLineRows: true,
-    deps: { in: "bwIn", out: "bwOut" },
     maxHeight: height || "60vh",
     layout: "fitColumns",
     placeholder: "no streams",
     initialSort: [{ column: "age", dir: "asc" }],
+    pagination: true,
+    paginationMode: "remote",
+    paginationSize: STREAMS_PAGE_SIZE,
+    paginationCounter: "rows",
+    sortMode: "remote",
+    filterMode: "remote",
+    ajaxURL: "/api/streams",
+    // Tabulator's own loads: a title clicked, a page chosen, reload(). A dropped answer
+    // leaves the rows as they are (Tabulator drops it too: a later load was asked).
+    ajaxRequestFunc: async (url, config, params) => {
+      const answer = await fetchPage(params);
+      if (!answer) return { last_page: t.table.getPageMax() || 1, data: t.table.getData() };
+      t.table.shownTs = answer.ts;
+      onPage(answer);
+      return answer;
+    },
     columns,
     rowFormatter: (row) => row.getElement().classList.toggle("closed-row", row.getData().status === "CLOSED"),
   });
+  const deps = { in: "bwIn", out: "bwOut" };
+  async function refreshNow() {
+    await t.ready;
+    const table = t.table;
+    const sorters = table.getSorters().map((s) => ({ field: s.field, dir: s.dir }));
+    const answer = await fetchPage({ page: table.getPage() || 1, size: STREAMS_PAGE_SIZE, sort: sorters });
+    if (!answer) return;
+    if (answer.last_page !== table.getPageMax()) table.setMaxPage(answer.last_page);
+    if (!updateInPlace(table, answer.data, "key", deps)) await table.replaceData(answer.data);
+    table.shownTs = answer.ts;
+    onPage(answer);
+  }
+  /** Fetch the page shown again, for the moment query() says now (counted in allSet()). */
+  t.refresh = () => track(refreshNow().catch(() => {}));
+  /** Show page 1 of what query() says (a filter or the connection changed). */
+  t.reload = () => track(t.ready.then(() => t.table.setPage(1)).catch(() => {}));
+  return t;
 }
 
 /**
