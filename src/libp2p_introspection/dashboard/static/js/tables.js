@@ -182,7 +182,89 @@ export function updateInPlace(table, rows, index, deps = {}) {
   manager.rows = next;
   known.rows = next;
   known.length = next.length;
-  manager.refreshActiveData(false, false, true);
+  if (!refreshInWindow(table)) manager.refreshActiveData(false, false, true);
+  return true;
+}
+
+/**
+ * Sort and filter table's rows again (Tabulator's data pipelines) and bring the rows drawn
+ * up to date without drawing the table again: the rows at the drawn positions (the
+ * virtual renderer's vDomTop..vDomBottom) are put in place, those not drawn before built
+ * (with this snapshot's data), the others kept as updateInPlace left them (their changed
+ * cells formatted again); the scroll position and the drawn range stay, the space below
+ * them follows the number of rows. Tabulator's own redraw in position (refreshActiveData's
+ * renderInPosition) takes every drawn row out and puts it back, forgets the height of
+ * each of the table's rows and measures the drawn ones again (several layouts of the
+ * page): the most of a Connections redraw at 5,000 rows. Returns false, having changed
+ * nothing, where that shortcut does not hold (not a virtual table of one row height and a
+ * fixed height, hidden, the drawn range at the table's end before or after, a redraw
+ * blocked): the caller redraws then as Tabulator does.
+ *
+ * Uses Tabulator 6.5's row manager and virtual renderer (displayRows, activeRows,
+ * activeRowsPipeline, refreshPipelines, vDomTop/vDomBottom/vDomBottomPad/vDomRowHeight/
+ * vDomScrollHeight, styleRow, tableElement, _quickNormalizeRowHeight).
+ */
+export function refreshInWindow(table) {
+  const manager = table.rowManager;
+  const r = manager.renderer;
+  if (!table.options.rowHeight || !manager.fixedHeight || manager.redrawBlock || !r
+      || typeof r._quickNormalizeRowHeight !== "function" || typeof r.styleRow !== "function"
+      || !r.tableElement || manager.element.offsetParent === null) return false;
+  const top = r.vDomTop;
+  const bottom = r.vDomBottom;
+  const before = manager.getDisplayRows();
+  if (!before.length || !(top >= 0) || bottom < top || bottom >= before.length - 1) return false;
+  if (before.some((row) => row.type !== "row")) return false; // groups: Tabulator's redraw
+  const shown = before.slice(top, bottom + 1);
+  const saved = {
+    displayRows: manager.displayRows, displayRowsCount: manager.displayRowsCount,
+    activeRows: manager.activeRows, activeRowsCount: manager.activeRowsCount,
+    pipeline: manager.activeRowsPipeline.slice(),
+  };
+  manager.refreshPipelines(false, "all", 0, true);
+  const after = manager.getDisplayRows();
+  if (bottom >= after.length - 1) { // fewer rows than the drawn range (and a screen): redraw
+    manager.displayRows = saved.displayRows;
+    manager.displayRowsCount = saved.displayRowsCount;
+    manager.activeRows = saved.activeRows;
+    manager.activeRowsCount = saved.activeRowsCount;
+    manager.activeRowsPipeline = saved.pipeline;
+    manager.regenerateRowPositions();
+    return false;
+  }
+  let same = true;
+  for (let k = top; k <= bottom; k += 1) if (after[k] !== shown[k - top]) { same = false; break; }
+  if (!same) {
+    const rows = document.createDocumentFragment();
+    const fresh = [];
+    for (let k = top; k <= bottom; k += 1) {
+      const row = after[k];
+      r.styleRow(row, k);
+      if (!row.initialized || !row.heightInitialized) fresh.push(row);
+      row.initialize(false, true);
+      rows.appendChild(row.getElement());
+    }
+    r.tableElement.replaceChildren(rows);
+    for (const row of fresh) row.rendered();
+    // Every row is of the table's one height: those built now are given that of a row
+    // measured before (Tabulator's calcHeight reads each one's offsetHeight: a layout).
+    const measured = shown.find((row) => row.heightInitialized && row.outerHeight > 0);
+    if (measured) {
+      for (const row of fresh) {
+        row.height = table.options.rowHeight;
+        row.heightStyled = `${row.height}px`;
+        row.outerHeight = measured.outerHeight;
+        row.setCellHeight();
+      }
+    } else r._quickNormalizeRowHeight(fresh);
+  }
+  if (after.length !== before.length) {
+    const grown = (after.length - before.length) * r.vDomRowHeight;
+    r.vDomBottomPad = Math.max(0, r.vDomBottomPad + grown);
+    r.vDomScrollHeight += grown;
+    r.tableElement.style.paddingBottom = `${r.vDomBottomPad}px`;
+  }
+  manager.dispatch("data-refreshed");
   return true;
 }
 
