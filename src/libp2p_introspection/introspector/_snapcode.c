@@ -1896,9 +1896,13 @@ static PyTypeObject Code_Type = {
 typedef struct {
     PyObject_HEAD
     PyObject *original, *count, *negotiated, *protocol, *touch, *key;
+    CounterObject *counter; /* count's counter when count is a Counter's own took/gave */
     int write;
+    int plain_observer; /* counter.observer is Counter's own member (read it inline) */
     vectorcallfunc vectorcall;
 } CountingCallObject;
+
+static PyObject *observer_name; /* "observer", interned */
 
 typedef struct {
     PyObject_HEAD
@@ -1927,6 +1931,21 @@ static int counting_done(CountingCallObject *c, PyObject *data, PyObject *result
         if (!counted)
             return 0;
     }
+    if (c->counter != NULL) {
+        /* count is the counter's own took/gave (a C method): its work, without the call */
+        Py_ssize_t size = chunk_size(data);
+        if (size < 0)
+            goto failed;
+        if (!c->write && size == 0)
+            return 0;
+        if (counter_add_packet(c->counter, c->write ? T_OUT_B : T_IN_B,
+                               c->write ? T_OUT_P : T_IN_P, size) < 0)
+            goto failed;
+        if (c->negotiated == Py_None)
+            return 0;
+        r = NULL;
+        goto counted;
+    }
     r = PyObject_CallOneArg(c->count, data);
     if (r == NULL)
         goto failed;
@@ -1946,6 +1965,7 @@ static int counting_done(CountingCallObject *c, PyObject *data, PyObject *result
         if (!counted)
             return 0;
     }
+counted:
     if (c->touch != Py_None) {
         r = PyObject_CallOneArg(c->touch, c->key);
         if (r == NULL)
@@ -1960,7 +1980,9 @@ static int counting_done(CountingCallObject *c, PyObject *data, PyObject *result
                                                               : NULL;
         if (counter == NULL)
             return 0;
-        observer = PyObject_GetAttrString(counter, "observer");
+        observer = c->plain_observer
+                       ? Py_NewRef(c->counter->observer ? c->counter->observer : Py_None)
+                       : PyObject_GetAttr(counter, observer_name);
         if (observer == NULL)
             goto failed;
         if (observer != Py_None) {
@@ -2259,6 +2281,26 @@ static PyObject *counting_call(PyObject *self, PyObject *args, PyObject *kwds)
     c->touch = Py_NewRef(touch);
     c->key = Py_NewRef(key);
     c->write = write;
+    c->counter = NULL;
+    /* a Counter's own took/gave (not overridden: the bound method is the C one) */
+    if (PyCFunction_Check(count) && PyCFunction_GET_SELF(count) != NULL &&
+        PyObject_TypeCheck(PyCFunction_GET_SELF(count), &Counter_Type) &&
+        PyCFunction_GET_FUNCTION(count) ==
+            (write ? (PyCFunction)counter_gave : (PyCFunction)counter_took))
+        c->counter = (CounterObject *)Py_NewRef(PyCFunction_GET_SELF(count));
+    c->plain_observer = 0;
+    if (c->counter != NULL) {
+        /* the observer read inline only when no subclass redefines it (an instance of a
+         * Counter has no __dict__ unless its class adds one: then look it up) */
+        PyObject *mine = PyObject_GetAttr((PyObject *)Py_TYPE(c->counter), observer_name);
+        PyObject *base = PyDict_GetItemWithError(Counter_Type.tp_dict, observer_name);
+        if (mine == NULL) {
+            Py_DECREF(c);
+            return NULL;
+        }
+        c->plain_observer = mine == base && Py_TYPE(c->counter)->tp_dictoffset == 0;
+        Py_DECREF(mine);
+    }
     c->vectorcall = (vectorcallfunc)call_vectorcall;
     PyObject_GC_Track(c);
     return (PyObject *)c;
@@ -2272,6 +2314,7 @@ static int call_traverse(CountingCallObject *c, visitproc visit, void *arg)
     Py_VISIT(c->protocol);
     Py_VISIT(c->touch);
     Py_VISIT(c->key);
+    Py_VISIT(c->counter);
     return 0;
 }
 
@@ -2283,6 +2326,7 @@ static int call_clear(CountingCallObject *c)
     Py_CLEAR(c->protocol);
     Py_CLEAR(c->touch);
     Py_CLEAR(c->key);
+    Py_CLEAR(c->counter);
     return 0;
 }
 
@@ -2330,6 +2374,9 @@ PyMODINIT_FUNC PyInit__snapcode(void)
         PyType_Ready(&CountingCall_Type) < 0 || PyType_Ready(&CountingAwait_Type) < 0)
         return NULL;
     fnv_init();
+    observer_name = PyUnicode_InternFromString("observer");
+    if (observer_name == NULL)
+        return NULL;
     m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
