@@ -1672,12 +1672,16 @@ static PyObject *frame(PyObject *self, PyObject *args)
     return out;
 }
 
+static PyObject *counting_call(PyObject *self, PyObject *args, PyObject *kwds);
+
 static PyMethodDef methods[] = {
     {"fnv1a32", fnv1a32, METH_VARARGS, "FNV-1a 32 of a list of bytes, from a state."},
     {"frame", frame, METH_VARARGS, "The live frame (header, then the pieces) in one copy."},
     {"configure", configure, METH_VARARGS, "Take the record and code types' slot layout."},
     {"stream_pass", stream_pass, METH_VARARGS, "encode_streams' loop (see the module doc)."},
     {"connection_pass", connection_pass, METH_VARARGS, "encode's loop (see the module doc)."},
+    {"counting_call", (PyCFunction)(void (*)(void))counting_call, METH_VARARGS | METH_KEYWORDS,
+     "A counting read or write, without a coroutine frame (see the section's comment)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1877,6 +1881,486 @@ static PyTypeObject Code_Type = {
     .tp_getset = code_getset,
 };
 
+/* ------------------------------------------------------- counting awaitables */
+
+/* counting_call(original, count, write, negotiated=None, protocol=None, touch=None,
+ * key=None) -> callable: traffic.py's counting_reader/counting_writer in C, without a
+ * coroutine frame of their own. Calling it calls ``original`` with the same arguments
+ * and returns an awaitable that forwards every send, throw and close to the coroutine
+ * ``original`` returned, exactly, and counts its result once it returns (never on an
+ * exception): a read's result ``data`` with count(data) (a stream: only while
+ * getattr(negotiated, protocol) is not None, then touch(key) and the counter's
+ * observer(data) when count returned true); a write's argument ``data`` with
+ * count(data) after the call completed (a stream: only while negotiated). An Exception
+ * raised by counting is swallowed (the node's call is never affected). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *original, *count, *negotiated, *protocol, *touch, *key;
+    CounterObject *counter; /* count's counter when count is a Counter's own took/gave */
+    int write;
+    int plain_observer; /* counter.observer is Counter's own member (read it inline) */
+    vectorcallfunc vectorcall;
+} CountingCallObject;
+
+static PyObject *observer_name; /* "observer", interned */
+
+typedef struct {
+    PyObject_HEAD
+    CountingCallObject *call;
+    PyObject *inner; /* the coroutine (or awaitable's iterator); NULL once done */
+    PyObject *data;  /* a write's data */
+} CountingAwaitObject;
+
+static PyTypeObject CountingCall_Type, CountingAwait_Type;
+
+/* Count a completed call whose result is ``result`` (borrowed): 0, or -1 with an error
+ * set if counting raised something that is not an Exception (that one propagates, as
+ * from the Python wrappers; an Exception is swallowed). */
+static int counting_done(CountingCallObject *c, PyObject *data, PyObject *result)
+{
+    PyObject *r, *observer;
+    int counted = 1;
+    if (!c->write)
+        data = result;
+    if (c->negotiated != Py_None) {
+        r = PyObject_GetAttr(c->negotiated, c->protocol);
+        if (r == NULL)
+            goto failed;
+        counted = r != Py_None;
+        Py_DECREF(r);
+        if (!counted)
+            return 0;
+    }
+    if (c->counter != NULL) {
+        /* count is the counter's own took/gave (a C method): its work, without the call */
+        Py_ssize_t size = chunk_size(data);
+        if (size < 0)
+            goto failed;
+        if (!c->write && size == 0)
+            return 0;
+        if (counter_add_packet(c->counter, c->write ? T_OUT_B : T_IN_B,
+                               c->write ? T_OUT_P : T_IN_P, size) < 0)
+            goto failed;
+        if (c->negotiated == Py_None)
+            return 0;
+        r = NULL;
+        goto counted;
+    }
+    r = PyObject_CallOneArg(c->count, data);
+    if (r == NULL)
+        goto failed;
+    if (c->write) {
+        Py_DECREF(r);
+        if (c->negotiated == Py_None)
+            return 0;
+    } else {
+        if (c->negotiated == Py_None) {
+            Py_DECREF(r);
+            return 0;
+        }
+        counted = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (counted < 0)
+            goto failed;
+        if (!counted)
+            return 0;
+    }
+counted:
+    if (c->touch != Py_None) {
+        r = PyObject_CallOneArg(c->touch, c->key);
+        if (r == NULL)
+            goto failed;
+        Py_DECREF(r);
+    }
+    if (!c->write) {
+        /* counter.observer, read on every counted chunk (the counter is count's self) */
+        PyObject *counter = PyCFunction_Check(c->count) ? PyCFunction_GET_SELF(c->count)
+                                                        : PyMethod_Check(c->count)
+                                                              ? PyMethod_GET_SELF(c->count)
+                                                              : NULL;
+        if (counter == NULL)
+            return 0;
+        observer = c->plain_observer
+                       ? Py_NewRef(c->counter->observer ? c->counter->observer : Py_None)
+                       : PyObject_GetAttr(counter, observer_name);
+        if (observer == NULL)
+            goto failed;
+        if (observer != Py_None) {
+            r = PyObject_CallOneArg(observer, data);
+            Py_DECREF(observer);
+            if (r == NULL)
+                goto failed;
+            Py_DECREF(r);
+        } else {
+            Py_DECREF(observer);
+        }
+    }
+    return 0;
+failed:
+    if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+/* The inner coroutine finished with ``result`` (a new reference): count it and drop the
+ * coroutine. Returns the result, or NULL (the result dropped) when counting raised a
+ * BaseException. */
+static PyObject *await_finish(CountingAwaitObject *a, PyObject *result)
+{
+    Py_CLEAR(a->inner);
+    if (counting_done(a->call, a->data, result) < 0) {
+        Py_DECREF(result);
+        Py_CLEAR(a->data);
+        return NULL;
+    }
+    Py_CLEAR(a->data);
+    if (a->call->write) {
+        /* the Python writer returns None whatever the original returned */
+        Py_DECREF(result);
+        Py_RETURN_NONE;
+    }
+    return result;
+}
+
+static PySendResult await_send(CountingAwaitObject *a, PyObject *value, PyObject **out)
+{
+    PySendResult status;
+    PyObject *result;
+    if (a->inner == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited counting call");
+        *out = NULL;
+        return PYGEN_ERROR;
+    }
+    status = PyIter_Send(a->inner, value, &result);
+    if (status == PYGEN_NEXT) {
+        *out = result;
+        return PYGEN_NEXT;
+    }
+    if (status == PYGEN_ERROR) {
+        Py_CLEAR(a->inner);
+        Py_CLEAR(a->data);
+        *out = NULL;
+        return PYGEN_ERROR;
+    }
+    *out = await_finish(a, result);
+    return *out == NULL ? PYGEN_ERROR : PYGEN_RETURN;
+}
+
+/* Raise StopIteration(value) (value stolen); NULL. */
+static PyObject *stop_with(PyObject *value)
+{
+    PyObject *stop;
+    if (value == NULL)
+        return NULL;
+    if (value == Py_None) {
+        Py_DECREF(value);
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
+    stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+    Py_DECREF(value);
+    if (stop != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+    }
+    return NULL;
+}
+
+static PyObject *await_iternext(CountingAwaitObject *a)
+{
+    PyObject *out;
+    PySendResult status = await_send(a, Py_None, &out);
+    if (status == PYGEN_NEXT)
+        return out;
+    if (status == PYGEN_ERROR)
+        return NULL;
+    return stop_with(out);
+}
+
+static PyObject *await_send_method(CountingAwaitObject *a, PyObject *value)
+{
+    PyObject *out;
+    PySendResult status = await_send(a, value, &out);
+    if (status == PYGEN_NEXT)
+        return out;
+    if (status == PYGEN_ERROR)
+        return NULL;
+    return stop_with(out);
+}
+
+/* throw(...): forwarded to the inner coroutine's throw with the same arguments; what it
+ * yields is yielded, its return (StopIteration) is counted as a return from send. */
+static PyObject *await_throw(CountingAwaitObject *a, PyObject *args)
+{
+    PyObject *method, *out, *type, *value, *tb, *result;
+    if (a->inner == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited counting call");
+        return NULL;
+    }
+    method = PyObject_GetAttrString(a->inner, "throw");
+    if (method == NULL)
+        return NULL;
+    out = PyObject_Call(method, args, NULL);
+    Py_DECREF(method);
+    if (out != NULL)
+        return out;
+    if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        Py_CLEAR(a->inner);
+        Py_CLEAR(a->data);
+        return NULL;
+    }
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    result = value != NULL ? PyObject_GetAttrString(value, "value") : NULL;
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (result == NULL) {
+        Py_CLEAR(a->inner);
+        Py_CLEAR(a->data);
+        return NULL;
+    }
+    return stop_with(await_finish(a, result));
+}
+
+static PyObject *await_close(CountingAwaitObject *a, PyObject *unused)
+{
+    PyObject *inner = a->inner, *r;
+    if (inner == NULL)
+        Py_RETURN_NONE;
+    a->inner = NULL;
+    Py_CLEAR(a->data);
+    r = PyObject_CallMethod(inner, "close", NULL);
+    Py_DECREF(inner);
+    return r;
+}
+
+static PyObject *await_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static int await_traverse(CountingAwaitObject *a, visitproc visit, void *arg)
+{
+    Py_VISIT(a->call);
+    Py_VISIT(a->inner);
+    Py_VISIT(a->data);
+    return 0;
+}
+
+static int await_clear(CountingAwaitObject *a)
+{
+    Py_CLEAR(a->call);
+    Py_CLEAR(a->inner);
+    Py_CLEAR(a->data);
+    return 0;
+}
+
+static void await_dealloc(CountingAwaitObject *a)
+{
+    PyObject_GC_UnTrack(a);
+    await_clear(a);
+    Py_TYPE(a)->tp_free((PyObject *)a);
+}
+
+static PyMethodDef await_methods[] = {
+    {"send", (PyCFunction)await_send_method, METH_O, "send(value): forwarded to the call."},
+    {"throw", (PyCFunction)await_throw, METH_VARARGS, "throw(...): forwarded to the call."},
+    {"close", (PyCFunction)await_close, METH_NOARGS, "close(): forwarded to the call."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods await_async = {
+    .am_await = await_await,
+    .am_send = (sendfunc)await_send,
+};
+
+static PyTypeObject CountingAwait_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "libp2p_introspection.introspector._snapcode.CountingAwait",
+    .tp_doc = "One counted read or write in progress (see counting_call).",
+    .tp_basicsize = sizeof(CountingAwaitObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)await_dealloc,
+    .tp_traverse = (traverseproc)await_traverse,
+    .tp_clear = (inquiry)await_clear,
+    .tp_as_async = &await_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)await_iternext,
+    .tp_methods = await_methods,
+};
+
+static PyObject *call_vectorcall(CountingCallObject *c, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), i;
+    PyObject *data = NULL, *awaitable, *inner;
+    CountingAwaitObject *a;
+    unaryfunc am_await;
+    if (c->write) {
+        if (nargs == 1 && kwnames == NULL) {
+            data = args[0];
+        } else if (nargs == 0 && kwnames != NULL && PyTuple_GET_SIZE(kwnames) == 1 &&
+                   PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0)) &&
+                   PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "data") ==
+                       0) {
+            data = args[0];
+        } else {
+            PyErr_SetString(PyExc_TypeError, "write() takes exactly one argument (data)");
+            return NULL;
+        }
+    } else {
+        if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) > 1) {
+            PyErr_SetString(PyExc_TypeError, "read() takes at most one argument (n)");
+            return NULL;
+        }
+        for (i = 0; kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(kwnames, i)) ||
+                PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "n") != 0) {
+                PyErr_SetString(PyExc_TypeError, "read() got an unexpected keyword argument");
+                return NULL;
+            }
+        }
+    }
+    awaitable = PyObject_Vectorcall(c->original, args, nargsf, kwnames);
+    if (awaitable == NULL)
+        return NULL;
+    /* what ``await`` would take from it: a coroutine itself, else its __await__() */
+    if (PyCoro_CheckExact(awaitable)) {
+        inner = awaitable;
+    } else {
+        am_await = Py_TYPE(awaitable)->tp_as_async ? Py_TYPE(awaitable)->tp_as_async->am_await
+                                                   : NULL;
+        if (am_await == NULL) {
+            PyErr_Format(PyExc_TypeError, "object %.100s can't be used in 'await' expression",
+                         Py_TYPE(awaitable)->tp_name);
+            Py_DECREF(awaitable);
+            return NULL;
+        }
+        inner = am_await(awaitable);
+        Py_DECREF(awaitable);
+        if (inner == NULL)
+            return NULL;
+    }
+    a = PyObject_GC_New(CountingAwaitObject, &CountingAwait_Type);
+    if (a == NULL) {
+        Py_DECREF(inner);
+        return NULL;
+    }
+    a->call = (CountingCallObject *)Py_NewRef(c);
+    a->inner = inner;
+    a->data = Py_XNewRef(data);
+    PyObject_GC_Track(a);
+    return (PyObject *)a;
+}
+
+static PyObject *counting_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"original", "count",  "write", "negotiated",
+                            "protocol", "touch", "key",   NULL};
+    PyObject *original, *count, *negotiated = Py_None, *protocol = Py_None, *touch = Py_None,
+                                *key = Py_None;
+    int write;
+    CountingCallObject *c;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOp|OOOO:counting_call", names, &original,
+                                     &count, &write, &negotiated, &protocol, &touch, &key))
+        return NULL;
+    if (negotiated != Py_None && !PyUnicode_Check(protocol)) {
+        PyErr_SetString(PyExc_TypeError, "protocol must be the attribute's name (a str)");
+        return NULL;
+    }
+    c = PyObject_GC_New(CountingCallObject, &CountingCall_Type);
+    if (c == NULL)
+        return NULL;
+    c->original = Py_NewRef(original);
+    c->count = Py_NewRef(count);
+    c->negotiated = Py_NewRef(negotiated);
+    c->protocol = Py_NewRef(protocol);
+    c->touch = Py_NewRef(touch);
+    c->key = Py_NewRef(key);
+    c->write = write;
+    c->counter = NULL;
+    /* a Counter's own took/gave (not overridden: the bound method is the C one) */
+    if (PyCFunction_Check(count) && PyCFunction_GET_SELF(count) != NULL &&
+        PyObject_TypeCheck(PyCFunction_GET_SELF(count), &Counter_Type) &&
+        PyCFunction_GET_FUNCTION(count) ==
+            (write ? (PyCFunction)counter_gave : (PyCFunction)counter_took))
+        c->counter = (CounterObject *)Py_NewRef(PyCFunction_GET_SELF(count));
+    c->plain_observer = 0;
+    if (c->counter != NULL) {
+        /* the observer read inline only when no subclass redefines it (an instance of a
+         * Counter has no __dict__ unless its class adds one: then look it up) */
+        PyObject *mine = PyObject_GetAttr((PyObject *)Py_TYPE(c->counter), observer_name);
+        PyObject *base = PyDict_GetItemWithError(Counter_Type.tp_dict, observer_name);
+        if (mine == NULL) {
+            Py_DECREF(c);
+            return NULL;
+        }
+        c->plain_observer = mine == base && Py_TYPE(c->counter)->tp_dictoffset == 0;
+        Py_DECREF(mine);
+    }
+    c->vectorcall = (vectorcallfunc)call_vectorcall;
+    PyObject_GC_Track(c);
+    return (PyObject *)c;
+}
+
+static int call_traverse(CountingCallObject *c, visitproc visit, void *arg)
+{
+    Py_VISIT(c->original);
+    Py_VISIT(c->count);
+    Py_VISIT(c->negotiated);
+    Py_VISIT(c->protocol);
+    Py_VISIT(c->touch);
+    Py_VISIT(c->key);
+    Py_VISIT(c->counter);
+    return 0;
+}
+
+static int call_clear(CountingCallObject *c)
+{
+    Py_CLEAR(c->original);
+    Py_CLEAR(c->count);
+    Py_CLEAR(c->negotiated);
+    Py_CLEAR(c->protocol);
+    Py_CLEAR(c->touch);
+    Py_CLEAR(c->key);
+    Py_CLEAR(c->counter);
+    return 0;
+}
+
+static void call_dealloc(CountingCallObject *c)
+{
+    PyObject_GC_UnTrack(c);
+    call_clear(c);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static PyObject *call_get_original(CountingCallObject *c, void *unused)
+{
+    return Py_NewRef(c->original ? c->original : Py_None);
+}
+
+static PyGetSetDef call_getset[] = {
+    {"original", (getter)call_get_original, NULL, "the wrapped bound method", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject CountingCall_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "libp2p_introspection.introspector._snapcode.CountingCall",
+    .tp_doc = "A counting read or write (see counting_call).",
+    .tp_basicsize = sizeof(CountingCallObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(CountingCallObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_dealloc = (destructor)call_dealloc,
+    .tp_traverse = (traverseproc)call_traverse,
+    .tp_clear = (inquiry)call_clear,
+    .tp_getset = call_getset,
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_snapcode",
     "The incremental snapshot encoder's hot loops in C (optional; see encoder.py).", -1,
@@ -1886,9 +2370,13 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__snapcode(void)
 {
     PyObject *m;
-    if (PyType_Ready(&Counter_Type) < 0 || PyType_Ready(&Code_Type) < 0)
+    if (PyType_Ready(&Counter_Type) < 0 || PyType_Ready(&Code_Type) < 0 ||
+        PyType_Ready(&CountingCall_Type) < 0 || PyType_Ready(&CountingAwait_Type) < 0)
         return NULL;
     fnv_init();
+    observer_name = PyUnicode_InternFromString("observer");
+    if (observer_name == NULL)
+        return NULL;
     m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
