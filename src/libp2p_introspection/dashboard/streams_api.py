@@ -30,9 +30,10 @@ order, each one's streams in order) in either direction. Bad parameters raise
 :class:`~.guards.BadQuery` (the route answers 400 with the reason); strings
 from the node are data here too, never parsed or formatted.
 
-The rows of a snapshot are built once (from the converted snapshot the model
-has just made, :meth:`StreamPages.prime`, while pages show streams; else by
-parsing the stored text when a page first asks, or scrubs to a moment) and
+The rows of a snapshot are built once: from the converted snapshot the model
+has just made (:meth:`StreamPages.prime`: at once while pages show streams,
+else when a page first asks for the newest), or by parsing the stored text
+(a page scrubbed to an older moment); they are
 kept for the last :data:`KEEP_SNAPSHOTS` snapshots asked, with the orders
 asked of them: the memory of a few snapshots' streams, whatever the retention.
 """
@@ -150,10 +151,14 @@ class StreamPages:
 
     def __init__(self) -> None:
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        # The newest snapshot and its converted form, when not primed: its rows are built
+        # from that if a page asks (a Streams tab opened), not from its text parsed again.
+        self._newest: tuple[StoredSnapshot, JSON] | None = None
 
     def clear(self) -> None:
         """Forget every snapshot's rows (another source is shown)."""
         self._entries.clear()
+        self._newest = None
 
     def prime(self, stored: StoredSnapshot, snapshot: JSON) -> None:
         """When pages asked for the streams of the snapshot before (a Streams table is
@@ -165,7 +170,9 @@ class StreamPages:
         sorted then."""
         previous = next(reversed(self._entries.values()), None)
         if previous is None or not previous.orders:
-            return  # no page asked for the streams of the last: built if one asks (parsed)
+            self._newest = (stored, snapshot)  # no page asked of the last: built if one asks
+            return
+        self._newest = None
         entry = self._keep(_Entry(stored, snapshot))
         for key in list(previous.orders)[-WARM_ORDERS:]:  # the loop is not held longer
             self._order_of(entry, key)
@@ -182,6 +189,10 @@ class StreamPages:
         if entry is not None and entry.stored is stored:
             self._entries.move_to_end(id(stored))
             return entry
+        newest = self._newest
+        if newest is not None and newest[0] is stored:
+            self._newest = None
+            return self._keep(_Entry(stored, newest[1]))
         return self._keep(_Entry(stored, stored.data))
 
     def answer(self, store: Store, query: StreamQuery) -> JSON | None:
