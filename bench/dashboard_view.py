@@ -41,6 +41,7 @@ names, comma-separated; all by default): all eight take about 16 minutes here.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import statistics
@@ -126,8 +127,11 @@ def conversion(
 ) -> tuple[list[float], list[float], int]:
     """ms per snapshot the dashboard process spends on the mock's snapshot before any
     page sees it (convert, store, build the message text): wall and CPU time (the
-    process's, garbage collection included), and that text's size (chars)."""
+    process's, garbage collection included, with the collector set as the
+    ``dashboard`` command sets it: ``convert.tune_collector``), and that text's size
+    (chars)."""
     from libp2p_introspection.dashboard.browsers import BrowserHub
+    from libp2p_introspection.dashboard.convert import tune_collector
     from libp2p_introspection.dashboard.model import DashboardModel
     from libp2p_introspection.dashboard.store import Store
     from libp2p_introspection.server.sources.synthetic import SyntheticOptions, SyntheticSource
@@ -140,11 +144,15 @@ def conversion(
     states = [source.state() for _ in range(repeats + 1)]
     model.feed_state(states[0])  # the first builds what later ones compare with
     times, cpu = [], []
-    for state in states[1:]:
-        began, began_cpu = time.perf_counter(), time.process_time()
-        model.feed_state(state)
-        times.append((time.perf_counter() - began) * 1000)
-        cpu.append((time.process_time() - began_cpu) * 1000)
+    thresholds = tune_collector()
+    try:
+        for state in states[1:]:
+            began, began_cpu = time.perf_counter(), time.process_time()
+            model.feed_state(state)
+            times.append((time.perf_counter() - began) * 1000)
+            cpu.append((time.process_time() - began_cpu) * 1000)
+    finally:
+        gc.set_threshold(*thresholds)
     return times, cpu, sent[-1]
 
 
