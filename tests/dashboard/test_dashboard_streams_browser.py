@@ -53,8 +53,20 @@ def _pause(pg: Any) -> None:
     """Pause the feed; until the page shows the latest snapshot stored, its streams too."""
     pg.evaluate("async () => { await fetch('/api/pause', { method: 'POST' }); }")
     pg.wait_for_function("() => window.dashboardState.status?.paused === true")
-    latest = pg.evaluate("async () => (await (await fetch('/api/streams?size=1')).json()).ts")
-    _settled(pg, latest)
+    _settled_at_latest(pg)
+
+
+def _settled_at_latest(pg: Any) -> None:
+    """Until the page shows the dashboard's latest snapshot, its Streams table too (a
+    snapshot already on its way when the feed paused may still come: read at each poll)."""
+    pg.wait_for_function(
+        """async () => {
+          const latest = (await (await fetch('/api/streams?size=1')).json()).ts;
+          const S = window.dashboardState;
+          return S.latest?.ts === latest && S.view?.ts === latest
+            && Tabulator.findTable('#streams-table')[0].shownTs === latest; }""",
+        polling=200,
+    )  # fmt: skip
 
 
 def _settled(pg: Any, ts: int) -> None:
@@ -78,9 +90,18 @@ SHOWN_AND_EXPECTED = """async () => {
   const tables = await import('/static/js/tables.js');
   await new Promise((r) => requestAnimationFrame(r));
   await tables.allSet();
+  // What is shown, read at once (a snapshot may come while the stored one is fetched).
   const t = Tabulator.findTable('#streams-table')[0];
   const v = window.dashboardState.view;
-  const stored = await (await fetch(`/api/snapshot?ts=${t.shownTs}`)).json();
+  const shownTs = t.shownTs;
+  const shown = t.getData().map((d) => d.key);
+  const [sorter] = t.getSorters();
+  const page = t.getPage();
+  const maxPage = t.getPageMax();
+  const count = document.querySelector('#stream-count').textContent;
+  const rowsDrawn = [...document.querySelectorAll('#streams-table .tabulator-row')].length;
+  const held = v.conns.some((c) => c.streams !== undefined);
+  const stored = await (await fetch(`/api/snapshot?ts=${shownTs}`)).json();
   const find = document.querySelector('#filter-stream-proto').value.trim().toLowerCase();
   const status = document.querySelector('#filter-stream-status').value;
   const all = [];
@@ -93,7 +114,6 @@ SHOWN_AND_EXPECTED = """async () => {
         role: s.role, age: s.open ? end - s.open : 0, in: s.in, out: s.out, n: all.length });
     });
   }
-  const [sorter] = t.getSorters();
   const field = sorter ? sorter.field : 'age';
   const dir = sorter && sorter.dir === 'desc' ? -1 : 1;
   const text = ['peer', 'proto', 'role', 'status'].includes(field);
@@ -105,14 +125,9 @@ SHOWN_AND_EXPECTED = """async () => {
     return a.n - b.n;
   };
   all.sort(cmp);
-  const page = t.getPage();
   const size = tables.STREAMS_PAGE_SIZE;
   const expected = all.slice((page - 1) * size, page * size).map((r) => r.key);
-  const shown = t.getData().map((d) => d.key);
-  const rowsDrawn = [...document.querySelectorAll('#streams-table .tabulator-row')].length;
-  const held = v.conns.some((c) => c.streams !== undefined);
-  return { ts: v.ts, shownTs: t.shownTs, page, maxPage: t.getPageMax(), matched: all.length, shown, expected,
-           count: document.querySelector('#stream-count').textContent, rowsDrawn, held };
+  return { ts: v.ts, shownTs, page, maxPage, matched: all.length, shown, expected, count, rowsDrawn, held };
 }"""
 
 
@@ -236,7 +251,7 @@ def test_scrubbing_shows_that_moments_streams(page: Any, many_streams: str):  # 
     # Back to live: the latest's streams again.
     page.click("#live-btn")
     page.wait_for_function("() => window.dashboardState.viewTs === null")
-    _settled(page, page.evaluate("() => window.dashboardState.latest.ts"))
+    _settled_at_latest(page)
     latest = _check(page)
     assert latest["ts"] > earlier
     _resume(page)
