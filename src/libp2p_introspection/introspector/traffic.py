@@ -110,13 +110,6 @@ class _CounterFields:
 _CounterBase: Any = _accel.snapcode.Counter if _accel.snapcode is not None else _CounterFields
 
 
-#: The counting wrappers in C (``_snapcode.counting_call``: a callable whose awaitable
-#: forwards send/throw/close to the original's coroutine and counts its result, with no
-#: coroutine frame of its own), where the accelerator is built; else the ``async def``
-#: wrappers below.
-_counting_call: Any = getattr(_accel.snapcode, "counting_call", None)
-
-
 class TrafficCounter(_CounterBase):  # type: ignore[misc]
     """Cumulative bytes and packets in both directions for one object.
 
@@ -221,16 +214,9 @@ def counting_reader(
         registry's ``touched.add`` and the stream's connection record: which
         connections the next snapshot must look into).
     """
+    default_n = _default_of(original, "n", None)
     protocol = tp.STREAM_PROTOCOL.name  # NetStream.protocol_id, read on every call
     took = counter.took  # one call (in C where built) per read
-    if _counting_call is not None:
-        # the observer is read from took's counter on every counted chunk
-        if negotiated is None:
-            return _counting_call(original, took, False)  # type: ignore[no-any-return]
-        return _counting_call(  # type: ignore[no-any-return]
-            original, took, False, negotiated, protocol, touch, key
-        )
-    default_n = _default_of(original, "n", None)
 
     if negotiated is None:
 
@@ -274,12 +260,6 @@ def counting_writer(
     """
     protocol = tp.STREAM_PROTOCOL.name
     gave = counter.gave
-    if _counting_call is not None:
-        if negotiated is None:
-            return _counting_call(original, gave, True)  # type: ignore[no-any-return]
-        return _counting_call(  # type: ignore[no-any-return]
-            original, gave, True, negotiated, protocol, touch, key
-        )
     if negotiated is None:
 
         async def write(data: bytes) -> None:
