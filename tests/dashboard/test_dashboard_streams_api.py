@@ -22,6 +22,7 @@ from test_dashboard_app import http, wait_for
 
 from libp2p_introspection.dashboard import Dashboard, DashboardConfig
 from libp2p_introspection.dashboard.browsers import BrowserHub
+from libp2p_introspection.dashboard.caps import MAX_TEXT
 from libp2p_introspection.dashboard.guards import BadQuery
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.store import Store, StoredSnapshot
@@ -185,9 +186,9 @@ def test_a_moment_not_primed_is_read_from_the_store_and_an_empty_store_has_no_pa
         ({"sort": "__proto__"}, "sort"),
         ({"sort": "constructor"}, "sort"),
         ({"dir": "up"}, "dir"),
-        ({"find": "x" * 257}, "find"),
-        ({"conn": "c" * 257}, "conn"),
-        ({"status": "s" * 257}, "status"),
+        ({"find": "x" * (MAX_TEXT + 1)}, "find"),
+        ({"conn": "c" * (MAX_TEXT + 1)}, "conn"),
+        ({"status": "s" * (MAX_TEXT + 1)}, "status"),
         ({"page": "\u0661"}, "page"),  # ARABIC-INDIC ONE: a digit to str.isdigit
     ],
 )

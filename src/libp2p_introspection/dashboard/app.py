@@ -186,7 +186,7 @@ def create_app(
             return refuse(str(exc))
         answer = model.streams.answer(model.store, query)
         if answer is None:
-            return refuse("no snapshot yet", 404)
+            return refuse("no snapshot at or before that moment", 404)
         return Response(dumps(answer), media_type="application/json")
 
     async def connection_series(request: Request) -> Response:

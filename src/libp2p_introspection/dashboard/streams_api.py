@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from libp2p_introspection.dashboard.caps import MAX_TEXT
 from libp2p_introspection.dashboard.convert import JSON
 from libp2p_introspection.dashboard.guards import BadQuery, bounded_int, bounded_text
 from libp2p_introspection.dashboard.store import Store, StoredSnapshot
@@ -53,8 +54,9 @@ from libp2p_introspection.dashboard.store import Store, StoredSnapshot
 MAX_PAGE_SIZE = 500
 #: Rows per page when not said.
 DEFAULT_PAGE_SIZE = 100
-#: The longest ``find``, ``status`` and ``conn`` accepted, characters.
-MAX_FIND = 256
+#: The longest ``find``, ``status`` and ``conn`` accepted, characters (a protocol is
+#: shown up to 1,024: one pasted from the table is found).
+MAX_FIND = MAX_TEXT
 #: Snapshots whose rows (and orders) are kept.
 KEEP_SNAPSHOTS = 3
 #: Orders kept per snapshot (a sort, a direction, a filter).
@@ -106,21 +108,25 @@ class StreamQuery:
         )
 
 
-def _rows(snapshot: JSON) -> tuple[list[tuple[Any, ...]], dict[str, tuple[int, int]]]:
-    """Every stream's row of a converted snapshot, in order, and each connection's span."""
+def _rows(snapshot: JSON) -> tuple[list[tuple[Any, ...]], dict[str, list[int]]]:
+    """Every stream's row of a converted snapshot, in order, and the rows of each
+    connection id (a node may send two connections under one id: both are its own, and
+    the second one's keys are ``CONN_ID#2:K``, so that no two rows share a key)."""
     ts = snapshot["ts"]
     rows: list[tuple[Any, ...]] = []
     add = rows.append
-    spans: dict[str, tuple[int, int]] = {}
+    spans: dict[str, list[int]] = {}
     for conn in snapshot["conns"]:
         cid, peer = conn["id"], conn["peer"]
         start = len(rows)
+        mine = spans.get(cid)
+        prefix = cid if mine is None else f"{cid}#{len(mine) // 2 + 1}"
         for k, s in enumerate(conn["streams"]):
             status, opened, closed = s["status"], s["open"], s["close"]
             age = ((closed if status == "CLOSED" and closed else ts) - opened) if opened else 0
-            add((f"{cid}:{k}", cid, peer, s["proto"], s["role"], status, age,
+            add((f"{prefix}:{k}", cid, peer, s["proto"], s["role"], status, age,
                  s["in"], s["out"], s["bwIn"], s["bwOut"]))  # fmt: skip
-        spans.setdefault(cid, (start, len(rows)))
+        spans.setdefault(cid, []).extend((start, len(rows)))
     return rows, spans
 
 
@@ -198,8 +204,8 @@ class StreamPages:
     def answer(self, store: Store, query: StreamQuery) -> JSON | None:
         """The answer (module doc) of ``query`` on ``store``; ``None`` if it holds no snapshot."""
         stored = store.latest if query.ts is None else store.at(query.ts)
-        if stored is None:
-            return None
+        if stored is None or (query.ts is not None and stored.ts > query.ts):
+            return None  # nothing at or before the moment (it was dropped): not a later one
         entry = self._entry(stored)
         order = self._order(entry, query)
         total = len(entry.rows) if query.conn is None else _span_len(entry, query.conn)
@@ -227,8 +233,7 @@ class StreamPages:
         if conn is None:
             chosen: range | list[int] = range(len(rows))
         else:
-            start, end = entry.spans.get(conn, (0, 0))
-            chosen = range(start, end)
+            chosen = _rows_of(entry, conn)
         if find or status:
             chosen = [
                 i for i in chosen
@@ -242,6 +247,12 @@ class StreamPages:
         return order
 
 
+def _rows_of(entry: _Entry, conn: str) -> list[int]:
+    """The indexes of the rows of connection id ``conn`` (of each connection of that id)."""
+    bounds = entry.spans.get(conn, ())
+    return [i for at in range(0, len(bounds), 2) for i in range(bounds[at], bounds[at + 1])]
+
+
 def _span_len(entry: _Entry, conn: str) -> int:
-    start, end = entry.spans.get(conn, (0, 0))
-    return end - start
+    bounds = entry.spans.get(conn, ())
+    return sum(bounds[at + 1] - bounds[at] for at in range(0, len(bounds), 2))
