@@ -487,6 +487,10 @@ export function streamsTable(el, { withPeer, onCopied, height, query, onPage = (
     ajaxRequestFunc: async (url, config, params) => {
       const answer = await fetchPage(params);
       if (!answer) return { last_page: t.table.getPageMax() || 1, data: t.table.getData() };
+      // A page past the last is answered as the last (the moment has fewer streams than
+      // when it was picked): Tabulator's load keeps the page it asked, so say which it is.
+      const pager = t.table.modules.page;
+      if (pager && answer.page !== pager.page) pager.page = answer.page;
       t.table.shownTs = answer.ts;
       onPage(answer);
       return answer;
@@ -501,8 +505,19 @@ export function streamsTable(el, { withPeer, onCopied, height, query, onPage = (
     const sorters = table.getSorters().map((s) => ({ field: s.field, dir: s.dir }));
     const answer = await fetchPage({ page: table.getPage() || 1, size: STREAMS_PAGE_SIZE, sort: sorters });
     if (!answer) return;
-    if (answer.last_page !== table.getPageMax()) table.setMaxPage(answer.last_page);
     if (!updateInPlace(table, answer.data, "key", deps)) await table.replaceData(answer.data);
+    // The pager says the answer's page, last page and row count (the server clamps a page
+    // past the last: one picked while this refresh was on its way). Tabulator's public
+    // setMaxPage would load again, and nothing public sets the row count of a remote
+    // table: its page module's fields, as its own remote load sets them (Tabulator 6.5).
+    const pager = table.modules.page;
+    if (pager) {
+      pager.max = answer.last_page;
+      pager.page = answer.page;
+      pager.remoteRowCountEstimate = answer.last_row;
+      pager._setPageButtons();
+      pager._setPageCounter(answer.last_row, 0, 0);
+    } else if (answer.last_page !== table.getPageMax()) table.setMaxPage(answer.last_page);
     table.shownTs = answer.ts;
     onPage(answer);
   }
