@@ -147,6 +147,19 @@ def wait_shown_ts_above(page: Any, ts: int) -> None:
     )
 
 
+def open_following(pg: Any, url: str, connections: int) -> None:
+    """Open the dashboard at ``url`` and wait until its Connections table shows a
+    snapshot of at least ``connections`` connections; the page's own formatter is
+    ``window.__fmt`` (for the values a cell should show)."""
+    pg.goto(url)
+    pg.evaluate("async () => { window.__fmt = await import('/static/js/format.js'); }")
+    pg.wait_for_function(
+        "(n) => (window.dashboardState?.view?.conns.length || 0) >= n"
+        " && document.querySelectorAll('#connections-table .tabulator-row').length > 5",
+        arg=connections,
+    )  # fmt: skip
+
+
 def open_tab(page: Any, name: str) -> None:
     page.click(f"nav.tabs button[data-tab={name}]")
     page.wait_for_selector(f"#tab-{name}.active")

@@ -22,6 +22,7 @@ import pytest
 from dashboard_process import dashboard_of_mock
 from test_dashboard_browser import (  # noqa: F401 - the fixtures
     browser,
+    open_following,
     page,
     shown_ts,
     wait_shown_ts_above,
@@ -40,13 +41,7 @@ def churning_node() -> Iterator[str]:
 
 
 def _open(pg: Any, url: str) -> None:
-    pg.goto(url)
-    pg.evaluate("async () => { window.__fmt = await import('/static/js/format.js'); }")
-    pg.wait_for_function(
-        "(n) => (window.dashboardState?.view?.conns.length || 0) >= n"
-        " && document.querySelectorAll('#connections-table .tabulator-row').length > 5",
-        arg=CONNECTIONS,
-    )  # fmt: skip
+    open_following(pg, url, CONNECTIONS)
 
 
 def _next_snapshots(pg: Any, n: int = 2) -> None:

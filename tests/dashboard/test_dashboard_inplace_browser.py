@@ -20,6 +20,7 @@ import pytest
 from dashboard_process import dashboard_of_mock
 from test_dashboard_browser import (  # noqa: F401 - the fixtures
     browser,
+    open_following,
     open_tab,
     page,
     shown_ts,
@@ -39,14 +40,7 @@ def churning_node() -> Iterator[str]:
 
 
 def _open(pg: Any, url: str) -> None:
-    pg.goto(url)
-    # The page's own formatter, for the values a cell should show.
-    pg.evaluate("async () => { window.__fmt = await import('/static/js/format.js'); }")
-    pg.wait_for_function(
-        "(n) => (window.dashboardState?.view?.conns.length || 0) >= n"
-        " && document.querySelectorAll('#connections-table .tabulator-row').length > 5",
-        arg=CONNECTIONS,
-    )  # fmt: skip
+    open_following(pg, url, CONNECTIONS)
 
 
 def _sort_by_peer(pg: Any, table: str) -> None:
