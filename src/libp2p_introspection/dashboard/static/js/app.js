@@ -66,9 +66,6 @@ function onMessage(m, arrived = performance.now()) {
       S.pageBase = { seq: m.seq, data };
       onSnapshot(m, data);
       snapshotArrived ??= { arrived, handled: performance.now() };
-      // The Streams table asks for its page now, not at the next frame: the request's
-      // round trip overlaps the wait for the frame (renderStreams asks once per view).
-      if (S.tab === "streams") renderStreams();
       break;
     }
     case "event": addEvent(m.e); S.eventsVersion += 1; break;
