@@ -108,25 +108,25 @@ class StreamQuery:
         )
 
 
-def _rows(snapshot: JSON) -> tuple[list[tuple[Any, ...]], dict[str, list[int]]]:
+def _rows(snapshot: JSON) -> tuple[list[tuple[Any, ...]], dict[str, list[range]]]:
     """Every stream's row of a converted snapshot, in order, and the rows of each
     connection id (a node may send two connections under one id: both are its own, and
     the second one's keys are ``CONN_ID#2:K``, so that no two rows share a key)."""
     ts = snapshot["ts"]
     rows: list[tuple[Any, ...]] = []
     add = rows.append
-    spans: dict[str, list[int]] = {}
+    spans: dict[str, list[range]] = {}
     for conn in snapshot["conns"]:
         cid, peer = conn["id"], conn["peer"]
         start = len(rows)
         mine = spans.get(cid)
-        prefix = cid if mine is None else f"{cid}#{len(mine) // 2 + 1}"
+        prefix = cid if mine is None else f"{cid}#{len(mine) + 1}"
         for k, s in enumerate(conn["streams"]):
             status, opened, closed = s["status"], s["open"], s["close"]
             age = ((closed if status == "CLOSED" and closed else ts) - opened) if opened else 0
             add((f"{prefix}:{k}", cid, peer, s["proto"], s["role"], status, age,
                  s["in"], s["out"], s["bwIn"], s["bwOut"]))  # fmt: skip
-        spans.setdefault(cid, []).extend((start, len(rows)))
+        spans.setdefault(cid, []).append(range(start, len(rows)))
     return rows, spans
 
 
@@ -249,10 +249,8 @@ class StreamPages:
 
 def _rows_of(entry: _Entry, conn: str) -> list[int]:
     """The indexes of the rows of connection id ``conn`` (of each connection of that id)."""
-    bounds = entry.spans.get(conn, ())
-    return [i for at in range(0, len(bounds), 2) for i in range(bounds[at], bounds[at + 1])]
+    return [i for span in entry.spans.get(conn, ()) for i in span]
 
 
 def _span_len(entry: _Entry, conn: str) -> int:
-    bounds = entry.spans.get(conn, ())
-    return sum(bounds[at + 1] - bounds[at] for at in range(0, len(bounds), 2))
+    return sum(len(span) for span in entry.spans.get(conn, ()))
