@@ -1,8 +1,8 @@
 """Attack on the page's snapshot and delta messages (fixtures of test_dashboard_browser.py).
 
-A page is sent, after its first ``hello``, ``snapshot`` and ``delta`` messages whose
-streams are packed (dashboard/page_json.py); a page opened later is sent the same
-snapshot whole, in its ``hello``. What the page shows of one snapshot must not depend
+A page is sent, after its first ``hello``, ``snapshot`` and ``delta`` messages
+(dashboard/page_json.py); a page opened later is sent the same snapshot whole, in its
+``hello``. (Streams are no longer in these messages: pages ask ``GET /api/streams``.) What the page shows of one snapshot must not depend
 on which it got. The messages here are the real dashboard model's
 (:class:`~libp2p_introspection.dashboard.model.DashboardModel`, fed hand-built hostile
 snapshots), given to the page over its ``/feed`` in place of a dashboard's (Playwright's
@@ -11,6 +11,7 @@ WebSocket routing); the page is the dashboard's own, served by a dashboard proce
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,7 @@ from test_dashboard_browser import (  # noqa: F401 - the fixtures
 from libp2p_introspection.dashboard.browsers import BrowserHub
 from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.store import Store
+from libp2p_introspection.dashboard.streams_api import StreamPages, StreamQuery
 from libp2p_introspection.protocol import pb
 
 
@@ -51,24 +53,6 @@ def _feed(pg: Any, batches: list[str]) -> None:
     pg.route_web_socket("**/feed", route)
 
 
-STREAM_ROWS = """async () => {
-  const tables = await import('/static/js/tables.js');
-  await new Promise((r) => requestAnimationFrame(r));
-  await tables.allSet();
-  return Tabulator.findTable('#streams-table')[0].getData()
-    .map((d) => ({ key: d.key, proto: d.proto, status: d.status, age: d.age, in: d.in }))
-    .sort((a, b) => (a.key < b.key ? -1 : 1));
-}"""
-
-
-def _streams_shown(pg: Any, url: str, batches: list[str], ts: int) -> list[dict[str, Any]]:
-    _feed(pg, batches)
-    pg.goto(url)
-    pg.wait_for_function("(ts) => window.dashboardState?.view?.ts === ts", arg=ts)
-    open_tab(pg, "streams")
-    return pg.evaluate(STREAM_ROWS)
-
-
 def _state(ts: int, stream_open: int) -> pb.State:
     state = pb.State(instant_ts=ts, start_ts=ts - 1_000, snapshot_duration_ms=1_000)
     conn = state.subsystems.connections.add(
@@ -88,32 +72,23 @@ def _state(ts: int, stream_open: int) -> pb.State:
         (2**53 + 4, 1),
     ],
 )
-@pytest.mark.xfail(strict=True, reason="known: a packed stream carries its age (ts - open), and the page's doubles lose open beyond 2^53 ms")
-def test_a_stream_shows_the_same_age_whether_the_page_got_its_snapshot_packed_or_whole(
-    page: Any,  # noqa: F811
-    browser: Any,  # noqa: F811
-    dashboard_page_url: str,
-    ts: int,
-    stream_open: int,
+def test_a_stream_has_the_same_exact_age_whether_its_page_was_primed_or_read_from_the_store(
+    ts: int, stream_open: int
 ):
-    """A stream's age is ts - open. Packed, the page is sent the age and takes
-    ``open = ts - age`` back, which a double cannot hold beyond 2^53 (``open`` comes back
-    0: "never opened", age 0); sent whole, it reads ``open`` itself. The same snapshot
-    must show the same row either way."""
+    """A stream's age is ts - open. It was once sent to pages packed as an age the page
+    turned back into ``open = ts - age``, which a double cannot hold beyond 2^53 (the row
+    came back "never opened", age 0). Pages are now sent their Streams rows by the
+    dashboard (``GET /api/streams``), which computes the age in integers: the newest
+    snapshot's page (built from the snapshot just converted) and an older moment's page
+    (its stored text parsed again) must give the same, exact age."""
     model = DashboardModel(Store(), BrowserHub())
-    sent: list[str] = []
-    model.hub.broadcast = sent.append  # type: ignore[method-assign]
-    first_hello = model.hello()  # nothing yet: the next is a whole ``snapshot`` message
     model.feed_state(_state(ts, stream_open))
-    assert '"t":"snapshot"' in sent[-1]
-    live = _streams_shown(page, dashboard_page_url, [first_hello, f"[{sent[-1]}]"], ts)
-    later = browser.new_page()
-    try:
-        fresh = _streams_shown(later, dashboard_page_url, [model.hello()], ts)
-    finally:
-        later.close()
-    assert len(live) == len(fresh) == 1
-    assert live == fresh, (live, fresh)
+    primed = model.streams.answer(model.store, StreamQuery(ts=None))
+    from_text = StreamPages().answer(model.store, StreamQuery(ts=ts))
+    assert primed is not None and from_text is not None
+    assert [r["age"] for r in primed["data"]] == [ts - stream_open]
+    assert from_text["data"] == primed["data"]
+    assert json.loads(json.dumps(primed))["data"][0]["age"] == ts - stream_open
 
 
 # Every row of the Connections table, then of the Streams table, as the page holds them.
