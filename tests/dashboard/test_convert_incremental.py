@@ -70,6 +70,15 @@ def _changed(state: pb.State, how: str, n: int) -> pb.State:
         twin.peer_id = "twin"
     elif how == "relayed":
         conn.conn_id = b"relay" + bytes([n % 256])
+    elif how == "pubsub peers" and out.subsystems.pubsub.peers:
+        peers = out.subsystems.pubsub.peers
+        peer = peers[n % len(peers)]
+        peer.score = float(n) / 7
+        peer.topics.append(f"topic\u2028{n}")
+        twin = peers.add()  # the same peer twice: the same bytes, converted alike
+        twin.CopyFrom(peers[(n + 1) % len(peers)])
+        if n % 3 == 0:
+            del peers[0]
     elif how == "moved":
         conn.latency_ns = n
         conn.status = pb.CLOSED
@@ -78,13 +87,14 @@ def _changed(state: pb.State, how: str, n: int) -> pb.State:
 
 HOW = st.sampled_from(
     ["next", "next", "next", "identified", "tagged", "late protocol", "reordered",
-     "vanished", "duplicate id", "relayed", "moved", "again", "back in time", "reset",
+     "vanished", "duplicate id", "relayed", "moved", "pubsub peers", "again", "back in time", "reset",
      "over budget"]
 )  # fmt: skip
 
 
 def _from_scratch(converter: SnapshotConverter, state: pb.State) -> tuple[dict, str]:
     converter._connections.clear()  # nothing kept: every connection converted anew
+    converter._pubsub_peers.reset()  # and every pubsub peer
     return converter.convert_text(state)
 
 
@@ -125,6 +135,26 @@ def test_incremental_conversion_equals_a_from_scratch_one(seed, steps):
         assert text == expected_text == dumps(expected)
         ids = {conn.id for conn in state.subsystems.connections}
         assert incremental.kept_connections == len(ids)  # this snapshot's, no more
+
+
+def test_an_unchanged_pubsub_peer_is_the_same_dict_and_a_changed_one_a_new_one():
+    """A router's peers rarely change between snapshots: an unchanged one is not
+    converted again (the same dict), a changed one is, and a reset forgets them."""
+    source = _source(3)
+    converter = SnapshotConverter()
+    first = source.state()
+    assert len(first.subsystems.pubsub.peers) >= 2
+    second = pb.State()
+    second.CopyFrom(first)
+    second.instant_ts += 1_000
+    second.subsystems.pubsub.peers[0].score += 1.5
+    before = converter.convert(first)["pubsub"]["peers"]
+    after = converter.convert(second)["pubsub"]["peers"]
+    assert after[0] is not before[0] and after[0]["score"] == before[0]["score"] + 1.5
+    assert all(a is b for a, b in zip(after[1:], before[1:], strict=True))
+    converter.reset()
+    fresh = converter.convert(second)["pubsub"]["peers"]
+    assert fresh == after and all(a is not b for a, b in zip(fresh, after, strict=True))
 
 
 def test_an_unchanged_connection_is_the_same_dict_and_a_changed_one_a_new_one():

@@ -196,6 +196,8 @@ class SnapshotConverter:
     _count: int = 0
     #: Pubsub topics' message counts of the previous snapshot, for their rates.
     _topic_rates: ext.TopicRates = field(default_factory=ext.TopicRates)
+    #: The previous snapshot's pubsub peers as converted (what the next one reuses).
+    _pubsub_peers: ext.PubsubPeers = field(default_factory=ext.PubsubPeers)
     #: The previous snapshot's connections as converted (what the next one reuses).
     _connections: ConnectionCache = field(default_factory=ConnectionCache)
 
@@ -206,6 +208,7 @@ class SnapshotConverter:
         self._carried = {}
         self._count = 0
         self._topic_rates.reset()
+        self._pubsub_peers.reset()
         self._connections.clear()
 
     @property
@@ -263,7 +266,9 @@ class SnapshotConverter:
         extensions = {
             "node": ext.node_to_json(state),
             "protocols": ext.protocols_to_json(state),
-            "pubsub": ext.pubsub_to_json(state.subsystems, ts, self._topic_rates),
+            "pubsub": ext.pubsub_to_json(
+                state.subsystems, ts, self._topic_rates, self._pubsub_peers
+            ),
             "resources": ext.resources_to_json(state.subsystems),
         }
         dht = dht_to_json(state.subsystems.dht) if state.subsystems.HasField("dht") else None
@@ -297,4 +302,10 @@ class SnapshotConverter:
             "dht": dht,
             **extensions,
         }
-        return data, "".join((head, ",".join(texts), tail))
+        # One join, not two, of some 15 MB at 5,000 x 10: the head and tail ride on the
+        # first and last pieces (short strings copied, not the whole).
+        if texts:
+            texts[0] = head + texts[0]
+            texts[-1] += tail
+            return data, ",".join(texts)
+        return data, head + tail

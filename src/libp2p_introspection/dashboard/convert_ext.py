@@ -35,6 +35,7 @@ and the previous one of the same source that held the topic (:class:`TopicRates`
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,9 +177,51 @@ class TopicRates:
         return out
 
 
-def pubsub_to_json(subsystems: pb.Subsystems, ts: int, rates: TopicRates) -> JSON | None:
+class PubsubPeers:
+    """The pubsub peers of the last snapshot converted, by their serialized bytes
+    (a router's peers rarely change between snapshots: a peer whose bytes are the
+    same is converted to the same dict, not converted again). Holds one
+    snapshot's peers: those of the last :func:`pubsub_to_json` call."""
+
+    def __init__(self) -> None:
+        self._by_bytes: dict[bytes, JSON] = {}
+
+    def reset(self) -> None:
+        """Forget every peer (a new source)."""
+        self._by_bytes = {}
+
+    def convert(self, peers: Iterable[pb.PubSubPeer]) -> list[JSON]:
+        """Each of ``peers`` as a ``PUBSUB`` peer, in order (shared dicts: not to be
+        modified); what it keeps for the next call is these peers."""
+        before = self._by_bytes
+        now: dict[bytes, JSON] = {}
+        out: list[JSON] = []
+        for p in peers:
+            key = p.SerializeToString()
+            data = before.get(key)
+            if data is None:
+                data = now.get(key) or _pubsub_peer(p)
+            now[key] = data
+            out.append(data)
+        self._by_bytes = now
+        return out
+
+
+def _pubsub_peer(p: pb.PubSubPeer) -> JSON:
+    return {
+        "peer": capped(p.peer_id, MAX_PEER_ID),
+        "protocol": capped(p.protocol, MAX_TEXT),
+        "score": _score(p.score),
+        "topics": capped_list(p.topics),
+    }
+
+
+def pubsub_to_json(
+    subsystems: pb.Subsystems, ts: int, rates: TopicRates, peers: PubsubPeers | None = None
+) -> JSON | None:
     """``Subsystems.pubsub`` (shape ``PUBSUB``), or ``None`` when the host runs no
-    pubsub router; ``ts`` is the snapshot's ``instant_ts`` (ms), for the rates."""
+    pubsub router; ``ts`` is the snapshot's ``instant_ts`` (ms), for the rates;
+    ``peers``: the peers of the source's last snapshot, reused where unchanged."""
     if not subsystems.HasField("pubsub"):
         return None
     ps = subsystems.pubsub
@@ -200,15 +243,7 @@ def pubsub_to_json(subsystems: pb.Subsystems, ts: int, rates: TopicRates) -> JSO
     return {
         "router": capped(ps.router, MAX_TEXT),
         "topics": topics,
-        "peers": [
-            {
-                "peer": capped(p.peer_id, MAX_PEER_ID),
-                "protocol": capped(p.protocol, MAX_TEXT),
-                "score": _score(p.score),
-                "topics": capped_list(p.topics),
-            }
-            for p in ps.peers
-        ],
+        "peers": [_pubsub_peer(p) for p in ps.peers] if peers is None else peers.convert(ps.peers),
     }
 
 
