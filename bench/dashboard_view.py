@@ -52,6 +52,7 @@ import statistics
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -306,12 +307,15 @@ def run(mode: Mode) -> list[Result]:
         parts = {k: statistics.median(r[k] for r in rows) for k in ("parse", "wait", "draw")}
         # The Streams table's share of draw (its page fetched, or sent with the snapshot).
         fetched = [r for r in rows if "fetch" in r]
+        hows = Counter(r.get("how", "?") for r in fetched)
         streams_part = (
             f"; in draw, the page of streams: fetch median "
             f"{statistics.median(r['fetch'] for r in fetched):.0f}, rows updated "
             f"{statistics.median(r['update'] for r in fetched):.0f} ms, "
             f"{sum(1 for r in fetched if r.get('pushed'))} of {len(fetched)} sent with "
-            f"the snapshot (no request)" if fetched else ""
+            f"the snapshot (no request); rows updated "
+            + ", ".join(f"{how} {n}" for how, n in sorted(hows.items()))
+            if fetched else ""
         )  # fmt: skip
         p95 = percentile(ms, 95)
         again = s["redraws"].get(tab) or [math.nan]

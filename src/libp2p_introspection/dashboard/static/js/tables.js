@@ -182,7 +182,8 @@ export function updateInPlace(table, rows, index, deps = {}) {
   manager.rows = next;
   known.rows = next;
   known.length = next.length;
-  if (!refreshInWindow(table)) manager.refreshActiveData(false, false, true);
+  table.inWindow = refreshInWindow(table); // whether the shortcut held (for the timings)
+  if (!table.inWindow) manager.refreshActiveData(false, false, true);
   return true;
 }
 
@@ -430,7 +431,8 @@ export const STREAMS_PAGE_SIZE = 100;
  * onQuery(text) is told the query of every request (its parameters but ts); a page told
  * to the dashboard comes with each snapshot (t.offer), and refresh() draws it instead of
  * asking when it is of the moment and the query shown (t.lastRefresh: {fetch, update} ms
- * of the last refresh, pushed: whether no request was made).
+ * of the last refresh, pushed: whether no request was made, how: "in window", "in place"
+ * or "replaced": how its rows were updated).
  */
 export function streamsTable(el, { withPeer, onCopied, height, query, onPage = () => {}, onQuery = () => {} }) {
   const copy = copyOnClick(onCopied);
@@ -513,6 +515,7 @@ export function streamsTable(el, { withPeer, onCopied, height, query, onPage = (
     rowFormatter: (row) => row.getElement().classList.toggle("closed-row", row.getData().status === "CLOSED"),
   });
   const deps = { in: "bwIn", out: "bwOut" };
+  let fixedHeight = false;
   async function refreshNow() {
     await t.ready;
     const table = t.table;
@@ -523,7 +526,16 @@ export function streamsTable(el, { withPeer, onCopied, height, query, onPage = (
     const answer = await fetchPage({ page: table.getPage() || 1, size: STREAMS_PAGE_SIZE, sort: sorters }, offer);
     if (!answer) return;
     const fetched = performance.now();
-    if (!updateInPlace(table, answer.data, "key", deps)) await table.replaceData(answer.data);
+    const inPlace = updateInPlace(table, answer.data, "key", deps);
+    if (!inPlace) await table.replaceData(answer.data);
+    // Once a page overflows the table's maxHeight, its height is fixed there for good (as
+    // build's set() fixes a large table's): sized to its content, every refresh was
+    // Tabulator's whole redraw in position (refreshInWindow holds for a fixed height only).
+    const holder = table.rowManager?.element;
+    if (!fixedHeight && holder && holder.scrollHeight > holder.clientHeight + 1) {
+      fixedHeight = true;
+      table.setHeight(height || "60vh");
+    }
     // The pager says the answer's page, last page and row count (the server clamps a page
     // past the last: one picked while this refresh was on its way). Tabulator's public
     // setMaxPage would load again, and nothing public sets the row count of a remote
@@ -538,7 +550,8 @@ export function streamsTable(el, { withPeer, onCopied, height, query, onPage = (
     } else if (answer.last_page !== table.getPageMax()) table.setMaxPage(answer.last_page);
     table.shownTs = answer.ts;
     onPage(answer);
-    t.lastRefresh = { fetch: fetched - began, update: performance.now() - fetched, pushed: answer === offer?.answer };
+    t.lastRefresh = { fetch: fetched - began, update: performance.now() - fetched, pushed: answer === offer?.answer,
+      how: inPlace ? (table.inWindow ? "in window" : "in place") : "replaced" };
   }
   /** The dashboard's streams message ({q, answer}: app.py): the page of the snapshot it came
    *  with, drawn by the next refresh() instead of a request when it answers what is shown. */
