@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cli_process import running
 from test_dashboard_browser import (  # noqa: F401 - the fixtures
     browser,
@@ -178,11 +177,6 @@ DRAWN = """() => {
 }"""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: after in-place refreshes of a scrolled page, Tabulator's top padding can "
-    "exceed the scroll position (a blank band above the rows; also without refreshInWindow)",
-)
 def test_a_streams_page_scrolled_while_scrubbing_stays_drawn_after_each_refresh(
     page: Any, tmp_path: Path  # noqa: F811
 ):  # fmt: skip

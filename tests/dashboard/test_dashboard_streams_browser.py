@@ -255,3 +255,50 @@ def test_scrubbing_shows_that_moments_streams(page: Any, many_streams: str):  # 
     latest = _check(page)
     assert latest["ts"] > earlier
     _resume(page)
+
+
+def _wait_table_ts_above(pg: Any, ts: int) -> int:
+    """Until the Streams table shows a moment after ts; returns that moment."""
+    pg.wait_for_function(
+        "(ts) => (Tabulator.findTable('#streams-table')[0].shownTs || 0) > ts", arg=ts
+    )
+    return int(pg.evaluate("() => Tabulator.findTable('#streams-table')[0].shownTs"))
+
+
+def test_following_live_the_page_shown_comes_with_each_snapshot_no_request(page: Any, many_streams: str):  # noqa: F811
+    # The page tells the dashboard which page of streams it shows (sort, page, find,
+    # status); each snapshot then comes with that page's answer: drawn with no request.
+    _open_streams(page, many_streams)
+    _click_sort(page, "peer", "ascending")
+    table = "Tabulator.findTable('#streams-table')[0]"
+    page.evaluate(f"() => {table}.setPage(2)")
+    page.wait_for_function(f"() => {table}.getPage() === 2")
+    seen = _wait_table_ts_above(page, _wait_table_ts_above(page, shown_ts(page)))
+    asked: list[str] = []
+
+    def record(request: Any) -> None:
+        if "/api/streams" in request.url:
+            asked.append(request.url)
+
+    page.on("request", record)
+    drawn = []
+    for _ in range(3):
+        seen = _wait_table_ts_above(page, seen)
+        drawn.append(seen)
+    page.remove_listener("request", record)
+    assert not [u for u in asked if any(f"ts={ts}" in u for ts in drawn)], asked
+    timings = page.evaluate("() => window.dashboardTimings.filter((t) => t.view === 'streams')")
+    assert any(t.get("pushed") for t in timings)
+    _pause(page)
+    got = _check(page)  # the rows drawn from what came with the snapshot are the right ones
+    assert got["page"] == 2
+    # Scrubbed to an earlier moment: that moment's page is asked for, and shown.
+    earlier = page.evaluate("() => window.dashboardState.timeline[0]")
+    page.eval_on_selector(
+        "#timeline", "(el) => { el.value = '0'; el.dispatchEvent(new Event('input')); }"
+    )
+    _settled(page, earlier)
+    assert _check(page)["ts"] == earlier
+    page.click("#live-btn")
+    page.wait_for_function("() => window.dashboardState.viewTs === null")
+    _resume(page)

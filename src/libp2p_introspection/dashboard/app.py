@@ -7,12 +7,16 @@ Routes (all on the dashboard's own address, 127.0.0.1 by default):
   (shapes in :mod:`.model`): first a ``hello``, then ``snapshot``, ``delta``,
   ``event``, ``runtime`` and ``status`` messages as they happen (a page that
   falls behind gets a fresh ``hello`` instead, see :mod:`.browsers`). The
-  page sends one thing on it: the text ``resync`` when it was sent a delta
+  page sends two things on it: the text ``resync`` when it was sent a delta
   of a snapshot it has not (it gets a fresh ``hello``, as if it had fallen
-  behind); anything else it sends is ignored; a message over 64 KiB closes it
-  with 1009 (see :mod:`.serving`). At most the hub's ``max_pages`` feeds are open at once
-  (16 by default); beyond that the upgrade is answered with HTTP 503 and
-  the reason.
+  behind); and ``streams?QUERY`` when it shows a page of streams
+  (``QUERY``: ``/api/streams``'s parameters but ``ts``, checked as there, at most
+  8 KiB; ``streams`` alone: none), after which every snapshot message is
+  followed by that page's ``streams`` answer (:mod:`.streams_api`; a bad
+  ``QUERY`` stops them, and is otherwise ignored); anything else it sends is
+  ignored; a message over 64 KiB closes it with 1009 (see :mod:`.serving`). At
+  most the hub's ``max_pages`` feeds are open at once (16 by default); beyond
+  that the upgrade is answered with HTTP 503 and the reason.
 - ``WS`` any other path: refused with 404 and a line of text saying that this is
   the dashboard, not an introspection endpoint, and naming the endpoint it
   follows (for a protocol client pointed at this port by mistake).
@@ -364,8 +368,18 @@ def create_app(
                     message = await websocket.receive()
                     if message["type"] == "websocket.disconnect":
                         break
-                    if message.get("text") == "resync":
+                    text = message.get("text")
+                    if text == "resync":
                         mailbox.resync()
+                    elif text == "streams":  # it shows no page of streams now
+                        mailbox.streams = None
+                    elif isinstance(text, str) and text.startswith("streams?"):
+                        asked = text[len("streams?") :]
+                        try:
+                            mailbox.streams = (asked, StreamQuery.from_feed(asked))
+                        except BadQuery as exc:  # none sent until it asks a good one
+                            mailbox.streams = None
+                            log.debug("a page's feed query refused: %s", exc)
                 group.cancel_scope.cancel()
         except (WebSocketDisconnect, trio.TooSlowError, OSError):
             pass

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -58,6 +59,10 @@ class Mailbox:
         self.needs_hello = True
         #: How many times this browser fell behind and was resynced.
         self.resyncs = 0
+        #: The page of streams this browser shows, as it said on its feed (the text it
+        #: sent and its :class:`~.streams_api.StreamQuery`), or ``None``: the model sends
+        #: it that page's answer with every snapshot (:meth:`BrowserHub.put_each`).
+        self.streams: tuple[str, Any] | None = None
         self._ready = trio.Event()
         self._ready.set()  # the first hello
 
@@ -152,6 +157,16 @@ class BrowserHub:
         self.generation += 1
         for mailbox in self.mailboxes:
             mailbox.put(text)
+
+    def put_each(self, text_for: Callable[[Any], str | None]) -> None:
+        """Queue for every page its own message: ``text_for(mailbox.streams)``, none when
+        that is ``None``. Not counted as a broadcast (:attr:`generation`): what a page
+        is sent this way is never part of a ``hello``."""
+        for mailbox in self.mailboxes:
+            if mailbox.streams is not None:
+                text = text_for(mailbox.streams)
+                if text is not None:
+                    mailbox.put(text)
 
     def resync_all(self) -> None:
         """Every page gets a fresh ``hello`` (the source changed)."""

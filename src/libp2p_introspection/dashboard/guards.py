@@ -28,7 +28,7 @@ import logging
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse
@@ -73,6 +73,35 @@ def bounded_text(params: Mapping[str, str], name: str, most: int) -> str:
     if len(raw) > most:
         raise BadQuery(f"{name} is longer than {most} characters")
     return raw
+
+
+#: The longest query a page may send on its feed (``feed_query``), characters.
+MAX_FEED_QUERY = 8 * 1024
+
+
+def feed_query(text: str, names: frozenset[str]) -> dict[str, str]:
+    """The parameters of a query a page sent on its feed (``page=1&sort=age``: a URL
+    query string, percent-encoded), each of ``names`` at most once.
+
+    Raises :class:`BadQuery` for a text over :data:`MAX_FEED_QUERY` characters, a
+    parameter not in ``names``, one given twice, or one that is not percent-encoded
+    UTF-8 (its value is then checked by whoever reads it, as a ``GET``'s query)."""
+    if len(text) > MAX_FEED_QUERY:
+        raise BadQuery(f"a feed query is at most {MAX_FEED_QUERY} characters")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
+                          errors="strict", max_num_fields=len(names))  # fmt: skip
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadQuery(f"not a query string: {exc}".splitlines()[0][:200]) from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in names:
+            raise BadQuery(f"no parameter {name[:40]!r} here")
+        if name in params:
+            raise BadQuery(f"{name} is given twice")
+        params[name] = value
+    return params
+
 
 #: Headers on every HTTP answer: no MIME sniffing (JSON and text stay data), no
 #: framing, no referrer, and no reading of any answer from another origin's page.

@@ -22,6 +22,8 @@ Browser messages (JSON objects, sent in arrays; shapes of the parts in
     {"t": "delta", "seq": n, "base": n - 1, "oldest": ..., "summary": SUMMARY,
      "data": PAGE_DELTA (what changed since the snapshot numbered "base":
      :mod:`.page_json`)}
+    {"t": "streams", "q": ..., "answer": ...} (to a page that said which page of
+     streams it shows, right after each snapshot or delta: :mod:`.streams_api`)
     {"t": "event", "e": EVENT}
     {"t": "runtime", "runtime": RUNTIME}
     {"t": "status", "status": STATUS}
@@ -310,6 +312,8 @@ class DashboardModel:
             f'"summary":{stored.summary_text},"data":{page}}}'
         )
         self._page_stored = stored
+        # Each page showing the Streams view: its page of this snapshot's streams, next.
+        self.hub.put_each(self.streams.feed_answers(self.store, stored))
         if out_of_order:
             pages.reset()
 

@@ -23,6 +23,14 @@ shows (:class:`~.store.Store`)::
            "age": ms (until it closed if CLOSED, else until the snapshot; 0 if
                   its open time is unknown), "in", "out" (bytes), "bwIn", "bwOut" (bytes/s)}
 
+A page that shows the Streams view may say on its feed which page it shows
+(:meth:`StreamQuery.from_feed`: the same parameters but ``ts``); with every
+snapshot the dashboard then sends it that page's answer for that snapshot
+(:meth:`StreamPages.feed_answers`), so the page draws it with no request::
+
+    {"t": "streams", "q": QUERY (the text the page sent), "answer": ANSWER
+     (as GET /api/streams?ts=<the snapshot's>&QUERY answers)}
+
 Order: numbers by value, text (peer, proto, role, status) case-insensitively
 (Unicode case folding, then by code point); ties (texts equal but for case
 included) keep the snapshot's order (its connections in
@@ -41,13 +49,13 @@ asked of them: the memory of a few snapshots' streams, whatever the retention.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from libp2p_introspection.dashboard.caps import MAX_TEXT
+from libp2p_introspection.dashboard.caps import MAX_TEXT, dumps
 from libp2p_introspection.dashboard.convert import JSON
-from libp2p_introspection.dashboard.guards import BadQuery, bounded_int, bounded_text
+from libp2p_introspection.dashboard.guards import BadQuery, bounded_int, bounded_text, feed_query
 from libp2p_introspection.dashboard.store import Store, StoredSnapshot
 
 #: Rows a page may ask for at once.
@@ -69,6 +77,8 @@ _TEXT_FIELDS = frozenset(("peer", "proto", "role", "status"))
 # A row is a tuple, in this order (ROW's fields).
 _FIELDS = ("key", "conn", "peer", "proto", "role", "status", "age", "in", "out", "bwIn", "bwOut")
 _AT = {name: i for i, name in enumerate(_FIELDS)}
+#: The parameters a page's feed query may give (a GET's, but the moment: the snapshot's).
+FEED_PARAMS = frozenset(("page", "size", "sort", "dir", "find", "status", "conn"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +116,13 @@ class StreamQuery:
             status=bounded_text(params, "status", MAX_FIND),
             conn=None if conn is None else bounded_text(params, "conn", MAX_FIND),
         )
+
+    @classmethod
+    def from_feed(cls, text: str) -> StreamQuery:
+        """The query of the text a page sent on its feed (``page=1&size=100&sort=age``:
+        :data:`FEED_PARAMS`, percent-encoded, each at most once; checked as
+        :meth:`parse` checks a ``GET``'s). Raises :class:`BadQuery` (its text says why)."""
+        return cls.parse(feed_query(text, FEED_PARAMS))
 
 
 def _rows(snapshot: JSON) -> tuple[list[tuple[Any, ...]], dict[str, list[range]]]:
@@ -217,6 +234,28 @@ class StreamPages:
             "ts": stored.ts, "page": page, "last_page": last_page, "last_row": len(order),
             "total": total, "data": [dict(zip(_FIELDS, rows[i], strict=True)) for i in chosen],
         }  # fmt: skip
+
+    def feed_answers(
+        self, store: Store, stored: StoredSnapshot
+    ) -> Callable[[tuple[str, StreamQuery] | None], str | None]:
+        """For the snapshot ``stored`` (just stored in ``store``, and sent): the ``streams``
+        message (module doc) of a page's feed query ``(text, query)``, ``None`` for no
+        query (or nothing stored at that moment). Pages asking the same text share one
+        message text, built once."""
+        built: dict[str, str | None] = {}
+
+        def message(asked: tuple[str, StreamQuery] | None) -> str | None:
+            if asked is None:
+                return None
+            text, query = asked
+            if text not in built:
+                answer = self.answer(store, replace(query, ts=stored.ts))
+                built[text] = None if answer is None else (
+                    f'{{"t":"streams","q":{dumps(text)},"answer":{dumps(answer)}}}'
+                )  # fmt: skip
+            return built[text]
+
+        return message
 
     def _order(self, entry: _Entry, query: StreamQuery) -> list[int]:
         key = (query.sort, query.desc, query.find.casefold(), query.status, query.conn)

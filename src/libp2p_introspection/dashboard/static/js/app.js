@@ -68,6 +68,7 @@ function onMessage(m, arrived = performance.now()) {
       snapshotArrived ??= { arrived, handled: performance.now() };
       break;
     }
+    case "streams": if (streamsT) streamsT.offer(m); break; // its page of the snapshot before it
     case "event": addEvent(m.e); S.eventsVersion += 1; break;
     case "runtime": S.runtime = m.runtime; registerTypes(m.runtime.eventTypes); break;
     case "status": S.status = m.status; break;
@@ -79,6 +80,7 @@ function onMessage(m, arrived = performance.now()) {
 
 function onHello(m) {
   S.hellos += 1;
+  streamsAsked = null; // a new feed (or a resync): tell it again which page is shown
   nodes.setNodes(m.nodes);
   const samePeer = S.runtime && m.runtime && S.runtime.peerId === m.runtime.peerId;
   S.status = m.status;
@@ -290,13 +292,18 @@ function render() {
   else if (S.tab in extViews) renderExt(S.tab);
   else if (S.tab === "events") renderEvents();
   $("events-total").textContent = S.events.length;
+  tellStreamsQuery();
   if (shown) {
     const tab = S.tab;
     tables.allSet().then(() => {
       void $(`tab-${tab}`).offsetHeight; // the layout, inside the measurement
       const now = performance.now();
-      drawTimings.push({ view: tab, at: shown.arrived, ms: now - shown.arrived, parse: shown.handled - shown.arrived,
-        wait: began - shown.handled, header: headerDone - began, draw: now - headerDone });
+      const timing = { view: tab, at: shown.arrived, ms: now - shown.arrived, parse: shown.handled - shown.arrived,
+        wait: began - shown.handled, header: headerDone - began, draw: now - headerDone };
+      // The Streams table's part of draw: its page fetched (or sent with the snapshot), its rows updated.
+      if (tab === "streams" && streamsT?.lastRefresh) Object.assign(timing, streamsT.lastRefresh);
+      if (streamsT) streamsT.lastRefresh = null;
+      drawTimings.push(timing);
       if (drawTimings.length > KEEP_TIMINGS) drawTimings.splice(0, drawTimings.length - KEEP_TIMINGS);
     });
   }
@@ -523,12 +530,25 @@ function renderStreams() {
       query: () => (S.view ? { ts: S.view.ts, find: $("filter-stream-proto").value.trim(),
         status: $("filter-stream-status").value } : null),
       onPage: (answer) => { streamCounts = answer; updateStreamCount(); },
+      onQuery: (text) => { streamsT.shownQuery = text; tellStreamsQuery(); },
     });
   }
   const v = S.view;
   if (!v || streamsT.lastView === v) return;
   streamsT.lastView = v;
   streamsT.refresh();
+}
+
+// The page of streams the dashboard is told this page shows (app.py's feed: it sends that
+// page's answer with every snapshot), while the Streams view follows live; null: not told
+// yet on this feed.
+let streamsAsked = null;
+function tellStreamsQuery() {
+  const shown = S.tab === "streams" && isLive() && streamsT?.shownQuery;
+  const text = shown ? `streams?${streamsT.shownQuery}` : "streams";
+  if (text === streamsAsked) return;
+  streamsAsked = text;
+  feed.send(text);
 }
 
 function updateStreamCount() {

@@ -2,9 +2,10 @@
 //
 // The server sends JSON arrays of messages ({"t": "hello"|"snapshot"|"delta"|"event"|
 // "runtime"|"status", ...}); the first message after (re)connecting is a hello
-// with the whole current picture. The page sends one thing on it: "resync", to be
-// sent a fresh hello (it was sent a delta of a snapshot it has not). Commands go
-// over plain HTTP (see api()).
+// with the whole current picture. The page sends two things on it: "resync", to be
+// sent a fresh hello (it was sent a delta of a snapshot it has not), and the page of
+// streams it shows ("streams?QUERY", or "streams": none; app.py). Commands go over
+// plain HTTP (see api()).
 
 const RETRY_MS = 1000;
 
@@ -12,7 +13,8 @@ const RETRY_MS = 1000;
  * Open the feed; onMessage(message, arrived) is called for every message, in order
  * (arrived: performance.now() when its WebSocket message arrived, before parsing);
  * onLink(up) when the link to the dashboard goes up or down. Returns {resync()}: ask
- * for a fresh hello (nothing while the link is down: the next one starts with a hello).
+ * for a fresh hello (nothing while the link is down: the next one starts with a hello),
+ * send(text)}.
  */
 export function openFeed(onMessage, onLink) {
   let socket = null;
@@ -35,8 +37,11 @@ export function openFeed(onMessage, onLink) {
     };
   }
   start();
+  const send = (text) => { if (socket && socket.readyState === WebSocket.OPEN) socket.send(text); };
   return {
-    resync() { if (socket && socket.readyState === WebSocket.OPEN) socket.send("resync"); },
+    resync() { send("resync"); },
+    /** Send text (app.py's feed: "streams?QUERY", "streams"); nothing while the link is down. */
+    send,
   };
 }
 

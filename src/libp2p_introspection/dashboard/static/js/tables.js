@@ -182,7 +182,8 @@ export function updateInPlace(table, rows, index, deps = {}) {
   manager.rows = next;
   known.rows = next;
   known.length = next.length;
-  if (!refreshInWindow(table)) manager.refreshActiveData(false, false, true);
+  table.inWindow = refreshInWindow(table); // whether the shortcut held (for the timings)
+  if (!table.inWindow) manager.refreshActiveData(false, false, true);
   return true;
 }
 
@@ -427,8 +428,13 @@ export const STREAMS_PAGE_SIZE = 100;
  * (updateInPlace: the scroll, hovered and selected cells kept); it counts in allSet().
  * Latest wins: an answer to a request older than the last made, or for a moment no
  * longer asked (query().ts), is dropped. t.table.shownTs: the moment of the rows shown.
+ * onQuery(text) is told the query of every request (its parameters but ts); a page told
+ * to the dashboard comes with each snapshot (t.offer), and refresh() draws it instead of
+ * asking when it is of the moment and the query shown (t.lastRefresh: {fetch, update} ms
+ * of the last refresh, pushed: whether no request was made, how: "in window", "in place"
+ * or "replaced": how its rows were updated).
  */
-export function streamsTable(el, { withPeer, onCopied, height, query, onPage = () => {} }) {
+export function streamsTable(el, { withPeer, onCopied, height, query, onPage = () => {}, onQuery = () => {} }) {
   const copy = copyOnClick(onCopied);
   const columns = [
     { title: "Protocol", field: "proto", minWidth: 220, widthGrow: 3, tooltip: (e, c) => dom.tip(c.getValue()),
@@ -443,23 +449,33 @@ export function streamsTable(el, { withPeer, onCopied, height, query, onPage = (
     columns.unshift({ title: "Peer", field: "peer", formatter: peerFormatter, minWidth: 150, cellClick: (e) => copy(e) });
   }
   let asked = 0; // the number of the last request made (Tabulator's loads and refreshes)
+  let pushed = null; // the last page the dashboard sent with a snapshot: {q, answer}
   const empty = { ts: null, page: 1, last_page: 1, last_row: 0, total: 0, data: [] };
-  // The answer to `params` ({page, size, sort: [{field, dir}]}) for the moment query()
-  // says, or null when a later request was made or the moment is no longer asked.
-  async function fetchPage(params) {
-    const number = ++asked;
-    const q = query();
-    if (!q) return empty;
+  // The query text (GET /api/streams's parameters but ts) of `params` ({page, size, sort:
+  // [{field, dir}]}) and q (query()'s); the same text is told the dashboard (onQuery).
+  function queryText(params, q) {
     const sorter = (params.sort || [])[0];
-    const search = new URLSearchParams({ ts: String(q.ts), page: String(params.page || 1),
+    const search = new URLSearchParams({ page: String(params.page || 1),
       size: String(params.size || STREAMS_PAGE_SIZE), sort: sorter ? sorter.field : "age",
       dir: sorter && sorter.dir === "desc" ? "desc" : "asc" });
     if (q.find) search.set("find", q.find);
     if (q.status) search.set("status", q.status);
     if (q.conn !== undefined && q.conn !== null) search.set("conn", q.conn);
+    return search.toString();
+  }
+  // The answer to `params` for the moment query() says, or null when a later request was
+  // made or the moment is no longer asked. With offer: the page the dashboard sent with the
+  // snapshot, when it answers exactly this query for this moment (no request made then).
+  async function fetchPage(params, offer = null) {
+    const number = ++asked;
+    const q = query();
+    if (!q) return empty;
+    const text = queryText(params, q);
+    onQuery(text);
+    if (offer && offer.q === text && offer.answer && offer.answer.ts === q.ts) return offer.answer;
     let answer;
     try {
-      answer = await getJson(`/api/streams?${search}`);
+      answer = await getJson(`/api/streams?ts=${encodeURIComponent(String(q.ts))}&${text}`);
     } catch (err) {
       if (number !== asked) return null;
       throw err;
@@ -499,13 +515,27 @@ export function streamsTable(el, { withPeer, onCopied, height, query, onPage = (
     rowFormatter: (row) => row.getElement().classList.toggle("closed-row", row.getData().status === "CLOSED"),
   });
   const deps = { in: "bwIn", out: "bwOut" };
+  let fixedHeight = false;
   async function refreshNow() {
     await t.ready;
     const table = t.table;
     const sorters = table.getSorters().map((s) => ({ field: s.field, dir: s.dir }));
-    const answer = await fetchPage({ page: table.getPage() || 1, size: STREAMS_PAGE_SIZE, sort: sorters });
+    const offer = pushed;
+    pushed = null; // drawn once at most
+    const began = performance.now();
+    const answer = await fetchPage({ page: table.getPage() || 1, size: STREAMS_PAGE_SIZE, sort: sorters }, offer);
     if (!answer) return;
-    if (!updateInPlace(table, answer.data, "key", deps)) await table.replaceData(answer.data);
+    const fetched = performance.now();
+    const inPlace = updateInPlace(table, answer.data, "key", deps);
+    if (!inPlace) await table.replaceData(answer.data);
+    // Once a page overflows the table's maxHeight, its height is fixed there for good (as
+    // build's set() fixes a large table's): sized to its content, every refresh was
+    // Tabulator's whole redraw in position (refreshInWindow holds for a fixed height only).
+    const holder = table.rowManager?.element;
+    if (!fixedHeight && holder && holder.scrollHeight > holder.clientHeight + 1) {
+      fixedHeight = true;
+      table.setHeight(height || "60vh");
+    }
     // The pager says the answer's page, last page and row count (the server clamps a page
     // past the last: one picked while this refresh was on its way). Tabulator's public
     // setMaxPage would load again, and nothing public sets the row count of a remote
@@ -520,7 +550,12 @@ export function streamsTable(el, { withPeer, onCopied, height, query, onPage = (
     } else if (answer.last_page !== table.getPageMax()) table.setMaxPage(answer.last_page);
     table.shownTs = answer.ts;
     onPage(answer);
+    t.lastRefresh = { fetch: fetched - began, update: performance.now() - fetched, pushed: answer === offer?.answer,
+      how: inPlace ? (table.inWindow ? "in window" : "in place") : "replaced" };
   }
+  /** The dashboard's streams message ({q, answer}: app.py): the page of the snapshot it came
+   *  with, drawn by the next refresh() instead of a request when it answers what is shown. */
+  t.offer = (message) => { pushed = message; };
   /** Fetch the page shown again, for the moment query() says now (counted in allSet()). */
   t.refresh = () => track(refreshNow().catch(() => {}));
   /** Show page 1 of what query() says (a filter or the connection changed). */
