@@ -259,18 +259,18 @@ async def test_the_client_hands_over_a_message_over_its_limits_unparsed():
     received = await _client_receives(_then(encode_frame(HOSTILE_STATE), close=False), 3)
     hostile = received[2]
     assert hostile.skipped_kind == "state" and hostile.kind == ""
-    assert "more than 10,000 connections" in hostile.skipped
+    assert "more than 40,000 connections" in hostile.skipped
     assert hostile.message.ByteSize() == 0  # nothing was built from it
     assert hostile.data == HOSTILE_STATE  # its bytes, as received
     assert [r.kind for r in received[:2]] == ["runtime", "state"]
 
 
 async def test_the_clients_limits_are_its_own_to_set():
-    big = empty_connections_state(20_000)
+    big = empty_connections_state(50_000)
     received = await _client_receives(_then(encode_frame(big), close=False), 3,
-                                      limits=RecordLimits(max_connections=20_000))  # fmt: skip
+                                      limits=RecordLimits(max_connections=50_000))  # fmt: skip
     assert not received[2].skipped
-    assert len(received[2].message.state.subsystems.connections) == 20_000
+    assert len(received[2].message.state.subsystems.connections) == 50_000
 
 
 async def test_a_message_over_the_limits_is_recorded_as_received(tmp_path):
@@ -297,4 +297,4 @@ async def test_watch_says_what_it_skipped_and_goes_on():
                         emit=lines.append)  # fmt: skip
             nursery.cancel_scope.cancel()
     assert [line["kind"] for line in lines] == ["runtime", "state", "skipped"]
-    assert lines[2]["what"] == "state" and "10,000 connections" in lines[2]["reason"]
+    assert lines[2]["what"] == "state" and "40,000 connections" in lines[2]["reason"]

@@ -103,7 +103,7 @@ def _cases(fixtures_dir):
         "only faulty levels": [_field_zero_in_connection(START), _group_in_connection()],
         "over the caps between real records": [
             *real[:40],
-            empty_connections_state(20_000, START + 3_000),
+            empty_connections_state(50_000, START + 3_000),
             *real[40:],
         ],
         "unparsable and bad names": [

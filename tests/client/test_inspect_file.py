@@ -34,12 +34,12 @@ def benign_file(tmp_path_factory, hostile_file) -> Path:
 def test_a_snapshot_over_the_limits_is_skipped_and_reported(hostile_file):
     summary = summarize(hostile_file)
     assert summary["records"] == 3 and summary["over_limit"] == 1
-    assert "more than 10,000 connections" in summary["over_limit_reason"]
+    assert "more than 40,000 connections" in summary["over_limit_reason"]
     assert summary["kinds"]["state"] == 1  # the honest one
     assert summary["states"]["last_connections"] == 2
     assert summary["states"]["last_instant_ts"] == 1_000
     text = render(summary)
-    assert "1 record over the expansion limits skipped" in text and "10,000 connections" in text
+    assert "1 record over the expansion limits skipped" in text and "40,000 connections" in text
 
 
 def test_with_the_limits_raised_the_walk_counts_what_it_never_builds(hostile_file):
@@ -53,7 +53,7 @@ def test_dump_skips_what_it_cannot_parse_safely_and_says_so(hostile_file):
     notes: list[str] = []
     lines = [json.loads(line) for line in dump(hostile_file, on_skip=notes.append)]
     assert [next(iter(line.keys() - {"version"})) for line in lines] == ["runtime", "state"]
-    assert len(notes) == 1 and "10,000 connections" in notes[0]
+    assert len(notes) == 1 and "40,000 connections" in notes[0]
 
 
 # VmHWM (this process's own peak RSS, KiB), not ru_maxrss: on Linux ru_maxrss carries

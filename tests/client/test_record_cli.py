@@ -182,16 +182,16 @@ def test_inspect_reports_a_snapshot_over_the_limits_and_the_option_raises_them(t
     from hostile_records import empty_connections_state, normal_state, runtime, write
 
     path = write(tmp_path / "wide.mock", [runtime(), normal_state(1_000),
-                                          empty_connections_state(20_000, 2_000)])  # fmt: skip
+                                          empty_connections_state(50_000, 2_000)])  # fmt: skip
     result = subprocess.run([*CLI, "inspect", str(path)], capture_output=True, text=True,
                             timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "1 record over the expansion limits skipped" in result.stdout
-    assert "more than 10,000 connections" in result.stdout
-    result = subprocess.run([*CLI, "inspect", str(path), "--json", "--max-connections", "20000"],
+    assert "more than 40,000 connections" in result.stdout
+    result = subprocess.run([*CLI, "inspect", str(path), "--json", "--max-connections", "50000"],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     summary = json.loads(result.stdout)
-    assert summary["over_limit"] == 0 and summary["states"]["last_connections"] == 20_000
+    assert summary["over_limit"] == 0 and summary["states"]["last_connections"] == 50_000
 
 
 def test_serve_a_hostile_recording_logs_what_it_skips_and_keeps_serving(tmp_path):
@@ -211,4 +211,4 @@ def test_serve_a_hostile_recording_logs_what_it_skips_and_keeps_serving(tmp_path
         server.send_signal(signal.SIGINT)
         server.wait(timeout=15)
         stderr = server.stderr.read()
-    assert "more than 10,000 connections" in stderr and "skipped" in stderr
+    assert "more than 40,000 connections" in stderr and "skipped" in stderr

@@ -151,18 +151,18 @@ def test_a_record_over_the_limits_is_skipped_counted_and_the_rest_kept():
     assert reader.records == 4  # whole records with a good checksum, skipped ones included
     assert reader.over_limit_reason == (
         f"record at offset {4 + 8 + len(_message(1))} (state, {len(hostile):,} bytes) holds "
-        "more than 10,000 connections (the max_connections cap)"
+        "more than 40,000 connections (the max_connections cap)"
     )
 
 
 def test_the_limits_are_the_readers_to_set():
-    data = _file([empty_connections_state(20_000)])
+    data = _file([empty_connections_state(50_000)])
     assert _read(data)[1].over_limit == 1
-    read, reader = _read(data, limits=RecordLimits(max_connections=20_000))
+    read, reader = _read(data, limits=RecordLimits(max_connections=50_000))
     assert len(read) == 1 and reader.over_limit == 0
     read, reader = _read(data, limits=None)  # no walk at all
     assert len(read) == 1 and reader.over_limit == 0
-    with pytest.raises(RecordOverLimitError, match="more than 10,000 connections"):
+    with pytest.raises(RecordOverLimitError, match="more than 40,000 connections"):
         _read(data, errors="raise")
 
 

@@ -142,6 +142,16 @@ def test_a_million_empty_connections_stop_the_walk_at_the_cap():
     assert counts.fields < MAX_CONNECTIONS + 10  # the walk stopped there: its cost is the cap's
 
 
+def test_the_default_limits_hold_a_5000_connection_node_with_its_closed_connections():
+    """A node of 5,000 connections that replaces 2% of them a second (the mock's default
+    churn) keeps each closed one in its snapshots for two minutes (the introspector's and
+    the mock's default lifetime): about 17,000 connections in every snapshot once it has
+    run that long. Under a 10,000 cap every reader (the dashboard, ``watch``, ``record``)
+    skipped each of its snapshots after the first minute; the defaults hold it twice over."""
+    active, closed = 5_000, int(5_000 * 0.02 * 120)
+    assert measure(empty_connections_state(2 * (active + closed))).over_limit == ""
+
+
 def test_the_walk_allocates_nothing_that_follows_the_counts():
     data = empty_connections_state(1_000_000)
     roomy = RecordLimits(max_connections=2_000_000)
@@ -194,7 +204,7 @@ def test_a_flood_of_small_fields_is_bounded_by_the_field_budget():
 def test_limits_are_positive_integers():
     with pytest.raises(ValueError, match="max_streams"):
         RecordLimits(max_streams=0)
-    assert DEFAULT_LIMITS.caps() == (10_000, 100_000, 100_000, 100_000)
+    assert DEFAULT_LIMITS.caps() == (40_000, 100_000, 100_000, 100_000)
 
 
 async def test_a_sliced_walk_pauses_and_counts_the_same(monkeypatch: pytest.MonkeyPatch):

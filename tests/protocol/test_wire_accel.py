@@ -112,7 +112,7 @@ def test_damaged_real_records_count_and_fail_the_same(fixtures_dir):
 
 
 _HOSTILE = [
-    empty_connections_state(20_000),  # over the connection cap
+    empty_connections_state(50_000),  # over the connection cap
     state([connection(streams=200_000 // 9_999)] * 9_999),
     b"\x12\x05\x0a",
     b"\x12",

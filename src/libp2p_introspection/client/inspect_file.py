@@ -25,7 +25,7 @@ record (at most 64 MiB) plus a constant, whatever a record holds: a 2 MB
 record of a million empty connections costs what a 2 MB record of anything
 does (peak RSS 36 MB, against 193 MB when the summary parsed snapshots).
 Records above the :class:`~libp2p_introspection.protocol.wire.RecordLimits`
-(by default 10,000 connections or 100,000 streams) are skipped and reported.
+(by default 40,000 connections or 100,000 streams) are skipped and reported.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Connect; read the ``Runtime`` and the first ``State``; then signal ready, read
 the next snapshot, print it, repeat. Events (if subscribed) are printed as
 they arrive between snapshots. A message holding more than the client's
-limits allow (by default 10,000 connections or 100,000 streams) is not parsed:
+limits allow (by default 40,000 connections or 100,000 streams) is not parsed:
 it is printed as a ``skipped`` line with the reason, and a skipped snapshot
 counts as one.
 """

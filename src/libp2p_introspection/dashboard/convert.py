@@ -74,7 +74,7 @@ DEFAULT_CLOSED_TTL_SNAPSHOTS = 600
 
 #: Largest JSON text of one converted snapshot, characters (carried connections
 #: included): 2.5 times the 24 MB of an honest snapshot of 10,000 connections of
-#: 10 streams each, the default expansion limits.
+#: 10 streams each (the default stream limit, 100,000).
 DEFAULT_MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
@@ -155,7 +155,7 @@ class SnapshotConverter:
     What is carried is bounded whatever the data says:
 
     - **by count**: a converted snapshot holds at most ``max_connections``
-      connections (the expansion limit a message is held to, 10,000 by
+      connections (the expansion limit a message is held to, 40,000 by
       default): the server's own first, then the carried ones that vanished
       most recently; those that vanished longest ago go first;
     - **by time**: a carried connection goes once a snapshot's

@@ -17,7 +17,7 @@ it over, repeat. Everything it reads goes to a :class:`FeedSink`.
   once; :meth:`LiveFeed.stop` ends the session and stays ``disconnected``
   (the dashboard shows a recording then).
 - **Limits**: a message holding more than ``limits`` allow (by default
-  10,000 connections or 100,000 streams) is skipped unparsed (it would cost
+  40,000 connections or 100,000 streams) is skipped unparsed (it would cost
   gigabytes once converted): the feed counts it in :attr:`LiveFeed.over_limit`,
   keeps the reason in :attr:`LiveFeed.over_limit_reason`, logs it and tells
   the sink (``feed_status``); a skipped snapshot still answers the ready

@@ -31,7 +31,7 @@ peaks at 170 MB above the start), on top of what the store keeps (its
 :mod:`.store`). Connections carried on after they vanished count toward
 the connection limit and the size budget too
 (:class:`~.convert.SnapshotConverter`): a file whose every record holds
-10,000 new connections that never close makes snapshots of 10,000
+40,000 new connections that never close makes snapshots of 40,000
 connections, not of all of them.
 """
 

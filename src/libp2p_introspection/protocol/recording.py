@@ -13,7 +13,7 @@ A record's size does not bound what parsing it costs (two bytes make an empty
 ``Connection``), so the reader also walks every record's wire format
 (:func:`~libp2p_introspection.protocol.wire.measure`) before handing it out:
 a record that holds more than its :class:`~.wire.RecordLimits` allow (by
-default 10,000 connections, 100,000 streams, 100,000 other list entries) is
+default 40,000 connections, 100,000 streams, 100,000 other list entries) is
 skipped and counted like a damaged one, with the reason for the first kept
 in :attr:`RecordingReader.over_limit_reason`. Parsing a record the reader
 yields therefore costs at most what those limits allow.

@@ -18,7 +18,7 @@ holding its event loop, and each case is logged with its reason (when the
 file is scanned, or when the replay meets it):
 
 - a record above the :class:`~libp2p_introspection.protocol.wire.RecordLimits`
-  (by default 10,000 connections or 100,000 streams) is skipped;
+  (by default 40,000 connections or 100,000 streams) is skipped;
 - a timestamp of 0 is absent (§3): the item is released with the one before
   it, and its zero is never shifted. A recording whose snapshots all lack
   ``instant_ts`` is played once (looping could not make time rise);

@@ -10,7 +10,7 @@
 // read differently. A group is known by a key no agent string can be: "=" + the agent,
 // or one of the built-in groups' keys (labelled in words, not as an agent).
 //
-// Bounded for the view's 10,000 connections: at most MAX_CHIPS agent chips (the most
+// Bounded for the view's 40,000 connections: at most MAX_CHIPS agent chips (the most
 // common, among those the "find an agent" box matches) then "+M more"; the table has a
 // group per chip, and one "other agents" group for the rest.
 
