@@ -91,8 +91,7 @@ class FeedSink(Protocol):
         """A ``Runtime`` arrived (first thing in every session)."""
 
     def feed_state(self, state: pb.State) -> None:
-        """A snapshot arrived. (A sink may instead have ``async take_state(state)``,
-        which the feed awaits before it reads on: :meth:`.model.DashboardModel.take_state`.)"""
+        """A snapshot arrived."""
 
     def feed_event(self, event: pb.Event) -> None:
         """An event arrived."""
@@ -290,7 +289,7 @@ class LiveFeed:
             if first.skipped:
                 self._skipped(first.skipped)
             else:
-                await self._deliver_state(first.message.state)
+                self.sink.feed_state(first.message.state)
             self.sessions += 1
             self._awaiting_state = False
             self._set_state(ConnectionState.CONNECTED, "")
@@ -320,14 +319,6 @@ class LiveFeed:
                 await client.ready()
             await self._poke.wait()
 
-    async def _deliver_state(self, state: pb.State) -> None:
-        """Give the sink a snapshot: awaited, so nothing read after it overtakes it."""
-        take = getattr(self.sink, "take_state", None)
-        if take is None:
-            self.sink.feed_state(state)
-        else:
-            await take(state)
-
     async def _reader(self, client: IntrospectionClient) -> None:
         """Read every message and deliver it; returns if the server ends the session."""
         while True:
@@ -342,7 +333,7 @@ class LiveFeed:
             elif kind == "state":
                 self._awaiting_state = False
                 self._poke.set()
-                await self._deliver_state(message.state)
+                self.sink.feed_state(message.state)
             elif kind == "event":
                 self.sink.feed_event(message.event)
             elif kind == "runtime":

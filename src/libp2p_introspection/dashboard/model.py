@@ -51,8 +51,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import trio
-
 from libp2p_introspection.dashboard.browsers import BrowserHub
 from libp2p_introspection.dashboard.caps import dumps
 from libp2p_introspection.dashboard.convert import (
@@ -86,13 +84,6 @@ HELLO_EVENTS = 5_000
 HELLO_EVENT_BYTES = 8 * 1024 * 1024
 
 
-def _convert(converter: SnapshotConverter, state: pb.State) -> tuple[JSON, str, bytes]:
-    """``state``'s JSON form, its text and its ``ServerMessage`` bytes (any thread; raises
-    :class:`SnapshotTooLarge`)."""
-    data, text = converter.convert_text(state)
-    return data, text, server_message("state", state.SerializeToString())
-
-
 class DashboardModel:
     """See the module doc. ``feed`` is attached after construction (:meth:`attach_feed`)."""
 
@@ -109,17 +100,11 @@ class DashboardModel:
         #: What one record of an uploaded recording may hold (the live feed has its own).
         self.limits = limits
         self.hub = hub or BrowserHub()
-        self._converter_options = {
-            "closed_ttl_ms": closed_ttl_ms,
-            "max_connections": limits.max_connections,
-            "max_snapshot_bytes": max_snapshot_bytes,
-        }
-        self.converter = SnapshotConverter(**self._converter_options)
-        #: Bumped by every reset (another feed, another node at the URL, a recording
-        #: shown): a conversion started before it is dropped (:meth:`take_state`).
-        self.generation = 0
-        #: One conversion thread at a time (:meth:`take_state`).
-        self._converting = trio.CapacityLimiter(1)
+        self.converter = SnapshotConverter(
+            closed_ttl_ms=closed_ttl_ms,
+            max_connections=limits.max_connections,
+            max_snapshot_bytes=max_snapshot_bytes,
+        )
         self.feed: LiveFeed | None = None
         #: The Nodes view's nodes (:meth:`attach_nodes`), if any.
         self.nodes: NodeFleet | None = None
@@ -150,7 +135,7 @@ class DashboardModel:
         self.mode = "live"
         self.recording = None
         self.store = Store(**self._live_store_bounds)
-        self._new_converter()
+        self.converter.reset()
         self.streams.clear()
         self._resync_all()
         self.broadcast_nodes()  # the focus moved
@@ -164,7 +149,7 @@ class DashboardModel:
             where = self.feed.display_url if self.feed else "?"
             log.info("node at %s changed: %s", where, data["peerId"])
             self.store.clear()
-            self._new_converter()
+            self.converter.reset()
             self.store.set_runtime(data, raw)
             self._resync_all()
             return
@@ -172,54 +157,15 @@ class DashboardModel:
         self._broadcast(dumps({"t": "runtime", "runtime": data}))
 
     def feed_state(self, state: pb.State) -> None:
-        """Convert, store and send ``state`` now, on the calling thread (see
-        :meth:`take_state` for the live feed's way)."""
         try:
-            converted = _convert(self.converter, state)
-        except SnapshotTooLarge as exc:
-            self._skipped(exc)
+            data, text = self.converter.convert_text(state)
+        except SnapshotTooLarge as exc:  # skipped, and said on the page (status overLimit)
+            if self.feed is not None:
+                self.feed.note_skipped(str(exc))
+            else:
+                log.warning("skipped a snapshot: %s", exc)
             return
-        self._take(*converted)
-
-    async def take_state(self, state: pb.State) -> None:
-        """:meth:`feed_state`, its conversion (the protobuf to JSON and its text, and
-        the ``ServerMessage`` bytes kept for Save recording) in a worker thread, so that
-        the trio loop answers pages and ``/api/streams`` while it converts; what pages
-        see of it (stored, sent) is done back on the loop. The live feed awaits it
-        before it reads on (:meth:`.feed.LiveFeed`), so snapshots and events reach the
-        store and pages in the order they came, and at most one converts at a time. A
-        reset while it converts (:attr:`generation`: another feed, another node at
-        the URL, a recording shown) drops it: nothing of the old source reaches the
-        new store. Cancelled, it returns when the thread does, the snapshot dropped."""
-        generation = self.generation
-        converter = self.converter  # a reset replaces it, never changes it under the thread
-        try:
-            converted = await trio.to_thread.run_sync(
-                _convert, converter, state, limiter=self._converting
-            )
-        except SnapshotTooLarge as exc:
-            if generation == self.generation:
-                self._skipped(exc)
-            return
-        if generation != self.generation:
-            return  # converted for a source no longer shown
-        self._take(*converted)
-
-    def _skipped(self, exc: SnapshotTooLarge) -> None:
-        # Skipped, and said on the page (status overLimit).
-        if self.feed is not None:
-            self.feed.note_skipped(str(exc))
-        else:
-            log.warning("skipped a snapshot: %s", exc)
-
-    def _new_converter(self) -> None:
-        """Forget the source's kept conversions (a new one), and drop a conversion in
-        flight: a new converter, the old one left to the thread that may still use it."""
-        self.generation += 1
-        self.converter = SnapshotConverter(**self._converter_options)
-
-    def _take(self, data: JSON, text: str, raw: bytes) -> None:
-        """Store a converted snapshot and tell pages (on the loop)."""
+        raw = server_message("state", state.SerializeToString())
         stored = self.store.add_snapshot(data, raw, text)
         self.streams.prime(stored, data)  # before pages hear of it: they ask for its streams
         self._broadcast_snapshot(stored, data)
@@ -246,7 +192,7 @@ class DashboardModel:
         self.mode = "recording"
         self.recording = info
         self.store = store
-        self._new_converter()
+        self.converter.reset()
         self.streams.clear()
         self._resync_all()
 
