@@ -13,7 +13,9 @@ browser are bounded, and the node side never waits.
 Memory: every mailbox holds the newest messages broadcast since its page last
 took some, so what all mailboxes hold together is at most ``max_pending``
 messages and ``max_pending_bytes`` (plus one message larger than that), however
-many pages are open; each page also holds, while it is being written, its own
+many pages are open, plus, for each page showing the Streams view, at most one
+page of streams of its own (:meth:`Mailbox.put_own`: a newer one replaces it); each
+page also holds, while it is being written, its own
 copy of one feed message (the joined pending messages, or the hello in the
 WebSocket library's frame). At most ``max_pages`` pages are open at once
 (:meth:`BrowserHub.open`).
@@ -63,6 +65,8 @@ class Mailbox:
         #: sent and its :class:`~.streams_api.StreamQuery`), or ``None``: the model sends
         #: it that page's answer with every snapshot (:meth:`BrowserHub.put_each`).
         self.streams: tuple[str, Any] | None = None
+        #: The message of this page's own pending (:meth:`put_own`), if any.
+        self._own: str | None = None
         self._ready = trio.Event()
         self._ready.set()  # the first hello
 
@@ -85,9 +89,26 @@ class Mailbox:
         self.pending_bytes += len(text)
         self._ready.set()
 
+    def put_own(self, text: str) -> None:
+        """Queue this page's own message (its page of streams for the snapshot just
+        queued), replacing its own one still pending: the page draws only the newest.
+        Not counted toward ``max_pending``/``max_pending_bytes`` (those bound what every
+        page shares), so a page that reads nothing holds at most one of these."""
+        if self.needs_hello:
+            return
+        if self._own is not None:
+            for i, pending in enumerate(self.pending):
+                if pending is self._own:
+                    del self.pending[i]
+                    break
+        self._own = text
+        self.pending.append(text)
+        self._ready.set()
+
     def resync(self) -> None:
         """Drop what is pending; the browser gets a fresh ``hello`` next."""
         self.pending.clear()
+        self._own = None
         self.pending_bytes = 0
         self.needs_hello = True
         self._ready.set()
@@ -103,6 +124,7 @@ class Mailbox:
         while not (self.needs_hello or self.pending):
             self._ready = trio.Event()
             await self._ready.wait()
+        self._own = None
         if self.needs_hello:
             self.needs_hello = False
             self.pending.clear()
@@ -160,13 +182,15 @@ class BrowserHub:
 
     def put_each(self, text_for: Callable[[Any], str | None]) -> None:
         """Queue for every page its own message: ``text_for(mailbox.streams)``, none when
-        that is ``None``. Not counted as a broadcast (:attr:`generation`): what a page
-        is sent this way is never part of a ``hello``."""
+        that is ``None``; nothing is built for a page due a fresh ``hello`` (it would be
+        dropped). Queued by :meth:`Mailbox.put_own`: at most one pending per page. Not
+        counted as a broadcast (:attr:`generation`): what a page is sent this way is
+        never part of a ``hello``."""
         for mailbox in self.mailboxes:
-            if mailbox.streams is not None:
+            if mailbox.streams is not None and not mailbox.needs_hello:
                 text = text_for(mailbox.streams)
                 if text is not None:
-                    mailbox.put(text)
+                    mailbox.put_own(text)
 
     def resync_all(self) -> None:
         """Every page gets a fresh ``hello`` (the source changed)."""
