@@ -49,7 +49,7 @@ async def test_a_snapshot_over_the_limits_is_skipped_and_the_pull_loop_goes_on()
             await wait_for(lambda: len(sink.states) == 2, what="the snapshot after the skipped one")
             assert [s.instant_ts for s in sink.states] == [1_000, 3_000]
             assert feed.over_limit == 1
-            assert "more than 10,000 connections" in feed.over_limit_reason
+            assert "more than 40,000 connections" in feed.over_limit_reason
             nursery.cancel_scope.cancel()
 
 

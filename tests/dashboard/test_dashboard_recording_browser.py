@@ -24,5 +24,5 @@ def test_a_snapshot_skipped_for_the_limits_is_shown_on_the_page(page: Any, tmp_p
         expect(page.locator("#recording-name")).to_contain_text(
             "1 snapshots · 0 events · 1 skipped (over the expansion limits)"
         )
-        expect(page.locator("#message")).to_contain_text("more than 10,000 connections")
+        expect(page.locator("#message")).to_contain_text("more than 40,000 connections")
         expect(page.locator("#connections-table .tabulator-row")).to_have_count(2)

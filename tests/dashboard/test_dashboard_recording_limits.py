@@ -42,7 +42,7 @@ def million(tmp_path_factory) -> Path:
 def test_a_snapshot_over_the_limits_is_skipped_and_reported(million):
     store, info = load_recording(million)
     assert (info.records, info.states, info.over_limit) == (4, 2, 1)
-    assert "more than 10,000 connections" in info.over_limit_reason
+    assert "more than 40,000 connections" in info.over_limit_reason
     assert store.timeline() == [1_000, 3_000]
     assert info.to_json()["overLimit"] == 1
     model = DashboardModel(Store())
@@ -50,7 +50,7 @@ def test_a_snapshot_over_the_limits_is_skipped_and_reported(million):
     notice = model.status()["overLimit"]
     assert notice["count"] == 1
     assert notice["reason"].startswith("1 record over the expansion limits skipped")
-    assert "10,000 connections" in notice["reason"]
+    assert "40,000 connections" in notice["reason"]
 
 
 def test_no_snapshot_within_the_limits_is_an_error_that_says_so():
@@ -58,7 +58,7 @@ def test_no_snapshot_within_the_limits_is_an_error_that_says_so():
     write(data, [runtime(), empty_connections_state(50_000)])  # type: ignore[arg-type]
     data.seek(0)
     with pytest.raises(RecordingLoadError, match=r"no snapshot within the dashboard's limits.*"
-                                                 r"more than 10,000 connections"):  # fmt: skip
+                                                 r"more than 40,000 connections"):  # fmt: skip
         load_recording(data, name="all-hostile.mock")
     data.seek(0)
     _, info = load_recording(data, name="ok.mock", limits=RecordLimits(max_connections=50_000))
@@ -125,7 +125,7 @@ async def test_an_upload_reports_the_skipped_snapshot_on_the_page(million, nurse
     answer = await trio.to_thread.run_sync(upload)
     status = answer["status"]
     assert status["recording"]["states"] == 2 and status["recording"]["overLimit"] == 1
-    assert "10,000 connections" in status["overLimit"]["reason"]
+    assert "40,000 connections" in status["overLimit"]["reason"]
 
 
 def test_event_content_that_json_would_blow_up_is_kept_as_text(tmp_path):
