@@ -17,17 +17,26 @@ snapshot every 500 ms and one subscribed to events (another process).
 Baseline: the same transfer without introspection. Runs alternate, each on
 fresh hosts.
 
-Reported: the medians of at least 9 interleaved pairs (single runs here spread from
-0.83 to 0.96 of each other), in MB/s; ratio = subject / baseline, target >= 0.98.
+Reported: the median, over :data:`PAIRS` interleaved pairs (25; at least 9, as the issue
+asks), of each pair's ratio subject / baseline (MB/s over MB/s), target >= 0.98. A pair's
+two transfers run one after the other, so what the machine does slowly (other tenants of
+its cores, its clock) moves both alike and cancels in their ratio; the medians of each
+side's rates, and their ratio, are kept too. Single transfers here spread by about 25%
+(74-108 MB/s, the same code, one after another: this machine is a VM whose cores are
+shared), and so did the loop's CPU time per MiB, so a 2% bound needs many pairs: the
+median of 9 pair ratios moved by about 5% from run to run.
 Also kept (``extra``, and in the note): the CPU time of the nodes' trio loop (the
 thread's, so what other processes take of the cores does not count) per MiB
-transferred, ms, for both, and the clients' process CPU during the transfer (from
-``/proc``, s; it runs on the same cores).
+transferred, ms, for both, the median of the pairs' ratio of it, and the clients'
+process CPU during the transfer (from ``/proc``, s; it runs on the same cores). Before
+each timed transfer the garbage collector runs, so that no transfer pays for garbage the
+one before it left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 
@@ -45,6 +54,8 @@ from libp2p_introspection.attach import attach_introspection
 SINK = TProtocol("/libp2p-introspection/bench/sink/1.0.0")
 CHUNK = 64 * 1024
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+#: Interleaved pairs (full, quick, smoke).
+PAIRS = (25, 3, 1)
 
 
 async def _sink(stream) -> None:
@@ -110,6 +121,7 @@ async def _transfer(introspect: bool, size: int) -> tuple[float, float, float]:
             await sender.connect(info_from_p2p_addr(receiver.get_addrs()[0]))
             peer = receiver.get_id()
             await _send(sender, peer, 1024 * 1024)  # warm-up
+            gc.collect()
             client_cpu = _cpu_s(proc.process.pid) if proc is not None else 0.0
             cpu = time.thread_time()
             elapsed = await _send(sender, peer, size)
@@ -126,7 +138,7 @@ async def _transfer(introspect: bool, size: int) -> tuple[float, float, float]:
 def run(mode: Mode) -> list[Result]:
     # Long enough (about 2 s here) for several pulls and snapshots to land in each transfer.
     size = mode.pick(256, 64, 2) * 1024 * 1024
-    repeats = mode.pick(9, 3, 1)
+    repeats = mode.pick(*PAIRS)
     subject: list[float] = []
     baseline: list[float] = []
     cpu: dict[bool, list[float]] = {True: [], False: []}
@@ -140,24 +152,31 @@ def run(mode: Mode) -> list[Result]:
             if introspect:
                 client_cpu.append(clients)
     value, base = median(subject), median(baseline)
+    pair_ratios = [s / b for s, b in zip(subject, baseline, strict=True)]
+    ratio = median(pair_ratios)
     cpu_subject, cpu_base = median(cpu[True]), median(cpu[False])
+    cpu_ratio = median([b / s for s, b in zip(cpu[True], cpu[False], strict=True)])
     return [
         Result(
             "node bulk throughput",
             value,
             "MB/s",
             base,
-            value / base,
+            ratio,
             ">= 0.98x without",
-            value / base >= 0.98,
+            ratio >= 0.98,
             note=(
-                f"{size // 2**20} MiB per transfer, {repeats} pairs, interleaved; the loop's "
-                f"CPU per MiB {cpu_subject:.2f} ms, without {cpu_base:.2f} ms "
-                f"({cpu_base / cpu_subject:.3f}x); clients' process CPU "
+                f"{size // 2**20} MiB per transfer, {repeats} pairs, interleaved; ratio: the "
+                f"median of the pairs' ratios (the ratio of the medians above: "
+                f"{value / base:.3f}); pair ratios from {min(pair_ratios):.2f} "
+                f"to {max(pair_ratios):.2f}; the loop's "
+                f"CPU per MiB {cpu_subject:.2f} ms, without {cpu_base:.2f} ms (median of the "
+                f"pairs' ratios {cpu_ratio:.3f}x); clients' process CPU "
                 f"{median(client_cpu):.2f} s per transfer"
             ),
             extra={
                 "subject": subject,
+                "pair_ratios": pair_ratios,
                 "baseline": baseline,
                 "subject_cpu_ms_per_mib": cpu[True],
                 "baseline_cpu_ms_per_mib": cpu[False],
