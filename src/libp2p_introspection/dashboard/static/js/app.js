@@ -160,13 +160,13 @@ function applyDelta(m) {
     if (typeof e === "number" || Array.isArray(e)) {
       const old = was[Array.isArray(e) ? e[0] : e];
       if (!old || typeof old !== "object") return askResync();
-      c = { ...old };
       if (Array.isArray(e)) {
         const fields = e[1] || {};
+        c = { ...old };
         Object.assign(c, fields);
         if ("sp" in fields) c.protoList = lists[fields.sp] || [];
         if (fields.peerInfo) c.peerInfo.protocols = lists[fields.peerInfo.protocols] || [];
-      }
+      } else c = old; // unchanged: the same object (a connection is never changed once adopted)
     } else if (e && typeof e === "object") {
       c = e;
       c.protoList = lists[c.sp] || [];
@@ -451,15 +451,28 @@ function connectionFilter() {
     (!proto || d.protos.toLowerCase().includes(proto));
 }
 
+// The Connections table's row of a connection whose age does not move with the snapshot's
+// time (closed with a close time, or of no open time): kept while the connection object
+// lives, so that an unchanged closed connection (most of a busy node's rows: a closed one
+// stays two minutes) is the same row object from one snapshot to the next, neither built
+// again nor compared cell by cell (tables.js updateInPlace).
+const fixedRows = new WeakMap();
 function connectionRows(v) {
-  return v.conns.map((c) => ({
-    id: c.id, peer: c.peer, status: c.status, src: c.src, dst: c.dst,
-    transport: c.transport || "—", mux: c.mux || "—", sec: c.sec || "—", role: c.role,
-    age: ageAt(c.status, c.open, c.close, v.ts),
-    lat: c.lat, in: c.in, out: c.out, bwIn: c.bwIn, bwOut: c.bwOut,
-    nstreams: c.ns, protos: joined(c.protoList),
-    peerInfo: c.peerInfo || null, agent: c.peerInfo ? c.peerInfo.agent || "(no agent version)" : "",
-  }));
+  const ts = v.ts;
+  return v.conns.map((c) => {
+    let row = fixedRows.get(c);
+    if (row !== undefined) return row;
+    row = {
+      id: c.id, peer: c.peer, status: c.status, src: c.src, dst: c.dst,
+      transport: c.transport || "—", mux: c.mux || "—", sec: c.sec || "—", role: c.role,
+      age: ageAt(c.status, c.open, c.close, ts),
+      lat: c.lat, in: c.in, out: c.out, bwIn: c.bwIn, bwOut: c.bwOut,
+      nstreams: c.ns, protos: joined(c.protoList),
+      peerInfo: c.peerInfo || null, agent: c.peerInfo ? c.peerInfo.agent || "(no agent version)" : "",
+    };
+    if (!c.open || (c.status === "CLOSED" && c.close)) fixedRows.set(c, row);
+    return row;
+  });
 }
 
 // A list of protocols as one text (the protocol filter's), made once per list.

@@ -166,11 +166,13 @@ export function updateInPlace(table, rows, index, deps = {}) {
     row.data = d;
     if (!row.initialized) continue;
     if (!row.element || !row.element.parentNode) { row.initialized = false; continue; } // built again when shown
-    for (const cell of row.cells) {
-      const field = cell.column.field;
-      if (!field) continue;
-      const dep = deps[field];
-      if (cell.value !== d[field] || (dep !== undefined && old[dep] !== d[dep])) cell.setValueActual(d[field]);
+    if (old !== d) { // the same object: nothing to compare (the row formatter still runs)
+      for (const cell of row.cells) {
+        const field = cell.column.field;
+        if (!field) continue;
+        const dep = deps[field];
+        if (cell.value !== d[field] || (dep !== undefined && old[dep] !== d[dep])) cell.setValueActual(d[field]);
+      }
     }
     if (formatRow) formatRow(row.getComponent());
   }
