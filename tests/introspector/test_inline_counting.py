@@ -360,3 +360,91 @@ async def test_a_secure_session_write_failure_is_seen_and_raised(cls: type) -> N
     assert conn.sent == [b"a" + suffix, b"b" + suffix]
     patcher.restore_all()
     assert "write" not in vars(session) and "read" not in vars(session)
+
+
+class Inbox:
+    """The Noise reader under a SecureSession, in memory: ``read_msg`` returns the next
+    queued message (``b""`` when none is left: the peer closed) or raises the next queued
+    exception, recording the frames between each call and :func:`_drive`."""
+
+    def __init__(self, messages: list[bytes | BaseException]) -> None:
+        self.messages = list(messages)
+        self.depths: list[int] = []
+
+    async def read_msg(self) -> bytes:
+        self.depths.append(_depth())
+        await trio.lowlevel.checkpoint()
+        message = self.messages.pop(0) if self.messages else b""
+        if isinstance(message, BaseException):
+            raise message
+        return message
+
+    async def write_msg(self, msg: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def close(self) -> None:
+        pass
+
+
+class OtherReadSession(SecureSession):
+    """A session whose read is not the checked body: it is wrapped, and still runs."""
+
+    async def read(self, n: int | None = None) -> bytes:
+        return (await super().read(n)).upper()
+
+
+#: Reads against messages: whole messages (n=None, from the buffer first), n=0, a read
+#: served from the buffer alone, one spanning three messages with the rest kept, one cut
+#: short by the peer's close (the partial result), and a read after the close.
+READS: list[int | None] = [None, 3, None, 0, 2, 9, 4, None, 5, 5]
+MESSAGES: list[bytes | BaseException] = [b"hello", b"abcdef", b"gh", b"ijklmnop", b"qr", b"st"]
+
+
+async def _script(session: Any) -> list[tuple[str, Any]]:
+    """What each read of :data:`READS` gives (bytes, or the exception's type and text)."""
+    outcomes: list[tuple[str, Any]] = []
+    for n in READS:
+        try:
+            outcomes.append(("data", await _drive(lambda n=n: session.read(n))))
+        except Exception as exc:
+            outcomes.append(("raised", (type(exc), str(exc))))
+    return outcomes
+
+
+@pytest.mark.parametrize("cls", [SecureSession, OtherReadSession])
+async def test_a_secure_session_read_behaves_as_py_libp2p_with_the_failure_hook(
+    cls: type,
+) -> None:
+    # The failure hook on a security session's read gives exactly what py-libp2p's read
+    # gives (buffering, partial reads, the close), sees what it raises and raises it on
+    # unchanged; on py-libp2p's own SecureSession it adds no coroutine frame.
+    plain_inbox = Inbox(MESSAGES)
+    expected = await _script(_session(plain_inbox, cls))  # type: ignore[arg-type]
+    assert ("raised", (ConnectionClosedError, "Connection closed")) in expected
+
+    inbox = Inbox(MESSAGES)
+    session = _session(inbox, cls)  # type: ignore[arg-type]
+    seen: list[BaseException] = []
+    patcher = InstancePatcher()
+    endings.hook_failures(patcher, session, seen.append)
+    assert "read" in vars(session)
+    assert await _script(session) == expected
+    extra = 0 if cls is SecureSession else 1
+    assert inbox.depths == [depth + extra for depth in plain_inbox.depths]
+    assert [type(exc) for exc in seen] == [got[0] for what, got in expected if what == "raised"]
+
+    failure = IOException("MAC check failed")
+    failing = _session(Inbox([failure]), cls)  # type: ignore[arg-type]
+    seen.clear()
+    endings.hook_failures(patcher, failing, seen.append)
+    with pytest.raises(IOException) as raised:
+        await failing.read(12)
+    assert raised.value is failure and seen == [failure]
+    patcher.restore_all()
+    assert "read" not in vars(session) and "read" not in vars(failing)
+
+
+def test_the_checked_secure_session_read_is_the_installed_one() -> None:
+    assert tp.SECURED_READ.present() == []
+    assert tp.SECURED_READ.runs_checked_body(_session(Inbox([])))  # type: ignore[arg-type]
+    assert not tp.SECURED_READ.runs_checked_body(_session(Inbox([]), OtherReadSession))  # type: ignore[arg-type]
