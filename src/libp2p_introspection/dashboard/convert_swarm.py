@@ -165,10 +165,11 @@ class _Static:
 class ConvertedConnection:
     """One connection as converted: its JSON form and text, and what they were made from."""
 
-    __slots__ = ("data", "moving", "static", "stream_at", "stream_keys", "text")
+    __slots__ = ("data", "moving", "raw", "static", "stream_at", "stream_keys", "text")
 
     def __init__(
         self,
+        raw: bytes,
         static: _Static,
         moving: tuple[Any, ...],
         stream_keys: tuple[bytes, ...],
@@ -176,6 +177,9 @@ class ConvertedConnection:
         data: JSON,
         text: str,
     ) -> None:
+        #: The connection's serialized bytes (``SerializeToString``): equal bytes under
+        #: the same id, the same conversion (one comparison, no field read).
+        self.raw = raw
         self.static = static
         #: Status, close_ts, latency_ns and the six traffic numbers.
         self.moving = moving
@@ -212,9 +216,13 @@ def _convert_connection(
 
     The result depends on ``conn`` alone: ``old`` only saves work. A part is reused
     when what it was made from is equal: the static pieces when :func:`_static_key`
-    is, a stream when its serialized bytes are, the whole connection when both
-    and the moving fields are. ``old`` is never changed.
+    is, a stream when its serialized bytes are, the whole connection when its
+    serialized bytes are (or its static key, moving fields and streams are: bytes
+    can differ for equal contents, e.g. unknown fields). ``old`` is never changed.
     """
+    raw = conn.SerializeToString()
+    if old is not None and old.raw == raw:  # most connections at a steady node: CLOSED, kept
+        return old
     key = _static_key(conn)
     static = old.static if old is not None and old.static.key == key else _Static(conn, key)
     timeline, traffic = conn.timeline, conn.traffic
@@ -230,7 +238,9 @@ def _convert_connection(
     at: dict[bytes, int] = {}
     if old is not None:
         if static is old.static and moving == old.moving and stream_keys == old.stream_keys:
-            return old
+            return ConvertedConnection(
+                raw, static, moving, stream_keys, old.stream_at, old.data, old.text
+            )
         old_datas, old_text, old_at = old.data["streams"], old.text, old.stream_at
         at = {k: n for n, k in enumerate(old.stream_keys)}
     datas: list[JSON] = []
@@ -258,7 +268,7 @@ def _convert_connection(
     for stream_text in texts:
         stream_at.append(stream_at[-1] + len(stream_text) + 1)
     text = f"{head}{','.join(texts)}]}}"
-    return ConvertedConnection(static, moving, stream_keys, tuple(stream_at), data, text)
+    return ConvertedConnection(raw, static, moving, stream_keys, tuple(stream_at), data, text)
 
 
 class ConnectionCache:

@@ -56,20 +56,41 @@ from libp2p_introspection.dashboard.convert import JSON, dumps
 UNSHOWN = frozenset(("streams", "inPkts", "outPkts"))
 
 
-def _resolve(snapshot: JSON) -> list[JSON]:
+#: What :func:`_resolve` made of a snapshot's connections' dicts: the list of those
+#: dicts (held, so that their ``id()`` stays theirs) and each one's page's form by
+#: ``id()`` of the dict.
+Resolved = tuple[list[JSON], dict[int, JSON]]
+
+
+def _resolve(snapshot: JSON, previous: Resolved | None = None) -> tuple[list[JSON], Resolved]:
     """The page's form of every connection of ``snapshot`` (its "sp" and its peer's
-    "protocols" as tuples of protocols, not yet indexes into "lists")."""
+    "protocols" as tuples of protocols, not yet indexes into "lists"), and what to
+    pass as ``previous`` with the next snapshot.
+
+    A connection's dict that is the very object a ``previous`` one was made from
+    gets the same page's form, not made again: the converter shares a connection's
+    dict between snapshots while it does not change (:mod:`.convert`), and no
+    stored dict is ever changed in place, so the same object is the same content.
+    """
     conns: list[JSON] = []
-    for conn in snapshot["conns"]:
-        streams = conn["streams"]
-        out = {k: v for k, v in conn.items() if k not in UNSHOWN}
-        out["ns"] = len(streams)
-        out["sp"] = tuple(dict.fromkeys(s["proto"] for s in streams))
-        info = conn.get("peerInfo")
-        if info is not None:
-            out["peerInfo"] = {**info, "protocols": tuple(info["protocols"])}
+    made: dict[int, JSON] = {}
+    # While ``previous``'s list holds its dicts alive, no other object has their ids:
+    # a dict here with one of them is that very dict.
+    before = previous[1] if previous is not None else {}
+    sources = snapshot["conns"]
+    for conn in sources:
+        out = before.get(id(conn))
+        if out is None:
+            streams = conn["streams"]
+            out = {k: v for k, v in conn.items() if k not in UNSHOWN}
+            out["ns"] = len(streams)
+            out["sp"] = tuple(dict.fromkeys(s["proto"] for s in streams))
+            info = conn.get("peerInfo")
+            if info is not None:
+                out["peerInfo"] = {**info, "protocols": tuple(info["protocols"])}
+        made[id(conn)] = out
         conns.append(out)
-    return conns
+    return conns, (sources, made)
 
 
 def _listed(fields: JSON, lists: dict[tuple[str, ...], int]) -> JSON:
@@ -92,7 +113,7 @@ def _full(snapshot: JSON, conns: list[JSON]) -> JSON:
 
 def pack(snapshot: JSON) -> JSON:
     """``PAGE_SNAPSHOT`` (module doc) of a converted snapshot (which is not changed)."""
-    return _full(snapshot, _resolve(snapshot))
+    return _full(snapshot, _resolve(snapshot)[0])
 
 
 class PageFeed:
@@ -109,6 +130,8 @@ class PageFeed:
         self.seq = 0
         self._conns: list[JSON] | None = None
         self._parts: dict[str, str] = {}
+        #: What the last snapshot's connections' dicts were made into (:func:`_resolve`).
+        self._resolved: Resolved | None = None
 
     @property
     def has_base(self) -> bool:
@@ -119,6 +142,7 @@ class PageFeed:
         """Forget the base: the next snapshot is sent whole."""
         self._conns = None
         self._parts = {}
+        self._resolved = None
 
     def whole_text(self) -> str | None:
         """``PAGE_SNAPSHOT`` of the last snapshot given, as JSON text (``None`` without
@@ -137,7 +161,7 @@ class PageFeed:
         return self._next(snapshot, spliced=False)
 
     def _next(self, snapshot: JSON, *, spliced: bool) -> tuple[str, JSON]:
-        conns = _resolve(snapshot)
+        conns, self._resolved = _resolve(snapshot, self._resolved)
         parts = {k: dumps(v) for k, v in snapshot.items() if k != "conns"}
         base, base_parts = self._conns, self._parts
         self._conns, self._parts = conns, parts
@@ -157,7 +181,7 @@ class PageFeed:
                 continue
             used.add(i)
             old = base[i]
-            if conn == old:
+            if conn is old or conn == old:  # the same object: unchanged, nothing compared
                 entries.append(i)
             elif conn.keys() != old.keys():
                 entries.append(_listed(conn, lists))
