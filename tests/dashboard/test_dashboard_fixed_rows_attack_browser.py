@@ -30,14 +30,19 @@ from libp2p_introspection.dashboard.model import DashboardModel
 from libp2p_introspection.dashboard.store import Store
 from libp2p_introspection.protocol import pb
 
-# What the Connections table draws: every drawn row, top to bottom: its classes that
+# What the Connections table shows: every row in its view, top to bottom: its classes that
 # matter and each cell's text; then the detail panel's peer line.
 DRAWN = """async () => {
   const tables = await import('/static/js/tables.js');
   await new Promise((r) => requestAnimationFrame(r));
   await tables.allSet();
   await new Promise((r) => requestAnimationFrame(r));
-  const rows = [...document.querySelectorAll('#connections-table .tabulator-tableholder .tabulator-row')];
+  const holder = document.querySelector('#connections-table .tabulator-tableholder');
+  const view = holder.getBoundingClientRect();
+  const rows = [...holder.querySelectorAll('.tabulator-row')].filter((row) => {
+    const r = row.getBoundingClientRect(); // in view: the buffer's rows are not seen
+    return r.bottom > view.top && r.top < view.bottom;
+  });
   const drawn = rows.map((row) => [
     row.classList.contains('closed-row'), row.classList.contains('selected-row'),
     [...row.querySelectorAll('.tabulator-cell')].map((c) => c.textContent)]);
@@ -140,7 +145,13 @@ def test_a_page_following_deltas_draws_the_rows_a_fresh_page_draws(
     seed: int,
 ):
     """Each drawn row's cells, highlight and the detail panel, kept rows or not."""
-    _follow_and_compare(page, browser.new_page, dashboard_page_url, seed, ordered=False)
+    _follow_and_compare(
+        page,
+        lambda: browser.new_page(viewport=page.viewport_size),
+        dashboard_page_url,
+        seed,
+        ordered=False,
+    )
 
 
 @pytest.mark.parametrize("seed", [11, 12])
@@ -157,4 +168,98 @@ def test_a_page_following_deltas_orders_equal_ages_as_a_fresh_page_does(
     table sort keep that order among ties, so which of two 9.0 s connections is drawn
     first depends on the page's history (fails before this session's changes too, on
     d046e71)."""
-    _follow_and_compare(page, browser.new_page, dashboard_page_url, seed, ordered=True)
+    _follow_and_compare(
+        page,
+        lambda: browser.new_page(viewport=page.viewport_size),
+        dashboard_page_url,
+        seed,
+        ordered=True,
+    )
+
+
+def _arrange(pg: Any, how: str) -> None:
+    """Scroll the table down 3,000 px, or show closed connections only, as a user does."""
+    if how == "scrolled":
+        pg.evaluate("""async () => {
+          const holder = document.querySelector('#connections-table .tabulator-tableholder');
+          holder.scrollTop = 3000;
+          holder.dispatchEvent(new Event('scroll'));
+          await new Promise((r) => requestAnimationFrame(r));
+          await new Promise((r) => requestAnimationFrame(r));
+        }""")
+    elif how == "closed only":
+        pg.select_option("#filter-status", "CLOSED")
+
+
+def _big_states(seed: int, n: int, ids: int = 300) -> list[pb.State]:
+    """n snapshots of ``ids`` connections (a table of more rows than it draws: the virtual
+    renderer's window), each in turn ACTIVE, CLOSED, back; no two of equal age (open
+    times 7 ms apart, close times whole seconds), so the order is the sort's alone."""
+    rng = random.Random(seed)
+    base = 1_699_999_000_000
+    states = []
+    for k in range(n):
+        ts = 1_700_000_000_000 + 1_000 * k
+        state = pb.State(instant_ts=ts, start_ts=ts - 1_000, snapshot_duration_ms=1_000)
+        for i in range(ids):
+            if i and rng.random() < 0.1:
+                continue  # gone this time (kept as closed by the dashboard)
+            status = rng.choice([pb.ACTIVE, pb.CLOSED, pb.CLOSED])
+            conn = state.subsystems.connections.add(
+                id=i.to_bytes(2, "big"), peer_id=f"QmPeer{i}", status=status, role=pb.INITIATOR
+            )
+            conn.timeline.open_ts = base - 7 * i
+            if status == pb.CLOSED:
+                conn.timeline.close_ts = rng.choice([1_699_999_998_000, 1_699_999_999_000])
+            conn.traffic.traffic_in.cum_bytes = rng.choice([5, 50])
+        states.append(state)
+    return states
+
+
+@pytest.mark.parametrize("how", ["top", "scrolled", "closed only"])
+def test_a_big_table_following_deltas_draws_what_a_fresh_page_draws(
+    page: Any,  # noqa: F811
+    browser: Any,  # noqa: F811
+    dashboard_page_url: str,  # noqa: F811
+    how: str,
+):
+    """The same with 300 rows, of which the table draws a window (updateInPlace's rows
+    not drawn, refreshInWindow's rows put in place), and distinct ages; none selected."""
+    model = DashboardModel(Store(), BrowserHub(), closed_ttl_ms=60_000)
+    sent: list[str] = []
+    model.hub.broadcast = sent.append  # type: ignore[method-assign]
+    sockets: list[Any] = []
+
+    def route(ws: Any) -> None:
+        sockets.append(ws)
+        ws.send(model.hello())
+        ws.on_message(lambda m: ws.send(model.hello()) if m == "resync" else None)
+
+    states = _big_states(5, 8)
+    page.route_web_socket("**/feed", route)
+    model.feed_state(states[0])
+    page.goto(dashboard_page_url)
+    page.wait_for_function(
+        "(ts) => window.dashboardState?.view?.ts === ts", arg=states[0].instant_ts
+    )
+    open_tab(page, "connections")
+    _arrange(page, how)
+    fresh = browser.new_page(viewport=page.viewport_size)  # the same view: the same rows in it
+    try:
+        for k, state in enumerate(states[1:], start=1):
+            start = len(sent)
+            model.feed_state(state)
+            sockets[-1].send("[" + ",".join(sent[start:]) + "]")
+            page.wait_for_function("(ts) => window.dashboardState?.view?.ts === ts",
+                                   arg=state.instant_ts)  # fmt: skip
+            _feed(fresh, [model.hello()])
+            fresh.goto(dashboard_page_url)
+            fresh.wait_for_function("(ts) => window.dashboardState?.view?.ts === ts",
+                                    arg=state.instant_ts)  # fmt: skip
+            open_tab(fresh, "connections")
+            _arrange(fresh, how)
+            got, want = page.evaluate(DRAWN), fresh.evaluate(DRAWN)
+            assert len(got["drawn"]) > 3
+            assert got == want, (k, got, want)
+    finally:
+        fresh.close()
