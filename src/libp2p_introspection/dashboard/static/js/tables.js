@@ -95,7 +95,10 @@ export function build(el, tableOptions) {
         fixed = true; // for good: a table that held that many may again
         table.setHeight(options.maxHeight);
       }
-      const rows = presort(table, inPlace ? inPreviousOrder(table, next, options.index) : next);
+      // In place, the rows come in the previous order; ties are put back in the order
+      // given (next's), so that they sort as a fresh table of the same rows sorts them.
+      const rows = inPlace ? presort(table, inPreviousOrder(table, next, options.index), next)
+        : presort(table, next);
       if (!inPlace || !updateInPlace(table, rows, options.index, deps)) await table.replaceData(rows);
     }
     running = false;
@@ -305,21 +308,32 @@ function compareValues(a, b) {
   return collator.compare(x, y);
 }
 
-/** rows, sorted in place by the table's sorters (its last one first, as the table does). */
-export function presort(table, rows) {
+/**
+ * rows, sorted in place by the table's sorters (its last one first, as the table does).
+ * given: the same rows in the order they were given (optional): rows that compare equal
+ * are put in that order, as the table's stable sort of them in that order would leave
+ * them (rows is then that order's permutation, e.g. inPreviousOrder's).
+ */
+export function presort(table, rows, given = null) {
   const sorters = table.getSorters();
   if (!sorters.length || rows.length < 2) return rows;
   const keys = sorters.map((s) => [s.field, s.dir === "desc" ? -1 : 1]).reverse();
+  let at = null;
+  if (given && given !== rows) {
+    at = new Map();
+    for (let i = 0; i < given.length; i += 1) if (!at.has(given[i])) at.set(given[i], i);
+  }
+  const tie = at ? (a, b) => (at.get(a) ?? 0) - (at.get(b) ?? 0) : () => 0;
   if (keys.length === 1) {
     const [[field, dir]] = keys;
-    return rows.sort((a, b) => dir * compareValues(a[field], b[field]));
+    return rows.sort((a, b) => dir * compareValues(a[field], b[field]) || tie(a, b));
   }
   return rows.sort((a, b) => {
     for (const [field, dir] of keys) {
       const c = compareValues(a[field], b[field]);
       if (c !== 0) return c * dir;
     }
-    return 0;
+    return tie(a, b);
   });
 }
 
