@@ -57,7 +57,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
-from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
+from libp2p.io.exceptions import IncompleteReadError
 from libp2p.network.stream.net_stream import NetStream, StreamState
 from libp2p.stream_muxer.mplex.mplex import Mplex
 from libp2p.stream_muxer.mplex.mplex_stream import MplexStream
@@ -344,11 +344,8 @@ def _inline_failures(
     """For a security session whose class still has the ``write`` body checked against
     py-libp2p 0.8.1 (``SecureSession.write``: one ``await self.conn.write_msg(data)``):
     that body run here, its exceptions seen as :func:`_failure_wrapper` sees them, in
-    one coroutine frame instead of two (it runs on every frame a connection sends);
-    the same for its ``read`` (:func:`_inline_read_failures`). None (wrap instead) for
-    anything else."""
-    if touchpoint is tp.SECURED_READ and touchpoint.runs_checked_body(obj):
-        return _inline_read_failures(obj, failed)
+    one coroutine frame instead of two (it runs on every frame a connection sends).
+    None (wrap instead) for anything else."""
     if touchpoint is not tp.SECURED_WRITE or not touchpoint.runs_checked_body(obj):
         return None
     conn = tp.SESSION_CONN.name
@@ -364,60 +361,6 @@ def _inline_failures(
             raise
 
     return write
-
-
-def _inline_read_failures(obj: Any, failed: ErrorCallback) -> Callable[..., Any]:
-    """``SecureSession.read`` as py-libp2p 0.8.1 has it (``touchpoints.SECURED_READ``'s
-    checked body: serve from the session's buffer, else read Noise messages, keeping what
-    is left over), run here with its exceptions seen as :func:`_failure_wrapper` sees
-    them, in one coroutine frame instead of two: the yamux reader of every connection
-    calls it for each frame header and body (on a bulk sender, once per window update).
-    """
-    # SecureSession's conn, _drain and _fill, the conn's read_msg: looked up at each use
-    # as the body does.
-    conn, drain, fill = tp.SESSION_CONN.name, tp.SESSION_DRAIN.name, tp.SESSION_FILL.name
-    read_msg = tp.NOISE_READ_MSG.name
-
-    async def read(n: int | None = None) -> bytes:
-        try:
-            if n == 0:
-                return b""
-            data_from_buffer = getattr(obj, drain)(n)
-            if n is None and len(data_from_buffer) > 0:
-                return data_from_buffer
-            if n is None:
-                msg = await getattr(getattr(obj, conn), read_msg)()
-                if msg == b"":
-                    raise ConnectionClosedError("Connection closed")
-                return msg
-            if len(data_from_buffer) == n:
-                return data_from_buffer
-            result = bytearray(data_from_buffer)
-            while len(result) < n:
-                needed = n - len(result)
-                drained = getattr(obj, drain)(needed)
-                if drained:
-                    result.extend(drained)
-                    continue
-                msg = await getattr(getattr(obj, conn), read_msg)()
-                if msg == b"":
-                    if result:
-                        return bytes(result)
-                    raise ConnectionClosedError("Connection closed")
-                if len(msg) <= needed:
-                    result.extend(msg)
-                else:
-                    result.extend(msg[:needed])
-                    getattr(obj, fill)(msg[needed:])
-            return bytes(result)
-        except Exception as exc:
-            try:
-                failed(exc)
-            except Exception:
-                _log_failure("read")
-            raise
-
-    return read
 
 
 def _failure_wrapper(

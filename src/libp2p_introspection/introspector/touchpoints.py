@@ -319,17 +319,8 @@ MUXER_SECURED_CONN = _tp(_MUXERS, "secured_conn", READ,
                          "no traffic counted, transport/security failures read as a clean end")
 YAMUX_RTT = _tp(Yamux, "rtt", CALL, "latency_ns (yamux ping RTT, seconds)",
                 "latency from the peerstore's EWMA, else 0")
-# SecureSession.read (py-libp2p 0.8.1: its buffer, then Noise messages) is run by the
-# failure hook itself likewise where a session's class still has that body.
 SECURED_READ = _tp(SecureSession, "read", HOOK, "transport/security failures (TCP reset, MAC)",
-                   "a failed connection reads as CLOSED", body="bbe3e4a44554709b")
-SESSION_DRAIN = _tp(SecureSession, "_drain", CALL, "the checked SecureSession.read: its buffer",
-                    "the session's read is wrapped, not run by the failure hook")
-SESSION_FILL = _tp(SecureSession, "_fill", CALL, "the checked SecureSession.read: keeps the rest",
-                   "the session's read is wrapped, not run by the failure hook")
-NOISE_READ_MSG = _tp(NoiseTransportReadWriter, "read_msg", CALL,
-                     "the checked SecureSession.read: one Noise message",
-                     "the session's read is wrapped, not run by the failure hook")
+                   "a failed connection reads as CLOSED")
 # SecureSession.write is one ``await self.conn.write_msg(data)``: where a session's
 # class still has that body, the failure hook runs it itself (endings.hook_failures).
 SECURED_WRITE = _tp(SecureSession, "write", HOOK, "transport/security failures (broken pipe)",
