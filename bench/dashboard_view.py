@@ -82,6 +82,9 @@ from bench.common import (
 from libp2p_introspection.config import DEFAULT_CLOSED_CONNECTION_LIFETIME_MS
 
 TARGET_MS = 100.0
+#: How long the mock keeps a closed connection in its snapshots, s (its snapshots grow
+#: for that long, then are steady).
+CLOSED_LIFETIME_S = DEFAULT_CLOSED_CONNECTION_LIFETIME_MS // 1000
 #: How long memory is sampled once the window is full of steady snapshots (full, quick,
 #: smoke), s.
 MEMORY_WINDOW_S = (60, 20, 2)
@@ -320,7 +323,7 @@ def measure(mode: Mode) -> dict[str, Any]:
     samples["conversion_ms"] = times
     samples["conversion_cpu_ms"] = cpu
     samples["message_chars"] = size
-    warm_s = mode.pick(DEFAULT_CLOSED_CONNECTION_LIFETIME_MS // 1000 + 5, 3, 1)
+    warm_s = mode.pick(CLOSED_LIFETIME_S + 5, 3, 1)
     times, cpu, size = conversion(connections, streams, mode.pick(20, 3, 2), warm_s)
     samples["steady_conversion"] = {"warm_s": warm_s, "ms": times, "cpu_ms": cpu, "chars": size}
     return samples
@@ -332,8 +335,7 @@ def _steady_s(mode: Mode, retention_s: float) -> float:
     grow until the first ones age out) plus the retention, plus 5 s. In ``--quick`` and
     ``--smoke`` the window's own length only: they do not wait two minutes for a steady
     node, so their memory rows are indicative only."""
-    lifetime_s = mode.pick(DEFAULT_CLOSED_CONNECTION_LIFETIME_MS / 1000, 0, 0)
-    return lifetime_s + retention_s + 5.0
+    return mode.pick(CLOSED_LIFETIME_S, 0, 0) + retention_s + 5.0
 
 
 def _growth(points: list[tuple[float, int]], full_at: float) -> tuple[int, int] | None:
@@ -408,13 +410,12 @@ def run(mode: Mode) -> list[Result]:
         extra={"samples_ms": conv, "cpu_ms": s["conversion_cpu_ms"]},
     ))  # fmt: skip
     steady = s["steady_conversion"]
-    lifetime_s = DEFAULT_CLOSED_CONNECTION_LIFETIME_MS // 1000
-    not_yet = "" if steady["warm_s"] > lifetime_s else ": not yet steady in this mode"
+    not_yet = "" if steady["warm_s"] > CLOSED_LIFETIME_S else ": not yet steady in this mode"
     results.append(Result(
         name=f"dashboard conversion per snapshot at the steady state, {n}",
         value=statistics.median(steady["ms"]), unit="ms",
         note=(f"after {steady['warm_s']} s of the mock's life on a fake clock (its closed "
-              f"connections kept {lifetime_s} s{not_yet}); CPU median "
+              f"connections kept {CLOSED_LIFETIME_S} s{not_yet}); CPU median "
               f"{statistics.median(steady['cpu_ms']):.0f} ms over {len(steady['ms'])} "
               f"snapshots; sent to every page: {steady['chars'] / 2**20:.1f} MiB"),
         extra={"samples_ms": steady["ms"], "cpu_ms": steady["cpu_ms"]},
