@@ -147,6 +147,20 @@ def wait_shown_ts_above(page: Any, ts: int) -> None:
     )
 
 
+def wait_last_snapshot_of_pause(pg: Any) -> None:
+    """Once the feed is paused: until the snapshot a ready asked for before the pause has
+    come (GET /api/status: ``awaitingState`` false) and the page shows the latest stored
+    one. No snapshot comes after that while paused."""
+    pg.wait_for_function(
+        """async () => { const s = await (await fetch('/api/status')).json();
+          if (!s.paused || s.awaitingState) return false;
+          const latest = (await (await fetch('/api/streams?size=1')).json()).ts;
+          return window.dashboardState.latest?.ts === latest
+            && Number(document.querySelector('#snapshot-ts').dataset.ts || 0) === latest; }""",
+        polling=200,
+    )  # fmt: skip
+
+
 def open_following(pg: Any, url: str, connections: int) -> None:
     """Open the dashboard at ``url`` and wait until its Connections table shows a
     snapshot of at least ``connections`` connections; the page's own formatter is
@@ -266,7 +280,7 @@ def test_pause_stops_updates_and_resume_restarts_them(page: Any, demo: dict[str,
     page.click("#pause-btn")
     expect(page.locator("#feed-state")).to_have_text("paused")
     expect(page.locator("#pause-btn")).to_have_text("Resume")
-    time.sleep(3 * INTERVAL_MS / 1000)  # a snapshot asked for before the pause may still come
+    wait_last_snapshot_of_pause(page)  # a snapshot asked for before the pause may still come
     paused_at = shown_ts(page)
     time.sleep(6 * INTERVAL_MS / 1000)
     assert shown_ts(page) == paused_at, "a snapshot arrived while paused"

@@ -21,6 +21,7 @@ from test_dashboard_browser import (  # noqa: F401 - the fixtures
     browser,
     open_tab,
     page,
+    wait_last_snapshot_of_pause,
 )
 
 CONNECTIONS = 300
@@ -107,6 +108,7 @@ MATCHES_STORE = """async (streams) => {
 def _pause(pg: Any) -> None:
     pg.evaluate("async () => { await fetch('/api/pause', { method: 'POST' }); }")
     pg.wait_for_function("() => window.dashboardState.status?.paused === true")
+    wait_last_snapshot_of_pause(pg)
 
 
 def _resume(pg: Any) -> None:

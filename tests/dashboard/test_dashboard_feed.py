@@ -89,7 +89,8 @@ async def test_pause_stops_snapshots_and_events_and_resume_restarts_them(fixture
         await nursery.start(feed.run)
         await wait_for(lambda: len(sink.states) >= 3 and sink.events, what="a running feed")
         feed.pause()
-        await trio.sleep(0.3)  # a snapshot asked for before the pause may still arrive
+        # A snapshot asked for before the pause may still arrive; then none.
+        await wait_for(lambda: not feed.awaiting_state, what="the last ready answered")
         states, events = len(sink.states), len(sink.events)
         await trio.sleep(0.6)  # 12 snapshot intervals of the replay
         assert (len(sink.states), len(sink.events)) == (states, events)

@@ -23,6 +23,7 @@ from test_dashboard_browser import (  # noqa: F401 - the fixtures
     open_tab,
     page,
     shown_ts,
+    wait_last_snapshot_of_pause,
     wait_shown_ts_above,
 )
 
@@ -50,9 +51,11 @@ def _open_streams(pg: Any, url: str) -> None:
 
 
 def _pause(pg: Any) -> None:
-    """Pause the feed; until the page shows the latest snapshot stored, its streams too."""
+    """Pause the feed; once the snapshot a ready asked for before the pause has come (the
+    dashboard awaits no state), until the page shows the latest stored, its streams too."""
     pg.evaluate("async () => { await fetch('/api/pause', { method: 'POST' }); }")
     pg.wait_for_function("() => window.dashboardState.status?.paused === true")
+    wait_last_snapshot_of_pause(pg)
     _settled_at_latest(pg)
 
 

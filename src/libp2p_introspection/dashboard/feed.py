@@ -177,6 +177,12 @@ class LiveFeed:
             self.sink.feed_status()
 
     @property
+    def awaiting_state(self) -> bool:
+        """Whether a ready signal of this session is still unanswered: one more snapshot
+        (or the server's skip of one) may come, even after :meth:`pause`."""
+        return self._awaiting_state
+
+    @property
     def display_url(self) -> str:
         """:attr:`url` as it may be shown: any token in it is ``***``."""
         return self._redact(self.url)

@@ -36,7 +36,9 @@ and ``"seq"``: the number of the snapshot its ``latest`` is, the base of the nex
 
     STATUS = {"mode": "live"|"recording", "url": str, "connection":
               "connecting"|"connected"|"reconnecting"|"disconnected",
-              "since": ms, "error": str, "paused": bool, "notices": n,
+              "since": ms, "error": str, "paused": bool,
+              "awaitingState": bool (a ready signal is unanswered: one more
+                  snapshot may come, after a pause too), "notices": n,
               "recording": {"name", "records", "states", "events",
                             "checksumFailures", "truncated", "truncatedAt",
                             "overLimit", "overLimitReason"}|null,
@@ -224,6 +226,7 @@ class DashboardModel:
             "since": feed.since_ms if feed else 0,
             "error": feed.error if feed else "",
             "paused": feed.paused if feed else False,
+            "awaitingState": feed.awaiting_state if feed else False,
             "notices": feed.notices if feed else 0,
             "effectiveConfig": feed.effective_config if feed else {},
             "recording": self.recording.to_json() if self.recording else None,
