@@ -119,6 +119,12 @@ async def test_pause_resume_and_connect_commands(live):
     server, dashboard = live
     status, answer = await http(dashboard.url + "api/pause", b"", method="POST")
     assert status == 200 and answer["status"]["paused"] is True
+    for _ in range(200):  # the snapshot asked for before the pause comes, then none is awaited
+        if not (await http(dashboard.url + "api/status"))[1]["awaitingState"]:
+            break
+        await trio.sleep(0.05)
+    else:
+        raise AssertionError("a paused feed still awaits a snapshot after 10 s")
     status, answer = await http(dashboard.url + "api/resume", b"", method="POST")
     assert answer["status"]["paused"] is False
     status, answer = await http(dashboard.url + "api/connect", b'{"url": "http://nope"}',
