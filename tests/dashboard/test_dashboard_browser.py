@@ -147,17 +147,35 @@ def wait_shown_ts_above(page: Any, ts: int) -> None:
     )
 
 
+def wait_until(pg: Any, predicate: str, arg: Any = None, *, timeout_ms: float = 20_000,
+               polling_ms: float = 200) -> Any:  # fmt: skip
+    """Until the page function ``predicate`` (which may be async) resolves to a truthy
+    value, evaluated every ``polling_ms``; that value. TimeoutError after ``timeout_ms``.
+
+    Playwright's ``wait_for_function`` takes the Promise an async function returns for a
+    truthy value and returns at once, having waited for nothing: an async predicate must
+    come here (``page.evaluate`` awaits it)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        value = pg.evaluate(predicate, arg)
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"waited {timeout_ms:.0f} ms for {predicate[:120]!r}; last {value!r}")
+        pg.wait_for_timeout(polling_ms)
+
+
 def wait_last_snapshot_of_pause(pg: Any) -> None:
     """Once the feed is paused: until the snapshot a ready asked for before the pause has
     come (GET /api/status: ``awaitingState`` false) and the page shows the latest stored
     one. No snapshot comes after that while paused."""
-    pg.wait_for_function(
+    wait_until(
+        pg,
         """async () => { const s = await (await fetch('/api/status')).json();
           if (!s.paused || s.awaitingState) return false;
           const latest = (await (await fetch('/api/streams?size=1')).json()).ts;
           return window.dashboardState.latest?.ts === latest
             && Number(document.querySelector('#snapshot-ts').dataset.ts || 0) === latest; }""",
-        polling=200,
     )  # fmt: skip
 
 
@@ -177,6 +195,17 @@ def open_following(pg: Any, url: str, connections: int) -> None:
 def open_tab(page: Any, name: str) -> None:
     page.click(f"nav.tabs button[data-tab={name}]")
     page.wait_for_selector(f"#tab-{name}.active")
+
+
+def test_an_async_predicate_is_waited_for_not_taken_for_true(page: Any):
+    # wait_for_function returns at once on an async predicate (its Promise is truthy);
+    # wait_until waits for what the Promise resolves to.
+    page.set_content("<p id=x>0</p>")
+    with pytest.raises(TimeoutError):
+        wait_until(page, "async () => false", timeout_ms=600, polling_ms=100)
+    page.evaluate("() => setTimeout(() => { document.getElementById('x').textContent = '1'; }, 300)")
+    got = wait_until(page, "async () => document.getElementById('x').textContent === '1' && 'one'")
+    assert got == "one"
 
 
 def test_live_node_connections_and_views(page: Any, demo: dict[str, str]):

@@ -25,6 +25,7 @@ from test_dashboard_browser import (  # noqa: F401 - the fixtures
     shown_ts,
     wait_last_snapshot_of_pause,
     wait_shown_ts_above,
+    wait_until,
 )
 
 CONNECTIONS = 1_500
@@ -62,13 +63,13 @@ def _pause(pg: Any) -> None:
 def _settled_at_latest(pg: Any) -> None:
     """Until the page shows the dashboard's latest snapshot, its Streams table too (a
     snapshot already on its way when the feed paused may still come: read at each poll)."""
-    pg.wait_for_function(
+    wait_until(
+        pg,
         """async () => {
           const latest = (await (await fetch('/api/streams?size=1')).json()).ts;
           const S = window.dashboardState;
           return S.latest?.ts === latest && S.view?.ts === latest
             && Tabulator.findTable('#streams-table')[0].shownTs === latest; }""",
-        polling=200,
     )  # fmt: skip
 
 
@@ -137,14 +138,12 @@ SHOWN_AND_EXPECTED = """async () => {
 def _check(pg: Any) -> dict[str, Any]:
     """The page's rows are what a user expects, once what it asked for is drawn (a title
     clicked, a page chosen: Tabulator's load; a bounded wait), else the difference."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    with contextlib.suppress(PlaywrightTimeout):
-        pg.wait_for_function(
+    with contextlib.suppress(TimeoutError):
+        wait_until(
+            pg,
             f"""async () => {{ const got = await ({SHOWN_AND_EXPECTED})();
                 return got.shownTs === got.ts
                   && JSON.stringify(got.shown) === JSON.stringify(got.expected); }}""",
-            polling=200, timeout=20_000,
         )  # fmt: skip
     got = pg.evaluate(SHOWN_AND_EXPECTED)
     assert got["shownTs"] == got["ts"]  # the rows of the moment shown
