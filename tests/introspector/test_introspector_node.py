@@ -86,6 +86,64 @@ async def test_a_second_listen_emits_listen_addrs_changed() -> None:
             assert len(log.named("ListenAddrsChanged")) == 2  # detached: nothing more
 
 
+async def test_the_listen_addrs_are_read_again_only_when_the_listeners_change() -> None:
+    """Between changes of the swarm's listeners (or of their sockets) a snapshot takes the
+    listen addresses read before; after a change it has what an uncached read gives."""
+    with trio.fail_after(30):
+        async with running_hosts(1) as (host,):
+            intro = HostIntrospector(host)
+            tracker = intro._node_info
+            uncached = tracker.read_listen_addrs
+            reads: list[list[str]] = []
+
+            def read() -> list[str]:
+                reads.append(uncached())
+                return reads[-1]
+
+            tracker.read_listen_addrs = read  # type: ignore[method-assign]
+            first = transport_addrs(host)
+            assert [list(intro.state().node.listen_addrs) for _ in range(3)] == [first] * 3
+            assert reads == []  # the same listeners: not read again
+
+            assert await host.get_network().listen(SECOND)  # the swarm notifies: read again
+            assert len(reads) == 1 and reads[0] == uncached() == transport_addrs(host) != first
+            states = [intro.state().node for _ in range(3)]
+            assert all(list(node.listen_addrs) == uncached() for node in states)
+            assert len(reads) == 1
+
+            # A listener's socket list changing (no notification) is seen at the snapshot.
+            listener = host.get_network().listeners[str(SECOND)]
+            sockets = list(listener.listeners)
+            listener.listeners.clear()
+            assert list(intro.state().node.listen_addrs) == uncached() == first
+            listener.listeners.extend(sockets)
+            assert list(intro.state().node.listen_addrs) == uncached() == transport_addrs(host)
+            assert len(reads) == 3
+
+            # Taken out of the swarm's listeners (no notification): seen at the snapshot.
+            host.get_network().listeners.pop(str(SECOND))
+            await listener.close()
+            assert list(intro.state().node.listen_addrs) == uncached() == first
+            assert len(reads) == 4
+            intro.detach()
+
+
+async def test_listen_addrs_of_a_host_with_its_own_transport_addrs_are_read_every_time() -> None:
+    """A ``get_transport_addrs`` that is not py-libp2p's (here replaced on the host) may
+    change without the listeners changing: read at every snapshot, as it says."""
+    with trio.fail_after(30):
+        async with running_hosts(1) as (host,):
+            extra: list[multiaddr.Multiaddr] = []
+            own = host.get_transport_addrs
+            host.get_transport_addrs = lambda: [*own(), *extra]  # type: ignore[method-assign]
+            intro = HostIntrospector(host)
+            first = transport_addrs(host)
+            assert list(intro.state().node.listen_addrs) == first
+            extra.append(multiaddr.Multiaddr("/ip4/10.0.0.1/tcp/4001"))
+            assert list(intro.state().node.listen_addrs) == [*first, "/ip4/10.0.0.1/tcp/4001"]
+            intro.detach()
+
+
 async def test_reachability_from_a_real_autonat_exchange() -> None:
     """Our AutoNAT asks a peer without AutoNAT (PRIVATE), then one that dials us back
     (PUBLIC); each verdict is an event at once and the next snapshot's reachability."""

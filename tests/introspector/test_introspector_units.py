@@ -200,3 +200,46 @@ def test_a_latency_that_is_not_a_sane_number_never_breaks_the_snapshot(seconds, 
     got = latency_ns(conn, peerstore)
     assert got == expected
     assert pb.Connection.FromString(pb.Connection(latency_ns=got).SerializeToString()).latency_ns == got
+
+
+async def test_the_failure_hook_on_a_session_read_passes_n_and_sees_failures() -> None:
+    """The security session's ``read(n)`` gets a one-argument failure wrapper: ``n``
+    given, by keyword or left to its default reaches the read as it would unwrapped, and a
+    failure is seen and raised unchanged; a ``read`` with another signature is wrapped
+    generically and keeps its other arguments."""
+
+    class Session:
+        def __init__(self) -> None:
+            self.asked: list[object] = []
+            self.error: Exception | None = None
+
+        async def read(self, n: int | None = 7) -> bytes:
+            self.asked.append(n)
+            if self.error is not None:
+                raise self.error
+            return b"d"
+
+        async def write(self, data: bytes) -> None:
+            pass
+
+    class OtherSession(Session):
+        async def read(self, n: int | None = 7, *, extra: str = "") -> bytes:  # type: ignore[override]
+            self.asked.append((n, extra))
+            return b"e"
+
+    seen: list[BaseException] = []
+    patcher = InstancePatcher()
+    session, other = Session(), OtherSession()
+    endings.hook_failures(patcher, session, seen.append)
+    endings.hook_failures(patcher, other, seen.append)
+    assert "read" in vars(session) and "read" in vars(other)
+    assert [await session.read(), await session.read(3), await session.read(n=None)] == [b"d"] * 3
+    assert session.asked == [7, 3, None] and seen == []
+    assert await other.read(2, extra="x") == b"e" and other.asked == [(2, "x")]
+    failure = ConnectionClosedError("reset by peer")
+    session.error = failure
+    with pytest.raises(ConnectionClosedError) as raised:
+        await session.read(1)
+    assert raised.value is failure and seen == [failure]
+    patcher.restore_all()
+    assert "read" not in vars(session) and "read" not in vars(other)

@@ -52,6 +52,7 @@ remote's FIN are not distinguishable from an orderly end.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -328,14 +329,14 @@ def hook_failures(
     for touchpoint in touchpoints:
         name = touchpoint.name
         inline = _inline_failures(touchpoint, obj, failed)
-        touchpoint.hook(
-            patcher,
-            obj,
-            (lambda original, name=name: _failure_wrapper(original, failed, name))
-            if inline is None
-            else (lambda _original, inline=inline: inline),
-            once=False,
-        )
+        wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+        if inline is not None:
+            wrap = lambda _original, inline=inline: inline  # noqa: E731
+        elif touchpoint is tp.SECURED_READ:
+            wrap = lambda original: _failure_reader(original, failed)  # noqa: E731
+        else:
+            wrap = lambda original, name=name: _failure_wrapper(original, failed, name)  # noqa: E731
+        touchpoint.hook(patcher, obj, wrap, once=False)
 
 
 def _inline_failures(
@@ -361,6 +362,32 @@ def _inline_failures(
             raise
 
     return write
+
+
+def _failure_reader(original: Callable[..., Any], failed: ErrorCallback) -> Callable[..., Any]:
+    """:func:`_failure_wrapper` for a security session's ``read(n)``, which runs on every
+    chunk its muxer reads: ``n`` passed on as is, no ``*args``/``**kwargs`` packed on each
+    call. A ``read`` with any other signature gets the generic wrapper."""
+    try:
+        parameters = list(inspect.signature(original).parameters.values())
+    except (TypeError, ValueError):
+        parameters = []
+    only = parameters[0] if len(parameters) == 1 else None
+    if only is None or only.name != "n" or only.kind is not only.POSITIONAL_OR_KEYWORD:
+        return _failure_wrapper(original, failed, "read")
+    default_n = None if only.default is only.empty else only.default
+
+    async def read(n: Any = default_n) -> Any:
+        try:
+            return await original(n)
+        except Exception as exc:
+            try:
+                failed(exc)
+            except Exception:
+                _log_failure("read")
+            raise
+
+    return read
 
 
 def _failure_wrapper(

@@ -5,9 +5,10 @@ Where each field comes from (py-libp2p 0.8.1):
 * ``listen_addrs``: ``host.get_transport_addrs()``, the multiaddrs the host's
   transports are bound to now (no ``/p2p/`` suffix; a ``/tcp/0`` listen shows
   its real port). Read at every snapshot and whenever the swarm notifies a
-  ``listen``/``listen_close``; a change emits ``ListenAddrsChanged`` with the
-  addresses ``added`` and ``removed`` since the previous reading (the set
-  read at attach emits nothing).
+  ``listen``/``listen_close`` (read again only when the swarm's listeners or their
+  sockets changed, where they are py-libp2p's TCP listeners); a change emits
+  ``ListenAddrsChanged`` with the addresses ``added`` and ``removed`` since the
+  previous reading (the set read at attach emits nothing).
 * ``observed_addrs``: every distinct address a peer reported seeing us at in
   identify (no confirmation threshold, unlike py-libp2p's
   ``ObservedAddrManager``), over the connections in the snapshot; see
@@ -82,11 +83,14 @@ class NodeTracker:
         self._autonat = autonat
         self._active = False
         self._listen_addrs: list[str] = []
+        #: What :attr:`_listen_addrs` was read from (:meth:`_listeners_key`), or None.
+        self._listeners: tuple[Any, ...] | None = None
         self._reachability = autonat_reachability(None)
 
     def attach(self) -> None:
         """Read the current addresses and status (no events for them); hook AutoNAT."""
         self._active = True
+        self._listeners = self._listeners_key()
         self._listen_addrs = self.read_listen_addrs()
         self._reachability = self._read_reachability()
         if self._autonat is not None:
@@ -99,6 +103,31 @@ class NodeTracker:
     def read_listen_addrs(self) -> list[str]:
         """``host.get_transport_addrs()`` as strings, each once, in py-libp2p's order."""
         return list(dict.fromkeys(str(addr) for addr in self._host.get_transport_addrs()))
+
+    def _listeners_key(self) -> tuple[Any, ...] | None:
+        """What the host's listen addresses are made of, to compare in a few hundred ns
+        instead of reading them again (tens of µs: a socket name and a multiaddr built and
+        printed for each): the swarm's listeners, each with its sockets. Where the host's
+        ``get_transport_addrs`` and every listener's ``get_addrs`` are py-libp2p's bodies
+        (``TCPListener``: its sockets' bound addresses, which never change), the same
+        listeners with the same sockets give the same addresses. None (read every time)
+        for anything else: another transport's listener, another host class or version.
+        The key holds the listeners until the next change."""
+        host = self._host
+        if not tp.HOST_TRANSPORT_ADDRS.runs_checked_body(host):
+            return None
+        listeners = tp.SWARM_LISTENERS.get(host.get_network())
+        if type(listeners) is not dict:
+            return None
+        key: list[Any] = []
+        for name, listener in listeners.items():
+            if not tp.TCP_LISTENER_ADDRS.runs_checked_body(listener):
+                return None
+            sockets = tp.TCP_LISTENER_SOCKETS.get(listener)
+            if type(sockets) is not list:
+                return None
+            key.append((name, listener, *sockets))
+        return tuple(key)
 
     def _read_reachability(self) -> int:
         try:
@@ -124,7 +153,11 @@ class NodeTracker:
         """Re-read the listen addresses; emit ``ListenAddrsChanged`` if they changed."""
         if not self._active:
             return
+        listeners = self._listeners_key()
+        if listeners is not None and listeners == self._listeners:
+            return  # the same listeners on the same sockets: the same addresses
         now = self.read_listen_addrs()
+        self._listeners = listeners
         before = self._listen_addrs
         if now == before:
             return

@@ -36,6 +36,7 @@ from typing import Any
 
 from libp2p.discovery.random_walk.rt_refresh_manager import RTRefreshManager
 from libp2p.host.autonat import AutoNATService, AutoNATStatus
+from libp2p.host.basic_host import BasicHost
 from libp2p.identity.identify import identify as identify_module
 from libp2p.identity.identify_push import identify_push as identify_push_module
 from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError, IOException
@@ -63,6 +64,7 @@ from libp2p.security.secure_session import SecureSession
 from libp2p.stream_muxer.mplex.mplex import Mplex
 from libp2p.stream_muxer.mplex.mplex_stream import MplexStream
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+from libp2p.transport.tcp.tcp import TCPListener
 from libp2p.transport.upgrader import TransportUpgrader
 
 from libp2p_introspection.introspector.patching import InstancePatcher
@@ -291,6 +293,21 @@ SWARM_UPGRADER = _tp(Swarm, "upgrader", READ, "the TransportUpgrader to hook",
                      "connections time from their SwarmConn; handshake bytes not counted")
 SWARM_NOTIFEES = _tp(Swarm, "notifees", READ, "removing our notifee without remove_notifee",
                      "the notifee stays registered after detach (it ignores calls)")
+# The node's listen addresses (node.NodeTracker): BasicHost.get_transport_addrs is the
+# swarm's listeners' get_addrs(), and a TCPListener's are its sockets' bound addresses;
+# where both are these bodies, the addresses are read again only when the listeners or
+# their sockets change (not at every snapshot).
+HOST_TRANSPORT_ADDRS = _tp(BasicHost, "get_transport_addrs", CALL,
+                           "listen_addrs; where it is this body, cached while the listeners stay",
+                           "listen_addrs is empty", body="6b5bc69b1ef43127")
+SWARM_LISTENERS = _tp(Swarm, "listeners", READ, "the listeners listen_addrs come from",
+                      "listen_addrs read again at every snapshot")
+TCP_LISTENER_ADDRS = _tp(TCPListener, "get_addrs", CALL,
+                         "a TCP listener's addresses: where it is this body, its sockets'",
+                         "listen_addrs read again at every snapshot", body="1e62bd2815c03d98")
+TCP_LISTENER_SOCKETS = _tp(TCPListener, "listeners", READ,
+                           "a TCP listener's sockets (its addresses change only with them)",
+                           "listen_addrs read again at every snapshot")
 UPGRADE_SECURITY = _tp(TransportUpgrader, "upgrade_security", HOOK,
                        "open_ts and raw byte counting from the first handshake byte",
                        "connections time from their SwarmConn; handshake bytes not counted")

@@ -230,11 +230,19 @@ def counting_reader(
 
     else:
         mark = touch if touch is not None else _ignore
+        # py-libp2p sets a stream's protocol once (set_protocol) and never unsets it:
+        # once seen, it is not read again on every call.
+        negotiated_yet = False
 
         async def read(n: Any = default_n) -> bytes:
+            nonlocal negotiated_yet
             data = await original(n)
             try:
-                if getattr(negotiated, protocol) is not None and took(data):
+                if not negotiated_yet:
+                    if getattr(negotiated, protocol) is None:
+                        return data
+                    negotiated_yet = True
+                if took(data):
                     mark(key)
                     observer = counter.observer
                     if observer is not None:
@@ -271,13 +279,18 @@ def counting_writer(
 
     else:
         mark = touch if touch is not None else _ignore
+        negotiated_yet = False  # as in counting_reader: read until seen, then not again
 
         async def write(data: bytes) -> None:
+            nonlocal negotiated_yet
             await original(data)
             try:
-                if getattr(negotiated, protocol) is not None:
-                    gave(data)
-                    mark(key)
+                if not negotiated_yet:
+                    if getattr(negotiated, protocol) is None:
+                        return
+                    negotiated_yet = True
+                gave(data)
+                mark(key)
             except Exception:
                 pass
 
