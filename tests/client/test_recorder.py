@@ -137,7 +137,9 @@ async def test_recorder_pauses_push_when_writing_falls_behind(tmp_path):
     with trio.fail_after(LIMIT):
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
-            recorder = Recorder(server.url, path, mode="pull", events=True, count=15,
+            # count 3: a 20,000 events/s flood on a slow disk trails snapshots by its
+            # backlog (nothing is dropped), so later ones can take a minute to come here.
+            recorder = Recorder(server.url, path, mode="pull", events=True, count=3,
                                 high_water=20, low_water=5)  # fmt: skip
             original = recorder._write
 
@@ -153,7 +155,7 @@ async def test_recorder_pauses_push_when_writing_falls_behind(tmp_path):
     assert recorder.stats.pauses >= 1 and recorder.stats.resumes >= 1
     summary = summarize(path)
     assert summary["records"] == recorder.stats.records
-    assert summary["kinds"]["state"] == 15
+    assert summary["kinds"]["state"] == 3
     assert summary["kinds"]["event"] == recorder.stats.events > 0
 
 
