@@ -373,9 +373,14 @@ def _failure_reader(original: Callable[..., Any], failed: ErrorCallback) -> Call
     except (TypeError, ValueError):
         parameters = []
     only = parameters[0] if len(parameters) == 1 else None
-    if only is None or only.name != "n" or only.kind is not only.POSITIONAL_OR_KEYWORD:
+    if (
+        only is None
+        or only.name != "n"
+        or only.kind is not only.POSITIONAL_OR_KEYWORD
+        or only.default is only.empty  # a required n stays required: the generic wrapper
+    ):
         return _failure_wrapper(original, failed, "read")
-    default_n = None if only.default is only.empty else only.default
+    default_n = only.default
 
     async def read(n: Any = default_n) -> Any:
         try:
