@@ -213,6 +213,16 @@ def _log_failure(what: str) -> None:
     logger.exception("introspector: %s hook failed", what)
 
 
+def _report_failure(failed: ErrorCallback, exc: BaseException, what: str) -> None:
+    """``failed(exc)`` for what a wrapped ``what`` (read, write) raised; an exception
+    ``failed`` raises itself is logged, never put in the place of the caller's. Runs
+    only when the call failed, so the wrappers' happy path stays one ``try``."""
+    try:
+        failed(exc)
+    except Exception:
+        _log_failure(what)
+
+
 def hook_stream(
     patcher: InstancePatcher,
     muxed: Any,
@@ -355,10 +365,7 @@ def _inline_failures(
         try:
             await getattr(obj, conn).write_msg(data)
         except Exception as exc:
-            try:
-                failed(exc)
-            except Exception:
-                _log_failure("write")
+            _report_failure(failed, exc, "write")
             raise
 
     return write
@@ -386,10 +393,7 @@ def _failure_reader(original: Callable[..., Any], failed: ErrorCallback) -> Call
         try:
             return await original(n)
         except Exception as exc:
-            try:
-                failed(exc)
-            except Exception:
-                _log_failure("read")
+            _report_failure(failed, exc, "read")
             raise
 
     return read
@@ -402,10 +406,7 @@ def _failure_wrapper(
         try:
             return await original(*args, **kwargs)
         except Exception as exc:
-            try:
-                failed(exc)
-            except Exception:
-                _log_failure(name)
+            _report_failure(failed, exc, name)
             raise
 
     return wrapper
