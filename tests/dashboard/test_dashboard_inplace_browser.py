@@ -54,16 +54,21 @@ def _sort_by_peer(pg: Any, table: str) -> None:
 
 
 def _keep_stored_snapshots(pg: Any) -> None:
-    """Keep fetching the stored snapshot of the moment shown (GET /api/snapshot), into
+    """Keep fetching the stored snapshot of the moments shown (GET /api/snapshot): the
+    page's, and the Streams table's (its rows come from GET /api/streams for a moment of
+    their own, `shownTs`, which can be behind the page's on a slow machine), into
     window.__stored (ts -> snapshot), for EXPECTED_AGE's streams."""
     pg.evaluate(
         """() => {
           window.__stored = new Map();
-          setInterval(async () => {
-            const ts = window.dashboardState.view?.ts;
-            if (ts === undefined || window.__stored.has(ts)) return;
+          const keep = async (ts) => {
+            if (ts === undefined || ts === null || window.__stored.has(ts)) return;
             window.__stored.set(ts, null);
             window.__stored.set(ts, await (await fetch(`/api/snapshot?ts=${ts}`)).json());
+          };
+          setInterval(() => {
+            keep(window.dashboardState.view?.ts);
+            keep(Tabulator.findTable('#streams-table')[0]?.shownTs);
           }, 50);
         }"""
     )
@@ -75,23 +80,24 @@ def _two_more_snapshots(pg: Any) -> None:
 
 
 # The text the Age cell of the row element `rowEl` of table `table` should show for the
-# snapshot the page shows (the page's own formatter), or null while its connection or
-# stream is not in that snapshot. Its index (a connection's id, a stream's "id:k") is
-# what the table holds for that element.
+# moment that table shows (the page's own formatter), or null while its connection or
+# stream is not in that moment's snapshot. Its index (a connection's id, a stream's
+# "id:k") is what the table holds for that element. The Connections table shows the
+# page's moment; the Streams table the moment of its page of streams (`shownTs`), as the
+# dashboard stored it (the page holds no streams: fetched by _keep_stored_snapshots),
+# null until fetched.
 EXPECTED_AGE = """(table, rowEl) => {
   const fmt = window.__fmt;
-  const v = window.dashboardState.view;
-  const row = Tabulator.findTable(`#${table}-table`)[0].getRow(rowEl);
+  const t = Tabulator.findTable(`#${table}-table`)[0];
+  const row = t.getRow(rowEl);
   if (!row) return null;
   const [id, k] = String(row.getData().key ?? row.getData().id).split(':');
-  const c = v.conns.find((x) => x.id === id);
-  if (!c) return null;
-  // A stream: as the dashboard stored it for that moment (the page holds no streams:
-  // fetched by _keep_stored_snapshots), null until fetched.
-  const stored = k === undefined ? null : window.__stored?.get(v.ts)?.conns.find((x) => x.id === id);
-  const item = k === undefined ? c : stored?.streams[Number(k)];
+  const ts = k === undefined ? window.dashboardState.view.ts : t.shownTs;
+  const conns = k === undefined ? window.dashboardState.view.conns : window.__stored?.get(ts)?.conns;
+  const c = conns?.find((x) => x.id === id);
+  const item = k === undefined ? c : c?.streams[Number(k)];
   if (!item || !item.open) return null;
-  const end = item.status === 'CLOSED' && item.close ? item.close : v.ts;
+  const end = item.status === 'CLOSED' && item.close ? item.close : ts;
   return fmt.duration(end - item.open);
 }"""
 
@@ -204,7 +210,8 @@ def test_a_new_snapshot_updates_stream_rows_in_place(page: Any, churning_node: s
             const d = table.getRow(row).getData();
             if (d.status !== 'ACTIVE') continue;
             const cell = row.querySelector('[tabulator-field=proto]');
-            window.__probe = { row, cell, age: row.querySelector('[tabulator-field=age]').textContent };
+            window.__probe = { row, cell, age: row.querySelector('[tabulator-field=age]').textContent,
+                               shownTs: table.shownTs };
             return true;
           }
           return false;
@@ -217,6 +224,7 @@ def test_a_new_snapshot_updates_stream_rows_in_place(page: Any, churning_node: s
         """() => {
           const p = window.__probe;
           if (!p.cell.isConnected) return false;
+          if (!(Tabulator.findTable('#streams-table')[0].shownTs > p.shownTs)) return false;
           const want = ({expected})('streams', p.row);
           return want !== null && p.row.querySelector('[tabulator-field=age]').textContent === want;
         }""".replace("{expected}", EXPECTED_AGE)
