@@ -10,6 +10,7 @@ no more, shared only where nothing changed."""
 from __future__ import annotations
 
 import gc
+import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -208,3 +209,23 @@ def test_what_is_kept_costs_the_garbage_collector_per_connection_not_per_stream(
     kept = len(gc.get_objects()) - tracked
     assert streams >= 40 * 50
     assert kept < streams / 2  # about 10 per connection: its dict, lists, pieces
+
+
+def test_a_snapshot_text_is_ascii_and_parses_back_to_every_character():
+    """Non-ASCII strings (a cut's ``…``, accents, a character past U+FFFF) reach the
+    page as they were, escaped in the text: one such character in a piece must not
+    make CPython build the whole snapshot's text two or four bytes a character
+    (caps.dumps)."""
+    state = _source(3).state()
+    conn = state.subsystems.connections[0]
+    conn.user_provided_tags.append("caf\u00e9 \u2026")
+    conn.streams.streams[0].protocol = "/chat/\U0001f600/1.0.0"
+    converter = SnapshotConverter()
+    for _ in range(2):  # built from scratch, then from the kept pieces
+        data, text = converter.convert_text(state)
+        assert text.isascii()
+        parsed = json.loads(text)
+        assert parsed == data
+        first = next(c for c in parsed["conns"] if c["id"] == conn.id.hex())
+        assert "caf\u00e9 \u2026" in first["tags"]
+        assert first["streams"][0]["proto"] == "/chat/\U0001f600/1.0.0"

@@ -41,7 +41,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from hashlib import sha256
-from json.encoder import encode_basestring as _enc  # type: ignore[attr-defined]
+# ASCII, as caps.dumps (its docstring says why)
+from json.encoder import encode_basestring_ascii as _enc  # type: ignore[attr-defined]
 from typing import Any
 
 from libp2p_introspection.dashboard import convert_ext as ext
