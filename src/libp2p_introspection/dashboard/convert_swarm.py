@@ -41,7 +41,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from hashlib import sha256
-# ASCII, as caps.dumps (its docstring says why)
 from json.encoder import encode_basestring_ascii as _enc  # type: ignore[attr-defined]
 from typing import Any
 
@@ -51,6 +50,8 @@ from libp2p_introspection.protocol import pb
 from libp2p_introspection.protocol.ids import transport_text
 
 JSON = dict[str, Any]
+
+# _enc: ASCII, as caps.dumps (its docstring says why).
 
 #: Longest connection or stream id emitted, bytes (before hex).
 MAX_ID_BYTES = 64
