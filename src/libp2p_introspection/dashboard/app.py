@@ -88,7 +88,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -99,6 +99,7 @@ from libp2p_introspection.dashboard.bodies import (
     UPLOAD_TIMEOUT_S,
     BadRequest,
     BodyTooLarge,
+    JSONAnswer,
     UploadGate,
     UploadTimedOut,
     discard_body,
@@ -148,25 +149,25 @@ def create_app(
     """
     uploads = UploadGate()
 
-    def ok() -> JSONResponse:
-        return JSONResponse({"ok": True, "status": model.status()})
+    def ok() -> JSONAnswer:
+        return JSONAnswer({"ok": True, "status": model.status()})
 
-    def refuse(message: str, code: int = 400) -> JSONResponse:
-        return JSONResponse({"ok": False, "error": message}, status_code=code)
+    def refuse(message: str, code: int = 400) -> JSONAnswer:
+        return JSONAnswer({"ok": False, "error": message}, status_code=code)
 
-    def close_with(message: str, code: int) -> JSONResponse:
+    def close_with(message: str, code: int) -> JSONAnswer:
         # The rest of the body is not read: close the connection rather than wait for it.
-        return JSONResponse({"ok": False, "error": message}, status_code=code,
+        return JSONAnswer({"ok": False, "error": message}, status_code=code,
                             headers={"Connection": "close"})  # fmt: skip
 
-    def too_large(message: str) -> JSONResponse:
+    def too_large(message: str) -> JSONAnswer:
         return close_with(message, 413)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def status(request: Request) -> Response:
-        return JSONResponse(model.status())
+        return JSONAnswer(model.status())
 
     async def snapshot(request: Request) -> Response:
         raw = request.query_params.get("ts")
@@ -195,7 +196,7 @@ def create_app(
 
     async def connection_series(request: Request) -> Response:
         conn_id = request.query_params.get("id", "")
-        return JSONResponse(model.store.connection_series(conn_id))
+        return JSONAnswer(model.store.connection_series(conn_id))
 
     async def events(request: Request) -> Response:
         params = request.query_params
@@ -249,13 +250,13 @@ def create_app(
         model.connect(url)
         return ok()
 
-    def nodes_answer() -> JSONResponse:
-        return JSONResponse({"ok": True, "nodes": model.nodes_json()})
+    def nodes_answer() -> JSONAnswer:
+        return JSONAnswer({"ok": True, "nodes": model.nodes_json()})
 
     async def nodes(request: Request) -> Response:
         if model.nodes is None:
             return refuse("this dashboard keeps no Nodes view", 404)
-        return JSONResponse(model.nodes_json())
+        return JSONAnswer(model.nodes_json())
 
     async def nodes_add(request: Request) -> Response:
         if model.nodes is None:

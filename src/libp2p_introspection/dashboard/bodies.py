@@ -8,18 +8,33 @@ passes its limit or its deadline; an upload refused because another is in
 progress (:class:`UploadGate`) is read and dropped within the same bounds
 (:func:`discard_body`). Nothing here holds more than its limit, whatever a
 client sends or declares. The routes that use them, and the answers they
-give, are in :mod:`.app`.
+give, are in :mod:`.app`; their JSON answers are :class:`JSONAnswer`.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
+from typing import Any
 
 import trio
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from libp2p_introspection import config as defaults
 from libp2p_introspection.dashboard.errors import DashboardError
+
+
+class JSONAnswer(JSONResponse):
+    """Starlette's ``JSONResponse``, its text made as every other JSON text a page gets
+    (:func:`.caps.dumps`: compact, ASCII, other characters escaped), NaN refused as
+    before. Starlette's own writes UTF-8, which a lone surrogate cannot be in: a
+    recording named by a file name that is not UTF-8 (``\\udcff``) made every answer
+    holding the status a 500 while the feed's messages carried it escaped."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":"), allow_nan=False).encode("ascii")
+
 
 #: Largest body of a JSON command (``/api/connect``), bytes.
 MAX_COMMAND_BODY_BYTES = 4 * 1024

@@ -54,9 +54,10 @@ from datetime import UTC, datetime
 
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from libp2p_introspection.dashboard.bodies import JSONAnswer
 from libp2p_introspection.dashboard.caps import capped
 from libp2p_introspection.dashboard.convert import JSON
 from libp2p_introspection.dashboard.convert_events import MAX_NAME
@@ -338,8 +339,8 @@ def save_endpoint(
     The endpoint's ``gate`` attribute is its :class:`SaveGate`."""
     gate = SaveGate()
 
-    def refuse(message: str, code: int) -> JSONResponse:
-        return JSONResponse({"ok": False, "error": message}, status_code=code)
+    def refuse(message: str, code: int) -> JSONAnswer:
+        return JSONAnswer({"ok": False, "error": message}, status_code=code)
 
     async def save(request: Request) -> Response:
         if not _own_page(request):

@@ -1,0 +1,52 @@
+"""Attacks on 9e6a66e (the dashboard's JSON texts are ASCII): every JSON answer a page
+reads is made as the feed's messages are (caps.dumps), not only the feed's.
+
+A recording given on the command line by a name that is not UTF-8 (Linux allows any
+bytes: Python reads them as lone surrogates, ``\\udcff``) is named in the status. The
+feed's ``hello`` carried it (escaped, ``\\udcff``), but ``GET /api/status`` (and every
+other JSON answer: commands', the nodes', a connection's series) was Starlette's
+JSONResponse, which encodes UTF-8 and failed: 500 Internal Server Error."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import open_websocket_url
+
+from libp2p_introspection.dashboard import Dashboard, DashboardConfig
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def test_a_recording_whose_name_is_not_utf8_is_named_in_every_answer(
+    fixtures_dir: Path, tmp_path: Path, nursery: Any
+) -> None:
+    path = os.path.join(os.fsencode(tmp_path), b"rec-\xff-caf\xc3\xa9.mock")
+    shutil.copy(fixtures_dir / "sample-1min.mock", path)
+    name = "rec-\udcff-caf\u00e9.mock"
+    dashboard = await nursery.start(Dashboard(DashboardConfig(file=os.fsdecode(path), port=0)).run)
+    url = dashboard.url
+
+    async with open_websocket_url(url.replace("http", "ws", 1) + "feed",
+                                  max_message_size=1 << 28) as ws:  # fmt: skip
+        hello = json.loads(await ws.get_message())[0]
+    assert hello["status"]["recording"]["name"] == name
+
+    code, body = await trio.to_thread.run_sync(_get, url + "api/status")
+    assert code == 200, body
+    assert body.isascii()
+    assert json.loads(body)["recording"]["name"] == name
