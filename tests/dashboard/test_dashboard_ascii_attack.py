@@ -50,3 +50,26 @@ async def test_a_recording_whose_name_is_not_utf8_is_named_in_every_answer(
     assert code == 200, body
     assert body.isascii()
     assert json.loads(body)["recording"]["name"] == name
+
+
+def test_an_event_of_lone_surrogates_reaches_pages_as_text_they_can_be_sent() -> None:
+    """Event content is JSON text from the wire, and JSON may spell a lone surrogate
+    (``"\\ud800"``): parsed, it is a Python string UTF-8 cannot encode. Its message to
+    pages, its stored text and the hello must still be sendable (a WebSocket text frame
+    is UTF-8): escaped, as 9e6a66e makes them (before it, ``ensure_ascii=False`` left the
+    surrogate in the text and sending it raised UnicodeEncodeError)."""
+    from libp2p_introspection.dashboard.model import DashboardModel
+    from libp2p_introspection.dashboard.store import Store
+    from libp2p_introspection.protocol import pb
+
+    model = DashboardModel(Store())
+    sent: list[str] = []
+    model.hub.broadcast = sent.append  # type: ignore[method-assign]
+    content = '{"k":"\\ud800","peerIds":["\\udfff"],"messageType":"\\ud83d"}'
+    model.feed_event(pb.Event(type=pb.EventType(name="InboundDHTQuery"), ts=1, content=content))
+    texts = [*sent, *(e.text for e in model.store.stored_events()), model.hello()]
+    for text in texts:
+        text.encode("utf-8")  # a text frame
+    event = json.loads(sent[0])["e"]
+    assert event["content"] == {"k": "\ud800", "peerIds": ["\udfff"], "messageType": "\ud83d"}
+    assert event["query"]["peers"] == ["\udfff"]
