@@ -73,3 +73,29 @@ def test_an_event_of_lone_surrogates_reaches_pages_as_text_they_can_be_sent() ->
     event = json.loads(sent[0])["e"]
     assert event["content"] == {"k": "\ud800", "peerIds": ["\udfff"], "messageType": "\ud83d"}
     assert event["query"]["peers"] == ["\udfff"]
+
+
+def _post(url: str, body: bytes) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def test_a_command_whose_url_spells_a_lone_surrogate_is_answered(nursery: Any) -> None:
+    """A command's JSON body may spell a lone surrogate (``"\\ud800"``) in its URL's
+    path: the command is carried out (the feed follows it, the node is added), and
+    its answer, which names the URL, was a 500 (Starlette's UTF-8 JSONResponse) after
+    the dashboard had already switched."""
+    config = DashboardConfig(url="ws://127.0.0.1:1/introspect", port=0)  # nothing listens
+    dashboard = await nursery.start(Dashboard(config).run)
+    body = json.dumps({"url": "ws://127.0.0.1:1/\ud800"}).encode()  # ASCII: "\\ud800"
+    for path in ("api/connect", "api/nodes/add"):
+        code, answer = await trio.to_thread.run_sync(_post, dashboard.url + path, body)
+        assert code == 200, (path, answer)
+        assert answer.isascii() and json.loads(answer)["ok"] is True
+    code, answer = await trio.to_thread.run_sync(_get, dashboard.url + "api/status")
+    assert code == 200, answer
+    assert json.loads(answer)["url"] == "ws://127.0.0.1:1/\ud800"
