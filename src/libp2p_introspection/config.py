@@ -47,7 +47,8 @@ def normalize_url(text: str) -> str:
     kept (``/introspect`` added to an empty path); ``HOST:PORT`` and ``HOST`` (default
     port) become ``ws://HOST:PORT/introspect``. Raises ``ValueError`` otherwise, and for
     a host that is neither a host name nor an IP address (``not a url``), so that no
-    such text is ever looked up in the DNS."""
+    such text is ever looked up in the DNS, and for a text UTF-8 cannot encode (a lone
+    surrogate: no client can send it, and every answer naming it would fail)."""
     import ipaddress
     from urllib.parse import urlsplit, urlunsplit
 
@@ -56,6 +57,10 @@ def normalize_url(text: str) -> str:
     if not text:
         raise ValueError(f"give a URL such as {example}")
     typed = text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (a JSON "\\ud800", bytes not UTF-8)
+        raise ValueError(f"not a URL: {typed!r} (it holds a lone surrogate)") from None
     if "://" not in text:
         text = "ws://" + text
     parts = urlsplit(text)

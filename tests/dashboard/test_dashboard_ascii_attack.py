@@ -17,8 +17,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionRejected, open_websocket_url
 
 from libp2p_introspection.dashboard import Dashboard, DashboardConfig
 
@@ -84,18 +85,29 @@ def _post(url: str, body: bytes) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-async def test_a_command_whose_url_spells_a_lone_surrogate_is_answered(nursery: Any) -> None:
-    """A command's JSON body may spell a lone surrogate (``"\\ud800"``) in its URL's
-    path: the command is carried out (the feed follows it, the node is added), and
-    its answer, which names the URL, was a 500 (Starlette's UTF-8 JSONResponse) after
-    the dashboard had already switched."""
+async def test_a_command_whose_url_spells_a_lone_surrogate_is_refused(nursery: Any) -> None:
+    """A command's JSON body may spell a lone surrogate (``"\\ud800"``) in its URL. No
+    client can send such a URL (the feed said "bad URL" and kept retrying), and before
+    304290e the command was carried out and then answered with a 500 (Starlette's UTF-8
+    JSONResponse); once followed, it was in the status, and the dashboard's answer to a
+    protocol client at the wrong port ("not an endpoint; the endpoint it follows is
+    ...", a UTF-8 text) was a 500 too. Refused now, as any text that is not a URL, and
+    the dashboard keeps following what it followed."""
     config = DashboardConfig(url="ws://127.0.0.1:1/introspect", port=0)  # nothing listens
     dashboard = await nursery.start(Dashboard(config).run)
     body = json.dumps({"url": "ws://127.0.0.1:1/\ud800"}).encode()  # ASCII: "\\ud800"
     for path in ("api/connect", "api/nodes/add"):
         code, answer = await trio.to_thread.run_sync(_post, dashboard.url + path, body)
-        assert code == 200, (path, answer)
-        assert answer.isascii() and json.loads(answer)["ok"] is True
+        assert code == 400, (path, answer)
+        assert answer.isascii()
+        refused = json.loads(answer)
+        assert refused["ok"] is False and "lone surrogate" in refused["error"]
     code, answer = await trio.to_thread.run_sync(_get, dashboard.url + "api/status")
     assert code == 200, answer
-    assert json.loads(answer)["url"] == "ws://127.0.0.1:1/\ud800"
+    assert json.loads(answer)["url"] == "ws://127.0.0.1:1/introspect"
+    # A protocol client at the dashboard's port: told where the endpoint is (404).
+    with pytest.raises(ConnectionRejected) as info:
+        async with open_websocket_url(dashboard.url.replace("http", "ws", 1) + "introspect"):
+            pass
+    assert info.value.status_code == 404
+    assert b"ws://127.0.0.1:1/introspect" in (info.value.body or b"")
