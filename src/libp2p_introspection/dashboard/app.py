@@ -158,7 +158,7 @@ def create_app(
     def close_with(message: str, code: int) -> JSONAnswer:
         # The rest of the body is not read: close the connection rather than wait for it.
         return JSONAnswer({"ok": False, "error": message}, status_code=code,
-                            headers={"Connection": "close"})  # fmt: skip
+                          headers={"Connection": "close"})  # fmt: skip
 
     def too_large(message: str) -> JSONAnswer:
         return close_with(message, 413)
