@@ -13,8 +13,10 @@ from introspector_harness import (
     running_hosts,
     wait_until,
 )
+from libp2p.network.stream.net_stream import NetStream
 
 from libp2p_introspection.introspector import HostIntrospector
+from libp2p_introspection.introspector.patching import _MISSING, _class_hooks
 from libp2p_introspection.protocol import pb
 
 LIFETIME_MS = 5_000
@@ -185,7 +187,11 @@ async def test_detach_removes_every_hook() -> None:
 
             h2.set_stream_handler("/test/hooks/1", handler)
             stream = await h1.new_stream(h2.get_id(), ["/test/hooks/1"])
-            assert "read" in vars(stream) and "set_protocol" in vars(stream)
+            # The per-read hook is on the stream; the lifecycle hook dispatches from
+            # its class and leaves the stream's attributes alone.
+            assert "read" in vars(stream) and "set_protocol" not in vars(stream)
+            dispatcher = vars(NetStream)["set_protocol"]
+            assert _class_hooks[NetStream, "set_protocol"].current(stream) is not _MISSING
             conn = swarm.get_connections()[0]
             raw = conn.muxed_conn.secured_conn.conn.conn
             assert "read" in vars(raw) and "write" in vars(raw)
@@ -200,6 +206,9 @@ async def test_detach_removes_every_hook() -> None:
             ):
                 for name in names:
                     assert name not in vars(obj), name
+            hook = _class_hooks.get((NetStream, "set_protocol"))
+            assert hook is None or hook.current(stream) is _MISSING
+            assert hook is not None or vars(NetStream)["set_protocol"] is dispatcher.__wrapped__
             # The node still works without the hooks.
             await stream.write(b"hello")
             with trio.fail_after(5):

@@ -338,7 +338,7 @@ class ConnectionRegistry:
 
             return set_protocol
 
-        tp.STREAM_SET_PROTOCOL.hook(self._patcher, stream, wrap, once=False)
+        tp.STREAM_SET_PROTOCOL.hook(self._patcher, stream, wrap, once=False, through_class=True)
 
     def _announce_stream(self, stream_record: StreamRecord) -> None:
         content = events.stream_opened(

@@ -253,7 +253,7 @@ def hook_stream(
 
         return reset
 
-    return tp.MUXED_RESET.hook(patcher, muxed, wrap)
+    return tp.MUXED_RESET.hook(patcher, muxed, wrap, through_class=True)
 
 
 def hook_muxer(
@@ -294,7 +294,7 @@ def _hook_after_sync(
 
         return wrapper
 
-    touchpoint.hook(patcher, obj, wrap, once=False)
+    touchpoint.hook(patcher, obj, wrap, once=False, through_class=True)
 
 
 def _hook_by_stream_id(
@@ -322,7 +322,7 @@ def _hook_by_stream_id(
 
         return wrapper
 
-    touchpoint.hook(patcher, obj, wrap, once=False)
+    touchpoint.hook(patcher, obj, wrap, once=False, through_class=True)
 
 
 def hook_failures(
@@ -425,4 +425,4 @@ def hook_close(patcher: InstancePatcher, conn: Any, before_close: Callable[[], N
 
         return close
 
-    tp.CONN_CLOSE.hook(patcher, conn, wrap, once=False)
+    tp.CONN_CLOSE.hook(patcher, conn, wrap, once=False, through_class=True)

@@ -67,7 +67,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 from libp2p.transport.tcp.tcp import TCPListener
 from libp2p.transport.upgrader import TransportUpgrader
 
-from libp2p_introspection.introspector.patching import InstancePatcher
+from libp2p_introspection.introspector.patching import InstancePatcher, instance_attribute
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ READ = "read"  #: an attribute read on instances
 CALL = "call"  #: a method called
 HOOK = "hook"  #: a method replaced on one instance (undone on detach)
 SWAP = "swap"  #: an attribute replaced for the duration of one call, then put back
-WALK = "walk"  #: an attribute the ``vars()`` walk follows (:func:`find_in_graph`)
+WALK = "walk"  #: an attribute :func:`find_in_graph` follows (read with getattr)
 CONSTANT = "constant"  #: a module-level constant
 
 _MISSING = object()
@@ -142,6 +142,7 @@ class Touchpoint:
         wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
         *,
         once: bool = True,
+        through_class: bool = False,
     ) -> bool:
         """Replace ``obj.<name>`` with ``wrap(original)`` through ``patcher``.
 
@@ -149,13 +150,21 @@ class Touchpoint:
         when ``once`` is false and the method was replaced before). Returns
         False (and changes nothing) when ``obj`` has no such method, or
         ``once`` is true and ``patcher`` already replaced it.
+
+        ``through_class``: for a method called rarely (once per connection or
+        stream), leave ``obj``'s attributes alone and dispatch from its class
+        (:meth:`InstancePatcher.hook_through_class`), so that the hot methods of
+        every object of that class keep CPython's specialised attribute lookups.
         """
         if obj is None or (once and patcher.is_patched(obj, self.name)):
             return False
         original = self.get(obj)
         if not callable(original):
             return False
-        patcher.patch(obj, self.name, wrap(original))
+        if through_class:
+            patcher.hook_through_class(obj, self.name, wrap)
+        else:
+            patcher.patch(obj, self.name, wrap(original))
         return True
 
     def runs_checked_body(self, obj: object) -> bool:
@@ -171,7 +180,7 @@ class Touchpoint:
         if not self.body or obj is None:
             return False
         try:
-            if self.name in vars(obj):
+            if instance_attribute(obj, self.name, _MISSING) is not _MISSING:
                 return False  # replaced on this instance: wrap what is there
             function = getattr(type(obj), self.name, None)
             if type(function) is not FunctionType or "__wrapped__" in vars(function):
@@ -355,7 +364,7 @@ RAW_WRITE = _tp(RawConnection, "write", HOOK, "connection bytes out", "connectio
 #: RawConnection.read/write's exceptions: passed through, mapped, raised instead.
 RAW_ERRORS = (ConnectionClosedError, (IOException, ConnectionResetError), RawConnError)
 
-# The vars() walk from a security session to its transport connection and
+# The walk from a security session to its transport connection and
 # socket: the route py-libp2p 0.8.1 takes with Noise over TCP.
 SESSION_CONN = _tp(SecureSession, "conn", WALK, "walk: security session -> Noise reader",
                    "no raw connection: traffic counted at the security layer, no localAddr")
@@ -615,15 +624,21 @@ SKIP_ATTRS = frozenset(
 )
 
 
+#: The :data:`WALK` touchpoints, the route :func:`find_in_graph` takes where it applies.
+_WALKS = (SESSION_CONN, NOISE_CONN, RAW_STREAM, TCP_STREAM)
+
+
 def find_in_graph(
     root: object, predicate: Callable[[object], bool], max_depth: int = 5
 ) -> Any | None:
-    """Breadth-first search of ``root``'s instance attributes (``vars()``) for an
-    object matching ``predicate``.
+    """Breadth-first search of ``root``'s instance attributes for an object matching
+    ``predicate``.
 
     Only follows objects from ``libp2p`` and ``trio`` modules, at most
-    ``max_depth`` levels deep; returns the first match or ``None``. With
-    py-libp2p 0.8.1's Noise over TCP it takes the :data:`WALK` touchpoints.
+    ``max_depth`` levels deep; returns the first match or ``None``. From an object
+    that owns :data:`WALK` touchpoints (py-libp2p 0.8.1's Noise over TCP) it
+    follows those alone, read with ``getattr``; from any other object, everything
+    ``vars()`` holds.
     """
     seen: set[int] = set()
     queue: deque[tuple[object, int]] = deque([(root, 0)])
@@ -636,12 +651,20 @@ def find_in_graph(
             return obj
         if depth >= max_depth:
             continue
-        try:
-            attrs = vars(obj)
-        except TypeError:
-            continue
-        for name, value in attrs.items():
-            if name in SKIP_ATTRS or value is None:
+        route = [tp for tp in _WALKS if isinstance(obj, tp.owners)]  # type: ignore[arg-type]
+        if route:
+            # The known route, read attribute by attribute: vars() would take the
+            # object's attributes off CPython's fast path for the rest of its life
+            # (see patching.instance_attribute), and these are a connection's
+            # objects that every byte goes through.
+            values = [tp.get(obj) for tp in route]
+        else:
+            try:
+                values = [v for name, v in vars(obj).items() if name not in SKIP_ATTRS]
+            except TypeError:
+                continue
+        for value in values:
+            if value is None:
                 continue
             module = type(value).__module__ or ""
             if module.startswith(("libp2p", "trio")):
