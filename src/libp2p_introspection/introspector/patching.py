@@ -15,13 +15,15 @@ can put it back exactly. It does so in one of two ways:
   function for every other instance (another host's connections, streams of
   a node that is not introspected). Used for lifecycle methods that run
   rarely (``close``, ``reset``, ``set_protocol``, a muxer's stream
-  finalizer). An instance attribute that shadows a method changes the
-  object's attribute layout and makes CPython's specialised attribute lookups
-  on every object of that class fall back to the generic path; measured on a
-  bulk transfer with cachegrind, the four lifecycle hooks set per connection
-  and per stream cost about 0.9% of the node's instructions that way. The
-  dispatcher is removed from the class again when the last object that used
-  it is restored.
+  finalizer). An instance attribute that shadows a method keeps CPython from
+  specialising the calls of that method, on every object of the class (the
+  receiving side's too); the dispatcher keeps the class's layout, at the cost
+  of one dict lookup per call of a rare method. It is removed from the class
+  again by :meth:`InstancePatcher.restore_all` once no live object uses it.
+
+Neither way asks an object for its ``__dict__`` (:func:`instance_attribute`):
+that alone would move every attribute read on the object to CPython's generic
+path for the rest of its life.
 
 Patched objects are held by weak reference where possible, so the patcher
 does not keep closed connections and streams alive.
