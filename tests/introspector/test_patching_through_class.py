@@ -248,3 +248,39 @@ def test_a_wrap_that_raises_changes_nothing() -> None:
     assert obj.set_protocol("/r") == "set /r"
     patcher.restore_all()
     assert "__wrapped__" not in vars(vars(cls)["set_protocol"])
+
+
+def test_patchers_restored_in_either_order_put_the_class_back() -> None:
+    cls = _fresh_class()
+    own = vars(cls)["set_protocol"]
+    obj = cls()
+    log: list[str] = []
+    first, second = InstancePatcher(), InstancePatcher()
+    first.hook_through_class(obj, "set_protocol", _tagging("first", log))
+    second.hook_through_class(obj, "set_protocol", _tagging("second", log))
+    first.restore_all()  # the first one leaves: the second's wrapper stays
+    obj.set_protocol("/1")
+    assert log == ["second", "first"]
+    second.restore_all()
+    log.clear()
+    obj.set_protocol("/2")
+    assert log == [] and vars(cls)["set_protocol"] is own
+
+
+def test_a_dispatcher_put_back_by_someone_else_is_still_recognised() -> None:
+    cls = _fresh_class()
+    own = vars(cls)["set_protocol"]
+    obj = cls()
+    log: list[str] = []
+    patcher = InstancePatcher()
+    patcher.hook_through_class(obj, "set_protocol", _tagging("hook", log))
+    dispatcher = vars(cls)["set_protocol"]
+    cls.set_protocol = lambda self, protocol_id: "mocked"  # a mock over the class
+    patcher.restore_all()  # leaves the mock in place
+    assert obj.set_protocol("/m") == "mocked"
+    cls.set_protocol = dispatcher  # the mock ends: puts back what it found
+    again = InstancePatcher()
+    again.hook_through_class(obj, "set_protocol", _tagging("again", log))
+    assert obj.set_protocol("/a") == "set /a" and log == ["again"]
+    again.restore_all()
+    assert vars(cls)["set_protocol"] is own

@@ -172,16 +172,23 @@ class _ClassHook:
 
     def uninstall_if_unused(self) -> None:
         """Put the class's own function back once no live object uses the dispatcher."""
-        if any(ref() is not None for ref, _ in self.replacements.values()):
+        # A slot whose replacement is gone (its patcher restored or was dropped,
+        # e.g. patchers restored out of order) dispatches to the class's function:
+        # unused too.
+        slots = self.replacements.values()
+        if any(ref() is not None and deref() is not None for ref, deref in slots):
             return
         self.replacements.clear()
         if _class_hooks.get((self.owner, self.name)) is not self:
             return  # already uninstalled (by another patcher's restore_all)
-        del _class_hooks[(self.owner, self.name)]
         try:
             if vars(self.owner).get(self.name) is self.dispatcher:
                 setattr(self.owner, self.name, self.function)
+                del _class_hooks[(self.owner, self.name)]
             else:
+                # Someone replaced the dispatcher on the class (a mock, say): leave
+                # theirs, and stay registered so the dispatcher is recognised if
+                # they put it back.
                 logger.debug("not restoring %s.%s: replaced by someone else", self.owner, self.name)
         except Exception:
             logger.exception("failed to restore %s on %r", self.name, self.owner)
@@ -216,7 +223,7 @@ def _class_hook_for(obj: object, name: str) -> _ClassHook | None:
             hook.install()
             _class_hooks[(klass, name)] = hook
             return hook
-    except TypeError:
+    except Exception:  # not weakly referenceable, a class that refuses setattr, ...
         return None
     return None
 
@@ -298,16 +305,19 @@ class InstancePatcher:
 
     def restore_all(self) -> None:
         """Restore every patched attribute on every object still alive."""
+        self._restore_entries()  # (its own frame: the entries it drops die with it)
+        hooks = list(self._hooks.values())
+        self._hooks.clear()
+        for hook in hooks:
+            hook.uninstall_if_unused()
+
+    def _restore_entries(self) -> None:
         entries = list(self._entries.values())
         self._entries.clear()
         for entry in entries:
             obj = entry.target()
             if obj is not None:
                 self._restore(obj, entry)
-        hooks = list(self._hooks.values())
-        self._hooks.clear()
-        for hook in hooks:
-            hook.uninstall_if_unused()
 
     def _entry(self, obj: object) -> _Entry:
         key = id(obj)
