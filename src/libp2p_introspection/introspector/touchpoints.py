@@ -74,7 +74,7 @@ logger = logging.getLogger(__name__)
 #: Kinds of touchpoint.
 READ = "read"  #: an attribute read on instances
 CALL = "call"  #: a method called
-HOOK = "hook"  #: a method replaced on one instance (undone on detach)
+HOOK = "hook"  #: a method replaced for one object, on it or via its class (undone on detach)
 SWAP = "swap"  #: an attribute replaced for the duration of one call, then put back
 WALK = "walk"  #: an attribute :func:`find_in_graph` follows (read with getattr)
 CONSTANT = "constant"  #: a module-level constant
