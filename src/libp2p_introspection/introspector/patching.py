@@ -47,6 +47,16 @@ _MISSING = object()
 _THROUGH_CLASS = object()
 
 
+def _defining_class(cls: type, name: str) -> tuple[type, Any] | None:
+    """The first class of ``cls``'s MRO whose own namespace holds ``name``, and the
+    value it holds there (as stored: a function, not a bound method), or None."""
+    for klass in cls.__mro__:
+        value = vars(klass).get(name, _MISSING)
+        if value is not _MISSING:
+            return klass, value
+    return None
+
+
 def instance_attribute(obj: object, name: str, default: Any = None) -> Any:
     """``obj``'s own (instance) attribute ``name``, or ``default`` when the instance
     has none and the name comes from its class; never raises.
@@ -62,11 +72,8 @@ def instance_attribute(obj: object, name: str, default: Any = None) -> Any:
     descriptor, a slot) the instance's ``__dict__`` is consulted after all.
     """
     try:
-        class_value = _MISSING
-        for klass in type(obj).__mro__:
-            class_value = vars(klass).get(name, _MISSING)
-            if class_value is not _MISSING:
-                break
+        defined = _defining_class(type(obj), name)
+        class_value = _MISSING if defined is None else defined[1]
         if class_value is not _MISSING and type(class_value) is not FunctionType:
             if type(obj).__dictoffset__ == 0:
                 return default
@@ -210,22 +217,21 @@ def _class_hook_for(obj: object, name: str) -> _ClassHook | None:
         if instance_attribute(obj, name, _MISSING) is not _MISSING:
             return None
         weakref.ref(obj)
-        for klass in type(obj).__mro__:
-            value = vars(klass).get(name, _MISSING)
-            if value is _MISSING:
-                continue
-            hook = _class_hooks.get((klass, name))
-            if hook is not None and value is hook.dispatcher:
-                return hook
-            if type(value) is not FunctionType:
-                return None
-            hook = _ClassHook(klass, name, value)
-            hook.install()
-            _class_hooks[(klass, name)] = hook
+        defined = _defining_class(type(obj), name)
+        if defined is None:
+            return None
+        klass, value = defined
+        hook = _class_hooks.get((klass, name))
+        if hook is not None and value is hook.dispatcher:
             return hook
+        if type(value) is not FunctionType:
+            return None
+        hook = _ClassHook(klass, name, value)
+        hook.install()
+        _class_hooks[(klass, name)] = hook
+        return hook
     except Exception:  # not weakly referenceable, a class that refuses setattr, ...
         return None
-    return None
 
 
 class InstancePatcher:
