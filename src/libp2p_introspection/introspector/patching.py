@@ -73,6 +73,14 @@ def instance_attribute(obj: object, name: str, default: Any = None) -> Any:
     """
     try:
         defined = _defining_class(type(obj), name)
+    except Exception:
+        return default
+    return _own_attribute(obj, name, default, defined)
+
+
+def _own_attribute(obj: object, name: str, default: Any, defined: tuple[type, Any] | None) -> Any:
+    """:func:`instance_attribute`, given ``_defining_class(type(obj), name)``."""
+    try:
         class_value = _MISSING if defined is None else defined[1]
         if class_value is not _MISSING and type(class_value) is not FunctionType:
             if type(obj).__dictoffset__ == 0:
@@ -214,12 +222,10 @@ def _class_hook_for(obj: object, name: str) -> _ClassHook | None:
     try:
         if type(obj).__dictoffset__ == 0:
             return None
-        if instance_attribute(obj, name, _MISSING) is not _MISSING:
+        defined = _defining_class(type(obj), name)
+        if defined is None or _own_attribute(obj, name, _MISSING, defined) is not _MISSING:
             return None
         weakref.ref(obj)
-        defined = _defining_class(type(obj), name)
-        if defined is None:
-            return None
         klass, value = defined
         hook = _class_hooks.get((klass, name))
         if hook is not None and value is hook.dispatcher:
