@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from dashboard_process import dashboard_of_mock
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_dashboard_browser import (  # noqa: F401 - the fixtures
     browser,
     open_following,
@@ -103,25 +104,30 @@ EXPECTED_AGE = """(table, key) => {
 # connection's id; a stream's index in its connection, which a purge before it shifts)
 # can leave the snapshot, and its row rightly goes, before the test has seen two
 # snapshots. What a user relies on is checked on every probe whose key is still there:
-# `window.__probes`, each {key, row, cell (one that never changes), age (the text shown
-# when probed)}. PROBES_UPDATED is true when every probe still there keeps its elements
-# and shows the age of the table's moment and one of those ages changed; "gone" when no
-# probe is left (probe again); false meanwhile.
+# `window.__probes`, each {key, row, cell (one that never changes), inner (its first
+# element), age (the text shown when probed)}. PROBES_UPDATED is true when every probe
+# still there keeps its elements and shows the age of the table's moment and one of
+# those ages changed; "gone" when no probe is left (probe again); false meanwhile, with
+# the reason in window.__probeWhy.
 PROBES_UPDATED = """(table) => {
   const probes = window.__probes;
   const t = Tabulator.findTable(`#${table}-table`)[0];
   if (table === 'streams' && !window.__stored?.get(t.shownTs)) return false;
   const live = probes.filter((p) => ({expected})(table, p.key) !== null);
   if (!live.length) return 'gone';
+  const not = (why, p) => { window.__probeWhy = `${why}: ${p.key}`; return false; };
   for (const p of live) {
-    // The same cell element is still in the table (not rebuilt: a hovered or selected
-    // peer id, a focused copy button stay), in the row of the same key, showing the
-    // new moment's age.
-    if (!p.cell.isConnected || !p.row.isConnected) return false;
+    // The same cell element and what it shows are still in the table (not rebuilt: a
+    // hovered or selected peer id, a focused copy button stay), in the row of the same
+    // key, showing the new moment's age.
+    if (!p.row.isConnected || !p.cell.isConnected) return not('its row or cell left the page', p);
+    if (p.cell.firstElementChild !== p.inner) return not("its cell's content was rebuilt", p);
     const data = t.getRow(p.row)?.getData();
-    if (String(data?.key ?? data?.id) !== p.key) return false;
-    if (p.row.querySelector('[tabulator-field=age]').textContent !== ({expected})(table, p.key)) return false;
+    if (String(data?.key ?? data?.id) !== p.key) return not('its row holds another key', p);
+    const age = p.row.querySelector('[tabulator-field=age]').textContent;
+    if (age !== ({expected})(table, p.key)) return not(`its age shows ${age}`, p);
   }
+  window.__probeWhy = 'no age shown changed';
   return live.some((p) => p.row.querySelector('[tabulator-field=age]').textContent !== p.age);
 }""".replace("{expected}", EXPECTED_AGE)
 
@@ -137,7 +143,8 @@ PROBE = """([table, field]) => {
   for (const row of [...document.querySelectorAll(`#${table}-table .tabulator-row`)].slice(3, 15)) {
     const d = t.getRow(row).getData();
     if (table === 'streams' ? d.status !== 'ACTIVE' : !active.has(String(d.id))) continue;
-    window.__probes.push({ key: String(d.key ?? d.id), row, cell: row.querySelector(`[tabulator-field=${field}]`),
+    const cell = row.querySelector(`[tabulator-field=${field}]`);
+    window.__probes.push({ key: String(d.key ?? d.id), row, cell, inner: cell.firstElementChild,
                            age: row.querySelector('[tabulator-field=age]').textContent });
   }
   return window.__probes.length;
@@ -156,7 +163,10 @@ def _rows_updated_in_place(pg: Any, table: str, field: str) -> None:
             pg.wait_for_function(
                 "() => Tabulator.findTable('#streams-table')[0].shownTs > window.__probedTs"
             )
-        result = pg.wait_for_function(PROBES_UPDATED, arg=table).json_value()
+        try:
+            result = pg.wait_for_function(PROBES_UPDATED, arg=table).json_value()
+        except PlaywrightTimeout:
+            pytest.fail(f"{table}: {pg.evaluate('() => window.__probeWhy')}")
         if result != "gone":
             assert result is True, result
             return
