@@ -287,8 +287,9 @@ class InstancePatcher:
         method bound to ``obj``, or the replacement installed before this one.
 
         Falls back to :meth:`patch` (an instance attribute) where the class's
-        method cannot be dispatched (:func:`_class_hook_for`). Raises only what
-        ``wrap`` raises; then nothing is changed.
+        method cannot be dispatched (:func:`_class_hook_for`). Raises what ``wrap``
+        raises, and on that fallback what reading ``obj.<name>`` raises (a property
+        that raises, a missing name, as with :meth:`patch`); then nothing is changed.
         """
         entry = self._entries.get(id(obj))
         replaced_here = (
